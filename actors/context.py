@@ -1,0 +1,209 @@
+"""What the model sees: the system prompt, older turns as TOON, the recent tail verbatim.
+
+The seed's rule (CONTRACT.md, "Chat"): when a conversation has more than
+:data:`VERBATIM_TAIL` messages, the older ones become one TOON block inside the system
+instruction and the last six (the new user message included) go verbatim as
+``contents``. Everything must fit the model's token budget; when it does not, the oldest
+turns are dropped first, and the new user message is never dropped or altered.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Sequence
+
+import structlog
+
+from actors.compression import render_history
+from actors.models.base import ChatTurn, ModelError, ModelProvider, ModelRequest
+from actors.models.catalog import ModelInfo
+
+log = structlog.get_logger(__name__)
+
+SYSTEM_PROMPT = (
+    "You are Cero, a helpful, precise and friendly AI assistant in a chat application. "
+    "Answer in the language of the user's latest message. Prefer clear, well-structured "
+    "answers and use Markdown (lists, tables, fenced code blocks with a language tag) when "
+    "it helps; keep short questions short. Say so plainly when you are unsure or do not "
+    "know, and never invent facts, sources or URLs. When tools such as web search, URL "
+    "reading or code execution are available, use them when they make the answer more "
+    "accurate, and cite what you found."
+)
+
+#: How many of the newest messages are sent verbatim as ``contents``.
+VERBATIM_TAIL = 6
+
+#: Estimated tokens a message costs beyond its text (role, turn markers).
+PER_MESSAGE_OVERHEAD = 4
+
+#: Skip the ``count_tokens`` round trip while the estimate is under this share of the
+#: budget: the estimate overestimates real tokenizers, never by a factor of two the
+#: other way, and every round trip delays the first token.
+COUNT_THRESHOLD = 0.5
+
+#: Upper bound on ``count_tokens`` calls for one request (normally exactly one).
+MAX_COUNTS = 3
+
+_WORDISH = re.compile(r"[A-Za-z0-9 ]+")
+_NON_ASCII = re.compile(r"[^\x00-\x7f]")
+
+
+def estimate_tokens(text: str) -> int:
+    """A conservative (over-)estimate of the tokens ``text`` costs.
+
+    Calibration, in quarter tokens per character, against the published behaviour of
+    modern BPE / SentencePiece vocabularies (o200k, Gemini):
+
+    - ASCII letters, digits and spaces: 1 (4 chars/token; English prose runs at
+      4.2–4.6 chars/token, so prose is overestimated by roughly 5–15%);
+    - other ASCII (punctuation, newlines, tabs): 2, because in code, JSON and TOON
+      brackets, quotes and operators often are tokens of their own;
+    - 2-byte UTF-8 (accented Latin, Greek, Cyrillic, Hebrew, Arabic): 2
+      (2 chars/token; these scripts run at about 2.5–3.5);
+    - 3-byte UTF-8 (CJK, Indic, ...): 4, one token a character (CJK runs at 1–1.5);
+    - 4-byte UTF-8 (emoji, rare CJK): 8, two tokens a code point.
+
+    The result is rounded up, and non-empty text costs at least one token.
+    """
+    if not text:
+        return 0
+    wordish = sum(len(m) for m in _WORDISH.findall(text))
+    non_ascii = _NON_ASCII.findall(text)
+    quarters = wordish + 2 * (len(text) - wordish - len(non_ascii))
+    for ch in non_ascii:
+        cp = ord(ch)
+        quarters += 2 if cp < 0x800 else 4 if cp < 0x10000 else 8
+    return max(1, math.ceil(quarters / 4))
+
+
+def estimate_request_tokens(request: ModelRequest) -> int:
+    """The estimated prompt size of ``request`` (system instruction plus contents)."""
+    total = estimate_tokens(request.system) + PER_MESSAGE_OVERHEAD
+    for turn in request.contents:
+        total += estimate_tokens(turn.content) + PER_MESSAGE_OVERHEAD
+    return total
+
+
+def _system(system_prompt: str, older: Sequence[ChatTurn]) -> str:
+    if not older:
+        return system_prompt
+    return f"{system_prompt}\n\n{render_history(older)}"
+
+
+def _split(turns: Sequence[ChatTurn]) -> tuple[list[ChatTurn], list[ChatTurn]]:
+    """Older turns (for the block) and the verbatim tail, which starts with a user turn."""
+    cut = max(0, len(turns) - VERBATIM_TAIL)
+    older, tail = list(turns[:cut]), list(turns[cut:])
+    while tail[0].role != "user":  # Gemini wants contents to open with a user turn
+        older.append(tail.pop(0))
+    return older, tail
+
+
+def _fit(
+    older: list[ChatTurn],
+    tail: list[ChatTurn],
+    limit: float,
+    make: Callable[[Sequence[ChatTurn], Sequence[ChatTurn]], ModelRequest],
+    model_id: str,
+) -> ModelRequest:
+    """The largest request (dropping oldest turns first) whose estimate is ≤ ``limit``."""
+
+    def fits(req: ModelRequest) -> bool:
+        return estimate_request_tokens(req) <= limit
+
+    if fits(make((), tail)):
+        # Drop the fewest oldest block rows: the size shrinks monotonically with k.
+        lo, hi = 0, len(older)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if fits(make(older[mid:], tail)):
+                hi = mid
+            else:
+                lo = mid + 1
+        return make(older[lo:], tail)
+    # The block is gone; drop the oldest tail turns, keeping the new user message and
+    # a user turn first.
+    kept = list(tail)
+    while len(kept) > 1:
+        kept.pop(0)
+        while kept[0].role != "user":
+            kept.pop(0)
+        candidate = make((), kept)
+        if fits(candidate):
+            return candidate
+    raise ModelError(
+        "bad_request",
+        f"message too long for model {model_id}: it does not fit the model's input budget",
+    )
+
+
+async def build_request(
+    *,
+    history: Sequence[ChatTurn],
+    model: ModelInfo,
+    tools: tuple[str, ...] = (),
+    system_prompt: str = SYSTEM_PROMPT,
+    provider: ModelProvider | None = None,
+    budget_fraction: float = 0.8,
+    budget_tokens: int | None = None,
+    max_output_tokens: int | None = None,
+) -> ModelRequest:
+    """The request for the next answer.
+
+    ``history`` is every stored turn of the conversation, the new user message last;
+    turns with empty content (failed generations) are skipped. The budget is
+    ``budget_tokens`` or ``model.input_token_limit * budget_fraction``. Sizes are
+    estimated with :func:`estimate_tokens`; when ``provider`` can count tokens, the
+    final candidate is measured once (only when its estimate reaches
+    :data:`COUNT_THRESHOLD` of the budget) and, if the measurement exceeds the budget,
+    the request is shrunk again with the estimate scaled by the measured ratio and
+    re-measured (at most :data:`MAX_COUNTS` counts). Raises
+    ``ModelError("bad_request")`` when the new user message alone does not fit.
+    """
+    turns = [t for t in history if t.content]
+    if not turns or turns[-1].role != "user":
+        raise ValueError("history must end with the new (non-empty) user message")
+    budget = budget_tokens if budget_tokens is not None else int(
+        model.input_token_limit * budget_fraction
+    )
+    older, tail = _split(turns)
+
+    def make(block: Sequence[ChatTurn], contents: Sequence[ChatTurn]) -> ModelRequest:
+        return ModelRequest(
+            model=model.id,
+            system=_system(system_prompt, block),
+            contents=tuple(contents),
+            tools=tools,
+            max_output_tokens=max_output_tokens,
+        )
+
+    request = _fit(older, tail, budget, make, model.id)
+    if provider is None:
+        return request
+
+    if estimate_request_tokens(request) < budget * COUNT_THRESHOLD:
+        return request
+    scale = 1.0
+    for attempt in range(MAX_COUNTS):
+        measured = await provider.count_tokens(request)
+        if measured is None or measured <= budget:
+            return request
+        if attempt == MAX_COUNTS - 1:
+            break
+        estimate = estimate_request_tokens(request)
+        scale = max(scale, measured / estimate) * 1.02  # a little headroom per round
+        log.info(
+            "context.shrink_measured",
+            model=model.id,
+            budget=budget,
+            measured=measured,
+            estimate=estimate,
+            scale=round(scale, 3),
+        )
+        request = _fit(older, tail, budget / scale, make, model.id)
+    raise ModelError(
+        "bad_request",
+        f"message too long for model {model.id}: {measured} tokens after trimming, "
+        f"budget {budget}",
+    )

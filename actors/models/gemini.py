@@ -1,0 +1,406 @@
+"""Gemini through google-genai, behind the :class:`~actors.models.base.ModelProvider` protocol.
+
+Why it looks the way it does (facts in GEMINI.md):
+
+- One ``genai.Client`` per provider, pinned to ``v1beta`` (where the built-in tools are
+  documented), with the SDK's own retries switched off (``HttpRetryOptions(attempts=1)``)
+  so this module alone owns the retry policy: exponential backoff with full jitter,
+  honouring ``RetryInfo.retryDelay``, at most ``max_retries`` retries and only before the
+  first event was yielded. After the first event an error ends the stream: retrying
+  then would repeat text the user has already seen.
+- The SDK sends nothing until the first ``async for`` step, so the first-chunk timeout
+  covers connecting, the request and the model's time to first token.
+- A finish for safety reasons (SAFETY, BLOCKLIST, PROHIBITED_CONTENT, SPII) after some
+  text still yields that text, then raises ``ModelError("blocked")`` instead of a
+  :class:`Final`: the actor stores the partial answer with status ``error``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from enum import Enum
+from typing import Final as FinalType
+
+import aiohttp
+import structlog
+from google import genai
+from google.genai import errors as genai_errors
+from google.genai import types
+
+from actors.models.base import (
+    Citation,
+    ErrorCode,
+    Final,
+    ModelError,
+    ModelEvent,
+    ModelRequest,
+    TextDelta,
+    ToolStep,
+    Usage,
+)
+
+log = structlog.get_logger(__name__)
+
+API_VERSION: FinalType = "v1beta"
+#: HTTP statuses worth another attempt (before the first event only).
+RETRYABLE_STATUSES: FinalType = frozenset({429, 500, 502, 503, 504})
+#: Finish reasons that mean the answer was withheld for policy reasons.
+BLOCKED_FINISHES: FinalType = frozenset({"SAFETY", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII"})
+_RETRY_INFO = "type.googleapis.com/google.rpc.RetryInfo"
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?)s\s*$")
+
+
+def _word(value: object) -> str:
+    """An SDK enum (or plain value) as the API's own word."""
+    if isinstance(value, Enum):
+        return str(value.value)
+    return str(value)
+
+
+def _tool(name: str) -> types.Tool:
+    if name == "google_search":
+        return types.Tool(google_search=types.GoogleSearch())
+    if name == "url_context":
+        return types.Tool(url_context=types.UrlContext())
+    if name == "code_execution":
+        return types.Tool(code_execution=types.ToolCodeExecution())
+    raise ModelError("bad_request", f"unknown tool '{name}'")
+
+
+def _contents(request: ModelRequest) -> list[types.Content]:
+    return [
+        types.Content(
+            role="user" if turn.role == "user" else "model",
+            parts=[types.Part(text=turn.content)],
+        )
+        for turn in request.contents
+    ]
+
+
+def retry_delay_of(error: genai_errors.APIError) -> float | None:
+    """The ``RetryInfo.retryDelay`` (seconds) carried by a Google error, if any."""
+    body = error.details
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        body = body["error"]
+    details = body.get("details") if isinstance(body, dict) else None
+    if not isinstance(details, list):
+        return None
+    for item in details:
+        if isinstance(item, dict) and item.get("@type") == _RETRY_INFO:
+            delay = item.get("retryDelay")
+            if isinstance(delay, str) and (match := _DURATION.match(delay)):
+                return float(match.group(1))
+            if isinstance(delay, dict):  # {"seconds": N, "nanos": M}
+                seconds = delay.get("seconds", 0)
+                nanos = delay.get("nanos", 0)
+                if isinstance(seconds, (int, str)) and isinstance(nanos, int):
+                    return float(seconds) + nanos / 1e9
+    return None
+
+
+def classify(error: BaseException) -> tuple[ErrorCode, bool]:
+    """The contract's error code for an upstream failure, and whether to retry it."""
+    if isinstance(error, genai_errors.APIError):
+        code = error.code
+        if code == 429:
+            return "rate_limited", True
+        if isinstance(code, int) and 500 <= code < 600:
+            return "upstream_unavailable", code in RETRYABLE_STATUSES
+        if code in (400, 401, 403, 404):
+            return "bad_request", False
+        return "internal", False
+    if isinstance(error, TimeoutError):
+        return "upstream_timeout", False
+    if isinstance(error, (aiohttp.ClientError, ConnectionError, OSError)):
+        return "upstream_unavailable", True
+    return "internal", False
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, genai_errors.APIError):
+        return f"Gemini answered {error.code} {error.status or ''}: {error.message or ''}".strip()
+    return f"Gemini request failed: {type(error).__name__}: {error}"
+
+
+class _Translator:
+    """Turns SDK chunks into events; remembers what was already announced."""
+
+    def __init__(self) -> None:
+        self.chunks = 0
+        self.finish_reason: str | None = None
+        self.usage = Usage()
+        self.citations: dict[str, Citation] = {}
+        self.search_announced = False
+        self.urls_announced = False
+
+    def feed(self, chunk: types.GenerateContentResponse) -> list[ModelEvent]:
+        self.chunks += 1
+        events: list[ModelEvent] = []
+        feedback = chunk.prompt_feedback
+        if feedback is not None and feedback.block_reason is not None:
+            reason = _word(feedback.block_reason)
+            raise ModelError("blocked", f"the prompt was blocked ({reason})")
+        if chunk.usage_metadata is not None:  # cumulative: the last one wins
+            meta = chunk.usage_metadata
+            self.usage = Usage(
+                prompt_tokens=meta.prompt_token_count or 0,
+                output_tokens=meta.candidates_token_count or 0,
+                thoughts_tokens=meta.thoughts_token_count or 0,
+                total_tokens=meta.total_token_count or 0,
+            )
+        if not chunk.candidates:
+            return events
+        candidate = chunk.candidates[0]
+        grounding = candidate.grounding_metadata
+        if grounding is not None:
+            if grounding.web_search_queries and not self.search_announced:
+                self.search_announced = True
+                events.append(
+                    ToolStep("google_search", {"queries": list(grounding.web_search_queries)})
+                )
+            for gchunk in grounding.grounding_chunks or ():
+                web = gchunk.web
+                if web is not None and web.uri and web.uri not in self.citations:
+                    self.citations[web.uri] = Citation(
+                        uri=web.uri, title=web.title or web.domain or web.uri
+                    )
+        url_meta = candidate.url_context_metadata
+        if url_meta is not None and url_meta.url_metadata and not self.urls_announced:
+            self.urls_announced = True
+            urls: list[dict[str, object]] = [
+                {
+                    "url": m.retrieved_url or "",
+                    "status": _word(m.url_retrieval_status)
+                    if m.url_retrieval_status is not None
+                    else "URL_RETRIEVAL_STATUS_UNSPECIFIED",
+                }
+                for m in url_meta.url_metadata
+            ]
+            events.append(ToolStep("url_context", {"urls": urls}))
+        parts = candidate.content.parts if candidate.content is not None else None
+        for part in parts or ():
+            if part.thought:
+                continue
+            if part.executable_code is not None:
+                code = part.executable_code
+                language = _word(code.language) if code.language is not None else "PYTHON"
+                events.append(
+                    ToolStep("code_execution", {"language": language, "code": code.code or ""})
+                )
+            elif part.code_execution_result is not None:
+                result = part.code_execution_result
+                outcome = _word(result.outcome) if result.outcome is not None else "OUTCOME_OK"
+                events.append(
+                    ToolStep(
+                        "code_execution_result",
+                        {"outcome": outcome, "output": result.output or ""},
+                    )
+                )
+            elif part.text:
+                events.append(TextDelta(part.text))
+        if candidate.finish_reason is not None:
+            self.finish_reason = _word(candidate.finish_reason)
+        return events
+
+    def final(self) -> Final:
+        return Final(
+            finish_reason=self.finish_reason or "FINISH_REASON_UNSPECIFIED",
+            usage=self.usage,
+            citations=tuple(self.citations.values()),
+        )
+
+
+class _End:
+    """Marks the end of the SDK stream in the pump's queue."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Failed:
+    error: Exception
+
+
+_END = _End()
+_Item = types.GenerateContentResponse | _Failed | _End
+
+
+class _ChunkPump:
+    """Reads the SDK stream in its own task, so closing can cancel it mid-read.
+
+    The SDK's stream is a chain of async generators; closing only the outermost one
+    leaves the HTTP response open until garbage collection. Cancelling the task that
+    is awaiting the socket instead unwinds the whole chain at once, and the SDK's own
+    ``finally`` releases (and, mid-body, closes) the connection. The queue is unbounded
+    on purpose: the pump is then always inside the SDK when it is cancelled, and
+    chunks are small while the consumer is fast.
+    """
+
+    def __init__(
+        self,
+        open_stream: Callable[[], Awaitable[AsyncIterator[types.GenerateContentResponse]]],
+    ) -> None:
+        self._queue: asyncio.Queue[_Item] = asyncio.Queue()
+        self._task = asyncio.create_task(self._run(open_stream))
+
+    async def _run(
+        self,
+        open_stream: Callable[[], Awaitable[AsyncIterator[types.GenerateContentResponse]]],
+    ) -> None:
+        try:
+            async for chunk in await open_stream():
+                self._queue.put_nowait(chunk)
+        except Exception as exc:  # noqa: BLE001 - handed to the consumer
+            self._queue.put_nowait(_Failed(exc))
+        else:
+            self._queue.put_nowait(_END)
+
+    async def next(self, timeout: float) -> types.GenerateContentResponse | None:
+        """The next chunk, ``None`` at the end; raises the stream's error or TimeoutError."""
+        async with asyncio.timeout(timeout):
+            item = await self._queue.get()
+        if isinstance(item, _Failed):
+            raise item.error
+        if isinstance(item, _End):
+            return None
+        return item
+
+    async def close(self) -> None:
+        if not self._task.done():
+            self._task.cancel()
+            await asyncio.wait({self._task})
+
+
+class GeminiProvider:
+    """Streams Gemini answers as :data:`~actors.models.base.ModelEvent` values."""
+
+    def __init__(
+        self,
+        api_key: str,
+        *,
+        base_url: str | None = None,
+        first_chunk_timeout: float = 30,
+        chunk_timeout: float = 60,
+        max_retries: int = 3,
+        backoff_base: float = 0.5,
+        backoff_max: float = 8.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.first_chunk_timeout = first_chunk_timeout
+        self.chunk_timeout = chunk_timeout
+        self.max_retries = max_retries
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self._rng = rng or random.Random()
+        self._client = genai.Client(
+            api_key=api_key,
+            http_options=types.HttpOptions(
+                base_url=base_url,
+                api_version=API_VERSION,
+                retry_options=types.HttpRetryOptions(attempts=1),
+            ),
+        )
+
+    async def aclose(self) -> None:
+        """Close the client's HTTP session (call once at shutdown)."""
+        await self._client.aio.aclose()
+
+    def backoff(self, attempt: int, error: BaseException) -> float:
+        """Seconds to wait before retry number ``attempt`` (1-based)."""
+        if isinstance(error, genai_errors.APIError):
+            hinted = retry_delay_of(error)
+            if hinted is not None:
+                return min(max(hinted, 0.0), self.backoff_max)
+        ceiling = min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1))
+        return self._rng.uniform(0.0, ceiling)  # full jitter
+
+    def _config(self, request: ModelRequest) -> types.GenerateContentConfig:
+        return types.GenerateContentConfig(
+            system_instruction=request.system or None,
+            tools=[_tool(name) for name in request.tools] or None,
+            max_output_tokens=request.max_output_tokens,
+            automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
+        )
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[ModelEvent]:
+        """Yield the answer's events, then one :class:`Final`; raise :class:`ModelError`."""
+        config = self._config(request)
+        contents = _contents(request)
+        bound = log.bind(model=request.model)
+        attempt = 0
+        while True:
+            translator = _Translator()
+            yielded = False
+            pump = _ChunkPump(
+                lambda: self._client.aio.models.generate_content_stream(
+                    model=request.model, contents=contents, config=config
+                )
+            )
+            try:
+                try:
+                    timeout = self.first_chunk_timeout
+                    while True:
+                        try:
+                            chunk = await pump.next(timeout)
+                        except TimeoutError:
+                            which = "first chunk" if translator.chunks == 0 else "next chunk"
+                            raise ModelError(
+                                "upstream_timeout",
+                                f"Gemini sent no {which} within {timeout:g} s",
+                            ) from None
+                        if chunk is None:
+                            break
+                        timeout = self.chunk_timeout
+                        for event in translator.feed(chunk):
+                            yielded = True
+                            yield event
+                        if translator.finish_reason in BLOCKED_FINISHES:
+                            raise ModelError(
+                                "blocked",
+                                f"the answer was stopped ({translator.finish_reason})",
+                            )
+                finally:
+                    await pump.close()
+                if translator.chunks == 0:
+                    raise ConnectionError("Gemini ended the stream without any chunk")
+            except ModelError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - every upstream failure is classified
+                code, retryable = classify(exc)
+                if retryable and not yielded and attempt < self.max_retries:
+                    attempt += 1
+                    delay = self.backoff(attempt, exc)
+                    bound.info(
+                        "gemini.retry", attempt=attempt, code=code, delay=round(delay, 3),
+                        error=_describe(exc),
+                    )
+                    await asyncio.sleep(delay)
+                    continue
+                bound.warning(
+                    "gemini.failed", code=code, attempts=attempt + 1, after_events=yielded,
+                    error=_describe(exc),
+                )
+                raise ModelError(code, _describe(exc)) from exc
+            yield translator.final()
+            return
+
+    async def count_tokens(self, request: ModelRequest) -> int | None:
+        """Prompt size by Gemini's ``countTokens``, or ``None`` on any failure.
+
+        The Developer API rejects ``systemInstruction`` in ``countTokens``, so the
+        system text is counted as a leading user turn (a few tokens more: conservative).
+        """
+        contents = _contents(request)
+        if request.system:
+            contents.insert(0, types.Content(role="user", parts=[types.Part(text=request.system)]))
+        try:
+            async with asyncio.timeout(self.first_chunk_timeout):
+                response = await self._client.aio.models.count_tokens(
+                    model=request.model, contents=contents
+                )
+        except Exception as exc:  # noqa: BLE001 - counting is best effort
+            log.warning("gemini.count_tokens_failed", model=request.model, error=_describe(exc))
+            return None
+        return response.total_tokens

@@ -1,0 +1,1 @@
+"""The aiohttp application of Cero API: routes, sign-in, transports and configuration."""

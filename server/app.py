@@ -1,0 +1,43 @@
+"""The aiohttp application: ``create_app(settings)`` wires state, middlewares and routes.
+
+Resources that start and stop together live in ``cleanup_ctx``: the database engine
+(migrations, then the asyncpg pool) and the actor registry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import structlog
+from aiohttp import web
+
+from server import db
+from server.config import Settings
+from server.middleware import error_middleware, request_id_middleware
+from server.routes import health
+from server.state import ENGINE, SETTINGS
+
+log = structlog.get_logger(__name__)
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(
+        middlewares=[request_id_middleware, error_middleware],
+        client_max_size=settings.max_body,
+    )
+    app[SETTINGS] = settings
+    app[ENGINE] = db.engine_for_url(settings.database_url)
+    app.cleanup_ctx.append(_database)
+    app.add_routes(health.routes)
+    return app
+
+
+async def _database(app: web.Application) -> AsyncIterator[None]:
+    engine = app[ENGINE]
+    db.use_engine(engine)
+    await db.start_pool(engine)
+    try:
+        await db.migrate(engine)
+        yield
+    finally:
+        await db.close_pool(engine)

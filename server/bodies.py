@@ -1,0 +1,52 @@
+"""Request bodies: JSON (or form, for OAuth endpoints) validated into pydantic models.
+
+Malformed JSON, wrong types and missing fields become ``400`` naming the field; a body
+over the limit becomes ``413`` (aiohttp raises it while reading; the middleware renders it).
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+import orjson
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from server.errors import ApiError
+
+M = TypeVar("M", bound=BaseModel)
+
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+async def read_object(request: web.Request, *, allow_form: bool = False) -> dict[str, object]:
+    """The request body as a JSON object (or form fields when ``allow_form``)."""
+    if allow_form and request.content_type in FORM_TYPES:
+        form = await request.post()
+        return {key: value for key, value in form.items() if isinstance(value, str)}
+    raw = await request.read()
+    if not raw.strip():
+        return {}
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise ApiError(400, "invalid_json", "Malformed JSON body") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "invalid_json", "The body must be a JSON object")
+    return data
+
+
+def validate(model: type[M], data: dict[str, object], *, code: str = "invalid_request") -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first.get("loc", ())) or "body"
+        message = str(first.get("msg", "invalid")).removeprefix("Value error, ")
+        raise ApiError(400, code, f"{field}: {message}", extra={"field": field}) from None
+
+
+async def read_model(
+    request: web.Request, model: type[M], *, allow_form: bool = False, code: str = "invalid_request"
+) -> M:
+    return validate(model, await read_object(request, allow_form=allow_form), code=code)

@@ -1,0 +1,127 @@
+"""``cero-api serve | migrate | check-config``.
+
+Start-up errors (a bad setting, an unreachable database, a port in use) end in one line on
+stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+import warnings
+from collections.abc import Sequence
+
+import structlog
+from aiohttp import web
+
+from server import db
+from server.config import ConfigError, Settings, load_settings
+from server.logging import configure_logging
+
+log = structlog.get_logger("cero.cli")
+
+SHUTDOWN_TIMEOUT_S = 10.0
+
+
+class StartupError(Exception):
+    """One line for the operator."""
+
+
+def _fail(message: str, code: int = 2) -> int:
+    sys.stderr.write(f"cero-api: {message}\n")
+    sys.stderr.flush()
+    return code
+
+
+def _describe_db_error(settings: Settings, exc: BaseException) -> str:
+    target = "SQLite file" if settings.is_sqlite else "PostgreSQL"
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return f"cannot use the database (DATABASE_URL, {target}): {type(exc).__name__}: {text}"
+
+
+async def _serve(settings: Settings) -> None:
+    from server.app import create_app
+
+    app = create_app(settings)
+    runner = web.AppRunner(
+        app, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_S, access_log=None
+    )
+    try:
+        await runner.setup()
+    except Exception as exc:
+        raise StartupError(_describe_db_error(settings, exc)) from None
+    site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise StartupError(
+            f"cannot listen on {settings.host}:{settings.port} (CERO_HOST/CERO_PORT): "
+            f"{exc.strerror or exc}"
+        ) from None
+    log.info("listening", url=settings.public_url, database=settings.database_url.split("://")[0])
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting_down")
+    await runner.cleanup()
+    log.info("stopped")
+
+
+async def _migrate(settings: Settings) -> list[str]:
+    engine = db.engine_for_url(settings.database_url)
+    try:
+        return await db.migrate(engine)
+    except Exception as exc:
+        raise StartupError(_describe_db_error(settings, exc)) from None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="cero-api", description="Cero API server")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("serve", help="apply migrations and serve HTTP/SSE/WebSocket")
+    sub.add_parser("migrate", help="apply pending database migrations")
+    sub.add_parser("check-config", help="validate the settings and exit")
+    args = parser.parse_args(argv)
+    # Piccolo reports connection trouble as coloured warnings; we report it in one line.
+    warnings.filterwarnings("ignore", message=r".*Unable to (connect|fetch)")
+
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        return _fail(str(exc))
+    configure_logging(settings.log_level, settings.log_format)
+
+    try:
+        if args.command == "check-config":
+            sys.stdout.write(
+                f"configuration ok: {settings.public_url} ({settings.database_url.split('://')[0]})\n"
+            )
+            return 0
+        if args.command == "migrate":
+            applied = asyncio.run(_migrate(settings))
+            log.info("migrate_done", applied=len(applied))
+            return 0
+        _run(_serve(settings))
+        return 0
+    except StartupError as exc:
+        return _fail(str(exc))
+    except KeyboardInterrupt:
+        return 130
+
+
+def _run(coro: object) -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency, but optional here
+        asyncio.run(coro)  # type: ignore[arg-type]
+    else:
+        uvloop.run(coro)  # type: ignore[arg-type]
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,248 @@
+"""One typed settings object, read once from the environment (and ``.env``).
+
+Nothing else in the project reads ``os.environ``: the settings are passed down. A bad
+value stops start-up with one line naming the variable (see :func:`load_settings`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+class ConfigError(Exception):
+    """A setting is missing or invalid; ``str()`` is the one line shown to the operator."""
+
+
+def _csv(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Every setting of CONTRACT.md "Configuration", validated once at start-up."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+        populate_by_name=True,
+    )
+
+    database_url: str = Field("sqlite:///cero.db", validation_alias="DATABASE_URL")
+    host: str = Field("127.0.0.1", validation_alias="CERO_HOST", min_length=1)
+    port: int = Field(3001, validation_alias="CERO_PORT", ge=0, le=65535)
+    public_url_setting: str | None = Field(None, validation_alias="CERO_PUBLIC_URL")
+    secret: str | None = Field(None, validation_alias="BETTER_AUTH_SECRET")
+    github_client_id: str | None = Field(None, validation_alias="BETTER_AUTH_GITHUB_CLIENT_ID")
+    github_client_secret: str | None = Field(
+        None, validation_alias="BETTER_AUTH_GITHUB_CLIENT_SECRET"
+    )
+    github_url: str = Field("https://github.com", validation_alias="CERO_GITHUB_URL")
+    github_api_url: str = Field("https://api.github.com", validation_alias="CERO_GITHUB_API_URL")
+    gemini_api_key: str | None = Field(
+        None, validation_alias=AliasChoices("GOOGLE_GENERATIVE_AI_API_KEY", "GEMINI_API_KEY")
+    )
+    gemini_base_url: str | None = Field(None, validation_alias="CERO_GEMINI_BASE_URL")
+    gemini_first_chunk_timeout: float = Field(
+        30.0, validation_alias="CERO_GEMINI_FIRST_CHUNK_TIMEOUT", gt=0
+    )
+    gemini_chunk_timeout: float = Field(60.0, validation_alias="CERO_GEMINI_CHUNK_TIMEOUT", gt=0)
+    gemini_retry_backoff: float = Field(0.5, validation_alias="CERO_GEMINI_RETRY_BACKOFF", ge=0)
+    redis_url: str | None = Field(None, validation_alias="CERO_REDIS_URL")
+    trusted_origins_setting: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias="CERO_TRUSTED_ORIGINS"
+    )
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias="CERO_TRUSTED_PROXIES"
+    )
+    device_code_ttl: int = Field(1800, validation_alias="CERO_DEVICE_CODE_TTL", ge=10, le=86400)
+    device_poll_interval: int = Field(5, validation_alias="CERO_DEVICE_POLL_INTERVAL", ge=0, le=300)
+    device_client_ids: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias="CERO_DEVICE_CLIENT_IDS"
+    )
+    max_body: int = Field(1 << 20, validation_alias="CERO_MAX_BODY", ge=1024)
+    ws_max_frame: int = Field(1 << 20, validation_alias="CERO_WS_MAX_FRAME", ge=1024)
+    max_message_chars: int = Field(32_000, validation_alias="CERO_MAX_MESSAGE_CHARS", ge=1)
+    actor_idle_timeout: float = Field(60.0, validation_alias="CERO_ACTOR_IDLE_TIMEOUT", gt=0)
+    flush_interval: float = Field(0.5, validation_alias="CERO_FLUSH_INTERVAL", gt=0, le=1.0)
+    demo_token_delay: float = Field(0.02, validation_alias="CERO_DEMO_TOKEN_DELAY", ge=0)
+    sse_ping_interval: float = Field(15.0, validation_alias="CERO_SSE_PING_INTERVAL", gt=0)
+    ws_heartbeat: float = Field(20.0, validation_alias="CERO_WS_HEARTBEAT", gt=0)
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", validation_alias="CERO_LOG_LEVEL"
+    )
+    log_format: Literal["auto", "json", "console"] = Field(
+        "auto", validation_alias="CERO_LOG_FORMAT"
+    )
+
+    @field_validator(
+        "trusted_origins_setting", "trusted_proxies", "device_client_ids", mode="before"
+    )
+    @classmethod
+    def _split_csv(cls, value: object) -> object:
+        return _csv(value)
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str) -> str:
+        if value.startswith("sqlite:///"):
+            if not value.removeprefix("sqlite:///"):
+                raise ValueError("sqlite URL needs a path, e.g. sqlite:///cero.db")
+            return value
+        if value.startswith(("postgresql://", "postgres://")):
+            parts = urlsplit(value)
+            if not parts.hostname and "host=" not in (parts.query or ""):
+                raise ValueError("postgresql URL needs a host")
+            try:
+                parts.port  # noqa: B018 - raises on a bad port
+            except ValueError as exc:
+                raise ValueError(f"bad port in URL ({exc})") from None
+            return value
+        raise ValueError("must start with sqlite:/// or postgresql://")
+
+    @field_validator("public_url_setting", "gemini_base_url", "github_url", "github_api_url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None if value == "" else value
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an http(s) URL")
+        return value.rstrip("/")
+
+    @field_validator("trusted_origins_setting")
+    @classmethod
+    def _check_origins(cls, value: list[str]) -> list[str]:
+        out = []
+        for origin in value:
+            parts = urlsplit(origin)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ValueError(f"{origin!r} is not an origin like https://example.com")
+            out.append(f"{parts.scheme}://{parts.netloc}".lower())
+        return out
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_proxies(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or network") from None
+        return value
+
+    @model_validator(mode="after")
+    def _check_github_pair(self) -> Settings:
+        if bool(self.github_client_id) != bool(self.github_client_secret):
+            raise ValueError(
+                "BETTER_AUTH_GITHUB_CLIENT_ID and BETTER_AUTH_GITHUB_CLIENT_SECRET go together"
+            )
+        if self.secret is not None and len(self.secret) < 16:
+            raise ValueError("BETTER_AUTH_SECRET must be at least 16 characters")
+        if self.secret is None and not self.local_mode:
+            raise ValueError(
+                "BETTER_AUTH_SECRET is required unless the server runs in local mode "
+                "(GitHub not configured and CERO_HOST on loopback)"
+            )
+        return self
+
+    # -- derived -----------------------------------------------------------------------
+
+    @property
+    def public_url(self) -> str:
+        if self.public_url_setting:
+            return self.public_url_setting
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def secure_cookies(self) -> bool:
+        return self.public_url.startswith("https://")
+
+    @property
+    def trusted_origins(self) -> frozenset[str]:
+        parts = urlsplit(self.public_url)
+        own = f"{parts.scheme}://{parts.netloc}".lower()
+        return frozenset([own, *self.trusted_origins_setting])
+
+    @property
+    def github_enabled(self) -> bool:
+        return bool(self.github_client_id and self.github_client_secret)
+
+    @property
+    def loopback_only(self) -> bool:
+        return self.host in LOOPBACK_HOSTS
+
+    @property
+    def local_mode(self) -> bool:
+        """Local sign-in link: GitHub not configured and bound to loopback only."""
+        return not self.github_enabled and self.loopback_only
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite:///")
+
+    @property
+    def sqlite_path(self) -> Path:
+        """``sqlite:///rel`` → ``rel``; ``sqlite:////abs`` → ``/abs`` (no lstrip!)."""
+        return Path(self.database_url.removeprefix("sqlite:///"))
+
+    @cached_property
+    def auth_secret(self) -> str:
+        """The signing secret; in local mode a generated one kept beside the database."""
+        if self.secret:
+            return self.secret
+        folder = self.sqlite_path.parent if self.is_sqlite else Path(".")
+        path = folder / ".cero-secret"
+        try:
+            text = path.read_text().strip()
+            if len(text) >= 32:
+                return text
+        except FileNotFoundError:
+            pass
+        text = secrets.token_urlsafe(32)
+        folder.mkdir(parents=True, exist_ok=True)
+        path.write_text(text + "\n")
+        path.chmod(0o600)
+        return text
+
+
+def _describe(error: ValidationError) -> str:
+    first = error.errors()[0]
+    loc = first.get("loc") or ()
+    field = str(loc[0]) if loc else ""
+    info = Settings.model_fields.get(field)
+    name = field
+    if info is not None and info.validation_alias is not None:
+        alias = info.validation_alias
+        if isinstance(alias, str):
+            name = alias
+        elif isinstance(alias, AliasChoices):
+            name = "/".join(str(choice) for choice in alias.choices)
+    message = str(first.get("msg", "invalid")).removeprefix("Value error, ")
+    if not name:
+        return f"configuration error: {message}"
+    return f"configuration error: {name}: {message}"
+
+
+def load_settings(*, env_file: str | None = ".env", **overrides: object) -> Settings:
+    """Read and validate the settings; raise :class:`ConfigError` with one line on error.
+
+    ``overrides`` use the field names (tests pass them instead of touching the environment).
+    """
+    try:
+        return Settings(_env_file=env_file, **overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None

@@ -1,0 +1,102 @@
+"""Database engines: pick one from ``DATABASE_URL``, migrate, ping, pool lifecycle.
+
+Piccolo binds tables to an engine lazily through ``piccolo_conf.DB``; :func:`use_engine`
+points every table (ours and Piccolo's migration table) at the engine an app was created
+with, so one process (or one test run) can serve SQLite and PostgreSQL in turn.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import sqlite3
+from pathlib import Path
+from typing import Any, TypeAlias
+
+import structlog
+from piccolo.apps.migrations.tables import Migration
+from piccolo.engine.base import Engine as _Engine
+from piccolo.engine.postgres import PostgresEngine
+from piccolo.engine.sqlite import SQLiteEngine
+
+from server.tables import TABLES
+
+log = structlog.get_logger(__name__)
+
+Engine: TypeAlias = _Engine[Any]
+
+SQLITE_BUSY_TIMEOUT_S = 30.0
+
+
+def engine_for_url(url: str) -> Engine:
+    """``sqlite:///rel`` / ``sqlite:////abs`` → SQLite; ``postgresql://`` → PostgreSQL."""
+    if url.startswith("sqlite:///"):
+        path = url.removeprefix("sqlite:///")  # never lstrip: "/abs" must stay absolute
+        return SQLiteEngine(path=path, timeout=SQLITE_BUSY_TIMEOUT_S)
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url.removeprefix("postgres://")
+    return PostgresEngine(config={"dsn": url})
+
+
+def is_sqlite(engine: Engine) -> bool:
+    return isinstance(engine, SQLiteEngine)
+
+
+def use_engine(engine: Engine) -> None:
+    """Bind every table, and Piccolo's migration machinery, to ``engine``."""
+    import piccolo_conf
+
+    piccolo_conf.DB = engine
+    for table in (*TABLES, Migration):
+        table._meta.db = engine  # type: ignore[attr-defined]
+
+
+def prepare_sqlite(engine: Engine) -> None:
+    """WAL mode is a property of the file: set it once, before the first connection."""
+    if isinstance(engine, SQLiteEngine):
+        path = Path(engine.path)
+        if path.parent and not path.parent.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.closing(sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_S)) as conn:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+
+
+async def migrate(engine: Engine) -> list[str]:
+    """Apply every pending migration to ``engine``; return the ids applied."""
+    from piccolo.apps.migrations.commands.forwards import run_forwards
+
+    use_engine(engine)
+    prepare_sqlite(engine)
+    before = await _applied()
+    # Piccolo's migration runner prints its progress; keep it out of our stdout and logs.
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        result = await run_forwards(app_name="all", migration_id="all", fake=False)
+    if not result.success:
+        raise RuntimeError(f"migrations failed: {result.message}: {out.getvalue()[-500:]}")
+    applied = [m for m in await _applied() if m not in before]
+    if applied:
+        log.info("migrations_applied", migrations=applied)
+    return applied
+
+
+async def _applied() -> list[str]:
+    if not await Migration.table_exists().run():
+        return []
+    rows: list[dict[str, Any]] = await Migration.select(Migration.name).run()
+    return [str(row["name"]) for row in rows]
+
+
+async def ping(engine: Engine) -> None:
+    """Raise when the database does not answer a trivial query."""
+    await engine.run_ddl("SELECT 1")
+
+
+async def start_pool(engine: Engine, max_size: int = 20) -> None:
+    if isinstance(engine, PostgresEngine):
+        await engine.start_connection_pool(min_size=1, max_size=max_size)
+
+
+async def close_pool(engine: Engine) -> None:
+    if isinstance(engine, PostgresEngine):
+        await engine.close_connection_pool()

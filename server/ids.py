@@ -1,0 +1,27 @@
+"""Opaque identifiers and token hashing shared by the tables and sign-in."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+
+def new_id() -> str:
+    """An opaque, unguessable id: 144 random bits, URL-safe, 24 characters."""
+    return secrets.token_urlsafe(18)
+
+
+def new_token(nbytes: int = 32) -> str:
+    """A bearer secret (256 bits by default)."""
+    return secrets.token_urlsafe(nbytes)
+
+
+def token_hash(token: str) -> str:
+    """SHA-256 hex digest: the only form in which tokens and device codes are stored."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def same(a: str, b: str) -> bool:
+    """Constant-time string comparison."""
+    return hmac.compare_digest(a.encode("utf-8"), b.encode("utf-8"))

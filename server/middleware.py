@@ -1,0 +1,78 @@
+"""Request id, error rendering and body limit middlewares.
+
+Every error leaves as JSON in the contract's shape: aiohttp's own 404/405/413, our
+:class:`ApiError`, and anything unexpected (logged with its traceback, answered 500
+without one).
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+
+import structlog
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from server.errors import ApiError, error_response
+from server.state import SETTINGS
+
+log = structlog.get_logger(__name__)
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    408: "request_timeout",
+    409: "conflict",
+    411: "length_required",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+}
+
+
+@web.middleware
+async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    incoming = request.headers.get("X-Request-ID", "")
+    request_id = incoming if _REQUEST_ID.match(incoming) else secrets.token_hex(8)
+    with structlog.contextvars.bound_contextvars(request_id=request_id):
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            exc.headers["X-Request-ID"] = request_id
+            raise
+        if not response.prepared:
+            response.headers["X-Request-ID"] = request_id
+        return response
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        if request.content_length is not None:
+            limit = request.app[SETTINGS].max_body
+            if request.content_length > limit:
+                raise ApiError(413, "payload_too_large", f"Body larger than {limit} bytes")
+        return await handler(request)
+    except ApiError as exc:
+        return error_response(
+            request, exc.status, exc.code, exc.message, headers=exc.headers, extra=exc.extra
+        )
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise  # redirects and the like pass through
+        code = _HTTP_CODES.get(exc.status, "error")
+        message = exc.reason
+        if exc.status == 413:
+            message = "Request body too large"
+        headers = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
+        return error_response(request, exc.status, code, message, headers=headers)
+    except Exception:
+        log.exception("unhandled_error", path=request.path, method=request.method)
+        return error_response(request, 500, "internal", "Internal server error")

@@ -1,0 +1,24 @@
+"""Typed application state keys (``web.AppKey``): what the app holds for its lifetime."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from server.config import Settings
+from server.db import Engine
+
+if TYPE_CHECKING:
+    from actors.registry import Registry
+
+    from actors.models.catalog import Catalog
+    from server.auth.sessions import SessionStore
+    from server.metrics import Metrics
+
+SETTINGS = web.AppKey("settings", Settings)
+ENGINE: web.AppKey[Engine] = web.AppKey("engine")
+REGISTRY: web.AppKey[Registry] = web.AppKey("registry")
+CATALOG: web.AppKey[Catalog] = web.AppKey("catalog")
+SESSIONS: web.AppKey[SessionStore] = web.AppKey("sessions")
+METRICS: web.AppKey[Metrics] = web.AppKey("metrics")

@@ -1,0 +1,99 @@
+"""Piccolo tables: users, sign-in state, conversations and messages.
+
+IDs are opaque random strings (:func:`server.ids.new_id`). Composite unique and plain
+indexes are created by raw SQL in the second migration: Piccolo's ``Unique`` constraint
+breaks ``CREATE TABLE`` on SQLite, and it declares no composite index.
+"""
+
+from __future__ import annotations
+
+from piccolo.columns import (
+    JSON,
+    Boolean,
+    ForeignKey,
+    Integer,
+    OnDelete,
+    Text,
+    Timestamptz,
+    Varchar,
+)
+from piccolo.table import Table
+
+from server.ids import new_id
+
+
+class User(Table, tablename="cero_user"):
+    id = Varchar(length=32, primary_key=True, default=new_id)
+    name = Varchar(length=255, default="")
+    email = Varchar(length=320, null=True, default=None)
+    email_verified = Boolean(default=False)
+    image = Text(null=True, default=None)
+    created_at = Timestamptz()
+    updated_at = Timestamptz()
+
+
+class Account(Table, tablename="account"):
+    """A link between a user and an identity provider account (GitHub, local)."""
+
+    id = Varchar(length=32, primary_key=True, default=new_id)
+    user_id = ForeignKey(User, on_delete=OnDelete.cascade, null=False)
+    provider = Varchar(length=32)
+    provider_account_id = Varchar(length=128)
+    created_at = Timestamptz()
+
+
+class Session(Table, tablename="session"):
+    id = Varchar(length=32, primary_key=True, default=new_id)
+    user_id = ForeignKey(User, on_delete=OnDelete.cascade, null=False, index=True)
+    token_hash = Varchar(length=64, unique=True)
+    expires_at = Timestamptz()
+    created_at = Timestamptz()
+    updated_at = Timestamptz()
+    ip_address = Varchar(length=64, null=True, default=None)
+    user_agent = Text(null=True, default=None)
+
+
+class DeviceCode(Table, tablename="device_code"):
+    """An RFC 8628 device authorization; ``status``: pending|approved|denied|redeemed."""
+
+    id = Varchar(length=32, primary_key=True, default=new_id)
+    device_code_hash = Varchar(length=64, unique=True)
+    user_code = Varchar(length=8, index=True)
+    status = Varchar(length=16, default="pending")
+    user_id = ForeignKey(User, on_delete=OnDelete.cascade, null=True, default=None)
+    client_id = Varchar(length=255)
+    scope = Text(default="")
+    interval = Integer(default=5)
+    last_polled_at = Timestamptz(null=True, default=None)
+    expires_at = Timestamptz()
+    created_at = Timestamptz()
+
+
+class Conversation(Table, tablename="conversation"):
+    id = Varchar(length=32, primary_key=True, default=new_id)
+    user_id = ForeignKey(User, on_delete=OnDelete.cascade, null=False)
+    short_title = Varchar(length=100, default="")
+    created_at = Timestamptz()
+    updated_at = Timestamptz()
+
+
+class Message(Table, tablename="message"):
+    """``role``: user|assistant; ``status``: complete|streaming|cancelled|error|interrupted."""
+
+    id = Varchar(length=32, primary_key=True, default=new_id)
+    conversation_id = ForeignKey(Conversation, on_delete=OnDelete.cascade, null=False)
+    role = Varchar(length=16)
+    content = Text(default="")
+    status = Varchar(length=16, default="complete")
+    model = Varchar(length=64, null=True, default=None)
+    generation_id = Varchar(length=32, null=True, default=None)
+    usage = JSON(null=True, default=None)
+    tools = JSON(null=True, default=None)
+    citations = JSON(null=True, default=None)
+    finish_reason = Varchar(length=32, null=True, default=None)
+    client_message_id = Varchar(length=128, null=True, default=None, index=True)
+    created_at = Timestamptz()
+    updated_at = Timestamptz()
+
+
+TABLES: tuple[type[Table], ...] = (User, Account, Session, DeviceCode, Conversation, Message)

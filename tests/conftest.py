@@ -1,0 +1,165 @@
+"""Shared fixtures: a fresh database per test module on both engines, and a live server.
+
+PostgreSQL: a new database is created (and dropped) for each module that asks for it, on
+the server named by ``CERO_TEST_POSTGRES_URL`` (default
+``postgresql://postgres@127.0.0.1:5432/postgres``). Without one the PostgreSQL tests skip
+with the reason — except under ``CI=true``, where they fail: CI must never skip them.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+import pytest_asyncio
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from server.config import Settings, load_settings
+
+# Tests are hermetic: no setting leaks in from the developer's shell or .env.
+_PREFIXES = ("CERO_", "BETTER_AUTH_", "GOOGLE_", "GEMINI_", "DATABASE_URL")
+for _name in list(os.environ):
+    if _name.startswith(_PREFIXES) and _name != "CERO_TEST_POSTGRES_URL":
+        del os.environ[_name]
+
+PG_ADMIN_URL = os.environ.get(
+    "CERO_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+TEST_SECRET = "test-secret-" + "x" * 32
+
+_pg_problem: str | None = None
+_pg_checked = False
+
+
+async def _check_postgres() -> str | None:
+    global _pg_checked, _pg_problem
+    if not _pg_checked:
+        _pg_checked = True
+        try:
+            conn = await asyncpg.connect(PG_ADMIN_URL, timeout=5)
+            await conn.close()
+        except Exception as exc:
+            _pg_problem = f"PostgreSQL not reachable at {PG_ADMIN_URL}: {exc!r}"
+    return _pg_problem
+
+
+async def require_postgres() -> None:
+    problem = await _check_postgres()
+    if problem:
+        if IN_CI:
+            pytest.fail(f"{problem} (CI=true: PostgreSQL tests must run, not skip)")
+        pytest.skip(problem)
+
+
+def _db_url(admin: str, name: str) -> str:
+    base, _, _ = admin.rpartition("/")
+    return f"{base}/{name}"
+
+
+async def create_pg_database() -> str:
+    """A brand-new PostgreSQL database; drop it with :func:`drop_pg_database`."""
+    await require_postgres()
+    name = "cero_test_" + secrets.token_hex(6)
+    conn = await asyncpg.connect(PG_ADMIN_URL)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return _db_url(PG_ADMIN_URL, name)
+
+
+async def drop_pg_database(url: str) -> None:
+    name = url.rpartition("/")[2]
+    conn = await asyncpg.connect(PG_ADMIN_URL)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def postgres_url() -> AsyncIterator[str]:
+    """A new PostgreSQL database for this module, dropped afterwards."""
+    url = await create_pg_database()
+    try:
+        yield url
+    finally:
+        await drop_pg_database(url)
+
+
+@pytest_asyncio.fixture(
+    loop_scope="module",
+    scope="module",
+    params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
+)
+async def database_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[str]:
+    """Each module using it runs once on SQLite and once on a new PostgreSQL database."""
+    if request.param == "sqlite":
+        path: Path = tmp_path_factory.mktemp("sqlite") / "cero.db"
+        yield f"sqlite:///{path}"
+        return
+    url = await create_pg_database()
+    try:
+        yield url
+    finally:
+        await drop_pg_database(url)
+
+
+def make_settings(database_url: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "secret": TEST_SECRET,
+        "demo_token_delay": 0.002,
+        "log_format": "json",
+    }
+    values.update(overrides)
+    return load_settings(env_file=None, **values)
+
+
+@dataclass
+class Live:
+    """A running app on a real port."""
+
+    app: web.Application
+    server: TestServer
+    url: str
+    settings: Settings
+
+
+async def start_live(settings_factory: Any) -> Live:
+    """Start ``create_app`` on a free port; ``settings_factory(port)`` builds its settings."""
+    from aiohttp.test_utils import unused_port
+
+    from server.app import create_app
+
+    port = unused_port()
+    settings = settings_factory(port)
+    app = create_app(settings)
+    server = TestServer(app, host="127.0.0.1", port=port)
+    await server.start_server()
+    return Live(app=app, server=server, url=f"http://127.0.0.1:{port}", settings=settings)
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def live(database_url: str) -> AsyncIterator[Live]:
+    """The app on a real socket, on this module's database (both engines)."""
+    running = await start_live(lambda port: make_settings(database_url, port=port))
+    try:
+        yield running
+    finally:
+        await running.server.close()
+
+
+@pytest.fixture
+def anyio_backend() -> Iterator[str]:
+    yield "asyncio"

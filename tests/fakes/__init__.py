@@ -1,0 +1,1 @@
+"""Stand-ins that speak real wire formats over HTTP (never mocks of our modules)."""

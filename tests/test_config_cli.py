@@ -1,0 +1,177 @@
+"""Configuration errors and the server as a subprocess, started the way the README says."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from server.config import ConfigError, load_settings
+from tests.conftest import create_pg_database, drop_pg_database
+
+ROOT = Path(__file__).resolve().parent.parent
+CERO_API = [sys.executable, "-m", "server.cli"]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CERO_", "BETTER_AUTH_"))}
+    env.pop("DATABASE_URL", None)
+    env["PYTHONPATH"] = str(ROOT)
+    env.update(extra)
+    return env
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "needle"),
+    [
+        ("port", "abc", "CERO_PORT"),
+        ("port", 70000, "CERO_PORT"),
+        ("database_url", "mysql://x/y", "DATABASE_URL"),
+        ("database_url", "postgresql://h:99999/x", "DATABASE_URL"),
+        ("database_url", "sqlite:///", "DATABASE_URL"),
+        ("trusted_origins_setting", "not-an-origin", "CERO_TRUSTED_ORIGINS"),
+        ("trusted_proxies", "10.0.0.300", "CERO_TRUSTED_PROXIES"),
+        ("gemini_base_url", "ftp://x", "CERO_GEMINI_BASE_URL"),
+        ("device_poll_interval", -1, "CERO_DEVICE_POLL_INTERVAL"),
+    ],
+)
+def test_bad_setting_names_the_variable(name: str, value: object, needle: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(env_file=None, **{name: value})
+    line = str(info.value)
+    assert needle in line and "\n" not in line
+
+
+def test_secret_required_outside_local_mode() -> None:
+    with pytest.raises(ConfigError, match="BETTER_AUTH_SECRET"):
+        load_settings(env_file=None, host="0.0.0.0")
+    settings = load_settings(env_file=None, host="0.0.0.0", secret="s" * 32)
+    assert not settings.local_mode
+
+
+def test_defaults(tmp_path: Path) -> None:
+    settings = load_settings(env_file=None, database_url=f"sqlite:///{tmp_path}/c.db")
+    assert settings.public_url == "http://127.0.0.1:3001"
+    assert settings.local_mode and settings.is_sqlite
+    assert settings.sqlite_path == tmp_path / "c.db"  # absolute path kept absolute
+    assert "http://127.0.0.1:3001" in settings.trusted_origins
+    assert len(settings.auth_secret) >= 32
+    assert (
+        settings.auth_secret
+        == load_settings(env_file=None, database_url=f"sqlite:///{tmp_path}/c.db").auth_secret
+    )
+
+
+def test_dotenv_is_read(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("CERO_PORT=4567\n")
+    assert load_settings(env_file=str(env_file)).port == 4567
+
+
+def _run_cli(
+    *args: str, cwd: Path, timeout: float = 30, **env: str
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CERO_API, *args],
+        cwd=cwd,
+        env=_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_cli_bad_config_one_line(tmp_path: Path) -> None:
+    result = _run_cli("serve", cwd=tmp_path, CERO_PORT="seventy")
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "CERO_PORT" in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_unreachable_database_one_line(tmp_path: Path) -> None:
+    result = _run_cli(
+        "serve", cwd=tmp_path, DATABASE_URL="postgresql://postgres@127.0.0.1:1/nothing"
+    )
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "DATABASE_URL" in lines[0], result.stderr
+
+
+def test_cli_port_in_use_one_line(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = _run_cli("serve", cwd=tmp_path, CERO_PORT=str(port), CERO_LOG_LEVEL="warning")
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "CERO_PORT" in lines[0], result.stderr
+
+
+def test_cli_check_config_and_migrate(tmp_path: Path) -> None:
+    assert _run_cli("check-config", cwd=tmp_path).returncode == 0
+    result = _run_cli("migrate", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "cero.db").exists()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def _serve_and_probe(tmp_path: Path, **env: str) -> None:
+    port = _free_port()
+    proc = subprocess.Popen(
+        [*CERO_API, "serve"],
+        cwd=tmp_path,
+        env=_env(CERO_PORT=str(port), **env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        async with aiohttp.ClientSession() as http:
+            while True:
+                assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+                try:
+                    async with http.get(f"http://127.0.0.1:{port}/") as resp:
+                        assert resp.status == 200
+                        assert await resp.json() == {"status": "ok"}
+                        break
+                except aiohttp.ClientConnectionError:
+                    assert time.monotonic() < deadline, "server did not answer in 30 s"
+                    await __import__("asyncio").sleep(0.1)
+            async with http.get(f"http://127.0.0.1:{port}/readyz") as resp:
+                assert resp.status == 200
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    assert b"Traceback" not in err
+
+
+@pytest.mark.asyncio
+async def test_server_subprocess_sqlite_default(tmp_path: Path) -> None:
+    """``cero-api serve`` with nothing configured: SQLite file in the working directory."""
+    await _serve_and_probe(tmp_path)
+    assert (tmp_path / "cero.db").exists()
+
+
+@pytest.mark.asyncio
+@pytest.mark.postgres
+async def test_server_subprocess_postgres(tmp_path: Path) -> None:
+    url = await create_pg_database()
+    try:
+        await _serve_and_probe(tmp_path, DATABASE_URL=url)
+    finally:
+        await drop_pg_database(url)

@@ -1,0 +1,68 @@
+"""Foundation: health endpoints, the error middleware, request ids and migrations."""
+
+from __future__ import annotations
+
+import aiohttp
+import pytest
+from piccolo.apps.migrations.tables import Migration
+
+from server import db
+from server.tables import TABLES
+from tests.conftest import Live
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+async def test_root_and_health(live: Live) -> None:
+    async with aiohttp.ClientSession() as http:
+        for path in ("/", "/healthz", "/readyz"):
+            async with http.get(live.url + path) as resp:
+                assert resp.status == 200, path
+                body = await resp.json()
+                assert body["status"] == "ok"
+
+
+async def test_request_id_is_echoed_or_made(live: Live) -> None:
+    async with aiohttp.ClientSession() as http:
+        async with http.get(live.url + "/", headers={"X-Request-ID": "abc-123"}) as resp:
+            assert resp.headers["X-Request-ID"] == "abc-123"
+        async with http.get(live.url + "/", headers={"X-Request-ID": "bad id\u00e9"}) as resp:
+            assert resp.headers["X-Request-ID"] not in ("", "bad id\u00e9")
+        async with http.get(live.url + "/nope") as resp:
+            assert resp.headers.get("X-Request-ID")
+
+
+async def test_unknown_route_is_json_404(live: Live) -> None:
+    async with aiohttp.ClientSession() as http:
+        async with http.get(live.url + "/no/such/thing") as resp:
+            assert resp.status == 404
+            assert resp.content_type == "application/json"
+            assert await resp.json() == {"error": "Not Found", "code": "not_found"}
+        async with http.get(live.url + "/api/auth/nothing-here") as resp:
+            assert resp.status == 404
+            body = await resp.json()
+            assert body["error"] == "not_found" and "error_description" in body
+
+
+async def test_wrong_method_is_json_405(live: Live) -> None:
+    async with aiohttp.ClientSession() as http, http.delete(live.url + "/healthz") as resp:
+        assert resp.status == 405
+        assert (await resp.json())["code"] == "method_not_allowed"
+        assert "GET" in resp.headers.get("Allow", "")
+
+
+async def test_oversized_body_is_json_413(live: Live) -> None:
+    big = b"x" * (live.settings.max_body + 1)
+    async with aiohttp.ClientSession() as http:
+        async with http.post(live.url + "/healthz", data=big) as resp:
+            assert resp.status == 413
+            assert (await resp.json())["code"] == "payload_too_large"
+
+
+async def test_migrations_applied_from_empty(live: Live) -> None:
+    applied = await Migration.select(Migration.name).run()
+    assert len(applied) >= 2
+    for table in TABLES:
+        assert await table.table_exists().run(), table._meta.tablename
+    # Applying again is a no-op.
+    assert await db.migrate(live.app[__import__("server.state").state.ENGINE]) == []
