@@ -11,7 +11,8 @@ from collections.abc import AsyncIterator
 import structlog
 from aiohttp import web
 
-from server import db
+from server import auth, db
+from server.auth.middleware import auth_middleware
 from server.config import Settings
 from server.middleware import error_middleware, request_id_middleware
 from server.routes import health
@@ -22,13 +23,14 @@ log = structlog.get_logger(__name__)
 
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
-        middlewares=[request_id_middleware, error_middleware],
+        middlewares=[request_id_middleware, error_middleware, auth_middleware],
         client_max_size=settings.max_body,
     )
     app[SETTINGS] = settings
     app[ENGINE] = db.engine_for_url(settings.database_url)
     app.cleanup_ctx.append(_database)
     app.add_routes(health.routes)
+    auth.setup(app)
     return app
 
 
