@@ -113,15 +113,20 @@ def _fit(
         return estimate_request_tokens(req) <= limit
 
     if fits(make((), tail)):
+        whole = make(older, tail)
+        if fits(whole):  # the common case: everything fits, one encode
+            return whole
         # Drop the fewest oldest block rows: the size shrinks monotonically with k.
-        lo, hi = 0, len(older)
+        best = make((), tail)
+        lo, hi = 1, len(older)
         while lo < hi:
             mid = (lo + hi) // 2
-            if fits(make(older[mid:], tail)):
-                hi = mid
+            candidate = make(older[mid:], tail)
+            if fits(candidate):
+                best, hi = candidate, mid
             else:
                 lo = mid + 1
-        return make(older[lo:], tail)
+        return best
     # The block is gone; drop the oldest tail turns, keeping the new user message and
     # a user turn first.
     kept = list(tail)
@@ -164,8 +169,10 @@ async def build_request(
     turns = [t for t in history if t.content]
     if not turns or turns[-1].role != "user":
         raise ValueError("history must end with the new (non-empty) user message")
-    budget = budget_tokens if budget_tokens is not None else int(
-        model.input_token_limit * budget_fraction
+    budget = (
+        budget_tokens
+        if budget_tokens is not None
+        else int(model.input_token_limit * budget_fraction)
     )
     older, tail = _split(turns)
 
@@ -204,6 +211,5 @@ async def build_request(
         request = _fit(older, tail, budget / scale, make, model.id)
     raise ModelError(
         "bad_request",
-        f"message too long for model {model.id}: {measured} tokens after trimming, "
-        f"budget {budget}",
+        f"message too long for model {model.id}: {measured} tokens after trimming, budget {budget}",
     )

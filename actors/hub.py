@@ -128,7 +128,9 @@ class Subscription:
         write(sub.take())          # replay or reset is already pending: take it first
         while not sub.closed:
             await wake.wait(); wake.clear()
-            write(sub.take())      # then await drain if the socket is paused
+            write(sub.take())      # write ALL of it before awaiting drain: once the
+                                   # queue is empty, later events go through direct
+        write(sub.take())          # closed: flush what was appended before closing
 
     Pending entries are bounded (count after merging, and bytes); past the bound the queue
     is replaced by a single ``reset`` and ``overflowed`` stays ``True`` -- SSE sends the reset
@@ -345,9 +347,7 @@ class Hub:
             # subscribers not yet visited.
             raise RuntimeError("append from inside a subscriber callback")
         if not _RESERVED.isdisjoint(fields):
-            raise ValueError(
-                f"fields must not contain {sorted(_RESERVED & fields.keys())}"
-            )
+            raise ValueError(f"fields must not contain {sorted(_RESERVED & fields.keys())}")
         message_id: str | None = None
         text = ""
         if type == "token":
@@ -396,7 +396,7 @@ class Hub:
                         continue
                     if not sub.closed:
                         sub._enqueue(event)
-                except Exception as exc:  # noqa: BLE001 - isolate one subscriber's failure
+                except Exception as exc:  # one subscriber's failure must not reach the others
                     if failed is None:
                         failed = []
                     failed.append((sub, exc))

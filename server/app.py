@@ -15,22 +15,33 @@ from server import auth, db
 from server.auth.middleware import auth_middleware
 from server.config import Settings
 from server.middleware import error_middleware, request_id_middleware
-from server.routes import health
-from server.state import ENGINE, SETTINGS
+from server.chat_service import chat_runtime, stop_actors
+from server.metrics import Metrics, metrics_middleware, metrics_view
+from server.routes import chat, conversations, health
+from server.state import ENGINE, METRICS, SETTINGS
+from server.transports import ws
 
 log = structlog.get_logger(__name__)
 
 
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
-        middlewares=[request_id_middleware, error_middleware, auth_middleware],
+        middlewares=[request_id_middleware, error_middleware, metrics_middleware, auth_middleware],
         client_max_size=settings.max_body,
     )
     app[SETTINGS] = settings
     app[ENGINE] = db.engine_for_url(settings.database_url)
+    app[METRICS] = Metrics()
     app.cleanup_ctx.append(_database)
+    app.cleanup_ctx.append(chat_runtime)
+    # Generations end (server_shutdown) and live streams close while the database is open.
+    app.on_shutdown.append(stop_actors)
     app.add_routes(health.routes)
+    app.router.add_get("/metrics", metrics_view)
     auth.setup(app)
+    app.add_routes(chat.routes)
+    app.add_routes(conversations.routes)
+    app.add_routes(ws.routes)
     return app
 
 

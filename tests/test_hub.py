@@ -34,8 +34,8 @@ def seqs(events: list[Event]) -> list[int]:
     return [e.seq for e in events]
 
 
-def sub_of(hub: Hub, after: str | Cursor | None = None, **kw: int) -> Subscription:
-    return hub.subscribe(after, notify=lambda: None, **kw)
+def sub_of(hub: Hub, after: str | Cursor | None = None) -> Subscription:
+    return hub.subscribe(after, notify=lambda: None)
 
 
 # --- Cursor ---------------------------------------------------------------------------
@@ -437,8 +437,9 @@ def test_overflow_by_bytes_including_merge_growth() -> None:
     # live tokens after the reset continue from it, merged
     assert [e.type for e in rest] == ["token"]
     merged = rest[0].data.get("merged", 1)
+    assert isinstance(merged, int)
     assert rest[0].seq == hub.last_seq
-    assert rest[0].seq - merged == reset.seq  # type: ignore[operator]
+    assert rest[0].seq - merged == reset.seq
 
 
 def test_single_oversized_event_is_not_an_overflow() -> None:
@@ -475,11 +476,14 @@ def test_overflowing_subscribers_share_one_reset_event() -> None:
 def test_raising_callbacks_are_isolated() -> None:
     hub = Hub("c", epoch="E")
 
-    def boom(*_: object) -> bool:
+    def boom(_: Event) -> bool:
         raise RuntimeError("socket gone")
 
+    def boom_notify() -> None:
+        raise RuntimeError("loop gone")
+
     bad_direct = hub.subscribe(None, notify=lambda: None, direct=boom)
-    bad_notify = hub.subscribe(None, notify=boom)
+    bad_notify = hub.subscribe(None, notify=boom_notify)
     good = Sink()
     good_sub = hub.subscribe(None, notify=good.notify, direct=good.direct)
     assert hub.subscriber_count == 3
@@ -518,7 +522,7 @@ def test_callbacks_may_unsubscribe_and_subscribe_during_fanout() -> None:
     hub.subscribe(None, notify=lambda: None, direct=leave)
     victim = hub.subscribe(None, notify=other.notify, direct=other.direct)
     hub.append("presence", {"viewers": 1})
-    assert other.written == [] and victim.closed
+    assert other.written == [] and victim.closed and victim.pending() == 0
     hub.append("presence", {"viewers": 2})
     assert seqs(late[0].take()) == [2]  # joined at seq 1: no duplicate of it
 

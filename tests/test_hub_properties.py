@@ -30,10 +30,11 @@ class Client:
     """A subscriber plus the checker of everything it receives, applied as it arrives."""
 
     log: list[Event]  # the model's copy of every appended event, index = seq - 1
-    mode: str  # "queue", "direct", or "fails" (its direct raises when asked to)
+    mode: str  # "queue", "direct", or "fails" (its direct raises instead of pausing)
     after: int | None  # the cursor's seq when it was replayable, else None
+    pauses: list[bool]  # the socket's mood for successive direct writes, cyclically
     sub: Subscription | None = None
-    paused: bool = False
+    calls: int = 0
     prev: int = -1  # seq of the last event received; -1 before the first
     resets: int = 0
     clean_since: int = 0  # stream continuous (no reset) after this seq
@@ -42,9 +43,11 @@ class Client:
     failure: Exception | None = None
 
     def direct(self, event: Event) -> bool:
-        if self.mode == "fails" and self.paused:
+        paused = self.pauses[self.calls % len(self.pauses)]
+        self.calls += 1
+        if paused and self.mode == "fails":
             raise ConnectionResetError("peer vanished")
-        if self.paused:
+        if paused:
             return False
         try:
             self.receive(event)
@@ -116,12 +119,13 @@ class HubMachine(RuleBasedStateMachine):
         self.appended: dict[str, str] = {}  # messageId -> all its token text
         self.first_token: dict[str, int] = {}  # messageId -> seq of its first token
         self.inits: list[int] = []
+        # seq where each generation's lead-in starts: right after the previous one ended
+        self.lead_ins: list[int] = []
+        self.last_end = 0
         self.live: list[Client] = []
         # The model's log is filled by the first subscriber (fan-out runs in subscription
         # order), so direct sinks called later within the same append can check against it.
-        self.recorder = self.hub.subscribe(
-            None, notify=lambda: None, direct=self._record
-        )
+        self.recorder = self.hub.subscribe(None, notify=lambda: None, direct=self._record)
 
     def _record(self, event: Event) -> bool:
         self.log.append(event)
@@ -145,24 +149,37 @@ class HubMachine(RuleBasedStateMachine):
 
     @rule(type_=st.sampled_from(["message", "tool", "presence", "done", "error"]))
     def other(self, type_: str) -> None:
-        self._append(type_, {"messageId": "m1", "payload": {"k": [1, "x"]}})
+        event = self._append(type_, {"messageId": "m1", "payload": {"k": [1, "x"]}})
+        if type_ in ("done", "error"):
+            self.last_end = event.seq
 
     @rule()
     def init(self) -> None:
-        self.inits.append(self._append("init", {"messageId": "m1"}).seq)
+        seq = self._append("init", {"messageId": "m1"}).seq
+        self.lead_ins.append(max(self.last_end, self.inits[-1] if self.inits else 0) + 1)
+        self.inits.append(seq)
 
     # --- the readers ------------------------------------------------------------------
 
     @rule(
         target=clients,
-        kind=st.sampled_from(["none", "valid", "head", "stale", "epoch", "future", "junk"]),
+        kind=st.sampled_from(
+            ["none", "valid", "oldest", "head", "stale", "epoch", "future", "junk"]
+        ),
         pick=st.integers(0, 1000),
         mode=st.sampled_from(["queue", "direct", "fails"]),
-        max_events=st.integers(1, 6),
-        max_bytes=st.sampled_from([1 << 20, 300, 120]),
+        pauses=st.lists(st.booleans(), min_size=1, max_size=4),
+        max_events=st.integers(1, 8),
+        max_bytes=st.sampled_from([1 << 20, 1 << 20, 600, 150]),
     )
     def subscribe(
-        self, kind: str, pick: int, mode: str, max_events: int, max_bytes: int
+        self,
+        kind: str,
+        pick: int,
+        mode: str,
+        pauses: list[bool],
+        max_events: int,
+        max_bytes: int,
     ) -> Client:
         last = self.hub.last_seq
         held = [e.seq for e in self.hub.held()]
@@ -174,18 +191,22 @@ class HubMachine(RuleBasedStateMachine):
         elif kind == "valid":
             replayable = oldest_replayable + pick % (last - oldest_replayable + 1)
             after = f"{EPOCH}:{replayable}"
+        elif kind == "oldest":
+            replayable = oldest_replayable
+            after = f"{EPOCH}:{replayable}"
         elif kind == "head":
             replayable = last
             after = f"{EPOCH}:{last}"
         elif kind == "stale" and oldest_replayable > 0:
-            after = f"{EPOCH}:{pick % oldest_replayable}"
+            # half the time the edge: one event too old
+            after = f"{EPOCH}:{oldest_replayable - 1 if pick % 2 else pick % oldest_replayable}"
         elif kind == "epoch":
             after = f"OTHER:{min(pick, last)}"
         elif kind == "future":
             after = f"{EPOCH}:{last + 1 + pick}"
         else:
             after = "no-colon" if pick % 2 else f"{EPOCH}:-{pick}"
-        client = Client(self.log, mode, replayable)
+        client = Client(self.log, mode, replayable, pauses)
         sub = self.hub.subscribe(
             after,
             notify=lambda: None,
@@ -201,10 +222,6 @@ class HubMachine(RuleBasedStateMachine):
     @rule(client=clients)
     def take(self, client: Client) -> None:
         client.drain()
-
-    @rule(client=clients)
-    def toggle_pause(self, client: Client) -> None:
-        client.paused = not client.paused
 
     @rule(client=consumes(clients))
     def vanish(self, client: Client) -> None:
@@ -233,7 +250,7 @@ class HubMachine(RuleBasedStateMachine):
     @precondition(lambda self: len(self.inits) >= 2)
     @invariant()
     def previous_generation_is_replayable(self) -> None:
-        since = self.inits[-2] - 1
+        since = self.lead_ins[-2] - 1
         if self.hub.last_seq - since <= self.hub.buffer_limit:
             replay = self.hub.replay(Cursor(EPOCH, since))
             assert replay is not None
@@ -242,7 +259,6 @@ class HubMachine(RuleBasedStateMachine):
     def teardown(self) -> None:
         for client in self.live:
             assert client.sub is not None
-            client.paused = False
             client.drain()
             if client.sub.closed:
                 continue
@@ -254,8 +270,8 @@ class HubMachine(RuleBasedStateMachine):
 
 
 HubMachine.TestCase.settings = settings(
-    max_examples=150,
-    stateful_step_count=40,
+    max_examples=250,
+    stateful_step_count=50,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )

@@ -68,7 +68,9 @@ def _parse_entry(raw: Mapping[str, object]) -> ModelInfo:
         raise ValueError(f"catalog entry {raw.get('id')!r}: inputTokenLimit must be > 0")
     tools = raw.get("tools")
     if not isinstance(tools, list) or not all(t in KNOWN_TOOLS for t in tools):
-        raise ValueError(f"catalog entry {raw.get('id')!r}: tools must be a subset of {KNOWN_TOOLS}")
+        raise ValueError(
+            f"catalog entry {raw.get('id')!r}: tools must be a subset of {KNOWN_TOOLS}"
+        )
     status = text("status")
     if status not in STATUSES:
         raise ValueError(f"catalog entry {raw.get('id')!r}: unknown status {status!r}")
@@ -130,7 +132,9 @@ class Catalog:
         while model.status == "shut_down":
             seen.append(model.id)
             if model.successor is None or model.successor in seen:
-                raise ValueError(f"catalog: shut-down model chain {seen} has no answering successor")
+                raise ValueError(
+                    f"catalog: shut-down model chain {seen} has no answering successor"
+                )
             nxt = self._models.get(model.successor)
             if nxt is None:
                 raise ValueError(f"catalog: successor {model.successor!r} is not listed")

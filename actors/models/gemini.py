@@ -252,15 +252,14 @@ class _ChunkPump:
         try:
             async for chunk in await open_stream():
                 self._queue.put_nowait(chunk)
-        except Exception as exc:  # noqa: BLE001 - handed to the consumer
+        except Exception as exc:
             self._queue.put_nowait(_Failed(exc))
         else:
             self._queue.put_nowait(_END)
 
-    async def next(self, timeout: float) -> types.GenerateContentResponse | None:
-        """The next chunk, ``None`` at the end; raises the stream's error or TimeoutError."""
-        async with asyncio.timeout(timeout):
-            item = await self._queue.get()
+    async def next(self) -> types.GenerateContentResponse | None:
+        """The next chunk, ``None`` at the end; raises the stream's error."""
+        item = await self._queue.get()
         if isinstance(item, _Failed):
             raise item.error
         if isinstance(item, _End):
@@ -343,7 +342,8 @@ class GeminiProvider:
                     timeout = self.first_chunk_timeout
                     while True:
                         try:
-                            chunk = await pump.next(timeout)
+                            async with asyncio.timeout(timeout):
+                                chunk = await pump.next()
                         except TimeoutError:
                             which = "first chunk" if translator.chunks == 0 else "next chunk"
                             raise ModelError(
@@ -367,19 +367,25 @@ class GeminiProvider:
                     raise ConnectionError("Gemini ended the stream without any chunk")
             except ModelError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - every upstream failure is classified
+            except Exception as exc:
                 code, retryable = classify(exc)
                 if retryable and not yielded and attempt < self.max_retries:
                     attempt += 1
                     delay = self.backoff(attempt, exc)
                     bound.info(
-                        "gemini.retry", attempt=attempt, code=code, delay=round(delay, 3),
+                        "gemini.retry",
+                        attempt=attempt,
+                        code=code,
+                        delay=round(delay, 3),
                         error=_describe(exc),
                     )
                     await asyncio.sleep(delay)
                     continue
                 bound.warning(
-                    "gemini.failed", code=code, attempts=attempt + 1, after_events=yielded,
+                    "gemini.failed",
+                    code=code,
+                    attempts=attempt + 1,
+                    after_events=yielded,
                     error=_describe(exc),
                 )
                 raise ModelError(code, _describe(exc)) from exc
@@ -400,7 +406,7 @@ class GeminiProvider:
                 response = await self._client.aio.models.count_tokens(
                     model=request.model, contents=contents
                 )
-        except Exception as exc:  # noqa: BLE001 - counting is best effort
+        except Exception as exc:
             log.warning("gemini.count_tokens_failed", model=request.model, error=_describe(exc))
             return None
         return response.total_tokens

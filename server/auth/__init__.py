@@ -1,13 +1,74 @@
 """Sign-in: device flow (RFC 8628), GitHub OAuth, sessions and bearer tokens.
 
-Wire-compatible with Better Auth. :func:`setup` adds the routes; the middleware in
-:mod:`server.auth.middleware` resolves the current user for every request.
+Wire-compatible with Better Auth. :func:`setup` adds the routes and hooks; the middleware in
+:mod:`server.auth.middleware` resolves the current user for every request, and
+:mod:`server.auth.current` is the interface the rest of the server uses.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
+import aiohttp
 from aiohttp import web
+
+from server.auth.current import (
+    CurrentUser,
+    current_user,
+    origin_trusted,
+    require_user,
+    user_for_cookie,
+    user_for_token,
+)
+
+__all__ = [
+    "CurrentUser",
+    "current_user",
+    "origin_trusted",
+    "require_user",
+    "setup",
+    "user_for_cookie",
+    "user_for_token",
+]
 
 
 def setup(app: web.Application) -> None:
-    """Register sign-in routes and start-up hooks (filled in by the sign-in work)."""
+    """Register sign-in state, routes and start-up hooks on ``app``."""
+    from server.auth import device_routes, github_routes, local, session_routes
+    from server.auth.cookies import CookieCodec, apply_deferred
+    from server.auth.github import OAuthStates
+    from server.auth.keys import COOKIES, LIMITER, LOCAL, OAUTH_STATES
+    from server.auth.rate_limit import WrongCodeLimiter
+    from server.auth.sessions import SessionStore
+    from server.routes import user
+    from server.state import SESSIONS, SETTINGS
+    from server.web import device_page
+
+    settings = app[SETTINGS]
+    app[SESSIONS] = SessionStore()
+    app[COOKIES] = CookieCodec(settings.auth_secret, secure=settings.secure_cookies)
+    app[LIMITER] = WrongCodeLimiter()
+    app[OAUTH_STATES] = OAuthStates()
+    app[LOCAL] = local.LocalSignIn()
+    app.on_response_prepare.append(apply_deferred)
+    app.on_startup.append(local.announce)
+    if settings.github_enabled:
+        app.cleanup_ctx.append(_github_http)
+    for table in (
+        device_routes.routes,
+        session_routes.routes,
+        github_routes.routes,
+        local.routes,
+        user.routes,
+        device_page.routes,
+    ):
+        app.add_routes(table)
+
+
+async def _github_http(app: web.Application) -> AsyncIterator[None]:
+    from server.auth.github import TIMEOUT
+    from server.auth.keys import GITHUB_HTTP
+
+    async with aiohttp.ClientSession(timeout=TIMEOUT) as http:
+        app[GITHUB_HTTP] = http
+        yield

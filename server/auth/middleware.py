@@ -1,11 +1,58 @@
-"""Resolves the current user from a bearer token or the session cookie (placeholder)."""
+"""Resolves the current user of every request, and enforces the CSRF origin rule.
+
+Bearer first (``Authorization: Bearer``; an invalid one means anonymous, never a fallback
+to the cookie), else the session cookie. A cookie-authenticated POST/PUT/PATCH/DELETE
+without a trusted ``Origin``/``Referer`` is refused with 403 on every route of the app;
+bearer requests are exempt, and WebSocket upgrades (GET) are checked by the WS route.
+"""
 
 from __future__ import annotations
 
+from typing import Literal
+
+import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
+
+from server.auth.cookies import defer
+from server.auth.csrf import UNSAFE_METHODS, origin_trusted
+from server.auth.current import CurrentUser, bearer_token, resolve_cookie, resolve_token
+from server.auth.keys import COOKIES, RESOLVED, USER
+from server.auth.sessions import Resolved
+from server.errors import ApiError
+
+log = structlog.get_logger(__name__)
 
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    return await handler(request)
+    request[USER] = None
+    resolved: Resolved | None = None
+    via: Literal["bearer", "cookie"] = "bearer"
+    token = bearer_token(request)
+    if token is not None:
+        resolved = await resolve_token(request.app, token)
+    elif request.app[COOKIES].session_name in request.cookies:
+        via = "cookie"
+        resolved = await _from_cookie(request)
+        if resolved is not None and request.method in UNSAFE_METHODS:
+            if not origin_trusted(request):
+                log.info("csrf_rejected", method=request.method, path=request.path)
+                code = "invalid_origin" if request.path.startswith("/api/auth/") else "forbidden"
+                raise ApiError(403, code, "Cookie-authenticated request from an untrusted origin")
+    if resolved is None:
+        return await handler(request)
+    request[RESOLVED] = resolved
+    request[USER] = CurrentUser.of(resolved, via)
+    with structlog.contextvars.bound_contextvars(user_id=resolved.user.id):
+        return await handler(request)
+
+
+async def _from_cookie(request: web.Request) -> Resolved | None:
+    codec = request.app[COOKIES]
+    resolved, from_cache = await resolve_cookie(request)
+    if resolved is None:
+        defer(request, codec.deferred_clear)
+    elif not from_cache:
+        defer(request, codec.deferred_cache(resolved))
+    return resolved

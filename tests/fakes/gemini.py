@@ -73,7 +73,10 @@ class HttpError:
         details: list[dict[str, object]] = []
         if self.retry_delay is not None:
             details.append(
-                {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": self.retry_delay}
+                {
+                    "@type": "type.googleapis.com/google.rpc.RetryInfo",
+                    "retryDelay": self.retry_delay,
+                }
             )
         return {
             "error": {
@@ -175,8 +178,13 @@ class FakeGemini:
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         app = web.Application()
         app.router.add_post(r"/{version:v1|v1beta}/models/{model}", self._dispatch)
-        self._runner = web.AppRunner(app, handle_signals=False, handler_cancellation=True,
-                                     shutdown_timeout=1.0, access_log=None)
+        self._runner = web.AppRunner(
+            app,
+            handle_signals=False,
+            handler_cancellation=True,
+            shutdown_timeout=1.0,
+            access_log=None,
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()
@@ -253,8 +261,11 @@ class FakeGemini:
             return dict(script.usage)
         prompt = estimate_count(body)
         out = (len(sent_text) + 3) // 4
-        return {"promptTokenCount": prompt, "candidatesTokenCount": out,
-                "totalTokenCount": prompt + out}
+        return {
+            "promptTokenCount": prompt,
+            "candidatesTokenCount": out,
+            "totalTokenCount": prompt + out,
+        }
 
     @staticmethod
     def _chunk(model: str, parts: list[dict[str, Any]], **candidate: Any) -> dict[str, Any]:
@@ -264,13 +275,19 @@ class FakeGemini:
 
     def _whole_response(self, script: Script, model: str, body: Mapping[str, Any]) -> Any:
         if script.block_reason is not None:
-            return {"promptFeedback": {"blockReason": script.block_reason},
-                    "usageMetadata": self._usage(script, body, "")}
+            return {
+                "promptFeedback": {"blockReason": script.block_reason},
+                "usageMetadata": self._usage(script, body, ""),
+            }
         parts = script.parts()
         text = "".join(p.get("text", "") for p in parts if not p.get("thought"))
-        chunk = self._chunk(model, parts, finishReason=script.finish_reason,
-                            groundingMetadata=script.grounding,
-                            urlContextMetadata=script.url_context)
+        chunk = self._chunk(
+            model,
+            parts,
+            finishReason=script.finish_reason,
+            groundingMetadata=script.grounding,
+            urlContextMetadata=script.url_context,
+        )
         chunk["usageMetadata"] = self._usage(script, body, text)
         return chunk
 
@@ -289,8 +306,12 @@ class FakeGemini:
             if script.stall_before_first:
                 await asyncio.sleep(script.stall_before_first)
             if script.block_reason is not None:
-                await send({"promptFeedback": {"blockReason": script.block_reason},
-                            "usageMetadata": self._usage(script, body, "")})
+                await send(
+                    {
+                        "promptFeedback": {"blockReason": script.block_reason},
+                        "usageMetadata": self._usage(script, body, ""),
+                    }
+                )
                 self.completed_streams += 1
                 return response
             if script.timed_tokens is not None:
@@ -301,8 +322,12 @@ class FakeGemini:
                 delay = script.chunk_delay
             sent_text = ""
             total = len(chunks)
+            started = time.monotonic()
             for i, part in enumerate(chunks):
-                if i and delay:
+                if i and script.timed_tokens is not None:
+                    # Absolute schedule: the rate does not drift with write latency.
+                    await asyncio.sleep(max(0.0, started + i * delay - time.monotonic()))
+                elif i and delay:
                     await asyncio.sleep(delay)
                 if script.error_after_chunks is not None and i == script.error_after_chunks:
                     await send(_as_error(script.mid_stream_error).body())
@@ -321,15 +346,18 @@ class FakeGemini:
                     sent_text += part["text"]
                 last = i == total - 1
                 chunk = self._chunk(
-                    model, [part],
+                    model,
+                    [part],
                     finishReason=script.finish_reason if last else None,
                     groundingMetadata=script.grounding if last else None,
                     urlContextMetadata=script.url_context if last else None,
                 )
                 usage = self._usage(script, body, sent_text)
                 if not last and script.usage is None:
-                    usage = {"promptTokenCount": usage["promptTokenCount"],
-                             "totalTokenCount": usage["promptTokenCount"]}
+                    usage = {
+                        "promptTokenCount": usage["promptTokenCount"],
+                        "totalTokenCount": usage["promptTokenCount"],
+                    }
                 chunk["usageMetadata"] = usage
                 await send(chunk)
             if total == 0:
@@ -348,8 +376,13 @@ class FakeGemini:
 async def _serve(host: str, port: int, tokens: int, rate: float) -> None:
     fake = FakeGemini(default_script=Script(timed_tokens=tokens, tokens_per_second=rate))
     base_url = await fake.start(host=host, port=port)
-    log.info("fake_gemini.ready", base_url=base_url, tokens=tokens, rate=rate,
-             hint="set CERO_GEMINI_BASE_URL to base_url and any API key")
+    log.info(
+        "fake_gemini.ready",
+        base_url=base_url,
+        tokens=tokens,
+        rate=rate,
+        hint="set CERO_GEMINI_BASE_URL to base_url and any API key",
+    )
     try:
         await asyncio.Event().wait()
     finally:

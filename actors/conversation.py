@@ -1,0 +1,654 @@
+"""``ConversationActor``: the single owner of one conversation.
+
+One asyncio task with a mailbox handles ``send``, ``cancel``, ``subscribe``,
+``unsubscribe`` and ``stop`` in order, so devices never race each other. A generation runs
+as a child task of the actor: it streams the model, appends ``token`` events to the hub,
+lets a flusher write the partial answer in batches (never per token), commits the terminal
+state and only then publishes ``done`` / ``error`` / ``cancelled``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import structlog
+
+from actors.hub import Cursor, Event, Hub, Subscription
+from actors.models.base import (
+    ChatTurn,
+    Final,
+    ModelError,
+    ModelProvider,
+    ModelRequest,
+    TextDelta,
+    ToolStep,
+)
+from actors.store import ConversationStore, Outcome, StoredMessage
+
+log = structlog.get_logger(__name__)
+
+#: Generations remembered for idempotent retries (their cursor in the log).
+RECENT_GENERATIONS = 32
+
+
+class ModelSpec(Protocol):
+    """What the actor needs to know of a catalog entry."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def provider(self) -> str: ...
+
+
+class RequestBuilder(Protocol):
+    async def __call__(
+        self,
+        *,
+        history: Sequence[ChatTurn],
+        model: Any,
+        tools: tuple[str, ...] = (),
+        provider: ModelProvider | None = None,
+    ) -> ModelRequest: ...
+
+
+class ConversationBusy(Exception):
+    """A generation is already running (``409 conversation_busy``)."""
+
+
+class ActorStopped(Exception):
+    """The actor stopped before it could take the command; the registry respawns it."""
+
+
+@dataclass(slots=True)
+class ActorDeps:
+    store: ConversationStore
+    providers: Mapping[str, ModelProvider]
+    build_request: RequestBuilder
+    flush_interval: float = 0.5
+    idle_timeout: float = 60.0
+    on_token: Callable[[int], None] | None = None  # metrics hook: tokens published
+
+
+@dataclass(slots=True)
+class SubscribeSpec:
+    """How a transport wants to receive events (see :meth:`actors.hub.Hub.subscribe`)."""
+
+    notify: Callable[[], None]
+    direct: Callable[[Event], bool] | None = None
+    max_events: int | None = None
+    max_bytes: int | None = None
+    viewer: bool = True  # counts in ``presence``
+
+
+@dataclass(slots=True)
+class SendResult:
+    conversation_id: str
+    generation_id: str
+    user_message: StoredMessage
+    assistant_message_id: str | None
+    model: str
+    #: Subscribed from just before this send's ``message`` event, when asked and the log
+    #: still holds that generation; ``None`` for a retry whose events are gone.
+    subscription: Subscription | None = None
+    #: For a retried send whose generation has finished: the stored answer.
+    answer: StoredMessage | None = None
+    retried: bool = False
+
+
+@dataclass(slots=True)
+class _Generation:
+    id: str
+    user_message: StoredMessage
+    assistant: StoredMessage
+    model: str
+    tools: tuple[str, ...]
+    parts: list[str] = field(default_factory=list)
+    tool_steps: list[dict[str, object]] = field(default_factory=list)
+    dirty: bool = False
+    flushed: int = 0
+    cancel_requested: bool = False
+    shutdown: bool = False
+    consume: asyncio.Task[Final | None] | None = None
+    task: asyncio.Task[None] | None = None
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+
+@dataclass(slots=True)
+class _Command:
+    kind: str
+    args: dict[str, Any]
+    reply: asyncio.Future[Any]
+    context: dict[str, Any]
+
+
+class ConversationActor:
+    def __init__(
+        self,
+        conversation_id: str,
+        owner_id: str,
+        deps: ActorDeps,
+        *,
+        on_exit: Callable[[ConversationActor], None] | None = None,
+    ) -> None:
+        self.conversation_id = conversation_id
+        self.owner_id = owner_id
+        self.deps = deps
+        self.hub = Hub(conversation_id)
+        self.generation: _Generation | None = None
+        self.stopped = False
+        self._history: list[StoredMessage] | None = None
+        self._recent: OrderedDict[str, int] = OrderedDict()  # generation id → seq before
+        self._viewers: set[Subscription] = set()
+        self._mailbox: asyncio.Queue[_Command] = asyncio.Queue()
+        self._on_exit = on_exit
+        self._log = log.bind(conversation_id=conversation_id)
+        # A fresh context: the actor must not inherit the spawning request's log bindings.
+        self.task = asyncio.get_running_loop().create_task(
+            self._run(), name=f"actor:{conversation_id}", context=contextvars.Context()
+        )
+
+    # -- public API: each call is a command through the mailbox ------------------------
+
+    async def send(
+        self,
+        message: str,
+        *,
+        model: Any,
+        tools: tuple[str, ...] = (),
+        client_message_id: str | None = None,
+        subscribe: SubscribeSpec | None = None,
+    ) -> SendResult:
+        result: SendResult = await self._call(
+            "send",
+            message=message,
+            model=model,
+            tools=tools,
+            client_message_id=client_message_id,
+            subscribe=subscribe,
+        )
+        return result
+
+    async def cancel(self, generation_id: str | None = None) -> bool:
+        cancelled: bool = await self._call("cancel", generation_id=generation_id)
+        return cancelled
+
+    async def subscribe(self, after: str | None, spec: SubscribeSpec) -> Subscription:
+        sub: Subscription = await self._call("subscribe", after=after, spec=spec)
+        return sub
+
+    async def unsubscribe(self, sub: Subscription) -> None:
+        if self.stopped:
+            return
+        with contextlib.suppress(ActorStopped):
+            await self._call("unsubscribe", sub=sub)
+
+    async def stop(self, reason: str = "stopped") -> None:
+        if self.stopped:
+            await asyncio.shield(self.task)
+            return
+        with contextlib.suppress(ActorStopped):
+            await self._call("stop", reason=reason)
+        with contextlib.suppress(Exception):
+            await asyncio.shield(self.task)
+
+    @property
+    def viewers(self) -> int:
+        return len(self._viewers)
+
+    # -- the actor loop ----------------------------------------------------------------
+
+    async def _call(self, kind: str, **args: Any) -> Any:
+        if self.stopped:
+            raise ActorStopped(self.conversation_id)
+        reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        context = structlog.contextvars.get_contextvars()
+        self._mailbox.put_nowait(_Command(kind, args, reply, context))
+        return await reply
+
+    async def _run(self) -> None:
+        structlog.contextvars.bind_contextvars(conversation_id=self.conversation_id)
+        try:
+            while True:
+                try:
+                    command = await asyncio.wait_for(
+                        self._mailbox.get(), timeout=self.deps.idle_timeout
+                    )
+                except TimeoutError:
+                    if self.generation is None and not self._viewers and self._mailbox.empty():
+                        self._log.debug("actor_idle_stop")
+                        return
+                    continue
+                if command.reply.cancelled():
+                    continue
+                request_id = command.context.get("request_id")
+                with structlog.contextvars.bound_contextvars(request_id=request_id):
+                    try:
+                        result = await self._handle(command)
+                    except Exception as exc:
+                        if not command.reply.done():
+                            command.reply.set_exception(exc)
+                        if not isinstance(exc, ConversationBusy | LookupError | ValueError):
+                            raise
+                    else:
+                        if not command.reply.done():
+                            command.reply.set_result(result)
+                if command.kind == "stop":
+                    return
+        finally:
+            self.stopped = True
+            self._fail_mailbox()
+            if self._on_exit is not None:
+                self._on_exit(self)
+
+    def _fail_mailbox(self) -> None:
+        while not self._mailbox.empty():
+            command = self._mailbox.get_nowait()
+            if not command.reply.done():
+                command.reply.set_exception(ActorStopped(self.conversation_id))
+
+    async def _handle(self, command: _Command) -> Any:
+        args = command.args
+        if command.kind == "send":
+            return await self._send(**args)
+        if command.kind == "cancel":
+            return await self._cancel(args["generation_id"])
+        if command.kind == "subscribe":
+            return self._subscribe(args["after"], args["spec"])
+        if command.kind == "unsubscribe":
+            self._unsubscribe(args["sub"])
+            return None
+        if command.kind == "stop":
+            await self._shutdown(args["reason"])
+            return None
+        raise ValueError(f"unknown command {command.kind}")
+
+    # -- subscriptions and presence ------------------------------------------------------
+
+    def _subscribe(self, after: str | Cursor | None, spec: SubscribeSpec) -> Subscription:
+        sub = self.hub.subscribe(
+            after,
+            notify=spec.notify,
+            direct=spec.direct,
+            max_events=spec.max_events,
+            max_bytes=spec.max_bytes,
+        )
+        if spec.viewer:
+            self._viewers.add(sub)
+            self._presence()
+        return sub
+
+    def _unsubscribe(self, sub: Subscription) -> None:
+        self.hub.unsubscribe(sub)
+        if sub in self._viewers:
+            self._viewers.discard(sub)
+            self._presence()
+
+    def _presence(self) -> None:
+        self._viewers = {sub for sub in self._viewers if not sub.closed}
+        self.hub.append("presence", {"viewers": len(self._viewers)})
+
+    # -- send ----------------------------------------------------------------------------
+
+    async def _history_cache(self) -> list[StoredMessage]:
+        if self._history is None:
+            self._history = await self.deps.store.history(self.conversation_id)
+        return self._history
+
+    async def _send(
+        self,
+        message: str,
+        model: Any,
+        tools: tuple[str, ...],
+        client_message_id: str | None,
+        subscribe: SubscribeSpec | None,
+    ) -> SendResult:
+        if client_message_id is not None:
+            retried = await self._retry(client_message_id, subscribe)
+            if retried is not None:
+                return retried
+        if self.generation is not None:
+            raise ConversationBusy(self.conversation_id)
+        history = await self._history_cache()
+        store = self.deps.store
+        generation_id = secrets.token_urlsafe(12)
+        user_message = await store.add_user_message(
+            self.conversation_id,
+            message,
+            generation_id=generation_id,
+            client_message_id=client_message_id,
+        )
+        history.append(user_message)
+        before = self.hub.last_seq
+        subscription = self._subscribe(None, subscribe) if subscribe is not None else None
+        self._remember(generation_id, before)
+        self.hub.append(
+            "message",
+            {
+                "message": {
+                    "id": user_message.id,
+                    "role": "user",
+                    "content": user_message.content,
+                    "createdAt": iso(user_message),
+                    "clientMessageId": client_message_id,
+                }
+            },
+        )
+        try:
+            assistant = await store.add_assistant_message(
+                self.conversation_id, model=model.id, generation_id=generation_id
+            )
+        except Exception:
+            self.hub.append(
+                "error",
+                {"code": "internal", "error": "could not store the answer",
+                 "generationId": generation_id},
+            )
+            raise
+        generation = _Generation(
+            id=generation_id,
+            user_message=user_message,
+            assistant=assistant,
+            model=model.id,
+            tools=tools,
+        )
+        self.generation = generation
+        self.hub.append(
+            "init",
+            {
+                "messageId": assistant.id,
+                "userMessageId": user_message.id,
+                "generationId": generation_id,
+                "aiModel": model.id,
+            },
+        )
+        generation.task = asyncio.get_running_loop().create_task(
+            self._generate(generation, model), name=f"generation:{generation_id}"
+        )
+        return SendResult(
+            conversation_id=self.conversation_id,
+            generation_id=generation_id,
+            user_message=user_message,
+            assistant_message_id=assistant.id,
+            model=model.id,
+            subscription=subscription,
+        )
+
+    def _remember(self, generation_id: str, seq_before: int) -> None:
+        self._recent[generation_id] = seq_before
+        while len(self._recent) > RECENT_GENERATIONS:
+            self._recent.popitem(last=False)
+
+    async def _retry(
+        self, client_message_id: str, subscribe: SubscribeSpec | None
+    ) -> SendResult | None:
+        """A retried send: never a second message or generation, never ``409``."""
+        found = await self.deps.store.find_client_message(self.conversation_id, client_message_id)
+        if found is None:
+            return None
+        user_message, answer = found
+        generation_id = user_message.generation_id or ""
+        running = self.generation is not None and self.generation.id == generation_id
+        subscription = None
+        seq_before = self._recent.get(generation_id)
+        if subscribe is not None and seq_before is not None:
+            cursor = Cursor(self.hub.epoch, seq_before)
+            replay = self.hub.replay(cursor)
+            if replay is not None and (running or any(e.type in TERMINAL for e in replay)):
+                subscription = self._subscribe(cursor, subscribe)
+        if running and subscription is None and subscribe is not None:
+            # The log lost the start (cannot happen while the buffer holds the current
+            # generation); follow it live rather than fail.
+            subscription = self._subscribe(None, subscribe)
+        if answer is not None and answer.status == "streaming" and not running:
+            answer.status = "interrupted"
+        return SendResult(
+            conversation_id=self.conversation_id,
+            generation_id=generation_id,
+            user_message=user_message,
+            assistant_message_id=answer.id if answer else None,
+            model=answer.model if answer and answer.model else "",
+            subscription=subscription,
+            answer=None if running else answer,
+            retried=True,
+        )
+
+    # -- cancel --------------------------------------------------------------------------
+
+    async def _cancel(self, generation_id: str | None) -> bool:
+        generation = self.generation
+        if generation is None or generation.cancel_requested:
+            return False
+        if generation_id is not None and generation_id != generation.id:
+            return False  # a stale cancel never stops the next generation
+        generation.cancel_requested = True
+        if generation.consume is not None:
+            generation.consume.cancel()
+        if generation.task is not None:
+            # The terminal state is committed and `cancelled` published before we answer.
+            await asyncio.shield(generation.task)
+        return True
+
+    # -- the generation ------------------------------------------------------------------
+
+    async def _generate(self, generation: _Generation, model: Any) -> None:
+        store = self.deps.store
+        flusher = asyncio.get_running_loop().create_task(self._flush_loop(generation))
+        final: Final | None = None
+        error: ModelError | None = None
+        crashed = False
+        try:
+            provider = self.deps.providers[model.provider]
+            generation.consume = asyncio.get_running_loop().create_task(
+                self._consume(generation, provider, model)
+            )
+            try:
+                final = await generation.consume
+            except asyncio.CancelledError:
+                if not (generation.cancel_requested or generation.shutdown):
+                    raise
+            except ModelError as exc:
+                error = exc
+            except Exception:
+                self._log.exception("generation_crashed", generation_id=generation.id)
+                crashed = True
+        finally:
+            flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flusher
+        await self._conclude(generation, final, error, crashed, store)
+
+    async def _conclude(
+        self,
+        generation: _Generation,
+        final: Final | None,
+        error: ModelError | None,
+        crashed: bool,
+        store: ConversationStore,
+    ) -> None:
+        text = generation.text
+        tools = generation.tool_steps or None
+        common: dict[str, object] = {
+            "messageId": generation.assistant.id,
+            "generationId": generation.id,
+        }
+        if generation.shutdown:
+            outcome = Outcome(status="interrupted", content=text, tools=tools)
+            event: tuple[str, dict[str, object]] = (
+                "error",
+                {**common, "code": "server_shutdown", "error": "The server is shutting down"},
+            )
+        elif generation.cancel_requested:
+            outcome = Outcome(status="cancelled", content=text, tools=tools)
+            event = ("cancelled", common)
+        elif error is not None or crashed or final is None:
+            code = error.code if error is not None else "internal"
+            message = error.message if error is not None else "The generation failed"
+            outcome = Outcome(status="error", content=text, tools=tools)
+            event = ("error", {**common, "code": code, "error": message})
+        else:
+            usage = final.usage.as_json()
+            citations = [c.as_json() for c in final.citations]
+            outcome = Outcome(
+                status="complete",
+                content=text,
+                finish_reason=final.finish_reason,
+                usage=usage,
+                citations=citations,
+                tools=tools,
+            )
+            event = (
+                "done",
+                {
+                    **common,
+                    "fullText": text,
+                    "finishReason": final.finish_reason,
+                    "usage": usage,
+                    "citations": citations,
+                },
+            )
+        try:
+            await store.finish(generation.assistant.id, outcome)
+        except Exception:
+            self._log.exception("finish_failed", generation_id=generation.id)
+            event = ("error", {**common, "code": "internal", "error": "could not store the answer"})
+        assistant = generation.assistant
+        assistant.content = text
+        assistant.status = outcome.status
+        if self._history is not None:
+            self._history.append(assistant)
+        if self.generation is generation:
+            self.generation = None
+        self.hub.append(*event)
+        self._log.info(
+            "generation_finished",
+            generation_id=generation.id,
+            outcome=outcome.status,
+            chars=len(text),
+        )
+
+    async def _consume(
+        self, generation: _Generation, provider: ModelProvider, model: Any
+    ) -> Final | None:
+        history = [
+            ChatTurn(role=m.role, content=m.content)
+            for m in (self._history or [])
+            if m.content or m.role == "user"
+        ]
+        request = await self.deps.build_request(
+            history=history, model=model, tools=generation.tools, provider=provider
+        )
+        hub = self.hub
+        message_id = generation.assistant.id
+        on_token = self.deps.on_token
+        final: Final | None = None
+        stream = provider.stream(request)
+        try:
+            async for item in stream:
+                if isinstance(item, TextDelta):
+                    if not item.text:
+                        continue
+                    generation.parts.append(item.text)
+                    generation.dirty = True
+                    hub.append("token", {"messageId": message_id, "text": item.text})
+                    if on_token is not None:
+                        on_token(1)
+                elif isinstance(item, ToolStep):
+                    step: dict[str, object] = {"tool": item.tool, "payload": item.payload}
+                    generation.tool_steps.append(step)
+                    hub.append("tool", {"messageId": message_id, **step})
+                elif isinstance(item, Final):
+                    final = item
+        finally:
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:
+                with contextlib.suppress(Exception):
+                    await aclose()
+        return final
+
+    async def _flush_loop(self, generation: _Generation) -> None:
+        """Write the partial answer at most every ``flush_interval`` — never per token."""
+        interval = self.deps.flush_interval
+        store = self.deps.store
+        while True:
+            await asyncio.sleep(interval)
+            if not generation.dirty:
+                continue
+            generation.dirty = False
+            started = time.perf_counter()
+            try:
+                await store.flush_partial(generation.assistant.id, generation.text)
+            except Exception:
+                generation.dirty = True
+                self._log.warning("flush_failed", generation_id=generation.id, exc_info=True)
+            else:
+                generation.flushed += 1
+                self._log.debug("flushed", ms=round((time.perf_counter() - started) * 1000, 2))
+
+    # -- stop ----------------------------------------------------------------------------
+
+    async def _shutdown(self, reason: str) -> None:
+        generation = self.generation
+        if generation is not None:
+            if reason == "deleted":
+                generation.cancel_requested = True
+            else:
+                generation.shutdown = True
+            if generation.consume is not None:
+                generation.consume.cancel()
+            if generation.task is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(generation.task)
+        self.hub.close()
+        self._viewers.clear()
+
+    async def crashed(self) -> None:
+        """Called by the registry when the actor loop died: leave nothing wedged."""
+        generation = self.generation
+        if generation is not None:
+            if generation.consume is not None:
+                generation.consume.cancel()
+            if generation.task is not None and not generation.task.done():
+                generation.task.cancel()
+            with contextlib.suppress(Exception):
+                await self.deps.store.finish(
+                    generation.assistant.id,
+                    Outcome(status="error", content=generation.text),
+                )
+            self.hub.append(
+                "error",
+                {
+                    "messageId": generation.assistant.id,
+                    "generationId": generation.id,
+                    "code": "internal",
+                    "error": "The conversation actor failed",
+                },
+            )
+            self.generation = None
+        self.hub.close()
+
+
+TERMINAL = frozenset({"done", "error", "cancelled"})
+
+
+def iso(message: StoredMessage) -> str:
+    return iso_time(message.created_at)
+
+
+def iso_time(value: datetime) -> str:
+    """``2026-11-25T15:07:35.123Z`` (naive values are taken as UTC)."""
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"

@@ -1,0 +1,62 @@
+"""The offline ``demo`` model: a deterministic answer streamed at a steady pace.
+
+It makes the server usable out of the box (no API key) and gives tests and benchmarks a
+model whose output is known in advance. Cancelling the consumer stops it at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+
+from actors.models.base import Final, ModelEvent, ModelRequest, TextDelta, Usage
+
+_WORDS = re.compile(r"\S+\s*|\s+")
+
+
+def demo_answer(request: ModelRequest) -> str:
+    """The answer is a pure function of the last user message."""
+    last = request.contents[-1].content if request.contents else ""
+    words = len(last.split())
+    snippet = " ".join(last.split()[:12])
+    if len(last.split()) > 12:
+        snippet += " …"
+    turns = len(request.contents)
+    return (
+        f"This is Cero's offline demo model. You said: \u201c{snippet}\u201d "
+        f"({words} word{'s' if words != 1 else ''}). "
+        f"I can see {turns} message{'s' if turns != 1 else ''} of this conversation. "
+        "Configure GOOGLE_GENERATIVE_AI_API_KEY to talk to Gemini."
+    )
+
+
+def split_tokens(text: str) -> list[str]:
+    """Word-sized pieces, whitespace attached, so that ``"".join(...) == text``."""
+    return _WORDS.findall(text)
+
+
+class DemoProvider:
+    """``ModelProvider`` for the ``demo`` catalog entry."""
+
+    def __init__(self, token_delay: float = 0.02) -> None:
+        self.token_delay = token_delay
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[ModelEvent]:
+        answer = demo_answer(request)
+        pieces = split_tokens(answer)
+        for piece in pieces:
+            await asyncio.sleep(self.token_delay)
+            yield TextDelta(piece)
+        prompt = sum(len(turn.content) for turn in request.contents) // 4 + len(request.system) // 4
+        yield Final(
+            finish_reason="STOP",
+            usage=Usage(
+                prompt_tokens=prompt,
+                output_tokens=len(pieces),
+                total_tokens=prompt + len(pieces),
+            ),
+        )
+
+    async def count_tokens(self, request: ModelRequest) -> int | None:
+        return None

@@ -1,0 +1,107 @@
+"""Spawns, finds and supervises conversation actors: one per conversation id.
+
+An actor is spawned on first use and stops itself after an idle timeout (no viewers, no
+generation). If its loop crashes, the registry publishes ``error``, marks the streaming
+row ``error`` and forgets it, so the next use spawns a fresh one: nothing stays wedged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import structlog
+
+from actors.conversation import ActorDeps, ActorStopped, ConversationActor
+
+log = structlog.get_logger(__name__)
+
+
+class ConversationNotFound(LookupError):
+    """No such conversation, or it belongs to someone else (both answer 404)."""
+
+
+class Registry:
+    def __init__(self, deps: ActorDeps) -> None:
+        self.deps = deps
+        self._actors: dict[str, ConversationActor] = {}
+        self._spawning: dict[str, asyncio.Future[ConversationActor]] = {}
+        self._closing = False
+        self.crashes = 0
+
+    def __len__(self) -> int:
+        return len(self._actors)
+
+    def peek(self, conversation_id: str) -> ConversationActor | None:
+        actor = self._actors.get(conversation_id)
+        return None if actor is None or actor.stopped else actor
+
+    async def get(self, conversation_id: str, user_id: str) -> ConversationActor:
+        """The live actor of a conversation the user owns; spawn it when needed."""
+        if self._closing:
+            raise ActorStopped(conversation_id)
+        actor = self.peek(conversation_id)
+        if actor is None:
+            pending = self._spawning.get(conversation_id)
+            if pending is not None:
+                actor = await asyncio.shield(pending)
+            else:
+                actor = await self._spawn(conversation_id)
+        if actor.owner_id != user_id:
+            raise ConversationNotFound(conversation_id)
+        return actor
+
+    async def _spawn(self, conversation_id: str) -> ConversationActor:
+        future: asyncio.Future[ConversationActor] = asyncio.get_running_loop().create_future()
+        self._spawning[conversation_id] = future
+        try:
+            owner = await self.deps.store.conversation_owner(conversation_id)
+            if owner is None:
+                raise ConversationNotFound(conversation_id)
+            actor = ConversationActor(conversation_id, owner, self.deps, on_exit=self._exited)
+            self._actors[conversation_id] = actor
+            future.set_result(actor)
+            return actor
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: no "never retrieved" warning when nobody waits
+            raise
+        finally:
+            del self._spawning[conversation_id]
+
+    def _exited(self, actor: ConversationActor) -> None:
+        if self._actors.get(actor.conversation_id) is actor:
+            del self._actors[actor.conversation_id]
+        task = actor.task
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            self._supervise(actor, task.exception())
+
+    def _supervise(self, actor: ConversationActor, exc: BaseException | None) -> None:
+        self.crashes += 1
+        log.error(
+            "actor_crashed",
+            conversation_id=actor.conversation_id,
+            error=f"{type(exc).__name__}: {exc}",
+        )
+        asyncio.get_running_loop().create_task(actor.crashed())
+
+    async def call(self, conversation_id: str, user_id: str) -> ConversationActor:
+        """Like :meth:`get`, retrying once if the actor stopped under us (idle stop)."""
+        for _ in range(3):
+            actor = await self.get(conversation_id, user_id)
+            if not actor.stopped:
+                return actor
+        raise ActorStopped(conversation_id)
+
+    async def delete(self, conversation_id: str) -> None:
+        """Stop a conversation's actor for good (the conversation is being deleted)."""
+        actor = self._actors.get(conversation_id)
+        if actor is not None:
+            await actor.stop("deleted")
+
+    async def close(self) -> None:
+        """Stop every actor: running generations end as ``server_shutdown``."""
+        self._closing = True
+        actors = list(self._actors.values())
+        with contextlib.suppress(Exception):
+            await asyncio.gather(*(actor.stop("shutdown") for actor in actors))

@@ -1,0 +1,86 @@
+"""What a conversation actor needs from persistence, as a protocol.
+
+The actor owns *when* things are written (user message before ``init``, partial answers
+flushed in batches, the terminal state before ``done``); the implementation in
+``server/chat_store.py`` owns *how* (Piccolo on SQLite or PostgreSQL).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal, Protocol
+
+MessageStatus = Literal["complete", "streaming", "cancelled", "error", "interrupted"]
+
+
+@dataclass(slots=True)
+class StoredMessage:
+    id: str
+    conversation_id: str
+    role: Literal["user", "assistant"]
+    content: str
+    status: MessageStatus
+    created_at: datetime
+    model: str | None = None
+    generation_id: str | None = None
+    client_message_id: str | None = None
+    finish_reason: str | None = None
+    usage: dict[str, int] | None = None
+    citations: list[dict[str, str]] | None = None
+    tools: list[dict[str, object]] | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The terminal state of an assistant message."""
+
+    status: MessageStatus
+    content: str
+    finish_reason: str | None = None
+    usage: dict[str, int] | None = None
+    citations: list[dict[str, str]] | None = None
+    tools: list[dict[str, object]] | None = None
+
+
+class ConversationStore(Protocol):
+    async def conversation_owner(self, conversation_id: str) -> str | None:
+        """The owning user id, or ``None`` when the conversation does not exist."""
+        ...
+
+    async def history(self, conversation_id: str) -> list[StoredMessage]:
+        """All messages, oldest first."""
+        ...
+
+    async def find_client_message(
+        self, conversation_id: str, client_message_id: str
+    ) -> tuple[StoredMessage, StoredMessage | None] | None:
+        """The user message sent with this idempotency key and the answer it started."""
+        ...
+
+    async def add_user_message(
+        self,
+        conversation_id: str,
+        content: str,
+        *,
+        generation_id: str,
+        client_message_id: str | None,
+    ) -> StoredMessage: ...
+
+    async def add_assistant_message(
+        self, conversation_id: str, *, model: str, generation_id: str
+    ) -> StoredMessage: ...
+
+    async def flush_partial(self, message_id: str, content: str) -> None:
+        """Write the partial answer of a streaming message (batched by the actor)."""
+        ...
+
+    async def finish(self, message_id: str, outcome: Outcome) -> None:
+        """Commit the terminal state of an assistant message."""
+        ...
+
+    async def interrupt_streaming(self, message_ids: Sequence[str] | None = None) -> int:
+        """Mark ``streaming`` rows ``interrupted`` (all of them at start-up)."""
+        ...

@@ -1,0 +1,24 @@
+"""Typed app state owned by the sign-in package (``web.AppKey``)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import ClientSession, web
+
+if TYPE_CHECKING:
+    from server.auth.cookies import CookieCodec
+    from server.auth.github import OAuthStates
+    from server.auth.local import LocalSignIn
+    from server.auth.rate_limit import WrongCodeLimiter
+
+COOKIES: web.AppKey[CookieCodec] = web.AppKey("auth_cookies")
+LIMITER: web.AppKey[WrongCodeLimiter] = web.AppKey("auth_wrong_codes")
+OAUTH_STATES: web.AppKey[OAuthStates] = web.AppKey("auth_oauth_states")
+GITHUB_HTTP: web.AppKey[ClientSession] = web.AppKey("auth_github_http")
+LOCAL: web.AppKey[LocalSignIn] = web.AppKey("auth_local")
+
+# Per-request keys (plain strings: aiohttp requests are mappings).
+USER = "user"
+RESOLVED = "auth_resolved"
+COOKIE_OPS = "auth_cookie_ops"

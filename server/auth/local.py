@@ -1,0 +1,83 @@
+"""Local sign-in for the embedded default (like Jupyter's token link).
+
+When GitHub is not configured and the server binds loopback only (``Settings.local_mode``),
+start-up announces a one-time link ``<public url>/auth/local?token=...``; opening it signs
+in the local user (an ``Account`` with provider ``local``) and redirects to ``/device`` or a
+same-origin ``next`` path. On any other bind there is no link and ``/auth/local`` is 403.
+The link is the one secret this server deliberately logs: it is how the operator gets in.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import structlog
+from aiohttp import web
+
+from server.auth.client_ip import client_ip
+from server.auth.keys import COOKIES, LOCAL
+from server.auth.redirects import safe_path
+from server.auth.users import Profile, link_or_create
+from server.errors import ApiError
+from server.ids import new_token, same, token_hash
+from server.state import SESSIONS, SETTINGS
+
+log = structlog.get_logger(__name__)
+routes = web.RouteTableDef()
+
+LOCAL_PROFILE = Profile(
+    provider="local",
+    account_id="local",
+    name="Local user",
+    email=None,
+    email_verified=False,
+    image=None,
+)
+
+
+class LocalSignIn:
+    """The one-time token (only its hash is kept)."""
+
+    def __init__(self) -> None:
+        self._hash: str | None = None
+
+    def issue(self) -> str:
+        token = new_token()
+        self._hash = token_hash(token)
+        return token
+
+    def redeem(self, token: str) -> bool:
+        if self._hash is None or not token or len(token) > 256:
+            return False
+        if not same(token_hash(token), self._hash):
+            return False
+        self._hash = None
+        return True
+
+
+async def announce(app: web.Application) -> None:
+    """``on_startup``: log and print the sign-in link in local mode."""
+    settings = app[SETTINGS]
+    if not settings.local_mode:
+        return
+    url = f"{settings.public_url}/auth/local?token={app[LOCAL].issue()}"
+    log.info("local_sign_in", url=url)
+    sys.stderr.write(f"Sign in: {url}\n")
+    sys.stderr.flush()
+
+
+@routes.get("/auth/local")
+async def local_sign_in(request: web.Request) -> web.Response:
+    if not request.app[SETTINGS].local_mode:
+        raise ApiError(403, "forbidden", "Local sign-in is only available on a loopback bind")
+    if not request.app[LOCAL].redeem(request.query.get("token", "")):
+        raise ApiError(403, "forbidden", "This sign-in link is invalid or was already used")
+    user_id, _ = await link_or_create(LOCAL_PROFILE)
+    token, resolved = await request.app[SESSIONS].start(
+        user_id, ip_address=client_ip(request), user_agent=request.headers.get("User-Agent")
+    )
+    log.info("signed_in", provider="local", user_id=user_id, session_id=resolved.session.id)
+    target = safe_path(request.query.get("next")) or "/device"
+    response = web.Response(status=302, headers={"Location": target})
+    request.app[COOKIES].set_session(response, token, resolved)
+    return response

@@ -1,0 +1,228 @@
+"""Sessions: start, look up (and slide), revoke, list.
+
+A session token is 256 random bits; only its SHA-256 is stored. A lookup is one indexed
+query (session joined with its user). A session used more than a day after its last refresh
+is extended to seven days from now: the only time a lookup writes.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from server.auth.clock import iso, utcnow
+from server.ids import new_id, new_token, same, token_hash
+from server.tables import Session, User
+
+SESSION_TTL = timedelta(days=7)
+UPDATE_AGE = timedelta(days=1)
+MAX_TOKEN_CHARS = 512
+_REVOKED_MEMORY_S = 600.0  # longer than the cookie cache's 5 minutes
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    id: str
+    user_id: str
+    token_hash: str
+    expires_at: datetime
+    created_at: datetime
+    updated_at: datetime
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "userId": self.user_id,
+            "expiresAt": iso(self.expires_at),
+            "createdAt": iso(self.created_at),
+            "updatedAt": iso(self.updated_at),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class UserInfo:
+    id: str
+    name: str
+    email: str | None
+    image: str | None
+    email_verified: bool
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "email": self.email,
+            "image": self.image,
+            "emailVerified": self.email_verified,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """A live session and its user."""
+
+    session: SessionInfo
+    user: UserInfo
+
+    def needs_refresh(self, now: datetime) -> bool:
+        return now - self.session.updated_at > UPDATE_AGE
+
+
+_COLUMNS = (
+    Session.id,
+    Session.user_id,
+    Session.token_hash,
+    Session.expires_at,
+    Session.created_at,
+    Session.updated_at,
+    Session.user_id.name,
+    Session.user_id.email,
+    Session.user_id.image,
+    Session.user_id.email_verified,
+)
+
+
+def _resolved(row: dict[str, Any]) -> Resolved:
+    return Resolved(
+        session=SessionInfo(
+            id=row["id"],
+            user_id=row["user_id"],
+            token_hash=row["token_hash"],
+            expires_at=row["expires_at"],
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+        ),
+        user=UserInfo(
+            id=row["user_id"],
+            name=row["user_id.name"] or "",
+            email=row["user_id.email"],
+            image=row["user_id.image"],
+            email_verified=bool(row["user_id.email_verified"]),
+        ),
+    )
+
+
+class SessionStore:
+    """Session persistence. Holds only a short memory of revoked ids (see :meth:`revoked`)."""
+
+    def __init__(self) -> None:
+        self._revoked: dict[str, float] = {}
+
+    async def start(
+        self, user_id: str, *, ip_address: str | None = None, user_agent: str | None = None
+    ) -> tuple[str, Resolved]:
+        """A new session (a new token at every sign-in: no fixation); return (token, it)."""
+        token = new_token()
+        now = utcnow()
+        session_id = new_id()
+        await Session.insert(
+            Session(
+                id=session_id,
+                user_id=user_id,
+                token_hash=token_hash(token),
+                expires_at=now + SESSION_TTL,
+                created_at=now,
+                updated_at=now,
+                ip_address=(ip_address or None) and ip_address[:64],
+                user_agent=(user_agent or None) and user_agent[:512],
+            )
+        ).run()
+        rows = await Session.select(*_COLUMNS).where(Session.id == session_id).run()
+        return token, _resolved(rows[0])
+
+    async def resolve(self, token: str) -> Resolved | None:
+        """The live session of a raw token, slid when due; ``None`` when unknown or expired."""
+        if not token or len(token) > MAX_TOKEN_CHARS:
+            return None
+        digest = token_hash(token)
+        rows = await Session.select(*_COLUMNS).where(Session.token_hash == digest).run()
+        if not rows or not same(rows[0]["token_hash"], digest):
+            return None
+        found = _resolved(rows[0])
+        now = utcnow()
+        if found.session.expires_at <= now:
+            await Session.delete().where(Session.id == found.session.id).run()
+            return None
+        if found.needs_refresh(now):
+            expires = now + SESSION_TTL
+            await (
+                Session.update({Session.expires_at: expires, Session.updated_at: now})
+                .where(Session.id == found.session.id)
+                .run()
+            )
+            slid = SessionInfo(
+                id=found.session.id,
+                user_id=found.session.user_id,
+                token_hash=found.session.token_hash,
+                expires_at=expires,
+                created_at=found.session.created_at,
+                updated_at=now,
+            )
+            found = Resolved(session=slid, user=found.user)
+        return found
+
+    async def revoke(self, session_id: str) -> None:
+        await Session.delete().where(Session.id == session_id).run()
+        self._remember_revoked(session_id)
+
+    async def revoke_owned(
+        self, user_id: str, *, session_id: str | None = None, token: str | None = None
+    ) -> None:
+        """Revoke one of ``user_id``'s sessions by id or raw token; others' are untouched."""
+        if session_id is None and token is None:
+            return
+        for sid in await self._ids_matching(user_id, session_id=session_id, token=token):
+            await self.revoke(sid)
+
+    async def _ids_matching(
+        self, user_id: str, *, session_id: str | None, token: str | None
+    ) -> list[str]:
+        query = Session.select(Session.id).where(Session.user_id == user_id)
+        if session_id is not None:
+            query = query.where(Session.id == session_id)
+        if token is not None:
+            query = query.where(Session.token_hash == token_hash(token))
+        return [str(row["id"]) for row in await query.run()]
+
+    async def list_for_user(self, user_id: str) -> list[dict[str, Any]]:
+        now = utcnow()
+        rows: list[dict[str, Any]] = (
+            await Session.select(
+                Session.id,
+                Session.created_at,
+                Session.updated_at,
+                Session.expires_at,
+                Session.ip_address,
+                Session.user_agent,
+            )
+            .where((Session.user_id == user_id) & (Session.expires_at > now))
+            .order_by(Session.created_at, ascending=False)
+            .run()
+        )
+        return rows
+
+    async def user(self, user_id: str) -> UserInfo | None:
+        rows = await User.select().where(User.id == user_id).run()
+        if not rows:
+            return None
+        row = rows[0]
+        return UserInfo(
+            id=row["id"],
+            name=row["name"] or "",
+            email=row["email"],
+            image=row["image"],
+            email_verified=bool(row["email_verified"]),
+        )
+
+    def revoked(self, session_id: str) -> bool:
+        """Revoked by this process lately: lets a cookie cache entry die before its 5 minutes."""
+        return session_id in self._revoked
+
+    def _remember_revoked(self, session_id: str) -> None:
+        now = time.monotonic()
+        if len(self._revoked) > 10_000:
+            cutoff = now - _REVOKED_MEMORY_S
+            self._revoked = {k: v for k, v in self._revoked.items() if v > cutoff}
+        self._revoked[session_id] = now

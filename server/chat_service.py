@@ -1,0 +1,230 @@
+"""Starting a chat turn: shared by ``POST /api/chat`` and the WebSocket ``send`` frame.
+
+Validates the request against the catalog (400), finds or creates the conversation
+(404 for another user's), honours ``clientMessageId`` across the user's conversations,
+and hands the turn to the conversation's actor (409 when it is busy).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import weakref
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+import structlog
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from actors.conversation import (
+    ActorDeps,
+    ActorStopped,
+    ConversationActor,
+    ConversationBusy,
+    SendResult,
+    SubscribeSpec,
+)
+from actors.context import build_request
+from actors.models.base import ModelProvider
+from actors.models.catalog import Catalog, UnknownModel, UnsupportedTools
+from actors.models.demo import DemoProvider
+from actors.registry import ConversationNotFound, Registry
+from server.auth.current import CurrentUser
+from server.chat_store import PiccoloConversationStore, create_conversation
+from server.errors import ApiError
+from server.state import CATALOG, METRICS, REGISTRY, SETTINGS
+from server.tables import Conversation, Message
+
+log = structlog.get_logger(__name__)
+
+TITLE_CHARS = 50
+
+ClientId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+
+
+class ChatRequest(BaseModel):
+    """The body of ``POST /api/chat`` (and the fields of a WebSocket ``send``)."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    message: str
+    conversationId: str | None = Field(default=None, max_length=64)
+    aiModel: str | None = Field(default=None, max_length=128)
+    tools: list[str] = Field(default_factory=list, max_length=8)
+    clientMessageId: ClientId | None = None
+
+    @field_validator("message")
+    @classmethod
+    def _non_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must be a non-empty string")
+        return value
+
+
+def not_found() -> ApiError:
+    return ApiError(404, "not_found", "Conversation not found")
+
+
+def busy() -> ApiError:
+    return ApiError(409, "conversation_busy", "This conversation is already generating an answer")
+
+
+_client_locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = (
+    weakref.WeakValueDictionary()
+)
+
+
+async def _conversation_for_client_id(user_id: str, client_message_id: str) -> str | None:
+    rows = (
+        await Message.select(Message.conversation_id)
+        .where(
+            (Message.client_message_id == client_message_id)
+            & (Message.conversation_id.user_id == user_id)
+        )
+        .first()
+        .run()
+    )
+    return None if rows is None else str(rows["conversation_id"])
+
+
+async def actor_for(app: web.Application, conversation_id: str, user_id: str) -> ConversationActor:
+    try:
+        return await app[REGISTRY].call(conversation_id, user_id)
+    except ConversationNotFound:
+        raise not_found() from None
+    except ActorStopped:
+        raise ApiError(503, "server_shutdown", "The server is shutting down") from None
+
+
+async def start_chat(
+    app: web.Application,
+    user: CurrentUser,
+    body: ChatRequest,
+    subscribe: SubscribeSpec | None,
+) -> SendResult:
+    settings = app[SETTINGS]
+    catalog = app[CATALOG]
+    if len(body.message) > settings.max_message_chars:
+        raise ApiError(
+            400,
+            "invalid_request",
+            f"message: at most {settings.max_message_chars} characters",
+            extra={"field": "message"},
+        )
+    try:
+        model = catalog.resolve(body.aiModel)
+        tools = catalog.check_tools(model, body.tools)
+    except UnknownModel as exc:
+        raise ApiError(400, "unknown_model", str(exc), extra={"field": "aiModel"}) from None
+    except UnsupportedTools as exc:
+        raise ApiError(400, "unsupported_tools", str(exc), extra={"field": "tools"}) from None
+
+    lock = contextlib.nullcontext()
+    if body.clientMessageId is not None:
+        key = (user.id, body.clientMessageId)
+        lock_obj = _client_locks.get(key)
+        if lock_obj is None:
+            lock_obj = asyncio.Lock()
+            _client_locks[key] = lock_obj
+        lock = lock_obj  # type: ignore[assignment]
+    async with lock:
+        conversation_id = body.conversationId
+        if conversation_id is None and body.clientMessageId is not None:
+            conversation_id = await _conversation_for_client_id(user.id, body.clientMessageId)
+        if conversation_id is None:
+            title = " ".join(body.message.split())[:TITLE_CHARS]
+            row = await create_conversation(user.id, title)
+            conversation_id = str(row["id"])
+        for _ in range(3):
+            actor = await actor_for(app, conversation_id, user.id)
+            try:
+                return await actor.send(
+                    body.message,
+                    model=model,
+                    tools=tools,
+                    client_message_id=body.clientMessageId,
+                    subscribe=subscribe,
+                )
+            except ConversationBusy:
+                raise busy() from None
+            except ActorStopped:
+                continue
+        raise ApiError(503, "server_shutdown", "The server is shutting down")
+
+
+def make_providers(app: web.Application) -> dict[str, ModelProvider]:
+    settings = app[SETTINGS]
+    providers: dict[str, ModelProvider] = {"demo": DemoProvider(settings.demo_token_delay)}
+    if settings.gemini_api_key:
+        from actors.models.gemini import GeminiProvider
+
+        providers["gemini"] = GeminiProvider(
+            settings.gemini_api_key,
+            base_url=settings.gemini_base_url,
+            first_chunk_timeout=settings.gemini_first_chunk_timeout,
+            chunk_timeout=settings.gemini_chunk_timeout,
+            backoff_base=settings.gemini_retry_backoff,
+        )
+    return providers
+
+
+async def chat_runtime(app: web.Application) -> AsyncIterator[None]:
+    """cleanup_ctx: the catalog, the providers and the actor registry."""
+    settings = app[SETTINGS]
+    app[CATALOG] = Catalog.load(gemini_enabled=bool(settings.gemini_api_key))
+    providers = make_providers(app)
+    store = PiccoloConversationStore()
+    interrupted = await store.interrupt_streaming()
+    if interrupted:
+        log.warning("interrupted_messages_marked", count=interrupted)
+    metrics = app[METRICS]
+    deps = ActorDeps(
+        store=store,
+        providers=providers,
+        build_request=build_request,
+        flush_interval=settings.flush_interval,
+        idle_timeout=settings.actor_idle_timeout,
+        on_token=metrics.tokens.inc,
+    )
+    registry = Registry(deps)
+    app[REGISTRY] = registry
+    metrics.bind_registry(registry)
+    try:
+        yield
+    finally:
+        await registry.close()
+        for provider in providers.values():
+            close = getattr(provider, "aclose", None)
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    await close()
+
+
+async def stop_actors(app: web.Application) -> None:
+    """on_shutdown: end generations (``server_shutdown``) while the database is still open."""
+    await app[REGISTRY].close()
+
+
+async def owned_conversation(conversation_id: str, user_id: str) -> dict[str, object]:
+    row = (
+        await Conversation.select()
+        .where((Conversation.id == conversation_id) & (Conversation.user_id == user_id))
+        .first()
+        .run()
+    )
+    if row is None:
+        raise not_found()
+    return dict(row)
+
+
+__all__ = [
+    "ActorDeps",
+    "ChatRequest",
+    "Registry",
+    "actor_for",
+    "chat_runtime",
+    "owned_conversation",
+    "start_chat",
+    "stop_actors",
+]

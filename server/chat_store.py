@@ -1,0 +1,228 @@
+"""Piccolo implementation of :class:`actors.store.ConversationStore`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from actors.store import MessageStatus, Outcome, StoredMessage
+from server.ids import new_id
+from server.tables import Conversation, Message
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _json(value: Any) -> Any:
+    if isinstance(value, str):
+        import orjson
+
+        try:
+            return orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return None
+    return value
+
+
+def to_stored(row: dict[str, Any]) -> StoredMessage:
+    created = row["created_at"]
+    if isinstance(created, datetime) and created.tzinfo is None:
+        created = created.replace(tzinfo=UTC)
+    return StoredMessage(
+        id=row["id"],
+        conversation_id=row["conversation_id"],
+        role=row["role"],
+        content=row["content"] or "",
+        status=cast(MessageStatus, row["status"]),
+        created_at=created,
+        model=row.get("model"),
+        generation_id=row.get("generation_id"),
+        client_message_id=row.get("client_message_id"),
+        finish_reason=row.get("finish_reason"),
+        usage=_json(row.get("usage")),
+        citations=_json(row.get("citations")),
+        tools=_json(row.get("tools")),
+    )
+
+
+class PiccoloConversationStore:
+    """Rows are written by the owning actor only, so no write races need locking."""
+
+    def __init__(self) -> None:
+        self._last_created: datetime | None = None
+
+    def _created_now(self) -> datetime:
+        # Messages are ordered by created_at: keep it strictly increasing in this process.
+        now = utcnow()
+        if self._last_created is not None and now <= self._last_created:
+            from datetime import timedelta
+
+            now = self._last_created + timedelta(microseconds=1)
+        self._last_created = now
+        return now
+
+    async def conversation_owner(self, conversation_id: str) -> str | None:
+        row = (
+            await Conversation.select(Conversation.user_id)
+            .where(Conversation.id == conversation_id)
+            .first()
+            .run()
+        )
+        return None if row is None else str(row["user_id"])
+
+    async def history(self, conversation_id: str) -> list[StoredMessage]:
+        rows = (
+            await Message.select()
+            .where(Message.conversation_id == conversation_id)
+            .order_by(Message.created_at)
+            .output(load_json=True)
+            .run()
+        )
+        return [to_stored(row) for row in rows]
+
+    async def find_client_message(
+        self, conversation_id: str, client_message_id: str
+    ) -> tuple[StoredMessage, StoredMessage | None] | None:
+        row = (
+            await Message.select()
+            .where(
+                (Message.conversation_id == conversation_id)
+                & (Message.client_message_id == client_message_id)
+            )
+            .first()
+            .output(load_json=True)
+            .run()
+        )
+        if row is None:
+            return None
+        user = to_stored(row)
+        answer = None
+        if user.generation_id:
+            found = (
+                await Message.select()
+                .where(
+                    (Message.conversation_id == conversation_id)
+                    & (Message.generation_id == user.generation_id)
+                    & (Message.role == "assistant")
+                )
+                .first()
+                .output(load_json=True)
+                .run()
+            )
+            answer = None if found is None else to_stored(found)
+        return user, answer
+
+    async def add_user_message(
+        self,
+        conversation_id: str,
+        content: str,
+        *,
+        generation_id: str,
+        client_message_id: str | None,
+    ) -> StoredMessage:
+        now = self._created_now()
+        message = StoredMessage(
+            id=new_id(),
+            conversation_id=conversation_id,
+            role="user",
+            content=content,
+            status="complete",
+            created_at=now,
+            generation_id=generation_id,
+            client_message_id=client_message_id,
+        )
+        await Message.insert(
+            Message(
+                id=message.id,
+                conversation_id=conversation_id,
+                role="user",
+                content=content,
+                status="complete",
+                generation_id=generation_id,
+                client_message_id=client_message_id,
+                created_at=now,
+                updated_at=now,
+            )
+        ).run()
+        await Conversation.update({Conversation.updated_at: now}).where(
+            Conversation.id == conversation_id
+        ).run()
+        return message
+
+    async def add_assistant_message(
+        self, conversation_id: str, *, model: str, generation_id: str
+    ) -> StoredMessage:
+        now = self._created_now()
+        message = StoredMessage(
+            id=new_id(),
+            conversation_id=conversation_id,
+            role="assistant",
+            content="",
+            status="streaming",
+            created_at=now,
+            model=model,
+            generation_id=generation_id,
+        )
+        await Message.insert(
+            Message(
+                id=message.id,
+                conversation_id=conversation_id,
+                role="assistant",
+                content="",
+                status="streaming",
+                model=model,
+                generation_id=generation_id,
+                created_at=now,
+                updated_at=now,
+            )
+        ).run()
+        return message
+
+    async def flush_partial(self, message_id: str, content: str) -> None:
+        await Message.update({Message.content: content, Message.updated_at: utcnow()}).where(
+            (Message.id == message_id) & (Message.status == "streaming")
+        ).run()
+
+    async def finish(self, message_id: str, outcome: Outcome) -> None:
+        now = utcnow()
+        await Message.update(
+            {
+                Message.content: outcome.content,
+                Message.status: outcome.status,
+                Message.finish_reason: outcome.finish_reason,
+                Message.usage: outcome.usage,
+                Message.citations: outcome.citations,
+                Message.tools: outcome.tools,
+                Message.updated_at: now,
+            }
+        ).where(Message.id == message_id).run()
+
+    async def interrupt_streaming(self, message_ids: Sequence[str] | None = None) -> int:
+        query = Message.update(
+            {Message.status: "interrupted", Message.updated_at: utcnow()}
+        ).where(Message.status == "streaming")
+        if message_ids is not None:
+            if not message_ids:
+                return 0
+            query = query.where(Message.id.is_in(list(message_ids)))
+        rows = await query.returning(Message.id).run()
+        return len(rows)
+
+
+async def create_conversation(user_id: str, title: str) -> dict[str, Any]:
+    now = utcnow()
+    row = {
+        "id": new_id(),
+        "user_id": user_id,
+        "short_title": title,
+        "created_at": now,
+        "updated_at": now,
+    }
+    await Conversation.insert(
+        Conversation(
+            id=row["id"], user_id=user_id, short_title=title, created_at=now, updated_at=now
+        )
+    ).run()
+    return row

@@ -1,0 +1,233 @@
+"""Conversations: list (cursor pagination), messages, rename, delete, cancel, live events."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from actors.conversation import iso_time
+from server.auth.current import require_user
+from server.bodies import read_model
+from server.chat_service import actor_for, not_found, owned_conversation
+from server.chat_store import to_stored, utcnow
+from server.errors import ApiError, json_response
+from server.state import CATALOG, METRICS, REGISTRY, SETTINGS
+from server.tables import Conversation, Message
+from server.transports.feed import Feed
+from server.transports.sse import open_sse, ping_frame, sse_chunked, sse_frame
+
+routes = web.RouteTableDef()
+
+DEFAULT_LIMIT = 20
+MAX_LIMIT = 100
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def conversation_json(row: dict[str, Any]) -> dict[str, object]:
+    return {
+        "id": row["id"],
+        "shortTitle": row["short_title"],
+        "createdAt": iso_time(_aware(row["created_at"])),
+        "updatedAt": iso_time(_aware(row["updated_at"])),
+    }
+
+
+def _encode_cursor(row: dict[str, Any]) -> str:
+    raw = orjson.dumps([_aware(row["updated_at"]).isoformat(), row["id"]])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(text: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        stamp, conv_id = orjson.loads(raw)
+        return datetime.fromisoformat(stamp), str(conv_id)
+    except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError):
+        raise ApiError(400, "invalid_request", "cursor: not a cursor from this API",
+                       extra={"field": "cursor"}) from None
+
+
+@routes.get("/api/conversations")
+async def list_conversations(request: web.Request) -> web.Response:
+    user = require_user(request)
+    raw_limit = request.query.get("limit", str(DEFAULT_LIMIT))
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT:
+        raise ApiError(400, "invalid_request", f"limit: an integer from 1 to {MAX_LIMIT}",
+                       extra={"field": "limit"})
+    limit = int(raw_limit)
+    query = Conversation.select().where(Conversation.user_id == user.id)
+    cursor = request.query.get("cursor")
+    if cursor:
+        stamp, conv_id = _decode_cursor(cursor)
+        query = query.where(
+            (Conversation.updated_at < stamp)
+            | ((Conversation.updated_at == stamp) & (Conversation.id < conv_id))
+        )
+    rows = await query.order_by(Conversation.updated_at, Conversation.id, ascending=False).limit(
+        limit + 1
+    ).run()
+    next_cursor = _encode_cursor(rows[limit - 1]) if len(rows) > limit else None
+    return json_response(
+        {"conversations": [conversation_json(r) for r in rows[:limit]], "nextCursor": next_cursor}
+    )
+
+
+def message_json(row: dict[str, Any], live_text: str | None = None) -> dict[str, object]:
+    message = to_stored(row)
+    created = _aware(message.created_at).astimezone(UTC)
+    out: dict[str, object] = {
+        "id": message.id,
+        "role": message.role,
+        "content": live_text if live_text is not None else message.content,
+        "status": message.status,
+        "createdAt": iso_time(created),
+        "timestamp": created.strftime("%H:%M"),
+    }
+    if message.role == "assistant":
+        if message.model:
+            out["aiModel"] = message.model
+        if message.usage is not None:
+            out["usage"] = message.usage
+        if message.citations is not None:
+            out["citations"] = message.citations
+        if message.tools is not None:
+            out["tools"] = message.tools
+        if message.finish_reason:
+            out["finishReason"] = message.finish_reason
+        if message.generation_id:
+            out["generationId"] = message.generation_id
+    return out
+
+
+@routes.get("/api/conversations/{id}/messages")
+async def list_messages(request: web.Request) -> web.Response:
+    user = require_user(request)
+    conversation = await owned_conversation(request.match_info["id"], user.id)
+    rows = await (
+        Message.select()
+        .where(Message.conversation_id == conversation["id"])
+        .order_by(Message.created_at)
+        .output(load_json=True)
+        .run()
+    )
+    actor = request.app[REGISTRY].peek(str(conversation["id"]))
+    generation = actor.generation if actor is not None else None
+    messages = [
+        message_json(
+            row,
+            generation.text
+            if generation is not None and row["id"] == generation.assistant.id
+            else None,
+        )
+        for row in rows
+    ]
+    return json_response({"conversation": conversation_json(conversation), "messages": messages})
+
+
+class Rename(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+    shortTitle: str = Field(max_length=100)
+
+    @field_validator("shortTitle")
+    @classmethod
+    def _non_empty(cls, value: str) -> str:
+        value = " ".join(value.split())
+        if not value:
+            raise ValueError("must be a non-empty string")
+        return value
+
+
+@routes.patch("/api/conversations/{id}")
+async def rename(request: web.Request) -> web.Response:
+    user = require_user(request)
+    conversation = await owned_conversation(request.match_info["id"], user.id)
+    body = await read_model(request, Rename)
+    now = utcnow()
+    await Conversation.update(
+        {Conversation.short_title: body.shortTitle, Conversation.updated_at: now}
+    ).where(Conversation.id == conversation["id"]).run()
+    conversation.update(short_title=body.shortTitle, updated_at=now)
+    return json_response({"conversation": conversation_json(conversation)})
+
+
+@routes.delete("/api/conversations/{id}")
+async def delete(request: web.Request) -> web.Response:
+    user = require_user(request)
+    conversation = await owned_conversation(request.match_info["id"], user.id)
+    await request.app[REGISTRY].delete(str(conversation["id"]))
+    await Conversation.delete().where(Conversation.id == conversation["id"]).run()
+    return json_response({"deleted": True})
+
+
+class CancelBody(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+    generationId: str | None = Field(default=None, max_length=64)
+
+
+@routes.post("/api/conversations/{id}/cancel")
+async def cancel(request: web.Request) -> web.Response:
+    user = require_user(request)
+    body = await read_model(request, CancelBody)
+    conversation_id = request.match_info["id"]
+    registry = request.app[REGISTRY]
+    actor = registry.peek(conversation_id)
+    if actor is None:
+        await owned_conversation(conversation_id, user.id)  # 404 unless it is the user's
+        return json_response({"cancelled": False})
+    if actor.owner_id != user.id:
+        raise not_found()
+    return json_response({"cancelled": await actor.cancel(body.generationId)})
+
+
+@routes.get("/api/conversations/{id}/events")
+async def events(request: web.Request) -> web.StreamResponse:
+    user = require_user(request)
+    settings = request.app[SETTINGS]
+    actor = await actor_for(request.app, request.match_info["id"], user.id)
+    after = request.headers.get("Last-Event-ID") or request.query.get("after") or None
+    from server.transports.wire import RawWriter
+
+    chunked = request.version >= (1, 1)
+    feed = Feed(
+        RawWriter(request),
+        sse_chunked if chunked else sse_frame,
+        ping=ping_frame(chunked),
+        ping_interval=settings.sse_ping_interval,
+    )
+    sub = await actor.subscribe(after, feed.spec())
+    metrics = request.app[METRICS]
+    metrics.connections.labels("sse").inc()
+    try:
+        response, writer, _ = await open_sse(request, {"X-Conversation-Id": actor.conversation_id})
+        feed.writer = writer
+        with contextlib.suppress(ConnectionError):
+            await feed.run(sub)
+        with contextlib.suppress(ConnectionError):
+            await response.write_eof()
+        return response
+    finally:
+        metrics.connections.labels("sse").dec()
+        await actor.unsubscribe(sub)
+
+
+@routes.get("/api/models")
+async def models(request: web.Request) -> web.Response:
+    catalog = request.app[CATALOG]
+    body: dict[str, object] = {"models": catalog.public_list(), "default": catalog.default_id,
+                               "geminiConfigured": catalog.gemini_enabled}
+    if not catalog.gemini_enabled:
+        body["note"] = (
+            "No Gemini API key is configured (GOOGLE_GENERATIVE_AI_API_KEY): only the offline "
+            "demo model is offered."
+        )
+    return json_response(body)

@@ -1,0 +1,18 @@
+"""``GET /api/user/whoami``: the signed-in user."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from server.auth.current import require_user
+from server.errors import json_response
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/api/user/whoami")
+async def whoami(request: web.Request) -> web.Response:
+    user = require_user(request)
+    return json_response(
+        {"user": {"id": user.id, "name": user.name, "email": user.email, "image": user.image}}
+    )

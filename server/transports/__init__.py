@@ -1,0 +1,1 @@
+"""Transports render the conversation log: SSE, NDJSON (chat responses) and WebSocket."""

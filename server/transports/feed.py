@@ -1,0 +1,91 @@
+"""One subscription written to one HTTP response: the pump shared by SSE and NDJSON.
+
+Until the response has sent its first bytes the feed is not ``ready`` and the hub queues;
+afterwards a subscriber whose socket keeps up is written to directly by the publisher
+(``direct``), and a lagging one is drained here, in order, with backpressure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from actors.conversation import SubscribeSpec
+from actors.hub import Event, Subscription
+from server.transports.wire import RawWriter
+
+Render = Callable[[Event], bytes | None]
+StopWhen = Callable[[Event], bool]
+
+
+class Feed:
+    def __init__(
+        self,
+        writer: RawWriter,
+        render: Render,
+        *,
+        stop_when: StopWhen | None = None,
+        ping: bytes | None = None,
+        ping_interval: float = 15.0,
+        use_direct: bool = True,
+    ) -> None:
+        self.writer = writer
+        self.render = render
+        self.stop_when = stop_when
+        self.ping = ping
+        self.ping_interval = ping_interval
+        self.ready = False
+        self.finished = False
+        self.sub: Subscription | None = None
+        self._wake = asyncio.Event()
+        self._use_direct = use_direct
+
+    def spec(self, *, max_events: int | None = None, max_bytes: int | None = None) -> SubscribeSpec:
+        return SubscribeSpec(
+            notify=self._wake.set,
+            direct=self._direct if self._use_direct else None,
+            max_events=max_events,
+            max_bytes=max_bytes,
+        )
+
+    def _direct(self, event: Event) -> bool:
+        if not self.ready or self.finished or not self.writer.writable():
+            return False
+        frame = self.render(event)
+        if frame is not None:
+            self.writer.write(frame)
+        if self.stop_when is not None and self.stop_when(event):
+            self.finished = True
+            self._wake.set()
+        return True
+
+    def write_events(self, events: list[Event]) -> None:
+        frames = []
+        for event in events:
+            frame = self.render(event)
+            if frame is not None:
+                frames.append(frame)
+            if self.stop_when is not None and self.stop_when(event):
+                self.finished = True
+                break
+        if frames:
+            self.writer.write(b"".join(frames))
+
+    async def run(self, sub: Subscription) -> None:
+        """Pump until the stop event, the hub closes, or the peer goes away."""
+        self.sub = sub
+        self.ready = True
+        self.write_events(sub.take())
+        while not self.finished and not self.writer.closing:
+            if sub.closed and not sub.pending():
+                return
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.ping_interval)
+            except TimeoutError:
+                if self.ping is not None:
+                    self.writer.write(self.ping)
+                    await self.writer.drain()
+                continue
+            self._wake.clear()
+            self.write_events(sub.take())
+            await self.writer.drain()

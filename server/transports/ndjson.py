@@ -1,0 +1,66 @@
+"""Newline-delimited JSON, the ``{"topic", "data"}`` lines the existing Cero CLI parses."""
+
+from __future__ import annotations
+
+import orjson
+
+from actors.hub import Event
+from server.transports.wire import chunk
+
+
+class NdjsonRenderer:
+    """Renders one chat response; remembers the answer so ``cancelled`` can carry it."""
+
+    def __init__(self, conversation_id: str, chunked: bool) -> None:
+        self.conversation_id = conversation_id
+        self.chunked = chunked
+        self.parts: list[str] = []
+
+    def line(self, topic: str, data: object) -> bytes:
+        raw = orjson.dumps({"topic": topic, "data": data}) + b"\n"
+        return chunk(raw) if self.chunked else raw
+
+    def __call__(self, event: Event) -> bytes | None:
+        kind = event.type
+        if kind == "token":
+            self.parts.append(event.text)
+            key = "nd.c" if self.chunked else "nd"
+            frame = event.frames.get(key)
+            if frame is None:
+                frame = self.line("token", event.text)
+                event.frames[key] = frame
+            return frame
+        return self.render(kind, event.data)
+
+    def render(self, kind: str, data: dict[str, object]) -> bytes | None:
+        if kind == "init":
+            return self.line(
+                "init",
+                {
+                    "conversationId": self.conversation_id,
+                    "messageId": data.get("messageId"),
+                    "userMessageId": data.get("userMessageId"),
+                    "generationId": data.get("generationId"),
+                    "aiModel": data.get("aiModel"),
+                },
+            )
+        if kind == "tool":
+            return self.line("tool", {"tool": data.get("tool"), "payload": data.get("payload")})
+        if kind == "done":
+            return self.line(
+                "done",
+                {
+                    "fullText": data.get("fullText"),
+                    "messageId": data.get("messageId"),
+                    "finishReason": data.get("finishReason"),
+                    "usage": data.get("usage"),
+                    "citations": data.get("citations"),
+                },
+            )
+        if kind == "error":
+            return self.line("error", {"error": data.get("error"), "code": data.get("code")})
+        if kind == "cancelled":
+            full = data.get("fullText")
+            text = full if isinstance(full, str) else "".join(self.parts)
+            return self.line("cancelled", {"fullText": text, "messageId": data.get("messageId")})
+        return None  # message, presence, reset: not part of the CLI's protocol

@@ -1,0 +1,102 @@
+"""Client → server WebSocket frames, parsed without trusting anything.
+
+A pure function of the text (sans-I/O, like the hub): the transport turns a
+:class:`FrameError` into a ``fault`` frame and keeps the socket open.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from server.chat_service import ChatRequest
+
+MAX_ID = 64
+MAX_CURSOR = 128
+
+
+class FrameError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribe:
+    conversation_id: str
+    after: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Unsubscribe:
+    conversation_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    request: ChatRequest
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    conversation_id: str
+    generation_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    pass
+
+
+ClientFrame = Subscribe | Unsubscribe | Send | Cancel | Ping
+
+
+def _string(data: dict[str, Any], key: str, limit: int, *, required: bool = True) -> str | None:
+    value = data.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value or len(value) > limit:
+        raise FrameError("invalid_frame", f"{key}: a non-empty string of at most {limit} characters")
+    return value
+
+
+def parse_frame(text: str) -> ClientFrame:
+    try:
+        data = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        raise FrameError("invalid_json", "The frame is not JSON") from None
+    if not isinstance(data, dict):
+        raise FrameError("invalid_frame", "The frame must be a JSON object")
+    kind = data.get("type")
+    if kind == "ping":
+        return Ping()
+    if kind == "subscribe":
+        conversation_id = _string(data, "conversationId", MAX_ID)
+        after = _string(data, "after", MAX_CURSOR, required=False)
+        assert conversation_id is not None
+        return Subscribe(conversation_id, after)
+    if kind == "unsubscribe":
+        conversation_id = _string(data, "conversationId", MAX_ID)
+        assert conversation_id is not None
+        return Unsubscribe(conversation_id)
+    if kind == "cancel":
+        conversation_id = _string(data, "conversationId", MAX_ID)
+        generation_id = _string(data, "generationId", MAX_ID, required=False)
+        assert conversation_id is not None
+        return Cancel(conversation_id, generation_id)
+    if kind == "send":
+        fields = {k: v for k, v in data.items() if k != "type"}
+        try:
+            return Send(ChatRequest.model_validate(fields))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = ".".join(str(p) for p in first.get("loc", ())) or "frame"
+            message = str(first.get("msg", "invalid")).removeprefix("Value error, ")
+            raise FrameError("invalid_frame", f"{field}: {message}") from None
+    if not isinstance(kind, str):
+        raise FrameError("invalid_frame", "type: a string is required")
+    raise FrameError("unknown_type", f"Unknown frame type {kind[:40]!r}")

@@ -1,0 +1,95 @@
+"""Writing pre-built frames straight to a connection's transport.
+
+The fan-out hot path (STACK_NOTES.md): each event is serialized once and its frame bytes
+cached on the event; a subscriber whose socket is not backed up gets them with a plain
+``transport.write`` from inside the publisher's call (no task switch, no await); only a
+lagging subscriber queues, and its own pump drains that queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Any
+
+from aiohttp import web
+
+#: Above this many bytes waiting in the transport the subscriber counts as lagging.
+HIGH_WATER = 256 * 1024
+#: A vanished peer (no FIN) is dropped once sent data stays unacknowledged this long.
+TCP_USER_TIMEOUT_MS = 40_000
+
+
+class RawWriter:
+    """Whole frames to the transport of one request; never awaits unless asked to drain."""
+
+    __slots__ = ("_protocol", "transport")
+
+    def __init__(self, request: web.Request) -> None:
+        self.transport: asyncio.Transport | None = request.transport
+        self._protocol: Any = request.protocol
+
+    @property
+    def closing(self) -> bool:
+        transport = self.transport
+        return transport is None or transport.is_closing()
+
+    def writable(self) -> bool:
+        transport = self.transport
+        return (
+            transport is not None
+            and not transport.is_closing()
+            and transport.get_write_buffer_size() <= HIGH_WATER
+        )
+
+    def write(self, data: bytes) -> None:
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(data)
+
+    async def drain(self) -> None:
+        """Wait until the transport accepts more (aiohttp's own flow control)."""
+        if self.closing:
+            raise ConnectionResetError("connection closed")
+        helper = getattr(self._protocol, "_drain_helper", None)
+        if helper is not None:
+            await helper()
+
+    def set_user_timeout(self) -> None:
+        """Let the kernel drop a peer that stopped acknowledging (vanished client)."""
+        transport = self.transport
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        if sock is not None and hasattr(socket, "TCP_USER_TIMEOUT"):
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, TCP_USER_TIMEOUT_MS)
+            except OSError:
+                pass
+
+
+def send_headers(response: web.StreamResponse) -> None:
+    """Flush the headers aiohttp buffers after ``prepare()`` (it waits for a first body
+    write), so that later frames can go straight to the transport behind them."""
+    payload_writer = getattr(response, "_payload_writer", None)
+    send = getattr(payload_writer, "send_headers", None)
+    if send is not None:
+        send()
+
+
+def chunk(data: bytes) -> bytes:
+    """HTTP/1.1 chunked framing of one body piece."""
+    return b"%x\r\n%b\r\n" % (len(data), data)
+
+
+def ws_text_frame(payload: bytes) -> bytes:
+    """An unmasked (server → client) WebSocket text frame, FIN set."""
+    size = len(payload)
+    if size < 126:
+        return bytes((0x81, size)) + payload
+    if size < 65536:
+        return bytes((0x81, 126)) + size.to_bytes(2, "big") + payload
+    return bytes((0x81, 127)) + size.to_bytes(8, "big") + payload
+
+
+def ws_close_frame(code: int, reason: str = "") -> bytes:
+    payload = code.to_bytes(2, "big") + reason.encode("utf-8")[:120]
+    return bytes((0x88, len(payload))) + payload

@@ -1,0 +1,305 @@
+"""``GET /api/ws``: one socket, many conversation subscriptions, commands both ways.
+
+Auth happens before the upgrade (cookie with a trusted ``Origin``, ``?token=``, or the
+``bearer.<token>`` subprotocol). Events are written as pre-built frames straight to the
+transport while the socket keeps up; a lagging subscription queues (tokens merge) and past
+its bound the socket is closed with 4008 so the client resumes from its cursor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+
+import orjson
+import structlog
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from actors.conversation import ConversationActor, SubscribeSpec
+from actors.hub import Event, Subscription
+from actors.registry import ConversationNotFound
+from server.auth.csrf import origin_trusted
+from server.auth.current import CurrentUser, user_for_cookie, user_for_token
+from server.chat_service import start_chat
+from server.errors import ApiError
+from server.state import METRICS, REGISTRY, SETTINGS
+from server.transports.protocol import (
+    Cancel,
+    FrameError,
+    Ping,
+    Send,
+    Subscribe,
+    Unsubscribe,
+    parse_frame,
+)
+from server.transports.wire import RawWriter, ws_close_frame, ws_text_frame
+
+log = structlog.get_logger(__name__)
+routes = web.RouteTableDef()
+
+SLOW_CONSUMER = 4008
+ABUSE_LIMIT = 20
+ABUSE_WINDOW_S = 10.0
+SLOW_CLOSE_GRACE_S = 30.0
+SUBPROTOCOL = "cero.v1"
+
+
+def ws_frame(event: Event) -> bytes:
+    frame = event.frames.get("ws")
+    if frame is None:
+        frame = ws_text_frame(event.json)
+        event.frames["ws"] = frame
+    return frame
+
+
+async def authenticate(request: web.Request) -> tuple[CurrentUser, str | None]:
+    """The user of a handshake and the subprotocol to answer with."""
+    offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")]
+    offered = [p for p in offered if p]
+    token = request.query.get("token")
+    chosen: str | None = SUBPROTOCOL if SUBPROTOCOL in offered else None
+    for proto in offered:
+        if proto.startswith("bearer."):
+            token = token or proto.removeprefix("bearer.")
+            chosen = chosen or proto  # a browser needs one offered protocol echoed back
+    if token:
+        user = await user_for_token(request.app, token)
+        if user is None:
+            raise ApiError(401, "unauthorized", "Unauthorized")
+        return user, chosen
+    user = await user_for_cookie(request)
+    if user is None:
+        raise ApiError(401, "unauthorized", "Unauthorized")
+    if not origin_trusted(request):
+        raise ApiError(403, "forbidden", "Untrusted Origin for a cookie-authenticated WebSocket")
+    return user, chosen
+
+
+class Connection:
+    def __init__(self, request: web.Request, ws: web.WebSocketResponse, user: CurrentUser) -> None:
+        self.request = request
+        self.app = request.app
+        self.ws = ws
+        self.user = user
+        self.writer = RawWriter(request)
+        self.subs: dict[str, tuple[ConversationActor, Subscription]] = {}
+        self.ready: set[Subscription] = set()
+        self.wake = asyncio.Event()
+        self.closing = False
+        self.faults: deque[float] = deque()
+        self._log = log.bind(user_id=user.id)
+
+    # -- outbound ------------------------------------------------------------------------
+
+    def send_json(self, data: dict[str, object]) -> None:
+        self.writer.write(ws_text_frame(orjson.dumps(data)))
+
+    def _direct(self, sub_box: list[Subscription]) -> object:
+        ready = self.ready
+        writer = self.writer
+
+        def direct(event: Event) -> bool:
+            if not sub_box or sub_box[0] not in ready or not writer.writable():
+                return False
+            writer.write(ws_frame(event))
+            return True
+
+        return direct
+
+    def close_slow(self) -> None:
+        if self.closing:
+            return
+        self.closing = True
+        self.app[METRICS].ws_closed_slow.inc()
+        # Behind whatever is already buffered: the client sees every event it was sent,
+        # then the close, and resumes from its last cursor.
+        self.writer.write(ws_close_frame(SLOW_CONSUMER, "slow consumer"))
+        transport = self.writer.transport
+        if transport is not None:
+            transport.close()  # flushes first; a peer that never reads again is aborted
+            asyncio.get_running_loop().call_later(SLOW_CLOSE_GRACE_S, transport.abort)
+        self.wake.set()
+
+    def notify(self) -> None:
+        """Called by the hub inside ``append``: must not await, may close a laggard."""
+        self.wake.set()
+        if not self.closing:
+            for _, sub in self.subs.values():
+                if sub.overflowed:
+                    self.close_slow()
+                    break
+
+    async def pump(self) -> None:
+        while not self.closing and not self.writer.closing:
+            await self.wake.wait()
+            self.wake.clear()
+            frames: list[bytes] = []
+            for _, sub in list(self.subs.values()):
+                if sub not in self.ready:
+                    continue
+                if sub.overflowed:
+                    self.close_slow()
+                    return
+                for event in sub.take():
+                    frames.append(ws_frame(event))
+            if frames:
+                self.writer.write(b"".join(frames))
+                try:
+                    await self.writer.drain()
+                except ConnectionError:
+                    return
+
+    # -- inbound -------------------------------------------------------------------------
+
+    def fault(self, code: str, message: str) -> bool:
+        """Answer a bad frame; ``False`` when the peer went past the abuse limit."""
+        now = time.monotonic()
+        self.faults.append(now)
+        while self.faults and now - self.faults[0] > ABUSE_WINDOW_S:
+            self.faults.popleft()
+        self.send_json({"type": "fault", "code": code, "error": message})
+        return len(self.faults) <= ABUSE_LIMIT
+
+    async def subscribe(self, conversation_id: str, after: str | None) -> None:
+        if conversation_id in self.subs:
+            await self.unsubscribe(conversation_id)
+        try:
+            actor = await self.app[REGISTRY].call(conversation_id, self.user.id)
+        except ConversationNotFound:
+            self.fault("not_found", "Conversation not found")
+            return
+        box: list[Subscription] = []
+        spec = SubscribeSpec(notify=self.notify, direct=self._direct(box))  # type: ignore[arg-type]
+        sub = await actor.subscribe(after, spec)
+        box.append(sub)
+        self.subs[conversation_id] = (actor, sub)
+        self.send_json(
+            {
+                "type": "subscribed",
+                "conversationId": conversation_id,
+                "epoch": actor.hub.epoch,
+                "seq": sub.start_seq,
+                "recovered": sub.recovered,
+            }
+        )
+        frames = [ws_frame(event) for event in sub.take()]
+        if frames:
+            self.writer.write(b"".join(frames))
+        self.ready.add(sub)
+
+    async def unsubscribe(self, conversation_id: str) -> bool:
+        entry = self.subs.pop(conversation_id, None)
+        if entry is None:
+            return False
+        actor, sub = entry
+        self.ready.discard(sub)
+        await actor.unsubscribe(sub)
+        return True
+
+    async def handle(self, text: str) -> bool:
+        try:
+            frame = parse_frame(text)
+        except FrameError as exc:
+            return self.fault(exc.code, exc.message)
+        if isinstance(frame, Ping):
+            self.send_json({"type": "pong"})
+        elif isinstance(frame, Subscribe):
+            await self.subscribe(frame.conversation_id, frame.after)
+        elif isinstance(frame, Unsubscribe):
+            done = await self.unsubscribe(frame.conversation_id)
+            self.send_json({"type": "ack", "of": "unsubscribe",
+                            "conversationId": frame.conversation_id, "unsubscribed": done})
+        elif isinstance(frame, Cancel):
+            actor = self.app[REGISTRY].peek(frame.conversation_id)
+            if actor is None or actor.owner_id != self.user.id:
+                try:
+                    await self.app[REGISTRY].call(frame.conversation_id, self.user.id)
+                except ConversationNotFound:
+                    return self.fault("not_found", "Conversation not found")
+                cancelled = False
+            else:
+                cancelled = await actor.cancel(frame.generation_id)
+            self.send_json({"type": "ack", "of": "cancel",
+                            "conversationId": frame.conversation_id, "cancelled": cancelled})
+        elif isinstance(frame, Send):
+            await self.send(frame)
+        return True
+
+    async def send(self, frame: Send) -> None:
+        body = frame.request
+        box: list[Subscription] = []
+        subscribed = body.conversationId is not None and body.conversationId in self.subs
+        spec = None
+        if not subscribed:
+            spec = SubscribeSpec(notify=self.notify, direct=self._direct(box))  # type: ignore[arg-type]
+        try:
+            result = await start_chat(self.app, self.user, body, spec)
+        except ApiError as exc:
+            self.fault(exc.code, exc.message)
+            return
+        if result.subscription is not None:
+            box.append(result.subscription)
+            actor = self.app[REGISTRY].peek(result.conversation_id)
+            if actor is not None:
+                self.subs[result.conversation_id] = (actor, result.subscription)
+        self.send_json(
+            {
+                "type": "ack",
+                "of": "send",
+                "conversationId": result.conversation_id,
+                "generationId": result.generation_id,
+                "userMessageId": result.user_message.id,
+                "messageId": result.assistant_message_id,
+                "retried": result.retried,
+            }
+        )
+        if result.subscription is not None:
+            frames = [ws_frame(event) for event in result.subscription.take()]
+            if frames:
+                self.writer.write(b"".join(frames))
+            self.ready.add(result.subscription)
+
+    async def close_all(self) -> None:
+        for conversation_id in list(self.subs):
+            with contextlib.suppress(Exception):
+                await self.unsubscribe(conversation_id)
+
+
+@routes.get("/api/ws")
+async def websocket(request: web.Request) -> web.StreamResponse:
+    user, protocol = await authenticate(request)
+    settings = request.app[SETTINGS]
+    ws = web.WebSocketResponse(
+        protocols=[protocol] if protocol else (),
+        heartbeat=settings.ws_heartbeat,
+        max_msg_size=settings.ws_max_frame,
+        compress=False,
+        autoping=True,
+    )
+    await ws.prepare(request)
+    connection = Connection(request, ws, user)
+    connection.writer.set_user_timeout()
+    metrics = request.app[METRICS]
+    metrics.connections.labels("ws").inc()
+    pump = asyncio.get_running_loop().create_task(connection.pump())
+    try:
+        async for message in ws:
+            if message.type == WSMsgType.TEXT:
+                if not await connection.handle(message.data):
+                    await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"too many bad frames")
+                    break
+            elif message.type == WSMsgType.BINARY:
+                if not connection.fault("invalid_frame", "Binary frames are not supported"):
+                    await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"too many bad frames")
+                    break
+            if connection.closing:
+                break
+    finally:
+        pump.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await pump
+        await connection.close_all()
+        metrics.connections.labels("ws").dec()
+    return ws

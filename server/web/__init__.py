@@ -1,0 +1,1 @@
+"""Server-rendered pages (no build step); HTML templates ship as package data."""

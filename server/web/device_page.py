@@ -1,0 +1,148 @@
+"""``/device``: the page where a signed-in user enters a device's code and approves it.
+
+Server-rendered, no script. Every dynamic value goes through :func:`html.escape`. The
+Approve/Deny buttons POST back to ``/device`` with the session cookie; the browser sends a
+same-origin ``Origin``, which the CSRF rule requires (the page asks for
+``Referrer-Policy: same-origin`` so that ``Origin`` is never ``null``).
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from html import escape
+from importlib.resources import files
+from string import Template
+from urllib.parse import urlencode
+
+from aiohttp import web
+
+from server.auth import verification
+from server.auth.current import CurrentUser, current_user
+from server.auth.device_flow import CodeView, display, normalize
+from server.errors import ApiError
+from server.state import SETTINGS
+
+routes = web.RouteTableDef()
+
+_HEADERS = {
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+
+
+@cache
+def _template() -> Template:
+    return Template(files("server.web").joinpath("device.html").read_text(encoding="utf-8"))
+
+
+def _page(title: str, content: str) -> web.Response:
+    body = _template().substitute(title=escape(title), content=content)
+    return web.Response(
+        text=body, content_type="text/html", charset="utf-8", headers=dict(_HEADERS)
+    )
+
+
+def _entry_form(value: str = "", message: str = "", kind: str = "error") -> str:
+    note = f'<p class="{kind}">{escape(message)}</p>' if message else ""
+    return (
+        f"{note}<p>Enter the code shown on your device.</p>"
+        '<form method="get" action="/device">'
+        '<input type="text" name="user_code" autocomplete="off" autofocus required'
+        f' maxlength="16" placeholder="XXXX-XXXX" value="{escape(value)}"> '
+        '<button type="submit">Continue</button></form>'
+    )
+
+
+def _sign_in_prompt(request: web.Request, raw: str | None) -> web.Response:
+    settings = request.app[SETTINGS]
+    back = "/device" + (f"?{urlencode({'user_code': raw})}" if raw else "")
+    parts = ["<p>Sign in to connect your device.</p>"]
+    if raw:
+        parts.append(f'<p>Code: <span class="code">{escape(raw)}</span></p>')
+    if settings.github_enabled:
+        link = "/auth/github?" + urlencode({"next": back})
+        parts.append(f'<p><a class="button" href="{escape(link)}">Sign in with GitHub</a></p>')
+    if settings.local_mode:
+        parts.append(
+            '<p class="note">This server runs in local mode: open the one-time sign-in link it '
+            "printed in its terminal at start-up (<code>Sign in: …/auth/local?token=…</code>), "
+            f'then come back to <a href="{escape(back)}">this page</a>.</p>'
+        )
+    if not settings.github_enabled and not settings.local_mode:
+        parts.append('<p class="note">No sign-in method is configured on this server.</p>')
+    return _page("Connect a device", "".join(parts))
+
+
+def _decision_form(view: CodeView) -> str:
+    code = display(view.user_code)
+    scope = view.scope or "(none)"
+    return (
+        f'<p>Code: <span class="code">{escape(code)}</span></p>'
+        "<p>A device is asking to sign in to your account.</p>"
+        f"<dl><dt>Client</dt><dd>{escape(view.client_id)}</dd>"
+        f"<dt>Scope</dt><dd>{escape(scope)}</dd></dl>"
+        '<form method="post" action="/device">'
+        f'<input type="hidden" name="user_code" value="{escape(code)}">'
+        '<button type="submit" name="action" value="approve">Approve</button>'
+        '<button type="submit" name="action" value="deny">Deny</button></form>'
+    )
+
+
+def _signed_in_as(user: CurrentUser) -> str:
+    who = user.name or user.email or "you"
+    return f'<p class="note">Signed in as {escape(who)}.</p>'
+
+
+@routes.get("/device")
+async def device_page(request: web.Request) -> web.Response:
+    raw = request.query.get("user_code") or None
+    user = current_user(request)
+    if user is None:
+        return _sign_in_prompt(request, raw)
+    if raw is None:
+        return _page("Connect a device", _signed_in_as(user) + _entry_form())
+    try:
+        view = await verification.lookup(request, raw, user.id)
+    except ApiError as exc:
+        return _page("Connect a device", _signed_in_as(user) + _entry_form(raw, exc.message))
+    if view.status != "pending":
+        word = "approved" if view.status == "approved" else "denied"
+        return _page("Connect a device", f"<p>This code was already {word}.</p>")
+    if view.claimed_by != user.id:
+        return _page(
+            "Connect a device",
+            '<p class="error">This code is being approved by another account.</p>' + _entry_form(),
+        )
+    return _page("Connect a device", _signed_in_as(user) + _decision_form(view))
+
+
+@routes.post("/device")
+async def device_decision(request: web.Request) -> web.Response:
+    form = await request.post()
+    raw = form.get("user_code")
+    action = form.get("action")
+    code = raw if isinstance(raw, str) else None
+    user = current_user(request)
+    if user is None:
+        return _sign_in_prompt(request, code)
+    if action not in ("approve", "deny"):
+        return _page("Connect a device", _entry_form(code or "", "Choose Approve or Deny."))
+    try:
+        await verification.decide(request, code, user.id, approve=action == "approve")
+    except ApiError as exc:
+        return _page("Connect a device", _entry_form(code or "", exc.message))
+    if action == "approve":
+        message = "Device approved. You can return to your terminal."
+        kind = "ok"
+    else:
+        message = "Request denied. The device was not signed in."
+        kind = "note"
+    normal = normalize(code or "")
+    shown = f' <span class="code">{escape(display(normal))}</span>' if normal else ""
+    return _page("Connect a device", f'<p class="{kind}">{escape(message)}</p><p>{shown}</p>')

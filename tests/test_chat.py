@@ -1,0 +1,416 @@
+"""Chat over NDJSON, SSE and WebSocket against a live server on both engines.
+
+The model is either the offline ``demo`` provider or the real google-genai SDK talking to
+the local Gemini stand-in, scripted per test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import pytest
+import pytest_asyncio
+
+from server.tables import Message
+from tests.auth_helpers import bearer, make_user_session
+from tests.conftest import Live, make_settings, start_live
+from tests.fakes.gemini import FakeGemini, Script
+from tests.live_clients import WsPeer, check_seq, read_ndjson, read_sse, token_text
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+MODEL = "gemini-2.5-flash-lite"
+
+
+@dataclass
+class Env:
+    live: Live
+    fake: FakeGemini
+    http: aiohttp.ClientSession
+    alice: str
+    alice_id: str
+    bob: str
+
+    @property
+    def url(self) -> str:
+        return self.live.url
+
+    async def ws(self, token: str) -> WsPeer:
+        ws = await self.http.ws_connect(self.url + "/api/ws", headers=bearer(token))
+        return WsPeer(ws).start()
+
+    async def chat(self, token: str, **body: Any) -> list[dict[str, Any]]:
+        async with self.http.post(self.url + "/api/chat", json=body, headers=bearer(token)) as r:
+            assert r.status == 200, await r.text()
+            assert r.content_type == "application/x-ndjson"
+            return await read_ndjson(r)
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def env(database_url: str) -> AsyncIterator[Env]:
+    fake = FakeGemini()
+    fake_url = await fake.start()
+    live = await start_live(
+        lambda port: make_settings(
+            database_url, port=port, gemini_api_key="test-key", gemini_base_url=fake_url,
+            gemini_retry_backoff=0.01, flush_interval=0.2,
+        )
+    )
+    alice, alice_id = await make_user_session("Alice")
+    bob, _ = await make_user_session("Bob")
+    async with aiohttp.ClientSession() as http:
+        yield Env(live, fake, http, alice, alice_id, bob)
+    await live.server.close()
+    await fake.stop()
+
+
+async def stored(message_id: str) -> dict[str, Any]:
+    row = await Message.select().where(Message.id == message_id).first().run()
+    assert row is not None
+    return dict(row)
+
+
+async def test_ndjson_demo_turn(env: Env) -> None:
+    lines = await env.chat(env.alice, message="Hello there, demo", aiModel="demo")
+    topics = [line["topic"] for line in lines]
+    assert topics[0] == "init" and topics[-1] == "done"
+    assert set(topics[1:-1]) == {"token"}
+    tokens = "".join(line["data"] for line in lines if line["topic"] == "token")
+    assert tokens == lines[-1]["data"]["fullText"]
+    assert "Hello there, demo" in tokens
+    message_id = lines[0]["data"]["messageId"]
+    row = await stored(message_id)
+    assert row["content"] == tokens and row["status"] == "complete"
+    conversation_id = lines[0]["data"]["conversationId"]
+    async with env.http.get(
+        f"{env.url}/api/conversations/{conversation_id}/messages", headers=bearer(env.alice)
+    ) as r:
+        body = await r.json()
+    assert [m["role"] for m in body["messages"]] == ["user", "assistant"]
+    assert body["messages"][1]["content"] == tokens
+    assert body["conversation"]["shortTitle"] == "Hello there, demo"
+    assert len(body["messages"][0]["timestamp"]) == 5
+
+
+async def test_sse_gemini_turn_with_tools_and_citations(env: Env) -> None:
+    env.fake.enqueue(
+        Script(
+            chunks=["Searching", " done."],
+            grounding={
+                "webSearchQueries": ["cero api"],
+                "groundingChunks": [{"web": {"uri": "https://a.example", "title": "A"}}],
+            },
+        )
+    )
+    headers = {**bearer(env.alice), "Accept": "text/event-stream"}
+    async with env.http.post(
+        env.url + "/api/chat",
+        json={"message": "find it", "aiModel": MODEL, "tools": ["google_search"]},
+        headers=headers,
+    ) as r:
+        assert r.status == 200 and r.content_type == "text/event-stream"
+        events = [e async for e in read_sse(r)]
+    kinds = [e.event for e in events]
+    assert kinds[0] == "message" and "init" in kinds and kinds[-1] == "done"
+    assert all(e.id and e.id.endswith(f":{e.data['seq']}") for e in events)
+    check_seq([e.data for e in events])
+    done = events[-1].data
+    assert done["citations"] == [{"uri": "https://a.example", "title": "A"}]
+    tool = next(e.data for e in events if e.event == "tool")
+    assert tool["tool"] == "google_search" and tool["payload"] == {"queries": ["cero api"]}
+    assert token_text([e.data for e in events], done["messageId"]) == done["fullText"]
+    row = await stored(done["messageId"])
+    assert row["content"] == "Searching done."
+    request = env.fake.requests[-1].body
+    assert request["tools"] == [{"googleSearch": {}}]
+    assert request["contents"][-1] == {"role": "user", "parts": [{"text": "find it"}]}
+    assert "systemInstruction" in request
+
+
+async def test_many_devices_see_the_same_stream(env: Env) -> None:
+    first = await env.chat(env.alice, message="start", aiModel="demo")
+    conversation_id = first[0]["data"]["conversationId"]
+    peers = [await env.ws(env.alice) for _ in range(3)]
+    for peer in peers:
+        await peer.send(type="subscribe", conversationId=conversation_id)
+        ack = await peer.wait_for(lambda f: f["type"] == "subscribed")
+        assert ack["recovered"] is True
+    # Presence counts grow as devices join.
+    await peers[0].wait_for(lambda f: f["type"] == "presence" and f["viewers"] == 3)
+    env.fake.enqueue(Script(chunks=[f"part{i} " for i in range(40)], chunk_delay=0.005))
+    headers = {**bearer(env.alice), "Accept": "text/event-stream"}
+    async with env.http.get(
+        f"{env.url}/api/conversations/{conversation_id}/events", headers=headers
+    ) as sse:
+        await peers[1].send(
+            type="send", conversationId=conversation_id, message="from device 2", aiModel=MODEL
+        )
+        sse_events: list[dict[str, Any]] = []
+        async for event in read_sse(sse):
+            sse_events.append(event.data)
+            if event.event == "done":
+                break
+    done = sse_events[-1]
+    for peer in peers:
+        await peer.wait_for(lambda f: f["type"] == "done" and f["messageId"] == done["messageId"])
+        events = peer.of(conversation_id)
+        check_seq(events)
+        assert token_text(events, done["messageId"]) == done["fullText"]
+        user_messages = [f for f in events if f["type"] == "message"]
+        assert user_messages[-1]["message"]["content"] == "from device 2"
+    assert token_text(sse_events, done["messageId"]) == done["fullText"]
+    assert (await stored(done["messageId"]))["content"] == done["fullText"]
+    ack = next(f for f in peers[1].frames if f["type"] == "ack" and f["of"] == "send")
+    assert ack["conversationId"] == conversation_id
+    await peers[2].close()
+    await peers[0].wait_for(lambda f: f["type"] == "presence" and f["viewers"] == 2)
+    for peer in peers[:2]:
+        await peer.close()
+
+
+async def test_sse_resume_gets_exactly_the_missing_events(env: Env) -> None:
+    env.fake.enqueue(Script(chunks=[f"w{i} " for i in range(60)], chunk_delay=0.01))
+    lines_task = asyncio.ensure_future(env.chat(env.alice, message="long one", aiModel=MODEL))
+    await asyncio.sleep(0.05)
+    rows = await Message.select().where(Message.content == "long one").run()
+    conversation_id = rows[-1]["conversation_id"]
+    headers = {**bearer(env.alice), "Accept": "text/event-stream"}
+    seen: list[Any] = []
+    async with env.http.get(
+        f"{env.url}/api/conversations/{conversation_id}/events?after=", headers=headers
+    ) as sse:
+        async for event in read_sse(sse):
+            seen.append(event)
+            if event.event == "token" and len([e for e in seen if e.event == "token"]) >= 5:
+                break
+    last_id = seen[-1].id
+    await asyncio.sleep(0.1)  # events pile up while disconnected
+    resumed: list[Any] = []
+    async with env.http.get(
+        f"{env.url}/api/conversations/{conversation_id}/events",
+        headers={**headers, "Last-Event-ID": last_id},
+    ) as sse:
+        async for event in read_sse(sse):
+            resumed.append(event)
+            if event.event == "done":
+                break
+    assert resumed[0].event != "reset"
+    assert resumed[0].data["seq"] == seen[-1].data["seq"] + 1
+    all_events = [e.data for e in seen + resumed if e.event != "presence"]
+    check_seq([e.data for e in seen + resumed])
+    done = resumed[-1].data
+    assert token_text(all_events, done["messageId"]) == done["fullText"]
+    lines = await lines_task
+    assert lines[-1]["data"]["fullText"] == done["fullText"]
+    # A cursor from another epoch gets a reset carrying the live position.
+    async with env.http.get(
+        f"{env.url}/api/conversations/{conversation_id}/events?after=otherepoch:3",
+        headers=headers,
+    ) as sse:
+        first = await read_sse(sse).__anext__()
+    assert first.event == "reset"
+    assert first.data["epoch"] == last_id.rsplit(":", 1)[0]
+
+
+async def test_cancel_from_second_device(env: Env) -> None:
+    env.fake.enqueue(Script(chunks=[f"slow{i} " for i in range(400)], chunk_delay=0.01))
+    peer = await env.ws(env.alice)
+    await peer.send(type="send", message="cancel me", aiModel=MODEL, clientMessageId="c-1")
+    ack = await peer.wait_for(lambda f: f["type"] == "ack" and f["of"] == "send")
+    conversation_id, generation_id = ack["conversationId"], ack["generationId"]
+    other = await env.ws(env.alice)
+    await other.send(type="subscribe", conversationId=conversation_id)
+    await other.wait_for(lambda f: f["type"] == "token")
+    async with env.http.post(
+        f"{env.url}/api/conversations/{conversation_id}/cancel",
+        json={"generationId": "stale-generation"}, headers=bearer(env.alice),
+    ) as r:
+        assert (await r.json()) == {"cancelled": False}
+    async with env.http.post(
+        f"{env.url}/api/conversations/{conversation_id}/cancel",
+        json={"generationId": generation_id}, headers=bearer(env.alice),
+    ) as r:
+        assert (await r.json()) == {"cancelled": True}
+    for device in (peer, other):
+        event = await device.wait_for(lambda f: f["type"] == "cancelled")
+        assert event["generationId"] == generation_id
+    partial = token_text(peer.of(conversation_id), ack["messageId"])
+    row = await stored(ack["messageId"])
+    assert row["status"] == "cancelled" and row["content"] == partial and partial
+    async with env.http.post(
+        f"{env.url}/api/conversations/{conversation_id}/cancel",
+        json={"generationId": generation_id}, headers=bearer(env.alice),
+    ) as r:
+        assert (await r.json()) == {"cancelled": False}
+    # The conversation takes the next turn.
+    lines = await env.chat(env.alice, message="again", aiModel="demo",
+                           conversationId=conversation_id)
+    assert lines[-1]["topic"] == "done"
+    await peer.close()
+    await other.close()
+
+
+async def test_busy_and_idempotent_retry(env: Env) -> None:
+    env.fake.enqueue(Script(chunks=[f"t{i} " for i in range(50)], chunk_delay=0.01))
+    body = {"message": "once", "aiModel": MODEL, "clientMessageId": "retry-me"}
+    first = asyncio.ensure_future(env.chat(env.alice, **body))
+    await asyncio.sleep(0.1)
+    rows = await Message.select().where(Message.client_message_id == "retry-me").run()
+    conversation_id = rows[0]["conversation_id"]
+    async with env.http.post(
+        env.url + "/api/chat",
+        json={"message": "second", "conversationId": conversation_id, "aiModel": "demo"},
+        headers=bearer(env.alice),
+    ) as r:
+        assert r.status == 409
+        assert (await r.json())["code"] == "conversation_busy"
+    retried = await env.chat(env.alice, **body)  # while still generating: same generation
+    original = await first
+    assert retried[0]["data"]["generationId"] == original[0]["data"]["generationId"]
+    assert retried[-1]["data"]["fullText"] == original[-1]["data"]["fullText"]
+    again = await env.chat(env.alice, **body)  # after it finished
+    assert again[-1]["data"]["fullText"] == original[-1]["data"]["fullText"]
+    users = await Message.select().where(Message.client_message_id == "retry-me").run()
+    assert len(users) == 1
+    answers = await Message.select().where(
+        (Message.conversation_id == conversation_id) & (Message.role == "assistant")
+    ).run()
+    assert len(answers) == 1
+
+
+async def test_provider_error_mid_stream_then_next_send_works(env: Env) -> None:
+    env.fake.enqueue(Script(chunks=["partial ", "answer ", "more"], error_after_chunks=2))
+    peer = await env.ws(env.alice)
+    await peer.send(type="send", message="fail please", aiModel=MODEL)
+    ack = await peer.wait_for(lambda f: f["type"] == "ack")
+    error = await peer.wait_for(lambda f: f["type"] == "error")
+    assert error["code"] == "upstream_unavailable"
+    row = await stored(ack["messageId"])
+    assert row["status"] == "error" and row["content"] == "partial answer "
+    await peer.send(type="send", message="ok now", aiModel="demo",
+                    conversationId=ack["conversationId"])
+    await peer.wait_for(lambda f: f["type"] == "done")
+    await peer.close()
+
+
+async def test_error_before_any_token_stores_empty_error_message(env: Env) -> None:
+    env.fake.enqueue(Script(error_before=[400]))
+    lines = await env.chat(env.alice, message="bad", aiModel=MODEL)
+    assert lines[-1]["topic"] == "error"
+    row = await stored(lines[0]["data"]["messageId"])
+    assert row["status"] == "error" and row["content"] == ""
+
+
+async def test_other_users_conversation_is_404_everywhere(env: Env) -> None:
+    lines = await env.chat(env.alice, message="mine", aiModel="demo")
+    conversation_id = lines[0]["data"]["conversationId"]
+    h = bearer(env.bob)
+    base = f"{env.url}/api/conversations/{conversation_id}"
+    checks = [
+        env.http.get(base + "/messages", headers=h),
+        env.http.get(base + "/events", headers=h),
+        env.http.patch(base, json={"shortTitle": "x"}, headers=h),
+        env.http.delete(base, headers=h),
+        env.http.post(base + "/cancel", json={}, headers=h),
+        env.http.post(env.url + "/api/chat",
+                      json={"message": "hi", "conversationId": conversation_id}, headers=h),
+        env.http.get(f"{env.url}/api/conversations/nonexistent/messages", headers=h),
+    ]
+    for request in checks:
+        async with request as r:
+            assert r.status == 404, r.url
+            assert (await r.json())["code"] == "not_found"
+    peer = await env.ws(env.bob)
+    await peer.send(type="subscribe", conversationId=conversation_id)
+    fault = await peer.wait_for(lambda f: f["type"] == "fault")
+    assert fault["code"] == "not_found"
+    await peer.close()
+    async with env.http.get(base + "/messages", headers=bearer(env.alice)) as r:
+        assert r.status == 200
+
+
+async def test_conversation_listing_rename_delete(env: Env) -> None:
+    token, _ = await make_user_session("Lister")
+    ids = []
+    for i in range(5):
+        lines = await env.chat(token, message=f"topic {i}", aiModel="demo")
+        ids.append(lines[0]["data"]["conversationId"])
+    seen: list[str] = []
+    cursor = None
+    while True:
+        url = f"{env.url}/api/conversations?limit=2" + (f"&cursor={cursor}" if cursor else "")
+        async with env.http.get(url, headers=bearer(token)) as r:
+            page = await r.json()
+        seen += [c["id"] for c in page["conversations"]]
+        cursor = page["nextCursor"]
+        if cursor is None:
+            break
+    assert seen == list(reversed(ids))
+    async with env.http.patch(f"{env.url}/api/conversations/{ids[0]}",
+                              json={"shortTitle": "Renamed"}, headers=bearer(token)) as r:
+        assert (await r.json())["conversation"]["shortTitle"] == "Renamed"
+    async with env.http.delete(f"{env.url}/api/conversations/{ids[0]}",
+                               headers=bearer(token)) as r:
+        assert r.status == 200
+    async with env.http.get(f"{env.url}/api/conversations/{ids[0]}/messages",
+                            headers=bearer(token)) as r:
+        assert r.status == 404
+    assert not await Message.select().where(Message.conversation_id == ids[0]).run()
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (b"{not json", None),
+        (b"[1, 2]", None),
+        (b'{"message": 5}', "message"),
+        (b'{"message": ""}', "message"),
+        (b'{"message": "   "}', "message"),
+        (b'{"message": "hi", "tools": "google_search"}', "tools"),
+        (b'{"message": "hi", "tools": ["nope"], "aiModel": "gemini-2.5-flash-lite"}', "tools"),
+        (b'{"message": "hi", "tools": ["google_search"], "aiModel": "demo"}', "tools"),
+        (b'{"message": "hi", "aiModel": "gpt-4"}', "aiModel"),
+        (b'{"message": "hi", "conversationId": 7}', "conversationId"),
+        (b'{"message": "hi", "clientMessageId": ""}', "clientMessageId"),
+    ],
+)
+async def test_chat_bad_input(env: Env, body: bytes, field: str | None) -> None:
+    async with env.http.post(
+        env.url + "/api/chat", data=body,
+        headers={**bearer(env.alice), "Content-Type": "application/json"},
+    ) as r:
+        assert r.status == 400, await r.text()
+        payload = await r.json()
+        assert set(payload) >= {"error", "code"}
+        if field:
+            assert field in payload["error"]
+
+
+async def test_chat_limits_and_credentials(env: Env) -> None:
+    too_long = "x" * (env.live.settings.max_message_chars + 1)
+    async with env.http.post(env.url + "/api/chat", json={"message": too_long},
+                             headers=bearer(env.alice)) as r:
+        assert r.status == 400
+    async with env.http.post(env.url + "/api/chat", data=b"x" * (2 << 20),
+                             headers=bearer(env.alice)) as r:
+        assert r.status == 413
+    for headers in ({}, bearer("not-a-token")):
+        async with env.http.post(env.url + "/api/chat", json={"message": "hi"},
+                                 headers=headers) as r:
+            assert r.status == 401
+            assert await r.json() == {"error": "Unauthorized", "code": "unauthorized"}
+    with pytest.raises(aiohttp.WSServerHandshakeError) as info:
+        await env.http.ws_connect(env.url + "/api/ws?token=nope")
+    assert info.value.status == 401
+
+
+async def test_models_endpoint(env: Env) -> None:
+    async with env.http.get(env.url + "/api/models") as r:
+        body = await r.json()
+    ids = [m["id"] for m in body["models"]]
+    assert "demo" in ids and MODEL in ids
+    assert [m["id"] for m in body["models"] if m["default"]] == [MODEL]
