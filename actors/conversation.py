@@ -277,7 +277,9 @@ class ConversationActor:
 
     # -- subscriptions and presence ------------------------------------------------------
 
-    def _subscribe(self, after: str | Cursor | None, spec: SubscribeSpec) -> Subscription:
+    def _subscribe(
+        self, after: str | Cursor | None, spec: SubscribeSpec, *, announce: bool = True
+    ) -> Subscription:
         sub = self.hub.subscribe(
             after,
             notify=spec.notify,
@@ -287,7 +289,8 @@ class ConversationActor:
         )
         if spec.viewer:
             self._viewers.add(sub)
-            self._presence()
+            if announce:
+                self._presence()
         return sub
 
     def _unsubscribe(self, sub: Subscription) -> None:
@@ -332,7 +335,11 @@ class ConversationActor:
         )
         history.append(user_message)
         before = self.hub.last_seq
-        subscription = self._subscribe(None, subscribe) if subscribe is not None else None
+        subscription = None
+        if subscribe is not None:
+            # Silent here: the stream starts with this send's `message` event; the new
+            # viewer is announced after `init`.
+            subscription = self._subscribe(None, subscribe, announce=False)
         self._remember(generation_id, before)
         self.hub.append(
             "message",
@@ -374,6 +381,8 @@ class ConversationActor:
                 "aiModel": model.id,
             },
         )
+        if subscription is not None and subscribe is not None and subscribe.viewer:
+            self._presence()
         generation.task = asyncio.get_running_loop().create_task(
             self._generate(generation, model), name=f"generation:{generation_id}"
         )

@@ -116,9 +116,11 @@ async def start_chat(
         model = catalog.resolve(body.aiModel)
         tools = catalog.check_tools(model, body.tools)
     except UnknownModel as exc:
-        raise ApiError(400, "unknown_model", str(exc), extra={"field": "aiModel"}) from None
+        raise ApiError(400, "unknown_model", f"aiModel: {exc}", extra={"field": "aiModel"}) from None
     except UnsupportedTools as exc:
-        raise ApiError(400, "unsupported_tools", str(exc), extra={"field": "tools"}) from None
+        raise ApiError(
+            400, "unsupported_tools", f"tools: {exc}", extra={"field": "tools"}
+        ) from None
 
     lock = contextlib.nullcontext()
     if body.clientMessageId is not None:

@@ -1,15 +1,24 @@
-"""Users and sessions for tests that are not about sign-in.
+"""Users, sessions and cookies for tests.
 
-They are made through the same session store the server uses, so a token made here is
+Sessions are made through the server's own :class:`SessionStore`, so a token made here is
 exactly what the device flow or GitHub sign-in would have issued.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from http.cookies import SimpleCookie
+from typing import Any
 
-from server.ids import new_id, new_token, token_hash
-from server.tables import Session, User
+import aiohttp
+
+from server.auth.cookies import CookieCodec
+from server.auth.sessions import SessionStore
+from server.config import Settings
+from server.ids import new_id
+from server.tables import User
 
 
 async def make_user_session(name: str = "Ada", email: str | None = None) -> tuple[str, str]:
@@ -17,17 +26,58 @@ async def make_user_session(name: str = "Ada", email: str | None = None) -> tupl
     now = datetime.now(UTC)
     user_id = new_id()
     await User.insert(
-        User(id=user_id, name=name, email=email or f"{user_id}@example.test",
-             email_verified=True, created_at=now, updated_at=now)
+        User(
+            id=user_id,
+            name=name,
+            email=email or f"{user_id}@example.test",
+            email_verified=True,
+            created_at=now,
+            updated_at=now,
+        )
     ).run()
-    token = new_token()
-    await Session.insert(
-        Session(id=new_id(), user_id=user_id, token_hash=token_hash(token),
-                expires_at=now + timedelta(days=7), created_at=now, updated_at=now,
-                ip_address="127.0.0.1", user_agent="tests")
-    ).run()
+    token, _ = await SessionStore().start(user_id, ip_address="127.0.0.1", user_agent="tests")
     return token, user_id
 
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+def codec(settings: Settings) -> CookieCodec:
+    return CookieCodec(settings.auth_secret, secure=settings.secure_cookies)
+
+
+def session_cookie(settings: Settings, token: str) -> dict[str, str]:
+    """A ``Cookie`` header carrying the signed session cookie for ``token``."""
+    c = codec(settings)
+    return {"Cookie": f"{c.session_name}={c.session_value(token)}"}
+
+
+def set_cookies(resp: aiohttp.ClientResponse) -> dict[str, Any]:
+    """The ``Set-Cookie`` morsels of a response, by name."""
+    jar: SimpleCookie = SimpleCookie()
+    for header in resp.headers.getall("Set-Cookie", []):
+        jar.load(header)
+    return dict(jar.items())
+
+
+def cookie_header(cookies: dict[str, str]) -> dict[str, str]:
+    return {"Cookie": "; ".join(f"{k}={v}" for k, v in cookies.items())}
+
+
+@asynccontextmanager
+async def running(settings_factory: Callable[[int], Settings]) -> AsyncIterator[Any]:
+    """An extra app for one test; the tables are re-bound to the previous engine after."""
+    import piccolo_conf
+
+    from server import db
+    from tests.conftest import start_live
+
+    previous = getattr(piccolo_conf, "DB", None)
+    live = await start_live(settings_factory)
+    try:
+        yield live
+    finally:
+        await live.server.close()
+        if previous is not None:
+            db.use_engine(previous)

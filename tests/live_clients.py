@@ -55,6 +55,9 @@ async def read_ndjson(resp: aiohttp.ClientResponse) -> list[dict[str, Any]]:
     return out
 
 
+CONTROL = frozenset({"subscribed", "ack", "fault", "pong"})
+
+
 @dataclass
 class WsPeer:
     """A WebSocket client that records every server frame."""
@@ -96,9 +99,12 @@ class WsPeer:
         return await asyncio.wait_for(scan(), timeout)
 
     def of(self, conversation_id: str, kind: str | None = None) -> list[dict[str, Any]]:
+        """Log events (not control frames) of one conversation, in arrival order."""
         return [
             f for f in self.frames
-            if f.get("conversationId") == conversation_id and (kind is None or f["type"] == kind)
+            if f.get("conversationId") == conversation_id
+            and f["type"] not in CONTROL
+            and (kind is None or f["type"] == kind)
         ]
 
     async def close(self) -> None:

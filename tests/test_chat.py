@@ -173,16 +173,17 @@ async def test_many_devices_see_the_same_stream(env: Env) -> None:
 
 
 async def test_sse_resume_gets_exactly_the_missing_events(env: Env) -> None:
-    env.fake.enqueue(Script(chunks=[f"w{i} " for i in range(60)], chunk_delay=0.01))
-    lines_task = asyncio.ensure_future(env.chat(env.alice, message="long one", aiModel=MODEL))
-    await asyncio.sleep(0.05)
-    rows = await Message.select().where(Message.content == "long one").run()
-    conversation_id = rows[-1]["conversation_id"]
+    first = await env.chat(env.alice, message="warm up", aiModel="demo")
+    conversation_id = first[0]["data"]["conversationId"]
     headers = {**bearer(env.alice), "Accept": "text/event-stream"}
+    env.fake.enqueue(Script(chunks=[f"w{i} " for i in range(60)], chunk_delay=0.01))
     seen: list[Any] = []
     async with env.http.get(
-        f"{env.url}/api/conversations/{conversation_id}/events?after=", headers=headers
+        f"{env.url}/api/conversations/{conversation_id}/events", headers=headers
     ) as sse:
+        lines_task = asyncio.ensure_future(
+            env.chat(env.alice, message="long one", aiModel=MODEL, conversationId=conversation_id)
+        )
         async for event in read_sse(sse):
             seen.append(event)
             if event.event == "token" and len([e for e in seen if e.event == "token"]) >= 5:

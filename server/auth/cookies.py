@@ -190,14 +190,15 @@ def defer(request: web.Request, op: CookieOp) -> None:
     The middleware uses it: a handler may stream its answer, so cookies are added when the
     headers are about to go out, not after the handler returns.
     """
-    ops: list[CookieOp] = request.setdefault(COOKIE_OPS, [])
+    ops = request.get(COOKIE_OPS)
+    if ops is None:
+        ops = request[COOKIE_OPS] = []
     ops.append(op)
 
 
 async def apply_deferred(request: web.Request, response: web.StreamResponse) -> None:
     """``on_response_prepare`` hook: deferred cookie ops, and no caching of auth answers."""
-    ops: list[CookieOp] = request.get(COOKIE_OPS) or []
-    for op in ops:
+    for op in request.get(COOKIE_OPS) or ():
         op(response)
     if request.path.startswith("/api/auth/") or request.path == "/device":
         response.headers.setdefault("Cache-Control", "no-store")

@@ -33,7 +33,7 @@ class TokenRequest(OAuthBody):
 
 
 class DecisionRequest(OAuthBody):
-    userCode: str | None = Field(None, max_length=device_flow.MAX_USER_CODE_INPUT)  # noqa: N815
+    userCode: str | None = Field(None, max_length=device_flow.MAX_USER_CODE_INPUT)
     user_code: str | None = Field(None, max_length=device_flow.MAX_USER_CODE_INPUT)
 
 

@@ -28,10 +28,10 @@ _ERROR_WORD = re.compile(r"^[a-z_]{1,64}$")
 
 class SocialRequest(OAuthBody):
     provider: str | None = Field(None, max_length=64)
-    callbackURL: str | None = Field(None, max_length=2048)  # noqa: N815
-    errorCallbackURL: str | None = Field(None, max_length=2048)  # noqa: N815
-    newUserCallbackURL: str | None = Field(None, max_length=2048)  # noqa: N815
-    disableRedirect: StrictBool | None = None  # noqa: N815
+    callbackURL: str | None = Field(None, max_length=2048)
+    errorCallbackURL: str | None = Field(None, max_length=2048)
+    newUserCallbackURL: str | None = Field(None, max_length=2048)
+    disableRedirect: StrictBool | None = None
 
 
 def _checked(request: web.Request, value: str | None) -> str | None:

@@ -7,10 +7,12 @@ from typing import TYPE_CHECKING
 from aiohttp import ClientSession, web
 
 if TYPE_CHECKING:
-    from server.auth.cookies import CookieCodec
+    from server.auth.cookies import CookieCodec, CookieOp
+    from server.auth.current import CurrentUser
     from server.auth.github import OAuthStates
     from server.auth.local import LocalSignIn
     from server.auth.rate_limit import WrongCodeLimiter
+    from server.auth.sessions import Resolved
 
 COOKIES: web.AppKey[CookieCodec] = web.AppKey("auth_cookies")
 LIMITER: web.AppKey[WrongCodeLimiter] = web.AppKey("auth_wrong_codes")
@@ -18,7 +20,7 @@ OAUTH_STATES: web.AppKey[OAuthStates] = web.AppKey("auth_oauth_states")
 GITHUB_HTTP: web.AppKey[ClientSession] = web.AppKey("auth_github_http")
 LOCAL: web.AppKey[LocalSignIn] = web.AppKey("auth_local")
 
-# Per-request keys (plain strings: aiohttp requests are mappings).
-USER = "user"
-RESOLVED = "auth_resolved"
-COOKIE_OPS = "auth_cookie_ops"
+# Per-request state: read it through server.auth.current (current_user, current_session).
+USER: web.RequestKey[CurrentUser | None] = web.RequestKey("user")
+RESOLVED: web.RequestKey[Resolved] = web.RequestKey("auth_resolved")
+COOKIE_OPS: web.RequestKey[list[CookieOp]] = web.RequestKey("auth_cookie_ops")

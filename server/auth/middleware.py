@@ -35,11 +35,14 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     elif request.app[COOKIES].session_name in request.cookies:
         via = "cookie"
         resolved = await _from_cookie(request)
-        if resolved is not None and request.method in UNSAFE_METHODS:
-            if not origin_trusted(request):
-                log.info("csrf_rejected", method=request.method, path=request.path)
-                code = "invalid_origin" if request.path.startswith("/api/auth/") else "forbidden"
-                raise ApiError(403, code, "Cookie-authenticated request from an untrusted origin")
+        if (
+            resolved is not None
+            and request.method in UNSAFE_METHODS
+            and not origin_trusted(request)
+        ):
+            log.info("csrf_rejected", method=request.method, path=request.path)
+            code = "invalid_origin" if request.path.startswith("/api/auth/") else "forbidden"
+            raise ApiError(403, code, "Cookie-authenticated request from an untrusted origin")
     if resolved is None:
         return await handler(request)
     request[RESOLVED] = resolved

@@ -32,7 +32,7 @@ class OAuthBody(BaseModel):
 async def read_oauth(request: web.Request, model: type[M]) -> M:
     if request.content_type in FORM_TYPES:
         form = await request.post()
-        keys = list(form.keys())
+        keys = [key for key, _ in form.items()]
         if len(keys) != len(set(keys)):
             raise ApiError(400, "invalid_request", "A form field is repeated")
     try:

@@ -21,7 +21,7 @@ from actors.conversation import ConversationActor, SubscribeSpec
 from actors.hub import Event, Subscription
 from actors.registry import ConversationNotFound
 from server.auth.csrf import origin_trusted
-from server.auth.current import CurrentUser, user_for_cookie, user_for_token
+from server.auth.current import CurrentUser, current_user, user_for_cookie, user_for_token
 from server.chat_service import start_chat
 from server.errors import ApiError
 from server.state import METRICS, REGISTRY, SETTINGS
@@ -64,6 +64,9 @@ async def authenticate(request: web.Request) -> tuple[CurrentUser, str | None]:
         if proto.startswith("bearer."):
             token = token or proto.removeprefix("bearer.")
             chosen = chosen or proto  # a browser needs one offered protocol echoed back
+    resolved = current_user(request)  # an Authorization: Bearer header (CLI clients)
+    if resolved is not None and resolved.via == "bearer":
+        return resolved, chosen
     if token:
         user = await user_for_token(request.app, token)
         if user is None:
