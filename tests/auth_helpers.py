@@ -69,7 +69,6 @@ def cookie_header(cookies: dict[str, str]) -> dict[str, str]:
 async def running(settings_factory: Callable[[int], Settings]) -> AsyncIterator[Any]:
     """An extra app for one test; the tables are re-bound to the previous engine after."""
     import piccolo_conf
-
     from server import db
     from tests.conftest import start_live
 

@@ -75,9 +75,13 @@ async def row(device_code: str) -> dict[str, Any]:
 
 
 async def rewind_poll_clock(device_code: str, seconds: float = 60) -> None:
-    await DeviceCode.update(
-        {DeviceCode.last_polled_at: datetime.now(UTC) - timedelta(seconds=seconds)}
-    ).where(DeviceCode.device_code_hash == token_hash(device_code)).run()
+    await (
+        DeviceCode.update(
+            {DeviceCode.last_polled_at: datetime.now(UTC) - timedelta(seconds=seconds)}
+        )
+        .where(DeviceCode.device_code_hash == token_hash(device_code))
+        .run()
+    )
 
 
 async def claim_and(
@@ -139,8 +143,10 @@ async def test_code_request_accepts_form_and_rejects_bad_input(live: Live) -> No
             {"json": {"client_id": "x", "scope": ["a"]}},
             {"json": ["client_id"]},
             {"data": b"{not json", "headers": {"Content-Type": "application/json"}},
-            {"data": "client_id=a&client_id=b",
-             "headers": {"Content-Type": "application/x-www-form-urlencoded"}},
+            {
+                "data": "client_id=a&client_id=b",
+                "headers": {"Content-Type": "application/x-www-form-urlencoded"},
+            },
             {"json": {"client_id": "x" * 5000}},
         ]
         for kwargs in bad:
@@ -252,9 +258,11 @@ async def test_expired_code(live: Live) -> None:
     token, _ = await make_user_session()
     async with aiohttp.ClientSession() as http:
         code = await new_code(http, live)
-        await DeviceCode.update(
-            {DeviceCode.expires_at: datetime.now(UTC) - timedelta(seconds=1)}
-        ).where(DeviceCode.device_code_hash == token_hash(code["device_code"])).run()
+        await (
+            DeviceCode.update({DeviceCode.expires_at: datetime.now(UTC) - timedelta(seconds=1)})
+            .where(DeviceCode.device_code_hash == token_hash(code["device_code"]))
+            .run()
+        )
         status, body, _ = await poll(http, live, code["device_code"])
         assert (status, body["error"]) == (400, "expired_token")
         async with http.get(
@@ -301,9 +309,7 @@ async def test_concurrent_redemption_gives_exactly_one_token(live: Live) -> None
     async with aiohttp.ClientSession() as http:
         code = await new_code(http, live)
         await claim_and(http, live, code["user_code"], token, "approve")
-        results = await asyncio.gather(
-            *(poll(http, live, code["device_code"]) for _ in range(5))
-        )
+        results = await asyncio.gather(*(poll(http, live, code["device_code"]) for _ in range(5)))
     statuses = sorted(status for status, _, _ in results)
     assert statuses == [200, 400, 400, 400, 400], results
     for status, body, _ in results:
@@ -413,8 +419,12 @@ async def test_cookie_approval_needs_a_trusted_origin(live: Live) -> None:
     async with aiohttp.ClientSession() as http:
         code = await new_code(http, live)
         url = live.url + "/api/auth/device/approve"
-        for headers in ({}, {"Origin": "https://evil.example"}, {"Origin": "null"},
-                        {"Referer": "https://evil.example/device"}):
+        for headers in (
+            {},
+            {"Origin": "https://evil.example"},
+            {"Origin": "null"},
+            {"Referer": "https://evil.example/device"},
+        ):
             async with http.post(
                 url, json={"userCode": code["user_code"]}, headers={**cookie, **headers}
             ) as resp:
@@ -441,14 +451,18 @@ async def test_cookie_approval_needs_a_trusted_origin(live: Live) -> None:
 async def test_token_request_bad_input(live: Live) -> None:
     url = live.url + "/api/auth/device/token"
     cases: list[tuple[dict[str, Any], str]] = [
-        ({"json": {"grant_type": "password", "device_code": "x", "client_id": "c"}},
-         "unsupported_grant_type"),
+        (
+            {"json": {"grant_type": "password", "device_code": "x", "client_id": "c"}},
+            "unsupported_grant_type",
+        ),
         ({"json": {"device_code": "x", "client_id": "c"}}, "invalid_request"),
         ({"json": {"grant_type": GRANT, "client_id": "c"}}, "invalid_request"),
         ({"json": {"grant_type": GRANT, "device_code": "x"}}, "invalid_request"),
         ({"json": {"grant_type": GRANT, "device_code": 42, "client_id": "c"}}, "invalid_request"),
-        ({"json": {"grant_type": GRANT, "device_code": "x" * 10_000, "client_id": "c"}},
-         "invalid_request"),
+        (
+            {"json": {"grant_type": GRANT, "device_code": "x" * 10_000, "client_id": "c"}},
+            "invalid_request",
+        ),
         ({"json": ["x"]}, "invalid_request"),
         ({"data": b"{", "headers": {"Content-Type": "application/json"}}, "invalid_request"),
         ({"data": {"grant_type": "urn:other"}}, "unsupported_grant_type"),
@@ -518,7 +532,8 @@ async def test_sixth_wrong_code_is_rate_limited(live: Live) -> None:
         # Another client address is unaffected; X-Forwarded-For counts only because the
         # peer (127.0.0.1) is a trusted proxy in this app's settings.
         async with http.get(
-            live.url + "/api/auth/device", params={"user_code": good["user_code"]},
+            live.url + "/api/auth/device",
+            params={"user_code": good["user_code"]},
             headers=fresh_ip(),
         ) as resp:
             assert resp.status == 200
@@ -566,5 +581,10 @@ async def test_no_secrets_in_logs(live: Live, caplog: pytest.LogCaptureFixture) 
     names = {e.get("event") for e in events}
     assert {"device_code_issued", "device_approved", "device_token_issued"} <= names
     text = repr(events) + "\n" + caplog.text
-    for secret in (access, code["device_code"], token, session_cookie(live.settings, access)["Cookie"]):
+    for secret in (
+        access,
+        code["device_code"],
+        token,
+        session_cookie(live.settings, access)["Cookie"],
+    ):
         assert secret not in text

@@ -163,20 +163,6 @@ class CookieCodec:
         self._expire(response, self.session_name)
         self._expire(response, self.cache_name)
 
-    def deferred_cache(self, resolved: Resolved) -> CookieOp:
-        """Refresh the cache later, unless the handler set the session cookies itself."""
-
-        def op(response: web.StreamResponse) -> None:
-            if self.session_name not in response.cookies:
-                self.set_cache(response, resolved)
-
-        return op
-
-    def deferred_clear(self, response: web.StreamResponse) -> None:
-        """Expire a dead session's cookies, unless the handler set new ones."""
-        if self.session_name not in response.cookies:
-            self.clear_session(response)
-
     def set_state(self, response: web.StreamResponse, data: dict[str, str | None]) -> None:
         self._set(response, self.state_name, self.state_value(data), STATE_TTL_S)
 
@@ -188,7 +174,8 @@ def defer(request: web.Request, op: CookieOp) -> None:
     """Apply ``op`` to whatever response this request ends with (see :func:`apply_deferred`).
 
     The middleware uses it: a handler may stream its answer, so cookies are added when the
-    headers are about to go out, not after the handler returns.
+    headers are about to go out, not after the handler returns. A cookie the handler set
+    itself (a new sign-in) wins over a deferred one of the same name.
     """
     ops = request.get(COOKIE_OPS)
     if ops is None:
@@ -197,9 +184,22 @@ def defer(request: web.Request, op: CookieOp) -> None:
 
 
 async def apply_deferred(request: web.Request, response: web.StreamResponse) -> None:
-    """``on_response_prepare`` hook: deferred cookie ops, and no caching of auth answers."""
-    for op in request.get(COOKIE_OPS) or ():
-        op(response)
+    """``on_response_prepare`` hook: deferred cookie ops, and no caching of auth answers.
+
+    aiohttp renders ``response.cookies`` into headers before this signal, so the deferred
+    cookies are written as ``Set-Cookie`` headers here.
+    """
+    ops = request.get(COOKIE_OPS)
+    if ops:
+        taken = {
+            header.split("=", 1)[0].strip() for header in response.headers.getall("Set-Cookie", [])
+        }
+        scratch = web.StreamResponse()
+        for op in ops:
+            op(scratch)
+        for name, morsel in scratch.cookies.items():
+            if name not in taken:
+                response.headers.add("Set-Cookie", morsel.OutputString())
     if request.path.startswith("/api/auth/") or request.path == "/device":
         response.headers.setdefault("Cache-Control", "no-store")
         response.headers.setdefault("Pragma", "no-cache")

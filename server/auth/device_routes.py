@@ -33,8 +33,8 @@ class TokenRequest(OAuthBody):
 
 
 class DecisionRequest(OAuthBody):
-    userCode: str | None = Field(None, max_length=device_flow.MAX_USER_CODE_INPUT)
-    user_code: str | None = Field(None, max_length=device_flow.MAX_USER_CODE_INPUT)
+    userCode: str | None = Field(None, max_length=4096)
+    user_code: str | None = Field(None, max_length=4096)
 
 
 @routes.post("/api/auth/device/code")

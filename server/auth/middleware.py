@@ -55,7 +55,7 @@ async def _from_cookie(request: web.Request) -> Resolved | None:
     codec = request.app[COOKIES]
     resolved, from_cache = await resolve_cookie(request)
     if resolved is None:
-        defer(request, codec.deferred_clear)
+        defer(request, codec.clear_session)
     elif not from_cache:
-        defer(request, codec.deferred_cache(resolved))
+        defer(request, lambda response: codec.set_cache(response, resolved))
     return resolved

@@ -1,0 +1,99 @@
+"""The Gemini stand-in for benchmarks: ``tests.fakes.gemini`` in rate mode, per request.
+
+Each streaming request's prompt says what to play: ``bench:tokens=N:rate=R:tag=T``
+(``R = 0``: as fast as possible), so one stand-in process serves every scenario. The
+arrival time of each tagged request is kept (``GET /bench/arrival/{tag}``) so that scenario
+4 can subtract the stand-in's own first-chunk delay exactly.
+
+Run: ``python -m bench.standin --port 8089``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextvars
+import re
+import signal
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from aiohttp import web
+
+from tests.fakes.gemini import FakeGemini, HttpError, Script, _text_of
+
+_SPEC = re.compile(r"bench:tokens=(\d+):rate=([0-9.e+]+):tag=([\w-]+)")
+_ARRIVAL: contextvars.ContextVar[float] = contextvars.ContextVar("arrival", default=0.0)
+#: "As fast as possible": the fake sleeps ``max(0, ...)`` per token, i.e. it only yields.
+FAST_RATE = 1e9
+
+
+class BenchGemini(FakeGemini):
+    def __init__(self) -> None:
+        super().__init__()
+        self.arrivals: dict[str, float] = {}
+
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        _ARRIVAL.set(time.time())
+        return await super()._dispatch(request)
+
+    def _next_script(self, body: Mapping[str, Any]) -> Script | HttpError:
+        self.requests.clear()  # nothing reads them here; keep memory flat
+        contents = body.get("contents")
+        last = _text_of(contents[-1:]) if isinstance(contents, list) else ""
+        match = _SPEC.search(last)
+        if match is None:
+            return Script(chunks=["ok"])
+        tokens, rate, tag = int(match.group(1)), float(match.group(2)), match.group(3)
+        if tag != "-":
+            self.arrivals[tag] = _ARRIVAL.get()
+        return Script(timed_tokens=tokens, tokens_per_second=rate if rate > 0 else FAST_RATE)
+
+    async def _arrival(self, request: web.Request) -> web.Response:
+        return web.json_response({"arrival": self.arrivals.get(request.match_info["tag"])})
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        app = web.Application()
+        app.router.add_post(r"/{version:v1|v1beta}/models/{model}", self._dispatch)
+        app.router.add_get("/bench/arrival/{tag}", self._arrival)
+        app.router.add_get("/healthz", lambda _: _ok())
+        self._runner = web.AppRunner(
+            app, handle_signals=False, handler_cancellation=True, shutdown_timeout=1.0,
+            access_log=None,
+        )
+        await self._runner.setup()
+        await web.TCPSite(self._runner, host, port, backlog=1024).start()
+        self.base_url = f"http://{host}:{port}"
+        return self.base_url
+
+
+async def _ok() -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def _serve(port: int) -> None:
+    fake = BenchGemini()
+    await fake.start(port=port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await fake.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(_serve(args.port))
+    else:
+        uvloop.run(_serve(args.port))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,160 @@
+"""Local sign-in (the one-time start-up link) and the server-rendered /device page."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+import pytest
+import structlog
+
+from tests.auth_helpers import bearer, cookie_header, running, set_cookies
+from tests.conftest import make_settings
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+def link_in(events: list[dict[str, Any]]) -> str | None:
+    found = [e for e in events if e.get("event") == "local_sign_in"]
+    assert len(found) <= 1
+    return str(found[0]["url"]) if found else None
+
+
+async def test_local_link_works_once(database_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with structlog.testing.capture_logs() as events:
+        ctx = running(lambda port: make_settings(database_url, port=port))
+        live = await ctx.__aenter__()
+    try:
+        url = link_in(events)
+        assert url is not None
+        assert url.startswith(f"{live.settings.public_url}/auth/local?token=")
+        assert f"Sign in: {url}\n" in capsys.readouterr().err
+        path = urlsplit(url)
+        target = f"{live.url}{path.path}?{path.query}"
+        async with aiohttp.ClientSession() as http:
+            async with http.get(target + "&next=//evil.example", allow_redirects=False) as resp:
+                assert resp.status == 302
+                assert resp.headers["Location"] == "/device"
+                token = resp.headers["set-auth-token"]
+                cookies = set_cookies(resp)
+                session = cookies["better-auth.session_token"]
+                assert session["httponly"] and session["samesite"] == "Lax"
+            async with http.get(live.url + "/api/user/whoami", headers=bearer(token)) as resp:
+                assert (await resp.json())["user"]["name"] == "Local user"
+            async with http.get(
+                live.url + "/api/user/whoami",
+                headers=cookie_header({"better-auth.session_token": session.value}),
+            ) as resp:
+                assert resp.status == 200
+            async with http.get(target, allow_redirects=False) as resp:
+                assert resp.status == 403
+                assert (await resp.json())["code"] == "forbidden"
+    finally:
+        await ctx.__aexit__(None, None, None)
+
+
+async def test_no_link_and_403_on_a_non_loopback_bind(
+    database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with structlog.testing.capture_logs() as events:
+        ctx = running(lambda port: make_settings(database_url, port=port, host="0.0.0.0"))
+        live = await ctx.__aenter__()
+    try:
+        assert link_in(events) is None
+        assert "Sign in:" not in capsys.readouterr().err
+        async with aiohttp.ClientSession() as http:
+            async with http.get(live.url + "/auth/local?token=anything") as resp:
+                assert resp.status == 403
+                assert (await resp.json())["code"] == "forbidden"
+    finally:
+        await ctx.__aexit__(None, None, None)
+
+
+async def test_https_public_url_gives_secure_prefixed_cookies(database_url: str) -> None:
+    with structlog.testing.capture_logs() as events:
+        ctx = running(
+            lambda port: make_settings(
+                database_url, port=port, public_url_setting="https://cero.example"
+            )
+        )
+        live = await ctx.__aenter__()
+    try:
+        url = link_in(events)
+        assert url is not None and url.startswith("https://cero.example/auth/local?token=")
+        path = urlsplit(url)
+        async with aiohttp.ClientSession() as http:
+            async with http.get(
+                f"{live.url}{path.path}?{path.query}", allow_redirects=False
+            ) as resp:
+                cookies = set_cookies(resp)
+        session = cookies["__Secure-better-auth.session_token"]
+        assert session["secure"] and session["httponly"]
+        assert cookies["__Secure-better-auth.session_data"]["secure"]
+    finally:
+        await ctx.__aexit__(None, None, None)
+
+
+async def test_device_page_flow(database_url: str) -> None:
+    with structlog.testing.capture_logs() as events:
+        ctx = running(lambda port: make_settings(database_url, port=port))
+        live = await ctx.__aenter__()
+    try:
+        own = live.settings.public_url
+        async with aiohttp.ClientSession() as http:
+            async with http.post(
+                live.url + "/api/auth/device/code",
+                json={"client_id": "<script>alert(1)</script>", "scope": "a&b"},
+            ) as resp:
+                code = await resp.json()
+            page = f"{live.url}/device?user_code={code['user_code']}"
+            # Signed out: a pointer to the start-up link, and the way back.
+            async with http.get(page) as resp:
+                assert resp.status == 200 and resp.content_type == "text/html"
+                assert resp.headers["Cache-Control"] == "no-store"
+                assert "frame-ancestors 'none'" in resp.headers["Content-Security-Policy"]
+                html = await resp.text()
+                assert "/auth/local" in html and code["user_code"] in html
+            # Sign in with the start-up link, then come back.
+            url = link_in(events)
+            assert url is not None
+            path = urlsplit(url)
+            async with http.get(
+                f"{live.url}{path.path}?{path.query}", allow_redirects=False
+            ) as resp:
+                jar = {k: m.value for k, m in set_cookies(resp).items()}
+            cookies = cookie_header(jar)
+            async with http.get(live.url + "/device", headers=cookies) as resp:
+                assert 'name="user_code"' in await resp.text()
+            async with http.get(page, headers=cookies) as resp:
+                html = await resp.text()
+            assert "<script>alert(1)</script>" not in html
+            assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+            assert "a&amp;b" in html
+            assert 'value="approve"' in html and 'value="deny"' in html
+
+            form = {"user_code": code["user_code"], "action": "approve"}
+            # The buttons' POST without a same-origin Origin is refused (CSRF).
+            async with http.post(live.url + "/device", data=form, headers=cookies) as resp:
+                assert resp.status == 403
+                assert resp.content_type == "application/json"
+            async with http.post(
+                live.url + "/device", data=form, headers={**cookies, "Origin": own}
+            ) as resp:
+                assert resp.status == 200
+                assert "Device approved" in await resp.text()
+            async with http.post(
+                live.url + "/api/auth/device/token",
+                data={
+                    "grant_type": "urn:ietf:params:oauth:grant-type:device_code",
+                    "device_code": code["device_code"],
+                    "client_id": "<script>alert(1)</script>",
+                },
+            ) as resp:
+                assert resp.status == 200
+            # A wrong code on the page is an explained page, not an error.
+            async with http.get(live.url + "/device?user_code=<b>x</b>", headers=cookies) as resp:
+                html = await resp.text()
+                assert "Invalid user code" in html and "<b>x</b>" not in html
+    finally:
+        await ctx.__aexit__(None, None, None)

@@ -1,0 +1,332 @@
+"""Sessions over real HTTP: get-session, sign-out, list/revoke, sliding, cookies, CSRF."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from urllib.parse import quote
+
+import aiohttp
+import pytest
+import pytest_asyncio
+
+from server.auth.cookies import sign_value
+from server.ids import token_hash
+from server.tables import Session
+from tests.auth_helpers import (
+    bearer,
+    codec,
+    cookie_header,
+    make_user_session,
+    session_cookie,
+    set_cookies,
+)
+from tests.conftest import Live, make_settings, start_live
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def live(database_url: str) -> AsyncIterator[Live]:
+    app = await start_live(lambda port: make_settings(database_url, port=port))
+    try:
+        yield app
+    finally:
+        await app.server.close()
+
+
+async def session_row(token: str) -> dict[str, object]:
+    rows = await Session.select().where(Session.token_hash == token_hash(token)).run()
+    return dict(rows[0]) if rows else {}
+
+
+async def test_cookie_signature_matches_better_auth() -> None:
+    # The test vector from tests/compat/NOTES.md (checked against better-call).
+    secret = "better-auth-secret-123456789012345"
+    token = "6X3hTDNqpbIhKpV1YcUpVz5hT0Wd4eAq"
+    signed = sign_value(secret, token)
+    assert quote(signed, safe="-_.!~*'()") == (
+        "6X3hTDNqpbIhKpV1YcUpVz5hT0Wd4eAq.8nuOZO42OBLzIkbeSYqROMgRViFj0El96KEWAJXE5cY%3D"
+    )
+
+
+async def test_get_session_shapes(live: Live) -> None:
+    token, user_id = await make_user_session("Ada", "ada@example.test")
+    async with aiohttp.ClientSession() as http:
+        for path in ("/api/auth/get-session", "/api/auth/session"):
+            async with http.get(live.url + path, headers=bearer(token)) as resp:
+                assert resp.status == 200
+                assert resp.headers["Cache-Control"] == "no-store"
+                body = await resp.json()
+            assert set(body) == {"session", "user"}
+            session, user = body["session"], body["user"]
+            assert set(session) == {"id", "userId", "expiresAt", "createdAt", "updatedAt"}
+            assert session["userId"] == user_id
+            for key in ("expiresAt", "createdAt", "updatedAt"):
+                assert ISO_Z.match(session[key]), session[key]
+            assert user == {
+                "id": user_id,
+                "name": "Ada",
+                "email": "ada@example.test",
+                "image": None,
+                "emailVerified": True,
+            }
+            for headers in ({}, bearer("nope"), bearer(token + "x"), {"Authorization": "Bearer"}):
+                async with http.get(live.url + path, headers=headers) as resp:
+                    assert resp.status == 200
+                    assert await resp.json() is None
+
+
+async def test_whoami(live: Live) -> None:
+    token, user_id = await make_user_session("Linus", "linus@example.test")
+    async with aiohttp.ClientSession() as http:
+        async with http.get(live.url + "/api/user/whoami", headers=bearer(token)) as resp:
+            assert await resp.json() == {
+                "user": {
+                    "id": user_id,
+                    "name": "Linus",
+                    "email": "linus@example.test",
+                    "image": None,
+                }
+            }
+        for headers in ({}, bearer("bad"), {"Authorization": "Basic eDp5"}):
+            async with http.get(live.url + "/api/user/whoami", headers=headers) as resp:
+                assert resp.status == 401
+                assert await resp.json() == {"error": "Unauthorized", "code": "unauthorized"}
+
+
+async def test_bearer_accepts_better_auth_signed_form(live: Live) -> None:
+    token, user_id = await make_user_session()
+    signed = sign_value(live.settings.auth_secret, token)
+    forged = sign_value("another-secret-of-enough-length", token)
+    async with aiohttp.ClientSession() as http:
+        for value in (signed, quote(signed, safe="")):
+            async with http.get(live.url + "/api/user/whoami", headers=bearer(value)) as resp:
+                assert resp.status == 200
+                assert (await resp.json())["user"]["id"] == user_id
+        async with http.get(live.url + "/api/user/whoami", headers=bearer(forged)) as resp:
+            assert resp.status == 401
+        async with http.get(
+            live.url + "/api/user/whoami", headers={"Authorization": f"bearer {token}"}
+        ) as resp:
+            assert resp.status == 200  # the scheme is case-insensitive
+
+
+async def test_sign_out_takes_effect_for_bearer_at_once(live: Live) -> None:
+    token, _ = await make_user_session()
+    async with aiohttp.ClientSession() as http:
+        async with http.post(live.url + "/api/auth/sign-out", headers=bearer(token)) as resp:
+            assert resp.status == 200
+            assert await resp.json() == {"success": True}
+        async with http.get(live.url + "/api/user/whoami", headers=bearer(token)) as resp:
+            assert resp.status == 401
+        async with http.get(live.url + "/api/auth/get-session", headers=bearer(token)) as resp:
+            assert await resp.json() is None
+        # Signing out without a session is harmless.
+        async with http.post(live.url + "/api/auth/sign-out") as resp:
+            assert resp.status == 200
+    assert await session_row(token) == {}
+
+
+async def test_list_and_revoke_sessions(live: Live) -> None:
+    first, user_id = await make_user_session()
+    other, _ = await make_user_session()
+    # A second and third session of the same user.
+    from server.auth.sessions import SessionStore
+
+    second, _ = await SessionStore().start(user_id, ip_address="10.0.0.9", user_agent="phone")
+    third, _ = await SessionStore().start(user_id)
+    async with aiohttp.ClientSession() as http:
+        async with http.get(
+            live.url + "/api/auth/list-sessions", headers={**bearer(first), "User-Agent": "ua"}
+        ) as resp:
+            assert resp.status == 200
+            listed = await resp.json()
+        assert len(listed) == 3
+        assert all(
+            set(s)
+            == {"id", "createdAt", "updatedAt", "expiresAt", "ipAddress", "userAgent", "current"}
+            for s in listed
+        )
+        assert [s["current"] for s in listed].count(True) == 1
+        second_id = str((await session_row(second))["id"])
+        other_id = str((await session_row(other))["id"])
+        assert {s["id"]: s["ipAddress"] for s in listed}[second_id] == "10.0.0.9"
+
+        # Revoke by id: the bearer fails at once.
+        async with http.post(
+            live.url + "/api/auth/revoke-session", json={"id": second_id}, headers=bearer(first)
+        ) as resp:
+            assert resp.status == 200
+            assert await resp.json() == {"status": True}
+        async with http.get(live.url + "/api/user/whoami", headers=bearer(second)) as resp:
+            assert resp.status == 401
+        # Revoke by token (Better Auth's form).
+        async with http.post(
+            live.url + "/api/auth/revoke-session", json={"token": third}, headers=bearer(first)
+        ) as resp:
+            assert resp.status == 200
+        async with http.get(live.url + "/api/user/whoami", headers=bearer(third)) as resp:
+            assert resp.status == 401
+        # Another user's session: same answer, nothing revoked.
+        async with http.post(
+            live.url + "/api/auth/revoke-session", json={"id": other_id}, headers=bearer(first)
+        ) as resp:
+            assert (resp.status, await resp.json()) == (200, {"status": True})
+        async with http.get(live.url + "/api/user/whoami", headers=bearer(other)) as resp:
+            assert resp.status == 200
+        # Bad input and no credential.
+        for body in ({}, {"id": 5}, {"token": ["x"]}):
+            async with http.post(
+                live.url + "/api/auth/revoke-session", json=body, headers=bearer(first)
+            ) as resp:
+                assert resp.status == 400, body
+                assert "error_description" in await resp.json()
+        async with http.post(live.url + "/api/auth/revoke-session", json={"id": other_id}) as r:
+            assert r.status == 401
+        async with http.get(live.url + "/api/auth/list-sessions") as resp:
+            assert resp.status == 401
+            assert (await resp.json())["error"] == "unauthorized"
+
+
+async def test_session_slides_after_a_day(live: Live) -> None:
+    token, _ = await make_user_session()
+    now = datetime.now(UTC)
+    digest = token_hash(token)
+    await (
+        Session.update(
+            {
+                Session.updated_at: now - timedelta(days=2),
+                Session.expires_at: now + timedelta(days=5),
+            }
+        )
+        .where(Session.token_hash == digest)
+        .run()
+    )
+    async with aiohttp.ClientSession() as http:
+        async with http.get(live.url + "/api/user/whoami", headers=bearer(token)) as resp:
+            assert resp.status == 200
+    row = await session_row(token)
+    expires_at = row["expires_at"]
+    updated_at = row["updated_at"]
+    assert isinstance(expires_at, datetime) and isinstance(updated_at, datetime)
+    assert expires_at > now + timedelta(days=6, hours=23)
+    assert updated_at >= now - timedelta(seconds=5)
+
+    # Used again within the day: no write.
+    async with aiohttp.ClientSession() as http:
+        async with http.get(live.url + "/api/user/whoami", headers=bearer(token)) as resp:
+            assert resp.status == 200
+    assert (await session_row(token))["updated_at"] == updated_at
+
+
+async def test_expired_session_is_refused_and_removed(live: Live) -> None:
+    token, _ = await make_user_session()
+    await (
+        Session.update({Session.expires_at: datetime.now(UTC) - timedelta(seconds=1)})
+        .where(Session.token_hash == token_hash(token))
+        .run()
+    )
+    async with aiohttp.ClientSession() as http:
+        async with http.get(live.url + "/api/user/whoami", headers=bearer(token)) as resp:
+            assert resp.status == 401
+    assert await session_row(token) == {}
+
+
+async def test_cookie_session_and_its_cache(live: Live) -> None:
+    """The cache cookie lets cookie requests skip the database for up to 5 minutes.
+
+    Documented consequence: a session deleted by *another* process stays usable through a
+    fresh cache cookie for at most those 5 minutes; a revocation through this process, and
+    every bearer call, take effect at once.
+    """
+    token, user_id = await make_user_session()
+    names = codec(live.settings)
+    async with aiohttp.ClientSession() as http:
+        async with http.get(
+            live.url + "/api/user/whoami", headers=session_cookie(live.settings, token)
+        ) as resp:
+            assert resp.status == 200
+            assert (await resp.json())["user"]["id"] == user_id
+            morsels = set_cookies(resp)
+        cache = morsels[names.cache_name]
+        assert cache["max-age"] == "300" and cache["httponly"] and cache["samesite"] == "Lax"
+        both = {
+            names.session_name: names.session_value(token),
+            names.cache_name: cache.value,
+        }
+        # Delete the row behind the server's back (as another process would).
+        await Session.delete().where(Session.token_hash == token_hash(token)).run()
+        async with http.get(live.url + "/api/user/whoami", headers=bearer(token)) as resp:
+            assert resp.status == 401  # bearer: at once
+        async with http.get(live.url + "/api/user/whoami", headers=cookie_header(both)) as resp:
+            assert resp.status == 200  # cookie + cache: within the 5-minute window
+        async with http.get(
+            live.url + "/api/user/whoami", headers=session_cookie(live.settings, token)
+        ) as resp:
+            assert resp.status == 401  # cookie without cache: the database says no
+            cleared = set_cookies(resp)
+            assert cleared[names.session_name]["max-age"] == "0"
+
+        # A cache cookie never vouches for another session token.
+        other, _ = await make_user_session()
+        stolen = {
+            names.session_name: names.session_value(other + "x"),
+            names.cache_name: cache.value,
+        }
+        async with http.get(live.url + "/api/user/whoami", headers=cookie_header(stolen)) as resp:
+            assert resp.status == 401
+        mixed = {names.session_name: names.session_value(other), names.cache_name: cache.value}
+        async with http.get(live.url + "/api/user/whoami", headers=cookie_header(mixed)) as resp:
+            assert resp.status == 200
+            assert (await resp.json())["user"]["id"] != user_id
+
+        # Revoked through this process: the cache dies at once too.
+        fresh, _ = await make_user_session()
+        async with http.get(
+            live.url + "/api/user/whoami", headers=session_cookie(live.settings, fresh)
+        ) as resp:
+            fresh_cache = set_cookies(resp)[names.cache_name].value
+        jar = {names.session_name: names.session_value(fresh), names.cache_name: fresh_cache}
+        async with http.post(live.url + "/api/auth/sign-out", headers=bearer(fresh)) as resp:
+            assert resp.status == 200
+        async with http.get(live.url + "/api/user/whoami", headers=cookie_header(jar)) as resp:
+            assert resp.status == 401
+
+
+async def test_csrf_applies_to_cookie_requests_on_every_route(live: Live) -> None:
+    token, _ = await make_user_session()
+    cookie = session_cookie(live.settings, token)
+    own = live.settings.public_url
+    async with aiohttp.ClientSession() as http:
+        # Not an auth route: the generic shape.
+        async with http.post(live.url + "/api/not-a-route", headers=cookie) as resp:
+            assert resp.status == 403
+            assert (await resp.json())["code"] == "forbidden"
+        async with http.delete(
+            live.url + "/api/not-a-route", headers={**cookie, "Origin": "http://evil.test"}
+        ) as resp:
+            assert resp.status == 403
+        async with http.post(
+            live.url + "/api/not-a-route", headers={**cookie, "Origin": own}
+        ) as resp:
+            assert resp.status == 404
+        # Bearer requests are exempt; GET is not a state change.
+        async with http.post(live.url + "/api/not-a-route", headers=bearer(token)) as resp:
+            assert resp.status == 404
+        async with http.get(live.url + "/api/user/whoami", headers=cookie) as resp:
+            assert resp.status == 200
+        # Sign-out by cookie needs the origin too.
+        async with http.post(live.url + "/api/auth/sign-out", headers=cookie) as resp:
+            assert resp.status == 403
+            assert (await resp.json())["error"] == "invalid_origin"
+        async with http.post(
+            live.url + "/api/auth/sign-out", headers={**cookie, "Origin": own}
+        ) as resp:
+            assert resp.status == 200
+            assert set_cookies(resp)[codec(live.settings).session_name]["max-age"] == "0"
+        async with http.get(live.url + "/api/user/whoami", headers=bearer(token)) as resp:
+            assert resp.status == 401

@@ -1,0 +1,148 @@
+"""WebSocket transport edge cases: faults, abuse, oversize frames, slow consumers, auth."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+
+import aiohttp
+import orjson
+import pytest
+import pytest_asyncio
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from tests.auth_helpers import bearer, make_user_session
+from tests.conftest import Live, make_settings, start_live
+from tests.fakes.gemini import FakeGemini, Script
+from tests.live_clients import WsPeer, check_seq
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+MODEL = "gemini-2.5-flash-lite"
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def env(database_url: str) -> AsyncIterator[tuple[Live, FakeGemini, str]]:
+    fake = FakeGemini()
+    url = await fake.start()
+    live = await start_live(
+        lambda port: make_settings(
+            database_url, port=port, gemini_api_key="k", gemini_base_url=url,
+            ws_max_frame=64 * 1024,
+        )
+    )
+    token, _ = await make_user_session("Wes")
+    yield live, fake, token
+    await live.server.close()
+    await fake.stop()
+
+
+async def _peer(live: Live, http: aiohttp.ClientSession, token: str) -> WsPeer:
+    ws = await http.ws_connect(live.url + "/api/ws", headers=bearer(token), max_msg_size=0)
+    return WsPeer(ws).start()
+
+
+async def test_auth_by_query_and_subprotocol(env: tuple[Live, FakeGemini, str]) -> None:
+    live, _, token = env
+    async with aiohttp.ClientSession() as http:
+        async with http.ws_connect(f"{live.url}/api/ws?token={token}") as ws:
+            await ws.send_str('{"type": "ping"}')
+            assert orjson.loads((await ws.receive()).data) == {"type": "pong"}
+        async with http.ws_connect(
+            live.url + "/api/ws", protocols=("cero.v1", f"bearer.{token}")
+        ) as ws:
+            assert ws.protocol == "cero.v1"
+        async with http.ws_connect(live.url + "/api/ws", protocols=(f"bearer.{token}",)) as ws:
+            assert ws.protocol == f"bearer.{token}"
+        for kwargs in ({}, {"protocols": ("bearer.wrong",)}):
+            with pytest.raises(aiohttp.WSServerHandshakeError) as info:
+                await http.ws_connect(live.url + "/api/ws", **kwargs)
+            assert info.value.status == 401
+
+
+async def test_bad_frames_fault_then_abuse_closes_1008(env: tuple[Live, FakeGemini, str]) -> None:
+    live, _, token = env
+    async with aiohttp.ClientSession() as http:
+        peer = await _peer(live, http, token)
+        for text in ("not json", "[1]", '{"type": 3}', '{"type": "dance"}',
+                     '{"type": "subscribe"}', '{"type": "send", "message": ""}'):
+            before = len(peer.frames)
+            await peer.ws.send_str(text)
+            await peer.wait_for(lambda f: len(peer.frames) > before)
+            fault = peer.frames[before]
+            assert fault["type"] == "fault" and fault["code"] and fault["error"], text
+        await peer.send(type="ping")
+        await peer.wait_for(lambda f: f["type"] == "pong")  # still open after faults
+        for _ in range(30):
+            await peer.ws.send_str("garbage")
+        await asyncio.wait_for(peer._task, 5)  # type: ignore[arg-type]
+        assert peer.close_code == 1008
+
+
+async def test_oversized_frame_closes_1009(env: tuple[Live, FakeGemini, str]) -> None:
+    live, _, token = env
+    async with aiohttp.ClientSession() as http:
+        peer = await _peer(live, http, token)
+        await peer.ws.send_str('{"type": "send", "message": "' + "x" * 70_000 + '"}')
+        await asyncio.wait_for(peer._task, 5)  # type: ignore[arg-type]
+        assert peer.close_code == 1009
+
+
+async def test_slow_consumer_does_not_delay_fast_one(env: tuple[Live, FakeGemini, str]) -> None:
+    live, fake, token = env
+    chunk = "y" * 4000  # 8 MB in all: more than the kernel and transport buffers hold
+    fake.enqueue(Script(chunks=[f"{i:04d}{chunk}" for i in range(2000)], chunk_delay=0))
+    async with aiohttp.ClientSession() as http:
+        async with http.post(live.url + "/api/chat", json={"message": "warm", "aiModel": "demo"},
+                             headers=bearer(token)) as r:
+            conversation_id = orjson.loads(await r.content.readline())["data"]["conversationId"]
+            await r.read()
+        # The slow peer: a tiny receive buffer, and it stops reading after `subscribed`.
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", live.server.port))  # type: ignore[arg-type]
+        sock.setblocking(False)
+        ws_url = live.url.replace("http", "ws") + "/api/ws"
+        slow = await connect(ws_url, sock=sock, additional_headers=bearer(token), max_queue=1,
+                             max_size=None)
+        await slow.send(
+            orjson.dumps({"type": "subscribe", "conversationId": conversation_id}).decode()
+        )
+        subscribed = orjson.loads(await slow.recv())
+        assert subscribed["type"] == "subscribed"
+        fast = await _peer(live, http, token)
+        await fast.send(type="subscribe", conversationId=conversation_id)
+        await fast.wait_for(lambda f: f["type"] == "subscribed")
+        await fast.send(type="send", conversationId=conversation_id, message="flood",
+                        aiModel=MODEL)
+        done = await fast.wait_for(lambda f: f["type"] == "done", timeout=60)
+        events = fast.of(conversation_id)
+        check_seq(events)
+        tokens = [e for e in events if e["type"] == "token"]
+        assert sum(e.get("merged", 1) for e in tokens) == 2000
+        assert "".join(e["text"] for e in tokens) == done["fullText"]
+        # Now the slow peer reads what was buffered for it: it ends closed with 4008.
+        last_cursor = None
+        got: list[str] = []
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                try:
+                    frame = orjson.loads(await asyncio.wait_for(slow.recv(), 10))
+                except TimeoutError:
+                    raise AssertionError(f"no close after {len(got)} frames: {got[-3:]}") from None
+                got.append(frame["type"])
+                if "seq" in frame and frame["type"] not in ("subscribed",):
+                    last_cursor = f"{frame['epoch']}:{frame['seq']}"
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4008
+        assert last_cursor is not None
+        # ... and resumes from its cursor: a replay (or a reset), then live.
+        again = await _peer(live, http, token)
+        await again.send(type="subscribe", conversationId=conversation_id, after=last_cursor)
+        ack = await again.wait_for(lambda f: f["type"] == "subscribed")
+        if ack["recovered"]:
+            await again.wait_for(lambda f: f["type"] == "done")
+        else:
+            await again.wait_for(lambda f: f["type"] == "reset")
+        await again.close()
+        await fast.close()
