@@ -1,0 +1,623 @@
+"""The scenarios: each starts what it needs, measures one window per phase, and cleans up.
+
+Targets (issue 6) are checked in :mod:`bench.report`; this module only measures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import multiprocessing as mp
+import os
+import secrets
+import socket
+import subprocess
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import numpy as np
+import orjson
+
+from bench.clients import client_process, open_non_reader
+from bench.common import (
+    HOST,
+    Children,
+    cpu_seconds,
+    free_port,
+    prompt,
+    rss_bytes,
+    wait_http,
+)
+from tests.fakes.gemini import parse_ts
+
+SECRET = "bench-secret-" + "x" * 40
+#: Tokens asked for in an as-fast-as-possible phase; the phase cancels the generation.
+FAST_TOKENS = 10_000_000
+
+
+@dataclass
+class Config:
+    duration: float = 8.0
+    warmup: float = 1.5
+    s1_subs: list[int] = field(default_factory=lambda: [100, 1000])
+    rates: list[float] = field(default_factory=lambda: [50.0, 0.0])
+    loops: list[str] = field(default_factory=lambda: ["uvloop", "asyncio"])
+    s2_convs: int = 200
+    s2_subs: int = 2
+    s2_rate: float = 20.0
+    s3_conns: int = 10_000
+    s3_procs: int = 4
+    s4_turns: int = 200
+    s5_subs: list[int] = field(default_factory=lambda: [100, 1000])
+    client_procs: int = 2
+    postgres_admin: str = "postgresql://postgres@127.0.0.1:5432/postgres"
+    profile: bool = True
+    scenarios: list[str] = field(default_factory=lambda: ["1", "2", "3", "4", "5"])
+
+
+@dataclass
+class Server:
+    name: str  # "project" | "baseline"
+    proc: subprocess.Popen[bytes]
+    port: int
+    loop: str
+    database: str = ""
+    log: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+
+# -- processes --------------------------------------------------------------------------
+
+
+class Env:
+    """Everything one benchmark invocation started: stand-in, servers, client processes."""
+
+    def __init__(self, tmp: Path, cfg: Config) -> None:
+        self.tmp = tmp
+        self.cfg = cfg
+        self.children = Children()
+        self.groups: list[ClientGroup] = []
+        self.standin_port = free_port()
+        self.standin_url = f"http://{HOST}:{self.standin_port}"
+        self.standin: subprocess.Popen[bytes] | None = None
+        self.sqlite_url = f"sqlite:///{tmp / 'bench.db'}"
+        self.users: dict[str, list[tuple[str, str]]] = {}
+        self.pg_databases: list[str] = []
+        self.http: aiohttp.ClientSession | None = None
+
+    async def open(self) -> None:
+        self.http = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, force_close=False),
+            timeout=aiohttp.ClientTimeout(total=120),
+        )
+        self.standin = self.children.start(
+            ["-m", "bench.standin", "--port", str(self.standin_port)], log=self.tmp / "standin.log"
+        )
+        await asyncio.to_thread(wait_http, self.standin_url + "/healthz", 30, self.standin)
+
+    async def close(self) -> None:
+        for group in list(self.groups):
+            await group.stop()
+        if self.http is not None:
+            await self.http.close()
+        self.children.stop_all()
+        for name in self.pg_databases:
+            with contextlib.suppress(Exception):
+                await _pg_admin(self.cfg.postgres_admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    async def seed(self, database_url: str, count: int) -> list[tuple[str, str]]:
+        if database_url not in self.users:
+            proc = await asyncio.create_subprocess_exec(
+                os.sys.executable, "-m", "bench.seed", database_url, str(count),  # type: ignore[attr-defined]
+                cwd=str(Path(__file__).resolve().parent.parent),
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+            )
+            out, _ = await asyncio.wait_for(proc.communicate(), 120)
+            if proc.returncode != 0:
+                raise RuntimeError(f"seeding {database_url.split('://')[0]} failed")
+            lines = [ln for ln in out.decode().splitlines() if ln.startswith("[")]
+            self.users[database_url] = [tuple(u) for u in orjson.loads(lines[-1])]  # type: ignore[misc]
+        return self.users[database_url]
+
+    async def new_postgres(self) -> str:
+        name = "cero_bench_" + secrets.token_hex(4)
+        await _pg_admin(self.cfg.postgres_admin, f'CREATE DATABASE "{name}"')
+        self.pg_databases.append(name)
+        return self.cfg.postgres_admin.rsplit("/", 1)[0] + "/" + name
+
+    async def start_project(self, database_url: str, loop: str = "uvloop") -> Server:
+        port = free_port()
+        log = self.tmp / f"server-{port}.log"
+        env = {
+            "DATABASE_URL": database_url,
+            "BETTER_AUTH_SECRET": SECRET,
+            "GEMINI_API_KEY": "x",
+            "CERO_GEMINI_BASE_URL": self.standin_url,
+            "CERO_PORT": str(port),
+            "CERO_HOST": HOST,
+            "CERO_LOG_LEVEL": "warning",
+            "CERO_LOG_FORMAT": "json",
+            "BENCH_LOOP": loop,
+        }
+        proc = self.children.start(["-m", "bench.launch_server"], env=env, log=log)
+        server = Server("project", proc, port, loop, database_url.split("://")[0], log)
+        try:
+            await asyncio.to_thread(wait_http, server.url + "/healthz", 60, proc)
+        except Exception:
+            raise RuntimeError(f"the server did not start: {_tail(log)}") from None
+        return server
+
+    async def start_baseline(self, kind: str) -> Server:
+        port = free_port()
+        log = self.tmp / f"baseline-{kind}-{port}.log"
+        proc = self.children.start(
+            ["-m", f"bench.baseline_{kind}", "--port", str(port), "--upstream", self.standin_url],
+            log=log,
+        )
+        server = Server("baseline", proc, port, "uvloop", "", log)
+        await asyncio.to_thread(wait_http, server.url + "/healthz", 30, proc)
+        return server
+
+    def stop(self, server: Server) -> None:
+        self.children.stop(server.proc)
+
+
+def _tail(path: Path, lines: int = 5) -> str:
+    with contextlib.suppress(OSError):
+        return " | ".join(path.read_text(errors="replace").splitlines()[-lines:])
+    return ""
+
+
+async def _pg_admin(url: str, sql: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(url, timeout=10)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+async def _recv(conn: Connection, timeout: float) -> Any:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not conn.poll():
+        if loop.time() > deadline:
+            raise TimeoutError("a client process did not answer in time")
+        await asyncio.sleep(0.02)
+    return conn.recv()
+
+
+class ClientGroup:
+    """Client processes (spawned) sharing a list of connections round-robin."""
+
+    def __init__(self, env: Env, kind: str, host: str, port: int, conns: Sequence[dict[str, Any]],
+                 procs: int, concurrency: int = 32) -> None:
+        procs = max(1, min(procs, len(conns) or 1))
+        self.env = env
+        self.specs = [
+            {"kind": kind, "host": host, "port": port, "conns": list(conns[i::procs]),
+             "concurrency": concurrency, "ready_timeout": 180}
+            for i in range(procs)
+        ]
+        self.processes: list[Any] = []
+        self.pipes: list[Connection] = []
+        self.ready: list[dict[str, Any]] = []
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.processes if p.pid is not None]
+
+    async def start(self, timeout: float = 240.0) -> int:
+        ctx = mp.get_context("spawn")
+        for spec in self.specs:
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=client_process, args=(child, spec), daemon=True)
+            proc.start()
+            child.close()
+            self.processes.append(proc)
+            self.pipes.append(parent)
+        self.env.groups.append(self)
+        answers = await asyncio.gather(*(_recv(p, timeout) for p in self.pipes))
+        self.ready = [a[1] for a in answers]
+        return sum(int(r["ready"]) for r in self.ready)
+
+    async def measure(self, t0: float, t1: float) -> tuple[dict[str, Any], np.ndarray]:
+        for pipe in self.pipes:
+            pipe.send(("go", t0, t1))
+        answers = await asyncio.gather(
+            *(_recv(p, max(0.0, t1 - time.time()) + 60) for p in self.pipes)
+        )
+        total: dict[str, Any] = {}
+        samples = []
+        for _, summary, raw in answers:
+            for key, value in summary.items():
+                if isinstance(value, int):
+                    total[key] = total.get(key, 0) + value
+                elif isinstance(value, dict):
+                    merged = total.setdefault(key, {})
+                    for k, v in value.items():
+                        merged[str(k)] = merged.get(str(k), 0) + v
+            samples.append(np.frombuffer(raw, dtype=np.float64))
+        return total, (np.concatenate(samples) if samples else np.zeros(0))
+
+    async def stop(self) -> None:
+        if self not in self.env.groups:
+            return
+        self.env.groups.remove(self)
+        for pipe in self.pipes:
+            with contextlib.suppress(Exception):
+                pipe.send(("stop",))
+        for pipe in self.pipes:
+            with contextlib.suppress(Exception):
+                await _recv(pipe, 10)
+        for proc in self.processes:
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(timeout=5)
+            if proc.is_alive():
+                proc.kill()
+
+
+# -- targets: how to subscribe, start and stop a stream on the project or a baseline ----
+
+
+class Target:
+    def __init__(self, env: Env, server: Server) -> None:
+        self.env = env
+        self.server = server
+
+    @property
+    def http(self) -> aiohttp.ClientSession:
+        assert self.env.http is not None
+        return self.env.http
+
+    def ws_conn(self, room: str, token: str | None) -> dict[str, Any]:
+        if self.server.name == "baseline":
+            return {"path": "/ws", "subscribe": [room]}
+        return {"path": f"/api/ws?token={token}", "subscribe": [room]}
+
+    def sse_conn(self, room: str, token: str | None) -> dict[str, Any]:
+        if self.server.name == "baseline":
+            return {"path": f"/events?room={room}"}
+        return {"path": f"/api/conversations/{room}/events", "token": token}
+
+    async def create_rooms(self, count: int, users: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """``(room, owner token)``: real conversations on the project (one short turn each)."""
+        if self.server.name == "baseline":
+            return [(f"room{i}", "") for i in range(count)]
+        gate = asyncio.Semaphore(8)
+
+        async def one(i: int) -> tuple[str, str]:
+            token = users[i % len(users)][0]
+            async with gate, self.http.post(
+                self.server.url + "/api/chat",
+                json={"message": prompt(1, 0)},
+                headers={"Authorization": f"Bearer {token}"},
+            ) as resp:
+                if resp.status != 200:
+                    raise RuntimeError(f"create conversation: {resp.status} {await resp.text()}")
+                await resp.read()
+                return resp.headers["X-Conversation-Id"], token
+
+        return list(await asyncio.gather(*(one(i) for i in range(count))))
+
+    async def start_stream(self, room: str, token: str, tokens: int, rate: float) -> None:
+        if self.server.name == "baseline":
+            async with self.http.post(
+                self.server.url + "/start", json={"room": room, "tokens": tokens, "rate": rate}
+            ) as resp:
+                await resp.read()
+            return
+        async with self.http.post(
+            self.server.url + "/api/chat",
+            json={"message": prompt(tokens, rate), "conversationId": room},
+            headers={"Authorization": f"Bearer {token}"},
+        ) as resp:
+            if resp.status != 200:
+                raise RuntimeError(f"start stream: {resp.status} {await resp.text()}")
+            await resp.content.readline()  # `init`: the generation runs; let the response go
+
+    async def stop_streams(self, rooms: Sequence[tuple[str, str]]) -> None:
+        if self.server.name == "baseline":
+            async with self.http.post(self.server.url + "/stop") as resp:
+                await resp.read()
+            return
+        gate = asyncio.Semaphore(16)
+
+        async def one(room: str, token: str) -> None:
+            async with gate, self.http.post(
+                self.server.url + f"/api/conversations/{room}/cancel", json={},
+                headers={"Authorization": f"Bearer {token}"},
+            ) as resp:
+                await resp.read()
+
+        await asyncio.gather(*(one(r, t) for r, t in rooms))
+
+    async def slow_closes(self) -> int | None:
+        if self.server.name == "baseline":
+            return None
+        async with self.http.get(self.server.url + "/metrics") as resp:
+            text = await resp.text()
+        for line in text.splitlines():
+            if line.startswith("cero_ws_slow_consumer_closes_total"):
+                return int(float(line.split()[-1]))
+        return None
+
+
+# -- measurements ------------------------------------------------------------------------
+
+
+def percentiles(samples: np.ndarray) -> dict[str, float | None]:
+    if samples.size == 0:
+        return {"p50_ms": None, "p90_ms": None, "p99_ms": None, "max_ms": None}
+    ms = samples * 1000.0
+    p50, p90, p99 = np.percentile(ms, [50, 90, 99])
+    return {"p50_ms": float(p50), "p90_ms": float(p90), "p99_ms": float(p99),
+            "max_ms": float(ms.max())}
+
+
+class CpuMeter:
+    def __init__(self, groups: dict[str, list[int]]) -> None:
+        self.groups = groups
+        self.start = {k: sum(cpu_seconds(p) for p in v) for k, v in groups.items()}
+        self.t = time.monotonic()
+
+    def read(self) -> dict[str, float]:
+        elapsed = time.monotonic() - self.t
+        return {
+            f"{k}_cpu_pct": round(
+                100 * (sum(cpu_seconds(p) for p in v) - self.start[k]) / max(elapsed, 1e-9), 1
+            )
+            for k, v in self.groups.items()
+        }
+
+
+async def _sleep_until(wall: float) -> None:
+    await asyncio.sleep(max(0.0, wall - time.time()))
+
+
+async def fanout(
+    env: Env,
+    target: Target,
+    *,
+    scenario: str,
+    transport: str,
+    rooms: list[tuple[str, str]],
+    subs_per_room: int,
+    rates: Sequence[float],
+    non_reader: bool,
+    procs: int,
+    warmup: float,
+    profile: Path | None = None,
+    log: Callable[[str], None] = print,
+) -> list[dict[str, Any]]:
+    """Subscribe ``subs_per_room`` clients to every room, then one measured phase per rate
+    (and an extra, unreported, profiled phase when ``profile`` is set)."""
+    cfg = env.cfg
+    server = target.server
+    conns = [
+        (target.ws_conn if transport == "ws" else target.sse_conn)(room, token)
+        for room, token in rooms
+        for _ in range(subs_per_room)
+    ]
+    group = ClientGroup(env, transport, HOST, server.port, conns, procs)
+    t_setup = time.monotonic()
+    ready = await group.start()
+    sockets: list[socket.socket] = []
+    if non_reader:
+        room, token = rooms[0]
+        path = target.ws_conn(room, token)["path"] if transport == "ws" else \
+            target.sse_conn(room, token)["path"]
+        sockets.append(await asyncio.to_thread(
+            open_non_reader, HOST, server.port, transport, path, room, token or None
+        ))
+    await asyncio.sleep(1.0)  # let subscription traffic (presence events) settle
+    log(f"    {len(conns)} subscribers ready={ready} in {time.monotonic() - t_setup:.1f}s")
+    results: list[dict[str, Any]] = []
+    standin_pid = env.standin.pid if env.standin is not None else 0
+    phases: list[tuple[float, bool]] = [(r, False) for r in rates]
+    if profile is not None:
+        phases.append((0.0, True))
+    try:
+        for rate, profiled in phases:
+            tokens = FAST_TOKENS if rate <= 0 else int(rate * (warmup + cfg.duration + 4)) + 10
+            await asyncio.gather(*(target.start_stream(r, t, tokens, rate) for r, t in rooms))
+            t0 = time.time() + warmup
+            t1 = t0 + cfg.duration
+            measuring = asyncio.ensure_future(group.measure(t0, t1))
+            await _sleep_until(t0)
+            meter = CpuMeter({"server": [server.pid], "client": group.pids,
+                              "standin": [standin_pid]})
+            spy: subprocess.Popen[bytes] | None = None
+            if profiled and profile is not None:
+                spy = subprocess.Popen(
+                    [str(Path(os.sys.executable).parent / "py-spy"), "record",  # type: ignore[attr-defined]
+                     "-p", str(server.pid), "-d", str(max(1, int(cfg.duration))), "-r", "200",
+                     "--nonblocking", "-f", "raw", "-o", str(profile)],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                )
+            await _sleep_until(t1)
+            cpu = meter.read()
+            totals, samples = await measuring
+            if spy is not None:
+                try:
+                    spy.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    spy.kill()
+            await target.stop_streams(rooms)
+            window = t1 - t0
+            row: dict[str, Any] = {
+                "scenario": scenario,
+                "target": server.name,
+                "transport": transport,
+                "loop": server.loop,
+                "database": server.database,
+                "conversations": len(rooms),
+                "subscribers": len(conns),
+                "non_reader": non_reader,
+                "rate": "fast" if rate <= 0 else rate,
+                "window_s": round(window, 2),
+                "deliveries_per_s": round(totals.get("tokens", 0) / window, 1),
+                "frames_per_s": round(totals.get("frames", 0) / window, 1),
+                "samples": int(samples.size),
+                **percentiles(samples),
+                **cpu,
+                "client_procs": len(group.pids),
+                "ready": ready,
+                "failed": totals.get("failed", 0),
+                "closed_by_server": totals.get("closed", 0),
+                "close_codes": totals.get("close_codes", {}),
+            }
+            if profiled:
+                row["profile"] = str(profile)
+            else:
+                results.append(row)
+            log("    " + _brief(row))
+            await asyncio.sleep(1.5 if rate <= 0 else 0.5)  # drain before the next phase
+        closes = await target.slow_closes()
+        for row in results:
+            row["slow_consumer_closes"] = closes
+    finally:
+        for sock in sockets:
+            sock.close()
+        await group.stop()
+    return results
+
+
+def _brief(row: dict[str, Any]) -> str:
+    def ms(v: object) -> str:
+        return "-" if v is None else f"{float(v):.1f}"  # type: ignore[arg-type]
+
+    return (
+        f"{row['target']:<8} {row['transport']} {row['loop']:<7} subs={row['subscribers']:<5} "
+        f"rate={row['rate']!s:<5} deliveries/s={row['deliveries_per_s']:>9.0f} "
+        f"frames/s={row['frames_per_s']:>9.0f} p50={ms(row['p50_ms'])} p99={ms(row['p99_ms'])} "
+        f"max={ms(row['max_ms'])} ms  cpu srv={row['server_cpu_pct']}% "
+        f"cli={row['client_cpu_pct']}% standin={row['standin_cpu_pct']}%"
+    )
+
+
+async def idle_connections(env: Env, server: Server, users: list[tuple[str, str]], count: int,
+                           procs: int, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Scenario 3: ``count`` authenticated, idle WebSocket connections; RSS per connection."""
+    await asyncio.sleep(1.0)
+    before = rss_bytes(server.pid)
+    if server.name == "baseline":
+        conns = [{"path": "/ws", "subscribe": []} for _ in range(count)]
+    else:
+        conns = [{"path": f"/api/ws?token={users[i % len(users)][0]}", "subscribe": []}
+                 for i in range(count)]
+    group = ClientGroup(env, "ws", HOST, server.port, conns, procs, concurrency=24)
+    started = time.monotonic()
+    try:
+        ready = await group.start(timeout=600)
+        setup = time.monotonic() - started
+        await asyncio.sleep(2.0)
+        after = rss_bytes(server.pid)
+        meter = CpuMeter({"server": [server.pid]})
+        await asyncio.sleep(2.0)
+        idle_cpu = meter.read()["server_cpu_pct"]
+    finally:
+        await group.stop()
+    row = {
+        "scenario": "3",
+        "target": server.name,
+        "transport": "ws",
+        "loop": server.loop,
+        "database": server.database,
+        "connections": ready,
+        "failed": count - ready,
+        "rss_before_mb": round(before / 2**20, 1),
+        "rss_after_mb": round(after / 2**20, 1),
+        "kb_per_connection": round((after - before) / max(ready, 1) / 1024, 2),
+        "connect_s": round(setup, 1),
+        "handshakes_per_s": round(ready / max(setup, 1e-9), 0),
+        "idle_server_cpu_pct": idle_cpu,
+    }
+    log(f"    {server.name}: {ready}/{count} connections in {setup:.1f}s, RSS "
+        f"{row['rss_before_mb']} → {row['rss_after_mb']} MB = {row['kb_per_connection']} KB/conn")
+    return row
+
+
+async def time_to_first_token(env: Env, server: Server, users: list[tuple[str, str]],
+                              turns: int, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Scenario 4: ``POST /api/chat`` → first ``token``, minus the stand-in's own delay."""
+    http = env.http
+    assert http is not None
+    target = Target(env, server)
+    if server.name == "baseline":
+        rooms: list[tuple[str, str]] = [("", "")]
+        url = server.url + "/chat"
+    else:
+        rooms = await target.create_rooms(max(1, math.ceil(turns / 10)), users)
+        url = server.url + "/api/chat"
+    added: list[float] = []
+    total: list[float] = []
+    errors = 0
+    run_id = secrets.token_hex(3)
+    for i in range(turns):
+        room, token = rooms[i % len(rooms)]
+        tag = f"{run_id}-{i}"
+        body: dict[str, Any] = {"message": prompt(3, 0, tag)}
+        headers = {}
+        if server.name != "baseline":
+            body["conversationId"] = room
+            headers["Authorization"] = f"Bearer {token}"
+        t_send = time.time()
+        first: float | None = None
+        stamp: float | None = None
+        async with http.post(url, json=body, headers=headers) as resp:
+            if resp.status != 200:
+                errors += 1
+                await resp.read()
+                continue
+            async for line in resp.content:
+                obj = orjson.loads(line)
+                if obj.get("topic") == "token":
+                    first = time.time()
+                    stamp = parse_ts(str(obj.get("data")))
+                    break
+            await resp.read()
+        async with http.get(f"{env.standin_url}/bench/arrival/{tag}") as resp:
+            arrival = (await resp.json()).get("arrival")
+        if first is None or stamp is None or arrival is None:
+            errors += 1
+            continue
+        total.append(first - t_send)
+        added.append((first - t_send) - (stamp - arrival))
+    a = np.array(added) * 1000
+    t = np.array(total) * 1000
+    row = {
+        "scenario": "4",
+        "target": server.name,
+        "loop": server.loop,
+        "database": server.database or "-",
+        "turns": len(added),
+        "errors": errors,
+        "added_p50_ms": float(np.percentile(a, 50)) if a.size else None,
+        "added_p99_ms": float(np.percentile(a, 99)) if a.size else None,
+        "added_max_ms": float(a.max()) if a.size else None,
+        "ttft_p50_ms": float(np.percentile(t, 50)) if t.size else None,
+    }
+    log(f"    {server.name} {row['database']}: added TTFT p50={row['added_p50_ms']:.2f} ms "
+        f"p99={row['added_p99_ms']:.2f} ms (total p50 {row['ttft_p50_ms']:.2f} ms, "
+        f"{errors} errors)")
+    return row
+
+
+Step = Callable[[], Awaitable[None]]

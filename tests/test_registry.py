@@ -1,0 +1,109 @@
+"""Actor lifecycle: idle stop and respawn, supervision after a crash, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+import pytest_asyncio
+
+from server.state import ENGINE, REGISTRY
+from server.tables import Message
+from tests.auth_helpers import bearer, make_user_session
+from tests.conftest import Live, make_settings, start_live
+from tests.live_clients import WsPeer, read_ndjson
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def live_short_idle(database_url: str) -> AsyncIterator[Live]:
+    live = await start_live(
+        lambda port: make_settings(database_url, port=port, actor_idle_timeout=0.3)
+    )
+    yield live
+    await live.server.close()
+
+
+async def _chat(http: aiohttp.ClientSession, live: Live, token: str, **body: object) -> list[dict]:
+    async with http.post(live.url + "/api/chat", json=body, headers=bearer(token)) as r:
+        assert r.status == 200, await r.text()
+        return await read_ndjson(r)
+
+
+async def test_idle_actor_stops_and_respawns_with_new_epoch(live_short_idle: Live) -> None:
+    live = live_short_idle
+    token, _ = await make_user_session("Idle")
+    registry = live.app[REGISTRY]
+    async with aiohttp.ClientSession() as http:
+        lines = await _chat(http, live, token, message="hello", aiModel="demo")
+        conversation_id = lines[0]["data"]["conversationId"]
+        actor = registry.peek(conversation_id)
+        assert actor is not None
+        epoch = actor.hub.epoch
+        # A viewer keeps it alive past the idle timeout.
+        ws = WsPeer(await http.ws_connect(live.url + "/api/ws", headers=bearer(token))).start()
+        await ws.send(type="subscribe", conversationId=conversation_id)
+        await ws.wait_for(lambda f: f["type"] == "subscribed")
+        await asyncio.sleep(0.8)
+        assert registry.peek(conversation_id) is actor
+        await ws.close()
+        for _ in range(50):
+            if registry.peek(conversation_id) is None:
+                break
+            await asyncio.sleep(0.05)
+        assert registry.peek(conversation_id) is None
+        ws = WsPeer(await http.ws_connect(live.url + "/api/ws", headers=bearer(token))).start()
+        await ws.send(type="subscribe", conversationId=conversation_id,
+                      after=f"{epoch}:{actor.hub.last_seq}")
+        ack = await ws.wait_for(lambda f: f["type"] == "subscribed")
+        assert ack["epoch"] != epoch and ack["recovered"] is False
+        reset = await ws.wait_for(lambda f: f["type"] == "reset")
+        assert reset["epoch"] == ack["epoch"]
+        await ws.close()
+
+
+async def test_crashed_actor_is_respawned(live_short_idle: Live) -> None:
+    """A database failure inside the actor kills it; the next use gets a fresh one."""
+    live = live_short_idle
+    token, _ = await make_user_session("Crashy")
+    registry = live.app[REGISTRY]
+    engine = live.app[ENGINE]
+    async with aiohttp.ClientSession() as http:
+        lines = await _chat(http, live, token, message="before", aiModel="demo")
+        conversation_id = lines[0]["data"]["conversationId"]
+        crashes = registry.crashes
+        await engine.run_ddl('ALTER TABLE message RENAME TO message_away')
+        try:
+            async with http.post(
+                live.url + "/api/chat",
+                json={"message": "boom", "aiModel": "demo", "conversationId": conversation_id},
+                headers=bearer(token),
+            ) as r:
+                assert r.status == 500
+                assert (await r.json())["code"] == "internal"
+        finally:
+            await engine.run_ddl('ALTER TABLE message_away RENAME TO message')
+        for _ in range(50):
+            if registry.crashes > crashes:
+                break
+            await asyncio.sleep(0.02)
+        assert registry.crashes == crashes + 1, "not supervised"
+        lines = await _chat(http, live, token, message="after", aiModel="demo",
+                            conversationId=conversation_id)
+        assert lines[-1]["topic"] == "done", lines[-1]
+        rows = await Message.select(Message.content, Message.role).where(
+            Message.conversation_id == conversation_id
+        ).order_by(Message.created_at).run()
+        user_turns = [r["content"] for r in rows if r["role"] == "user"]
+        assert user_turns == ["before", "after"], user_turns
+
+
+async def test_metrics_expose_tokens_and_connections(live_short_idle: Live) -> None:
+    async with aiohttp.ClientSession() as http:
+        async with http.get(live_short_idle.url + "/metrics") as r:
+            text = await r.text()
+    assert r.status == 200
+    assert "cero_tokens_streamed_total" in text and "cero_live_actors" in text
