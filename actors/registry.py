@@ -27,6 +27,7 @@ class Registry:
         self._actors: dict[str, ConversationActor] = {}
         self._spawning: dict[str, asyncio.Future[ConversationActor]] = {}
         self._closing = False
+        self._cleanups: set[asyncio.Task[None]] = set()
         self.crashes = 0
 
     def __len__(self) -> int:
@@ -59,6 +60,7 @@ class Registry:
             if owner is None:
                 raise ConversationNotFound(conversation_id)
             actor = ConversationActor(conversation_id, owner, self.deps, on_exit=self._exited)
+            actor.task.add_done_callback(lambda task: self._finished(actor, task))
             self._actors[conversation_id] = actor
             future.set_result(actor)
             return actor
@@ -70,10 +72,12 @@ class Registry:
             del self._spawning[conversation_id]
 
     def _exited(self, actor: ConversationActor) -> None:
+        """Called synchronously as the actor loop ends: no command can reach it after."""
         if self._actors.get(actor.conversation_id) is actor:
             del self._actors[actor.conversation_id]
-        task = actor.task
-        if task.done() and not task.cancelled() and task.exception() is not None:
+
+    def _finished(self, actor: ConversationActor, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
             self._supervise(actor, task.exception())
 
     def _supervise(self, actor: ConversationActor, exc: BaseException | None) -> None:
@@ -83,7 +87,9 @@ class Registry:
             conversation_id=actor.conversation_id,
             error=f"{type(exc).__name__}: {exc}",
         )
-        asyncio.get_running_loop().create_task(actor.crashed())
+        task = asyncio.get_running_loop().create_task(actor.crashed())
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
 
     async def call(self, conversation_id: str, user_id: str) -> ConversationActor:
         """Like :meth:`get`, retrying once if the actor stopped under us (idle stop)."""

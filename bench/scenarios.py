@@ -13,6 +13,7 @@ import os
 import secrets
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -121,7 +122,7 @@ class Env:
     async def seed(self, database_url: str, count: int) -> list[tuple[str, str]]:
         if database_url not in self.users:
             proc = await asyncio.create_subprocess_exec(
-                os.sys.executable, "-m", "bench.seed", database_url, str(count),  # type: ignore[attr-defined]
+                sys.executable, "-m", "bench.seed", database_url, str(count),
                 cwd=str(Path(__file__).resolve().parent.parent),
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
             )
@@ -446,7 +447,7 @@ async def fanout(
             spy: subprocess.Popen[bytes] | None = None
             if profiled and profile is not None:
                 spy = subprocess.Popen(
-                    [str(Path(os.sys.executable).parent / "py-spy"), "record",  # type: ignore[attr-defined]
+                    [str(Path(sys.executable).parent / "py-spy"), "record",
                      "-p", str(server.pid), "-d", str(max(1, int(cfg.duration))), "-r", "200",
                      "--nonblocking", "-f", "raw", "-o", str(profile)],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

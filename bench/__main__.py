@@ -1,0 +1,252 @@
+"""``python -m bench``: every scenario of issue 6 against the bare-aiohttp baselines, in one run.
+
+Starts the Gemini stand-in, the Cero server (``bench.launch_server``: uvloop or plain
+asyncio) and the bare baselines (``bench.baseline_ws`` / ``bench.baseline_sse``) as child
+processes, drives them with client processes (``bench.clients``), prints a table and writes
+``bench/results/<UTC time>.json``, ``.md`` and ``.png``. Everything it starts is stopped on
+exit, Ctrl-C or error. See ``bench/README.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench import report
+from bench.common import raise_nofile
+from bench.scenarios import (
+    Config,
+    Env,
+    Target,
+    fanout,
+    idle_connections,
+    time_to_first_token,
+)
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x]
+
+
+def _rates(text: str) -> list[float]:
+    return [0.0 if x in ("fast", "0") else float(x) for x in text.split(",") if x]
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[Config, argparse.Namespace]:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="small counts, short windows (< 90 s)")
+    p.add_argument("--scenarios", default="1,2,3,4,5", help="which scenarios (default all)")
+    p.add_argument("--duration", type=float, help="measured window per phase, s (default 8)")
+    p.add_argument("--warmup", type=float, help="seconds between starting a stream and measuring")
+    p.add_argument("--subs", type=_ints, help="scenario 1 subscriber counts (default 100,1000)")
+    p.add_argument("--sse-subs", type=_ints, help="scenario 5 subscriber counts (default 100,1000)")
+    p.add_argument("--rates", type=_rates,
+                   help="token rates per phase, 'fast' = as fast as possible (default 50,fast)")
+    p.add_argument("--loops", help="server loops for scenario 1 (default uvloop,asyncio)")
+    p.add_argument("--convs", type=int, help="scenario 2 conversations (default 200)")
+    p.add_argument("--convs-subs", type=int, help="scenario 2 subscribers each (default 2)")
+    p.add_argument("--convs-rate", type=float, help="scenario 2 tokens/s each (default 20)")
+    p.add_argument("--idle", type=int, help="scenario 3 connections (default 10000)")
+    p.add_argument("--turns", type=int, help="scenario 4 sequential turns per target (default 200)")
+    p.add_argument("--client-procs", type=int, help="client processes per fan-out run (default 2)")
+    p.add_argument("--postgres", help="admin URL for creating the scenario-4 database "
+                   "(default postgresql://postgres@127.0.0.1:5432/postgres)")
+    p.add_argument("--no-profile", action="store_true", help="skip the py-spy profile phase")
+    p.add_argument("--budget", type=float, default=900.0, help="hard stop after this many seconds")
+    args = p.parse_args(argv)
+    cfg = Config()
+    if args.quick:
+        cfg = Config(duration=2.5, warmup=1.0, s1_subs=[100], s5_subs=[100], loops=["uvloop"],
+                     s2_convs=40, s3_conns=1000, s3_procs=2, s4_turns=30, profile=False)
+    cfg.scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    for attr, value in (
+        ("duration", args.duration), ("warmup", args.warmup), ("s1_subs", args.subs),
+        ("s5_subs", args.sse_subs), ("rates", args.rates), ("s2_convs", args.convs),
+        ("s2_subs", args.convs_subs), ("s2_rate", args.convs_rate), ("s3_conns", args.idle),
+        ("s4_turns", args.turns), ("client_procs", args.client_procs),
+        ("postgres_admin", args.postgres),
+    ):
+        if value is not None:
+            setattr(cfg, attr, value)
+    if args.loops:
+        cfg.loops = [x.strip() for x in args.loops.split(",") if x.strip()]
+    if args.no_profile:
+        cfg.profile = False
+    return cfg, args
+
+
+def log(message: str) -> None:
+    print(message, flush=True)
+
+
+async def run(cfg: Config, stamp: str) -> dict[str, Any]:
+    runs: list[dict[str, Any]] = []
+    profile_summary: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="cero-bench-") as tmp:
+        env = Env(Path(tmp), cfg)
+        try:
+            await env.open()
+            users = await env.seed(env.sqlite_url, 16)
+            scen = cfg.scenarios
+            procs = cfg.client_procs
+
+            if "1" in scen:
+                log("scenario 1: one conversation, WebSocket fan-out")
+                baseline = await env.start_baseline("ws")
+                for n in cfg.s1_subs:
+                    t = Target(env, baseline)
+                    rooms = await t.create_rooms(1, users)
+                    runs += await fanout(env, t, scenario="1", transport="ws", rooms=rooms,
+                                         subs_per_room=n, rates=cfg.rates, non_reader=False,
+                                         procs=procs, warmup=cfg.warmup, log=log)
+                env.stop(baseline)
+                for loop in cfg.loops:
+                    server = await env.start_project(env.sqlite_url, loop)
+                    for n in cfg.s1_subs:
+                        t = Target(env, server)
+                        rooms = await t.create_rooms(1, users)
+                        profile = None
+                        if cfg.profile and loop == "uvloop" and n == max(cfg.s1_subs):
+                            profile = RESULTS / f"{stamp}-profile.txt"
+                        rates = cfg.rates if loop == "uvloop" else [r for r in cfg.rates if r <= 0]
+                        runs += await fanout(env, t, scenario="1", transport="ws", rooms=rooms,
+                                             subs_per_room=n, rates=rates or cfg.rates,
+                                             non_reader=True, procs=procs, warmup=cfg.warmup,
+                                             profile=profile, log=log)
+                        if profile is not None:
+                            profile_summary = report.summarize_profile(profile)
+                    env.stop(server)
+
+            if "5" in scen:
+                log("scenario 5: one conversation, SSE fan-out")
+                baseline = await env.start_baseline("sse")
+                server = await env.start_project(env.sqlite_url)
+                for n in cfg.s5_subs:
+                    for srv, non_reader in ((baseline, False), (server, True)):
+                        t = Target(env, srv)
+                        rooms = await t.create_rooms(1, users)
+                        runs += await fanout(env, t, scenario="5", transport="sse", rooms=rooms,
+                                             subs_per_room=n, rates=cfg.rates,
+                                             non_reader=non_reader, procs=procs,
+                                             warmup=cfg.warmup, log=log)
+                env.stop(baseline)
+                env.stop(server)
+
+            if "2" in scen:
+                log(f"scenario 2: {cfg.s2_convs} conversations x {cfg.s2_subs} subscribers, "
+                    f"{cfg.s2_rate:g} tokens/s each")
+                baseline = await env.start_baseline("ws")
+                server = await env.start_project(env.sqlite_url)
+                for srv in (baseline, server):
+                    t = Target(env, srv)
+                    rooms = await t.create_rooms(cfg.s2_convs, users)
+                    runs += await fanout(env, t, scenario="2", transport="ws", rooms=rooms,
+                                         subs_per_room=cfg.s2_subs, rates=[cfg.s2_rate],
+                                         non_reader=False, procs=procs,
+                                         warmup=max(cfg.warmup, 3.0), log=log)
+                env.stop(baseline)
+                env.stop(server)
+
+            if "3" in scen:
+                log(f"scenario 3: {cfg.s3_conns} idle authenticated WebSocket connections")
+                for start in (lambda: env.start_baseline("ws"),
+                              lambda: env.start_project(env.sqlite_url)):
+                    srv = await start()
+                    runs.append(await idle_connections(env, srv, users, cfg.s3_conns,
+                                                       cfg.s3_procs, log=log))
+                    env.stop(srv)
+
+            if "4" in scen:
+                log(f"scenario 4: time to first token, {cfg.s4_turns} sequential turns")
+                baseline = await env.start_baseline("ws")
+                runs.append(await time_to_first_token(env, baseline, [], cfg.s4_turns, log=log))
+                env.stop(baseline)
+                server = await env.start_project(env.sqlite_url)
+                runs.append(await time_to_first_token(env, server, users, cfg.s4_turns, log=log))
+                env.stop(server)
+                try:
+                    pg_url = await env.new_postgres()
+                except Exception as exc:
+                    log(f"    PostgreSQL unavailable, skipped: {exc!r}")
+                else:
+                    pg_users = await env.seed(pg_url, 4)
+                    server = await env.start_project(pg_url)
+                    runs.append(await time_to_first_token(env, server, pg_users, cfg.s4_turns,
+                                                          log=log))
+                    env.stop(server)
+        finally:
+            await env.close()
+    return {"runs": runs, "profile": profile_summary}
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg, args = parse_args(argv)
+    raise_nofile()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H-%M-%SZ")
+    started = time.monotonic()
+
+    def on_term(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        result = asyncio.run(asyncio.wait_for(run(cfg, stamp), args.budget))
+    except KeyboardInterrupt:
+        print("interrupted: child processes stopped", file=sys.stderr)
+        return 130
+    except TimeoutError:
+        print(f"stopped: the run exceeded --budget {args.budget:.0f}s", file=sys.stderr)
+        return 1
+    runs = result["runs"]
+    report.add_ratios(runs)
+    targets = report.check_targets(runs)
+    info = report.machine()
+    elapsed = time.monotonic() - started
+    text = report.table(runs, targets)
+    header = (f"Machine: {info['nproc']} CPUs, {info['cpu_model']}, Python {info['python']}, "
+              f"aiohttp {info['aiohttp']}, kernel {info['kernel']}; run {stamp} "
+              f"({'quick' if args.quick else 'full'}, {elapsed:.0f} s)")
+    print()
+    print(header)
+    print()
+    print(text)
+    profile = result["profile"]
+    if profile:
+        print()
+        print(f"Profile (py-spy, server during scenario 1 as-fast, {profile['samples']} samples)")
+        print("  self time:      " + "; ".join(f"{n} {p}%" for n, p in profile["self_pct"][:10]))
+        print("  inclusive time: " + "; ".join(f"{n} {p}%" for n, p in profile["inclusive_pct"][:12]))
+    out = {
+        "stamp": stamp,
+        "machine": info,
+        "config": vars(cfg),
+        "quick": args.quick,
+        "elapsed_s": round(elapsed, 1),
+        "runs": runs,
+        "targets": targets,
+        "profile": profile,
+    }
+    (RESULTS / f"{stamp}.json").write_bytes(orjson.dumps(out, option=orjson.OPT_INDENT_2))
+    (RESULTS / f"{stamp}.md").write_text(header + "\n\n" + text + "\n")
+    with contextlib.suppress(Exception):
+        report.plot(runs, RESULTS / f"{stamp}.png")
+    print(f"\nwrote bench/results/{stamp}.json, .md and .png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

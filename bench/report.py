@@ -1,0 +1,253 @@
+"""Results: ratios against the baseline, target checks, the table, JSON, the PNG plot and a
+summary of a py-spy profile."""
+
+from __future__ import annotations
+
+import platform
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+Row = dict[str, Any]
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import os
+
+    import aiohttp
+
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": model,
+        "python": platform.python_version(),
+        "aiohttp": aiohttp.__version__,
+        "kernel": platform.release(),
+    }
+
+
+def _key(row: Row) -> tuple[Any, ...]:
+    return (row["scenario"], row["transport"], row.get("subscribers"), row.get("rate"))
+
+
+def add_ratios(runs: list[Row]) -> None:
+    """``ratio``: project deliveries/s over the baseline's of the same scenario, transport,
+    subscriber count and rate (scenario 3: KB per connection; 4: added TTFT)."""
+    base = {_key(r): r for r in runs if r["target"] == "baseline" and r["scenario"] in "125"}
+    for row in runs:
+        if row["target"] != "project":
+            continue
+        if row["scenario"] in ("1", "2", "5"):
+            b = base.get(_key(row))
+            if b and b["deliveries_per_s"]:
+                row["ratio"] = round(row["deliveries_per_s"] / b["deliveries_per_s"], 3)
+                if row.get("p99_ms") and b.get("p99_ms"):
+                    row["p99_ratio"] = round(row["p99_ms"] / b["p99_ms"], 3)
+    b3 = next((r for r in runs if r["scenario"] == "3" and r["target"] == "baseline"), None)
+    b4 = next((r for r in runs if r["scenario"] == "4" and r["target"] == "baseline"), None)
+    for row in runs:
+        if row["target"] != "project":
+            continue
+        if row["scenario"] == "3" and b3 and b3["kb_per_connection"]:
+            row["ratio"] = round(row["kb_per_connection"] / b3["kb_per_connection"], 2)
+        if row["scenario"] == "4" and b4 and b4["added_p50_ms"]:
+            row["ratio"] = round(row["added_p50_ms"] / b4["added_p50_ms"], 2)
+
+
+def check_targets(runs: list[Row]) -> list[Row]:
+    out: list[Row] = []
+
+    def add(name: str, value: float | None, limit: float, higher_is_better: bool, unit: str) -> None:
+        if value is None:
+            out.append({"target": name, "value": None, "limit": limit, "met": None, "unit": unit})
+            return
+        met = value >= limit if higher_is_better else value <= limit
+        margin = (value - limit) if higher_is_better else (limit - value)
+        out.append({"target": name, "value": round(value, 3), "limit": limit, "met": met,
+                    "margin": round(margin, 3), "unit": unit})
+
+    uv = [r for r in runs if r["target"] == "project" and r.get("loop") == "uvloop"]
+    for r in uv:
+        if r["scenario"] == "1" and r["rate"] == "fast":
+            add(f"S1 fan-out fast, {r['subscribers']} subs (+non-reader) vs baseline",
+                r.get("ratio"), 0.8, True, "ratio")
+        if r["scenario"] == "1" and r["rate"] == 50.0 and r["subscribers"] >= 1000:
+            add(f"S1 p99 at 50 tok/s x {r['subscribers']} subs", r.get("p99_ms"), 50, False, "ms")
+        if r["scenario"] == "2":
+            add(f"S2 p99, {r['conversations']} convs x {r['subscribers'] // max(r['conversations'], 1)} subs",
+                r.get("p99_ms"), 100, False, "ms")
+        if r["scenario"] == "3":
+            add(f"S3 RSS per idle connection ({r['connections']} conns)",
+                r.get("kb_per_connection"), 20, False, "KB")
+        if r["scenario"] == "4" and r.get("database") == "postgres":
+            add("S4 added TTFT p50 on PostgreSQL", r.get("added_p50_ms"), 5, False, "ms")
+        if r["scenario"] == "5" and r["rate"] == "fast":
+            add(f"S5 SSE fan-out fast, {r['subscribers']} subs vs raw SSE", r.get("ratio"), 0.8,
+                True, "ratio")
+    return out
+
+
+def _f(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return str(value)
+
+
+def table(runs: list[Row], targets: list[Row]) -> str:
+    lines = [
+        "### Fan-out (scenarios 1, 2, 5)",
+        "",
+        "| scen | target | transport | loop | convs | subs | tok/s | deliveries/s | frames/s "
+        "| p50 ms | p99 ms | max ms | server CPU % | client CPU % | stand-in CPU % | vs baseline |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in runs:
+        if r["scenario"] not in ("1", "2", "5"):
+            continue
+        name = r["target"] + (" +non-reader" if r.get("non_reader") else "")
+        lines.append(
+            f"| {r['scenario']} | {name} | {r['transport']} | {r['loop']} | {r['conversations']} "
+            f"| {r['subscribers']} | {r['rate']} | {_f(r['deliveries_per_s'], 0)} "
+            f"| {_f(r['frames_per_s'], 0)} | {_f(r['p50_ms'])} | {_f(r['p99_ms'])} "
+            f"| {_f(r['max_ms'])} | {_f(r['server_cpu_pct'])} | {_f(r['client_cpu_pct'])} "
+            f"| {_f(r['standin_cpu_pct'])} | {_f(r.get('ratio'), 2)} |"
+        )
+    idle = [r for r in runs if r["scenario"] == "3"]
+    if idle:
+        lines += ["", "### Idle connections (scenario 3)", "",
+                  "| target | connections | RSS before MB | RSS after MB | KB/connection "
+                  "| handshakes/s | idle server CPU % | vs baseline |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in idle:
+            lines.append(
+                f"| {r['target']} | {r['connections']} | {r['rss_before_mb']} | {r['rss_after_mb']} "
+                f"| {_f(r['kb_per_connection'], 2)} | {_f(r['handshakes_per_s'], 0)} "
+                f"| {r['idle_server_cpu_pct']} | {_f(r.get('ratio'), 2)} |"
+            )
+    ttft = [r for r in runs if r["scenario"] == "4"]
+    if ttft:
+        lines += ["", "### Time to first token added by the server (scenario 4)", "",
+                  "| target | database | turns | added p50 ms | added p99 ms | added max ms "
+                  "| TTFT p50 ms | vs baseline (p50) |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in ttft:
+            lines.append(
+                f"| {r['target']} | {r['database']} | {r['turns']} | {_f(r['added_p50_ms'], 2)} "
+                f"| {_f(r['added_p99_ms'], 2)} | {_f(r['added_max_ms'], 2)} "
+                f"| {_f(r['ttft_p50_ms'], 2)} | {_f(r.get('ratio'), 2)} |"
+            )
+    if targets:
+        lines += ["", "### Targets (issue 6)", "", "| target | value | limit | met |",
+                  "|---|---|---|---|"]
+        for t in targets:
+            met = {True: "yes", False: "**no**", None: "n/a"}[t["met"]]
+            lines.append(f"| {t['target']} | {_f(t['value'], 3)} {t['unit']} "
+                         f"| {t['limit']} {t['unit']} | {met} |")
+    return "\n".join(lines)
+
+
+def plot(runs: list[Row], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fan = [r for r in runs if r["scenario"] in ("1", "2", "5")]
+    labels = [
+        f"S{r['scenario']} {r['target'][:4]} {r['transport']}"
+        f"{'/aio' if r['loop'] == 'asyncio' else ''}\n{r['subscribers']}s {r['rate']}"
+        for r in fan
+    ]
+    fig, axes = plt.subplots(2, 2, figsize=(18, 11))
+    ax = axes[0][0]
+    x = range(len(fan))
+    for key, marker in (("p50_ms", "o"), ("p99_ms", "s"), ("max_ms", "^")):
+        ax.scatter(list(x), [r.get(key) or float("nan") for r in fan], marker=marker,
+                   label=key.replace("_ms", ""))
+    ax.set_yscale("log")
+    ax.set_ylabel("latency, ms (stand-in send → client receipt)")
+    ax.set_title("Delivery latency per run")
+    ax.axhline(50, color="grey", linestyle=":", linewidth=1)
+    ax.axhline(100, color="grey", linestyle="--", linewidth=1)
+    ax.set_xticks(list(x), labels, rotation=90, fontsize=7)
+    ax.legend()
+    ax = axes[0][1]
+    colors = ["tab:blue" if r["target"] == "project" else "tab:grey" for r in fan]
+    ax.bar(list(x), [r["deliveries_per_s"] for r in fan], color=colors)
+    ax.set_ylabel("token deliveries / s")
+    ax.set_title("Throughput per run (blue: project, grey: bare baseline)")
+    ax.set_xticks(list(x), labels, rotation=90, fontsize=7)
+    ax = axes[1][0]
+    idle = [r for r in runs if r["scenario"] == "3"]
+    ax.bar([r["target"] for r in idle], [r["kb_per_connection"] for r in idle],
+           color=["tab:blue" if r["target"] == "project" else "tab:grey" for r in idle])
+    ax.axhline(20, color="red", linestyle=":", linewidth=1)
+    ax.set_ylabel("KB RSS per idle WebSocket")
+    ax.set_title("Scenario 3: memory per connection (target ≤ 20 KB)")
+    ax = axes[1][1]
+    ttft = [r for r in runs if r["scenario"] == "4"]
+    names = [f"{r['target']} {r['database']}" for r in ttft]
+    pos = range(len(ttft))
+    ax.bar([p - 0.2 for p in pos], [r["added_p50_ms"] or 0 for r in ttft], width=0.4, label="p50")
+    ax.bar([p + 0.2 for p in pos], [r["added_p99_ms"] or 0 for r in ttft], width=0.4, label="p99")
+    ax.axhline(5, color="red", linestyle=":", linewidth=1)
+    ax.set_xticks(list(pos), names)
+    ax.set_ylabel("ms added to time to first token")
+    ax.set_title("Scenario 4: TTFT added by the server (target p50 ≤ 5 ms on PostgreSQL)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+_LINE = re.compile(r"\s*\((.*?):\d+\)$")
+
+
+def _frame_name(frame: str) -> str:
+    """``func (path/file.py:123)`` → ``func (file.py)``."""
+    match = _LINE.search(frame)
+    if not match:
+        return frame.strip()
+    func = frame[: match.start()].strip()
+    return f"{func} ({Path(match.group(1)).name})"
+
+
+def summarize_profile(path: Path, top: int = 15) -> dict[str, Any]:
+    """Self and inclusive time per function from py-spy's collapsed (raw) stacks."""
+    self_time: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    total = 0
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return {}
+    for line in text.splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        total += count
+        frames = [_frame_name(f) for f in stack.split(";") if f]
+        frames = [f for f in frames if not f.startswith(("process ", "thread "))]
+        if not frames:
+            continue
+        self_time[frames[-1]] += count
+        for name in set(frames):
+            inclusive[name] += count
+    if not total:
+        return {}
+
+    def pct(c: Counter[str]) -> list[tuple[str, float]]:
+        return [(name, round(100 * n / total, 1)) for name, n in c.most_common(top)]
+
+    return {"samples": total, "self_pct": pct(self_time), "inclusive_pct": pct(inclusive)}
