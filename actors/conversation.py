@@ -360,8 +360,11 @@ class ConversationActor:
         except Exception:
             self.hub.append(
                 "error",
-                {"code": "internal", "error": "could not store the answer",
-                 "generationId": generation_id},
+                {
+                    "code": "internal",
+                    "error": "could not store the answer",
+                    "generationId": generation_id,
+                },
             )
             raise
         generation = _Generation(

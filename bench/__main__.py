@@ -45,16 +45,22 @@ def _rates(text: str) -> list[float]:
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[Config, argparse.Namespace]:
-    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--quick", action="store_true", help="small counts, short windows (< 90 s)")
     p.add_argument("--scenarios", default="1,2,3,4,5", help="which scenarios (default all)")
     p.add_argument("--duration", type=float, help="measured window per phase, s (default 8)")
     p.add_argument("--warmup", type=float, help="seconds between starting a stream and measuring")
     p.add_argument("--subs", type=_ints, help="scenario 1 subscriber counts (default 100,1000)")
     p.add_argument("--sse-subs", type=_ints, help="scenario 5 subscriber counts (default 100,1000)")
-    p.add_argument("--rates", type=_rates,
-                   help="token rates per phase, 'fast' = as fast as possible (default 50,fast)")
+    p.add_argument(
+        "--rates",
+        type=_rates,
+        help="token rates per phase, 'fast' = as fast as possible (default 50,fast)",
+    )
     p.add_argument("--loops", help="server loops for scenario 1 (default uvloop,asyncio)")
     p.add_argument("--convs", type=int, help="scenario 2 conversations (default 200)")
     p.add_argument("--convs-subs", type=int, help="scenario 2 subscribers each (default 2)")
@@ -62,21 +68,41 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, argparse.Namespac
     p.add_argument("--idle", type=int, help="scenario 3 connections (default 10000)")
     p.add_argument("--turns", type=int, help="scenario 4 sequential turns per target (default 200)")
     p.add_argument("--client-procs", type=int, help="client processes per fan-out run (default 2)")
-    p.add_argument("--postgres", help="admin URL for creating the scenario-4 database "
-                   "(default postgresql://postgres@127.0.0.1:5432/postgres)")
+    p.add_argument(
+        "--postgres",
+        help="admin URL for creating the scenario-4 database "
+        "(default postgresql://postgres@127.0.0.1:5432/postgres)",
+    )
     p.add_argument("--no-profile", action="store_true", help="skip the py-spy profile phase")
     p.add_argument("--budget", type=float, default=900.0, help="hard stop after this many seconds")
     args = p.parse_args(argv)
     cfg = Config()
     if args.quick:
-        cfg = Config(duration=2.5, warmup=1.0, s1_subs=[100], s5_subs=[100], loops=["uvloop"],
-                     s2_convs=40, s3_conns=1000, s3_procs=2, s4_turns=30, profile=False)
+        cfg = Config(
+            duration=2.5,
+            warmup=1.0,
+            s1_subs=[100],
+            s5_subs=[100],
+            loops=["uvloop"],
+            s2_convs=40,
+            s3_conns=1000,
+            s3_procs=2,
+            s4_turns=30,
+            profile=False,
+        )
     cfg.scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     for attr, value in (
-        ("duration", args.duration), ("warmup", args.warmup), ("s1_subs", args.subs),
-        ("s5_subs", args.sse_subs), ("rates", args.rates), ("s2_convs", args.convs),
-        ("s2_subs", args.convs_subs), ("s2_rate", args.convs_rate), ("s3_conns", args.idle),
-        ("s4_turns", args.turns), ("client_procs", args.client_procs),
+        ("duration", args.duration),
+        ("warmup", args.warmup),
+        ("s1_subs", args.subs),
+        ("s5_subs", args.sse_subs),
+        ("rates", args.rates),
+        ("s2_convs", args.convs),
+        ("s2_subs", args.convs_subs),
+        ("s2_rate", args.convs_rate),
+        ("s3_conns", args.idle),
+        ("s4_turns", args.turns),
+        ("client_procs", args.client_procs),
         ("postgres_admin", args.postgres),
     ):
         if value is not None:
@@ -109,9 +135,19 @@ async def run(cfg: Config, stamp: str) -> dict[str, Any]:
                 for n in cfg.s1_subs:
                     t = Target(env, baseline)
                     rooms = await t.create_rooms(1, users)
-                    runs += await fanout(env, t, scenario="1", transport="ws", rooms=rooms,
-                                         subs_per_room=n, rates=cfg.rates, non_reader=False,
-                                         procs=procs, warmup=cfg.warmup, log=log)
+                    runs += await fanout(
+                        env,
+                        t,
+                        scenario="1",
+                        transport="ws",
+                        rooms=rooms,
+                        subs_per_room=n,
+                        rates=cfg.rates,
+                        non_reader=False,
+                        procs=procs,
+                        warmup=cfg.warmup,
+                        log=log,
+                    )
                 env.stop(baseline)
                 for loop in cfg.loops:
                     server = await env.start_project(env.sqlite_url, loop)
@@ -122,10 +158,20 @@ async def run(cfg: Config, stamp: str) -> dict[str, Any]:
                         if cfg.profile and loop == "uvloop" and n == max(cfg.s1_subs):
                             profile = RESULTS / f"{stamp}-profile.txt"
                         rates = cfg.rates if loop == "uvloop" else [r for r in cfg.rates if r <= 0]
-                        runs += await fanout(env, t, scenario="1", transport="ws", rooms=rooms,
-                                             subs_per_room=n, rates=rates or cfg.rates,
-                                             non_reader=True, procs=procs, warmup=cfg.warmup,
-                                             profile=profile, log=log)
+                        runs += await fanout(
+                            env,
+                            t,
+                            scenario="1",
+                            transport="ws",
+                            rooms=rooms,
+                            subs_per_room=n,
+                            rates=rates or cfg.rates,
+                            non_reader=True,
+                            procs=procs,
+                            warmup=cfg.warmup,
+                            profile=profile,
+                            log=log,
+                        )
                         if profile is not None:
                             profile_summary = report.summarize_profile(profile)
                     env.stop(server)
@@ -138,35 +184,58 @@ async def run(cfg: Config, stamp: str) -> dict[str, Any]:
                     for srv, non_reader in ((baseline, False), (server, True)):
                         t = Target(env, srv)
                         rooms = await t.create_rooms(1, users)
-                        runs += await fanout(env, t, scenario="5", transport="sse", rooms=rooms,
-                                             subs_per_room=n, rates=cfg.rates,
-                                             non_reader=non_reader, procs=procs,
-                                             warmup=cfg.warmup, log=log)
+                        runs += await fanout(
+                            env,
+                            t,
+                            scenario="5",
+                            transport="sse",
+                            rooms=rooms,
+                            subs_per_room=n,
+                            rates=cfg.rates,
+                            non_reader=non_reader,
+                            procs=procs,
+                            warmup=cfg.warmup,
+                            log=log,
+                        )
                 env.stop(baseline)
                 env.stop(server)
 
             if "2" in scen:
-                log(f"scenario 2: {cfg.s2_convs} conversations x {cfg.s2_subs} subscribers, "
-                    f"{cfg.s2_rate:g} tokens/s each")
+                log(
+                    f"scenario 2: {cfg.s2_convs} conversations x {cfg.s2_subs} subscribers, "
+                    f"{cfg.s2_rate:g} tokens/s each"
+                )
                 baseline = await env.start_baseline("ws")
                 server = await env.start_project(env.sqlite_url)
                 for srv in (baseline, server):
                     t = Target(env, srv)
                     rooms = await t.create_rooms(cfg.s2_convs, users)
-                    runs += await fanout(env, t, scenario="2", transport="ws", rooms=rooms,
-                                         subs_per_room=cfg.s2_subs, rates=[cfg.s2_rate],
-                                         non_reader=False, procs=procs,
-                                         warmup=max(cfg.warmup, 3.0), log=log)
+                    runs += await fanout(
+                        env,
+                        t,
+                        scenario="2",
+                        transport="ws",
+                        rooms=rooms,
+                        subs_per_room=cfg.s2_subs,
+                        rates=[cfg.s2_rate],
+                        non_reader=False,
+                        procs=procs,
+                        warmup=max(cfg.warmup, 3.0),
+                        log=log,
+                    )
                 env.stop(baseline)
                 env.stop(server)
 
             if "3" in scen:
                 log(f"scenario 3: {cfg.s3_conns} idle authenticated WebSocket connections")
-                for start in (lambda: env.start_baseline("ws"),
-                              lambda: env.start_project(env.sqlite_url)):
+                for start in (
+                    lambda: env.start_baseline("ws"),
+                    lambda: env.start_project(env.sqlite_url),
+                ):
                     srv = await start()
-                    runs.append(await idle_connections(env, srv, users, cfg.s3_conns,
-                                                       cfg.s3_procs, log=log))
+                    runs.append(
+                        await idle_connections(env, srv, users, cfg.s3_conns, cfg.s3_procs, log=log)
+                    )
                     env.stop(srv)
 
             if "4" in scen:
@@ -184,8 +253,9 @@ async def run(cfg: Config, stamp: str) -> dict[str, Any]:
                 else:
                     pg_users = await env.seed(pg_url, 4)
                     server = await env.start_project(pg_url)
-                    runs.append(await time_to_first_token(env, server, pg_users, cfg.s4_turns,
-                                                          log=log))
+                    runs.append(
+                        await time_to_first_token(env, server, pg_users, cfg.s4_turns, log=log)
+                    )
                     env.stop(server)
         finally:
             await env.close()
@@ -217,9 +287,11 @@ def main(argv: list[str] | None = None) -> int:
     info = report.machine()
     elapsed = time.monotonic() - started
     text = report.table(runs, targets)
-    header = (f"Machine: {info['nproc']} CPUs, {info['cpu_model']}, Python {info['python']}, "
-              f"aiohttp {info['aiohttp']}, kernel {info['kernel']}; run {stamp} "
-              f"({'quick' if args.quick else 'full'}, {elapsed:.0f} s)")
+    header = (
+        f"Machine: {info['nproc']} CPUs, {info['cpu_model']}, Python {info['python']}, "
+        f"aiohttp {info['aiohttp']}, kernel {info['kernel']}; run {stamp} "
+        f"({'quick' if args.quick else 'full'}, {elapsed:.0f} s)"
+    )
     print()
     print(header)
     print()
@@ -229,7 +301,9 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print(f"Profile (py-spy, server during scenario 1 as-fast, {profile['samples']} samples)")
         print("  self time:      " + "; ".join(f"{n} {p}%" for n, p in profile["self_pct"][:10]))
-        print("  inclusive time: " + "; ".join(f"{n} {p}%" for n, p in profile["inclusive_pct"][:12]))
+        print(
+            "  inclusive time: " + "; ".join(f"{n} {p}%" for n, p in profile["inclusive_pct"][:12])
+        )
     out = {
         "stamp": stamp,
         "machine": info,

@@ -91,8 +91,11 @@ async def chat(request: web.Request) -> web.StreamResponse:
     spec = str(body["message"])
     fields = dict(item.split("=", 1) for item in spec.split(":")[1:])
     async for text in stream_texts(
-        request.app[SESSION], request.app[UPSTREAM], int(fields["tokens"]),
-        float(fields["rate"]), fields["tag"],
+        request.app[SESSION],
+        request.app[UPSTREAM],
+        int(fields["tokens"]),
+        float(fields["rate"]),
+        fields["tag"],
     ):
         parts.append(text)
         await resp.write(orjson.dumps({"topic": "token", "data": text}) + b"\n")

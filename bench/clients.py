@@ -286,7 +286,9 @@ async def _run(conn: Connection, spec: dict[str, Any]) -> None:
                 transports.append(transport)
                 # Pace the handshakes: wait (bounded) until this one is ready.
                 deadline = loop.time() + 10
-                while stats.ready == before and loop.time() < deadline and not transport.is_closing():
+                while (
+                    stats.ready == before and loop.time() < deadline and not transport.is_closing()
+                ):
                     await asyncio.sleep(0.002)
             except (OSError, TimeoutError):
                 stats.failed += 1
@@ -333,8 +335,9 @@ def client_process(conn: Connection, spec: dict[str, Any]) -> None:
         uvloop.run(_run(conn, spec))
 
 
-def open_non_reader(host: str, port: int, kind: str, path: str, conversation_id: str,
-                    token: str | None = None) -> socket.socket:
+def open_non_reader(
+    host: str, port: int, kind: str, path: str, conversation_id: str, token: str | None = None
+) -> socket.socket:
     """A subscriber that connects, subscribes and then never reads (tiny receive buffer)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)

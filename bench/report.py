@@ -65,33 +65,63 @@ def add_ratios(runs: list[Row]) -> None:
 def check_targets(runs: list[Row]) -> list[Row]:
     out: list[Row] = []
 
-    def add(name: str, value: float | None, limit: float, higher_is_better: bool, unit: str) -> None:
+    def add(
+        name: str, value: float | None, limit: float, higher_is_better: bool, unit: str
+    ) -> None:
         if value is None:
             out.append({"target": name, "value": None, "limit": limit, "met": None, "unit": unit})
             return
         met = value >= limit if higher_is_better else value <= limit
         margin = (value - limit) if higher_is_better else (limit - value)
-        out.append({"target": name, "value": round(value, 3), "limit": limit, "met": met,
-                    "margin": round(margin, 3), "unit": unit})
+        out.append(
+            {
+                "target": name,
+                "value": round(value, 3),
+                "limit": limit,
+                "met": met,
+                "margin": round(margin, 3),
+                "unit": unit,
+            }
+        )
 
     uv = [r for r in runs if r["target"] == "project" and r.get("loop") == "uvloop"]
     for r in uv:
         if r["scenario"] == "1" and r["rate"] == "fast":
-            add(f"S1 fan-out fast, {r['subscribers']} subs (+non-reader) vs baseline",
-                r.get("ratio"), 0.8, True, "ratio")
+            add(
+                f"S1 fan-out fast, {r['subscribers']} subs (+non-reader) vs baseline",
+                r.get("ratio"),
+                0.8,
+                True,
+                "ratio",
+            )
         if r["scenario"] == "1" and r["rate"] == 50.0 and r["subscribers"] >= 1000:
             add(f"S1 p99 at 50 tok/s x {r['subscribers']} subs", r.get("p99_ms"), 50, False, "ms")
         if r["scenario"] == "2":
-            add(f"S2 p99, {r['conversations']} convs x {r['subscribers'] // max(r['conversations'], 1)} subs",
-                r.get("p99_ms"), 100, False, "ms")
+            add(
+                f"S2 p99, {r['conversations']} convs x {r['subscribers'] // max(r['conversations'], 1)} subs",
+                r.get("p99_ms"),
+                100,
+                False,
+                "ms",
+            )
         if r["scenario"] == "3":
-            add(f"S3 RSS per idle connection ({r['connections']} conns)",
-                r.get("kb_per_connection"), 20, False, "KB")
+            add(
+                f"S3 RSS per idle connection ({r['connections']} conns)",
+                r.get("kb_per_connection"),
+                20,
+                False,
+                "KB",
+            )
         if r["scenario"] == "4" and r.get("database") == "postgres":
             add("S4 added TTFT p50 on PostgreSQL", r.get("added_p50_ms"), 5, False, "ms")
         if r["scenario"] == "5" and r["rate"] == "fast":
-            add(f"S5 SSE fan-out fast, {r['subscribers']} subs vs raw SSE", r.get("ratio"), 0.8,
-                True, "ratio")
+            add(
+                f"S5 SSE fan-out fast, {r['subscribers']} subs vs raw SSE",
+                r.get("ratio"),
+                0.8,
+                True,
+                "ratio",
+            )
     return out
 
 
@@ -124,10 +154,14 @@ def table(runs: list[Row], targets: list[Row]) -> str:
         )
     idle = [r for r in runs if r["scenario"] == "3"]
     if idle:
-        lines += ["", "### Idle connections (scenario 3)", "",
-                  "| target | connections | RSS before MB | RSS after MB | KB/connection "
-                  "| handshakes/s | idle server CPU % | vs baseline |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "### Idle connections (scenario 3)",
+            "",
+            "| target | connections | RSS before MB | RSS after MB | KB/connection "
+            "| handshakes/s | idle server CPU % | vs baseline |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for r in idle:
             lines.append(
                 f"| {r['target']} | {r['connections']} | {r['rss_before_mb']} | {r['rss_after_mb']} "
@@ -136,10 +170,14 @@ def table(runs: list[Row], targets: list[Row]) -> str:
             )
     ttft = [r for r in runs if r["scenario"] == "4"]
     if ttft:
-        lines += ["", "### Time to first token added by the server (scenario 4)", "",
-                  "| target | database | turns | added p50 ms | added p99 ms | added max ms "
-                  "| TTFT p50 ms | vs baseline (p50) |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "### Time to first token added by the server (scenario 4)",
+            "",
+            "| target | database | turns | added p50 ms | added p99 ms | added max ms "
+            "| TTFT p50 ms | vs baseline (p50) |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for r in ttft:
             lines.append(
                 f"| {r['target']} | {r['database']} | {r['turns']} | {_f(r['added_p50_ms'], 2)} "
@@ -147,12 +185,19 @@ def table(runs: list[Row], targets: list[Row]) -> str:
                 f"| {_f(r['ttft_p50_ms'], 2)} | {_f(r.get('ratio'), 2)} |"
             )
     if targets:
-        lines += ["", "### Targets (issue 6)", "", "| target | value | limit | met |",
-                  "|---|---|---|---|"]
+        lines += [
+            "",
+            "### Targets (issue 6)",
+            "",
+            "| target | value | limit | met |",
+            "|---|---|---|---|",
+        ]
         for t in targets:
             met = {True: "yes", False: "**no**", None: "n/a"}[t["met"]]
-            lines.append(f"| {t['target']} | {_f(t['value'], 3)} {t['unit']} "
-                         f"| {t['limit']} {t['unit']} | {met} |")
+            lines.append(
+                f"| {t['target']} | {_f(t['value'], 3)} {t['unit']} "
+                f"| {t['limit']} {t['unit']} | {met} |"
+            )
     return "\n".join(lines)
 
 
@@ -172,8 +217,12 @@ def plot(runs: list[Row], path: Path) -> None:
     ax = axes[0][0]
     x = range(len(fan))
     for key, marker in (("p50_ms", "o"), ("p99_ms", "s"), ("max_ms", "^")):
-        ax.scatter(list(x), [r.get(key) or float("nan") for r in fan], marker=marker,
-                   label=key.replace("_ms", ""))
+        ax.scatter(
+            list(x),
+            [r.get(key) or float("nan") for r in fan],
+            marker=marker,
+            label=key.replace("_ms", ""),
+        )
     ax.set_yscale("log")
     ax.set_ylabel("latency, ms (stand-in send → client receipt)")
     ax.set_title("Delivery latency per run")
@@ -189,8 +238,11 @@ def plot(runs: list[Row], path: Path) -> None:
     ax.set_xticks(list(x), labels, rotation=90, fontsize=7)
     ax = axes[1][0]
     idle = [r for r in runs if r["scenario"] == "3"]
-    ax.bar([r["target"] for r in idle], [r["kb_per_connection"] for r in idle],
-           color=["tab:blue" if r["target"] == "project" else "tab:grey" for r in idle])
+    ax.bar(
+        [r["target"] for r in idle],
+        [r["kb_per_connection"] for r in idle],
+        color=["tab:blue" if r["target"] == "project" else "tab:grey" for r in idle],
+    )
     ax.axhline(20, color="red", linestyle=":", linewidth=1)
     ax.set_ylabel("KB RSS per idle WebSocket")
     ax.set_title("Scenario 3: memory per connection (target ≤ 20 KB)")

@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import math
 import multiprocessing as mp
-import os
 import secrets
 import socket
 import subprocess
@@ -117,14 +116,21 @@ class Env:
         self.children.stop_all()
         for name in self.pg_databases:
             with contextlib.suppress(Exception):
-                await _pg_admin(self.cfg.postgres_admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                await _pg_admin(
+                    self.cfg.postgres_admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
+                )
 
     async def seed(self, database_url: str, count: int) -> list[tuple[str, str]]:
         if database_url not in self.users:
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "bench.seed", database_url, str(count),
+                sys.executable,
+                "-m",
+                "bench.seed",
+                database_url,
+                str(count),
                 cwd=str(Path(__file__).resolve().parent.parent),
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.DEVNULL,
             )
             out, _ = await asyncio.wait_for(proc.communicate(), 120)
             if proc.returncode != 0:
@@ -205,13 +211,27 @@ async def _recv(conn: Connection, timeout: float) -> Any:
 class ClientGroup:
     """Client processes (spawned) sharing a list of connections round-robin."""
 
-    def __init__(self, env: Env, kind: str, host: str, port: int, conns: Sequence[dict[str, Any]],
-                 procs: int, concurrency: int = 32) -> None:
+    def __init__(
+        self,
+        env: Env,
+        kind: str,
+        host: str,
+        port: int,
+        conns: Sequence[dict[str, Any]],
+        procs: int,
+        concurrency: int = 32,
+    ) -> None:
         procs = max(1, min(procs, len(conns) or 1))
         self.env = env
         self.specs = [
-            {"kind": kind, "host": host, "port": port, "conns": list(conns[i::procs]),
-             "concurrency": concurrency, "ready_timeout": 180}
+            {
+                "kind": kind,
+                "host": host,
+                "port": port,
+                "conns": list(conns[i::procs]),
+                "concurrency": concurrency,
+                "ready_timeout": 180,
+            }
             for i in range(procs)
         ]
         self.processes: list[Any] = []
@@ -305,11 +325,14 @@ class Target:
 
         async def one(i: int) -> tuple[str, str]:
             token = users[i % len(users)][0]
-            async with gate, self.http.post(
-                self.server.url + "/api/chat",
-                json={"message": prompt(1, 0)},
-                headers={"Authorization": f"Bearer {token}"},
-            ) as resp:
+            async with (
+                gate,
+                self.http.post(
+                    self.server.url + "/api/chat",
+                    json={"message": prompt(1, 0)},
+                    headers={"Authorization": f"Bearer {token}"},
+                ) as resp,
+            ):
                 if resp.status != 200:
                     raise RuntimeError(f"create conversation: {resp.status} {await resp.text()}")
                 await resp.read()
@@ -341,10 +364,14 @@ class Target:
         gate = asyncio.Semaphore(16)
 
         async def one(room: str, token: str) -> None:
-            async with gate, self.http.post(
-                self.server.url + f"/api/conversations/{room}/cancel", json={},
-                headers={"Authorization": f"Bearer {token}"},
-            ) as resp:
+            async with (
+                gate,
+                self.http.post(
+                    self.server.url + f"/api/conversations/{room}/cancel",
+                    json={},
+                    headers={"Authorization": f"Bearer {token}"},
+                ) as resp,
+            ):
                 await resp.read()
 
         await asyncio.gather(*(one(r, t) for r, t in rooms))
@@ -368,8 +395,12 @@ def percentiles(samples: np.ndarray) -> dict[str, float | None]:
         return {"p50_ms": None, "p90_ms": None, "p99_ms": None, "max_ms": None}
     ms = samples * 1000.0
     p50, p90, p99 = np.percentile(ms, [50, 90, 99])
-    return {"p50_ms": float(p50), "p90_ms": float(p90), "p99_ms": float(p99),
-            "max_ms": float(ms.max())}
+    return {
+        "p50_ms": float(p50),
+        "p90_ms": float(p90),
+        "p99_ms": float(p99),
+        "max_ms": float(ms.max()),
+    }
 
 
 class CpuMeter:
@@ -422,11 +453,16 @@ async def fanout(
     sockets: list[socket.socket] = []
     if non_reader:
         room, token = rooms[0]
-        path = target.ws_conn(room, token)["path"] if transport == "ws" else \
-            target.sse_conn(room, token)["path"]
-        sockets.append(await asyncio.to_thread(
-            open_non_reader, HOST, server.port, transport, path, room, token or None
-        ))
+        path = (
+            target.ws_conn(room, token)["path"]
+            if transport == "ws"
+            else target.sse_conn(room, token)["path"]
+        )
+        sockets.append(
+            await asyncio.to_thread(
+                open_non_reader, HOST, server.port, transport, path, room, token or None
+            )
+        )
     await asyncio.sleep(1.0)  # let subscription traffic (presence events) settle
     log(f"    {len(conns)} subscribers ready={ready} in {time.monotonic() - t_setup:.1f}s")
     results: list[dict[str, Any]] = []
@@ -442,15 +478,29 @@ async def fanout(
             t1 = t0 + cfg.duration
             measuring = asyncio.ensure_future(group.measure(t0, t1))
             await _sleep_until(t0)
-            meter = CpuMeter({"server": [server.pid], "client": group.pids,
-                              "standin": [standin_pid]})
+            meter = CpuMeter(
+                {"server": [server.pid], "client": group.pids, "standin": [standin_pid]}
+            )
             spy: subprocess.Popen[bytes] | None = None
             if profiled and profile is not None:
                 spy = subprocess.Popen(
-                    [str(Path(sys.executable).parent / "py-spy"), "record",
-                     "-p", str(server.pid), "-d", str(max(1, int(cfg.duration))), "-r", "200",
-                     "--nonblocking", "-f", "raw", "-o", str(profile)],
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                    [
+                        str(Path(sys.executable).parent / "py-spy"),
+                        "record",
+                        "-p",
+                        str(server.pid),
+                        "-d",
+                        str(max(1, int(cfg.duration))),
+                        "-r",
+                        "200",
+                        "--nonblocking",
+                        "-f",
+                        "raw",
+                        "-o",
+                        str(profile),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
                 )
             await _sleep_until(t1)
             cpu = meter.read()
@@ -513,16 +563,24 @@ def _brief(row: dict[str, Any]) -> str:
     )
 
 
-async def idle_connections(env: Env, server: Server, users: list[tuple[str, str]], count: int,
-                           procs: int, log: Callable[[str], None] = print) -> dict[str, Any]:
+async def idle_connections(
+    env: Env,
+    server: Server,
+    users: list[tuple[str, str]],
+    count: int,
+    procs: int,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
     """Scenario 3: ``count`` authenticated, idle WebSocket connections; RSS per connection."""
     await asyncio.sleep(1.0)
     before = rss_bytes(server.pid)
     if server.name == "baseline":
         conns = [{"path": "/ws", "subscribe": []} for _ in range(count)]
     else:
-        conns = [{"path": f"/api/ws?token={users[i % len(users)][0]}", "subscribe": []}
-                 for i in range(count)]
+        conns = [
+            {"path": f"/api/ws?token={users[i % len(users)][0]}", "subscribe": []}
+            for i in range(count)
+        ]
     group = ClientGroup(env, "ws", HOST, server.port, conns, procs, concurrency=24)
     started = time.monotonic()
     try:
@@ -550,13 +608,20 @@ async def idle_connections(env: Env, server: Server, users: list[tuple[str, str]
         "handshakes_per_s": round(ready / max(setup, 1e-9), 0),
         "idle_server_cpu_pct": idle_cpu,
     }
-    log(f"    {server.name}: {ready}/{count} connections in {setup:.1f}s, RSS "
-        f"{row['rss_before_mb']} → {row['rss_after_mb']} MB = {row['kb_per_connection']} KB/conn")
+    log(
+        f"    {server.name}: {ready}/{count} connections in {setup:.1f}s, RSS "
+        f"{row['rss_before_mb']} → {row['rss_after_mb']} MB = {row['kb_per_connection']} KB/conn"
+    )
     return row
 
 
-async def time_to_first_token(env: Env, server: Server, users: list[tuple[str, str]],
-                              turns: int, log: Callable[[str], None] = print) -> dict[str, Any]:
+async def time_to_first_token(
+    env: Env,
+    server: Server,
+    users: list[tuple[str, str]],
+    turns: int,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
     """Scenario 4: ``POST /api/chat`` → first ``token``, minus the stand-in's own delay."""
     http = env.http
     assert http is not None
@@ -615,9 +680,11 @@ async def time_to_first_token(env: Env, server: Server, users: list[tuple[str, s
         "added_max_ms": float(a.max()) if a.size else None,
         "ttft_p50_ms": float(np.percentile(t, 50)) if t.size else None,
     }
-    log(f"    {server.name} {row['database']}: added TTFT p50={row['added_p50_ms']:.2f} ms "
+    log(
+        f"    {server.name} {row['database']}: added TTFT p50={row['added_p50_ms']:.2f} ms "
         f"p99={row['added_p99_ms']:.2f} ms (total p50 {row['ttft_p50_ms']:.2f} ms, "
-        f"{errors} errors)")
+        f"{errors} errors)"
+    )
     return row
 
 

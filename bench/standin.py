@@ -59,7 +59,10 @@ class BenchGemini(FakeGemini):
         app.router.add_get("/bench/arrival/{tag}", self._arrival)
         app.router.add_get("/healthz", lambda _: _ok())
         self._runner = web.AppRunner(
-            app, handle_signals=False, handler_cancellation=True, shutdown_timeout=1.0,
+            app,
+            handle_signals=False,
+            handler_cancellation=True,
+            shutdown_timeout=1.0,
             access_log=None,
         )
         await self._runner.setup()

@@ -13,10 +13,10 @@ from aiohttp import web
 
 from server import auth, db
 from server.auth.middleware import auth_middleware
-from server.config import Settings
-from server.middleware import error_middleware, request_id_middleware
 from server.chat_service import chat_runtime, stop_actors
+from server.config import Settings
 from server.metrics import Metrics, metrics_middleware, metrics_view
+from server.middleware import error_middleware, request_id_middleware
 from server.routes import chat, conversations, health
 from server.state import ENGINE, METRICS, SETTINGS
 from server.transports import ws

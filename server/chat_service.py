@@ -17,6 +17,7 @@ import structlog
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from actors.context import build_request
 from actors.conversation import (
     ActorDeps,
     ActorStopped,
@@ -25,7 +26,6 @@ from actors.conversation import (
     SendResult,
     SubscribeSpec,
 )
-from actors.context import build_request
 from actors.models.base import ModelProvider
 from actors.models.catalog import Catalog, UnknownModel, UnsupportedTools
 from actors.models.demo import DemoProvider
@@ -116,7 +116,9 @@ async def start_chat(
         model = catalog.resolve(body.aiModel)
         tools = catalog.check_tools(model, body.tools)
     except UnknownModel as exc:
-        raise ApiError(400, "unknown_model", f"aiModel: {exc}", extra={"field": "aiModel"}) from None
+        raise ApiError(
+            400, "unknown_model", f"aiModel: {exc}", extra={"field": "aiModel"}
+        ) from None
     except UnsupportedTools as exc:
         raise ApiError(
             400, "unsupported_tools", f"tools: {exc}", extra={"field": "tools"}

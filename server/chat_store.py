@@ -146,9 +146,11 @@ class PiccoloConversationStore:
                 updated_at=now,
             )
         ).run()
-        await Conversation.update({Conversation.updated_at: now}).where(
-            Conversation.id == conversation_id
-        ).run()
+        await (
+            Conversation.update({Conversation.updated_at: now})
+            .where(Conversation.id == conversation_id)
+            .run()
+        )
         return message
 
     async def add_assistant_message(
@@ -181,28 +183,34 @@ class PiccoloConversationStore:
         return message
 
     async def flush_partial(self, message_id: str, content: str) -> None:
-        await Message.update({Message.content: content, Message.updated_at: utcnow()}).where(
-            (Message.id == message_id) & (Message.status == "streaming")
-        ).run()
+        await (
+            Message.update({Message.content: content, Message.updated_at: utcnow()})
+            .where((Message.id == message_id) & (Message.status == "streaming"))
+            .run()
+        )
 
     async def finish(self, message_id: str, outcome: Outcome) -> None:
         now = utcnow()
-        await Message.update(
-            {
-                Message.content: outcome.content,
-                Message.status: outcome.status,
-                Message.finish_reason: outcome.finish_reason,
-                Message.usage: outcome.usage,
-                Message.citations: outcome.citations,
-                Message.tools: outcome.tools,
-                Message.updated_at: now,
-            }
-        ).where(Message.id == message_id).run()
+        await (
+            Message.update(
+                {
+                    Message.content: outcome.content,
+                    Message.status: outcome.status,
+                    Message.finish_reason: outcome.finish_reason,
+                    Message.usage: outcome.usage,
+                    Message.citations: outcome.citations,
+                    Message.tools: outcome.tools,
+                    Message.updated_at: now,
+                }
+            )
+            .where(Message.id == message_id)
+            .run()
+        )
 
     async def interrupt_streaming(self, message_ids: Sequence[str] | None = None) -> int:
-        query = Message.update(
-            {Message.status: "interrupted", Message.updated_at: utcnow()}
-        ).where(Message.status == "streaming")
+        query = Message.update({Message.status: "interrupted", Message.updated_at: utcnow()}).where(
+            Message.status == "streaming"
+        )
         if message_ids is not None:
             if not message_ids:
                 return 0

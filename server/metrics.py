@@ -26,14 +26,16 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.tokens = Counter(
-            "cero_tokens_streamed", "Token events published by conversation actors",
+            "cero_tokens_streamed",
+            "Token events published by conversation actors",
             registry=self.registry,
         )
         self.connections = Gauge(
             "cero_connections", "Open live connections", ["transport"], registry=self.registry
         )
         self.live_actors = Gauge(
-            "cero_live_actors", "Conversation actors alive in this process",
+            "cero_live_actors",
+            "Conversation actors alive in this process",
             registry=self.registry,
         )
         self.requests = Histogram(
@@ -44,7 +46,8 @@ class Metrics:
             registry=self.registry,
         )
         self.ws_closed_slow = Counter(
-            "cero_ws_slow_consumer_closes", "WebSockets closed with 4008 (slow consumer)",
+            "cero_ws_slow_consumer_closes",
+            "WebSockets closed with 4008 (slow consumer)",
             registry=self.registry,
         )
 

@@ -31,7 +31,8 @@ async def read_sse(resp: aiohttp.ClientResponse) -> AsyncIterator[SseEvent]:
         if line == "":
             if data_lines:
                 yield SseEvent(
-                    fields.get("id"), fields.get("event", "message"),
+                    fields.get("id"),
+                    fields.get("event", "message"),
                     orjson.loads("\n".join(data_lines)),
                 )
             fields, data_lines = {}, []
@@ -101,7 +102,8 @@ class WsPeer:
     def of(self, conversation_id: str, kind: str | None = None) -> list[dict[str, Any]]:
         """Log events (not control frames) of one conversation, in arrival order."""
         return [
-            f for f in self.frames
+            f
+            for f in self.frames
             if f.get("conversationId") == conversation_id
             and f["type"] not in CONTROL
             and (kind is None or f["type"] == kind)

@@ -56,8 +56,12 @@ async def env(database_url: str) -> AsyncIterator[Env]:
     fake_url = await fake.start()
     live = await start_live(
         lambda port: make_settings(
-            database_url, port=port, gemini_api_key="test-key", gemini_base_url=fake_url,
-            gemini_retry_backoff=0.01, flush_interval=0.2,
+            database_url,
+            port=port,
+            gemini_api_key="test-key",
+            gemini_base_url=fake_url,
+            gemini_retry_backoff=0.01,
+            flush_interval=0.2,
         )
     )
     alice, alice_id = await make_user_session("Alice")
@@ -228,12 +232,14 @@ async def test_cancel_from_second_device(env: Env) -> None:
     await other.wait_for(lambda f: f["type"] == "token")
     async with env.http.post(
         f"{env.url}/api/conversations/{conversation_id}/cancel",
-        json={"generationId": "stale-generation"}, headers=bearer(env.alice),
+        json={"generationId": "stale-generation"},
+        headers=bearer(env.alice),
     ) as r:
         assert (await r.json()) == {"cancelled": False}
     async with env.http.post(
         f"{env.url}/api/conversations/{conversation_id}/cancel",
-        json={"generationId": generation_id}, headers=bearer(env.alice),
+        json={"generationId": generation_id},
+        headers=bearer(env.alice),
     ) as r:
         assert (await r.json()) == {"cancelled": True}
     for device in (peer, other):
@@ -244,12 +250,14 @@ async def test_cancel_from_second_device(env: Env) -> None:
     assert row["status"] == "cancelled" and row["content"] == partial and partial
     async with env.http.post(
         f"{env.url}/api/conversations/{conversation_id}/cancel",
-        json={"generationId": generation_id}, headers=bearer(env.alice),
+        json={"generationId": generation_id},
+        headers=bearer(env.alice),
     ) as r:
         assert (await r.json()) == {"cancelled": False}
     # The conversation takes the next turn.
-    lines = await env.chat(env.alice, message="again", aiModel="demo",
-                           conversationId=conversation_id)
+    lines = await env.chat(
+        env.alice, message="again", aiModel="demo", conversationId=conversation_id
+    )
     assert lines[-1]["topic"] == "done"
     await peer.close()
     await other.close()
@@ -277,9 +285,11 @@ async def test_busy_and_idempotent_retry(env: Env) -> None:
     assert again[-1]["data"]["fullText"] == original[-1]["data"]["fullText"]
     users = await Message.select().where(Message.client_message_id == "retry-me").run()
     assert len(users) == 1
-    answers = await Message.select().where(
-        (Message.conversation_id == conversation_id) & (Message.role == "assistant")
-    ).run()
+    answers = (
+        await Message.select()
+        .where((Message.conversation_id == conversation_id) & (Message.role == "assistant"))
+        .run()
+    )
     assert len(answers) == 1
 
 
@@ -292,8 +302,9 @@ async def test_provider_error_mid_stream_then_next_send_works(env: Env) -> None:
     assert error["code"] == "upstream_unavailable"
     row = await stored(ack["messageId"])
     assert row["status"] == "error" and row["content"] == "partial answer "
-    await peer.send(type="send", message="ok now", aiModel="demo",
-                    conversationId=ack["conversationId"])
+    await peer.send(
+        type="send", message="ok now", aiModel="demo", conversationId=ack["conversationId"]
+    )
     await peer.wait_for(lambda f: f["type"] == "done")
     await peer.close()
 
@@ -317,8 +328,11 @@ async def test_other_users_conversation_is_404_everywhere(env: Env) -> None:
         env.http.patch(base, json={"shortTitle": "x"}, headers=h),
         env.http.delete(base, headers=h),
         env.http.post(base + "/cancel", json={}, headers=h),
-        env.http.post(env.url + "/api/chat",
-                      json={"message": "hi", "conversationId": conversation_id}, headers=h),
+        env.http.post(
+            env.url + "/api/chat",
+            json={"message": "hi", "conversationId": conversation_id},
+            headers=h,
+        ),
         env.http.get(f"{env.url}/api/conversations/nonexistent/messages", headers=h),
     ]
     for request in checks:
@@ -351,14 +365,17 @@ async def test_conversation_listing_rename_delete(env: Env) -> None:
         if cursor is None:
             break
     assert seen == list(reversed(ids))
-    async with env.http.patch(f"{env.url}/api/conversations/{ids[0]}",
-                              json={"shortTitle": "Renamed"}, headers=bearer(token)) as r:
+    async with env.http.patch(
+        f"{env.url}/api/conversations/{ids[0]}",
+        json={"shortTitle": "Renamed"},
+        headers=bearer(token),
+    ) as r:
         assert (await r.json())["conversation"]["shortTitle"] == "Renamed"
-    async with env.http.delete(f"{env.url}/api/conversations/{ids[0]}",
-                               headers=bearer(token)) as r:
+    async with env.http.delete(f"{env.url}/api/conversations/{ids[0]}", headers=bearer(token)) as r:
         assert r.status == 200
-    async with env.http.get(f"{env.url}/api/conversations/{ids[0]}/messages",
-                            headers=bearer(token)) as r:
+    async with env.http.get(
+        f"{env.url}/api/conversations/{ids[0]}/messages", headers=bearer(token)
+    ) as r:
         assert r.status == 404
     assert not await Message.select().where(Message.conversation_id == ids[0]).run()
 
@@ -381,7 +398,8 @@ async def test_conversation_listing_rename_delete(env: Env) -> None:
 )
 async def test_chat_bad_input(env: Env, body: bytes, field: str | None) -> None:
     async with env.http.post(
-        env.url + "/api/chat", data=body,
+        env.url + "/api/chat",
+        data=body,
         headers={**bearer(env.alice), "Content-Type": "application/json"},
     ) as r:
         assert r.status == 400, await r.text()
@@ -393,15 +411,18 @@ async def test_chat_bad_input(env: Env, body: bytes, field: str | None) -> None:
 
 async def test_chat_limits_and_credentials(env: Env) -> None:
     too_long = "x" * (env.live.settings.max_message_chars + 1)
-    async with env.http.post(env.url + "/api/chat", json={"message": too_long},
-                             headers=bearer(env.alice)) as r:
+    async with env.http.post(
+        env.url + "/api/chat", json={"message": too_long}, headers=bearer(env.alice)
+    ) as r:
         assert r.status == 400
-    async with env.http.post(env.url + "/api/chat", data=b"x" * (2 << 20),
-                             headers=bearer(env.alice)) as r:
+    async with env.http.post(
+        env.url + "/api/chat", data=b"x" * (2 << 20), headers=bearer(env.alice)
+    ) as r:
         assert r.status == 413
     for headers in ({}, bearer("not-a-token")):
-        async with env.http.post(env.url + "/api/chat", json={"message": "hi"},
-                                 headers=headers) as r:
+        async with env.http.post(
+            env.url + "/api/chat", json={"message": "hi"}, headers=headers
+        ) as r:
             assert r.status == 401
             assert await r.json() == {"error": "Unauthorized", "code": "unauthorized"}
     with pytest.raises(aiohttp.WSServerHandshakeError) as info:

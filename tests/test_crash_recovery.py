@@ -35,13 +35,21 @@ def _free_port() -> int:
 def _start(database_url: str, port: int, gemini_url: str, cwd: Path) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CERO_", "BETTER_AUTH_"))}
     env.update(
-        PYTHONPATH=str(ROOT), DATABASE_URL=database_url, CERO_PORT=str(port),
-        GEMINI_API_KEY="test-key", CERO_GEMINI_BASE_URL=gemini_url,
-        BETTER_AUTH_SECRET="s" * 40, CERO_FLUSH_INTERVAL="0.5", CERO_LOG_LEVEL="warning",
+        PYTHONPATH=str(ROOT),
+        DATABASE_URL=database_url,
+        CERO_PORT=str(port),
+        GEMINI_API_KEY="test-key",
+        CERO_GEMINI_BASE_URL=gemini_url,
+        BETTER_AUTH_SECRET="s" * 40,
+        CERO_FLUSH_INTERVAL="0.5",
+        CERO_LOG_LEVEL="warning",
     )
     return subprocess.Popen(
-        [sys.executable, "-m", "server.cli", "serve"], cwd=cwd, env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        [sys.executable, "-m", "server.cli", "serve"],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
 
 

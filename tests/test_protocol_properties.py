@@ -26,10 +26,14 @@ from server.transports.sse import sse_chunked, sse_frame
 from server.transports.wire import ws_text_frame
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1)
-    | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=12), children, max_size=4),
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4)
+    ),
     max_leaves=12,
 )
 frame_types = st.sampled_from(["subscribe", "unsubscribe", "send", "cancel", "ping", "x", ""])
@@ -37,9 +41,24 @@ frame_types = st.sampled_from(["subscribe", "unsubscribe", "send", "cancel", "pi
 
 @st.composite
 def frames(draw: st.DrawFn) -> str:
-    body = draw(st.dictionaries(st.sampled_from(
-        ["conversationId", "after", "message", "aiModel", "tools", "clientMessageId",
-         "generationId", "extra"]), json_values, max_size=6))
+    body = draw(
+        st.dictionaries(
+            st.sampled_from(
+                [
+                    "conversationId",
+                    "after",
+                    "message",
+                    "aiModel",
+                    "tools",
+                    "clientMessageId",
+                    "generationId",
+                    "extra",
+                ]
+            ),
+            json_values,
+            max_size=6,
+        )
+    )
     if draw(st.booleans()):
         body["type"] = draw(frame_types)
     return orjson.dumps(body).decode()
@@ -86,7 +105,7 @@ def _parse_sse(raw: bytes) -> dict[str, str]:
 def _unchunk(raw: bytes) -> bytes:
     size, _, rest = raw.partition(b"\r\n")
     body = rest[: int(size, 16)]
-    assert rest[int(size, 16):] == b"\r\n"
+    assert rest[int(size, 16) :] == b"\r\n"
     return body
 
 

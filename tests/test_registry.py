@@ -56,8 +56,9 @@ async def test_idle_actor_stops_and_respawns_with_new_epoch(live_short_idle: Liv
             await asyncio.sleep(0.05)
         assert registry.peek(conversation_id) is None
         ws = WsPeer(await http.ws_connect(live.url + "/api/ws", headers=bearer(token))).start()
-        await ws.send(type="subscribe", conversationId=conversation_id,
-                      after=f"{epoch}:{actor.hub.last_seq}")
+        await ws.send(
+            type="subscribe", conversationId=conversation_id, after=f"{epoch}:{actor.hub.last_seq}"
+        )
         ack = await ws.wait_for(lambda f: f["type"] == "subscribed")
         assert ack["epoch"] != epoch and ack["recovered"] is False
         reset = await ws.wait_for(lambda f: f["type"] == "reset")
@@ -75,7 +76,7 @@ async def test_crashed_actor_is_respawned(live_short_idle: Live) -> None:
         lines = await _chat(http, live, token, message="before", aiModel="demo")
         conversation_id = lines[0]["data"]["conversationId"]
         crashes = registry.crashes
-        await engine.run_ddl('ALTER TABLE message RENAME TO message_away')
+        await engine.run_ddl("ALTER TABLE message RENAME TO message_away")
         try:
             async with http.post(
                 live.url + "/api/chat",
@@ -85,18 +86,22 @@ async def test_crashed_actor_is_respawned(live_short_idle: Live) -> None:
                 assert r.status == 500
                 assert (await r.json())["code"] == "internal"
         finally:
-            await engine.run_ddl('ALTER TABLE message_away RENAME TO message')
+            await engine.run_ddl("ALTER TABLE message_away RENAME TO message")
         for _ in range(50):
             if registry.crashes > crashes:
                 break
             await asyncio.sleep(0.02)
         assert registry.crashes == crashes + 1, "not supervised"
-        lines = await _chat(http, live, token, message="after", aiModel="demo",
-                            conversationId=conversation_id)
+        lines = await _chat(
+            http, live, token, message="after", aiModel="demo", conversationId=conversation_id
+        )
         assert lines[-1]["topic"] == "done", lines[-1]
-        rows = await Message.select(Message.content, Message.role).where(
-            Message.conversation_id == conversation_id
-        ).order_by(Message.created_at).run()
+        rows = (
+            await Message.select(Message.content, Message.role)
+            .where(Message.conversation_id == conversation_id)
+            .order_by(Message.created_at)
+            .run()
+        )
         user_turns = [r["content"] for r in rows if r["role"] == "user"]
         assert user_turns == ["before", "after"], user_turns
 

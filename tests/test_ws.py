@@ -28,7 +28,10 @@ async def env(database_url: str) -> AsyncIterator[tuple[Live, FakeGemini, str]]:
     url = await fake.start()
     live = await start_live(
         lambda port: make_settings(
-            database_url, port=port, gemini_api_key="k", gemini_base_url=url,
+            database_url,
+            port=port,
+            gemini_api_key="k",
+            gemini_base_url=url,
             ws_max_frame=64 * 1024,
         )
     )
@@ -65,11 +68,17 @@ async def test_bad_frames_fault_then_abuse_closes_1008(env: tuple[Live, FakeGemi
     live, _, token = env
     async with aiohttp.ClientSession() as http:
         peer = await _peer(live, http, token)
-        for text in ("not json", "[1]", '{"type": 3}', '{"type": "dance"}',
-                     '{"type": "subscribe"}', '{"type": "send", "message": ""}'):
+        for text in (
+            "not json",
+            "[1]",
+            '{"type": 3}',
+            '{"type": "dance"}',
+            '{"type": "subscribe"}',
+            '{"type": "send", "message": ""}',
+        ):
             before = len(peer.frames)
             await peer.ws.send_str(text)
-            await peer.wait_for(lambda f: len(peer.frames) > before)
+            await peer.wait_for(lambda f, n=before: len(peer.frames) > n)
             fault = peer.frames[before]
             assert fault["type"] == "fault" and fault["code"] and fault["error"], text
         await peer.send(type="ping")
@@ -94,8 +103,11 @@ async def test_slow_consumer_does_not_delay_fast_one(env: tuple[Live, FakeGemini
     chunk = "y" * 4000  # 8 MB in all: more than the kernel and transport buffers hold
     fake.enqueue(Script(chunks=[f"{i:04d}{chunk}" for i in range(2000)], chunk_delay=0))
     async with aiohttp.ClientSession() as http:
-        async with http.post(live.url + "/api/chat", json={"message": "warm", "aiModel": "demo"},
-                             headers=bearer(token)) as r:
+        async with http.post(
+            live.url + "/api/chat",
+            json={"message": "warm", "aiModel": "demo"},
+            headers=bearer(token),
+        ) as r:
             conversation_id = orjson.loads(await r.content.readline())["data"]["conversationId"]
             await r.read()
         # The slow peer: a tiny receive buffer, and it stops reading after `subscribed`.
@@ -104,8 +116,9 @@ async def test_slow_consumer_does_not_delay_fast_one(env: tuple[Live, FakeGemini
         sock.connect(("127.0.0.1", live.server.port))  # type: ignore[arg-type]
         sock.setblocking(False)
         ws_url = live.url.replace("http", "ws") + "/api/ws"
-        slow = await connect(ws_url, sock=sock, additional_headers=bearer(token), max_queue=1,
-                             max_size=None)
+        slow = await connect(
+            ws_url, sock=sock, additional_headers=bearer(token), max_queue=1, max_size=None
+        )
         await slow.send(
             orjson.dumps({"type": "subscribe", "conversationId": conversation_id}).decode()
         )
@@ -114,8 +127,7 @@ async def test_slow_consumer_does_not_delay_fast_one(env: tuple[Live, FakeGemini
         fast = await _peer(live, http, token)
         await fast.send(type="subscribe", conversationId=conversation_id)
         await fast.wait_for(lambda f: f["type"] == "subscribed")
-        await fast.send(type="send", conversationId=conversation_id, message="flood",
-                        aiModel=MODEL)
+        await fast.send(type="send", conversationId=conversation_id, message="flood", aiModel=MODEL)
         done = await fast.wait_for(lambda f: f["type"] == "done", timeout=60)
         events = fast.of(conversation_id)
         check_seq(events)

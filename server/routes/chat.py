@@ -72,13 +72,22 @@ def rebuilt_events(result: SendResult) -> list[tuple[str, dict[str, object]]]:
             ),
         ]
     if answer.status == "cancelled":
-        return [("init", init), ("cancelled", {**common, "type": "cancelled",
-                                               "fullText": answer.content})]
+        return [
+            ("init", init),
+            ("cancelled", {**common, "type": "cancelled", "fullText": answer.content}),
+        ]
     code = "internal" if answer.status == "error" else "interrupted"
     return [
         ("init", init),
-        ("error", {**common, "type": "error", "code": code,
-                   "error": f"The answer ended with status {answer.status}"}),
+        (
+            "error",
+            {
+                **common,
+                "type": "error",
+                "code": code,
+                "error": f"The answer ended with status {answer.status}",
+            },
+        ),
     ]
 
 
@@ -98,12 +107,23 @@ async def chat(request: web.Request) -> web.StreamResponse:
     renderer: NdjsonRenderer | None = None
     if sse:
         render = sse_chunked if chunked else sse_frame
-        feed = Feed(writer, render, stop_when=stop_when, ping=ping_frame(chunked),
-                    ping_interval=settings.sse_ping_interval)
+        feed = Feed(
+            writer,
+            render,
+            stop_when=stop_when,
+            ping=ping_frame(chunked),
+            ping_interval=settings.sse_ping_interval,
+        )
     else:
         renderer = NdjsonRenderer(body.conversationId or "", chunked)
-        feed = Feed(writer, renderer, stop_when=stop_when, ping=None,
-                    ping_interval=settings.sse_ping_interval, use_direct=False)
+        feed = Feed(
+            writer,
+            renderer,
+            stop_when=stop_when,
+            ping=None,
+            ping_interval=settings.sse_ping_interval,
+            use_direct=False,
+        )
     result = await start_chat(
         request.app, user, body, feed.spec(max_events=CHAT_MAX_EVENTS, max_bytes=CHAT_MAX_BYTES)
     )
@@ -120,8 +140,11 @@ async def chat(request: web.Request) -> web.StreamResponse:
             feed.writer = writer
         else:
             response = web.StreamResponse(
-                headers={"Content-Type": "application/x-ndjson; charset=utf-8",
-                         "Cache-Control": "no-cache, no-store", **headers}
+                headers={
+                    "Content-Type": "application/x-ndjson; charset=utf-8",
+                    "Cache-Control": "no-cache, no-store",
+                    **headers,
+                }
             )
             await response.prepare(request)
             send_headers(response)

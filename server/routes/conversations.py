@@ -53,8 +53,9 @@ def _decode_cursor(text: str) -> tuple[datetime, str]:
         stamp, conv_id = orjson.loads(raw)
         return datetime.fromisoformat(stamp), str(conv_id)
     except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError):
-        raise ApiError(400, "invalid_request", "cursor: not a cursor from this API",
-                       extra={"field": "cursor"}) from None
+        raise ApiError(
+            400, "invalid_request", "cursor: not a cursor from this API", extra={"field": "cursor"}
+        ) from None
 
 
 @routes.get("/api/conversations")
@@ -62,8 +63,12 @@ async def list_conversations(request: web.Request) -> web.Response:
     user = require_user(request)
     raw_limit = request.query.get("limit", str(DEFAULT_LIMIT))
     if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT:
-        raise ApiError(400, "invalid_request", f"limit: an integer from 1 to {MAX_LIMIT}",
-                       extra={"field": "limit"})
+        raise ApiError(
+            400,
+            "invalid_request",
+            f"limit: an integer from 1 to {MAX_LIMIT}",
+            extra={"field": "limit"},
+        )
     limit = int(raw_limit)
     query = Conversation.select().where(Conversation.user_id == user.id)
     cursor = request.query.get("cursor")
@@ -73,9 +78,11 @@ async def list_conversations(request: web.Request) -> web.Response:
             (Conversation.updated_at < stamp)
             | ((Conversation.updated_at == stamp) & (Conversation.id < conv_id))
         )
-    rows = await query.order_by(Conversation.updated_at, Conversation.id, ascending=False).limit(
-        limit + 1
-    ).run()
+    rows = (
+        await query.order_by(Conversation.updated_at, Conversation.id, ascending=False)
+        .limit(limit + 1)
+        .run()
+    )
     next_cursor = _encode_cursor(rows[limit - 1]) if len(rows) > limit else None
     return json_response(
         {"conversations": [conversation_json(r) for r in rows[:limit]], "nextCursor": next_cursor}
@@ -153,9 +160,13 @@ async def rename(request: web.Request) -> web.Response:
     conversation = await owned_conversation(request.match_info["id"], user.id)
     body = await read_model(request, Rename)
     now = utcnow()
-    await Conversation.update(
-        {Conversation.short_title: body.shortTitle, Conversation.updated_at: now}
-    ).where(Conversation.id == conversation["id"]).run()
+    await (
+        Conversation.update(
+            {Conversation.short_title: body.shortTitle, Conversation.updated_at: now}
+        )
+        .where(Conversation.id == conversation["id"])
+        .run()
+    )
     conversation.update(short_title=body.shortTitle, updated_at=now)
     return json_response({"conversation": conversation_json(conversation)})
 
@@ -223,8 +234,11 @@ async def events(request: web.Request) -> web.StreamResponse:
 @routes.get("/api/models")
 async def models(request: web.Request) -> web.Response:
     catalog = request.app[CATALOG]
-    body: dict[str, object] = {"models": catalog.public_list(), "default": catalog.default_id,
-                               "geminiConfigured": catalog.gemini_enabled}
+    body: dict[str, object] = {
+        "models": catalog.public_list(),
+        "default": catalog.default_id,
+        "geminiConfigured": catalog.gemini_enabled,
+    }
     if not catalog.gemini_enabled:
         body["note"] = (
             "No Gemini API key is configured (GOOGLE_GENERATIVE_AI_API_KEY): only the offline "

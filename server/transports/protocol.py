@@ -60,7 +60,9 @@ def _string(data: dict[str, Any], key: str, limit: int, *, required: bool = True
     if value is None and not required:
         return None
     if not isinstance(value, str) or not value or len(value) > limit:
-        raise FrameError("invalid_frame", f"{key}: a non-empty string of at most {limit} characters")
+        raise FrameError(
+            "invalid_frame", f"{key}: a non-empty string of at most {limit} characters"
+        )
     return value
 
 

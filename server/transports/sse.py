@@ -19,8 +19,13 @@ def sse_frame(event: Event) -> bytes:
     frame = event.frames.get("sse")
     if frame is None:
         frame = (
-            b"id: " + event.cursor.encode() + b"\nevent: " + event.type.encode()
-            + b"\ndata: " + event.json + b"\n\n"
+            b"id: "
+            + event.cursor.encode()
+            + b"\nevent: "
+            + event.type.encode()
+            + b"\ndata: "
+            + event.json
+            + b"\n\n"
         )
         event.frames["sse"] = frame
     return frame
@@ -34,9 +39,9 @@ def sse_chunked(event: Event) -> bytes:
     return frame
 
 
-async def open_sse(request: web.Request, headers: dict[str, str] | None = None) -> tuple[
-    web.StreamResponse, RawWriter, bool
-]:
+async def open_sse(
+    request: web.Request, headers: dict[str, str] | None = None
+) -> tuple[web.StreamResponse, RawWriter, bool]:
     """Start an SSE response; return it, its raw writer and whether frames are chunked."""
     response = web.StreamResponse(
         status=200,

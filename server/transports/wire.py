@@ -9,6 +9,7 @@ lagging subscriber queues, and its own pump drains that queue.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from typing import Any
 
@@ -60,10 +61,8 @@ class RawWriter:
         transport = self.transport
         sock = transport.get_extra_info("socket") if transport is not None else None
         if sock is not None and hasattr(socket, "TCP_USER_TIMEOUT"):
-            try:
+            with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, TCP_USER_TIMEOUT_MS)
-            except OSError:
-                pass
 
 
 def send_headers(response: web.StreamResponse) -> None:

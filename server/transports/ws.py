@@ -212,8 +212,14 @@ class Connection:
             await self.subscribe(frame.conversation_id, frame.after)
         elif isinstance(frame, Unsubscribe):
             done = await self.unsubscribe(frame.conversation_id)
-            self.send_json({"type": "ack", "of": "unsubscribe",
-                            "conversationId": frame.conversation_id, "unsubscribed": done})
+            self.send_json(
+                {
+                    "type": "ack",
+                    "of": "unsubscribe",
+                    "conversationId": frame.conversation_id,
+                    "unsubscribed": done,
+                }
+            )
         elif isinstance(frame, Cancel):
             actor = self.app[REGISTRY].peek(frame.conversation_id)
             if actor is None or actor.owner_id != self.user.id:
@@ -224,8 +230,14 @@ class Connection:
                 cancelled = False
             else:
                 cancelled = await actor.cancel(frame.generation_id)
-            self.send_json({"type": "ack", "of": "cancel",
-                            "conversationId": frame.conversation_id, "cancelled": cancelled})
+            self.send_json(
+                {
+                    "type": "ack",
+                    "of": "cancel",
+                    "conversationId": frame.conversation_id,
+                    "cancelled": cancelled,
+                }
+            )
         elif isinstance(frame, Send):
             await self.send(frame)
         return True
@@ -290,13 +302,14 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     try:
         async for message in ws:
             if message.type == WSMsgType.TEXT:
-                if not await connection.handle(message.data):
-                    await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"too many bad frames")
-                    break
+                keep = await connection.handle(message.data)
             elif message.type == WSMsgType.BINARY:
-                if not connection.fault("invalid_frame", "Binary frames are not supported"):
-                    await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"too many bad frames")
-                    break
+                keep = connection.fault("invalid_frame", "Binary frames are not supported")
+            else:
+                continue
+            if not keep:
+                await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"too many bad frames")
+                break
             if connection.closing:
                 break
     finally:
