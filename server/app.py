@@ -17,6 +17,7 @@ from server.chat_service import chat_runtime, stop_actors
 from server.config import Settings
 from server.metrics import Metrics, metrics_middleware, metrics_view
 from server.middleware import error_middleware, request_id_middleware
+from server.openapi import openapi_view
 from server.routes import chat, conversations, health
 from server.state import ENGINE, METRICS, SETTINGS
 from server.transports import ws
@@ -38,6 +39,7 @@ def create_app(settings: Settings) -> web.Application:
     app.on_shutdown.append(stop_actors)
     app.add_routes(health.routes)
     app.router.add_get("/metrics", metrics_view)
+    app.router.add_get("/openapi.json", openapi_view)
     auth.setup(app)
     app.add_routes(chat.routes)
     app.add_routes(conversations.routes)

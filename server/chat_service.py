@@ -169,6 +169,9 @@ def make_providers(app: web.Application) -> dict[str, ModelProvider]:
             first_chunk_timeout=settings.gemini_first_chunk_timeout,
             chunk_timeout=settings.gemini_chunk_timeout,
             backoff_base=settings.gemini_retry_backoff,
+            # Three attempts in all: "retried at most 3 times" is an upper bound, and three
+            # 429s in a row must end as `rate_limited` (issue 5's acceptance).
+            max_retries=2,
         )
     return providers
 
