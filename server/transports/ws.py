@@ -293,6 +293,9 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         compress=False,
         autoping=True,
     )
+    # aiohttp waits heartbeat/2 for the pong; the contract gives the peer a full 20 s more.
+    if hasattr(ws, "_pong_heartbeat"):
+        ws._pong_heartbeat = settings.ws_heartbeat
     await ws.prepare(request)
     connection = Connection(request, ws, user)
     connection.writer.set_user_timeout()
