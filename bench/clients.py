@@ -237,15 +237,13 @@ class SseClient(asyncio.Protocol):
 
 
 async def _recv(conn: Connection, timeout: float) -> Any:
-    loop = asyncio.get_running_loop()
-    if not conn.poll():
-        fut: asyncio.Future[None] = loop.create_future()
-        fd = conn.fileno()
-        loop.add_reader(fd, lambda: fut.done() or fut.set_result(None))
-        try:
-            await asyncio.wait_for(fut, timeout)
-        finally:
-            loop.remove_reader(fd)
+    """Wait for the parent's next message without blocking the loop (polling keeps the pipe
+    blocking: uvloop's ``add_reader`` would make it non-blocking, breaking big sends)."""
+    deadline = time.monotonic() + timeout
+    while not conn.poll():
+        if time.monotonic() > deadline:
+            raise TimeoutError("no word from the parent")
+        await asyncio.sleep(0.02)
     return conn.recv()
 
 

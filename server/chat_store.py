@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
+
+import orjson
 
 from actors.store import MessageStatus, Outcome, StoredMessage
 from server.ids import new_id
@@ -17,8 +19,6 @@ def utcnow() -> datetime:
 
 def _json(value: Any) -> Any:
     if isinstance(value, str):
-        import orjson
-
         try:
             return orjson.loads(value)
         except orjson.JSONDecodeError:
@@ -57,8 +57,6 @@ class PiccoloConversationStore:
         # Messages are ordered by created_at: keep it strictly increasing in this process.
         now = utcnow()
         if self._last_created is not None and now <= self._last_created:
-            from datetime import timedelta
-
             now = self._last_created + timedelta(microseconds=1)
         self._last_created = now
         return now
@@ -114,6 +112,23 @@ class PiccoloConversationStore:
             answer = None if found is None else to_stored(found)
         return user, answer
 
+    async def _insert(self, message: StoredMessage) -> StoredMessage:
+        await Message.insert(
+            Message(
+                id=message.id,
+                conversation_id=message.conversation_id,
+                role=message.role,
+                content=message.content,
+                status=message.status,
+                model=message.model,
+                generation_id=message.generation_id,
+                client_message_id=message.client_message_id,
+                created_at=message.created_at,
+                updated_at=message.created_at,
+            )
+        ).run()
+        return message
+
     async def add_user_message(
         self,
         conversation_id: str,
@@ -122,32 +137,20 @@ class PiccoloConversationStore:
         generation_id: str,
         client_message_id: str | None,
     ) -> StoredMessage:
-        now = self._created_now()
-        message = StoredMessage(
-            id=new_id(),
-            conversation_id=conversation_id,
-            role="user",
-            content=content,
-            status="complete",
-            created_at=now,
-            generation_id=generation_id,
-            client_message_id=client_message_id,
-        )
-        await Message.insert(
-            Message(
-                id=message.id,
+        message = await self._insert(
+            StoredMessage(
+                id=new_id(),
                 conversation_id=conversation_id,
                 role="user",
                 content=content,
                 status="complete",
+                created_at=self._created_now(),
                 generation_id=generation_id,
                 client_message_id=client_message_id,
-                created_at=now,
-                updated_at=now,
             )
-        ).run()
+        )
         await (
-            Conversation.update({Conversation.updated_at: now})
+            Conversation.update({Conversation.updated_at: message.created_at})
             .where(Conversation.id == conversation_id)
             .run()
         )
@@ -156,31 +159,18 @@ class PiccoloConversationStore:
     async def add_assistant_message(
         self, conversation_id: str, *, model: str, generation_id: str
     ) -> StoredMessage:
-        now = self._created_now()
-        message = StoredMessage(
-            id=new_id(),
-            conversation_id=conversation_id,
-            role="assistant",
-            content="",
-            status="streaming",
-            created_at=now,
-            model=model,
-            generation_id=generation_id,
-        )
-        await Message.insert(
-            Message(
-                id=message.id,
+        return await self._insert(
+            StoredMessage(
+                id=new_id(),
                 conversation_id=conversation_id,
                 role="assistant",
                 content="",
                 status="streaming",
+                created_at=self._created_now(),
                 model=model,
                 generation_id=generation_id,
-                created_at=now,
-                updated_at=now,
             )
-        ).run()
-        return message
+        )
 
     async def flush_partial(self, message_id: str, content: str) -> None:
         await (
