@@ -17,6 +17,7 @@ import structlog
 from aiohttp import web
 
 from server import db
+from server.auth import local
 from server.config import ConfigError, Settings, load_settings
 from server.logging import configure_logging
 
@@ -62,6 +63,7 @@ async def _serve(settings: Settings) -> None:
             f"{exc.strerror or exc}"
         ) from None
     log.info("listening", url=settings.public_url, database=settings.database_url.split("://")[0])
+    local.announce(app)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

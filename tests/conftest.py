@@ -141,12 +141,14 @@ async def start_live(settings_factory: Any) -> Live:
     from aiohttp.test_utils import unused_port
 
     from server.app import create_app
+    from server.auth import local
 
     port = unused_port()
     settings = settings_factory(port)
     app = create_app(settings)
     server = TestServer(app, host="127.0.0.1", port=port)
     await server.start_server()
+    local.announce(app)  # as `cero-api serve` does once it listens
     return Live(app=app, server=server, url=f"http://127.0.0.1:{port}", settings=settings)
 
 

@@ -129,7 +129,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def _serve_and_probe(tmp_path: Path, **env: str) -> None:
+async def _serve_and_probe(tmp_path: Path, **env: str) -> str:
     port = _free_port()
     proc = subprocess.Popen(
         [*CERO_API, "serve"],
@@ -158,13 +158,15 @@ async def _serve_and_probe(tmp_path: Path, **env: str) -> None:
         _, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err.decode()[-2000:]
     assert b"Traceback" not in err
+    return err.decode()
 
 
 @pytest.mark.asyncio
 async def test_server_subprocess_sqlite_default(tmp_path: Path) -> None:
     """``cero-api serve`` with nothing configured: SQLite file in the working directory."""
-    await _serve_and_probe(tmp_path)
+    err = await _serve_and_probe(tmp_path)
     assert (tmp_path / "cero.db").exists()
+    assert "Sign in: http://127.0.0.1:" in err and "/auth/local?token=" in err
 
 
 @pytest.mark.asyncio

@@ -51,7 +51,6 @@ def setup(app: web.Application) -> None:
     app[OAUTH_STATES] = OAuthStates()
     app[LOCAL] = local.LocalSignIn()
     app.on_response_prepare.append(apply_deferred)
-    app.on_startup.append(local.announce)
     if settings.github_enabled:
         app.cleanup_ctx.append(_github_http)
     for table in (

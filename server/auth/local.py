@@ -9,7 +9,6 @@ The link is the one secret this server deliberately logs: it is how the operator
 
 from __future__ import annotations
 
-import socket
 import sys
 
 import structlog
@@ -56,24 +55,11 @@ class LocalSignIn:
         return True
 
 
-def _port_free(host: str, port: int) -> bool:
-    """Whether ``host:port`` can still be bound. ``on_startup`` runs before the listening
-    socket is opened; when the port is taken, start-up is about to fail with one line, and
-    printing a link that leads nowhere would only add noise."""
-    if port == 0:
-        return True
-    try:
-        probe = socket.create_server((host, port))
-    except OSError:
-        return False
-    probe.close()
-    return True
-
-
-async def announce(app: web.Application) -> None:
-    """``on_startup``: log and print the sign-in link in local mode."""
+def announce(app: web.Application) -> None:
+    """Log and print the sign-in link in local mode; called once the server listens, so a
+    start-up that fails (port taken) prints its one error line and no dead link."""
     settings = app[SETTINGS]
-    if not settings.local_mode or not _port_free(settings.host, settings.port):
+    if not settings.local_mode:
         return
     url = f"{settings.public_url}/auth/local?token={app[LOCAL].issue()}"
     log.info("local_sign_in", url=url)
