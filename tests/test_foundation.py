@@ -87,3 +87,33 @@ async def test_openapi_describes_every_route(live: Live) -> None:
             "schema"
         ]["properties"]
     )
+
+
+async def _redis_up() -> bool:
+    import redis.asyncio as redis
+
+    client = redis.from_url("redis://127.0.0.1:6379/0", socket_connect_timeout=2)
+    try:
+        return bool(await client.ping())
+    except Exception:
+        return False
+    finally:
+        await client.aclose()
+
+
+async def test_readyz_checks_redis_when_configured(database_url: str) -> None:
+    from tests.auth_helpers import running
+    from tests.conftest import IN_CI, make_settings
+
+    if not await _redis_up():
+        if IN_CI:
+            pytest.fail("Redis not reachable at 127.0.0.1:6379 (CI=true: must not skip)")
+        pytest.skip("Redis not reachable at 127.0.0.1:6379")
+    for url, status in (("redis://127.0.0.1:6379/0", 200), ("redis://127.0.0.1:1/0", 503)):
+        settings = lambda port, u=url: make_settings(database_url, port=port, redis_url=u)  # noqa: E731
+        async with running(settings) as other, aiohttp.ClientSession() as http:
+            async with http.get(other.url + "/readyz") as resp:
+                assert resp.status == status, await resp.text()
+                body = await resp.json()
+        if status == 503:
+            assert body["code"] == "not_ready" and "redis" in body["error"]

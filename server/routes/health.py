@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
+import redis.asyncio as redis
 import structlog
 from aiohttp import web
 
 from server import db
 from server.errors import error_response, json_response
-from server.state import ENGINE
+from server.state import ENGINE, SETTINGS
 
 log = structlog.get_logger(__name__)
 routes = web.RouteTableDef()
@@ -29,10 +30,31 @@ async def healthz(request: web.Request) -> web.Response:
 
 @routes.get("/readyz")
 async def readyz(request: web.Request) -> web.Response:
+    checks: dict[str, str] = {}
     try:
         await asyncio.wait_for(db.ping(request.app[ENGINE]), READY_TIMEOUT_S)
+        checks["database"] = "ok"
     except Exception as exc:  # any failure means "not ready", with the reason
-        reason = f"database: {type(exc).__name__}: {exc}"[:300]
-        log.warning("not_ready", reason=reason)
-        return error_response(request, 503, "not_ready", reason)
-    return json_response({"status": "ok", "database": "ok"})
+        return _not_ready(request, f"database: {type(exc).__name__}: {exc}")
+    redis_url = request.app[SETTINGS].redis_url
+    if redis_url:
+        try:
+            await asyncio.wait_for(_ping_redis(redis_url), READY_TIMEOUT_S)
+            checks["redis"] = "ok"
+        except Exception as exc:
+            return _not_ready(request, f"redis: {type(exc).__name__}: {exc}")
+    return json_response({"status": "ok", **checks})
+
+
+def _not_ready(request: web.Request, reason: str) -> web.Response:
+    reason = reason[:300]
+    log.warning("not_ready", reason=reason)
+    return error_response(request, 503, "not_ready", reason)
+
+
+async def _ping_redis(url: str) -> None:
+    client = redis.from_url(url, socket_connect_timeout=READY_TIMEOUT_S)
+    try:
+        await client.ping()
+    finally:
+        await client.aclose()
