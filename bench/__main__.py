@@ -129,102 +129,52 @@ async def run(cfg: Config, stamp: str) -> dict[str, Any]:
             scen = cfg.scenarios
             procs = cfg.client_procs
 
+            async def fresh(kind: str, loop: str = "uvloop") -> Any:
+                # A fresh process per setup: an as-fast phase can leave a server busy.
+                if kind == "project":
+                    return await env.start_project(env.sqlite_url, loop)
+                return await env.start_baseline(kind)
+
+            async def setup(scenario: str, transport: str, kind: str, n: int, rooms_n: int,
+                            rates: list[float], loop: str = "uvloop", warmup: float = cfg.warmup,
+                            profile: Path | None = None) -> list[dict[str, Any]]:
+                srv = await fresh(kind, loop)
+                try:
+                    t = Target(env, srv)
+                    rooms = await t.create_rooms(rooms_n, users)
+                    return await fanout(env, t, scenario=scenario, transport=transport,
+                                        rooms=rooms, subs_per_room=n, rates=rates,
+                                        non_reader=kind == "project" and scenario != "2",
+                                        procs=procs, warmup=warmup, profile=profile, log=log)
+                finally:
+                    env.stop(srv)
+
             if "1" in scen:
                 log("scenario 1: one conversation, WebSocket fan-out")
-                baseline = await env.start_baseline("ws")
                 for n in cfg.s1_subs:
-                    t = Target(env, baseline)
-                    rooms = await t.create_rooms(1, users)
-                    runs += await fanout(
-                        env,
-                        t,
-                        scenario="1",
-                        transport="ws",
-                        rooms=rooms,
-                        subs_per_room=n,
-                        rates=cfg.rates,
-                        non_reader=False,
-                        procs=procs,
-                        warmup=cfg.warmup,
-                        log=log,
-                    )
-                env.stop(baseline)
-                for loop in cfg.loops:
-                    server = await env.start_project(env.sqlite_url, loop)
-                    for n in cfg.s1_subs:
-                        t = Target(env, server)
-                        rooms = await t.create_rooms(1, users)
-                        profile = None
-                        if cfg.profile and loop == "uvloop" and n == max(cfg.s1_subs):
-                            profile = RESULTS / f"{stamp}-profile.txt"
+                    runs += await setup("1", "ws", "ws", n, 1, cfg.rates)
+                    for loop in cfg.loops:
                         rates = cfg.rates if loop == "uvloop" else [r for r in cfg.rates if r <= 0]
-                        runs += await fanout(
-                            env,
-                            t,
-                            scenario="1",
-                            transport="ws",
-                            rooms=rooms,
-                            subs_per_room=n,
-                            rates=rates or cfg.rates,
-                            non_reader=True,
-                            procs=procs,
-                            warmup=cfg.warmup,
-                            profile=profile,
-                            log=log,
-                        )
-                        if profile is not None:
-                            profile_summary = report.summarize_profile(profile)
-                    env.stop(server)
+                        runs += await setup("1", "ws", "project", n, 1, rates or cfg.rates, loop)
+                if cfg.profile:
+                    log("profile: py-spy on the server, scenario 1 as fast as possible")
+                    profile = RESULTS / f"{stamp}-profile.txt"
+                    await setup("1", "ws", "project", max(cfg.s1_subs), 1, [0.0],
+                                profile=profile)
+                    profile_summary = report.summarize_profile(profile)
 
             if "5" in scen:
                 log("scenario 5: one conversation, SSE fan-out")
-                baseline = await env.start_baseline("sse")
-                server = await env.start_project(env.sqlite_url)
                 for n in cfg.s5_subs:
-                    for srv, non_reader in ((baseline, False), (server, True)):
-                        t = Target(env, srv)
-                        rooms = await t.create_rooms(1, users)
-                        runs += await fanout(
-                            env,
-                            t,
-                            scenario="5",
-                            transport="sse",
-                            rooms=rooms,
-                            subs_per_room=n,
-                            rates=cfg.rates,
-                            non_reader=non_reader,
-                            procs=procs,
-                            warmup=cfg.warmup,
-                            log=log,
-                        )
-                env.stop(baseline)
-                env.stop(server)
+                    runs += await setup("5", "sse", "sse", n, 1, cfg.rates)
+                    runs += await setup("5", "sse", "project", n, 1, cfg.rates)
 
             if "2" in scen:
-                log(
-                    f"scenario 2: {cfg.s2_convs} conversations x {cfg.s2_subs} subscribers, "
-                    f"{cfg.s2_rate:g} tokens/s each"
-                )
-                baseline = await env.start_baseline("ws")
-                server = await env.start_project(env.sqlite_url)
-                for srv in (baseline, server):
-                    t = Target(env, srv)
-                    rooms = await t.create_rooms(cfg.s2_convs, users)
-                    runs += await fanout(
-                        env,
-                        t,
-                        scenario="2",
-                        transport="ws",
-                        rooms=rooms,
-                        subs_per_room=cfg.s2_subs,
-                        rates=[cfg.s2_rate],
-                        non_reader=False,
-                        procs=procs,
-                        warmup=max(cfg.warmup, 3.0),
-                        log=log,
-                    )
-                env.stop(baseline)
-                env.stop(server)
+                log(f"scenario 2: {cfg.s2_convs} conversations x {cfg.s2_subs} subscribers, "
+                    f"{cfg.s2_rate:g} tokens/s each")
+                for kind in ("ws", "project"):
+                    runs += await setup("2", "ws", kind, cfg.s2_subs, cfg.s2_convs,
+                                        [cfg.s2_rate], warmup=max(cfg.warmup, 2.0))
 
             if "3" in scen:
                 log(f"scenario 3: {cfg.s3_conns} idle authenticated WebSocket connections")

@@ -88,7 +88,7 @@ class Children:
         self.procs.append(proc)
         return proc
 
-    def stop(self, proc: subprocess.Popen[bytes], timeout: float = 12.0) -> None:
+    def stop(self, proc: subprocess.Popen[bytes], timeout: float = 4.0) -> None:
         if proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(signal.SIGTERM)
@@ -103,7 +103,7 @@ class Children:
 
     def stop_all(self) -> None:
         for proc in list(self.procs):
-            self.stop(proc, timeout=5.0)
+            self.stop(proc, timeout=3.0)
 
 
 def cpu_seconds(pid: int) -> float:

@@ -439,7 +439,8 @@ async def fanout(
     log: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
     """Subscribe ``subs_per_room`` clients to every room, then one measured phase per rate
-    (and an extra, unreported, profiled phase when ``profile`` is set)."""
+    (rates run in order; an as-fast phase should come last: it may leave the server busy).
+    With ``profile`` set, one as-fast phase under py-spy instead, not reported as a run."""
     cfg = env.cfg
     server = target.server
     conns = [
@@ -463,13 +464,13 @@ async def fanout(
                 open_non_reader, HOST, server.port, transport, path, room, token or None
             )
         )
-    await asyncio.sleep(1.0)  # let subscription traffic (presence events) settle
+    await asyncio.sleep(0.3 + len(conns) / 1000)  # let presence traffic settle
     log(f"    {len(conns)} subscribers ready={ready} in {time.monotonic() - t_setup:.1f}s")
     results: list[dict[str, Any]] = []
     standin_pid = env.standin.pid if env.standin is not None else 0
     phases: list[tuple[float, bool]] = [(r, False) for r in rates]
     if profile is not None:
-        phases.append((0.0, True))
+        phases = [(0.0, True)]
     try:
         for rate, profiled in phases:
             tokens = FAST_TOKENS if rate <= 0 else int(rate * (warmup + cfg.duration + 4)) + 10
@@ -510,7 +511,12 @@ async def fanout(
                     spy.wait(timeout=30)
                 except subprocess.TimeoutExpired:
                     spy.kill()
-            await target.stop_streams(rooms)
+            t_cancel = time.monotonic()
+            try:
+                await asyncio.wait_for(target.stop_streams(rooms), 5.0)
+                cancel_s: float | None = round(time.monotonic() - t_cancel, 2)
+            except TimeoutError:
+                cancel_s = None  # the server did not answer the cancel within 5 s
             window = t1 - t0
             row: dict[str, Any] = {
                 "scenario": scenario,
@@ -533,14 +539,18 @@ async def fanout(
                 "failed": totals.get("failed", 0),
                 "closed_by_server": totals.get("closed", 0),
                 "close_codes": totals.get("close_codes", {}),
+                "cancel_s": cancel_s,
             }
             if profiled:
                 row["profile"] = str(profile)
             else:
                 results.append(row)
             log("    " + _brief(row))
-            await asyncio.sleep(1.5 if rate <= 0 else 0.5)  # drain before the next phase
-        closes = await target.slow_closes()
+            if (rate, profiled) != phases[-1]:
+                await asyncio.sleep(1.5 if rate <= 0 else 0.5)  # drain before the next phase
+        closes = None
+        with contextlib.suppress(Exception):
+            closes = await asyncio.wait_for(target.slow_closes(), 5.0)
         for row in results:
             row["slow_consumer_closes"] = closes
     finally:

@@ -6,10 +6,13 @@ over the limit becomes ``413`` (aiohttp raises it while reading; the middleware 
 
 from __future__ import annotations
 
+import zlib
 from typing import TypeVar
 
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from multidict import MultiDictProxy
 from pydantic import BaseModel, ValidationError
 
 from server.errors import ApiError
@@ -18,11 +21,33 @@ M = TypeVar("M", bound=BaseModel)
 
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
+FormData = MultiDictProxy[str | bytes | bytearray | web.FileField]
+# What aiohttp's form parser raises on a malformed body (a too-large body is an
+# HTTPException, not one of these, and keeps its 413).
+_MALFORMED = (
+    ValueError,  # bad bytes for the charset (UnicodeDecodeError), bad boundary, ...
+    LookupError,  # unknown charset
+    AssertionError,
+    RuntimeError,  # unknown part encoding
+    TypeError,
+    HttpProcessingError,  # bad part headers
+    zlib.error,
+)
+
+
+async def read_form(request: web.Request) -> FormData:
+    """The form fields; a body aiohttp cannot parse (unknown charset, bytes that are not
+    in it, multipart without or with a wrong boundary) is ``400``, never a crash."""
+    try:
+        return await request.post()
+    except _MALFORMED:
+        raise ApiError(400, "invalid_request", "Malformed form body") from None
+
 
 async def read_object(request: web.Request, *, allow_form: bool = False) -> dict[str, object]:
     """The request body as a JSON object (or form fields when ``allow_form``)."""
     if allow_form and request.content_type in FORM_TYPES:
-        form = await request.post()
+        form = await read_form(request)
         return {key: value for key, value in form.items() if isinstance(value, str)}
     raw = await request.read()
     if not raw.strip():

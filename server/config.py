@@ -7,7 +7,9 @@ value stops start-up with one line naming the variable (see :func:`load_settings
 from __future__ import annotations
 
 import ipaddress
+import os
 import secrets
+import time
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
@@ -206,17 +208,34 @@ class Settings(BaseSettings):
             return self.secret
         folder = self.sqlite_path.parent if self.is_sqlite else Path(".")
         path = folder / ".cero-secret"
-        try:
-            text = path.read_text().strip()
-            if len(text) >= 32:
-                return text
-        except FileNotFoundError:
-            pass
-        text = secrets.token_urlsafe(32)
         folder.mkdir(parents=True, exist_ok=True)
-        path.write_text(text + "\n")
-        path.chmod(0o600)
-        return text
+        for attempt in range(3):
+            existing = _read_secret(path)
+            if existing is not None:
+                return existing
+            if attempt:
+                path.unlink(missing_ok=True)  # still too short to be a secret: replace it
+            text = secrets.token_urlsafe(32)
+            try:
+                # Created owner-only in one step (no window under the umask's mode), and
+                # only if absent: of two processes starting at once, the first one wins.
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                time.sleep(0.05)  # another process may be writing it: read it again
+                continue
+            with os.fdopen(fd, "w") as handle:
+                handle.write(text + "\n")
+            return text
+        raise RuntimeError(f"Could not create the secret file {path}")
+
+
+def _read_secret(path: Path) -> str | None:
+    """The secret kept in ``path`` (at least 32 characters), or ``None``."""
+    try:
+        text = path.read_text().strip()
+    except FileNotFoundError:
+        return None
+    return text if len(text) >= 32 else None
 
 
 def _describe(error: ValidationError) -> str:

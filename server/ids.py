@@ -17,11 +17,17 @@ def new_token(nbytes: int = 32) -> str:
     return secrets.token_urlsafe(nbytes)
 
 
+def _bytes(text: str) -> bytes:
+    # "surrogatepass": a value decoded from non-UTF-8 header bytes carries lone surrogates,
+    # which plain UTF-8 cannot encode; it must hash (to nothing stored), never raise.
+    return text.encode("utf-8", "surrogatepass")
+
+
 def token_hash(token: str) -> str:
     """SHA-256 hex digest: the only form in which tokens and device codes are stored."""
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+    return hashlib.sha256(_bytes(token)).hexdigest()
 
 
 def same(a: str, b: str) -> bool:
     """Constant-time string comparison."""
-    return hmac.compare_digest(a.encode("utf-8"), b.encode("utf-8"))
+    return hmac.compare_digest(_bytes(a), _bytes(b))

@@ -80,3 +80,31 @@ async def running(settings_factory: Callable[[int], Settings]) -> AsyncIterator[
         await live.server.close()
         if previous is not None:
             db.use_engine(previous)
+
+
+async def raw_http(url: str, head: bytes, body: bytes = b"") -> tuple[int, dict[str, str], bytes]:
+    """Send ``head`` (request line and headers, CRLF-separated, no final blank line) and
+    ``body`` byte for byte over a fresh socket — bytes no HTTP client library would send —
+    and return (status, headers with lower-case names, body)."""
+    import asyncio
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    try:
+        host = f"Host: {parts.hostname}:{parts.port}".encode()
+        length = f"Content-Length: {len(body)}".encode() if body else b""
+        lines = [head.rstrip(b"\r\n"), host, b"Connection: close"] + ([length] if length else [])
+        writer.write(b"\r\n".join(lines) + b"\r\n\r\n" + body)
+        await writer.drain()
+        data = await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+    header_block, _, payload = data.partition(b"\r\n\r\n")
+    status_line, *header_lines = header_block.decode("latin-1").split("\r\n")
+    headers: dict[str, str] = {}
+    for line in header_lines:
+        name, _, value = line.partition(":")
+        key = name.strip().lower()
+        headers[key] = f"{headers[key]}\n{value.strip()}" if key in headers else value.strip()
+    return int(status_line.split()[1]), headers, payload

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -15,10 +16,19 @@ from tests.conftest import make_settings
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
-def link_in(events: list[dict[str, Any]]) -> str | None:
+def link_in(events: list[dict[str, Any]], err: str) -> str | None:
+    """The sign-in link printed on stderr; the log announces it without its token."""
     found = [e for e in events if e.get("event") == "local_sign_in"]
     assert len(found) <= 1
-    return str(found[0]["url"]) if found else None
+    links = re.findall(r"^Sign in: (\S+)$", err, flags=re.MULTILINE)
+    assert len(links) == len(found)
+    if not found:
+        return None
+    link = links[0]
+    secret = link.partition("?token=")[2]
+    assert secret and secret not in repr(found[0])
+    assert found[0]["url"] == link.partition("?")[0]
+    return link
 
 
 async def test_local_link_works_once(database_url: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -26,10 +36,9 @@ async def test_local_link_works_once(database_url: str, capsys: pytest.CaptureFi
         ctx = running(lambda port: make_settings(database_url, port=port))
         live = await ctx.__aenter__()
     try:
-        url = link_in(events)
+        url = link_in(events, capsys.readouterr().err)
         assert url is not None
         assert url.startswith(f"{live.settings.public_url}/auth/local?token=")
-        assert f"Sign in: {url}\n" in capsys.readouterr().err
         path = urlsplit(url)
         target = f"{live.url}{path.path}?{path.query}"
         async with aiohttp.ClientSession() as http:
@@ -61,8 +70,9 @@ async def test_no_link_and_403_on_a_non_loopback_bind(
         ctx = running(lambda port: make_settings(database_url, port=port, host="0.0.0.0"))
         live = await ctx.__aenter__()
     try:
-        assert link_in(events) is None
-        assert "Sign in:" not in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert link_in(events, err) is None
+        assert "Sign in:" not in err
         async with aiohttp.ClientSession() as http:
             async with http.get(live.url + "/auth/local?token=anything") as resp:
                 assert resp.status == 403
@@ -71,7 +81,9 @@ async def test_no_link_and_403_on_a_non_loopback_bind(
         await ctx.__aexit__(None, None, None)
 
 
-async def test_https_public_url_gives_secure_prefixed_cookies(database_url: str) -> None:
+async def test_https_public_url_gives_secure_prefixed_cookies(
+    database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     with structlog.testing.capture_logs() as events:
         ctx = running(
             lambda port: make_settings(
@@ -80,7 +92,7 @@ async def test_https_public_url_gives_secure_prefixed_cookies(database_url: str)
         )
         live = await ctx.__aenter__()
     try:
-        url = link_in(events)
+        url = link_in(events, capsys.readouterr().err)
         assert url is not None and url.startswith("https://cero.example/auth/local?token=")
         path = urlsplit(url)
         async with aiohttp.ClientSession() as http:
@@ -95,7 +107,7 @@ async def test_https_public_url_gives_secure_prefixed_cookies(database_url: str)
         await ctx.__aexit__(None, None, None)
 
 
-async def test_device_page_flow(database_url: str) -> None:
+async def test_device_page_flow(database_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     with structlog.testing.capture_logs() as events:
         ctx = running(lambda port: make_settings(database_url, port=port))
         live = await ctx.__aenter__()
@@ -116,7 +128,7 @@ async def test_device_page_flow(database_url: str) -> None:
                 html = await resp.text()
                 assert "/auth/local" in html and code["user_code"] in html
             # Sign in with the start-up link, then come back.
-            url = link_in(events)
+            url = link_in(events, capsys.readouterr().err)
             assert url is not None
             path = urlsplit(url)
             async with http.get(

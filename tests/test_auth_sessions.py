@@ -223,6 +223,45 @@ async def test_session_slides_after_a_day(live: Live) -> None:
     assert (await session_row(token))["updated_at"] == updated_at
 
 
+async def test_slid_cookie_session_gets_its_cookie_again(live: Live) -> None:
+    """The session slid to 7 more days: the browser's cookie must too, or it would drop
+    the cookie 7 days after sign-in while the session lives on."""
+    token, _ = await make_user_session()
+    names = codec(live.settings)
+    async with aiohttp.ClientSession() as http:
+        # Not due to slide: only the cache cookie is set, the session cookie is left alone.
+        async with http.get(
+            live.url + "/api/user/whoami", headers=session_cookie(live.settings, token)
+        ) as resp:
+            assert resp.status == 200
+            assert names.session_name not in set_cookies(resp)
+        now = datetime.now(UTC)
+        await (
+            Session.update(
+                {
+                    Session.updated_at: now - timedelta(days=2),
+                    Session.expires_at: now + timedelta(days=5),
+                }
+            )
+            .where(Session.token_hash == token_hash(token))
+            .run()
+        )
+        async with http.get(
+            live.url + "/api/user/whoami", headers=session_cookie(live.settings, token)
+        ) as resp:
+            assert resp.status == 200
+            morsels = set_cookies(resp)
+        session = morsels[names.session_name]
+        assert session.value == names.session_value(token)
+        assert session["max-age"] == "604800"
+        assert session["httponly"] and session["samesite"] == "Lax" and session["path"] == "/"
+        assert names.cache_name in morsels
+    row = await session_row(token)
+    expires_at = row["expires_at"]
+    assert isinstance(expires_at, datetime)
+    assert expires_at > now + timedelta(days=6, hours=23)
+
+
 async def test_expired_session_is_refused_and_removed(live: Live) -> None:
     token, _ = await make_user_session()
     await (

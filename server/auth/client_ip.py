@@ -7,9 +7,11 @@ from functools import lru_cache
 
 from aiohttp import web
 
+from server.auth.text import clean_text
 from server.state import SETTINGS
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 @lru_cache(maxsize=32)
@@ -17,12 +19,29 @@ def _networks(proxies: tuple[str, ...]) -> tuple[IpNetwork, ...]:
     return tuple(ipaddress.ip_network(item, strict=False) for item in proxies)
 
 
+def parse_ip(address: str) -> IpAddress | None:
+    """The address, IPv4-mapped IPv6 (``::ffff:a.b.c.d``) unwrapped to IPv4; ``None`` if
+    it is not an address."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
 def _trusted(address: str, networks: tuple[IpNetwork, ...]) -> bool:
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
         return False
-    return any(ip in net for net in networks)
+    # A dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d, and the operator may have
+    # listed either form: match both.
+    forms: list[IpAddress] = [ip]
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        forms.append(ip.ipv4_mapped)
+    return any(form in net for form in forms for net in networks)
 
 
 def client_ip(request: web.Request) -> str:
@@ -42,4 +61,5 @@ def client_ip(request: web.Request) -> str:
         address = hop
         if not _trusted(hop, networks):
             break
-    return address[:64]
+    # A client-written hop may be anything, stray non-UTF-8 bytes included.
+    return clean_text(address, 64) or ""

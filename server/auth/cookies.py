@@ -125,7 +125,7 @@ class CookieCodec:
     def state_data(self, value: str) -> dict[str, str | None] | None:
         try:
             data: Any = self._state.loads(value, max_age=STATE_TTL_S)
-        except BadSignature:
+        except (BadSignature, ValueError):  # ValueError: stray non-UTF-8 bytes
             return None
         if not isinstance(data, dict) or not isinstance(data.get("s"), str):
             return None
@@ -147,11 +147,15 @@ class CookieCodec:
     def _expire(self, response: web.StreamResponse, name: str) -> None:
         self._set(response, name, "", 0)
 
-    def set_session(self, response: web.StreamResponse, token: str, resolved: Resolved) -> None:
-        """Session cookie + cache + ``set-auth-token``: what every sign-in answer carries."""
+    def set_session_token(self, response: web.StreamResponse, token: str) -> None:
+        """The session cookie alone, for the session's full lifetime (sign-in, or a slide)."""
         self._set(
             response, self.session_name, self.session_value(token), int(SESSION_TTL.total_seconds())
         )
+
+    def set_session(self, response: web.StreamResponse, token: str, resolved: Resolved) -> None:
+        """Session cookie + cache + ``set-auth-token``: what every sign-in answer carries."""
+        self.set_session_token(response, token)
         self._set(response, self.cache_name, self.cache_value(resolved), CACHE_TTL_S)
         response.headers["set-auth-token"] = token
         response.headers["Access-Control-Expose-Headers"] = "set-auth-token"

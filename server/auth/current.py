@@ -16,6 +16,7 @@ from server.auth.clock import utcnow
 from server.auth.csrf import origin_trusted
 from server.auth.keys import COOKIES, RESOLVED, USER
 from server.auth.sessions import Resolved
+from server.auth.text import token_shaped
 from server.errors import ApiError, unauthorized
 from server.ids import token_hash
 from server.state import SESSIONS
@@ -89,8 +90,9 @@ def bearer_token(request: web.Request) -> str | None:
 async def resolve_token(app: web.Application, token: str) -> Resolved | None:
     """A bearer value → its live session. Accepts the raw token, or Better Auth's signed
     ``token.sig`` form (URL-encoded or not), which some clients keep from ``set-auth-token``.
-    Raw tokens never contain ``.``, so the two cannot be confused."""
-    if not token:
+    Raw tokens never contain ``.``, so the two cannot be confused. A value of any other
+    shape (stray bytes included) is simply invalid."""
+    if not token or not token_shaped(token):
         return None
     if "." in token or "%" in token:
         unsigned = app[COOKIES].token_from_cookie(token)
@@ -114,7 +116,7 @@ async def resolve_cookie(request: web.Request) -> tuple[Resolved | None, bool]:
     """
     codec = request.app[COOKIES]
     raw = request.cookies.get(codec.session_name)
-    if not raw:
+    if not raw or not token_shaped(raw):
         return None, False
     token = codec.token_from_cookie(raw)
     if token is None:

@@ -4,7 +4,8 @@ When GitHub is not configured and the server binds loopback only (``Settings.loc
 start-up announces a one-time link ``<public url>/auth/local?token=...``; opening it signs
 in the local user (an ``Account`` with provider ``local``) and redirects to ``/device`` or a
 same-origin ``next`` path. On any other bind there is no link and ``/auth/local`` is 403.
-The link is the one secret this server deliberately logs: it is how the operator gets in.
+The link is the one secret this server deliberately prints, on stderr only (it is how the
+operator gets in); the structured log, which may be shipped elsewhere, never holds the token.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def announce(app: web.Application) -> None:
     if not settings.local_mode:
         return
     url = f"{settings.public_url}/auth/local?token={app[LOCAL].issue()}"
-    log.info("local_sign_in", url=url)
+    log.info("local_sign_in", url=f"{settings.public_url}/auth/local", hint="see stderr")
     sys.stderr.write(f"Sign in: {url}\n")
     sys.stderr.flush()
 

@@ -58,4 +58,8 @@ async def _from_cookie(request: web.Request) -> Resolved | None:
         defer(request, codec.clear_session)
     elif not from_cache:
         defer(request, lambda response: codec.set_cache(response, resolved))
+        token = codec.token_from_cookie(request.cookies.get(codec.session_name, ""))
+        if resolved.slid and token is not None:
+            # The session now lasts 7 more days: so must the browser's cookie.
+            defer(request, lambda response: codec.set_session_token(response, token))
     return resolved

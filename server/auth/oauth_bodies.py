@@ -12,7 +12,7 @@ from typing import TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from server.bodies import FORM_TYPES, read_object, validate
+from server.bodies import FORM_TYPES, read_form, read_object, validate
 from server.errors import ApiError
 
 M = TypeVar("M", bound=BaseModel)
@@ -31,7 +31,7 @@ class OAuthBody(BaseModel):
 
 async def read_oauth(request: web.Request, model: type[M]) -> M:
     if request.content_type in FORM_TYPES:
-        form = await request.post()
+        form = await read_form(request)
         keys = [key for key, _ in form.items()]
         if len(keys) != len(set(keys)):
             raise ApiError(400, "invalid_request", "A form field is repeated")

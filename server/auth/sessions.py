@@ -13,12 +13,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from server.auth.clock import iso, utcnow
+from server.auth.text import MAX_TOKEN_CHARS, clean_text
 from server.ids import new_id, new_token, same, token_hash
 from server.tables import Session, User
 
 SESSION_TTL = timedelta(days=7)
 UPDATE_AGE = timedelta(days=1)
-MAX_TOKEN_CHARS = 512
 _REVOKED_MEMORY_S = 600.0  # longer than the cookie cache's 5 minutes
 
 
@@ -65,6 +65,7 @@ class Resolved:
 
     session: SessionInfo
     user: UserInfo
+    slid: bool = False  # extended by this lookup: a cookie client must get its cookie again
 
     def needs_refresh(self, now: datetime) -> bool:
         return now - self.session.updated_at > UPDATE_AGE
@@ -125,8 +126,8 @@ class SessionStore:
                 expires_at=now + SESSION_TTL,
                 created_at=now,
                 updated_at=now,
-                ip_address=(ip_address or None) and ip_address[:64],
-                user_agent=(user_agent or None) and user_agent[:512],
+                ip_address=clean_text(ip_address, 64),
+                user_agent=clean_text(user_agent, 512),
             )
         ).run()
         rows = await Session.select(*_COLUMNS).where(Session.id == session_id).run()
@@ -160,7 +161,7 @@ class SessionStore:
                 created_at=found.session.created_at,
                 updated_at=now,
             )
-            found = Resolved(session=slid, user=found.user)
+            found = Resolved(session=slid, user=found.user, slid=True)
         return found
 
     async def revoke(self, session_id: str) -> None:

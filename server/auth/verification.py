@@ -1,7 +1,15 @@
 """The signed-in user's side of the device flow, shared by the JSON API and the /device page:
-user-code lookups and decisions, with wrong codes counted per client IP (5 / 10 min → 429)."""
+user-code lookups and decisions, with wrong codes counted per client IP (5 / 10 min → 429).
+
+Each lookup holds a slot of its IP's budget from before its database query until its
+answer is known, so parallel guesses get no more tries than sequential ones.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 import structlog
 from aiohttp import web
@@ -9,14 +17,25 @@ from aiohttp import web
 from server.auth import device_flow
 from server.auth.client_ip import client_ip
 from server.auth.keys import LIMITER
+from server.auth.rate_limit import rate_key
 from server.errors import ApiError
 
 log = structlog.get_logger(__name__)
 
 
-def _allowed_ip(request: web.Request) -> str:
+@dataclass(frozen=True, slots=True)
+class _Slot:
+    ip: str
+    key: str
+
+
+@contextmanager
+def _slot(request: web.Request) -> Iterator[_Slot]:
+    """One reserved lookup for the client's IP, or ``429`` with ``Retry-After``."""
+    limiter = request.app[LIMITER]
     ip = client_ip(request)
-    retry = request.app[LIMITER].retry_after(ip)
+    slot = _Slot(ip=ip, key=rate_key(ip))
+    retry = limiter.reserve(slot.key)
     if retry is not None:
         raise ApiError(
             429,
@@ -24,40 +43,43 @@ def _allowed_ip(request: web.Request) -> str:
             "Too many wrong codes; try again later",
             headers={"Retry-After": str(retry)},
         )
-    return ip
+    try:
+        yield slot
+    finally:
+        limiter.release(slot.key)
 
 
-def _wrong(request: web.Request, ip: str) -> device_flow.UnknownCode:
-    request.app[LIMITER].record_wrong(ip)
-    log.info("device_wrong_code", ip=ip)
+def _wrong(request: web.Request, slot: _Slot) -> device_flow.UnknownCode:
+    request.app[LIMITER].record_wrong(slot.key)
+    log.info("device_wrong_code", ip=slot.ip)
     return device_flow.UnknownCode()
 
 
-def _canonical(request: web.Request, raw: str | None, ip: str) -> str:
+def _canonical(request: web.Request, raw: str | None, slot: _Slot) -> str:
     if raw is None:
         raise ApiError(400, "invalid_request", "user_code is required")
     code = device_flow.normalize(raw)
     if code is None:
-        raise _wrong(request, ip)
+        raise _wrong(request, slot)
     return code
 
 
 async def lookup(
     request: web.Request, raw: str | None, user_id: str | None
 ) -> device_flow.CodeView:
-    ip = _allowed_ip(request)
-    code = _canonical(request, raw, ip)
-    try:
-        return await device_flow.lookup(code, user_id)
-    except device_flow.UnknownCode:
-        raise _wrong(request, ip) from None
+    with _slot(request) as slot:
+        code = _canonical(request, raw, slot)
+        try:
+            return await device_flow.lookup(code, user_id)
+        except device_flow.UnknownCode:
+            raise _wrong(request, slot) from None
 
 
 async def decide(request: web.Request, raw: str | None, user_id: str, *, approve: bool) -> None:
-    ip = _allowed_ip(request)
-    code = _canonical(request, raw, ip)
-    try:
-        await device_flow.decide(code, user_id, approve=approve)
-    except device_flow.UnknownCode:
-        raise _wrong(request, ip) from None
+    with _slot(request) as slot:
+        code = _canonical(request, raw, slot)
+        try:
+            await device_flow.decide(code, user_id, approve=approve)
+        except device_flow.UnknownCode:
+            raise _wrong(request, slot) from None
     log.info("device_approved" if approve else "device_denied", user_id=user_id)

@@ -19,6 +19,7 @@ from aiohttp import web
 from server.auth import verification
 from server.auth.current import CurrentUser, current_user
 from server.auth.device_flow import CodeView, display, normalize
+from server.bodies import read_form
 from server.errors import ApiError
 from server.state import SETTINGS
 
@@ -41,11 +42,23 @@ def _template() -> Template:
     return Template(files("server.web").joinpath("device.html").read_text(encoding="utf-8"))
 
 
-def _page(title: str, content: str) -> web.Response:
+def _page(title: str, content: str, *, status: int = 200) -> web.Response:
     body = _template().substitute(title=escape(title), content=content)
     return web.Response(
-        text=body, content_type="text/html", charset="utf-8", headers=dict(_HEADERS)
+        status=status, text=body, content_type="text/html", charset="utf-8", headers=dict(_HEADERS)
     )
+
+
+def _refused(content: str, exc: ApiError) -> web.Response:
+    """A page for a refused code: ``429`` with ``Retry-After`` when rate limited (so that
+    clients and proxies see the limit), else ``200`` with the message."""
+    if exc.status != 429:
+        return _page("Connect a device", content)
+    response = _page("Connect a device", content, status=429)
+    retry = exc.headers.get("Retry-After")
+    if retry is not None:
+        response.headers["Retry-After"] = retry
+    return response
 
 
 def _entry_form(value: str = "", message: str = "", kind: str = "error") -> str:
@@ -110,7 +123,7 @@ async def device_page(request: web.Request) -> web.Response:
     try:
         view = await verification.lookup(request, raw, user.id)
     except ApiError as exc:
-        return _page("Connect a device", _signed_in_as(user) + _entry_form(raw, exc.message))
+        return _refused(_signed_in_as(user) + _entry_form(raw, exc.message), exc)
     if view.status != "pending":
         word = "approved" if view.status == "approved" else "denied"
         return _page("Connect a device", f"<p>This code was already {word}.</p>")
@@ -124,7 +137,10 @@ async def device_page(request: web.Request) -> web.Response:
 
 @routes.post("/device")
 async def device_decision(request: web.Request) -> web.Response:
-    form = await request.post()
+    try:
+        form = await read_form(request)
+    except ApiError as exc:
+        return _page("Connect a device", _entry_form("", exc.message), status=400)
     raw = form.get("user_code")
     action = form.get("action")
     code = raw if isinstance(raw, str) else None
@@ -136,7 +152,7 @@ async def device_decision(request: web.Request) -> web.Response:
     try:
         await verification.decide(request, code, user.id, approve=action == "approve")
     except ApiError as exc:
-        return _page("Connect a device", _entry_form(code or "", exc.message))
+        return _refused(_entry_form(code or "", exc.message), exc)
     if action == "approve":
         message = "Device approved. You can return to your terminal."
         kind = "ok"
