@@ -103,6 +103,8 @@ class SendResult:
     #: For a retried send whose generation has finished: the stored answer.
     answer: StoredMessage | None = None
     retried: bool = False
+    #: The actor that took the send: unsubscribe ``subscription`` through it.
+    actor: ConversationActor | None = None
 
 
 @dataclass(slots=True)
@@ -118,6 +120,8 @@ class _Generation:
     flushed: int = 0
     cancel_requested: bool = False
     shutdown: bool = False
+    crashed: bool = False  # the actor loop died under it (see ConversationActor.crashed)
+    concluding: bool = False  # the outcome is fixed: a cancel now is too late
     consume: asyncio.Task[Final | None] | None = None
     task: asyncio.Task[None] | None = None
 
@@ -238,10 +242,15 @@ class ConversationActor:
                     try:
                         result = await self._handle(command)
                     except Exception as exc:
+                        # A failed command (say, a database error) fails that command only:
+                        # the actor's state is consistent after every await, and a running
+                        # generation must not die with it.
                         if not command.reply.done():
                             command.reply.set_exception(exc)
                         if not isinstance(exc, ConversationBusy | LookupError | ValueError):
-                            raise
+                            self._log.warning(
+                                "command_failed", command=command.kind, error=repr(exc)[:300]
+                            )
                     else:
                         if not command.reply.done():
                             command.reply.set_result(result)
@@ -300,7 +309,6 @@ class ConversationActor:
             self._presence()
 
     def _presence(self) -> None:
-        self._viewers = {sub for sub in self._viewers if not sub.closed}
         self.hub.append("presence", {"viewers": len(self._viewers)})
 
     # -- send ----------------------------------------------------------------------------
@@ -366,6 +374,8 @@ class ConversationActor:
                     "generationId": generation_id,
                 },
             )
+            if subscription is not None:
+                self._unsubscribe(subscription)  # the caller never gets it: release it here
             raise
         generation = _Generation(
             id=generation_id,
@@ -396,6 +406,7 @@ class ConversationActor:
             assistant_message_id=assistant.id,
             model=model.id,
             subscription=subscription,
+            actor=self,
         )
 
     def _remember(self, generation_id: str, seq_before: int) -> None:
@@ -435,14 +446,15 @@ class ConversationActor:
             subscription=subscription,
             answer=None if running else answer,
             retried=True,
+            actor=self,
         )
 
     # -- cancel --------------------------------------------------------------------------
 
     async def _cancel(self, generation_id: str | None) -> bool:
         generation = self.generation
-        if generation is None or generation.cancel_requested:
-            return False
+        if generation is None or generation.cancel_requested or generation.concluding:
+            return False  # nothing running, or its outcome is already fixed
         if generation_id is not None and generation_id != generation.id:
             return False  # a stale cancel never stops the next generation
         generation.cancel_requested = True
@@ -466,10 +478,12 @@ class ConversationActor:
             generation.consume = asyncio.get_running_loop().create_task(
                 self._consume(generation, provider, model)
             )
+            if generation.cancel_requested or generation.shutdown or generation.crashed:
+                generation.consume.cancel()  # stopped before this task first ran
             try:
                 final = await generation.consume
             except asyncio.CancelledError:
-                if not (generation.cancel_requested or generation.shutdown):
+                if not (generation.cancel_requested or generation.shutdown or generation.crashed):
                     raise
             except ModelError as exc:
                 error = exc
@@ -490,15 +504,23 @@ class ConversationActor:
         crashed: bool,
         store: ConversationStore,
     ) -> None:
+        generation.concluding = True
         text = generation.text
         tools = generation.tool_steps or None
         common: dict[str, object] = {
             "messageId": generation.assistant.id,
             "generationId": generation.id,
         }
-        if generation.shutdown:
+        event: tuple[str, dict[str, object]]
+        if generation.crashed:
+            outcome = Outcome(status="error", content=text, tools=tools)
+            event = (
+                "error",
+                {**common, "code": "internal", "error": "The conversation actor failed"},
+            )
+        elif generation.shutdown:
             outcome = Outcome(status="interrupted", content=text, tools=tools)
-            event: tuple[str, dict[str, object]] = (
+            event = (
                 "error",
                 {**common, "code": "server_shutdown", "error": "The server is shutting down"},
             )
@@ -627,29 +649,20 @@ class ConversationActor:
         self._viewers.clear()
 
     async def crashed(self) -> None:
-        """Called by the registry when the actor loop died: leave nothing wedged."""
+        """Called by the registry when the actor loop died: leave nothing wedged.
+
+        A running generation is stopped through its normal ending, so the row is stored
+        ``error`` and ``error`` is published exactly once, after the write.
+        """
         generation = self.generation
-        if generation is not None:
+        if generation is not None and generation.task is not None:
+            generation.crashed = True
             if generation.consume is not None:
                 generation.consume.cancel()
-            if generation.task is not None and not generation.task.done():
-                generation.task.cancel()
             with contextlib.suppress(Exception):
-                await self.deps.store.finish(
-                    generation.assistant.id,
-                    Outcome(status="error", content=generation.text),
-                )
-            self.hub.append(
-                "error",
-                {
-                    "messageId": generation.assistant.id,
-                    "generationId": generation.id,
-                    "code": "internal",
-                    "error": "The conversation actor failed",
-                },
-            )
-            self.generation = None
-        self.hub.close()
+                await asyncio.shield(generation.task)
+        if not self.hub.closed:
+            self.hub.close()
 
 
 TERMINAL = frozenset({"done", "error", "cancelled"})

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 
 import structlog
 
@@ -27,6 +28,7 @@ class Registry:
         self._actors: dict[str, ConversationActor] = {}
         self._spawning: dict[str, asyncio.Future[ConversationActor]] = {}
         self._closing = False
+        self._deleting: set[str] = set()
         self._cleanups: set[asyncio.Task[None]] = set()
         self.crashes = 0
 
@@ -41,6 +43,8 @@ class Registry:
         """The live actor of a conversation the user owns; spawn it when needed."""
         if self._closing:
             raise ActorStopped(conversation_id)
+        if conversation_id in self._deleting:
+            raise ConversationNotFound(conversation_id)
         actor = self.peek(conversation_id)
         if actor is None:
             pending = self._spawning.get(conversation_id)
@@ -77,7 +81,10 @@ class Registry:
             del self._actors[actor.conversation_id]
 
     def _finished(self, actor: ConversationActor, task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None:
+        """Any end but an orderly one (stop, idle) is a crash, cancellation included."""
+        if task.cancelled():
+            self._supervise(actor, None)
+        elif task.exception() is not None:
             self._supervise(actor, task.exception())
 
     def _supervise(self, actor: ConversationActor, exc: BaseException | None) -> None:
@@ -85,7 +92,7 @@ class Registry:
         log.error(
             "actor_crashed",
             conversation_id=actor.conversation_id,
-            error=f"{type(exc).__name__}: {exc}",
+            error="cancelled" if exc is None else f"{type(exc).__name__}: {exc}",
         )
         task = asyncio.get_running_loop().create_task(actor.crashed())
         self._cleanups.add(task)
@@ -99,11 +106,21 @@ class Registry:
                 return actor
         raise ActorStopped(conversation_id)
 
-    async def delete(self, conversation_id: str) -> None:
-        """Stop a conversation's actor for good (the conversation is being deleted)."""
-        actor = self._actors.get(conversation_id)
-        if actor is not None:
-            await actor.stop("deleted")
+    @contextlib.asynccontextmanager
+    async def deleting(self, conversation_id: str) -> AsyncIterator[None]:
+        """Stop a conversation's actor for good while its rows are deleted.
+
+        Until the block ends the conversation answers as not found, so no command can
+        respawn an actor for rows that are about to disappear.
+        """
+        self._deleting.add(conversation_id)
+        try:
+            actor = self._actors.get(conversation_id)
+            if actor is not None:
+                await actor.stop("deleted")
+            yield
+        finally:
+            self._deleting.discard(conversation_id)
 
     async def close(self) -> None:
         """Stop every actor: running generations end as ``server_shutdown``."""

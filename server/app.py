@@ -43,7 +43,7 @@ def create_app(settings: Settings) -> web.Application:
     auth.setup(app)
     app.add_routes(chat.routes)
     app.add_routes(conversations.routes)
-    app.add_routes(ws.routes)
+    ws.setup(app)  # after stop_actors: sockets close once generations have ended
     return app
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import weakref
-from collections.abc import AsyncIterator
-from typing import Annotated
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Annotated, TypeVar
 
 import structlog
 from aiohttp import web
@@ -37,6 +37,7 @@ from server.state import CATALOG, METRICS, REGISTRY, SETTINGS
 from server.tables import Conversation, Message
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 TITLE_CHARS = 50
 
@@ -59,7 +60,19 @@ class ChatRequest(BaseModel):
     def _non_empty(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("must be a non-empty string")
-        return value
+        return no_nul(value)
+
+    @field_validator("conversationId", "aiModel", "clientMessageId")
+    @classmethod
+    def _no_nul(cls, value: str | None) -> str | None:
+        return None if value is None else no_nul(value)
+
+
+def no_nul(value: str) -> str:
+    """PostgreSQL text cannot hold U+0000: refuse it as bad input, on every engine."""
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
 
 
 def not_found() -> ApiError:
@@ -88,13 +101,34 @@ async def _conversation_for_client_id(user_id: str, client_message_id: str) -> s
     return None if rows is None else str(rows["conversation_id"])
 
 
+def shutting_down() -> ApiError:
+    return ApiError(503, "server_shutdown", "The server is shutting down")
+
+
 async def actor_for(app: web.Application, conversation_id: str, user_id: str) -> ConversationActor:
     try:
         return await app[REGISTRY].call(conversation_id, user_id)
     except ConversationNotFound:
         raise not_found() from None
     except ActorStopped:
-        raise ApiError(503, "server_shutdown", "The server is shutting down") from None
+        raise shutting_down() from None
+
+
+async def with_actor(
+    app: web.Application,
+    conversation_id: str,
+    user_id: str,
+    command: Callable[[ConversationActor], Awaitable[T]],
+) -> T:
+    """Run one actor command; an actor that stopped under us (idle stop, delete, crash)
+    is looked up again, which respawns it or answers 404 once the conversation is gone."""
+    for _ in range(3):
+        actor = await actor_for(app, conversation_id, user_id)
+        try:
+            return await command(actor)
+        except ActorStopped:
+            continue
+    raise shutting_down()
 
 
 async def start_chat(
@@ -140,21 +174,76 @@ async def start_chat(
             title = " ".join(body.message.split())[:TITLE_CHARS]
             row = await create_conversation(user.id, title)
             conversation_id = str(row["id"])
-        for _ in range(3):
-            actor = await actor_for(app, conversation_id, user.id)
-            try:
-                return await actor.send(
+        try:
+            return await with_actor(
+                app,
+                conversation_id,
+                user.id,
+                lambda actor: actor.send(
                     body.message,
                     model=model,
                     tools=tools,
                     client_message_id=body.clientMessageId,
                     subscribe=subscribe,
-                )
-            except ConversationBusy:
-                raise busy() from None
-            except ActorStopped:
-                continue
-        raise ApiError(503, "server_shutdown", "The server is shutting down")
+                ),
+            )
+        except ConversationBusy:
+            raise busy() from None
+
+
+async def cancel_generation(
+    app: web.Application, conversation_id: str, user_id: str, generation_id: str | None
+) -> bool:
+    """Cancel without waking anything: an idle conversation has nothing to cancel."""
+    actor = app[REGISTRY].peek(conversation_id)
+    if actor is None or actor.owner_id != user_id:
+        await owned_conversation(conversation_id, user_id)  # 404 unless it is the user's
+        return False
+    try:
+        return await actor.cancel(generation_id)
+    except ActorStopped:
+        return False
+
+
+def rebuilt_events(result: SendResult) -> list[dict[str, object]]:
+    """``init`` and the terminal event of a retried turn whose events left the log.
+
+    They are rebuilt from the stored rows, so they carry no ``epoch``/``seq``: they are
+    not part of the log, and a client must not resume from them.
+    """
+    answer = result.answer
+    base: dict[str, object] = {
+        "conversationId": result.conversation_id,
+        "generationId": result.generation_id,
+    }
+    if answer is None:
+        return [{**base, "type": "error", "code": "internal", "error": "The answer was not stored"}]
+    common: dict[str, object] = {**base, "messageId": answer.id}
+    init: dict[str, object] = {
+        **common,
+        "type": "init",
+        "userMessageId": result.user_message.id,
+        "aiModel": answer.model,
+    }
+    if answer.status == "complete":
+        terminal: dict[str, object] = {
+            **common,
+            "type": "done",
+            "fullText": answer.content,
+            "finishReason": answer.finish_reason or "STOP",
+            "usage": answer.usage or {},
+            "citations": answer.citations or [],
+        }
+    elif answer.status == "cancelled":
+        terminal = {**common, "type": "cancelled", "fullText": answer.content}
+    else:  # error, or interrupted by a server that died
+        terminal = {
+            **common,
+            "type": "error",
+            "code": "internal",
+            "error": f"The answer ended with status {answer.status}",
+        }
+    return [init, terminal]
 
 
 def make_providers(app: web.Application) -> dict[str, ModelProvider]:
@@ -230,8 +319,10 @@ __all__ = [
     "ChatRequest",
     "Registry",
     "actor_for",
+    "cancel_generation",
     "chat_runtime",
     "owned_conversation",
     "start_chat",
     "stop_actors",
+    "with_actor",
 ]

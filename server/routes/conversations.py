@@ -12,10 +12,11 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from actors.conversation import iso_time
+from actors.conversation import ConversationActor, iso_time
+from actors.hub import Subscription
 from server.auth.current import require_user
 from server.bodies import read_model
-from server.chat_service import actor_for, not_found, owned_conversation
+from server.chat_service import cancel_generation, no_nul, owned_conversation, with_actor
 from server.chat_store import to_stored, utcnow
 from server.errors import ApiError, json_response
 from server.state import CATALOG, METRICS, REGISTRY, SETTINGS
@@ -50,9 +51,12 @@ def _encode_cursor(row: dict[str, Any]) -> str:
 def _decode_cursor(text: str) -> tuple[datetime, str]:
     try:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-        stamp, conv_id = orjson.loads(raw)
-        return datetime.fromisoformat(stamp), str(conv_id)
-    except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError):
+        stamp_text, conv_id = orjson.loads(raw)
+        stamp = datetime.fromisoformat(stamp_text)
+        if stamp.tzinfo is None or not isinstance(conv_id, str):
+            raise ValueError("naive time")
+        return stamp.astimezone(UTC), conv_id
+    except (ValueError, TypeError, OverflowError, binascii.Error, orjson.JSONDecodeError):
         raise ApiError(
             400, "invalid_request", "cursor: not a cursor from this API", extra={"field": "cursor"}
         ) from None
@@ -62,7 +66,7 @@ def _decode_cursor(text: str) -> tuple[datetime, str]:
 async def list_conversations(request: web.Request) -> web.Response:
     user = require_user(request)
     raw_limit = request.query.get("limit", str(DEFAULT_LIMIT))
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT:
+    if not (raw_limit.isascii() and raw_limit.isdigit()) or not 1 <= int(raw_limit) <= MAX_LIMIT:
         raise ApiError(
             400,
             "invalid_request",
@@ -151,7 +155,7 @@ class Rename(BaseModel):
         value = " ".join(value.split())
         if not value:
             raise ValueError("must be a non-empty string")
-        return value
+        return no_nul(value)
 
 
 @routes.patch("/api/conversations/{id}")
@@ -175,8 +179,8 @@ async def rename(request: web.Request) -> web.Response:
 async def delete(request: web.Request) -> web.Response:
     user = require_user(request)
     conversation = await owned_conversation(request.match_info["id"], user.id)
-    await request.app[REGISTRY].delete(str(conversation["id"]))
-    await Conversation.delete().where(Conversation.id == conversation["id"]).run()
+    async with request.app[REGISTRY].deleting(str(conversation["id"])):
+        await Conversation.delete().where(Conversation.id == conversation["id"]).run()
     return json_response({"deleted": True})
 
 
@@ -190,21 +194,19 @@ async def cancel(request: web.Request) -> web.Response:
     user = require_user(request)
     body = await read_model(request, CancelBody)
     conversation_id = request.match_info["id"]
-    registry = request.app[REGISTRY]
-    actor = registry.peek(conversation_id)
-    if actor is None:
-        await owned_conversation(conversation_id, user.id)  # 404 unless it is the user's
-        return json_response({"cancelled": False})
-    if actor.owner_id != user.id:
-        raise not_found()
-    return json_response({"cancelled": await actor.cancel(body.generationId)})
+    return json_response(
+        {
+            "cancelled": await cancel_generation(
+                request.app, conversation_id, user.id, body.generationId
+            )
+        }
+    )
 
 
 @routes.get("/api/conversations/{id}/events")
 async def events(request: web.Request) -> web.StreamResponse:
     user = require_user(request)
     settings = request.app[SETTINGS]
-    actor = await actor_for(request.app, request.match_info["id"], user.id)
     after = request.headers.get("Last-Event-ID") or request.query.get("after") or None
     from server.transports.wire import RawWriter
 
@@ -215,7 +217,12 @@ async def events(request: web.Request) -> web.StreamResponse:
         ping=ping_frame(chunked),
         ping_interval=settings.sse_ping_interval,
     )
-    sub = await actor.subscribe(after, feed.spec())
+    actor, sub = await with_actor(
+        request.app,
+        request.match_info["id"],
+        user.id,
+        lambda actor: _subscribed(actor, after, feed),
+    )
     metrics = request.app[METRICS]
     metrics.connections.labels("sse").inc()
     try:
@@ -229,6 +236,12 @@ async def events(request: web.Request) -> web.StreamResponse:
     finally:
         metrics.connections.labels("sse").dec()
         await actor.unsubscribe(sub)
+
+
+async def _subscribed(
+    actor: ConversationActor, after: str | None, feed: Feed
+) -> tuple[ConversationActor, Subscription]:
+    return actor, await actor.subscribe(after, feed.spec())
 
 
 @routes.get("/api/models")

@@ -80,7 +80,9 @@ class Feed:
             if sub.closed and not sub.pending():
                 return
             try:
-                await asyncio.wait_for(self._wake.wait(), self.ping_interval)
+                # asyncio.timeout, not wait_for: no extra task per wakeup on the token path.
+                async with asyncio.timeout(self.ping_interval):
+                    await self._wake.wait()
             except TimeoutError:
                 if self.ping is not None:
                     self.writer.write(self.ping)

@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import weakref
 from collections import deque
+from typing import Any
 
 import orjson
 import structlog
@@ -19,14 +21,14 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from actors.conversation import ConversationActor, SubscribeSpec
 from actors.hub import Event, Subscription
-from actors.registry import ConversationNotFound
 from server.auth.csrf import origin_trusted
 from server.auth.current import CurrentUser, current_user, user_for_cookie, user_for_token
-from server.chat_service import start_chat
+from server.chat_service import cancel_generation, rebuilt_events, start_chat, with_actor
 from server.errors import ApiError
-from server.state import METRICS, REGISTRY, SETTINGS
+from server.state import METRICS, SETTINGS
 from server.transports.protocol import (
     Cancel,
+    ClientFrame,
     FrameError,
     Ping,
     Send,
@@ -44,6 +46,7 @@ ABUSE_LIMIT = 20
 ABUSE_WINDOW_S = 10.0
 SLOW_CLOSE_GRACE_S = 30.0
 SUBPROTOCOL = "cero.v1"
+SOCKETS: web.AppKey[weakref.WeakSet[Any]] = web.AppKey("ws_sockets")
 
 
 def ws_frame(event: Event) -> bytes:
@@ -139,7 +142,7 @@ class Connection:
             await self.wake.wait()
             self.wake.clear()
             frames: list[bytes] = []
-            for _, sub in list(self.subs.values()):
+            for conversation_id, (_, sub) in list(self.subs.items()):
                 if sub not in self.ready:
                     continue
                 if sub.overflowed:
@@ -147,6 +150,19 @@ class Connection:
                     return
                 for event in sub.take():
                     frames.append(ws_frame(event))
+                if sub.closed and not sub.pending():
+                    # The conversation was deleted, or its actor stopped or crashed.
+                    self.subs.pop(conversation_id, None)
+                    self.ready.discard(sub)
+                    frames.append(
+                        self.frame(
+                            {
+                                "type": "unsubscribed",
+                                "reason": "closed",
+                                "conversationId": conversation_id,
+                            }
+                        )
+                    )
             if frames:
                 self.writer.write(b"".join(frames))
                 try:
@@ -156,28 +172,51 @@ class Connection:
 
     # -- inbound -------------------------------------------------------------------------
 
-    def fault(self, code: str, message: str) -> bool:
-        """Answer a bad frame; ``False`` when the peer went past the abuse limit."""
+    @staticmethod
+    def frame(data: dict[str, object]) -> bytes:
+        return ws_text_frame(orjson.dumps(data))
+
+    def fault(self, code: str, message: str, *, counts: bool = True) -> bool:
+        """Answer a bad frame; ``False`` when the peer went past the abuse limit.
+
+        Refusals of well-formed requests (busy, not found) are answered the same way but
+        do not count as abuse."""
+        self.send_json({"type": "fault", "code": code, "error": message})
+        if not counts:
+            return True
         now = time.monotonic()
         self.faults.append(now)
         while self.faults and now - self.faults[0] > ABUSE_WINDOW_S:
             self.faults.popleft()
-        self.send_json({"type": "fault", "code": code, "error": message})
         return len(self.faults) <= ABUSE_LIMIT
+
+    def _live(self, conversation_id: str) -> bool:
+        entry = self.subs.get(conversation_id)
+        return entry is not None and not entry[1].closed
+
+    def _adopt(self, conversation_id: str, actor: ConversationActor, sub: Subscription) -> None:
+        """Start delivering ``sub``: what it already holds goes out before anything live."""
+        self.subs[conversation_id] = (actor, sub)
+        frames = [ws_frame(event) for event in sub.take()]
+        if frames:
+            self.writer.write(b"".join(frames))
+        self.ready.add(sub)
 
     async def subscribe(self, conversation_id: str, after: str | None) -> None:
         if conversation_id in self.subs:
             await self.unsubscribe(conversation_id)
-        try:
-            actor = await self.app[REGISTRY].call(conversation_id, self.user.id)
-        except ConversationNotFound:
-            self.fault("not_found", "Conversation not found")
-            return
         box: list[Subscription] = []
         spec = SubscribeSpec(notify=self.notify, direct=self._direct(box))  # type: ignore[arg-type]
-        sub = await actor.subscribe(after, spec)
+
+        async def command(actor: ConversationActor) -> tuple[ConversationActor, Subscription]:
+            return actor, await actor.subscribe(after, spec)
+
+        try:
+            actor, sub = await with_actor(self.app, conversation_id, self.user.id, command)
+        except ApiError as exc:
+            self.fault(exc.code, exc.message, counts=False)
+            return
         box.append(sub)
-        self.subs[conversation_id] = (actor, sub)
         self.send_json(
             {
                 "type": "subscribed",
@@ -187,10 +226,7 @@ class Connection:
                 "recovered": sub.recovered,
             }
         )
-        frames = [ws_frame(event) for event in sub.take()]
-        if frames:
-            self.writer.write(b"".join(frames))
-        self.ready.add(sub)
+        self._adopt(conversation_id, actor, sub)
 
     async def unsubscribe(self, conversation_id: str) -> bool:
         entry = self.subs.pop(conversation_id, None)
@@ -206,6 +242,16 @@ class Connection:
             frame = parse_frame(text)
         except FrameError as exc:
             return self.fault(exc.code, exc.message)
+        try:
+            await self._dispatch(frame)
+        except ApiError as exc:
+            self.fault(exc.code, exc.message, counts=False)
+        except Exception:
+            self._log.exception("ws_command_failed", frame=type(frame).__name__)
+            self.fault("internal", "The command failed", counts=False)
+        return True
+
+    async def _dispatch(self, frame: ClientFrame) -> None:
         if isinstance(frame, Ping):
             self.send_json({"type": "pong"})
         elif isinstance(frame, Subscribe):
@@ -221,15 +267,9 @@ class Connection:
                 }
             )
         elif isinstance(frame, Cancel):
-            actor = self.app[REGISTRY].peek(frame.conversation_id)
-            if actor is None or actor.owner_id != self.user.id:
-                try:
-                    await self.app[REGISTRY].call(frame.conversation_id, self.user.id)
-                except ConversationNotFound:
-                    return self.fault("not_found", "Conversation not found")
-                cancelled = False
-            else:
-                cancelled = await actor.cancel(frame.generation_id)
+            cancelled = await cancel_generation(
+                self.app, frame.conversation_id, self.user.id, frame.generation_id
+            )
             self.send_json(
                 {
                     "type": "ack",
@@ -240,25 +280,20 @@ class Connection:
             )
         elif isinstance(frame, Send):
             await self.send(frame)
-        return True
 
     async def send(self, frame: Send) -> None:
         body = frame.request
         box: list[Subscription] = []
-        subscribed = body.conversationId is not None and body.conversationId in self.subs
         spec = None
-        if not subscribed:
+        if body.conversationId is None or not self._live(body.conversationId):
             spec = SubscribeSpec(notify=self.notify, direct=self._direct(box))  # type: ignore[arg-type]
-        try:
-            result = await start_chat(self.app, self.user, body, spec)
-        except ApiError as exc:
-            self.fault(exc.code, exc.message)
-            return
-        if result.subscription is not None:
-            box.append(result.subscription)
-            actor = self.app[REGISTRY].peek(result.conversation_id)
-            if actor is not None:
-                self.subs[result.conversation_id] = (actor, result.subscription)
+        result = await start_chat(self.app, self.user, body, spec)
+        sub = result.subscription
+        if sub is not None and result.actor is not None and self._live(result.conversation_id):
+            # A retry without conversationId landed on a conversation this socket already
+            # follows: one subscription per conversation, or events would arrive twice.
+            await result.actor.unsubscribe(sub)
+            sub = None
         self.send_json(
             {
                 "type": "ack",
@@ -270,11 +305,14 @@ class Connection:
                 "retried": result.retried,
             }
         )
-        if result.subscription is not None:
-            frames = [ws_frame(event) for event in result.subscription.take()]
-            if frames:
-                self.writer.write(b"".join(frames))
-            self.ready.add(result.subscription)
+        if sub is not None and result.actor is not None:
+            box.append(sub)
+            if result.conversation_id in self.subs:  # a closed one: replace it
+                await self.unsubscribe(result.conversation_id)
+            self._adopt(result.conversation_id, result.actor, sub)
+        elif result.answer is not None and not self._live(result.conversation_id):
+            # A retry whose events left the log: init and the stored outcome.
+            self.writer.write(b"".join(self.frame(data) for data in rebuilt_events(result)))
 
     async def close_all(self) -> None:
         for conversation_id in list(self.subs):
@@ -297,6 +335,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     if hasattr(ws, "_pong_heartbeat"):
         ws._pong_heartbeat = settings.ws_heartbeat
     await ws.prepare(request)
+    request.app[SOCKETS].add(ws)
     connection = Connection(request, ws, user)
     connection.writer.set_user_timeout()
     metrics = request.app[METRICS]
@@ -322,3 +361,20 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         await connection.close_all()
         metrics.connections.labels("ws").dec()
     return ws
+
+
+async def close_sockets(app: web.Application) -> None:
+    """on_shutdown (after the actors ended their generations): 1001 to every socket."""
+    live: weakref.WeakSet[Any] = app[SOCKETS]
+    sockets = list(live)
+    await asyncio.gather(
+        *(ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown") for ws in sockets),
+        return_exceptions=True,
+    )
+
+
+def setup(app: web.Application) -> None:
+    sockets: weakref.WeakSet[Any] = weakref.WeakSet()
+    app[SOCKETS] = sockets
+    app.add_routes(routes)
+    app.on_shutdown.append(close_sockets)
