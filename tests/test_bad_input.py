@@ -137,3 +137,42 @@ async def test_cookie_writes_need_a_trusted_origin(env: Env) -> None:
             assert r.status == 200
         async with http.get(path + "/messages", headers=cookie) as r:  # reads need no Origin
             assert r.status == 200
+
+
+async def test_nul_characters_and_odd_queries_are_400(env: Env) -> None:
+    import base64
+
+    import orjson
+
+    h = bearer(env.owner)
+    base = env.live.url
+    cid = env.conversation_id
+    bad_cursors = [
+        base64.urlsafe_b64encode(orjson.dumps([stamp, "x"])).decode().rstrip("=")
+        for stamp in (
+            "0001-01-01T00:00:00+14:00",
+            "9999-12-31T23:59:59-14:00",
+            "2026-01-01T00:00:00",
+            "not a time",
+        )
+    ] + ["%%%", "e30"]
+    async with aiohttp.ClientSession() as http:
+        for body in (
+            {"message": "a\u0000b"},
+            {"message": "ok", "clientMessageId": "k\u0000"},
+            {"message": "ok", "conversationId": cid + "\u0000"},
+        ):
+            async with http.post(base + "/api/chat", json=body, headers=h) as r:
+                assert r.status == 400, (body, await r.text())
+        async with http.patch(
+            f"{base}/api/conversations/{cid}", json={"shortTitle": "\u0000"}, headers=h
+        ) as r:
+            assert r.status == 400
+        for limit in ("\u00b2", "0", "101", "-1", "1.5", ""):
+            async with http.get(f"{base}/api/conversations?limit={limit}", headers=h) as r:
+                assert r.status == 400, limit
+        for cursor in bad_cursors:
+            async with http.get(f"{base}/api/conversations?cursor={cursor}", headers=h) as r:
+                assert r.status == 400, cursor
+    rows = await Message.select().where(Message.conversation_id == cid).run()
+    assert len(rows) == 2

@@ -158,3 +158,62 @@ async def test_slow_consumer_does_not_delay_fast_one(env: tuple[Live, FakeGemini
             await again.wait_for(lambda f: f["type"] == "reset")
         await again.close()
         await fast.close()
+
+
+async def test_retried_send_does_not_subscribe_twice(env: tuple[Live, FakeGemini, str]) -> None:
+    live, fake, token = env
+    fake.enqueue(Script(chunks=[f"r{i} " for i in range(30)], chunk_delay=0.01))
+    async with aiohttp.ClientSession() as http:
+        peer = await _peer(live, http, token)
+        await peer.send(type="send", message="hello", aiModel=MODEL, clientMessageId="dup-1")
+        ack = await peer.wait_for(lambda f: f["type"] == "ack")
+        await peer.wait_for(lambda f: f["type"] == "token")
+        # The client did not trust the first ack and retries: same key, no conversationId.
+        await peer.send(type="send", message="hello", aiModel=MODEL, clientMessageId="dup-1")
+        acks = await peer.wait_for(
+            lambda f: len([x for x in peer.frames if x["type"] == "ack"]) == 2
+        )
+        assert acks
+        second = [f for f in peer.frames if f["type"] == "ack"][1]
+        assert second["retried"] and second["generationId"] == ack["generationId"]
+        await peer.wait_for(lambda f: f["type"] == "done")
+        events = peer.of(ack["conversationId"])
+        check_seq(events)  # no duplicates, no gaps
+        await peer.send(type="unsubscribe", conversationId=ack["conversationId"])
+        await peer.wait_for(lambda f: f["type"] == "ack" and f["of"] == "unsubscribe")
+        from server.state import REGISTRY
+
+        actor = live.app[REGISTRY].peek(ack["conversationId"])
+        assert actor is not None and actor.viewers == 0
+        await peer.close()
+
+
+async def test_shutdown_ends_generations_and_closes_sockets_1001(database_url: str) -> None:
+    from tests.auth_helpers import running
+
+    fake = FakeGemini()
+    url = await fake.start()
+    fake.enqueue(Script(chunks=[f"s{i} " for i in range(500)], chunk_delay=0.01))
+    try:
+        settings = lambda port: make_settings(  # noqa: E731
+            database_url, port=port, gemini_api_key="k", gemini_base_url=url
+        )
+        async with running(settings) as other, aiohttp.ClientSession() as http:
+            token, _ = await make_user_session("Shut")
+            peer = await _peer(other, http, token)
+            await peer.send(type="send", message="long", aiModel=MODEL)
+            ack = await peer.wait_for(lambda f: f["type"] == "ack")
+            await peer.wait_for(lambda f: f["type"] == "token")
+            await other.server.close()
+            error = await peer.wait_for(lambda f: f["type"] == "error")
+            assert error["code"] == "server_shutdown"
+            await asyncio.wait_for(peer._task, 5)  # type: ignore[arg-type]
+            assert peer.close_code == 1001
+            from server import db
+            from server.tables import Message
+
+            db.use_engine(db.engine_for_url(database_url))
+            row = await Message.select().where(Message.id == ack["messageId"]).first().run()
+            assert row is not None and row["status"] == "interrupted"
+    finally:
+        await fake.stop()
