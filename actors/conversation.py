@@ -38,6 +38,11 @@ log = structlog.get_logger(__name__)
 
 #: Generations remembered for idempotent retries (their cursor in the log).
 RECENT_GENERATIONS = 32
+#: Tokens published back to back before the generation yields to the event loop.
+YIELD_EVERY = 32
+#: Presence changes within this window are published as one event (N viewers joining
+#: would otherwise cost N presence events to each of N subscribers).
+PRESENCE_DEBOUNCE_S = 0.25
 
 
 class ModelSpec(Protocol):
@@ -156,6 +161,8 @@ class ConversationActor:
         self._history: list[StoredMessage] | None = None
         self._recent: OrderedDict[str, int] = OrderedDict()  # generation id → seq before
         self._viewers: set[Subscription] = set()
+        self._presence_timer: asyncio.TimerHandle | None = None
+        self._published_viewers = 0
         self._mailbox: asyncio.Queue[_Command] = asyncio.Queue()
         self._on_exit = on_exit
         self._log = log.bind(conversation_id=conversation_id)
@@ -309,7 +316,18 @@ class ConversationActor:
             self._presence()
 
     def _presence(self) -> None:
-        self.hub.append("presence", {"viewers": len(self._viewers)})
+        """Announce the viewer count soon, once per burst of joins and leaves."""
+        if self._presence_timer is None:
+            self._presence_timer = asyncio.get_running_loop().call_later(
+                PRESENCE_DEBOUNCE_S, self._publish_presence
+            )
+
+    def _publish_presence(self) -> None:
+        self._presence_timer = None
+        viewers = len(self._viewers)
+        if viewers != self._published_viewers and not self.hub.closed:
+            self._published_viewers = viewers
+            self.hub.append("presence", {"viewers": viewers})
 
     # -- send ----------------------------------------------------------------------------
 
@@ -333,13 +351,15 @@ class ConversationActor:
         if self.generation is not None:
             raise ConversationBusy(self.conversation_id)
         history = await self._history_cache()
-        store = self.deps.store
         generation_id = secrets.token_urlsafe(12)
-        user_message = await store.add_user_message(
+        # One transaction for both rows: the user message is committed before anything
+        # is published, and the answer row exists (as `streaming`) from the start.
+        user_message, assistant = await self.deps.store.start_turn(
             self.conversation_id,
             message,
             generation_id=generation_id,
             client_message_id=client_message_id,
+            model=model.id,
         )
         history.append(user_message)
         before = self.hub.last_seq
@@ -361,22 +381,6 @@ class ConversationActor:
                 }
             },
         )
-        try:
-            assistant = await store.add_assistant_message(
-                self.conversation_id, model=model.id, generation_id=generation_id
-            )
-        except Exception:
-            self.hub.append(
-                "error",
-                {
-                    "code": "internal",
-                    "error": "could not store the answer",
-                    "generationId": generation_id,
-                },
-            )
-            if subscription is not None:
-                self._unsubscribe(subscription)  # the caller never gets it: release it here
-            raise
         generation = _Generation(
             id=generation_id,
             user_message=user_message,
@@ -589,6 +593,7 @@ class ConversationActor:
         on_token = self.deps.on_token
         final: Final | None = None
         stream = provider.stream(request)
+        unyielded = 0
         try:
             async for item in stream:
                 if isinstance(item, TextDelta):
@@ -599,6 +604,12 @@ class ConversationActor:
                     hub.append("token", {"messageId": message_id, "text": item.text})
                     if on_token is not None:
                         on_token(1)
+                    unyielded += 1
+                    if unyielded >= YIELD_EVERY:
+                        # A provider that has chunks buffered never suspends: let commands
+                        # (cancel), lagging subscribers' pumps and other actors run.
+                        unyielded = 0
+                        await asyncio.sleep(0)
                 elif isinstance(item, ToolStep):
                     step: dict[str, object] = {"tool": item.tool, "payload": item.payload}
                     generation.tool_steps.append(step)

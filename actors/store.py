@@ -60,18 +60,17 @@ class ConversationStore(Protocol):
         """The user message sent with this idempotency key and the answer it started."""
         ...
 
-    async def add_user_message(
+    async def start_turn(
         self,
         conversation_id: str,
         content: str,
         *,
         generation_id: str,
         client_message_id: str | None,
-    ) -> StoredMessage: ...
-
-    async def add_assistant_message(
-        self, conversation_id: str, *, model: str, generation_id: str
-    ) -> StoredMessage: ...
+        model: str,
+    ) -> tuple[StoredMessage, StoredMessage]:
+        """Commit the user message and the ``streaming`` answer row together."""
+        ...
 
     async def flush_partial(self, message_id: str, content: str) -> None:
         """Write the partial answer of a streaming message (batched by the actor)."""

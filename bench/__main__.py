@@ -79,15 +79,15 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, argparse.Namespac
     cfg = Config()
     if args.quick:
         cfg = Config(
-            duration=2.5,
-            warmup=1.0,
+            duration=1.5,
+            warmup=0.6,
             s1_subs=[100],
             s5_subs=[100],
             loops=["uvloop"],
             s2_convs=40,
-            s3_conns=1000,
+            s3_conns=500,
             s3_procs=2,
-            s4_turns=30,
+            s4_turns=20,
             profile=False,
         )
     cfg.scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
@@ -174,7 +174,8 @@ async def run(cfg: Config, stamp: str) -> dict[str, Any]:
                     f"{cfg.s2_rate:g} tokens/s each")
                 for kind in ("ws", "project"):
                     runs += await setup("2", "ws", kind, cfg.s2_subs, cfg.s2_convs,
-                                        [cfg.s2_rate], warmup=max(cfg.warmup, 2.0))
+                                        [cfg.s2_rate],
+                                        warmup=max(cfg.warmup, 1.0 if cfg.s2_convs <= 50 else 3.0))
 
             if "3" in scen:
                 log(f"scenario 3: {cfg.s3_conns} idle authenticated WebSocket connections")

@@ -9,6 +9,7 @@ from typing import Any, cast
 import orjson
 
 from actors.store import MessageStatus, Outcome, StoredMessage
+from server.db import write_transaction
 from server.ids import new_id
 from server.tables import Conversation, Message
 
@@ -24,6 +25,21 @@ def _json(value: Any) -> Any:
         except orjson.JSONDecodeError:
             return None
     return value
+
+
+def _row(message: StoredMessage) -> Message:
+    return Message(
+        id=message.id,
+        conversation_id=message.conversation_id,
+        role=message.role,
+        content=message.content,
+        status=message.status,
+        model=message.model,
+        generation_id=message.generation_id,
+        client_message_id=message.client_message_id,
+        created_at=message.created_at,
+        updated_at=message.created_at,
+    )
 
 
 def to_stored(row: dict[str, Any]) -> StoredMessage:
@@ -112,65 +128,43 @@ class PiccoloConversationStore:
             answer = None if found is None else to_stored(found)
         return user, answer
 
-    async def _insert(self, message: StoredMessage) -> StoredMessage:
-        await Message.insert(
-            Message(
-                id=message.id,
-                conversation_id=message.conversation_id,
-                role=message.role,
-                content=message.content,
-                status=message.status,
-                model=message.model,
-                generation_id=message.generation_id,
-                client_message_id=message.client_message_id,
-                created_at=message.created_at,
-                updated_at=message.created_at,
-            )
-        ).run()
-        return message
-
-    async def add_user_message(
+    async def start_turn(
         self,
         conversation_id: str,
         content: str,
         *,
         generation_id: str,
         client_message_id: str | None,
-    ) -> StoredMessage:
-        message = await self._insert(
-            StoredMessage(
-                id=new_id(),
-                conversation_id=conversation_id,
-                role="user",
-                content=content,
-                status="complete",
-                created_at=self._created_now(),
-                generation_id=generation_id,
-                client_message_id=client_message_id,
+        model: str,
+    ) -> tuple[StoredMessage, StoredMessage]:
+        user = StoredMessage(
+            id=new_id(),
+            conversation_id=conversation_id,
+            role="user",
+            content=content,
+            status="complete",
+            created_at=self._created_now(),
+            generation_id=generation_id,
+            client_message_id=client_message_id,
+        )
+        answer = StoredMessage(
+            id=new_id(),
+            conversation_id=conversation_id,
+            role="assistant",
+            content="",
+            status="streaming",
+            created_at=self._created_now(),
+            model=model,
+            generation_id=generation_id,
+        )
+        async with write_transaction(Message._meta.db):
+            await Message.insert(*(_row(m) for m in (user, answer))).run()
+            await (
+                Conversation.update({Conversation.updated_at: user.created_at})
+                .where(Conversation.id == conversation_id)
+                .run()
             )
-        )
-        await (
-            Conversation.update({Conversation.updated_at: message.created_at})
-            .where(Conversation.id == conversation_id)
-            .run()
-        )
-        return message
-
-    async def add_assistant_message(
-        self, conversation_id: str, *, model: str, generation_id: str
-    ) -> StoredMessage:
-        return await self._insert(
-            StoredMessage(
-                id=new_id(),
-                conversation_id=conversation_id,
-                role="assistant",
-                content="",
-                status="streaming",
-                created_at=self._created_now(),
-                model=model,
-                generation_id=generation_id,
-            )
-        )
+        return user, answer
 
     async def flush_partial(self, message_id: str, content: str) -> None:
         await (

@@ -17,7 +17,7 @@ import structlog
 from piccolo.apps.migrations.tables import Migration
 from piccolo.engine.base import Engine as _Engine
 from piccolo.engine.postgres import PostgresEngine
-from piccolo.engine.sqlite import SQLiteEngine
+from piccolo.engine.sqlite import SQLiteEngine, TransactionType
 
 from server.tables import TABLES
 
@@ -36,6 +36,14 @@ def engine_for_url(url: str) -> Engine:
     if url.startswith("postgres://"):
         url = "postgresql://" + url.removeprefix("postgres://")
     return PostgresEngine(config={"dsn": url})
+
+
+def write_transaction(engine: Engine) -> Any:
+    """A transaction for read-then-write or multi-row writes: ``BEGIN IMMEDIATE`` on
+    SQLite (deferred ones fail with "database is locked" under concurrency)."""
+    if isinstance(engine, SQLiteEngine):
+        return engine.transaction(transaction_type=TransactionType.immediate)
+    return engine.transaction()
 
 
 def is_sqlite(engine: Engine) -> bool:

@@ -13,6 +13,7 @@ import contextlib
 import time
 import weakref
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -36,7 +37,7 @@ from server.transports.protocol import (
     Unsubscribe,
     parse_frame,
 )
-from server.transports.wire import RawWriter, ws_close_frame, ws_text_frame
+from server.transports.wire import HIGH_WATER, RawWriter, ws_close_frame, ws_text_frame
 
 log = structlog.get_logger(__name__)
 routes = web.RouteTableDef()
@@ -84,32 +85,47 @@ async def authenticate(request: web.Request) -> tuple[CurrentUser, str | None]:
 
 
 class Connection:
-    def __init__(self, request: web.Request, ws: web.WebSocketResponse, user: CurrentUser) -> None:
-        self.request = request
+    """One socket. Kept small: an idle authenticated socket costs only this object (the
+    pump task and the abuse window are created on first use)."""
+
+    __slots__ = ("app", "closing", "faults", "pump_task", "ready", "subs", "user", "wake", "writer")
+
+    def __init__(self, request: web.Request, user: CurrentUser) -> None:
         self.app = request.app
-        self.ws = ws
         self.user = user
         self.writer = RawWriter(request)
         self.subs: dict[str, tuple[ConversationActor, Subscription]] = {}
         self.ready: set[Subscription] = set()
         self.wake = asyncio.Event()
         self.closing = False
-        self.faults: deque[float] = deque()
-        self._log = log.bind(user_id=user.id)
+        self.faults: deque[float] | None = None
+        self.pump_task: asyncio.Task[None] | None = None
 
     # -- outbound ------------------------------------------------------------------------
 
     def send_json(self, data: dict[str, object]) -> None:
         self.writer.write(ws_text_frame(orjson.dumps(data)))
 
-    def _direct(self, sub_box: list[Subscription]) -> object:
-        ready = self.ready
-        writer = self.writer
+    def _direct(self, gate: list[bool]) -> Callable[[Event], bool]:
+        """The publisher's fast path for one subscription: one frame, one write.
+
+        ``gate[0]`` opens once the subscription's replay (or ``subscribed``) went out, so
+        nothing live can overtake it."""
+        transport = self.writer.transport
+        if transport is None:
+            return lambda event: False
 
         def direct(event: Event) -> bool:
-            if not sub_box or sub_box[0] not in ready or not writer.writable():
+            if (
+                not gate[0]
+                or transport.get_write_buffer_size() > HIGH_WATER
+                or transport.is_closing()
+            ):
                 return False
-            writer.write(ws_frame(event))
+            frame = event.frames.get("ws")
+            if frame is None:
+                frame = ws_frame(event)
+            transport.write(frame)
             return True
 
         return direct
@@ -185,28 +201,36 @@ class Connection:
         if not counts:
             return True
         now = time.monotonic()
-        self.faults.append(now)
-        while self.faults and now - self.faults[0] > ABUSE_WINDOW_S:
-            self.faults.popleft()
-        return len(self.faults) <= ABUSE_LIMIT
+        if self.faults is None:
+            self.faults = deque()
+        faults = self.faults
+        faults.append(now)
+        while faults and now - faults[0] > ABUSE_WINDOW_S:
+            faults.popleft()
+        return len(faults) <= ABUSE_LIMIT
 
     def _live(self, conversation_id: str) -> bool:
         entry = self.subs.get(conversation_id)
         return entry is not None and not entry[1].closed
 
-    def _adopt(self, conversation_id: str, actor: ConversationActor, sub: Subscription) -> None:
+    def _adopt(
+        self, conversation_id: str, actor: ConversationActor, sub: Subscription, gate: list[bool]
+    ) -> None:
         """Start delivering ``sub``: what it already holds goes out before anything live."""
         self.subs[conversation_id] = (actor, sub)
         frames = [ws_frame(event) for event in sub.take()]
         if frames:
             self.writer.write(b"".join(frames))
         self.ready.add(sub)
+        gate[0] = True
+        if self.pump_task is None:
+            self.pump_task = asyncio.get_running_loop().create_task(self.pump())
 
     async def subscribe(self, conversation_id: str, after: str | None) -> None:
         if conversation_id in self.subs:
             await self.unsubscribe(conversation_id)
-        box: list[Subscription] = []
-        spec = SubscribeSpec(notify=self.notify, direct=self._direct(box))  # type: ignore[arg-type]
+        gate = [False]
+        spec = SubscribeSpec(notify=self.notify, direct=self._direct(gate))
 
         async def command(actor: ConversationActor) -> tuple[ConversationActor, Subscription]:
             return actor, await actor.subscribe(after, spec)
@@ -216,7 +240,6 @@ class Connection:
         except ApiError as exc:
             self.fault(exc.code, exc.message, counts=False)
             return
-        box.append(sub)
         self.send_json(
             {
                 "type": "subscribed",
@@ -226,7 +249,7 @@ class Connection:
                 "recovered": sub.recovered,
             }
         )
-        self._adopt(conversation_id, actor, sub)
+        self._adopt(conversation_id, actor, sub, gate)
 
     async def unsubscribe(self, conversation_id: str) -> bool:
         entry = self.subs.pop(conversation_id, None)
@@ -247,7 +270,7 @@ class Connection:
         except ApiError as exc:
             self.fault(exc.code, exc.message, counts=False)
         except Exception:
-            self._log.exception("ws_command_failed", frame=type(frame).__name__)
+            log.exception("ws_command_failed", frame=type(frame).__name__, user_id=self.user.id)
             self.fault("internal", "The command failed", counts=False)
         return True
 
@@ -283,10 +306,10 @@ class Connection:
 
     async def send(self, frame: Send) -> None:
         body = frame.request
-        box: list[Subscription] = []
+        gate = [False]
         spec = None
         if body.conversationId is None or not self._live(body.conversationId):
-            spec = SubscribeSpec(notify=self.notify, direct=self._direct(box))  # type: ignore[arg-type]
+            spec = SubscribeSpec(notify=self.notify, direct=self._direct(gate))
         result = await start_chat(self.app, self.user, body, spec)
         sub = result.subscription
         if sub is not None and result.actor is not None and self._live(result.conversation_id):
@@ -306,10 +329,9 @@ class Connection:
             }
         )
         if sub is not None and result.actor is not None:
-            box.append(sub)
             if result.conversation_id in self.subs:  # a closed one: replace it
                 await self.unsubscribe(result.conversation_id)
-            self._adopt(result.conversation_id, result.actor, sub)
+            self._adopt(result.conversation_id, result.actor, sub, gate)
         elif result.answer is not None and not self._live(result.conversation_id):
             # A retry whose events left the log: init and the stored outcome.
             self.writer.write(b"".join(self.frame(data) for data in rebuilt_events(result)))
@@ -336,11 +358,10 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         ws._pong_heartbeat = settings.ws_heartbeat
     await ws.prepare(request)
     request.app[SOCKETS].add(ws)
-    connection = Connection(request, ws, user)
+    connection = Connection(request, user)
     connection.writer.set_user_timeout()
     metrics = request.app[METRICS]
     metrics.connections.labels("ws").inc()
-    pump = asyncio.get_running_loop().create_task(connection.pump())
     try:
         async for message in ws:
             if message.type == WSMsgType.TEXT:
@@ -355,9 +376,11 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             if connection.closing:
                 break
     finally:
-        pump.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await pump
+        pump = connection.pump_task
+        if pump is not None:
+            pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await pump
         await connection.close_all()
         metrics.connections.labels("ws").dec()
     return ws
