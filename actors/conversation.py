@@ -3,8 +3,8 @@
 One asyncio task with a mailbox handles ``send``, ``cancel``, ``subscribe``,
 ``unsubscribe`` and ``stop`` in order, so devices never race each other. A generation runs
 as a child task of the actor: it streams the model, appends ``token`` events to the hub,
-lets a flusher write the partial answer in batches (never per token), commits the terminal
-state and only then publishes ``done`` / ``error`` / ``cancelled``.
+lets the process's flusher write the partial answer in batches (never per token), commits
+the terminal state and only then publishes ``done`` / ``error`` / ``cancelled``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import contextvars
 import secrets
-import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from typing import Any, Protocol
 
 import structlog
 
+from actors.flusher import Flusher
 from actors.hub import Cursor, Event, Hub, Subscription
 from actors.models.base import (
     ChatTurn,
@@ -79,7 +79,7 @@ class ActorDeps:
     store: ConversationStore
     providers: Mapping[str, ModelProvider]
     build_request: RequestBuilder
-    flush_interval: float = 0.5
+    flusher: Flusher
     idle_timeout: float = 60.0
     on_token: Callable[[int], None] | None = None  # metrics hook: tokens published
 
@@ -122,7 +122,6 @@ class _Generation:
     parts: list[str] = field(default_factory=list)
     tool_steps: list[dict[str, object]] = field(default_factory=list)
     dirty: bool = False
-    flushed: int = 0
     cancel_requested: bool = False
     shutdown: bool = False
     crashed: bool = False  # the actor loop died under it (see ConversationActor.crashed)
@@ -133,6 +132,10 @@ class _Generation:
     @property
     def text(self) -> str:
         return "".join(self.parts)
+
+    @property
+    def message_id(self) -> str:
+        return self.assistant.id
 
 
 @dataclass(slots=True)
@@ -473,7 +476,7 @@ class ConversationActor:
 
     async def _generate(self, generation: _Generation, model: Any) -> None:
         store = self.deps.store
-        flusher = asyncio.get_running_loop().create_task(self._flush_loop(generation))
+        self.deps.flusher.track(generation)
         final: Final | None = None
         error: ModelError | None = None
         crashed = False
@@ -495,9 +498,7 @@ class ConversationActor:
                 self._log.exception("generation_crashed", generation_id=generation.id)
                 crashed = True
         finally:
-            flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await flusher
+            self.deps.flusher.untrack(generation)
         await self._conclude(generation, final, error, crashed, store)
 
     async def _conclude(
@@ -622,25 +623,6 @@ class ConversationActor:
                 with contextlib.suppress(Exception):
                     await aclose()
         return final
-
-    async def _flush_loop(self, generation: _Generation) -> None:
-        """Write the partial answer at most every ``flush_interval`` — never per token."""
-        interval = self.deps.flush_interval
-        store = self.deps.store
-        while True:
-            await asyncio.sleep(interval)
-            if not generation.dirty:
-                continue
-            generation.dirty = False
-            started = time.perf_counter()
-            try:
-                await store.flush_partial(generation.assistant.id, generation.text)
-            except Exception:
-                generation.dirty = True
-                self._log.warning("flush_failed", generation_id=generation.id, exc_info=True)
-            else:
-                generation.flushed += 1
-                self._log.debug("flushed", ms=round((time.perf_counter() - started) * 1000, 2))
 
     # -- stop ----------------------------------------------------------------------------
 

@@ -72,8 +72,9 @@ class ConversationStore(Protocol):
         """Commit the user message and the ``streaming`` answer row together."""
         ...
 
-    async def flush_partial(self, message_id: str, content: str) -> None:
-        """Write the partial answer of a streaming message (batched by the actor)."""
+    async def flush_partials(self, batch: Sequence[tuple[str, str]]) -> None:
+        """Write ``(message id, partial answer)`` pairs of streaming messages, together;
+        rows no longer ``streaming`` are left alone."""
         ...
 
     async def finish(self, message_id: str, outcome: Outcome) -> None:

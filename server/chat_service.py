@@ -26,6 +26,7 @@ from actors.conversation import (
     SendResult,
     SubscribeSpec,
 )
+from actors.flusher import Flusher
 from actors.models.base import ModelProvider
 from actors.models.catalog import Catalog, UnknownModel, UnsupportedTools
 from actors.models.demo import DemoProvider
@@ -275,11 +276,12 @@ async def chat_runtime(app: web.Application) -> AsyncIterator[None]:
     if interrupted:
         log.warning("interrupted_messages_marked", count=interrupted)
     metrics = app[METRICS]
+    flusher = Flusher(store, settings.flush_interval)
     deps = ActorDeps(
         store=store,
         providers=providers,
         build_request=build_request,
-        flush_interval=settings.flush_interval,
+        flusher=flusher,
         idle_timeout=settings.actor_idle_timeout,
         on_token=metrics.tokens.inc,
     )
@@ -290,6 +292,7 @@ async def chat_runtime(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await registry.close()
+        await flusher.stop()
         for provider in providers.values():
             close = getattr(provider, "aclose", None)
             if close is not None:

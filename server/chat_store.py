@@ -166,12 +166,15 @@ class PiccoloConversationStore:
             )
         return user, answer
 
-    async def flush_partial(self, message_id: str, content: str) -> None:
-        await (
-            Message.update({Message.content: content, Message.updated_at: utcnow()})
-            .where((Message.id == message_id) & (Message.status == "streaming"))
-            .run()
-        )
+    async def flush_partials(self, batch: Sequence[tuple[str, str]]) -> None:
+        now = utcnow()
+        async with write_transaction(Message._meta.db):
+            for message_id, content in batch:
+                await (
+                    Message.update({Message.content: content, Message.updated_at: now})
+                    .where((Message.id == message_id) & (Message.status == "streaming"))
+                    .run()
+                )
 
     async def finish(self, message_id: str, outcome: Outcome) -> None:
         now = utcnow()

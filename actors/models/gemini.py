@@ -228,21 +228,25 @@ _Item = types.GenerateContentResponse | _Failed | _End
 
 
 class _ChunkPump:
-    """Reads the SDK stream in its own task, so closing can cancel it mid-read.
+    """Reads the SDK stream in its own task, a bounded distance ahead of the consumer.
 
-    The SDK's stream is a chain of async generators; closing only the outermost one
-    leaves the HTTP response open until garbage collection. Cancelling the task that
-    is awaiting the socket instead unwinds the whole chain at once, and the SDK's own
-    ``finally`` releases (and, mid-body, closes) the connection. The queue is unbounded
-    on purpose: the pump is then always inside the SDK when it is cancelled, and
-    chunks are small while the consumer is fast.
+    The bound is backpressure: the SDK parses every chunk into pydantic objects, and an
+    unbounded read-ahead lets a fast upstream eat the CPU that delivery needs.
+
+    Closing must unwind the SDK's chain of async generators from the inside: closing only
+    the outermost one leaves the HTTP response open until garbage collection, whereas a
+    cancellation raised inside the SDK's read runs every ``finally`` and releases (and,
+    mid-body, closes) the connection. So :meth:`close` cancels the task only while it is
+    reading; if it is waiting for queue space, the queue is emptied first to send it back
+    into a read.
     """
 
     def __init__(
         self,
         open_stream: Callable[[], Awaitable[AsyncIterator[types.GenerateContentResponse]]],
     ) -> None:
-        self._queue: asyncio.Queue[_Item] = asyncio.Queue()
+        self._queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=READ_AHEAD)
+        self._reading = False
         self._task = asyncio.create_task(self._run(open_stream))
 
     async def _run(
@@ -250,12 +254,22 @@ class _ChunkPump:
         open_stream: Callable[[], Awaitable[AsyncIterator[types.GenerateContentResponse]]],
     ) -> None:
         try:
-            async for chunk in await open_stream():
-                self._queue.put_nowait(chunk)
+            self._reading = True
+            chunks = (await open_stream()).__aiter__()
+            while True:
+                self._reading = True
+                try:
+                    chunk = await chunks.__anext__()
+                except StopAsyncIteration:
+                    break
+                finally:
+                    self._reading = False
+                await self._queue.put(chunk)
         except Exception as exc:
-            self._queue.put_nowait(_Failed(exc))
+            self._reading = False
+            await self._queue.put(_Failed(exc))
         else:
-            self._queue.put_nowait(_END)
+            await self._queue.put(_END)
 
     async def next(self) -> types.GenerateContentResponse | None:
         """The next chunk, ``None`` at the end; raises the stream's error."""
@@ -267,9 +281,21 @@ class _ChunkPump:
         return item
 
     async def close(self) -> None:
-        if not self._task.done():
-            self._task.cancel()
-            await asyncio.wait({self._task})
+        task = self._task
+        for _ in range(1000):
+            if task.done():
+                return
+            if self._reading:
+                break
+            while not self._queue.empty():  # free the pump from a full queue
+                self._queue.get_nowait()
+            await asyncio.sleep(0)
+        task.cancel()
+        await asyncio.wait({task})
+
+
+#: Chunks the pump may parse ahead of the consumer.
+READ_AHEAD = 8
 
 
 class GeminiProvider:

@@ -15,10 +15,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from piccolo.engine.postgres import PostgresEngine
-from piccolo.engine.sqlite import SQLiteEngine, TransactionType
 
 from server.auth.clock import utcnow
 from server.auth.sessions import Resolved, SessionStore
+from server.db import write_transaction
 from server.errors import ApiError
 from server.ids import new_id, new_token, same, token_hash
 from server.tables import DeviceCode
@@ -73,13 +73,6 @@ def normalize(raw: str) -> str | None:
         return None
     code = "".join(ch for ch in raw.upper() if ch in ALPHABET)
     return code if len(code) == USER_CODE_LEN else None
-
-
-def _write_transaction() -> Any:
-    engine = DeviceCode._meta.db
-    if isinstance(engine, SQLiteEngine):
-        return engine.transaction(transaction_type=TransactionType.immediate)
-    return engine.transaction()
 
 
 def _locked(query: Any) -> Any:
@@ -145,7 +138,7 @@ async def poll(
     """
     digest = token_hash(device_code)
     outcome: ApiError | Redeemed
-    async with _write_transaction():
+    async with write_transaction(DeviceCode._meta.db):
         rows = await _locked(DeviceCode.select().where(DeviceCode.device_code_hash == digest)).run()
         outcome = await _decide_poll(
             rows, digest, client_id, sessions, ip_address=ip_address, user_agent=user_agent
