@@ -436,3 +436,28 @@ async def test_models_endpoint(env: Env) -> None:
     ids = [m["id"] for m in body["models"]]
     assert "demo" in ids and MODEL in ids
     assert [m["id"] for m in body["models"] if m["default"]] == [MODEL]
+
+
+async def test_partial_answers_are_flushed_together(env: Env) -> None:
+    """Three answers streaming at once: their partial text reaches the database in shared
+    batches (one transaction per interval), never per token."""
+    from server.state import REGISTRY
+
+    flusher = env.live.app[REGISTRY].deps.flusher
+    for _ in range(3):
+        env.fake.enqueue(Script(chunks=[f"p{i} " for i in range(150)], chunk_delay=0.01))
+    tasks = [
+        asyncio.ensure_future(env.chat(env.alice, message=f"stream {n}", aiModel=MODEL))
+        for n in range(3)
+    ]
+    await asyncio.sleep(0.8)  # flush_interval is 0.2 s in this module
+    before = flusher.batches
+    rows = await Message.select().where(Message.status == "streaming").run()
+    assert len(rows) == 3 and all(row["content"].startswith("p0 ") for row in rows)
+    results = await asyncio.gather(*tasks)
+    batches = flusher.batches
+    assert 2 <= before <= 6, before  # ~4 intervals, three answers in each batch
+    assert batches < 20
+    for lines in results:
+        row = await stored(lines[0]["data"]["messageId"])
+        assert row["status"] == "complete" and row["content"] == lines[-1]["data"]["fullText"]
