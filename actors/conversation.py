@@ -14,7 +14,7 @@ import contextlib
 import contextvars
 import secrets
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -27,6 +27,7 @@ from actors.models.base import (
     ChatTurn,
     Final,
     ModelError,
+    ModelEvent,
     ModelProvider,
     ModelRequest,
     TextDelta,
@@ -126,6 +127,7 @@ class _Generation:
     shutdown: bool = False
     crashed: bool = False  # the actor loop died under it (see ConversationActor.crashed)
     concluding: bool = False  # the outcome is fixed: a cancel now is too late
+    opening: asyncio.Task[_Opened] | None = None
     consume: asyncio.Task[Final | None] | None = None
     task: asyncio.Task[None] | None = None
 
@@ -355,15 +357,27 @@ class ConversationActor:
             raise ConversationBusy(self.conversation_id)
         history = await self._history_cache()
         generation_id = secrets.token_urlsafe(12)
-        # One transaction for both rows: the user message is committed before anything
-        # is published, and the answer row exists (as `streaming`) from the start.
-        user_message, assistant = await self.deps.store.start_turn(
-            self.conversation_id,
-            message,
-            generation_id=generation_id,
-            client_message_id=client_message_id,
-            model=model.id,
+        # The model request goes out while the turn is committed: the upstream's latency
+        # overlaps the database's. Nothing is published before the commit, and tokens
+        # only after `init`; the first event just waits in `opening`.
+        turns = [ChatTurn(role=m.role, content=m.content) for m in history if m.content]
+        turns.append(ChatTurn(role="user", content=message))
+        opening = asyncio.get_running_loop().create_task(
+            self._open(self.deps.providers[model.provider], model, tools, turns)
         )
+        try:
+            # One transaction for both rows: the user message is committed before
+            # anything is published, and the answer row exists (`streaming`) from the start.
+            user_message, assistant = await self.deps.store.start_turn(
+                self.conversation_id,
+                message,
+                generation_id=generation_id,
+                client_message_id=client_message_id,
+                model=model.id,
+            )
+        except BaseException:
+            await _discard(opening)
+            raise
         history.append(user_message)
         before = self.hub.last_seq
         subscription = None
@@ -390,6 +404,7 @@ class ConversationActor:
             assistant=assistant,
             model=model.id,
             tools=tools,
+            opening=opening,
         )
         self.generation = generation
         self.hub.append(
@@ -481,10 +496,7 @@ class ConversationActor:
         error: ModelError | None = None
         crashed = False
         try:
-            provider = self.deps.providers[model.provider]
-            generation.consume = asyncio.get_running_loop().create_task(
-                self._consume(generation, provider, model)
-            )
+            generation.consume = asyncio.get_running_loop().create_task(self._consume(generation))
             if generation.cancel_requested or generation.shutdown or generation.crashed:
                 generation.consume.cancel()  # stopped before this task first ran
             try:
@@ -578,25 +590,38 @@ class ConversationActor:
             chars=len(text),
         )
 
-    async def _consume(
-        self, generation: _Generation, provider: ModelProvider, model: Any
-    ) -> Final | None:
-        history = [
-            ChatTurn(role=m.role, content=m.content)
-            for m in (self._history or [])
-            if m.content or m.role == "user"
-        ]
+    async def _open(
+        self, provider: ModelProvider, model: Any, tools: tuple[str, ...], turns: list[ChatTurn]
+    ) -> _Opened:
+        """Build the request, start the stream and wait for its first event."""
         request = await self.deps.build_request(
-            history=history, model=model, tools=generation.tools, provider=provider
+            history=turns, model=model, tools=tools, provider=provider
         )
+        stream = provider.stream(request)
+        try:
+            first = await anext(aiter(stream))
+        except StopAsyncIteration:
+            return _Opened(stream, None)
+        except BaseException:
+            await _aclose(stream)
+            raise
+        return _Opened(stream, first)
+
+    async def _consume(self, generation: _Generation) -> Final | None:
+        assert generation.opening is not None
+        try:
+            opened = await generation.opening
+        except asyncio.CancelledError:
+            await _discard(generation.opening)
+            raise
         hub = self.hub
         message_id = generation.assistant.id
         on_token = self.deps.on_token
         final: Final | None = None
-        stream = provider.stream(request)
+        stream = opened.stream
         unyielded = 0
         try:
-            async for item in stream:
+            async for item in _chain(opened.first, stream):
                 if isinstance(item, TextDelta):
                     if not item.text:
                         continue
@@ -618,10 +643,7 @@ class ConversationActor:
                 elif isinstance(item, Final):
                     final = item
         finally:
-            aclose = getattr(stream, "aclose", None)
-            if aclose is not None:
-                with contextlib.suppress(Exception):
-                    await aclose()
+            await _aclose(stream)
         return final
 
     # -- stop ----------------------------------------------------------------------------
@@ -659,6 +681,39 @@ class ConversationActor:
 
 
 TERMINAL = frozenset({"done", "error", "cancelled"})
+
+
+@dataclass(slots=True)
+class _Opened:
+    """A model stream whose first event has arrived (``None``: it ended at once)."""
+
+    stream: AsyncIterator[ModelEvent]
+    first: ModelEvent | None
+
+
+async def _chain(
+    first: ModelEvent | None, rest: AsyncIterator[ModelEvent]
+) -> AsyncIterator[ModelEvent]:
+    if first is not None:
+        yield first
+    async for item in rest:
+        yield item
+
+
+async def _aclose(stream: AsyncIterator[ModelEvent]) -> None:
+    aclose = getattr(stream, "aclose", None)
+    if aclose is not None:
+        with contextlib.suppress(Exception):
+            await aclose()
+
+
+async def _discard(opening: asyncio.Task[_Opened]) -> None:
+    """Stop an opening stream that will not be consumed, and close it if it opened."""
+    if not opening.done():
+        opening.cancel()
+        await asyncio.wait({opening})
+    if not opening.cancelled() and opening.exception() is None:
+        await _aclose(opening.result().stream)
 
 
 def iso(message: StoredMessage) -> str:
