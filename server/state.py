@@ -10,9 +10,8 @@ from server.config import Settings
 from server.db import Engine
 
 if TYPE_CHECKING:
-    from actors.registry import Registry
-
     from actors.models.catalog import Catalog
+    from actors.registry import Registry
     from server.auth.sessions import SessionStore
     from server.metrics import Metrics
 
