@@ -217,3 +217,20 @@ async def test_shutdown_ends_generations_and_closes_sockets_1001(database_url: s
             assert row is not None and row["status"] == "interrupted"
     finally:
         await fake.stop()
+
+
+async def test_cookie_handshake_needs_a_trusted_origin(env: tuple[Live, FakeGemini, str]) -> None:
+    from tests.auth_helpers import session_cookie
+
+    live, _, token = env
+    cookie = session_cookie(live.settings, token)
+    async with aiohttp.ClientSession() as http:
+        for origin in ({}, {"Origin": "https://evil.example"}):
+            with pytest.raises(aiohttp.WSServerHandshakeError) as info:
+                await http.ws_connect(live.url + "/api/ws", headers={**cookie, **origin})
+            assert info.value.status == 403
+        async with http.ws_connect(
+            live.url + "/api/ws", headers={**cookie, "Origin": live.settings.public_url}
+        ) as ws:
+            await ws.send_str('{"type": "ping"}')
+            assert orjson.loads((await ws.receive()).data) == {"type": "pong"}
