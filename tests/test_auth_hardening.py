@@ -22,7 +22,6 @@ from typing import Any
 
 import aiohttp
 import orjson
-import pytest
 import pytest_asyncio
 
 from server.auth.client_ip import _trusted
@@ -31,7 +30,7 @@ from server.config import load_settings
 from tests.auth_helpers import bearer, make_user_session, raw_http, session_cookie
 from tests.conftest import Live, make_settings, start_live
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+# Async tests run on the module loop (asyncio_default_test_loop_scope in pyproject.toml).
 
 GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 _ips = itertools.count(1)
