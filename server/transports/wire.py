@@ -18,7 +18,9 @@ from aiohttp import web
 #: Above this many bytes waiting in the transport the subscriber counts as lagging.
 HIGH_WATER = 256 * 1024
 #: A vanished peer (no FIN) is dropped once sent data stays unacknowledged this long.
-TCP_USER_TIMEOUT_MS = 40_000
+#: With an SSE ping every 15 s that is at most 15 + 25 = 40 s after it vanished, inside the
+#: contract's 45 s for presence (WebSocket peers are also caught by the 20 + 20 s heartbeat).
+TCP_USER_TIMEOUT_MS = 25_000
 
 
 class RawWriter:
