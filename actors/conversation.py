@@ -212,13 +212,11 @@ class ConversationActor:
             await self._call("unsubscribe", sub=sub)
 
     async def stop(self, reason: str = "stopped") -> None:
-        if self.stopped:
-            await asyncio.shield(self.task)
-            return
-        with contextlib.suppress(ActorStopped):
-            await self._call("stop", reason=reason)
-        with contextlib.suppress(Exception):
-            await asyncio.shield(self.task)
+        if not self.stopped:
+            with contextlib.suppress(ActorStopped):
+                await self._call("stop", reason=reason)
+        # asyncio.wait, not await: a crashed or cancelled actor task must not raise here.
+        await asyncio.wait({self.task})
 
     @property
     def viewers(self) -> int:
