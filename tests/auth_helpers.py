@@ -6,6 +6,7 @@ exactly what the device flow or GitHub sign-in would have issued.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -108,3 +109,25 @@ async def raw_http(url: str, head: bytes, body: bytes = b"") -> tuple[int, dict[
         key = name.strip().lower()
         headers[key] = f"{headers[key]}\n{value.strip()}" if key in headers else value.strip()
     return int(status_line.split()[1]), headers, payload
+
+
+_ips = itertools.count(1)
+
+
+def fresh_ip() -> dict[str, str]:
+    """A client address of its own (the test apps trust 127.0.0.1 as a proxy), so that the
+    wrong codes of one test never rate-limit another."""
+    n = next(_ips)
+    return {"X-Forwarded-For": f"10.1.{n // 250}.{n % 250 + 1}"}
+
+
+async def new_code(
+    http: aiohttp.ClientSession, live: Any, client_id: str = "cero-cli", scope: str = "openid"
+) -> dict[str, Any]:
+    """``POST /api/auth/device/code``; the answer's JSON."""
+    async with http.post(
+        live.url + "/api/auth/device/code", json={"client_id": client_id, "scope": scope}
+    ) as resp:
+        assert resp.status == 200, await resp.text()
+        data: dict[str, Any] = await resp.json()
+        return data

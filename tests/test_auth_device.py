@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import re
 from collections.abc import AsyncIterator
@@ -17,21 +16,20 @@ import structlog
 
 from server.ids import token_hash
 from server.tables import DeviceCode
-from tests.auth_helpers import bearer, make_user_session, running, session_cookie
+from tests.auth_helpers import (
+    bearer,
+    fresh_ip,
+    make_user_session,
+    new_code,
+    running,
+    session_cookie,
+)
 from tests.conftest import Live, make_settings, start_live
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 CODE_RE = re.compile(r"^[BCDFGHJKLMNPQRSTVWXZ]{4}-[BCDFGHJKLMNPQRSTVWXZ]{4}$")
-_ips = itertools.count(1)
-
-
-def fresh_ip() -> dict[str, str]:
-    """A client address of its own (the app trusts 127.0.0.1 as a proxy), so that wrong
-    codes of one test never rate-limit another."""
-    n = next(_ips)
-    return {"X-Forwarded-For": f"10.1.{n // 250}.{n % 250 + 1}"}
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
@@ -45,17 +43,6 @@ async def live(database_url: str) -> AsyncIterator[Live]:
         yield running_app
     finally:
         await running_app.server.close()
-
-
-async def new_code(
-    http: aiohttp.ClientSession, live: Live, client_id: str = "cero-cli", scope: str = "openid"
-) -> dict[str, Any]:
-    async with http.post(
-        live.url + "/api/auth/device/code", json={"client_id": client_id, "scope": scope}
-    ) as resp:
-        assert resp.status == 200, await resp.text()
-        data: dict[str, Any] = await resp.json()
-        return data
 
 
 async def poll(

@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import itertools
 import os
 import stat
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import orjson
@@ -27,19 +25,19 @@ import pytest_asyncio
 from server.auth.client_ip import _trusted
 from server.auth.rate_limit import WrongCodeLimiter, rate_key
 from server.config import load_settings
-from tests.auth_helpers import bearer, make_user_session, raw_http, session_cookie
+from tests.auth_helpers import (
+    bearer,
+    fresh_ip,
+    make_user_session,
+    new_code,
+    raw_http,
+    session_cookie,
+)
 from tests.conftest import Live, make_settings, start_live
 
 # Async tests run on the module loop (asyncio_default_test_loop_scope in pyproject.toml).
 
 GRANT = "urn:ietf:params:oauth:grant-type:device_code"
-_ips = itertools.count(1)
-
-
-def fresh_ip() -> dict[str, str]:
-    """A client address of its own (127.0.0.1 is a trusted proxy in this app)."""
-    n = next(_ips)
-    return {"X-Forwarded-For": f"10.7.{n // 250}.{n % 250 + 1}"}
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
@@ -53,15 +51,6 @@ async def live(database_url: str) -> AsyncIterator[Live]:
         yield running_app
     finally:
         await running_app.server.close()
-
-
-async def new_code(http: aiohttp.ClientSession, live: Live) -> dict[str, Any]:
-    async with http.post(
-        live.url + "/api/auth/device/code", json={"client_id": "cero-cli", "scope": "openid"}
-    ) as resp:
-        assert resp.status == 200, await resp.text()
-        data: dict[str, Any] = await resp.json()
-        return data
 
 
 # -- 1. parallel wrong codes ---------------------------------------------------------------
