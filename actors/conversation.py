@@ -182,7 +182,7 @@ class ConversationActor:
         self,
         message: str,
         *,
-        model: Any,
+        model: ModelSpec,
         tools: tuple[str, ...] = (),
         client_message_id: str | None = None,
         subscribe: SubscribeSpec | None = None,
@@ -342,7 +342,7 @@ class ConversationActor:
     async def _send(
         self,
         message: str,
-        model: Any,
+        model: ModelSpec,
         tools: tuple[str, ...],
         client_message_id: str | None,
         subscribe: SubscribeSpec | None,
@@ -487,7 +487,7 @@ class ConversationActor:
 
     # -- the generation ------------------------------------------------------------------
 
-    async def _generate(self, generation: _Generation, model: Any) -> None:
+    async def _generate(self, generation: _Generation, model: ModelSpec) -> None:
         store = self.deps.store
         self.deps.flusher.track(generation)
         final: Final | None = None
@@ -589,7 +589,11 @@ class ConversationActor:
         )
 
     async def _open(
-        self, provider: ModelProvider, model: Any, tools: tuple[str, ...], turns: list[ChatTurn]
+        self,
+        provider: ModelProvider,
+        model: ModelSpec,
+        tools: tuple[str, ...],
+        turns: list[ChatTurn],
     ) -> _Opened:
         """Build the request, start the stream and wait for its first event."""
         request = await self.deps.build_request(

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 
 import orjson
-import structlog
 from aiohttp import web
 from aiohttp.http import HttpVersion11
 
@@ -25,7 +24,6 @@ from server.transports.ndjson import NdjsonRenderer
 from server.transports.sse import open_sse, ping_frame, sse_chunked, sse_frame
 from server.transports.wire import RawWriter, chunk, send_headers
 
-log = structlog.get_logger(__name__)
 routes = web.RouteTableDef()
 
 #: A chat response must not lose tokens: its bound is far above the live default
