@@ -15,6 +15,10 @@ from typing import Literal, Protocol
 MessageStatus = Literal["complete", "streaming", "cancelled", "error", "interrupted"]
 
 
+class StoreUnavailable(Exception):
+    """The database did not take a write within its bound (``503 not_ready``); retry later."""
+
+
 @dataclass(slots=True)
 class StoredMessage:
     id: str

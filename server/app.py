@@ -50,7 +50,7 @@ def create_app(settings: Settings) -> web.Application:
 async def _database(app: web.Application) -> AsyncIterator[None]:
     engine = app[ENGINE]
     db.use_engine(engine)
-    await db.start_pool(engine)
+    await db.start_pool(engine, app[SETTINGS].db_pool_size)
     try:
         await db.migrate(engine)
         yield

@@ -32,9 +32,10 @@ from actors.models.catalog import Catalog, UnknownModel, UnsupportedTools
 from actors.models.demo import DemoProvider
 from actors.registry import ConversationNotFound, Registry
 from server.auth.current import CurrentUser
+from server.batch_writer import BatchWriter
 from server.chat_store import PiccoloConversationStore, create_conversation
 from server.errors import ApiError
-from server.state import CATALOG, METRICS, REGISTRY, SETTINGS
+from server.state import CATALOG, ENGINE, METRICS, REGISTRY, SETTINGS, WRITER
 from server.tables import Conversation, Message
 
 log = structlog.get_logger(__name__)
@@ -262,6 +263,7 @@ def make_providers(app: web.Application) -> dict[str, ModelProvider]:
             # Three attempts in all: "retried at most 3 times" is an upper bound, and three
             # 429s in a row must end as `rate_limited` (issue 5's acceptance).
             max_retries=2,
+            max_connections=settings.model_max_connections,
         )
     return providers
 
@@ -271,7 +273,10 @@ async def chat_runtime(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     app[CATALOG] = Catalog.load(gemini_enabled=bool(settings.gemini_api_key))
     providers = make_providers(app)
-    store = PiccoloConversationStore()
+    writer = BatchWriter(app[ENGINE], timeout=settings.db_write_timeout)
+    await writer.start()
+    app[WRITER] = writer
+    store = PiccoloConversationStore(writer)
     interrupted = await store.interrupt_streaming()
     if interrupted:
         log.warning("interrupted_messages_marked", count=interrupted)
@@ -293,6 +298,7 @@ async def chat_runtime(app: web.Application) -> AsyncIterator[None]:
     finally:
         await registry.close()
         await flusher.stop()
+        await writer.close()
         for provider in providers.values():
             close = getattr(provider, "aclose", None)
             if close is not None:

@@ -9,7 +9,7 @@ from typing import Any, cast
 import orjson
 
 from actors.store import MessageStatus, Outcome, StoredMessage
-from server.db import write_transaction
+from server.batch_writer import BatchWriter
 from server.ids import new_id
 from server.tables import Conversation, Message
 
@@ -25,21 +25,6 @@ def _json(value: Any) -> Any:
         except orjson.JSONDecodeError:
             return None
     return value
-
-
-def _row(message: StoredMessage) -> Message:
-    return Message(
-        id=message.id,
-        conversation_id=message.conversation_id,
-        role=message.role,
-        content=message.content,
-        status=message.status,
-        model=message.model,
-        generation_id=message.generation_id,
-        client_message_id=message.client_message_id,
-        created_at=message.created_at,
-        updated_at=message.created_at,
-    )
 
 
 def to_stored(row: dict[str, Any]) -> StoredMessage:
@@ -66,7 +51,8 @@ def to_stored(row: dict[str, Any]) -> StoredMessage:
 class PiccoloConversationStore:
     """Rows are written by the owning actor only, so no write races need locking."""
 
-    def __init__(self) -> None:
+    def __init__(self, writer: BatchWriter) -> None:
+        self.writer = writer
         self._last_created: datetime | None = None
 
     def _created_now(self) -> datetime:
@@ -157,42 +143,14 @@ class PiccoloConversationStore:
             model=model,
             generation_id=generation_id,
         )
-        async with write_transaction(Message._meta.db):
-            await Message.insert(*(_row(m) for m in (user, answer))).run()
-            await (
-                Conversation.update({Conversation.updated_at: user.created_at})
-                .where(Conversation.id == conversation_id)
-                .run()
-            )
+        await self.writer.start_turn(user, answer)
         return user, answer
 
     async def flush_partials(self, batch: Sequence[tuple[str, str]]) -> None:
-        now = utcnow()
-        async with write_transaction(Message._meta.db):
-            for message_id, content in batch:
-                await (
-                    Message.update({Message.content: content, Message.updated_at: now})
-                    .where((Message.id == message_id) & (Message.status == "streaming"))
-                    .run()
-                )
+        await self.writer.flush_partials(batch)
 
     async def finish(self, message_id: str, outcome: Outcome) -> None:
-        now = utcnow()
-        await (
-            Message.update(
-                {
-                    Message.content: outcome.content,
-                    Message.status: outcome.status,
-                    Message.finish_reason: outcome.finish_reason,
-                    Message.usage: outcome.usage,
-                    Message.citations: outcome.citations,
-                    Message.tools: outcome.tools,
-                    Message.updated_at: now,
-                }
-            )
-            .where(Message.id == message_id)
-            .run()
-        )
+        await self.writer.finish(message_id, outcome)
 
     async def interrupt_streaming(self, message_ids: Sequence[str] | None = None) -> int:
         query = Message.update({Message.status: "interrupted", Message.updated_at: utcnow()}).where(

@@ -79,6 +79,12 @@ class Settings(BaseSettings):
     max_message_chars: int = Field(32_000, validation_alias="CERO_MAX_MESSAGE_CHARS", ge=1)
     actor_idle_timeout: float = Field(60.0, validation_alias="CERO_ACTOR_IDLE_TIMEOUT", gt=0)
     flush_interval: float = Field(0.5, validation_alias="CERO_FLUSH_INTERVAL", gt=0, le=1.0)
+    db_write_timeout: float = Field(5.0, validation_alias="CERO_DB_WRITE_TIMEOUT", gt=0, le=120)
+    db_commit_timeout: float = Field(30.0, validation_alias="CERO_DB_COMMIT_TIMEOUT", gt=0)
+    db_pool_size: int = Field(20, validation_alias="CERO_DB_POOL_SIZE", ge=2, le=500)
+    model_max_connections: int = Field(
+        1000, validation_alias="CERO_MODEL_MAX_CONNECTIONS", ge=1, le=100_000
+    )
     demo_token_delay: float = Field(0.02, validation_alias="CERO_DEMO_TOKEN_DELAY", ge=0)
     sse_ping_interval: float = Field(15.0, validation_alias="CERO_SSE_PING_INTERVAL", gt=0)
     ws_heartbeat: float = Field(20.0, validation_alias="CERO_WS_HEARTBEAT", gt=0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import sqlite3
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, TypeAlias
 
@@ -38,12 +39,36 @@ def engine_for_url(url: str) -> Engine:
     return PostgresEngine(config={"dsn": url})
 
 
-def write_transaction(engine: Engine) -> Any:
+@contextlib.asynccontextmanager
+async def write_transaction(engine: Engine) -> AsyncIterator[Any]:
     """A transaction for read-then-write or multi-row writes: ``BEGIN IMMEDIATE`` on
-    SQLite (deferred ones fail with "database is locked" under concurrency)."""
-    if isinstance(engine, SQLiteEngine):
-        return engine.transaction(transaction_type=TransactionType.immediate)
-    return engine.transaction()
+    SQLite (deferred ones fail with "database is locked" under concurrency).
+
+    Piccolo's SQLite transaction opens its connection and then sends ``BEGIN``; when the
+    ``BEGIN`` fails (the write lock held past the busy timeout) it never closes that
+    connection, and its non-daemon aiosqlite thread then keeps the process from exiting.
+    So a failed begin closes the connection here.
+    """
+    if not isinstance(engine, SQLiteEngine):
+        async with engine.transaction() as tx:
+            yield tx
+        return
+    tx = engine.transaction(transaction_type=TransactionType.immediate)
+    try:
+        entered = await tx.__aenter__()
+    except BaseException:
+        connection = getattr(tx, "connection", None)
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                await connection.close()
+        raise
+    try:
+        yield entered
+    except BaseException as exc:
+        await tx.__aexit__(type(exc), exc, exc.__traceback__)
+        raise
+    else:
+        await tx.__aexit__(None, None, None)
 
 
 def is_sqlite(engine: Engine) -> bool:

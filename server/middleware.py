@@ -14,6 +14,7 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from actors.store import StoreUnavailable
 from server.errors import ApiError, error_response
 from server.state import SETTINGS
 
@@ -73,6 +74,15 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             message = "Request body too large"
         headers = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
         return error_response(request, exc.status, code, message, headers=headers)
+    except StoreUnavailable as exc:
+        log.warning("database_unavailable", path=request.path, error=str(exc)[:300])
+        return error_response(
+            request,
+            503,
+            "not_ready",
+            "The database is unavailable; retry shortly",
+            headers={"Retry-After": "2"},
+        )
     except Exception:
         log.exception("unhandled_error", path=request.path, method=request.method)
         return error_response(request, 500, "internal", "Internal server error")

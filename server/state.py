@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from actors.models.catalog import Catalog
     from actors.registry import Registry
     from server.auth.sessions import SessionStore
+    from server.batch_writer import BatchWriter
     from server.metrics import Metrics
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -21,3 +22,4 @@ REGISTRY: web.AppKey[Registry] = web.AppKey("registry")
 CATALOG: web.AppKey[Catalog] = web.AppKey("catalog")
 SESSIONS: web.AppKey[SessionStore] = web.AppKey("sessions")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
+WRITER: web.AppKey[BatchWriter] = web.AppKey("batch_writer")

@@ -296,6 +296,8 @@ class _ChunkPump:
 
 #: Chunks the pump may parse ahead of the consumer.
 READ_AHEAD = 8
+#: Bytes aiohttp buffers per model response before it stops reading the socket.
+READ_BUFFER = 1 << 16
 
 
 class GeminiProvider:
@@ -312,25 +314,53 @@ class GeminiProvider:
         backoff_base: float = 0.5,
         backoff_max: float = 8.0,
         rng: random.Random | None = None,
+        max_connections: int = 1000,
     ) -> None:
+        self.max_connections = max_connections
+        #: Model streams open now (requests holding a connection): a gauge in /metrics.
+        self.open_streams = 0
         self.first_chunk_timeout = first_chunk_timeout
         self.chunk_timeout = chunk_timeout
         self.max_retries = max_retries
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
         self._rng = rng or random.Random()
-        self._client = genai.Client(
-            api_key=api_key,
-            http_options=types.HttpOptions(
-                base_url=base_url,
-                api_version=API_VERSION,
-                retry_options=types.HttpRetryOptions(attempts=1),
-            ),
-        )
+        self._api_key = api_key
+        self._base_url = base_url
+        self._session: aiohttp.ClientSession | None = None
+        self._client_instance: genai.Client | None = None
+
+    @property
+    def _client(self) -> genai.Client:
+        """The SDK client on our own aiohttp session, made in the running loop.
+
+        The SDK's own session reads each response through a 4 MiB buffer and has no
+        connection bound we can set; ours has ``max_connections`` (past it a request
+        waits for a connection, bounded by the first-chunk timeout, then ends as
+        ``upstream_timeout``) and aiohttp's 64 KiB read buffer.
+        """
+        if self._client_instance is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self.max_connections, limit_per_host=0),
+                read_bufsize=READ_BUFFER,
+            )
+            self._client_instance = genai.Client(
+                api_key=self._api_key,
+                http_options=types.HttpOptions(
+                    base_url=self._base_url,
+                    api_version=API_VERSION,
+                    retry_options=types.HttpRetryOptions(attempts=1),
+                    aiohttp_client=self._session,
+                ),
+            )
+        return self._client_instance
 
     async def aclose(self) -> None:
         """Close the client's HTTP session (call once at shutdown)."""
-        await self._client.aio.aclose()
+        if self._client_instance is not None:
+            await self._client_instance.aio.aclose()
+        if self._session is not None:
+            await self._session.close()
 
     def backoff(self, attempt: int, error: BaseException) -> float:
         """Seconds to wait before retry number ``attempt`` (1-based)."""
@@ -363,6 +393,7 @@ class GeminiProvider:
                     model=request.model, contents=contents, config=config
                 )
             )
+            self.open_streams += 1
             try:
                 try:
                     timeout = self.first_chunk_timeout
@@ -388,6 +419,7 @@ class GeminiProvider:
                                 f"the answer was stopped ({translator.finish_reason})",
                             )
                 finally:
+                    self.open_streams -= 1
                     await pump.close()
                 if translator.chunks == 0:
                     raise ConnectionError("Gemini ended the stream without any chunk")
