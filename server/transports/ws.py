@@ -276,7 +276,7 @@ class Connection:
 
     async def _dispatch(self, frame: ClientFrame) -> None:
         if isinstance(frame, Ping):
-            self.send_json({"type": "pong"})
+            self.send_json({"type": "ack", "of": "ping"})
         elif isinstance(frame, Subscribe):
             await self.subscribe(frame.conversation_id, frame.after)
         elif isinstance(frame, Unsubscribe):
@@ -349,7 +349,8 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(
         protocols=[protocol] if protocol else (),
         heartbeat=settings.ws_heartbeat,
-        max_msg_size=settings.ws_max_frame,
+        # aiohttp refuses a message of max_msg_size bytes; the contract allows the limit.
+        max_msg_size=settings.ws_max_frame + 1,
         compress=False,
         autoping=True,
     )
