@@ -3,7 +3,9 @@
 Auth happens before the upgrade (cookie with a trusted ``Origin``, ``?token=``, or the
 ``bearer.<token>`` subprotocol). Events are written as pre-built frames straight to the
 transport while the socket keeps up; a lagging subscription queues (tokens merge) and past
-its bound the socket is closed with 4008 so the client resumes from its cursor.
+its bound the socket is closed with 4008 so the client resumes from its cursor. Once a
+Close frame is queued, by whichever path, nothing more is written to it
+(:mod:`server.transports.ws_socket`).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from server.transports.protocol import (
     parse_frame,
 )
 from server.transports.wire import HIGH_WATER, RawWriter, ws_close_frame, ws_text_frame
+from server.transports.ws_socket import CeroWebSocket
 
 log = structlog.get_logger(__name__)
 routes = web.RouteTableDef()
@@ -88,7 +91,17 @@ class Connection:
     """One socket. Kept small: an idle authenticated socket costs only this object (the
     pump task and the abuse window are created on first use)."""
 
-    __slots__ = ("app", "closing", "faults", "pump_task", "ready", "subs", "user", "wake", "writer")
+    __slots__ = (
+        "app",
+        "closing",
+        "faults",
+        "pump_task",
+        "ready",
+        "subs",
+        "user",
+        "wake",
+        "writer",
+    )
 
     def __init__(self, request: web.Request, user: CurrentUser) -> None:
         self.app = request.app
@@ -97,9 +110,17 @@ class Connection:
         self.subs: dict[str, tuple[ConversationActor, Subscription]] = {}
         self.ready: set[Subscription] = set()
         self.wake = asyncio.Event()
+        #: No more commands, no more frames: a Close frame is queued (or about to be).
         self.closing = False
         self.faults: deque[float] | None = None
         self.pump_task: asyncio.Task[None] | None = None
+
+    def stop_writing(self) -> None:
+        """Called before any Close frame is queued (RFC 6455 §5.5.1): no data frame may
+        follow it, from the publisher's direct path, the pump or a command's answer."""
+        self.closing = True
+        self.writer.shut = True
+        self.wake.set()
 
     # -- outbound ------------------------------------------------------------------------
 
@@ -111,13 +132,15 @@ class Connection:
 
         ``gate[0]`` opens once the subscription's replay (or ``subscribed``) went out, so
         nothing live can overtake it."""
-        transport = self.writer.transport
+        writer = self.writer
+        transport = writer.transport
         if transport is None:
             return lambda event: False
 
         def direct(event: Event) -> bool:
             if (
                 not gate[0]
+                or writer.shut
                 or transport.get_write_buffer_size() > HIGH_WATER
                 or transport.is_closing()
             ):
@@ -136,8 +159,8 @@ class Connection:
         self.closing = True
         self.app[METRICS].ws_closed_slow.inc()
         # Behind whatever is already buffered: the client sees every event it was sent,
-        # then the close, and resumes from its last cursor.
-        self.writer.write(ws_close_frame(SLOW_CONSUMER, "slow consumer"))
+        # then the close (and nothing after it), and resumes from its last cursor.
+        self.writer.write_last(ws_close_frame(SLOW_CONSUMER, "slow consumer"))
         transport = self.writer.transport
         if transport is not None:
             transport.close()  # flushes first; a peer that never reads again is aborted
@@ -261,6 +284,8 @@ class Connection:
         return True
 
     async def handle(self, text: str) -> bool:
+        if self.closing:
+            return True  # closing: a late frame starts nothing and gets no answer
         try:
             frame = parse_frame(text)
         except FrameError as exc:
@@ -346,7 +371,9 @@ class Connection:
 async def websocket(request: web.Request) -> web.StreamResponse:
     user, protocol = await authenticate(request)
     settings = request.app[SETTINGS]
-    ws = web.WebSocketResponse(
+    connection = Connection(request, user)
+    ws = CeroWebSocket(
+        before_close=connection.stop_writing,
         protocols=[protocol] if protocol else (),
         heartbeat=settings.ws_heartbeat,
         # aiohttp refuses a message of max_msg_size bytes; the contract allows the limit.
@@ -359,23 +386,11 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         ws._pong_heartbeat = settings.ws_heartbeat
     await ws.prepare(request)
     request.app[SOCKETS].add(ws)
-    connection = Connection(request, user)
     connection.writer.set_user_timeout()
     metrics = request.app[METRICS]
     metrics.connections.labels("ws").inc()
     try:
-        async for message in ws:
-            if message.type == WSMsgType.TEXT:
-                keep = await connection.handle(message.data)
-            elif message.type == WSMsgType.BINARY:
-                keep = connection.fault("invalid_frame", "Binary frames are not supported")
-            else:
-                continue
-            if not keep:
-                await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"too many bad frames")
-                break
-            if connection.closing:
-                break
+        await _serve(ws, connection)
     finally:
         pump = connection.pump_task
         if pump is not None:
@@ -385,6 +400,21 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         await connection.close_all()
         metrics.connections.labels("ws").dec()
     return ws
+
+
+async def _serve(ws: web.WebSocketResponse, connection: Connection) -> None:
+    async for message in ws:
+        if message.type == WSMsgType.TEXT:
+            keep = await connection.handle(message.data)
+        elif message.type == WSMsgType.BINARY:
+            keep = connection.fault("invalid_frame", "Binary frames are not supported")
+        else:
+            continue
+        if not keep:
+            await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"too many bad frames")
+            return
+        if connection.closing:
+            return
 
 
 async def close_sockets(app: web.Application) -> None:
