@@ -14,6 +14,7 @@ import os
 import struct
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -25,7 +26,7 @@ import pytest_asyncio
 from tests.auth_helpers import bearer, make_user_session
 from tests.conftest import Live, make_settings, start_live
 from tests.fakes.gemini import FakeGemini, Script
-from tests.live_clients import WsPeer
+from tests.live_clients import WsPeer, read_sse
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 MODEL = "gemini-2.5-flash-lite"
@@ -169,6 +170,21 @@ async def _peer(live: Live, http: aiohttp.ClientSession, token: str) -> WsPeer:
 async def _closed_within(peer: WsPeer, seconds: float) -> int | None:
     await asyncio.wait_for(asyncio.shield(peer._task), seconds)  # type: ignore[arg-type]
     return peer.close_code
+
+
+async def _session_id(live: Live, http: aiohttp.ClientSession, token: str) -> str:
+    async with http.get(live.url + "/api/auth/get-session", headers=bearer(token)) as resp:
+        body = await resp.json()
+    return str(body["session"]["id"])
+
+
+async def _conversation(live: Live, http: aiohttp.ClientSession, token: str) -> str:
+    async with http.post(
+        live.url + "/api/chat", json={"message": "warm", "aiModel": "demo"}, headers=bearer(token)
+    ) as resp:
+        first = orjson.loads(await resp.content.readline())
+        await resp.read()
+    return str(first["data"]["conversationId"])
 
 
 def _long_answer(fake: FakeGemini, n: int = 400, delay: float = 0.01) -> None:
@@ -362,3 +378,141 @@ async def test_aiohttp_internals_used_by_the_transport_are_there() -> None:
     params = list(inspect.signature(web.WebSocketResponse._post_start).parameters)
     assert params == ["self", "request", "protocol", "writer"]
     assert "drain" in inspect.signature(web.WebSocketResponse.close).parameters
+
+
+# -- issue 15 bug 1: revoked sessions lose their live connections -----------------------
+
+
+async def test_sign_out_closes_sockets_and_ends_streams(env: tuple[Live, FakeGemini]) -> None:
+    live, fake = env
+    token, _ = await make_user_session("Leaver")
+    other_token, _ = await make_user_session("Stayer")
+    async with aiohttp.ClientSession() as http:
+        conversation_id = await _conversation(live, http, token)
+        peer = await _peer(live, http, token)
+        await peer.send(type="subscribe", conversationId=conversation_id)
+        await peer.wait_for(lambda f: f["type"] == "subscribed")
+        bystander = await _peer(live, http, other_token)
+        events = await http.get(
+            f"{live.url}/api/conversations/{conversation_id}/events",
+            headers=bearer(token),
+        )
+        assert events.status == 200
+        _long_answer(fake)
+        chat = await http.post(
+            live.url + "/api/chat",
+            json={"message": "long", "aiModel": MODEL},
+            headers={**bearer(token), "Accept": "text/event-stream"},
+        )
+        assert chat.status == 200
+        chat_events = read_sse(chat)
+        assert (await anext(chat_events)).event == "message"
+
+        async with http.post(live.url + "/api/auth/sign-out", headers=bearer(token)) as r:
+            assert r.status == 200
+        started = time.monotonic()
+        assert await _closed_within(peer, PROMPTLY) == 4001
+
+        async def drained(resp: aiohttp.ClientResponse) -> None:
+            await resp.read()
+
+        await asyncio.wait_for(drained(events), PROMPTLY)
+        rest = await asyncio.wait_for(_collect(chat_events), PROMPTLY)
+        assert time.monotonic() - started < PROMPTLY
+        assert not any(e.event in ("done", "error", "cancelled") for e in rest)  # cut short
+        # Another user's socket is untouched.
+        await bystander.send(type="ping")
+        await bystander.wait_for(lambda f: f.get("of") == "ping")
+        await bystander.close()
+        events.close()
+        chat.close()
+
+
+async def _collect(events: AsyncIterator[Any]) -> list[Any]:
+    return [e async for e in events]
+
+
+async def test_revoke_session_closes_only_that_sessions_sockets(
+    env: tuple[Live, FakeGemini],
+) -> None:
+    live, _ = env
+    token, user_id = await make_user_session("Two devices")
+    from server.auth.sessions import SessionStore
+
+    second, _ = await SessionStore().start(user_id)
+    async with aiohttp.ClientSession() as http:
+        victim_id = await _session_id(live, http, token)
+        victim = await _peer(live, http, token)
+        keeper = await _peer(live, http, second)
+        await victim.send(type="ping")
+        await victim.wait_for(lambda f: f.get("of") == "ping")
+        async with http.post(
+            live.url + "/api/auth/revoke-session", json={"id": victim_id}, headers=bearer(second)
+        ) as r:
+            assert r.status == 200
+        assert await _closed_within(victim, PROMPTLY) == 4001
+        await keeper.send(type="ping")
+        await keeper.wait_for(lambda f: f.get("of") == "ping")
+        await keeper.close()
+
+
+async def test_expired_session_closes_its_socket(env: tuple[Live, FakeGemini]) -> None:
+    from server.tables import Session
+
+    live, _ = env
+    token, user_id = await make_user_session("Expiring")
+    expires = datetime.now(UTC) + timedelta(seconds=1.5)
+    await Session.update({Session.expires_at: expires}).where(Session.user_id == user_id).run()
+    async with aiohttp.ClientSession() as http:
+        peer = await _peer(live, http, token)
+        await peer.send(type="ping")
+        await peer.wait_for(lambda f: f.get("of") == "ping")
+        assert await _closed_within(peer, 1.5 + PROMPTLY) == 4001
+        assert datetime.now(UTC) >= expires
+
+
+async def test_revocation_by_another_process_is_seen(env: tuple[Live, FakeGemini]) -> None:
+    """Another process deletes the session row: this one notices on its next re-check."""
+    from server.tables import Session
+
+    live, _ = env
+    token, user_id = await make_user_session("Elsewhere")
+    async with aiohttp.ClientSession() as http:
+        peer = await _peer(live, http, token)
+        await peer.send(type="ping")
+        await peer.wait_for(lambda f: f.get("of") == "ping")
+        await Session.delete().where(Session.user_id == user_id).run()
+        recheck = live.settings.session_recheck
+        assert await _closed_within(peer, recheck + PROMPTLY) == 4001
+
+
+async def test_send_on_a_revoked_session_starts_nothing(env: tuple[Live, FakeGemini]) -> None:
+    from server.tables import Conversation, Session
+
+    live, _ = env
+    token, user_id = await make_user_session("Too late")
+    async with aiohttp.ClientSession() as http:
+        peer = await _peer(live, http, token)
+        await peer.send(type="ping")
+        await peer.wait_for(lambda f: f.get("of") == "ping")
+        # Revoked elsewhere, and the send comes before any periodic re-check could run.
+        await Session.delete().where(Session.user_id == user_id).run()
+        await peer.send(type="send", message="should not run", aiModel="demo")
+        assert await _closed_within(peer, PROMPTLY) == 4001
+        assert not [f for f in peer.frames if f.get("of") == "send"]
+        assert await Conversation.count().where(Conversation.user_id == user_id).run() == 0
+
+
+async def test_no_data_frame_after_close_4001(env: tuple[Live, FakeGemini]) -> None:
+    live, fake = env
+    token, _ = await make_user_session("Revoked")
+    raw = await _streaming_raw(live, fake, token)
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.post(live.url + "/api/auth/sign-out", headers=bearer(token)) as r:
+                assert r.status == 200
+        await raw.record(1.5)
+        assert raw.close_code() == 4001
+        assert raw.data_after_close() == []
+    finally:
+        raw.close()

@@ -3,9 +3,10 @@
 Auth happens before the upgrade (cookie with a trusted ``Origin``, ``?token=``, or the
 ``bearer.<token>`` subprotocol). Events are written as pre-built frames straight to the
 transport while the socket keeps up; a lagging subscription queues (tokens merge) and past
-its bound the socket is closed with 4008 so the client resumes from its cursor. Once a
-Close frame is queued, by whichever path, nothing more is written to it
-(:mod:`server.transports.ws_socket`).
+its bound the socket is closed with 4008 so the client resumes from its cursor. The socket
+lives as long as its session: revoked or expired, it closes with 4001
+(:mod:`server.transports.liveness`). Once a Close frame is queued, by whichever path,
+nothing more is written to it (:mod:`server.transports.ws_socket`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from server.auth.current import CurrentUser, current_user, user_for_cookie, user
 from server.chat_service import cancel_generation, rebuilt_events, start_chat, with_actor
 from server.errors import ApiError
 from server.state import METRICS, SETTINGS
+from server.transports.liveness import LIVE_SESSIONS, watching
 from server.transports.protocol import (
     Cancel,
     ClientFrame,
@@ -46,6 +48,7 @@ log = structlog.get_logger(__name__)
 routes = web.RouteTableDef()
 
 SLOW_CONSUMER = 4008
+SESSION_ENDED = 4001
 ABUSE_LIMIT = 20
 ABUSE_WINDOW_S = 10.0
 SLOW_CLOSE_GRACE_S = 30.0
@@ -92,7 +95,9 @@ class Connection:
     pump task and the abuse window are created on first use)."""
 
     __slots__ = (
+        "__weakref__",
         "app",
+        "closer",
         "closing",
         "faults",
         "pump_task",
@@ -101,6 +106,7 @@ class Connection:
         "user",
         "wake",
         "writer",
+        "ws",
     )
 
     def __init__(self, request: web.Request, user: CurrentUser) -> None:
@@ -114,6 +120,8 @@ class Connection:
         self.closing = False
         self.faults: deque[float] | None = None
         self.pump_task: asyncio.Task[None] | None = None
+        self.ws: web.WebSocketResponse | None = None
+        self.closer: asyncio.Task[bool] | None = None
 
     def stop_writing(self) -> None:
         """Called before any Close frame is queued (RFC 6455 §5.5.1): no data frame may
@@ -121,6 +129,17 @@ class Connection:
         self.closing = True
         self.writer.shut = True
         self.wake.set()
+
+    def session_ended(self) -> None:
+        """The session was revoked or expired: close with 4001 (a liveness watcher)."""
+        if self.closing:
+            return
+        self.stop_writing()
+        ws = self.ws
+        if ws is not None:
+            self.closer = asyncio.get_running_loop().create_task(
+                ws.close(code=SESSION_ENDED, message=b"session ended")
+            )
 
     # -- outbound ------------------------------------------------------------------------
 
@@ -330,6 +349,11 @@ class Connection:
             await self.send(frame)
 
     async def send(self, frame: Send) -> None:
+        # The one command that starts work re-checks the session in the database, so a
+        # revocation by another process is never a second too late for it.
+        if not await self.app[LIVE_SESSIONS].still_valid(self.user.session_id):
+            self.session_ended()
+            return
         body = frame.request
         gate = [False]
         spec = None
@@ -381,6 +405,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         compress=False,
         autoping=True,
     )
+    connection.ws = ws
     # aiohttp waits heartbeat/2 for the pong; the contract gives the peer a full 20 s more.
     if hasattr(ws, "_pong_heartbeat"):
         ws._pong_heartbeat = settings.ws_heartbeat
@@ -390,7 +415,8 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     metrics = request.app[METRICS]
     metrics.connections.labels("ws").inc()
     try:
-        await _serve(ws, connection)
+        with watching(request.app, user, connection):
+            await _serve(ws, connection)
     finally:
         pump = connection.pump_task
         if pump is not None:
@@ -398,6 +424,9 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await pump
         await connection.close_all()
+        if connection.closer is not None:
+            with contextlib.suppress(Exception):
+                await connection.closer
         metrics.connections.labels("ws").dec()
     return ws
 
@@ -413,8 +442,8 @@ async def _serve(ws: web.WebSocketResponse, connection: Connection) -> None:
         if not keep:
             await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"too many bad frames")
             return
-        if connection.closing:
-            return
+        if connection.closing and connection.closer is None:
+            return  # closed as a slow consumer (4008)
 
 
 async def close_sockets(app: web.Application) -> None:
