@@ -20,7 +20,7 @@ from server.middleware import error_middleware, request_id_middleware
 from server.openapi import openapi_view
 from server.routes import chat, conversations, health
 from server.state import ENGINE, METRICS, SETTINGS
-from server.transports import ws
+from server.transports import liveness, ws
 
 log = structlog.get_logger(__name__)
 
@@ -41,6 +41,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/metrics", metrics_view)
     app.router.add_get("/openapi.json", openapi_view)
     auth.setup(app)
+    liveness.setup(app)  # live streams and sockets end with their session
     app.add_routes(chat.routes)
     app.add_routes(conversations.routes)
     ws.setup(app)  # after stop_actors: sockets close once generations have ended

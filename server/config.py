@@ -88,6 +88,7 @@ class Settings(BaseSettings):
     demo_token_delay: float = Field(0.02, validation_alias="CERO_DEMO_TOKEN_DELAY", ge=0)
     sse_ping_interval: float = Field(15.0, validation_alias="CERO_SSE_PING_INTERVAL", gt=0)
     ws_heartbeat: float = Field(20.0, validation_alias="CERO_WS_HEARTBEAT", gt=0)
+    session_recheck: float = Field(1.0, validation_alias="CERO_SESSION_RECHECK", gt=0, le=3600)
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", validation_alias="CERO_LOG_LEVEL"
     )

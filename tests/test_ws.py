@@ -51,7 +51,7 @@ async def test_auth_by_query_and_subprotocol(env: tuple[Live, FakeGemini, str]) 
     async with aiohttp.ClientSession() as http:
         async with http.ws_connect(f"{live.url}/api/ws?token={token}") as ws:
             await ws.send_str('{"type": "ping"}')
-            assert orjson.loads((await ws.receive()).data) == {"type": "pong"}
+            assert orjson.loads((await ws.receive()).data) == {"type": "ack", "of": "ping"}
         async with http.ws_connect(
             live.url + "/api/ws", protocols=("cero.v1", f"bearer.{token}")
         ) as ws:
@@ -82,7 +82,7 @@ async def test_bad_frames_fault_then_abuse_closes_1008(env: tuple[Live, FakeGemi
             fault = peer.frames[before]
             assert fault["type"] == "fault" and fault["code"] and fault["error"], text
         await peer.send(type="ping")
-        await peer.wait_for(lambda f: f["type"] == "pong")  # still open after faults
+        await peer.wait_for(lambda f: f.get("of") == "ping")  # still open after faults
         for _ in range(30):
             await peer.ws.send_str("garbage")
         await asyncio.wait_for(peer._task, 5)  # type: ignore[arg-type]
@@ -233,4 +233,4 @@ async def test_cookie_handshake_needs_a_trusted_origin(env: tuple[Live, FakeGemi
             live.url + "/api/ws", headers={**cookie, "Origin": live.settings.public_url}
         ) as ws:
             await ws.send_str('{"type": "ping"}')
-            assert orjson.loads((await ws.receive()).data) == {"type": "pong"}
+            assert orjson.loads((await ws.receive()).data) == {"type": "ack", "of": "ping"}

@@ -8,6 +8,7 @@ WebSocket handshakes call :func:`user_for_token` / :func:`user_for_cookie` thems
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Literal
 
 from aiohttp import web
@@ -41,6 +42,7 @@ class CurrentUser:
     image: str | None
     session_id: str
     via: Literal["bearer", "cookie"]
+    session_expires_at: datetime  # long-lived streams end then (server.transports.liveness)
 
     @classmethod
     def of(cls, resolved: Resolved, via: Literal["bearer", "cookie"]) -> CurrentUser:
@@ -52,6 +54,7 @@ class CurrentUser:
             image=u.image,
             session_id=resolved.session.id,
             via=via,
+            session_expires_at=resolved.session.expires_at,
         )
 
 

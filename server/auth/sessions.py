@@ -8,6 +8,7 @@ is extended to seven days from now: the only time a lookup writes.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -106,10 +107,25 @@ def _resolved(row: dict[str, Any]) -> Resolved:
 
 
 class SessionStore:
-    """Session persistence. Holds only a short memory of revoked ids (see :meth:`revoked`)."""
+    """Session persistence. Holds only a short memory of revoked ids (see :meth:`revoked`)
+    and the listeners told of each revocation (live connections end with their session)."""
 
     def __init__(self) -> None:
         self._revoked: dict[str, float] = {}
+        self._listeners: list[Callable[[str], None]] = []
+
+    def on_revoke(self, listener: Callable[[str], None]) -> Callable[[], None]:
+        """Call ``listener(session_id)`` (synchronously, must not raise) for every session
+        revoked from now on; return a function that removes it."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    def note_revoked(self, session_id: str) -> None:
+        """A session is gone: remember it and tell the listeners. :meth:`revoke` calls it;
+        so will cluster mode's relay for a revocation published by another process."""
+        self._remember_revoked(session_id)
+        for listener in list(self._listeners):
+            listener(session_id)
 
     async def start(
         self, user_id: str, *, ip_address: str | None = None, user_agent: str | None = None
@@ -166,7 +182,21 @@ class SessionStore:
 
     async def revoke(self, session_id: str) -> None:
         await Session.delete().where(Session.id == session_id).run()
-        self._remember_revoked(session_id)
+        self.note_revoked(session_id)
+
+    async def expiries(self, session_ids: Iterable[str]) -> dict[str, datetime]:
+        """``expiresAt`` of those of ``session_ids`` that still exist (revoked ones do not;
+        expired ones may, until a lookup deletes them). One query per 500 ids."""
+        ids = list(session_ids)
+        found: dict[str, datetime] = {}
+        for start in range(0, len(ids), 500):
+            rows = (
+                await Session.select(Session.id, Session.expires_at)
+                .where(Session.id.is_in(ids[start : start + 500]))
+                .run()
+            )
+            found.update((str(row["id"]), row["expires_at"]) for row in rows)
+        return found
 
     async def revoke_owned(
         self, user_id: str, *, session_id: str | None = None, token: str | None = None

@@ -20,6 +20,7 @@ from server.bodies import read_model
 from server.chat_service import ChatRequest, rebuilt_events, start_chat
 from server.state import METRICS, SETTINGS
 from server.transports.feed import Feed
+from server.transports.liveness import watching
 from server.transports.ndjson import NdjsonRenderer
 from server.transports.sse import open_sse, ping_frame, sse_chunked, sse_frame
 from server.transports.wire import RawWriter, chunk, send_headers
@@ -73,7 +74,8 @@ async def chat(request: web.Request) -> web.StreamResponse:
     # From here on the subscription exists: whatever happens (the client may already be
     # gone), it is released, or presence and the actor's idle stop would be wrong forever.
     try:
-        return await _stream(request, result, feed, renderer, sse=sse, chunked=chunked)
+        with watching(request.app, user, feed):  # ends with the session (revoked, expired)
+            return await _stream(request, result, feed, renderer, sse=sse, chunked=chunked)
     finally:
         metrics.connections.labels(transport).dec()
         if result.subscription is not None and result.actor is not None:

@@ -22,6 +22,7 @@ from server.errors import ApiError, json_response
 from server.state import CATALOG, METRICS, REGISTRY, SETTINGS
 from server.tables import Conversation, Message
 from server.transports.feed import Feed
+from server.transports.liveness import watching
 from server.transports.sse import open_sse, ping_frame, sse_chunked, sse_frame
 
 routes = web.RouteTableDef()
@@ -228,7 +229,7 @@ async def events(request: web.Request) -> web.StreamResponse:
     try:
         response, writer, _ = await open_sse(request, {"X-Conversation-Id": actor.conversation_id})
         feed.writer = writer
-        with contextlib.suppress(ConnectionError):
+        with contextlib.suppress(ConnectionError), watching(request.app, user, feed):
             await feed.run(sub)
         with contextlib.suppress(ConnectionError):
             await response.write_eof()

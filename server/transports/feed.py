@@ -36,6 +36,7 @@ class Feed:
         self.ping_interval = ping_interval
         self.ready = False
         self.finished = False
+        self.ended = False  # the session behind the response ended: write nothing more
         self.sub: Subscription | None = None
         self._wake = asyncio.Event()
         self._use_direct = use_direct
@@ -59,6 +60,11 @@ class Feed:
             self._wake.set()
         return True
 
+    def session_ended(self) -> None:
+        """The caller's session was revoked or expired: the response ends here."""
+        self.ended = self.finished = True
+        self._wake.set()
+
     def write_events(self, events: list[Event]) -> None:
         frames = []
         for event in events:
@@ -74,6 +80,8 @@ class Feed:
     async def run(self, sub: Subscription) -> None:
         """Pump until the stop event, the hub closes, or the peer goes away."""
         self.sub = sub
+        if self.ended:
+            return
         self.ready = True
         self.write_events(sub.take())
         while not self.finished and not self.writer.closing:

@@ -26,29 +26,38 @@ TCP_USER_TIMEOUT_MS = 25_000
 class RawWriter:
     """Whole frames to the transport of one request; never awaits unless asked to drain."""
 
-    __slots__ = ("_protocol", "transport")
+    __slots__ = ("_protocol", "shut", "transport")
 
     def __init__(self, request: web.Request) -> None:
         self.transport: asyncio.Transport | None = request.transport
         self._protocol: Any = request.protocol
+        #: Set once nothing more may be written (a WebSocket Close frame is queued, RFC
+        #: 6455 §5.5.1): from then on every write is dropped, whoever makes it.
+        self.shut = False
 
     @property
     def closing(self) -> bool:
         transport = self.transport
-        return transport is None or transport.is_closing()
+        return self.shut or transport is None or transport.is_closing()
 
     def writable(self) -> bool:
         transport = self.transport
         return (
-            transport is not None
+            not self.shut
+            and transport is not None
             and not transport.is_closing()
             and transport.get_write_buffer_size() <= HIGH_WATER
         )
 
     def write(self, data: bytes) -> None:
         transport = self.transport
-        if transport is not None and not transport.is_closing():
+        if not self.shut and transport is not None and not transport.is_closing():
             transport.write(data)
+
+    def write_last(self, data: bytes) -> None:
+        """Write ``data`` (a Close frame) and nothing ever after it."""
+        self.write(data)
+        self.shut = True
 
     async def drain(self) -> None:
         """Wait until the transport accepts more (aiohttp's own flow control)."""

@@ -3,7 +3,10 @@
 Auth happens before the upgrade (cookie with a trusted ``Origin``, ``?token=``, or the
 ``bearer.<token>`` subprotocol). Events are written as pre-built frames straight to the
 transport while the socket keeps up; a lagging subscription queues (tokens merge) and past
-its bound the socket is closed with 4008 so the client resumes from its cursor.
+its bound the socket is closed with 4008 so the client resumes from its cursor. The socket
+lives as long as its session: revoked or expired, it closes with 4001
+(:mod:`server.transports.liveness`). Once a Close frame is queued, by whichever path,
+nothing more is written to it (:mod:`server.transports.ws_socket`).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from server.auth.current import CurrentUser, current_user, user_for_cookie, user
 from server.chat_service import cancel_generation, rebuilt_events, start_chat, with_actor
 from server.errors import ApiError
 from server.state import METRICS, SETTINGS
+from server.transports.liveness import LIVE_SESSIONS, watching
 from server.transports.protocol import (
     Cancel,
     ClientFrame,
@@ -38,11 +42,13 @@ from server.transports.protocol import (
     parse_frame,
 )
 from server.transports.wire import HIGH_WATER, RawWriter, ws_close_frame, ws_text_frame
+from server.transports.ws_socket import CeroWebSocket
 
 log = structlog.get_logger(__name__)
 routes = web.RouteTableDef()
 
 SLOW_CONSUMER = 4008
+SESSION_ENDED = 4001
 ABUSE_LIMIT = 20
 ABUSE_WINDOW_S = 10.0
 SLOW_CLOSE_GRACE_S = 30.0
@@ -88,7 +94,20 @@ class Connection:
     """One socket. Kept small: an idle authenticated socket costs only this object (the
     pump task and the abuse window are created on first use)."""
 
-    __slots__ = ("app", "closing", "faults", "pump_task", "ready", "subs", "user", "wake", "writer")
+    __slots__ = (
+        "__weakref__",
+        "app",
+        "closer",
+        "closing",
+        "faults",
+        "pump_task",
+        "ready",
+        "subs",
+        "user",
+        "wake",
+        "writer",
+        "ws",
+    )
 
     def __init__(self, request: web.Request, user: CurrentUser) -> None:
         self.app = request.app
@@ -97,9 +116,30 @@ class Connection:
         self.subs: dict[str, tuple[ConversationActor, Subscription]] = {}
         self.ready: set[Subscription] = set()
         self.wake = asyncio.Event()
+        #: No more commands, no more frames: a Close frame is queued (or about to be).
         self.closing = False
         self.faults: deque[float] | None = None
         self.pump_task: asyncio.Task[None] | None = None
+        self.ws: web.WebSocketResponse | None = None
+        self.closer: asyncio.Task[bool] | None = None
+
+    def stop_writing(self) -> None:
+        """Called before any Close frame is queued (RFC 6455 §5.5.1): no data frame may
+        follow it, from the publisher's direct path, the pump or a command's answer."""
+        self.closing = True
+        self.writer.shut = True
+        self.wake.set()
+
+    def session_ended(self) -> None:
+        """The session was revoked or expired: close with 4001 (a liveness watcher)."""
+        if self.closing:
+            return
+        self.stop_writing()
+        ws = self.ws
+        if ws is not None:
+            self.closer = asyncio.get_running_loop().create_task(
+                ws.close(code=SESSION_ENDED, message=b"session ended")
+            )
 
     # -- outbound ------------------------------------------------------------------------
 
@@ -111,13 +151,15 @@ class Connection:
 
         ``gate[0]`` opens once the subscription's replay (or ``subscribed``) went out, so
         nothing live can overtake it."""
-        transport = self.writer.transport
+        writer = self.writer
+        transport = writer.transport
         if transport is None:
             return lambda event: False
 
         def direct(event: Event) -> bool:
             if (
                 not gate[0]
+                or writer.shut
                 or transport.get_write_buffer_size() > HIGH_WATER
                 or transport.is_closing()
             ):
@@ -136,8 +178,8 @@ class Connection:
         self.closing = True
         self.app[METRICS].ws_closed_slow.inc()
         # Behind whatever is already buffered: the client sees every event it was sent,
-        # then the close, and resumes from its last cursor.
-        self.writer.write(ws_close_frame(SLOW_CONSUMER, "slow consumer"))
+        # then the close (and nothing after it), and resumes from its last cursor.
+        self.writer.write_last(ws_close_frame(SLOW_CONSUMER, "slow consumer"))
         transport = self.writer.transport
         if transport is not None:
             transport.close()  # flushes first; a peer that never reads again is aborted
@@ -261,6 +303,8 @@ class Connection:
         return True
 
     async def handle(self, text: str) -> bool:
+        if self.closing:
+            return True  # closing: a late frame starts nothing and gets no answer
         try:
             frame = parse_frame(text)
         except FrameError as exc:
@@ -276,7 +320,7 @@ class Connection:
 
     async def _dispatch(self, frame: ClientFrame) -> None:
         if isinstance(frame, Ping):
-            self.send_json({"type": "pong"})
+            self.send_json({"type": "ack", "of": "ping"})
         elif isinstance(frame, Subscribe):
             await self.subscribe(frame.conversation_id, frame.after)
         elif isinstance(frame, Unsubscribe):
@@ -305,6 +349,11 @@ class Connection:
             await self.send(frame)
 
     async def send(self, frame: Send) -> None:
+        # The one command that starts work re-checks the session in the database, so a
+        # revocation by another process is never a second too late for it.
+        if not await self.app[LIVE_SESSIONS].still_valid(self.user.session_id):
+            self.session_ended()
+            return
         body = frame.request
         gate = [False]
         spec = None
@@ -346,35 +395,28 @@ class Connection:
 async def websocket(request: web.Request) -> web.StreamResponse:
     user, protocol = await authenticate(request)
     settings = request.app[SETTINGS]
-    ws = web.WebSocketResponse(
+    connection = Connection(request, user)
+    ws = CeroWebSocket(
+        before_close=connection.stop_writing,
         protocols=[protocol] if protocol else (),
         heartbeat=settings.ws_heartbeat,
-        max_msg_size=settings.ws_max_frame,
+        # aiohttp refuses a message of max_msg_size bytes; the contract allows the limit.
+        max_msg_size=settings.ws_max_frame + 1,
         compress=False,
         autoping=True,
     )
+    connection.ws = ws
     # aiohttp waits heartbeat/2 for the pong; the contract gives the peer a full 20 s more.
     if hasattr(ws, "_pong_heartbeat"):
         ws._pong_heartbeat = settings.ws_heartbeat
     await ws.prepare(request)
     request.app[SOCKETS].add(ws)
-    connection = Connection(request, user)
     connection.writer.set_user_timeout()
     metrics = request.app[METRICS]
     metrics.connections.labels("ws").inc()
     try:
-        async for message in ws:
-            if message.type == WSMsgType.TEXT:
-                keep = await connection.handle(message.data)
-            elif message.type == WSMsgType.BINARY:
-                keep = connection.fault("invalid_frame", "Binary frames are not supported")
-            else:
-                continue
-            if not keep:
-                await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"too many bad frames")
-                break
-            if connection.closing:
-                break
+        with watching(request.app, user, connection):
+            await _serve(ws, connection)
     finally:
         pump = connection.pump_task
         if pump is not None:
@@ -382,8 +424,26 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await pump
         await connection.close_all()
+        if connection.closer is not None:
+            with contextlib.suppress(Exception):
+                await connection.closer
         metrics.connections.labels("ws").dec()
     return ws
+
+
+async def _serve(ws: web.WebSocketResponse, connection: Connection) -> None:
+    async for message in ws:
+        if message.type == WSMsgType.TEXT:
+            keep = await connection.handle(message.data)
+        elif message.type == WSMsgType.BINARY:
+            keep = connection.fault("invalid_frame", "Binary frames are not supported")
+        else:
+            continue
+        if not keep:
+            await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"too many bad frames")
+            return
+        if connection.closing and connection.closer is None:
+            return  # closed as a slow consumer (4008)
 
 
 async def close_sockets(app: web.Application) -> None:
