@@ -4,8 +4,12 @@ SQLite database files are owner-only, and every response is counted in ``/metric
 from __future__ import annotations
 
 import math
+import os
+import sqlite3
+import stat
 import string
 from collections.abc import AsyncIterator, Iterable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -14,13 +18,14 @@ import pytest
 import pytest_asyncio
 
 from actors.hub import Hub
+from server import db
 from server.auth.local import LOCAL_PROFILE
 from server.auth.sessions import SessionStore
 from server.auth.users import link_or_create
 from server.ids import new_id, new_token
 from server.tables import Account, Conversation, Message, Session, User
 from tests.auth_helpers import bearer, make_user_session
-from tests.conftest import Live
+from tests.conftest import Live, make_settings, start_live
 from tests.live_clients import read_ndjson, read_sse
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -124,3 +129,55 @@ async def test_every_id_on_the_wire(live: Live, http: aiohttp.ClientSession) -> 
     for table in (User, Account, Session, Conversation, Message):
         rows = await table.select(table._meta.primary_key).run()
         check_ids(table._meta.tablename, [str(row["id"]) for row in rows])
+
+
+# -- SQLite files are owner-only -----------------------------------------------------------
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+async def test_sqlite_files_are_created_owner_only(tmp_path: Path) -> None:
+    path = tmp_path / "data" / "cero.db"
+    old_umask = os.umask(0o022)  # the usual umask, which gives 0644 files
+    try:
+        running = await start_live(
+            lambda port: make_settings(f"sqlite:///{path}", port=port, flush_interval=0.05)
+        )
+        try:
+            # Keep a reader open so the -wal/-shm files stay while the server writes.
+            reader = sqlite3.connect(path)
+            try:
+                reader.execute("SELECT count(*) FROM message").fetchone()
+                token, _ = await make_user_session("Files")
+                async with aiohttp.ClientSession() as http:
+                    async with http.post(
+                        running.url + "/api/chat",
+                        json={"message": "write something", "aiModel": "demo"},
+                        headers=bearer(token),
+                    ) as r:
+                        assert r.status == 200
+                        await read_ndjson(r)
+                files = [path, path.with_name("cero.db-wal"), path.with_name("cero.db-shm")]
+                for file in files:
+                    assert file.exists(), file
+                    assert _mode(file) == 0o600, f"{file.name}: {oct(_mode(file))}"
+            finally:
+                reader.close()
+        finally:
+            await running.server.close()
+    finally:
+        os.umask(old_umask)
+
+
+async def test_existing_sqlite_files_are_tightened(tmp_path: Path) -> None:
+    path = tmp_path / "cero.db"
+    side = [path.with_name("cero.db-wal"), path.with_name("cero.db-shm")]
+    for file in (path, *side):
+        file.touch()
+        file.chmod(0o644)
+    db.prepare_sqlite(db.engine_for_url(f"sqlite:///{path}"))
+    for file in (path, *side):
+        if file.exists():  # SQLite may fold an empty WAL away
+            assert _mode(file) == 0o600, f"{file.name}: {oct(_mode(file))}"
