@@ -16,6 +16,7 @@ import aiohttp
 import orjson
 import pytest
 import pytest_asyncio
+from prometheus_client.parser import text_string_to_metric_families
 
 from actors.hub import Hub
 from server import db
@@ -181,3 +182,71 @@ async def test_existing_sqlite_files_are_tightened(tmp_path: Path) -> None:
     for file in (path, *side):
         if file.exists():  # SQLite may fold an empty WAL away
             assert _mode(file) == 0o600, f"{file.name}: {oct(_mode(file))}"
+
+
+# -- metrics count every response ------------------------------------------------------------
+
+
+def _responses(text: str) -> dict[tuple[str, str, str], float]:
+    out: dict[tuple[str, str, str], float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "cero_http_responses_total":
+                key = (sample.labels["method"], sample.labels["route"], sample.labels["status"])
+                out[key] = sample.value
+    return out
+
+
+async def test_metrics_count_errors_with_route_and_status(
+    live: Live, http: aiohttp.ClientSession
+) -> None:
+    token, _ = await make_user_session("Metrics")
+    max_body = live.settings.max_body
+    probes: list[tuple[str, str, dict[str, Any], tuple[str, str, str]]] = [
+        ("GET", "/no/such/path", {}, ("GET", "unmatched", "404")),
+        ("GET", "/api/user/whoami", {}, ("GET", "/api/user/whoami", "401")),
+        (
+            "POST",
+            "/api/chat",
+            {
+                "data": b"{not json",
+                "headers": {**bearer(token), "Content-Type": "application/json"},
+            },
+            ("POST", "/api/chat", "400"),
+        ),
+        (
+            "POST",
+            "/api/chat",
+            {"data": b"x" * (max_body + 1), "headers": bearer(token)},
+            ("POST", "/api/chat", "413"),
+        ),
+        (
+            "GET",
+            "/api/conversations/nope/messages",
+            {"headers": bearer(token)},
+            ("GET", "/api/conversations/{id}/messages", "404"),
+        ),
+        ("GET", "/healthz", {}, ("GET", "/healthz", "200")),
+    ]
+
+    async def scrape() -> dict[tuple[str, str, str], float]:
+        async with http.get(live.url + "/metrics") as r:
+            return _responses(await r.text())
+
+    before = await scrape()
+    for method, path, kwargs, _ in probes:
+        async with http.request(method, live.url + path, **kwargs) as r:
+            await r.read()
+    after = await scrape()
+    for _, _, _, key in probes:
+        assert after.get(key, 0) - before.get(key, 0) == 1, (key, sorted(after))
+    # A stream is counted too.
+    async with http.post(
+        live.url + "/api/chat",
+        json={"message": "count me", "aiModel": "demo"},
+        headers=bearer(token),
+    ) as r:
+        await read_ndjson(r)
+    streamed = await scrape()
+    key = ("POST", "/api/chat", "200")
+    assert streamed.get(key, 0) - after.get(key, 0) == 1
