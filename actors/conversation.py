@@ -354,7 +354,7 @@ class ConversationActor:
         if self.generation is not None:
             raise ConversationBusy(self.conversation_id)
         history = await self._history_cache()
-        generation_id = secrets.token_urlsafe(12)
+        generation_id = secrets.token_urlsafe(18)
         # The model request goes out while the turn is committed: the upstream's latency
         # overlaps the database's. Nothing is published before the commit, and tokens
         # only after `init`; the first event just waits in `opening`.

@@ -303,7 +303,7 @@ class Hub:
             raise ValueError("max_events, max_bytes and buffer_limit must be >= 1")
         self.conversation_id = conversation_id
         # A fresh epoch per incarnation: cursors from a lost log can never look valid.
-        self.epoch = epoch if epoch is not None else secrets.token_urlsafe(9)
+        self.epoch = epoch if epoch is not None else secrets.token_urlsafe(18)
         self.last_seq = 0
         self.max_events = max_events
         self.max_bytes = max_bytes

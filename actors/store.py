@@ -37,6 +37,15 @@ class StoredMessage:
     extra: dict[str, object] = field(default_factory=dict)
 
 
+class ClientMessageTaken(Exception):
+    """``start_turn``'s key is already used by the same user, in another conversation (a
+    send racing this one elsewhere won): answer with that turn, never start a second."""
+
+    def __init__(self, client_message_id: str) -> None:
+        super().__init__(f"clientMessageId already used: {client_message_id[:64]!r}")
+        self.client_message_id = client_message_id
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """The terminal state of an assistant message."""
@@ -61,7 +70,10 @@ class ConversationStore(Protocol):
     async def find_client_message(
         self, conversation_id: str, client_message_id: str
     ) -> tuple[StoredMessage, StoredMessage | None] | None:
-        """The user message sent with this idempotency key and the answer it started."""
+        """The user message sent with this idempotency key and the answer it started.
+
+        Keys are unique per user: the caller routes a send to the conversation that
+        already holds its key, so looking in this conversation is enough."""
         ...
 
     async def start_turn(
@@ -73,7 +85,8 @@ class ConversationStore(Protocol):
         client_message_id: str | None,
         model: str,
     ) -> tuple[StoredMessage, StoredMessage]:
-        """Commit the user message and the ``streaming`` answer row together."""
+        """Commit the user message and the ``streaming`` answer row together; raise
+        :class:`ClientMessageTaken` when the conversation's owner already used the key."""
         ...
 
     async def flush_partials(self, batch: Sequence[tuple[str, str]]) -> None:

@@ -27,7 +27,8 @@ log = structlog.get_logger(__name__)
 
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
-        middlewares=[request_id_middleware, error_middleware, metrics_middleware, auth_middleware],
+        # Metrics outside the error renderer: every response is counted, errors included.
+        middlewares=[request_id_middleware, metrics_middleware, error_middleware, auth_middleware],
         client_max_size=settings.max_body,
     )
     app[SETTINGS] = settings

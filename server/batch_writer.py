@@ -134,8 +134,12 @@ class BatchWriter:
 
     # -- the operations ----------------------------------------------------------------
 
-    async def start_turn(self, user: StoredMessage, answer: StoredMessage) -> None:
-        rows = [_message_row(m) for m in (user, answer)]
+    async def start_turn(
+        self, user: StoredMessage, answer: StoredMessage, *, user_id: str | None = None
+    ) -> None:
+        """``user_id`` goes on the user message sent with a ``clientMessageId`` only: the
+        unique index on ``(user_id, client_message_id)`` makes the key unique per user."""
+        rows = [_message_row(user, user_id), _message_row(answer, None)]
         await self._submit(_Op("turn", rows, touched=[(user.created_at, user.conversation_id)]))
 
     async def flush_partials(self, batch: Sequence[tuple[str, str]]) -> None:
@@ -288,9 +292,10 @@ class BatchWriter:
                 await conn.executemany(sql, rows)
 
 
-def _message_row(m: StoredMessage) -> tuple[Any, ...]:
+def _message_row(m: StoredMessage, user_id: str | None) -> tuple[Any, ...]:
     return (
         m.id,
+        user_id,
         m.conversation_id,
         m.role,
         m.content,
@@ -304,9 +309,9 @@ def _message_row(m: StoredMessage) -> tuple[Any, ...]:
 
 
 _SQL = {
-    "turn": "INSERT INTO message (id, conversation_id, role, content, status, model, "
+    "turn": "INSERT INTO message (id, user_id, conversation_id, role, content, status, model, "
     "generation_id, client_message_id, created_at, updated_at) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     "touch": "UPDATE conversation SET updated_at = ? WHERE id = ?",
     # A flush that lands after the terminal state leaves the row alone.
     "flush": "UPDATE message SET content = ?, updated_at = ? WHERE id = ? AND status = 'streaming'",

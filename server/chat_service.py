@@ -1,8 +1,10 @@
 """Starting a chat turn: shared by ``POST /api/chat`` and the WebSocket ``send`` frame.
 
 Validates the request against the catalog (400), finds or creates the conversation
-(404 for another user's), honours ``clientMessageId`` across the user's conversations,
-and hands the turn to the conversation's actor (409 when it is busy).
+(404 for another user's), honours ``clientMessageId`` across the user's conversations
+(unique per user: a retry is routed to the conversation holding the key, and the database
+enforces it with a unique index), and hands the turn to the conversation's actor (409 when
+it is busy).
 """
 
 from __future__ import annotations
@@ -31,12 +33,17 @@ from actors.models.base import ModelProvider
 from actors.models.catalog import Catalog, UnknownModel, UnsupportedTools
 from actors.models.demo import DemoProvider
 from actors.registry import ConversationNotFound, Registry
+from actors.store import ClientMessageTaken
 from server.auth.current import CurrentUser
 from server.batch_writer import BatchWriter
-from server.chat_store import PiccoloConversationStore, create_conversation
+from server.chat_store import (
+    PiccoloConversationStore,
+    conversation_for_client_message,
+    create_conversation,
+)
 from server.errors import ApiError
 from server.state import CATALOG, ENGINE, METRICS, REGISTRY, SETTINGS, WRITER
-from server.tables import Conversation, Message
+from server.tables import Conversation
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -88,19 +95,6 @@ def busy() -> ApiError:
 _client_locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = (
     weakref.WeakValueDictionary()
 )
-
-
-async def _conversation_for_client_id(user_id: str, client_message_id: str) -> str | None:
-    rows = (
-        await Message.select(Message.conversation_id)
-        .where(
-            (Message.client_message_id == client_message_id)
-            & (Message.conversation_id.user_id == user_id)
-        )
-        .first()
-        .run()
-    )
-    return None if rows is None else str(rows["conversation_id"])
 
 
 def shutting_down() -> ApiError:
@@ -170,25 +164,37 @@ async def start_chat(
         lock = lock_obj  # type: ignore[assignment]
     async with lock:
         conversation_id = body.conversationId
-        if conversation_id is None and body.clientMessageId is not None:
-            conversation_id = await _conversation_for_client_id(user.id, body.clientMessageId)
+        if body.clientMessageId is not None:
+            # The key is unique per user: a retry goes to the turn it started, whatever
+            # conversation it names (or none), and gets that turn back.
+            earlier = await conversation_for_client_message(user.id, body.clientMessageId)
+            if earlier is not None:
+                conversation_id = earlier
         if conversation_id is None:
             title = " ".join(body.message.split())[:TITLE_CHARS]
             row = await create_conversation(user.id, title)
             conversation_id = str(row["id"])
-        try:
-            return await with_actor(
-                app,
-                conversation_id,
-                user.id,
-                lambda actor: actor.send(
-                    body.message,
-                    model=model,
-                    tools=tools,
-                    client_message_id=body.clientMessageId,
-                    subscribe=subscribe,
-                ),
+
+        def send(actor: ConversationActor) -> Awaitable[SendResult]:
+            return actor.send(
+                body.message,
+                model=model,
+                tools=tools,
+                client_message_id=body.clientMessageId,
+                subscribe=subscribe,
             )
+
+        try:
+            try:
+                return await with_actor(app, conversation_id, user.id, send)
+            except ClientMessageTaken:
+                # Another process committed this key in another conversation after our
+                # lookup (the database's unique index decided): answer with that turn.
+                assert body.clientMessageId is not None
+                winner = await conversation_for_client_message(user.id, body.clientMessageId)
+                if winner is None:
+                    raise
+                return await with_actor(app, winner, user.id, send)
         except ConversationBusy:
             raise busy() from None
 

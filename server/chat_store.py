@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
+import asyncpg
 import orjson
 
-from actors.store import MessageStatus, Outcome, StoredMessage
+from actors.store import ClientMessageTaken, MessageStatus, Outcome, StoredMessage
 from server.batch_writer import BatchWriter
 from server.ids import new_id
 from server.tables import Conversation, Message
@@ -25,6 +27,10 @@ def _json(value: Any) -> Any:
         except orjson.JSONDecodeError:
             return None
     return value
+
+
+# The unique index that makes a clientMessageId unique per user (a migration creates it).
+CLIENT_KEY_INDEX = "message_user_client_id"
 
 
 def to_stored(row: dict[str, Any]) -> StoredMessage:
@@ -143,7 +149,15 @@ class PiccoloConversationStore:
             model=model,
             generation_id=generation_id,
         )
-        await self.writer.start_turn(user, answer)
+        owner = None
+        if client_message_id is not None:
+            owner = await self.conversation_owner(conversation_id)
+        try:
+            await self.writer.start_turn(user, answer, user_id=owner)
+        except (sqlite3.IntegrityError, asyncpg.UniqueViolationError) as exc:
+            if client_message_id is not None and _violates_client_key(exc):
+                raise ClientMessageTaken(client_message_id) from None
+            raise
         return user, answer
 
     async def flush_partials(self, batch: Sequence[tuple[str, str]]) -> None:
@@ -162,6 +176,24 @@ class PiccoloConversationStore:
             query = query.where(Message.id.is_in(list(message_ids)))
         rows = await query.returning(Message.id).run()
         return len(rows)
+
+
+def _violates_client_key(exc: Exception) -> bool:
+    if isinstance(exc, asyncpg.UniqueViolationError):
+        return getattr(exc, "constraint_name", None) == CLIENT_KEY_INDEX
+    # SQLite names the columns, not the index.
+    return "message.user_id, message.client_message_id" in str(exc)
+
+
+async def conversation_for_client_message(user_id: str, client_message_id: str) -> str | None:
+    """The user's conversation holding the message sent with this key, if any."""
+    row = (
+        await Message.select(Message.conversation_id)
+        .where((Message.user_id == user_id) & (Message.client_message_id == client_message_id))
+        .first()
+        .run()
+    )
+    return None if row is None else str(row["conversation_id"])
 
 
 async def create_conversation(user_id: str, title: str) -> dict[str, Any]:

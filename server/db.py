@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -84,12 +85,32 @@ def use_engine(engine: Engine) -> None:
         table._meta.db = engine  # type: ignore[attr-defined]
 
 
+SQLITE_FILE_MODE = 0o600
+SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
+
+
+def make_private(path: Path) -> None:
+    """Create the database file owner-only (like the secret file), whatever the umask, and
+    tighten an existing one and its side files. SQLite gives the ``-wal``, ``-shm`` and
+    ``-journal`` files it creates the permission bits of the database file."""
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, SQLITE_FILE_MODE))
+    for file in (path, *(path.with_name(path.name + s) for s in SQLITE_SIDE_FILES)):
+        try:
+            if file.stat().st_mode & 0o777 != SQLITE_FILE_MODE:
+                file.chmod(SQLITE_FILE_MODE)  # the umask may have taken bits off, too
+        except FileNotFoundError:
+            pass
+        except PermissionError:  # another user's file: usable, but not ours to change
+            log.warning("sqlite_file_mode_unchanged", path=str(file))
+
+
 def prepare_sqlite(engine: Engine) -> None:
     """WAL mode is a property of the file: set it once, before the first connection."""
     if isinstance(engine, SQLiteEngine):
         path = Path(engine.path)
         if path.parent and not path.parent.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        make_private(path)
         with contextlib.closing(sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_S)) as conn:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")

@@ -38,10 +38,16 @@ class Metrics:
             "Conversation actors alive in this process",
             registry=self.registry,
         )
+        self.responses = Counter(
+            "cero_http_responses",
+            "HTTP responses by route template and status (errors and streams included)",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
         self.requests = Histogram(
             "cero_http_request_seconds",
             "HTTP request latency until the response starts (streams excluded)",
-            ["method", "status"],
+            ["method", "route", "status"],
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
             registry=self.registry,
         )
@@ -55,15 +61,38 @@ class Metrics:
         self.live_actors.set_function(lambda: float(len(registry)))
 
 
+def route_template(request: web.Request) -> str:
+    """The matched route's template (``/api/conversations/{id}``), never the raw path: one
+    label value per route, whatever ids clients send. Unmatched paths share one value."""
+    resource = request.match_info.route.resource
+    return "unmatched" if resource is None else resource.canonical
+
+
 @web.middleware
 async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Counts every response. It runs outside ``error_middleware`` so that raised errors
+    (already rendered as JSON responses there) are counted with their status; what still
+    raises here (redirects, an exception no inner middleware rendered) is counted too."""
     started = time.perf_counter()
-    response = await handler(request)
-    if not response.prepared:  # streams are measured by their own metrics
-        request.app[METRICS].requests.labels(request.method, str(response.status)).observe(
-            time.perf_counter() - started
-        )
+    metrics = request.app[METRICS]
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        _observe(request, metrics, exc.status, started)
+        raise
+    except Exception:
+        _observe(request, metrics, 500, started)
+        raise
+    # Streams (SSE, NDJSON, WebSocket) are counted, but their latency is their own metric.
+    _observe(request, metrics, response.status, None if response.prepared else started)
     return response
+
+
+def _observe(request: web.Request, metrics: Metrics, status: int, started: float | None) -> None:
+    labels = (request.method, route_template(request), str(status))
+    metrics.responses.labels(*labels).inc()
+    if started is not None:
+        metrics.requests.labels(*labels).observe(time.perf_counter() - started)
 
 
 async def metrics_view(request: web.Request) -> web.Response:

@@ -41,7 +41,7 @@ _HTTP_CODES = {
 @web.middleware
 async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     incoming = request.headers.get("X-Request-ID", "")
-    request_id = incoming if _REQUEST_ID.match(incoming) else secrets.token_hex(8)
+    request_id = incoming if _REQUEST_ID.match(incoming) else secrets.token_hex(16)
     with structlog.contextvars.bound_contextvars(request_id=request_id):
         try:
             response = await handler(request)

@@ -92,6 +92,9 @@ class Message(Table, tablename="message"):
     citations = JSON(null=True, default=None)
     finish_reason = Varchar(length=32, null=True, default=None)
     client_message_id = Varchar(length=128, null=True, default=None, index=True)
+    # The conversation's owner, on a user message sent with a ``client_message_id``: the
+    # key is unique per user (a unique index on both), not per conversation.
+    user_id = Varchar(length=32, null=True, default=None)
     created_at = Timestamptz()
     updated_at = Timestamptz()
 
