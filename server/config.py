@@ -74,6 +74,11 @@ class Settings(BaseSettings):
     device_client_ids: Annotated[list[str], NoDecode] = Field(
         default_factory=list, validation_alias="CERO_DEVICE_CLIENT_IDS"
     )
+    device_code_limit: int = Field(30, validation_alias="CERO_DEVICE_CODE_LIMIT", ge=1)
+    device_code_window: float = Field(600.0, validation_alias="CERO_DEVICE_CODE_WINDOW", gt=0)
+    device_purge_interval: float = Field(
+        60.0, validation_alias="CERO_DEVICE_PURGE_INTERVAL", gt=0, le=3600
+    )
     max_body: int = Field(1 << 20, validation_alias="CERO_MAX_BODY", ge=1024)
     ws_max_frame: int = Field(1 << 20, validation_alias="CERO_WS_MAX_FRAME", ge=1024)
     max_message_chars: int = Field(32_000, validation_alias="CERO_MAX_MESSAGE_CHARS", ge=1)
