@@ -396,3 +396,21 @@ async def test_idle_connection_flood_under_low_nofile_limit(tmp_path: Path) -> N
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+async def test_long_lived_streams_outlive_the_head_and_keepalive_timeouts(tmp_path: Path) -> None:
+    """The timeouts are for heads and idle keep-alive only: a WebSocket and a slow chat
+    stream stay open well past both."""
+    async with serving(
+        tmp_path, header_timeout=0.3, keepalive_timeout=0.3, demo_token_delay=0.05
+    ) as url:
+        token, _ = await make_user_session("Streamer")
+        async with aiohttp.ClientSession() as http:
+            async with http.ws_connect(url + "/api/ws", params={"token": token}) as ws:
+                await asyncio.sleep(1.0)
+                await ws.send_str('{"type": "ping"}')
+                answer = await asyncio.wait_for(ws.receive_json(), 5)
+                assert answer == {"type": "pong"}, answer
+            started = time.monotonic()
+            text = await short_chat(url, bearer(token), local="127.0.0.1")
+            assert text and time.monotonic() - started > 0.6  # slower than both timeouts
