@@ -30,6 +30,7 @@ from server.state import SESSIONS, SETTINGS
 log = structlog.get_logger(__name__)
 routes = web.RouteTableDef()
 
+PURGE_STOP_TIMEOUT_S = 5.0
 ISSUE_LIMITER: web.AppKey[SlidingWindow] = web.AppKey("device_code_issue_limiter", SlidingWindow)
 
 
@@ -42,17 +43,25 @@ def setup(app: web.Application) -> None:
 
 
 async def purge_task(app: web.Application) -> AsyncIterator[None]:
-    task = asyncio.create_task(_purge_forever(app[SETTINGS].device_purge_interval))
+    """Purge on a timer. Stopping lets a purge in flight finish (up to a bound) rather than
+    cancel it: a cancelled aiosqlite query still completes in its thread and then calls
+    into a loop that may be closed by then."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(_purge_until(stop, app[SETTINGS].device_purge_interval))
     try:
         yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        stop.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(task), PURGE_STOP_TIMEOUT_S)
+        except TimeoutError:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
-async def _purge_forever(interval: float) -> None:
-    while True:
+async def _purge_until(stop: asyncio.Event, interval: float) -> None:
+    while not stop.is_set():
         try:
             purged = await device_flow.purge_expired()
         except Exception as exc:  # the database may be briefly away: try again next time
@@ -60,7 +69,8 @@ async def _purge_forever(interval: float) -> None:
         else:
             if purged:
                 log.info("device_codes_purged", count=purged)
-        await asyncio.sleep(interval)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)
 
 
 class CodeRequest(OAuthBody):
