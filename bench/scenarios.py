@@ -157,6 +157,10 @@ class Env:
             "CERO_HOST": HOST,
             "CERO_LOG_LEVEL": "warning",
             "CERO_LOG_FORMAT": "json",
+            # Thousands of clients from one loopback address: lift the connection caps
+            # (defaults 4,096 in all and 256 per address) so they measure, not refuse.
+            "CERO_MAX_CONNECTIONS": "1000000",
+            "CERO_MAX_CONNECTIONS_PER_IP": "1000000",
             "BENCH_LOOP": loop,
         }
         proc = self.children.start(["-m", "bench.launch_server"], env=env, log=log)

@@ -15,6 +15,7 @@ from server import auth, db
 from server.auth.middleware import auth_middleware
 from server.chat_service import chat_runtime, stop_actors
 from server.config import Settings
+from server.http_protocol import capacity_middleware
 from server.metrics import Metrics, metrics_middleware, metrics_view
 from server.middleware import error_middleware, request_id_middleware
 from server.openapi import openapi_view
@@ -28,7 +29,13 @@ log = structlog.get_logger(__name__)
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
         # Metrics outside the error renderer: every response is counted, errors included.
-        middlewares=[request_id_middleware, metrics_middleware, error_middleware, auth_middleware],
+        middlewares=[
+            request_id_middleware,
+            capacity_middleware,
+            metrics_middleware,
+            error_middleware,
+            auth_middleware,
+        ],
         client_max_size=settings.max_body,
     )
     app[SETTINGS] = settings

@@ -19,6 +19,7 @@ from aiohttp import web
 from server import db
 from server.auth import local
 from server.config import ConfigError, Settings, load_settings
+from server.connection_guard import connection_capacity, raise_nofile_limit
 from server.logging import configure_logging
 
 log = structlog.get_logger("cero.cli")
@@ -44,10 +45,28 @@ def _describe_db_error(settings: Settings, exc: BaseException) -> str:
 
 async def _serve(settings: Settings) -> None:
     from server.app import create_app
+    from server.http_protocol import make_runner
 
+    nofile = raise_nofile_limit()
+    capacity = connection_capacity(
+        settings.max_connections, nofile.soft, settings.fd_headroom, settings.connection_reserve
+    )
+    if capacity < settings.max_connections:
+        log.warning(
+            "max_connections_lowered",
+            configured=settings.max_connections,
+            effective=capacity,
+            nofile=nofile.soft,
+            fd_headroom=settings.fd_headroom,
+        )
     app = create_app(settings)
-    runner = web.AppRunner(
-        app, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_S, access_log=None
+    runner = make_runner(
+        app,
+        settings,
+        max_connections=capacity,
+        handle_signals=False,
+        shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+        access_log=None,
     )
     try:
         await runner.setup()
@@ -62,7 +81,14 @@ async def _serve(settings: Settings) -> None:
             f"cannot listen on {settings.host}:{settings.port} (CERO_HOST/CERO_PORT): "
             f"{exc.strerror or exc}"
         ) from None
-    log.info("listening", url=settings.public_url, database=settings.database_url.split("://")[0])
+    log.info(
+        "listening",
+        url=settings.public_url,
+        database=settings.database_url.split("://")[0],
+        max_connections=capacity,
+        nofile=nofile.soft,
+        nofile_before=nofile.before,
+    )
     local.announce(app)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

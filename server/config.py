@@ -74,7 +74,22 @@ class Settings(BaseSettings):
     device_client_ids: Annotated[list[str], NoDecode] = Field(
         default_factory=list, validation_alias="CERO_DEVICE_CLIENT_IDS"
     )
+    device_code_limit: int = Field(30, validation_alias="CERO_DEVICE_CODE_LIMIT", ge=1)
+    device_code_window: float = Field(600.0, validation_alias="CERO_DEVICE_CODE_WINDOW", gt=0)
+    device_purge_interval: float = Field(
+        60.0, validation_alias="CERO_DEVICE_PURGE_INTERVAL", gt=0, le=3600
+    )
     max_body: int = Field(1 << 20, validation_alias="CERO_MAX_BODY", ge=1024)
+    header_timeout: float = Field(10.0, validation_alias="CERO_HEADER_TIMEOUT", gt=0, le=300)
+    keepalive_timeout: float = Field(15.0, validation_alias="CERO_KEEPALIVE_TIMEOUT", gt=0, le=3600)
+    max_connections: int = Field(4096, validation_alias="CERO_MAX_CONNECTIONS", ge=1)
+    max_connections_per_ip: int = Field(256, validation_alias="CERO_MAX_CONNECTIONS_PER_IP", ge=1)
+    connection_reserve: int = Field(16, validation_alias="CERO_CONNECTION_RESERVE", ge=1, le=1024)
+    fd_headroom: int = Field(256, validation_alias="CERO_FD_HEADROOM", ge=16)
+    max_request_line: int = Field(8190, validation_alias="CERO_MAX_REQUEST_LINE", ge=256)
+    max_header_size: int = Field(8190, validation_alias="CERO_MAX_HEADER_SIZE", ge=256)
+    max_headers: int = Field(100, validation_alias="CERO_MAX_HEADERS", ge=8, le=10_000)
+    max_head_bytes: int = Field(65_536, validation_alias="CERO_MAX_HEAD_BYTES", ge=1024)
     ws_max_frame: int = Field(1 << 20, validation_alias="CERO_WS_MAX_FRAME", ge=1024)
     max_message_chars: int = Field(32_000, validation_alias="CERO_MAX_MESSAGE_CHARS", ge=1)
     actor_idle_timeout: float = Field(60.0, validation_alias="CERO_ACTOR_IDLE_TIMEOUT", gt=0)

@@ -56,7 +56,7 @@ async def read_ndjson(resp: aiohttp.ClientResponse) -> list[dict[str, Any]]:
     return out
 
 
-CONTROL = frozenset({"subscribed", "ack", "fault", "pong"})
+CONTROL = frozenset({"subscribed", "ack", "fault"})
 
 
 @dataclass

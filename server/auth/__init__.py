@@ -53,8 +53,8 @@ def setup(app: web.Application) -> None:
     app.on_response_prepare.append(apply_deferred)
     if settings.github_enabled:
         app.cleanup_ctx.append(_github_http)
+    device_routes.setup(app)
     for table in (
-        device_routes.routes,
         session_routes.routes,
         github_routes.routes,
         local.routes,

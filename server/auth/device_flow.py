@@ -28,6 +28,10 @@ ALPHABET = "BCDFGHJKLMNPQRSTVWXZ"
 USER_CODE_LEN = 8
 MAX_USER_CODE_INPUT = 64
 SLOW_DOWN_STEP_S = 5
+MAX_CLIENT_ID = 128
+MAX_SCOPE = 256
+# An expired code stays this long, so a late poll still hears ``expired_token``.
+PURGE_GRACE = timedelta(minutes=5)
 _LIVE_STATUSES = ("pending", "approved", "denied")
 
 
@@ -84,7 +88,6 @@ def _locked(query: Any) -> Any:
 
 async def issue(client_id: str, scope: str, *, ttl: int, interval: int) -> IssuedCode:
     now = utcnow()
-    await DeviceCode.delete().where(DeviceCode.expires_at < now - timedelta(days=1)).run()
     for _ in range(8):
         user_code = new_user_code()
         clash = (
@@ -114,6 +117,17 @@ async def issue(client_id: str, scope: str, *, ttl: int, interval: int) -> Issue
     return IssuedCode(
         device_code=device_code, user_code=user_code, expires_in=ttl, interval=interval
     )
+
+
+async def purge_expired() -> int:
+    """Delete the codes that expired more than :data:`PURGE_GRACE` ago; return how many."""
+    gone = (
+        await DeviceCode.delete()
+        .where(DeviceCode.expires_at < utcnow() - PURGE_GRACE)
+        .returning(DeviceCode.id)
+        .run()
+    )
+    return len(gone)
 
 
 # -- poll ---------------------------------------------------------------------------------

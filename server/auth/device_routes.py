@@ -2,9 +2,18 @@
 
 Every answer carries ``Cache-Control: no-store`` (added for all of ``/api/auth/`` by
 :func:`server.auth.cookies.apply_deferred`).
+
+Issuing codes is anonymous, so it is bounded: ``CERO_DEVICE_CODE_LIMIT`` requests per client
+IP (IPv6: per /64) in ``CERO_DEVICE_CODE_WINDOW`` seconds, short ``client_id`` and ``scope``,
+and a purge task (:func:`purge_task`) that deletes expired codes every
+``CERO_DEVICE_PURGE_INTERVAL`` seconds.
 """
 
 from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 
 import structlog
 from aiohttp import web
@@ -14,16 +23,59 @@ from server.auth import device_flow, verification
 from server.auth.client_ip import client_ip
 from server.auth.current import current_user, require_user
 from server.auth.oauth_bodies import OAuthBody, read_oauth
+from server.auth.rate_limit import SlidingWindow, rate_key
 from server.errors import ApiError, json_response
 from server.state import SESSIONS, SETTINGS
 
 log = structlog.get_logger(__name__)
 routes = web.RouteTableDef()
 
+PURGE_STOP_TIMEOUT_S = 5.0
+ISSUE_LIMITER: web.AppKey[SlidingWindow] = web.AppKey("device_code_issue_limiter", SlidingWindow)
+
+
+def setup(app: web.Application) -> None:
+    """The per-IP issue limiter and the purge task (after the database's cleanup_ctx)."""
+    settings = app[SETTINGS]
+    app[ISSUE_LIMITER] = SlidingWindow(settings.device_code_limit, settings.device_code_window)
+    app.cleanup_ctx.append(purge_task)
+    app.add_routes(routes)
+
+
+async def purge_task(app: web.Application) -> AsyncIterator[None]:
+    """Purge on a timer. Stopping lets a purge in flight finish (up to a bound) rather than
+    cancel it: a cancelled aiosqlite query still completes in its thread and then calls
+    into a loop that may be closed by then."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(_purge_until(stop, app[SETTINGS].device_purge_interval))
+    try:
+        yield
+    finally:
+        stop.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(task), PURGE_STOP_TIMEOUT_S)
+        except TimeoutError:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+async def _purge_until(stop: asyncio.Event, interval: float) -> None:
+    while not stop.is_set():
+        try:
+            purged = await device_flow.purge_expired()
+        except Exception as exc:  # the database may be briefly away: try again next time
+            log.warning("device_purge_failed", error=type(exc).__name__)
+        else:
+            if purged:
+                log.info("device_codes_purged", count=purged)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)
+
 
 class CodeRequest(OAuthBody):
-    client_id: str | None = Field(None, max_length=255)
-    scope: str | None = Field(None, max_length=1024)
+    client_id: str | None = Field(None, max_length=device_flow.MAX_CLIENT_ID)
+    scope: str | None = Field(None, max_length=device_flow.MAX_SCOPE)
 
 
 class TokenRequest(OAuthBody):
@@ -40,6 +92,15 @@ class DecisionRequest(OAuthBody):
 @routes.post("/api/auth/device/code")
 async def device_code(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
+    retry = request.app[ISSUE_LIMITER].hit(rate_key(client_ip(request)))
+    if retry is not None:
+        log.info("device_code_rate_limited")
+        raise ApiError(
+            429,
+            "rate_limited",
+            "Too many device code requests; try again later",
+            headers={"Retry-After": str(retry)},
+        )
     body = await read_oauth(request, CodeRequest)
     if body.client_id is None:
         raise ApiError(400, "invalid_request", "client_id is required")

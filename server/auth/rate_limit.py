@@ -7,11 +7,17 @@ multiply the budget by their number, which stays negligible).
 Counting is by :func:`rate_key`: an IPv4 address, or an IPv6 address's ``/64`` (one
 subscriber typically holds a whole /64, so per-address counting would be no limit at all).
 A lookup in progress holds a slot (:meth:`WrongCodeLimiter.reserve`) until its answer is
-known, so parallel wrong guesses cannot all pass the check before the first is counted.
+known, so parallel wrong guesses cannot all pass the check before the first is counted. A
+lookup that finds the budget held only by lookups in progress waits for one of them to end
+(:meth:`WrongCodeLimiter.acquire`) instead of being refused: only codes decided wrong ever
+earn a ``429``, so parallel lookups of a good code all succeed.
+
+:class:`SlidingWindow` counts requests per key (device codes issued per IP).
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import math
 import time
@@ -24,6 +30,7 @@ MAX_WRONG = 5
 WINDOW_S = 600.0
 _MAX_TRACKED_IPS = 100_000
 _IPV6_PREFIX = 64
+ACQUIRE_WAIT_S = 10.0
 
 
 def rate_key(address: str) -> str:
@@ -49,6 +56,7 @@ class WrongCodeLimiter:
         self._clock = clock
         self._wrong: dict[str, deque[float]] = {}
         self._pending: dict[str, int] = {}
+        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
 
     def _recent(self, ip: str, now: float) -> deque[float] | None:
         hits = self._wrong.get(ip)
@@ -81,12 +89,49 @@ class WrongCodeLimiter:
             self._pending[ip] = self._pending.get(ip, 0) + 1
         return retry
 
+    def wrong_count(self, ip: str) -> int:
+        """Codes decided wrong for ``ip`` within the window."""
+        hits = self._recent(ip, self._clock())
+        return len(hits) if hits is not None else 0
+
+    async def acquire(self, ip: str, wait: float = ACQUIRE_WAIT_S) -> int | None:
+        """Like :meth:`reserve`, but a budget held only by lookups in progress is waited
+        for (up to ``wait`` seconds, then 1 s to retry) rather than refused: those lookups
+        may well be good codes. Only decided wrong codes answer at once with their wait."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while True:
+            retry = self.reserve(ip)
+            if retry is None:
+                return None
+            if self.wrong_count(ip) >= self.limit:
+                return retry
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return 1
+            waiter: asyncio.Future[None] = loop.create_future()
+            waiters = self._waiters.setdefault(ip, [])
+            waiters.append(waiter)
+            try:
+                await asyncio.wait_for(waiter, remaining)
+            except TimeoutError:
+                return 1
+            finally:
+                if waiter in waiters:
+                    waiters.remove(waiter)
+                if not waiters and self._waiters.get(ip) is waiters:
+                    del self._waiters[ip]
+
     def release(self, ip: str) -> None:
         left = self._pending.get(ip, 0) - 1
         if left > 0:
             self._pending[ip] = left
         else:
             self._pending.pop(ip, None)
+        # Everyone waiting on this IP checks again (a freed slot, or a new wrong code).
+        for waiter in self._waiters.pop(ip, []):
+            if not waiter.done():
+                waiter.set_result(None)
 
     def record_wrong(self, ip: str) -> None:
         now = self._clock()
@@ -96,3 +141,38 @@ class WrongCodeLimiter:
                 self._wrong.pop(next(iter(self._wrong)))
             hits = self._wrong[ip] = deque(maxlen=self.limit * 4)
         hits.append(now)
+
+
+class SlidingWindow:
+    """At most ``limit`` events per key in any ``window`` seconds (in process memory)."""
+
+    def __init__(
+        self, limit: int, window: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.limit = limit
+        self.window = window
+        self._clock = clock
+        self._hits: dict[str, deque[float]] = {}
+
+    def hit(self, key: str) -> int | None:
+        """Count one event for ``key``: ``None`` when allowed, else the seconds to wait
+        (a refused event is not counted)."""
+        now = self._clock()
+        hits = self._hits.get(key)
+        if hits is not None:
+            while hits and hits[0] <= now - self.window:
+                hits.popleft()
+        if hits is not None and len(hits) >= self.limit:
+            return max(1, math.ceil(hits[0] + self.window - now))
+        if hits is None:
+            if len(self._hits) >= _MAX_TRACKED_IPS:
+                self._forget_idle(now)
+            hits = self._hits[key] = deque()
+        hits.append(now)
+        return None
+
+    def _forget_idle(self, now: float) -> None:
+        for key in [k for k, h in self._hits.items() if not h or h[-1] <= now - self.window]:
+            del self._hits[key]
+        while len(self._hits) >= _MAX_TRACKED_IPS:
+            self._hits.pop(next(iter(self._hits)))

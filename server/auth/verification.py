@@ -2,13 +2,15 @@
 user-code lookups and decisions, with wrong codes counted per client IP (5 / 10 min → 429).
 
 Each lookup holds a slot of its IP's budget from before its database query until its
-answer is known, so parallel guesses get no more tries than sequential ones.
+answer is known, so parallel guesses get no more tries than sequential ones; a lookup that
+finds the budget held only by lookups in progress waits for them rather than being refused,
+so only decided wrong codes ever lead to a 429.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import structlog
@@ -29,13 +31,13 @@ class _Slot:
     key: str
 
 
-@contextmanager
-def _slot(request: web.Request) -> Iterator[_Slot]:
+@asynccontextmanager
+async def _slot(request: web.Request) -> AsyncIterator[_Slot]:
     """One reserved lookup for the client's IP, or ``429`` with ``Retry-After``."""
     limiter = request.app[LIMITER]
     ip = client_ip(request)
     slot = _Slot(ip=ip, key=rate_key(ip))
-    retry = limiter.reserve(slot.key)
+    retry = await limiter.acquire(slot.key)
     if retry is not None:
         raise ApiError(
             429,
@@ -67,7 +69,7 @@ def _canonical(request: web.Request, raw: str | None, slot: _Slot) -> str:
 async def lookup(
     request: web.Request, raw: str | None, user_id: str | None
 ) -> device_flow.CodeView:
-    with _slot(request) as slot:
+    async with _slot(request) as slot:
         code = _canonical(request, raw, slot)
         try:
             return await device_flow.lookup(code, user_id)
@@ -76,7 +78,7 @@ async def lookup(
 
 
 async def decide(request: web.Request, raw: str | None, user_id: str, *, approve: bool) -> None:
-    with _slot(request) as slot:
+    async with _slot(request) as slot:
         code = _canonical(request, raw, slot)
         try:
             await device_flow.decide(code, user_id, approve=approve)
