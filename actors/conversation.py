@@ -67,6 +67,19 @@ class RequestBuilder(Protocol):
     ) -> ModelRequest: ...
 
 
+class Slot(Protocol):
+    """A unit of a per-user budget (concurrent generations) that a send holds.
+
+    Taken by the server before the send; the actor adopts it as it handles the send and
+    releases it exactly once: at once when the send starts no generation, else when the
+    generation's task is done, however it ends.
+    """
+
+    def adopt(self) -> None: ...
+
+    def release(self) -> None: ...
+
+
 class ConversationBusy(Exception):
     """A generation is already running (``409 conversation_busy``)."""
 
@@ -186,6 +199,7 @@ class ConversationActor:
         tools: tuple[str, ...] = (),
         client_message_id: str | None = None,
         subscribe: SubscribeSpec | None = None,
+        slot: Slot | None = None,
     ) -> SendResult:
         result: SendResult = await self._call(
             "send",
@@ -194,6 +208,7 @@ class ConversationActor:
             tools=tools,
             client_message_id=client_message_id,
             subscribe=subscribe,
+            slot=slot,
         )
         return result
 
@@ -281,7 +296,7 @@ class ConversationActor:
     async def _handle(self, command: _Command) -> Any:
         args = command.args
         if command.kind == "send":
-            return await self._send(**args)
+            return await self._send_holding(**args)
         if command.kind == "cancel":
             return await self._cancel(args["generation_id"])
         if command.kind == "subscribe":
@@ -428,6 +443,29 @@ class ConversationActor:
             subscription=subscription,
             actor=self,
         )
+
+    async def _send_holding(self, slot: Slot | None = None, **args: Any) -> SendResult:
+        """``_send`` with the sender's generation slot: the actor's from here on."""
+        if slot is None:
+            return await self._send(**args)
+        slot.adopt()
+        try:
+            result = await self._send(**args)
+        except BaseException:
+            slot.release()
+            raise
+        generation = self.generation
+        if (
+            result.retried
+            or generation is None
+            or generation.id != result.generation_id
+            or generation.task is None
+        ):
+            slot.release()
+        else:
+            # Done, error, cancel, shutdown or crash: every ending finishes the task.
+            generation.task.add_done_callback(lambda _task: slot.release())
+        return result
 
     def _remember(self, generation_id: str, seq_before: int) -> None:
         self._recent[generation_id] = seq_before

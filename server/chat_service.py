@@ -42,8 +42,9 @@ from server.chat_store import (
     create_conversation,
 )
 from server.errors import ApiError
-from server.state import CATALOG, ENGINE, METRICS, REGISTRY, SETTINGS, WRITER
+from server.state import CATALOG, ENGINE, METRICS, REGISTRY, SETTINGS, USER_LIMITS, WRITER
 from server.tables import Conversation
+from server.user_limits import UserLimits
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -164,39 +165,55 @@ async def start_chat(
         lock = lock_obj  # type: ignore[assignment]
     async with lock:
         conversation_id = body.conversationId
+        retry = False
         if body.clientMessageId is not None:
             # The key is unique per user: a retry goes to the turn it started, whatever
             # conversation it names (or none), and gets that turn back.
             earlier = await conversation_for_client_message(user.id, body.clientMessageId)
             if earlier is not None:
                 conversation_id = earlier
-        if conversation_id is None:
-            title = " ".join(body.message.split())[:TITLE_CHARS]
-            row = await create_conversation(user.id, title)
-            conversation_id = str(row["id"])
-
-        def send(actor: ConversationActor) -> Awaitable[SendResult]:
-            return actor.send(
-                body.message,
-                model=model,
-                tools=tools,
-                client_message_id=body.clientMessageId,
-                subscribe=subscribe,
-            )
-
+                retry = True
+        limits = app[USER_LIMITS]
+        # A retry starts nothing, so no limit refuses it (it gets its turn back, 200).
+        # The slot is taken before the actor commits the turn: the count is exact.
+        slot = None if retry else await limits.reserve_generation(user.id)
         try:
+            if conversation_id is None:
+                await limits.admit_new_conversation(user.id)
+                title = " ".join(body.message.split())[:TITLE_CHARS]
+                row = await create_conversation(user.id, title)
+                conversation_id = str(row["id"])
+
+            def send(actor: ConversationActor) -> Awaitable[SendResult]:
+                return actor.send(
+                    body.message,
+                    model=model,
+                    tools=tools,
+                    client_message_id=body.clientMessageId,
+                    subscribe=subscribe,
+                    slot=slot,
+                )
+
             try:
-                return await with_actor(app, conversation_id, user.id, send)
-            except ClientMessageTaken:
-                # Another process committed this key in another conversation after our
-                # lookup (the database's unique index decided): answer with that turn.
-                assert body.clientMessageId is not None
-                winner = await conversation_for_client_message(user.id, body.clientMessageId)
-                if winner is None:
-                    raise
-                return await with_actor(app, winner, user.id, send)
-        except ConversationBusy:
-            raise busy() from None
+                try:
+                    return await with_actor(app, conversation_id, user.id, send)
+                except ClientMessageTaken:
+                    # Another process committed this key in another conversation after
+                    # our lookup (the database's unique index decided): answer with that
+                    # turn, a retry, which starts nothing and so holds no slot.
+                    assert body.clientMessageId is not None
+                    winner = await conversation_for_client_message(user.id, body.clientMessageId)
+                    if winner is None:
+                        raise
+                    if slot is not None:
+                        slot.release()  # the actor gave it back already: a no-op then
+                    slot = None
+                    return await with_actor(app, winner, user.id, send)
+            except ConversationBusy:
+                raise busy() from None
+        finally:
+            if slot is not None:
+                slot.abandon()  # given back unless the actor took it
 
 
 async def cancel_generation(
@@ -298,6 +315,11 @@ async def chat_runtime(app: web.Application) -> AsyncIterator[None]:
     )
     registry = Registry(deps)
     app[REGISTRY] = registry
+    app[USER_LIMITS] = UserLimits(
+        max_generations=settings.max_generations_per_user,
+        new_conversations_per_hour=settings.new_conversations_per_hour,
+        on_refusal=lambda limit: metrics.limit_refusals.labels(limit).inc(),
+    )
     metrics.bind_registry(registry)
     try:
         yield

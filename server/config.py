@@ -92,6 +92,11 @@ class Settings(BaseSettings):
     max_head_bytes: int = Field(65_536, validation_alias="CERO_MAX_HEAD_BYTES", ge=1024)
     ws_max_frame: int = Field(1 << 20, validation_alias="CERO_WS_MAX_FRAME", ge=1024)
     max_message_chars: int = Field(32_000, validation_alias="CERO_MAX_MESSAGE_CHARS", ge=1)
+    max_generations_per_user: int = Field(8, validation_alias="CERO_MAX_GENERATIONS_PER_USER", ge=1)
+    new_conversations_per_hour: int = Field(
+        200, validation_alias="CERO_NEW_CONVERSATIONS_PER_HOUR", ge=1
+    )
+    ws_max_subscriptions: int = Field(100, validation_alias="CERO_WS_MAX_SUBSCRIPTIONS", ge=1)
     actor_idle_timeout: float = Field(60.0, validation_alias="CERO_ACTOR_IDLE_TIMEOUT", gt=0)
     flush_interval: float = Field(0.5, validation_alias="CERO_FLUSH_INTERVAL", gt=0, le=1.0)
     db_write_timeout: float = Field(5.0, validation_alias="CERO_DB_WRITE_TIMEOUT", gt=0, le=120)

@@ -57,6 +57,13 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.limit_refusals = Counter(
+            "cero_limit_refusals",
+            "Requests refused by a per-user or per-socket limit (429 or fault), by limit",
+            ["limit"],
+            registry=self.registry,
+        )
+
     def bind_registry(self, registry: Registry) -> None:
         self.live_actors.set_function(lambda: float(len(registry)))
 

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from server.auth.sessions import SessionStore
     from server.batch_writer import BatchWriter
     from server.metrics import Metrics
+    from server.user_limits import UserLimits
 
 SETTINGS = web.AppKey("settings", Settings)
 ENGINE: web.AppKey[Engine] = web.AppKey("engine")
@@ -23,3 +24,4 @@ CATALOG: web.AppKey[Catalog] = web.AppKey("catalog")
 SESSIONS: web.AppKey[SessionStore] = web.AppKey("sessions")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 WRITER: web.AppKey[BatchWriter] = web.AppKey("batch_writer")
+USER_LIMITS: web.AppKey[UserLimits] = web.AppKey("user_limits")

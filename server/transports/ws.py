@@ -234,12 +234,22 @@ class Connection:
     def frame(data: dict[str, object]) -> bytes:
         return ws_text_frame(orjson.dumps(data))
 
-    def fault(self, code: str, message: str, *, counts: bool = True) -> bool:
+    def fault(
+        self,
+        code: str,
+        message: str,
+        *,
+        counts: bool = True,
+        retry_after: object = None,
+    ) -> bool:
         """Answer a bad frame; ``False`` when the peer went past the abuse limit.
 
-        Refusals of well-formed requests (busy, not found) are answered the same way but
-        do not count as abuse."""
-        self.send_json({"type": "fault", "code": code, "error": message})
+        Refusals of well-formed requests (busy, not found, limits) are answered the same
+        way but do not count as abuse. A rate limit's wait rides along as ``retryAfter``."""
+        data: dict[str, object] = {"type": "fault", "code": code, "error": message}
+        if retry_after is not None:
+            data["retryAfter"] = retry_after
+        self.send_json(data)
         if not counts:
             return True
         now = time.monotonic()
@@ -268,9 +278,24 @@ class Connection:
         if self.pump_task is None:
             self.pump_task = asyncio.get_running_loop().create_task(self.pump())
 
+    def _full(self) -> bool:
+        """At the cap of subscriptions per socket: say so (``too_many_subscriptions``)."""
+        limit = self.app[SETTINGS].ws_max_subscriptions
+        if len(self.subs) < limit:
+            return False
+        self.app[METRICS].limit_refusals.labels("ws_subscriptions").inc()
+        self.fault(
+            "too_many_subscriptions",
+            f"At most {limit} subscriptions per socket; unsubscribe from one first",
+            counts=False,
+        )
+        return True
+
     async def subscribe(self, conversation_id: str, after: str | None) -> None:
         if conversation_id in self.subs:
             await self.unsubscribe(conversation_id)
+        elif self._full():
+            return
         gate = [False]
         spec = SubscribeSpec(notify=self.notify, direct=self._direct(gate))
 
@@ -312,7 +337,7 @@ class Connection:
         try:
             await self._dispatch(frame)
         except ApiError as exc:
-            self.fault(exc.code, exc.message, counts=False)
+            self.fault(exc.code, exc.message, counts=False, retry_after=exc.extra.get("retryAfter"))
         except Exception:
             log.exception("ws_command_failed", frame=type(frame).__name__, user_id=self.user.id)
             self.fault("internal", "The command failed", counts=False)
@@ -358,6 +383,9 @@ class Connection:
         gate = [False]
         spec = None
         if body.conversationId is None or not self._live(body.conversationId):
+            # The send subscribes this socket to its conversation: within the cap too.
+            if body.conversationId not in self.subs and self._full():
+                return
             spec = SubscribeSpec(notify=self.notify, direct=self._direct(gate))
         result = await start_chat(self.app, self.user, body, spec)
         sub = result.subscription

@@ -1,0 +1,142 @@
+"""Per-user limits on chat work: concurrent generations and new conversations per hour.
+
+Both guard memory and model spend against one account (issue 15, item 12: one user held
+500 generations and 2,000 conversations). They are counted in this process's memory:
+
+- **Concurrent generations** are counted exactly: a :class:`GenerationSlot` is taken,
+  synchronously, before the send reaches the conversation's actor (so before the turn is
+  committed), and given back exactly once when the generation ends however it ends (done,
+  error, cancel, shutdown, crash: the actor releases it when its generation task is done),
+  or at once when the send started no generation (a retry, a busy conversation, a failed
+  commit, an actor that stopped first).
+- **New conversations** go through the sliding window of :mod:`server.auth.rate_limit`.
+
+The seam for cluster mode is :class:`UserLimits`: its two ``async`` admission calls are
+what a Redis-backed implementation (a shared counter with a lease per slot, a sorted-set
+window) would provide, so callers need not change. Until then, ``N`` processes allow ``N``
+times the limits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from server.auth.rate_limit import SlidingWindow
+from server.errors import ApiError
+
+#: What a refused send is told to wait: generations end at their own pace, so "soon".
+GENERATION_RETRY_AFTER_S = 1
+HOUR_S = 3600.0
+
+
+class GenerationSlot:
+    """One of a user's concurrent generations, held until :meth:`release`.
+
+    The actor :meth:`adopt`\\ s the slot as it starts handling the send; from then on
+    the actor alone gives it back. The caller calls :meth:`abandon` after the send,
+    whatever its outcome, which releases the slot only if the actor never took it (the
+    command was refused, or never left the mailbox).
+    """
+
+    __slots__ = ("_limits", "adopted", "held", "user_id")
+
+    def __init__(self, limits: GenerationCounter, user_id: str) -> None:
+        self._limits = limits
+        self.user_id = user_id
+        self.held = True
+        self.adopted = False
+
+    def adopt(self) -> None:
+        self.adopted = True
+
+    def release(self) -> None:
+        """Give the slot back; any further call is a no-op."""
+        if self.held:
+            self.held = False
+            self._limits._release(self.user_id)
+
+    def abandon(self) -> None:
+        if not self.adopted:
+            self.release()
+
+
+class GenerationCounter:
+    """Running generations per user, in this process."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._running: dict[str, int] = {}
+
+    def reserve(self, user_id: str) -> GenerationSlot | None:
+        """A slot, or ``None`` when the user already runs ``limit`` generations."""
+        running = self._running.get(user_id, 0)
+        if running >= self.limit:
+            return None
+        self._running[user_id] = running + 1
+        return GenerationSlot(self, user_id)
+
+    def running(self, user_id: str) -> int:
+        return self._running.get(user_id, 0)
+
+    def _release(self, user_id: str) -> None:
+        left = self._running.get(user_id, 0) - 1
+        if left > 0:
+            self._running[user_id] = left
+        else:
+            self._running.pop(user_id, None)
+
+
+class UserLimits:
+    """The per-user chat limits of one process (memory); see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        max_generations: int,
+        new_conversations_per_hour: int,
+        on_refusal: Callable[[str], None] | None = None,
+    ) -> None:
+        self.generations = GenerationCounter(max_generations)
+        self.new_conversations = SlidingWindow(new_conversations_per_hour, HOUR_S)
+        self._on_refusal = on_refusal  # metrics: 429s by limit
+
+    def _refuse(self, limit: str, message: str, retry_after: int) -> ApiError:
+        if self._on_refusal is not None:
+            self._on_refusal(limit)
+        return rate_limited(message, retry_after)
+
+    async def reserve_generation(self, user_id: str) -> GenerationSlot:
+        """A generation slot for ``user_id``, or ``429 rate_limited``."""
+        slot = self.generations.reserve(user_id)
+        if slot is None:
+            limit = self.generations.limit
+            raise self._refuse(
+                "generations",
+                f"At most {limit} answers may be generating at once for one user; "
+                "wait for one to finish",
+                GENERATION_RETRY_AFTER_S,
+            )
+        return slot
+
+    async def admit_new_conversation(self, user_id: str) -> None:
+        """Count one new conversation for ``user_id``, or ``429 rate_limited``."""
+        wait = self.new_conversations.hit(user_id)
+        if wait is not None:
+            limit = self.new_conversations.limit
+            raise self._refuse(
+                "new_conversations",
+                f"At most {limit} new conversations per hour; continue an existing one",
+                wait,
+            )
+
+
+def rate_limited(message: str, retry_after: int) -> ApiError:
+    """``429 {"error", "code": "rate_limited", "retryAfter"}`` with ``Retry-After`` (the
+    body repeats the wait for WebSocket clients, whose ``fault`` has no headers)."""
+    return ApiError(
+        429,
+        "rate_limited",
+        message,
+        headers={"Retry-After": str(retry_after)},
+        extra={"retryAfter": retry_after},
+    )
