@@ -14,13 +14,14 @@ import contextlib
 import contextvars
 import secrets
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import structlog
 
+from actors.dormant import Dormant
 from actors.flusher import Flusher
 from actors.hub import Cursor, Event, Hub, Subscription
 from actors.models.base import (
@@ -169,6 +170,8 @@ class ConversationActor:
         deps: ActorDeps,
         *,
         on_exit: Callable[[ConversationActor], None] | None = None,
+        dormant: Dormant | None = None,
+        on_detached: Callable[[ConversationActor, Subscription], Awaitable[None]] | None = None,
     ) -> None:
         self.conversation_id = conversation_id
         self.owner_id = owner_id
@@ -176,6 +179,8 @@ class ConversationActor:
         self.hub = Hub(conversation_id)
         self.generation: _Generation | None = None
         self.stopped = False
+        #: Stopped for being idle (not stop, delete or crash): its log may live on.
+        self.idled = False
         self._history: list[StoredMessage] | None = None
         self._recent: OrderedDict[str, int] = OrderedDict()  # generation id → seq before
         self._viewers: set[Subscription] = set()
@@ -183,6 +188,16 @@ class ConversationActor:
         self._published_viewers = 0
         self._mailbox: asyncio.Queue[_Command] = asyncio.Queue()
         self._on_exit = on_exit
+        self._on_detached = on_detached
+        if dormant is not None:
+            # The previous actor's log goes on: same epoch and seq, same subscribers.
+            dormant.wake()
+            self.hub = dormant.hub
+            self._viewers = dormant.viewers
+            self._published_viewers = dormant.published
+            self._recent = dormant.recent
+            if len(self._viewers) != self._published_viewers:
+                self._presence()
         self._log = log.bind(conversation_id=conversation_id)
         # A fresh context: the actor must not inherit the spawning request's log bindings.
         self.task = asyncio.get_running_loop().create_task(
@@ -221,10 +236,13 @@ class ConversationActor:
         return sub
 
     async def unsubscribe(self, sub: Subscription) -> None:
-        if self.stopped:
-            return
-        with contextlib.suppress(ActorStopped):
-            await self._call("unsubscribe", sub=sub)
+        if not self.stopped:
+            with contextlib.suppress(ActorStopped):
+                await self._call("unsubscribe", sub=sub)
+                return
+        if self._on_detached is not None:
+            # Stopped while idle: the log lives on (dormant, or adopted by a new actor).
+            await self._on_detached(self, sub)
 
     async def stop(self, reason: str = "stopped") -> None:
         if not self.stopped:
@@ -236,6 +254,24 @@ class ConversationActor:
     @property
     def viewers(self) -> int:
         return len(self._viewers)
+
+    def dormant(self) -> Dormant:
+        """After an idle stop: the log for the next actor; the context is let go of."""
+        pending = self._presence_timer is not None
+        if self._presence_timer is not None:
+            self._presence_timer.cancel()
+            self._presence_timer = None
+        self._history = None
+        record = Dormant(
+            self.hub,
+            self._viewers,
+            self._published_viewers,
+            self._recent,
+            debounce=PRESENCE_DEBOUNCE_S,
+        )
+        if pending:
+            record.presence()
+        return record
 
     # -- the actor loop ----------------------------------------------------------------
 
@@ -256,8 +292,10 @@ class ConversationActor:
                         self._mailbox.get(), timeout=self.deps.idle_timeout
                     )
                 except TimeoutError:
-                    if self.generation is None and not self._viewers and self._mailbox.empty():
-                        self._log.debug("actor_idle_stop")
+                    if self.generation is None and self._mailbox.empty():
+                        # Viewers or not: their subscriptions outlive the actor (dormant).
+                        self.idled = True
+                        self._log.debug("actor_idle_stop", viewers=len(self._viewers))
                         return
                     continue
                 if command.reply.cancelled():

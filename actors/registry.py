@@ -1,8 +1,11 @@
 """Spawns, finds and supervises conversation actors: one per conversation id.
 
-An actor is spawned on first use and stops itself after an idle timeout (no viewers, no
-generation). If its loop crashes, the registry publishes ``error``, marks the streaming
-row ``error`` and forgets it, so the next use spawns a fresh one: nothing stays wedged.
+An actor is spawned on first use and stops itself after an idle timeout (no generation),
+subscribed viewers or not. While anyone still subscribes, its log stays here as a
+:class:`~actors.dormant.Dormant` record (no task, no context) that the next actor of the
+conversation adopts, so subscriptions survive without holding an actor. If its loop
+crashes, the registry publishes ``error``, marks the streaming row ``error`` and forgets
+it, so the next use spawns a fresh one: nothing stays wedged.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from collections.abc import AsyncIterator
 import structlog
 
 from actors.conversation import ActorDeps, ActorStopped, ConversationActor
+from actors.dormant import Dormant
+from actors.hub import Subscription
 
 log = structlog.get_logger(__name__)
 
@@ -26,6 +31,7 @@ class Registry:
     def __init__(self, deps: ActorDeps) -> None:
         self.deps = deps
         self._actors: dict[str, ConversationActor] = {}
+        self._dormant: dict[str, Dormant] = {}
         self._spawning: dict[str, asyncio.Future[ConversationActor]] = {}
         self._closing = False
         self._deleting: set[str] = set()
@@ -34,6 +40,14 @@ class Registry:
 
     def __len__(self) -> int:
         return len(self._actors)
+
+    def peek_dormant(self, conversation_id: str) -> Dormant | None:
+        return self._dormant.get(conversation_id)
+
+    @property
+    def dormant_count(self) -> int:
+        """Conversations subscribed to without a live actor."""
+        return len(self._dormant)
 
     def peek(self, conversation_id: str) -> ConversationActor | None:
         actor = self._actors.get(conversation_id)
@@ -62,8 +76,18 @@ class Registry:
         try:
             owner = await self.deps.store.conversation_owner(conversation_id)
             if owner is None:
+                record = self._dormant.pop(conversation_id, None)
+                if record is not None:
+                    record.close()  # deleted elsewhere
                 raise ConversationNotFound(conversation_id)
-            actor = ConversationActor(conversation_id, owner, self.deps, on_exit=self._exited)
+            actor = ConversationActor(
+                conversation_id,
+                owner,
+                self.deps,
+                on_exit=self._exited,
+                dormant=self._dormant.pop(conversation_id, None),
+                on_detached=self._unsubscribe_detached,
+            )
             actor.task.add_done_callback(lambda task: self._finished(actor, task))
             self._actors[conversation_id] = actor
             future.set_result(actor)
@@ -79,6 +103,29 @@ class Registry:
         """Called synchronously as the actor loop ends: no command can reach it after."""
         if self._actors.get(actor.conversation_id) is actor:
             del self._actors[actor.conversation_id]
+            if (
+                actor.idled
+                and not self._closing
+                and not actor.hub.closed
+                and actor.hub.subscriber_count
+            ):
+                self._dormant[actor.conversation_id] = actor.dormant()
+
+    async def _unsubscribe_detached(self, actor: ConversationActor, sub: Subscription) -> None:
+        """An unsubscribe through an actor that stopped idle: its log may live on."""
+        conversation_id = actor.conversation_id
+        live = self._actors.get(conversation_id)
+        if live is not None and live is not actor and live.hub is actor.hub:
+            await live.unsubscribe(sub)
+            return
+        record = self._dormant.get(conversation_id)
+        if record is not None and record.hub is actor.hub:
+            record.unsubscribe(sub)
+            if record.empty:
+                record.wake()
+                del self._dormant[conversation_id]
+            return
+        actor.hub.unsubscribe(sub)
 
     def _finished(self, actor: ConversationActor, task: asyncio.Task[None]) -> None:
         """Any end but an orderly one (stop, idle) is a crash, cancellation included."""
@@ -118,6 +165,9 @@ class Registry:
             actor = self._actors.get(conversation_id)
             if actor is not None:
                 await actor.stop("deleted")
+            record = self._dormant.pop(conversation_id, None)
+            if record is not None:
+                record.close()
             yield
         finally:
             self._deleting.discard(conversation_id)
@@ -128,3 +178,6 @@ class Registry:
         actors = list(self._actors.values())
         with contextlib.suppress(Exception):
             await asyncio.gather(*(actor.stop("shutdown") for actor in actors))
+        for record in self._dormant.values():
+            record.close()
+        self._dormant.clear()

@@ -38,6 +38,11 @@ class Metrics:
             "Conversation actors alive in this process",
             registry=self.registry,
         )
+        self.dormant_conversations = Gauge(
+            "cero_dormant_conversations",
+            "Subscribed conversations whose idle actor stopped (their log is kept)",
+            registry=self.registry,
+        )
         self.responses = Counter(
             "cero_http_responses",
             "HTTP responses by route template and status (errors and streams included)",
@@ -66,6 +71,7 @@ class Metrics:
 
     def bind_registry(self, registry: Registry) -> None:
         self.live_actors.set_function(lambda: float(len(registry)))
+        self.dormant_conversations.set_function(lambda: float(registry.dormant_count))
 
 
 def route_template(request: web.Request) -> str:

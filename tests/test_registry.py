@@ -43,17 +43,21 @@ async def test_idle_actor_stops_and_respawns_with_new_epoch(live_short_idle: Liv
         actor = registry.peek(conversation_id)
         assert actor is not None
         epoch = actor.hub.epoch
-        # A viewer keeps it alive past the idle timeout.
+        # A viewer does not keep it alive past the idle timeout, only its log (dormant:
+        # tests/test_dormant_actors.py); the log goes when the last subscriber does.
         ws = WsPeer(await http.ws_connect(live.url + "/api/ws", headers=bearer(token))).start()
         await ws.send(type="subscribe", conversationId=conversation_id)
         await ws.wait_for(lambda f: f["type"] == "subscribed")
         await asyncio.sleep(0.8)
-        assert registry.peek(conversation_id) is actor
+        assert registry.peek(conversation_id) is None
+        dormant = registry.peek_dormant(conversation_id)
+        assert dormant is not None and dormant.hub is actor.hub
         await ws.close()
         for _ in range(50):
-            if registry.peek(conversation_id) is None:
+            if registry.peek_dormant(conversation_id) is None:
                 break
             await asyncio.sleep(0.05)
+        assert registry.peek_dormant(conversation_id) is None
         assert registry.peek(conversation_id) is None
         ws = WsPeer(await http.ws_connect(live.url + "/api/ws", headers=bearer(token))).start()
         await ws.send(
