@@ -161,6 +161,10 @@ class Env:
             # (defaults 4,096 in all and 256 per address) so they measure, not refuse.
             "CERO_MAX_CONNECTIONS": "1000000",
             "CERO_MAX_CONNECTIONS_PER_IP": "1000000",
+            # A few seeded users own every room and stream: lift the per-user limits too.
+            "CERO_MAX_GENERATIONS_PER_USER": "1000000",
+            "CERO_NEW_CONVERSATIONS_PER_HOUR": "1000000",
+            "CERO_WS_MAX_SUBSCRIPTIONS": "1000000",
             "BENCH_LOOP": loop,
         }
         proc = self.children.start(["-m", "bench.launch_server"], env=env, log=log)
