@@ -295,6 +295,7 @@ async def chat_runtime(app: web.Application) -> AsyncIterator[None]:
         flusher=flusher,
         idle_timeout=settings.actor_idle_timeout,
         on_token=metrics.tokens.inc,
+        commit_timeout=settings.db_commit_timeout,
     )
     registry = Registry(deps)
     app[REGISTRY] = registry
@@ -304,6 +305,7 @@ async def chat_runtime(app: web.Application) -> AsyncIterator[None]:
     finally:
         await registry.close()
         await flusher.stop()
+        await store.janitor.close()
         await writer.close()
         for provider in providers.values():
             close = getattr(provider, "aclose", None)
