@@ -300,6 +300,9 @@ async def chat_runtime(app: web.Application) -> AsyncIterator[None]:
     registry = Registry(deps)
     app[REGISTRY] = registry
     metrics.bind_registry(registry)
+    metrics.bind_writer(writer, store.janitor)
+    for name, provider in providers.items():
+        metrics.bind_provider(name, provider)
     try:
         yield
     finally:

@@ -178,6 +178,17 @@ async def test_many_long_answers_at_once_all_stream_together_and_end(busy: str) 
             assert token_text(events, done[0]["messageId"]) == done[0]["fullText"]
         for peer in peers:
             await peer.close()
+        async with http.get(url + "/metrics") as r:
+            metrics = {
+                line.split()[0]: float(line.split()[-1])
+                for line in (await r.text()).splitlines()
+                if line.startswith("cero_") and " " in line
+            }
+    # The bounded resources are visible, and the writer batched: fewer commits than writes.
+    assert metrics['cero_model_streams{provider="gemini"}'] == 0
+    assert metrics['cero_model_max_connections{provider="gemini"}'] >= CONVERSATIONS
+    assert metrics["cero_db_write_queue"] == 0
+    assert metrics["cero_db_write_batches"] < metrics["cero_db_write_ops"]
     rows: list[dict[str, Any]] = (
         await Message.select(Message.status, Message.content)
         .where(Message.conversation_id.is_in(rooms) & (Message.role == "assistant"))
