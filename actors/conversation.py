@@ -15,7 +15,7 @@ import contextvars
 import secrets
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -97,6 +97,9 @@ class ActorDeps:
     flusher: Flusher
     idle_timeout: float = 60.0
     on_token: Callable[[int], None] | None = None  # metrics hook: tokens published
+    #: How long a terminal state is retried before the generation ends as ``error`` and
+    #: the write is left to the store's janitor (``CERO_DB_COMMIT_TIMEOUT``).
+    commit_timeout: float = 30.0
 
 
 @dataclass(slots=True)
@@ -644,11 +647,10 @@ class ConversationActor:
                     "citations": citations,
                 },
             )
-        try:
-            await store.finish(generation.assistant.id, outcome)
-        except Exception:
-            self._log.exception("finish_failed", generation_id=generation.id)
+        if not await self._store_outcome(generation, outcome):
             event = ("error", {**common, "code": "internal", "error": "could not store the answer"})
+            # Stored as `error` with the text it has, as soon as the database takes it.
+            store.finish_later(generation.assistant.id, replace(outcome, status="error"))
         assistant = generation.assistant
         assistant.content = text
         assistant.status = outcome.status
@@ -663,6 +665,35 @@ class ConversationActor:
             outcome=outcome.status,
             chars=len(text),
         )
+
+    async def _store_outcome(self, generation: _Generation, outcome: Outcome) -> bool:
+        """Commit the terminal state, retrying with backoff for ``commit_timeout``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.deps.commit_timeout
+        delay = 0.05
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                await self.deps.store.finish(generation.assistant.id, outcome)
+                return True
+            except Exception as exc:
+                if loop.time() + delay >= deadline:
+                    self._log.error(
+                        "finish_failed",
+                        generation_id=generation.id,
+                        attempts=attempt,
+                        error=repr(exc)[:300],
+                    )
+                    return False
+                self._log.warning(
+                    "finish_retry",
+                    generation_id=generation.id,
+                    attempt=attempt,
+                    error=repr(exc)[:300],
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
     async def _open(
         self,

@@ -98,6 +98,11 @@ class ConversationStore(Protocol):
         """Commit the terminal state of an assistant message."""
         ...
 
+    def finish_later(self, message_id: str, outcome: Outcome) -> None:
+        """Commit this terminal state in the background, retrying until the database
+        takes it (the janitor for a terminal write that failed past its retries)."""
+        ...
+
     async def interrupt_streaming(self, message_ids: Sequence[str] | None = None) -> int:
         """Mark ``streaming`` rows ``interrupted`` (all of them at start-up)."""
         ...

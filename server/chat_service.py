@@ -312,6 +312,7 @@ async def chat_runtime(app: web.Application) -> AsyncIterator[None]:
         flusher=flusher,
         idle_timeout=settings.actor_idle_timeout,
         on_token=metrics.tokens.inc,
+        commit_timeout=settings.db_commit_timeout,
     )
     registry = Registry(deps)
     app[REGISTRY] = registry
@@ -321,11 +322,15 @@ async def chat_runtime(app: web.Application) -> AsyncIterator[None]:
         on_refusal=lambda limit: metrics.limit_refusals.labels(limit).inc(),
     )
     metrics.bind_registry(registry)
+    metrics.bind_writer(writer, store.janitor)
+    for name, provider in providers.items():
+        metrics.bind_provider(name, provider)
     try:
         yield
     finally:
         await registry.close()
         await flusher.stop()
+        await store.janitor.close()
         await writer.close()
         for provider in providers.values():
             close = getattr(provider, "aclose", None)

@@ -13,6 +13,7 @@ import orjson
 from actors.store import ClientMessageTaken, MessageStatus, Outcome, StoredMessage
 from server.batch_writer import BatchWriter
 from server.ids import new_id
+from server.janitor import Janitor
 from server.tables import Conversation, Message
 
 
@@ -59,6 +60,7 @@ class PiccoloConversationStore:
 
     def __init__(self, writer: BatchWriter) -> None:
         self.writer = writer
+        self.janitor = Janitor(writer.finish)
         self._last_created: datetime | None = None
 
     def _created_now(self) -> datetime:
@@ -165,6 +167,9 @@ class PiccoloConversationStore:
 
     async def finish(self, message_id: str, outcome: Outcome) -> None:
         await self.writer.finish(message_id, outcome)
+
+    def finish_later(self, message_id: str, outcome: Outcome) -> None:
+        self.janitor.adopt(message_id, outcome)
 
     async def interrupt_streaming(self, message_ids: Sequence[str] | None = None) -> int:
         query = Message.update({Message.status: "interrupted", Message.updated_at: utcnow()}).where(

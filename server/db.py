@@ -21,6 +21,7 @@ from piccolo.engine.base import Engine as _Engine
 from piccolo.engine.postgres import PostgresEngine
 from piccolo.engine.sqlite import SQLiteEngine, TransactionType
 
+from server.sqlite_engine import PooledSQLiteEngine
 from server.tables import TABLES
 
 log = structlog.get_logger(__name__)
@@ -34,7 +35,7 @@ def engine_for_url(url: str) -> Engine:
     """``sqlite:///rel`` / ``sqlite:////abs`` → SQLite; ``postgresql://`` → PostgreSQL."""
     if url.startswith("sqlite:///"):
         path = url.removeprefix("sqlite:///")  # never lstrip: "/abs" must stay absolute
-        return SQLiteEngine(path=path, timeout=SQLITE_BUSY_TIMEOUT_S)
+        return PooledSQLiteEngine(path=path, timeout=SQLITE_BUSY_TIMEOUT_S)
     if url.startswith("postgres://"):
         url = "postgresql://" + url.removeprefix("postgres://")
     return PostgresEngine(config={"dsn": url})
@@ -154,3 +155,5 @@ async def start_pool(engine: Engine, max_size: int = 20) -> None:
 async def close_pool(engine: Engine) -> None:
     if isinstance(engine, PostgresEngine):
         await engine.close_connection_pool()
+    elif isinstance(engine, PooledSQLiteEngine):
+        engine.close()

@@ -20,6 +20,8 @@ from server.state import METRICS
 
 if TYPE_CHECKING:
     from actors.registry import Registry
+    from server.batch_writer import BatchWriter
+    from server.janitor import Janitor
 
 
 class Metrics:
@@ -62,6 +64,39 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.db_write_queue = Gauge(
+            "cero_db_write_queue",
+            "Hot-path writes (turn starts, flushes, terminal states) waiting for the writer",
+            registry=self.registry,
+        )
+        self.db_write_batches = Gauge(
+            "cero_db_write_batches",
+            "Transactions committed by the batch writer since start",
+            registry=self.registry,
+        )
+        self.db_write_ops = Gauge(
+            "cero_db_write_ops",
+            "Writes committed by the batch writer since start (ops / batches = batch size)",
+            registry=self.registry,
+        )
+        self.db_janitor_pending = Gauge(
+            "cero_db_janitor_pending",
+            "Terminal states that failed past their retries, waiting to be stored",
+            registry=self.registry,
+        )
+        self.model_streams = Gauge(
+            "cero_model_streams",
+            "Model streams holding a connection to the upstream",
+            ["provider"],
+            registry=self.registry,
+        )
+        self.model_max_connections = Gauge(
+            "cero_model_max_connections",
+            "Bound on connections to the upstream (CERO_MODEL_MAX_CONNECTIONS)",
+            ["provider"],
+            registry=self.registry,
+        )
+
         self.limit_refusals = Counter(
             "cero_limit_refusals",
             "Requests refused by a per-user or per-socket limit (429 or fault), by limit",
@@ -72,6 +107,23 @@ class Metrics:
     def bind_registry(self, registry: Registry) -> None:
         self.live_actors.set_function(lambda: float(len(registry)))
         self.dormant_conversations.set_function(lambda: float(registry.dormant_count))
+
+    def bind_writer(self, writer: BatchWriter, janitor: Janitor) -> None:
+        self.db_write_queue.set_function(lambda: float(writer.pending))
+        self.db_write_batches.set_function(lambda: float(writer.batches))
+        self.db_write_ops.set_function(lambda: float(writer.ops))
+        self.db_janitor_pending.set_function(lambda: float(janitor.pending))
+
+    def bind_provider(self, name: str, provider: object) -> None:
+        """Providers that hold upstream connections expose ``open_streams`` and
+        ``max_connections``."""
+        streams = getattr(provider, "open_streams", None)
+        if streams is None:
+            return
+        self.model_streams.labels(name).set_function(
+            lambda: float(getattr(provider, "open_streams", 0))
+        )
+        self.model_max_connections.labels(name).set(float(getattr(provider, "max_connections", 0)))
 
 
 def route_template(request: web.Request) -> str:

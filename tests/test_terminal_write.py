@@ -1,0 +1,121 @@
+"""A terminal write that fails is retried, then stored by the janitor (issue 15, item 2).
+
+The database refuses writes while an answer ends (SQLite: another connection holds the
+write lock; PostgreSQL: another transaction holds an exclusive lock on ``message``). The
+actor retries for ``CERO_DB_COMMIT_TIMEOUT``, then ends the generation with ``error``;
+once the lock is gone the row is ``error`` with the whole text, never left ``streaming``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiohttp
+import asyncpg
+import orjson
+import pytest
+import pytest_asyncio
+
+from server.state import WRITER
+from server.tables import Message
+from tests.auth_helpers import bearer, make_user_session
+from tests.conftest import Live, make_settings, start_live
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def fragile(database_url: str) -> AsyncIterator[tuple[Live, str]]:
+    live = await start_live(
+        lambda port: make_settings(
+            database_url,
+            port=port,
+            demo_token_delay=0.01,
+            db_write_timeout=0.3,
+            db_commit_timeout=1.0,
+        )
+    )
+    try:
+        yield live, database_url
+    finally:
+        await live.server.close()
+
+
+@asynccontextmanager
+async def write_lock(database_url: str) -> AsyncIterator[None]:
+    """Hold the database's write lock from another connection, as another process would."""
+    if database_url.startswith("sqlite:///"):
+        conn = sqlite3.connect(database_url.removeprefix("sqlite:///"), isolation_level=None)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            conn.execute("ROLLBACK")
+            conn.close()
+        return
+    pg = await asyncpg.connect(database_url)
+    try:
+        tx = pg.transaction()
+        await tx.start()
+        await pg.execute("LOCK TABLE message IN EXCLUSIVE MODE")
+        try:
+            yield
+        finally:
+            await tx.rollback()
+    finally:
+        await pg.close()
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 15.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not await check():
+            await asyncio.sleep(0.1)
+
+
+async def test_a_failed_terminal_write_ends_as_error_and_is_stored_later(
+    fragile: tuple[Live, str],
+) -> None:
+    live, database_url = fragile
+    token, _ = await make_user_session("Fragile")
+    lines: list[dict[str, Any]] = []
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            live.url + "/api/chat",
+            json={"message": "hello", "aiModel": "demo"},
+            headers=bearer(token),
+        ) as r:
+            assert r.status == 200
+            async with write_lock(database_url):
+                async for raw in r.content:
+                    if raw.strip():
+                        lines.append(orjson.loads(raw))
+                conversation_id = lines[0]["data"]["conversationId"]
+                assert lines[-1]["topic"] == "error", lines[-1]
+                text = "".join(line["data"] for line in lines if line["topic"] == "token")
+                assert text
+            # Still refused while the lock was held: the janitor has it.
+
+    async def stored() -> bool:
+        rows = (
+            await Message.select(Message.status, Message.content)
+            .where((Message.conversation_id == conversation_id) & (Message.role == "assistant"))
+            .run()
+        )
+        return bool(rows) and rows[0]["status"] == "error" and rows[0]["content"] == text
+
+    await eventually(stored)
+    # The server writes again: a new turn completes.
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            live.url + "/api/chat",
+            json={"message": "again", "aiModel": "demo", "conversationId": conversation_id},
+            headers=bearer(token),
+        ) as r:
+            assert r.status == 200
+            body = await r.read()
+    assert b'"topic":"done"' in body
+    assert live.app[WRITER].last_error is None
