@@ -73,10 +73,6 @@ async def write_transaction(engine: Engine) -> AsyncIterator[Any]:
         await tx.__aexit__(None, None, None)
 
 
-def is_sqlite(engine: Engine) -> bool:
-    return isinstance(engine, SQLiteEngine)
-
-
 def use_engine(engine: Engine) -> None:
     """Bind every table, and Piccolo's migration machinery, to ``engine``."""
     import piccolo_conf
