@@ -1,20 +1,27 @@
-"""Piccolo's configuration: ``DATABASE_URL`` picks the engine.
+"""Piccolo's configuration.
 
-``sqlite:///path`` → SQLiteEngine (WAL, busy timeout), ``postgresql://...`` → PostgresEngine
-(the app starts and closes its asyncpg pool). The URL comes from :mod:`server.config`;
-:func:`server.db.use_engine` swaps ``DB`` when an app (or a test) picks another database.
+Importing it reads no settings: ``DB`` is a placeholder that fails loudly until the
+process binds the real engine where it starts (:func:`server.db.bind`, called by
+``cero-api serve|migrate`` and the test fixtures). Piccolo's own CLI
+(``piccolo migrations new cero --auto``) binds from the settings here, so a bad
+configuration stops it with the settings' one-line error.
 """
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 from piccolo.conf.apps import AppRegistry
 
-from server.config import ConfigError, load_settings
-from server.db import Engine, engine_for_url
+from server.db import Engine, UnboundEngine
 
-try:
-    DB: Engine = engine_for_url(load_settings().database_url)
-except ConfigError:  # the CLI reports the error itself; keep Piccolo importable
-    DB = engine_for_url("sqlite:///cero.db")
+DB: Engine = UnboundEngine()
+
+if Path(sys.argv[0]).name == "piccolo":  # pragma: no cover - developer tooling
+    from server.config import load_settings
+    from server.db import engine_for_url
+
+    DB = engine_for_url(load_settings().database_url)
 
 APP_REGISTRY = AppRegistry(apps=["server.piccolo_app"])

@@ -16,11 +16,11 @@ import secrets
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import structlog
 
+from actors.clock import iso
 from actors.dormant import Dormant
 from actors.flusher import Flusher
 from actors.hub import Cursor, Event, Hub, Subscription
@@ -276,6 +276,14 @@ class ConversationActor:
             record.presence()
         return record
 
+    def streaming_answer(self) -> tuple[str, str] | None:
+        """A read-only snapshot for readers outside the mailbox: ``(assistant message id,
+        text so far)`` of the running generation, or ``None``."""
+        generation = self.generation
+        if generation is None:
+            return None
+        return generation.assistant.id, generation.text
+
     # -- the actor loop ----------------------------------------------------------------
 
     async def _call(self, kind: str, **args: Any) -> Any:
@@ -447,7 +455,7 @@ class ConversationActor:
                     "id": user_message.id,
                     "role": "user",
                     "content": user_message.content,
-                    "createdAt": iso(user_message),
+                    "createdAt": iso(user_message.created_at),
                     "clientMessageId": client_message_id,
                 }
             },
@@ -823,14 +831,3 @@ async def _discard(opening: asyncio.Task[_Opened]) -> None:
         await asyncio.wait({opening})
     if not opening.cancelled() and opening.exception() is None:
         await _aclose(opening.result().stream)
-
-
-def iso(message: StoredMessage) -> str:
-    return iso_time(message.created_at)
-
-
-def iso_time(value: datetime) -> str:
-    """``2026-11-25T15:07:35.123Z`` (naive values are taken as UTC)."""
-    if value.tzinfo is not None:
-        value = value.astimezone(UTC)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"

@@ -39,7 +39,7 @@ def create_app(settings: Settings) -> web.Application:
         client_max_size=settings.max_body,
     )
     app[SETTINGS] = settings
-    app[ENGINE] = db.engine_for_url(settings.database_url)
+    app[ENGINE] = db.bound_engine()  # bound once where the process starts
     app[METRICS] = Metrics()
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(chat_runtime)
@@ -58,7 +58,6 @@ def create_app(settings: Settings) -> web.Application:
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
     engine = app[ENGINE]
-    db.use_engine(engine)
     await db.start_pool(engine, app[SETTINGS].db_pool_size)
     try:
         await db.migrate(engine)

@@ -30,7 +30,6 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 import orjson
@@ -38,6 +37,7 @@ import structlog
 from piccolo.engine.postgres import PostgresEngine
 from piccolo.engine.sqlite import SQLiteEngine
 
+from actors.clock import utcnow
 from actors.store import Outcome, StoredMessage, StoreUnavailable
 
 log = structlog.get_logger(__name__)
@@ -143,7 +143,7 @@ class BatchWriter:
         await self._submit(_Op("turn", rows, touched=[(user.created_at, user.conversation_id)]))
 
     async def flush_partials(self, batch: Sequence[tuple[str, str]]) -> None:
-        now = datetime.now(UTC)
+        now = utcnow()
         await self._submit(_Op("flush", [(content, now, mid) for mid, content in batch]))
 
     async def finish(self, message_id: str, outcome: Outcome) -> None:
@@ -154,7 +154,7 @@ class BatchWriter:
             _json(outcome.usage),
             _json(outcome.citations),
             _json(outcome.tools),
-            datetime.now(UTC),
+            utcnow(),
             message_id,
         )
         await self._submit(_Op("finish", [row]))

@@ -16,6 +16,7 @@ from multidict import MultiDictProxy
 from pydantic import BaseModel, ValidationError
 
 from server.errors import ApiError
+from server.validation import first_error
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -65,9 +66,7 @@ def validate(model: type[M], data: dict[str, object], *, code: str = "invalid_re
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(part) for part in first.get("loc", ())) or "body"
-        message = str(first.get("msg", "invalid")).removeprefix("Value error, ")
+        field, message = first_error(exc, "body")
         raise ApiError(400, code, f"{field}: {message}", extra={"field": field}) from None
 
 

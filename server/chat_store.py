@@ -4,21 +4,18 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 import asyncpg
 import orjson
 
+from actors.clock import as_utc, utcnow
 from actors.store import ClientMessageTaken, MessageStatus, Outcome, StoredMessage
 from server.batch_writer import BatchWriter
 from server.ids import new_id
 from server.janitor import Janitor
 from server.tables import Conversation, Message
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def _json(value: Any) -> Any:
@@ -36,8 +33,8 @@ CLIENT_KEY_INDEX = "message_user_client_id"
 
 def to_stored(row: dict[str, Any]) -> StoredMessage:
     created = row["created_at"]
-    if isinstance(created, datetime) and created.tzinfo is None:
-        created = created.replace(tzinfo=UTC)
+    if isinstance(created, datetime):
+        created = as_utc(created)
     return StoredMessage(
         id=row["id"],
         conversation_id=row["conversation_id"],

@@ -101,7 +101,7 @@ async def _serve(settings: Settings) -> None:
 
 
 async def _migrate(settings: Settings) -> list[str]:
-    engine = db.engine_for_url(settings.database_url)
+    engine = db.bound_engine()
     try:
         return await db.migrate(engine)
     except Exception as exc:
@@ -130,6 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"configuration ok: {settings.public_url} ({settings.database_url.split('://')[0]})\n"
             )
             return 0
+        db.bind(settings.database_url)  # once, for the whole process
         if args.command == "migrate":
             applied = asyncio.run(_migrate(settings))
             log.info("migrate_done", applied=len(applied))

@@ -18,6 +18,8 @@ from urllib.parse import urlsplit
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from server.validation import first_error
+
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
@@ -266,9 +268,8 @@ def _read_secret(path: Path) -> str | None:
 
 
 def _describe(error: ValidationError) -> str:
-    first = error.errors()[0]
-    loc = first.get("loc") or ()
-    field = str(loc[0]) if loc else ""
+    path, message = first_error(error, "")
+    field = path.split(".")[0]
     info = Settings.model_fields.get(field)
     name = field
     if info is not None and info.validation_alias is not None:
@@ -277,7 +278,6 @@ def _describe(error: ValidationError) -> str:
             name = alias
         elif isinstance(alias, AliasChoices):
             name = "/".join(str(choice) for choice in alias.choices)
-    message = str(first.get("msg", "invalid")).removeprefix("Value error, ")
     if not name:
         return f"configuration error: {message}"
     return f"configuration error: {name}: {message}"

@@ -73,8 +73,30 @@ async def write_transaction(engine: Engine) -> AsyncIterator[Any]:
         await tx.__aexit__(None, None, None)
 
 
-def is_sqlite(engine: Engine) -> bool:
-    return isinstance(engine, SQLiteEngine)
+UNBOUND = (
+    "no database engine is bound: the process binds one where it starts "
+    "(server.db.bind, as `cero-api serve|migrate` and the test fixtures do)"
+)
+
+
+class UnboundEngine(SQLiteEngine):
+    """``piccolo_conf.DB`` until the process binds the real engine: every use fails loudly,
+    instead of quietly opening ``./cero.db`` as a fallback would."""
+
+    def __init__(self) -> None:
+        super().__init__(path=":unbound:")
+
+    async def run_querystring(self, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError(UNBOUND)
+
+    async def run_ddl(self, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError(UNBOUND)
+
+    def transaction(self, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError(UNBOUND)
+
+    async def get_connection(self) -> Any:
+        raise RuntimeError(UNBOUND)
 
 
 def use_engine(engine: Engine) -> None:
@@ -84,6 +106,23 @@ def use_engine(engine: Engine) -> None:
     piccolo_conf.DB = engine
     for table in (*TABLES, Migration):
         table._meta.db = engine  # type: ignore[attr-defined]
+
+
+def bind(database_url: str) -> Engine:
+    """Create the engine for ``database_url`` and bind the tables to it: once, where the
+    process starts (the CLI, a test fixture)."""
+    engine = engine_for_url(database_url)
+    use_engine(engine)
+    return engine
+
+
+def bound_engine() -> Engine:
+    import piccolo_conf
+
+    engine: Engine = piccolo_conf.DB
+    if isinstance(engine, UnboundEngine):
+        raise RuntimeError(UNBOUND)
+    return engine
 
 
 SQLITE_FILE_MODE = 0o600
@@ -121,7 +160,8 @@ async def migrate(engine: Engine) -> list[str]:
     """Apply every pending migration to ``engine``; return the ids applied."""
     from piccolo.apps.migrations.commands.forwards import run_forwards
 
-    use_engine(engine)
+    if engine is not bound_engine():
+        raise RuntimeError("migrate() runs on the bound engine (server.db.bind)")
     prepare_sqlite(engine)
     before = await _applied()
     # Piccolo's migration runner prints its progress; keep it out of our stdout and logs.

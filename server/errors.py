@@ -43,10 +43,6 @@ def not_found(what: str = "Not found") -> ApiError:
     return ApiError(404, "not_found", what)
 
 
-def bad_request(message: str, code: str = "invalid_request") -> ApiError:
-    return ApiError(400, code, message)
-
-
 def error_body(path: str, status: int, code: str, message: str) -> dict[str, object]:
     if path.startswith(AUTH_PREFIX):
         return {"error": code, "error_description": message}

@@ -140,11 +140,13 @@ async def start_live(settings_factory: Any) -> Live:
     """Start ``create_app`` on a free port; ``settings_factory(port)`` builds its settings."""
     from aiohttp.test_utils import unused_port
 
+    from server import db
     from server.app import create_app
     from server.auth import local
 
     port = unused_port()
     settings = settings_factory(port)
+    db.bind(settings.database_url)  # where a process would bind it: at its start
     app = create_app(settings)
     server = TestServer(app, host="127.0.0.1", port=port)
     await server.start_server()

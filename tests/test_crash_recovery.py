@@ -69,8 +69,7 @@ async def _wait_up(port: int, proc: subprocess.Popen[bytes]) -> None:
 
 
 async def test_kill_mid_answer_then_restart(database_url: str, tmp_path: Path) -> None:
-    engine = db.engine_for_url(database_url)
-    await db.migrate(engine)
+    await db.migrate(db.bind(database_url))
     token, _ = await make_user_session("Crash")
     fake = FakeGemini()
     gemini_url = await fake.start()

@@ -42,11 +42,13 @@ OTHER = "127.0.0.2"  # "another client": a second loopback address (Linux routes
 @asynccontextmanager
 async def serving(tmp_path: Path, **overrides: Any) -> AsyncIterator[str]:
     """The app behind ``make_runner`` on a free port (as ``cero-api serve`` runs it)."""
+    from server import db
     from server.app import create_app
     from server.http_protocol import make_runner
 
     port = unused_port()
     settings = make_settings(f"sqlite:///{tmp_path / 'cero.db'}", port=port, **overrides)
+    db.bind(settings.database_url)
     app = create_app(settings)
     runner = make_runner(
         app, settings, max_connections=settings.max_connections, shutdown_timeout=2

@@ -22,7 +22,7 @@ from urllib.parse import quote, unquote
 from aiohttp import web
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
-from server.auth.clock import iso, parse_iso
+from actors.clock import iso, parse_iso
 from server.auth.keys import COOKIE_OPS
 from server.auth.sessions import SESSION_TTL, Resolved, SessionInfo, UserInfo
 

@@ -49,7 +49,3 @@ def origin_trusted(request: web.Request) -> bool:
         return False
     found = origin_of(origin)
     return found is not None and found in trusted_origin_set(request)
-
-
-def is_websocket_upgrade(request: web.Request) -> bool:
-    return request.headers.get("Upgrade", "").lower() == "websocket"

@@ -13,7 +13,7 @@ from typing import Literal
 
 from aiohttp import web
 
-from server.auth.clock import utcnow
+from actors.clock import utcnow
 from server.auth.csrf import origin_trusted
 from server.auth.keys import COOKIES, RESOLVED, USER
 from server.auth.sessions import Resolved

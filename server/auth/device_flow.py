@@ -16,7 +16,7 @@ from typing import Any
 
 from piccolo.engine.postgres import PostgresEngine
 
-from server.auth.clock import utcnow
+from actors.clock import utcnow
 from server.auth.sessions import Resolved, SessionStore
 from server.db import write_transaction
 from server.errors import ApiError

@@ -6,7 +6,7 @@ import structlog
 from aiohttp import web
 from pydantic import Field
 
-from server.auth.clock import iso
+from actors.clock import iso
 from server.auth.current import current_session, current_user, require_user
 from server.auth.keys import COOKIES
 from server.auth.oauth_bodies import OAuthBody

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from server.auth.clock import iso, utcnow
+from actors.clock import iso, utcnow
 from server.auth.text import MAX_TOKEN_CHARS, clean_text
 from server.ids import new_id, new_token, same, token_hash
 from server.tables import Session, User

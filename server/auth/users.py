@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from server.auth.clock import utcnow
+from actors.clock import utcnow
 from server.ids import new_id
 from server.tables import Account, User
 

@@ -12,12 +12,13 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from actors.conversation import ConversationActor, iso_time
+from actors.clock import as_utc, iso, utcnow
+from actors.conversation import ConversationActor
 from actors.hub import Subscription
 from server.auth.current import require_user
 from server.bodies import read_model
 from server.chat_service import cancel_generation, no_nul, owned_conversation, with_actor
-from server.chat_store import to_stored, utcnow
+from server.chat_store import to_stored
 from server.errors import ApiError, json_response
 from server.state import CATALOG, METRICS, REGISTRY, SETTINGS
 from server.tables import Conversation, Message
@@ -31,21 +32,17 @@ DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
 
 
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
 def conversation_json(row: dict[str, Any]) -> dict[str, object]:
     return {
         "id": row["id"],
         "shortTitle": row["short_title"],
-        "createdAt": iso_time(_aware(row["created_at"])),
-        "updatedAt": iso_time(_aware(row["updated_at"])),
+        "createdAt": iso(row["created_at"]),
+        "updatedAt": iso(row["updated_at"]),
     }
 
 
 def _encode_cursor(row: dict[str, Any]) -> str:
-    raw = orjson.dumps([_aware(row["updated_at"]).isoformat(), row["id"]])
+    raw = orjson.dumps([as_utc(row["updated_at"]).isoformat(), row["id"]])
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
@@ -96,13 +93,13 @@ async def list_conversations(request: web.Request) -> web.Response:
 
 def message_json(row: dict[str, Any], live_text: str | None = None) -> dict[str, object]:
     message = to_stored(row)
-    created = _aware(message.created_at).astimezone(UTC)
+    created = as_utc(message.created_at)
     out: dict[str, object] = {
         "id": message.id,
         "role": message.role,
         "content": live_text if live_text is not None else message.content,
         "status": message.status,
-        "createdAt": iso_time(created),
+        "createdAt": iso(created),
         "timestamp": created.strftime("%H:%M"),
     }
     if message.role == "assistant":
@@ -133,14 +130,9 @@ async def list_messages(request: web.Request) -> web.Response:
         .run()
     )
     actor = request.app[REGISTRY].peek(str(conversation["id"]))
-    generation = actor.generation if actor is not None else None
+    live = actor.streaming_answer() if actor is not None else None
     messages = [
-        message_json(
-            row,
-            generation.text
-            if generation is not None and row["id"] == generation.assistant.id
-            else None,
-        )
+        message_json(row, live[1] if live is not None and row["id"] == live[0] else None)
         for row in rows
     ]
     return json_response({"conversation": conversation_json(conversation), "messages": messages})

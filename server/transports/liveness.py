@@ -27,7 +27,7 @@ from typing import Protocol
 import structlog
 from aiohttp import web
 
-from server.auth.clock import utcnow
+from actors.clock import utcnow
 from server.auth.current import CurrentUser
 from server.auth.sessions import SessionStore
 from server.state import SESSIONS, SETTINGS

@@ -13,6 +13,7 @@ import orjson
 from pydantic import ValidationError
 
 from server.chat_service import ChatRequest
+from server.validation import first_error
 
 MAX_ID = 64
 MAX_CURSOR = 128
@@ -95,9 +96,7 @@ def parse_frame(text: str) -> ClientFrame:
         try:
             return Send(ChatRequest.model_validate(fields))
         except ValidationError as exc:
-            first = exc.errors()[0]
-            field = ".".join(str(p) for p in first.get("loc", ())) or "frame"
-            message = str(first.get("msg", "invalid")).removeprefix("Value error, ")
+            field, message = first_error(exc, "frame")
             raise FrameError("invalid_frame", f"{field}: {message}") from None
     if not isinstance(kind, str):
         raise FrameError("invalid_frame", "type: a string is required")

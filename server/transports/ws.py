@@ -428,15 +428,13 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         before_close=connection.stop_writing,
         protocols=[protocol] if protocol else (),
         heartbeat=settings.ws_heartbeat,
+        pong_timeout=settings.ws_heartbeat,
         # aiohttp refuses a message of max_msg_size bytes; the contract allows the limit.
         max_msg_size=settings.ws_max_frame + 1,
         compress=False,
         autoping=True,
     )
     connection.ws = ws
-    # aiohttp waits heartbeat/2 for the pong; the contract gives the peer a full 20 s more.
-    if hasattr(ws, "_pong_heartbeat"):
-        ws._pong_heartbeat = settings.ws_heartbeat
     await ws.prepare(request)
     request.app[SOCKETS].add(ws)
     connection.writer.set_user_timeout()

@@ -108,9 +108,19 @@ class CeroWebSocket(web.WebSocketResponse):
     """A server WebSocket that refuses unmasked frames and tells ``before_close`` when a
     Close frame is about to be queued."""
 
-    def __init__(self, *, before_close: Callable[[], None] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        before_close: Callable[[], None] | None = None,
+        pong_timeout: float | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.before_close = before_close
+        if pong_timeout is not None:
+            # aiohttp waits heartbeat/2 for the pong and has no public knob for it; the
+            # contract gives the peer a full heartbeat more (tests/test_aiohttp_hooks.py).
+            self._pong_heartbeat = pong_timeout
 
     async def close(
         self, *, code: int = WSCloseCode.OK, message: bytes = b"", drain: bool = True
