@@ -145,14 +145,6 @@ class Registry:
         self._cleanups.add(task)
         task.add_done_callback(self._cleanups.discard)
 
-    async def call(self, conversation_id: str, user_id: str) -> ConversationActor:
-        """Like :meth:`get`, retrying once if the actor stopped under us (idle stop)."""
-        for _ in range(3):
-            actor = await self.get(conversation_id, user_id)
-            if not actor.stopped:
-                return actor
-        raise ActorStopped(conversation_id)
-
     @contextlib.asynccontextmanager
     async def deleting(self, conversation_id: str) -> AsyncIterator[None]:
         """Stop a conversation's actor for good while its rows are deleted.

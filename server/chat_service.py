@@ -104,7 +104,7 @@ def shutting_down() -> ApiError:
 
 async def actor_for(app: web.Application, conversation_id: str, user_id: str) -> ConversationActor:
     try:
-        return await app[REGISTRY].call(conversation_id, user_id)
+        return await app[REGISTRY].get(conversation_id, user_id)
     except ConversationNotFound:
         raise not_found() from None
     except ActorStopped:
@@ -118,7 +118,8 @@ async def with_actor(
     command: Callable[[ConversationActor], Awaitable[T]],
 ) -> T:
     """Run one actor command; an actor that stopped under us (idle stop, delete, crash)
-    is looked up again, which respawns it or answers 404 once the conversation is gone."""
+    is looked up again, which respawns it or answers 404 once the conversation is gone.
+    This is the one retry loop for a stopped actor: at most three attempts."""
     for _ in range(3):
         actor = await actor_for(app, conversation_id, user_id)
         try:
