@@ -20,8 +20,8 @@ import aiohttp
 import orjson
 import pytest_asyncio
 
+from actors.clock import utcnow
 from server.auth import device_flow
-from server.auth.clock import utcnow
 from server.auth.rate_limit import WrongCodeLimiter
 from server.ids import new_id, token_hash
 from server.tables import DeviceCode
