@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 import weakref
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -27,6 +25,7 @@ from actors.conversation import ConversationActor, SubscribeSpec
 from actors.hub import Event, Subscription
 from server.auth.csrf import origin_trusted
 from server.auth.current import CurrentUser, current_user, user_for_cookie, user_for_token
+from server.auth.rate_limit import SlidingWindow
 from server.chat_service import cancel_generation, rebuilt_events, start_chat, with_actor
 from server.errors import ApiError
 from server.state import METRICS, SETTINGS
@@ -118,7 +117,7 @@ class Connection:
         self.wake = asyncio.Event()
         #: No more commands, no more frames: a Close frame is queued (or about to be).
         self.closing = False
-        self.faults: deque[float] | None = None
+        self.faults: SlidingWindow | None = None
         self.pump_task: asyncio.Task[None] | None = None
         self.ws: web.WebSocketResponse | None = None
         self.closer: asyncio.Task[bool] | None = None
@@ -252,14 +251,9 @@ class Connection:
         self.send_json(data)
         if not counts:
             return True
-        now = time.monotonic()
         if self.faults is None:
-            self.faults = deque()
-        faults = self.faults
-        faults.append(now)
-        while faults and now - faults[0] > ABUSE_WINDOW_S:
-            faults.popleft()
-        return len(faults) <= ABUSE_LIMIT
+            self.faults = SlidingWindow(ABUSE_LIMIT, ABUSE_WINDOW_S)
+        return self.faults.hit("") is None
 
     def _live(self, conversation_id: str) -> bool:
         entry = self.subs.get(conversation_id)
