@@ -82,11 +82,8 @@ class Dormant:
 def compact(hub: Hub) -> None:
     """Shrink the replay buffer kept while dormant, without changing a byte of it.
 
-    Rendered transport frames are a cache of each event's JSON, rebuilt on demand. And
-    the JSON itself is copied tight: ``orjson.dumps`` hands back its whole write buffer
-    (~4 KiB however short the event), which made ~90 % of an idle conversation's memory.
+    Rendered transport frames are a cache of each event's JSON, rebuilt on demand (the
+    JSON itself is already tight: :func:`actors.hub.dumps`).
     """
     for event in hub.held():
         event.frames.clear()
-        if len(event.json) < 2048:
-            event.json = bytes(memoryview(event.json))

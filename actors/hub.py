@@ -25,7 +25,19 @@ from typing import ClassVar, NamedTuple, cast
 
 import orjson
 
-__all__ = ["Cursor", "Event", "Hub", "Subscription"]
+__all__ = ["Cursor", "Event", "Hub", "Subscription", "dumps"]
+
+
+def dumps(data: object) -> bytes:
+    """``orjson.dumps``, copied tight.
+
+    orjson 3.13 hands back its whole write buffer: every result holds ~4 KiB of memory
+    however short the JSON (measured: 4.02 KiB of RSS per 190-byte token event, 100,000
+    events). The hub keeps each event of the current and the previous generation for
+    replay, so a 1 MiB answer held ~100 MB. The copy costs ~0.2 µs per event.
+    """
+    return bytes(memoryview(orjson.dumps(data)))
+
 
 #: Keys the hub owns in every event; an actor passing them in ``fields`` is a bug.
 _RESERVED = frozenset({"type", "conversationId", "epoch", "seq", "merged"})
@@ -108,7 +120,7 @@ class _Merged:
             "token",
             self.seq,
             data,
-            orjson.dumps(data),
+            dumps(data),
             f"{epoch}:{self.seq}",
             {},
             self.message_id,
@@ -368,7 +380,7 @@ class Hub:
             type,
             seq,
             data,
-            orjson.dumps(data),
+            dumps(data),
             f"{self.epoch}:{seq}",
             {},
             message_id,
@@ -507,9 +519,7 @@ class Hub:
                 "epoch": self.epoch,
                 "seq": seq,
             }
-            reset = self._reset = Event(
-                "reset", seq, data, orjson.dumps(data), f"{self.epoch}:{seq}"
-            )
+            reset = self._reset = Event("reset", seq, data, dumps(data), f"{self.epoch}:{seq}")
         return reset
 
     def _start_generation(self, seq: int) -> None:
