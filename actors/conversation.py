@@ -1,10 +1,10 @@
 """``ConversationActor``: the single owner of one conversation.
 
-One asyncio task with a mailbox handles ``send``, ``cancel``, ``subscribe``,
-``unsubscribe`` and ``stop`` in order, so devices never race each other. A generation runs
-as a child task of the actor: it streams the model, appends ``token`` events to the hub,
-lets the process's flusher write the partial answer in batches (never per token), commits
-the terminal state and only then publishes ``done`` / ``error`` / ``cancelled``.
+One asyncio task with a mailbox handles the commands (:class:`Send`, :class:`Cancel`,
+:class:`Subscribe`, :class:`Unsubscribe`, :class:`Stop`) in order, so devices never race
+each other. It owns the conversation's context (the history cache), its log (the hub),
+presence, idempotent retries and when a generation starts and stops; what a generation
+does once started is :mod:`actors.generation`.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import contextlib
 import contextvars
 import secrets
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import structlog
@@ -23,25 +23,15 @@ import structlog
 from actors.clock import iso
 from actors.dormant import Dormant
 from actors.flusher import Flusher
+from actors.generation import TERMINAL, Generation, Runner, StopReason, discard
 from actors.hub import Cursor, Event, Hub, Subscription
-from actors.models.base import (
-    ChatTurn,
-    Final,
-    ModelError,
-    ModelEvent,
-    ModelProvider,
-    ModelRequest,
-    TextDelta,
-    ToolStep,
-)
-from actors.store import ConversationStore, Outcome, StoredMessage
+from actors.models.base import ChatTurn, ModelProvider, ModelRequest
+from actors.store import ConversationStore, StoredMessage
 
 log = structlog.get_logger(__name__)
 
 #: Generations remembered for idempotent retries (their cursor in the log).
 RECENT_GENERATIONS = 32
-#: Tokens published back to back before the generation yields to the event loop.
-YIELD_EVERY = 32
 #: Presence changes within this window are published as one event (N viewers joining
 #: would otherwise cost N presence events to each of N subscribers).
 PRESENCE_DEBOUNCE_S = 0.25
@@ -130,37 +120,46 @@ class SendResult:
     actor: ConversationActor | None = None
 
 
+# -- the commands of the mailbox ---------------------------------------------------------
+
+
 @dataclass(slots=True)
-class _Generation:
-    id: str
-    user_message: StoredMessage
-    assistant: StoredMessage
-    model: str
+class Send:
+    message: str
+    model: ModelSpec
     tools: tuple[str, ...]
-    parts: list[str] = field(default_factory=list)
-    tool_steps: list[dict[str, object]] = field(default_factory=list)
-    dirty: bool = False
-    cancel_requested: bool = False
-    shutdown: bool = False
-    crashed: bool = False  # the actor loop died under it (see ConversationActor.crashed)
-    concluding: bool = False  # the outcome is fixed: a cancel now is too late
-    opening: asyncio.Task[_Opened] | None = None
-    consume: asyncio.Task[Final | None] | None = None
-    task: asyncio.Task[None] | None = None
-
-    @property
-    def text(self) -> str:
-        return "".join(self.parts)
-
-    @property
-    def message_id(self) -> str:
-        return self.assistant.id
+    client_message_id: str | None
+    subscribe: SubscribeSpec | None
+    slot: Slot | None
 
 
 @dataclass(slots=True)
-class _Command:
-    kind: str
-    args: dict[str, Any]
+class Cancel:
+    generation_id: str | None
+
+
+@dataclass(slots=True)
+class Subscribe:
+    after: str | None
+    spec: SubscribeSpec
+
+
+@dataclass(slots=True)
+class Unsubscribe:
+    sub: Subscription
+
+
+@dataclass(slots=True)
+class Stop:
+    reason: str  # "stopped" | "shutdown" | "deleted"
+
+
+Command = Send | Cancel | Subscribe | Unsubscribe | Stop
+
+
+@dataclass(slots=True)
+class _Envelope:
+    command: Command
     reply: asyncio.Future[Any]
     context: dict[str, Any]
 
@@ -180,7 +179,7 @@ class ConversationActor:
         self.owner_id = owner_id
         self.deps = deps
         self.hub = Hub(conversation_id)
-        self.generation: _Generation | None = None
+        self.generation: Generation | None = None
         self.stopped = False
         #: Stopped for being idle (not stop, delete or crash): its log may live on.
         self.idled = False
@@ -189,7 +188,7 @@ class ConversationActor:
         self._viewers: set[Subscription] = set()
         self._presence_timer: asyncio.TimerHandle | None = None
         self._published_viewers = 0
-        self._mailbox: asyncio.Queue[_Command] = asyncio.Queue()
+        self._mailbox: asyncio.Queue[_Envelope] = asyncio.Queue()
         self._on_exit = on_exit
         self._on_detached = on_detached
         if dormant is not None:
@@ -202,6 +201,7 @@ class ConversationActor:
             if len(self._viewers) != self._published_viewers:
                 self._presence()
         self._log = log.bind(conversation_id=conversation_id)
+        self._runner = Runner(self.hub, deps, self._log)
         # A fresh context: the actor must not inherit the spawning request's log bindings.
         self.task = asyncio.get_running_loop().create_task(
             self._run(), name=f"actor:{conversation_id}", context=contextvars.Context()
@@ -220,28 +220,22 @@ class ConversationActor:
         slot: Slot | None = None,
     ) -> SendResult:
         result: SendResult = await self._call(
-            "send",
-            message=message,
-            model=model,
-            tools=tools,
-            client_message_id=client_message_id,
-            subscribe=subscribe,
-            slot=slot,
+            Send(message, model, tools, client_message_id, subscribe, slot)
         )
         return result
 
     async def cancel(self, generation_id: str | None = None) -> bool:
-        cancelled: bool = await self._call("cancel", generation_id=generation_id)
+        cancelled: bool = await self._call(Cancel(generation_id))
         return cancelled
 
     async def subscribe(self, after: str | None, spec: SubscribeSpec) -> Subscription:
-        sub: Subscription = await self._call("subscribe", after=after, spec=spec)
+        sub: Subscription = await self._call(Subscribe(after, spec))
         return sub
 
     async def unsubscribe(self, sub: Subscription) -> None:
         if not self.stopped:
             with contextlib.suppress(ActorStopped):
-                await self._call("unsubscribe", sub=sub)
+                await self._call(Unsubscribe(sub))
                 return
         if self._on_detached is not None:
             # Stopped while idle: the log lives on (dormant, or adopted by a new actor).
@@ -250,7 +244,7 @@ class ConversationActor:
     async def stop(self, reason: str = "stopped") -> None:
         if not self.stopped:
             with contextlib.suppress(ActorStopped):
-                await self._call("stop", reason=reason)
+                await self._call(Stop(reason))
         # asyncio.wait, not await: a crashed or cancelled actor task must not raise here.
         await asyncio.wait({self.task})
 
@@ -286,12 +280,12 @@ class ConversationActor:
 
     # -- the actor loop ----------------------------------------------------------------
 
-    async def _call(self, kind: str, **args: Any) -> Any:
+    async def _call(self, command: Command) -> Any:
         if self.stopped:
             raise ActorStopped(self.conversation_id)
         reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         context = structlog.contextvars.get_contextvars()
-        self._mailbox.put_nowait(_Command(kind, args, reply, context))
+        self._mailbox.put_nowait(_Envelope(command, reply, context))
         return await reply
 
     async def _run(self) -> None:
@@ -299,7 +293,7 @@ class ConversationActor:
         try:
             while True:
                 try:
-                    command = await asyncio.wait_for(
+                    envelope = await asyncio.wait_for(
                         self._mailbox.get(), timeout=self.deps.idle_timeout
                     )
                 except TimeoutError:
@@ -309,9 +303,11 @@ class ConversationActor:
                         self._log.debug("actor_idle_stop", viewers=len(self._viewers))
                         return
                     continue
-                if command.reply.cancelled():
+                reply = envelope.reply
+                if reply.cancelled():
                     continue
-                request_id = command.context.get("request_id")
+                command = envelope.command
+                request_id = envelope.context.get("request_id")
                 with structlog.contextvars.bound_contextvars(request_id=request_id):
                     try:
                         result = await self._handle(command)
@@ -319,16 +315,18 @@ class ConversationActor:
                         # A failed command (say, a database error) fails that command only:
                         # the actor's state is consistent after every await, and a running
                         # generation must not die with it.
-                        if not command.reply.done():
-                            command.reply.set_exception(exc)
+                        if not reply.done():
+                            reply.set_exception(exc)
                         if not isinstance(exc, ConversationBusy | LookupError | ValueError):
                             self._log.warning(
-                                "command_failed", command=command.kind, error=repr(exc)[:300]
+                                "command_failed",
+                                command=type(command).__name__,
+                                error=repr(exc)[:300],
                             )
                     else:
-                        if not command.reply.done():
-                            command.reply.set_result(result)
-                if command.kind == "stop":
+                        if not reply.done():
+                            reply.set_result(result)
+                if isinstance(command, Stop):
                     return
         finally:
             self.stopped = True
@@ -338,25 +336,24 @@ class ConversationActor:
 
     def _fail_mailbox(self) -> None:
         while not self._mailbox.empty():
-            command = self._mailbox.get_nowait()
-            if not command.reply.done():
-                command.reply.set_exception(ActorStopped(self.conversation_id))
+            envelope = self._mailbox.get_nowait()
+            if not envelope.reply.done():
+                envelope.reply.set_exception(ActorStopped(self.conversation_id))
 
-    async def _handle(self, command: _Command) -> Any:
-        args = command.args
-        if command.kind == "send":
-            return await self._send_holding(**args)
-        if command.kind == "cancel":
-            return await self._cancel(args["generation_id"])
-        if command.kind == "subscribe":
-            return self._subscribe(args["after"], args["spec"])
-        if command.kind == "unsubscribe":
-            self._unsubscribe(args["sub"])
-            return None
-        if command.kind == "stop":
-            await self._shutdown(args["reason"])
-            return None
-        raise ValueError(f"unknown command {command.kind}")
+    async def _handle(self, command: Command) -> Any:
+        match command:
+            case Send():
+                return await self._send_holding(command)
+            case Cancel(generation_id):
+                return await self._cancel(generation_id)
+            case Subscribe(after, spec):
+                return self._subscribe(after, spec)
+            case Unsubscribe(sub):
+                self._unsubscribe(sub)
+                return None
+            case Stop(reason):
+                await self._shutdown(reason)
+                return None
 
     # -- subscriptions and presence ------------------------------------------------------
 
@@ -425,7 +422,7 @@ class ConversationActor:
         turns = [ChatTurn(role=m.role, content=m.content) for m in history if m.content]
         turns.append(ChatTurn(role="user", content=message))
         opening = asyncio.get_running_loop().create_task(
-            self._open(self.deps.providers[model.provider], model, tools, turns)
+            self._runner.open(self.deps.providers[model.provider], model, tools, turns)
         )
         try:
             # One transaction for both rows: the user message is committed before
@@ -438,7 +435,7 @@ class ConversationActor:
                 model=model.id,
             )
         except BaseException:
-            await _discard(opening)
+            await discard(opening)
             raise
         history.append(user_message)
         before = self.hub.last_seq
@@ -460,7 +457,7 @@ class ConversationActor:
                 }
             },
         )
-        generation = _Generation(
+        generation = Generation(
             id=generation_id,
             user_message=user_message,
             assistant=assistant,
@@ -481,7 +478,7 @@ class ConversationActor:
         if subscription is not None and subscribe is not None and subscribe.viewer:
             self._presence()
         generation.task = asyncio.get_running_loop().create_task(
-            self._generate(generation, model), name=f"generation:{generation_id}"
+            self._runner.run(generation, self._concluded), name=f"generation:{generation_id}"
         )
         return SendResult(
             conversation_id=self.conversation_id,
@@ -493,13 +490,21 @@ class ConversationActor:
             actor=self,
         )
 
-    async def _send_holding(self, slot: Slot | None = None, **args: Any) -> SendResult:
+    async def _send_holding(self, command: Send) -> SendResult:
         """``_send`` with the sender's generation slot: the actor's from here on."""
+        slot = command.slot
+        args = (
+            command.message,
+            command.model,
+            command.tools,
+            command.client_message_id,
+            command.subscribe,
+        )
         if slot is None:
-            return await self._send(**args)
+            return await self._send(*args)
         slot.adopt()
         try:
-            result = await self._send(**args)
+            result = await self._send(*args)
         except BaseException:
             slot.release()
             raise
@@ -560,13 +565,11 @@ class ConversationActor:
 
     async def _cancel(self, generation_id: str | None) -> bool:
         generation = self.generation
-        if generation is None or generation.cancel_requested or generation.concluding:
+        if generation is None or generation.stopped or generation.concluding:
             return False  # nothing running, or its outcome is already fixed
         if generation_id is not None and generation_id != generation.id:
             return False  # a stale cancel never stops the next generation
-        generation.cancel_requested = True
-        if generation.consume is not None:
-            generation.consume.cancel()
+        generation.request_stop(StopReason.CANCELLED)
         if generation.task is not None:
             # The terminal state is committed and `cancelled` published before we answer.
             await asyncio.shield(generation.task)
@@ -574,206 +577,21 @@ class ConversationActor:
 
     # -- the generation ------------------------------------------------------------------
 
-    async def _generate(self, generation: _Generation, model: ModelSpec) -> None:
-        store = self.deps.store
-        self.deps.flusher.track(generation)
-        final: Final | None = None
-        error: ModelError | None = None
-        crashed = False
-        try:
-            generation.consume = asyncio.get_running_loop().create_task(self._consume(generation))
-            if generation.cancel_requested or generation.shutdown or generation.crashed:
-                generation.consume.cancel()  # stopped before this task first ran
-            try:
-                final = await generation.consume
-            except asyncio.CancelledError:
-                if not (generation.cancel_requested or generation.shutdown or generation.crashed):
-                    raise
-            except ModelError as exc:
-                error = exc
-            except Exception:
-                self._log.exception("generation_crashed", generation_id=generation.id)
-                crashed = True
-        finally:
-            self.deps.flusher.untrack(generation)
-        await self._conclude(generation, final, error, crashed, store)
-
-    async def _conclude(
-        self,
-        generation: _Generation,
-        final: Final | None,
-        error: ModelError | None,
-        crashed: bool,
-        store: ConversationStore,
-    ) -> None:
-        generation.concluding = True
-        text = generation.text
-        tools = generation.tool_steps or None
-        common: dict[str, object] = {
-            "messageId": generation.assistant.id,
-            "generationId": generation.id,
-        }
-        event: tuple[str, dict[str, object]]
-        if generation.crashed:
-            outcome = Outcome(status="error", content=text, tools=tools)
-            event = (
-                "error",
-                {**common, "code": "internal", "error": "The conversation actor failed"},
-            )
-        elif generation.shutdown:
-            outcome = Outcome(status="interrupted", content=text, tools=tools)
-            event = (
-                "error",
-                {**common, "code": "server_shutdown", "error": "The server is shutting down"},
-            )
-        elif generation.cancel_requested:
-            outcome = Outcome(status="cancelled", content=text, tools=tools)
-            event = ("cancelled", common)
-        elif error is not None or crashed or final is None:
-            code = error.code if error is not None else "internal"
-            message = error.message if error is not None else "The generation failed"
-            outcome = Outcome(status="error", content=text, tools=tools)
-            event = ("error", {**common, "code": code, "error": message})
-        else:
-            usage = final.usage.as_json()
-            citations = [c.as_json() for c in final.citations]
-            outcome = Outcome(
-                status="complete",
-                content=text,
-                finish_reason=final.finish_reason,
-                usage=usage,
-                citations=citations,
-                tools=tools,
-            )
-            event = (
-                "done",
-                {
-                    **common,
-                    "fullText": text,
-                    "finishReason": final.finish_reason,
-                    "usage": usage,
-                    "citations": citations,
-                },
-            )
-        if not await self._store_outcome(generation, outcome):
-            event = ("error", {**common, "code": "internal", "error": "could not store the answer"})
-            # Stored as `error` with the text it has, as soon as the database takes it.
-            store.finish_later(generation.assistant.id, replace(outcome, status="error"))
-        assistant = generation.assistant
-        assistant.content = text
-        assistant.status = outcome.status
+    def _concluded(self, generation: Generation) -> None:
+        """The outcome is stored: the answer joins the context, the next send may start."""
         if self._history is not None:
-            self._history.append(assistant)
+            self._history.append(generation.assistant)
         if self.generation is generation:
             self.generation = None
-        self.hub.append(*event)
-        self._log.info(
-            "generation_finished",
-            generation_id=generation.id,
-            outcome=outcome.status,
-            chars=len(text),
-        )
-
-    async def _store_outcome(self, generation: _Generation, outcome: Outcome) -> bool:
-        """Commit the terminal state, retrying with backoff for ``commit_timeout``."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.deps.commit_timeout
-        delay = 0.05
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                await self.deps.store.finish(generation.assistant.id, outcome)
-                return True
-            except Exception as exc:
-                if loop.time() + delay >= deadline:
-                    self._log.error(
-                        "finish_failed",
-                        generation_id=generation.id,
-                        attempts=attempt,
-                        error=repr(exc)[:300],
-                    )
-                    return False
-                self._log.warning(
-                    "finish_retry",
-                    generation_id=generation.id,
-                    attempt=attempt,
-                    error=repr(exc)[:300],
-                )
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 2.0)
-
-    async def _open(
-        self,
-        provider: ModelProvider,
-        model: ModelSpec,
-        tools: tuple[str, ...],
-        turns: list[ChatTurn],
-    ) -> _Opened:
-        """Build the request, start the stream and wait for its first event."""
-        request = await self.deps.build_request(
-            history=turns, model=model, tools=tools, provider=provider
-        )
-        stream = provider.stream(request)
-        try:
-            first = await anext(aiter(stream))
-        except StopAsyncIteration:
-            return _Opened(stream, None)
-        except BaseException:
-            await _aclose(stream)
-            raise
-        return _Opened(stream, first)
-
-    async def _consume(self, generation: _Generation) -> Final | None:
-        assert generation.opening is not None
-        try:
-            opened = await generation.opening
-        except asyncio.CancelledError:
-            await _discard(generation.opening)
-            raise
-        hub = self.hub
-        message_id = generation.assistant.id
-        on_token = self.deps.on_token
-        final: Final | None = None
-        stream = opened.stream
-        unyielded = 0
-        try:
-            async for item in _chain(opened.first, stream):
-                if isinstance(item, TextDelta):
-                    if not item.text:
-                        continue
-                    generation.parts.append(item.text)
-                    generation.dirty = True
-                    hub.append("token", {"messageId": message_id, "text": item.text})
-                    if on_token is not None:
-                        on_token(1)
-                    unyielded += 1
-                    if unyielded >= YIELD_EVERY:
-                        # A provider that has chunks buffered never suspends: let commands
-                        # (cancel), lagging subscribers' pumps and other actors run.
-                        unyielded = 0
-                        await asyncio.sleep(0)
-                elif isinstance(item, ToolStep):
-                    step: dict[str, object] = {"tool": item.tool, "payload": item.payload}
-                    generation.tool_steps.append(step)
-                    hub.append("tool", {"messageId": message_id, **step})
-                elif isinstance(item, Final):
-                    final = item
-        finally:
-            await _aclose(stream)
-        return final
 
     # -- stop ----------------------------------------------------------------------------
 
     async def _shutdown(self, reason: str) -> None:
         generation = self.generation
         if generation is not None:
-            if reason == "deleted":
-                generation.cancel_requested = True
-            else:
-                generation.shutdown = True
-            if generation.consume is not None:
-                generation.consume.cancel()
+            generation.request_stop(
+                StopReason.CANCELLED if reason == "deleted" else StopReason.SHUTDOWN
+            )
             if generation.task is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(generation.task)
@@ -788,46 +606,20 @@ class ConversationActor:
         """
         generation = self.generation
         if generation is not None and generation.task is not None:
-            generation.crashed = True
-            if generation.consume is not None:
-                generation.consume.cancel()
+            generation.request_stop(StopReason.CRASHED)
             with contextlib.suppress(Exception):
                 await asyncio.shield(generation.task)
         if not self.hub.closed:
             self.hub.close()
 
 
-TERMINAL = frozenset({"done", "error", "cancelled"})
-
-
-@dataclass(slots=True)
-class _Opened:
-    """A model stream whose first event has arrived (``None``: it ended at once)."""
-
-    stream: AsyncIterator[ModelEvent]
-    first: ModelEvent | None
-
-
-async def _chain(
-    first: ModelEvent | None, rest: AsyncIterator[ModelEvent]
-) -> AsyncIterator[ModelEvent]:
-    if first is not None:
-        yield first
-    async for item in rest:
-        yield item
-
-
-async def _aclose(stream: AsyncIterator[ModelEvent]) -> None:
-    aclose = getattr(stream, "aclose", None)
-    if aclose is not None:
-        with contextlib.suppress(Exception):
-            await aclose()
-
-
-async def _discard(opening: asyncio.Task[_Opened]) -> None:
-    """Stop an opening stream that will not be consumed, and close it if it opened."""
-    if not opening.done():
-        opening.cancel()
-        await asyncio.wait({opening})
-    if not opening.cancelled() and opening.exception() is None:
-        await _aclose(opening.result().stream)
+__all__ = [
+    "TERMINAL",
+    "ActorDeps",
+    "ActorStopped",
+    "ConversationActor",
+    "ConversationBusy",
+    "ModelSpec",
+    "SendResult",
+    "SubscribeSpec",
+]

@@ -1,0 +1,309 @@
+"""One generation of an answer: stream the model, publish tokens, store the outcome.
+
+The actor (:mod:`actors.conversation`) decides *when* a generation starts and stops; this
+module is what a generation does once started. It runs as a child task of the actor: it
+opens the model stream (the request leaves while the turn commits), appends ``token`` and
+``tool`` events to the hub, lets the process's flusher write the partial answer in
+batches, and at the end maps how it ended to a stored outcome and a terminal event
+(:func:`outcome_of`, pure), commits the outcome (retried for ``commit_timeout``) and only
+then publishes the terminal event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from actors.hub import Hub
+from actors.models.base import (
+    ChatTurn,
+    Final,
+    ModelError,
+    ModelEvent,
+    ModelProvider,
+    TextDelta,
+    ToolStep,
+)
+from actors.store import Outcome, StoredMessage
+
+if TYPE_CHECKING:
+    from actors.conversation import ActorDeps, ModelSpec
+
+#: Tokens published back to back before the generation yields to the event loop.
+YIELD_EVERY = 32
+#: The events that end a generation.
+TERMINAL = frozenset({"done", "error", "cancelled"})
+
+
+class StopReason(enum.Enum):
+    """Why a generation was stopped before its model stream ended (``NONE``: it was not)."""
+
+    NONE = "none"
+    CANCELLED = "cancelled"  # an explicit cancel, or the conversation was deleted
+    SHUTDOWN = "shutdown"  # the server stops: stored `interrupted`
+    CRASHED = "crashed"  # the actor loop died under it
+
+
+_GRAVITY = {
+    StopReason.NONE: 0,
+    StopReason.CANCELLED: 1,
+    StopReason.SHUTDOWN: 2,
+    StopReason.CRASHED: 3,
+}
+
+
+@dataclass(slots=True)
+class Opened:
+    """A model stream whose first event has arrived (``None``: it ended at once)."""
+
+    stream: AsyncIterator[ModelEvent]
+    first: ModelEvent | None
+
+
+@dataclass(slots=True)
+class Generation:
+    id: str
+    user_message: StoredMessage
+    assistant: StoredMessage
+    model: str
+    tools: tuple[str, ...]
+    parts: list[str] = field(default_factory=list)
+    tool_steps: list[dict[str, object]] = field(default_factory=list)
+    dirty: bool = False
+    stop: StopReason = StopReason.NONE
+    concluding: bool = False  # the outcome is fixed: a cancel now is too late
+    opening: asyncio.Task[Opened] | None = None
+    consume: asyncio.Task[Final | None] | None = None
+    task: asyncio.Task[None] | None = None
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+    @property
+    def message_id(self) -> str:
+        return self.assistant.id
+
+    @property
+    def stopped(self) -> bool:
+        return self.stop is not StopReason.NONE
+
+    def request_stop(self, reason: StopReason) -> None:
+        """Stop the model stream; the generation then concludes with the gravest reason
+        asked for (a crash outranks a shutdown, which outranks a cancel)."""
+        if _GRAVITY[reason] > _GRAVITY[self.stop]:
+            self.stop = reason
+        if self.consume is not None:
+            self.consume.cancel()
+
+
+Terminal = tuple[str, dict[str, object]]
+
+
+def outcome_of(
+    generation: Generation, final: Final | None, error: ModelError | None
+) -> tuple[Outcome, Terminal]:
+    """What to store and what to publish for how the generation ended."""
+    text = generation.text
+    tools = generation.tool_steps or None
+    common: dict[str, object] = {
+        "messageId": generation.assistant.id,
+        "generationId": generation.id,
+    }
+    match generation.stop:
+        case StopReason.CRASHED:
+            failed = {**common, "code": "internal", "error": "The conversation actor failed"}
+            return Outcome(status="error", content=text, tools=tools), ("error", failed)
+        case StopReason.SHUTDOWN:
+            gone = {**common, "code": "server_shutdown", "error": "The server is shutting down"}
+            return Outcome(status="interrupted", content=text, tools=tools), ("error", gone)
+        case StopReason.CANCELLED:
+            return Outcome(status="cancelled", content=text, tools=tools), ("cancelled", common)
+    if error is not None or final is None:
+        code = error.code if error is not None else "internal"
+        message = error.message if error is not None else "The generation failed"
+        failed = {**common, "code": code, "error": message}
+        return Outcome(status="error", content=text, tools=tools), ("error", failed)
+    usage = final.usage.as_json()
+    citations = [c.as_json() for c in final.citations]
+    outcome = Outcome(
+        status="complete",
+        content=text,
+        finish_reason=final.finish_reason,
+        usage=usage,
+        citations=citations,
+        tools=tools,
+    )
+    done = {
+        **common,
+        "fullText": text,
+        "finishReason": final.finish_reason,
+        "usage": usage,
+        "citations": citations,
+    }
+    return outcome, ("done", done)
+
+
+class Runner:
+    """Runs generations for one actor: its hub, its dependencies, its log."""
+
+    def __init__(self, hub: Hub, deps: ActorDeps, log: Any) -> None:
+        self.hub = hub
+        self.deps = deps
+        self.log = log
+
+    async def open(
+        self,
+        provider: ModelProvider,
+        model: ModelSpec,
+        tools: tuple[str, ...],
+        turns: list[ChatTurn],
+    ) -> Opened:
+        """Build the request, start the stream and wait for its first event."""
+        request = await self.deps.build_request(
+            history=turns, model=model, tools=tools, provider=provider
+        )
+        stream = provider.stream(request)
+        try:
+            first = await anext(aiter(stream))
+        except StopAsyncIteration:
+            return Opened(stream, None)
+        except BaseException:
+            await aclose(stream)
+            raise
+        return Opened(stream, first)
+
+    async def run(self, generation: Generation, concluded: Callable[[Generation], None]) -> None:
+        """Stream to the end (or the stop), store the outcome, then publish it.
+        ``concluded`` runs after the store and before the terminal event is appended."""
+        self.deps.flusher.track(generation)
+        final: Final | None = None
+        error: ModelError | None = None
+        try:
+            generation.consume = asyncio.get_running_loop().create_task(self._consume(generation))
+            if generation.stopped:
+                generation.consume.cancel()  # stopped before this task first ran
+            try:
+                final = await generation.consume
+            except asyncio.CancelledError:
+                if not generation.stopped:
+                    raise
+            except ModelError as exc:
+                error = exc
+            except Exception:
+                self.log.exception("generation_crashed", generation_id=generation.id)
+                error = ModelError("internal", "The generation failed")
+        finally:
+            self.deps.flusher.untrack(generation)
+        generation.concluding = True
+        outcome, event = outcome_of(generation, final, error)
+        if not await self._store(generation, outcome):
+            event = (
+                "error",
+                {
+                    "messageId": generation.assistant.id,
+                    "generationId": generation.id,
+                    "code": "internal",
+                    "error": "could not store the answer",
+                },
+            )
+            # Stored as `error` with the text it has, as soon as the database takes it.
+            self.deps.store.finish_later(generation.assistant.id, replace(outcome, status="error"))
+        generation.assistant.content = outcome.content
+        generation.assistant.status = outcome.status
+        concluded(generation)
+        self.hub.append(*event)
+        self.log.info(
+            "generation_finished",
+            generation_id=generation.id,
+            outcome=outcome.status,
+            chars=len(outcome.content),
+        )
+
+    async def _store(self, generation: Generation, outcome: Outcome) -> bool:
+        """Commit the terminal state, retrying with backoff for ``commit_timeout``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.deps.commit_timeout
+        delay = 0.05
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                await self.deps.store.finish(generation.assistant.id, outcome)
+                return True
+            except Exception as exc:
+                fields = {"generation_id": generation.id, "attempt": attempt}
+                if loop.time() + delay >= deadline:
+                    self.log.error("finish_failed", **fields, error=repr(exc)[:300])
+                    return False
+                self.log.warning("finish_retry", **fields, error=repr(exc)[:300])
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    async def _consume(self, generation: Generation) -> Final | None:
+        assert generation.opening is not None
+        try:
+            opened = await generation.opening
+        except asyncio.CancelledError:
+            await discard(generation.opening)
+            raise
+        hub = self.hub
+        message_id = generation.assistant.id
+        on_token = self.deps.on_token
+        final: Final | None = None
+        stream = opened.stream
+        unyielded = 0
+        try:
+            async for item in _chain(opened.first, stream):
+                if isinstance(item, TextDelta):
+                    if not item.text:
+                        continue
+                    generation.parts.append(item.text)
+                    generation.dirty = True
+                    hub.append("token", {"messageId": message_id, "text": item.text})
+                    if on_token is not None:
+                        on_token(1)
+                    unyielded += 1
+                    if unyielded >= YIELD_EVERY:
+                        # A provider that has chunks buffered never suspends: let commands
+                        # (cancel), lagging subscribers' pumps and other actors run.
+                        unyielded = 0
+                        await asyncio.sleep(0)
+                elif isinstance(item, ToolStep):
+                    step: dict[str, object] = {"tool": item.tool, "payload": item.payload}
+                    generation.tool_steps.append(step)
+                    hub.append("tool", {"messageId": message_id, **step})
+                elif isinstance(item, Final):
+                    final = item
+        finally:
+            await aclose(stream)
+        return final
+
+
+async def _chain(
+    first: ModelEvent | None, rest: AsyncIterator[ModelEvent]
+) -> AsyncIterator[ModelEvent]:
+    if first is not None:
+        yield first
+    async for item in rest:
+        yield item
+
+
+async def aclose(stream: AsyncIterator[ModelEvent]) -> None:
+    close = getattr(stream, "aclose", None)
+    if close is not None:
+        with contextlib.suppress(Exception):
+            await close()
+
+
+async def discard(opening: asyncio.Task[Opened]) -> None:
+    """Stop an opening stream that will not be consumed, and close it if it opened."""
+    if not opening.done():
+        opening.cancel()
+        await asyncio.wait({opening})
+    if not opening.cancelled() and opening.exception() is None:
+        await aclose(opening.result().stream)
