@@ -285,13 +285,6 @@ class Script:
     #: How the stream ended: "exhausted", "raised" or "closed" (stopped by the consumer).
     ended: str = ""
 
-    @property
-    def text(self) -> str:
-        return "".join(s.text if isinstance(s, TextDelta) else s for s in self.texts())
-
-    def texts(self) -> list[TextDelta | str]:
-        return [s for s in self.steps if isinstance(s, TextDelta | str)]
-
 
 class ScriptedProvider:
     """``ModelProvider`` that plays queued :class:`Script` s, one per stream."""
@@ -438,7 +431,3 @@ class Watcher:
 
 
 TERMINAL = ("done", "error", "cancelled")
-
-
-def data(event: Event) -> dict[str, Any]:
-    return event.data

@@ -266,7 +266,7 @@ async def test_a_crash_during_a_command_answers_its_caller(crash: str) -> None:
         await asyncio.wait({actor.task})
         assert e.registry.crashes == 1
         gate.set()
-        done, _ = await asyncio.wait({send}, timeout=1.0)
+        done, _ = await asyncio.wait({send}, timeout=0.2)
         if not done:
             send.cancel()  # do not leave it pending past the test
             await asyncio.wait({send})
