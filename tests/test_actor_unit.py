@@ -277,6 +277,23 @@ async def test_shutdown_while_the_turn_is_being_committed() -> None:
             await h.actor.send("after", model=MODEL)
 
 
+async def test_shutdown_while_the_answer_is_being_stored_waits_for_it() -> None:
+    """The outcome is fixed once concluding starts: a stop then waits for the terminal
+    write and the terminal event, and only then closes the log."""
+    async with harness() as h:
+        h.provider.enqueue("whole", Final())
+        gate = h.store.finish_switch.block()
+        result = await h.actor.send("hi", model=MODEL)
+        await h.store.finish_switch.entered.wait()
+        stop = asyncio.create_task(h.actor.stop("shutdown"))
+        asyncio.get_running_loop().call_soon(gate.set)
+        await stop
+        events = await h.watch.until_closed()
+        assert [e.type for e in events if e.type in TERMINAL] == ["done"]
+        assert events[-1].type == "done"
+        assert h.answer_row(result.assistant_message_id) == ("complete", "whole")
+
+
 async def test_shutdown_while_the_commit_fails_leaves_nothing_behind() -> None:
     async with harness() as h:
         script = h.provider.enqueue("a", Final())
