@@ -75,14 +75,7 @@ async def watch(actor: ConversationActor) -> Watcher:
 async def test_concurrent_lookups_spawn_one_actor() -> None:
     async with env() as e:
         gate = e.store.owner.block()
-        lookups = [
-            asyncio.create_task(
-                e.registry.get(e.conversation_id, USER)
-                if i % 2
-                else e.registry.call(e.conversation_id, USER)
-            )
-            for i in range(20)
-        ]
+        lookups = [asyncio.create_task(e.registry.get(e.conversation_id, USER)) for _ in range(20)]
         # Every lookup has started (tasks start in creation order) before the owner answers.
         asyncio.get_running_loop().call_soon(gate.set)
         actors = await asyncio.gather(*lookups)
@@ -181,7 +174,7 @@ async def test_delete_stops_a_running_actor_and_cancels_its_generation() -> None
         async with e.registry.deleting(e.conversation_id):
             assert actor.stopped
             with pytest.raises(ConversationNotFound):
-                await e.registry.call(e.conversation_id, USER)
+                await e.registry.get(e.conversation_id, USER)
             assert e.store.rows[result.assistant_message_id or ""].status == "cancelled"
             e.store.delete_conversation(e.conversation_id)
         assert [ev.type for ev in await watcher.until_closed() if ev.type in TERMINAL] == [
@@ -234,7 +227,7 @@ async def test_a_crashed_actor_is_supervised_and_the_next_lookup_respawns() -> N
         row = e.store.rows[result.assistant_message_id or ""]
         assert (row.status, row.content) == ("error", "half ")
         assert e.registry.crashes == 1 and e.registry.peek(e.conversation_id) is None
-        fresh = await e.registry.call(e.conversation_id, USER)
+        fresh = await e.registry.get(e.conversation_id, USER)
         assert fresh is not actor and fresh.hub.epoch != actor.hub.epoch
         e.provider.enqueue("ok", Final())
         fresh_watch = await watch(fresh)
@@ -283,8 +276,29 @@ async def test_an_idle_actor_is_forgotten_and_respawned_with_a_new_epoch() -> No
         await asyncio.wait_for(asyncio.wait({actor.task}), 2)
         assert actor.stopped and e.registry.peek(e.conversation_id) is None
         assert len(e.registry) == 0 and e.registry.crashes == 0
-        fresh = await e.registry.call(e.conversation_id, USER)
+        fresh = await e.registry.get(e.conversation_id, USER)
         assert fresh is not actor and fresh.hub.epoch != actor.hub.epoch
+
+
+async def test_a_subscriber_outlives_an_idle_stop_and_the_next_actor_adopts_it() -> None:
+    async with env(idle_timeout=0.01) as e:
+        actor = await e.registry.get(e.conversation_id, USER)
+        viewer = Watcher()
+        viewer.attach(await actor.subscribe(None, viewer.spec(viewer=True)))
+        await asyncio.wait_for(asyncio.wait({actor.task}), 2)  # idle stop, subscribed
+        assert actor.idled and e.registry.peek(e.conversation_id) is None
+        assert e.registry.dormant_count == 1 and viewer.sub is not None
+        assert not viewer.sub.closed
+        fresh = await e.registry.get(e.conversation_id, USER)
+        assert fresh is not actor and fresh.hub is actor.hub  # same log: epoch and seq
+        assert e.registry.dormant_count == 0
+        e.provider.enqueue("still ", "here", Final())
+        await fresh.send("hi", model=MODEL)
+        done = await viewer.until_type("done")
+        assert done.data["fullText"] == "still here"
+        seqs = [ev.seq for ev in viewer.drain()]
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))  # no gap across actors
+        await fresh.unsubscribe(viewer.sub)
 
 
 async def test_subscribers_racing_idle_stops_always_end_up_subscribed() -> None:
@@ -294,7 +308,7 @@ async def test_subscribers_racing_idle_stops_always_end_up_subscribed() -> None:
 
         async def subscribe() -> ConversationActor:
             for _ in range(10):
-                actor = await e.registry.call(e.conversation_id, USER)
+                actor = await e.registry.get(e.conversation_id, USER)
                 try:
                     sub = await actor.subscribe(None, Watcher().spec(viewer=True))
                 except ActorStopped:
