@@ -7,11 +7,12 @@ the local Gemini stand-in, scripted per test.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
 import pytest_asyncio
 
@@ -24,6 +25,58 @@ from tests.live_clients import WsPeer, check_seq, read_ndjson, read_sse, token_t
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 MODEL = "gemini-2.5-flash-lite"
+
+
+@dataclass
+class ChatStream:
+    """An NDJSON chat response read line by line in the background: a test waits for the
+    line it needs (``until``) while the answer is still streaming."""
+
+    response: aiohttp.ClientResponse
+    lines: list[dict[str, Any]] = field(default_factory=list)
+    _new: asyncio.Event = field(default_factory=asyncio.Event)
+    _task: asyncio.Task[None] | None = None
+
+    def start(self) -> ChatStream:
+        self._task = asyncio.get_running_loop().create_task(self._read())
+        return self
+
+    async def _read(self) -> None:
+        try:
+            async for raw in self.response.content:
+                line = raw.strip()
+                if line:
+                    self.lines.append(orjson.loads(line))
+                    self._new.set()
+        finally:
+            self.response.release()
+            self._new.set()
+
+    async def until(
+        self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 10.0
+    ) -> dict[str, Any]:
+        async def scan() -> dict[str, Any]:
+            seen = 0
+            while True:
+                for line in self.lines[seen:]:
+                    if predicate(line):
+                        return line
+                seen = len(self.lines)
+                assert self._task is not None
+                if self._task.done():
+                    raise AssertionError(f"response ended while waiting: {self.lines[-3:]}")
+                self._new.clear()
+                await self._new.wait()
+
+        return await asyncio.wait_for(scan(), timeout)
+
+    def text(self) -> str:
+        return "".join(line["data"] for line in self.lines if line["topic"] == "token")
+
+    async def all(self) -> list[dict[str, Any]]:
+        assert self._task is not None
+        await self._task
+        return self.lines
 
 
 @dataclass
@@ -49,6 +102,11 @@ class Env:
             assert r.content_type == "application/x-ndjson"
             return await read_ndjson(r)
 
+    async def open_chat(self, token: str, **body: Any) -> ChatStream:
+        r = await self.http.post(self.url + "/api/chat", json=body, headers=bearer(token))
+        assert r.status == 200, await r.text()
+        return ChatStream(r).start()
+
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def env(database_url: str) -> AsyncIterator[Env]:
@@ -70,6 +128,14 @@ async def env(database_url: str) -> AsyncIterator[Env]:
         yield Env(live, fake, http, alice, alice_id, bob)
     await live.server.close()
     await fake.stop()
+
+
+@pytest.fixture(autouse=True)
+def fresh_fake(env: Env) -> Iterator[None]:
+    """No test inherits another's unplayed Gemini scripts: any order, any subset."""
+    env.fake.scripts.clear()
+    yield
+    env.fake.scripts.clear()
 
 
 async def stored(message_id: str) -> dict[str, Any]:
@@ -180,20 +246,25 @@ async def test_sse_resume_gets_exactly_the_missing_events(env: Env) -> None:
     first = await env.chat(env.alice, message="warm up", aiModel="demo")
     conversation_id = first[0]["data"]["conversationId"]
     headers = {**bearer(env.alice), "Accept": "text/event-stream"}
-    env.fake.enqueue(Script(chunks=[f"w{i} " for i in range(60)], chunk_delay=0.01))
+    release = asyncio.Event()
+    env.fake.enqueue(
+        Script(chunks=[f"w{i} " for i in range(60)], release_after=30, release=release)
+    )
     seen: list[Any] = []
     async with env.http.get(
         f"{env.url}/api/conversations/{conversation_id}/events", headers=headers
     ) as sse:
-        lines_task = asyncio.ensure_future(
-            env.chat(env.alice, message="long one", aiModel=MODEL, conversationId=conversation_id)
+        chat = await env.open_chat(
+            env.alice, message="long one", aiModel=MODEL, conversationId=conversation_id
         )
         async for event in read_sse(sse):
             seen.append(event)
             if event.event == "token" and len([e for e in seen if e.event == "token"]) >= 5:
                 break
     last_id = seen[-1].id
-    await asyncio.sleep(0.1)  # events pile up while disconnected
+    # Events pile up while disconnected: the other reader sees all 30 held-back chunks.
+    await chat.until(lambda line: line["topic"] == "token" and "w29 " in chat.text())
+    release.set()
     resumed: list[Any] = []
     async with env.http.get(
         f"{env.url}/api/conversations/{conversation_id}/events",
@@ -209,16 +280,16 @@ async def test_sse_resume_gets_exactly_the_missing_events(env: Env) -> None:
     check_seq([e.data for e in seen + resumed])
     done = resumed[-1].data
     assert token_text(all_events, done["messageId"]) == done["fullText"]
-    lines = await lines_task
+    lines = await chat.all()
     assert lines[-1]["data"]["fullText"] == done["fullText"]
     # A cursor from another epoch gets a reset carrying the live position.
     async with env.http.get(
         f"{env.url}/api/conversations/{conversation_id}/events?after=otherepoch:3",
         headers=headers,
     ) as sse:
-        first = await read_sse(sse).__anext__()
-    assert first.event == "reset"
-    assert first.data["epoch"] == last_id.rsplit(":", 1)[0]
+        head = await read_sse(sse).__anext__()
+    assert head.event == "reset"
+    assert head.data["epoch"] == last_id.rsplit(":", 1)[0]
 
 
 async def test_cancel_from_second_device(env: Env) -> None:
@@ -264,12 +335,12 @@ async def test_cancel_from_second_device(env: Env) -> None:
 
 
 async def test_busy_and_idempotent_retry(env: Env) -> None:
-    env.fake.enqueue(Script(chunks=[f"t{i} " for i in range(50)], chunk_delay=0.01))
+    release = asyncio.Event()
+    env.fake.enqueue(Script(chunks=[f"t{i} " for i in range(50)], release_after=5, release=release))
     body = {"message": "once", "aiModel": MODEL, "clientMessageId": "retry-me"}
-    first = asyncio.ensure_future(env.chat(env.alice, **body))
-    await asyncio.sleep(0.1)
-    rows = await Message.select().where(Message.client_message_id == "retry-me").run()
-    conversation_id = rows[0]["conversation_id"]
+    first = await env.open_chat(env.alice, **body)
+    init = await first.until(lambda line: line["topic"] == "init")
+    conversation_id = init["data"]["conversationId"]
     async with env.http.post(
         env.url + "/api/chat",
         json={"message": "second", "conversationId": conversation_id, "aiModel": "demo"},
@@ -277,9 +348,11 @@ async def test_busy_and_idempotent_retry(env: Env) -> None:
     ) as r:
         assert r.status == 409
         assert (await r.json())["code"] == "conversation_busy"
-    retried = await env.chat(env.alice, **body)  # while still generating: same generation
-    original = await first
-    assert retried[0]["data"]["generationId"] == original[0]["data"]["generationId"]
+    retry = await env.open_chat(env.alice, **body)  # while still generating: same generation
+    retried_init = await retry.until(lambda line: line["topic"] == "init")
+    release.set()
+    retried, original = await retry.all(), await first.all()
+    assert retried_init["data"]["generationId"] == init["data"]["generationId"]
     assert retried[-1]["data"]["fullText"] == original[-1]["data"]["fullText"]
     again = await env.chat(env.alice, **body)  # after it finished
     assert again[-1]["data"]["fullText"] == original[-1]["data"]["fullText"]
@@ -438,30 +511,66 @@ async def test_models_endpoint(env: Env) -> None:
     assert [m["id"] for m in body["models"] if m["default"]] == [MODEL]
 
 
+class RecordingWriter:
+    """Stands in front of the flusher's store for one test: every batch it writes."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.batches: list[list[tuple[str, str]]] = []
+        self.changed = asyncio.Event()
+
+    async def flush_partials(self, batch: Sequence[tuple[str, str]]) -> None:
+        await self.inner.flush_partials(batch)
+        self.batches.append(list(batch))
+        self.changed.set()
+
+    async def until(self, predicate: Callable[[list[tuple[str, str]]], bool]) -> None:
+        async def scan() -> None:
+            while not any(predicate(batch) for batch in self.batches):
+                self.changed.clear()
+                await self.changed.wait()
+
+        await asyncio.wait_for(scan(), 10.0)
+
+
 async def test_partial_answers_are_flushed_together(env: Env) -> None:
-    """Three answers streaming at once: their partial text reaches the database in shared
-    batches (one transaction per interval), never per token."""
+    """Three answers streaming at once: their partial text reaches the database in
+    batches, at most one per flush interval, never per token (that every answer dirty at
+    a tick shares one batch is ``tests/test_flusher_unit.py``'s to show)."""
     from server.state import REGISTRY
 
     flusher = env.live.app[REGISTRY].deps.flusher
-    env.fake.scripts.clear()  # a 400 script of an earlier test stays queued (never answered)
-    start = flusher.batches
+    release = asyncio.Event()
+    held = 20  # every answer streams this many chunks, then waits for `release`
     for _ in range(3):
-        env.fake.enqueue(Script(chunks=[f"p{i} " for i in range(150)], chunk_delay=0.01))
-    tasks = [
-        asyncio.ensure_future(env.chat(env.alice, message=f"stream {n}", aiModel=MODEL))
-        for n in range(3)
-    ]
-    await asyncio.sleep(0.8)  # flush_interval is 0.2 s in this module
-    before = flusher.batches - start
-    rows = await Message.select().where(Message.status == "streaming").run()
-    assert len(rows) == 3 and all(row["content"].startswith("p0 ") for row in rows), [
-        (r["status"], r["content"][:20]) for r in rows
-    ] + [len(env.fake.scripts)]
-    results = await asyncio.gather(*tasks)
-    batches = flusher.batches - start
-    assert 2 <= before <= 6, before  # ~4 intervals, three answers in each batch
-    assert batches < 20
+        env.fake.enqueue(
+            Script(chunks=[f"p{i} " for i in range(150)], release_after=held, release=release)
+        )
+    partial = "".join(f"p{i} " for i in range(held))
+    writer = RecordingWriter(flusher.store)
+    flusher.store = writer
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        chats = [
+            await env.open_chat(env.alice, message=f"stream {n}", aiModel=MODEL) for n in range(3)
+        ]
+        ids = [(await c.until(lambda line: line["topic"] == "init"))["data"]["messageId"]
+               for c in chats]  # fmt: skip
+        # Each held answer's partial text is written by some interval's batch.
+        for message_id in ids:
+            await writer.until(lambda batch, i=message_id: (i, partial) in batch)  # type: ignore[misc]
+        rows = await Message.select().where(Message.id.is_in(ids)).run()
+        assert [(r["status"], r["content"]) for r in rows] == [("streaming", partial)] * 3
+        release.set()
+        results = [await c.all() for c in chats]
+    finally:
+        flusher.store = writer.inner
+    intervals = (loop.time() - started) / flusher.interval
+    assert len(writer.batches) <= intervals + 1, (len(writer.batches), intervals)
+    assert len(writer.batches) < 20  # 450 tokens: a handful of writes
+    for batch in writer.batches:
+        assert len({message_id for message_id, _ in batch}) == len(batch) <= 3
     for lines in results:
         row = await stored(lines[0]["data"]["messageId"])
         assert row["status"] == "complete" and row["content"] == lines[-1]["data"]["fullText"]

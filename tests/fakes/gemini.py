@@ -116,6 +116,10 @@ class Script:
     timed_tokens: int | None = None  # rate mode: this many timestamped tokens
     tokens_per_second: float = 50.0
     drop_connection_after: int | None = None  # close the socket after N chunks
+    #: After ``release_after`` chunks the stream waits until the test sets ``release``
+    #: (same event loop): a stream held mid-answer for as long as the test needs.
+    release_after: int | None = None
+    release: asyncio.Event | None = None
 
     def parts(self) -> list[dict[str, Any]]:
         return [{"text": c} if isinstance(c, str) else dict(c) for c in self.chunks]
@@ -340,6 +344,8 @@ class FakeGemini:
                     return response
                 if script.stall_after is not None and i == script.stall_after:
                     await asyncio.sleep(script.stall_seconds)
+                if script.release is not None and i == script.release_after:
+                    await script.release.wait()
                 if part is None:
                     part = {"text": ts_token()}
                 if not part.get("thought") and isinstance(part.get("text"), str):
