@@ -189,6 +189,7 @@ class ConversationActor:
         self._presence_timer: asyncio.TimerHandle | None = None
         self._published_viewers = 0
         self._mailbox: asyncio.Queue[_Envelope] = asyncio.Queue()
+        self._current: _Envelope | None = None
         self._on_exit = on_exit
         self._on_detached = on_detached
         if dormant is not None:
@@ -306,6 +307,7 @@ class ConversationActor:
                 reply = envelope.reply
                 if reply.cancelled():
                     continue
+                self._current = envelope
                 command = envelope.command
                 request_id = envelope.context.get("request_id")
                 with structlog.contextvars.bound_contextvars(request_id=request_id):
@@ -330,6 +332,10 @@ class ConversationActor:
                     return
         finally:
             self.stopped = True
+            current, self._current = self._current, None
+            if current is not None and not current.reply.done():
+                # The loop died inside a command: its caller is answered, never left waiting.
+                current.reply.set_exception(ActorStopped(self.conversation_id))
             self._fail_mailbox()
             if self._on_exit is not None:
                 self._on_exit(self)

@@ -32,7 +32,10 @@ class Registry:
         self.deps = deps
         self._actors: dict[str, ConversationActor] = {}
         self._dormant: dict[str, Dormant] = {}
-        self._spawning: dict[str, asyncio.Future[ConversationActor]] = {}
+        #: Spawns run in their own task: a caller that goes away cancels only its wait.
+        self._spawning: dict[str, asyncio.Task[ConversationActor]] = {}
+        #: Spawns overtaken by a delete: they must not register an actor when they end.
+        self._doomed: set[asyncio.Task[ConversationActor]] = set()
         self._closing = False
         self._deleting: set[str] = set()
         self._cleanups: set[asyncio.Task[None]] = set()
@@ -62,42 +65,49 @@ class Registry:
         actor = self.peek(conversation_id)
         if actor is None:
             pending = self._spawning.get(conversation_id)
-            if pending is not None:
-                actor = await asyncio.shield(pending)
-            else:
-                actor = await self._spawn(conversation_id)
+            if pending is None:
+                pending = asyncio.get_running_loop().create_task(
+                    self._spawn(conversation_id), name=f"spawn:{conversation_id}"
+                )
+                self._spawning[conversation_id] = pending
+                pending.add_done_callback(lambda t: self._spawned(conversation_id, t))
+            actor = await asyncio.shield(pending)
         if actor.owner_id != user_id:
             raise ConversationNotFound(conversation_id)
         return actor
 
-    async def _spawn(self, conversation_id: str) -> ConversationActor:
-        future: asyncio.Future[ConversationActor] = asyncio.get_running_loop().create_future()
-        self._spawning[conversation_id] = future
-        try:
-            owner = await self.deps.store.conversation_owner(conversation_id)
-            if owner is None:
-                record = self._dormant.pop(conversation_id, None)
-                if record is not None:
-                    record.close()  # deleted elsewhere
-                raise ConversationNotFound(conversation_id)
-            actor = ConversationActor(
-                conversation_id,
-                owner,
-                self.deps,
-                on_exit=self._exited,
-                dormant=self._dormant.pop(conversation_id, None),
-                on_detached=self._unsubscribe_detached,
-            )
-            actor.task.add_done_callback(lambda task: self._finished(actor, task))
-            self._actors[conversation_id] = actor
-            future.set_result(actor)
-            return actor
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: no "never retrieved" warning when nobody waits
-            raise
-        finally:
+    def _spawned(self, conversation_id: str, task: asyncio.Task[ConversationActor]) -> None:
+        if self._spawning.get(conversation_id) is task:
             del self._spawning[conversation_id]
+        self._doomed.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: no "never retrieved" warning when nobody waits
+
+    async def _spawn(self, conversation_id: str) -> ConversationActor:
+        owner = await self.deps.store.conversation_owner(conversation_id)
+        # Checked again after the await: a delete or a shutdown may have begun meanwhile,
+        # and neither may find a live actor registered after it looked.
+        if self._closing:
+            raise ActorStopped(conversation_id)
+        doomed = asyncio.current_task() in self._doomed
+        if owner is None or doomed or conversation_id in self._deleting:
+            record = self._dormant.pop(conversation_id, None)
+            if record is not None and owner is None:
+                record.close()  # deleted elsewhere
+            elif record is not None:
+                self._dormant[conversation_id] = record
+            raise ConversationNotFound(conversation_id)
+        actor = ConversationActor(
+            conversation_id,
+            owner,
+            self.deps,
+            on_exit=self._exited,
+            dormant=self._dormant.pop(conversation_id, None),
+            on_detached=self._unsubscribe_detached,
+        )
+        actor.task.add_done_callback(lambda task: self._finished(actor, task))
+        self._actors[conversation_id] = actor
+        return actor
 
     def _exited(self, actor: ConversationActor) -> None:
         """Called synchronously as the actor loop ends: no command can reach it after."""
@@ -153,6 +163,9 @@ class Registry:
         respawn an actor for rows that are about to disappear.
         """
         self._deleting.add(conversation_id)
+        pending = self._spawning.get(conversation_id)
+        if pending is not None:
+            self._doomed.add(pending)  # a spawn that read the row before it went
         try:
             actor = self._actors.get(conversation_id)
             if actor is not None:

@@ -132,12 +132,6 @@ async def test_a_cancelled_waiter_does_not_cancel_the_spawn() -> None:
             await lookups[2]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Registry._spawn runs in the first caller's task: cancelling that caller (its "
-    "client went away) fails the shared spawn future with CancelledError, so every other "
-    "caller waiting on the same conversation gets CancelledError instead of the actor",
-)
 async def test_cancelling_the_caller_that_spawns_does_not_fail_the_others() -> None:
     async with env() as e:
         gate = e.store.owner.block()
@@ -185,12 +179,6 @@ async def test_delete_stops_a_running_actor_and_cancels_its_generation() -> None
 
 
 @pytest.mark.parametrize("spawn_ends", ["inside-the-delete", "after-the-delete"])
-@pytest.mark.xfail(
-    strict=True,
-    reason="Registry.deleting does not wait for (or stop) a spawn already in flight, and "
-    "_spawn does not re-check _deleting after its owner lookup: an actor is registered and "
-    "handed out for a conversation whose rows are being, or have been, deleted",
-)
 async def test_delete_during_spawn_leaves_no_actor(spawn_ends: str) -> None:
     async with env() as e:
         gate = e.store.owner.block()
@@ -240,12 +228,6 @@ class Fatal(BaseException):
 
 
 @pytest.mark.parametrize("crash", ["cancelled", "fatal-error"])
-@pytest.mark.xfail(
-    strict=True,
-    reason="ConversationActor._run fails only the commands still queued when the loop "
-    "dies (_fail_mailbox); the command being handled never gets a reply, so its caller "
-    "(a request handler) awaits forever",
-)
 async def test_a_crash_during_a_command_answers_its_caller(crash: str) -> None:
     async with env() as e:
         actor = await e.registry.get(e.conversation_id, USER)
@@ -342,12 +324,6 @@ async def test_close_ends_running_generations_as_server_shutdown() -> None:
             await e.registry.get(e.conversation_id, USER)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Registry.close stops only the actors already registered: a spawn in flight "
-    "completes after close, registers a live actor and hands it out, and nothing ever "
-    "stops it (its task outlives the registry)",
-)
 async def test_close_during_a_spawn_leaves_no_live_actor() -> None:
     async with env() as e:
         gate = e.store.owner.block()
