@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import os
 import signal
 import sys
+import threading
+import time
 import warnings
 from collections.abc import Sequence
 
@@ -25,6 +29,9 @@ from server.logging import configure_logging
 log = structlog.get_logger("cero.cli")
 
 SHUTDOWN_TIMEOUT_S = 10.0
+#: The process is gone this long after SIGTERM/SIGINT at the latest, whatever hangs:
+#: handlers get ``SHUTDOWN_TIMEOUT_S``, closing the database and threads the rest.
+SHUTDOWN_DEADLINE_S = SHUTDOWN_TIMEOUT_S + 5.0
 
 
 class StartupError(Exception):
@@ -96,12 +103,45 @@ async def _serve(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("shutting_down")
-    await runner.cleanup()
+    watchdog = _exit_watchdog(SHUTDOWN_DEADLINE_S)
+    try:
+        await asyncio.wait_for(runner.cleanup(), SHUTDOWN_DEADLINE_S - 1.0)
+    except TimeoutError:
+        log.error("shutdown_incomplete", seconds=SHUTDOWN_DEADLINE_S - 1.0)
+        watchdog.clean = False
     log.info("stopped")
 
 
+class _Watchdog(threading.Thread):
+    """The last resort of a stop: after ``deadline`` seconds it ends the process with
+    ``os._exit``. Threads that are not daemons (an aiosqlite connection a failed query
+    never closed, an executor thread blocked in the database) would otherwise keep the
+    interpreter in ``threading._shutdown`` forever after ``stopped``. A daemon itself, it
+    dies quietly with a process that exits in time."""
+
+    def __init__(self, deadline: float) -> None:
+        super().__init__(name="shutdown-watchdog", daemon=True)
+        self.deadline = deadline
+        self.clean = True
+
+    def run(self) -> None:
+        time.sleep(self.deadline)
+        stuck = [t.name for t in threading.enumerate() if not t.daemon and t is not self]
+        log.error("shutdown_forced", seconds=self.deadline, threads=stuck[:20])
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(0 if self.clean else 1)
+
+
+def _exit_watchdog(deadline: float) -> _Watchdog:
+    watchdog = _Watchdog(deadline)
+    watchdog.start()
+    return watchdog
+
+
 async def _migrate(settings: Settings) -> list[str]:
-    engine = db.engine_for_url(settings.database_url)
+    engine = db.engine_for_url(settings.database_url, lock_timeout=settings.db_write_timeout)
     try:
         return await db.migrate(engine)
     except Exception as exc:
