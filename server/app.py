@@ -39,7 +39,7 @@ def create_app(settings: Settings) -> web.Application:
         client_max_size=settings.max_body,
     )
     app[SETTINGS] = settings
-    app[ENGINE] = db.engine_for_url(settings.database_url, lock_timeout=settings.db_write_timeout)
+    app[ENGINE] = db.engine_for_url(settings.database_url, lock_timeout=db.lock_timeout(settings))
     app[METRICS] = Metrics()
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(chat_runtime)

@@ -25,6 +25,7 @@ from server.auth import local
 from server.config import ConfigError, Settings, load_settings
 from server.connection_guard import connection_capacity, raise_nofile_limit
 from server.logging import configure_logging
+from server.memory import start_memory_returner
 
 log = structlog.get_logger("cero.cli")
 
@@ -97,6 +98,7 @@ async def _serve(settings: Settings) -> None:
         nofile_before=nofile.before,
     )
     local.announce(app)
+    returner = start_memory_returner(settings.malloc_trim_interval)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -109,6 +111,8 @@ async def _serve(settings: Settings) -> None:
     except TimeoutError:
         log.error("shutdown_incomplete", seconds=SHUTDOWN_DEADLINE_S - 1.0)
         watchdog.clean = False
+    if returner is not None:
+        returner.stop()
     log.info("stopped")
 
 
@@ -141,7 +145,7 @@ def _exit_watchdog(deadline: float) -> _Watchdog:
 
 
 async def _migrate(settings: Settings) -> list[str]:
-    engine = db.engine_for_url(settings.database_url, lock_timeout=settings.db_write_timeout)
+    engine = db.engine_for_url(settings.database_url, lock_timeout=db.lock_timeout(settings))
     try:
         return await db.migrate(engine)
     except Exception as exc:

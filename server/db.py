@@ -51,6 +51,13 @@ def engine_for_url(url: str, *, lock_timeout: float = SQLITE_BUSY_TIMEOUT_S) -> 
     return PostgresEngine(config={"dsn": url, "server_settings": {"lock_timeout": lock_ms}})
 
 
+def lock_timeout(settings: Any) -> float:
+    """The bound on a Piccolo statement's wait for a lock: the batch writer's own bound on
+    a caller's wait (``2 × CERO_DB_WRITE_TIMEOUT + 1``), so a sign-in or a conversation
+    create waits no less than a chat's writes do, behind the same group commits."""
+    return 2 * float(settings.db_write_timeout) + 1.0
+
+
 def is_unavailable(exc: BaseException) -> bool:
     """The database cannot serve now (locked, down, unreachable, a bounded wait expired):
     ``503 not_ready``, never ``500``. :func:`server.batch_writer.is_unavailable` plus
@@ -59,6 +66,8 @@ def is_unavailable(exc: BaseException) -> bool:
 
     from server.batch_writer import is_unavailable as writer_unavailable
 
+    if isinstance(exc, ConnectionResetError | BrokenPipeError):
+        return False  # a client that went away (aiohttp's ClientConnectionResetError)
     return writer_unavailable(exc) or isinstance(exc, asyncpg.LockNotAvailableError)
 
 
