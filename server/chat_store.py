@@ -162,6 +162,9 @@ class PiccoloConversationStore:
     async def flush_partials(self, batch: Sequence[tuple[str, str]]) -> None:
         await self.writer.flush_partials(batch)
 
+    async def append_partials(self, batch: Sequence[tuple[str, int, str]]) -> None:
+        await self.writer.append_partials(batch)
+
     async def finish(self, message_id: str, outcome: Outcome) -> None:
         await self.writer.finish(message_id, outcome)
 

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import os
 import signal
 import sys
+import threading
+import time
 import warnings
 from collections.abc import Sequence
 
@@ -21,10 +25,14 @@ from server.auth import local
 from server.config import ConfigError, Settings, load_settings
 from server.connection_guard import connection_capacity, raise_nofile_limit
 from server.logging import configure_logging
+from server.memory import start_memory_returner
 
 log = structlog.get_logger("cero.cli")
 
 SHUTDOWN_TIMEOUT_S = 10.0
+#: The process is gone this long after SIGTERM/SIGINT at the latest, whatever hangs:
+#: handlers get ``SHUTDOWN_TIMEOUT_S``, closing the database and threads the rest.
+SHUTDOWN_DEADLINE_S = SHUTDOWN_TIMEOUT_S + 5.0
 
 
 class StartupError(Exception):
@@ -90,14 +98,50 @@ async def _serve(settings: Settings) -> None:
         nofile_before=nofile.before,
     )
     local.announce(app)
+    returner = start_memory_returner(settings.malloc_trim_interval)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("shutting_down")
-    await runner.cleanup()
+    watchdog = _exit_watchdog(SHUTDOWN_DEADLINE_S)
+    try:
+        await asyncio.wait_for(runner.cleanup(), SHUTDOWN_DEADLINE_S - 1.0)
+    except TimeoutError:
+        log.error("shutdown_incomplete", seconds=SHUTDOWN_DEADLINE_S - 1.0)
+        watchdog.clean = False
+    if returner is not None:
+        returner.stop()
     log.info("stopped")
+
+
+class _Watchdog(threading.Thread):
+    """The last resort of a stop: after ``deadline`` seconds it ends the process with
+    ``os._exit``. Threads that are not daemons (an aiosqlite connection a failed query
+    never closed, an executor thread blocked in the database) would otherwise keep the
+    interpreter in ``threading._shutdown`` forever after ``stopped``. A daemon itself, it
+    dies quietly with a process that exits in time."""
+
+    def __init__(self, deadline: float) -> None:
+        super().__init__(name="shutdown-watchdog", daemon=True)
+        self.deadline = deadline
+        self.clean = True
+
+    def run(self) -> None:
+        time.sleep(self.deadline)
+        stuck = [t.name for t in threading.enumerate() if not t.daemon and t is not self]
+        log.error("shutdown_forced", seconds=self.deadline, threads=stuck[:20])
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(0 if self.clean else 1)
+
+
+def _exit_watchdog(deadline: float) -> _Watchdog:
+    watchdog = _Watchdog(deadline)
+    watchdog.start()
+    return watchdog
 
 
 async def _migrate(settings: Settings) -> list[str]:
@@ -130,7 +174,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"configuration ok: {settings.public_url} ({settings.database_url.split('://')[0]})\n"
             )
             return 0
-        db.bind(settings.database_url)  # once, for the whole process
+        db.bind(
+            settings.database_url, lock_timeout=db.lock_timeout(settings)
+        )  # once, for the whole process
         if args.command == "migrate":
             applied = asyncio.run(_migrate(settings))
             log.info("migrate_done", applied=len(applied))

@@ -104,6 +104,10 @@ class Settings(BaseSettings):
     db_write_timeout: float = Field(5.0, validation_alias="CERO_DB_WRITE_TIMEOUT", gt=0, le=120)
     db_commit_timeout: float = Field(30.0, validation_alias="CERO_DB_COMMIT_TIMEOUT", gt=0)
     db_pool_size: int = Field(20, validation_alias="CERO_DB_POOL_SIZE", ge=2, le=500)
+    #: Seconds between checks for freed memory to give back to the system (glibc); 0: off.
+    malloc_trim_interval: float = Field(
+        2.0, validation_alias="CERO_MALLOC_TRIM_INTERVAL", ge=0, le=3600
+    )
     model_max_connections: int = Field(
         1000, validation_alias="CERO_MODEL_MAX_CONNECTIONS", ge=1, le=100_000
     )

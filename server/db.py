@@ -28,17 +28,48 @@ log = structlog.get_logger(__name__)
 
 Engine: TypeAlias = _Engine[Any]
 
-SQLITE_BUSY_TIMEOUT_S = 30.0
+#: The default bound on a wait for the database's locks (``CERO_DB_WRITE_TIMEOUT`` sets
+#: it in the server). It was 30 s: a held SQLite write lock then kept every Piccolo write
+#: (sign-in, conversation create) and its aiosqlite thread waiting 30 s before a 500.
+SQLITE_BUSY_TIMEOUT_S = 5.0
+#: Start-up (WAL mode, migrations) may wait longer for another process's lock.
+STARTUP_BUSY_TIMEOUT_S = 30.0
 
 
-def engine_for_url(url: str) -> Engine:
-    """``sqlite:///rel`` / ``sqlite:////abs`` → SQLite; ``postgresql://`` → PostgreSQL."""
+def engine_for_url(url: str, *, lock_timeout: float = SQLITE_BUSY_TIMEOUT_S) -> Engine:
+    """``sqlite:///rel`` / ``sqlite:////abs`` → SQLite; ``postgresql://`` → PostgreSQL.
+
+    ``lock_timeout`` bounds every wait for a lock: SQLite's busy timeout, PostgreSQL's
+    ``lock_timeout`` (a table locked by another session fails the statement with
+    ``LockNotAvailableError`` instead of waiting forever). Either failure is a
+    ``503 not_ready`` (:func:`is_unavailable`)."""
     if url.startswith("sqlite:///"):
         path = url.removeprefix("sqlite:///")  # never lstrip: "/abs" must stay absolute
-        return PooledSQLiteEngine(path=path, timeout=SQLITE_BUSY_TIMEOUT_S)
+        return PooledSQLiteEngine(path=path, timeout=lock_timeout)
     if url.startswith("postgres://"):
         url = "postgresql://" + url.removeprefix("postgres://")
-    return PostgresEngine(config={"dsn": url})
+    lock_ms = str(max(1, round(lock_timeout * 1000)))
+    return PostgresEngine(config={"dsn": url, "server_settings": {"lock_timeout": lock_ms}})
+
+
+def lock_timeout(settings: Any) -> float:
+    """The bound on a Piccolo statement's wait for a lock: the batch writer's own bound on
+    a caller's wait (``2 × CERO_DB_WRITE_TIMEOUT + 1``), so a sign-in or a conversation
+    create waits no less than a chat's writes do, behind the same group commits."""
+    return 2 * float(settings.db_write_timeout) + 1.0
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """The database cannot serve now (locked, down, unreachable, a bounded wait expired):
+    ``503 not_ready``, never ``500``. :func:`server.batch_writer.is_unavailable` plus
+    PostgreSQL's lock timeout."""
+    import asyncpg
+
+    from server.batch_writer import is_unavailable as writer_unavailable
+
+    if isinstance(exc, ConnectionResetError | BrokenPipeError):
+        return False  # a client that went away (aiohttp's ClientConnectionResetError)
+    return writer_unavailable(exc) or isinstance(exc, asyncpg.LockNotAvailableError)
 
 
 @contextlib.asynccontextmanager
@@ -56,21 +87,43 @@ async def write_transaction(engine: Engine) -> AsyncIterator[Any]:
             yield tx
         return
     tx = engine.transaction(transaction_type=TransactionType.immediate)
+    if tx._parent is not None:  # nested: the outer transaction owns the connection
+        yield await tx.__aenter__()
+        return
     try:
         entered = await tx.__aenter__()
     except BaseException:
-        connection = getattr(tx, "connection", None)
-        if connection is not None:
-            with contextlib.suppress(Exception):
-                await connection.close()
+        await _close_sqlite_tx(tx)
         raise
+    # Piccolo's __aexit__ closes the connection only when its COMMIT or ROLLBACK
+    # succeeds: a COMMIT that meets a locked database leaked the connection and its
+    # thread too. So the connection is closed here whatever the exit did.
     try:
         yield entered
     except BaseException as exc:
-        await tx.__aexit__(type(exc), exc, exc.__traceback__)
+        try:
+            await tx.__aexit__(type(exc), exc, exc.__traceback__)
+        finally:
+            await _close_sqlite_tx(tx)
         raise
     else:
-        await tx.__aexit__(None, None, None)
+        try:
+            await tx.__aexit__(None, None, None)
+        finally:
+            await _close_sqlite_tx(tx)
+
+
+async def _close_sqlite_tx(tx: Any) -> None:
+    """Close a Piccolo SQLite transaction's connection (again: closing twice is harmless)
+    and leave its context, so no aiosqlite thread outlives a failed transaction."""
+    connection = getattr(tx, "connection", None)
+    if connection is not None:
+        with contextlib.suppress(Exception):
+            await connection.close()
+    context = getattr(tx, "context", None)
+    if context is not None:
+        with contextlib.suppress(ValueError, RuntimeError):
+            tx.engine.current_transaction.reset(context)
 
 
 UNBOUND = (
@@ -108,10 +161,10 @@ def use_engine(engine: Engine) -> None:
         table._meta.db = engine  # type: ignore[attr-defined]
 
 
-def bind(database_url: str) -> Engine:
+def bind(database_url: str, *, lock_timeout: float = SQLITE_BUSY_TIMEOUT_S) -> Engine:
     """Create the engine for ``database_url`` and bind the tables to it: once, where the
     process starts (the CLI, a test fixture)."""
-    engine = engine_for_url(database_url)
+    engine = engine_for_url(database_url, lock_timeout=lock_timeout)
     use_engine(engine)
     return engine
 
@@ -151,7 +204,7 @@ def prepare_sqlite(engine: Engine) -> None:
         if path.parent and not path.parent.exists():
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         make_private(path)
-        with contextlib.closing(sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_S)) as conn:
+        with contextlib.closing(sqlite3.connect(path, timeout=STARTUP_BUSY_TIMEOUT_S)) as conn:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
 
@@ -185,6 +238,34 @@ async def _applied() -> list[str]:
 async def ping(engine: Engine) -> None:
     """Raise when the database does not answer a trivial query."""
     await engine.run_ddl("SELECT 1")
+
+
+#: The tables every chat and sign-in writes: readiness takes the lock a write takes.
+_WRITTEN_TABLES = "message, conversation, session"
+
+
+async def check_writes(engine: Engine, writer: Any = None) -> None:
+    """Raise when the database does not take a write now (the caller bounds the wait).
+
+    SQLite: ``writer.probe()`` (the batch writer's empty ``BEGIN IMMEDIATE`` ... ``COMMIT``,
+    so a held write lock fails it). PostgreSQL: take the row-exclusive lock every
+    ``INSERT``/``UPDATE`` takes on the written tables, ``NOWAIT``, in a transaction that
+    writes nothing: a session holding ``LOCK TABLE message`` (or a schema change) fails it
+    at once, and a server that does not answer fails the timeout."""
+    if isinstance(engine, SQLiteEngine):
+        if writer is not None:
+            await writer.probe()
+        else:
+            async with write_transaction(engine):
+                pass
+        return
+    assert isinstance(engine, PostgresEngine)
+    pool = engine.pool
+    if pool is None:
+        await engine.run_ddl("SELECT 1")
+        return
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(f"LOCK TABLE {_WRITTEN_TABLES} IN ROW EXCLUSIVE MODE NOWAIT")
 
 
 async def start_pool(engine: Engine, max_size: int = 20) -> None:

@@ -14,7 +14,7 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from actors.store import StoreUnavailable
+from server import db
 from server.errors import ApiError, error_response
 from server.state import SETTINGS
 
@@ -74,15 +74,22 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             message = "Request body too large"
         headers = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
         return error_response(request, exc.status, code, message, headers=headers)
-    except StoreUnavailable as exc:
-        log.warning("database_unavailable", path=request.path, error=str(exc)[:300])
-        return error_response(
-            request,
-            503,
-            "not_ready",
-            "The database is unavailable; retry shortly",
-            headers={"Retry-After": "2"},
-        )
-    except Exception:
+    except Exception as exc:
+        # StoreUnavailable (a bounded write that expired), and the drivers' own lock and
+        # connection errors from any other query (sign-in, conversation create/rename/
+        # delete): the database cannot serve now, which is a 503 to retry, not a 500.
+        if db.is_unavailable(exc):
+            log.warning(
+                "database_unavailable",
+                path=request.path,
+                error=f"{type(exc).__name__}: {exc}"[:300],
+            )
+            return error_response(
+                request,
+                503,
+                "not_ready",
+                "The database is unavailable; retry shortly",
+                headers={"Retry-After": "2"},
+            )
         log.exception("unhandled_error", path=request.path, method=request.method)
         return error_response(request, 500, "internal", "Internal server error")

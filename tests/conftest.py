@@ -146,7 +146,8 @@ async def start_live(settings_factory: Any) -> Live:
 
     port = unused_port()
     settings = settings_factory(port)
-    db.bind(settings.database_url)  # where a process would bind it: at its start
+    # Where a process would bind it: at its start.
+    db.bind(settings.database_url, lock_timeout=db.lock_timeout(settings))
     app = create_app(settings)
     server = TestServer(app, host="127.0.0.1", port=port)
     await server.start_server()

@@ -48,7 +48,7 @@ async def serving(tmp_path: Path, **overrides: Any) -> AsyncIterator[str]:
 
     port = unused_port()
     settings = make_settings(f"sqlite:///{tmp_path / 'cero.db'}", port=port, **overrides)
-    db.bind(settings.database_url)
+    db.bind(settings.database_url, lock_timeout=db.lock_timeout(settings))
     app = create_app(settings)
     runner = make_runner(
         app, settings, max_connections=settings.max_connections, shutdown_timeout=2

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import structlog
 
 from actors.clock import utcnow
+from server.db import write_transaction
 from server.ids import new_id
 from server.tables import Account, User
 
@@ -59,7 +60,7 @@ async def link_or_create(profile: Profile) -> tuple[str, bool]:
         return user_id, False
     user_id = new_id()
     try:
-        async with User._meta.db.transaction():
+        async with write_transaction(User._meta.db):
             await User.insert(
                 User(
                     id=user_id,

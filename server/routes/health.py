@@ -10,12 +10,14 @@ from aiohttp import web
 
 from server import db
 from server.errors import error_response, json_response
-from server.state import ENGINE, SETTINGS
+from server.state import ENGINE, SETTINGS, WRITER
 
 log = structlog.get_logger(__name__)
 routes = web.RouteTableDef()
 
 READY_TIMEOUT_S = 3.0
+#: Readiness waits this long at most for a write to be taken (a held lock fails sooner).
+READY_WRITE_TIMEOUT_S = 2.0
 
 
 @routes.get("/")
@@ -32,7 +34,12 @@ async def healthz(request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     checks: dict[str, str] = {}
     try:
-        await asyncio.wait_for(db.ping(request.app[ENGINE]), READY_TIMEOUT_S)
+        # Answering a SELECT is not enough: a database whose write lock is held answers
+        # reads while every chat and sign-in waits. Readiness needs a write taken.
+        engine = request.app[ENGINE]
+        await asyncio.wait_for(db.ping(engine), READY_TIMEOUT_S)
+        timeout = min(READY_WRITE_TIMEOUT_S, request.app[SETTINGS].db_write_timeout)
+        await asyncio.wait_for(db.check_writes(engine, request.app.get(WRITER)), timeout)
         checks["database"] = "ok"
     except Exception as exc:  # any failure means "not ready", with the reason
         return _not_ready(request, f"database: {type(exc).__name__}: {exc}")

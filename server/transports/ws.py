@@ -27,6 +27,7 @@ from server.auth.csrf import origin_trusted
 from server.auth.current import CurrentUser, current_user, user_for_cookie, user_for_token
 from server.auth.rate_limit import SlidingWindow
 from server.chat_service import cancel_generation, rebuilt_events, start_chat, with_actor
+from server.db import is_unavailable
 from server.errors import ApiError
 from server.state import METRICS, SETTINGS
 from server.transports.liveness import LIVE_SESSIONS, watching
@@ -332,7 +333,10 @@ class Connection:
             await self._dispatch(frame)
         except ApiError as exc:
             self.fault(exc.code, exc.message, counts=False, retry_after=exc.extra.get("retryAfter"))
-        except Exception:
+        except Exception as exc:
+            if is_unavailable(exc):  # as on HTTP: a database that cannot serve now
+                self.fault("not_ready", "The database is unavailable; retry shortly", counts=False)
+                return True
             log.exception("ws_command_failed", frame=type(frame).__name__, user_id=self.user.id)
             self.fault("internal", "The command failed", counts=False)
         return True

@@ -1,0 +1,338 @@
+"""A database that cannot take writes (issue 15, items 3 and 4), against ``cero-api serve``.
+
+The write lock is held from the test, the way another process (a backup, a migration, a
+stuck client) would hold it: a plain ``sqlite3`` connection in ``BEGIN IMMEDIATE`` on
+SQLite, ``LOCK TABLE ... IN EXCLUSIVE MODE`` (reads pass, writes wait) on PostgreSQL.
+
+- Every write answers ``503 {"code": "not_ready"}`` within a bound set by
+  ``CERO_DB_WRITE_TIMEOUT`` (was: ``500 internal`` after 30 s): a chat in an existing
+  conversation, a chat that creates one, rename, delete, sign-out.
+- ``/readyz`` answers 503 while the lock is held (was: 200), 200 again once it is
+  released, and the server serves again without a restart.
+- SIGTERM ends the process within the shutdown deadline whatever the database's state
+  (was: ``stopped`` logged, then a hang in ``threading._shutdown`` on an aiosqlite thread
+  of a connection that a failed ``BEGIN`` never closed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import orjson
+import pytest
+
+from server import db
+from tests.auth_helpers import bearer, make_user_session
+
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parent.parent
+WRITE_TIMEOUT = 1.0
+#: A 503 must come within the writer's bound (2 × timeout + 1 s), plus slack for CI.
+ANSWER_WITHIN = 2 * WRITE_TIMEOUT + 1 + 4.0
+#: ``server.cli.SHUTDOWN_DEADLINE_S`` (15 s), plus slack for a loaded CI machine.
+EXIT_WITHIN = 25.0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    def __init__(self, database_url: str, cwd: Path, **env: str) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        environ = {
+            k: v for k, v in os.environ.items() if not k.startswith(("CERO_", "BETTER_AUTH_"))
+        }
+        environ.pop("GEMINI_API_KEY", None)
+        environ.pop("GOOGLE_API_KEY", None)
+        environ.update(
+            PYTHONPATH=str(ROOT),
+            DATABASE_URL=database_url,
+            CERO_PORT=str(self.port),
+            BETTER_AUTH_SECRET="s" * 40,
+            CERO_DB_WRITE_TIMEOUT=str(WRITE_TIMEOUT),
+            CERO_FLUSH_INTERVAL="0.2",
+            CERO_LOG_LEVEL="warning",
+            CERO_LOG_FORMAT="json",
+        )
+        environ.update(env)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "server.cli", "serve"],
+            cwd=cwd,
+            env=environ,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+
+    async def wait_ready(self, http: aiohttp.ClientSession, within: float = 30.0) -> None:
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.stderr()
+            with contextlib.suppress(aiohttp.ClientConnectionError):
+                async with http.get(f"{self.url}/readyz") as r:
+                    if r.status == 200:
+                        return
+            await asyncio.sleep(0.1)
+        raise AssertionError("server not ready")
+
+    def stderr(self) -> str:
+        if self.proc.stderr is None or self.proc.poll() is None:
+            return ""
+        return self.proc.stderr.read().decode(errors="replace")[-3000:]
+
+    def stop(self, within: float = EXIT_WITHIN) -> tuple[int, float, str]:
+        """SIGTERM; ``(return code, seconds to exit, stderr)`` (the code is -9 on a hang)."""
+        started = time.monotonic()
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            _, err = self.proc.communicate(timeout=within)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            _, err = self.proc.communicate()
+            return -9, time.monotonic() - started, err.decode(errors="replace")[-3000:]
+        return self.proc.returncode, time.monotonic() - started, err.decode(errors="replace")
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@contextlib.asynccontextmanager
+async def write_lock(database_url: str) -> AsyncIterator[None]:
+    """Hold the database's write lock from outside the server until the block ends."""
+    if database_url.startswith("sqlite:///"):
+        conn = sqlite3.connect(database_url.removeprefix("sqlite:///"), isolation_level=None)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            yield
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            conn.close()
+        return
+    pg = await asyncpg.connect(database_url)
+    try:
+        tx = pg.transaction()
+        await tx.start()
+        await pg.execute("LOCK TABLE message, conversation, session IN EXCLUSIVE MODE")
+        try:
+            yield
+        finally:
+            await tx.rollback()
+    finally:
+        await pg.close()
+
+
+async def _chat(
+    http: aiohttp.ClientSession, url: str, token: str, **body: Any
+) -> tuple[int, list[dict[str, Any]], float]:
+    """``POST /api/chat`` (NDJSON); ``(status, lines or [error body], seconds)``."""
+    started = time.monotonic()
+    async with http.post(
+        f"{url}/api/chat", json={"message": "hello there", **body}, headers=bearer(token)
+    ) as resp:
+        if resp.status != 200:
+            return resp.status, [await resp.json()], time.monotonic() - started
+        lines = [orjson.loads(raw) async for raw in resp.content if raw.strip()]
+        return 200, lines, time.monotonic() - started
+
+
+def _conversation_id(lines: list[dict[str, Any]]) -> str:
+    for line in lines:
+        data = line.get("data")
+        if isinstance(data, dict) and data.get("conversationId"):
+            return str(data["conversationId"])
+        if line.get("conversationId"):
+            return str(line["conversationId"])
+    raise AssertionError(f"no conversation id in {lines[:3]}")
+
+
+async def _status(
+    http: aiohttp.ClientSession, method: str, url: str, token: str, **kw: Any
+) -> tuple[int, Any, float]:
+    started = time.monotonic()
+    async with http.request(method, url, headers=bearer(token), **kw) as resp:
+        body = await resp.json() if resp.content_type == "application/json" else None
+        return resp.status, body, time.monotonic() - started
+
+
+async def _readyz(http: aiohttp.ClientSession, url: str) -> tuple[int, float]:
+    started = time.monotonic()
+    async with http.get(f"{url}/readyz") as resp:
+        await resp.read()
+        return resp.status, time.monotonic() - started
+
+
+def _not_ready(status: int, body: Any, seconds: float, what: str) -> None:
+    assert status == 503, (what, status, body)
+    # Auth routes answer in Better Auth's shape ({error, error_description}).
+    assert isinstance(body, dict), (what, body)
+    assert "not_ready" in (body.get("code"), body.get("error")), (what, body)
+    assert seconds < ANSWER_WITHIN, (what, seconds)
+
+
+async def _prepare(database_url: str) -> str:
+    engine = db.bind(database_url)
+    await db.migrate(engine)
+    token, _ = await make_user_session("Faults")
+    return token
+
+
+async def test_locked_database_answers_503_and_recovers(database_url: str, tmp_path: Path) -> None:
+    """Item 4, both engines: writes and ``/readyz`` say 503 while the lock is held, then
+    everything works again without a restart; SIGTERM still stops it cleanly."""
+    token = await _prepare(database_url)
+    server = Server(database_url, tmp_path, CERO_DEMO_TOKEN_DELAY="0.001")
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http:
+            await server.wait_ready(http)
+            status, lines, _ = await _chat(http, server.url, token)
+            assert status == 200, lines
+            conversation = _conversation_id(lines)
+            doomed = _conversation_id((await _chat(http, server.url, token))[1])
+
+            async with write_lock(database_url):
+                ready, seconds = await _readyz(http, server.url)
+                assert ready == 503 and seconds < ANSWER_WITHIN, (ready, seconds)
+                status, lines, seconds = await _chat(
+                    http, server.url, token, conversationId=conversation
+                )
+                _not_ready(status, lines[0], seconds, "chat")
+                status, lines, seconds = await _chat(http, server.url, token)
+                _not_ready(status, lines[0], seconds, "chat creating a conversation")
+                conv_url = f"{server.url}/api/conversations/{conversation}"
+                _not_ready(
+                    *await _status(http, "PATCH", conv_url, token, json={"shortTitle": "renamed"}),
+                    "rename",
+                )
+                _not_ready(
+                    *await _status(
+                        http, "DELETE", f"{server.url}/api/conversations/{doomed}", token
+                    ),
+                    "delete",
+                )
+                _not_ready(
+                    *await _status(http, "POST", f"{server.url}/api/auth/sign-out", token),
+                    "sign-out",
+                )
+                ready, _ = await _readyz(http, server.url)
+                assert ready == 503
+
+            # Released: ready again, and every write works, without a restart.
+            deadline = time.monotonic() + 15
+            while (await _readyz(http, server.url))[0] != 200:
+                assert time.monotonic() < deadline, "not ready again after the lock went"
+                await asyncio.sleep(0.2)
+            status, lines, _ = await _chat(http, server.url, token, conversationId=conversation)
+            assert status == 200, lines
+            assert lines[-1].get("topic") in ("done", "finish") or "done" in str(lines[-1])
+            conv_url = f"{server.url}/api/conversations/{conversation}"
+            status, body, _ = await _status(
+                http, "PATCH", conv_url, token, json={"shortTitle": "ok"}
+            )
+            assert status == 200, body
+            status, body, _ = await _status(
+                http, "DELETE", f"{server.url}/api/conversations/{doomed}", token
+            )
+            assert status in (200, 204), body
+        code, seconds, err = server.stop()
+        assert code == 0 and seconds < EXIT_WITHIN, (code, seconds, err)
+        assert "Traceback" not in err, err
+    finally:
+        server.kill()
+
+
+@pytest.mark.parametrize("release", [False, True], ids=["lock-kept", "lock-released"])
+async def test_sigterm_exits_with_the_write_lock_held(tmp_path: Path, release: bool) -> None:
+    """Item 3: an answer streaming, its flushes and other writes failing on a held SQLite
+    write lock for longer than every busy timeout; SIGTERM, with the lock still held or
+    released meanwhile: the process is gone within the shutdown deadline."""
+    database_url = f"sqlite:///{tmp_path}/cero.db"
+    token = await _prepare(database_url)
+    server = Server(database_url, tmp_path, CERO_DEMO_TOKEN_DELAY="0.05")
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http:
+            await server.wait_ready(http)
+            status, lines, _ = await _chat(http, server.url, token)
+            assert status == 200, lines
+            conversation = _conversation_id(lines)
+
+            async def stream() -> None:  # an answer streaming while the lock is taken
+                with contextlib.suppress(Exception):
+                    await _chat(http, server.url, token, conversationId=conversation)
+
+            streaming = asyncio.create_task(stream())
+            await asyncio.sleep(0.5)
+            async with write_lock(database_url):
+                others = [
+                    _status(
+                        http,
+                        "PATCH",
+                        f"{server.url}/api/conversations/{conversation}",
+                        token,
+                        json={"shortTitle": "x"},
+                    )
+                    for _ in range(3)
+                ]
+                others.append(_chat(http, server.url, token))  # type: ignore[arg-type]
+                others.append(_readyz(http, server.url))  # type: ignore[arg-type]
+                await asyncio.gather(*others, return_exceptions=True)
+                await asyncio.sleep(3 * WRITE_TIMEOUT + 1)  # flushes fail meanwhile
+                if not release:
+                    code, seconds, err = server.stop()
+            if release:
+                code, seconds, err = server.stop()
+            streaming.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await streaming
+        assert code != -9, f"still running {seconds:.0f} s after SIGTERM: {err}"
+        assert seconds < EXIT_WITHIN, (seconds, err)
+        # Closed on every path: the exit is clean, not the watchdog's last resort.
+        assert code == 0 and "shutdown_forced" not in err, (code, err)
+
+    finally:
+        server.kill()
+
+
+async def test_watchdog_ends_a_process_a_thread_keeps_alive() -> None:
+    """The last resort: a non-daemon thread that never ends (a leaked aiosqlite thread)
+    no longer keeps the process alive past the deadline."""
+    code = (
+        "import threading, time\n"
+        "from server.cli import _exit_watchdog\n"
+        "threading.Thread(target=time.sleep, args=(60,), name='stuck').start()\n"
+        "_exit_watchdog(0.5)\n"
+    )
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert time.monotonic() - started < 10
+    assert result.returncode == 0
+    assert "shutdown_forced" in result.stderr + result.stdout and "stuck" in (
+        result.stderr + result.stdout
+    )
