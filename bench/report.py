@@ -136,12 +136,13 @@ def check_targets(runs: list[Row]) -> list[Row]:
             )
             if "answers_not_complete" in r:
                 add(
-                    f"S2 answers not ended complete, {where}",
+                    f"S2 started answers not ended complete, {where}",
                     r["answers_not_complete"],
                     0,
                     False,
                     "answers",
                 )
+                add(f"S2 starts failed, {where}", r.get("starts_failed"), 0, False, "starts")
             if r["conversations"] == 100:
                 add(f"S2 p99, {where}", r.get("p99_ms"), 100, False, "ms")
         if r["scenario"] == "2c" and r["target"] == "project":
@@ -218,9 +219,16 @@ def table(runs: list[Row], targets: list[Row]) -> str:
         ]
         for r in many:
             if "answers_complete" in r:
-                answers = f"{r['answers_complete']}/{r['conversations']}"
+                answers = f"{r['answers_complete']}/{r['answers_started']}"
                 if r.get("starts_failed"):
-                    answers += f" ({r['starts_failed']} starts failed)"
+                    errors = ", ".join(f"{k}: {v}" for k, v in r.get("starts_errors", {}).items())
+                    left = ", ".join(
+                        f"{k}: {v}" for k, v in (r.get("failed_start_rooms") or {}).items()
+                    )
+                    answers += (
+                        f" (+{r['starts_failed']} starts failed: {errors}; "
+                        f"their rooms' last answer: {left})"
+                    )
             else:
                 answers = "-"
             lines.append(

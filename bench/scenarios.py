@@ -484,15 +484,24 @@ class CpuMeter:
 
 async def _start_all(
     target: Target, rooms: Sequence[tuple[str, str]], tokens: int, rate: float
-) -> dict[str, Any]:
-    """Start every room's stream at once (gathered); how long that took, in all and each."""
+) -> tuple[dict[str, Any], set[str]]:
+    """Start every room's stream at once (gathered); how long that took, in all and each,
+    and the rooms whose start failed."""
     limit = 30.0 + 0.1 * len(rooms)
+    errors: dict[str, int] = {}
+    failed: set[str] = set()
 
     async def one(room: str, token: str) -> float | None:
         t = time.monotonic()
         try:
             await asyncio.wait_for(target.start_stream(room, token, tokens, rate), limit)
-        except (aiohttp.ClientError, RuntimeError, TimeoutError):
+        except (aiohttp.ClientError, RuntimeError, TimeoutError) as exc:
+            # "start stream: 503 {...}" -> "503"; else the exception's type
+            words = str(exc).split()
+            why = words[2] if isinstance(exc, RuntimeError) and len(words) > 2 else ""
+            why = why or type(exc).__name__
+            errors[why] = errors.get(why, 0) + 1
+            failed.add(room)
             return None
         return time.monotonic() - t
 
@@ -504,43 +513,57 @@ async def _start_all(
         "starts_s": round(total, 3),
         "starts_p50_ms": round(float(np.percentile(ok, 50)), 1) if ok.size else None,
         "starts_max_ms": round(float(ok.max()), 1) if ok.size else None,
-        "starts_failed": sum(1 for x in took if x is None),
-    }
+        "starts_failed": len(failed),
+        "starts_errors": errors,  # why a start failed: HTTP status or exception type
+    }, failed
 
 
 async def _await_ends(
     group: ClientGroup,
     target: Target,
     rooms: Sequence[tuple[str, str]],
-    subscribers: int,
+    failed: set[str],
+    subs_per_room: int,
     deadline_wall: float,
     log: Callable[[str], None],
 ) -> dict[str, Any]:
-    """Wait (until ``deadline_wall``) for every subscriber to see its answer end, then read
-    each answer's stored status."""
+    """Wait (until ``deadline_wall``) for every subscriber of a started answer to see it
+    end, then read each answer's stored status (``GET .../messages``)."""
+    started = [(r, t) for r, t in rooms if r not in failed]
+    expected = len(started) * subs_per_room
     t = time.monotonic()
     seen: dict[str, Any] = {"ended": {}, "ended_early": 0}
     while True:
         seen = await group.count()
-        if sum(seen["ended"].values()) >= subscribers or time.time() > deadline_wall:
+        if sum(seen["ended"].values()) >= expected or time.time() > deadline_wall:
             break
         await asyncio.sleep(0.5)
     waited = time.monotonic() - t
-    statuses = await target.answer_statuses(rooms)
+    statuses = await target.answer_statuses(started)
     complete = statuses.get("complete", 0)
-    out = {
+    out: dict[str, Any] = {
         "end_wait_s": round(waited, 1),
-        "ends_seen": seen["ended"],  # terminal events over all subscribers
+        "ends_seen": seen["ended"],  # terminal events over the subscribers of started answers
         "ends_seen_done": seen["ended"].get("done", 0),
+        "ends_expected": expected,
         "ended_before_window_end": seen["ended_early"],
-        "answers": statuses,  # stored status of each room's last answer
+        "answers": statuses,  # stored status of each started answer
+        "answers_started": len(started),
         "answers_complete": complete,
-        "answers_not_complete": len(rooms) - complete,
+        "answers_not_complete": len(started) - complete,
     }
+    if failed:
+        # A start answered with an error must leave nothing behind: the room's last answer
+        # should still be the one it had (complete), not a row stuck in `streaming`.
+        out["failed_start_rooms"] = await target.answer_statuses(
+            [(r, t) for r, t in rooms if r in failed]
+        )
     log(
-        f"    answers: {complete}/{len(rooms)} stored complete, "
-        f"{out['ends_seen_done']}/{subscribers} done events seen, {waited:.1f}s after the "
-        f"window ({statuses})"
+        f"    answers: {complete}/{len(started)} started answers stored complete, "
+        f"{out['ends_seen_done']}/{expected} done events seen, {waited:.1f}s after the "
+        f"window ({statuses}"
+        + (f"; rooms whose start failed: {out['failed_start_rooms']}" if failed else "")
+        + ")"
     )
     return out
 
@@ -613,9 +636,12 @@ async def fanout(
     try:
         for rate, profiled in phases:
             # Answers outlast warmup + window: the last one starts just before the warmup.
-            slack = 4.0 + 0.01 * len(rooms)
+            # Those that must end `complete` (finish) are asked to be long (10 minutes),
+            # and the stand-in ends them all right after the window (``/bench/finish``),
+            # however long starting them took.
+            slack = 600.0 if finish else 4.0
             tokens = FAST_TOKENS if rate <= 0 else int(rate * (warmup + cfg.duration + slack)) + 10
-            starts = await _start_all(target, rooms, tokens, rate)
+            starts, failed_rooms = await _start_all(target, rooms, tokens, rate)
             t0 = time.time() + warmup
             t1 = t0 + cfg.duration
             measuring = asyncio.ensure_future(group.measure(t0, t1))
@@ -656,8 +682,16 @@ async def fanout(
                     spying.wait(5)
             ends: dict[str, Any] = {}
             if finish and rate > 0:
+                async with target.http.post(env.standin_url + "/bench/finish") as resp:
+                    await resp.read()
                 ends = await _await_ends(
-                    group, target, rooms, len(conns), t1 + slack + cfg.s2_end_wait, log
+                    group,
+                    target,
+                    rooms,
+                    failed_rooms,
+                    subs_per_room,
+                    time.time() + cfg.s2_end_wait,
+                    log,
                 )
             cancel_s: float | None = None
             if not ends or ends["answers_not_complete"]:
