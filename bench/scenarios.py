@@ -404,22 +404,25 @@ class Target:
         await asyncio.gather(*(one(r, t) for r, t in rooms))
 
     async def answer_statuses(self, rooms: Sequence[tuple[str, str]]) -> dict[str, int]:
-        """Status of each room's last assistant message, as stored (``GET .../messages``)."""
+        """Status of each room's last assistant message, as stored (``GET .../messages``).
+
+        Bounded: 10 s per request and 60 s in all; past that a room is ``unchecked``."""
         gate = asyncio.Semaphore(16)
+        deadline = time.monotonic() + 60.0
 
         async def one(room: str, token: str) -> str:
             try:
-                async with (
-                    gate,
-                    self.http.get(
+                async with gate:
+                    if time.monotonic() > deadline:
+                        return "unchecked"
+                    async with self.http.get(
                         self.server.url + f"/api/conversations/{room}/messages",
                         headers={"Authorization": f"Bearer {token}"},
-                        timeout=aiohttp.ClientTimeout(total=30),
-                    ) as resp,
-                ):
-                    if resp.status != 200:
-                        return f"http_{resp.status}"
-                    body = await resp.json(loads=orjson.loads)
+                        timeout=aiohttp.ClientTimeout(total=10),
+                    ) as resp:
+                        if resp.status != 200:
+                            return f"http_{resp.status}"
+                        body = await resp.json(loads=orjson.loads)
             except (aiohttp.ClientError, TimeoutError):
                 return "unreachable"
             answers = [m for m in body.get("messages", ()) if m.get("role") == "assistant"]
