@@ -28,6 +28,7 @@ from bench.scenarios import (
     Config,
     Env,
     Target,
+    client_cost,
     fanout,
     idle_connections,
     time_to_first_token,
@@ -50,7 +51,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, argparse.Namespac
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--quick", action="store_true", help="small counts, short windows (< 90 s)")
+    p.add_argument(
+        "--quick", action="store_true", help="small counts, short windows (about 2 minutes)"
+    )
     p.add_argument("--scenarios", default="1,2,3,4,5", help="which scenarios (default all)")
     p.add_argument("--duration", type=float, help="measured window per phase, s (default 8)")
     p.add_argument("--warmup", type=float, help="seconds between starting a stream and measuring")
@@ -62,7 +65,31 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, argparse.Namespac
         help="token rates per phase, 'fast' = as fast as possible (default 50,fast)",
     )
     p.add_argument("--loops", help="server loops for scenario 1 (default uvloop,asyncio)")
-    p.add_argument("--convs", type=int, help="scenario 2 conversations (default 200)")
+    p.add_argument(
+        "--convs", type=_ints, help="scenario 2 conversation counts (default 100,200,500)"
+    )
+    p.add_argument(
+        "--engines",
+        help="scenario 2 databases of the project (default sqlite,postgresql)",
+    )
+    p.add_argument(
+        "--cost-convs",
+        type=int,
+        help="conversations (x 1 subscriber) of scenario 2's CPU-per-token row, beside the "
+        "google-genai SDK's own CPU per chunk; 0 = skip (default 200)",
+    )
+    p.add_argument(
+        "--end-wait",
+        type=float,
+        help="scenario 2: seconds past the answers' planned end to wait for every one to "
+        "end (default 60)",
+    )
+    p.add_argument(
+        "--profile-s2",
+        action="store_true",
+        help="py-spy the project server during scenario 2's largest count "
+        "(bench/results/<stamp>-s2-<engine>-<convs>-profile.txt; perturbs that row a little)",
+    )
     p.add_argument("--convs-subs", type=int, help="scenario 2 subscribers each (default 2)")
     p.add_argument("--convs-rate", type=float, help="scenario 2 tokens/s each (default 20)")
     p.add_argument("--idle", type=int, help="scenario 3 connections (default 10000)")
@@ -84,7 +111,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, argparse.Namespac
             s1_subs=[100],
             s5_subs=[100],
             loops=["uvloop"],
-            s2_convs=40,
+            s2_convs=[40],
+            cost_convs=40,
+            s2_end_wait=20.0,
             s3_conns=500,
             s3_procs=2,
             s4_turns=20,
@@ -100,6 +129,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, argparse.Namespac
         ("s2_convs", args.convs),
         ("s2_subs", args.convs_subs),
         ("s2_rate", args.convs_rate),
+        ("cost_convs", args.cost_convs),
+        ("s2_end_wait", args.end_wait),
         ("s3_conns", args.idle),
         ("s4_turns", args.turns),
         ("client_procs", args.client_procs),
@@ -107,8 +138,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, argparse.Namespac
     ):
         if value is not None:
             setattr(cfg, attr, value)
+    if args.engines:
+        cfg.s2_engines = [x.strip() for x in args.engines.split(",") if x.strip()]
     if args.loops:
         cfg.loops = [x.strip() for x in args.loops.split(",") if x.strip()]
+    if args.profile_s2:
+        cfg.s2_profile = True
     if args.no_profile:
         cfg.profile = False
     return cfg, args
@@ -129,23 +164,53 @@ async def run(cfg: Config, stamp: str) -> dict[str, Any]:
             scen = cfg.scenarios
             procs = cfg.client_procs
 
-            async def fresh(kind: str, loop: str = "uvloop") -> Any:
+            async def fresh(kind: str, loop: str = "uvloop", database: str = "") -> Any:
                 # A fresh process per setup: an as-fast phase can leave a server busy.
                 if kind == "project":
-                    return await env.start_project(env.sqlite_url, loop)
+                    return await env.start_project(database or env.sqlite_url, loop)
                 return await env.start_baseline(kind)
 
-            async def setup(scenario: str, transport: str, kind: str, n: int, rooms_n: int,
-                            rates: list[float], loop: str = "uvloop", warmup: float = cfg.warmup,
-                            profile: Path | None = None) -> list[dict[str, Any]]:
-                srv = await fresh(kind, loop)
+            async def setup(
+                scenario: str,
+                transport: str,
+                kind: str,
+                n: int,
+                rooms_n: int,
+                rates: list[float],
+                loop: str = "uvloop",
+                warmup: float = cfg.warmup,
+                profile: Path | None = None,
+                database: str = "",
+                owners: list[tuple[str, str]] | None = None,
+                finish: bool = False,
+                spy: Path | None = None,
+            ) -> list[dict[str, Any]]:
+                srv = await fresh(kind, loop, database)
                 try:
                     t = Target(env, srv)
-                    rooms = await t.create_rooms(rooms_n, users)
-                    return await fanout(env, t, scenario=scenario, transport=transport,
-                                        rooms=rooms, subs_per_room=n, rates=rates,
-                                        non_reader=kind == "project" and scenario != "2",
-                                        procs=procs, warmup=warmup, profile=profile, log=log)
+                    t_rooms = time.monotonic()
+                    rooms = await t.create_rooms(rooms_n, owners or users)
+                    if rooms_n > 50:
+                        log(
+                            f"    {rooms_n} conversations created in "
+                            f"{time.monotonic() - t_rooms:.1f}s"
+                        )
+                    return await fanout(
+                        env,
+                        t,
+                        scenario=scenario,
+                        transport=transport,
+                        rooms=rooms,
+                        subs_per_room=n,
+                        rates=rates,
+                        non_reader=kind == "project" and scenario in "15",
+                        procs=procs,
+                        warmup=warmup,
+                        profile=profile,
+                        finish=finish and kind == "project",
+                        spy=spy,
+                        log=log,
+                    )
                 finally:
                     env.stop(srv)
 
@@ -159,8 +224,7 @@ async def run(cfg: Config, stamp: str) -> dict[str, Any]:
                 if cfg.profile:
                     log("profile: py-spy on the server, scenario 1 as fast as possible")
                     profile = RESULTS / f"{stamp}-profile.txt"
-                    await setup("1", "ws", "project", max(cfg.s1_subs), 1, [0.0],
-                                profile=profile)
+                    await setup("1", "ws", "project", max(cfg.s1_subs), 1, [0.0], profile=profile)
                     profile_summary = report.summarize_profile(profile)
 
             if "5" in scen:
@@ -170,12 +234,7 @@ async def run(cfg: Config, stamp: str) -> dict[str, Any]:
                     runs += await setup("5", "sse", "project", n, 1, cfg.rates)
 
             if "2" in scen:
-                log(f"scenario 2: {cfg.s2_convs} conversations x {cfg.s2_subs} subscribers, "
-                    f"{cfg.s2_rate:g} tokens/s each")
-                for kind in ("ws", "project"):
-                    runs += await setup("2", "ws", kind, cfg.s2_subs, cfg.s2_convs,
-                                        [cfg.s2_rate],
-                                        warmup=max(cfg.warmup, 1.0 if cfg.s2_convs <= 50 else 3.0))
+                runs += await many_conversations(env, cfg, users, setup, stamp)
 
             if "3" in scen:
                 log(f"scenario 3: {cfg.s3_conns} idle authenticated WebSocket connections")
@@ -213,6 +272,65 @@ async def run(cfg: Config, stamp: str) -> dict[str, Any]:
     return {"runs": runs, "profile": profile_summary}
 
 
+async def many_conversations(
+    env: Env, cfg: Config, users: list[tuple[str, str]], setup: Any, stamp: str
+) -> list[dict[str, Any]]:
+    """Scenario 2 at every conversation count, on each engine, and its CPU-per-token row."""
+    runs: list[dict[str, Any]] = []
+    engines: list[tuple[str, list[tuple[str, str]]]] = []
+    for engine in cfg.s2_engines:
+        if engine == "sqlite":
+            engines.append((env.sqlite_url, users))
+            continue
+        try:
+            pg_url = await env.new_postgres()
+            engines.append((pg_url, await env.seed(pg_url, 16)))
+        except Exception as exc:
+            log(f"    PostgreSQL unavailable, scenario 2 runs on SQLite only: {exc!r}")
+    rate = cfg.s2_rate
+    for convs in cfg.s2_convs:
+        log(
+            f"scenario 2: {convs} conversations x {cfg.s2_subs} subscribers, {rate:g} tokens/s each"
+        )
+        warmup = max(cfg.warmup, 1.0 if convs <= 50 else 3.0)
+        runs += await setup("2", "ws", "ws", cfg.s2_subs, convs, [rate], warmup=warmup)
+        for url, owners in engines:
+            spy = None
+            if cfg.s2_profile and convs == max(cfg.s2_convs):
+                spy = RESULTS / f"{stamp}-s2-{url.split('://')[0]}-{convs}-profile.txt"
+            rows = await setup(
+                "2",
+                "ws",
+                "project",
+                cfg.s2_subs,
+                convs,
+                [rate],
+                warmup=warmup,
+                database=url,
+                owners=owners,
+                finish=True,
+                spy=spy,
+            )
+            for row in rows:
+                if spy is not None:
+                    row["profile_summary"] = report.summarize_profile(spy, top=20)
+            runs += rows
+    if cfg.cost_convs:
+        convs = cfg.cost_convs
+        warmup = max(cfg.warmup, 1.0 if convs <= 50 else 3.0)
+        log(
+            f"scenario 2, CPU per streamed token: {convs} conversations x 1 subscriber, "
+            f"{rate:g} tokens/s each, beside the google-genai SDK alone"
+        )
+        for url, owners in engines:
+            runs += await setup(
+                "2c", "ws", "project", 1, convs, [rate], warmup=warmup, database=url, owners=owners
+            )
+        for client in ("sdk", "raw"):
+            runs.append(await client_cost(env, client, convs, rate, warmup, cfg.duration, log))
+    return runs
+
+
 def main(argv: list[str] | None = None) -> int:
     cfg, args = parse_args(argv)
     raise_nofile()
@@ -247,6 +365,21 @@ def main(argv: list[str] | None = None) -> int:
     print(header)
     print()
     print(text)
+    for row in runs:
+        spied = row.get("profile_summary")
+        if spied:
+            lines = [
+                "",
+                f"Profile (py-spy, server during scenario 2, {row['conversations']} "
+                f"conversations on {row['database']}, {spied['samples']} samples), "
+                "self time top 20:",
+                "",
+                *(f"    {pct:5.1f}%  {name}" for name, pct in spied["self_pct"]),
+                "",
+                "Inclusive: " + "; ".join(f"{n} {p}%" for n, p in spied["inclusive_pct"]),
+            ]
+            print("\n".join(lines))
+            text += "\n" + "\n".join(lines)
     profile = result["profile"]
     if profile:
         print()

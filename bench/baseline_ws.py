@@ -109,7 +109,10 @@ async def healthz(_: web.Request) -> web.Response:
 
 
 async def _session(app: web.Application):  # type: ignore[no-untyped-def]
-    app[SESSION] = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
+    # No connection bound (aiohttp's default is 100): scenario 2 streams 500 answers at once.
+    app[SESSION] = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0), timeout=aiohttp.ClientTimeout(total=None)
+    )
     yield
     await app[SESSION].close()
 

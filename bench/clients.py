@@ -33,6 +33,12 @@ from bench.common import raise_nofile
 
 TS = re.compile(rb"\xe2\x9f\xa8(\d+\.\d+)")
 TOKEN_PREFIX = b'{"type":"token"'
+#: The events that end an answer (WebSocket frames start with them; SSE pieces name them).
+TERMINAL = {
+    b'{"type":"done"': "done",
+    b'{"type":"error"': "error",
+    b'{"type":"cancelled"': "cancelled",
+}
 WS_KEY = base64.b64encode(b"cero-bench-key-0").decode()
 MASK = b"\x00\x00\x00\x00"  # a zero mask key keeps client frames cheap (still masked frames)
 
@@ -82,6 +88,10 @@ class Stats:
         self.failed = 0
         self.closed = 0
         self.close_codes: dict[int, int] = {}
+        #: Terminal events (``done`` / ``error`` / ``cancelled``) seen since the last ``go``,
+        #: and how many of them arrived before the window's end (answers shorter than it).
+        self.ended: dict[str, int] = {}
+        self.ended_early = 0
         self.on_ready: Callable[[], None] | None = None
 
     def token(self, payload: bytes, now: float) -> None:
@@ -94,6 +104,15 @@ class Stats:
             append = self.latencies.append
             for stamp in stamps:
                 append(now - float(stamp))
+
+    def terminal(self, payload: bytes, now: float) -> bool:
+        kind = TERMINAL.get(payload[: payload.find(b'",') + 1])
+        if kind is None:
+            return False
+        self.ended[kind] = self.ended.get(kind, 0) + 1
+        if now < self.t1:
+            self.ended_early += 1
+        return True
 
     def mark_ready(self) -> None:
         self.ready += 1
@@ -173,6 +192,8 @@ class WsClient(asyncio.Protocol):
                     stats.token(payload, now)
                 else:
                     stats.other_frames += 1
+                    if stats.terminal(payload, now):
+                        continue
                     if self.waiting and payload.startswith(b'{"type":"subscribed"'):
                         self.waiting -= 1
                         if not self.waiting:
@@ -297,10 +318,24 @@ async def _run(conn: Connection, spec: dict[str, Any]) -> None:
 
     while True:
         message = await _recv(conn, 3600)
+        if message[0] == "count":  # terminal events so far (waiting for answers to end)
+            conn.send(
+                (
+                    "count",
+                    {
+                        "ended": dict(stats.ended),
+                        "ended_early": stats.ended_early,
+                        "closed": stats.closed,
+                    },
+                )
+            )
+            continue
         if message[0] != "go":
             break
         stats.latencies = array("d")
         stats.tokens = stats.frames = 0
+        stats.ended = {}
+        stats.ended_early = 0
         stats.t0, stats.t1 = float(message[1]), float(message[2])
         await asyncio.sleep(max(0.0, stats.t1 - time.time()) + 0.2)
         summary = {
@@ -313,6 +348,7 @@ async def _run(conn: Connection, spec: dict[str, Any]) -> None:
             "failed": stats.failed,
             "closed": stats.closed,
             "close_codes": stats.close_codes,
+            "ended": dict(stats.ended),
         }
         conn.send(("result", summary, stats.latencies.tobytes()))
     for transport in transports:

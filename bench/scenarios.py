@@ -23,6 +23,7 @@ from typing import Any
 import aiohttp
 import numpy as np
 import orjson
+import psutil
 
 from bench.clients import client_process, open_non_reader
 from bench.common import (
@@ -48,9 +49,16 @@ class Config:
     s1_subs: list[int] = field(default_factory=lambda: [100, 1000])
     rates: list[float] = field(default_factory=lambda: [50.0, 0.0])
     loops: list[str] = field(default_factory=lambda: ["uvloop", "asyncio"])
-    s2_convs: int = 200
+    s2_convs: list[int] = field(default_factory=lambda: [100, 200, 500])
     s2_subs: int = 2
     s2_rate: float = 20.0
+    s2_engines: list[str] = field(default_factory=lambda: ["sqlite", "postgresql"])
+    #: Seconds past an answer's planned end to wait for every ``done`` (scenario 2).
+    s2_end_wait: float = 60.0
+    #: Conversations (x 1 subscriber) of the "server CPU per streamed token" row; 0 = skip.
+    cost_convs: int = 200
+    #: py-spy on the project server during scenario 2's largest conversation count.
+    s2_profile: bool = False
     s3_conns: int = 10_000
     s3_procs: int = 4
     s4_turns: int = 200
@@ -229,6 +237,7 @@ class ClientGroup:
         conns: Sequence[dict[str, Any]],
         procs: int,
         concurrency: int = 32,
+        ready_timeout: float = 180.0,
     ) -> None:
         procs = max(1, min(procs, len(conns) or 1))
         self.env = env
@@ -239,7 +248,7 @@ class ClientGroup:
                 "port": port,
                 "conns": list(conns[i::procs]),
                 "concurrency": concurrency,
-                "ready_timeout": 180,
+                "ready_timeout": ready_timeout,
             }
             for i in range(procs)
         ]
@@ -283,6 +292,19 @@ class ClientGroup:
                         merged[str(k)] = merged.get(str(k), 0) + v
             samples.append(np.frombuffer(raw, dtype=np.float64))
         return total, (np.concatenate(samples) if samples else np.zeros(0))
+
+    async def count(self) -> dict[str, Any]:
+        """Terminal events (``done`` / ``error`` / ``cancelled``) the clients saw since ``go``."""
+        for pipe in self.pipes:
+            pipe.send(("count",))
+        answers = await asyncio.gather(*(_recv(p, 30) for p in self.pipes))
+        ended: dict[str, int] = {}
+        early = 0
+        for _, summary in answers:
+            for k, v in summary["ended"].items():
+                ended[k] = ended.get(k, 0) + v
+            early += summary["ended_early"]
+        return {"ended": ended, "ended_early": early}
 
     async def stop(self) -> None:
         if self not in self.env.groups:
@@ -385,6 +407,36 @@ class Target:
 
         await asyncio.gather(*(one(r, t) for r, t in rooms))
 
+    async def answer_statuses(self, rooms: Sequence[tuple[str, str]]) -> dict[str, int]:
+        """Status of each room's last assistant message, as stored (``GET .../messages``).
+
+        Bounded: 10 s per request and 60 s in all; past that a room is ``unchecked``."""
+        gate = asyncio.Semaphore(16)
+        deadline = time.monotonic() + 60.0
+
+        async def one(room: str, token: str) -> str:
+            try:
+                async with gate:
+                    if time.monotonic() > deadline:
+                        return "unchecked"
+                    async with self.http.get(
+                        self.server.url + f"/api/conversations/{room}/messages",
+                        headers={"Authorization": f"Bearer {token}"},
+                        timeout=aiohttp.ClientTimeout(total=10),
+                    ) as resp:
+                        if resp.status != 200:
+                            return f"http_{resp.status}"
+                        body = await resp.json(loads=orjson.loads)
+            except (aiohttp.ClientError, TimeoutError):
+                return "unreachable"
+            answers = [m for m in body.get("messages", ()) if m.get("role") == "assistant"]
+            return str(answers[-1].get("status")) if answers else "none"
+
+        statuses: dict[str, int] = {}
+        for status in await asyncio.gather(*(one(r, t) for r, t in rooms)):
+            statuses[status] = statuses.get(status, 0) + 1
+        return statuses
+
     async def slow_closes(self) -> int | None:
         if self.server.name == "baseline":
             return None
@@ -416,16 +468,111 @@ class CpuMeter:
     def __init__(self, groups: dict[str, list[int]]) -> None:
         self.groups = groups
         self.start = {k: sum(cpu_seconds(p) for p in v) for k, v in groups.items()}
+        self.machine = psutil.cpu_times()
         self.t = time.monotonic()
 
     def read(self) -> dict[str, float]:
         elapsed = time.monotonic() - self.t
-        return {
-            f"{k}_cpu_pct": round(
-                100 * (sum(cpu_seconds(p) for p in v) - self.start[k]) / max(elapsed, 1e-9), 1
-            )
-            for k, v in self.groups.items()
-        }
+        out: dict[str, float] = {}
+        for k, v in self.groups.items():
+            used = sum(cpu_seconds(p) for p in v) - self.start[k]
+            out[f"{k}_cpu_pct"] = round(100 * used / max(elapsed, 1e-9), 1)
+            out[f"{k}_cpu_s"] = round(used, 4)
+        # The whole machine (every process, ours or not), % of all cores: on a shared
+        # 2-core box this says whether the window was CPU-bound.
+        now = psutil.cpu_times()
+        idle = (now.idle + getattr(now, "iowait", 0.0)) - (
+            self.machine.idle + getattr(self.machine, "iowait", 0.0)
+        )
+        total = sum(now) - sum(self.machine)
+        out["machine_cpu_pct"] = round(100 * (1 - idle / total), 1) if total > 0 else 0.0
+        return out
+
+
+async def _start_all(
+    target: Target, rooms: Sequence[tuple[str, str]], tokens: int, rate: float
+) -> tuple[dict[str, Any], set[str]]:
+    """Start every room's stream at once (gathered); how long that took, in all and each,
+    and the rooms whose start failed."""
+    limit = 30.0 + 0.1 * len(rooms)
+    errors: dict[str, int] = {}
+    failed: set[str] = set()
+
+    async def one(room: str, token: str) -> float | None:
+        t = time.monotonic()
+        try:
+            await asyncio.wait_for(target.start_stream(room, token, tokens, rate), limit)
+        except (aiohttp.ClientError, RuntimeError, TimeoutError) as exc:
+            # "start stream: 503 {...}" -> "503"; else the exception's type
+            words = str(exc).split()
+            why = words[2] if isinstance(exc, RuntimeError) and len(words) > 2 else ""
+            why = why or type(exc).__name__
+            errors[why] = errors.get(why, 0) + 1
+            failed.add(room)
+            return None
+        return time.monotonic() - t
+
+    t_all = time.monotonic()
+    took = await asyncio.gather(*(one(r, t) for r, t in rooms))
+    total = time.monotonic() - t_all
+    ok = np.array([x for x in took if x is not None]) * 1000
+    return {
+        "starts_s": round(total, 3),
+        "starts_p50_ms": round(float(np.percentile(ok, 50)), 1) if ok.size else None,
+        "starts_max_ms": round(float(ok.max()), 1) if ok.size else None,
+        "starts_failed": len(failed),
+        "starts_errors": errors,  # why a start failed: HTTP status or exception type
+    }, failed
+
+
+async def _await_ends(
+    group: ClientGroup,
+    target: Target,
+    rooms: Sequence[tuple[str, str]],
+    failed: set[str],
+    subs_per_room: int,
+    deadline_wall: float,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    """Wait (until ``deadline_wall``) for every subscriber of a started answer to see it
+    end, then read each answer's stored status (``GET .../messages``)."""
+    started = [(r, t) for r, t in rooms if r not in failed]
+    expected = len(started) * subs_per_room
+    t = time.monotonic()
+    seen: dict[str, Any] = {"ended": {}, "ended_early": 0}
+    while True:
+        seen = await group.count()
+        if sum(seen["ended"].values()) >= expected or time.time() > deadline_wall:
+            break
+        await asyncio.sleep(0.5)
+    waited = time.monotonic() - t
+    statuses = await target.answer_statuses(started)
+    complete = statuses.get("complete", 0)
+    out: dict[str, Any] = {
+        "end_wait_s": round(waited, 1),
+        "ends_seen": seen["ended"],  # terminal events over the subscribers of started answers
+        "ends_seen_done": seen["ended"].get("done", 0),
+        "ends_expected": expected,
+        "ended_before_window_end": seen["ended_early"],
+        "answers": statuses,  # stored status of each started answer
+        "answers_started": len(started),
+        "answers_complete": complete,
+        "answers_not_complete": len(started) - complete,
+    }
+    if failed:
+        # A start answered with an error must leave nothing behind: the room's last answer
+        # should still be the one it had (complete), not a row stuck in `streaming`.
+        out["failed_start_rooms"] = await target.answer_statuses(
+            [(r, t) for r, t in rooms if r in failed]
+        )
+    log(
+        f"    answers: {complete}/{len(started)} started answers stored complete, "
+        f"{out['ends_seen_done']}/{expected} done events seen, {waited:.1f}s after the "
+        f"window ({statuses}"
+        + (f"; rooms whose start failed: {out['failed_start_rooms']}" if failed else "")
+        + ")"
+    )
+    return out
 
 
 async def _sleep_until(wall: float) -> None:
@@ -445,11 +592,20 @@ async def fanout(
     procs: int,
     warmup: float,
     profile: Path | None = None,
+    finish: bool = False,
+    spy: Path | None = None,
     log: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
     """Subscribe ``subs_per_room`` clients to every room, then one measured phase per rate
     (rates run in order; an as-fast phase should come last: it may leave the server busy).
-    With ``profile`` set, one as-fast phase under py-spy instead, not reported as a run."""
+    With ``profile`` set, one as-fast phase under py-spy instead, not reported as a run.
+
+    Every row times the start of all streams (each ``start_stream``, all of them gathered).
+    With ``finish`` (scenario 2 on the project) the answers are not cancelled after the
+    window: they run to their planned end and the row says how many ended ``done`` as the
+    clients saw it and how many are stored ``complete`` (``GET .../messages``). With ``spy``
+    set, py-spy records the server during the measured window of each phase into it (the
+    row is still reported, marked ``profile``)."""
     cfg = env.cfg
     server = target.server
     conns = [
@@ -457,9 +613,13 @@ async def fanout(
         for room, token in rooms
         for _ in range(subs_per_room)
     ]
-    group = ClientGroup(env, transport, HOST, server.port, conns, procs)
+    # 1,000 subscribers and more take a while to connect and subscribe on 2 cores.
+    ready_timeout = 120.0 + 0.2 * len(conns)
+    group = ClientGroup(
+        env, transport, HOST, server.port, conns, procs, ready_timeout=ready_timeout
+    )
     t_setup = time.monotonic()
-    ready = await group.start()
+    ready = await group.start(timeout=ready_timeout + 60)
     sockets: list[socket.socket] = []
     if non_reader:
         room, token = rooms[0]
@@ -482,8 +642,13 @@ async def fanout(
         phases = [(0.0, True)]
     try:
         for rate, profiled in phases:
-            tokens = FAST_TOKENS if rate <= 0 else int(rate * (warmup + cfg.duration + 4)) + 10
-            await asyncio.gather(*(target.start_stream(r, t, tokens, rate) for r, t in rooms))
+            # Answers outlast warmup + window: the last one starts just before the warmup.
+            # Those that must end `complete` (finish) are asked to be long (10 minutes),
+            # and the stand-in ends them all right after the window (``/bench/finish``),
+            # however long starting them took.
+            slack = 600.0 if finish else 4.0
+            tokens = FAST_TOKENS if rate <= 0 else int(rate * (warmup + cfg.duration + slack)) + 10
+            starts, failed_rooms = await _start_all(target, rooms, tokens, rate)
             t0 = time.time() + warmup
             t1 = t0 + cfg.duration
             measuring = asyncio.ensure_future(group.measure(t0, t1))
@@ -491,9 +656,10 @@ async def fanout(
             meter = CpuMeter(
                 {"server": [server.pid], "client": group.pids, "standin": [standin_pid]}
             )
-            spy: subprocess.Popen[bytes] | None = None
-            if profiled and profile is not None:
-                spy = subprocess.Popen(
+            spy_out = profile if profiled else spy
+            spying: subprocess.Popen[bytes] | None = None
+            if spy_out is not None:
+                spying = subprocess.Popen(
                     [
                         str(Path(sys.executable).parent / "py-spy"),
                         "record",
@@ -507,7 +673,7 @@ async def fanout(
                         "-f",
                         "raw",
                         "-o",
-                        str(profile),
+                        str(spy_out),
                     ],
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
@@ -515,18 +681,35 @@ async def fanout(
             await _sleep_until(t1)
             cpu = meter.read()
             totals, samples = await measuring
-            if spy is not None:
+            if spying is not None:
                 try:
-                    spy.wait(timeout=30)
+                    spying.wait(timeout=30)
                 except subprocess.TimeoutExpired:
-                    spy.kill()
-            t_cancel = time.monotonic()
-            try:
-                await asyncio.wait_for(target.stop_streams(rooms), 5.0)
-                cancel_s: float | None = round(time.monotonic() - t_cancel, 2)
-            except TimeoutError:
-                cancel_s = None  # the server did not answer the cancel within 5 s
+                    spying.kill()
+                    spying.wait(5)
+            ends: dict[str, Any] = {}
+            if finish and rate > 0:
+                async with target.http.post(env.standin_url + "/bench/finish") as resp:
+                    await resp.read()
+                ends = await _await_ends(
+                    group,
+                    target,
+                    rooms,
+                    failed_rooms,
+                    subs_per_room,
+                    time.time() + cfg.s2_end_wait,
+                    log,
+                )
+            cancel_s: float | None = None
+            if not ends or ends["answers_not_complete"]:
+                t_cancel = time.monotonic()
+                try:
+                    await asyncio.wait_for(target.stop_streams(rooms), 5.0 + 0.02 * len(rooms))
+                    cancel_s = round(time.monotonic() - t_cancel, 2)
+                except TimeoutError:
+                    pass  # the server did not answer the cancel within 5 s
             window = t1 - t0
+            delivered = totals.get("tokens", 0)
             row: dict[str, Any] = {
                 "scenario": scenario,
                 "target": server.name,
@@ -538,7 +721,7 @@ async def fanout(
                 "non_reader": non_reader,
                 "rate": "fast" if rate <= 0 else rate,
                 "window_s": round(window, 2),
-                "deliveries_per_s": round(totals.get("tokens", 0) / window, 1),
+                "deliveries_per_s": round(delivered / window, 1),
                 "frames_per_s": round(totals.get("frames", 0) / window, 1),
                 "samples": int(samples.size),
                 **percentiles(samples),
@@ -549,10 +732,20 @@ async def fanout(
                 "closed_by_server": totals.get("closed", 0),
                 "close_codes": totals.get("close_codes", {}),
                 "cancel_s": cancel_s,
+                **starts,
+                **ends,
             }
-            if profiled:
-                row["profile"] = str(profile)
-            else:
+            if rate > 0:
+                # What the stand-in emitted x subscribers: what should have been delivered.
+                sent = len(rooms) * rate * subs_per_room
+                row["sent_per_s"] = round(sent, 1)
+                row["delivered_ratio"] = round(delivered / window / sent, 4) if sent else None
+            cpu_s = cpu.get("server_cpu_s")
+            if cpu_s is not None and delivered:
+                row["server_us_per_token"] = round(1e6 * cpu_s / delivered, 1)
+            if spy_out is not None:
+                row["profile"] = str(spy_out)
+            if not profiled:
                 results.append(row)
             log("    " + _brief(row))
             if (rate, profiled) != phases[-1]:
@@ -573,13 +766,82 @@ def _brief(row: dict[str, Any]) -> str:
     def ms(v: object) -> str:
         return "-" if v is None else f"{float(v):.1f}"  # type: ignore[arg-type]
 
-    return (
-        f"{row['target']:<8} {row['transport']} {row['loop']:<7} subs={row['subscribers']:<5} "
+    text = (
+        f"{row['target']:<8} {row['database'] or '-':<10} {row['transport']} {row['loop']:<7} "
+        f"subs={row['subscribers']:<5} "
         f"rate={row['rate']!s:<5} deliveries/s={row['deliveries_per_s']:>9.0f} "
         f"frames/s={row['frames_per_s']:>9.0f} p50={ms(row['p50_ms'])} p99={ms(row['p99_ms'])} "
         f"max={ms(row['max_ms'])} ms  cpu srv={row['server_cpu_pct']}% "
-        f"cli={row['client_cpu_pct']}% standin={row['standin_cpu_pct']}%"
+        f"cli={row['client_cpu_pct']}% standin={row['standin_cpu_pct']}% "
+        f"machine={row['machine_cpu_pct']}%"
     )
+    if row.get("sent_per_s"):
+        text += f"  sent/s={row['sent_per_s']:.0f} ratio={row['delivered_ratio']:.3f}"
+    if row.get("server_us_per_token") is not None:
+        text += f"  {row['server_us_per_token']:.0f} us/token"
+    return text + (
+        f"  starts {row['starts_s']:.2f}s p50={ms(row['starts_p50_ms'])} "
+        f"max={ms(row['starts_max_ms'])} ms failed={row['starts_failed']}"
+    )
+
+
+async def client_cost(
+    env: Env,
+    client: str,
+    streams: int,
+    rate: float,
+    warmup: float,
+    duration: float,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """CPU per chunk of a bare client process (``bench.sdk_cost``): the google-genai SDK
+    (``client="sdk"``) or raw aiohttp + orjson (``"raw"``) on the same stand-in streams."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bench.sdk_cost",
+        "--base-url",
+        env.standin_url,
+        "--client",
+        client,
+        "--streams",
+        str(streams),
+        "--rate",
+        f"{rate:g}",
+        "--warmup",
+        f"{warmup:g}",
+        "--duration",
+        f"{duration:g}",
+        cwd=str(Path(__file__).resolve().parent.parent),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), warmup + duration + 60)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise
+    lines = [ln for ln in out.decode().splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"bench.sdk_cost --client {client} failed ({proc.returncode})")
+    result = orjson.loads(lines[-1])
+    row = {
+        "scenario": "2c",
+        "target": "sdk" if client == "sdk" else "raw",
+        "transport": "-",
+        "loop": "uvloop",
+        "database": "-",
+        "conversations": streams,
+        "subscribers": 0,
+        "rate": rate,
+        **result,
+    }
+    log(
+        f"    {client}: {result['chunks_per_s']:.0f} chunks/s at {result['cpu_pct']}% CPU = "
+        f"{result['us_per_chunk']} us/chunk ({result['errors']} errors)"
+    )
+    return row
 
 
 async def idle_connections(

@@ -5,6 +5,11 @@ Each streaming request's prompt says what to play: ``bench:tokens=N:rate=R:tag=T
 arrival time of each tagged request is kept (``GET /bench/arrival/{tag}``) so that scenario
 4 can subtract the stand-in's own first-chunk delay exactly.
 
+``POST /bench/finish`` ends every rate-mode stream open at that moment: each sends its
+next token as the last one (``finishReason: STOP``), so a benchmark can ask for long
+answers and still have every one of them end ``complete`` right after its window,
+however long starting them took.
+
 Run: ``python -m bench.standin --port 8089``.
 """
 
@@ -13,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextvars
+import json
 import re
 import signal
 import time
@@ -21,7 +27,14 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.fakes.gemini import FakeGemini, HttpError, Script, _text_of
+from tests.fakes.gemini import (
+    FakeGemini,
+    HttpError,
+    Script,
+    _text_of,
+    estimate_count,
+    ts_token,
+)
 
 _SPEC = re.compile(r"bench:tokens=(\d+):rate=([0-9.e+]+):tag=([\w-]+)")
 _ARRIVAL: contextvars.ContextVar[float] = contextvars.ContextVar("arrival", default=0.0)
@@ -33,6 +46,8 @@ class BenchGemini(FakeGemini):
     def __init__(self) -> None:
         super().__init__()
         self.arrivals: dict[str, float] = {}
+        #: Streams opened before this wall time end at their next token (``/bench/finish``).
+        self.finish_at = 0.0
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         _ARRIVAL.set(time.time())
@@ -50,6 +65,50 @@ class BenchGemini(FakeGemini):
             self.arrivals[tag] = _ARRIVAL.get()
         return Script(timed_tokens=tokens, tokens_per_second=rate if rate > 0 else FAST_RATE)
 
+    async def _stream(
+        self, request: web.Request, script: Script, model: str, body: Mapping[str, Any]
+    ) -> web.StreamResponse:
+        """Rate mode as :class:`FakeGemini` plays it (same chunks, same absolute schedule),
+        plus the early end asked for by ``POST /bench/finish``."""
+        if not script.timed_tokens:
+            return await super()._stream(request, script, model, body)
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
+        await response.prepare(request)
+        opened = time.time()
+        total = script.timed_tokens
+        delay = 1.0 / script.tokens_per_second
+        prompt_tokens = estimate_count(body)
+        chars = 0
+        started = time.monotonic()
+        for i in range(total):
+            if i:
+                await asyncio.sleep(max(0.0, started + i * delay - time.monotonic()))
+            text = ts_token()
+            chars += len(text)
+            last = i == total - 1 or opened < self.finish_at <= time.time()
+            chunk = self._chunk(model, [{"text": text}], finishReason="STOP" if last else None)
+            if last:
+                out = (chars + 3) // 4
+                usage = {
+                    "promptTokenCount": prompt_tokens,
+                    "candidatesTokenCount": out,
+                    "totalTokenCount": prompt_tokens + out,
+                }
+            else:
+                usage = {"promptTokenCount": prompt_tokens, "totalTokenCount": prompt_tokens}
+            chunk["usageMetadata"] = usage
+            await response.write(b"data: " + json.dumps(chunk).encode() + b"\r\n\r\n")
+            if last:
+                break
+        await response.write_eof()
+        return response
+
+    async def _finish(self, request: web.Request) -> web.Response:
+        self.finish_at = time.time()
+        return web.json_response({"finish_at": self.finish_at})
+
     async def _arrival(self, request: web.Request) -> web.Response:
         return web.json_response({"arrival": self.arrivals.get(request.match_info["tag"])})
 
@@ -57,6 +116,7 @@ class BenchGemini(FakeGemini):
         app = web.Application()
         app.router.add_post(r"/{version:v1|v1beta}/models/{model}", self._dispatch)
         app.router.add_get("/bench/arrival/{tag}", self._arrival)
+        app.router.add_post("/bench/finish", self._finish)
         app.router.add_get("/healthz", lambda _: _ok())
         self._runner = web.AppRunner(
             app,
