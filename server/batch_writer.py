@@ -56,6 +56,8 @@ class _Op:
     #: conversation id → updated_at, for ``turn``
     touched: list[tuple[Any, ...]] = field(default_factory=list)
     future: asyncio.Future[None] | None = None
+    #: The caller gave up waiting while the op was already being written.
+    abandoned: bool = False
 
 
 def _json(value: object) -> str | None:
@@ -185,6 +187,10 @@ class BatchWriter:
             async with asyncio.timeout(self.timeout * 2 + 1.0):
                 await asyncio.shield(op.future)
         except TimeoutError:
+            if op in self._queue:
+                self._queue.remove(op)  # not begun: nothing of it will be written
+            else:
+                op.abandoned = True  # in flight: undone below if it commits after all
             raise StoreUnavailable(
                 f"the database did not take the write within {self.timeout * 2 + 1:g} s"
             ) from None
@@ -226,6 +232,14 @@ class BatchWriter:
     def _done(self, batch: list[_Op]) -> None:
         self.batches += 1
         self.ops += len(batch)
+        for op in batch:
+            if op.abandoned and op.kind == "turn":
+                # The caller was answered 503 and no generation runs: the answer row that
+                # committed late must not stay `streaming`.
+                answer_id = op.rows[-1][0]
+                row = ("", "error", None, None, None, None, utcnow(), answer_id)
+                self._queue.append(_Op("finish", [row]))
+                self._wake.set()
         self.last_ok = time.monotonic()
         self.last_error = None
         for op in batch:

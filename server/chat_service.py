@@ -42,7 +42,8 @@ from server.chat_store import (
     create_conversation,
 )
 from server.errors import ApiError
-from server.state import CATALOG, ENGINE, METRICS, REGISTRY, SETTINGS, USER_LIMITS, WRITER
+from server.overload import LagMonitor
+from server.state import CATALOG, ENGINE, LAG, METRICS, REGISTRY, SETTINGS, USER_LIMITS, WRITER
 from server.tables import Conversation
 from server.user_limits import UserLimits
 
@@ -175,6 +176,15 @@ async def start_chat(
                 conversation_id = earlier
                 retry = True
         limits = app[USER_LIMITS]
+        monitor = app[LAG]
+        if not retry and monitor.overloaded:
+            monitor.refused += 1
+            raise ApiError(
+                503,
+                "overloaded",
+                "The server is at capacity; retry shortly",
+                headers={"Retry-After": "2"},
+            )
         # A retry starts nothing, so no limit refuses it (it gets its turn back, 200).
         # The slot is taken before the actor commits the turn: the count is exact.
         slot = None if retry else await limits.reserve_generation(user.id)
@@ -299,6 +309,8 @@ async def chat_runtime(app: web.Application) -> AsyncIterator[None]:
     providers = make_providers(app)
     writer = BatchWriter(app[ENGINE], timeout=settings.db_write_timeout)
     await writer.start()
+    monitor = app[LAG] = LagMonitor(settings.max_loop_lag)
+    monitor.start()
     app[WRITER] = writer
     store = PiccoloConversationStore(writer)
     interrupted = await store.interrupt_streaming()
@@ -324,11 +336,13 @@ async def chat_runtime(app: web.Application) -> AsyncIterator[None]:
     )
     metrics.bind_registry(registry)
     metrics.bind_writer(writer, store.janitor)
+    metrics.bind_lag(monitor)
     for name, provider in providers.items():
         metrics.bind_provider(name, provider)
     try:
         yield
     finally:
+        await monitor.stop()
         await registry.close()
         await flusher.stop()
         await store.janitor.close()

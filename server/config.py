@@ -111,6 +111,7 @@ class Settings(BaseSettings):
     model_max_connections: int = Field(
         1000, validation_alias="CERO_MODEL_MAX_CONNECTIONS", ge=1, le=100_000
     )
+    max_loop_lag: float = Field(0.5, validation_alias="CERO_MAX_LOOP_LAG", ge=0)
     demo_token_delay: float = Field(0.02, validation_alias="CERO_DEMO_TOKEN_DELAY", ge=0)
     sse_ping_interval: float = Field(15.0, validation_alias="CERO_SSE_PING_INTERVAL", gt=0)
     ws_heartbeat: float = Field(20.0, validation_alias="CERO_WS_HEARTBEAT", gt=0)

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from actors.registry import Registry
     from server.batch_writer import BatchWriter
     from server.janitor import Janitor
+    from server.overload import LagMonitor
 
 
 class Metrics:
@@ -103,6 +104,20 @@ class Metrics:
             ["limit"],
             registry=self.registry,
         )
+
+    def bind_lag(self, monitor: LagMonitor) -> None:
+        lag = Gauge(
+            "cero_event_loop_lag_seconds",
+            "Worst event-loop lag in the last 2 s (past CERO_MAX_LOOP_LAG: 503 overloaded)",
+            registry=self.registry,
+        )
+        lag.set_function(lambda: monitor.lag)
+        refused = Gauge(
+            "cero_overloaded_refusals",
+            "Sends refused with 503 overloaded since start",
+            registry=self.registry,
+        )
+        refused.set_function(lambda: float(monitor.refused))
 
     def bind_registry(self, registry: Registry) -> None:
         self.live_actors.set_function(lambda: float(len(registry)))

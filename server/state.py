@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from server.auth.sessions import SessionStore
     from server.batch_writer import BatchWriter
     from server.metrics import Metrics
+    from server.overload import LagMonitor
     from server.user_limits import UserLimits
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -24,4 +25,5 @@ CATALOG: web.AppKey[Catalog] = web.AppKey("catalog")
 SESSIONS: web.AppKey[SessionStore] = web.AppKey("sessions")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 WRITER: web.AppKey[BatchWriter] = web.AppKey("batch_writer")
+LAG: web.AppKey[LagMonitor] = web.AppKey("lag_monitor")
 USER_LIMITS: web.AppKey[UserLimits] = web.AppKey("user_limits")

@@ -120,6 +120,8 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         "database_url": database_url,
         "secret": TEST_SECRET,
         "demo_token_delay": 0.002,
+        # Client and server share the test's event loop: its lag is not the server's.
+        "max_loop_lag": 0,
         "log_format": "json",
     }
     values.update(overrides)
