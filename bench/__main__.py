@@ -16,6 +16,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from bench.common import raise_nofile
 from bench.scenarios import (
     Config,
     Env,
+    Server,
     Target,
     client_cost,
     fanout,
@@ -238,10 +240,11 @@ async def run(cfg: Config, stamp: str) -> dict[str, Any]:
 
             if "3" in scen:
                 log(f"scenario 3: {cfg.s3_conns} idle authenticated WebSocket connections")
-                for start in (
+                starts: tuple[Callable[[], Awaitable[Server]], ...] = (
                     lambda: env.start_baseline("ws"),
                     lambda: env.start_project(env.sqlite_url),
-                ):
+                )
+                for start in starts:
                     srv = await start()
                     runs.append(
                         await idle_connections(env, srv, users, cfg.s3_conns, cfg.s3_procs, log=log)

@@ -26,7 +26,7 @@ from bench.source import stream_texts, token_json
 ROOMS = web.AppKey("rooms", dict[str, list[web.WebSocketResponse]])
 SESSION = web.AppKey("session", aiohttp.ClientSession)
 UPSTREAM = web.AppKey("upstream", str)
-TASKS = web.AppKey("tasks", set[asyncio.Task[None]])
+TASKS: web.AppKey[set[asyncio.Task[None]]] = web.AppKey("tasks")
 
 
 async def ws_handler(request: web.Request) -> web.WebSocketResponse:
@@ -77,7 +77,8 @@ async def start(request: web.Request) -> web.Response:
 
 
 async def stop(request: web.Request) -> web.Response:
-    for task in list(request.app[TASKS]):
+    tasks: set[asyncio.Task[None]] = request.app[TASKS]
+    for task in list(tasks):
         task.cancel()
     return web.json_response({"stopped": True})
 

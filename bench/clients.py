@@ -352,7 +352,7 @@ async def _run(conn: Connection, spec: dict[str, Any]) -> None:
         }
         conn.send(("result", summary, stats.latencies.tobytes()))
     for transport in transports:
-        transport.abort()
+        transport.abort()  # type: ignore[attr-defined]
     conn.send(("stopped", stats.closed))
 
 

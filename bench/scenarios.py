@@ -144,7 +144,7 @@ class Env:
             if proc.returncode != 0:
                 raise RuntimeError(f"seeding {database_url.split('://')[0]} failed")
             lines = [ln for ln in out.decode().splitlines() if ln.startswith("[")]
-            self.users[database_url] = [tuple(u) for u in orjson.loads(lines[-1])]  # type: ignore[misc]
+            self.users[database_url] = [(str(u[0]), str(u[1])) for u in orjson.loads(lines[-1])]
         return self.users[database_url]
 
     async def new_postgres(self) -> str:

@@ -27,7 +27,7 @@ def test_request_handler_has_the_drain_helper() -> None:
 def test_stream_writer_can_send_headers_early() -> None:
     """``wire.send_headers`` flushes the buffered head through the payload writer."""
     assert callable(StreamWriter.send_headers)
-    assert "_payload_writer" in web.StreamResponse.__slots__ or hasattr(
+    assert "_payload_writer" in getattr(web.StreamResponse, "__slots__", ()) or hasattr(
         web.StreamResponse, "_payload_writer"
     )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -16,7 +17,7 @@ from tests.conftest import make_settings
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
-def link_in(events: list[dict[str, Any]], err: str) -> str | None:
+def link_in(events: Sequence[Mapping[str, Any]], err: str) -> str | None:
     """The sign-in link printed on stderr; the log announces it without its token."""
     found = [e for e in events if e.get("event") == "local_sign_in"]
     assert len(found) <= 1
@@ -24,7 +25,7 @@ def link_in(events: list[dict[str, Any]], err: str) -> str | None:
     assert len(links) == len(found)
     if not found:
         return None
-    link = links[0]
+    link = str(links[0])
     secret = link.partition("?token=")[2]
     assert secret and secret not in repr(found[0])
     assert found[0]["url"] == link.partition("?")[0]

@@ -292,7 +292,7 @@ async def test_sigterm_exits_with_the_write_lock_held(tmp_path: Path, release: b
                     )
                     for _ in range(3)
                 ]
-                others.append(_chat(http, server.url, token))  # type: ignore[arg-type]
+                others.append(_chat(http, server.url, token))
                 others.append(_readyz(http, server.url))  # type: ignore[arg-type]
                 await asyncio.gather(*others, return_exceptions=True)
                 await asyncio.sleep(3 * WRITE_TIMEOUT + 1)  # flushes fail meanwhile

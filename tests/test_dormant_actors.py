@@ -40,7 +40,9 @@ async def live(database_url: str) -> AsyncIterator[Live]:
     await running.server.close()
 
 
-async def chat(http: aiohttp.ClientSession, live: Live, token: str, **body: Any) -> list[dict]:
+async def chat(
+    http: aiohttp.ClientSession, live: Live, token: str, **body: Any
+) -> list[dict[str, Any]]:
     async with http.post(
         live.url + "/api/chat", json={"aiModel": "demo", **body}, headers=bearer(token)
     ) as resp:

@@ -364,7 +364,7 @@ async def test_idle_connection_flood_under_low_nofile_limit(tmp_path: Path) -> N
         refused = 0
         for reader in results:
             assert isinstance(reader, asyncio.StreamReader)
-            if reader.at_eof() or reader._buffer:  # arrived already (private, test only)
+            if reader.at_eof() or reader._buffer:  # type: ignore[attr-defined]  # arrived already (private, test only)
                 data = await asyncio.wait_for(reader.read(), 5)
                 status, headers, body = parse(data)
                 assert status == 503 and json_error(headers, body)["code"] == "over_capacity"

@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -226,7 +227,7 @@ async def test_flusher_writes_only_the_new_text(database_url: str) -> None:
         failing = [False]
         real_append = store.append_partials
 
-        async def spy(batch: list[tuple[str, int, str]]) -> None:
+        async def spy(batch: Sequence[tuple[str, int, str]]) -> None:
             sent.extend(batch)
             if failing[0]:
                 raise RuntimeError("the database said no")

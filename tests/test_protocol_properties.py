@@ -109,7 +109,7 @@ def _unchunk(raw: bytes) -> bytes:
     return body
 
 
-texts = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=80)
+texts = st.text(alphabet=st.characters(exclude_categories=["Cs"]), max_size=80)
 
 
 @settings(max_examples=200, deadline=None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import pytest
@@ -27,7 +28,9 @@ async def live_short_idle(database_url: str) -> AsyncIterator[Live]:
     await live.server.close()
 
 
-async def _chat(http: aiohttp.ClientSession, live: Live, token: str, **body: object) -> list[dict]:
+async def _chat(
+    http: aiohttp.ClientSession, live: Live, token: str, **body: object
+) -> list[dict[str, Any]]:
     async with http.post(live.url + "/api/chat", json=body, headers=bearer(token)) as r:
         assert r.status == 200, await r.text()
         return await read_ndjson(r)

@@ -58,9 +58,9 @@ async def test_auth_by_query_and_subprotocol(env: tuple[Live, FakeGemini, str]) 
             assert ws.protocol == "cero.v1"
         async with http.ws_connect(live.url + "/api/ws", protocols=(f"bearer.{token}",)) as ws:
             assert ws.protocol == f"bearer.{token}"
-        for kwargs in ({}, {"protocols": ("bearer.wrong",)}):
+        for protocols in ((), ("bearer.wrong",)):
             with pytest.raises(aiohttp.WSServerHandshakeError) as info:
-                await http.ws_connect(live.url + "/api/ws", **kwargs)
+                await http.ws_connect(live.url + "/api/ws", protocols=protocols)
             assert info.value.status == 401
 
 
@@ -113,7 +113,7 @@ async def test_slow_consumer_does_not_delay_fast_one(env: tuple[Live, FakeGemini
         # The slow peer: a tiny receive buffer, and it stops reading after `subscribed`.
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        sock.connect(("127.0.0.1", live.server.port))  # type: ignore[arg-type]
+        sock.connect(("127.0.0.1", live.server.port))
         sock.setblocking(False)
         ws_url = live.url.replace("http", "ws") + "/api/ws"
         slow = await connect(
