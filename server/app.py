@@ -13,7 +13,7 @@ from aiohttp import web
 
 from server import auth, db
 from server.auth.middleware import auth_middleware
-from server.chat_service import chat_runtime, stop_actors
+from server.chat_runtime import chat_runtime, stop_actors
 from server.config import Settings
 from server.http_protocol import capacity_middleware
 from server.metrics import Metrics, metrics_middleware, metrics_view

@@ -1,4 +1,7 @@
-"""Starting a chat turn: shared by ``POST /api/chat`` and the WebSocket ``send`` frame.
+"""The chat use-cases shared by the HTTP routes and the WebSocket: start a turn, cancel
+it, rebuild a finished turn's events, and run a command on a conversation's actor.
+
+Starting a turn (``POST /api/chat`` and the WebSocket ``send`` frame):
 
 Validates the request against the catalog (400), finds or creates the conversation
 (404 for another user's), honours ``clientMessageId`` across the user's conversations
@@ -11,79 +14,36 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Annotated, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import structlog
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from actors.context import build_request
 from actors.conversation import (
-    ActorDeps,
     ActorStopped,
     ConversationActor,
     ConversationBusy,
     SendResult,
     SubscribeSpec,
 )
-from actors.flusher import Flusher
-from actors.models.base import ModelProvider
-from actors.models.catalog import Catalog, UnknownModel, UnsupportedTools
-from actors.models.demo import DemoProvider
-from actors.registry import ConversationNotFound, Registry
+from actors.models.catalog import UnknownModel, UnsupportedTools
+from actors.registry import ConversationNotFound
 from actors.store import ClientMessageTaken
 from server.auth.current import CurrentUser
-from server.batch_writer import BatchWriter
+from server.chat_request import ChatRequest
 from server.chat_store import (
-    PiccoloConversationStore,
     conversation_for_client_message,
     create_conversation,
 )
 from server.errors import ApiError
-from server.overload import LagMonitor
-from server.state import CATALOG, ENGINE, LAG, METRICS, REGISTRY, SETTINGS, USER_LIMITS, WRITER
+from server.state import CATALOG, CLIENT_LOCKS, LAG, REGISTRY, SETTINGS, USER_LIMITS
 from server.tables import Conversation
-from server.user_limits import UserLimits
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
 TITLE_CHARS = 50
-
-ClientId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
-
-
-class ChatRequest(BaseModel):
-    """The body of ``POST /api/chat`` (and the fields of a WebSocket ``send``)."""
-
-    model_config = ConfigDict(extra="ignore", strict=True)
-
-    message: str
-    conversationId: str | None = Field(default=None, max_length=64)
-    aiModel: str | None = Field(default=None, max_length=128)
-    tools: list[str] = Field(default_factory=list, max_length=8)
-    clientMessageId: ClientId | None = None
-
-    @field_validator("message")
-    @classmethod
-    def _non_empty(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("must be a non-empty string")
-        return no_nul(value)
-
-    @field_validator("conversationId", "aiModel", "clientMessageId")
-    @classmethod
-    def _no_nul(cls, value: str | None) -> str | None:
-        return None if value is None else no_nul(value)
-
-
-def no_nul(value: str) -> str:
-    """PostgreSQL text cannot hold U+0000: refuse it as bad input, on every engine."""
-    if "\x00" in value:
-        raise ValueError("must not contain NUL characters")
-    return value
 
 
 def not_found() -> ApiError:
@@ -92,11 +52,6 @@ def not_found() -> ApiError:
 
 def busy() -> ApiError:
     return ApiError(409, "conversation_busy", "This conversation is already generating an answer")
-
-
-_client_locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = (
-    weakref.WeakValueDictionary()
-)
 
 
 def shutting_down() -> ApiError:
@@ -160,10 +115,11 @@ async def start_chat(
     lock = contextlib.nullcontext()
     if body.clientMessageId is not None:
         key = (user.id, body.clientMessageId)
-        lock_obj = _client_locks.get(key)
+        client_locks = app[CLIENT_LOCKS]
+        lock_obj = client_locks.get(key)
         if lock_obj is None:
             lock_obj = asyncio.Lock()
-            _client_locks[key] = lock_obj
+            client_locks[key] = lock_obj
         lock = lock_obj  # type: ignore[assignment]
     async with lock:
         conversation_id = body.conversationId
@@ -282,83 +238,6 @@ def rebuilt_events(result: SendResult) -> list[dict[str, object]]:
     return [init, terminal]
 
 
-def make_providers(app: web.Application) -> dict[str, ModelProvider]:
-    settings = app[SETTINGS]
-    providers: dict[str, ModelProvider] = {"demo": DemoProvider(settings.demo_token_delay)}
-    if settings.gemini_api_key:
-        from actors.models.gemini import GeminiProvider
-
-        providers["gemini"] = GeminiProvider(
-            settings.gemini_api_key,
-            base_url=settings.gemini_base_url,
-            first_chunk_timeout=settings.gemini_first_chunk_timeout,
-            chunk_timeout=settings.gemini_chunk_timeout,
-            backoff_base=settings.gemini_retry_backoff,
-            # Three attempts in all: "retried at most 3 times" is an upper bound, and three
-            # 429s in a row must end as `rate_limited` (issue 5's acceptance).
-            max_retries=2,
-            max_connections=settings.model_max_connections,
-        )
-    return providers
-
-
-async def chat_runtime(app: web.Application) -> AsyncIterator[None]:
-    """cleanup_ctx: the catalog, the providers and the actor registry."""
-    settings = app[SETTINGS]
-    app[CATALOG] = Catalog.load(gemini_enabled=bool(settings.gemini_api_key))
-    providers = make_providers(app)
-    writer = BatchWriter(app[ENGINE], timeout=settings.db_write_timeout)
-    await writer.start()
-    monitor = app[LAG] = LagMonitor(settings.max_loop_lag)
-    monitor.start()
-    app[WRITER] = writer
-    store = PiccoloConversationStore(writer)
-    interrupted = await store.interrupt_streaming()
-    if interrupted:
-        log.warning("interrupted_messages_marked", count=interrupted)
-    metrics = app[METRICS]
-    flusher = Flusher(store, settings.flush_interval)
-    deps = ActorDeps(
-        store=store,
-        providers=providers,
-        build_request=build_request,
-        flusher=flusher,
-        idle_timeout=settings.actor_idle_timeout,
-        on_token=metrics.tokens.inc,
-        commit_timeout=settings.db_commit_timeout,
-    )
-    registry = Registry(deps)
-    app[REGISTRY] = registry
-    app[USER_LIMITS] = UserLimits(
-        max_generations=settings.max_generations_per_user,
-        new_conversations_per_hour=settings.new_conversations_per_hour,
-        on_refusal=lambda limit: metrics.limit_refusals.labels(limit).inc(),
-    )
-    metrics.bind_registry(registry)
-    metrics.bind_writer(writer, store.janitor)
-    metrics.bind_lag(monitor)
-    for name, provider in providers.items():
-        metrics.bind_provider(name, provider)
-    try:
-        yield
-    finally:
-        await monitor.stop()
-        await registry.close()
-        await flusher.stop()
-        await store.janitor.close()
-        await writer.close()
-        for provider in providers.values():
-            close = getattr(provider, "aclose", None)
-            if close is not None:
-                with contextlib.suppress(Exception):
-                    await close()
-
-
-async def stop_actors(app: web.Application) -> None:
-    """on_shutdown: end generations (``server_shutdown``) while the database is still open."""
-    await app[REGISTRY].close()
-
-
 async def owned_conversation(conversation_id: str, user_id: str) -> dict[str, object]:
     row = (
         await Conversation.select()
@@ -372,14 +251,10 @@ async def owned_conversation(conversation_id: str, user_id: str) -> dict[str, ob
 
 
 __all__ = [
-    "ActorDeps",
-    "ChatRequest",
-    "Registry",
     "actor_for",
     "cancel_generation",
-    "chat_runtime",
     "owned_conversation",
+    "rebuilt_events",
     "start_chat",
-    "stop_actors",
     "with_actor",
 ]

@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from server.chat_service import ChatRequest
+from server.chat_request import ChatRequest
 from server.errors import json_response
 
 JSON = "application/json"

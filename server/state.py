@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -26,4 +28,7 @@ SESSIONS: web.AppKey[SessionStore] = web.AppKey("sessions")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 WRITER: web.AppKey[BatchWriter] = web.AppKey("batch_writer")
 LAG: web.AppKey[LagMonitor] = web.AppKey("lag_monitor")
+CLIENT_LOCKS: web.AppKey[weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock]] = web.AppKey(
+    "client_locks"
+)
 USER_LIMITS: web.AppKey[UserLimits] = web.AppKey("user_limits")

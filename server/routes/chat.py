@@ -17,7 +17,8 @@ from actors.conversation import TERMINAL, SendResult
 from actors.hub import Event
 from server.auth.current import require_user
 from server.bodies import read_model
-from server.chat_service import ChatRequest, rebuilt_events, start_chat
+from server.chat_request import ChatRequest
+from server.chat_service import rebuilt_events, start_chat
 from server.state import METRICS, SETTINGS
 from server.transports.feed import Feed
 from server.transports.liveness import watching

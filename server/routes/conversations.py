@@ -17,7 +17,8 @@ from actors.conversation import ConversationActor
 from actors.hub import Subscription
 from server.auth.current import require_user
 from server.bodies import read_model
-from server.chat_service import cancel_generation, no_nul, owned_conversation, with_actor
+from server.chat_request import no_nul
+from server.chat_service import cancel_generation, owned_conversation, with_actor
 from server.chat_store import to_stored
 from server.errors import ApiError, json_response
 from server.state import CATALOG, METRICS, REGISTRY, SETTINGS

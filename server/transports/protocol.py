@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from server.chat_service import ChatRequest
+from server.chat_request import ChatRequest
 from server.validation import first_error
 
 MAX_ID = 64

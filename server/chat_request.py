@@ -1,0 +1,40 @@
+"""The body of a chat turn: ``POST /api/chat`` and the WebSocket ``send`` frame."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+ClientId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+
+
+class ChatRequest(BaseModel):
+    """The body of ``POST /api/chat`` (and the fields of a WebSocket ``send``)."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    message: str
+    conversationId: str | None = Field(default=None, max_length=64)
+    aiModel: str | None = Field(default=None, max_length=128)
+    tools: list[str] = Field(default_factory=list, max_length=8)
+    clientMessageId: ClientId | None = None
+
+    @field_validator("message")
+    @classmethod
+    def _non_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must be a non-empty string")
+        return no_nul(value)
+
+    @field_validator("conversationId", "aiModel", "clientMessageId")
+    @classmethod
+    def _no_nul(cls, value: str | None) -> str | None:
+        return None if value is None else no_nul(value)
+
+
+def no_nul(value: str) -> str:
+    """PostgreSQL text cannot hold U+0000: refuse it as bad input, on every engine."""
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value

@@ -1,0 +1,118 @@
+"""What the chat needs for the app's lifetime, started and stopped together (cleanup_ctx):
+the catalog, the model providers, the batch writer and its janitor, the flusher, the
+actor registry, the per-user limits and the lag monitor; at start-up, rows left
+``streaming`` by a previous process become ``interrupted``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import weakref
+from collections.abc import AsyncIterator
+
+import structlog
+from aiohttp import web
+
+from actors.context import build_request
+from actors.conversation import ActorDeps
+from actors.flusher import Flusher
+from actors.models.base import ModelProvider
+from actors.models.catalog import Catalog
+from actors.models.demo import DemoProvider
+from actors.registry import Registry
+from server.batch_writer import BatchWriter
+from server.chat_store import PiccoloConversationStore
+from server.overload import LagMonitor
+from server.state import (
+    CATALOG,
+    CLIENT_LOCKS,
+    ENGINE,
+    LAG,
+    METRICS,
+    REGISTRY,
+    SETTINGS,
+    USER_LIMITS,
+    WRITER,
+)
+from server.user_limits import UserLimits
+
+log = structlog.get_logger(__name__)
+
+
+def make_providers(app: web.Application) -> dict[str, ModelProvider]:
+    settings = app[SETTINGS]
+    providers: dict[str, ModelProvider] = {"demo": DemoProvider(settings.demo_token_delay)}
+    if settings.gemini_api_key:
+        from actors.models.gemini import GeminiProvider
+
+        providers["gemini"] = GeminiProvider(
+            settings.gemini_api_key,
+            base_url=settings.gemini_base_url,
+            first_chunk_timeout=settings.gemini_first_chunk_timeout,
+            chunk_timeout=settings.gemini_chunk_timeout,
+            backoff_base=settings.gemini_retry_backoff,
+            # Three attempts in all: "retried at most 3 times" is an upper bound, and three
+            # 429s in a row must end as `rate_limited` (issue 5's acceptance).
+            max_retries=2,
+            max_connections=settings.model_max_connections,
+        )
+    return providers
+
+
+async def chat_runtime(app: web.Application) -> AsyncIterator[None]:
+    """cleanup_ctx: the catalog, the providers and the actor registry."""
+    settings = app[SETTINGS]
+    app[CATALOG] = Catalog.load(gemini_enabled=bool(settings.gemini_api_key))
+    providers = make_providers(app)
+    writer = BatchWriter(app[ENGINE], timeout=settings.db_write_timeout)
+    await writer.start()
+    monitor = app[LAG] = LagMonitor(settings.max_loop_lag)
+    monitor.start()
+    app[WRITER] = writer
+    # One lock per (user, clientMessageId) being sent: a retry waits for its first send.
+    app[CLIENT_LOCKS] = weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock]()
+    store = PiccoloConversationStore(writer)
+    interrupted = await store.interrupt_streaming()
+    if interrupted:
+        log.warning("interrupted_messages_marked", count=interrupted)
+    metrics = app[METRICS]
+    flusher = Flusher(store, settings.flush_interval)
+    deps = ActorDeps(
+        store=store,
+        providers=providers,
+        build_request=build_request,
+        flusher=flusher,
+        idle_timeout=settings.actor_idle_timeout,
+        on_token=metrics.tokens.inc,
+        commit_timeout=settings.db_commit_timeout,
+    )
+    registry = Registry(deps)
+    app[REGISTRY] = registry
+    app[USER_LIMITS] = UserLimits(
+        max_generations=settings.max_generations_per_user,
+        new_conversations_per_hour=settings.new_conversations_per_hour,
+        on_refusal=lambda limit: metrics.limit_refusals.labels(limit).inc(),
+    )
+    metrics.bind_registry(registry)
+    metrics.bind_writer(writer, store.janitor)
+    metrics.bind_lag(monitor)
+    for name, provider in providers.items():
+        metrics.bind_provider(name, provider)
+    try:
+        yield
+    finally:
+        await monitor.stop()
+        await registry.close()
+        await flusher.stop()
+        await store.janitor.close()
+        await writer.close()
+        for provider in providers.values():
+            close = getattr(provider, "aclose", None)
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    await close()
+
+
+async def stop_actors(app: web.Application) -> None:
+    """on_shutdown: end generations (``server_shutdown``) while the database is still open."""
+    await app[REGISTRY].close()
