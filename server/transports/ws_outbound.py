@@ -1,0 +1,177 @@
+"""The way out of one WebSocket: frames written straight to the transport while it keeps
+up, a pump for lagging subscriptions (their tokens merged by the hub), 4008 past their
+bound, and nothing at all once a Close frame is queued (RFC 6455 §5.5.1).
+
+The commands that arrive on the socket are :mod:`server.transports.ws`; the handshake's
+authentication :mod:`server.transports.ws_auth`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import orjson
+from aiohttp import web
+
+from actors.conversation import ConversationActor
+from actors.hub import Event, Subscription
+from server.auth.current import CurrentUser
+from server.auth.rate_limit import SlidingWindow
+from server.state import METRICS
+from server.transports.wire import HIGH_WATER, RawWriter, ws_close_frame, ws_text_frame
+
+SLOW_CONSUMER = 4008
+SESSION_ENDED = 4001
+SLOW_CLOSE_GRACE_S = 30.0
+
+
+def ws_frame(event: Event) -> bytes:
+    frame = event.frames.get("ws")
+    if frame is None:
+        frame = ws_text_frame(event.json)
+        event.frames["ws"] = frame
+    return frame
+
+
+class Outbound:
+    """One socket's state and its way out. Kept small: an idle authenticated socket costs
+    only this object (the pump task and the abuse window are created on first use)."""
+
+    __slots__ = (
+        "__weakref__",
+        "app",
+        "closer",
+        "closing",
+        "faults",
+        "pump_task",
+        "ready",
+        "subs",
+        "user",
+        "wake",
+        "writer",
+        "ws",
+    )
+
+    def __init__(self, request: web.Request, user: CurrentUser) -> None:
+        self.app = request.app
+        self.user = user
+        self.writer = RawWriter(request)
+        self.subs: dict[str, tuple[ConversationActor, Subscription]] = {}
+        self.ready: set[Subscription] = set()
+        self.wake = asyncio.Event()
+        #: No more commands, no more frames: a Close frame is queued (or about to be).
+        self.closing = False
+        self.faults: SlidingWindow | None = None
+        self.pump_task: asyncio.Task[None] | None = None
+        self.ws: web.WebSocketResponse | None = None
+        self.closer: asyncio.Task[bool] | None = None
+
+    def stop_writing(self) -> None:
+        """Called before any Close frame is queued (RFC 6455 §5.5.1): no data frame may
+        follow it, from the publisher's direct path, the pump or a command's answer."""
+        self.closing = True
+        self.writer.shut = True
+        self.wake.set()
+
+    def session_ended(self) -> None:
+        """The session was revoked or expired: close with 4001 (a liveness watcher)."""
+        if self.closing:
+            return
+        self.stop_writing()
+        ws = self.ws
+        if ws is not None:
+            self.closer = asyncio.get_running_loop().create_task(
+                ws.close(code=SESSION_ENDED, message=b"session ended")
+            )
+
+    # -- outbound ------------------------------------------------------------------------
+
+    def send_json(self, data: dict[str, object]) -> None:
+        self.writer.write(ws_text_frame(orjson.dumps(data)))
+
+    def _direct(self, gate: list[bool]) -> Callable[[Event], bool]:
+        """The publisher's fast path for one subscription: one frame, one write.
+
+        ``gate[0]`` opens once the subscription's replay (or ``subscribed``) went out, so
+        nothing live can overtake it."""
+        writer = self.writer
+        transport = writer.transport
+        if transport is None:
+            return lambda event: False
+
+        def direct(event: Event) -> bool:
+            if (
+                not gate[0]
+                or writer.shut
+                or transport.get_write_buffer_size() > HIGH_WATER
+                or transport.is_closing()
+            ):
+                return False
+            frame = event.frames.get("ws")
+            if frame is None:
+                frame = ws_frame(event)
+            transport.write(frame)
+            return True
+
+        return direct
+
+    def close_slow(self) -> None:
+        if self.closing:
+            return
+        self.closing = True
+        self.app[METRICS].ws_closed_slow.inc()
+        # Behind whatever is already buffered: the client sees every event it was sent,
+        # then the close (and nothing after it), and resumes from its last cursor.
+        self.writer.write_last(ws_close_frame(SLOW_CONSUMER, "slow consumer"))
+        transport = self.writer.transport
+        if transport is not None:
+            transport.close()  # flushes first; a peer that never reads again is aborted
+            asyncio.get_running_loop().call_later(SLOW_CLOSE_GRACE_S, transport.abort)
+        self.wake.set()
+
+    def notify(self) -> None:
+        """Called by the hub inside ``append``: must not await, may close a laggard."""
+        self.wake.set()
+        if not self.closing:
+            for _, sub in self.subs.values():
+                if sub.overflowed:
+                    self.close_slow()
+                    break
+
+    async def pump(self) -> None:
+        while not self.closing and not self.writer.closing:
+            await self.wake.wait()
+            self.wake.clear()
+            frames: list[bytes] = []
+            for conversation_id, (_, sub) in list(self.subs.items()):
+                if sub not in self.ready:
+                    continue
+                if sub.overflowed:
+                    self.close_slow()
+                    return
+                for event in sub.take():
+                    frames.append(ws_frame(event))
+                if sub.closed and not sub.pending():
+                    # The conversation was deleted, or its actor stopped or crashed.
+                    self.subs.pop(conversation_id, None)
+                    self.ready.discard(sub)
+                    frames.append(
+                        self.frame(
+                            {
+                                "type": "unsubscribed",
+                                "reason": "closed",
+                                "conversationId": conversation_id,
+                            }
+                        )
+                    )
+            if frames:
+                self.writer.write(b"".join(frames))
+                try:
+                    await self.writer.drain()
+                except ConnectionError:
+                    return
+
+    @staticmethod
+    def frame(data: dict[str, object]) -> bytes:
+        return ws_text_frame(orjson.dumps(data))
