@@ -26,15 +26,13 @@ from actors.flusher import Flusher
 from actors.generation import TERMINAL, Generation, Runner, StopReason, discard
 from actors.hub import Cursor, Event, Hub, Subscription
 from actors.models.base import ChatTurn, ModelProvider, ModelRequest
+from actors.presence import Presence
 from actors.store import ConversationStore, StoredMessage
 
 log = structlog.get_logger(__name__)
 
 #: Generations remembered for idempotent retries (their cursor in the log).
 RECENT_GENERATIONS = 32
-#: Presence changes within this window are published as one event (N viewers joining
-#: would otherwise cost N presence events to each of N subscribers).
-PRESENCE_DEBOUNCE_S = 0.25
 
 
 class ModelSpec(Protocol):
@@ -185,9 +183,7 @@ class ConversationActor:
         self.idled = False
         self._history: list[StoredMessage] | None = None
         self._recent: OrderedDict[str, int] = OrderedDict()  # generation id → seq before
-        self._viewers: set[Subscription] = set()
-        self._presence_timer: asyncio.TimerHandle | None = None
-        self._published_viewers = 0
+        self._presence = Presence(self.hub)
         self._mailbox: asyncio.Queue[_Envelope] = asyncio.Queue()
         self._current: _Envelope | None = None
         self._on_exit = on_exit
@@ -196,11 +192,9 @@ class ConversationActor:
             # The previous actor's log goes on: same epoch and seq, same subscribers.
             dormant.wake()
             self.hub = dormant.hub
-            self._viewers = dormant.viewers
-            self._published_viewers = dormant.published
+            self._presence = dormant.presence
             self._recent = dormant.recent
-            if len(self._viewers) != self._published_viewers:
-                self._presence()
+            self._presence.resume()
         self._log = log.bind(conversation_id=conversation_id)
         self._runner = Runner(self.hub, deps, self._log)
         # A fresh context: the actor must not inherit the spawning request's log bindings.
@@ -251,25 +245,13 @@ class ConversationActor:
 
     @property
     def viewers(self) -> int:
-        return len(self._viewers)
+        return len(self._presence)
 
     def dormant(self) -> Dormant:
         """After an idle stop: the log for the next actor; the context is let go of."""
-        pending = self._presence_timer is not None
-        if self._presence_timer is not None:
-            self._presence_timer.cancel()
-            self._presence_timer = None
         self._history = None
-        record = Dormant(
-            self.hub,
-            self._viewers,
-            self._published_viewers,
-            self._recent,
-            debounce=PRESENCE_DEBOUNCE_S,
-        )
-        if pending:
-            record.presence()
-        return record
+        # The viewers and a pending presence announcement go with the log, unchanged.
+        return Dormant(self.hub, self._presence, self._recent)
 
     def streaming_answer(self) -> tuple[str, str] | None:
         """A read-only snapshot for readers outside the mailbox: ``(assistant message id,
@@ -301,7 +283,7 @@ class ConversationActor:
                     if self.generation is None and self._mailbox.empty():
                         # Viewers or not: their subscriptions outlive the actor (dormant).
                         self.idled = True
-                        self._log.debug("actor_idle_stop", viewers=len(self._viewers))
+                        self._log.debug("actor_idle_stop", viewers=len(self._presence))
                         return
                     continue
                 reply = envelope.reply
@@ -374,30 +356,12 @@ class ConversationActor:
             max_bytes=spec.max_bytes,
         )
         if spec.viewer:
-            self._viewers.add(sub)
-            if announce:
-                self._presence()
+            self._presence.add(sub, announce=announce)
         return sub
 
     def _unsubscribe(self, sub: Subscription) -> None:
         self.hub.unsubscribe(sub)
-        if sub in self._viewers:
-            self._viewers.discard(sub)
-            self._presence()
-
-    def _presence(self) -> None:
-        """Announce the viewer count soon, once per burst of joins and leaves."""
-        if self._presence_timer is None:
-            self._presence_timer = asyncio.get_running_loop().call_later(
-                PRESENCE_DEBOUNCE_S, self._publish_presence
-            )
-
-    def _publish_presence(self) -> None:
-        self._presence_timer = None
-        viewers = len(self._viewers)
-        if viewers != self._published_viewers and not self.hub.closed:
-            self._published_viewers = viewers
-            self.hub.append("presence", {"viewers": viewers})
+        self._presence.discard(sub)
 
     # -- send ----------------------------------------------------------------------------
 
@@ -482,7 +446,7 @@ class ConversationActor:
             },
         )
         if subscription is not None and subscribe is not None and subscribe.viewer:
-            self._presence()
+            self._presence.announce()
         generation.task = asyncio.get_running_loop().create_task(
             self._runner.run(generation, self._concluded), name=f"generation:{generation_id}"
         )
@@ -602,7 +566,7 @@ class ConversationActor:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(generation.task)
         self.hub.close()
-        self._viewers.clear()
+        self._presence.clear()
 
     async def crashed(self) -> None:
         """Called by the registry when the actor loop died: leave nothing wedged.

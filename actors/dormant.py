@@ -15,33 +15,21 @@ when the conversation is deleted or the server stops.
 
 from __future__ import annotations
 
-import asyncio
 from collections import OrderedDict
 
 from actors.hub import Hub, Subscription
+from actors.presence import Presence
 
 
 class Dormant:
-    __slots__ = ("_timer", "debounce", "hub", "published", "recent", "viewers")
+    __slots__ = ("hub", "presence", "recent")
 
-    def __init__(
-        self,
-        hub: Hub,
-        viewers: set[Subscription],
-        published: int,
-        recent: OrderedDict[str, int],
-        *,
-        debounce: float,
-    ) -> None:
+    def __init__(self, hub: Hub, presence: Presence, recent: OrderedDict[str, int]) -> None:
         self.hub = hub
-        #: The subscriptions that count in ``presence`` (shared with the next actor).
-        self.viewers = viewers
-        #: The viewer count last published.
-        self.published = published
+        #: The viewers and the debounced ``presence`` events (handed to the next actor).
+        self.presence = presence
         #: Recent generations' positions in the log (idempotent retries replay from them).
         self.recent = recent
-        self.debounce = debounce
-        self._timer: asyncio.TimerHandle | None = None
         compact(hub)
 
     @property
@@ -50,33 +38,16 @@ class Dormant:
 
     def unsubscribe(self, sub: Subscription) -> None:
         self.hub.unsubscribe(sub)
-        if sub in self.viewers:
-            self.viewers.discard(sub)
-            self.presence()
-
-    def presence(self) -> None:
-        """Announce the viewer count soon, once per burst of leaves."""
-        if self._timer is None and not self.hub.closed:
-            self._timer = asyncio.get_running_loop().call_later(self.debounce, self._publish)
-
-    def _publish(self) -> None:
-        self._timer = None
-        viewers = len(self.viewers)
-        if viewers != self.published and not self.hub.closed:
-            self.published = viewers
-            self.hub.append("presence", {"viewers": viewers})
+        self.presence.discard(sub)
 
     def wake(self) -> None:
         """An actor adopts the log: from now on it alone writes it."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self.presence.pause()
 
     def close(self) -> None:
         """The conversation is deleted or the server stops: subscribers see the end."""
-        self.wake()
+        self.presence.clear()
         self.hub.close()
-        self.viewers.clear()
 
 
 def compact(hub: Hub) -> None:

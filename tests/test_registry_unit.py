@@ -299,10 +299,10 @@ async def test_subscribers_racing_idle_stops_always_end_up_subscribed() -> None:
                 return actor
             raise AssertionError("never subscribed")
 
-        spawned: set[int] = set()
+        spawned: list[ConversationActor] = []  # held: ids of freed actors are reused
         for _ in range(30):
             actors = await asyncio.gather(*(subscribe() for _ in range(5)))
-            spawned.update(id(a) for a in actors)
+            spawned.extend(a for a in actors if all(a is not b for b in spawned))
             previous = actors[-1]
             await asyncio.wait_for(asyncio.wait({previous.task}), 2)  # let it idle out
         assert len(spawned) >= 30 and e.registry.crashes == 0
