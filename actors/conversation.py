@@ -5,6 +5,11 @@ One asyncio task with a mailbox handles the commands (:class:`Send`, :class:`Can
 each other. It owns the conversation's context (the history cache), its log (the hub),
 presence, idempotent retries and when a generation starts and stops; what a generation
 does once started is :mod:`actors.generation`.
+
+Why one module of ~600 lines: it is one state machine, the mailbox and the state only the
+mailbox may touch (the context cache, the recent generations for retries, the running
+generation); presence is :mod:`actors.presence`, the generation :mod:`actors.generation`,
+and what is left would only be spread across files, not made simpler.
 """
 
 from __future__ import annotations

@@ -11,6 +11,10 @@ serialised once at append; a subscriber whose socket keeps up gets the event thr
 ``direct`` call and nothing is queued for it; only a lagging subscriber pays for a queue,
 where consecutive tokens of one message collapse into one pending entry whose JSON is built
 once, when the subscriber finally drains it.
+
+Why one module of ~540 lines: the log, the replay buffer and the per-subscriber queues are
+one sans-I/O state machine whose invariants (order, no gaps, all-or-nothing replay, merge)
+span all three; its property tests drive it as one.
 """
 
 from __future__ import annotations

@@ -13,6 +13,10 @@ Why it looks the way it does (facts in GEMINI.md):
 - A finish for safety reasons (SAFETY, BLOCKLIST, PROHIBITED_CONTENT, SPII) after some
   text still yields that text, then raises ``ModelError("blocked")`` instead of a
   :class:`Final`: the actor stores the partial answer with status ``error``.
+
+Why one module of ~470 lines: the chunk translator, the read-ahead pump and the retry
+policy are each written against the SDK's own shapes and failure modes; this is the one
+place that knows google-genai.
 """
 
 from __future__ import annotations
