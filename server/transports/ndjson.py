@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import orjson
 
 from actors.hub import Event
 from server.transports.wire import chunk
+
+#: The fields of each event kind that an NDJSON line carries, in the seed's order.
+_FIELDS: dict[str, tuple[str, ...]] = {
+    "init": ("messageId", "userMessageId", "generationId", "aiModel"),
+    "tool": ("tool", "payload"),
+    "done": ("fullText", "messageId", "finishReason", "usage", "citations"),
+    "error": ("error", "code"),
+}
+
+
+def _pick(data: Mapping[str, object], kind: str) -> dict[str, object]:
+    return {name: data.get(name) for name in _FIELDS[kind]}
 
 
 class NdjsonRenderer:
@@ -34,31 +48,9 @@ class NdjsonRenderer:
 
     def render(self, kind: str, data: dict[str, object]) -> bytes | None:
         if kind == "init":
-            return self.line(
-                "init",
-                {
-                    "conversationId": self.conversation_id,
-                    "messageId": data.get("messageId"),
-                    "userMessageId": data.get("userMessageId"),
-                    "generationId": data.get("generationId"),
-                    "aiModel": data.get("aiModel"),
-                },
-            )
-        if kind == "tool":
-            return self.line("tool", {"tool": data.get("tool"), "payload": data.get("payload")})
-        if kind == "done":
-            return self.line(
-                "done",
-                {
-                    "fullText": data.get("fullText"),
-                    "messageId": data.get("messageId"),
-                    "finishReason": data.get("finishReason"),
-                    "usage": data.get("usage"),
-                    "citations": data.get("citations"),
-                },
-            )
-        if kind == "error":
-            return self.line("error", {"error": data.get("error"), "code": data.get("code")})
+            return self.line("init", {"conversationId": self.conversation_id, **_pick(data, kind)})
+        if kind in _FIELDS:
+            return self.line(kind, _pick(data, kind))
         if kind == "cancelled":
             full = data.get("fullText")
             text = full if isinstance(full, str) else "".join(self.parts)
