@@ -236,15 +236,21 @@ class BatchWriter:
             if op.abandoned and op.kind == "turn":
                 # The caller was answered 503 and no generation runs: the answer row that
                 # committed late must not stay `streaming`.
-                answer_id = op.rows[-1][0]
-                row = ("", "error", None, None, None, None, utcnow(), answer_id)
-                self._queue.append(_Op("finish", [row]))
-                self._wake.set()
+                self._compensate(op)
         self.last_ok = time.monotonic()
         self.last_error = None
         for op in batch:
             if op.future is not None and not op.future.done():
                 op.future.set_result(None)
+
+    def _compensate(self, op: _Op) -> None:
+        """A turn its caller was told failed: if its rows exist after all (a commit whose
+        answer was lost to a timeout), the answer row is marked ``error``; if they do not,
+        the update changes nothing."""
+        answer_id = op.rows[-1][0]
+        row = ("", "error", None, None, None, None, utcnow(), answer_id)
+        self._queue.append(_Op("finish", [row]))
+        self._wake.set()
 
     def _fail(self, batch: list[_Op], exc: BaseException) -> None:
         if is_unavailable(exc) and not isinstance(exc, StoreUnavailable):
@@ -252,6 +258,8 @@ class BatchWriter:
             log.warning("batch_write_failed", ops=len(batch), error=self.last_error)
             exc = StoreUnavailable(f"the database did not take the write ({type(exc).__name__})")
         for op in batch:
+            if op.kind == "turn" and not self._closed:
+                self._compensate(op)
             if op.future is not None and not op.future.done():
                 op.future.set_exception(exc)
                 op.future.exception()  # retrieved: a caller that gave up is not an error

@@ -1,0 +1,50 @@
+"""The batch writer's promise to a caller told a write failed: nothing of it stays live."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+
+from actors.clock import utcnow
+from actors.store import StoredMessage, StoreUnavailable
+from server import db
+from server.batch_writer import BatchWriter, _Op
+from server.chat_store import create_conversation
+from server.tables import Message
+from tests.auth_helpers import make_user_session
+
+
+def _turn(conversation_id: str, n: int) -> tuple[StoredMessage, StoredMessage]:
+    now = utcnow()
+    user = StoredMessage(f"u{n:023d}", conversation_id, "user", "hi", "complete", now)
+    answer = StoredMessage(f"a{n:023d}", conversation_id, "assistant", "", "streaming", now)
+    return user, answer
+
+
+async def test_a_turn_reported_failed_never_stays_streaming(tmp_path: Path) -> None:
+    """A commit whose outcome was lost (a timeout after the rows were written) is
+    reported as a failure; the answer row it left is marked ``error``, not ``streaming``."""
+    engine = db.bind(f"sqlite:///{tmp_path / 'cero.db'}")
+    await db.migrate(engine)
+    _, user_id = await make_user_session("Writer")
+    conversation_id = str((await create_conversation(user_id, "w"))["id"])
+    writer = BatchWriter(engine, timeout=1.0)
+    await writer.start()
+    try:
+        user, answer = _turn(conversation_id, 1)
+        await writer.start_turn(user, answer)  # the rows are there...
+        op = _Op("turn", [(answer.id,)])
+        op.future = asyncio.get_running_loop().create_future()
+        writer._fail([op], TimeoutError("lost"))  # ...but the caller heard a timeout
+        with contextlib.suppress(StoreUnavailable):
+            await op.future
+        for _ in range(100):
+            row = await Message.select(Message.status).where(Message.id == answer.id).first()
+            if row is not None and row["status"] == "error":
+                break
+            await asyncio.sleep(0.02)
+        assert row is not None and row["status"] == "error"
+    finally:
+        await writer.close()
+        await db.close_pool(engine)
