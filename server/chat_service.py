@@ -143,7 +143,14 @@ async def start_chat(
             )
         # A retry starts nothing, so no limit refuses it (it gets its turn back, 200).
         # The slot is taken before the actor commits the turn: the count is exact.
-        slot = None if retry else await limits.reserve_generation(user.id)
+        try:
+            slot = None if retry else await limits.reserve_generation(user.id)
+        except ApiError:
+            # CONTRACT: a conversation already generating answers 409, limit or not.
+            actor = app[REGISTRY].peek(conversation_id) if conversation_id else None
+            if actor is not None and actor.owner_id == user.id and actor.streaming_answer():
+                raise busy() from None
+            raise
         try:
             if conversation_id is None:
                 await limits.admit_new_conversation(user.id)

@@ -145,7 +145,7 @@ async def test_concurrent_generations_are_capped_exactly(env: tuple[Live, FakeGe
 async def test_every_ending_gives_the_slot_back(env: tuple[Live, FakeGemini]) -> None:
     live, fake = env
     token, user_id = await make_user_session("Ends")
-    a, b, c = await conversations(user_id, 3)
+    a, b, c, d = await conversations(user_id, 4)
     async with aiohttp.ClientSession() as http:
         # done
         fake.enqueue(QUICK)
@@ -179,7 +179,8 @@ async def test_every_ending_gives_the_slot_back(env: tuple[Live, FakeGemini]) ->
         assert [r.status for r in others] == [200, 200] and running(live, user_id) == 3
         retry = await start(http, live, token, clientMessageId="key-b")
         assert retry.status == 200 and running(live, user_id) == 3
-        await assert_refused(await start(http, live, token, conversationId=a))
+        # Refused at the limit: an idle conversation (a busy one answers 409, as above).
+        await assert_refused(await start(http, live, token, conversationId=d))
 
         # crash: the actor loop dies mid-answer
         actor = live.app[REGISTRY].peek(c)
@@ -313,3 +314,22 @@ async def test_subscriptions_per_socket_are_capped(env: tuple[Live, FakeGemini])
         await peer.wait_for(lambda f: f["type"] == "subscribed" and f["conversationId"] == ids[-1])
         assert peer.close_code is None
         await peer.close()
+
+
+async def test_a_busy_conversation_answers_409_even_at_the_limit(
+    env: tuple[Live, FakeGemini],
+) -> None:
+    """CONTRACT: a conversation already generating answers 409 ``conversation_busy``."""
+    live, _ = env
+    token, user_id = await make_user_session("Busy at the limit")
+    ids = await conversations(user_id, MAX_GENERATIONS)
+    async with aiohttp.ClientSession() as http:
+        answers = [await start(http, live, token, conversationId=c) for c in ids]
+        assert [r.status for r in answers] == [200] * MAX_GENERATIONS
+        again = await start(http, live, token, conversationId=ids[0])
+        assert again.status == 409, await again.text()
+        assert (await again.json())["code"] == "conversation_busy"
+        await cancel_all(http, live, token, ids)
+        for resp in [*answers, again]:
+            resp.close()
+    assert running(live, user_id) == 0
