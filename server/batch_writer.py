@@ -39,6 +39,7 @@ from piccolo.engine.sqlite import SQLiteEngine
 
 from actors.clock import utcnow
 from actors.store import Outcome, StoredMessage, StoreUnavailable
+from server.db import is_unavailable
 
 log = structlog.get_logger(__name__)
 
@@ -62,30 +63,6 @@ class _Op:
 
 def _json(value: object) -> str | None:
     return None if value is None else orjson.dumps(value).decode()
-
-
-_SQLITE_UNAVAILABLE = ("locked", "busy", "disk i/o", "unable to open", "readonly", "full")
-
-
-def is_unavailable(exc: BaseException) -> bool:
-    """A database that cannot take writes now (locked, down, unreachable), as opposed to
-    a statement that is wrong (a missing table, a duplicate key): only the first is a
-    ``503 not_ready`` worth retrying."""
-    import asyncpg
-
-    if isinstance(exc, StoreUnavailable | TimeoutError | OSError):
-        return True
-    if isinstance(exc, sqlite3.OperationalError):
-        text = str(exc).lower()
-        return any(word in text for word in _SQLITE_UNAVAILABLE)
-    return isinstance(
-        exc,
-        asyncpg.PostgresConnectionError
-        | asyncpg.InterfaceError
-        | asyncpg.CannotConnectNowError
-        | asyncpg.OperatorInterventionError
-        | asyncpg.TooManyConnectionsError,
-    )
 
 
 class BatchWriter:

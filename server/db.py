@@ -21,6 +21,7 @@ from piccolo.engine.base import Engine as _Engine
 from piccolo.engine.postgres import PostgresEngine
 from piccolo.engine.sqlite import SQLiteEngine, TransactionType
 
+from actors.store import StoreUnavailable
 from server.sqlite_engine import PooledSQLiteEngine
 from server.tables import TABLES
 
@@ -59,17 +60,32 @@ def lock_timeout(settings: Any) -> float:
     return 2 * float(settings.db_write_timeout) + 1.0
 
 
-def is_unavailable(exc: BaseException) -> bool:
-    """The database cannot serve now (locked, down, unreachable, a bounded wait expired):
-    ``503 not_ready``, never ``500``. :func:`server.batch_writer.is_unavailable` plus
-    PostgreSQL's lock timeout."""
-    import asyncpg
+_SQLITE_UNAVAILABLE = ("locked", "busy", "disk i/o", "unable to open", "readonly", "full")
 
-    from server.batch_writer import is_unavailable as writer_unavailable
+
+def is_unavailable(exc: BaseException) -> bool:
+    """The database cannot serve now (locked, down, unreachable, a bounded wait expired),
+    as opposed to a statement that is wrong (a missing table, a duplicate key): only the
+    first is a ``503 not_ready`` worth retrying, never a ``500``. The one classification,
+    for the batch writer and for every request."""
+    import asyncpg
 
     if isinstance(exc, ConnectionResetError | BrokenPipeError):
         return False  # a client that went away (aiohttp's ClientConnectionResetError)
-    return writer_unavailable(exc) or isinstance(exc, asyncpg.LockNotAvailableError)
+    if isinstance(exc, StoreUnavailable | TimeoutError | OSError):
+        return True
+    if isinstance(exc, sqlite3.OperationalError):
+        text = str(exc).lower()
+        return any(word in text for word in _SQLITE_UNAVAILABLE)
+    return isinstance(
+        exc,
+        asyncpg.PostgresConnectionError
+        | asyncpg.InterfaceError
+        | asyncpg.CannotConnectNowError
+        | asyncpg.OperatorInterventionError
+        | asyncpg.TooManyConnectionsError
+        | asyncpg.LockNotAvailableError,
+    )
 
 
 @contextlib.asynccontextmanager
