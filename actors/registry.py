@@ -56,7 +56,7 @@ class Registry:
         actor = self._actors.get(conversation_id)
         return None if actor is None or actor.stopped else actor
 
-    async def get(self, conversation_id: str, user_id: str) -> ConversationActor:
+    async def get_or_spawn(self, conversation_id: str, user_id: str) -> ConversationActor:
         """The live actor of a conversation the user owns; spawn it when needed."""
         if self._closing:
             raise ActorStopped(conversation_id)

@@ -12,6 +12,7 @@ import structlog
 from aiohttp import web
 
 from server import auth, db
+from server.app_keys import ENGINE, METRICS, SETTINGS
 from server.auth.middleware import auth_middleware
 from server.chat_runtime import chat_runtime, stop_actors
 from server.config import Settings
@@ -20,7 +21,6 @@ from server.metrics import Metrics, metrics_middleware, metrics_view
 from server.middleware import error_middleware, request_id_middleware
 from server.openapi import openapi_view
 from server.routes import chat, conversations, health
-from server.state import ENGINE, METRICS, SETTINGS
 from server.transports import liveness, ws
 
 log = structlog.get_logger(__name__)

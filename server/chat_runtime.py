@@ -20,10 +20,7 @@ from actors.models.base import ModelProvider
 from actors.models.catalog import Catalog
 from actors.models.demo import DemoProvider
 from actors.registry import Registry
-from server.batch_writer import BatchWriter
-from server.chat_store import PiccoloConversationStore
-from server.overload import LagMonitor
-from server.state import (
+from server.app_keys import (
     CATALOG,
     CLIENT_LOCKS,
     ENGINE,
@@ -34,6 +31,9 @@ from server.state import (
     USER_LIMITS,
     WRITER,
 )
+from server.batch_writer import BatchWriter
+from server.chat_store import PiccoloConversationStore
+from server.overload import LagMonitor
 from server.user_limits import UserLimits
 
 log = structlog.get_logger(__name__)

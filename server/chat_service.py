@@ -30,6 +30,7 @@ from actors.conversation import (
 from actors.models.catalog import UnknownModel, UnsupportedTools
 from actors.registry import ConversationNotFound
 from actors.store import ClientMessageTaken
+from server.app_keys import CATALOG, CLIENT_LOCKS, LAG, REGISTRY, SETTINGS, USER_LIMITS
 from server.auth.current import CurrentUser
 from server.chat_request import ChatRequest
 from server.chat_store import (
@@ -37,7 +38,6 @@ from server.chat_store import (
     create_conversation,
 )
 from server.errors import ApiError
-from server.state import CATALOG, CLIENT_LOCKS, LAG, REGISTRY, SETTINGS, USER_LIMITS
 from server.tables import Conversation
 
 log = structlog.get_logger(__name__)
@@ -58,16 +58,18 @@ def shutting_down() -> ApiError:
     return ApiError(503, "server_shutdown", "The server is shutting down")
 
 
-async def actor_for(app: web.Application, conversation_id: str, user_id: str) -> ConversationActor:
+async def lookup_actor(
+    app: web.Application, conversation_id: str, user_id: str
+) -> ConversationActor:
     try:
-        return await app[REGISTRY].get(conversation_id, user_id)
+        return await app[REGISTRY].get_or_spawn(conversation_id, user_id)
     except ConversationNotFound:
         raise not_found() from None
     except ActorStopped:
         raise shutting_down() from None
 
 
-async def with_actor(
+async def run_on_actor(
     app: web.Application,
     conversation_id: str,
     user_id: str,
@@ -77,7 +79,7 @@ async def with_actor(
     is looked up again, which respawns it or answers 404 once the conversation is gone.
     This is the one retry loop for a stopped actor: at most three attempts."""
     for _ in range(3):
-        actor = await actor_for(app, conversation_id, user_id)
+        actor = await lookup_actor(app, conversation_id, user_id)
         try:
             return await command(actor)
         except ActorStopped:
@@ -170,7 +172,7 @@ async def start_chat(
 
             try:
                 try:
-                    return await with_actor(app, conversation_id, user.id, send)
+                    return await run_on_actor(app, conversation_id, user.id, send)
                 except ClientMessageTaken:
                     # Another process committed this key in another conversation after
                     # our lookup (the database's unique index decided): answer with that
@@ -182,7 +184,7 @@ async def start_chat(
                     if slot is not None:
                         slot.release()  # the actor gave it back already: a no-op then
                     slot = None
-                    return await with_actor(app, winner, user.id, send)
+                    return await run_on_actor(app, winner, user.id, send)
             except ConversationBusy:
                 raise busy() from None
         finally:
@@ -258,10 +260,10 @@ async def owned_conversation(conversation_id: str, user_id: str) -> dict[str, ob
 
 
 __all__ = [
-    "actor_for",
     "cancel_generation",
+    "lookup_actor",
     "owned_conversation",
     "rebuilt_events",
+    "run_on_actor",
     "start_chat",
-    "with_actor",
 ]

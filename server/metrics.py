@@ -16,7 +16,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from server.state import METRICS
+from server.app_keys import METRICS
 
 if TYPE_CHECKING:
     from actors.registry import Registry

@@ -15,8 +15,8 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from server import db
+from server.app_keys import SETTINGS
 from server.errors import ApiError, error_response
-from server.state import SETTINGS
 
 log = structlog.get_logger(__name__)
 

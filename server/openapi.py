@@ -135,6 +135,6 @@ def described() -> set[tuple[str, str]]:
 
 
 async def openapi_view(request: web.Request) -> web.Response:
-    from server.state import SETTINGS
+    from server.app_keys import SETTINGS
 
     return json_response(document(request.app[SETTINGS].public_url))

@@ -537,7 +537,7 @@ async def test_partial_answers_are_flushed_together(env: Env) -> None:
     """Three answers streaming at once: their partial text reaches the database in
     batches, at most one per flush interval, never per token (that every answer dirty at
     a tick shares one batch is ``tests/test_flusher_unit.py``'s to show)."""
-    from server.state import REGISTRY
+    from server.app_keys import REGISTRY
 
     flusher = env.live.app[REGISTRY].deps.flusher
     release = asyncio.Event()

@@ -23,9 +23,9 @@ import pytest
 import pytest_asyncio
 
 from actors.store import ClientMessageTaken
+from server.app_keys import WRITER
 from server.batch_writer import BatchWriter
 from server.chat_store import PiccoloConversationStore, create_conversation
-from server.state import WRITER
 from server.tables import Message
 from tests.auth_helpers import bearer, make_user_session
 from tests.conftest import Live
@@ -199,7 +199,7 @@ async def test_migration_keeps_the_earliest_of_legacy_duplicates(
     from piccolo.apps.migrations.commands.forwards import run_forwards
 
     from server import db
-    from server.state import ENGINE
+    from server.app_keys import ENGINE
     from tests.conftest import create_pg_database, drop_pg_database
 
     fresh = (

@@ -18,8 +18,8 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
+from server.app_keys import REGISTRY
 from server.chat_store import create_conversation
-from server.state import REGISTRY
 from tests.auth_helpers import bearer, make_user_session
 from tests.conftest import Live, make_settings, start_live
 from tests.live_clients import WsPeer, check_seq, read_ndjson, token_text

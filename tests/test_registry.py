@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from server.state import ENGINE, REGISTRY
+from server.app_keys import ENGINE, REGISTRY
 from server.tables import Message
 from tests.auth_helpers import bearer, make_user_session
 from tests.conftest import Live, make_settings, start_live

@@ -75,7 +75,9 @@ async def watch(actor: ConversationActor) -> Watcher:
 async def test_concurrent_lookups_spawn_one_actor() -> None:
     async with env() as e:
         gate = e.store.owner.block()
-        lookups = [asyncio.create_task(e.registry.get(e.conversation_id, USER)) for _ in range(20)]
+        lookups = [
+            asyncio.create_task(e.registry.get_or_spawn(e.conversation_id, USER)) for _ in range(20)
+        ]
         # Every lookup has started (tasks start in creation order) before the owner answers.
         asyncio.get_running_loop().call_soon(gate.set)
         actors = await asyncio.gather(*lookups)
@@ -87,8 +89,8 @@ async def test_concurrent_lookups_spawn_one_actor() -> None:
 async def test_a_pending_spawn_answers_other_users_not_found() -> None:
     async with env() as e:
         gate = e.store.owner.block()
-        mine = asyncio.create_task(e.registry.get(e.conversation_id, USER))
-        theirs = asyncio.create_task(e.registry.get(e.conversation_id, "intruder"))
+        mine = asyncio.create_task(e.registry.get_or_spawn(e.conversation_id, USER))
+        theirs = asyncio.create_task(e.registry.get_or_spawn(e.conversation_id, "intruder"))
         asyncio.get_running_loop().call_soon(gate.set)
         actor = await mine
         with pytest.raises(ConversationNotFound):
@@ -100,19 +102,21 @@ async def test_a_failed_spawn_fails_every_waiter_and_the_next_lookup_retries() -
     async with env() as e:
         gate = e.store.owner.block()
         e.store.owner.fail_with(StoreDown("pool exhausted"), times=1)
-        lookups = [asyncio.create_task(e.registry.get(e.conversation_id, USER)) for _ in range(5)]
+        lookups = [
+            asyncio.create_task(e.registry.get_or_spawn(e.conversation_id, USER)) for _ in range(5)
+        ]
         asyncio.get_running_loop().call_soon(gate.set)
         results = await asyncio.gather(*lookups, return_exceptions=True)
         assert all(isinstance(r, StoreDown) for r in results), results
         assert len(e.registry) == 0
-        actor = await e.registry.get(e.conversation_id, USER)
+        actor = await e.registry.get_or_spawn(e.conversation_id, USER)
         assert not actor.stopped and e.store.owner.calls == 2
 
 
 async def test_an_unknown_conversation_is_not_found_for_every_waiter() -> None:
     async with env() as e:
         gate = e.store.owner.block()
-        lookups = [asyncio.create_task(e.registry.get("nope", USER)) for _ in range(3)]
+        lookups = [asyncio.create_task(e.registry.get_or_spawn("nope", USER)) for _ in range(3)]
         asyncio.get_running_loop().call_soon(gate.set)
         results = await asyncio.gather(*lookups, return_exceptions=True)
         assert all(isinstance(r, ConversationNotFound) for r in results), results
@@ -122,7 +126,9 @@ async def test_an_unknown_conversation_is_not_found_for_every_waiter() -> None:
 async def test_a_cancelled_waiter_does_not_cancel_the_spawn() -> None:
     async with env() as e:
         gate = e.store.owner.block()
-        lookups = [asyncio.create_task(e.registry.get(e.conversation_id, USER)) for _ in range(3)]
+        lookups = [
+            asyncio.create_task(e.registry.get_or_spawn(e.conversation_id, USER)) for _ in range(3)
+        ]
         await e.store.owner.entered.wait()
         lookups[2].cancel()  # a waiter, not the task running the spawn
         gate.set()
@@ -135,7 +141,9 @@ async def test_a_cancelled_waiter_does_not_cancel_the_spawn() -> None:
 async def test_cancelling_the_caller_that_spawns_does_not_fail_the_others() -> None:
     async with env() as e:
         gate = e.store.owner.block()
-        lookups = [asyncio.create_task(e.registry.get(e.conversation_id, USER)) for _ in range(3)]
+        lookups = [
+            asyncio.create_task(e.registry.get_or_spawn(e.conversation_id, USER)) for _ in range(3)
+        ]
         await e.store.owner.entered.wait()
         lookups[0].cancel()  # the caller whose task runs the spawn
         gate.set()
@@ -150,16 +158,16 @@ async def test_delete_before_the_owner_is_read_answers_not_found() -> None:
     async with env() as e:
         async with e.registry.deleting(e.conversation_id):
             with pytest.raises(ConversationNotFound):
-                await e.registry.get(e.conversation_id, USER)
+                await e.registry.get_or_spawn(e.conversation_id, USER)
             e.store.delete_conversation(e.conversation_id)
         with pytest.raises(ConversationNotFound):
-            await e.registry.get(e.conversation_id, USER)
+            await e.registry.get_or_spawn(e.conversation_id, USER)
         assert len(e.registry) == 0
 
 
 async def test_delete_stops_a_running_actor_and_cancels_its_generation() -> None:
     async with env() as e:
-        actor = await e.registry.get(e.conversation_id, USER)
+        actor = await e.registry.get_or_spawn(e.conversation_id, USER)
         watcher = await watch(actor)
         hold = Hold()
         e.provider.enqueue("some ", hold, "more", Final())
@@ -168,21 +176,21 @@ async def test_delete_stops_a_running_actor_and_cancels_its_generation() -> None
         async with e.registry.deleting(e.conversation_id):
             assert actor.stopped
             with pytest.raises(ConversationNotFound):
-                await e.registry.get(e.conversation_id, USER)
+                await e.registry.get_or_spawn(e.conversation_id, USER)
             assert e.store.rows[result.assistant_message_id or ""].status == "cancelled"
             e.store.delete_conversation(e.conversation_id)
         assert [ev.type for ev in await watcher.until_closed() if ev.type in TERMINAL] == [
             "cancelled"
         ]
         with pytest.raises(ConversationNotFound):
-            await e.registry.get(e.conversation_id, USER)
+            await e.registry.get_or_spawn(e.conversation_id, USER)
 
 
 @pytest.mark.parametrize("spawn_ends", ["inside-the-delete", "after-the-delete"])
 async def test_delete_during_spawn_leaves_no_actor(spawn_ends: str) -> None:
     async with env() as e:
         gate = e.store.owner.block()
-        lookup = asyncio.create_task(e.registry.get(e.conversation_id, USER))
+        lookup = asyncio.create_task(e.registry.get_or_spawn(e.conversation_id, USER))
         await e.store.owner.entered.wait()  # the owner was read: the row still existed
         async with e.registry.deleting(e.conversation_id):
             e.store.delete_conversation(e.conversation_id)
@@ -201,7 +209,7 @@ async def test_delete_during_spawn_leaves_no_actor(spawn_ends: str) -> None:
 
 async def test_a_crashed_actor_is_supervised_and_the_next_lookup_respawns() -> None:
     async with env() as e:
-        actor = await e.registry.get(e.conversation_id, USER)
+        actor = await e.registry.get_or_spawn(e.conversation_id, USER)
         watcher = await watch(actor)
         hold = Hold()
         e.provider.enqueue("half ", hold, "rest", Final())
@@ -215,7 +223,7 @@ async def test_a_crashed_actor_is_supervised_and_the_next_lookup_respawns() -> N
         row = e.store.rows[result.assistant_message_id or ""]
         assert (row.status, row.content) == ("error", "half ")
         assert e.registry.crashes == 1 and e.registry.peek(e.conversation_id) is None
-        fresh = await e.registry.get(e.conversation_id, USER)
+        fresh = await e.registry.get_or_spawn(e.conversation_id, USER)
         assert fresh is not actor and fresh.hub.epoch != actor.hub.epoch
         e.provider.enqueue("ok", Final())
         fresh_watch = await watch(fresh)
@@ -230,7 +238,7 @@ class Fatal(BaseException):
 @pytest.mark.parametrize("crash", ["cancelled", "fatal-error"])
 async def test_a_crash_during_a_command_answers_its_caller(crash: str) -> None:
     async with env() as e:
-        actor = await e.registry.get(e.conversation_id, USER)
+        actor = await e.registry.get_or_spawn(e.conversation_id, USER)
         if crash == "fatal-error":
             e.store.history_switch.fail_with(Fatal())
         gate = e.store.start.block()
@@ -254,24 +262,24 @@ async def test_a_crash_during_a_command_answers_its_caller(crash: str) -> None:
 
 async def test_an_idle_actor_is_forgotten_and_respawned_with_a_new_epoch() -> None:
     async with env(idle_timeout=0.01) as e:
-        actor = await e.registry.get(e.conversation_id, USER)
+        actor = await e.registry.get_or_spawn(e.conversation_id, USER)
         await asyncio.wait_for(asyncio.wait({actor.task}), 2)
         assert actor.stopped and e.registry.peek(e.conversation_id) is None
         assert len(e.registry) == 0 and e.registry.crashes == 0
-        fresh = await e.registry.get(e.conversation_id, USER)
+        fresh = await e.registry.get_or_spawn(e.conversation_id, USER)
         assert fresh is not actor and fresh.hub.epoch != actor.hub.epoch
 
 
 async def test_a_subscriber_outlives_an_idle_stop_and_the_next_actor_adopts_it() -> None:
     async with env(idle_timeout=0.01) as e:
-        actor = await e.registry.get(e.conversation_id, USER)
+        actor = await e.registry.get_or_spawn(e.conversation_id, USER)
         viewer = Watcher()
         viewer.attach(await actor.subscribe(None, viewer.spec(viewer=True)))
         await asyncio.wait_for(asyncio.wait({actor.task}), 2)  # idle stop, subscribed
         assert actor.idled and e.registry.peek(e.conversation_id) is None
         assert e.registry.dormant_count == 1 and viewer.sub is not None
         assert not viewer.sub.closed
-        fresh = await e.registry.get(e.conversation_id, USER)
+        fresh = await e.registry.get_or_spawn(e.conversation_id, USER)
         assert fresh is not actor and fresh.hub is actor.hub  # same log: epoch and seq
         assert e.registry.dormant_count == 0
         e.provider.enqueue("still ", "here", Final())
@@ -290,7 +298,7 @@ async def test_subscribers_racing_idle_stops_always_end_up_subscribed() -> None:
 
         async def subscribe() -> ConversationActor:
             for _ in range(10):
-                actor = await e.registry.get(e.conversation_id, USER)
+                actor = await e.registry.get_or_spawn(e.conversation_id, USER)
                 try:
                     sub = await actor.subscribe(None, Watcher().spec(viewer=True))
                 except ActorStopped:
@@ -310,7 +318,7 @@ async def test_subscribers_racing_idle_stops_always_end_up_subscribed() -> None:
 
 async def test_close_ends_running_generations_as_server_shutdown() -> None:
     async with env() as e:
-        actor = await e.registry.get(e.conversation_id, USER)
+        actor = await e.registry.get_or_spawn(e.conversation_id, USER)
         watcher = await watch(actor)
         hold = Hold()
         e.provider.enqueue("a", hold, Final())
@@ -321,13 +329,13 @@ async def test_close_ends_running_generations_as_server_shutdown() -> None:
         assert events[-1].type == "error" and events[-1].data["code"] == "server_shutdown"
         assert e.store.rows[result.assistant_message_id or ""].status == "interrupted"
         with pytest.raises(ActorStopped):
-            await e.registry.get(e.conversation_id, USER)
+            await e.registry.get_or_spawn(e.conversation_id, USER)
 
 
 async def test_close_during_a_spawn_leaves_no_live_actor() -> None:
     async with env() as e:
         gate = e.store.owner.block()
-        lookup = asyncio.create_task(e.registry.get(e.conversation_id, USER))
+        lookup = asyncio.create_task(e.registry.get_or_spawn(e.conversation_id, USER))
         await e.store.owner.entered.wait()
         await e.registry.close()
         gate.set()

@@ -20,7 +20,7 @@ import orjson
 import pytest
 import pytest_asyncio
 
-from server.state import WRITER
+from server.app_keys import WRITER
 from server.tables import Message
 from tests.auth_helpers import bearer, make_user_session
 from tests.conftest import Live, make_settings, start_live

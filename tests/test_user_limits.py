@@ -22,8 +22,8 @@ import orjson
 import pytest
 import pytest_asyncio
 
+from server.app_keys import REGISTRY, USER_LIMITS
 from server.chat_store import create_conversation
-from server.state import REGISTRY, USER_LIMITS
 from server.tables import Message
 from tests.auth_helpers import bearer, make_user_session
 from tests.conftest import Live, make_settings, start_live

@@ -181,7 +181,7 @@ async def test_retried_send_does_not_subscribe_twice(env: tuple[Live, FakeGemini
         check_seq(events)  # no duplicates, no gaps
         await peer.send(type="unsubscribe", conversationId=ack["conversationId"])
         await peer.wait_for(lambda f: f["type"] == "ack" and f["of"] == "unsubscribe")
-        from server.state import REGISTRY
+        from server.app_keys import REGISTRY
 
         actor = live.app[REGISTRY].peek(ack["conversationId"])
         assert actor is not None and actor.viewers == 0

@@ -34,6 +34,7 @@ __all__ = [
 
 def setup(app: web.Application) -> None:
     """Register sign-in state, routes and start-up hooks on ``app``."""
+    from server.app_keys import SESSIONS, SETTINGS
     from server.auth import device_routes, github_routes, local, session_routes
     from server.auth.cookies import CookieCodec, apply_deferred
     from server.auth.github import OAuthStates
@@ -41,7 +42,6 @@ def setup(app: web.Application) -> None:
     from server.auth.rate_limit import WrongCodeLimiter
     from server.auth.sessions import SessionStore
     from server.routes import user
-    from server.state import SESSIONS, SETTINGS
     from server.web import device_page
 
     settings = app[SETTINGS]

@@ -19,13 +19,13 @@ import structlog
 from aiohttp import web
 from pydantic import Field
 
+from server.app_keys import SESSIONS, SETTINGS
 from server.auth import device_flow, verification
 from server.auth.client_ip import client_ip
 from server.auth.current import current_user, require_user
 from server.auth.oauth_bodies import OAuthBody, read_oauth
 from server.auth.rate_limit import SlidingWindow, rate_key
 from server.errors import ApiError, json_response
-from server.state import SESSIONS, SETTINGS
 
 log = structlog.get_logger(__name__)
 routes = web.RouteTableDef()

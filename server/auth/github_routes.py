@@ -9,6 +9,7 @@ import structlog
 from aiohttp import web
 from pydantic import Field, StrictBool
 
+from server.app_keys import SESSIONS, SETTINGS
 from server.auth import github
 from server.auth.client_ip import client_ip
 from server.auth.keys import COOKIES, GITHUB_HTTP, OAUTH_STATES
@@ -18,7 +19,6 @@ from server.auth.users import link_or_create
 from server.bodies import read_model
 from server.errors import ApiError, json_response
 from server.ids import same
-from server.state import SESSIONS, SETTINGS
 
 log = structlog.get_logger(__name__)
 routes = web.RouteTableDef()

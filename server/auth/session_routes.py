@@ -7,12 +7,12 @@ from aiohttp import web
 from pydantic import Field
 
 from actors.clock import iso
+from server.app_keys import SESSIONS
 from server.auth.current import current_session, current_user, require_user
 from server.auth.keys import COOKIES
 from server.auth.oauth_bodies import OAuthBody
 from server.bodies import read_model
 from server.errors import ApiError, json_response
-from server.state import SESSIONS
 
 log = structlog.get_logger(__name__)
 routes = web.RouteTableDef()

@@ -15,14 +15,14 @@ from aiohttp.http import HttpVersion11
 
 from actors.conversation import TERMINAL, SendResult
 from actors.hub import Event
+from server.app_keys import METRICS, SETTINGS
 from server.auth.current import require_user
 from server.bodies import read_model
 from server.chat_request import ChatRequest
 from server.chat_service import rebuilt_events, start_chat
-from server.state import METRICS, SETTINGS
-from server.transports.feed import Feed
 from server.transports.liveness import watching
 from server.transports.ndjson import NdjsonRenderer
+from server.transports.response_pump import ResponsePump
 from server.transports.sse import open_sse, ping_frame, sse_chunked, sse_frame
 from server.transports.wire import RawWriter, chunk, send_headers
 
@@ -53,7 +53,7 @@ async def chat(request: web.Request) -> web.StreamResponse:
     writer = RawWriter(request)
     renderer: NdjsonRenderer | None = None
     if sse:
-        feed = Feed(
+        feed = ResponsePump(
             writer,
             sse_chunked if chunked else sse_frame,
             stop_when=stop_when,
@@ -62,7 +62,7 @@ async def chat(request: web.Request) -> web.StreamResponse:
         )
     else:
         renderer = NdjsonRenderer(body.conversationId or "", chunked)
-        feed = Feed(writer, renderer, stop_when=stop_when, use_direct=False)
+        feed = ResponsePump(writer, renderer, stop_when=stop_when, use_direct=False)
     result = await start_chat(
         request.app, user, body, feed.spec(max_events=CHAT_MAX_EVENTS, max_bytes=CHAT_MAX_BYTES)
     )
@@ -86,7 +86,7 @@ async def chat(request: web.Request) -> web.StreamResponse:
 async def _stream(
     request: web.Request,
     result: SendResult,
-    feed: Feed,
+    feed: ResponsePump,
     renderer: NdjsonRenderer | None,
     *,
     sse: bool,

@@ -15,16 +15,16 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from actors.clock import as_utc, iso, utcnow
 from actors.conversation import ConversationActor
 from actors.hub import Subscription
+from server.app_keys import CATALOG, METRICS, REGISTRY, SETTINGS
 from server.auth.current import require_user
 from server.bodies import read_model
 from server.chat_request import no_nul
-from server.chat_service import cancel_generation, owned_conversation, with_actor
+from server.chat_service import cancel_generation, owned_conversation, run_on_actor
 from server.chat_store import to_stored
 from server.errors import ApiError, json_response
-from server.state import CATALOG, METRICS, REGISTRY, SETTINGS
 from server.tables import Conversation, Message
-from server.transports.feed import Feed
 from server.transports.liveness import watching
+from server.transports.response_pump import ResponsePump
 from server.transports.sse import open_sse, ping_frame, sse_chunked, sse_frame
 
 routes = web.RouteTableDef()
@@ -205,13 +205,13 @@ async def events(request: web.Request) -> web.StreamResponse:
     from server.transports.wire import RawWriter
 
     chunked = request.version >= (1, 1)
-    feed = Feed(
+    feed = ResponsePump(
         RawWriter(request),
         sse_chunked if chunked else sse_frame,
         ping=ping_frame(chunked),
         ping_interval=settings.sse_ping_interval,
     )
-    actor, sub = await with_actor(
+    actor, sub = await run_on_actor(
         request.app,
         request.match_info["id"],
         user.id,
@@ -233,7 +233,7 @@ async def events(request: web.Request) -> web.StreamResponse:
 
 
 async def _subscribed(
-    actor: ConversationActor, after: str | None, feed: Feed
+    actor: ConversationActor, after: str | None, feed: ResponsePump
 ) -> tuple[ConversationActor, Subscription]:
     return actor, await actor.subscribe(after, feed.spec())
 

@@ -9,8 +9,8 @@ import structlog
 from aiohttp import web
 
 from server import db
+from server.app_keys import ENGINE, SETTINGS, WRITER
 from server.errors import error_response, json_response
-from server.state import ENGINE, SETTINGS, WRITER
 
 log = structlog.get_logger(__name__)
 routes = web.RouteTableDef()

@@ -21,11 +21,11 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from actors.conversation import ConversationActor, SubscribeSpec
 from actors.hub import Subscription
+from server.app_keys import METRICS, SETTINGS
 from server.auth.rate_limit import SlidingWindow
-from server.chat_service import cancel_generation, rebuilt_events, start_chat, with_actor
+from server.chat_service import cancel_generation, rebuilt_events, run_on_actor, start_chat
 from server.db import is_unavailable
 from server.errors import ApiError
-from server.state import METRICS, SETTINGS
 from server.transports.liveness import LIVE_SESSIONS, watching
 from server.transports.protocol import (
     Cancel,
@@ -120,7 +120,7 @@ class Connection(Outbound):
             return actor, await actor.subscribe(after, spec)
 
         try:
-            actor, sub = await with_actor(self.app, conversation_id, self.user.id, command)
+            actor, sub = await run_on_actor(self.app, conversation_id, self.user.id, command)
         except ApiError as exc:
             self.fault(exc.code, exc.message, counts=False)
             return

@@ -16,12 +16,12 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
+from server.app_keys import SETTINGS
 from server.auth import verification
 from server.auth.current import CurrentUser, current_user
 from server.auth.device_flow import CodeView, display, normalize
 from server.bodies import read_form
 from server.errors import ApiError
-from server.state import SETTINGS
 
 routes = web.RouteTableDef()
 

@@ -18,7 +18,7 @@ Render = Callable[[Event], bytes | None]
 StopWhen = Callable[[Event], bool]
 
 
-class Feed:
+class ResponsePump:
     def __init__(
         self,
         writer: RawWriter,
