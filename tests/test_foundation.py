@@ -65,7 +65,7 @@ async def test_migrations_applied_from_empty(live: Live) -> None:
     for table in TABLES:
         assert await table.table_exists().run(), table._meta.tablename
     # Applying again is a no-op.
-    assert await db.migrate(live.app[__import__("server.app_keys").state.ENGINE]) == []
+    assert await db.migrate(live.app[__import__("server.app_keys").app_keys.ENGINE]) == []
 
 
 async def test_openapi_describes_every_route(live: Live) -> None:
