@@ -20,6 +20,7 @@ from server.http_protocol import capacity_middleware
 from server.metrics import Metrics, metrics_middleware, metrics_view
 from server.middleware import error_middleware, request_id_middleware
 from server.openapi import openapi_view
+from server.redis_conn import redis_client
 from server.routes import chat, conversations, health
 from server.transports import liveness, ws
 
@@ -42,6 +43,7 @@ def create_app(settings: Settings) -> web.Application:
     app[ENGINE] = db.bound_engine()  # bound once where the process starts
     app[METRICS] = Metrics()
     app.cleanup_ctx.append(_database)
+    app.cleanup_ctx.append(redis_client)  # cluster mode only (CERO_REDIS_URL)
     app.cleanup_ctx.append(chat_runtime)
     # Generations end (server_shutdown) and live streams close while the database is open.
     app.on_shutdown.append(stop_actors)

@@ -6,6 +6,7 @@ import asyncio
 import weakref
 from typing import TYPE_CHECKING
 
+import redis.asyncio as redis
 from aiohttp import web
 
 from server.config import Settings
@@ -32,3 +33,4 @@ CLIENT_LOCKS: web.AppKey[weakref.WeakValueDictionary[tuple[str, str], asyncio.Lo
     "client_locks"
 )
 USER_LIMITS: web.AppKey[UserLimits] = web.AppKey("user_limits")
+REDIS: web.AppKey[redis.Redis | None] = web.AppKey("redis")

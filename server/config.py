@@ -187,6 +187,10 @@ class Settings(BaseSettings):
             )
         if self.secret is not None and len(self.secret) < 16:
             raise ValueError("BETTER_AUTH_SECRET must be at least 16 characters")
+        if self.redis_url and self.is_sqlite:
+            raise ValueError(
+                "CERO_REDIS_URL (cluster mode) needs DATABASE_URL to be PostgreSQL, not SQLite"
+            )
         if self.secret is None and not self.local_mode:
             raise ValueError(
                 "BETTER_AUTH_SECRET is required unless the server runs in local mode "
@@ -225,6 +229,11 @@ class Settings(BaseSettings):
     def local_mode(self) -> bool:
         """Local sign-in link: GitHub not configured and bound to loopback only."""
         return not self.github_enabled and self.loopback_only
+
+    @property
+    def cluster_mode(self) -> bool:
+        """Several processes share actors' ownership, logs and limits through Redis."""
+        return self.redis_url is not None
 
     @property
     def is_sqlite(self) -> bool:

@@ -103,12 +103,18 @@ async def _redis_up() -> bool:
 
 async def test_readyz_checks_redis_when_configured(database_url: str) -> None:
     from tests.auth_helpers import running
+    from server.config import ConfigError
     from tests.conftest import IN_CI, make_settings
 
     if not await _redis_up():
         if IN_CI:
             pytest.fail("Redis not reachable at 127.0.0.1:6379 (CI=true: must not skip)")
         pytest.skip("Redis not reachable at 127.0.0.1:6379")
+    if database_url.startswith("sqlite"):
+        # Cluster mode shares rows between processes: SQLite is refused at start-up.
+        with pytest.raises(ConfigError, match="CERO_REDIS_URL.*DATABASE_URL"):
+            make_settings(database_url, port=0, redis_url="redis://127.0.0.1:6379/0")
+        return
     for url, status in (("redis://127.0.0.1:6379/0", 200), ("redis://127.0.0.1:1/0", 503)):
         settings = lambda port, u=url: make_settings(database_url, port=port, redis_url=u)  # noqa: E731
         async with running(settings) as other, aiohttp.ClientSession() as http:
