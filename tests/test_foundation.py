@@ -102,8 +102,8 @@ async def _redis_up() -> bool:
 
 
 async def test_readyz_checks_redis_when_configured(database_url: str) -> None:
-    from tests.auth_helpers import running
     from server.config import ConfigError
+    from tests.auth_helpers import running
     from tests.conftest import IN_CI, make_settings
 
     if not await _redis_up():
