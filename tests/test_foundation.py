@@ -112,7 +112,7 @@ async def test_readyz_checks_redis_when_configured(database_url: str) -> None:
         pytest.skip("Redis not reachable at 127.0.0.1:6379")
     if database_url.startswith("sqlite"):
         # Cluster mode shares rows between processes: SQLite is refused at start-up.
-        with pytest.raises(ConfigError, match="CERO_REDIS_URL.*DATABASE_URL"):
+        with pytest.raises(ConfigError, match=r"CERO_REDIS_URL.*DATABASE_URL"):
             make_settings(database_url, port=0, redis_url="redis://127.0.0.1:6379/0")
         return
     for url, status in (("redis://127.0.0.1:6379/0", 200), ("redis://127.0.0.1:1/0", 503)):
