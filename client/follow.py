@@ -75,6 +75,7 @@ class Follower:
     result: CliError | None = None
     printed: dict[str, str] = field(default_factory=dict)  # answer id → text shown
     catch_up: set[str] = field(default_factory=set)  # answers completed from REST at their end
+    shown_users: set[str] = field(default_factory=set)  # user messages already shown
     epoch: str | None = None
     seq: int = 0
 
@@ -120,23 +121,31 @@ class Follower:
                 self._sources(data.get("citations"))
             case "error":
                 await self._finish(data, None)
-                self.out.note(f"[error {data.get('code')}] {data.get('error')}")
+                if self.mode == "watch":  # chat ends with the error line itself
+                    self.out.note(f"[error {data.get('code')}] {data.get('error')}")
             case "cancelled":
                 await self._finish(data, None)
-                self.out.note("[cancelled]")
+                if self.mode == "watch":
+                    self.out.note("[cancelled]")
             case "presence":
                 viewers = data.get("viewers")
                 self.out.tty_note(f"({viewers} watching)")
         return self._ends(kind, data)
 
     def _message(self, data: dict[str, Any]) -> None:
-        if self.mode != "watch":
-            return
         message = data.get("message")
-        if isinstance(message, dict) and message.get("role") == "user":
-            self.out.end_line()
-            content = str(message.get("content", ""))
-            self.out.text("".join(f"> {line}\n" for line in content.split("\n")))
+        if self.mode == "watch" and isinstance(message, dict) and message.get("role") == "user":
+            self._show_user(message)
+
+    def _show_user(self, message: dict[str, Any]) -> None:
+        mid = message.get("id")
+        if mid in self.shown_users:
+            return  # shown by join() already
+        if isinstance(mid, str):
+            self.shown_users.add(mid)
+        self.out.end_line()
+        content = str(message.get("content", ""))
+        self.out.text("".join(f"> {line}\n" for line in content.split("\n")))
 
     def _init(self, data: dict[str, Any]) -> None:
         mid = data.get("messageId")
@@ -225,8 +234,12 @@ class Follower:
         messages = await self._messages()
         last = messages[-1] if messages else None
         if last and last.get("role") == "assistant" and last.get("status") == "streaming":
+            # Its tokens so far are not replayed to a new subscriber: show the stored text,
+            # and the rest when it ends (the overlap with live tokens is unknowable).
             mid = str(last.get("id"))
-            self.out.note("(joining an answer in progress)")
+            self.out.note("(joining an answer in progress; the rest shows when it ends)")
+            if len(messages) > 1 and messages[-2].get("role") == "user":
+                self._show_user(messages[-2])
             self._complete(mid, str(last.get("content", "")))
             self.catch_up.add(mid)
 
