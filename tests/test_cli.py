@@ -161,7 +161,7 @@ async def test_login_with_the_device_flow_then_whoami(cli: Cli, live: Live) -> N
         live, approver, "POST", "/api/auth/device/approve", json={"userCode": user_code}
     )
     assert status == 200, body
-    out, err = await asyncio.wait_for(proc.communicate(), WAIT)
+    _, err = await asyncio.wait_for(proc.communicate(), WAIT)
     assert proc.returncode == 0, (seen + err).decode()
     assert "Signed in to" in err.decode() and "Grace <grace@example.test>" in err.decode()
     path = cli.config / "credentials.json"
@@ -382,9 +382,7 @@ class Proxy:
             writer.transport.abort()
 
 
-async def test_watch_resumes_after_a_network_drop_with_last_event_id(
-    cli: Cli, live: Live
-) -> None:
+async def test_watch_resumes_after_a_network_drop_with_last_event_id(cli: Cli, live: Live) -> None:
     token = await signed_in(cli)
     code, _, err = await cli.run("chat", "start a conversation")
     assert code == 0, err
