@@ -128,8 +128,8 @@ class Follower:
                 if self.mode == "watch":
                     self.out.note("[cancelled]")
             case "presence":
-                viewers = data.get("viewers")
-                self.out.tty_note(f"({viewers} watching)")
+                if self.mode == "watch" and self.out.at_line_start:  # never inside an answer
+                    self.out.tty_note(f"({data.get('viewers')} watching)")
         return self._ends(kind, data)
 
     def _message(self, data: dict[str, Any]) -> None:

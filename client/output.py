@@ -24,6 +24,7 @@ class Output:
         self.err_tty = self.err.isatty()
         self._last = b"\n"  # the last byte written to stdout
         self._spinner: asyncio.Task[None] | None = None
+        self._label = ""
 
     def text(self, text: str) -> None:
         """A piece of an answer (or any stdout text), written and flushed now."""
@@ -44,9 +45,15 @@ class Output:
         if self._last != b"\n":
             self.text("\n")
 
+    @property
+    def at_line_start(self) -> bool:
+        return self._last == b"\n"
+
     def note(self, line: str) -> None:
-        """One line on stderr (tool steps, sources, progress, warnings)."""
-        self.stop_spinner()
+        """One line on stderr (tool steps, sources, progress, warnings); a spinner goes on
+        below it."""
+        if self._spinner is not None:
+            self.err.write("\r\x1b[K")
         self.err.write(line + "\n")
         self.err.flush()
 
@@ -58,8 +65,10 @@ class Output:
     # -- progress while waiting for the first token ---------------------------------------
 
     def start_spinner(self, label: str) -> None:
+        """Show ``label`` and the time waited, until the first stdout text (TTY only)."""
+        self._label = label
         if self.err_tty and self._spinner is None:
-            self._spinner = asyncio.get_running_loop().create_task(self._spin(label))
+            self._spinner = asyncio.get_running_loop().create_task(self._spin())
 
     def stop_spinner(self) -> None:
         task, self._spinner = self._spinner, None
@@ -68,11 +77,11 @@ class Output:
             self.err.write("\r\x1b[K")
             self.err.flush()
 
-    async def _spin(self, label: str) -> None:
+    async def _spin(self) -> None:
         started = time.monotonic()
         with contextlib.suppress(asyncio.CancelledError):
             for i in range(1 << 30):
                 elapsed = time.monotonic() - started
-                self.err.write(f"\r{SPINNER[i % len(SPINNER)]} {label} {elapsed:.1f}s")
+                self.err.write(f"\r{SPINNER[i % len(SPINNER)]} {self._label} {elapsed:.1f}s")
                 self.err.flush()
                 await asyncio.sleep(0.1)
