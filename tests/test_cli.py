@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import os
 import stat
 import sys
@@ -23,7 +24,11 @@ import pytest
 import pytest_asyncio
 from aiohttp.test_utils import unused_port
 
+from client.api import Api
 from client.credentials import CredentialStore
+from client.follow import Follower
+from client.output import Output
+from client.sse import ServerSentEvent
 from tests.auth_helpers import bearer, make_user_session
 from tests.conftest import Live, make_settings, start_live
 
@@ -396,3 +401,71 @@ async def test_watch_resumes_after_a_network_drop_with_last_event_id(cli: Cli, l
     assert b"last-event-id: " in resumed[1].lower()
     with contextlib.suppress(ProcessLookupError):
         watch.kill()
+
+
+async def test_chat_resumes_after_a_network_drop(cli: Cli, live: Live) -> None:
+    token = await signed_in(cli)
+    proxy = Proxy(int(live.url.rsplit(":", 1)[1]))
+    via = await proxy.start()
+    CredentialStore(cli.config, "file").save(via, token, {})
+    try:
+        chat = await cli.start("chat", "survive a drop", CERO_API_URL=via)
+        assert chat.stdout is not None
+        await proxy.next_answer(b"/api/chat")
+        seen = bytearray()
+        await read_until(chat.stdout, b"This is", seen)
+        proxy.drop()  # mid-answer
+        await proxy.next_answer(b"/events")  # resumed from its cursor
+        out, err = await asyncio.wait_for(chat.communicate(), WAIT)
+    finally:
+        await proxy.close()
+    assert chat.returncode == 0, err
+    conversation = await only_conversation(live, token)
+    answer = (await messages(live, token, conversation))[-1]
+    assert (seen + out).decode() == answer["content"] + "\n"  # nothing twice, nothing lost
+    assert b"connection lost" in err
+    resumed = [h for h in proxy.heads if b"/events" in h.split(b"\r\n", 1)[0]]
+    assert len(resumed) == 1 and b"last-event-id: " in resumed[0].lower()
+    assert len([h for h in proxy.heads if h.startswith(b"POST /api/chat")]) == 1
+
+
+async def test_watch_joins_an_answer_in_progress(cli: Cli, live: Live) -> None:
+    token = await signed_in(cli)
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            live.url + "/api/chat", json={"message": "join me"}, headers=bearer(token)
+        ) as resp:
+            init = orjson.loads(await resp.content.readline())
+            assert init["topic"] == "init"
+            assert orjson.loads(await resp.content.readline())["topic"] == "token"
+            conversation = init["data"]["conversationId"]
+            code, out, err = await cli.run("watch", conversation, "--once")
+            await resp.read()
+    assert code == 0, err
+    answer = (await messages(live, token, conversation))[-1]
+    assert out == f"> join me\n{answer['content']}\n"
+    assert "joining an answer in progress" in err
+
+
+async def test_reset_completes_the_answer_from_rest(cli: Cli, live: Live) -> None:
+    """After `reset` (a cursor the server cannot replay) the answer in progress is finished
+    from the stored messages: here it ended while the client was away."""
+    token = await signed_in(cli)
+    code, _, err = await cli.run("chat", "reset me")
+    assert code == 0, err
+    conversation = await only_conversation(live, token)
+    stored = (await messages(live, token, conversation))[-1]
+    out = io.BytesIO()
+    async with Api(live.url, token) as api:
+        follower = Follower(
+            api,
+            Output(out, io.StringIO()),
+            "chat",
+            conversation_id=conversation,
+            message_id=stored["id"],
+            printed={stored["id"]: stored["content"][:7]},
+        )
+        reset = {"type": "reset", "conversationId": conversation, "epoch": "e", "seq": 9}
+        done = await follower.handle(ServerSentEvent("reset", orjson.dumps(reset).decode(), ""))
+    assert done and follower.result is None
+    assert stored["content"][:7] + out.getvalue().decode() == stored["content"] + "\n"
