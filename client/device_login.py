@@ -9,8 +9,10 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 import webbrowser
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,8 +73,15 @@ class PollSchedule:
         )
 
 
-def open_browser(url: str) -> bool:
-    """Open ``url`` in a browser when there is one; never fail the login over it."""
+def open_browser(url: str, environ: Mapping[str, str]) -> bool:
+    """Open ``url`` in a graphical browser when there is one; never fail the login over it.
+
+    On Linux without a display ``webbrowser`` would fall back to a console browser (lynx,
+    w3m) that takes over the very terminal showing the code: not then."""
+    if sys.platform.startswith("linux") and not (
+        environ.get("DISPLAY") or environ.get("WAYLAND_DISPLAY")
+    ):
+        return False
     try:
         return webbrowser.open(url, new=2)
     except Exception:
@@ -80,8 +89,9 @@ def open_browser(url: str) -> bool:
 
 
 async def device_login(
-    api: Api, *, say: Any, browser: bool, scope: str = "openid"
+    api: Api, *, say: Any, browser: Mapping[str, str] | None, scope: str = "openid"
 ) -> tuple[str, dict[str, Any]]:
+    """``browser``: the environment when a browser may be opened, else ``None``."""
     """Run the grant; return ``(access token, user)``. ``say`` prints one line to stderr."""
     status, code = await api.oauth(
         "/api/auth/device/code", {"client_id": CLIENT_ID, "scope": scope}
@@ -98,7 +108,7 @@ async def device_login(
     complete = str(code.get("verification_uri_complete") or uri)
     say(f"To sign in, open {uri} and enter the code: {user_code}")
     say(f"  (or open {complete})")
-    if browser and open_browser(complete):
+    if browser is not None and open_browser(complete, browser):
         say("A browser window was opened; approve the sign-in there.")
     say("Waiting for approval… (Ctrl-C to stop)")
     schedule = PollSchedule.start(code, time.monotonic())

@@ -76,7 +76,7 @@ class Context:
 
 
 async def cmd_login(ctx: Context) -> int:
-    browser = not ctx.args.no_browser and ctx.out.err_tty
+    browser = ctx.environ if not ctx.args.no_browser and ctx.out.err_tty else None
     async with ctx.api() as api:
         token, user = await device_login(api, say=ctx.out.note, browser=browser)
     saved = ctx.store.save(ctx.server, token, user)
@@ -196,6 +196,7 @@ async def cmd_watch(ctx: Context) -> int:
         async def connected(resp: aiohttp.ClientResponse, again: bool) -> None:
             if not again:
                 ctx.out.tty_note(f"(watching {conversation}; Ctrl-C to stop)")
+            if not again or follower.epoch is None:  # no cursor to resume from
                 await follower.join()
 
         await follow(follower, opener, opener, on_connect=connected, max_failures=10)
@@ -269,6 +270,13 @@ async def cmd_models(ctx: Context) -> int:
 Command = Callable[[Context], Coroutine[Any, Any, int]]
 
 
+def positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -312,7 +320,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the events as NDJSON")
     p.add_argument("--once", action="store_true", help="exit when the next answer ends")
     p = add("conversations", cmd_conversations, "List your conversations, newest first.")
-    p.add_argument("--limit", type=int, default=20, help="how many (default 20)")
+    p.add_argument("--limit", type=positive, default=20, help="how many (default 20)")
     p.add_argument("--json", action="store_true", help="one JSON object a line")
     p = add("messages", cmd_messages, "Print a conversation's messages.")
     p.add_argument("conversation_id", metavar="ID")
