@@ -265,13 +265,13 @@ function applyEvent(ev) {
     case "message": {
       const m = ev.message;
       if (messageEl(m.id)) break;
-      const mine = ev.clientMessageId
-        ? $("messages").querySelector(`[data-client="${CSS.escape(ev.clientMessageId)}"]`)
-        : null;
+      // The event can come before the ack: match our own bubble by its clientMessageId.
+      const key = m.clientMessageId || ev.clientMessageId;
+      const mine = key ? $("messages").querySelector(`[data-client="${CSS.escape(key)}"]`) : null;
       if (mine) {
         mine.dataset.id = m.id;
         setStatus(mine, "complete");
-      } else addMessage({ ...m, clientMessageId: ev.clientMessageId });
+      } else addMessage(m);
       touchConversation(ev.conversationId);
       break;
     }
