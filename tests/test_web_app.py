@@ -25,21 +25,29 @@ import pytest_asyncio
 
 from server.app_keys import SESSIONS
 from server.auth.keys import LOCAL
-from tests.auth_helpers import bearer, codec
+from tests.auth_helpers import bearer, codec, running
 from tests.conftest import IN_CI, Live, make_settings, start_live
 from tests.fakes.gemini import FakeGemini, Script
+from tests.fakes.github import FakeGitHub
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 CHROMIUM = os.environ.get("CERO_TEST_CHROMIUM", "/usr/bin/chromium")
 SCREENSHOTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "screenshots"
-PHONE = {"width": 390, "height": 844}
-DESKTOP = {"width": 1200, "height": 800}
 
 try:
-    from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
+    from playwright.async_api import (
+        Browser,
+        BrowserContext,
+        Page,
+        ViewportSize,
+        async_playwright,
+        expect,
+    )
 
     HAVE_PLAYWRIGHT = True
+    PHONE = ViewportSize(width=390, height=844)
+    DESKTOP = ViewportSize(width=1200, height=800)
 except ImportError:  # pragma: no cover - the dev dependencies include playwright
     HAVE_PLAYWRIGHT = False
 
@@ -197,6 +205,41 @@ async def test_sign_in_view_and_page_headers(env: Env) -> None:
     await shot(page, "signin-phone")
     assert not errors, errors
     await context.close()
+
+
+async def test_github_sign_in_lands_on_the_app(
+    env: Env, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    gh = FakeGitHub("web-client", "web-secret")
+    await gh.start()
+    db_path = tmp_path_factory.mktemp("gh") / "cero.db"
+    try:
+        async with running(
+            lambda port: make_settings(
+                f"sqlite:///{db_path}",
+                port=port,
+                github_client_id="web-client",
+                github_client_secret="web-secret",
+                github_url=gh.web_url,
+                github_api_url=gh.api_url,
+            )
+        ) as live:
+            gh.registered_redirect_uri = f"{live.settings.public_url}/api/auth/callback/github"
+            context = await env.browser.new_context(viewport=DESKTOP, color_scheme="light")
+            page, errors = await watched(context)
+            await page.goto(live.url + "/app")
+            button = page.locator("#signin-github a")
+            await expect(button).to_be_visible()
+            await expect(page.locator("#signin-local")).to_be_hidden()  # not in local mode
+            await shot(page, "signin-github")
+            await button.click()  # GitHub (the stand-in) approves and sends us back
+            await expect(page).to_have_url(live.url + "/app")
+            await expect(page.locator("#who")).to_have_text(gh.users[0].name or "")
+            await expect(page.locator("#conn")).to_have_text("live")
+            assert not errors, errors
+            await context.close()
+    finally:
+        await gh.stop()
 
 
 async def test_two_devices_join_mid_answer_and_end_with_the_same_text(
@@ -364,9 +407,7 @@ async def test_tool_steps_and_citations_and_screenshots(env: Env, devices: Devic
     await phone_ctx.close()
 
 
-async def test_conversation_list_paginates_renames_and_deletes(
-    env: Env, devices: Devices
-) -> None:
+async def test_conversation_list_paginates_renames_and_deletes(env: Env, devices: Devices) -> None:
     a = devices.a
     for i in range(21):  # more than one page of 20
         async with aiohttp.ClientSession() as http:
@@ -407,6 +448,57 @@ async def test_conversation_list_paginates_renames_and_deletes(
         url = f"{env.live.url}/api/conversations/{conv}/messages"
         async with http.get(url, headers=bearer(env.token)) as r:
             assert r.status == 404
+
+
+async def restart_server(env: Env) -> None:
+    """Stop the server and start a new process's worth of app on the same port and
+    database: every log starts a new epoch, so old cursors cannot be replayed."""
+    from aiohttp.test_utils import TestServer
+
+    from server import db
+    from server.app import create_app
+
+    old = env.live
+    port = old.server.port
+    assert port is not None
+    await old.server.close()
+    db.bind(old.settings.database_url, lock_timeout=db.lock_timeout(old.settings))
+    app = create_app(old.settings)
+    server = TestServer(app, host="127.0.0.1", port=port)
+    await server.start_server()
+    env.live = Live(app=app, server=server, url=old.url, settings=old.settings)
+
+
+async def test_reconnect_after_a_restart_refetches_on_reset(env: Env, devices: Devices) -> None:
+    a, b = devices.a, devices.b
+    await send(a, "before the restart")
+    await expect(last_answer(a)).to_have_attribute("data-text", "You said: before the restart")
+    conv = conversation_of(a)
+    await b.goto(f"/app#c={conv}")
+    await expect(last_answer(b)).to_have_attribute("data-text", "You said: before the restart")
+    await devices.a_ctx.set_offline(True)
+    await expect(a.locator("#conn")).to_contain_text("offline")
+    await restart_server(env)
+    # Written while A was away, on a log with a new epoch: A's cursor cannot be replayed.
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            env.live.url + "/api/chat",
+            json={"message": "while A was away", "conversationId": conv},
+            headers=bearer(env.token),
+        ) as r:
+            assert r.status == 200
+            await r.read()
+    await devices.a_ctx.set_offline(False)
+    for page in (a, b):
+        await expect(page.locator("#conn")).to_have_text("live")
+        await expect(page.locator("article.msg.user").last).to_have_text("Youwhile A was away")
+        await expect(last_answer(page)).to_have_attribute("data-text", "You said: while A was away")
+    data = await rest(env, "GET", f"/api/conversations/{conv}/messages")
+    for page in (a, b):
+        await expect(page.locator("article.msg")).to_have_count(len(data["messages"]))
+    # Live again after the reset: B sends, A sees it.
+    await send(b, "after the reset")
+    await expect(last_answer(a)).to_have_attribute("data-text", "You said: after the reset")
 
 
 async def test_sessions_revoke_and_sign_out(env: Env, devices: Devices) -> None:

@@ -3,7 +3,8 @@
 When GitHub is not configured and the server binds loopback only (``Settings.local_mode``),
 start-up announces a one-time link ``<public url>/auth/local?token=...``; opening it signs
 in the local user (an ``Account`` with provider ``local``) and redirects to the web app
-(``/app``) or a same-origin ``next`` path. On any other bind there is no link and ``/auth/local`` is 403.
+(``/app``) or a same-origin ``next`` path. On any other bind there is no link and
+``/auth/local`` is 403.
 The link is the one secret this server deliberately prints, on stderr only (it is how the
 operator gets in); the structured log, which may be shipped elsewhere, never holds the token.
 """

@@ -20,6 +20,7 @@ const state = {
   queue: [], // sends not yet acknowledged, oldest first: {frame, el, inFlight}
   texts: new Map(), // assistant messageId -> text so far
   streaming: null, // {messageId, generationId} of the answer streaming in convId
+  stale: false, // a refetch failed: reload over REST at the next connection
   resetting: false, // refetching over REST after `reset`; live events wait in `held`
   held: [],
   renderQueued: new Set(),
@@ -339,7 +340,8 @@ function onFrame(frame) {
   if (frame.type === "fault") return onFault(frame);
   if (frame.conversationId && frame.conversationId !== state.convId) return;
   if (frame.type === "subscribed") {
-    if (!frame.recovered && !state.cursor) state.cursor = { epoch: frame.epoch, seq: frame.seq };
+    // Subscribed without a cursor: live from here. With one: its replay (or `reset`) follows.
+    if (!state.cursor) state.cursor = { epoch: frame.epoch, seq: frame.seq };
     return;
   }
   if (frame.type === "unsubscribed") return;
@@ -355,19 +357,25 @@ async function onReset(frame) {
   state.held = [];
   try {
     await loadMessages(state.convId);
-  } finally {
+  } catch {
+    // Not refetched (the network went again): start over at the next connection.
     state.resetting = false;
-    const held = state.held;
     state.held = [];
-    for (const ev of held) {
-      // Text streamed before the refetch is in the REST snapshot already: skip tokens of an
-      // answer that was streaming (its `done` carries the whole text).
-      if (ev.type === "token" && state.texts.has(ev.messageId)) {
-        state.cursor = { epoch: ev.epoch, seq: ev.seq };
-        continue;
-      }
-      applyEvent(ev);
+    state.stale = true;
+    if (state.ws) state.ws.close();
+    return;
+  }
+  state.resetting = false;
+  const held = state.held;
+  state.held = [];
+  for (const ev of held) {
+    // Text streamed before the refetch is in the REST snapshot already: skip tokens of an
+    // answer that was streaming (its `done` carries the whole text).
+    if (ev.type === "token" && state.texts.has(ev.messageId)) {
+      state.cursor = { epoch: ev.epoch, seq: ev.seq };
+      continue;
     }
+    applyEvent(ev);
   }
 }
 
@@ -387,7 +395,11 @@ function onAck(frame) {
     history.replaceState(null, "", `#c=${encodeURIComponent(frame.conversationId)}`);
     $("rename").hidden = false;
     $("delete").hidden = false;
-    loadConversations();
+    loadConversations().then(() => {
+      const link = $("conversations").querySelector(`[data-conv="${CSS.escape(frame.conversationId)}"] a`);
+      if (link && state.convId === frame.conversationId) setTitle(link.textContent);
+      markCurrent();
+    }, (err) => notice(err.message));
   }
   // Later queued sends of that new chat go to the same conversation.
   for (const other of state.queue) {
@@ -426,7 +438,8 @@ function connect() {
     state.wsReady = true;
     state.attempt = 0;
     setConn("live", "ok");
-    if (state.convId) subscribe(state.convId);
+    if (state.convId && state.stale) resync(state.convId);
+    else if (state.convId) subscribe(state.convId);
     flushQueue();
   };
   ws.onmessage = (msg) => {
@@ -451,8 +464,25 @@ function connect() {
   };
 }
 
+async function resync(id) {
+  // Messages over REST, then the live log from now (a refetch after `reset` failed).
+  try {
+    await loadMessages(id);
+  } catch {
+    if (state.ws) state.ws.close();
+    return;
+  }
+  state.stale = false;
+  state.cursor = null;
+  if (state.convId === id) subscribe(id);
+}
+
 function scheduleReconnect() {
   if (state.reconnectTimer) return;
+  if (!navigator.onLine) {
+    setConn("offline", "bad");
+    return; // the `online` event reconnects
+  }
   const base = Math.min(MAX_BACKOFF_MS, 500 * 2 ** state.attempt);
   const delay = base / 2 + Math.random() * (base / 2);
   state.attempt += 1;
@@ -533,6 +563,7 @@ async function openConversation(id) {
   if (state.convId && state.convId !== id) wsSend({ type: "unsubscribe", conversationId: state.convId });
   state.convId = id;
   state.cursor = null;
+  state.stale = false;
   state.resetting = false;
   state.held = [];
   notice("");
@@ -627,7 +658,7 @@ async function showSessions() {
   for (const s of sessions) {
     const label = el("div", { class: "session-info" },
       el("strong", { text: s.userAgent || "Unknown client" }),
-      el("span", { class: "note", text: ` ${s.ipAddress || ""} · since ${new Date(s.createdAt).toLocaleString()}` }));
+      el("span", { class: "note", text: [s.ipAddress, `since ${new Date(s.createdAt).toLocaleString()}`].filter(Boolean).join(" · ") }));
     const item = el("li", { "data-session": s.id }, label);
     if (s.current) {
       item.append(el("span", { class: "pill", text: "this device" }));
