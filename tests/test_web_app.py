@@ -386,18 +386,21 @@ async def test_tool_steps_and_citations_and_screenshots(env: Env, devices: Devic
     source = answer.locator(".sources a")
     await expect(source).to_have_count(1)
     await expect(source).to_have_attribute("href", "https://example.org/arithmetic")
-    await shot(a, "chat")
-    device = await a.context.new_page()
-    await device.goto("/device")
-    await shot(device, "device")
-    await device.close()
+    await expect(a.locator("#title")).to_have_text("What is six times seven? Show the code.")
 
     phone_ctx = await signed_in_context(env, phone=True)
     phone, errors = await watched(phone_ctx)
     await phone.goto(f"/app#c={conversation_of(a)}")
     await expect(last_answer(phone)).to_have_attribute("data-status", "complete")
     await expect(phone.locator("#sidebar")).to_be_hidden()
+    for page in (a, phone):
+        await expect(page.locator("#presence")).to_have_text("2 devices watching")
+    await shot(a, "chat")
     await shot(phone, "chat-phone")
+    device = await a.context.new_page()
+    await device.goto("/device")
+    await shot(device, "device")
+    await device.close()
     await phone.locator("#toggle-list").click()
     await expect(phone.locator("#sidebar")).to_be_visible()
     await shot(phone, "conversations-phone")
@@ -405,6 +408,24 @@ async def test_tool_steps_and_citations_and_screenshots(env: Env, devices: Devic
     await shot(phone, "device-phone")
     assert not errors, errors
     await phone_ctx.close()
+
+
+async def test_keyboard_only(env: Env, devices: Devices) -> None:
+    a = devices.a
+    await a.locator("#new-chat").focus()
+    await a.keyboard.press("Enter")  # a button activated from the keyboard
+    await expect(a.locator("#input")).to_be_focused()
+    await a.keyboard.type("typed line one")
+    await a.keyboard.press("Shift+Enter")  # a new line, not a send
+    await a.keyboard.type("line two")
+    await expect(a.locator("#input")).to_have_value("typed line one\nline two")
+    await a.keyboard.press("Tab")
+    await expect(a.locator("#send")).to_be_focused()
+    await a.keyboard.press("Enter")
+    await expect(last_answer(a)).to_have_attribute(
+        "data-text", "You said: typed line one\nline two"
+    )
+    await expect(a.locator("#input")).to_have_value("")
 
 
 async def test_conversation_list_paginates_renames_and_deletes(env: Env, devices: Devices) -> None:

@@ -6,6 +6,8 @@
 const $ = (id) => document.getElementById(id);
 const PAGE_SIZE = 20;
 const MAX_BACKOFF_MS = 10000;
+const HEARTBEAT_MS = 15000;
+const HEARTBEAT_DEAD_MS = 35000;
 
 const state = {
   user: null,
@@ -15,6 +17,7 @@ const state = {
   nextCursor: null, // conversation list pagination
   ws: null,
   wsReady: false,
+  lastHeard: 0, // when the socket last received a frame
   attempt: 0,
   reconnectTimer: null,
   queue: [], // sends not yet acknowledged, oldest first: {frame, el, inFlight}
@@ -362,7 +365,7 @@ async function onReset(frame) {
     state.resetting = false;
     state.held = [];
     state.stale = true;
-    if (state.ws) state.ws.close();
+    dropSocket();
     return;
   }
   state.resetting = false;
@@ -436,6 +439,7 @@ function connect() {
   state.ws = ws;
   ws.onopen = () => {
     state.wsReady = true;
+    state.lastHeard = Date.now();
     state.attempt = 0;
     setConn("live", "ok");
     if (state.convId && state.stale) resync(state.convId);
@@ -443,6 +447,7 @@ function connect() {
     flushQueue();
   };
   ws.onmessage = (msg) => {
+    state.lastHeard = Date.now();
     let frame;
     try {
       frame = JSON.parse(msg.data);
@@ -452,10 +457,8 @@ function connect() {
     onFrame(frame);
   };
   ws.onclose = (event) => {
-    if (state.ws !== ws) return;
-    state.ws = null;
-    state.wsReady = false;
-    for (const entry of state.queue) entry.inFlight = false; // re-sent with the same key
+    if (state.ws !== ws) return; // dropped already
+    forget(ws);
     if (event.code === 4001) {
       showSignIn("Your session ended. Sign in again.");
       return;
@@ -464,12 +467,29 @@ function connect() {
   };
 }
 
+function forget(ws) {
+  state.ws = null;
+  state.wsReady = false;
+  for (const entry of state.queue) entry.inFlight = false; // re-sent with the same key
+  ws.onclose = null;
+  ws.onmessage = null;
+}
+
+function dropSocket() {
+  // Give up on this socket now (its close handshake may never finish on a dead network).
+  const ws = state.ws;
+  if (!ws) return;
+  forget(ws);
+  ws.close();
+  if (state.user) scheduleReconnect();
+}
+
 async function resync(id) {
   // Messages over REST, then the live log from now (a refetch after `reset` failed).
   try {
     await loadMessages(id);
   } catch {
-    if (state.ws) state.ws.close();
+    dropSocket();
     return;
   }
   state.stale = false;
@@ -513,9 +533,17 @@ function flushQueue() {
   }
 }
 
+// A silently dead connection (no `offline` event, no close) is found by our own pings:
+// the server acks each one, so nothing heard for HEARTBEAT_DEAD_MS means reconnect.
+setInterval(() => {
+  if (!state.wsReady) return;
+  if (Date.now() - state.lastHeard > HEARTBEAT_DEAD_MS) dropSocket();
+  else wsSend({ type: "ping" });
+}, HEARTBEAT_MS);
+
 window.addEventListener("offline", () => {
   setConn("offline", "bad");
-  if (state.ws) state.ws.close();
+  dropSocket();
 });
 window.addEventListener("online", () => {
   state.attempt = 0;
@@ -680,9 +708,9 @@ async function showSessions() {
 
 function showSignIn(message) {
   state.user = null;
-  if (state.ws) state.ws.close();
-  state.ws = null;
-  state.wsReady = false;
+  clearTimeout(state.reconnectTimer);
+  state.reconnectTimer = null;
+  dropSocket();
   $("app").hidden = true;
   $("signin").hidden = false;
   const github = document.body.dataset.github === "true";
