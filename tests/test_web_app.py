@@ -12,7 +12,9 @@ where they fail (``.ci/run`` installs Debian's ``chromium``).
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +43,7 @@ try:
         BrowserContext,
         Page,
         ViewportSize,
+        WebSocketRoute,
         async_playwright,
         expect,
     )
@@ -469,6 +472,56 @@ async def test_conversation_list_paginates_renames_and_deletes(env: Env, devices
         url = f"{env.live.url}/api/conversations/{conv}/messages"
         async with http.get(url, headers=bearer(env.token)) as r:
             assert r.status == 404
+
+
+async def test_a_send_whose_ack_is_lost_is_retried_with_its_key_once(
+    env: Env, devices: Devices
+) -> None:
+    """The socket dies after the server took a send but before its ack arrived: the page
+    sends it again with the same clientMessageId, and the server makes it once."""
+    conv = conversation_of(devices.b)
+    context = await signed_in_context(env)
+    page, errors = await watched(context)
+    sends: list[dict[str, Any]] = []
+    dropped: list[str] = []
+
+    def proxy(ws: WebSocketRoute) -> None:
+        server = ws.connect_to_server()
+
+        def to_server(message: str | bytes) -> None:
+            frame = json.loads(message)
+            if frame["type"] == "send":
+                sends.append(frame)
+            server.send(message)
+
+        def to_page(message: str | bytes) -> None:
+            frame = json.loads(message)
+            if frame["type"] == "ack" and frame["of"] == "send" and not dropped:
+                dropped.append(frame["userMessageId"])  # the ack is lost with the socket
+                asyncio.ensure_future(ws.close(code=4000, reason="network lost"))
+                return
+            ws.send(message)
+
+        ws.on_message(to_server)
+        server.on_message(to_page)
+
+    await page.route_web_socket(re.compile(r"/api/ws$"), proxy)
+    await page.goto(f"/app#c={conv}")
+    await expect(page.locator("#conn")).to_have_text("live")
+    await send(page, "said once, sent twice")
+    await expect(last_answer(page)).to_have_attribute(
+        "data-text", "You said: said once, sent twice"
+    )
+    assert dropped and len(sends) == 2, sends
+    assert sends[0]["clientMessageId"] == sends[1]["clientMessageId"]
+    await expect(page.locator("article.msg.user", has_text="said once, sent twice")).to_have_count(
+        1
+    )
+    data = await rest(env, "GET", f"/api/conversations/{conv}/messages")
+    said = [m for m in data["messages"] if m["content"] == "said once, sent twice"]
+    assert [m["id"] for m in said] == dropped
+    assert not errors, errors
+    await context.close()
 
 
 async def restart_server(env: Env) -> None:
