@@ -484,6 +484,7 @@ async def test_a_send_whose_ack_is_lost_is_retried_with_its_key_once(
     page, errors = await watched(context)
     sends: list[dict[str, Any]] = []
     dropped: list[str] = []
+    closing: list[asyncio.Future[None]] = []
 
     def proxy(ws: WebSocketRoute) -> None:
         server = ws.connect_to_server()
@@ -498,7 +499,7 @@ async def test_a_send_whose_ack_is_lost_is_retried_with_its_key_once(
             frame = json.loads(message)
             if frame["type"] == "ack" and frame["of"] == "send" and not dropped:
                 dropped.append(frame["userMessageId"])  # the ack is lost with the socket
-                asyncio.ensure_future(ws.close(code=4000, reason="network lost"))
+                closing.append(asyncio.ensure_future(ws.close(code=4000, reason="network lost")))
                 return
             ws.send(message)
 
