@@ -293,6 +293,11 @@ async def test_stop_on_one_device_cancels_for_both(env: Env, devices: Devices) -
     env.fake.enqueue(Script(chunks=["One", " two", " three"], release_after=1, release=release))
     await send(a, "count slowly")
     await expect(last_answer(b).locator(".body")).to_have_text("One")
+    # A second send while the answer runs is refused (409 conversation_busy over the socket).
+    await send(a, "too soon")
+    await expect(a.locator("#notice")).to_contain_text("still answering")
+    too_soon = a.locator("article.msg.user", has_text="too soon")
+    await expect(too_soon).to_have_attribute("data-status", "error")
     await b.locator("#stop").click()
     for page in (a, b):
         await expect(last_answer(page)).to_have_attribute("data-status", "cancelled")
@@ -300,6 +305,7 @@ async def test_stop_on_one_device_cancels_for_both(env: Env, devices: Devices) -
         await expect(page.locator("#stop")).to_be_hidden()
     release.set()
     data = await rest(env, "GET", f"/api/conversations/{conversation_of(a)}/messages")
+    assert "too soon" not in [m["content"] for m in data["messages"]]
     assert data["messages"][-1]["status"] == "cancelled"
     assert data["messages"][-1]["content"] == "One"
 

@@ -18,6 +18,7 @@ const state = {
   ws: null,
   wsReady: false,
   lastHeard: 0, // when the socket last received a frame
+  asked: [], // types of the frames sent on this socket and not answered yet
   attempt: 0,
   reconnectTimer: null,
   queue: [], // sends not yet acknowledged, oldest first: {frame, el, inFlight}
@@ -341,6 +342,7 @@ function showPresence(viewers) {
 function onFrame(frame) {
   if (frame.type === "ack") return onAck(frame);
   if (frame.type === "fault") return onFault(frame);
+  if (frame.type === "subscribed") answered("subscribe");
   if (frame.conversationId && frame.conversationId !== state.convId) return;
   if (frame.type === "subscribed") {
     // Subscribed without a cursor: live from here. With one: its replay (or `reset`) follows.
@@ -382,10 +384,22 @@ async function onReset(frame) {
   }
 }
 
+// The server answers every frame, in order: `subscribed` or `ack` (naming what it answers)
+// or `fault` (naming nothing). `state.asked` lists the frames sent on this socket that are
+// not answered yet, so that a fault can be pinned on the frame that caused it.
+function answered(type) {
+  if (!type) return state.asked.shift();
+  const at = state.asked.indexOf(type);
+  if (at >= 0) state.asked.splice(0, at + 1); // anything before it went unanswered
+  return type;
+}
+
 function onAck(frame) {
+  answered(frame.of);
   if (frame.of !== "send") return;
-  const entry = state.queue.shift();
+  const entry = state.queue.find((e) => e.inFlight);
   if (!entry) return;
+  state.queue.splice(state.queue.indexOf(entry), 1);
   const fresh = !entry.frame.conversationId;
   if (entry.el) {
     entry.el.dataset.id = frame.userMessageId;
@@ -403,21 +417,40 @@ function onAck(frame) {
       if (link && state.convId === frame.conversationId) setTitle(link.textContent);
       markCurrent();
     }, (err) => notice(err.message));
+  } else if (fresh) {
+    // The page moved on meanwhile: do not follow the new conversation.
+    wsSend({ type: "unsubscribe", conversationId: frame.conversationId });
   }
   // Later queued sends of that new chat go to the same conversation.
   for (const other of state.queue) {
-    if (other.newChat === entry.newChat && entry.newChat && !other.frame.conversationId) {
+    if (entry.newChat && other.newChat === entry.newChat && !other.frame.conversationId) {
       other.frame.conversationId = frame.conversationId;
     }
   }
+  flushQueue();
 }
 
 function onFault(frame) {
-  const refusals = ["conversation_busy", "rate_limited", "not_found", "too_many_subscriptions", "invalid_request", "unknown_model"];
-  const entry = state.queue.find((e) => e.inFlight);
-  if (entry && refusals.includes(frame.code)) {
-    state.queue.splice(state.queue.indexOf(entry), 1);
-    if (entry.el) setStatus(entry.el, "error");
+  const type = answered(null);
+  if (type === "send") {
+    const entry = state.queue.find((e) => e.inFlight);
+    if (entry && frame.code === "rate_limited" && frame.retryAfter) {
+      entry.inFlight = false; // the same send, with the same key, once the limit allows
+      setTimeout(flushQueue, Number(frame.retryAfter) * 1000);
+      notice(`${frame.error} Retrying in ${frame.retryAfter} s.`);
+      return;
+    }
+    if (entry) {
+      state.queue.splice(state.queue.indexOf(entry), 1);
+      if (entry.el) setStatus(entry.el, "error");
+    }
+    notice(frame.code === "conversation_busy" ? "Cero is still answering: wait for it, or press Stop." : frame.error || frame.code);
+    flushQueue();
+    return;
+  }
+  if (type === "subscribe" && frame.code === "not_found") {
+    notice("This conversation does not exist (any more).");
+    return;
   }
   notice(frame.error || frame.code);
 }
@@ -469,6 +502,7 @@ function connect() {
 
 function forget(ws) {
   state.ws = null;
+  state.asked = [];
   state.wsReady = false;
   for (const entry of state.queue) entry.inFlight = false; // re-sent with the same key
   ws.onclose = null;
@@ -513,6 +547,7 @@ function scheduleReconnect() {
 function wsSend(frame) {
   if (!state.wsReady) return false;
   state.ws.send(JSON.stringify(frame));
+  state.asked.push(frame.type);
   return true;
 }
 
