@@ -491,12 +491,23 @@ function connect() {
   };
   ws.onclose = (event) => {
     if (state.ws !== ws) return; // dropped already
+    const opened = state.wsReady;
     forget(ws);
     if (event.code === 4001) {
       showSignIn("Your session ended. Sign in again.");
       return;
     }
-    if (state.user) scheduleReconnect();
+    if (!state.user) return;
+    if (opened || !navigator.onLine) {
+      scheduleReconnect();
+      return;
+    }
+    // Refused before it opened: a handshake answered 401 looks like any network error
+    // here, so ask whether the session still exists before trying again.
+    api("GET", "/api/auth/get-session").then(
+      (session) => (session ? scheduleReconnect() : showSignIn("Your session ended. Sign in again.")),
+      () => scheduleReconnect(),
+    );
   };
 }
 
