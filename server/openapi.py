@@ -73,6 +73,8 @@ _OPS: dict[tuple[str, str], tuple[str, str, str]] = {
     ("get", "/auth/github"): ("Browser entry to GitHub sign-in", "auth", "public"),
     ("get", "/device"): ("Device approval page (HTML)", "pages", "public"),
     ("post", "/device"): ("Device approval form (HTML, cookie + same origin)", "pages", "cookie"),
+    ("get", "/app"): ("The web chat page (HTML)", "pages", "public"),
+    ("get", "/app/{name}"): ("The web page's script and stylesheet", "pages", "public"),
 }
 
 
@@ -91,10 +93,11 @@ def _operation(method: str, path: str) -> dict[str, Any]:
         op["security"] = [{"bearer": []}, {"cookie": []}]
     elif auth == "cookie":
         op["security"] = [{"cookie": []}]
-    if "{id}" in path:
-        op["parameters"] = [
-            {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
-        ]
+    for name in ("id", "name"):
+        if "{" + name + "}" in path:
+            op["parameters"] = [
+                {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            ]
     if (method, path) == ("post", "/api/chat"):
         op["requestBody"] = {
             "required": True,

@@ -15,6 +15,7 @@ const state = {
   convId: null, // the open conversation (null: a new chat)
   cursor: null, // {epoch, seq} of the last event applied for convId
   nextCursor: null, // conversation list pagination
+  nextCursorUsed: false, // "Load more" was used: a refetch of page one would drop rows
   ws: null,
   wsReady: false,
   lastHeard: 0, // when the socket last received a frame
@@ -191,8 +192,11 @@ function renderText(messageId) {
     state.renderQueued.delete(messageId);
     const node = messageEl(messageId);
     if (node) {
+      const box = $("messages");
+      const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 80;
       setBody(node, state.texts.get(messageId) || "", "assistant");
       node.dataset.text = state.texts.get(messageId) || "";
+      if (atBottom) box.scrollTop = box.scrollHeight; // follow the answer unless scrolled up
     }
   });
 }
@@ -288,12 +292,12 @@ function applyEvent(ev) {
       break;
     }
     case "token": {
-      const node = messageEl(ev.messageId)
-        || addMessage({ id: ev.messageId, role: "assistant", content: "", status: "streaming" });
+      if (!messageEl(ev.messageId)) {
+        addMessage({ id: ev.messageId, role: "assistant", content: "", status: "streaming" });
+      }
       state.texts.set(ev.messageId, (state.texts.get(ev.messageId) || "") + ev.text);
       renderText(ev.messageId);
       if (!state.streaming) setStreaming({ messageId: ev.messageId, generationId: null });
-      void node;
       break;
     }
     case "tool": {
@@ -612,6 +616,7 @@ function conversationItem(c) {
 async function loadConversations(more = false) {
   const query = new URLSearchParams({ limit: String(PAGE_SIZE) });
   if (more && state.nextCursor) query.set("cursor", state.nextCursor);
+  state.nextCursorUsed = more;
   const data = await api("GET", `/api/conversations?${query}`);
   const list = $("conversations");
   if (!more) list.replaceChildren();
@@ -869,6 +874,13 @@ function wire() {
     $("toggle-list").setAttribute("aria-expanded", String(open));
   });
   window.addEventListener("hashchange", routeFromHash);
+  // Conversations started elsewhere (another tab, the CLI) show up when the page is looked
+  // at again: the API has no per-user event stream, so the first page is refetched.
+  document.addEventListener("visibilitychange", () => {
+    if (document.visibilityState === "visible" && state.user && !state.nextCursorUsed) {
+      loadConversations().then(markCurrent, () => {});
+    }
+  });
 }
 
 wire();
