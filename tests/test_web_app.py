@@ -470,8 +470,14 @@ async def test_conversation_list_paginates_renames_and_deletes(env: Env, devices
     data = await rest(env, "GET", f"/api/conversations/{conv}/messages")
     assert data["conversation"]["shortTitle"] == "Renamed from the browser"
 
+    b = devices.b
+    await b.goto(f"/app#c={conv}")
+    await expect(b.locator("#title")).to_have_text("Renamed from the browser")
+    await expect(b.locator("#presence")).to_have_text("2 devices watching")
     a.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
     await a.locator("#delete").click()
+    # B watched it: its subscription ends, and following on finds it gone.
+    await expect(b.locator("#notice")).to_contain_text("does not exist")
     await expect(a.locator(f'#conversations li[data-conv="{conv}"]')).to_have_count(0)
     await expect(a.locator("#title")).to_have_text("New chat")
     async with aiohttp.ClientSession() as http:
@@ -485,7 +491,13 @@ async def test_a_send_whose_ack_is_lost_is_retried_with_its_key_once(
 ) -> None:
     """The socket dies after the server took a send but before its ack arrived: the page
     sends it again with the same clientMessageId, and the server makes it once."""
-    conv = conversation_of(devices.b)
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            env.live.url + "/api/chat", json={"message": "a start"}, headers=bearer(env.token)
+        ) as r:
+            assert r.status == 200
+            conv = r.headers["X-Conversation-Id"]
+            await r.read()
     context = await signed_in_context(env)
     page, errors = await watched(context)
     sends: list[dict[str, Any]] = []

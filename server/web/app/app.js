@@ -353,7 +353,12 @@ function onFrame(frame) {
     if (!state.cursor) state.cursor = { epoch: frame.epoch, seq: frame.seq };
     return;
   }
-  if (frame.type === "unsubscribed") return;
+  if (frame.type === "unsubscribed") {
+    // The server ended this subscription (its actor stopped, or the conversation was
+    // deleted): follow on from the cursor; a deleted one answers `not_found`.
+    subscribe(state.convId);
+    return;
+  }
   if (frame.type === "reset") return onReset(frame);
   if (state.resetting) state.held.push(frame);
   else applyEvent(frame);
