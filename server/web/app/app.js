@@ -356,7 +356,10 @@ function onFrame(frame) {
   if (frame.type === "unsubscribed") {
     // The server ended this subscription (its actor stopped, or the conversation was
     // deleted): follow on from the cursor; a deleted one answers `not_found`.
-    subscribe(state.convId);
+    const id = state.convId;
+    setTimeout(() => {
+      if (state.convId === id && state.wsReady) subscribe(id);
+    }, 250);
     return;
   }
   if (frame.type === "reset") return onReset(frame);
