@@ -409,6 +409,18 @@ async def test_tool_steps_and_citations_and_screenshots(env: Env, devices: Devic
     device = await a.context.new_page()
     await device.goto("/device")
     await shot(device, "device")
+    # The device flow's approval in the browser: the form POST passes the Origin check.
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            env.live.url + "/api/auth/device/code", json={"client_id": "cero-cli"}
+        ) as r:
+            code = await r.json()
+    await device.goto(code["verification_uri_complete"].replace(env.live.settings.public_url, ""))
+    await expect(device.locator("main")).to_contain_text("A device is asking to sign in")
+    await shot(device, "device-approve")
+    await device.get_by_role("button", name="Approve").click()
+    await expect(device.locator("main")).to_contain_text("Device approved")
+    await shot(device, "device-approved")
     await device.close()
     await phone.locator("#toggle-list").click()
     await expect(phone.locator("#sidebar")).to_be_visible()
