@@ -32,7 +32,7 @@ from actors.generation import TERMINAL, Generation, Runner, StopReason, discard
 from actors.hub import Cursor, Event, Hub, Subscription
 from actors.models.base import ChatTurn, ModelProvider, ModelRequest
 from actors.presence import Presence
-from actors.store import ConversationStore, StoredMessage
+from actors.store import ConversationStore, NewTurn, StoredMessage
 
 log = structlog.get_logger(__name__)
 
@@ -403,11 +403,7 @@ class ConversationActor:
             # One transaction for both rows: the user message is committed before
             # anything is published, and the answer row exists (`streaming`) from the start.
             user_message, assistant = await self.deps.store.start_turn(
-                self.conversation_id,
-                message,
-                generation_id=generation_id,
-                client_message_id=client_message_id,
-                model=model.id,
+                NewTurn(self.conversation_id, message, generation_id, client_message_id, model.id)
             )
         except BaseException:
             await discard(opening)

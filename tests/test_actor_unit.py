@@ -464,6 +464,7 @@ async def test_an_idle_actor_with_a_running_generation_stays() -> None:
         h.provider.enqueue("a", hold, Final())
         result = await h.actor.send("hi", model=MODEL)
         await hold.reached.wait()
+        # A negative check: five idle timeouts pass and the actor stays.
         done, _ = await asyncio.wait({h.actor.task}, timeout=0.05)
         assert not done
         hold.release.set()

@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from actors.store import ClientMessageTaken
+from actors.store import ClientMessageTaken, NewTurn
 from server.app_keys import WRITER
 from server.batch_writer import BatchWriter
 from server.chat_store import PiccoloConversationStore, create_conversation
@@ -169,11 +169,11 @@ async def test_the_database_refuses_a_users_key_twice(env: Env) -> None:
     x = str((await create_conversation(env.alice_id, "x"))["id"])
     y = str((await create_conversation(env.alice_id, "y"))["id"])
     await store.start_turn(
-        x, "once", generation_id="g" * 24, client_message_id="k-db", model="demo"
+        NewTurn(x, "once", generation_id="g" * 24, client_message_id="k-db", model="demo")
     )
     with pytest.raises(ClientMessageTaken):
         await store.start_turn(
-            y, "twice", generation_id="h" * 24, client_message_id="k-db", model="demo"
+            NewTurn(y, "twice", generation_id="h" * 24, client_message_id="k-db", model="demo")
         )
     rows = await keyed("k-db")
     assert [row["conversation_id"] for row in rows] == [x]
@@ -235,7 +235,9 @@ async def test_migration_keeps_the_earliest_of_legacy_duplicates(
         try:
             with pytest.raises(ClientMessageTaken):
                 await PiccoloConversationStore(writer).start_turn(
-                    "cy", "again", generation_id="g" * 24, client_message_id="dup", model="demo"
+                    NewTurn(
+                        "cy", "again", generation_id="g" * 24, client_message_id="dup", model="demo"
+                    )
                 )
         finally:
             await writer.close()

@@ -22,6 +22,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from actors.store import NewTurn
 from server import db
 from tests.auth_helpers import bearer, make_user_session
 from tests.fakes.gemini import FakeGemini, Script
@@ -177,7 +178,7 @@ async def test_flusher_writes_only_the_new_text(database_url: str) -> None:
     try:
         store = PiccoloConversationStore(writer)
         _, answer = await store.start_turn(
-            conversation["id"], "hi", generation_id="g1", client_message_id=None, model="m"
+            NewTurn(conversation["id"], "hi", generation_id="g1", client_message_id=None, model="m")
         )
         sent: list[tuple[str, int, str]] = []
         failing = [False]
