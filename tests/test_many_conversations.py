@@ -87,7 +87,7 @@ async def test_many_long_answers_at_once_all_stream_together_and_end(busy: str) 
                     lambda f, room=room: f["type"] == "subscribed" and f["conversationId"] == room
                 )
 
-        async def send(room: str) -> int:
+        async def send(room: str) -> tuple[int, str]:
             async with http.post(
                 url + "/api/chat",
                 json={"message": "tell me a long story", "conversationId": room},
@@ -95,10 +95,12 @@ async def test_many_long_answers_at_once_all_stream_together_and_end(busy: str) 
             ) as r:
                 if r.status == 200:
                     await r.content.readline()  # `init`: the answer runs; let the response go
-                return r.status
+                    return 200, ""
+                return r.status, await r.text()
 
-        statuses = await asyncio.gather(*(send(room) for room in rooms))
-        assert statuses == [200] * CONVERSATIONS
+        answers = await asyncio.gather(*(send(room) for room in rooms))
+        refused = [answer for answer in answers if answer[0] != 200]
+        assert not refused, f"{len(refused)} refused, the first: {refused[:3]}"
 
         def peer_of(room: str) -> WsPeer:
             return peers[rooms.index(room) // PER_SOCKET]
