@@ -79,7 +79,7 @@ class Exit:
 
     code: int
     seconds: float  # from the signal to the exit
-    killed: bool  # it outlived its deadline and got SIGKILL
+    killed: bool  # it got SIGKILL: :meth:`ServerProcess.kill`, or it outlived its deadline
 
 
 @dataclass
@@ -163,9 +163,14 @@ class ServerProcess:
 
     async def kill(self) -> Exit:
         """SIGKILL at once: a crash, as far as the server can tell."""
-        if self.exit is None and self.running:
+        if self.exit is not None:
+            return self.exit
+        started = time.monotonic()
+        if self.running:
             self.proc.kill()
-        return await self.stop()
+        code = await self.proc.wait()
+        self.exit = Exit(code, time.monotonic() - started, killed=True)
+        return self.exit
 
     def _keep_log(self) -> None:
         """Read the log into memory and remove its file."""
