@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from server.auth.rate_limit import SlidingWindow
+from server.auth.rate_limit import InFlight, SlidingWindow
 from server.errors import ApiError
 
 #: What a refused send is told to wait: generations end at their own pace, so "soon".
@@ -65,25 +65,20 @@ class GenerationCounter:
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self._running: dict[str, int] = {}
+        self._running = InFlight()
 
     def reserve(self, user_id: str) -> GenerationSlot | None:
         """A slot, or ``None`` when the user already runs ``limit`` generations."""
-        running = self._running.get(user_id, 0)
-        if running >= self.limit:
+        if self._running[user_id] >= self.limit:
             return None
-        self._running[user_id] = running + 1
+        self._running.add(user_id)
         return GenerationSlot(self, user_id)
 
     def running(self, user_id: str) -> int:
-        return self._running.get(user_id, 0)
+        return self._running[user_id]
 
     def _release(self, user_id: str) -> None:
-        left = self._running.get(user_id, 0) - 1
-        if left > 0:
-            self._running[user_id] = left
-        else:
-            self._running.pop(user_id, None)
+        self._running.remove(user_id)
 
 
 class UserLimits:

@@ -27,14 +27,7 @@ from server.ids import new_token, same, token_hash
 log = structlog.get_logger(__name__)
 routes = web.RouteTableDef()
 
-LOCAL_PROFILE = Profile(
-    provider="local",
-    account_id="local",
-    name="Local user",
-    email=None,
-    email_verified=False,
-    image=None,
-)
+LOCAL_PROFILE = Profile(provider="local", account_id="local", name="Local user")
 
 
 class LocalSignIn:

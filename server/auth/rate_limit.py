@@ -12,7 +12,9 @@ lookup that finds the budget held only by lookups in progress waits for one of t
 (:meth:`WrongCodeLimiter.acquire`) instead of being refused: only codes decided wrong ever
 earn a ``429``, so parallel lookups of a good code all succeed.
 
-:class:`SlidingWindow` counts requests per key (device codes issued per IP).
+:class:`SlidingWindow` counts requests per key (device codes issued per IP);
+:class:`InFlight` counts what is in progress per key (lookups here, generations per user,
+connections per address).
 """
 
 from __future__ import annotations
@@ -44,6 +46,29 @@ def rate_key(address: str) -> str:
     return str(ip)
 
 
+class InFlight:
+    """How many things are in progress per key. A key with none left is forgotten, so
+    memory follows what is in progress, not every key ever seen."""
+
+    __slots__ = ("_counts",)
+
+    def __init__(self) -> None:
+        self._counts: dict[str, int] = {}
+
+    def __getitem__(self, key: str) -> int:
+        return self._counts.get(key, 0)
+
+    def add(self, key: str) -> None:
+        self._counts[key] = self._counts.get(key, 0) + 1
+
+    def remove(self, key: str) -> None:
+        left = self._counts.get(key, 0) - 1
+        if left > 0:
+            self._counts[key] = left
+        else:
+            self._counts.pop(key, None)
+
+
 class WrongCodeLimiter:
     def __init__(
         self,
@@ -55,7 +80,7 @@ class WrongCodeLimiter:
         self.window = window
         self._clock = clock
         self._wrong: dict[str, deque[float]] = {}
-        self._pending: dict[str, int] = {}
+        self._pending = InFlight()
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
 
     def _recent(self, ip: str, now: float) -> deque[float] | None:
@@ -75,7 +100,7 @@ class WrongCodeLimiter:
         now = self._clock()
         hits = self._recent(ip, now)
         count = len(hits) if hits is not None else 0
-        if count + self._pending.get(ip, 0) < self.limit:
+        if count + self._pending[ip] < self.limit:
             return None
         if hits is None or count < self.limit:
             return 1
@@ -86,7 +111,7 @@ class WrongCodeLimiter:
         be given back with :meth:`release` — after :meth:`record_wrong` when it was wrong."""
         retry = self.retry_after(ip)
         if retry is None:
-            self._pending[ip] = self._pending.get(ip, 0) + 1
+            self._pending.add(ip)
         return retry
 
     def wrong_count(self, ip: str) -> int:
@@ -123,11 +148,7 @@ class WrongCodeLimiter:
                     del self._waiters[ip]
 
     def release(self, ip: str) -> None:
-        left = self._pending.get(ip, 0) - 1
-        if left > 0:
-            self._pending[ip] = left
-        else:
-            self._pending.pop(ip, None)
+        self._pending.remove(ip)
         # Everyone waiting on this IP checks again (a freed slot, or a new wrong code).
         for waiter in self._waiters.pop(ip, []):
             if not waiter.done():
