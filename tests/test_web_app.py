@@ -362,6 +362,19 @@ async def test_markup_in_a_message_or_an_answer_runs_nothing(env: Env, devices: 
         assert await page.evaluate("window.__pwned") is None
 
 
+async def test_a_failed_answer_says_why(env: Env, devices: Devices) -> None:
+    a, b = devices.a, devices.b
+    env.fake.enqueue(Script(error_before=[503, 503, 503]))  # every attempt fails
+    await send(a, "this one fails")
+    for page in (a, b):
+        await expect(last_answer(page)).to_have_attribute("data-status", "error")
+        await expect(last_answer(page).locator(".meta")).to_contain_text("failed")
+        await expect(last_answer(page).locator(".sources")).not_to_be_empty()
+        await expect(page.locator("#stop")).to_be_hidden()
+    # The script plays its stream to the request after its errors: none comes, drop it.
+    env.fake.scripts.clear()
+
+
 async def test_tool_steps_and_citations_and_screenshots(env: Env, devices: Devices) -> None:
     a = devices.a
     await a.locator("#new-chat").click()
