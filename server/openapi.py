@@ -102,7 +102,15 @@ _OPS: dict[Operation, Described] = {
             ("post", "/api/auth/revoke-session"): "Revoke one of the user's sessions",
         },
     ),
-    **_group("pages", "public", {("get", "/device"): "Device approval page (HTML)"}),
+    **_group(
+        "pages",
+        "public",
+        {
+            ("get", "/device"): "Device approval page (HTML)",
+            ("get", "/app"): "The web chat page (HTML)",
+            ("get", "/app/{name}"): "The web page's script and stylesheet",
+        },
+    ),
     **_group(
         "pages",
         "cookie",
@@ -126,10 +134,11 @@ def _operation(method: str, path: str) -> dict[str, Any]:
         op["security"] = [{"bearer": []}, {"cookie": []}]
     elif auth == "cookie":
         op["security"] = [{"cookie": []}]
-    if "{id}" in path:
-        op["parameters"] = [
-            {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
-        ]
+    for name in ("id", "name"):
+        if "{" + name + "}" in path:
+            op["parameters"] = [
+                {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            ]
     if (method, path) == ("post", "/api/chat"):
         op["requestBody"] = {
             "required": True,
