@@ -105,6 +105,18 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.redis_up = Gauge(
+            "cero_redis_up",
+            "1 while cluster mode's Redis answers, 0 while it does not (sends get 503)",
+            registry=self.registry,
+        )
+        self.redis_errors = Counter(
+            "cero_redis_errors",
+            "Redis commands that failed (unreachable, timeout, error), by operation",
+            ["op"],
+            registry=self.registry,
+        )
+
     def bind_lag(self, monitor: LagMonitor) -> None:
         lag = Gauge(
             "cero_event_loop_lag_seconds",
