@@ -16,6 +16,7 @@ import threading
 import time
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -165,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Piccolo reports connection trouble as coloured warnings; we report it in one line.
     warnings.filterwarnings("ignore", message=r".*Unable to (connect|fetch)")
 
-    overrides: dict[str, object] = {}
+    overrides: dict[str, Any] = {}
     if args.command == "serve":
         # One process per port in a cluster: `cero-api serve --port 3002`.
         overrides = {
