@@ -76,7 +76,9 @@ class RedisHealth:
 
     def failed(self, op: str, exc: BaseException) -> None:
         """A command ``op`` failed because of Redis."""
-        self._app[METRICS].redis_errors.labels(op).inc()
+        errors = self._app[METRICS].redis_errors
+        if errors is not None:
+            errors.labels(op).inc()
         reason = f"{type(exc).__name__}: {exc}"[:200]
         if self.up:
             log.warning("redis_down", op=op, reason=reason)
@@ -123,7 +125,7 @@ async def redis_client(app: web.Application) -> AsyncIterator[None]:
     monitor: asyncio.Task[None] | None = None
     if client is not None:
         health = app[REDIS_HEALTH] = RedisHealth(client, app)
-        app[METRICS].redis_up.set_function(lambda: 1.0 if health.up else 0.0)
+        app[METRICS].bind_redis(health)
         monitor = asyncio.create_task(health.run(), name="redis-health")
     try:
         yield
