@@ -41,6 +41,7 @@ from aiohttp import web
 from limits import RateLimitItemPerSecond
 from limits.aio.storage import RedisStorage
 from limits.aio.strategies import MovingWindowRateLimiter
+from prometheus_client import Counter, Gauge
 
 from server.app_keys import METRICS, REDIS, REDIS_HEALTH, SESSIONS, SETTINGS, USER_LIMITS
 from server.auth.cookies import CACHE_TTL_S
@@ -68,6 +69,7 @@ SLOT_TTL_S = 30.0
 SLOT_RENEW_S = SLOT_TTL_S / 3
 #: Before re-subscribing to revocations after Redis failed.
 RESUBSCRIBE_S = 1.0
+_MAX_WAITING_IPS = 10_000
 
 _NOW_MS = """
 local t = redis.call('TIME')
@@ -196,7 +198,7 @@ class RedisRevocations(_Shared):
         for session_id in pending:
             await self.publish(session_id)
 
-    async def listen(self, on_revoked: Callable[[str], None]) -> None:
+    async def listen(self, on_revoked: Callable[[str], None], received: Counter) -> None:
         """Call ``on_revoked(session_id)`` for each revocation published by any process
         (this one's included: harmless). Re-subscribes after Redis failures."""
         while True:
@@ -207,6 +209,7 @@ class RedisRevocations(_Shared):
                     async for message in pubsub.listen():
                         data = message.get("data")
                         if isinstance(data, bytes):
+                            received.inc()
                             on_revoked(data.decode("ascii", "replace"))
             except REDIS_FAULTS as exc:
                 self.health.failed("revocations_subscribe", exc)
@@ -278,7 +281,9 @@ class RedisWrongCodes(_Shared):
             if remaining <= 0:
                 return 1
             # Woken by a lookup of this process finishing; another process's is seen by
-            # looking again shortly.
+            # looking again shortly (so forgetting the events, as below, loses nothing).
+            if ip not in self._changed and len(self._changed) >= _MAX_WAITING_IPS:
+                self._changed.clear()
             changed = self._changed.setdefault(ip, asyncio.Event())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), min(remaining, WAIT_POLL_S))
@@ -393,8 +398,10 @@ class RedisUserLimits(UserLimits):
         self._held.setdefault(user_id, set()).add(token)
         return GenerationSlot(self, user_id, token)
 
-    def running_here(self, user_id: str) -> int:
-        return len(self._held.get(user_id, ()))
+    @property
+    def slots_held(self) -> int:
+        """Generation slots this process holds (all users)."""
+        return sum(len(tokens) for tokens in self._held.values())
 
     def _release(self, user_id: str, token: str | None = None) -> None:
         """Called synchronously by :meth:`GenerationSlot.release`: forget the slot here and
@@ -485,8 +492,19 @@ async def shared_state(app: web.Application) -> AsyncIterator[None]:
         on_refusal=lambda limit: metrics.limit_refusals.labels(limit).inc(),
     )
     app[USER_LIMITS] = limits
+    received = Counter(
+        "cero_revocations_received",
+        "Session revocations received from Redis (published by any process)",
+        registry=metrics.registry,
+    )
+    slots = Gauge(
+        "cero_generation_slots_held",
+        "Generation slots this process holds in Redis (renewed while held)",
+        registry=metrics.registry,
+    )
+    slots.set_function(lambda: float(limits.slots_held))
     tasks = [
-        asyncio.create_task(revocations.listen(store.note_revoked), name="revocations"),
+        asyncio.create_task(revocations.listen(store.note_revoked, received), name="revocations"),
         asyncio.create_task(limits.renew_forever(), name="generation-slots"),
     ]
     try:

@@ -414,6 +414,12 @@ async def test_redis_down_then_back_without_restarting(postgres_url: str) -> Non
 
             assert await ready() == 200
             assert (await send()).status == 200
+            names = codec(live.settings)
+            async with http.get(
+                live.url + "/api/user/whoami", headers=session_cookie(live.settings, token)
+            ) as resp:
+                cache = set_cookies(resp)[names.cache_name].value
+            jar = {names.session_name: names.session_value(token), names.cache_name: cache}
 
             private.stop()
             async with http.get(live.url + "/readyz") as resp:
@@ -424,6 +430,16 @@ async def test_redis_down_then_back_without_restarting(postgres_url: str) -> Non
             assert refused.status == 503
             assert (await refused.json())["code"] == "not_ready"
             assert not live.app[REDIS_HEALTH].up
+            # Sign-in limits cannot be counted: refused, never unlimited.
+            async with http.get(
+                live.url + "/api/auth/device", params={"user_code": "BCDF-GHJK"}
+            ) as resp:
+                assert resp.status == 503
+                assert (await resp.json())["error"] == "not_ready"
+            # A cookie-cache hit cannot be checked against revocations: the database
+            # decides, and the session is good.
+            async with http.get(live.url + "/api/user/whoami", headers=cookie_header(jar)) as resp:
+                assert resp.status == 200
 
             await private.start()  # same port, empty
 
