@@ -433,23 +433,27 @@ class RedisUserLimits(UserLimits):
                 wait,
             )
 
+    async def renew(self) -> None:
+        """Push the expiry of every slot this process holds (one pipeline)."""
+        if not self._held:
+            return
+        try:
+            async with self._shared.client.pipeline(transaction=False) as pipe:
+                for user_id, tokens in list(self._held.items()):
+                    await self._renew(
+                        keys=[self._key(user_id)],
+                        args=[int(SLOT_TTL_S * 1000), *tokens],
+                        client=pipe,
+                    )
+                await pipe.execute()
+        except REDIS_FAULTS as exc:
+            self._shared.health.failed("generations_renew", exc)
+
     async def renew_forever(self) -> None:
-        """Keep this process's slots alive (one pipeline every :data:`SLOT_RENEW_S`)."""
+        """Keep this process's slots alive (every :data:`SLOT_RENEW_S`)."""
         while True:
             await asyncio.sleep(SLOT_RENEW_S)
-            if not self._held:
-                continue
-            try:
-                async with self._shared.client.pipeline(transaction=False) as pipe:
-                    for user_id, tokens in list(self._held.items()):
-                        await self._renew(
-                            keys=[self._key(user_id)],
-                            args=[int(SLOT_TTL_S * 1000), *tokens],
-                            client=pipe,
-                        )
-                    await pipe.execute()
-            except REDIS_FAULTS as exc:
-                self._shared.health.failed("generations_renew", exc)
+            await self.renew()
 
     async def close(self) -> None:
         for task in list(self._tasks):

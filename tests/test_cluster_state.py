@@ -23,8 +23,9 @@ import pytest_asyncio
 import redis.asyncio as redis
 from aiohttp.test_utils import unused_port
 
-from server.app_keys import REDIS_HEALTH
+from server.app_keys import REDIS, REDIS_HEALTH, USER_LIMITS
 from server.chat_store import create_conversation
+from server.shared_state import RedisUserLimits
 from tests.auth_helpers import (
     bearer,
     codec,
@@ -327,6 +328,43 @@ async def test_generation_limit_holds_across_two_processes(cluster: Cluster) -> 
                 assert resp.status == 200
         for resp in held:
             resp.close()
+
+
+async def test_generation_slots_are_leases(cluster: Cluster) -> None:
+    """Held slots are renewed; a slot its process stopped renewing (it died) frees itself."""
+    limits = cluster.a.app[USER_LIMITS]
+    assert isinstance(limits, RedisUserLimits)
+    _, user_id = await make_user_session("Leased")
+    key = f"{cluster.prefix}generations:{user_id}"
+    client = cluster.a.app[REDIS]
+    assert client is not None
+    slots = [await limits.reserve_generation(user_id) for _ in range(MAX_GENERATIONS)]
+    token = slots[0].token
+    assert token is not None
+    before = await client.zscore(key, token)
+    assert before is not None
+
+    async def renewed() -> bool:
+        await limits.renew()
+        after = await client.zscore(key, token)
+        return after is not None and after > before
+
+    await eventually(renewed)
+    # A slot of a process that died: its expiry passed, nothing renews it.
+    slots[1].release()
+    await eventually(lambda: _card(client, key, 1))
+    now_ms = int((await client.time())[0]) * 1000
+    await client.zadd(key, {"dead-process-slot": now_ms - 1})
+    assert await client.zcard(key) == MAX_GENERATIONS
+    taken = await limits.reserve_generation(user_id)  # the dead one's slot was free
+    assert await client.zscore(key, "dead-process-slot") is None
+    for slot in (slots[0], taken):
+        slot.release()
+    await eventually(lambda: _card(client, key, 0))
+
+
+async def _card(client: redis.Redis, key: str, n: int) -> bool:
+    return bool(await client.zcard(key) == n)
 
 
 async def test_new_conversation_limit_holds_across_two_processes(cluster: Cluster) -> None:
