@@ -54,6 +54,7 @@ from server.redis_conn import REDIS_FAULTS, RedisHealth, not_ready
 from server.user_limits import (
     GENERATION_RETRY_AFTER_S,
     HOUR_S,
+    GenerationCounter,
     GenerationSlot,
     UserLimits,
 )
@@ -352,6 +353,18 @@ class RedisWindow:
 # -- per-user chat limits ---------------------------------------------------------------------
 
 
+class _HeldSlots(GenerationCounter):
+    """What :attr:`UserLimits.generations` answers in cluster mode: the limit, and the
+    generations running for a user *in this process* (its slots held in Redis)."""
+
+    def __init__(self, limit: int, held: dict[str, set[str]]) -> None:
+        super().__init__(limit)
+        self._held = held
+
+    def running(self, user_id: str) -> int:
+        return len(self._held.get(user_id, ()))
+
+
 class RedisUserLimits(UserLimits):
     """:class:`UserLimits` counted across processes (see the module docstring)."""
 
@@ -373,6 +386,7 @@ class RedisUserLimits(UserLimits):
         self._take = shared.client.register_script(_TAKE_SLOT)
         self._renew = shared.client.register_script(_RENEW_SLOTS)
         self._held: dict[str, set[str]] = {}  # user id → this process's slot ids
+        self.generations = _HeldSlots(max_generations, self._held)
         self._tasks: set[asyncio.Task[None]] = set()
 
     def _key(self, user_id: str) -> str:
