@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
+import time
 from collections.abc import AsyncIterator
 
 import redis.asyncio as redis
@@ -71,8 +73,13 @@ class RedisHealth:
         self._app = app
         self.up = True
         self.reason = ""
+        self.last_fault = -math.inf  # time.monotonic() of the last failed command
         self.became_up = asyncio.Event()
         self.became_up.set()
+
+    def since_fault(self) -> float:
+        """Seconds since a command last failed (``inf`` when none has)."""
+        return time.monotonic() - self.last_fault
 
     def failed(self, op: str, exc: BaseException) -> None:
         """A command ``op`` failed because of Redis."""
@@ -84,6 +91,7 @@ class RedisHealth:
             log.warning("redis_down", op=op, reason=reason)
         self.up = False
         self.reason = reason
+        self.last_fault = time.monotonic()
         self.became_up.clear()
 
     def succeeded(self) -> None:

@@ -22,8 +22,9 @@ Installed by :func:`shared_state` (a ``cleanup_ctx`` after the Redis client's) o
 
 Times inside scripts are Redis's ``TIME``: one clock for every process. When Redis fails,
 what admits work answers ``503 not_ready`` (closed), what only relaxes a check (a cookie
-cache hit) falls back to the database, and what gives something back (a slot, a pending
-lookup) expires by itself.
+cache hit) falls back to the database (also for a cache's lifetime after the fault: a
+restarted Redis has forgotten its revocations), and what gives something back (a slot, a
+pending lookup) expires by itself.
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ SLOT_RENEW_S = SLOT_TTL_S / 3
 #: Before re-subscribing to revocations after Redis failed.
 RESUBSCRIBE_S = 1.0
 _MAX_WAITING_IPS = 10_000
+_MAX_UNPUBLISHED = 100_000
 
 _NOW_MS = """
 local t = redis.call('TIME')
@@ -180,12 +182,18 @@ class RedisRevocations(_Shared):
                 await pipe.execute()
         except REDIS_FAULTS as exc:
             self.health.failed("revoke", exc)
+            if len(self._unpublished) >= _MAX_UNPUBLISHED:
+                self._unpublished.pop(next(iter(self._unpublished)))
             self._unpublished[session_id] = time.monotonic()
             log.warning("revocation_not_shared", session_id=session_id)
 
     async def revoked(self, session_id: str) -> bool:
         """Revoked by any process within a cookie cache's lifetime. ``True`` also when
-        Redis does not answer: the caller then asks the database."""
+        that cannot be known, and the caller then asks the database: while Redis does not
+        answer, and for a cookie cache's lifetime after it failed (a Redis that restarted
+        forgot the revocations it held)."""
+        if self.health.since_fault() < CACHE_TTL_S:
+            return True
         try:
             return bool(await self.client.exists(self.key("revoked", session_id)))
         except REDIS_FAULTS as exc:

@@ -8,6 +8,7 @@ answer ``503 not_ready`` while it is down and recover without a restart.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import shutil
 import subprocess
@@ -434,7 +435,11 @@ async def test_redis_down_then_back_without_restarting(postgres_url: str) -> Non
         postgres_url, port=port, redis_url=private.url
     )
     try:
-        async with running(settings) as live, aiohttp.ClientSession() as http:
+        async with (
+            contextlib.AsyncExitStack() as stack,
+            running(settings) as live,
+            aiohttp.ClientSession() as http,
+        ):
             token, _ = await make_user_session("Patient")
 
             async def send() -> aiohttp.ClientResponse:
@@ -446,8 +451,8 @@ async def test_redis_down_then_back_without_restarting(postgres_url: str) -> Non
                 await resp.read()
                 return resp
 
-            async def ready() -> int:
-                async with http.get(live.url + "/readyz") as resp:
+            async def ready(app: Live = live) -> int:
+                async with http.get(app.url + "/readyz") as resp:
                     return resp.status
 
             assert await ready() == 200
@@ -458,8 +463,21 @@ async def test_redis_down_then_back_without_restarting(postgres_url: str) -> Non
             ) as resp:
                 cache = set_cookies(resp)[names.cache_name].value
             jar = {names.session_name: names.session_value(token), names.cache_name: cache}
+            # A session revoked through `live` while Redis is up, its cookie cache then
+            # shown to a process started afterwards (so it never heard the revocation, only
+            # Redis knows): refused, and still after Redis restarted empty (below).
+            revoked, _ = await make_user_session("Revoked before the restart")
+            revoked_jar = await cache_cookie(http, live, revoked)
+            async with http.post(live.url + "/api/auth/sign-out", headers=bearer(revoked)) as resp:
+                assert resp.status == 200
+            other = await stack.enter_async_context(running(settings))
+            async with http.get(
+                other.url + "/api/user/whoami", headers=cookie_header(revoked_jar)
+            ) as resp:
+                assert resp.status == 401
 
             private.stop()
+            assert await ready(other) == 503
             async with http.get(live.url + "/readyz") as resp:
                 assert resp.status == 503
                 body = await resp.json()
@@ -485,6 +503,13 @@ async def test_redis_down_then_back_without_restarting(postgres_url: str) -> Non
                 return await ready() == 200
 
             await eventually(recovered)
+            assert await ready(other) == 200
+            # The restarted Redis forgot the revocation; `other` does not trust its cookie
+            # caches for their lifetime after a fault: the database refuses the session.
+            async with http.get(
+                other.url + "/api/user/whoami", headers=cookie_header(revoked_jar)
+            ) as resp:
+                assert resp.status == 401
             resp = await send()
             assert resp.status == 200, await resp.text()
             lines = [orjson.loads(line) for line in (await resp.read()).splitlines() if line]
