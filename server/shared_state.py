@@ -130,13 +130,15 @@ return 1
 """
 )
 
-# KEYS: the user's slots. ARGV: ttl ms, slot ids... (only those still there are renewed).
+# KEYS: the user's slots. ARGV: ttl ms, slot ids... Added back when missing: a Redis that
+# restarted lost them, and they still run (a slot given back meanwhile may come back for
+# one ttl at most).
 _RENEW_SLOTS = (
     _NOW_MS
     + """
 local ttl = tonumber(ARGV[1])
 for i = 2, #ARGV do
-  redis.call('ZADD', KEYS[1], 'XX', now + ttl, ARGV[i])
+  redis.call('ZADD', KEYS[1], now + ttl, ARGV[i])
 end
 redis.call('PEXPIRE', KEYS[1], ttl)
 return 1

@@ -351,6 +351,10 @@ async def test_generation_slots_are_leases(cluster: Cluster) -> None:
         return after is not None and after > before
 
     await eventually(renewed)
+    # A Redis that restarted empty gets the slots still running back at the next renewal.
+    await client.delete(key)
+    await limits.renew()
+    assert await client.zcard(key) == MAX_GENERATIONS
     # A slot of a process that died: its expiry passed, nothing renews it.
     slots[1].release()
     await eventually(lambda: _card(client, key, 1))
