@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from server.batch_writer import BatchWriter
     from server.janitor import Janitor
     from server.overload import LagMonitor
+    from server.redis_conn import RedisHealth
 
 
 class Metrics:
@@ -79,10 +80,26 @@ class Metrics:
             ["provider"],
             registry=registry,
         )
+        self.redis_errors: Counter | None = None  # cluster mode only: bind_redis
 
     def _reading(self, name: str, documentation: str, read: Callable[[], float]) -> None:
         """A gauge whose value is ``read()`` at each scrape."""
         Gauge(name, documentation, registry=self.registry).set_function(read)
+
+    def bind_redis(self, health: RedisHealth) -> None:
+        """Cluster mode's Redis metrics (absent without ``CERO_REDIS_URL``)."""
+        up = Gauge(
+            "cero_redis_up",
+            "1 while cluster mode's Redis answers, 0 while it does not (sends get 503)",
+            registry=self.registry,
+        )
+        up.set_function(lambda: 1.0 if health.up else 0.0)
+        self.redis_errors = Counter(
+            "cero_redis_errors",
+            "Redis commands that failed (unreachable, timeout, error), by operation",
+            ["op"],
+            registry=self.registry,
+        )
 
     def bind_lag(self, monitor: LagMonitor) -> None:
         self._reading(

@@ -1,8 +1,8 @@
 """Wrong user codes per client IP: after 5 in 10 minutes, every code lookup gets 429.
 
-Kept in process memory: a user code has 20^8 values and lives 30 minutes, so the limit
-only has to make guessing hopeless, and per-process counting does that (several processes
-multiply the budget by their number, which stays negligible).
+Kept in process memory here; in cluster mode :mod:`server.shared_state` keeps the same
+rules in Redis (:class:`WrongCodes` and :class:`Window` are what both provide), so the
+budget holds across every process.
 
 Counting is by :func:`rate_key`: an IPv4 address, or an IPv6 address's ``/64`` (one
 subscriber typically holds a whole /64, so per-address counting would be no limit at all).
@@ -25,6 +25,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Protocol
 
 from server.auth.client_ip import parse_ip
 
@@ -67,6 +68,21 @@ class InFlight:
             self._counts[key] = left
         else:
             self._counts.pop(key, None)
+
+
+class WrongCodes(Protocol):
+    """The wrong-code limit as the verification routes use it."""
+
+    async def acquire(self, ip: str, wait: float = ACQUIRE_WAIT_S) -> int | None:
+        """A slot for one lookup (``None``), or the seconds to wait."""
+
+    async def finish(self, ip: str, *, wrong: bool) -> None:
+        """Give the slot back once the answer is known, counting it when wrong."""
+
+
+class Window(Protocol):
+    async def hit(self, key: str) -> int | None:
+        """Count one event: ``None`` when allowed, else the seconds to wait."""
 
 
 class WrongCodeLimiter:
@@ -154,6 +170,11 @@ class WrongCodeLimiter:
             if not waiter.done():
                 waiter.set_result(None)
 
+    async def finish(self, ip: str, *, wrong: bool) -> None:
+        if wrong:
+            self.record_wrong(ip)
+        self.release(ip)
+
     def record_wrong(self, ip: str) -> None:
         now = self._clock()
         hits = self._recent(ip, now)
@@ -197,3 +218,13 @@ class SlidingWindow:
             del self._hits[key]
         while len(self._hits) >= _MAX_TRACKED_IPS:
             self._hits.pop(next(iter(self._hits)))
+
+
+class LocalWindow:
+    """A :class:`SlidingWindow` behind the :class:`Window` interface (single-process mode)."""
+
+    def __init__(self, limit: int, window: float) -> None:
+        self.window = SlidingWindow(limit, window)
+
+    async def hit(self, key: str) -> int | None:
+        return self.window.hit(key)
