@@ -303,6 +303,8 @@ async def follow(
                         if await follower.handle(event):
                             return
             reason = "the server ended the stream"
+        except BrokenPipeError:
+            raise  # our stdout's reader is gone (`| head`): nothing to resume for
         except DROPS as exc:
             if not connected_once:
                 raise follower.api.unreachable(exc) from None

@@ -365,5 +365,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         hint = " (the answer goes on on the server; `cero cancel ID` stops it)"
         out.err.write(f"cero: interrupted{hint if args.command == 'chat' else ''}\n")
         return Exit.INTERRUPTED
-    except BrokenPipeError:
+    except BrokenPipeError:  # `cero chat … | head -1`: the reader is gone, that is fine
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes at exit
         return Exit.OK

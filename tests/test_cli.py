@@ -469,3 +469,25 @@ async def test_reset_completes_the_answer_from_rest(cli: Cli, live: Live) -> Non
         done = await follower.handle(ServerSentEvent("reset", orjson.dumps(reset).decode(), ""))
     assert done and follower.result is None
     assert stored["content"][:7] + out.getvalue().decode() == stored["content"] + "\n"
+
+
+async def test_a_reader_that_goes_away_ends_chat_quietly(cli: Cli, live: Live) -> None:
+    """`cero chat … | head -c 20`: a broken stdout pipe is not a network drop to resume."""
+    await signed_in(cli)
+    read_end, write_end = os.pipe()
+    proc = await asyncio.create_subprocess_exec(
+        str(CERO),
+        "chat",
+        "a reader that leaves",
+        stdout=write_end,
+        stderr=asyncio.subprocess.PIPE,
+        env=cli.env(),
+    )
+    cli.procs.append(proc)
+    os.close(write_end)
+    loop = asyncio.get_running_loop()
+    first = await loop.run_in_executor(None, os.read, read_end, 1)
+    assert first
+    os.close(read_end)  # the reader is gone
+    _, err = await asyncio.wait_for(proc.communicate(), WAIT)
+    assert proc.returncode == 0 and err == b""
