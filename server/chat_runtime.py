@@ -62,7 +62,9 @@ def make_providers(app: web.Application) -> dict[str, ModelProvider]:
 async def chat_runtime(app: web.Application) -> AsyncIterator[None]:
     """cleanup_ctx: the catalog, the providers and the actor registry."""
     settings = app[SETTINGS]
-    app[CATALOG] = Catalog.load(gemini_enabled=bool(settings.gemini_api_key))
+    app[CATALOG] = Catalog.load(
+        gemini_enabled=bool(settings.gemini_api_key), offline_fallback=settings.secret is None
+    )
     providers = make_providers(app)
     writer = BatchWriter(app[ENGINE], timeout=settings.db_write_timeout)
     await writer.start()
