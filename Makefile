@@ -22,7 +22,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check server actors tests bench piccolo_conf.py
+	$(BIN)/ruff format --check server actors cluster tests bench piccolo_conf.py
 	$(BIN)/mypy
 
 bench: $(STAMP)

@@ -21,7 +21,7 @@ import secrets
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
@@ -33,6 +33,9 @@ from actors.hub import Cursor, Event, Hub, Subscription
 from actors.models.base import ChatTurn, ModelProvider, ModelRequest
 from actors.presence import Presence
 from actors.store import ConversationStore, StoredMessage
+
+if TYPE_CHECKING:
+    from actors.cluster_hooks import ClusterHooks
 
 log = structlog.get_logger(__name__)
 
@@ -93,6 +96,8 @@ class ActorDeps:
     #: How long a terminal state is retried before the generation ends as ``error`` and
     #: the write is left to the store's janitor (``CERO_DB_COMMIT_TIMEOUT``).
     commit_timeout: float = 30.0
+    #: Cluster mode (``cluster/``): ownership, the shared log, forwarded commands.
+    cluster: ClusterHooks | None = None
 
 
 @dataclass(slots=True)
@@ -121,6 +126,8 @@ class SendResult:
     retried: bool = False
     #: The actor that took the send: unsubscribe ``subscription`` through it.
     actor: ConversationActor | None = None
+    #: The log's seq just before this turn's ``message`` event (``None``: not known).
+    seq_before: int | None = None
 
 
 # -- the commands of the mailbox ---------------------------------------------------------
@@ -334,6 +341,14 @@ class ConversationActor:
                 envelope.reply.set_exception(ActorStopped(self.conversation_id))
 
     async def _handle(self, command: Command) -> Any:
+        cluster = self.deps.cluster
+        if cluster is not None and isinstance(command, Send | Cancel | Subscribe):
+            # Cluster mode: a send or cancel runs here only while this process owns the
+            # conversation (else it is forwarded to the owner); a subscribe reads the
+            # shared log first.
+            handled, result = await cluster.intercept(self, command)
+            if handled:
+                return result
         match command:
             case Send():
                 return await self._send_holding(command)
@@ -349,6 +364,14 @@ class ConversationActor:
                 return None
 
     # -- subscriptions and presence ------------------------------------------------------
+
+    def forget_history(self) -> None:
+        """Cluster mode: turns were added by another process; reload the context."""
+        self._history = None
+
+    def subscribe_now(self, after: str | Cursor | None, spec: SubscribeSpec) -> Subscription:
+        """Subscribe from inside a command (cluster mode's forwarded send)."""
+        return self._subscribe(after, spec)
 
     def _subscribe(
         self, after: str | Cursor | None, spec: SubscribeSpec, *, announce: bool = True
@@ -463,6 +486,7 @@ class ConversationActor:
             model=model.id,
             subscription=subscription,
             actor=self,
+            seq_before=before,
         )
 
     async def _send_holding(self, command: Send) -> SendResult:
@@ -534,6 +558,7 @@ class ConversationActor:
             answer=None if running else answer,
             retried=True,
             actor=self,
+            seq_before=seq_before,
         )
 
     # -- cancel --------------------------------------------------------------------------
@@ -592,9 +617,12 @@ __all__ = [
     "TERMINAL",
     "ActorDeps",
     "ActorStopped",
+    "Cancel",
     "ConversationActor",
     "ConversationBusy",
     "ModelSpec",
+    "Send",
     "SendResult",
+    "Subscribe",
     "SubscribeSpec",
 ]

@@ -85,6 +85,12 @@ class Registry:
 
     async def _spawn(self, conversation_id: str) -> ConversationActor:
         owner = await self.deps.store.conversation_owner(conversation_id)
+        cluster = self.deps.cluster
+        if cluster is not None and owner is not None and conversation_id not in self._dormant:
+            # Cluster mode: the log is the shared one (epoch, seq, replay from Redis).
+            attached = await cluster.attach(conversation_id)
+            if conversation_id not in self._dormant:
+                self._dormant[conversation_id] = attached
         # Checked again after the await: a delete or a shutdown may have begun meanwhile,
         # and neither may find a live actor registered after it looked.
         if self._closing:
@@ -111,6 +117,8 @@ class Registry:
 
     def _exited(self, actor: ConversationActor) -> None:
         """Called synchronously as the actor loop ends: no command can reach it after."""
+        if self.deps.cluster is not None:
+            self.deps.cluster.exited(actor)
         if self._actors.get(actor.conversation_id) is actor:
             del self._actors[actor.conversation_id]
             if (
