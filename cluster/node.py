@@ -355,17 +355,17 @@ class ClusterNode:
 
     async def _write_one(self, pending: _Pending) -> None:
         async with self.redis.pipeline(transaction=False) as pipe:
-            self._queue_append(pipe, pending)
+            await self._queue_append(pipe, pending)
             await pipe.execute(raise_on_error=False)
 
-    def _queue_append(self, pipe: Any, pending: _Pending) -> Any:
+    async def _queue_append(self, pipe: Any, pending: _Pending) -> None:
         hub = pending.hub
         cid = hub.conversation_id
         args: list[Any] = [pending.lease, hub.epoch, f"{hub.floor}-0", self.log_ttl_ms]
         for event in pending.events:
             args.append(event.seq)
             args.append(event.json)
-        return self._append(
+        await self._append(
             keys=[self.keys.lease(cid), self.keys.log(cid), self.keys.epoch(cid)],
             args=args,
             client=pipe,
@@ -386,7 +386,7 @@ class ClusterNode:
             try:
                 async with self.redis.pipeline(transaction=False) as pipe:
                     for pending in batch:
-                        self._queue_append(pipe, pending)
+                        await self._queue_append(pipe, pending)
                     for cid, value in releases:
                         await self._release(keys=[self.keys.lease(cid)], args=[value], client=pipe)
                     results = await pipe.execute(raise_on_error=False)

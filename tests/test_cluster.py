@@ -1,0 +1,310 @@
+"""Cluster mode: several real server processes on one Redis and one PostgreSQL behave as one.
+
+Real processes on loopback (``tests/cluster_harness.py``), the shared Redis under a key
+prefix of each test's own, a fresh PostgreSQL database for the module, the offline demo
+model or the local Gemini stand-in; short leases (``CERO_LEASE_TTL=2``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+import pytest_asyncio
+
+from server import db
+from server.tables import Message
+from tests.auth_helpers import bearer, make_user_session
+from tests.cluster_harness import Cluster, Server, lease_owner, require_redis
+from tests.conftest import create_pg_database, drop_pg_database
+from tests.fakes.gemini import FakeGemini, Script
+from tests.live_clients import WsPeer, check_seq, read_sse, token_text
+
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow, pytest.mark.postgres]
+
+LEASE_TTL = 2.0
+GEMINI = "gemini-2.5-flash-lite"
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def pg_url() -> AsyncIterator[str]:
+    await require_redis()
+    url = await create_pg_database()
+    await db.migrate(db.bind(url))
+    try:
+        yield url
+    finally:
+        await drop_pg_database(url)
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def gemini() -> AsyncIterator[tuple[FakeGemini, str]]:
+    fake = FakeGemini()
+    url = await fake.start()
+    try:
+        yield fake, url
+    finally:
+        await fake.stop()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def cluster(
+    pg_url: str, gemini: tuple[FakeGemini, str], tmp_path: Path
+) -> AsyncIterator[Cluster]:
+    running = Cluster(
+        pg_url,
+        tmp_path,
+        {
+            "CERO_LEASE_TTL": str(LEASE_TTL),
+            "CERO_DEMO_TOKEN_DELAY": "0.05",
+            "CERO_FLUSH_INTERVAL": "0.2",
+            "GEMINI_API_KEY": "test-key",
+            "CERO_GEMINI_BASE_URL": gemini[1],
+        },
+    )
+    try:
+        yield running
+    finally:
+        await running.stop()
+
+
+async def chat(
+    http: aiohttp.ClientSession,
+    server: Server,
+    token: str,
+    message: str,
+    conversation_id: str | None = None,
+    model: str = "demo",
+    **extra: Any,
+) -> tuple[int, list[dict[str, Any]]]:
+    body: dict[str, Any] = {"message": message, "aiModel": model, **extra}
+    if conversation_id is not None:
+        body["conversationId"] = conversation_id
+    async with http.post(f"{server.url}/api/chat", json=body, headers=bearer(token)) as resp:
+        if resp.status != 200:
+            return resp.status, [await resp.json()]
+        lines = [orjson.loads(raw) for raw in (await resp.read()).splitlines() if raw.strip()]
+        return 200, lines
+
+
+def of_topic(lines: list[dict[str, Any]], topic: str) -> dict[str, Any]:
+    return next(line["data"] for line in lines if line["topic"] == topic)
+
+
+def generated_on(server: Server, generation_id: str) -> bool:
+    return any(
+        "generation_finished" in line and generation_id in line
+        for line in server.logs().splitlines()
+    )
+
+
+async def test_two_processes_watch_one_answer(cluster: Cluster) -> None:
+    a, b = await cluster.start_many(2)
+    token, _ = await make_user_session("Two")
+    async with aiohttp.ClientSession() as http:
+        status, lines = await chat(http, a, token, "first turn")
+        assert status == 200, lines
+        conversation_id = lines[0]["data"]["conversationId"]
+
+        ws = WsPeer(await http.ws_connect(b.ws_url, headers=bearer(token))).start()
+        await ws.send(type="subscribe", conversationId=conversation_id)
+        await ws.wait_for(lambda f: f["type"] == "subscribed")
+        sse_events: list[dict[str, Any]] = []
+        sse_ready = asyncio.Event()
+
+        async def read_a() -> None:
+            async with http.get(
+                f"{a.url}/api/conversations/{conversation_id}/events", headers=bearer(token)
+            ) as resp:
+                assert resp.status == 200
+                sse_ready.set()
+                async for event in read_sse(resp):
+                    sse_events.append(event.data)
+                    if event.data["type"] == "done":
+                        return
+
+        reader = asyncio.create_task(read_a())
+        await asyncio.wait_for(sse_ready.wait(), 10)
+        status, lines = await chat(
+            http, a, token, "second turn, watched from two processes", conversation_id
+        )
+        assert status == 200, lines
+        done = of_topic(lines, "done")
+        init = of_topic(lines, "init")
+        await asyncio.wait_for(reader, 15)
+        generation_id = init["generationId"]
+        await ws.wait_for(lambda f: f["type"] == "done" and f["generationId"] == generation_id)
+        ws_events = ws.of(conversation_id)
+        await ws.close()
+
+    for events in (ws_events, sse_events):
+        check_seq(events)
+        kinds = [e["type"] for e in events if e["type"] != "presence"]
+        assert kinds[0] == "message" and kinds[1] == "init" and kinds[-1] == "done", kinds
+        assert token_text(events, init["messageId"]) == done["fullText"]
+    # The same log on both processes: same epoch and seq for every event.
+    ws_log = [(e["epoch"], e["seq"], e["type"]) for e in ws_events if e["type"] != "presence"]
+    sse_log = [(e["epoch"], e["seq"], e["type"]) for e in sse_events if e["type"] != "presence"]
+    assert ws_log == sse_log
+    row = await Message.select().where(Message.id == init["messageId"]).first().run()
+    assert row is not None
+    assert row["status"] == "complete"
+    assert row["content"] == done["fullText"]
+    assert row["fence"] > 0
+
+
+async def test_send_through_b_runs_on_owner_a(cluster: Cluster) -> None:
+    a, b = await cluster.start_many(2)
+    token, _ = await make_user_session("Forward")
+    async with aiohttp.ClientSession() as http:
+        # A long first answer through A keeps A's lease while B is asked.
+        first = asyncio.create_task(chat(http, a, token, "one " * 30))
+        for _ in range(200):
+            rows = await Message.select(Message.conversation_id).where(
+                Message.status == "streaming"
+            ).run()
+            if rows:
+                break
+            await asyncio.sleep(0.05)
+        status, lines = await first
+        assert status == 200, lines
+        conversation_id = lines[0]["data"]["conversationId"]
+        owner = await lease_owner(cluster.prefix, conversation_id)
+        assert owner is not None  # A still holds it (ttl 2 s, renewed while its actor lives)
+        status, lines = await chat(http, b, token, "through B", conversation_id)
+        assert status == 200, lines
+        generation_id = of_topic(lines, "init")["generationId"]
+        assert of_topic(lines, "done")["fullText"]
+        assert generated_on(a, generation_id), "the owner A generated it"
+        assert not generated_on(b, generation_id)
+        assert await lease_owner(cluster.prefix, conversation_id) == owner
+
+        # Concurrent sends through A and B: one generation, one 409.
+        results = await asyncio.gather(
+            chat(http, a, token, "race from A", conversation_id),
+            chat(http, b, token, "race from B", conversation_id),
+        )
+        statuses = sorted(status for status, _ in results)
+        assert statuses == [200, 409], results
+        loser = next(lines for status, lines in results if status == 409)
+        assert loser[0]["code"] == "conversation_busy"
+
+        # The same clientMessageId through the other process: the same generation.
+        status, lines = await chat(http, a, token, "keyed", conversation_id, clientMessageId="k-1")
+        assert status == 200, lines
+        status, again = await chat(http, b, token, "keyed", conversation_id, clientMessageId="k-1")
+        assert status == 200, again
+        assert of_topic(again, "init")["generationId"] == of_topic(lines, "init")["generationId"]
+
+
+async def test_resume_across_processes(cluster: Cluster) -> None:
+    a, b = await cluster.start_many(2)
+    token, _ = await make_user_session("Resume")
+    async with aiohttp.ClientSession() as http:
+        status, lines = await chat(http, a, token, "start")
+        assert status == 200
+        conversation_id = lines[0]["data"]["conversationId"]
+        got: list[tuple[str | None, dict[str, Any]]] = []
+        half = asyncio.Event()
+        started = asyncio.Event()
+
+        async def read_half() -> None:
+            async with http.get(
+                f"{a.url}/api/conversations/{conversation_id}/events", headers=bearer(token)
+            ) as resp:
+                started.set()
+                async for event in read_sse(resp):
+                    got.append((event.id, event.data))
+                    tokens = [d for _, d in got if d["type"] == "token"]
+                    if len(tokens) >= 8:
+                        half.set()
+                        return
+
+        reader = asyncio.create_task(read_half())
+        await asyncio.wait_for(started.wait(), 10)
+        sending = asyncio.create_task(chat(http, a, token, "a longer answer " * 5, conversation_id))
+        await asyncio.wait_for(half.wait(), 15)
+        await reader
+        last_id = got[-1][0]
+        assert last_id is not None
+        rest: list[dict[str, Any]] = []
+        async with http.get(
+            f"{b.url}/api/conversations/{conversation_id}/events",
+            headers={**bearer(token), "Last-Event-ID": last_id},
+        ) as resp:
+            async for event in read_sse(resp):
+                rest.append(event.data)
+                if event.data["type"] == "done":
+                    break
+        status, lines = await sending
+        assert status == 200
+    events = [d for _, d in got] + rest
+    assert all(e["type"] != "reset" for e in events)
+    check_seq(events)  # exactly the missing events, no duplicate
+    done = of_topic(lines, "done")
+    init = of_topic(lines, "init")
+    assert token_text(events, init["messageId"]) == done["fullText"]
+
+
+async def test_owner_killed_mid_answer(cluster: Cluster, gemini: tuple[FakeGemini, str]) -> None:
+    fake, _ = gemini
+    a, b = await cluster.start_many(2)
+    token, _ = await make_user_session("Kill")
+    fake.enqueue(Script(chunks=["warm "]))
+    fake.enqueue(Script(chunks=[f"tok{i:04d} " for i in range(3000)], chunk_delay=0.01))
+    async with aiohttp.ClientSession() as http:
+        status, lines = await chat(http, a, token, "warm up", model=GEMINI)
+        assert status == 200, lines
+        conversation_id = lines[0]["data"]["conversationId"]
+        ws = WsPeer(await http.ws_connect(b.ws_url, headers=bearer(token))).start()
+        await ws.send(type="subscribe", conversationId=conversation_id)
+        await ws.wait_for(lambda f: f["type"] == "subscribed")
+
+        received: list[tuple[str, float]] = []
+        message_id = ""
+        killed_at = 0.0
+        async with http.post(
+            f"{a.url}/api/chat",
+            json={"message": "long one", "aiModel": GEMINI, "conversationId": conversation_id},
+            headers=bearer(token),
+        ) as resp:
+            async for raw in resp.content:
+                line = orjson.loads(raw)
+                if line["topic"] == "init":
+                    message_id = line["data"]["messageId"]
+                elif line["topic"] == "token":
+                    received.append((line["data"], time.monotonic()))
+                    if len(received) == 250:
+                        killed_at = time.monotonic()
+                        a.signal(signal.SIGKILL)
+                        break
+        # A fresh process started meanwhile does not touch the live row... (A is dead, but
+        # its lease lives on for up to the ttl: the sweep must leave the row alone).
+        c = cluster.start()
+        await cluster.wait_up(c)
+        error = await ws.wait_for(
+            lambda f: f["type"] == "error" and f.get("messageId") == message_id,
+            timeout=LEASE_TTL + 6,
+        )
+        noticed = time.monotonic() - killed_at
+        assert error["code"] == "owner_lost"
+        assert noticed <= LEASE_TTL + 2 + 1.5, noticed  # 1.5 s: start-up of C meanwhile
+        row = await Message.select().where(Message.id == message_id).first().run()
+        assert row is not None
+        assert row["status"] == "interrupted"
+        full = "".join(t for t, _ in received)
+        flushed_before = "".join(t for t, s in received if s <= killed_at - 1.0)
+        assert full.startswith(row["content"])
+        assert len(row["content"]) >= len(flushed_before)
+        # The next send through the survivor works.
+        status, lines = await chat(http, b, token, "after the kill", conversation_id)
+        assert status == 200, lines
+        assert of_topic(lines, "done")["fullText"]
+        await ws.close()
