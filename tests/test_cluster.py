@@ -167,9 +167,11 @@ async def test_send_through_b_runs_on_owner_a(cluster: Cluster) -> None:
         # A long first answer through A keeps A's lease while B is asked.
         first = asyncio.create_task(chat(http, a, token, "one " * 30))
         for _ in range(200):
-            rows = await Message.select(Message.conversation_id).where(
-                Message.status == "streaming"
-            ).run()
+            rows = (
+                await Message.select(Message.conversation_id)
+                .where(Message.status == "streaming")
+                .run()
+            )
             if rows:
                 break
             await asyncio.sleep(0.05)
@@ -307,4 +309,99 @@ async def test_owner_killed_mid_answer(cluster: Cluster, gemini: tuple[FakeGemin
         status, lines = await chat(http, b, token, "after the kill", conversation_id)
         assert status == 200, lines
         assert of_topic(lines, "done")["fullText"]
+        await ws.close()
+
+
+async def stream_entries(prefix: str, conversation_id: str) -> list[dict[str, Any]]:
+    import redis.asyncio as redis
+
+    from tests.cluster_harness import REDIS_URL
+
+    client = redis.from_url(REDIS_URL)
+    try:
+        entries = await client.xrange(f"{prefix}c:{conversation_id}:log")
+    finally:
+        await client.aclose()
+    return [orjson.loads(fields[b"d"]) for _, fields in entries]
+
+
+async def test_fencing_a_paused_owner(cluster: Cluster, gemini: tuple[FakeGemini, str]) -> None:
+    """SIGSTOP the owner past its lease, let B take over and answer, SIGCONT: the old
+    owner's appends and row writes are refused and it stops its generation."""
+    fake, _ = gemini
+    a, b = await cluster.start_many(2)
+    token, _ = await make_user_session("Fence")
+    fake.enqueue(Script(chunks=["warm "]))
+    fake.enqueue(Script(chunks=[f"old{i:04d} " for i in range(3000)], chunk_delay=0.01))
+    async with aiohttp.ClientSession() as http:
+        status, lines = await chat(http, a, token, "warm up", model=GEMINI)
+        assert status == 200, lines
+        conversation_id = lines[0]["data"]["conversationId"]
+        ws = WsPeer(await http.ws_connect(b.ws_url, headers=bearer(token))).start()
+        await ws.send(type="subscribe", conversationId=conversation_id)
+        await ws.wait_for(lambda f: f["type"] == "subscribed")
+
+        old_id = ""
+        tokens = 0
+        paused = asyncio.Event()
+
+        async def run_on_a() -> None:
+            nonlocal old_id, tokens
+            async with http.post(
+                f"{a.url}/api/chat",
+                json={"message": "old one", "aiModel": GEMINI, "conversationId": conversation_id},
+                headers=bearer(token),
+            ) as resp:
+                async for raw in resp.content:
+                    line = orjson.loads(raw)
+                    if line["topic"] == "init":
+                        old_id = line["data"]["messageId"]
+                    elif line["topic"] == "token":
+                        tokens += 1
+                        if tokens == 150 and not paused.is_set():
+                            a.signal(signal.SIGSTOP)
+                            paused.set()
+                            return
+
+        await asyncio.wait_for(run_on_a(), 20)
+        await ws.wait_for(
+            lambda f: f["type"] == "error" and f.get("messageId") == old_id, timeout=LEASE_TTL + 6
+        )
+        fake.enqueue(Script(chunks=["new ", "answer"]))
+        status, lines = await chat(http, b, token, "new one", conversation_id, model=GEMINI)
+        assert status == 200, lines
+        new_id = of_topic(lines, "init")["messageId"]
+        assert of_topic(lines, "done")["fullText"] == "new answer"
+        old_row = await Message.select().where(Message.id == old_id).first().run()
+        assert old_row is not None and old_row["status"] == "interrupted"
+
+        a.signal(signal.SIGCONT)
+        deadline = time.monotonic() + 10
+        while "lease_lost" not in a.logs() and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert "lease_lost" in a.logs(), a.logs()
+        await asyncio.sleep(1.0)  # what the old owner would still write, it writes now
+        after = await Message.select().where(Message.id == old_id).first().run()
+        assert after is not None
+        assert after["status"] == "interrupted"
+        assert after["content"] == old_row["content"]
+        assert after["fence"] == old_row["fence"]
+        new_row = await Message.select().where(Message.id == new_id).first().run()
+        assert new_row is not None and new_row["content"] == "new answer"
+        assert new_row["status"] == "complete"
+        # The log: nothing of the old answer after its owner_lost error.
+        log_events = await stream_entries(cluster.prefix, conversation_id)
+        lost_at = next(
+            i
+            for i, e in enumerate(log_events)
+            if e["type"] == "error" and e.get("messageId") == old_id
+        )
+        assert not any(e.get("messageId") == old_id for e in log_events[lost_at + 1 :])
+        seqs = [e["seq"] for e in log_events]
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+        # The old owner's own viewers follow the one log again: a send through A works.
+        fake.enqueue(Script(chunks=["third"]))
+        status, lines = await chat(http, a, token, "third", conversation_id, model=GEMINI)
+        assert status == 200, lines
+        assert of_topic(lines, "done")["fullText"] == "third"
         await ws.close()
