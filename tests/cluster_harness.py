@@ -163,4 +163,7 @@ async def lease_owner(prefix: str, conversation_id: str) -> str | None:
         value = await client.get(f"{prefix}c:{conversation_id}:lease")
     finally:
         await client.aclose()
-    return None if value is None else bytes(value).decode().rpartition(":")[0]
+    if value is None:
+        return None
+    text = value.decode() if isinstance(value, bytes) else str(value)
+    return text.rpartition(":")[0]

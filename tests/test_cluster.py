@@ -319,7 +319,7 @@ async def stream_entries(prefix: str, conversation_id: str) -> list[dict[str, An
 
     client = redis.from_url(REDIS_URL)
     try:
-        entries = await client.xrange(f"{prefix}c:{conversation_id}:log")
+        entries: Any = await client.xrange(f"{prefix}c:{conversation_id}:log")
     finally:
         await client.aclose()
     return [orjson.loads(fields[b"d"]) for _, fields in entries]
