@@ -23,6 +23,10 @@ class Keys:
     def epoch(self, conversation_id: str) -> str:
         return f"{self.prefix}c:{conversation_id}:epoch"
 
+    def viewers(self, conversation_id: str) -> str:
+        """A hash: node id → ``"<viewers>:<expiry ms>"`` (each process's share)."""
+        return f"{self.prefix}c:{conversation_id}:viewers"
+
     def commands(self, node_id: str) -> str:
         return f"{self.prefix}n:{node_id}:cmd"
 

@@ -28,7 +28,16 @@ Sink = Callable[["ClusterHub", Event], None]
 
 
 class ClusterHub(Hub):
-    __slots__ = ("_feeding", "_on_subscribe", "lease", "running", "sink")
+    __slots__ = (
+        "_feeding",
+        "_on_presence",
+        "_on_subscribe",
+        "lease",
+        "local_viewers",
+        "running",
+        "sink",
+        "viewers_published",
+    )
 
     def __init__(
         self,
@@ -36,6 +45,7 @@ class ClusterHub(Hub):
         *,
         epoch: str | None,
         on_subscribe: Callable[[ClusterHub], None],
+        on_presence: Callable[[ClusterHub], None],
     ) -> None:
         super().__init__(conversation_id, epoch=epoch)
         #: Owner mode: where each appended event goes (the node's log writer).
@@ -44,16 +54,29 @@ class ClusterHub(Hub):
         self.lease: str | None = None
         #: The generation id of the last ``init`` not yet followed by a terminal event.
         self.running: str | None = None
+        #: This process's viewers (its part of the cluster's ``presence`` count).
+        self.local_viewers = 0
+        #: The cluster-wide count this owner last published.
+        self.viewers_published = 0
         self._feeding = False
         self._on_subscribe = on_subscribe
+        self._on_presence = on_presence
 
     def append(self, type: str, fields: dict[str, object]) -> Event:
+        if type == "presence" and not self._feeding:
+            # The local count is this process's share; the owner publishes the sum.
+            viewers = fields.get("viewers")
+            self.local_viewers = viewers if isinstance(viewers, int) else 0
+            self._on_presence(self)
+            return self._unlogged(type)
         if self.sink is None and not self._feeding:
-            # Mirror mode: not ours to write. What is returned is not in the log.
-            data: dict[str, object] = {"type": type, "conversationId": self.conversation_id}
-            return Event(type, self.last_seq, data, b"", self.cursor)
+            # Mirror mode: not ours to write.
+            return self._unlogged(type)
         event = super().append(type, fields)
-        if type == "init":
+        if type == "presence":
+            viewers = fields.get("viewers")
+            self.viewers_published = viewers if isinstance(viewers, int) else 0
+        elif type == "init":
             generation = fields.get("generationId")
             self.running = generation if isinstance(generation, str) else None
         elif type in _TERMINAL and fields.get("generationId") == self.running:
@@ -62,6 +85,22 @@ class ClusterHub(Hub):
         if sink is not None:
             sink(self, event)
         return event
+
+    def _unlogged(self, type: str) -> Event:
+        """What an append that is not part of the log returns."""
+        data: dict[str, object] = {"type": type, "conversationId": self.conversation_id}
+        return Event(type, self.last_seq, data, b"", self.cursor)
+
+    def publish_viewers(self, total: int) -> None:
+        """Owner mode: the ``presence`` event with every process's viewers summed."""
+        if self.sink is None or self.closed or total == self.viewers_published:
+            return
+        self.viewers_published = total
+        self._feeding = True
+        try:
+            self.append("presence", {"viewers": total})
+        finally:
+            self._feeding = False
 
     def feed(self, seq: int, data: dict[str, object]) -> bool:
         """One event read from the stream; ``False`` when it does not follow (a gap or

@@ -16,6 +16,10 @@
   go to the owner's command list (``RPUSH``); one task per node pops its command list and
   its reply list (``BLPOP``), runs commands on the local actor and answers the sender's
   reply list. No owner: the receiving process takes the lease.
+- **Presence.** Each process keeps its viewer count per conversation in a Redis hash
+  (field: its node id; refreshed every ttl, expiring after three), and the owner
+  publishes the sum once a second when it changed: a dead process's viewers drop out
+  within three ttls plus a second (31 s by default).
 - **Owner death.** Taking a lease marks the conversation's ``streaming`` rows
   ``interrupted`` (fenced) and appends ``error``/``owner_lost`` for each; a watcher takes
   the lease of any watched log whose generation runs without an owner, so watchers on
@@ -28,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -117,6 +122,9 @@ class ClusterNode:
         self._watched: dict[str, ClusterHub] = {}
         self._wake_id = b"0-0"
         self._wake_pending = False
+        # presence: hubs whose local viewer count changed or must be refreshed
+        self._viewing: dict[str, ClusterHub] = {}
+        self._viewers_dirty: set[str] = set()
         # forwarded commands
         self._waiting: dict[str, asyncio.Future[Any]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -138,6 +146,7 @@ class ClusterNode:
             (self._renewer(), "cluster-renewer"),
             (self._commands(), "cluster-commands"),
             (self._watcher(), "cluster-watcher"),
+            (self._presence(), "cluster-presence"),
         ):
             self._loops.append(loop.create_task(coro, name=name))
 
@@ -178,7 +187,12 @@ class ClusterNode:
     # -- the hooks of actors.cluster_hooks ----------------------------------------------
 
     async def attach(self, conversation_id: str) -> Dormant:
-        hub = ClusterHub(conversation_id, epoch=None, on_subscribe=self._watch)
+        hub = ClusterHub(
+            conversation_id,
+            epoch=None,
+            on_subscribe=self._watch,
+            on_presence=self._presence_changed,
+        )
         await self.sync(hub)
         return Dormant(hub, Presence(hub), OrderedDict())
 
@@ -471,6 +485,54 @@ class ClusterNode:
                         self._spawn(self.sync(watched))
                         break
 
+    # -- presence -----------------------------------------------------------------------
+
+    def _presence_changed(self, hub: ClusterHub) -> None:
+        self._viewing[hub.conversation_id] = hub
+        self._viewers_dirty.add(hub.conversation_id)
+
+    async def _presence(self) -> None:
+        """Once a second: write this process's changed viewer counts (all of them every
+        ttl), then let each owned conversation publish the cluster-wide sum."""
+        expiry_ms = int(self.lease_ttl * 3000)
+        refresh_every = max(1, int(self.lease_ttl))
+        rounds = 0
+        while True:
+            await asyncio.sleep(1.0)
+            rounds += 1
+            refresh = rounds % refresh_every == 0
+            now_ms = int(time.time() * 1000)
+            writes = [
+                (cid, hub)
+                for cid, hub in list(self._viewing.items())
+                if refresh or cid in self._viewers_dirty
+            ]
+            self._viewers_dirty.clear()
+            owned = [(cid, held.hub) for cid, held in self.held.items()]
+            if not writes and not owned:
+                continue
+            try:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for cid, hub in writes:
+                        key = self.keys.viewers(cid)
+                        if hub.local_viewers:
+                            value = f"{hub.local_viewers}:{now_ms + expiry_ms}"
+                            pipe.hset(key, self.node_id, value)
+                            pipe.pexpire(key, expiry_ms)
+                        else:
+                            pipe.hdel(key, self.node_id)
+                    for cid, _ in owned:
+                        pipe.hgetall(self.keys.viewers(cid))
+                    results = await pipe.execute()
+            except RedisError as exc:
+                log.warning("presence_failed", error=repr(exc)[:200])
+                continue
+            for cid, hub in writes:
+                if not hub.local_viewers and self._viewing.get(cid) is hub:
+                    del self._viewing[cid]
+            for (_, hub), shares in zip(owned, results[len(results) - len(owned) :], strict=True):
+                hub.publish_viewers(_sum_viewers(shares, now_ms))
+
     # -- owner death --------------------------------------------------------------------
 
     async def _watcher(self) -> None:
@@ -676,6 +738,15 @@ class ClusterNode:
             "seqBefore": result.seq_before,
             "epoch": result.actor.hub.epoch if result.actor is not None else None,
         }
+
+
+def _sum_viewers(shares: Any, now_ms: int) -> int:
+    total = 0
+    for raw in (shares or {}).values():
+        count, _, expires = _text(raw).partition(":")
+        if expires.isdigit() and int(expires) > now_ms and count.isdigit():
+            total += int(count)
+    return total
 
 
 def _text(value: Any) -> str:

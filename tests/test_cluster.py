@@ -405,3 +405,31 @@ async def test_fencing_a_paused_owner(cluster: Cluster, gemini: tuple[FakeGemini
         assert status == 200, lines
         assert of_topic(lines, "done")["fullText"] == "third"
         await ws.close()
+
+
+async def test_presence_sums_processes(cluster: Cluster) -> None:
+    a, b, c = await cluster.start_many(3)
+    token, _ = await make_user_session("Presence")
+    async with aiohttp.ClientSession() as http:
+        status, lines = await chat(http, a, token, "hello")
+        assert status == 200, lines
+        conversation_id = lines[0]["data"]["conversationId"]
+        peers = []
+        for server in (a, b, c):
+            peer = WsPeer(await http.ws_connect(server.ws_url, headers=bearer(token))).start()
+            await peer.send(type="subscribe", conversationId=conversation_id)
+            await peer.wait_for(lambda f: f["type"] == "subscribed")
+            peers.append(peer)
+        for peer in peers[:2]:
+            await peer.wait_for(lambda f: f["type"] == "presence" and f["viewers"] == 3, timeout=10)
+        c.signal(signal.SIGKILL)
+        killed = time.monotonic()
+        for peer in peers[:2]:
+            await peer.wait_for(
+                lambda f: f["type"] == "presence" and f["viewers"] == 2,
+                timeout=3 * LEASE_TTL + 4,
+            )
+        assert time.monotonic() - killed <= 3 * LEASE_TTL + 2.5
+        for peer in peers[:2]:
+            check_seq(peer.of(conversation_id))
+            await peer.close()
