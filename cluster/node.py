@@ -228,9 +228,21 @@ class ClusterNode:
         raise StoreUnavailable("the conversation's owner could not be determined")
 
     def exited(self, actor: ConversationActor) -> None:
-        held = self.held.get(actor.conversation_id)
-        if held is not None and held.hub is actor.hub:
-            self._give_back(actor.conversation_id)
+        cid = actor.conversation_id
+        held = self.held.get(cid)
+        if held is None or held.hub is not actor.hub:
+            return
+        generation = actor.generation
+        if generation is not None and generation.task is not None and not generation.task.done():
+            # A crashed actor's generation still stores and publishes its end under the
+            # lease: give it back after that.
+            def later(_task: object) -> None:
+                if self.held.get(cid) is held:
+                    self._give_back(cid)
+
+            generation.task.add_done_callback(later)
+            return
+        self._give_back(cid)
 
     # -- leases -------------------------------------------------------------------------
 
