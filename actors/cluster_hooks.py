@@ -32,3 +32,11 @@ class ClusterHooks(Protocol):
     def exited(self, actor: ConversationActor) -> None:
         """The actor's loop ended (idle, stop, delete, crash)."""
         ...
+
+    async def deleting(self, conversation_id: str) -> None:
+        """Before a delete: the owner (on another process) stops the conversation's actor."""
+        ...
+
+    async def deleted(self, conversation_id: str) -> None:
+        """After a delete: every process closes its copy of the log."""
+        ...

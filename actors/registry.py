@@ -164,12 +164,19 @@ class Registry:
         task.add_done_callback(self._cleanups.discard)
 
     @contextlib.asynccontextmanager
-    async def deleting(self, conversation_id: str) -> AsyncIterator[None]:
+    async def deleting(
+        self, conversation_id: str, *, here_only: bool = False
+    ) -> AsyncIterator[None]:
         """Stop a conversation's actor for good while its rows are deleted.
 
         Until the block ends the conversation answers as not found, so no command can
-        respawn an actor for rows that are about to disappear.
+        respawn an actor for rows that are about to disappear. In cluster mode the owner
+        on another process stops its actor first and every process closes its log after
+        (``here_only``: this is that other process's part).
         """
+        cluster = None if here_only else self.deps.cluster
+        if cluster is not None:
+            await cluster.deleting(conversation_id)
         self._deleting.add(conversation_id)
         pending = self._spawning.get(conversation_id)
         if pending is not None:
@@ -182,6 +189,8 @@ class Registry:
             if record is not None:
                 record.close()
             yield
+            if cluster is not None:
+                await cluster.deleted(conversation_id)
         finally:
             self._deleting.discard(conversation_id)
 

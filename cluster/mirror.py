@@ -30,6 +30,7 @@ Sink = Callable[["ClusterHub", Event], None]
 class ClusterHub(Hub):
     __slots__ = (
         "_feeding",
+        "_on_closed",
         "_on_presence",
         "_on_subscribe",
         "lease",
@@ -46,6 +47,7 @@ class ClusterHub(Hub):
         epoch: str | None,
         on_subscribe: Callable[[ClusterHub], None],
         on_presence: Callable[[ClusterHub], None],
+        on_closed: Callable[[ClusterHub], None],
     ) -> None:
         super().__init__(conversation_id, epoch=epoch)
         #: Owner mode: where each appended event goes (the node's log writer).
@@ -61,6 +63,7 @@ class ClusterHub(Hub):
         self._feeding = False
         self._on_subscribe = on_subscribe
         self._on_presence = on_presence
+        self._on_closed = on_closed
 
     def append(self, type: str, fields: dict[str, object]) -> Event:
         if type == "presence" and not self._feeding:
@@ -105,6 +108,11 @@ class ClusterHub(Hub):
     def feed(self, seq: int, data: dict[str, object]) -> bool:
         """One event read from the stream; ``False`` when it does not follow (a gap or
         another epoch): the caller re-reads the stream."""
+        if data.get("type") == "_closed":
+            if not self.closed:  # the conversation was deleted (through any process)
+                self.close()
+                self._on_closed(self)
+            return True
         if self.sink is not None or self.closed or seq <= self.last_seq:
             return True  # owner mode, gone, or a duplicate
         if seq != self.last_seq + 1 or data.get("epoch") != self.epoch:

@@ -113,6 +113,7 @@ class ClusterNode:
         self._renew = client.register_script(scripts.RENEW)
         self._release = client.register_script(scripts.RELEASE)
         self._append = client.register_script(scripts.APPEND)
+        self._close_log = client.register_script(scripts.CLOSE)
         self._locks: dict[str, asyncio.Lock] = {}
         # the log writer
         self._pending: dict[str, _Pending] = {}
@@ -192,6 +193,7 @@ class ClusterNode:
             epoch=None,
             on_subscribe=self._watch,
             on_presence=self._presence_changed,
+            on_closed=self._closed_elsewhere,
         )
         await self.sync(hub)
         return Dormant(hub, Presence(hub), OrderedDict())
@@ -243,6 +245,30 @@ class ClusterNode:
             generation.task.add_done_callback(later)
             return
         self._give_back(cid)
+
+    async def deleting(self, conversation_id: str) -> None:
+        owner = await self.owner_of(conversation_id)
+        if owner is not None and owner != self.node_id:
+            with contextlib.suppress(StoreUnavailable, ConversationNotFound, ActorStopped):
+                await self.forward(owner, {"kind": "delete", "conv": conversation_id})
+
+    async def deleted(self, conversation_id: str) -> None:
+        await self._close_log(
+            keys=[self.keys.log(conversation_id), self.keys.epoch(conversation_id)],
+            args=[int(self.forward_timeout * 1000) + 60_000],
+        )
+
+    def _closed_elsewhere(self, hub: ClusterHub) -> None:
+        """A mirror read the delete marker: this process's actor and record go too."""
+        registry = self.registry
+        if registry is None:
+            return
+
+        async def stop() -> None:
+            async with registry.deleting(hub.conversation_id, here_only=True):
+                pass
+
+        self._spawn(stop())
 
     # -- leases -------------------------------------------------------------------------
 
@@ -730,7 +756,10 @@ class ClusterNode:
     async def _execute(self, command: dict[str, Any]) -> Any:
         assert self.registry is not None
         cid = str(command["conv"])
-        user = str(command["user"])
+        user = str(command.get("user"))
+        if command["kind"] == "delete":
+            async with self.registry.deleting(cid, here_only=True):
+                return True
         actor = await self.registry.get_or_spawn(cid, user)
         if command["kind"] == "cancel":
             return await actor.cancel(command.get("gen"))

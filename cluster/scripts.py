@@ -26,6 +26,18 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
+#: A delete: a marker after the last event (``<seq>-1``: it takes no seq), and the log
+#: expires soon. KEYS: log, epoch. ARGV: ttl ms.
+CLOSE = """
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+local seq = 0
+if last[1] then seq = tonumber(string.match(last[1][1], '^(%d+)')) end
+redis.call('XADD', KEYS[1], seq .. '-1', 'd', '{"type":"_closed"}')
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+redis.call('DEL', KEYS[2])
+return seq
+"""
+
 #: The fenced append. KEYS: lease, log, epoch. ARGV: lease value, epoch, min id kept
 #: (the hub's replay floor: the previous generation's lead-in), ttl ms, then seq, json
 #: pairs. → 1 appended, 0 the lease is not ours, -1 the log has another epoch.

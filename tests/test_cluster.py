@@ -433,3 +433,43 @@ async def test_presence_sums_processes(cluster: Cluster) -> None:
         for peer in peers[:2]:
             check_seq(peer.of(conversation_id))
             await peer.close()
+
+
+async def test_delete_through_a_non_owner(cluster: Cluster, gemini: tuple[FakeGemini, str]) -> None:
+    """Delete through B while A generates: A's actor stops, watchers on both processes
+    are unsubscribed, nothing of the conversation stays."""
+    fake, _ = gemini
+    a, b = await cluster.start_many(2)
+    token, _ = await make_user_session("Delete")
+    fake.enqueue(Script(chunks=["warm "]))
+    fake.enqueue(Script(chunks=[f"d{i:04d} " for i in range(3000)], chunk_delay=0.01))
+    async with aiohttp.ClientSession() as http:
+        status, lines = await chat(http, a, token, "warm up", model=GEMINI)
+        assert status == 200, lines
+        conversation_id = lines[0]["data"]["conversationId"]
+        peers = []
+        for server in (a, b):
+            peer = WsPeer(await http.ws_connect(server.ws_url, headers=bearer(token))).start()
+            await peer.send(type="subscribe", conversationId=conversation_id)
+            await peer.wait_for(lambda f: f["type"] == "subscribed")
+            peers.append(peer)
+        await peers[0].send(
+            type="send", conversationId=conversation_id, message="long", aiModel=GEMINI
+        )
+        await peers[1].wait_for(lambda f: f["type"] == "token")
+        async with http.delete(
+            f"{b.url}/api/conversations/{conversation_id}", headers=bearer(token)
+        ) as r:
+            assert r.status == 200, await r.text()
+        for peer in peers:
+            gone = await peer.wait_for(lambda f: f["type"] == "unsubscribed", timeout=10)
+            assert gone["conversationId"] == conversation_id
+        for _ in range(40):  # given back once what the actor appended last is written
+            if await lease_owner(cluster.prefix, conversation_id) is None:
+                break
+            await asyncio.sleep(0.05)
+        assert await lease_owner(cluster.prefix, conversation_id) is None
+        rows = await Message.select().where(Message.conversation_id == conversation_id).run()
+        assert rows == []
+        for peer in peers:
+            await peer.close()
