@@ -622,15 +622,29 @@ class ClusterNode:
             .distinct()
             .run()
         )
+        return await self._sweep([str(row["conversation_id"]) for row in rows], again=True)
+
+    async def _sweep(self, conversations: list[str], *, again: bool) -> int:
         done = 0
-        for row in rows:
-            cid = str(row["conversation_id"])
+        leased: list[str] = []
+        for cid in conversations:
             if await self.redis.exists(self.keys.lease(cid)):
+                leased.append(cid)
                 continue
             record = await self.attach(cid)
             hub = cast(ClusterHub, record.hub)
             if await self.recover(cid, hub):
                 done += 1
+        if leased and again:
+            # A lease may be a dead process's that has not expired yet: look once more
+            # when it would have (a live owner renews it, and is left alone again).
+            async def later() -> None:
+                await asyncio.sleep(self.lease_ttl + 1.0)
+                swept = await self._sweep(leased, again=False)
+                if swept:
+                    log.warning("interrupted_conversations_recovered", count=swept)
+
+            self._spawn(later())
         return done
 
     # -- forwarded commands -------------------------------------------------------------

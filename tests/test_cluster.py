@@ -8,6 +8,7 @@ model or the local Gemini stand-in; short leases (``CERO_LEASE_TTL=2``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import time
 from collections.abc import AsyncIterator
@@ -473,3 +474,59 @@ async def test_delete_through_a_non_owner(cluster: Cluster, gemini: tuple[FakeGe
         assert rows == []
         for peer in peers:
             await peer.close()
+
+
+async def test_a_starting_process_leaves_live_answers_alone(
+    cluster: Cluster, gemini: tuple[FakeGemini, str]
+) -> None:
+    fake, _ = gemini
+    (a,) = await cluster.start_many(1)
+    token, _ = await make_user_session("Sweep")
+    fake.enqueue(Script(chunks=[f"s{i:04d} " for i in range(800)], chunk_delay=0.01))
+    async with aiohttp.ClientSession() as http:
+        sending = asyncio.create_task(chat(http, a, token, "long", model=GEMINI))
+        row: dict[str, Any] | None = None
+        for _ in range(200):
+            row = await Message.select().where(Message.status == "streaming").first().run()
+            if row is not None:
+                break
+            await asyncio.sleep(0.02)
+        assert row is not None
+        c = cluster.start()
+        await cluster.wait_up(c)
+        still = await Message.select().where(Message.id == row["id"]).first().run()
+        assert still is not None and still["status"] == "streaming"
+        status, lines = await sending
+        assert status == 200, lines
+        assert of_topic(lines, "done")["fullText"].startswith("s0000 ")
+        done = await Message.select().where(Message.id == row["id"]).first().run()
+        assert done is not None and done["status"] == "complete"
+
+        # The lone process killed mid-answer and restarted at once: its lease still
+        # lives, so the sweep leaves the row, and takes it once the lease has expired.
+        fake.enqueue(Script(chunks=[f"k{i:04d} " for i in range(800)], chunk_delay=0.01))
+        sending = asyncio.create_task(chat(http, c, token, "long", model=GEMINI))
+        row = None
+        for _ in range(200):
+            row = await Message.select().where(Message.status == "streaming").first().run()
+            if row is not None:
+                break
+            await asyncio.sleep(0.02)
+        assert row is not None
+        a.signal(signal.SIGTERM)
+        c.signal(signal.SIGKILL)
+        killed = time.monotonic()
+        with contextlib.suppress(aiohttp.ClientError):
+            await sending
+        d = cluster.start()
+        await cluster.wait_up(d)
+        status_now = ""
+        while time.monotonic() - killed < LEASE_TTL + 6:
+            after = await Message.select().where(Message.id == row["id"]).first().run()
+            assert after is not None
+            status_now = after["status"]
+            if status_now == "interrupted":
+                break
+            await asyncio.sleep(0.1)
+        assert status_now == "interrupted"
+        assert time.monotonic() - killed <= LEASE_TTL + 4
