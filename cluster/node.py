@@ -135,6 +135,9 @@ class ClusterNode:
         self.forwarded = 0
         self.appended = 0
         self.pipelines = 0
+        self.relayed = 0
+        #: Seconds from the owner's append to this relay's read, of the last event read.
+        self.relay_lag = 0.0
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -417,6 +420,7 @@ class ClusterNode:
         for event in pending.events:
             args.append(event.seq)
             args.append(event.json)
+        args.append(int(time.time() * 1000))
         await self._append(
             keys=[self.keys.lease(cid), self.keys.log(cid), self.keys.epoch(cid)],
             args=args,
@@ -522,6 +526,10 @@ class ClusterNode:
                     if not watched.feed(_seq(entry_id), _data(fields)):
                         self._spawn(self.sync(watched))
                         break
+                self.relayed += len(entries)
+                sent = entries[-1][1].get(b"t")
+                if sent is not None:
+                    self.relay_lag = max(0.0, time.time() - int(sent) / 1000)
 
     # -- presence -----------------------------------------------------------------------
 

@@ -40,14 +40,16 @@ return seq
 
 #: The fenced append. KEYS: lease, log, epoch. ARGV: lease value, epoch, min id kept
 #: (the hub's replay floor: the previous generation's lead-in), ttl ms, then seq, json
-#: pairs. → 1 appended, 0 the lease is not ours, -1 the log has another epoch.
+#: pairs; the last ARGV is the writer's clock (ms, for the relay's lag). → 1 appended, 0 the
+#: lease is not ours, -1 the log has another epoch.
 APPEND = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 local epoch = redis.call('GET', KEYS[3])
 if epoch and epoch ~= ARGV[2] then return -1 end
 if not epoch then redis.call('SET', KEYS[3], ARGV[2]) end
-for i = 5, #ARGV, 2 do
-  redis.call('XADD', KEYS[2], 'MINID', '~', ARGV[3], ARGV[i] .. '-0', 'd', ARGV[i + 1])
+local sent = ARGV[#ARGV]
+for i = 5, #ARGV - 1, 2 do
+  redis.call('XADD', KEYS[2], 'MINID', '~', ARGV[3], ARGV[i] .. '-0', 'd', ARGV[i + 1], 't', sent)
 end
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
 redis.call('PEXPIRE', KEYS[3], ARGV[4])

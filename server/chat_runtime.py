@@ -121,6 +121,8 @@ async def chat_runtime(app: web.Application) -> AsyncIterator[None]:
         on_refusal=lambda limit: metrics.limit_refusals.labels(limit).inc(),
     )
     metrics.bind_registry(registry)
+    if node is not None:
+        metrics.bind_cluster(node)
     metrics.bind_writer(writer, store.janitor)
     metrics.bind_lag(monitor)
     for name, provider in providers.items():

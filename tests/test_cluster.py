@@ -99,6 +99,13 @@ def of_topic(lines: list[dict[str, Any]], topic: str) -> dict[str, Any]:
     return next(line["data"] for line in lines if line["topic"] == topic)
 
 
+def metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
 def generated_on(server: Server, generation_id: str) -> bool:
     return any(
         "generation_finished" in line and generation_id in line
@@ -144,6 +151,13 @@ async def test_two_processes_watch_one_answer(cluster: Cluster) -> None:
         await ws.wait_for(lambda f: f["type"] == "done" and f["generationId"] == generation_id)
         ws_events = ws.of(conversation_id)
         await ws.close()
+        async with http.get(f"{a.url}/metrics") as r:
+            a_metrics = await r.text()
+        async with http.get(f"{b.url}/metrics") as r:
+            b_metrics = await r.text()
+    assert metric(a_metrics, "cero_cluster_log_appends") >= len(ws_events)
+    assert metric(a_metrics, "cero_cluster_log_pipelines") >= 1
+    assert metric(b_metrics, "cero_cluster_relayed_events") >= len(ws_events)
 
     for events in (ws_events, sse_events):
         check_seq(events)
