@@ -136,6 +136,7 @@ class ClusterNode:
         self.appended = 0
         self.pipelines = 0
         self.relayed = 0
+        self.relay_reads = 0
         #: Seconds from the owner's append to this relay's read, of the last event read.
         self.relay_lag = 0.0
 
@@ -510,6 +511,7 @@ class ClusterNode:
             streams[wake_key] = self._wake_id
             try:
                 answer: Any = await self.redis.xread(streams, count=READ_COUNT, block=BLOCK_MS)
+                self.relay_reads += 1
             except RedisError as exc:
                 log.warning("relay_read_failed", error=repr(exc)[:200])
                 await asyncio.sleep(0.5)

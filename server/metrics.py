@@ -128,6 +128,7 @@ class Metrics:
             ("cero_cluster_log_appends", "Events appended to Redis streams", "appended"),
             ("cero_cluster_log_pipelines", "Pipelines sent by the log writer", "pipelines"),
             ("cero_cluster_relayed_events", "Events the relay read from Redis", "relayed"),
+            ("cero_cluster_relay_reads", "Blocking reads (XREAD) the relay made", "relay_reads"),
             ("cero_cluster_relay_lag_seconds", "Owner's append to relay read, last", "relay_lag"),
         ):
             gauge = Gauge(name, text, registry=self.registry)
