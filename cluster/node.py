@@ -33,6 +33,7 @@ import asyncio
 import contextlib
 import secrets
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -114,7 +115,8 @@ class ClusterNode:
         self._release = client.register_script(scripts.RELEASE)
         self._append = client.register_script(scripts.APPEND)
         self._close_log = client.register_script(scripts.CLOSE)
-        self._locks: dict[str, asyncio.Lock] = {}
+        #: One lock per conversation being claimed or recovered (gone when unused).
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         # the log writer
         self._pending: dict[str, _Pending] = {}
         self._releases: list[tuple[str, str]] = []
