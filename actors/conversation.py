@@ -270,7 +270,9 @@ class ConversationActor:
         text so far)`` of the running generation, or ``None``."""
         generation = self.generation
         if generation is None:
-            return None
+            # Cluster mode: the answer may stream on another process, into this log.
+            live = getattr(self.hub, "live_answer", None)
+            return None if live is None else live()
         return generation.assistant.id, generation.text
 
     # -- the actor loop ----------------------------------------------------------------

@@ -161,6 +161,24 @@ class ClusterHub(Hub):
             self._on_subscribe(self)
         return sub
 
+    def live_answer(self) -> tuple[str, str] | None:
+        """``(message id, text so far)`` of the generation running in the log (a mirror
+        has no generation object: the tokens since its ``init`` are in the buffer)."""
+        if self.running is None:
+            return None
+        message_id: str | None = None
+        parts: list[str] = []
+        for event in self.held():
+            if event.type == "init" and event.data.get("generationId") == self.running:
+                mid = event.data.get("messageId")
+                message_id = mid if isinstance(mid, str) else None
+                parts = []
+            elif (
+                event.type == "token" and message_id is not None and event.message_id == message_id
+            ):
+                parts.append(event.text)
+        return None if message_id is None else (message_id, "".join(parts))
+
     @property
     def floor(self) -> int:
         """The oldest seq the replay buffer holds (the stream keeps as much)."""

@@ -357,8 +357,14 @@ class ClusterNode:
                 return
             held.hub.sink = None
             held.hub.lease = None
+            self._follow(held.hub)
         self._releases.append((cid, held.value))
         self._write_wake.set()
+
+    def _follow(self, hub: ClusterHub) -> None:
+        """A hub that stops being the owner's: its subscribers follow the stream now."""
+        if hub.subscriber_count and not hub.closed:
+            self._watch(hub)
 
     def lost(self, cid: str, reason: str) -> None:
         """The lease is not ours any more: stop writing at once, follow the stream."""
@@ -368,6 +374,7 @@ class ClusterNode:
         hub = held.hub
         hub.sink = None
         hub.lease = None
+        self._follow(hub)
         log.warning("lease_lost", conversation_id=cid, fence=held.fence, reason=reason)
         pending = self._pending.pop(cid, None)
         del pending

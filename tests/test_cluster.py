@@ -140,9 +140,26 @@ async def test_two_processes_watch_one_answer(cluster: Cluster) -> None:
 
         reader = asyncio.create_task(read_a())
         await asyncio.wait_for(sse_ready.wait(), 10)
-        status, lines = await chat(
-            http, a, token, "second turn, watched from two processes", conversation_id
+        sending = asyncio.create_task(
+            chat(http, a, token, "second turn, watched from two processes", conversation_id)
         )
+        # While it streams on A, B's messages show the live text (from B's copy of the log).
+        first = await ws.wait_for(lambda f: f["type"] == "init", timeout=10)
+        mid = first["messageId"]
+
+        def five_tokens(_frame: dict[str, Any]) -> bool:
+            return sum(1 for f in ws.frames if f["type"] == "token" and f["messageId"] == mid) >= 5
+
+        await ws.wait_for(five_tokens, timeout=10)
+        seen = token_text(ws.of(conversation_id), first["messageId"])
+        async with http.get(
+            f"{b.url}/api/conversations/{conversation_id}/messages", headers=bearer(token)
+        ) as r:
+            listed = (await r.json())["messages"][-1]
+        assert listed["id"] == first["messageId"]
+        if listed["status"] == "streaming":
+            assert listed["content"].startswith(seen) and len(seen) > 0, (listed, seen)
+        status, lines = await sending
         assert status == 200, lines
         done = of_topic(lines, "done")
         init = of_topic(lines, "init")
@@ -544,3 +561,34 @@ async def test_a_starting_process_leaves_live_answers_alone(
             await asyncio.sleep(0.1)
         assert status_now == "interrupted"
         assert time.monotonic() - killed <= LEASE_TTL + 4
+
+
+async def test_viewers_follow_when_ownership_moves(cluster: Cluster) -> None:
+    """A's actor stops idle (its lease goes); a send through B makes B the owner: the
+    viewer on A sees B's answer, in sequence, in the same epoch."""
+    a, b = await cluster.start_many(2, CERO_ACTOR_IDLE_TIMEOUT="1")
+    token, _ = await make_user_session("Moves")
+    async with aiohttp.ClientSession() as http:
+        status, lines = await chat(http, a, token, "on A")
+        assert status == 200, lines
+        conversation_id = lines[0]["data"]["conversationId"]
+        ws = WsPeer(await http.ws_connect(a.ws_url, headers=bearer(token))).start()
+        await ws.send(type="subscribe", conversationId=conversation_id)
+        subscribed = await ws.wait_for(lambda f: f["type"] == "subscribed")
+        for _ in range(100):  # A's actor stops idle and gives its lease back
+            if await lease_owner(cluster.prefix, conversation_id) is None:
+                break
+            await asyncio.sleep(0.05)
+        assert await lease_owner(cluster.prefix, conversation_id) is None
+        status, lines = await chat(http, b, token, "on B", conversation_id)
+        assert status == 200, lines
+        init = of_topic(lines, "init")
+        assert generated_on(b, init["generationId"])
+        done = await ws.wait_for(
+            lambda f: f["type"] == "done" and f["generationId"] == init["generationId"]
+        )
+        events = ws.of(conversation_id)
+        check_seq(events)
+        assert {e["epoch"] for e in events} == {subscribed["epoch"]}
+        assert token_text(events, init["messageId"]) == done["fullText"]
+        await ws.close()
