@@ -116,12 +116,11 @@ async def phase(
 async def setup_run(
     env: Env, cfg: Config, pg: str, users: list[tuple[str, str]], mode: str, args: Any
 ) -> dict[str, Any]:
-    extra: dict[str, str] = {}
+    # A loaded machine must not turn the starts into `503 overloaded`: measure, not refuse.
+    extra: dict[str, str] = {"CERO_MAX_LOOP_LAG": "0"}
     if mode != "memory":
-        extra = {
-            "CERO_REDIS_URL": REDIS_URL,
-            "CERO_REDIS_PREFIX": f"cerobench:{secrets.token_hex(4)}:",
-        }
+        extra["CERO_REDIS_URL"] = REDIS_URL
+        extra["CERO_REDIS_PREFIX"] = f"cerobench:{secrets.token_hex(4)}:"
     a = await env.start_project(pg, extra_env=extra)
     servers = [a]
     if mode == "cluster2":
@@ -178,7 +177,11 @@ async def main_async(args: Any) -> dict[str, Any]:
         runs = []
         for mode in args.modes.split(","):
             log(f"  {mode}")
-            runs.append(await setup_run(env, cfg, pg, users, mode, args))
+            try:
+                runs.append(await setup_run(env, cfg, pg, users, mode, args))
+            except Exception as exc:  # one failed set-up must not lose the others' numbers
+                log(f"    {mode} failed: {exc!r}")
+                runs.append({"mode": mode, "error": repr(exc)})
         return {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "runs": runs}
     finally:
         with contextlib.suppress(Exception):
