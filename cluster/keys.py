@@ -17,6 +17,10 @@ class Keys:
     def lease(self, conversation_id: str) -> str:
         return f"{self.prefix}c:{conversation_id}:lease"
 
+    def last(self, conversation_id: str) -> str:
+        """The token of the conversation's last lease (see :mod:`cluster.scripts`)."""
+        return f"{self.prefix}c:{conversation_id}:last"
+
     def log(self, conversation_id: str) -> str:
         return f"{self.prefix}c:{conversation_id}:log"
 

@@ -286,8 +286,12 @@ class ClusterNode:
 
     async def _take(self, conversation_id: str) -> Held | None:
         token = await self._acquire(
-            keys=[self.keys.lease(conversation_id), self.keys.fence],
-            args=[self.node_id, self.ttl_ms],
+            keys=[
+                self.keys.lease(conversation_id),
+                self.keys.fence,
+                self.keys.last(conversation_id),
+            ],
+            args=[self.node_id, self.ttl_ms, self.log_ttl_ms],
         )
         if token is None:
             return None
@@ -393,8 +397,8 @@ class ClusterNode:
                 async with self.redis.pipeline(transaction=False) as pipe:
                     for cid, lease in held:
                         await self._renew(
-                            keys=[self.keys.lease(cid)],
-                            args=[lease.value, self.ttl_ms],
+                            keys=[self.keys.lease(cid), self.keys.last(cid)],
+                            args=[lease.value, self.ttl_ms, lease.fence, self.log_ttl_ms],
                             client=pipe,
                         )
                     results = await pipe.execute(raise_on_error=False)
@@ -402,8 +406,10 @@ class ClusterNode:
                 log.warning("lease_renew_failed", error=repr(exc)[:200])
                 continue
             for (cid, lease), result in zip(held, results, strict=True):
-                if result == 0 and self.held.get(cid) is lease:
-                    self.lost(cid, "renew refused")
+                if result == 2:
+                    log.warning("lease_taken_back", conversation_id=cid, fence=lease.fence)
+                elif result != 1 and self.held.get(cid) is lease:
+                    self.lost(cid, f"renew refused: {result!r}"[:200])
 
     # -- the log writer -----------------------------------------------------------------
 
@@ -426,13 +432,26 @@ class ClusterNode:
     async def _queue_append(self, pipe: Any, pending: _Pending) -> None:
         hub = pending.hub
         cid = hub.conversation_id
-        args: list[Any] = [pending.lease, hub.epoch, f"{hub.floor}-0", self.log_ttl_ms]
+        fence = pending.lease.rpartition(":")[2]
+        args: list[Any] = [
+            pending.lease,
+            hub.epoch,
+            f"{hub.floor}-0",
+            self.log_ttl_ms,
+            self.ttl_ms,
+            fence,
+        ]
         for event in pending.events:
             args.append(event.seq)
             args.append(event.json)
         args.append(int(time.time() * 1000))
         await self._append(
-            keys=[self.keys.lease(cid), self.keys.log(cid), self.keys.epoch(cid)],
+            keys=[
+                self.keys.lease(cid),
+                self.keys.log(cid),
+                self.keys.epoch(cid),
+                self.keys.last(cid),
+            ],
             args=args,
             client=pipe,
         )
@@ -462,7 +481,9 @@ class ClusterNode:
             self.pipelines += 1
             for pending, result in zip(batch, results, strict=False):
                 self.appended += len(pending.events)
-                if result != 1:
+                if result == 2:
+                    log.warning("lease_taken_back", conversation_id=pending.hub.conversation_id)
+                elif result != 1:
                     cid = pending.hub.conversation_id
                     held = self.held.get(cid)
                     if held is not None and held.value == pending.lease:

@@ -85,6 +85,7 @@ class Cluster:
     env: dict[str, str]
     prefix: str = field(default_factory=lambda: f"cerotest:{secrets.token_hex(6)}:")
     servers: list[Server] = field(default_factory=list)
+    redis_url: str = REDIS_URL
 
     def start(self, **extra: str) -> Server:
         port = free_port()
@@ -92,7 +93,7 @@ class Cluster:
         env.update(
             PYTHONPATH=str(ROOT),
             DATABASE_URL=self.database_url,
-            CERO_REDIS_URL=REDIS_URL,
+            CERO_REDIS_URL=self.redis_url,
             CERO_REDIS_PREFIX=self.prefix,
             CERO_PORT=str(port),
             BETTER_AUTH_SECRET="s" * 40,
@@ -147,13 +148,56 @@ class Cluster:
             except subprocess.TimeoutExpired:
                 server.proc.kill()
                 await asyncio.to_thread(server.proc.wait)
-        client = redis.from_url(REDIS_URL)
+        client = redis.from_url(self.redis_url, socket_connect_timeout=2)
         try:
             keys = [key async for key in client.scan_iter(match=f"{self.prefix}*", count=1000)]
             if keys:
                 await client.delete(*keys)
+        except redis.ConnectionError:
+            pass  # a test's private Redis, stopped already
         finally:
             await client.aclose()
+
+
+class PrivateRedis:
+    """A ``redis-server`` of the test's own on a free port (never the shared one), to
+    kill and restart; no persistence, so a restart comes back empty."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    async def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                *("redis-server", "--port", str(self.port), "--bind", "127.0.0.1"),
+                *("--save", "", "--appendonly", "no"),
+            ],
+            cwd=self.workdir,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        client = redis.from_url(self.url, socket_connect_timeout=1)
+        try:
+            for _ in range(100):
+                try:
+                    await client.ping()
+                    return
+                except redis.ConnectionError:
+                    await asyncio.sleep(0.05)
+        finally:
+            await client.aclose()
+        raise AssertionError("private redis-server did not start")
+
+    async def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            await asyncio.to_thread(self.proc.wait)
 
 
 async def lease_owner(prefix: str, conversation_id: str) -> str | None:

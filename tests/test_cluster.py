@@ -23,7 +23,7 @@ import pytest_asyncio
 from server import db
 from server.tables import Message
 from tests.auth_helpers import bearer, make_user_session
-from tests.cluster_harness import Cluster, Server, lease_owner, require_redis
+from tests.cluster_harness import Cluster, PrivateRedis, Server, lease_owner, require_redis
 from tests.conftest import create_pg_database, drop_pg_database
 from tests.fakes.gemini import FakeGemini, Script
 from tests.live_clients import WsPeer, check_seq, read_sse, token_text
@@ -607,3 +607,63 @@ async def test_viewers_follow_when_ownership_moves(cluster: Cluster) -> None:
         assert {e["epoch"] for e in events} == {subscribed["epoch"]}
         assert token_text(events, init["messageId"]) == done["fullText"]
         await ws.close()
+
+
+async def test_redis_restart_keeps_running_answers(
+    pg_url: str, gemini: tuple[FakeGemini, str], tmp_path: Path
+) -> None:
+    """A private Redis dies and comes back empty mid-answer: the answer goes on to the end
+    and is stored; the next send works without restarting the server."""
+    fake, gemini_url = gemini
+    private = PrivateRedis(tmp_path)
+    await private.start()
+    cluster = Cluster(
+        pg_url,
+        tmp_path,
+        {
+            "CERO_LEASE_TTL": str(LEASE_TTL),
+            "GEMINI_API_KEY": "test-key",
+            "CERO_GEMINI_BASE_URL": gemini_url,
+        },
+        redis_url=private.url,
+    )
+    try:
+        (a,) = await cluster.start_many(1)
+        token, _ = await make_user_session("RedisDies")
+        fake.enqueue(Script(chunks=[f"r{i:04d} " for i in range(600)], chunk_delay=0.01))
+        async with aiohttp.ClientSession() as http:
+            texts: list[str] = []
+            done: dict[str, Any] = {}
+            restarted = asyncio.Event()
+
+            async def read() -> None:
+                async with http.post(
+                    f"{a.url}/api/chat",
+                    json={"message": "long", "aiModel": GEMINI},
+                    headers=bearer(token),
+                ) as resp:
+                    async for raw in resp.content:
+                        line = orjson.loads(raw)
+                        if line["topic"] == "token":
+                            texts.append(line["data"])
+                            if len(texts) == 50:
+                                await private.kill()
+                                await asyncio.sleep(LEASE_TTL)  # past the lease's ttl
+                                await private.start()
+                                restarted.set()
+                        elif line["topic"] in ("done", "error"):
+                            done.update(line["data"], topic=line["topic"])
+
+            await asyncio.wait_for(read(), 30)
+            assert restarted.is_set()
+            assert done["topic"] == "done", done
+            assert done["fullText"] == "".join(f"r{i:04d} " for i in range(600))
+            row = await Message.select().where(Message.id == done["messageId"]).first().run()
+            assert row is not None and row["status"] == "complete"
+            assert row["content"] == done["fullText"]
+            status, lines = await chat(http, a, token, "after the restart")
+            assert status == 200, lines
+            assert of_topic(lines, "done")["fullText"]
+    finally:
+        await cluster.stop()
+        await private.kill()
