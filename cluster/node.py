@@ -4,7 +4,9 @@
   plus a fencing token, one Lua step); the node renews what it holds every third of
   ``CERO_LEASE_TTL`` (a Lua check-and-extend, one pipeline for all). A lease found lost
   (renewal or a refused append) stops the generation at once and turns the hub back
-  into a mirror, re-read from the stream.
+  into a mirror, re-read from the stream. A lease key that vanished while nobody else
+  held the conversation (Redis restarted empty) is taken back with the same token
+  (:mod:`cluster.scripts`), so a Redis restart does not stop running answers.
 - **The log.** An owner's hub hands each event to :meth:`ClusterNode._sink`; one writer
   task sends everything pending as one pipeline (one fenced ``APPEND`` script per
   conversation), at most one pipeline in flight: a pipeline per event-loop turn, never a
