@@ -6,10 +6,11 @@ each other. It owns the conversation's context (the history cache), its log (the
 presence, idempotent retries and when a generation starts and stops; what a generation
 does once started is :mod:`actors.generation`.
 
-Why one module of ~600 lines: it is one state machine, the mailbox and the state only the
-mailbox may touch (the context cache, the recent generations for retries, the running
-generation); presence is :mod:`actors.presence`, the generation :mod:`actors.generation`,
-and what is left would only be spread across files, not made simpler.
+Why one module of ~590 lines: it is one state machine, the mailbox and the state only the
+mailbox may touch (the context cache, the running generation); presence is
+:mod:`actors.presence`, where a retried send finds its turn in the log
+:mod:`actors.retries`, the generation :mod:`actors.generation`, and what is left would
+only be spread across files, not made simpler.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import asyncio
 import contextlib
 import contextvars
 import secrets
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -32,15 +32,13 @@ from actors.generation import TERMINAL, Generation, Runner, StopReason, discard
 from actors.hub import Cursor, Event, Hub, Subscription
 from actors.models.base import ChatTurn, ModelProvider, ModelRequest
 from actors.presence import Presence
-from actors.store import ConversationStore, StoredMessage
+from actors.retries import RecentGenerations
+from actors.store import ConversationStore, NewTurn, StoredMessage
 
 if TYPE_CHECKING:
     from actors.cluster_hooks import ClusterHooks
 
 log = structlog.get_logger(__name__)
-
-#: Generations remembered for idempotent retries (their cursor in the log).
-RECENT_GENERATIONS = 32
 
 
 class ModelSpec(Protocol):
@@ -194,7 +192,7 @@ class ConversationActor:
         #: Stopped for being idle (not stop, delete or crash): its log may live on.
         self.idled = False
         self._history: list[StoredMessage] | None = None
-        self._recent: OrderedDict[str, int] = OrderedDict()  # generation id → seq before
+        self._recent = RecentGenerations()
         self._presence = Presence(self.hub)
         self._mailbox: asyncio.Queue[_Envelope] = asyncio.Queue()
         self._current: _Envelope | None = None
@@ -428,11 +426,7 @@ class ConversationActor:
             # One transaction for both rows: the user message is committed before
             # anything is published, and the answer row exists (`streaming`) from the start.
             user_message, assistant = await self.deps.store.start_turn(
-                self.conversation_id,
-                message,
-                generation_id=generation_id,
-                client_message_id=client_message_id,
-                model=model.id,
+                NewTurn(self.conversation_id, message, generation_id, client_message_id, model.id)
             )
         except BaseException:
             await discard(opening)
@@ -444,7 +438,7 @@ class ConversationActor:
             # Silent here: the stream starts with this send's `message` event; the new
             # viewer is announced after `init`.
             subscription = self._subscribe(None, subscribe, announce=False)
-        self._remember(generation_id, before)
+        self._recent.remember(generation_id, before)
         self.hub.append(
             "message",
             {
@@ -522,11 +516,6 @@ class ConversationActor:
             generation.task.add_done_callback(lambda _task: slot.release())
         return result
 
-    def _remember(self, generation_id: str, seq_before: int) -> None:
-        self._recent[generation_id] = seq_before
-        while len(self._recent) > RECENT_GENERATIONS:
-            self._recent.popitem(last=False)
-
     async def _retry(
         self, client_message_id: str, subscribe: SubscribeSpec | None
     ) -> SendResult | None:
@@ -538,16 +527,14 @@ class ConversationActor:
         generation_id = user_message.generation_id or ""
         running = self.generation is not None and self.generation.id == generation_id
         subscription = None
-        seq_before = self._recent.get(generation_id)
-        if subscribe is not None and seq_before is not None:
-            cursor = Cursor(self.hub.epoch, seq_before)
-            replay = self.hub.replay(cursor)
-            if replay is not None and (running or any(e.type in TERMINAL for e in replay)):
+        if subscribe is not None:
+            cursor = self._recent.replay_cursor(self.hub, generation_id, running=running)
+            if cursor is not None:
                 subscription = self._subscribe(cursor, subscribe)
-        if running and subscription is None and subscribe is not None:
-            # The log lost the start (cannot happen while the buffer holds the current
-            # generation); follow it live rather than fail.
-            subscription = self._subscribe(None, subscribe)
+            elif running:
+                # The log lost the start (cannot happen while the buffer holds the current
+                # generation); follow it live rather than fail.
+                subscription = self._subscribe(None, subscribe)
         if answer is not None and answer.status == "streaming" and not running:
             answer.status = "interrupted"
         return SendResult(
@@ -560,7 +547,7 @@ class ConversationActor:
             answer=None if running else answer,
             retried=True,
             actor=self,
-            seq_before=seq_before,
+            seq_before=self._recent.seq_before(generation_id),
         )
 
     # -- cancel --------------------------------------------------------------------------

@@ -36,7 +36,6 @@ import contextlib
 import secrets
 import time
 import weakref
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -62,6 +61,7 @@ from actors.generation import StopReason
 from actors.hub import Cursor, Event
 from actors.presence import Presence
 from actors.registry import ConversationNotFound, Registry
+from actors.retries import RecentGenerations
 from actors.store import ClientMessageTaken, StoredMessage, StoreUnavailable
 from cluster import scripts
 from cluster.keys import Keys
@@ -204,7 +204,7 @@ class ClusterNode:
             on_closed=self._closed_elsewhere,
         )
         await self.sync(hub)
-        return Dormant(hub, Presence(hub), OrderedDict())
+        return Dormant(hub, Presence(hub), RecentGenerations())
 
     async def intercept(
         self, actor: ConversationActor, command: Send | Cancel | Subscribe

@@ -38,6 +38,7 @@ from server.chat_store import (
     create_conversation,
 )
 from server.errors import ApiError
+from server.redis_conn import require_redis
 from server.tables import Conversation
 
 log = structlog.get_logger(__name__)
@@ -93,6 +94,7 @@ async def start_chat(
     body: ChatRequest,
     subscribe: SubscribeSpec | None,
 ) -> SendResult:
+    require_redis(app)  # cluster mode: 503 not_ready while Redis is down
     settings = app[SETTINGS]
     catalog = app[CATALOG]
     if len(body.message) > settings.max_message_chars:

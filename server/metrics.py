@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -24,101 +25,94 @@ if TYPE_CHECKING:
     from server.batch_writer import BatchWriter
     from server.janitor import Janitor
     from server.overload import LagMonitor
+    from server.redis_conn import RedisHealth
 
 
 class Metrics:
+    """Counters the server increments, and readings of its state taken at each scrape
+    (declared by the ``bind_*`` methods once the app's runtime exists)."""
+
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        registry = self.registry
         self.tokens = Counter(
             "cero_tokens_streamed",
             "Token events published by conversation actors",
-            registry=self.registry,
+            registry=registry,
         )
         self.connections = Gauge(
-            "cero_connections", "Open live connections", ["transport"], registry=self.registry
+            "cero_connections", "Open live connections", ["transport"], registry=registry
         )
-        self.live_actors = Gauge(
-            "cero_live_actors",
-            "Conversation actors alive in this process",
-            registry=self.registry,
-        )
-        self.dormant_conversations = Gauge(
-            "cero_dormant_conversations",
-            "Subscribed conversations whose idle actor stopped (their log is kept)",
-            registry=self.registry,
-        )
+        route_labels = ["method", "route", "status"]
         self.responses = Counter(
             "cero_http_responses",
             "HTTP responses by route template and status (errors and streams included)",
-            ["method", "route", "status"],
-            registry=self.registry,
+            route_labels,
+            registry=registry,
         )
         self.requests = Histogram(
             "cero_http_request_seconds",
             "HTTP request latency until the response starts (streams excluded)",
-            ["method", "route", "status"],
+            route_labels,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
-            registry=self.registry,
+            registry=registry,
         )
         self.ws_closed_slow = Counter(
             "cero_ws_slow_consumer_closes",
             "WebSockets closed with 4008 (slow consumer)",
-            registry=self.registry,
+            registry=registry,
         )
-
-        self.db_write_queue = Gauge(
-            "cero_db_write_queue",
-            "Hot-path writes (turn starts, flushes, terminal states) waiting for the writer",
-            registry=self.registry,
+        self.limit_refusals = Counter(
+            "cero_limit_refusals",
+            "Requests refused by a per-user or per-socket limit (429 or fault), by limit",
+            ["limit"],
+            registry=registry,
         )
-        self.db_write_batches = Gauge(
-            "cero_db_write_batches",
-            "Transactions committed by the batch writer since start",
-            registry=self.registry,
-        )
-        self.db_write_ops = Gauge(
-            "cero_db_write_ops",
-            "Writes committed by the batch writer since start (ops / batches = batch size)",
-            registry=self.registry,
-        )
-        self.db_janitor_pending = Gauge(
-            "cero_db_janitor_pending",
-            "Terminal states that failed past their retries, waiting to be stored",
-            registry=self.registry,
-        )
+        # One child per provider that holds upstream connections (bind_provider).
         self.model_streams = Gauge(
             "cero_model_streams",
             "Model streams holding a connection to the upstream",
             ["provider"],
-            registry=self.registry,
+            registry=registry,
         )
         self.model_max_connections = Gauge(
             "cero_model_max_connections",
             "Bound on connections to the upstream (CERO_MODEL_MAX_CONNECTIONS)",
             ["provider"],
+            registry=registry,
+        )
+        self.redis_errors: Counter | None = None  # cluster mode only: bind_redis
+
+    def _reading(self, name: str, documentation: str, read: Callable[[], float]) -> None:
+        """A gauge whose value is ``read()`` at each scrape."""
+        Gauge(name, documentation, registry=self.registry).set_function(read)
+
+    def bind_redis(self, health: RedisHealth) -> None:
+        """Cluster mode's Redis metrics (absent without ``CERO_REDIS_URL``)."""
+        up = Gauge(
+            "cero_redis_up",
+            "1 while cluster mode's Redis answers, 0 while it does not (sends get 503)",
             registry=self.registry,
         )
-
-        self.limit_refusals = Counter(
-            "cero_limit_refusals",
-            "Requests refused by a per-user or per-socket limit (429 or fault), by limit",
-            ["limit"],
+        up.set_function(lambda: 1.0 if health.up else 0.0)
+        self.redis_errors = Counter(
+            "cero_redis_errors",
+            "Redis commands that failed (unreachable, timeout, error), by operation",
+            ["op"],
             registry=self.registry,
         )
 
     def bind_lag(self, monitor: LagMonitor) -> None:
-        lag = Gauge(
+        self._reading(
             "cero_event_loop_lag_seconds",
             "Worst event-loop lag in the last 2 s (past CERO_MAX_LOOP_LAG: 503 overloaded)",
-            registry=self.registry,
+            lambda: monitor.lag,
         )
-        lag.set_function(lambda: monitor.lag)
-        refused = Gauge(
+        self._reading(
             "cero_overloaded_refusals",
             "Sends refused with 503 overloaded since start",
-            registry=self.registry,
+            lambda: monitor.refused,
         )
-        refused.set_function(lambda: float(monitor.refused))
 
     def bind_cluster(self, node: ClusterNode) -> None:
         """Cluster mode: leases, the shared log, forwarded commands."""
@@ -140,14 +134,36 @@ class Metrics:
             gauge.set_function(value)
 
     def bind_registry(self, registry: Registry) -> None:
-        self.live_actors.set_function(lambda: float(len(registry)))
-        self.dormant_conversations.set_function(lambda: float(registry.dormant_count))
+        self._reading(
+            "cero_live_actors", "Conversation actors alive in this process", lambda: len(registry)
+        )
+        self._reading(
+            "cero_dormant_conversations",
+            "Subscribed conversations whose idle actor stopped (their log is kept)",
+            lambda: registry.dormant_count,
+        )
 
     def bind_writer(self, writer: BatchWriter, janitor: Janitor) -> None:
-        self.db_write_queue.set_function(lambda: float(writer.pending))
-        self.db_write_batches.set_function(lambda: float(writer.batches))
-        self.db_write_ops.set_function(lambda: float(writer.ops))
-        self.db_janitor_pending.set_function(lambda: float(janitor.pending))
+        self._reading(
+            "cero_db_write_queue",
+            "Hot-path writes (turn starts, flushes, terminal states) waiting for the writer",
+            lambda: writer.pending,
+        )
+        self._reading(
+            "cero_db_write_batches",
+            "Transactions committed by the batch writer since start",
+            lambda: writer.batches,
+        )
+        self._reading(
+            "cero_db_write_ops",
+            "Writes committed by the batch writer since start (ops / batches = batch size)",
+            lambda: writer.ops,
+        )
+        self._reading(
+            "cero_db_janitor_pending",
+            "Terminal states that failed past their retries, waiting to be stored",
+            lambda: janitor.pending,
+        )
 
     def bind_provider(self, name: str, provider: object) -> None:
         """Providers that hold upstream connections expose ``open_streams`` and

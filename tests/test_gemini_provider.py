@@ -22,6 +22,7 @@ from actors.models.base import (
     Usage,
 )
 from actors.models.gemini import GeminiProvider
+from tests.conditions import until
 from tests.fakes.gemini import FakeGemini, HttpError, Script, parse_all_ts, parse_ts
 
 MODEL = "gemini-2.5-flash-lite"
@@ -397,9 +398,7 @@ async def test_cancelling_the_consumer_closes_the_http_stream(
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    deadline = time.monotonic() + 1.0
-    while fake.disconnects == 0 and time.monotonic() < deadline:
-        await asyncio.sleep(0.01)
+    await until(lambda: fake.disconnects > 0, 1.0)
     assert fake.disconnects == 1
     assert fake.completed_streams == 0
 
@@ -412,9 +411,7 @@ async def test_breaking_out_closes_the_http_stream(
     stream = provider.stream(request())
     assert isinstance(await anext(stream), TextDelta)
     await stream.aclose()  # type: ignore[attr-defined]
-    deadline = time.monotonic() + 1.0
-    while fake.disconnects == 0 and time.monotonic() < deadline:
-        await asyncio.sleep(0.01)
+    await until(lambda: fake.disconnects > 0, 1.0)
     assert fake.disconnects == 1
 
 
