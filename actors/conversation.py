@@ -21,7 +21,7 @@ import contextvars
 import secrets
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
@@ -34,6 +34,9 @@ from actors.models.base import ChatTurn, ModelProvider, ModelRequest
 from actors.presence import Presence
 from actors.retries import RecentGenerations
 from actors.store import ConversationStore, NewTurn, StoredMessage
+
+if TYPE_CHECKING:
+    from actors.cluster_hooks import ClusterHooks
 
 log = structlog.get_logger(__name__)
 
@@ -91,6 +94,8 @@ class ActorDeps:
     #: How long a terminal state is retried before the generation ends as ``error`` and
     #: the write is left to the store's janitor (``CERO_DB_COMMIT_TIMEOUT``).
     commit_timeout: float = 30.0
+    #: Cluster mode (``cluster/``): ownership, the shared log, forwarded commands.
+    cluster: ClusterHooks | None = None
 
 
 @dataclass(slots=True)
@@ -119,6 +124,8 @@ class SendResult:
     retried: bool = False
     #: The actor that took the send: unsubscribe ``subscription`` through it.
     actor: ConversationActor | None = None
+    #: The log's seq just before this turn's ``message`` event (``None``: not known).
+    seq_before: int | None = None
 
 
 # -- the commands of the mailbox ---------------------------------------------------------
@@ -261,7 +268,9 @@ class ConversationActor:
         text so far)`` of the running generation, or ``None``."""
         generation = self.generation
         if generation is None:
-            return None
+            # Cluster mode: the answer may stream on another process, into this log.
+            live = getattr(self.hub, "live_answer", None)
+            return None if live is None else live()
         return generation.assistant.id, generation.text
 
     # -- the actor loop ----------------------------------------------------------------
@@ -332,6 +341,14 @@ class ConversationActor:
                 envelope.reply.set_exception(ActorStopped(self.conversation_id))
 
     async def _handle(self, command: Command) -> Any:
+        cluster = self.deps.cluster
+        if cluster is not None and isinstance(command, Send | Cancel | Subscribe):
+            # Cluster mode: a send or cancel runs here only while this process owns the
+            # conversation (else it is forwarded to the owner); a subscribe reads the
+            # shared log first.
+            handled, result = await cluster.intercept(self, command)
+            if handled:
+                return result
         match command:
             case Send():
                 return await self._send_holding(command)
@@ -347,6 +364,14 @@ class ConversationActor:
                 return None
 
     # -- subscriptions and presence ------------------------------------------------------
+
+    def forget_history(self) -> None:
+        """Cluster mode: turns were added by another process; reload the context."""
+        self._history = None
+
+    def subscribe_now(self, after: str | Cursor | None, spec: SubscribeSpec) -> Subscription:
+        """Subscribe from inside a command (cluster mode's forwarded send)."""
+        return self._subscribe(after, spec)
 
     def _subscribe(
         self, after: str | Cursor | None, spec: SubscribeSpec, *, announce: bool = True
@@ -457,6 +482,7 @@ class ConversationActor:
             model=model.id,
             subscription=subscription,
             actor=self,
+            seq_before=before,
         )
 
     async def _send_holding(self, command: Send) -> SendResult:
@@ -521,6 +547,7 @@ class ConversationActor:
             answer=None if running else answer,
             retried=True,
             actor=self,
+            seq_before=self._recent.seq_before(generation_id),
         )
 
     # -- cancel --------------------------------------------------------------------------
@@ -579,9 +606,12 @@ __all__ = [
     "TERMINAL",
     "ActorDeps",
     "ActorStopped",
+    "Cancel",
     "ConversationActor",
     "ConversationBusy",
     "ModelSpec",
+    "Send",
     "SendResult",
+    "Subscribe",
     "SubscribeSpec",
 ]

@@ -33,6 +33,10 @@ class RecentGenerations:
         while len(self._seq_before) > RECENT_GENERATIONS:
             self._seq_before.popitem(last=False)
 
+    def seq_before(self, generation_id: str) -> int | None:
+        """The seq just before the turn, if remembered (cluster mode forwards it)."""
+        return self._seq_before.get(generation_id)
+
     def replay_cursor(self, hub: Hub, generation_id: str, *, running: bool) -> Cursor | None:
         """Where a retried send's subscription starts: just before the turn, when the log
         still holds it from there and it is running or its ending is in the log too."""

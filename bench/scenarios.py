@@ -153,7 +153,9 @@ class Env:
         self.pg_databases.append(name)
         return self.cfg.postgres_admin.rsplit("/", 1)[0] + "/" + name
 
-    async def start_project(self, database_url: str, loop: str = "uvloop") -> Server:
+    async def start_project(
+        self, database_url: str, loop: str = "uvloop", extra_env: dict[str, str] | None = None
+    ) -> Server:
         port = free_port()
         log = self.tmp / f"server-{port}.log"
         env = {
@@ -174,6 +176,7 @@ class Env:
             "CERO_NEW_CONVERSATIONS_PER_HOUR": "1000000",
             "CERO_WS_MAX_SUBSCRIPTIONS": "1000000",
             "BENCH_LOOP": loop,
+            **(extra_env or {}),
         }
         proc = self.children.start(["-m", "bench.launch_server"], env=env, log=log)
         server = Server("project", proc, port, loop, database_url.split("://")[0], log)

@@ -82,6 +82,9 @@ class BatchWriter:
         self._closed = False
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
+        #: answer id → the fencing token its row was inserted with (cluster mode; absent
+        #: means 0, one process): every later update of the row is conditional on it.
+        self._fences: dict[str, int] = {}
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -114,16 +117,30 @@ class BatchWriter:
     # -- the operations ----------------------------------------------------------------
 
     async def start_turn(
-        self, user: StoredMessage, answer: StoredMessage, *, user_id: str | None = None
+        self,
+        user: StoredMessage,
+        answer: StoredMessage,
+        *,
+        user_id: str | None = None,
+        fence: int = 0,
     ) -> None:
         """``user_id`` goes on the user message sent with a ``clientMessageId`` only: the
-        unique index on ``(user_id, client_message_id)`` makes the key unique per user."""
-        rows = [_message_row(user, user_id), _message_row(answer, None)]
+        unique index on ``(user_id, client_message_id)`` makes the key unique per user.
+        ``fence`` (cluster mode) is the lease's token: updates of the answer row carry it."""
+        rows = [_message_row(user, user_id, fence), _message_row(answer, None, fence)]
+        if fence:
+            self._fences[answer.id] = fence
         await self._submit(_Op("turn", rows, touched=[(user.created_at, user.conversation_id)]))
+
+    def fence_of(self, message_id: str) -> int:
+        return self._fences.get(message_id, 0)
 
     async def flush_partials(self, batch: Sequence[tuple[str, str]]) -> None:
         now = utcnow()
-        await self._submit(_Op("flush", [(content, now, mid) for mid, content in batch]))
+        fence = self.fence_of
+        await self._submit(
+            _Op("flush", [(content, now, mid, fence(mid)) for mid, content in batch])
+        )
 
     # -- (fix-faults) partial answers by suffix -------------------------------------------
 
@@ -134,7 +151,8 @@ class BatchWriter:
         1 MiB rewrote ~200 MB per round and churned the allocator). Idempotent: a retry
         after a commit the caller did not see writes the same content."""
         now = utcnow()
-        rows = [(chars, suffix, now, mid) for mid, chars, suffix in batch]
+        fence = self.fence_of
+        rows = [(chars, suffix, now, mid, fence(mid)) for mid, chars, suffix in batch]
         await self._submit(_Op("append", rows))
 
     async def finish(self, message_id: str, outcome: Outcome) -> None:
@@ -147,6 +165,7 @@ class BatchWriter:
             _json(outcome.tools),
             utcnow(),
             message_id,
+            self.fence_of(message_id),
         )
         await self._submit(_Op("finish", [row]))
 
@@ -210,6 +229,9 @@ class BatchWriter:
         self.batches += 1
         self.ops += len(batch)
         for op in batch:
+            if op.kind == "finish":
+                for row in op.rows:
+                    self._fences.pop(row[-2], None)
             if op.abandoned and op.kind == "turn":
                 # The caller was answered 503 and no generation runs: the answer row that
                 # committed late must not stay `streaming`.
@@ -225,7 +247,7 @@ class BatchWriter:
         answer was lost to a timeout), the answer row is marked ``error``; if they do not,
         the update changes nothing."""
         answer_id = op.rows[-1][0]
-        row = ("", "error", None, None, None, None, utcnow(), answer_id)
+        row = ("", "error", None, None, None, None, utcnow(), answer_id, self.fence_of(answer_id))
         self._queue.append(_Op("finish", [row]))
         self._wake.set()
 
@@ -303,7 +325,7 @@ class BatchWriter:
                 await conn.executemany(sql, rows)
 
 
-def _message_row(m: StoredMessage, user_id: str | None) -> tuple[Any, ...]:
+def _message_row(m: StoredMessage, user_id: str | None, fence: int) -> tuple[Any, ...]:
     return (
         m.id,
         user_id,
@@ -316,20 +338,23 @@ def _message_row(m: StoredMessage, user_id: str | None) -> tuple[Any, ...]:
         m.client_message_id,
         m.created_at,
         m.created_at,
+        fence,
     )
 
 
 _SQL = {
     "turn": "INSERT INTO message (id, user_id, conversation_id, role, content, status, model, "
-    "generation_id, client_message_id, created_at, updated_at) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    "generation_id, client_message_id, created_at, updated_at, fence) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     "touch": "UPDATE conversation SET updated_at = ? WHERE id = ?",
-    # A flush that lands after the terminal state leaves the row alone.
-    "flush": "UPDATE message SET content = ?, updated_at = ? WHERE id = ? AND status = 'streaming'",
+    # A flush that lands after the terminal state leaves the row alone. Every update is
+    # fenced: a writer whose lease was taken over (cluster mode) changes nothing.
+    "flush": "UPDATE message SET content = ?, updated_at = ? "
+    "WHERE id = ? AND fence = ? AND status = 'streaming'",
     "append": "UPDATE message SET content = substr(content, 1, ?) || ?, updated_at = ? "
-    "WHERE id = ? AND status = 'streaming'",
+    "WHERE id = ? AND fence = ? AND status = 'streaming'",
     "finish": "UPDATE message SET content = ?, status = ?, finish_reason = ?, usage = ?, "
-    "citations = ?, tools = ?, updated_at = ? WHERE id = ?",
+    "citations = ?, tools = ?, updated_at = ? WHERE id = ? AND fence = ?",
 }
 
 

@@ -198,6 +198,12 @@ async def cancel_generation(
     app: web.Application, conversation_id: str, user_id: str, generation_id: str | None
 ) -> bool:
     """Cancel without waking anything: an idle conversation has nothing to cancel."""
+    if app[SETTINGS].cluster_mode:
+        # The generation may run on another process: the local actor forwards the cancel.
+        def cancel(actor: ConversationActor) -> Awaitable[bool]:
+            return actor.cancel(generation_id)
+
+        return await run_on_actor(app, conversation_id, user_id, cancel)
     actor = app[REGISTRY].peek(conversation_id)
     if actor is None or actor.owner_id != user_id:
         await owned_conversation(conversation_id, user_id)  # 404 unless it is the user's

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
 
@@ -59,6 +59,9 @@ class PiccoloConversationStore:
         self.writer = writer
         self.janitor = Janitor(writer.finish)
         self._last_created: datetime | None = None
+        #: conversation id → the fencing token of this process's lease on it (cluster
+        #: mode sets it; 0 in one process): the answer row is written under it.
+        self.fence_of: Callable[[str], int] = _no_fence
 
     def _created_now(self) -> datetime:
         # Messages are ordered by created_at: keep it strictly increasing in this process.
@@ -125,7 +128,9 @@ class PiccoloConversationStore:
         if turn.client_message_id is not None:
             owner = await self.conversation_owner(turn.conversation_id)
         try:
-            await self.writer.start_turn(user, answer, user_id=owner)
+            await self.writer.start_turn(
+                user, answer, user_id=owner, fence=self.fence_of(turn.conversation_id)
+            )
         except (sqlite3.IntegrityError, asyncpg.UniqueViolationError) as exc:
             if turn.client_message_id is not None and _violates_client_key(exc):
                 raise ClientMessageTaken(turn.client_message_id) from None
@@ -154,6 +159,10 @@ class PiccoloConversationStore:
             query = query.where(Message.id.is_in(list(message_ids)))
         rows = await query.returning(Message.id).run()
         return len(rows)
+
+
+def _no_fence(conversation_id: str) -> int:
+    return 0
 
 
 def _violates_client_key(exc: Exception) -> bool:

@@ -21,6 +21,7 @@ from server.app_keys import METRICS
 
 if TYPE_CHECKING:
     from actors.registry import Registry
+    from cluster.node import ClusterNode
     from server.batch_writer import BatchWriter
     from server.janitor import Janitor
     from server.overload import LagMonitor
@@ -112,6 +113,25 @@ class Metrics:
             "Sends refused with 503 overloaded since start",
             lambda: monitor.refused,
         )
+
+    def bind_cluster(self, node: ClusterNode) -> None:
+        """Cluster mode: leases, the shared log, forwarded commands."""
+        for name, text, read in (
+            ("cero_cluster_leases_held", "Conversation leases this process holds", "held"),
+            ("cero_cluster_forwarded_commands", "Commands forwarded to an owner", "forwarded"),
+            ("cero_cluster_log_appends", "Events appended to Redis streams", "appended"),
+            ("cero_cluster_log_pipelines", "Pipelines sent by the log writer", "pipelines"),
+            ("cero_cluster_relayed_events", "Events the relay read from Redis", "relayed"),
+            ("cero_cluster_relay_reads", "Blocking reads (XREAD) the relay made", "relay_reads"),
+            ("cero_cluster_relay_lag_seconds", "Owner's append to relay read, last", "relay_lag"),
+        ):
+            gauge = Gauge(name, text, registry=self.registry)
+
+            def value(attribute: str = read) -> float:
+                current = getattr(node, attribute)
+                return float(len(current) if isinstance(current, dict) else current)
+
+            gauge.set_function(value)
 
     def bind_registry(self, registry: Registry) -> None:
         self._reading(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from piccolo.columns import (
     JSON,
+    BigInt,
     Boolean,
     ForeignKey,
     Integer,
@@ -96,6 +97,9 @@ class Message(_EditedRow, Table, tablename="message"):
     # The conversation's owner, on a user message sent with a ``client_message_id``: the
     # key is unique per user (a unique index on both), not per conversation.
     user_id = Varchar(length=32, null=True, default=None)
+    # Cluster mode: the lease's fencing token its writer held (0 in one process); every
+    # update of a generation's row is conditional on it (``cluster/``).
+    fence = BigInt(default=0)
 
 
 TABLES: tuple[type[Table], ...] = (User, Account, Session, DeviceCode, Conversation, Message)
