@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import contextvars
 import secrets
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from actors.hub import Cursor, Event, Hub, Subscription
 from actors.models.base import ChatTurn, ModelProvider, ModelRequest
 from actors.presence import Presence
 from actors.store import ConversationStore, StoredMessage
+from actors.turn_timing import TurnTiming
 
 log = structlog.get_logger(__name__)
 
@@ -121,6 +123,8 @@ class SendResult:
     retried: bool = False
     #: The actor that took the send: unsubscribe ``subscription`` through it.
     actor: ConversationActor | None = None
+    #: The turn's clock, when the sender brought one (``answered`` is marked).
+    timing: TurnTiming | None = None
 
 
 # -- the commands of the mailbox ---------------------------------------------------------
@@ -134,6 +138,7 @@ class Send:
     client_message_id: str | None
     subscribe: SubscribeSpec | None
     slot: Slot | None
+    timing: TurnTiming | None = None
 
 
 @dataclass(slots=True)
@@ -218,9 +223,12 @@ class ConversationActor:
         client_message_id: str | None = None,
         subscribe: SubscribeSpec | None = None,
         slot: Slot | None = None,
+        timing: TurnTiming | None = None,
     ) -> SendResult:
+        if timing is not None:
+            timing.mark("mailed")
         result: SendResult = await self._call(
-            Send(message, model, tools, client_message_id, subscribe, slot)
+            Send(message, model, tools, client_message_id, subscribe, slot, timing)
         )
         return result
 
@@ -335,7 +343,9 @@ class ConversationActor:
 
     async def _handle(self, command: Command) -> Any:
         match command:
-            case Send():
+            case Send(timing=timing):
+                if timing is not None:
+                    timing.since("mailbox", "mailed")
                 return await self._send_holding(command)
             case Cancel(generation_id):
                 return await self._cancel(generation_id)
@@ -382,6 +392,7 @@ class ConversationActor:
         tools: tuple[str, ...],
         client_message_id: str | None,
         subscribe: SubscribeSpec | None,
+        timing: TurnTiming | None = None,
     ) -> SendResult:
         if client_message_id is not None:
             retried = await self._retry(client_message_id, subscribe)
@@ -389,7 +400,10 @@ class ConversationActor:
                 return retried
         if self.generation is not None:
             raise ConversationBusy(self.conversation_id)
+        loading = time.perf_counter()
         history = await self._history_cache()
+        if timing is not None:
+            timing.span("history", loading)
         generation_id = secrets.token_urlsafe(18)
         # The model request goes out while the turn is committed: the upstream's latency
         # overlaps the database's. Nothing is published before the commit, and tokens
@@ -397,8 +411,9 @@ class ConversationActor:
         turns = [ChatTurn(role=m.role, content=m.content) for m in history if m.content]
         turns.append(ChatTurn(role="user", content=message))
         opening = asyncio.get_running_loop().create_task(
-            self._runner.open(self.deps.providers[model.provider], model, tools, turns)
+            self._runner.open(self.deps.providers[model.provider], model, tools, turns, timing)
         )
+        committing = time.perf_counter()
         try:
             # One transaction for both rows: the user message is committed before
             # anything is published, and the answer row exists (`streaming`) from the start.
@@ -412,6 +427,11 @@ class ConversationActor:
         except BaseException:
             await discard(opening)
             raise
+        if timing is not None:
+            committed = timing.span("turn_commit", committing)
+            timing.marks["committed"] = committed
+            opened = timing.marks.get("opened")
+            timing.span("commit_wait", committed if opened is None else opened, committed)
         history.append(user_message)
         before = self.hub.last_seq
         subscription = None
@@ -439,6 +459,7 @@ class ConversationActor:
             model=model.id,
             tools=tools,
             opening=opening,
+            timing=timing,
         )
         self.generation = generation
         self.hub.append(
@@ -455,6 +476,8 @@ class ConversationActor:
         generation.task = asyncio.get_running_loop().create_task(
             self._runner.run(generation, self._concluded), name=f"generation:{generation_id}"
         )
+        if timing is not None:
+            timing.since("publish", "committed", timing.mark("answered"))
         return SendResult(
             conversation_id=self.conversation_id,
             generation_id=generation_id,
@@ -463,6 +486,7 @@ class ConversationActor:
             model=model.id,
             subscription=subscription,
             actor=self,
+            timing=timing,
         )
 
     async def _send_holding(self, command: Send) -> SendResult:
@@ -474,6 +498,7 @@ class ConversationActor:
             command.tools,
             command.client_message_id,
             command.subscribe,
+            command.timing,
         )
         if slot is None:
             return await self._send(*args)

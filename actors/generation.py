@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,7 @@ from actors.models.base import (
     ToolStep,
 )
 from actors.store import Outcome, StoredMessage
+from actors.turn_timing import CURRENT, TurnTiming
 
 if TYPE_CHECKING:
     from actors.conversation import ActorDeps, ModelSpec
@@ -79,6 +81,8 @@ class Generation:
     opening: asyncio.Task[Opened] | None = None
     consume: asyncio.Task[Final | None] | None = None
     task: asyncio.Task[None] | None = None
+    #: The turn's clock until its first token (then dropped).
+    timing: TurnTiming | None = None
 
     @property
     def text(self) -> str:
@@ -162,11 +166,17 @@ class Runner:
         model: ModelSpec,
         tools: tuple[str, ...],
         turns: list[ChatTurn],
+        timing: TurnTiming | None = None,
     ) -> Opened:
         """Build the request, start the stream and wait for its first event."""
+        building = time.perf_counter()
         request = await self.deps.build_request(
             history=turns, model=model, tools=tools, provider=provider
         )
+        requesting = time.perf_counter()
+        if timing is not None:
+            timing.marks["requesting"] = requesting
+            CURRENT.set(timing)  # this task's own context: the provider's trace hooks
         stream = provider.stream(request)
         try:
             first = await anext(aiter(stream))
@@ -175,6 +185,10 @@ class Runner:
         except BaseException:
             await aclose(stream)
             raise
+        if timing is not None:
+            timing.span("context", building, requesting)
+            opened = timing.marks["opened"] = timing.span("model_first_event", requesting)
+            timing.since("model_parse", "answered_head", opened)
         return Opened(stream, first)
 
     async def run(self, generation: Generation, concluded: Callable[[Generation], None]) -> None:
@@ -265,6 +279,9 @@ class Runner:
                     generation.parts.append(item.text)
                     generation.dirty = True
                     hub.append("token", {"messageId": message_id, "text": item.text})
+                    if generation.timing is not None:
+                        _first_token(generation.timing)
+                        generation.timing = None
                     if on_token is not None:
                         on_token(1)
                     unyielded += 1
@@ -282,6 +299,15 @@ class Runner:
         finally:
             await aclose(stream)
         return final
+
+
+def _first_token(timing: TurnTiming) -> None:
+    """Observe ``first_token``: from whichever came last of the commit and the model's
+    first event, until the first token is in the log (marked for ``first_write``)."""
+    appended = timing.mark("first_token")
+    ready = max(timing.marks.get("committed", 0.0), timing.marks.get("opened", 0.0))
+    if ready:
+        timing.span("first_token", ready, appended)
 
 
 async def _chain(

@@ -76,6 +76,35 @@ def add_ratios(runs: list[Row]) -> None:
             row["ratio"] = round(row["added_p50_ms"] / b4["added_p50_ms"], 2)
 
 
+def phase_lines(rows: list[Row]) -> list[str]:
+    """Scenario 4's phase breakdown (``cero_turn_phase_seconds``), one column per engine:
+    p50 / mean in ms."""
+    if not rows:
+        return []
+    names: list[str] = []
+    for r in rows:
+        names += [n for n in r["phases"] if n not in names]
+    head = " | ".join(f"{r['database']} n | p50 ms | mean ms" for r in rows)
+    lines = [
+        "",
+        "#### Where a turn's time goes on the server (scenario 4, `cero_turn_phase_seconds`)",
+        "",
+        f"| phase | {head} |",
+        "|---|" + "---|---|---|" * len(rows),
+    ]
+    for name in names:
+        cells = []
+        for r in rows:
+            ph = r["phases"].get(name)
+            cells.append(
+                "- | - | -"
+                if ph is None
+                else f"{ph['count']:.0f} | {_f(ph['p50_ms'], 3)} | {_f(ph['mean_ms'], 3)}"
+            )
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def check_targets(runs: list[Row]) -> list[Row]:
     out: list[Row] = []
 
@@ -301,6 +330,7 @@ def table(runs: list[Row], targets: list[Row]) -> str:
                 f"| {_f(r['added_p99_ms'], 2)} | {_f(r['added_max_ms'], 2)} "
                 f"| {_f(r['ttft_p50_ms'], 2)} | {_f(r.get('ratio'), 2)} |"
             )
+        lines += phase_lines([r for r in ttft if r.get("phases")])
     if targets:
         lines += [
             "",

@@ -46,6 +46,7 @@ from actors.models.base import (
     ToolStep,
     Usage,
 )
+from actors.turn_timing import CURRENT
 
 log = structlog.get_logger(__name__)
 
@@ -304,6 +305,26 @@ READ_AHEAD = 8
 READ_BUFFER = 1 << 16
 
 
+def _turn_trace() -> aiohttp.TraceConfig:
+    """``model_build`` and ``model_upstream`` of the turn whose request this is (see
+    :mod:`actors.turn_timing`); a turn's first attempt only."""
+    trace = aiohttp.TraceConfig()
+
+    async def started(*_: object) -> None:
+        timing = CURRENT.get()
+        if timing is not None and "sent" not in timing.marks:
+            timing.since("model_build", "requesting", timing.mark("sent"))
+
+    async def answered(*_: object) -> None:
+        timing = CURRENT.get()
+        if timing is not None and "answered_head" not in timing.marks:
+            timing.since("model_upstream", "sent", timing.mark("answered_head"))
+
+    trace.on_request_start.append(started)
+    trace.on_request_end.append(answered)
+    return trace
+
+
 class GeminiProvider:
     """Streams Gemini answers as :data:`~actors.models.base.ModelEvent` values."""
 
@@ -347,6 +368,7 @@ class GeminiProvider:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=self.max_connections, limit_per_host=0),
                 read_bufsize=READ_BUFFER,
+                trace_configs=[_turn_trace()],
             )
             self._client_instance = genai.Client(
                 api_key=self._api_key,
