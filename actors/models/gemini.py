@@ -27,9 +27,11 @@ import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 from typing import Final as FinalType
 
 import aiohttp
+import pydantic
 import structlog
 from google import genai
 from google.genai import errors as genai_errors
@@ -76,12 +78,53 @@ def _tool(name: str) -> types.Tool:
     raise ModelError("bad_request", f"unknown tool '{name}'")
 
 
-def _contents(request: ModelRequest) -> list[types.Content]:
+class _Part(types.Part):
+    """A ``types.Part`` whose ``in`` answers at once (see :func:`_contents`)."""
+
+    def __contains__(self, key: object) -> bool:
+        return _contains(self, key)
+
+
+class _Config(types.GenerateContentConfig):
+    """A ``types.GenerateContentConfig`` whose ``in`` answers at once."""
+
+    def __contains__(self, key: object) -> bool:
+        return _contains(self, key)
+
+
+class _NoAfc(types.AutomaticFunctionCallingConfig):
+    def __contains__(self, key: object) -> bool:
+        return _contains(self, key)
+
+
+def _contains(model: pydantic.BaseModel, key: object) -> bool:
+    """What ``key in model`` means for a pydantic model, without the scan for a name.
+
+    pydantic models have no ``__contains__``, so ``in`` iterates the model's
+    ``(name, value)`` pairs: never equal to a string. The SDK's request builder asks
+    ``name in model`` before every field it reads (~1,000 scans of every field per
+    request), always to hear ``False``; answering that at once is the same answer.
+    """
+    return not isinstance(key, str) and any(item == key for item in model)
+
+
+def _text(text: str) -> _Part:
+    return _Part(text=text)
+
+
+def _contents(request: ModelRequest) -> list[Any]:
+    """The turns as the SDK's ``contents``, shaped for the SDK's cheapest path.
+
+    Measured (scenario 4's request, 6 turns and a system instruction, google-genai
+    3.6.1): the SDK spent 1.9–2.8 ms building each request before it left — the largest
+    phase of a turn's time to first token. Two things cost it: validating ``Content``
+    *instances* against the ``contents`` union (pydantic tries each member by attribute,
+    ~1.0 ms; dicts validate in ~0.2 ms) and the ``in`` scans above. Dicts for the turns
+    and :class:`_Part` for their text make it 0.5 ms, for the same request body byte for
+    byte (``tests/test_gemini_provider.py``).
+    """
     return [
-        types.Content(
-            role="user" if turn.role == "user" else "model",
-            parts=[types.Part(text=turn.content)],
-        )
+        {"role": "user" if turn.role == "user" else "model", "parts": [_text(turn.content)]}
         for turn in request.contents
     ]
 
@@ -398,11 +441,12 @@ class GeminiProvider:
         return self._rng.uniform(0.0, ceiling)  # full jitter
 
     def _config(self, request: ModelRequest) -> types.GenerateContentConfig:
-        return types.GenerateContentConfig(
-            system_instruction=request.system or None,
+        system = {"role": "user", "parts": [_text(request.system)]} if request.system else None
+        return _Config(
+            system_instruction=system,
             tools=[_tool(name) for name in request.tools] or None,
             max_output_tokens=request.max_output_tokens,
-            automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
+            automatic_function_calling=_NoAfc(disable=True),
         )
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[ModelEvent]:
@@ -484,7 +528,7 @@ class GeminiProvider:
         """
         contents = _contents(request)
         if request.system:
-            contents.insert(0, types.Content(role="user", parts=[types.Part(text=request.system)]))
+            contents.insert(0, {"role": "user", "parts": [_text(request.system)]})
         try:
             async with asyncio.timeout(self.first_chunk_timeout):
                 response = await self._client.aio.models.count_tokens(
