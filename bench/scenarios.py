@@ -980,6 +980,27 @@ async def time_to_first_token(
     return row
 
 
+async def durable_commit_floor(database_url: str, n: int = 200) -> dict[str, float]:
+    """The database's own floor in this run: ``n`` sequential one-row durable commits
+    (asyncpg, ``synchronous_commit`` as configured, a scratch table in the run's
+    database), p50/p90 in ms. A turn start is one such commit."""
+    import asyncpg
+
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute("CREATE TABLE bench_commit_floor (id serial PRIMARY KEY, v text)")
+        times: list[float] = []
+        for _ in range(n):
+            started = time.perf_counter()
+            await conn.execute("INSERT INTO bench_commit_floor (v) VALUES ($1)", "x")
+            times.append(time.perf_counter() - started)
+        await conn.execute("DROP TABLE bench_commit_floor")
+    finally:
+        await conn.close()
+    ms = np.array(times) * 1000
+    return {"p50_ms": float(np.percentile(ms, 50)), "p90_ms": float(np.percentile(ms, 90))}
+
+
 #: ``cero_turn_phase_seconds`` as scraped: phase → (sum, count, [(upper bound, cumulative)]).
 Phases = dict[str, tuple[float, float, list[tuple[float, float]]]]
 
