@@ -29,7 +29,7 @@ import structlog
 from actors.clock import iso
 from actors.dormant import Dormant
 from actors.flusher import Flusher
-from actors.generation import TERMINAL, Generation, Runner, StopReason, discard
+from actors.generation import TERMINAL, Generation, Opened, Runner, StopReason, discard
 from actors.hub import Cursor, Event, Hub, Subscription
 from actors.models.base import ChatTurn, ModelProvider, ModelRequest
 from actors.presence import Presence
@@ -410,22 +410,34 @@ class ConversationActor:
         # only after `init`; the first event just waits in `opening`.
         turns = [ChatTurn(role=m.role, content=m.content) for m in history if m.content]
         turns.append(ChatTurn(role="user", content=message))
-        opening = asyncio.get_running_loop().create_task(
-            self._runner.open(self.deps.providers[model.provider], model, tools, turns, timing)
-        )
+        loop = asyncio.get_running_loop()
         committing = time.perf_counter()
-        try:
-            # One transaction for both rows: the user message is committed before
-            # anything is published, and the answer row exists (`streaming`) from the start.
-            user_message, assistant = await self.deps.store.start_turn(
+        # One transaction for both rows: the user message is committed before anything
+        # is published, and the answer row exists (`streaming`) from the start. The
+        # commit is queued first (one turn of the loop), so that the writer sends it
+        # before the model request is built: a database that takes a while to sync
+        # (PostgreSQL's WAL flush) does so while the request is built and sent.
+        commit = loop.create_task(
+            self.deps.store.start_turn(
                 self.conversation_id,
                 message,
                 generation_id=generation_id,
                 client_message_id=client_message_id,
                 model=model.id,
             )
+        )
+        opening: asyncio.Task[Opened] | None = None
+        try:
+            await asyncio.sleep(0)
+            opening = loop.create_task(
+                self._runner.open(self.deps.providers[model.provider], model, tools, turns, timing)
+            )
+            user_message, assistant = await commit
         except BaseException:
-            await discard(opening)
+            commit.cancel()
+            await asyncio.wait({commit})
+            if opening is not None:
+                await discard(opening)
             raise
         if timing is not None:
             committed = timing.span("turn_commit", committing)
