@@ -76,9 +76,14 @@ def add_ratios(runs: list[Row]) -> None:
             row["ratio"] = round(row["added_p50_ms"] / b4["added_p50_ms"], 2)
 
 
+def _p50(ms: float) -> str:
+    """A median inside the histogram's first bucket (0–50 µs) is only known to be there."""
+    return "< 0.05" if ms <= 0.05 else _f(ms, 3)
+
+
 def phase_lines(rows: list[Row]) -> list[str]:
     """Scenario 4's phase breakdown (``cero_turn_phase_seconds``), one column per engine:
-    p50 / mean in ms."""
+    p50 (interpolated in the histogram's buckets) / mean (exact) in ms."""
     if not rows:
         return []
     names: list[str] = []
@@ -99,7 +104,7 @@ def phase_lines(rows: list[Row]) -> list[str]:
             cells.append(
                 "- | - | -"
                 if ph is None
-                else f"{ph['count']:.0f} | {_f(ph['p50_ms'], 3)} | {_f(ph['mean_ms'], 3)}"
+                else f"{ph['count']:.0f} | {_p50(ph['p50_ms'])} | {_f(ph['mean_ms'], 3)}"
             )
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines
