@@ -305,6 +305,7 @@ class _ChunkPump:
         try:
             self._reading = True
             chunks = (await open_stream()).__aiter__()
+            first = True
             while True:
                 self._reading = True
                 try:
@@ -314,6 +315,12 @@ class _ChunkPump:
                 finally:
                     self._reading = False
                 await self._queue.put(chunk)
+                if first:
+                    # Hand the first chunk over before parsing ahead: chunks already
+                    # buffered would otherwise be parsed (~0.2 ms each) while the first
+                    # token waits (0.38 ms p50 of scenario 4's time to first token).
+                    first = False
+                    await asyncio.sleep(0)
         except Exception as exc:
             self._reading = False
             await self._queue.put(_Failed(exc))
