@@ -485,6 +485,7 @@ class ConversationActor:
         )
         if subscription is not None and subscribe is not None and subscribe.viewer:
             self._presence.announce()
+        self._runner.live = generation
         self._runner.publish_first(generation)
         generation.task = asyncio.get_running_loop().create_task(
             self._runner.run(generation, self._concluded), name=f"generation:{generation_id}"

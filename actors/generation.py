@@ -159,6 +159,9 @@ class Runner:
         self.hub = hub
         self.deps = deps
         self.log = log
+        #: The generation whose ``init`` is out and whose outcome is not fixed yet: its
+        #: opening task publishes the model's first event itself (see ``open``).
+        self.live: Generation | None = None
 
     async def open(
         self,
@@ -189,7 +192,13 @@ class Runner:
             timing.span("context", building, requesting)
             opened = timing.marks["opened"] = timing.span("model_first_event", requesting)
             timing.since("model_parse", "answered_head", opened)
-        return Opened(stream, first)
+        result = Opened(stream, first)
+        live = self.live
+        if live is not None and live.opening is asyncio.current_task():
+            # `init` is out: the first token goes to the log now, not after the loop
+            # has run whatever is queued before the generation's task wakes up.
+            self._publish_opened(live, result)
+        return result
 
     async def run(self, generation: Generation, concluded: Callable[[Generation], None]) -> None:
         """Stream to the end (or the stop), store the outcome, then publish it.
@@ -214,6 +223,8 @@ class Runner:
         finally:
             self.deps.flusher.untrack(generation)
         generation.concluding = True
+        if self.live is generation:
+            self.live = None
         outcome, event = outcome_of(generation, final, error)
         if not await self._store(generation, outcome):
             event = (
@@ -293,7 +304,13 @@ class Runner:
             return
         if opening.exception() is not None:
             return  # the generation's task reports it
-        opened = opening.result()
+        self._publish_opened(generation, opening.result())
+
+    def _publish_opened(self, generation: Generation, opened: Opened) -> None:
+        """Publish the stream's first event (a token or tool step) once: the generation's
+        task then goes on from the second."""
+        if generation.stopped or generation.concluding:
+            return
         if isinstance(opened.first, TextDelta | ToolStep):
             self._publish(generation, opened.first)
             opened.first = None
