@@ -356,8 +356,10 @@ class BatchWriter:
             conn.execute("COMMIT")
             clock.lap("db_commit")
         except BaseException as exc:
-            with contextlib.suppress(sqlite3.Error):
+            try:
                 conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                self._close_inline()  # never left inside a transaction: a fresh one next
             if isinstance(exc, sqlite3.OperationalError) and is_unavailable(exc):
                 return False  # not written: the thread retries it with a busy timeout
             raise
