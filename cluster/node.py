@@ -67,6 +67,7 @@ from cluster import scripts
 from cluster.keys import Keys
 from cluster.mirror import ClusterHub
 from server.tables import Message
+from server.user_limits import GenerationSlot
 
 log = structlog.get_logger(__name__)
 
@@ -101,6 +102,7 @@ class ClusterNode:
         lease_ttl: float,
         log_ttl: float,
         resolve_model: Callable[[str], ModelSpec],
+        adopt_slot: Callable[[str, str], GenerationSlot] | None = None,
     ) -> None:
         self.redis = client
         self.keys = Keys(prefix)
@@ -110,6 +112,8 @@ class ClusterNode:
         self.log_ttl_ms = int(log_ttl * 1000)
         self.forward_timeout = max(5.0, 2 * lease_ttl)
         self.resolve_model = resolve_model
+        #: (user id, slot id) → the generation slot a forwarded send reserved elsewhere.
+        self.adopt_slot = adopt_slot
         self.registry: Registry | None = None
         self.held: dict[str, Held] = {}
         self._acquire = client.register_script(scripts.ACQUIRE)
@@ -726,18 +730,30 @@ class ClusterNode:
     async def _forward_send(
         self, actor: ConversationActor, hub: ClusterHub, owner: str, command: Send
     ) -> SendResult:
-        reply = await self.forward(
-            owner,
-            {
-                "kind": "send",
-                "conv": actor.conversation_id,
-                "user": actor.owner_id,
-                "message": command.message,
-                "model": command.model.id,
-                "tools": list(command.tools),
-                "cmid": command.client_message_id,
-            },
-        )
+        # The sender's generation slot goes along: the owner holds it while it generates.
+        slot = command.slot if isinstance(command.slot, GenerationSlot) else None
+        try:
+            reply = await self.forward(
+                owner,
+                {
+                    "kind": "send",
+                    "conv": actor.conversation_id,
+                    "user": actor.owner_id,
+                    "message": command.message,
+                    "model": command.model.id,
+                    "tools": list(command.tools),
+                    "cmid": command.client_message_id,
+                    "slot": None if slot is None or not slot.held else slot.token,
+                },
+            )
+        except StoreUnavailable:
+            raise  # no answer: the sender gives the slot back (a renewal by the owner re-adds it)
+        except BaseException:
+            if slot is not None:
+                slot.hand_over()  # the owner answered: it gave the slot back already
+            raise
+        if slot is not None:
+            slot.hand_over()
         answer = _message(reply["answer"]) if reply.get("answer") else None
         result = SendResult(
             conversation_id=actor.conversation_id,
@@ -816,15 +832,25 @@ class ClusterNode:
         if command["kind"] == "delete":
             async with self.registry.deleting(cid, here_only=True):
                 return True
-        actor = await self.registry.get_or_spawn(cid, user)
         if command["kind"] == "cancel":
+            actor = await self.registry.get_or_spawn(cid, user)
             return await actor.cancel(command.get("gen"))
-        result = await actor.send(
-            str(command["message"]),
-            model=self.resolve_model(str(command["model"])),
-            tools=tuple(command.get("tools") or ()),
-            client_message_id=command.get("cmid"),
-        )
+        token = command.get("slot")
+        slot = None
+        if token is not None and self.adopt_slot is not None:
+            slot = self.adopt_slot(user, str(token))
+        try:
+            actor = await self.registry.get_or_spawn(cid, user)
+            result = await actor.send(
+                str(command["message"]),
+                model=self.resolve_model(str(command["model"])),
+                tools=tuple(command.get("tools") or ()),
+                client_message_id=command.get("cmid"),
+                slot=slot,
+            )
+        finally:
+            if slot is not None:
+                slot.abandon()  # given back unless the actor (or a further owner) took it
         return {
             "generationId": result.generation_id,
             "user": _message_json(result.user_message),

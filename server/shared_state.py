@@ -422,6 +422,15 @@ class RedisUserLimits(UserLimits):
         self._held.setdefault(user_id, set()).add(token)
         return GenerationSlot(self, user_id, token)
 
+    def adopt_generation(self, user_id: str, token: str | None) -> GenerationSlot:
+        """The slot another process reserved for a send it forwarded here (the
+        conversation's owner): held, renewed and given back by this process from now on.
+        It stays in Redis meanwhile (and a renewal adds it back if it went missing)."""
+        if token is None:
+            return super().adopt_generation(user_id, token)
+        self._held.setdefault(user_id, set()).add(token)
+        return GenerationSlot(self, user_id, token)
+
     @property
     def slots_held(self) -> int:
         """Generation slots this process holds (all users)."""
@@ -430,16 +439,20 @@ class RedisUserLimits(UserLimits):
     def _release(self, user_id: str, token: str | None = None) -> None:
         """Called synchronously by :meth:`GenerationSlot.release`: forget the slot here and
         remove it from Redis in the background (if that fails, it expires)."""
-        held = self._held.get(user_id)
-        if held is not None and token is not None:
-            held.discard(token)
-            if not held:
-                del self._held[user_id]
+        self._forget(user_id, token)
         if token is None:
             return
         task = asyncio.get_running_loop().create_task(self._remove(user_id, token))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _forget(self, user_id: str, token: str | None = None) -> None:
+        """No longer this process's slot to renew (it stays in Redis)."""
+        held = self._held.get(user_id)
+        if held is not None and token is not None:
+            held.discard(token)
+            if not held:
+                del self._held[user_id]
 
     async def _remove(self, user_id: str, token: str) -> None:
         try:

@@ -19,11 +19,13 @@ import aiohttp
 import orjson
 import pytest
 import pytest_asyncio
+import redis.asyncio as redis
 
 from server import db
 from server.tables import Message
 from tests.auth_helpers import bearer, make_user_session
 from tests.cluster_harness import Cluster, PrivateRedis, Server, lease_owner, require_redis
+from tests.conditions import until
 from tests.conftest import create_pg_database, drop_pg_database
 from tests.fakes.gemini import FakeGemini, Script
 from tests.live_clients import WsPeer, check_seq, read_sse, token_text
@@ -667,3 +669,86 @@ async def test_redis_restart_keeps_running_answers(
     finally:
         await cluster.stop()
         await private.kill()
+
+
+async def slots_in_redis(prefix: str, user_id: str) -> int:
+    """The user's generation slots in Redis (every process's)."""
+    from tests.cluster_harness import REDIS_URL
+
+    client = redis.from_url(REDIS_URL)
+    try:
+        return int(await client.zcard(f"{prefix}generations:{user_id}"))
+    finally:
+        await client.aclose()
+
+
+async def test_the_per_user_limit_counts_forwarded_sends(
+    cluster: Cluster, gemini: tuple[FakeGemini, str]
+) -> None:
+    """Sends forwarded to the owner hold their slot there, however the sends and the
+    owners are spread over the processes."""
+    fake, _ = gemini
+    a, b = await cluster.start_many(2, CERO_MAX_GENERATIONS_PER_USER="2")
+    token, user_id = await make_user_session("Limited")
+    stalling = Script(chunks=["Hold ", "on"], stall_after=1, stall_seconds=60)
+    async with aiohttp.ClientSession() as http:
+        # c1 owned by A, c2 owned by B (their first sends), c3 not yet owned.
+        owned: list[str] = []
+        for server in (a, b):
+            status, lines = await chat(http, server, token, "warm up")
+            assert status == 200, lines
+            owned.append(lines[0]["data"]["conversationId"])
+        c1, c2 = owned
+        status, lines = await chat(http, a, token, "third")
+        assert status == 200, lines
+        c3 = lines[0]["data"]["conversationId"]
+
+        async def freed() -> bool:
+            return await slots_in_redis(cluster.prefix, user_id) == 0
+
+        await until(freed, what="the warm-up sends' slots given back")
+
+        async def stall_on(server: Server, conversation_id: str) -> aiohttp.ClientResponse:
+            fake.enqueue(stalling)
+            resp = await http.post(
+                f"{server.url}/api/chat",
+                json={"message": "hold", "aiModel": GEMINI, "conversationId": conversation_id},
+                headers=bearer(token),
+            )
+            assert resp.status == 200, await resp.text()
+            first = orjson.loads(await resp.content.readline())
+            assert first["topic"] == "init", first
+            return resp
+
+        # Through B to A's c1, through A to B's c2: both forwarded, both generating.
+        held = [await stall_on(b, c1), await stall_on(a, c2)]
+        assert await lease_owner(cluster.prefix, c1) != await lease_owner(cluster.prefix, c2)
+        assert await slots_in_redis(cluster.prefix, user_id) == 2
+        for server in (a, b):
+            async with http.post(
+                f"{server.url}/api/chat",
+                json={"message": "one more", "aiModel": "demo", "conversationId": c3},
+                headers=bearer(token),
+            ) as resp:
+                assert resp.status == 429, await resp.text()
+                assert (await resp.json())["code"] == "rate_limited"
+        # The owners hold the slots (and renew them): the receivers gave theirs over.
+        text_a = await (await http.get(f"{a.url}/metrics")).text()
+        text_b = await (await http.get(f"{b.url}/metrics")).text()
+        assert metric(text_a, "cero_generation_slots_held") == 1
+        assert metric(text_b, "cero_generation_slots_held") == 1
+
+        # Cancelled: the owners give the slots back.
+        for server, conversation_id in ((a, c1), (b, c2)):
+            async with http.post(
+                f"{server.url}/api/conversations/{conversation_id}/cancel",
+                json={},
+                headers=bearer(token),
+            ) as resp:
+                assert resp.status == 200
+        for resp in held:
+            await resp.read()
+            resp.close()
+        await until(freed, what="the cancelled generations' slots given back")
+        status, lines = await chat(http, b, token, "now it fits", c3)
+        assert status == 200, lines
