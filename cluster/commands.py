@@ -13,11 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
-import redis.asyncio as redis
 import structlog
 from redis.exceptions import RedisError
 
@@ -32,7 +31,7 @@ from actors.conversation import (
 from actors.hub import Cursor
 from actors.registry import ConversationNotFound, Registry
 from actors.store import ClientMessageTaken, StoreUnavailable
-from cluster.keys import Keys
+from cluster.keys import NodeContext
 from cluster.mirror import ClusterHub
 from cluster.wire import message, message_json, text
 from server.user_limits import GenerationSlot
@@ -51,25 +50,20 @@ _ERRORS: dict[type[Exception], str] = {
 class Commands:
     def __init__(
         self,
-        client: redis.Redis,
-        keys: Keys,
-        node_id: str,
+        ctx: NodeContext,
         *,
         forward_timeout: float,
         resolve_model: Callable[[str], ModelSpec],
         adopt_slot: Callable[[str, str], GenerationSlot] | None,
         sync: Callable[[ClusterHub], Awaitable[None]],
-        spawn: Callable[[Coroutine[Any, Any, Any]], None],
     ) -> None:
-        self.redis = client
-        self.keys = keys
-        self.node_id = node_id
+        self.redis, self.keys, self.node_id = ctx.redis, ctx.keys, ctx.node_id
+        self._spawn = ctx.spawn
         self.forward_timeout = forward_timeout
         self.resolve_model = resolve_model
         #: (user id, slot id) → the generation slot a forwarded send reserved elsewhere.
         self.adopt_slot = adopt_slot
         self._sync = sync
-        self._spawn = spawn
         self.registry: Registry | None = None
         self._waiting: dict[str, asyncio.Future[Any]] = {}
         self.forwarded = 0

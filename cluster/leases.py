@@ -18,12 +18,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
-import redis.asyncio as redis
 import structlog
 from redis.exceptions import RedisError
 
 from cluster import scripts
-from cluster.keys import Keys
+from cluster.keys import NodeContext
 from cluster.mirror import ClusterHub
 from cluster.wire import text
 
@@ -42,17 +41,14 @@ class Held:
 class Leases:
     def __init__(
         self,
-        client: redis.Redis,
-        keys: Keys,
-        node_id: str,
+        ctx: NodeContext,
         *,
         lease_ttl: float,
         log_ttl_ms: int,
         lost: Callable[[str, str], None],
     ) -> None:
-        self.redis = client
-        self.keys = keys
-        self.node_id = node_id
+        self.redis, self.keys, self.node_id = ctx.redis, ctx.keys, ctx.node_id
+        client = ctx.redis
         self.lease_ttl = lease_ttl
         self.ttl_ms = max(1, int(lease_ttl * 1000))
         self.log_ttl_ms = log_ttl_ms

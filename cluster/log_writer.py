@@ -12,17 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis.asyncio as redis
 import structlog
 from redis.exceptions import RedisError
 
 from actors.hub import Event
 from cluster import scripts
-from cluster.keys import Keys
+from cluster.keys import NodeContext
 from cluster.mirror import ClusterHub
 
 log = structlog.get_logger(__name__)
@@ -38,20 +37,16 @@ class _Pending:
 class LogWriter:
     def __init__(
         self,
-        client: redis.Redis,
-        keys: Keys,
+        ctx: NodeContext,
         *,
         ttl_ms: int,
         log_ttl_ms: int,
         refused: Callable[[str, str, str], None],
-        spawn: Callable[[Coroutine[Any, Any, Any]], None],
     ) -> None:
-        self.redis = client
-        self.keys = keys
-        self.ttl_ms = ttl_ms
-        self.log_ttl_ms = log_ttl_ms
+        self.redis, self.keys, self._spawn = ctx.redis, ctx.keys, ctx.spawn
+        client = ctx.redis
+        self.ttl_ms, self.log_ttl_ms = ttl_ms, log_ttl_ms
         self._refused = refused  # (conversation id, lease value, reason)
-        self._spawn = spawn
         self._append = client.register_script(scripts.APPEND)
         self._release = client.register_script(scripts.RELEASE)
         self._pending: dict[str, _Pending] = {}

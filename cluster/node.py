@@ -48,7 +48,7 @@ from actors.retries import RecentGenerations
 from actors.store import StoreUnavailable
 from cluster import scripts
 from cluster.commands import Commands
-from cluster.keys import Keys
+from cluster.keys import Keys, NodeContext
 from cluster.leases import Held, Leases
 from cluster.log_writer import LogWriter
 from cluster.mirror import ClusterHub
@@ -78,35 +78,22 @@ class ClusterNode:
         self.log_ttl_ms = int(log_ttl * 1000)
         self.forward_timeout = max(5.0, 2 * lease_ttl)
         self.registry: Registry | None = None
-        self.leases = Leases(
-            client, keys, node_id, lease_ttl=lease_ttl, log_ttl_ms=self.log_ttl_ms, lost=self.lost
-        )
+        ctx = NodeContext(client, keys, node_id, self.spawn)
+        self.leases = Leases(ctx, lease_ttl=lease_ttl, log_ttl_ms=self.log_ttl_ms, lost=self.lost)
         self.held: dict[str, Held] = self.leases.held
         self.writer = LogWriter(
-            client,
-            keys,
-            ttl_ms=self.leases.ttl_ms,
-            log_ttl_ms=self.log_ttl_ms,
-            refused=self._append_refused,
-            spawn=self.spawn,
+            ctx, ttl_ms=self.leases.ttl_ms, log_ttl_ms=self.log_ttl_ms, refused=self._refused
         )
-        self.relay = Relay(client, keys, node_id, self.spawn)
+        self.relay = Relay(ctx)
         self.viewers = ViewerCounts(
-            client,
-            keys,
-            node_id,
-            lease_ttl,
-            owned=lambda: [(cid, held.hub) for cid, held in self.held.items()],
+            ctx, lease_ttl, owned=lambda: [(cid, held.hub) for cid, held in self.held.items()]
         )
         self.commands = Commands(
-            client,
-            keys,
-            node_id,
+            ctx,
             forward_timeout=self.forward_timeout,
             resolve_model=resolve_model,
             adopt_slot=adopt_slot,
             sync=self.relay.sync,
-            spawn=self.spawn,
         )
         self.recovery = Recovery(self)
         self._close_log = client.register_script(scripts.CLOSE)
@@ -284,16 +271,23 @@ class ClusterNode:
             held = self.held.get(cid)
             if held is not None and held.hub is hub and hub.sink is not None:
                 return True
-            taken = await self.leases.take(cid)
-            if taken is None:
+            if not await self.take_over(cid, hub):
                 return False
-            try:
-                await self.become_owner(cid, hub, taken)
-            except BaseException:
-                self.give_back(cid, taken)
-                raise
             actor.forget_history()
             return True
+
+    async def take_over(self, cid: str, hub: ClusterHub) -> bool:
+        """Under :meth:`lock`: take the free lease and make ``hub`` the owner's (``False``:
+        another process holds it)."""
+        taken = await self.leases.take(cid)
+        if taken is None:
+            return False
+        try:
+            await self.become_owner(cid, hub, taken)
+        except BaseException:
+            self.give_back(cid, None if self.held.get(cid) is taken else taken)
+            raise
+        return True
 
     async def become_owner(self, cid: str, hub: ClusterHub, taken: Held) -> None:
         await self.redis.set(self.keys.epoch(cid), hub.epoch, nx=True, px=self.log_ttl_ms)
@@ -321,7 +315,8 @@ class ClusterNode:
         if hub.subscriber_count and not hub.closed:
             self.relay.watch(hub)
 
-    def _append_refused(self, cid: str, lease: str, reason: str) -> None:
+    def _refused(self, cid: str, lease: str, reason: str) -> None:
+        """The log writer's append under ``lease`` was refused."""
         held = self.held.get(cid)
         if held is not None and held.value == lease:
             self.lost(cid, reason)

@@ -87,16 +87,9 @@ class Recovery:
         async with node.lock(cid):
             if cid in node.held:
                 return False
-            taken = await node.leases.take(cid)
-            if taken is None:
+            if not await node.take_over(cid, hub):
                 return False
-            try:
-                await node.become_owner(cid, hub, taken)
-            finally:
-                if cid in node.held:
-                    node.give_back(cid)
-                else:
-                    node.give_back(cid, taken)
+            node.give_back(cid)
             return True
 
     async def sweep(self) -> int:

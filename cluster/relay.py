@@ -11,14 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Coroutine
 from typing import Any
 
-import redis.asyncio as redis
 import structlog
 from redis.exceptions import RedisError
 
-from cluster.keys import Keys
+from cluster.keys import NodeContext
 from cluster.mirror import ClusterHub
 from cluster.wire import event_data, seq_of, text
 
@@ -33,15 +31,10 @@ READ_COUNT = 1000
 class Relay:
     def __init__(
         self,
-        client: redis.Redis,
-        keys: Keys,
-        node_id: str,
-        spawn: Callable[[Coroutine[Any, Any, Any]], None],
+        ctx: NodeContext,
     ) -> None:
-        self.redis = client
-        self.keys = keys
-        self.node_id = node_id
-        self._spawn = spawn
+        self.redis, self.keys, self.node_id = ctx.redis, ctx.keys, ctx.node_id
+        self._spawn = ctx.spawn
         #: Mirrors with local subscribers, whose streams the relay reads.
         self.watched: dict[str, ClusterHub] = {}
         self._wake_id = b"0-0"

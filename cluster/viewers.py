@@ -12,11 +12,10 @@ import asyncio
 import time
 from collections.abc import Callable
 
-import redis.asyncio as redis
 import structlog
 from redis.exceptions import RedisError
 
-from cluster.keys import Keys
+from cluster.keys import NodeContext
 from cluster.mirror import ClusterHub
 from cluster.wire import sum_viewers
 
@@ -26,15 +25,11 @@ log = structlog.get_logger(__name__)
 class ViewerCounts:
     def __init__(
         self,
-        client: redis.Redis,
-        keys: Keys,
-        node_id: str,
+        ctx: NodeContext,
         lease_ttl: float,
         owned: Callable[[], list[tuple[str, ClusterHub]]],
     ) -> None:
-        self.redis = client
-        self.keys = keys
-        self.node_id = node_id
+        self.redis, self.keys, self.node_id = ctx.redis, ctx.keys, ctx.node_id
         self.lease_ttl = lease_ttl
         self._owned = owned  # the hubs this process owns
         #: Hubs whose local viewer count changed or must be refreshed.

@@ -53,7 +53,6 @@ from server.errors import ApiError
 from server.ids import new_id, token_hash
 from server.redis_conn import REDIS_FAULTS, RedisHealth, not_ready
 from server.user_limits import (
-    GENERATION_RETRY_AFTER_S,
     HOUR_S,
     GenerationCounter,
     GenerationSlot,
@@ -412,13 +411,7 @@ class RedisUserLimits(UserLimits):
         except REDIS_FAULTS as exc:
             raise self._shared.fault("generations", exc) from None
         if not int(taken):
-            limit = self.generations.limit
-            raise self._refuse(
-                "generations",
-                f"At most {limit} answers may be generating at once for one user; "
-                "wait for one to finish",
-                GENERATION_RETRY_AFTER_S,
-            )
+            raise self._refuse_generation()
         self._held.setdefault(user_id, set()).add(token)
         return GenerationSlot(self, user_id, token)
 

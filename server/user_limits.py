@@ -126,14 +126,17 @@ class UserLimits:
         """A generation slot for ``user_id``, or ``429 rate_limited``."""
         slot = self.generations.reserve(user_id)
         if slot is None:
-            limit = self.generations.limit
-            raise self._refuse(
-                "generations",
-                f"At most {limit} answers may be generating at once for one user; "
-                "wait for one to finish",
-                GENERATION_RETRY_AFTER_S,
-            )
+            raise self._refuse_generation()
         return slot
+
+    def _refuse_generation(self) -> ApiError:
+        limit = self.generations.limit
+        return self._refuse(
+            "generations",
+            f"At most {limit} answers may be generating at once for one user; "
+            "wait for one to finish",
+            GENERATION_RETRY_AFTER_S,
+        )
 
     def adopt_generation(self, user_id: str, token: str | None) -> GenerationSlot:
         """A slot reserved by another process for a send forwarded here, counted here
