@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as redis
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,3 +46,15 @@ class Keys:
 
     def conversation_of_log(self, key: str) -> str:
         return key[len(self.prefix) + 2 : -4]
+
+
+@dataclass(frozen=True, slots=True)
+class NodeContext:
+    """What every part of a node (:mod:`cluster.node`) shares: the Redis client, the key
+    names, this process's node id, and a way to run background tasks the node owns (they
+    are cancelled when it closes)."""
+
+    redis: redis.Redis
+    keys: Keys
+    node_id: str
+    spawn: Callable[[Coroutine[Any, Any, Any]], None]

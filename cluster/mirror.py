@@ -18,6 +18,7 @@ sans-I/O hub's). Two modes:
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from actors.hub import Cursor, Event, Hub, Subscription
 
@@ -145,18 +146,10 @@ class ClusterHub(Hub):
         for sub in tuple(self._subs):
             _reset(sub)
 
-    def subscribe(
-        self,
-        after: str | Cursor | None,
-        *,
-        notify: Callable[[], None],
-        direct: Callable[[Event], bool] | None = None,
-        max_events: int | None = None,
-        max_bytes: int | None = None,
-    ) -> Subscription:
-        sub = super().subscribe(
-            after, notify=notify, direct=direct, max_events=max_events, max_bytes=max_bytes
-        )
+    def subscribe(self, after: str | Cursor | None, **options: Any) -> Subscription:
+        """:meth:`Hub.subscribe` (same options); a mirror's first subscriber also makes the
+        relay read its stream."""
+        sub = super().subscribe(after, **options)
         if self.sink is None and not self.closed:
             self._on_subscribe(self)
         return sub

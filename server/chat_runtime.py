@@ -87,6 +87,8 @@ async def chat_runtime(app: web.Application) -> AsyncIterator[None]:
             lease_ttl=settings.lease_ttl,
             log_ttl=settings.log_ttl,
             resolve_model=catalog.resolve,
+            # Looked up per send: cluster mode's limits replace the in-memory ones later.
+            adopt_slot=lambda user_id, token: app[USER_LIMITS].adopt_generation(user_id, token),
         )
         store.fence_of = node.fence_of
     else:

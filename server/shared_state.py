@@ -53,7 +53,6 @@ from server.errors import ApiError
 from server.ids import new_id, token_hash
 from server.redis_conn import REDIS_FAULTS, RedisHealth, not_ready
 from server.user_limits import (
-    GENERATION_RETRY_AFTER_S,
     HOUR_S,
     GenerationCounter,
     GenerationSlot,
@@ -412,13 +411,16 @@ class RedisUserLimits(UserLimits):
         except REDIS_FAULTS as exc:
             raise self._shared.fault("generations", exc) from None
         if not int(taken):
-            limit = self.generations.limit
-            raise self._refuse(
-                "generations",
-                f"At most {limit} answers may be generating at once for one user; "
-                "wait for one to finish",
-                GENERATION_RETRY_AFTER_S,
-            )
+            raise self._refuse_generation()
+        self._held.setdefault(user_id, set()).add(token)
+        return GenerationSlot(self, user_id, token)
+
+    def adopt_generation(self, user_id: str, token: str | None) -> GenerationSlot:
+        """The slot another process reserved for a send it forwarded here (the
+        conversation's owner): held, renewed and given back by this process from now on.
+        It stays in Redis meanwhile (and a renewal adds it back if it went missing)."""
+        if token is None:
+            return super().adopt_generation(user_id, token)
         self._held.setdefault(user_id, set()).add(token)
         return GenerationSlot(self, user_id, token)
 
@@ -430,16 +432,20 @@ class RedisUserLimits(UserLimits):
     def _release(self, user_id: str, token: str | None = None) -> None:
         """Called synchronously by :meth:`GenerationSlot.release`: forget the slot here and
         remove it from Redis in the background (if that fails, it expires)."""
-        held = self._held.get(user_id)
-        if held is not None and token is not None:
-            held.discard(token)
-            if not held:
-                del self._held[user_id]
+        self._forget(user_id, token)
         if token is None:
             return
         task = asyncio.get_running_loop().create_task(self._remove(user_id, token))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _forget(self, user_id: str, token: str | None = None) -> None:
+        """No longer this process's slot to renew (it stays in Redis)."""
+        held = self._held.get(user_id)
+        if held is not None and token is not None:
+            held.discard(token)
+            if not held:
+                del self._held[user_id]
 
     async def _remove(self, user_id: str, token: str) -> None:
         try:

@@ -13,7 +13,10 @@ Both guard memory and model spend against one account (issue 15, item 12: one us
 
 In cluster mode (``CERO_REDIS_URL``) :class:`server.shared_state.RedisUserLimits` replaces
 :class:`UserLimits` (same two ``async`` admission calls, so callers do not change): the
-limits then hold across every process.
+limits then hold across every process. A send forwarded to the conversation's owner carries
+its slot's id along; the owner adopts it (:meth:`RedisUserLimits.adopt_generation`), renews
+it and gives it back when its generation ends, and the receiving process forgets it
+(:meth:`GenerationSlot.hand_over`): the slot counts wherever the generation runs.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ HOUR_S = 3600.0
 
 class _Releaser(Protocol):
     def _release(self, user_id: str, token: str | None = None) -> None: ...
+
+    def _forget(self, user_id: str, token: str | None = None) -> None: ...
 
 
 class GenerationSlot:
@@ -64,6 +69,15 @@ class GenerationSlot:
         if not self.adopted:
             self.release()
 
+    def hand_over(self) -> None:
+        """Cluster mode: the conversation's owner (another process) took the slot over
+        with a forwarded send; it renews and gives it back from now on. Forget it here
+        without giving it back; any further call is a no-op."""
+        if self.held:
+            self.held = False
+            self.adopted = True
+            self._limits._forget(self.user_id, self.token)
+
 
 class GenerationCounter:
     """Running generations per user, in this process."""
@@ -83,6 +97,9 @@ class GenerationCounter:
         return self._running[user_id]
 
     def _release(self, user_id: str, token: str | None = None) -> None:
+        self._running.remove(user_id)
+
+    def _forget(self, user_id: str, token: str | None = None) -> None:
         self._running.remove(user_id)
 
 
@@ -109,14 +126,23 @@ class UserLimits:
         """A generation slot for ``user_id``, or ``429 rate_limited``."""
         slot = self.generations.reserve(user_id)
         if slot is None:
-            limit = self.generations.limit
-            raise self._refuse(
-                "generations",
-                f"At most {limit} answers may be generating at once for one user; "
-                "wait for one to finish",
-                GENERATION_RETRY_AFTER_S,
-            )
+            raise self._refuse_generation()
         return slot
+
+    def _refuse_generation(self) -> ApiError:
+        limit = self.generations.limit
+        return self._refuse(
+            "generations",
+            f"At most {limit} answers may be generating at once for one user; "
+            "wait for one to finish",
+            GENERATION_RETRY_AFTER_S,
+        )
+
+    def adopt_generation(self, user_id: str, token: str | None) -> GenerationSlot:
+        """A slot reserved by another process for a send forwarded here, counted here
+        from now on (cluster mode: :class:`server.shared_state.RedisUserLimits`)."""
+        self.generations._running.add(user_id)
+        return GenerationSlot(self.generations, user_id, token)
 
     async def admit_new_conversation(self, user_id: str) -> None:
         """Count one new conversation for ``user_id``, or ``429 rate_limited``."""

@@ -3,7 +3,7 @@
 One way to start a server the way production does and to stop it again::
 
     async with serve(database_url, cwd=tmp_path, env={"CERO_LOG_LEVEL": "warning"}) as server:
-        ...  # server.url, server.pid, server.proc, server.log()
+        ...  # server.url, server.ws_url, server.pid, server.proc, server.log()
 
     async with serve_many(3, database_url, cwd=tmp_path) as servers:
         ...  # three processes on one database, each on its own port
@@ -14,8 +14,11 @@ One way to start a server the way production does and to stop it again::
 - **Ready** when ``GET /readyz`` answers 200 (``ready_path``; ``None`` does not wait). Between
   probes the helper waits on the process's exit, so a server that dies at start fails at
   once, with its log, instead of at the deadline.
-- **Stop** by pid: SIGTERM, then SIGKILL past ``stop_within`` seconds; :meth:`ServerProcess.stop`
-  returns how it ended (code, seconds, whether it had to be killed).
+- **Signals** by pid: :meth:`ServerProcess.signal` (SIGSTOP, SIGCONT...) and
+  :meth:`ServerProcess.kill` (SIGKILL, awaited).
+- **Stop** by pid: SIGCONT (a paused process handles SIGTERM only once continued), SIGTERM,
+  then SIGKILL past ``stop_within`` seconds; :meth:`ServerProcess.stop` returns how it ended
+  (code, seconds, whether it had to be killed).
 - **Logs** (stdout and stderr) go to a file, never a pipe nobody reads (a full pipe blocks the
   server). A failure inside the block, or at start, carries the log's last lines as an
   exception note; :meth:`ServerProcess.log` reads it meanwhile and after the stop.
@@ -26,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -97,8 +101,18 @@ class ServerProcess:
         self.url = f"http://127.0.0.1:{self.port}"
 
     @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/api/ws"
+
+    @property
     def pid(self) -> int:
         return self.proc.pid
+
+    def signal(self, sig: int) -> None:
+        """Send ``sig`` (SIGSTOP, SIGCONT, SIGTERM...) if the process still runs."""
+        if self.running:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(sig)
 
     @property
     def running(self) -> bool:
@@ -151,7 +165,9 @@ class ServerProcess:
         started = time.monotonic()
         killed = False
         if self.running:
-            self.proc.terminate()
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGCONT)  # a stopped process hears SIGTERM
+                self.proc.terminate()
             try:
                 await asyncio.wait_for(self.proc.wait(), within)
             except TimeoutError:
@@ -167,7 +183,8 @@ class ServerProcess:
             return self.exit
         started = time.monotonic()
         if self.running:
-            self.proc.kill()
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
         code = await self.proc.wait()
         self.exit = Exit(code, time.monotonic() - started, killed=True)
         return self.exit

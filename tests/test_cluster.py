@@ -1,8 +1,9 @@
 """Cluster mode: several real server processes on one Redis and one PostgreSQL behave as one.
 
-Real processes on loopback (``tests/cluster_harness.py``), the shared Redis under a key
-prefix of each test's own, a fresh PostgreSQL database for the module, the offline demo
-model or the local Gemini stand-in; short leases (``CERO_LEASE_TTL=2``).
+Real processes on loopback (``tests/server_process.py``, through
+``tests/cluster_harness.py``), the shared Redis under a key prefix of each test's own, a
+fresh PostgreSQL database for the module, the offline demo model or the local Gemini
+stand-in; short leases (``CERO_LEASE_TTL=2``).
 """
 
 from __future__ import annotations
@@ -19,14 +20,17 @@ import aiohttp
 import orjson
 import pytest
 import pytest_asyncio
+import redis.asyncio as redis
 
 from server import db
 from server.tables import Message
 from tests.auth_helpers import bearer, make_user_session
-from tests.cluster_harness import Cluster, PrivateRedis, Server, lease_owner, require_redis
+from tests.cluster_harness import REDIS_URL, Cluster, PrivateRedis, lease_owner, require_redis
+from tests.conditions import until
 from tests.conftest import create_pg_database, drop_pg_database
 from tests.fakes.gemini import FakeGemini, Script
 from tests.live_clients import WsPeer, check_seq, read_sse, token_text
+from tests.server_process import ServerProcess
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow, pytest.mark.postgres]
 
@@ -78,7 +82,7 @@ async def cluster(
 
 async def chat(
     http: aiohttp.ClientSession,
-    server: Server,
+    server: ServerProcess,
     token: str,
     message: str,
     conversation_id: str | None = None,
@@ -106,10 +110,10 @@ def metric(text: str, name: str) -> float:
     raise AssertionError(f"{name} not in /metrics")
 
 
-def generated_on(server: Server, generation_id: str) -> bool:
+def generated_on(server: ServerProcess, generation_id: str) -> bool:
     return any(
         "generation_finished" in line and generation_id in line
-        for line in server.logs().splitlines()
+        for line in server.log().splitlines()
     )
 
 
@@ -332,12 +336,11 @@ async def test_owner_killed_mid_answer(cluster: Cluster, gemini: tuple[FakeGemin
                     received.append((line["data"], time.monotonic()))
                     if len(received) == 250:
                         killed_at = time.monotonic()
-                        a.signal(signal.SIGKILL)
+                        await a.kill()
                         break
         # A fresh process started meanwhile does not touch the live row... (A is dead, but
         # its lease lives on for up to the ttl: the sweep must leave the row alone).
-        c = cluster.start()
-        await cluster.wait_up(c)
+        await cluster.start()
         error = await ws.wait_for(
             lambda f: f["type"] == "error" and f.get("messageId") == message_id,
             timeout=LEASE_TTL + 6,
@@ -361,8 +364,6 @@ async def test_owner_killed_mid_answer(cluster: Cluster, gemini: tuple[FakeGemin
 
 async def stream_entries(prefix: str, conversation_id: str) -> list[dict[str, Any]]:
     import redis.asyncio as redis
-
-    from tests.cluster_harness import REDIS_URL
 
     client = redis.from_url(REDIS_URL)
     try:
@@ -424,9 +425,9 @@ async def test_fencing_a_paused_owner(cluster: Cluster, gemini: tuple[FakeGemini
 
         a.signal(signal.SIGCONT)
         deadline = time.monotonic() + 10
-        while "lease_lost" not in a.logs() and time.monotonic() < deadline:
+        while "lease_lost" not in a.log() and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
-        assert "lease_lost" in a.logs(), a.logs()
+        assert "lease_lost" in a.log(), a.log()
         await asyncio.sleep(1.0)  # what the old owner would still write, it writes now
         after = await Message.select().where(Message.id == old_id).first().run()
         assert after is not None
@@ -538,8 +539,7 @@ async def test_a_starting_process_leaves_live_answers_alone(
                 break
             await asyncio.sleep(0.02)
         assert row is not None
-        c = cluster.start()
-        await cluster.wait_up(c)
+        c = await cluster.start()
         still = await Message.select().where(Message.id == row["id"]).first().run()
         assert still is not None and still["status"] == "streaming"
         status, lines = await sending
@@ -564,8 +564,7 @@ async def test_a_starting_process_leaves_live_answers_alone(
         killed = time.monotonic()
         with contextlib.suppress(aiohttp.ClientError):
             await sending
-        d = cluster.start()
-        await cluster.wait_up(d)
+        await cluster.start()
         status_now = ""
         while time.monotonic() - killed < LEASE_TTL + 6:
             after = await Message.select().where(Message.id == row["id"]).first().run()
@@ -667,3 +666,84 @@ async def test_redis_restart_keeps_running_answers(
     finally:
         await cluster.stop()
         await private.kill()
+
+
+async def slots_in_redis(prefix: str, user_id: str) -> int:
+    """The user's generation slots in Redis (every process's)."""
+    client = redis.from_url(REDIS_URL)
+    try:
+        return int(await client.zcard(f"{prefix}generations:{user_id}"))
+    finally:
+        await client.aclose()
+
+
+async def test_the_per_user_limit_counts_forwarded_sends(
+    cluster: Cluster, gemini: tuple[FakeGemini, str]
+) -> None:
+    """Sends forwarded to the owner hold their slot there, however the sends and the
+    owners are spread over the processes."""
+    fake, _ = gemini
+    a, b = await cluster.start_many(2, CERO_MAX_GENERATIONS_PER_USER="2")
+    token, user_id = await make_user_session("Limited")
+    stalling = Script(chunks=["Hold ", "on"], stall_after=1, stall_seconds=60)
+    async with aiohttp.ClientSession() as http:
+        # c1 owned by A, c2 owned by B (their first sends), c3 not yet owned.
+        owned: list[str] = []
+        for server in (a, b):
+            status, lines = await chat(http, server, token, "warm up")
+            assert status == 200, lines
+            owned.append(lines[0]["data"]["conversationId"])
+        c1, c2 = owned
+        status, lines = await chat(http, a, token, "third")
+        assert status == 200, lines
+        c3 = lines[0]["data"]["conversationId"]
+
+        async def freed() -> bool:
+            return await slots_in_redis(cluster.prefix, user_id) == 0
+
+        await until(freed, what="the warm-up sends' slots given back")
+
+        async def stall_on(server: ServerProcess, conversation_id: str) -> aiohttp.ClientResponse:
+            fake.enqueue(stalling)
+            resp = await http.post(
+                f"{server.url}/api/chat",
+                json={"message": "hold", "aiModel": GEMINI, "conversationId": conversation_id},
+                headers=bearer(token),
+            )
+            assert resp.status == 200, await resp.text()
+            first = orjson.loads(await resp.content.readline())
+            assert first["topic"] == "init", first
+            return resp
+
+        # Through B to A's c1, through A to B's c2: both forwarded, both generating.
+        held = [await stall_on(b, c1), await stall_on(a, c2)]
+        assert await lease_owner(cluster.prefix, c1) != await lease_owner(cluster.prefix, c2)
+        assert await slots_in_redis(cluster.prefix, user_id) == 2
+        for server in (a, b):
+            async with http.post(
+                f"{server.url}/api/chat",
+                json={"message": "one more", "aiModel": "demo", "conversationId": c3},
+                headers=bearer(token),
+            ) as resp:
+                assert resp.status == 429, await resp.text()
+                assert (await resp.json())["code"] == "rate_limited"
+        # The owners hold the slots (and renew them): the receivers gave theirs over.
+        text_a = await (await http.get(f"{a.url}/metrics")).text()
+        text_b = await (await http.get(f"{b.url}/metrics")).text()
+        assert metric(text_a, "cero_generation_slots_held") == 1
+        assert metric(text_b, "cero_generation_slots_held") == 1
+
+        # Cancelled: the owners give the slots back.
+        for server, conversation_id in ((a, c1), (b, c2)):
+            async with http.post(
+                f"{server.url}/api/conversations/{conversation_id}/cancel",
+                json={},
+                headers=bearer(token),
+            ) as resp:
+                assert resp.status == 200
+        for resp in held:
+            await resp.read()
+            resp.close()
+        await until(freed, what="the cancelled generations' slots given back")
+        status, lines = await chat(http, b, token, "now it fits", c3)
+        assert status == 200, lines

@@ -17,8 +17,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from tests.cluster_harness import REDIS_URL as SHARED_REDIS
+from tests.cluster_harness import require_redis
 from tests.conftest import create_pg_database, drop_pg_database
-from tests.test_cluster_state import SHARED_REDIS, require_redis
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.postgres, pytest.mark.slow]
 

@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-import shutil
-import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +20,6 @@ import orjson
 import pytest
 import pytest_asyncio
 import redis.asyncio as redis
-from aiohttp.test_utils import unused_port
 
 from server.app_keys import REDIS, REDIS_HEALTH, USER_LIMITS
 from server.chat_store import create_conversation
@@ -37,7 +34,8 @@ from tests.auth_helpers import (
     session_cookie,
     set_cookies,
 )
-from tests.conftest import IN_CI, Live, make_settings, start_live
+from tests.cluster_harness import PrivateRedis, require_redis
+from tests.conftest import Live, make_settings, start_live
 from tests.fakes.gemini import FakeGemini, Script
 from tests.fakes.github import FakeGitHub
 from tests.live_clients import WsPeer
@@ -51,21 +49,7 @@ CLIENT_SECRET = "gh-secret-cluster"
 MAX_GENERATIONS = 2
 NEW_PER_HOUR = 3
 DEVICE_CODE_LIMIT = 3
-NO_PERSISTENCE = ("--save", "", "--appendonly", "no")
 STALLING = Script(chunks=["Hold ", "on"], stall_after=1, stall_seconds=60)
-
-
-async def require_redis(url: str = SHARED_REDIS) -> None:
-    client = redis.from_url(url, socket_connect_timeout=2)
-    try:
-        await client.ping()
-    except Exception as exc:
-        reason = f"Redis not reachable at {url}: {exc!r}"
-        if IN_CI:
-            pytest.fail(f"{reason} (CI=true: must not skip)")
-        pytest.skip(reason)
-    finally:
-        await client.aclose()
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
@@ -394,44 +378,6 @@ async def test_new_conversation_limit_holds_across_two_processes(cluster: Cluste
 # -- Redis faults -----------------------------------------------------------------------------
 
 
-class PrivateRedis:
-    """A ``redis-server`` of this test alone, on a free port (never the shared one)."""
-
-    def __init__(self) -> None:
-        self.port = unused_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    async def start(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            if IN_CI:
-                pytest.fail("redis-server not installed (CI=true: must not skip)")
-            pytest.skip("redis-server not installed")
-        self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", *NO_PERSISTENCE],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-
-        async def answers() -> bool:
-            client = redis.from_url(self.url, socket_connect_timeout=0.5)
-            try:
-                return bool(await client.ping())
-            except Exception:
-                return False
-            finally:
-                await client.aclose()
-
-        await eventually(answers)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(10)
-            self.proc = None
-
-
 async def test_redis_down_then_back_without_restarting(postgres_url: str) -> None:
     private = PrivateRedis()
     await private.start()
@@ -480,7 +426,7 @@ async def test_redis_down_then_back_without_restarting(postgres_url: str) -> Non
             ) as resp:
                 assert resp.status == 401
 
-            private.stop()
+            await private.kill()
             assert await ready(other) == 503
             async with http.get(live.url + "/readyz") as resp:
                 assert resp.status == 503
@@ -523,4 +469,4 @@ async def test_redis_down_then_back_without_restarting(postgres_url: str) -> Non
             assert "cero_redis_up 1.0" in text
             assert 'cero_redis_errors_total{op="ping"}' in text
     finally:
-        private.stop()
+        await private.kill()

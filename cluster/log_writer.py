@@ -1,0 +1,145 @@
+"""The log appender: an owner's events to the conversation's Redis stream, fenced.
+
+An owner's hub hands each event to :meth:`LogWriter.sink`; one writer task sends
+everything pending as one pipeline (one fenced ``APPEND`` script per conversation, then
+the lease releases queued meanwhile, so a lease is given back only after what was
+appended under it), at most one pipeline in flight: a pipeline per event-loop turn, never
+a round trip per token. An append the script refuses (the lease is someone else's) is
+reported to ``refused``, which stops the owner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from redis.exceptions import RedisError
+
+from actors.hub import Event
+from cluster import scripts
+from cluster.keys import NodeContext
+from cluster.mirror import ClusterHub
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(slots=True)
+class _Pending:
+    hub: ClusterHub
+    lease: str
+    events: list[Event] = field(default_factory=list)
+
+
+class LogWriter:
+    def __init__(
+        self,
+        ctx: NodeContext,
+        *,
+        ttl_ms: int,
+        log_ttl_ms: int,
+        refused: Callable[[str, str, str], None],
+    ) -> None:
+        self.redis, self.keys, self._spawn = ctx.redis, ctx.keys, ctx.spawn
+        client = ctx.redis
+        self.ttl_ms, self.log_ttl_ms = ttl_ms, log_ttl_ms
+        self._refused = refused  # (conversation id, lease value, reason)
+        self._append = client.register_script(scripts.APPEND)
+        self._release = client.register_script(scripts.RELEASE)
+        self._pending: dict[str, _Pending] = {}
+        self._releases: list[tuple[str, str]] = []
+        self._wake = asyncio.Event()
+        self._closing = False
+        self.appended = 0
+        self.pipelines = 0
+
+    def sink(self, hub: ClusterHub, event: Event) -> None:
+        cid = hub.conversation_id
+        pending = self._pending.get(cid)
+        lease = hub.lease or ""
+        if pending is None or pending.lease != lease:
+            if pending is not None:
+                self._spawn(self._write_one(pending))  # an older lease's: written first
+            pending = self._pending[cid] = _Pending(hub, lease)
+        pending.events.append(event)
+        self._wake.set()
+
+    def release(self, conversation_id: str, lease: str) -> None:
+        """Give the lease back after what is pending is written."""
+        self._releases.append((conversation_id, lease))
+        self._wake.set()
+
+    def drop(self, conversation_id: str) -> None:
+        """The lease is lost: what was pending under it is not written."""
+        self._pending.pop(conversation_id, None)
+
+    def close(self) -> None:
+        """Write what is pending, then :meth:`run` returns."""
+        self._closing = True
+        self._wake.set()
+
+    async def _write_one(self, pending: _Pending) -> None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            await self._queue_append(pipe, pending)
+            await pipe.execute(raise_on_error=False)
+
+    async def _queue_append(self, pipe: Any, pending: _Pending) -> None:
+        hub = pending.hub
+        cid = hub.conversation_id
+        fence = pending.lease.rpartition(":")[2]
+        args: list[Any] = [
+            pending.lease,
+            hub.epoch,
+            f"{hub.floor}-0",
+            self.log_ttl_ms,
+            self.ttl_ms,
+            fence,
+        ]
+        for event in pending.events:
+            args.append(event.seq)
+            args.append(event.json)
+        args.append(int(time.time() * 1000))
+        await self._append(
+            keys=[
+                self.keys.lease(cid),
+                self.keys.log(cid),
+                self.keys.epoch(cid),
+                self.keys.last(cid),
+            ],
+            args=args,
+            client=pipe,
+        )
+
+    async def run(self) -> None:
+        while True:
+            if not self._pending and not self._releases:
+                if self._closing:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            batch = list(self._pending.values())
+            releases = self._releases
+            self._pending = {}
+            self._releases = []
+            try:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for pending in batch:
+                        await self._queue_append(pipe, pending)
+                    for cid, value in releases:
+                        await self._release(keys=[self.keys.lease(cid)], args=[value], client=pipe)
+                    results = await pipe.execute(raise_on_error=False)
+            except RedisError as exc:
+                log.warning("log_append_failed", error=repr(exc)[:200], conversations=len(batch))
+                continue
+            self.pipelines += 1
+            for pending, result in zip(batch, results, strict=False):
+                self.appended += len(pending.events)
+                cid = pending.hub.conversation_id
+                if result == 2:
+                    log.warning("lease_taken_back", conversation_id=cid)
+                elif result != 1:
+                    self._refused(cid, pending.lease, f"append refused: {result!r}"[:200])

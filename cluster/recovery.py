@@ -1,0 +1,127 @@
+"""Owner death: what a dead owner left generating is closed by the next one.
+
+Taking a lease marks the conversation's ``streaming`` rows ``interrupted`` (fenced, with
+the text flushed so far) and appends ``error``/``owner_lost`` for each
+(:func:`interrupt_orphans`). A watcher takes the lease of any watched log whose generation
+runs without an owner, so watchers on every process stop waiting within the ttl plus a
+second. The start-up sweep does the same for rows whose lease is gone, never a live
+neighbour's (a lease still there is looked at again once it would have expired).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, cast
+
+import structlog
+from redis.exceptions import RedisError
+
+from actors.clock import utcnow
+from cluster.mirror import ClusterHub
+from server.tables import Message
+
+if TYPE_CHECKING:
+    from cluster.node import ClusterNode
+
+log = structlog.get_logger(__name__)
+
+
+async def interrupt_orphans(cid: str, hub: ClusterHub, fence: int) -> None:
+    """Whatever was generating under an earlier lease is over: its owner is gone."""
+    rows = (
+        await Message.update(
+            {
+                Message.status: "interrupted",
+                Message.fence: fence,
+                Message.updated_at: utcnow(),
+            }
+        )
+        .where((Message.conversation_id == cid) & (Message.status == "streaming"))
+        .returning(Message.id, Message.generation_id)
+        .run()
+    )
+    for row in rows:
+        log.warning("owner_lost", conversation_id=cid, message_id=row["id"])
+        hub.append(
+            "error",
+            {
+                "messageId": row["id"],
+                "generationId": row["generation_id"],
+                "code": "owner_lost",
+                "error": "The server generating this answer stopped",
+            },
+        )
+
+
+class Recovery:
+    def __init__(self, node: ClusterNode) -> None:
+        self.node = node
+
+    async def watch_forever(self) -> None:
+        """A watched log whose generation runs without a lease: its owner died."""
+        node = self.node
+        interval = min(1.0, node.lease_ttl / 4)
+        while True:
+            await asyncio.sleep(interval)  # the watcher's period, by design
+            orphans = [
+                (cid, hub)
+                for cid, hub in list(node.relay.watched.items())
+                if hub.running is not None and hub.sink is None and not hub.closed
+            ]
+            if not orphans:
+                continue
+            try:
+                async with node.redis.pipeline(transaction=False) as pipe:
+                    for cid, _ in orphans:
+                        pipe.exists(node.keys.lease(cid))
+                    exists = await pipe.execute()
+            except RedisError:
+                continue
+            for (cid, hub), there in zip(orphans, exists, strict=True):
+                if not there:
+                    node.spawn(self.recover(cid, hub))
+
+    async def recover(self, cid: str, hub: ClusterHub) -> bool:
+        """Take a free lease just to close what its dead owner left, then give it back."""
+        node = self.node
+        async with node.lock(cid):
+            if cid in node.held:
+                return False
+            if not await node.take_over(cid, hub):
+                return False
+            node.give_back(cid)
+            return True
+
+    async def sweep(self) -> int:
+        """Start-up: conversations with ``streaming`` rows and no lease were left by a
+        process that died; close them (a live neighbour's rows have a lease)."""
+        rows = (
+            await Message.select(Message.conversation_id)
+            .where(Message.status == "streaming")
+            .distinct()
+            .run()
+        )
+        return await self._sweep([str(row["conversation_id"]) for row in rows], again=True)
+
+    async def _sweep(self, conversations: list[str], *, again: bool) -> int:
+        node = self.node
+        done = 0
+        leased: list[str] = []
+        for cid in conversations:
+            if await node.leases.exists(cid):
+                leased.append(cid)
+                continue
+            record = await node.attach(cid)
+            if await self.recover(cid, cast(ClusterHub, record.hub)):
+                done += 1
+        if leased and again:
+            # A lease may be a dead process's that has not expired yet: look once more
+            # when it would have (a live owner renews it, and is left alone again).
+            async def later() -> None:
+                await asyncio.sleep(node.lease_ttl + 1.0)  # until such a lease expired
+                swept = await self._sweep(leased, again=False)
+                if swept:
+                    log.warning("interrupted_conversations_recovered", count=swept)
+
+            node.spawn(later())
+        return done

@@ -1,0 +1,117 @@
+"""The relay: this process's mirrors of conversations owned elsewhere, fed from Redis.
+
+One task, one connection: ``XREAD BLOCK`` over the streams of every mirror hub with
+subscribers (plus this node's wake stream, written when that set grows), feeding the hubs
+in order. :meth:`Relay.sync` reads a stream from where a hub is (``XRANGE``): before a
+subscribe, before a hub becomes the owner's, and when the relay finds a gap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+import structlog
+from redis.exceptions import RedisError
+
+from cluster.keys import NodeContext
+from cluster.mirror import ClusterHub
+from cluster.wire import event_data, seq_of, text
+
+log = structlog.get_logger(__name__)
+
+#: Longest wait of a blocking read; the wake stream cuts it short when the set changes.
+BLOCK_MS = 1000
+#: Entries read per stream per round.
+READ_COUNT = 1000
+
+
+class Relay:
+    def __init__(
+        self,
+        ctx: NodeContext,
+    ) -> None:
+        self.redis, self.keys, self.node_id = ctx.redis, ctx.keys, ctx.node_id
+        self._spawn = ctx.spawn
+        #: Mirrors with local subscribers, whose streams the relay reads.
+        self.watched: dict[str, ClusterHub] = {}
+        self._wake_id = b"0-0"
+        self._wake_pending = False
+        self.relayed = 0
+        self.reads = 0
+        #: Seconds from the owner's append to this relay's read, of the last event read.
+        self.lag = 0.0
+
+    async def sync(self, hub: ClusterHub, *, hard: bool = False) -> None:
+        """Bring a mirror up to the stream (also before the hub becomes the owner's)."""
+        cid = hub.conversation_id
+        epoch_raw = await self.redis.get(self.keys.epoch(cid))
+        if epoch_raw is None:
+            return  # no log in Redis (new, or expired): the hub's own epoch stands
+        epoch = text(epoch_raw)
+        follows = epoch == hub.epoch and not hard
+        start = f"{hub.last_seq + 1}-0" if follows else "-"
+        entries: Any = await self.redis.xrange(self.keys.log(cid), min=start, max="+")
+        parsed = [(seq_of(entry_id), event_data(fields)) for entry_id, fields in entries]
+        if not follows or (parsed and parsed[0][0] != hub.last_seq + 1):
+            if not parsed:
+                tail: Any = await self.redis.xrevrange(self.keys.log(cid), count=1)
+                last = seq_of(tail[0][0]) if tail else 0
+                hub.rebase(epoch, last)
+                return
+            hub.rebase(epoch, parsed[0][0] - 1)
+        for seq, data in parsed:
+            if not hub.feed(seq, data):
+                hub.rebase(epoch, seq - 1)
+                hub.feed(seq, data)
+
+    def watch(self, hub: ClusterHub) -> None:
+        """A mirror got a subscriber: the relay reads its stream from now on."""
+        cid = hub.conversation_id
+        if self.watched.get(cid) is hub:
+            return
+        self.watched[cid] = hub
+        if not self._wake_pending:
+            self._wake_pending = True
+            self._spawn(self._wake())
+
+    async def _wake(self) -> None:
+        self._wake_pending = False
+        with contextlib.suppress(RedisError):
+            await self.redis.xadd(self.keys.wake(self.node_id), {"w": 1}, maxlen=1)
+
+    async def run(self) -> None:
+        wake_key = self.keys.wake(self.node_id)
+        while True:
+            for cid, hub in list(self.watched.items()):
+                if hub.sink is not None or hub.closed or hub.subscriber_count == 0:
+                    del self.watched[cid]
+            streams: dict[Any, Any] = {
+                self.keys.log(cid): f"{hub.last_seq}-0" for cid, hub in self.watched.items()
+            }
+            streams[wake_key] = self._wake_id
+            try:
+                answer: Any = await self.redis.xread(streams, count=READ_COUNT, block=BLOCK_MS)
+                self.reads += 1
+            except RedisError as exc:
+                log.warning("relay_read_failed", error=repr(exc)[:200])
+                await asyncio.sleep(0.5)  # Redis is down: the reconnect's pace
+                continue
+            for key_raw, entries in answer or []:
+                key = text(key_raw)
+                if key == wake_key:
+                    self._wake_id = entries[-1][0]
+                    continue
+                watched = self.watched.get(self.keys.conversation_of_log(key))
+                if watched is None:
+                    continue
+                for entry_id, fields in entries:
+                    if not watched.feed(seq_of(entry_id), event_data(fields)):
+                        self._spawn(self.sync(watched))
+                        break
+                self.relayed += len(entries)
+                sent = entries[-1][1].get(b"t")
+                if sent is not None:
+                    self.lag = max(0.0, time.time() - int(sent) / 1000)

@@ -1,0 +1,75 @@
+"""Redis values to Python and back: stream entry ids, event fields, viewer shares, and the
+stored messages a forwarded send's reply carries."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from actors.clock import as_utc
+from actors.store import StoredMessage
+
+
+def text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def seq_of(entry_id: Any) -> int:
+    """A stream entry id is ``<seq>-0``: a cursor is a stream position."""
+    return int(text(entry_id).split("-", 1)[0])
+
+
+def event_data(fields: Any) -> dict[str, object]:
+    raw = fields.get(b"d") if isinstance(fields, dict) else None
+    if raw is None:
+        return {}
+    data = orjson.loads(raw)
+    return data if isinstance(data, dict) else {}
+
+
+def sum_viewers(shares: Any, now_ms: int) -> int:
+    """Viewers over every process's unexpired share (``count:expires_ms``)."""
+    total = 0
+    for raw in (shares or {}).values():
+        count, _, expires = text(raw).partition(":")
+        if expires.isdigit() and int(expires) > now_ms and count.isdigit():
+            total += int(count)
+    return total
+
+
+def message_json(m: StoredMessage) -> dict[str, Any]:
+    return {
+        "id": m.id,
+        "conversation_id": m.conversation_id,
+        "role": m.role,
+        "content": m.content,
+        "status": m.status,
+        "created_at": as_utc(m.created_at).isoformat(),
+        "model": m.model,
+        "generation_id": m.generation_id,
+        "client_message_id": m.client_message_id,
+        "finish_reason": m.finish_reason,
+        "usage": m.usage,
+        "citations": m.citations,
+        "tools": m.tools,
+    }
+
+
+def message(data: dict[str, Any]) -> StoredMessage:
+    return StoredMessage(
+        id=data["id"],
+        conversation_id=data["conversation_id"],
+        role=data["role"],
+        content=data["content"],
+        status=data["status"],
+        created_at=datetime.fromisoformat(data["created_at"]),
+        model=data.get("model"),
+        generation_id=data.get("generation_id"),
+        client_message_id=data.get("client_message_id"),
+        finish_reason=data.get("finish_reason"),
+        usage=data.get("usage"),
+        citations=data.get("citations"),
+        tools=data.get("tools"),
+    )
