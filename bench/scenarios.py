@@ -59,6 +59,8 @@ class Config:
     cost_convs: int = 200
     #: py-spy on the project server during scenario 2's largest conversation count.
     s2_profile: bool = False
+    #: py-spy on the project server during every as-fast row of scenarios 1 and 5.
+    fanout_profile: bool = False
     s3_conns: int = 10_000
     s3_procs: int = 4
     s4_turns: int = 200
@@ -594,6 +596,7 @@ async def fanout(
     profile: Path | None = None,
     finish: bool = False,
     spy: Path | None = None,
+    spy_fast_only: bool = False,
     log: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
     """Subscribe ``subs_per_room`` clients to every room, then one measured phase per rate
@@ -604,7 +607,8 @@ async def fanout(
     With ``finish`` (scenario 2 on the project) the answers are not cancelled after the
     window: they run to their planned end and the row says how many ended ``done`` as the
     clients saw it and how many are stored ``complete`` (``GET .../messages``). With ``spy``
-    set, py-spy records the server during the measured window of each phase into it (the
+    set, py-spy records the server during the measured window of each phase (only the
+    as-fast ones with ``spy_fast_only``) into it (the
     row is still reported, marked ``profile``)."""
     cfg = env.cfg
     server = target.server
@@ -653,10 +657,13 @@ async def fanout(
             t1 = t0 + cfg.duration
             measuring = asyncio.ensure_future(group.measure(t0, t1))
             await _sleep_until(t0)
+            upstream0 = await _standin_stats(env)
             meter = CpuMeter(
                 {"server": [server.pid], "client": group.pids, "standin": [standin_pid]}
             )
             spy_out = profile if profiled else spy
+            if spy_fast_only and rate > 0:
+                spy_out = None
             spying: subprocess.Popen[bytes] | None = None
             if spy_out is not None:
                 spying = subprocess.Popen(
@@ -680,6 +687,7 @@ async def fanout(
                 )
             await _sleep_until(t1)
             cpu = meter.read()
+            upstream = _stats_delta(upstream0, await _standin_stats(env))
             totals, samples = await measuring
             if spying is not None:
                 try:
@@ -743,6 +751,11 @@ async def fanout(
             cpu_s = cpu.get("server_cpu_s")
             if cpu_s is not None and delivered:
                 row["server_us_per_token"] = round(1e6 * cpu_s / delivered, 1)
+            if cpu_s:
+                # The figure robust to a shared machine: what one second of the server's
+                # own CPU delivers (server CPU time over the same window).
+                row["deliveries_per_cpu_s"] = round(delivered / cpu_s, 1)
+            row.update(_upstream_row(upstream, window, cpu.get("standin_cpu_s")))
             if spy_out is not None:
                 row["profile"] = str(spy_out)
             if not profiled:
@@ -762,6 +775,51 @@ async def fanout(
     return results
 
 
+async def _standin_stats(env: Env) -> dict[str, int]:
+    """The stand-in's running counters (``GET /bench/stats``); empty if it has none."""
+    assert env.http is not None
+    try:
+        async with env.http.get(
+            env.standin_url + "/bench/stats", timeout=aiohttp.ClientTimeout(total=5)
+        ) as resp:
+            return {str(k): int(v) for k, v in (await resp.json(loads=orjson.loads)).items()}
+    except (aiohttp.ClientError, TimeoutError, ValueError):
+        return {}
+
+
+def _stats_delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    return {k: v - before.get(k, 0) for k, v in after.items() if not k.endswith("_max")} | {
+        k: v for k, v in after.items() if k.endswith("_max")
+    }
+
+
+def _upstream_row(stats: dict[str, int], window: float, cpu_s: float | None) -> dict[str, Any]:
+    """What the stand-in did for this target over the window: requests (and their size),
+    chunks streamed, their size, and its CPU per chunk."""
+    if not stats:
+        return {}
+    chunks = stats.get("chunks", 0)
+    requests = stats.get("requests", 0)
+    out: dict[str, Any] = {
+        "standin_requests": requests,
+        "standin_request_bytes_avg": round(stats.get("request_bytes", 0) / requests)
+        if requests
+        else None,
+        "standin_streams": stats.get("streams", 0),
+        "standin_chunks_per_s": round(chunks / window, 1),
+        "standin_chunk_bytes_avg": round(stats.get("chunk_bytes", 0) / chunks, 1)
+        if chunks
+        else None,
+        # Chunks written while the connection's buffer was empty: each a send of its own.
+        "standin_chunks_to_empty_buffer": round(stats.get("chunks_to_empty_buffer", 0) / chunks, 3)
+        if chunks
+        else None,
+    }
+    if cpu_s is not None and chunks:
+        out["standin_us_per_chunk"] = round(1e6 * cpu_s / chunks, 1)
+    return out
+
+
 def _brief(row: dict[str, Any]) -> str:
     def ms(v: object) -> str:
         return "-" if v is None else f"{float(v):.1f}"  # type: ignore[arg-type]
@@ -779,6 +837,14 @@ def _brief(row: dict[str, Any]) -> str:
         text += f"  sent/s={row['sent_per_s']:.0f} ratio={row['delivered_ratio']:.3f}"
     if row.get("server_us_per_token") is not None:
         text += f"  {row['server_us_per_token']:.0f} us/token"
+    if row.get("deliveries_per_cpu_s") is not None:
+        text += f"  deliveries/cpu-s={row['deliveries_per_cpu_s']:.0f}"
+    if row.get("standin_chunks_per_s") is not None:
+        text += (
+            f"  upstream: {row['standin_requests']} req, {row['standin_chunks_per_s']:.0f} "
+            f"chunks/s, {row.get('standin_us_per_chunk')} us/chunk, "
+            f"{row['standin_chunks_to_empty_buffer']} to empty buffer"
+        )
     return text + (
         f"  starts {row['starts_s']:.2f}s p50={ms(row['starts_p50_ms'])} "
         f"max={ms(row['starts_max_ms'])} ms failed={row['starts_failed']}"
