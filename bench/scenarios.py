@@ -33,6 +33,7 @@ from bench.common import (
     free_port,
     prompt,
     rss_bytes,
+    sys_seconds,
     wait_http,
 )
 from tests.fakes.gemini import parse_ts
@@ -439,15 +440,25 @@ class Target:
             statuses[status] = statuses.get(status, 0) + 1
         return statuses
 
-    async def slow_closes(self) -> int | None:
+    async def _metric(self, name: str) -> int | None:
         if self.server.name == "baseline":
             return None
         async with self.http.get(self.server.url + "/metrics") as resp:
             text = await resp.text()
         for line in text.splitlines():
-            if line.startswith("cero_ws_slow_consumer_closes_total"):
+            if line.startswith(name + " "):
                 return int(float(line.split()[-1]))
         return None
+
+    async def slow_closes(self) -> int | None:
+        return await self._metric("cero_ws_slow_consumer_closes_total")
+
+    async def tokens_published(self) -> int | None:
+        """Token events the server's generations published so far (``/metrics``)."""
+        try:
+            return await asyncio.wait_for(self._metric("cero_tokens_streamed_total"), 5.0)
+        except (aiohttp.ClientError, TimeoutError):
+            return None
 
 
 # -- measurements ------------------------------------------------------------------------
@@ -470,6 +481,7 @@ class CpuMeter:
     def __init__(self, groups: dict[str, list[int]]) -> None:
         self.groups = groups
         self.start = {k: sum(cpu_seconds(p) for p in v) for k, v in groups.items()}
+        self.start_sys = {k: sum(sys_seconds(p) for p in v) for k, v in groups.items()}
         self.machine = psutil.cpu_times()
         self.t = time.monotonic()
 
@@ -480,6 +492,7 @@ class CpuMeter:
             used = sum(cpu_seconds(p) for p in v) - self.start[k]
             out[f"{k}_cpu_pct"] = round(100 * used / max(elapsed, 1e-9), 1)
             out[f"{k}_cpu_s"] = round(used, 4)
+            out[f"{k}_sys_s"] = round(sum(sys_seconds(p) for p in v) - self.start_sys[k], 4)
         # The whole machine (every process, ours or not), % of all cores: on a shared
         # 2-core box this says whether the window was CPU-bound.
         now = psutil.cpu_times()
@@ -492,18 +505,35 @@ class CpuMeter:
 
 
 async def _start_all(
-    target: Target, rooms: Sequence[tuple[str, str]], tokens: int, rate: float
+    target: Target,
+    rooms: Sequence[tuple[str, str]],
+    tokens: int,
+    rate: float,
+    retries_503: int = 0,
 ) -> tuple[dict[str, Any], set[str]]:
     """Start every room's stream at once (gathered); how long that took, in all and each,
-    and the rooms whose start failed."""
+    and the rooms whose start failed. A start refused with 503 (``overloaded``: the
+    server's event loop lagged, e.g. while a thousand subscribers connected on a busy
+    machine) is retried after a second up to ``retries_503`` times (the fan-out scenarios
+    measure delivery, not admission; scenario 2 counts the refusals instead)."""
     limit = 30.0 + 0.1 * len(rooms)
     errors: dict[str, int] = {}
     failed: set[str] = set()
+    retried = 0
 
     async def one(room: str, token: str) -> float | None:
+        nonlocal retried
         t = time.monotonic()
         try:
-            await asyncio.wait_for(target.start_stream(room, token, tokens, rate), limit)
+            for attempt in range(retries_503 + 1):
+                try:
+                    await asyncio.wait_for(target.start_stream(room, token, tokens, rate), limit)
+                    break
+                except RuntimeError as exc:
+                    if attempt == retries_503 or not str(exc).startswith("start stream: 503"):
+                        raise
+                    retried += 1
+                    await asyncio.sleep(1.0)
         except (aiohttp.ClientError, RuntimeError, TimeoutError) as exc:
             # "start stream: 503 {...}" -> "503"; else the exception's type
             words = str(exc).split()
@@ -524,6 +554,7 @@ async def _start_all(
         "starts_max_ms": round(float(ok.max()), 1) if ok.size else None,
         "starts_failed": len(failed),
         "starts_errors": errors,  # why a start failed: HTTP status or exception type
+        "starts_retried": retried,
     }, failed
 
 
@@ -652,12 +683,15 @@ async def fanout(
             # however long starting them took.
             slack = 600.0 if finish else 4.0
             tokens = FAST_TOKENS if rate <= 0 else int(rate * (warmup + cfg.duration + slack)) + 10
-            starts, failed_rooms = await _start_all(target, rooms, tokens, rate)
+            starts, failed_rooms = await _start_all(
+                target, rooms, tokens, rate, retries_503=5 if scenario in ("1", "5") else 0
+            )
             t0 = time.time() + warmup
             t1 = t0 + cfg.duration
             measuring = asyncio.ensure_future(group.measure(t0, t1))
             await _sleep_until(t0)
             upstream0 = await _standin_stats(env)
+            published0 = await target.tokens_published()
             meter = CpuMeter(
                 {"server": [server.pid], "client": group.pids, "standin": [standin_pid]}
             )
@@ -688,6 +722,7 @@ async def fanout(
             await _sleep_until(t1)
             cpu = meter.read()
             upstream = _stats_delta(upstream0, await _standin_stats(env))
+            published1 = await target.tokens_published()
             totals, samples = await measuring
             if spying is not None:
                 try:
@@ -756,6 +791,10 @@ async def fanout(
                 # own CPU delivers (server CPU time over the same window).
                 row["deliveries_per_cpu_s"] = round(delivered / cpu_s, 1)
             row.update(_upstream_row(upstream, window, cpu.get("standin_cpu_s")))
+            if published0 is not None and published1 is not None:
+                # Token events the server's generations published in the window: beside the
+                # stand-in's chunks/s, what was read ahead (or dropped) upstream.
+                row["tokens_published_per_s"] = round((published1 - published0) / window, 1)
             if spy_out is not None:
                 row["profile"] = str(spy_out)
             if not profiled:
@@ -830,6 +869,7 @@ def _brief(row: dict[str, Any]) -> str:
         f"rate={row['rate']!s:<5} deliveries/s={row['deliveries_per_s']:>9.0f} "
         f"frames/s={row['frames_per_s']:>9.0f} p50={ms(row['p50_ms'])} p99={ms(row['p99_ms'])} "
         f"max={ms(row['max_ms'])} ms  cpu srv={row['server_cpu_pct']}% "
+        f"(sys {row.get('server_sys_s')} of {row.get('server_cpu_s')} s) "
         f"cli={row['client_cpu_pct']}% standin={row['standin_cpu_pct']}% "
         f"machine={row['machine_cpu_pct']}%"
     )
@@ -842,7 +882,8 @@ def _brief(row: dict[str, Any]) -> str:
     if row.get("standin_chunks_per_s") is not None:
         text += (
             f"  upstream: {row['standin_requests']} req, {row['standin_chunks_per_s']:.0f} "
-            f"chunks/s, {row.get('standin_us_per_chunk')} us/chunk, "
+            f"chunks/s (published {row.get('tokens_published_per_s', '-')}/s), "
+            f"{row.get('standin_us_per_chunk')} us/chunk, "
             f"{row['standin_chunks_to_empty_buffer']} to empty buffer"
         )
     return text + (
