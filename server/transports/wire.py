@@ -22,7 +22,10 @@ import socket
 import weakref
 from typing import Any
 
+import structlog
 from aiohttp import web
+
+log = structlog.get_logger(__name__)
 
 #: Above this many bytes waiting in the transport the subscriber counts as lagging.
 HIGH_WATER = 256 * 1024
@@ -53,7 +56,10 @@ class _PassFlush:
         self.scheduled = False
         writers, self.writers = self.writers, []
         for writer in writers:
-            writer.flush()
+            try:
+                writer.flush()
+            except Exception:  # one connection's failure must not hold back the others
+                log.exception("pass_flush_failed")
 
 
 _PASSES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _PassFlush] = (
