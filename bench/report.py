@@ -213,8 +213,9 @@ def table(runs: list[Row], targets: list[Row]) -> str:
             "| scen | target | transport | loop | subs | tok/s | deliveries/s "
             "| deliveries per server CPU-s | vs baseline (/s) | vs baseline (per CPU-s) "
             "| frames/s | p50 ms | p99 ms | server CPU % | client CPU % "
-            "| stand-in CPU % | stand-in µs/chunk | upstream requests, chunks/s |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "| stand-in CPU % | stand-in µs/chunk | upstream requests (avg bytes), chunks/s "
+            "| tokens published/s |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
     for r in runs:
         if r["scenario"] not in ("1", "5"):
@@ -222,7 +223,10 @@ def table(runs: list[Row], targets: list[Row]) -> str:
         name = r["target"] + (" +non-reader" if r.get("non_reader") else "")
         upstream = "-"
         if r.get("standin_chunks_per_s") is not None:
-            upstream = f"{r['standin_requests']}, {_f(r['standin_chunks_per_s'], 0)}"
+            upstream = (
+                f"{r['standin_requests']} ({_f(r.get('standin_request_bytes_avg'))}), "
+                f"{_f(r['standin_chunks_per_s'], 0)}"
+            )
         lines.append(
             f"| {r['scenario']} | {name} | {r['transport']} | {r['loop']} "
             f"| {r['subscribers']} | {r['rate']} | {_f(r['deliveries_per_s'], 0)} "
@@ -230,7 +234,8 @@ def table(runs: list[Row], targets: list[Row]) -> str:
             f"| {_f(r.get('cpu_ratio'), 2)} "
             f"| {_f(r['frames_per_s'], 0)} | {_f(r['p50_ms'])} | {_f(r['p99_ms'])} "
             f"| {_f(r['server_cpu_pct'])} | {_f(r['client_cpu_pct'])} "
-            f"| {_f(r['standin_cpu_pct'])} | {_f(r.get('standin_us_per_chunk'))} | {upstream} |"
+            f"| {_f(r['standin_cpu_pct'])} | {_f(r.get('standin_us_per_chunk'))} | {upstream} "
+            f"| {_f(r.get('tokens_published_per_s'), 0)} |"
         )
     many = [r for r in runs if r["scenario"] == "2"]
     if many:

@@ -683,6 +683,7 @@ async def fanout(
             # however long starting them took.
             slack = 600.0 if finish else 4.0
             tokens = FAST_TOKENS if rate <= 0 else int(rate * (warmup + cfg.duration + slack)) + 10
+            before_start = await _standin_stats(env)
             starts, failed_rooms = await _start_all(
                 target, rooms, tokens, rate, retries_503=5 if scenario in ("1", "5") else 0
             )
@@ -721,7 +722,12 @@ async def fanout(
                 )
             await _sleep_until(t1)
             cpu = meter.read()
-            upstream = _stats_delta(upstream0, await _standin_stats(env))
+            upstream1 = await _standin_stats(env)
+            upstream = _stats_delta(upstream0, upstream1)
+            # The phase's own requests are made before the window: count them from its start.
+            for key in ("requests", "request_bytes"):
+                if key in upstream1:
+                    upstream[key] = upstream1[key] - before_start.get(key, 0)
             published1 = await target.tokens_published()
             totals, samples = await measuring
             if spying is not None:
@@ -833,8 +839,9 @@ def _stats_delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int
 
 
 def _upstream_row(stats: dict[str, int], window: float, cpu_s: float | None) -> dict[str, Any]:
-    """What the stand-in did for this target over the window: requests (and their size),
-    chunks streamed, their size, and its CPU per chunk."""
+    """What the stand-in did for this target: the requests of the phase (from its start to
+    the window's end) and their size; over the window, chunks streamed, their size, and its
+    CPU per chunk."""
     if not stats:
         return {}
     chunks = stats.get("chunks", 0)
