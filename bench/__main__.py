@@ -95,9 +95,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, argparse.Namespac
     p.add_argument(
         "--profile-fanout",
         action="store_true",
-        help="py-spy the project server during every as-fast row of scenarios 1 and 5 "
-        "(bench/results/<stamp>-s<1|5>-<subs>-profile.txt, self-time top 20 in the output; "
-        "costs the profiled rows a few per cent)",
+        help="py-spy the project server during every row of scenarios 1 and 5 "
+        "(bench/results/<stamp>-s<1|5>-<loop>-<subs>-<rate>-profile.txt, self-time top 20 "
+        "in the output; costs the profiled rows a few per cent)",
     )
     p.add_argument("--convs-subs", type=int, help="scenario 2 subscribers each (default 2)")
     p.add_argument("--convs-rate", type=float, help="scenario 2 tokens/s each (default 20)")
@@ -197,10 +197,9 @@ async def run(cfg: Config, stamp: str) -> dict[str, Any]:
                 spy: Path | None = None,
             ) -> list[dict[str, Any]]:
                 srv = await fresh(kind, loop, database)
-                spy_fast_only = False
-                if cfg.fanout_profile and kind == "project" and scenario in ("1", "5"):
-                    spy = RESULTS / f"{stamp}-s{scenario}-{loop}-{n}-profile.txt"
-                    spy_fast_only = True
+                fanout_spy = cfg.fanout_profile and kind == "project" and scenario in ("1", "5")
+                if fanout_spy:
+                    spy = RESULTS / f"{stamp}-s{scenario}-{loop}-{n}-{{rate}}-profile.txt"
                 try:
                     t = Target(env, srv)
                     t_rooms = time.monotonic()
@@ -224,12 +223,11 @@ async def run(cfg: Config, stamp: str) -> dict[str, Any]:
                         profile=profile,
                         finish=finish and kind == "project",
                         spy=spy,
-                        spy_fast_only=spy_fast_only,
                         log=log,
                     )
                 finally:
                     env.stop(srv)
-                if spy_fast_only:
+                if fanout_spy:
                     for row in rows:
                         if row.get("profile"):
                             row["profile_summary"] = report.summarize_profile(
@@ -396,8 +394,8 @@ def main(argv: list[str] | None = None) -> int:
                 during = f"scenario 2, {row['conversations']} conversations on {row['database']}"
             else:
                 during = (
-                    f"scenario {row['scenario']} as fast as possible, {row['transport']}, "
-                    f"{row['subscribers']} subscribers, {row['loop']}"
+                    f"scenario {row['scenario']}, {row['transport']}, {row['subscribers']} "
+                    f"subscribers, {row['rate']} tokens/s, {row['loop']}"
                 )
             lines = [
                 "",

@@ -627,7 +627,6 @@ async def fanout(
     profile: Path | None = None,
     finish: bool = False,
     spy: Path | None = None,
-    spy_fast_only: bool = False,
     log: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
     """Subscribe ``subs_per_room`` clients to every room, then one measured phase per rate
@@ -638,9 +637,9 @@ async def fanout(
     With ``finish`` (scenario 2 on the project) the answers are not cancelled after the
     window: they run to their planned end and the row says how many ended ``done`` as the
     clients saw it and how many are stored ``complete`` (``GET .../messages``). With ``spy``
-    set, py-spy records the server during the measured window of each phase (only the
-    as-fast ones with ``spy_fast_only``) into it (the
-    row is still reported, marked ``profile``)."""
+    set, py-spy records the server during the measured window of each phase into it (a
+    ``{rate}`` in its name becomes the phase's rate: one file per phase; the row is still
+    reported, marked ``profile``)."""
     cfg = env.cfg
     server = target.server
     conns = [
@@ -697,8 +696,10 @@ async def fanout(
                 {"server": [server.pid], "client": group.pids, "standin": [standin_pid]}
             )
             spy_out = profile if profiled else spy
-            if spy_fast_only and rate > 0:
-                spy_out = None
+            if spy_out is not None and "{rate}" in spy_out.name:
+                spy_out = spy_out.with_name(
+                    spy_out.name.replace("{rate}", "fast" if rate <= 0 else f"{rate:g}")
+                )
             spying: subprocess.Popen[bytes] | None = None
             if spy_out is not None:
                 spying = subprocess.Popen(
