@@ -117,10 +117,13 @@ class RawWriter:
         pending = self._pending
         if not pending:
             return
-        self._pending = []
+        data = pending[0] if len(pending) == 1 else b"".join(pending)
+        # Cleared, not replaced: a new list per connection per pass is a new GC-tracked
+        # object per subscriber per token at paced rates.
+        pending.clear()
         transport = self.transport
         if not self.shut and transport is not None and not transport.is_closing():
-            transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+            transport.write(data)
 
     def write(self, data: bytes) -> None:
         """Write ``data`` now, behind anything pending."""
