@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock 2>/dev/null | sha256sum | cut -c1-16)
 
-.PHONY: run test lint bench fake-gemini lock clean
+.PHONY: run test lint bench fake-gemini lock clean cluster
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -17,12 +17,17 @@ $(STAMP): pyproject.toml requirements.lock
 run: $(STAMP)
 	$(BIN)/cero-api serve
 
+# N processes on 3001.. in cluster mode against the local Redis and PostgreSQL (trials).
+N ?= 2
+cluster: $(STAMP)
+	scripts/cluster.sh $(N)
+
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check server actors tests bench piccolo_conf.py
+	$(BIN)/ruff format --check client server actors cluster tests bench piccolo_conf.py
 	$(BIN)/mypy
 
 bench: $(STAMP)

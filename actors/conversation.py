@@ -6,10 +6,11 @@ each other. It owns the conversation's context (the history cache), its log (the
 presence, idempotent retries and when a generation starts and stops; what a generation
 does once started is :mod:`actors.generation`.
 
-Why one module of ~600 lines: it is one state machine, the mailbox and the state only the
-mailbox may touch (the context cache, the recent generations for retries, the running
-generation); presence is :mod:`actors.presence`, the generation :mod:`actors.generation`,
-and what is left would only be spread across files, not made simpler.
+Why one module of ~590 lines: it is one state machine, the mailbox and the state only the
+mailbox may touch (the context cache, the running generation); presence is
+:mod:`actors.presence`, where a retried send finds its turn in the log
+:mod:`actors.retries`, the generation :mod:`actors.generation`, and what is left would
+only be spread across files, not made simpler.
 """
 
 from __future__ import annotations
@@ -18,26 +19,28 @@ import asyncio
 import contextlib
 import contextvars
 import secrets
-from collections import OrderedDict
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
 from actors.clock import iso
 from actors.dormant import Dormant
 from actors.flusher import Flusher
-from actors.generation import TERMINAL, Generation, Runner, StopReason, discard
+from actors.generation import TERMINAL, Generation, Opened, Runner, StopReason, discard
 from actors.hub import Cursor, Event, Hub, Subscription
 from actors.models.base import ChatTurn, ModelProvider, ModelRequest
 from actors.presence import Presence
-from actors.store import ConversationStore, StoredMessage
+from actors.retries import RecentGenerations
+from actors.store import ConversationStore, NewTurn, StoredMessage
+from actors.turn_timing import TurnTiming
+
+if TYPE_CHECKING:
+    from actors.cluster_hooks import ClusterHooks
 
 log = structlog.get_logger(__name__)
-
-#: Generations remembered for idempotent retries (their cursor in the log).
-RECENT_GENERATIONS = 32
 
 
 class ModelSpec(Protocol):
@@ -93,6 +96,8 @@ class ActorDeps:
     #: How long a terminal state is retried before the generation ends as ``error`` and
     #: the write is left to the store's janitor (``CERO_DB_COMMIT_TIMEOUT``).
     commit_timeout: float = 30.0
+    #: Cluster mode (``cluster/``): ownership, the shared log, forwarded commands.
+    cluster: ClusterHooks | None = None
 
 
 @dataclass(slots=True)
@@ -121,6 +126,10 @@ class SendResult:
     retried: bool = False
     #: The actor that took the send: unsubscribe ``subscription`` through it.
     actor: ConversationActor | None = None
+    #: The log's seq just before this turn's ``message`` event (``None``: not known).
+    seq_before: int | None = None
+    #: The turn's clock, when the sender brought one (``answered`` is marked).
+    timing: TurnTiming | None = None
 
 
 # -- the commands of the mailbox ---------------------------------------------------------
@@ -134,6 +143,7 @@ class Send:
     client_message_id: str | None
     subscribe: SubscribeSpec | None
     slot: Slot | None
+    timing: TurnTiming | None = None
 
 
 @dataclass(slots=True)
@@ -187,7 +197,7 @@ class ConversationActor:
         #: Stopped for being idle (not stop, delete or crash): its log may live on.
         self.idled = False
         self._history: list[StoredMessage] | None = None
-        self._recent: OrderedDict[str, int] = OrderedDict()  # generation id → seq before
+        self._recent = RecentGenerations()
         self._presence = Presence(self.hub)
         self._mailbox: asyncio.Queue[_Envelope] = asyncio.Queue()
         self._current: _Envelope | None = None
@@ -218,9 +228,12 @@ class ConversationActor:
         client_message_id: str | None = None,
         subscribe: SubscribeSpec | None = None,
         slot: Slot | None = None,
+        timing: TurnTiming | None = None,
     ) -> SendResult:
+        if timing is not None:
+            timing.mark("mailed")
         result: SendResult = await self._call(
-            Send(message, model, tools, client_message_id, subscribe, slot)
+            Send(message, model, tools, client_message_id, subscribe, slot, timing)
         )
         return result
 
@@ -263,7 +276,9 @@ class ConversationActor:
         text so far)`` of the running generation, or ``None``."""
         generation = self.generation
         if generation is None:
-            return None
+            # Cluster mode: the answer may stream on another process, into this log.
+            live = getattr(self.hub, "live_answer", None)
+            return None if live is None else live()
         return generation.assistant.id, generation.text
 
     # -- the actor loop ----------------------------------------------------------------
@@ -334,8 +349,18 @@ class ConversationActor:
                 envelope.reply.set_exception(ActorStopped(self.conversation_id))
 
     async def _handle(self, command: Command) -> Any:
+        cluster = self.deps.cluster
+        if cluster is not None and isinstance(command, Send | Cancel | Subscribe):
+            # Cluster mode: a send or cancel runs here only while this process owns the
+            # conversation (else it is forwarded to the owner); a subscribe reads the
+            # shared log first.
+            handled, result = await cluster.intercept(self, command)
+            if handled:
+                return result
         match command:
-            case Send():
+            case Send(timing=timing):
+                if timing is not None:
+                    timing.since("mailbox", "mailed")
                 return await self._send_holding(command)
             case Cancel(generation_id):
                 return await self._cancel(generation_id)
@@ -349,6 +374,14 @@ class ConversationActor:
                 return None
 
     # -- subscriptions and presence ------------------------------------------------------
+
+    def forget_history(self) -> None:
+        """Cluster mode: turns were added by another process; reload the context."""
+        self._history = None
+
+    def subscribe_now(self, after: str | Cursor | None, spec: SubscribeSpec) -> Subscription:
+        """Subscribe from inside a command (cluster mode's forwarded send)."""
+        return self._subscribe(after, spec)
 
     def _subscribe(
         self, after: str | Cursor | None, spec: SubscribeSpec, *, announce: bool = True
@@ -382,6 +415,7 @@ class ConversationActor:
         tools: tuple[str, ...],
         client_message_id: str | None,
         subscribe: SubscribeSpec | None,
+        timing: TurnTiming | None = None,
     ) -> SendResult:
         if client_message_id is not None:
             retried = await self._retry(client_message_id, subscribe)
@@ -389,29 +423,46 @@ class ConversationActor:
                 return retried
         if self.generation is not None:
             raise ConversationBusy(self.conversation_id)
+        loading = time.perf_counter()
         history = await self._history_cache()
+        if timing is not None:
+            timing.span("history", loading)
         generation_id = secrets.token_urlsafe(18)
         # The model request goes out while the turn is committed: the upstream's latency
         # overlaps the database's. Nothing is published before the commit, and tokens
         # only after `init`; the first event just waits in `opening`.
         turns = [ChatTurn(role=m.role, content=m.content) for m in history if m.content]
         turns.append(ChatTurn(role="user", content=message))
-        opening = asyncio.get_running_loop().create_task(
-            self._runner.open(self.deps.providers[model.provider], model, tools, turns)
-        )
-        try:
-            # One transaction for both rows: the user message is committed before
-            # anything is published, and the answer row exists (`streaming`) from the start.
-            user_message, assistant = await self.deps.store.start_turn(
-                self.conversation_id,
-                message,
-                generation_id=generation_id,
-                client_message_id=client_message_id,
-                model=model.id,
+        loop = asyncio.get_running_loop()
+        committing = time.perf_counter()
+        # One transaction for both rows: the user message is committed before anything
+        # is published, and the answer row exists (`streaming`) from the start. The
+        # commit is queued first (one turn of the loop), so that the writer sends it
+        # before the model request is built: a database that takes a while to sync
+        # (PostgreSQL's WAL flush) does so while the request is built and sent.
+        commit = loop.create_task(
+            self.deps.store.start_turn(
+                NewTurn(self.conversation_id, message, generation_id, client_message_id, model.id)
             )
+        )
+        opening: asyncio.Task[Opened] | None = None
+        try:
+            await asyncio.sleep(0)
+            opening = loop.create_task(
+                self._runner.open(self.deps.providers[model.provider], model, tools, turns, timing)
+            )
+            user_message, assistant = await commit
         except BaseException:
-            await discard(opening)
+            commit.cancel()
+            await asyncio.wait({commit})
+            if opening is not None:
+                await discard(opening)
             raise
+        if timing is not None:
+            committed = timing.span("turn_commit", committing)
+            timing.marks["committed"] = committed
+            opened = timing.marks.get("opened")
+            timing.span("commit_wait", committed if opened is None else opened, committed)
         history.append(user_message)
         before = self.hub.last_seq
         subscription = None
@@ -419,7 +470,7 @@ class ConversationActor:
             # Silent here: the stream starts with this send's `message` event; the new
             # viewer is announced after `init`.
             subscription = self._subscribe(None, subscribe, announce=False)
-        self._remember(generation_id, before)
+        self._recent.remember(generation_id, before)
         self.hub.append(
             "message",
             {
@@ -439,6 +490,7 @@ class ConversationActor:
             model=model.id,
             tools=tools,
             opening=opening,
+            timing=timing,
         )
         self.generation = generation
         self.hub.append(
@@ -452,9 +504,13 @@ class ConversationActor:
         )
         if subscription is not None and subscribe is not None and subscribe.viewer:
             self._presence.announce()
+        self._runner.live = generation
+        self._runner.publish_first(generation)
         generation.task = asyncio.get_running_loop().create_task(
             self._runner.run(generation, self._concluded), name=f"generation:{generation_id}"
         )
+        if timing is not None:
+            timing.since("publish", "committed", timing.mark("answered"))
         return SendResult(
             conversation_id=self.conversation_id,
             generation_id=generation_id,
@@ -463,6 +519,8 @@ class ConversationActor:
             model=model.id,
             subscription=subscription,
             actor=self,
+            seq_before=before,
+            timing=timing,
         )
 
     async def _send_holding(self, command: Send) -> SendResult:
@@ -474,6 +532,7 @@ class ConversationActor:
             command.tools,
             command.client_message_id,
             command.subscribe,
+            command.timing,
         )
         if slot is None:
             return await self._send(*args)
@@ -496,11 +555,6 @@ class ConversationActor:
             generation.task.add_done_callback(lambda _task: slot.release())
         return result
 
-    def _remember(self, generation_id: str, seq_before: int) -> None:
-        self._recent[generation_id] = seq_before
-        while len(self._recent) > RECENT_GENERATIONS:
-            self._recent.popitem(last=False)
-
     async def _retry(
         self, client_message_id: str, subscribe: SubscribeSpec | None
     ) -> SendResult | None:
@@ -512,16 +566,14 @@ class ConversationActor:
         generation_id = user_message.generation_id or ""
         running = self.generation is not None and self.generation.id == generation_id
         subscription = None
-        seq_before = self._recent.get(generation_id)
-        if subscribe is not None and seq_before is not None:
-            cursor = Cursor(self.hub.epoch, seq_before)
-            replay = self.hub.replay(cursor)
-            if replay is not None and (running or any(e.type in TERMINAL for e in replay)):
+        if subscribe is not None:
+            cursor = self._recent.replay_cursor(self.hub, generation_id, running=running)
+            if cursor is not None:
                 subscription = self._subscribe(cursor, subscribe)
-        if running and subscription is None and subscribe is not None:
-            # The log lost the start (cannot happen while the buffer holds the current
-            # generation); follow it live rather than fail.
-            subscription = self._subscribe(None, subscribe)
+            elif running:
+                # The log lost the start (cannot happen while the buffer holds the current
+                # generation); follow it live rather than fail.
+                subscription = self._subscribe(None, subscribe)
         if answer is not None and answer.status == "streaming" and not running:
             answer.status = "interrupted"
         return SendResult(
@@ -534,6 +586,7 @@ class ConversationActor:
             answer=None if running else answer,
             retried=True,
             actor=self,
+            seq_before=self._recent.seq_before(generation_id),
         )
 
     # -- cancel --------------------------------------------------------------------------
@@ -592,9 +645,12 @@ __all__ = [
     "TERMINAL",
     "ActorDeps",
     "ActorStopped",
+    "Cancel",
     "ConversationActor",
     "ConversationBusy",
     "ModelSpec",
+    "Send",
     "SendResult",
+    "Subscribe",
     "SubscribeSpec",
 ]

@@ -15,16 +15,15 @@ when the conversation is deleted or the server stops.
 
 from __future__ import annotations
 
-from collections import OrderedDict
-
 from actors.hub import Hub, Subscription
 from actors.presence import Presence
+from actors.retries import RecentGenerations
 
 
 class Dormant:
     __slots__ = ("hub", "presence", "recent")
 
-    def __init__(self, hub: Hub, presence: Presence, recent: OrderedDict[str, int]) -> None:
+    def __init__(self, hub: Hub, presence: Presence, recent: RecentGenerations) -> None:
         self.hub = hub
         #: The viewers and the debounced ``presence`` events (handed to the next actor).
         self.presence = presence

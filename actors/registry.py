@@ -85,6 +85,12 @@ class Registry:
 
     async def _spawn(self, conversation_id: str) -> ConversationActor:
         owner = await self.deps.store.conversation_owner(conversation_id)
+        cluster = self.deps.cluster
+        if cluster is not None and owner is not None and conversation_id not in self._dormant:
+            # Cluster mode: the log is the shared one (epoch, seq, replay from Redis).
+            attached = await cluster.attach(conversation_id)
+            if conversation_id not in self._dormant:
+                self._dormant[conversation_id] = attached
         # Checked again after the await: a delete or a shutdown may have begun meanwhile,
         # and neither may find a live actor registered after it looked.
         if self._closing:
@@ -111,6 +117,8 @@ class Registry:
 
     def _exited(self, actor: ConversationActor) -> None:
         """Called synchronously as the actor loop ends: no command can reach it after."""
+        if self.deps.cluster is not None:
+            self.deps.cluster.exited(actor)
         if self._actors.get(actor.conversation_id) is actor:
             del self._actors[actor.conversation_id]
             if (
@@ -156,12 +164,19 @@ class Registry:
         task.add_done_callback(self._cleanups.discard)
 
     @contextlib.asynccontextmanager
-    async def deleting(self, conversation_id: str) -> AsyncIterator[None]:
+    async def deleting(
+        self, conversation_id: str, *, here_only: bool = False
+    ) -> AsyncIterator[None]:
         """Stop a conversation's actor for good while its rows are deleted.
 
         Until the block ends the conversation answers as not found, so no command can
-        respawn an actor for rows that are about to disappear.
+        respawn an actor for rows that are about to disappear. In cluster mode the owner
+        on another process stops its actor first and every process closes its log after
+        (``here_only``: this is that other process's part).
         """
+        cluster = None if here_only else self.deps.cluster
+        if cluster is not None:
+            await cluster.deleting(conversation_id)
         self._deleting.add(conversation_id)
         pending = self._spawning.get(conversation_id)
         if pending is not None:
@@ -174,6 +189,8 @@ class Registry:
             if record is not None:
                 record.close()
             yield
+            if cluster is not None:
+                await cluster.deleted(conversation_id)
         finally:
             self._deleting.discard(conversation_id)
 

@@ -7,7 +7,7 @@ flushed in batches, the terminal state before ``done``); the implementation in
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, Protocol
@@ -35,6 +35,44 @@ class StoredMessage:
     citations: list[dict[str, str]] | None = None
     tools: list[dict[str, object]] | None = None
     extra: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class NewTurn:
+    """What :meth:`ConversationStore.start_turn` commits: a user's message and the answer
+    row it starts (``streaming``, empty), both carrying the generation's id."""
+
+    conversation_id: str
+    content: str
+    generation_id: str
+    client_message_id: str | None
+    model: str
+
+    def rows(
+        self, new_id: Callable[[], str], created_now: Callable[[], datetime]
+    ) -> tuple[StoredMessage, StoredMessage]:
+        """The two rows, the user's first; ids and creation times are the store's."""
+        user = StoredMessage(
+            id=new_id(),
+            conversation_id=self.conversation_id,
+            role="user",
+            content=self.content,
+            status="complete",
+            created_at=created_now(),
+            generation_id=self.generation_id,
+            client_message_id=self.client_message_id,
+        )
+        answer = StoredMessage(
+            id=new_id(),
+            conversation_id=self.conversation_id,
+            role="assistant",
+            content="",
+            status="streaming",
+            created_at=created_now(),
+            model=self.model,
+            generation_id=self.generation_id,
+        )
+        return user, answer
 
 
 class ClientMessageTaken(Exception):
@@ -76,15 +114,7 @@ class ConversationStore(Protocol):
         already holds its key, so looking in this conversation is enough."""
         ...
 
-    async def start_turn(
-        self,
-        conversation_id: str,
-        content: str,
-        *,
-        generation_id: str,
-        client_message_id: str | None,
-        model: str,
-    ) -> tuple[StoredMessage, StoredMessage]:
+    async def start_turn(self, turn: NewTurn) -> tuple[StoredMessage, StoredMessage]:
         """Commit the user message and the ``streaming`` answer row together; raise
         :class:`ClientMessageTaken` when the conversation's owner already used the key."""
         ...

@@ -22,6 +22,7 @@ from server.middleware import error_middleware, request_id_middleware
 from server.openapi import openapi_view
 from server.redis_conn import redis_client
 from server.routes import chat, conversations, health
+from server.shared_state import shared_state
 from server.transports import liveness, ws
 
 log = structlog.get_logger(__name__)
@@ -45,6 +46,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(redis_client)  # cluster mode only (CERO_REDIS_URL)
     app.cleanup_ctx.append(chat_runtime)
+    app.cleanup_ctx.append(shared_state)  # cluster mode: limits and revocations in Redis
     # Generations end (server_shutdown) and live streams close while the database is open.
     app.on_shutdown.append(stop_actors)
     app.add_routes(health.routes)

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from server.batch_writer import BatchWriter
     from server.metrics import Metrics
     from server.overload import LagMonitor
+    from server.redis_conn import RedisHealth
     from server.user_limits import UserLimits
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -34,3 +35,4 @@ CLIENT_LOCKS: web.AppKey[weakref.WeakValueDictionary[tuple[str, str], asyncio.Lo
 )
 USER_LIMITS: web.AppKey[UserLimits] = web.AppKey("user_limits")
 REDIS: web.AppKey[redis.Redis | None] = web.AppKey("redis")
+REDIS_HEALTH: web.AppKey[RedisHealth] = web.AppKey("redis_health")

@@ -26,6 +26,7 @@ from server.app_keys import (
     ENGINE,
     LAG,
     METRICS,
+    REDIS,
     REGISTRY,
     SETTINGS,
     USER_LIMITS,
@@ -62,7 +63,9 @@ def make_providers(app: web.Application) -> dict[str, ModelProvider]:
 async def chat_runtime(app: web.Application) -> AsyncIterator[None]:
     """cleanup_ctx: the catalog, the providers and the actor registry."""
     settings = app[SETTINGS]
-    app[CATALOG] = Catalog.load(gemini_enabled=bool(settings.gemini_api_key))
+    app[CATALOG] = Catalog.load(
+        gemini_enabled=bool(settings.gemini_api_key), offline_fallback=settings.secret is None
+    )
     providers = make_providers(app)
     writer = BatchWriter(app[ENGINE], timeout=settings.db_write_timeout)
     await writer.start()
@@ -72,9 +75,24 @@ async def chat_runtime(app: web.Application) -> AsyncIterator[None]:
     # One lock per (user, clientMessageId) being sent: a retry waits for its first send.
     app[CLIENT_LOCKS] = weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock]()
     store = PiccoloConversationStore(writer)
-    interrupted = await store.interrupt_streaming()
-    if interrupted:
-        log.warning("interrupted_messages_marked", count=interrupted)
+    node = None
+    client = app[REDIS]
+    if client is not None:
+        from cluster.node import ClusterNode
+
+        catalog = app[CATALOG]
+        node = ClusterNode(
+            client,
+            prefix=settings.redis_prefix,
+            lease_ttl=settings.lease_ttl,
+            log_ttl=settings.log_ttl,
+            resolve_model=catalog.resolve,
+        )
+        store.fence_of = node.fence_of
+    else:
+        interrupted = await store.interrupt_streaming()
+        if interrupted:
+            log.warning("interrupted_messages_marked", count=interrupted)
     metrics = app[METRICS]
     flusher = Flusher(store, settings.flush_interval)
     deps = ActorDeps(
@@ -85,15 +103,28 @@ async def chat_runtime(app: web.Application) -> AsyncIterator[None]:
         idle_timeout=settings.actor_idle_timeout,
         on_token=metrics.tokens.inc,
         commit_timeout=settings.db_commit_timeout,
+        cluster=node,
     )
     registry = Registry(deps)
     app[REGISTRY] = registry
+    if node is not None:
+        node.start(registry)
+        # Only rows whose lease is gone: a live neighbour's answers are left alone.
+        try:
+            swept = await node.sweep()
+        except Exception as exc:  # Redis down at start: the watcher and claims catch up
+            log.warning("cluster_sweep_failed", error=repr(exc)[:200])
+        else:
+            if swept:
+                log.warning("interrupted_conversations_recovered", count=swept)
     app[USER_LIMITS] = UserLimits(
         max_generations=settings.max_generations_per_user,
         new_conversations_per_hour=settings.new_conversations_per_hour,
         on_refusal=lambda limit: metrics.limit_refusals.labels(limit).inc(),
     )
     metrics.bind_registry(registry)
+    if node is not None:
+        metrics.bind_cluster(node)
     metrics.bind_writer(writer, store.janitor)
     metrics.bind_lag(monitor)
     for name, provider in providers.items():
@@ -103,6 +134,8 @@ async def chat_runtime(app: web.Application) -> AsyncIterator[None]:
     finally:
         await monitor.stop()
         await registry.close()
+        if node is not None:
+            await node.close()
         await flusher.stop()
         await store.janitor.close()
         await writer.close()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -30,6 +31,7 @@ from actors.conversation import (
 from actors.models.catalog import UnknownModel, UnsupportedTools
 from actors.registry import ConversationNotFound
 from actors.store import ClientMessageTaken
+from actors.turn_timing import TurnTiming
 from server.app_keys import CATALOG, CLIENT_LOCKS, LAG, REGISTRY, SETTINGS, USER_LIMITS
 from server.auth.current import CurrentUser
 from server.chat_request import ChatRequest
@@ -38,6 +40,7 @@ from server.chat_store import (
     create_conversation,
 )
 from server.errors import ApiError
+from server.redis_conn import require_redis
 from server.tables import Conversation
 
 log = structlog.get_logger(__name__)
@@ -92,7 +95,12 @@ async def start_chat(
     user: CurrentUser,
     body: ChatRequest,
     subscribe: SubscribeSpec | None,
+    *,
+    timing: TurnTiming | None = None,
 ) -> SendResult:
+    """``timing``: the turn's clock (phases ``admit``, ``lookup`` and the actor's)."""
+    admitted = time.perf_counter()
+    require_redis(app)  # cluster mode: 503 not_ready while Redis is down
     settings = app[SETTINGS]
     catalog = app[CATALOG]
     if len(body.message) > settings.max_message_chars:
@@ -160,7 +168,13 @@ async def start_chat(
                 row = await create_conversation(user.id, title)
                 conversation_id = str(row["id"])
 
+            looked_up = time.perf_counter()
+            if timing is not None:
+                timing.span("admit", admitted, looked_up)
+
             def send(actor: ConversationActor) -> Awaitable[SendResult]:
+                if timing is not None:
+                    timing.span("lookup", looked_up)
                 return actor.send(
                     body.message,
                     model=model,
@@ -168,6 +182,7 @@ async def start_chat(
                     client_message_id=body.clientMessageId,
                     subscribe=subscribe,
                     slot=slot,
+                    timing=timing,
                 )
 
             try:
@@ -196,6 +211,12 @@ async def cancel_generation(
     app: web.Application, conversation_id: str, user_id: str, generation_id: str | None
 ) -> bool:
     """Cancel without waking anything: an idle conversation has nothing to cancel."""
+    if app[SETTINGS].cluster_mode:
+        # The generation may run on another process: the local actor forwards the cancel.
+        def cancel(actor: ConversationActor) -> Awaitable[bool]:
+            return actor.cancel(generation_id)
+
+        return await run_on_actor(app, conversation_id, user_id, cancel)
     actor = app[REGISTRY].peek(conversation_id)
     if actor is None or actor.owner_id != user_id:
         await owned_conversation(conversation_id, user_id)  # 404 unless it is the user's

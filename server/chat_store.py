@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
 
@@ -11,7 +11,7 @@ import asyncpg
 import orjson
 
 from actors.clock import as_utc, utcnow
-from actors.store import ClientMessageTaken, MessageStatus, Outcome, StoredMessage
+from actors.store import ClientMessageTaken, MessageStatus, NewTurn, Outcome, StoredMessage
 from server.batch_writer import BatchWriter
 from server.ids import new_id
 from server.janitor import Janitor
@@ -59,6 +59,9 @@ class PiccoloConversationStore:
         self.writer = writer
         self.janitor = Janitor(writer.finish)
         self._last_created: datetime | None = None
+        #: conversation id → the fencing token of this process's lease on it (cluster
+        #: mode sets it; 0 in one process): the answer row is written under it.
+        self.fence_of: Callable[[str], int] = _no_fence
 
     def _created_now(self) -> datetime:
         # Messages are ordered by created_at: keep it strictly increasing in this process.
@@ -119,43 +122,18 @@ class PiccoloConversationStore:
             answer = None if found is None else to_stored(found)
         return user, answer
 
-    async def start_turn(
-        self,
-        conversation_id: str,
-        content: str,
-        *,
-        generation_id: str,
-        client_message_id: str | None,
-        model: str,
-    ) -> tuple[StoredMessage, StoredMessage]:
-        user = StoredMessage(
-            id=new_id(),
-            conversation_id=conversation_id,
-            role="user",
-            content=content,
-            status="complete",
-            created_at=self._created_now(),
-            generation_id=generation_id,
-            client_message_id=client_message_id,
-        )
-        answer = StoredMessage(
-            id=new_id(),
-            conversation_id=conversation_id,
-            role="assistant",
-            content="",
-            status="streaming",
-            created_at=self._created_now(),
-            model=model,
-            generation_id=generation_id,
-        )
+    async def start_turn(self, turn: NewTurn) -> tuple[StoredMessage, StoredMessage]:
+        user, answer = turn.rows(new_id, self._created_now)
         owner = None
-        if client_message_id is not None:
-            owner = await self.conversation_owner(conversation_id)
+        if turn.client_message_id is not None:
+            owner = await self.conversation_owner(turn.conversation_id)
         try:
-            await self.writer.start_turn(user, answer, user_id=owner)
+            await self.writer.start_turn(
+                user, answer, user_id=owner, fence=self.fence_of(turn.conversation_id)
+            )
         except (sqlite3.IntegrityError, asyncpg.UniqueViolationError) as exc:
-            if client_message_id is not None and _violates_client_key(exc):
-                raise ClientMessageTaken(client_message_id) from None
+            if turn.client_message_id is not None and _violates_client_key(exc):
+                raise ClientMessageTaken(turn.client_message_id) from None
             raise
         return user, answer
 
@@ -181,6 +159,10 @@ class PiccoloConversationStore:
             query = query.where(Message.id.is_in(list(message_ids)))
         rows = await query.returning(Message.id).run()
         return len(rows)
+
+
+def _no_fence(conversation_id: str) -> int:
+    return 0
 
 
 def _violates_client_key(exc: Exception) -> bool:

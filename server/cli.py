@@ -1,4 +1,4 @@
-"""``cero-api serve | migrate | check-config``.
+"""``cero-api serve [--port P] [--host H] | migrate | check-config``.
 
 Start-up errors (a bad setting, an unreachable database, a port in use) end in one line on
 stderr and a non-zero exit, never a traceback.
@@ -16,6 +16,7 @@ import threading
 import time
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -93,6 +94,7 @@ async def _serve(settings: Settings) -> None:
         "listening",
         url=settings.public_url,
         database=settings.database_url.split("://")[0],
+        cluster=settings.cluster_mode,
         max_connections=capacity,
         nofile=nofile.soft,
         nofile_before=nofile.before,
@@ -155,15 +157,25 @@ async def _migrate(settings: Settings) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cero-api", description="Cero API server")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("serve", help="apply migrations and serve HTTP/SSE/WebSocket")
+    serve = sub.add_parser("serve", help="apply migrations and serve HTTP/SSE/WebSocket")
+    serve.add_argument("--port", type=int, help="listen on this port (overrides CERO_PORT)")
+    serve.add_argument("--host", help="listen on this address (overrides CERO_HOST)")
     sub.add_parser("migrate", help="apply pending database migrations")
     sub.add_parser("check-config", help="validate the settings and exit")
     args = parser.parse_args(argv)
     # Piccolo reports connection trouble as coloured warnings; we report it in one line.
     warnings.filterwarnings("ignore", message=r".*Unable to (connect|fetch)")
 
+    overrides: dict[str, Any] = {}
+    if args.command == "serve":
+        # One process per port in a cluster: `cero-api serve --port 3002`.
+        overrides = {
+            name: value
+            for name, value in (("port", args.port), ("host", args.host))
+            if value is not None
+        }
     try:
-        settings = load_settings()
+        settings = load_settings(**overrides)
     except ConfigError as exc:
         return _fail(str(exc))
     configure_logging(settings.log_level, settings.log_format)

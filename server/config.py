@@ -65,6 +65,15 @@ class Settings(BaseSettings):
     gemini_chunk_timeout: float = Field(60.0, validation_alias="CERO_GEMINI_CHUNK_TIMEOUT", gt=0)
     gemini_retry_backoff: float = Field(0.5, validation_alias="CERO_GEMINI_RETRY_BACKOFF", ge=0)
     redis_url: str | None = Field(None, validation_alias="CERO_REDIS_URL")
+    #: Every key this deployment writes in Redis starts with it (several deployments, or
+    #: tests, can share one Redis without seeing each other's keys).
+    redis_prefix: str = Field(
+        "cero:", validation_alias="CERO_REDIS_PREFIX", min_length=1, max_length=64
+    )
+    #: Cluster mode: the lease on a conversation's ownership (renewed every third of it).
+    lease_ttl: float = Field(10.0, validation_alias="CERO_LEASE_TTL", ge=0.5, le=300)
+    #: Cluster mode: an idle conversation's log (Redis stream) expires after this.
+    log_ttl: float = Field(3600.0, validation_alias="CERO_LOG_TTL", ge=10, le=30 * 86400)
     trusted_origins_setting: Annotated[list[str], NoDecode] = Field(
         default_factory=list, validation_alias="CERO_TRUSTED_ORIGINS"
     )

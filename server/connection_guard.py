@@ -28,7 +28,7 @@ import resource
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from server.auth.rate_limit import rate_key
+from server.auth.rate_limit import InFlight, rate_key
 
 # No hard limit: do not ask for the impossible, a generous soft limit is enough.
 _UNLIMITED_TARGET = 1 << 20
@@ -85,7 +85,7 @@ class ConnectionGuard:
         self.total = 0
         self.reserved = 0
         self.lingering = 0
-        self._per_ip: dict[str, int] = {}
+        self._per_ip = InFlight()
         self._reserved_by: set[str] = set()  # one reserved slot per address at a time
 
     def key(self, address: str) -> str | None:
@@ -96,12 +96,12 @@ class ConnectionGuard:
 
     def admit(self, address: str) -> Admission:
         key = self.key(address)
-        if key is not None and self._per_ip.get(key, 0) >= self.max_per_ip:
+        if key is not None and self._per_ip[key] >= self.max_per_ip:
             return Admission.REFUSE_IP
         if self.total < self.max_total:
             self.total += 1
             if key is not None:
-                self._per_ip[key] = self._per_ip.get(key, 0) + 1
+                self._per_ip.add(key)
             return Admission.ADMIT
         if self.reserved < self.reserve and (key is None or key not in self._reserved_by):
             self.reserved += 1
@@ -122,15 +122,11 @@ class ConnectionGuard:
         self.total -= 1
         key = self.key(address)
         if key is not None:
-            left = self._per_ip.get(key, 0) - 1
-            if left > 0:
-                self._per_ip[key] = left
-            else:
-                self._per_ip.pop(key, None)
+            self._per_ip.remove(key)
 
     def per_ip(self, address: str) -> int:
         key = self.key(address)
-        return 0 if key is None else self._per_ip.get(key, 0)
+        return 0 if key is None else self._per_ip[key]
 
 
 def exempt_networks(networks: list[str]) -> Callable[[str], bool]:

@@ -232,16 +232,43 @@ async def migrate(engine: Engine) -> list[str]:
     if engine is not bound_engine():
         raise RuntimeError("migrate() runs on the bound engine (server.db.bind)")
     prepare_sqlite(engine)
-    before = await _applied()
-    # Piccolo's migration runner prints its progress; keep it out of our stdout and logs.
-    with contextlib.redirect_stdout(io.StringIO()) as out:
-        result = await run_forwards(app_name="all", migration_id="all", fake=False)
-    if not result.success:
-        raise RuntimeError(f"migrations failed: {result.message}: {out.getvalue()[-500:]}")
-    applied = [m for m in await _applied() if m not in before]
+    async with _migration_lock(engine):
+        before = await _applied()
+        # Piccolo's migration runner prints its progress; keep it out of our stdout and logs.
+        with contextlib.redirect_stdout(io.StringIO()) as out:
+            result = await run_forwards(app_name="all", migration_id="all", fake=False)
+        if not result.success:
+            raise RuntimeError(f"migrations failed: {result.message}: {out.getvalue()[-500:]}")
+        applied = [m for m in await _applied() if m not in before]
     if applied:
         log.info("migrations_applied", migrations=applied)
     return applied
+
+
+#: ``pg_advisory_lock`` key held while migrating ("cero" in ASCII).
+MIGRATION_LOCK_KEY = 0x6365726F
+
+
+@contextlib.asynccontextmanager
+async def _migration_lock(engine: Engine) -> AsyncIterator[None]:
+    """On PostgreSQL, one process migrates at a time: N processes of a cluster starting
+    together on a fresh database otherwise race (measured: 2 of 3 concurrent
+    ``cero-api migrate`` failed with DuplicateTableError / UniqueViolationError). The lock
+    is held on a connection of its own; the migrations run on the engine's as usual."""
+    if not isinstance(engine, PostgresEngine):
+        yield
+        return
+    import asyncpg
+
+    conn = await asyncpg.connect(engine.config["dsn"])
+    try:
+        await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
+        try:
+            yield
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_KEY)
+    finally:
+        await conn.close()
 
 
 async def _applied() -> list[str]:
@@ -286,7 +313,19 @@ async def check_writes(engine: Engine, writer: Any = None) -> None:
 
 async def start_pool(engine: Engine, max_size: int = 20) -> None:
     if isinstance(engine, PostgresEngine):
-        await engine.start_connection_pool(min_size=1, max_size=max_size)
+        await engine.start_connection_pool(
+            min_size=1, max_size=max_size, reset=_keep_session_settings
+        )
+
+
+async def _keep_session_settings(conn: Any) -> None:
+    """The pool's reset of a released connection, after asyncpg's own (which rolls back
+    an open transaction): nothing more. asyncpg's default adds ``RESET ALL``, ``UNLISTEN``,
+    ``CLOSE ALL`` and an advisory unlock — a round trip before every query's caller gets
+    its rows — to undo session state this server never sets (no ``SET``, ``LISTEN``,
+    cursors or advisory locks outside a transaction). Measured in benchmark scenario 4:
+    the session lookup of each request paid it (auth 0.9–1.25 ms p50 on PostgreSQL
+    against 0.65–0.7 on SQLite)."""
 
 
 async def close_pool(engine: Engine) -> None:

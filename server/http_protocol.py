@@ -22,6 +22,11 @@ What it adds:
   alive one once it starts sending the next request; idle keep-alive is
   ``CERO_KEEPALIVE_TIMEOUT`` (aiohttp's own timer);
 - connection caps through :class:`server.connection_guard.ConnectionGuard`.
+
+Why one module of ~400 lines: the handler, the server that makes it and the runner that
+installs it are one chain of aiohttp subclasses, and keeping every hook below aiohttp's
+public API in this one file is what lets one test guard them all; the counting itself
+lives in :mod:`server.connection_guard`.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -16,118 +17,207 @@ from prometheus_client import (
     generate_latest,
 )
 
+from actors.turn_timing import TurnTiming
 from server.app_keys import METRICS
 
 if TYPE_CHECKING:
     from actors.registry import Registry
+    from cluster.node import ClusterNode
     from server.batch_writer import BatchWriter
     from server.janitor import Janitor
     from server.overload import LagMonitor
+    from server.redis_conn import RedisHealth
+
+
+#: When this request reached the middlewares (``time.perf_counter()``): a turn's clock
+#: starts here, so ``auth`` (the session lookup) is part of its time to first token.
+REQUEST_STARTED: web.RequestKey[float] = web.RequestKey("cero_request_started")
+
+#: Buckets of ``cero_turn_phase_seconds``: fine below 10 ms, where the phases of a turn's
+#: time to first token live (50 µs steps near the median of the short ones).
+PHASE_BUCKETS = (
+    0.00005,
+    0.0001,
+    0.00015,
+    0.0002,
+    0.0003,
+    0.0004,
+    0.0005,
+    0.00075,
+    0.001,
+    0.00125,
+    0.0015,
+    0.002,
+    0.0025,
+    0.003,
+    0.004,
+    0.005,
+    0.0075,
+    0.01,
+    0.015,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    1.0,
+)
 
 
 class Metrics:
+    """Counters the server increments, and readings of its state taken at each scrape
+    (declared by the ``bind_*`` methods once the app's runtime exists)."""
+
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        registry = self.registry
         self.tokens = Counter(
             "cero_tokens_streamed",
             "Token events published by conversation actors",
-            registry=self.registry,
+            registry=registry,
         )
         self.connections = Gauge(
-            "cero_connections", "Open live connections", ["transport"], registry=self.registry
+            "cero_connections", "Open live connections", ["transport"], registry=registry
         )
-        self.live_actors = Gauge(
-            "cero_live_actors",
-            "Conversation actors alive in this process",
-            registry=self.registry,
-        )
-        self.dormant_conversations = Gauge(
-            "cero_dormant_conversations",
-            "Subscribed conversations whose idle actor stopped (their log is kept)",
-            registry=self.registry,
-        )
+        route_labels = ["method", "route", "status"]
         self.responses = Counter(
             "cero_http_responses",
             "HTTP responses by route template and status (errors and streams included)",
-            ["method", "route", "status"],
-            registry=self.registry,
+            route_labels,
+            registry=registry,
         )
         self.requests = Histogram(
             "cero_http_request_seconds",
             "HTTP request latency until the response starts (streams excluded)",
-            ["method", "route", "status"],
+            route_labels,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
-            registry=self.registry,
+            registry=registry,
         )
         self.ws_closed_slow = Counter(
             "cero_ws_slow_consumer_closes",
             "WebSockets closed with 4008 (slow consumer)",
-            registry=self.registry,
+            registry=registry,
         )
-
-        self.db_write_queue = Gauge(
-            "cero_db_write_queue",
-            "Hot-path writes (turn starts, flushes, terminal states) waiting for the writer",
-            registry=self.registry,
+        self.limit_refusals = Counter(
+            "cero_limit_refusals",
+            "Requests refused by a per-user or per-socket limit (429 or fault), by limit",
+            ["limit"],
+            registry=registry,
         )
-        self.db_write_batches = Gauge(
-            "cero_db_write_batches",
-            "Transactions committed by the batch writer since start",
-            registry=self.registry,
-        )
-        self.db_write_ops = Gauge(
-            "cero_db_write_ops",
-            "Writes committed by the batch writer since start (ops / batches = batch size)",
-            registry=self.registry,
-        )
-        self.db_janitor_pending = Gauge(
-            "cero_db_janitor_pending",
-            "Terminal states that failed past their retries, waiting to be stored",
-            registry=self.registry,
-        )
+        # One child per provider that holds upstream connections (bind_provider).
         self.model_streams = Gauge(
             "cero_model_streams",
             "Model streams holding a connection to the upstream",
             ["provider"],
-            registry=self.registry,
+            registry=registry,
         )
         self.model_max_connections = Gauge(
             "cero_model_max_connections",
             "Bound on connections to the upstream (CERO_MODEL_MAX_CONNECTIONS)",
             ["provider"],
+            registry=registry,
+        )
+        self.redis_errors: Counter | None = None  # cluster mode only: bind_redis
+        self.turn_phases = Histogram(
+            "cero_turn_phase_seconds",
+            "Phases of a turn's time to first token (actors/turn_timing.py names them)",
+            ["phase"],
+            buckets=PHASE_BUCKETS,
+            registry=registry,
+        )
+        self._phase_children: dict[str, Any] = {}
+
+    def _reading(self, name: str, documentation: str, read: Callable[[], float]) -> None:
+        """A gauge whose value is ``read()`` at each scrape."""
+        Gauge(name, documentation, registry=self.registry).set_function(read)
+
+    def bind_redis(self, health: RedisHealth) -> None:
+        """Cluster mode's Redis metrics (absent without ``CERO_REDIS_URL``)."""
+        up = Gauge(
+            "cero_redis_up",
+            "1 while cluster mode's Redis answers, 0 while it does not (sends get 503)",
+            registry=self.registry,
+        )
+        up.set_function(lambda: 1.0 if health.up else 0.0)
+        self.redis_errors = Counter(
+            "cero_redis_errors",
+            "Redis commands that failed (unreachable, timeout, error), by operation",
+            ["op"],
             registry=self.registry,
         )
 
-        self.limit_refusals = Counter(
-            "cero_limit_refusals",
-            "Requests refused by a per-user or per-socket limit (429 or fault), by limit",
-            ["limit"],
-            registry=self.registry,
-        )
+    def observe_phase(self, phase: str, seconds: float) -> None:
+        child = self._phase_children.get(phase)
+        if child is None:
+            child = self._phase_children[phase] = self.turn_phases.labels(phase)
+        child.observe(seconds)
+
+    def turn_timing(self, request: web.Request) -> TurnTiming:
+        """A turn's clock, started when ``request`` reached the middlewares."""
+        return TurnTiming(self.observe_phase, request.get(REQUEST_STARTED))
 
     def bind_lag(self, monitor: LagMonitor) -> None:
-        lag = Gauge(
+        self._reading(
             "cero_event_loop_lag_seconds",
             "Worst event-loop lag in the last 2 s (past CERO_MAX_LOOP_LAG: 503 overloaded)",
-            registry=self.registry,
+            lambda: monitor.lag,
         )
-        lag.set_function(lambda: monitor.lag)
-        refused = Gauge(
+        self._reading(
             "cero_overloaded_refusals",
             "Sends refused with 503 overloaded since start",
-            registry=self.registry,
+            lambda: monitor.refused,
         )
-        refused.set_function(lambda: float(monitor.refused))
+
+    def bind_cluster(self, node: ClusterNode) -> None:
+        """Cluster mode: leases, the shared log, forwarded commands."""
+        for name, text, read in (
+            ("cero_cluster_leases_held", "Conversation leases this process holds", "held"),
+            ("cero_cluster_forwarded_commands", "Commands forwarded to an owner", "forwarded"),
+            ("cero_cluster_log_appends", "Events appended to Redis streams", "appended"),
+            ("cero_cluster_log_pipelines", "Pipelines sent by the log writer", "pipelines"),
+            ("cero_cluster_relayed_events", "Events the relay read from Redis", "relayed"),
+            ("cero_cluster_relay_reads", "Blocking reads (XREAD) the relay made", "relay_reads"),
+            ("cero_cluster_relay_lag_seconds", "Owner's append to relay read, last", "relay_lag"),
+        ):
+            gauge = Gauge(name, text, registry=self.registry)
+
+            def value(attribute: str = read) -> float:
+                current = getattr(node, attribute)
+                return float(len(current) if isinstance(current, dict) else current)
+
+            gauge.set_function(value)
 
     def bind_registry(self, registry: Registry) -> None:
-        self.live_actors.set_function(lambda: float(len(registry)))
-        self.dormant_conversations.set_function(lambda: float(registry.dormant_count))
+        self._reading(
+            "cero_live_actors", "Conversation actors alive in this process", lambda: len(registry)
+        )
+        self._reading(
+            "cero_dormant_conversations",
+            "Subscribed conversations whose idle actor stopped (their log is kept)",
+            lambda: registry.dormant_count,
+        )
 
     def bind_writer(self, writer: BatchWriter, janitor: Janitor) -> None:
-        self.db_write_queue.set_function(lambda: float(writer.pending))
-        self.db_write_batches.set_function(lambda: float(writer.batches))
-        self.db_write_ops.set_function(lambda: float(writer.ops))
-        self.db_janitor_pending.set_function(lambda: float(janitor.pending))
+        writer.on_phase = self.observe_phase
+        self._reading(
+            "cero_db_write_queue",
+            "Hot-path writes (turn starts, flushes, terminal states) waiting for the writer",
+            lambda: writer.pending,
+        )
+        self._reading(
+            "cero_db_write_batches",
+            "Transactions committed by the batch writer since start",
+            lambda: writer.batches,
+        )
+        self._reading(
+            "cero_db_write_ops",
+            "Writes committed by the batch writer since start (ops / batches = batch size)",
+            lambda: writer.ops,
+        )
+        self._reading(
+            "cero_db_janitor_pending",
+            "Terminal states that failed past their retries, waiting to be stored",
+            lambda: janitor.pending,
+        )
 
     def bind_provider(self, name: str, provider: object) -> None:
         """Providers that hold upstream connections expose ``open_streams`` and
@@ -153,7 +243,7 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
     """Counts every response. It runs outside ``error_middleware`` so that raised errors
     (already rendered as JSON responses there) are counted with their status; what still
     raises here (redirects, an exception no inner middleware rendered) is counted too."""
-    started = time.perf_counter()
+    started = request[REQUEST_STARTED] = time.perf_counter()
     metrics = request.app[METRICS]
     try:
         response = await handler(request)

@@ -27,52 +27,95 @@ _OAUTH_ERROR = {
     "required": ["error"],
 }
 
-# (method, path) → (summary, tag, auth: "bearer" | "public" | "cookie", extra operation fields)
-_OPS: dict[tuple[str, str], tuple[str, str, str]] = {
-    ("get", "/"): ('Root probe: {"status": "ok"}', "health", "public"),
-    ("get", "/healthz"): ("Liveness", "health", "public"),
-    ("get", "/readyz"): ("Readiness: database (and Redis when configured)", "health", "public"),
-    ("get", "/metrics"): ("Prometheus metrics", "health", "public"),
-    ("get", "/openapi.json"): ("This document", "health", "public"),
-    ("get", "/api/models"): ("Model catalog", "chat", "public"),
-    ("post", "/api/chat"): (
-        "Send a message; streams SSE (Accept: text/event-stream) or NDJSON",
+Auth = str  # "public" | "bearer" (or the cookie) | "cookie" (only)
+Operation = tuple[str, str]  # (method, path)
+Described = tuple[str, str, Auth]  # (summary, tag, auth)
+
+
+def _group(tag: str, auth: Auth, summaries: dict[Operation, str]) -> dict[Operation, Described]:
+    """Operations of one tag that authenticate alike: ``(method, path)`` → summary."""
+    return {op: (summary, tag, auth) for op, summary in summaries.items()}
+
+
+_OPS: dict[Operation, Described] = {
+    **_group(
+        "health",
+        "public",
+        {
+            ("get", "/"): 'Root probe: {"status": "ok"}',
+            ("get", "/healthz"): "Liveness",
+            ("get", "/readyz"): "Readiness: database (and Redis when configured)",
+            ("get", "/metrics"): "Prometheus metrics",
+            ("get", "/openapi.json"): "This document",
+        },
+    ),
+    **_group("chat", "public", {("get", "/api/models"): "Model catalog"}),
+    **_group(
         "chat",
         "bearer",
+        {
+            ("post", "/api/chat"): (
+                "Send a message; streams SSE (Accept: text/event-stream) or NDJSON"
+            ),
+            ("get", "/api/conversations"): "List conversations (cursor pagination)",
+            ("get", "/api/conversations/{id}/messages"): "A conversation's messages",
+            ("patch", "/api/conversations/{id}"): "Rename a conversation",
+            ("delete", "/api/conversations/{id}"): "Delete a conversation",
+            ("post", "/api/conversations/{id}/cancel"): "Cancel a generation",
+        },
     ),
-    ("get", "/api/conversations"): ("List conversations (cursor pagination)", "chat", "bearer"),
-    ("get", "/api/conversations/{id}/messages"): ("A conversation's messages", "chat", "bearer"),
-    ("patch", "/api/conversations/{id}"): ("Rename a conversation", "chat", "bearer"),
-    ("delete", "/api/conversations/{id}"): ("Delete a conversation", "chat", "bearer"),
-    ("post", "/api/conversations/{id}/cancel"): ("Cancel a generation", "chat", "bearer"),
-    ("get", "/api/conversations/{id}/events"): (
-        "Live events (SSE); resume with Last-Event-ID or ?after=",
+    **_group(
         "live",
         "bearer",
+        {
+            ("get", "/api/conversations/{id}/events"): (
+                "Live events (SSE); resume with Last-Event-ID or ?after="
+            ),
+            ("get", "/api/ws"): "WebSocket upgrade (see the README's WebSocket section)",
+        },
     ),
-    ("get", "/api/ws"): (
-        "WebSocket upgrade (see the README's WebSocket section)",
-        "live",
+    **_group(
+        "auth",
+        "public",
+        {
+            ("post", "/api/auth/device/code"): "RFC 8628 device authorization",
+            ("post", "/api/auth/device/token"): "RFC 8628 token polling",
+            ("get", "/api/auth/device"): "Look up (and claim) a user code",
+            ("post", "/api/auth/sign-in/social"): "Start GitHub sign-in (Better Auth)",
+            ("post", "/api/auth/sign-in/github"): "Start GitHub sign-in",
+            ("get", "/api/auth/callback/github"): "GitHub OAuth callback",
+            ("get", "/api/auth/get-session"): "Current session or null",
+            ("get", "/api/auth/session"): "Current session or null",
+            ("get", "/auth/local"): "One-time local sign-in link (loopback only)",
+            ("get", "/auth/github"): "Browser entry to GitHub sign-in",
+        },
+    ),
+    **_group(
+        "auth",
         "bearer",
+        {
+            ("get", "/api/user/whoami"): "The signed-in user",
+            ("post", "/api/auth/device/approve"): "Approve a device code",
+            ("post", "/api/auth/device/deny"): "Deny a device code",
+            ("post", "/api/auth/sign-out"): "Revoke the current session",
+            ("get", "/api/auth/list-sessions"): "The user's live sessions",
+            ("post", "/api/auth/revoke-session"): "Revoke one of the user's sessions",
+        },
     ),
-    ("get", "/api/user/whoami"): ("The signed-in user", "auth", "bearer"),
-    ("post", "/api/auth/device/code"): ("RFC 8628 device authorization", "auth", "public"),
-    ("post", "/api/auth/device/token"): ("RFC 8628 token polling", "auth", "public"),
-    ("get", "/api/auth/device"): ("Look up (and claim) a user code", "auth", "public"),
-    ("post", "/api/auth/device/approve"): ("Approve a device code", "auth", "bearer"),
-    ("post", "/api/auth/device/deny"): ("Deny a device code", "auth", "bearer"),
-    ("post", "/api/auth/sign-in/social"): ("Start GitHub sign-in (Better Auth)", "auth", "public"),
-    ("post", "/api/auth/sign-in/github"): ("Start GitHub sign-in", "auth", "public"),
-    ("get", "/api/auth/callback/github"): ("GitHub OAuth callback", "auth", "public"),
-    ("get", "/api/auth/get-session"): ("Current session or null", "auth", "public"),
-    ("get", "/api/auth/session"): ("Current session or null", "auth", "public"),
-    ("post", "/api/auth/sign-out"): ("Revoke the current session", "auth", "bearer"),
-    ("get", "/api/auth/list-sessions"): ("The user's live sessions", "auth", "bearer"),
-    ("post", "/api/auth/revoke-session"): ("Revoke one of the user's sessions", "auth", "bearer"),
-    ("get", "/auth/local"): ("One-time local sign-in link (loopback only)", "auth", "public"),
-    ("get", "/auth/github"): ("Browser entry to GitHub sign-in", "auth", "public"),
-    ("get", "/device"): ("Device approval page (HTML)", "pages", "public"),
-    ("post", "/device"): ("Device approval form (HTML, cookie + same origin)", "pages", "cookie"),
+    **_group(
+        "pages",
+        "public",
+        {
+            ("get", "/device"): "Device approval page (HTML)",
+            ("get", "/app"): "The web chat page (HTML)",
+            ("get", "/app/{name}"): "The web page's script and stylesheet",
+        },
+    ),
+    **_group(
+        "pages",
+        "cookie",
+        {("post", "/device"): "Device approval form (HTML, cookie + same origin)"},
+    ),
 }
 
 
@@ -91,10 +134,11 @@ def _operation(method: str, path: str) -> dict[str, Any]:
         op["security"] = [{"bearer": []}, {"cookie": []}]
     elif auth == "cookie":
         op["security"] = [{"cookie": []}]
-    if "{id}" in path:
-        op["parameters"] = [
-            {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
-        ]
+    for name in ("id", "name"):
+        if "{" + name + "}" in path:
+            op["parameters"] = [
+                {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            ]
     if (method, path) == ("post", "/api/chat"):
         op["requestBody"] = {
             "required": True,

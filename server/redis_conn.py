@@ -3,22 +3,45 @@
 One ``redis.asyncio`` client (its own connection pool) per process, opened and closed with
 the app. Everything shared across processes (leases, logs, forwarded commands, limits,
 revocations) goes through ``app[REDIS]``; code that also runs in single-process mode checks
-``app[REDIS] is None`` and keeps its in-memory path.
+``app[REDIS] is None`` and keeps its in-memory path. Every key starts with
+``CERO_REDIS_PREFIX`` (:func:`key`).
+
+Faults: a :class:`RedisHealth` per process knows whether Redis answers. A monitor task pings
+it every :data:`CHECK_INTERVAL_S`, and every failed command reported through
+:meth:`RedisHealth.failed` marks it down at once; the next good ping marks it up again, so
+the process recovers by itself when Redis returns (the client reconnects on its next
+command). :func:`require_redis` is the check a use-case that needs Redis calls first: while
+Redis is down it answers ``503 not_ready`` instead of starting work that would fail halfway.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import math
+import time
 from collections.abc import AsyncIterator
 
 import redis.asyncio as redis
 import structlog
 from aiohttp import web
+from redis.exceptions import RedisError
 
-from server.app_keys import REDIS, SETTINGS
+from server.app_keys import METRICS, REDIS, REDIS_HEALTH, SETTINGS
+from server.errors import ApiError
 
 log = structlog.get_logger(__name__)
 
 CONNECT_TIMEOUT_S = 2.0
+#: A command that takes longer than this fails (Redis answers in well under a millisecond
+#: here; a stuck one must not hold a request for long).
+COMMAND_TIMEOUT_S = 2.0
+#: How often the monitor pings Redis (down → up is noticed within this).
+CHECK_INTERVAL_S = 1.0
+
+#: What a command that failed because of Redis raises: connection refused or reset,
+#: timeouts, a Redis restarting (``LOADING``), ...
+REDIS_FAULTS: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutError)
 
 
 def connect(url: str) -> redis.Redis:
@@ -26,19 +49,98 @@ def connect(url: str) -> redis.Redis:
     return redis.from_url(
         url,
         socket_connect_timeout=CONNECT_TIMEOUT_S,
+        socket_timeout=COMMAND_TIMEOUT_S,
         health_check_interval=10,
         retry_on_timeout=False,
     )
+
+
+def key(app: web.Application, *parts: str) -> str:
+    """``CERO_REDIS_PREFIX`` + the parts joined with ``:``."""
+    return app[SETTINGS].redis_prefix + ":".join(parts)
+
+
+def not_ready(reason: str = "Redis is unreachable; retry shortly") -> ApiError:
+    return ApiError(503, "not_ready", reason, headers={"Retry-After": "1"})
+
+
+class RedisHealth:
+    """Whether this process's Redis answers: ``up`` flips on a failed command or ping
+    (down at once) and on the next good ping (up). Counts errors in the metrics."""
+
+    def __init__(self, client: redis.Redis, app: web.Application) -> None:
+        self._client = client
+        self._app = app
+        self.up = True
+        self.reason = ""
+        self.last_fault = -math.inf  # time.monotonic() of the last failed command
+        self.became_up = asyncio.Event()
+        self.became_up.set()
+
+    def since_fault(self) -> float:
+        """Seconds since a command last failed (``inf`` when none has)."""
+        return time.monotonic() - self.last_fault
+
+    def failed(self, op: str, exc: BaseException) -> None:
+        """A command ``op`` failed because of Redis."""
+        errors = self._app[METRICS].redis_errors
+        if errors is not None:
+            errors.labels(op).inc()
+        reason = f"{type(exc).__name__}: {exc}"[:200]
+        if self.up:
+            log.warning("redis_down", op=op, reason=reason)
+        self.up = False
+        self.reason = reason
+        self.last_fault = time.monotonic()
+        self.became_up.clear()
+
+    def succeeded(self) -> None:
+        if not self.up:
+            log.info("redis_up")
+        self.up = True
+        self.reason = ""
+        self.became_up.set()
+
+    async def check(self) -> None:
+        """Ping once, within :data:`COMMAND_TIMEOUT_S`; raises when Redis does not answer."""
+        try:
+            await asyncio.wait_for(self._client.ping(), COMMAND_TIMEOUT_S)
+        except REDIS_FAULTS as exc:
+            self.failed("ping", exc)
+            raise
+        self.succeeded()
+
+    async def run(self) -> None:
+        while True:
+            with contextlib.suppress(*REDIS_FAULTS):
+                await self.check()
+            await asyncio.sleep(CHECK_INTERVAL_S)
+
+
+def require_redis(app: web.Application) -> None:
+    """``503 not_ready`` while cluster mode's Redis is down; nothing without cluster mode.
+    Cheap (no round trip): the monitor and failed commands keep the answer current."""
+    health = app.get(REDIS_HEALTH)
+    if health is not None and not health.up:
+        raise not_ready(f"Redis is unreachable ({health.reason}); retry shortly")
 
 
 async def redis_client(app: web.Application) -> AsyncIterator[None]:
     """cleanup_ctx: open the client when cluster mode is on; start-up does not wait for
     Redis (``/readyz`` reports it), so a process can start while Redis is restarting."""
     url = app[SETTINGS].redis_url
-    app[REDIS] = connect(url) if url else None
+    client = app[REDIS] = connect(url) if url else None
+    monitor: asyncio.Task[None] | None = None
+    if client is not None:
+        health = app[REDIS_HEALTH] = RedisHealth(client, app)
+        app[METRICS].bind_redis(health)
+        monitor = asyncio.create_task(health.run(), name="redis-health")
     try:
         yield
     finally:
-        client = app[REDIS]
+        if monitor is not None:
+            monitor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await monitor
         if client is not None:
             await client.aclose()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from piccolo.columns import (
     JSON,
+    BigInt,
     Boolean,
     ForeignKey,
     Integer,
@@ -22,41 +23,47 @@ from piccolo.table import Table
 from server.ids import new_id
 
 
-class User(Table, tablename="cero_user"):
+class _Row:
+    """Columns every table has (Piccolo copies a mixin's columns into each table): an id of
+    at least 120 random bits minted here (CONTRACT.md, Conventions), and when the row was
+    created."""
+
     id = Varchar(length=32, primary_key=True, default=new_id)
+    created_at = Timestamptz()
+
+
+class _EditedRow(_Row):
+    """A row that changes after it is created, and when it last did."""
+
+    updated_at = Timestamptz()
+
+
+class User(_EditedRow, Table, tablename="cero_user"):
     name = Varchar(length=255, default="")
     email = Varchar(length=320, null=True, default=None)
     email_verified = Boolean(default=False)
     image = Text(null=True, default=None)
-    created_at = Timestamptz()
-    updated_at = Timestamptz()
 
 
-class Account(Table, tablename="account"):
+class Account(_Row, Table, tablename="account"):
     """A link between a user and an identity provider account (GitHub, local)."""
 
-    id = Varchar(length=32, primary_key=True, default=new_id)
     user_id = ForeignKey(User, on_delete=OnDelete.cascade, null=False)
     provider = Varchar(length=32)
     provider_account_id = Varchar(length=128)
-    created_at = Timestamptz()
 
 
-class Session(Table, tablename="session"):
-    id = Varchar(length=32, primary_key=True, default=new_id)
+class Session(_EditedRow, Table, tablename="session"):
     user_id = ForeignKey(User, on_delete=OnDelete.cascade, null=False, index=True)
     token_hash = Varchar(length=64, unique=True)
     expires_at = Timestamptz()
-    created_at = Timestamptz()
-    updated_at = Timestamptz()
     ip_address = Varchar(length=64, null=True, default=None)
     user_agent = Text(null=True, default=None)
 
 
-class DeviceCode(Table, tablename="device_code"):
+class DeviceCode(_Row, Table, tablename="device_code"):
     """An RFC 8628 device authorization; ``status``: pending|approved|denied|redeemed."""
 
-    id = Varchar(length=32, primary_key=True, default=new_id)
     device_code_hash = Varchar(length=64, unique=True)
     user_code = Varchar(length=8, index=True)
     status = Varchar(length=16, default="pending")
@@ -66,21 +73,16 @@ class DeviceCode(Table, tablename="device_code"):
     interval = Integer(default=5)
     last_polled_at = Timestamptz(null=True, default=None)
     expires_at = Timestamptz()
-    created_at = Timestamptz()
 
 
-class Conversation(Table, tablename="conversation"):
-    id = Varchar(length=32, primary_key=True, default=new_id)
+class Conversation(_EditedRow, Table, tablename="conversation"):
     user_id = ForeignKey(User, on_delete=OnDelete.cascade, null=False)
     short_title = Varchar(length=100, default="")
-    created_at = Timestamptz()
-    updated_at = Timestamptz()
 
 
-class Message(Table, tablename="message"):
+class Message(_EditedRow, Table, tablename="message"):
     """``role``: user|assistant; ``status``: complete|streaming|cancelled|error|interrupted."""
 
-    id = Varchar(length=32, primary_key=True, default=new_id)
     conversation_id = ForeignKey(Conversation, on_delete=OnDelete.cascade, null=False)
     role = Varchar(length=16)
     content = Text(default="")
@@ -95,8 +97,9 @@ class Message(Table, tablename="message"):
     # The conversation's owner, on a user message sent with a ``client_message_id``: the
     # key is unique per user (a unique index on both), not per conversation.
     user_id = Varchar(length=32, null=True, default=None)
-    created_at = Timestamptz()
-    updated_at = Timestamptz()
+    # Cluster mode: the lease's fencing token its writer held (0 in one process); every
+    # update of a generation's row is conditional on it (``cluster/``).
+    fence = BigInt(default=0)
 
 
 TABLES: tuple[type[Table], ...] = (User, Account, Session, DeviceCode, Conversation, Message)

@@ -11,22 +11,26 @@ Both guard memory and model spend against one account (issue 15, item 12: one us
   commit, an actor that stopped first).
 - **New conversations** go through the sliding window of :mod:`server.auth.rate_limit`.
 
-The seam for cluster mode is :class:`UserLimits`: its two ``async`` admission calls are
-what a Redis-backed implementation (a shared counter with a lease per slot, a sorted-set
-window) would provide, so callers need not change. Until then, ``N`` processes allow ``N``
-times the limits.
+In cluster mode (``CERO_REDIS_URL``) :class:`server.shared_state.RedisUserLimits` replaces
+:class:`UserLimits` (same two ``async`` admission calls, so callers do not change): the
+limits then hold across every process.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol
 
-from server.auth.rate_limit import SlidingWindow
+from server.auth.rate_limit import InFlight, SlidingWindow
 from server.errors import ApiError
 
 #: What a refused send is told to wait: generations end at their own pace, so "soon".
 GENERATION_RETRY_AFTER_S = 1
 HOUR_S = 3600.0
+
+
+class _Releaser(Protocol):
+    def _release(self, user_id: str, token: str | None = None) -> None: ...
 
 
 class GenerationSlot:
@@ -38,11 +42,12 @@ class GenerationSlot:
     command was refused, or never left the mailbox).
     """
 
-    __slots__ = ("_limits", "adopted", "held", "user_id")
+    __slots__ = ("_limits", "adopted", "held", "token", "user_id")
 
-    def __init__(self, limits: GenerationCounter, user_id: str) -> None:
+    def __init__(self, limits: _Releaser, user_id: str, token: str | None = None) -> None:
         self._limits = limits
         self.user_id = user_id
+        self.token = token  # cluster mode: the slot's id in Redis
         self.held = True
         self.adopted = False
 
@@ -53,7 +58,7 @@ class GenerationSlot:
         """Give the slot back; any further call is a no-op."""
         if self.held:
             self.held = False
-            self._limits._release(self.user_id)
+            self._limits._release(self.user_id, self.token)
 
     def abandon(self) -> None:
         if not self.adopted:
@@ -65,25 +70,20 @@ class GenerationCounter:
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self._running: dict[str, int] = {}
+        self._running = InFlight()
 
     def reserve(self, user_id: str) -> GenerationSlot | None:
         """A slot, or ``None`` when the user already runs ``limit`` generations."""
-        running = self._running.get(user_id, 0)
-        if running >= self.limit:
+        if self._running[user_id] >= self.limit:
             return None
-        self._running[user_id] = running + 1
+        self._running.add(user_id)
         return GenerationSlot(self, user_id)
 
     def running(self, user_id: str) -> int:
-        return self._running.get(user_id, 0)
+        return self._running[user_id]
 
-    def _release(self, user_id: str) -> None:
-        left = self._running.get(user_id, 0) - 1
-        if left > 0:
-            self._running[user_id] = left
-        else:
-            self._running.pop(user_id, None)
+    def _release(self, user_id: str, token: str | None = None) -> None:
+        self._running.remove(user_id)
 
 
 class UserLimits:

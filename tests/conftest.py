@@ -26,13 +26,16 @@ from server.config import Settings, load_settings
 # Tests are hermetic: no setting leaks in from the developer's shell or .env.
 _PREFIXES = ("CERO_", "BETTER_AUTH_", "GOOGLE_", "GEMINI_", "DATABASE_URL")
 for _name in list(os.environ):
-    if _name.startswith(_PREFIXES) and _name != "CERO_TEST_POSTGRES_URL":
+    if _name.startswith(_PREFIXES) and not _name.startswith("CERO_TEST_"):
         del os.environ[_name]
 
 PG_ADMIN_URL = os.environ.get(
     "CERO_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+#: Set to a Redis URL to run the live-server tests again in cluster mode (one process with
+#: ``CERO_REDIS_URL``, PostgreSQL only; each app under a key prefix of its own).
+CLUSTER_REDIS_URL = os.environ.get("CERO_TEST_CLUSTER_REDIS_URL") or None
 TEST_SECRET = "test-secret-" + "x" * 32
 
 _pg_problem: str | None = None
@@ -104,6 +107,8 @@ async def database_url(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[str]:
     """Each module using it runs once on SQLite and once on a new PostgreSQL database."""
+    if request.param == "sqlite" and CLUSTER_REDIS_URL:
+        pytest.skip("cluster-mode run (CERO_TEST_CLUSTER_REDIS_URL): PostgreSQL only")
     if request.param == "sqlite":
         path: Path = tmp_path_factory.mktemp("sqlite") / "cero.db"
         yield f"sqlite:///{path}"
@@ -124,6 +129,9 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         "max_loop_lag": 0,
         "log_format": "json",
     }
+    if CLUSTER_REDIS_URL and not database_url.startswith("sqlite"):
+        values["redis_url"] = CLUSTER_REDIS_URL
+        values["redis_prefix"] = f"cerotest:{secrets.token_hex(6)}:"
     values.update(overrides)
     return load_settings(env_file=None, **values)
 

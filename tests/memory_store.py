@@ -26,7 +26,7 @@ from actors.models.base import (
     ModelRequest,
     TextDelta,
 )
-from actors.store import ClientMessageTaken, Outcome, StoredMessage
+from actors.store import ClientMessageTaken, NewTurn, Outcome, StoredMessage
 
 # -- switches ---------------------------------------------------------------------------
 
@@ -176,44 +176,17 @@ class MemoryStore:
         )
         return replace(user), None if answer is None else replace(answer)
 
-    async def start_turn(
-        self,
-        conversation_id: str,
-        content: str,
-        *,
-        generation_id: str,
-        client_message_id: str | None,
-        model: str,
-    ) -> tuple[StoredMessage, StoredMessage]:
+    async def start_turn(self, turn: NewTurn) -> tuple[StoredMessage, StoredMessage]:
         await self.start.check()
-        if conversation_id not in self.owners:
-            raise StoreDown(f"foreign key: no conversation {conversation_id}")
-        owner = self.owners[conversation_id]
-        if client_message_id is not None:
-            holder = self.key_owner.get((owner, client_message_id))
-            if holder is not None:
-                raise ClientMessageTaken(client_message_id)
-            self.key_owner[(owner, client_message_id)] = conversation_id
-        user = StoredMessage(
-            id=_new_id("msg-"),
-            conversation_id=conversation_id,
-            role="user",
-            content=content,
-            status="complete",
-            created_at=self._now(),
-            generation_id=generation_id,
-            client_message_id=client_message_id,
-        )
-        answer = StoredMessage(
-            id=_new_id("msg-"),
-            conversation_id=conversation_id,
-            role="assistant",
-            content="",
-            status="streaming",
-            created_at=self._now(),
-            model=model,
-            generation_id=generation_id,
-        )
+        if turn.conversation_id not in self.owners:
+            raise StoreDown(f"foreign key: no conversation {turn.conversation_id}")
+        owner = self.owners[turn.conversation_id]
+        if turn.client_message_id is not None:
+            key = (owner, turn.client_message_id)
+            if self.key_owner.get(key) is not None:
+                raise ClientMessageTaken(turn.client_message_id)
+            self.key_owner[key] = turn.conversation_id
+        user, answer = turn.rows(lambda: _new_id("msg-"), self._now)
         self.rows[user.id] = replace(user)
         self.rows[answer.id] = replace(answer)
         return user, answer

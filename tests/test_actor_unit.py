@@ -16,7 +16,9 @@ import pytest
 
 from actors.conversation import ActorDeps, ActorStopped, ConversationActor, ConversationBusy
 from actors.flusher import Flusher
+from actors.hub import Cursor, Hub
 from actors.models.base import Final, ModelError, Usage
+from actors.retries import RECENT_GENERATIONS, RecentGenerations
 from actors.store import ClientMessageTaken, Outcome
 from tests.memory_store import (
     TERMINAL,
@@ -464,6 +466,7 @@ async def test_an_idle_actor_with_a_running_generation_stays() -> None:
         h.provider.enqueue("a", hold, Final())
         result = await h.actor.send("hi", model=MODEL)
         await hold.reached.wait()
+        # A negative check: five idle timeouts pass and the actor stays.
         done, _ = await asyncio.wait({h.actor.task}, timeout=0.05)
         assert not done
         hold.release.set()
@@ -559,3 +562,19 @@ async def test_a_key_taken_in_another_conversation_starts_nothing() -> None:
         assert_not_leaked(h, script)
         assert h.store.rows == {} and h.actor.generation is None
         assert h.watch.types() == []
+
+
+async def test_recent_generations_keep_the_last_ones_and_their_turns_in_the_log() -> None:
+    hub = Hub("c")
+    recent = RecentGenerations()
+    for n in range(RECENT_GENERATIONS + 1):
+        recent.remember(f"g{n}", hub.last_seq)
+        hub.append("message", {"n": n})
+        hub.append("done", {"n": n})
+    assert recent.replay_cursor(hub, "g0", running=False) is None  # forgotten: the oldest
+    cursor = recent.replay_cursor(hub, f"g{RECENT_GENERATIONS}", running=False)
+    assert cursor == Cursor(hub.epoch, hub.last_seq - 2)
+    recent.remember("live", hub.last_seq)
+    hub.append("message", {})
+    assert recent.replay_cursor(hub, "live", running=False) is None  # not ended, not running
+    assert recent.replay_cursor(hub, "live", running=True) == Cursor(hub.epoch, hub.last_seq - 1)

@@ -45,7 +45,7 @@ async def test_local_link_works_once(database_url: str, capsys: pytest.CaptureFi
         async with aiohttp.ClientSession() as http:
             async with http.get(target + "&next=//evil.example", allow_redirects=False) as resp:
                 assert resp.status == 302
-                assert resp.headers["Location"] == "/device"
+                assert resp.headers["Location"] == "/app"
                 token = resp.headers["set-auth-token"]
                 cookies = set_cookies(resp)
                 session = cookies["better-auth.session_token"]

@@ -13,6 +13,7 @@ from server.batch_writer import BatchWriter, _Op
 from server.chat_store import create_conversation
 from server.tables import Message
 from tests.auth_helpers import make_user_session
+from tests.conditions import until
 
 
 def _turn(conversation_id: str, n: int) -> tuple[StoredMessage, StoredMessage]:
@@ -39,12 +40,12 @@ async def test_a_turn_reported_failed_never_stays_streaming(tmp_path: Path) -> N
         writer._fail([op], TimeoutError("lost"))  # ...but the caller heard a timeout
         with contextlib.suppress(StoreUnavailable):
             await op.future
-        for _ in range(100):
+
+        async def stored_error() -> bool:
             row = await Message.select(Message.status).where(Message.id == answer.id).first()
-            if row is not None and row["status"] == "error":
-                break
-            await asyncio.sleep(0.02)
-        assert row is not None and row["status"] == "error"
+            return row is not None and row["status"] == "error"
+
+        await until(stored_error, 5)
     finally:
         await writer.close()
         await db.close_pool(engine)

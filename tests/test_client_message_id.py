@@ -8,11 +8,6 @@ original turn and never stores a second user message or starts a second generati
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +17,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from actors.store import ClientMessageTaken
+from actors.store import ClientMessageTaken, NewTurn
 from server.app_keys import WRITER
 from server.batch_writer import BatchWriter
 from server.chat_store import PiccoloConversationStore, create_conversation
@@ -30,10 +25,9 @@ from server.tables import Message
 from tests.auth_helpers import bearer, make_user_session
 from tests.conftest import Live
 from tests.live_clients import WsPeer, read_ndjson
+from tests.server_process import serve_many
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass
@@ -175,11 +169,11 @@ async def test_the_database_refuses_a_users_key_twice(env: Env) -> None:
     x = str((await create_conversation(env.alice_id, "x"))["id"])
     y = str((await create_conversation(env.alice_id, "y"))["id"])
     await store.start_turn(
-        x, "once", generation_id="g" * 24, client_message_id="k-db", model="demo"
+        NewTurn(x, "once", generation_id="g" * 24, client_message_id="k-db", model="demo")
     )
     with pytest.raises(ClientMessageTaken):
         await store.start_turn(
-            y, "twice", generation_id="h" * 24, client_message_id="k-db", model="demo"
+            NewTurn(y, "twice", generation_id="h" * 24, client_message_id="k-db", model="demo")
         )
     rows = await keyed("k-db")
     assert [row["conversation_id"] for row in rows] == [x]
@@ -241,7 +235,9 @@ async def test_migration_keeps_the_earliest_of_legacy_duplicates(
         try:
             with pytest.raises(ClientMessageTaken):
                 await PiccoloConversationStore(writer).start_turn(
-                    "cy", "again", generation_id="g" * 24, client_message_id="dup", model="demo"
+                    NewTurn(
+                        "cy", "again", generation_id="g" * 24, client_message_id="dup", model="demo"
+                    )
                 )
         finally:
             await writer.close()
@@ -255,92 +251,35 @@ async def test_migration_keeps_the_earliest_of_legacy_duplicates(
 # -- two server processes on one database ------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _serve(database_url: str, port: int, cwd: Path) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CERO_", "BETTER_AUTH_"))}
-    env.pop("DATABASE_URL", None)
-    env.pop("GEMINI_API_KEY", None)
-    env.update(
-        PYTHONPATH=str(ROOT),
-        DATABASE_URL=database_url,
-        CERO_PORT=str(port),
-        BETTER_AUTH_SECRET="s" * 40,
-        CERO_DEMO_TOKEN_DELAY="0.01",
-        CERO_LOG_LEVEL="error",
-    )
-    return subprocess.Popen(
-        [sys.executable, "-m", "server.cli", "serve"],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-
-
-async def _wait_ready(
-    http: aiohttp.ClientSession, port: int, proc: subprocess.Popen[bytes]
-) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.stderr.read() if proc.stderr else b""
-        try:
-            async with http.get(f"http://127.0.0.1:{port}/readyz") as r:
-                if r.status == 200:
-                    return
-        except aiohttp.ClientConnectionError:
-            pass
-        await asyncio.sleep(0.1)
-    raise AssertionError("server did not start")
-
-
 @pytest.mark.slow
 async def test_two_processes_racing_one_key_make_one_generation(
     env: Env, database_url: str, tmp_path: Path
 ) -> None:
     x = await env.conversation(env.alice, "process race x")
     y = await env.conversation(env.alice, "process race y")
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
-        async with aiohttp.ClientSession() as http:
-            ports = []
-            for _ in range(2):  # one after the other: migrations are applied once
-                port = _free_port()
-                procs.append(_serve(database_url, port, tmp_path))
-                await _wait_ready(http, port, procs[-1])
-                ports.append(port)
+    settings = {"CERO_DEMO_TOKEN_DELAY": "0.01", "CERO_LOG_LEVEL": "error"}
+    async with (
+        serve_many(2, database_url, cwd=tmp_path, env=settings) as servers,
+        aiohttp.ClientSession() as http,
+    ):
 
-            async def send(port: int, conversation_id: str, key: str) -> dict[str, Any]:
-                async with http.post(
-                    f"http://127.0.0.1:{port}/api/chat",
-                    json={
-                        "message": "raced across processes",
-                        "aiModel": "demo",
-                        "clientMessageId": key,
-                        "conversationId": conversation_id,
-                    },
-                    headers=bearer(env.alice),
-                ) as r:
-                    assert r.status == 200, await r.text()
-                    return init_of(await read_ndjson(r))
+        async def send(url: str, conversation_id: str, key: str) -> dict[str, Any]:
+            async with http.post(
+                f"{url}/api/chat",
+                json={
+                    "message": "raced across processes",
+                    "aiModel": "demo",
+                    "clientMessageId": key,
+                    "conversationId": conversation_id,
+                },
+                headers=bearer(env.alice),
+            ) as r:
+                assert r.status == 200, await r.text()
+                return init_of(await read_ndjson(r))
 
-            for round_ in range(5):
-                key = f"k-proc-{round_}"
-                inits = await asyncio.gather(send(ports[0], x, key), send(ports[1], y, key))
-                assert inits[0]["generationId"] == inits[1]["generationId"], inits
-                assert len(await keyed(key)) == 1
-                assert len(await answers_of(inits[0]["generationId"])) == 1
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        for round_ in range(5):
+            key = f"k-proc-{round_}"
+            inits = await asyncio.gather(send(servers[0].url, x, key), send(servers[1].url, y, key))
+            assert inits[0]["generationId"] == inits[1]["generationId"], inits
+            assert len(await keyed(key)) == 1
+            assert len(await answers_of(inits[0]["generationId"])) == 1

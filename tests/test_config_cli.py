@@ -6,7 +6,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import aiohttp
@@ -14,6 +13,7 @@ import pytest
 
 from server.config import ConfigError, load_settings
 from tests.conftest import create_pg_database, drop_pg_database
+from tests.server_process import serve
 
 ROOT = Path(__file__).resolve().parent.parent
 CERO_API = [sys.executable, "-m", "server.cli"]
@@ -123,50 +123,31 @@ def test_cli_check_config_and_migrate(tmp_path: Path) -> None:
     assert (tmp_path / "cero.db").exists()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def _serve_and_probe(
     tmp_path: Path, command: list[str] | None = None, cwd: Path | None = None, **env: str
 ) -> str:
-    """Start the server, wait for it to answer, stop it with SIGTERM; return its stderr.
+    """Start the server with nothing configured but ``env``, wait until it is ready, check
+    ``/``, stop it with SIGTERM; return its log.
 
     `make` itself dies of the SIGTERM it passes on, so only the server's own clean stop
     (its `stopped` log line) is required of a command other than `cero-api serve`."""
-    port = _free_port()
-    proc = subprocess.Popen(
-        command or [*CERO_API, "serve"],
+    unset: dict[str, str | None] = {"BETTER_AUTH_SECRET": None, "CERO_LOG_FORMAT": None}
+    async with serve(
+        env.pop("DATABASE_URL", None),
         cwd=cwd or tmp_path,
-        env=_env(CERO_PORT=str(port), **env),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        async with aiohttp.ClientSession() as http:
-            while True:
-                assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-                try:
-                    async with http.get(f"http://127.0.0.1:{port}/") as resp:
-                        assert resp.status == 200
-                        assert await resp.json() == {"status": "ok"}
-                        break
-                except aiohttp.ClientConnectionError:
-                    assert time.monotonic() < deadline, "server did not answer in 30 s"
-                    await __import__("asyncio").sleep(0.1)
-            async with http.get(f"http://127.0.0.1:{port}/readyz") as resp:
-                assert resp.status == 200
-    finally:
-        proc.terminate()
-        _, err = proc.communicate(timeout=20)
+        env={**unset, **env},
+        command=command or [*CERO_API, "serve"],
+    ) as server:
+        async with aiohttp.ClientSession() as http, http.get(server.url + "/") as resp:
+            assert resp.status == 200
+            assert await resp.json() == {"status": "ok"}
+        stopped = await server.stop(20)
+    err = server.log()
     if command is None:
-        assert proc.returncode == 0, err.decode()[-2000:]
-    assert b'"stopped"' in err, err.decode()[-2000:]
-    assert b"Traceback" not in err
-    return err.decode()
+        assert stopped.code == 0, err[-2000:]
+    assert '"stopped"' in err, err[-2000:]
+    assert "Traceback" not in err
+    return err
 
 
 @pytest.mark.asyncio

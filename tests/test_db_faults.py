@@ -19,13 +19,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
-import socket
 import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,7 @@ import pytest
 
 from server import db
 from tests.auth_helpers import bearer, make_user_session
+from tests.server_process import ServerProcess, serve
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]
 
@@ -47,72 +47,13 @@ ANSWER_WITHIN = 2 * WRITE_TIMEOUT + 1 + 4.0
 EXIT_WITHIN = 25.0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Server:
-    def __init__(self, database_url: str, cwd: Path, **env: str) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        environ = {
-            k: v for k, v in os.environ.items() if not k.startswith(("CERO_", "BETTER_AUTH_"))
-        }
-        environ.pop("GEMINI_API_KEY", None)
-        environ.pop("GOOGLE_API_KEY", None)
-        environ.update(
-            PYTHONPATH=str(ROOT),
-            DATABASE_URL=database_url,
-            CERO_PORT=str(self.port),
-            BETTER_AUTH_SECRET="s" * 40,
-            CERO_DB_WRITE_TIMEOUT=str(WRITE_TIMEOUT),
-            CERO_FLUSH_INTERVAL="0.2",
-            CERO_LOG_LEVEL="warning",
-            CERO_LOG_FORMAT="json",
-        )
-        environ.update(env)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "server.cli", "serve"],
-            cwd=cwd,
-            env=environ,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-
-    async def wait_ready(self, http: aiohttp.ClientSession, within: float = 30.0) -> None:
-        deadline = time.monotonic() + within
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.stderr()
-            with contextlib.suppress(aiohttp.ClientConnectionError):
-                async with http.get(f"{self.url}/readyz") as r:
-                    if r.status == 200:
-                        return
-            await asyncio.sleep(0.1)
-        raise AssertionError("server not ready")
-
-    def stderr(self) -> str:
-        if self.proc.stderr is None or self.proc.poll() is None:
-            return ""
-        return self.proc.stderr.read().decode(errors="replace")[-3000:]
-
-    def stop(self, within: float = EXIT_WITHIN) -> tuple[int, float, str]:
-        """SIGTERM; ``(return code, seconds to exit, stderr)`` (the code is -9 on a hang)."""
-        started = time.monotonic()
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            _, err = self.proc.communicate(timeout=within)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            _, err = self.proc.communicate()
-            return -9, time.monotonic() - started, err.decode(errors="replace")[-3000:]
-        return self.proc.returncode, time.monotonic() - started, err.decode(errors="replace")
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+def _serve(database_url: str, cwd: Path, **env: str) -> AbstractAsyncContextManager[ServerProcess]:
+    settings = {
+        "CERO_DB_WRITE_TIMEOUT": str(WRITE_TIMEOUT),
+        "CERO_FLUSH_INTERVAL": "0.2",
+        "CERO_LOG_LEVEL": "warning",
+    }
+    return serve(database_url, cwd=cwd, env={**settings, **env}, stop_within=EXIT_WITHIN)
 
 
 @contextlib.asynccontextmanager
@@ -200,10 +141,8 @@ async def test_locked_database_answers_503_and_recovers(database_url: str, tmp_p
     """Item 4, both engines: writes and ``/readyz`` say 503 while the lock is held, then
     everything works again without a restart; SIGTERM still stops it cleanly."""
     token = await _prepare(database_url)
-    server = Server(database_url, tmp_path, CERO_DEMO_TOKEN_DELAY="0.001")
-    try:
+    async with _serve(database_url, tmp_path, CERO_DEMO_TOKEN_DELAY="0.001") as server:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http:
-            await server.wait_ready(http)
             status, lines, _ = await _chat(http, server.url, token)
             assert status == 200, lines
             conversation = _conversation_id(lines)
@@ -237,10 +176,7 @@ async def test_locked_database_answers_503_and_recovers(database_url: str, tmp_p
                 assert ready == 503
 
             # Released: ready again, and every write works, without a restart.
-            deadline = time.monotonic() + 15
-            while (await _readyz(http, server.url))[0] != 200:
-                assert time.monotonic() < deadline, "not ready again after the lock went"
-                await asyncio.sleep(0.2)
+            await server.wait_ready(within=15)
             status, lines, _ = await _chat(http, server.url, token, conversationId=conversation)
             assert status == 200, lines
             assert lines[-1].get("topic") in ("done", "finish") or "done" in str(lines[-1])
@@ -253,11 +189,10 @@ async def test_locked_database_answers_503_and_recovers(database_url: str, tmp_p
                 http, "DELETE", f"{server.url}/api/conversations/{doomed}", token
             )
             assert status in (200, 204), body
-        code, seconds, err = server.stop()
-        assert code == 0 and seconds < EXIT_WITHIN, (code, seconds, err)
-        assert "Traceback" not in err, err
-    finally:
-        server.kill()
+        stopped = await server.stop(EXIT_WITHIN)
+        err = server.log()
+        assert stopped.code == 0 and not stopped.killed, (stopped, err[-3000:])
+        assert "Traceback" not in err, err[-3000:]
 
 
 @pytest.mark.parametrize("release", [False, True], ids=["lock-kept", "lock-released"])
@@ -267,20 +202,29 @@ async def test_sigterm_exits_with_the_write_lock_held(tmp_path: Path, release: b
     released meanwhile: the process is gone within the shutdown deadline."""
     database_url = f"sqlite:///{tmp_path}/cero.db"
     token = await _prepare(database_url)
-    server = Server(database_url, tmp_path, CERO_DEMO_TOKEN_DELAY="0.05")
-    try:
+    async with _serve(database_url, tmp_path, CERO_DEMO_TOKEN_DELAY="0.05") as server:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http:
-            await server.wait_ready(http)
             status, lines, _ = await _chat(http, server.url, token)
             assert status == 200, lines
             conversation = _conversation_id(lines)
 
+            first_token = asyncio.Event()
+
             async def stream() -> None:  # an answer streaming while the lock is taken
                 with contextlib.suppress(Exception):
-                    await _chat(http, server.url, token, conversationId=conversation)
+                    async with http.post(
+                        f"{server.url}/api/chat",
+                        json={"message": "hello there", "conversationId": conversation},
+                        headers=bearer(token),
+                    ) as resp:
+                        async for raw in resp.content:
+                            if b'"token"' in raw:
+                                first_token.set()
+                first_token.set()  # ended (or failed) before a token: do not wait forever
 
             streaming = asyncio.create_task(stream())
-            await asyncio.sleep(0.5)
+            await asyncio.wait_for(first_token.wait(), 30)
+            assert not streaming.done(), "the answer ended before the lock was taken"
             async with write_lock(database_url):
                 others = [
                     _status(
@@ -295,21 +239,20 @@ async def test_sigterm_exits_with_the_write_lock_held(tmp_path: Path, release: b
                 others.append(_chat(http, server.url, token))
                 others.append(_readyz(http, server.url))  # type: ignore[arg-type]
                 await asyncio.gather(*others, return_exceptions=True)
-                await asyncio.sleep(3 * WRITE_TIMEOUT + 1)  # flushes fail meanwhile
+                # The behaviour under test: the lock outlasts every busy timeout while
+                # the answer's flushes fail.
+                await asyncio.sleep(3 * WRITE_TIMEOUT + 1)
                 if not release:
-                    code, seconds, err = server.stop()
+                    stopped = await server.stop(EXIT_WITHIN)
             if release:
-                code, seconds, err = server.stop()
+                stopped = await server.stop(EXIT_WITHIN)
             streaming.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await streaming
-        assert code != -9, f"still running {seconds:.0f} s after SIGTERM: {err}"
-        assert seconds < EXIT_WITHIN, (seconds, err)
+        err = server.log()[-3000:]
+        assert not stopped.killed, f"still running {stopped.seconds:.0f} s after SIGTERM: {err}"
         # Closed on every path: the exit is clean, not the watchdog's last resort.
-        assert code == 0 and "shutdown_forced" not in err, (code, err)
-
-    finally:
-        server.kill()
+        assert stopped.code == 0 and "shutdown_forced" not in err, (stopped, err)
 
 
 async def test_watchdog_ends_a_process_a_thread_keeps_alive() -> None:

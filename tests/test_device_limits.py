@@ -26,6 +26,7 @@ from server.auth.rate_limit import WrongCodeLimiter
 from server.ids import new_id, token_hash
 from server.tables import DeviceCode
 from tests.auth_helpers import bearer, fresh_ip, make_user_session
+from tests.conditions import until
 from tests.conftest import Live, make_settings, start_live
 
 CODE_LIMIT = 6
@@ -129,14 +130,14 @@ async def test_limiter_waits_for_lookups_in_progress_instead_of_refusing() -> No
     assert await limiter.acquire("a") is None
     assert await limiter.acquire("a") is None
     third = asyncio.ensure_future(limiter.acquire("a"))
-    await asyncio.sleep(0.01)
+    await asyncio.sleep(0.01)  # a negative check: after a moment it is still waiting
     assert not third.done()  # the budget is held by two lookups in progress: it waits
     limiter.release("a")  # one was a good code
     assert await asyncio.wait_for(third, 1) is None
     limiter.record_wrong("a")
     limiter.release("a")
     fourth = asyncio.ensure_future(limiter.acquire("a"))
-    await asyncio.sleep(0.01)
+    await asyncio.sleep(0.01)  # a negative check, as above
     assert not fourth.done()
     limiter.record_wrong("a")  # the third was wrong too: two decided wrong
     limiter.release("a")
@@ -222,11 +223,10 @@ async def test_expired_device_codes_are_purged_promptly(live: Live) -> None:
     async def exists(name: str) -> bool:
         return bool(await DeviceCode.exists().where(DeviceCode.id == rows[name]).run())
 
-    for _ in range(50):  # the purge runs every 0.2 s here
-        if not await exists("long_gone"):
-            break
-        await asyncio.sleep(0.1)
-    assert not await exists("long_gone")
+    async def purged() -> bool:
+        return not await exists("long_gone")
+
+    await until(purged, 5)  # the purge runs every 0.2 s here
     assert await exists("just_expired") and await exists("live")
 
 

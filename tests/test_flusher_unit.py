@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import pytest
 
 from actors.flusher import Flusher
-from actors.store import Outcome
+from actors.store import NewTurn, Outcome
 from tests.memory_store import MemoryStore, StoreDown
 
 pytestmark = pytest.mark.asyncio(loop_scope="function")
@@ -42,7 +42,9 @@ async def streaming_answers(store: MemoryStore, n: int) -> list[Answer]:
     answers = []
     for i in range(n):
         _, answer = await store.start_turn(
-            conversation_id, f"q{i}", generation_id=f"g{i}", client_message_id=None, model="m"
+            NewTurn(
+                conversation_id, f"q{i}", generation_id=f"g{i}", client_message_id=None, model="m"
+            )
         )
         answers.append(Answer(answer.id, []))
     return answers

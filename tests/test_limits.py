@@ -16,31 +16,37 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import os
 import re
 import resource
-import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiohttp
 import orjson
-import pytest
 from aiohttp import web
 from aiohttp.test_utils import unused_port
 
+from server.connection_guard import ConnectionGuard
+from server.http_protocol import CeroRunner
 from tests.auth_helpers import bearer, make_user_session
+from tests.conditions import until
 from tests.conftest import make_settings
+from tests.server_process import serve
 
 OTHER = "127.0.0.2"  # "another client": a second loopback address (Linux routes 127/8)
 
 
+class Served(NamedTuple):
+    url: str
+    guard: ConnectionGuard  # its connection counts: what the tests wait on
+
+
 @asynccontextmanager
-async def serving(tmp_path: Path, **overrides: Any) -> AsyncIterator[str]:
+async def serving(tmp_path: Path, **overrides: Any) -> AsyncIterator[Served]:
     """The app behind ``make_runner`` on a free port (as ``cero-api serve`` runs it)."""
     from server import db
     from server.app import create_app
@@ -56,8 +62,9 @@ async def serving(tmp_path: Path, **overrides: Any) -> AsyncIterator[str]:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", port)
     await site.start()
+    assert isinstance(runner, CeroRunner)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield Served(f"http://127.0.0.1:{port}", runner.guard)
     finally:
         await runner.cleanup()
 
@@ -171,7 +178,7 @@ def test_aiohttp_hooks_still_exist() -> None:
 
 async def test_oversized_header_is_431_json_without_echo(tmp_path: Path) -> None:
     secret = "Sekr1t" + "a" * 9000
-    async with serving(tmp_path) as url:
+    async with serving(tmp_path) as (url, _):
         status, headers, body = await raw(
             url,
             f"GET /healthz HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {secret}\r\n\r\n".encode(),
@@ -183,7 +190,7 @@ async def test_oversized_header_is_431_json_without_echo(tmp_path: Path) -> None
 
 
 async def test_long_url_is_414_json(tmp_path: Path) -> None:
-    async with serving(tmp_path) as url:
+    async with serving(tmp_path) as (url, _):
         path = "/api/models?q=" + "b" * 9000
         status, headers, body = await raw(url, f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
         assert status == 414
@@ -198,7 +205,7 @@ async def test_long_url_is_414_json(tmp_path: Path) -> None:
 
 
 async def test_header_floods_are_431_json(tmp_path: Path) -> None:
-    async with serving(tmp_path, max_headers=1000, max_head_bytes=4096) as url:
+    async with serving(tmp_path, max_headers=1000, max_head_bytes=4096) as (url, _):
         many = "".join(f"X-Flood-{n}: v\r\n" for n in range(1001))
         status, headers, body = await raw(url, f"GET / HTTP/1.1\r\nHost: x\r\n{many}\r\n".encode())
         assert status == 431 and json_error(headers, body)["code"] == "too_many_headers"
@@ -215,7 +222,7 @@ async def test_header_floods_are_431_json(tmp_path: Path) -> None:
 
 
 async def test_silent_slow_and_idle_connections_are_closed(tmp_path: Path) -> None:
-    async with serving(tmp_path, header_timeout=0.5, keepalive_timeout=1.0) as url:
+    async with serving(tmp_path, header_timeout=0.5, keepalive_timeout=1.0) as (url, _):
         started = time.monotonic()
         silent = await idle_connection(url)
         assert await asyncio.wait_for(silent.read(), 5) == b""  # closed, nothing said
@@ -236,11 +243,11 @@ async def test_silent_slow_and_idle_connections_are_closed(tmp_path: Path) -> No
 
 
 async def test_connections_per_ip_are_capped(tmp_path: Path) -> None:
-    async with serving(tmp_path, max_connections_per_ip=5, header_timeout=30) as url:
+    async with serving(tmp_path, max_connections_per_ip=5, header_timeout=30) as (url, guard):
         try:
             for _ in range(5):
                 await idle_connection(url)
-            await asyncio.sleep(0.1)
+            await until(lambda: guard.per_ip("127.0.0.1") == 5, 5)
             status, headers, body = await raw(url, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
             assert status == 429 and headers["retry-after"] == "1"
             assert json_error(headers, body)["code"] == "too_many_connections"
@@ -250,18 +257,19 @@ async def test_connections_per_ip_are_capped(tmp_path: Path) -> None:
             assert await short_chat(url, bearer(token))
         finally:
             close_idle()
-        await asyncio.sleep(0.2)
+        await until(lambda: guard.per_ip("127.0.0.1") == 0, 5)
         assert await healthz(url, "127.0.0.1") == 200  # its slots are back
 
 
 async def test_total_cap_keeps_probes_answering(tmp_path: Path) -> None:
-    async with serving(
-        tmp_path, max_connections=8, connection_reserve=2, header_timeout=1.5
-    ) as url:
+    async with serving(tmp_path, max_connections=8, connection_reserve=2, header_timeout=1.5) as (
+        url,
+        guard,
+    ):
         token, _ = await make_user_session("Other")
         try:
             idle = [await idle_connection(url, f"127.0.1.{n}") for n in range(8)]
-            await asyncio.sleep(0.1)
+            await until(lambda: guard.total == 8, 5)
             # Full: a probe still answers on a reserved slot, anything else is 503 JSON.
             assert await healthz(url) == 200
             status, headers, body = await raw(
@@ -271,7 +279,7 @@ async def test_total_cap_keeps_probes_answering(tmp_path: Path) -> None:
             # Reserved slots taken too: answered 503 at once and closed.
             for n in range(2):
                 idle.append(await idle_connection(url, f"127.0.2.{n}"))
-            await asyncio.sleep(0.1)
+            await until(lambda: guard.reserved == 2, 5)
             status, headers, body = await raw(
                 url, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", local=OTHER
             )
@@ -313,64 +321,53 @@ async def test_idle_connection_flood_under_low_nofile_limit(tmp_path: Path) -> N
     connections than descriptors: it raises the soft limit, caps connections below it,
     answers the excess 503 JSON, keeps /healthz answering, and serves a chat after the idle
     connections time out. (Before: EMFILE in accept, and nobody was served.)"""
-    port = unused_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("CERO_", "BETTER_AUTH_", "DATABASE_URL", "GEMINI_", "GOOGLE_"))
+    env: dict[str, str | None] = {
+        "BETTER_AUTH_SECRET": None,  # local mode: the sign-in link is announced
+        "CERO_DEMO_TOKEN_DELAY": "0.002",
+        "CERO_FD_HEADROOM": "64",
+        "CERO_CONNECTION_RESERVE": "8",
+        "CERO_HEADER_TIMEOUT": "3",
+        "CERO_MAX_CONNECTIONS_PER_IP": "1000",
     }
-    env.update(
-        DATABASE_URL=f"sqlite:///{tmp_path / 'cero.db'}",
-        CERO_PORT=str(port),
-        CERO_LOG_FORMAT="json",
-        CERO_DEMO_TOKEN_DELAY="0.002",
-        CERO_FD_HEADROOM="64",
-        CERO_CONNECTION_RESERVE="8",
-        CERO_HEADER_TIMEOUT="3",
-        CERO_MAX_CONNECTIONS_PER_IP="1000",
-    )
 
     def low_nofile() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (128, 256))
 
-    log_path = tmp_path / "server.log"
-    with log_path.open("wb") as log_file:
-        proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "cero-api"), "serve"],
-            env=env,
-            cwd=tmp_path,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            preexec_fn=low_nofile,
-        )
-    try:
-        for _ in range(100):
-            with suppress(OSError, aiohttp.ClientError, asyncio.TimeoutError, AssertionError):
-                if await healthz(url, "127.0.0.1") == 200:
-                    break
-            await asyncio.sleep(0.1)
-        else:
-            pytest.fail(f"server did not start: {log_path.read_text()[-2000:]}")
-        flood = 300  # more than the process has descriptors
-        results = await asyncio.gather(
-            *(idle_connection(url, "127.0.0.3") for n in range(flood)),
-            return_exceptions=True,
-        )
-        assert all(not isinstance(r, BaseException) for r in results), results
-        await asyncio.sleep(0.3)
-        assert await healthz(url) == 200  # probes answer on a reserved slot
-        # The excess was answered 503 JSON and closed at once.
-        refused = 0
-        for reader in results:
-            assert isinstance(reader, asyncio.StreamReader)
-            if reader.at_eof() or reader._buffer:  # type: ignore[attr-defined]  # arrived already (private, test only)
-                data = await asyncio.wait_for(reader.read(), 5)
-                status, headers, body = parse(data)
-                assert status == 503 and json_error(headers, body)["code"] == "over_capacity"
-                refused += 1
-        assert refused >= flood - (256 - 64 - 2 * 8) - 8 - 8, refused
-        log_text = log_path.read_text()
+    async with serve(
+        f"sqlite:///{tmp_path / 'cero.db'}",
+        cwd=tmp_path,
+        env=env,
+        command=[str(Path(sys.executable).parent / "cero-api"), "serve"],
+        preexec_fn=low_nofile,
+    ) as server:
+        url = server.url
+        try:
+            flood = 300  # more than the process has descriptors
+            results = await asyncio.gather(
+                *(idle_connection(url, "127.0.0.3") for n in range(flood)),
+                return_exceptions=True,
+            )
+            assert all(not isinstance(r, BaseException) for r in results), results
+            assert await healthz(url) == 200  # probes answer on a reserved slot
+            # Every connection ends: the excess answered 503 JSON and closed at once, the
+            # admitted ones closed silently after the head timeout (3 s).
+            answers = await asyncio.gather(
+                *(
+                    asyncio.wait_for(r.read(), 15)
+                    for r in results
+                    if isinstance(r, asyncio.StreamReader)
+                )
+            )
+            refused = 0
+            for data in answers:
+                if data:
+                    status, headers, body = parse(data)
+                    assert status == 503 and json_error(headers, body)["code"] == "over_capacity"
+                    refused += 1
+            assert refused >= flood - (256 - 64 - 2 * 8) - 8 - 8, refused
+        finally:
+            close_idle()
+        log_text = server.log()
         listening = next(
             orjson.loads(line) for line in log_text.splitlines() if '"listening"' in line
         )
@@ -379,8 +376,7 @@ async def test_idle_connection_flood_under_low_nofile_limit(tmp_path: Path) -> N
         link = re.search(r"Sign in: (\S+)", log_text)
         assert link, log_text
 
-        # The admitted idle connections are dropped after the head timeout: a chat works.
-        await asyncio.sleep(3.5)
+        # The admitted idle connections were dropped: a chat works.
         connector = aiohttp.TCPConnector(local_addr=(OTHER, 0))
         async with aiohttp.ClientSession(
             connector=connector, cookie_jar=aiohttp.CookieJar(unsafe=True)
@@ -389,15 +385,7 @@ async def test_idle_connection_flood_under_low_nofile_limit(tmp_path: Path) -> N
                 assert resp.status == 200, await resp.text()
             cookies = "; ".join(f"{c.key}={c.value}" for c in http.cookie_jar)
         assert await short_chat(url, {"Cookie": cookies, "Origin": url})
-        assert proc.poll() is None
-    finally:
-        close_idle()
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        assert server.running
 
 
 async def test_long_lived_streams_outlive_the_head_and_keepalive_timeouts(tmp_path: Path) -> None:
@@ -405,11 +393,11 @@ async def test_long_lived_streams_outlive_the_head_and_keepalive_timeouts(tmp_pa
     stream stay open well past both."""
     async with serving(
         tmp_path, header_timeout=0.3, keepalive_timeout=0.3, demo_token_delay=0.05
-    ) as url:
+    ) as (url, _):
         token, _ = await make_user_session("Streamer")
         async with aiohttp.ClientSession() as http:
             async with http.ws_connect(url + "/api/ws", params={"token": token}) as ws:
-                await asyncio.sleep(1.0)
+                await asyncio.sleep(1.0)  # the behaviour under test: open past both timeouts
                 await ws.send_str('{"type": "ping"}')
                 answer = await asyncio.wait_for(ws.receive_json(), 5)
                 assert answer == {"type": "ack", "of": "ping"}, answer

@@ -13,9 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
-import subprocess
-import sys
+import signal
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,11 +22,12 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from actors.store import NewTurn
 from server import db
 from tests.auth_helpers import bearer, make_user_session
 from tests.fakes.gemini import FakeGemini, Script
+from tests.server_process import ROOT, serve
 
-ROOT = Path(__file__).resolve().parent.parent
 MIB = 1 << 20
 
 
@@ -38,12 +37,6 @@ def rss_mb(pid: int) -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     raise RuntimeError("no VmRSS")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -80,108 +73,72 @@ async def measure(
         )
     )
     gemini_url = await fake.start()
-    port = _free_port()
-    extra = env or {}
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CERO_", "BETTER_AUTH_"))}
-    env.update(
-        PYTHONPATH=str(ROOT),
-        DATABASE_URL=database_url,
-        CERO_PORT=str(port),
-        GEMINI_API_KEY="test-key",
-        CERO_GEMINI_BASE_URL=gemini_url,
-        BETTER_AUTH_SECRET="s" * 40,
-        CERO_LOG_LEVEL="warning",
-    )
-    env.update(extra)
-    if "PYTHONPATH_PREFIX" in extra:
-        env["PYTHONPATH"] = extra["PYTHONPATH_PREFIX"] + os.pathsep + env["PYTHONPATH"]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "server.cli", "serve"],
-        cwd=workdir,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
+    extra: dict[str, str | None] = {**(env or {})}
+    if "PYTHONPATH_PREFIX" in extra:  # a sitecustomize for debugging, ahead of the project
+        extra["PYTHONPATH"] = f"{extra['PYTHONPATH_PREFIX']}{os.pathsep}{ROOT}"
+    settings: dict[str, str | None] = {
+        "GEMINI_API_KEY": "test-key",
+        "CERO_GEMINI_BASE_URL": gemini_url,
+        "CERO_LOG_LEVEL": "warning",
+    }
     peak = 0.0
     try:
-        timeout = aiohttp.ClientTimeout(total=600)
-        async with aiohttp.ClientSession(timeout=timeout) as http:
-            deadline = time.monotonic() + 30
-            while True:
-                assert proc.poll() is None, proc.stderr.read() if proc.stderr else b""
-                try:
-                    async with http.get(f"{url}/readyz") as r:
-                        if r.status == 200:
-                            break
-                except aiohttp.ClientConnectionError:
-                    pass
-                assert time.monotonic() < deadline, "server did not start"
-                await asyncio.sleep(0.1)
+        async with serve(database_url, cwd=workdir, env={**settings, **extra}) as server:
+            pid = server.pid
+            timeout = aiohttp.ClientTimeout(total=600)
+            async with aiohttp.ClientSession(timeout=timeout) as http:
 
-            async def chat(token: str) -> int:
-                got = 0
-                async with http.post(
-                    f"{url}/api/chat",
-                    json={"message": "a long one, please", "aiModel": "gemini-2.5-flash-lite"},
-                    headers=bearer(token),
-                ) as resp:
-                    assert resp.status == 200, await resp.text()
-                    async for data in resp.content.iter_any():
-                        got += len(data)
-                    return got
+                async def chat(token: str) -> int:
+                    got = 0
+                    async with http.post(
+                        f"{server.url}/api/chat",
+                        json={"message": "a long one, please", "aiModel": "gemini-2.5-flash-lite"},
+                        headers=bearer(token),
+                    ) as resp:
+                        assert resp.status == 200, await resp.text()
+                        async for data in resp.content.iter_any():
+                            got += len(data)
+                        return got
 
-            async def one_round(n: int, least: int) -> None:
-                nonlocal peak
-                jobs = asyncio.gather(*(chat(t) for t in tokens[:n]))
-                while not jobs.done():
-                    peak = max(peak, rss_mb(proc.pid))
-                    await asyncio.wait([jobs], timeout=0.25)
-                sizes = jobs.result()
-                assert min(sizes) >= least, sizes
+                async def one_round(n: int, least: int) -> None:
+                    nonlocal peak
+                    jobs = asyncio.gather(*(chat(t) for t in tokens[:n]))
+                    while not jobs.done():  # sample the peak until the round ends
+                        peak = max(peak, rss_mb(pid))
+                        await asyncio.wait([jobs], timeout=0.25)
+                    sizes = jobs.result()
+                    assert min(sizes) >= least, sizes
 
-            # One small answer first: the code paths of a chat are imported and warm.
-            fake.default_script = Script(chunks=["warm ", "up"])
-            await one_round(1, 0)
-            fake.default_script = Script(
-                chunks=[piece] * (answer_bytes // chunk_bytes), chunk_delay=chunk_delay
-            )
-            await asyncio.sleep(settle)
-            start = rss_mb(proc.pid)
-            if "MEMDBG" in extra:  # a tracemalloc snapshot by a sitecustomize (debugging)
-                proc.send_signal(__import__("signal").SIGUSR1)
-                await asyncio.sleep(3)
-            per_round = []
-            for i in range(rounds):
-                await one_round(concurrent, answer_bytes)
+                # One small answer first: the code paths of a chat are imported and warm.
+                fake.default_script = Script(chunks=["warm ", "up"])
+                await one_round(1, 0)
+                fake.default_script = Script(
+                    chunks=[piece] * (answer_bytes // chunk_bytes), chunk_delay=chunk_delay
+                )
+                # Time is what is measured here: RSS once the process has been left alone.
                 await asyncio.sleep(settle)
-                per_round.append(rss_mb(proc.pid))
-                if log:
-                    print(f"round {i + 1}: RSS {per_round[-1]:.1f} MB (peak {peak:.1f})")  # noqa: T201
-            # The lowest RSS within the wait: actors stop, then the allocator gives back.
-            end = rss_mb(proc.pid)
-            until = time.monotonic() + settle + final_wait
-            while time.monotonic() < until and end > start * 1.05:
-                await asyncio.sleep(0.5)
-                end = min(end, rss_mb(proc.pid))
-            if "MEMDBG" in extra:  # a tracemalloc dump by a sitecustomize (debugging)
-                proc.send_signal(__import__("signal").SIGUSR1)
-                await asyncio.sleep(5)
+                start = rss_mb(pid)
+                if "MEMDBG" in extra:  # a tracemalloc snapshot by a sitecustomize (debugging)
+                    os.kill(pid, signal.SIGUSR1)
+                    await asyncio.sleep(3)  # debugging only: no event to wait on
+                per_round = []
+                for i in range(rounds):
+                    await one_round(concurrent, answer_bytes)
+                    await asyncio.sleep(settle)  # measured: RSS after a quiet while
+                    per_round.append(rss_mb(pid))
+                    if log:
+                        print(f"round {i + 1}: RSS {per_round[-1]:.1f} MB (peak {peak:.1f})")  # noqa: T201
+                # The lowest RSS within the wait: actors stop, then the allocator gives back.
+                end = rss_mb(pid)
+                until = time.monotonic() + settle + final_wait
+                while time.monotonic() < until and end > start * 1.05:
+                    await asyncio.sleep(0.5)  # the sampling interval of RSS
+                    end = min(end, rss_mb(pid))
+                if "MEMDBG" in extra:  # a tracemalloc dump by a sitecustomize (debugging)
+                    os.kill(pid, signal.SIGUSR1)
+                    await asyncio.sleep(5)  # debugging only: no event to wait on
         return Run(start, per_round, end, peak, answer_bytes)
-    except BaseException:
-        proc.terminate()
-        err = proc.communicate(timeout=30)[1]
-        text = err.decode(errors="replace")
-        first = [line for line in text.splitlines() if "ClientConnectionReset" not in line]
-        sys.stderr.write("\n".join(first[:20])[:6000])
-        raise
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
         await fake.stop()
 
 
@@ -221,7 +178,7 @@ async def test_flusher_writes_only_the_new_text(database_url: str) -> None:
     try:
         store = PiccoloConversationStore(writer)
         _, answer = await store.start_turn(
-            conversation["id"], "hi", generation_id="g1", client_message_id=None, model="m"
+            NewTurn(conversation["id"], "hi", generation_id="g1", client_message_id=None, model="m")
         )
         sent: list[tuple[str, int, str]] = []
         failing = [False]

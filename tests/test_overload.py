@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import aiohttp
 import orjson
 import pytest
 
+from server.app_keys import LAG
 from server.overload import WINDOW_S, LagMonitor
 from tests.auth_helpers import bearer, make_user_session, running
+from tests.conditions import until
 from tests.conftest import make_settings
 
 
@@ -45,8 +46,9 @@ async def test_a_stalled_loop_refuses_new_answers_and_finishes_running_ones(
             )
             assert first.status == 200
             await first.content.readline()  # init: the answer streams
-            time.sleep(0.5)
-            await asyncio.sleep(0.25)  # the monitor's timer fires late and notes it
+            monitor = live.app[LAG]
+            time.sleep(0.5)  # the behaviour under test: the event loop stalls
+            await until(lambda: monitor.overloaded, 5)  # its timer fired late and noted it
             async with http.post(
                 live.url + "/api/chat",
                 json={"message": "more", "aiModel": "demo"},
@@ -58,7 +60,8 @@ async def test_a_stalled_loop_refuses_new_answers_and_finishes_running_ones(
             lines = [orjson.loads(line) for line in (await first.read()).splitlines() if line]
             assert lines[-1]["topic"] == "done"  # the running answer was never touched
             first.release()
-            await asyncio.sleep(WINDOW_S + 0.3)
+            # The spike counts for WINDOW_S, then goes.
+            await until(lambda: not monitor.overloaded, WINDOW_S + 5)
             async with http.post(
                 live.url + "/api/chat",
                 json={"message": "later", "aiModel": "demo"},

@@ -13,6 +13,7 @@ import pytest_asyncio
 from server.app_keys import ENGINE, REGISTRY
 from server.tables import Message
 from tests.auth_helpers import bearer, make_user_session
+from tests.conditions import until
 from tests.conftest import Live, make_settings, start_live
 from tests.live_clients import WsPeer, read_ndjson
 
@@ -51,16 +52,13 @@ async def test_idle_actor_stops_and_respawns_with_new_epoch(live_short_idle: Liv
         ws = WsPeer(await http.ws_connect(live.url + "/api/ws", headers=bearer(token))).start()
         await ws.send(type="subscribe", conversationId=conversation_id)
         await ws.wait_for(lambda f: f["type"] == "subscribed")
-        await asyncio.sleep(0.8)
+        # Its own idle stop (0.3 s): the actor's task ends.
+        await asyncio.wait_for(asyncio.shield(actor.task), 5)
         assert registry.peek(conversation_id) is None
         dormant = registry.peek_dormant(conversation_id)
         assert dormant is not None and dormant.hub is actor.hub
         await ws.close()
-        for _ in range(50):
-            if registry.peek_dormant(conversation_id) is None:
-                break
-            await asyncio.sleep(0.05)
-        assert registry.peek_dormant(conversation_id) is None
+        await until(lambda: registry.peek_dormant(conversation_id) is None, 5)
         assert registry.peek(conversation_id) is None
         ws = WsPeer(await http.ws_connect(live.url + "/api/ws", headers=bearer(token))).start()
         await ws.send(

@@ -8,9 +8,8 @@ once the lock is gone the row is ``error`` with the whole text, never left ``str
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -23,6 +22,7 @@ import pytest_asyncio
 from server.app_keys import WRITER
 from server.tables import Message
 from tests.auth_helpers import bearer, make_user_session
+from tests.conditions import until
 from tests.conftest import Live, make_settings, start_live
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -70,12 +70,6 @@ async def write_lock(database_url: str) -> AsyncIterator[None]:
         await pg.close()
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 15.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not await check():
-            await asyncio.sleep(0.1)
-
-
 async def test_a_failed_terminal_write_ends_as_error_and_is_stored_later(
     fragile: tuple[Live, str],
 ) -> None:
@@ -107,7 +101,7 @@ async def test_a_failed_terminal_write_ends_as_error_and_is_stored_later(
         )
         return bool(rows) and rows[0]["status"] == "error" and rows[0]["content"] == text
 
-    await eventually(stored)
+    await until(stored, 15, every=0.1)
     # The server writes again: a new turn completes.
     async with aiohttp.ClientSession() as http:
         async with http.post(

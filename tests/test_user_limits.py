@@ -26,6 +26,7 @@ from server.app_keys import REGISTRY, USER_LIMITS
 from server.chat_store import create_conversation
 from server.tables import Message
 from tests.auth_helpers import bearer, make_user_session
+from tests.conditions import until
 from tests.conftest import Live, make_settings, start_live
 from tests.fakes.gemini import FakeGemini, Script
 from tests.live_clients import WsPeer
@@ -186,11 +187,7 @@ async def test_every_ending_gives_the_slot_back(env: tuple[Live, FakeGemini]) ->
         actor = live.app[REGISTRY].peek(c)
         assert actor is not None
         actor.task.cancel()
-        for _ in range(100):
-            if running(live, user_id) == 2:
-                break
-            await asyncio.sleep(0.05)
-        assert running(live, user_id) == 2
+        await until(lambda: running(live, user_id) == 2, 5)
         # cancel
         await cancel_all(http, live, token, [a, b])
         assert running(live, user_id) == 0

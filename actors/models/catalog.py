@@ -4,7 +4,10 @@ The catalog is data (``catalog.json`` beside this module), not code, because Goo
 retires models every few months: a shut-down id keeps working by naming a
 ``successor``, and ``resolve`` follows that chain to the model that really answers.
 Without a Gemini key only the offline ``demo`` model is offered, and it becomes the
-default.
+default. In local mode (the embedded default: no ``BETTER_AUTH_SECRET``) a Gemini id is
+answered by ``demo`` the same way (``offline_fallback``), so clients with hard-coded Gemini
+ids, such as the original Cero CLI, can chat out of the box; with a secret set such an id
+stays ``unknown_model``.
 """
 
 from __future__ import annotations
@@ -14,6 +17,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, cast
+
+import structlog
+
+log = structlog.get_logger(__name__)
 
 #: Tool names a chat request may ask for, in the order they are listed.
 KNOWN_TOOLS: tuple[str, ...] = ("google_search", "url_context", "code_execution")
@@ -96,7 +103,12 @@ class Catalog:
     """The models this process offers. Build it once with :meth:`load`."""
 
     def __init__(
-        self, models: Sequence[ModelInfo], *, default_id: str, gemini_enabled: bool
+        self,
+        models: Sequence[ModelInfo],
+        *,
+        default_id: str,
+        gemini_enabled: bool,
+        offline_fallback: bool = False,
     ) -> None:
         self._models: dict[str, ModelInfo] = {}
         for model in models:
@@ -104,6 +116,9 @@ class Catalog:
                 raise ValueError(f"catalog: duplicate model id {model.id!r}")
             self._models[model.id] = model
         self.gemini_enabled = gemini_enabled
+        #: Gemini ids are answered by ``demo`` (local mode without a key).
+        self.offline_fallback = offline_fallback and not gemini_enabled
+        self._fallbacks_logged: set[str] = set()
         self.default_id = default_id
         if "demo" not in self._models:
             raise ValueError("catalog: the demo model must be listed")
@@ -113,8 +128,11 @@ class Catalog:
             raise ValueError(f"catalog: default {default_id!r} must answer itself")
 
     @classmethod
-    def load(cls, *, gemini_enabled: bool, path: Path | None = None) -> Catalog:
-        """Read the catalog file; without Gemini only ``demo`` is offered (and default)."""
+    def load(
+        cls, *, gemini_enabled: bool, offline_fallback: bool = False, path: Path | None = None
+    ) -> Catalog:
+        """Read the catalog file; without Gemini only ``demo`` is offered (and default),
+        and with ``offline_fallback`` it answers the Gemini ids too."""
         data = json.loads((path or CATALOG_PATH).read_text(encoding="utf-8"))
         if not isinstance(data, dict) or not isinstance(data.get("models"), list):
             raise ValueError("catalog: expected {'default': ..., 'models': [...]}")
@@ -122,7 +140,12 @@ class Catalog:
         default = data.get("default") if gemini_enabled else data.get("offline_default", "demo")
         if not isinstance(default, str):
             raise ValueError("catalog: default must be a model id")
-        return cls(models, default_id=default, gemini_enabled=gemini_enabled)
+        return cls(
+            models,
+            default_id=default,
+            gemini_enabled=gemini_enabled,
+            offline_fallback=offline_fallback,
+        )
 
     def _follow(self, model_id: str) -> ModelInfo:
         seen: list[str] = []
@@ -164,12 +187,33 @@ class Catalog:
                 model_id, f"unknown model '{model_id}'; see GET /api/models for the list"
             )
         if not self._offered(entry):
+            if self.offline_fallback:
+                return self._fall_back(model_id)
             raise UnknownModel(
                 model_id,
                 f"model '{model_id}' is not available: no API key is configured for Gemini "
                 "(set GOOGLE_GENERATIVE_AI_API_KEY); only 'demo' is offered",
             )
         return self._follow(model_id)
+
+    def _fall_back(self, model_id: str) -> ModelInfo:
+        """``demo`` answers ``model_id``; said in the log once per id and process."""
+        if model_id not in self._fallbacks_logged:
+            self._fallbacks_logged.add(model_id)
+            log.warning(
+                "model_fallback",
+                requested=model_id,
+                answered_by="demo",
+                reason="local mode without a Gemini key (set GOOGLE_GENERATIVE_AI_API_KEY)",
+            )
+        return self._models["demo"]
+
+    def fallbacks(self) -> dict[str, str]:
+        """Ids answered by another model than their own in this process: ``{id: "demo"}``
+        for every Gemini id under ``offline_fallback``, else empty."""
+        if not self.offline_fallback:
+            return {}
+        return {m.id: "demo" for m in self._models.values() if not self._offered(m)}
 
     def check_tools(self, model: ModelInfo, tools: Sequence[str]) -> tuple[str, ...]:
         """The requested tools, de-duplicated in order; raises :class:`UnsupportedTools`."""

@@ -42,7 +42,7 @@ def setup(app: web.Application) -> None:
     from server.auth.rate_limit import WrongCodeLimiter
     from server.auth.sessions import SessionStore
     from server.routes import user
-    from server.web import device_page
+    from server.web import app_page, device_page
 
     settings = app[SETTINGS]
     app[SESSIONS] = SessionStore()
@@ -60,6 +60,7 @@ def setup(app: web.Application) -> None:
         local.routes,
         user.routes,
         device_page.routes,
+        app_page.routes,
     ):
         app.add_routes(table)
 

@@ -115,7 +115,7 @@ async def resolve_cookie(request: web.Request) -> tuple[Resolved | None, bool]:
     """The session of the session cookie: (resolved, from_cache).
 
     The signed cache cookie (5 minutes, bound to this token) skips the database unless the
-    session is due to slide or this process revoked it.
+    session is due to slide or was revoked (by this process; in cluster mode, by any).
     """
     codec = request.app[COOKIES]
     raw = request.cookies.get(codec.session_name)
@@ -133,7 +133,7 @@ async def resolve_cookie(request: web.Request) -> tuple[Resolved | None, bool]:
             cached is not None
             and cached.session.expires_at > now
             and not cached.needs_refresh(now)
-            and not store.revoked(cached.session.id)
+            and await store.cache_trusted(cached.session.id)
         ):
             return cached, True
     return await store.resolve(token), False

@@ -24,20 +24,20 @@ from server.auth import device_flow, verification
 from server.auth.client_ip import client_ip
 from server.auth.current import current_user, require_user
 from server.auth.oauth_bodies import OAuthBody, read_oauth
-from server.auth.rate_limit import SlidingWindow, rate_key
+from server.auth.rate_limit import LocalWindow, Window, rate_key
 from server.errors import ApiError, json_response
 
 log = structlog.get_logger(__name__)
 routes = web.RouteTableDef()
 
 PURGE_STOP_TIMEOUT_S = 5.0
-ISSUE_LIMITER: web.AppKey[SlidingWindow] = web.AppKey("device_code_issue_limiter", SlidingWindow)
+ISSUE_LIMITER: web.AppKey[Window] = web.AppKey("device_code_issue_limiter")
 
 
 def setup(app: web.Application) -> None:
     """The per-IP issue limiter and the purge task (after the database's cleanup_ctx)."""
     settings = app[SETTINGS]
-    app[ISSUE_LIMITER] = SlidingWindow(settings.device_code_limit, settings.device_code_window)
+    app[ISSUE_LIMITER] = LocalWindow(settings.device_code_limit, settings.device_code_window)
     app.cleanup_ctx.append(purge_task)
     app.add_routes(routes)
 
@@ -92,7 +92,7 @@ class DecisionRequest(OAuthBody):
 @routes.post("/api/auth/device/code")
 async def device_code(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
-    retry = request.app[ISSUE_LIMITER].hit(rate_key(client_ip(request)))
+    retry = await request.app[ISSUE_LIMITER].hit(rate_key(client_ip(request)))
     if retry is not None:
         log.info("device_code_rate_limited")
         raise ApiError(

@@ -2,8 +2,8 @@
 
 Base URLs come from ``CERO_GITHUB_URL`` / ``CERO_GITHUB_API_URL`` so tests point them at a
 stand-in. The ``state`` travels in GitHub's redirect and in a signed cookie (10 minutes);
-:class:`OAuthStates` makes each state single-use in this process, and GitHub's own
-single-use codes cover a replay that reaches another process.
+:class:`OAuthStates` makes each state single-use in this process (in cluster mode
+:class:`server.shared_state.RedisOAuthStates`, in every process).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import base64
 import hashlib
 import secrets
 import time
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlencode
 
 import aiohttp
@@ -64,13 +64,18 @@ def authorize_url(settings: Settings, state: str, verifier: str) -> str:
     return f"{settings.github_url}/login/oauth/authorize?{query}"
 
 
+class StateStore(Protocol):
+    async def spend(self, state: str) -> bool:
+        """True the first time ``state`` is spent, False on any reuse."""
+
+
 class OAuthStates:
     """States already spent in this process (kept for their 10-minute lifetime)."""
 
     def __init__(self) -> None:
         self._spent: dict[str, float] = {}
 
-    def spend(self, state: str) -> bool:
+    async def spend(self, state: str) -> bool:
         """True the first time ``state`` is spent, False on any reuse."""
         now = time.monotonic()
         if len(self._spent) > 1000:

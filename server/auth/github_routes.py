@@ -131,7 +131,7 @@ async def callback(request: web.Request) -> web.Response:
     state = query.get("state", "")
     if not state or not same(state, data["s"] or ""):
         return fail("state_mismatch", "The state does not match this browser's sign-in")
-    if not request.app[OAUTH_STATES].spend(state):
+    if not await request.app[OAUTH_STATES].spend(state):
         return fail("state_mismatch", "This sign-in state was already used")
     if query.get("error"):
         word = query["error"] if _ERROR_WORD.match(query["error"]) else "access_denied"

@@ -2,8 +2,9 @@
 
 When GitHub is not configured and the server binds loopback only (``Settings.local_mode``),
 start-up announces a one-time link ``<public url>/auth/local?token=...``; opening it signs
-in the local user (an ``Account`` with provider ``local``) and redirects to ``/device`` or a
-same-origin ``next`` path. On any other bind there is no link and ``/auth/local`` is 403.
+in the local user (an ``Account`` with provider ``local``) and redirects to the web app
+(``/app``) or a same-origin ``next`` path. On any other bind there is no link and
+``/auth/local`` is 403.
 The link is the one secret this server deliberately prints, on stderr only (it is how the
 operator gets in); the structured log, which may be shipped elsewhere, never holds the token.
 """
@@ -26,14 +27,7 @@ from server.ids import new_token, same, token_hash
 log = structlog.get_logger(__name__)
 routes = web.RouteTableDef()
 
-LOCAL_PROFILE = Profile(
-    provider="local",
-    account_id="local",
-    name="Local user",
-    email=None,
-    email_verified=False,
-    image=None,
-)
+LOCAL_PROFILE = Profile(provider="local", account_id="local", name="Local user")
 
 
 class LocalSignIn:
@@ -79,7 +73,7 @@ async def local_sign_in(request: web.Request) -> web.Response:
         user_id, ip_address=client_ip(request), user_agent=request.headers.get("User-Agent")
     )
     log.info("signed_in", provider="local", user_id=user_id, session_id=resolved.session.id)
-    target = safe_path(request.query.get("next")) or "/device"
+    target = safe_path(request.query.get("next")) or "/app"
     response = web.Response(status=302, headers={"Location": target})
     request.app[COOKIES].set_session(response, token, resolved)
     return response

@@ -1,8 +1,8 @@
 """Wrong user codes per client IP: after 5 in 10 minutes, every code lookup gets 429.
 
-Kept in process memory: a user code has 20^8 values and lives 30 minutes, so the limit
-only has to make guessing hopeless, and per-process counting does that (several processes
-multiply the budget by their number, which stays negligible).
+Kept in process memory here; in cluster mode :mod:`server.shared_state` keeps the same
+rules in Redis (:class:`WrongCodes` and :class:`Window` are what both provide), so the
+budget holds across every process.
 
 Counting is by :func:`rate_key`: an IPv4 address, or an IPv6 address's ``/64`` (one
 subscriber typically holds a whole /64, so per-address counting would be no limit at all).
@@ -12,7 +12,9 @@ lookup that finds the budget held only by lookups in progress waits for one of t
 (:meth:`WrongCodeLimiter.acquire`) instead of being refused: only codes decided wrong ever
 earn a ``429``, so parallel lookups of a good code all succeed.
 
-:class:`SlidingWindow` counts requests per key (device codes issued per IP).
+:class:`SlidingWindow` counts requests per key (device codes issued per IP);
+:class:`InFlight` counts what is in progress per key (lookups here, generations per user,
+connections per address).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Protocol
 
 from server.auth.client_ip import parse_ip
 
@@ -44,6 +47,44 @@ def rate_key(address: str) -> str:
     return str(ip)
 
 
+class InFlight:
+    """How many things are in progress per key. A key with none left is forgotten, so
+    memory follows what is in progress, not every key ever seen."""
+
+    __slots__ = ("_counts",)
+
+    def __init__(self) -> None:
+        self._counts: dict[str, int] = {}
+
+    def __getitem__(self, key: str) -> int:
+        return self._counts.get(key, 0)
+
+    def add(self, key: str) -> None:
+        self._counts[key] = self._counts.get(key, 0) + 1
+
+    def remove(self, key: str) -> None:
+        left = self._counts.get(key, 0) - 1
+        if left > 0:
+            self._counts[key] = left
+        else:
+            self._counts.pop(key, None)
+
+
+class WrongCodes(Protocol):
+    """The wrong-code limit as the verification routes use it."""
+
+    async def acquire(self, ip: str, wait: float = ACQUIRE_WAIT_S) -> int | None:
+        """A slot for one lookup (``None``), or the seconds to wait."""
+
+    async def finish(self, ip: str, *, wrong: bool) -> None:
+        """Give the slot back once the answer is known, counting it when wrong."""
+
+
+class Window(Protocol):
+    async def hit(self, key: str) -> int | None:
+        """Count one event: ``None`` when allowed, else the seconds to wait."""
+
+
 class WrongCodeLimiter:
     def __init__(
         self,
@@ -55,7 +96,7 @@ class WrongCodeLimiter:
         self.window = window
         self._clock = clock
         self._wrong: dict[str, deque[float]] = {}
-        self._pending: dict[str, int] = {}
+        self._pending = InFlight()
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
 
     def _recent(self, ip: str, now: float) -> deque[float] | None:
@@ -75,7 +116,7 @@ class WrongCodeLimiter:
         now = self._clock()
         hits = self._recent(ip, now)
         count = len(hits) if hits is not None else 0
-        if count + self._pending.get(ip, 0) < self.limit:
+        if count + self._pending[ip] < self.limit:
             return None
         if hits is None or count < self.limit:
             return 1
@@ -86,7 +127,7 @@ class WrongCodeLimiter:
         be given back with :meth:`release` — after :meth:`record_wrong` when it was wrong."""
         retry = self.retry_after(ip)
         if retry is None:
-            self._pending[ip] = self._pending.get(ip, 0) + 1
+            self._pending.add(ip)
         return retry
 
     def wrong_count(self, ip: str) -> int:
@@ -123,15 +164,16 @@ class WrongCodeLimiter:
                     del self._waiters[ip]
 
     def release(self, ip: str) -> None:
-        left = self._pending.get(ip, 0) - 1
-        if left > 0:
-            self._pending[ip] = left
-        else:
-            self._pending.pop(ip, None)
+        self._pending.remove(ip)
         # Everyone waiting on this IP checks again (a freed slot, or a new wrong code).
         for waiter in self._waiters.pop(ip, []):
             if not waiter.done():
                 waiter.set_result(None)
+
+    async def finish(self, ip: str, *, wrong: bool) -> None:
+        if wrong:
+            self.record_wrong(ip)
+        self.release(ip)
 
     def record_wrong(self, ip: str) -> None:
         now = self._clock()
@@ -176,3 +218,13 @@ class SlidingWindow:
             del self._hits[key]
         while len(self._hits) >= _MAX_TRACKED_IPS:
             self._hits.pop(next(iter(self._hits)))
+
+
+class LocalWindow:
+    """A :class:`SlidingWindow` behind the :class:`Window` interface (single-process mode)."""
+
+    def __init__(self, limit: int, window: float) -> None:
+        self.window = SlidingWindow(limit, window)
+
+    async def hit(self, key: str) -> int | None:
+        return self.window.hit(key)

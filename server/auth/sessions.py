@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from actors.clock import iso, utcnow
 from server.auth.text import MAX_TOKEN_CHARS, clean_text
@@ -106,13 +106,25 @@ def _resolved(row: dict[str, Any]) -> Resolved:
     )
 
 
+class SharedRevocations(Protocol):
+    """Cluster mode's revocations (:class:`server.shared_state.RedisRevocations`)."""
+
+    async def publish(self, session_id: str) -> None:
+        """Tell every process; never raises (a failure is logged and retried)."""
+
+    async def revoked(self, session_id: str) -> bool:
+        """Revoked by any process lately (``True`` when that cannot be known)."""
+
+
 class SessionStore:
     """Session persistence. Holds only a short memory of revoked ids (see :meth:`revoked`)
-    and the listeners told of each revocation (live connections end with their session)."""
+    and the listeners told of each revocation (live connections end with their session).
+    In cluster mode :attr:`shared` carries revocations to every process."""
 
     def __init__(self) -> None:
         self._revoked: dict[str, float] = {}
         self._listeners: list[Callable[[str], None]] = []
+        self.shared: SharedRevocations | None = None
 
     def on_revoke(self, listener: Callable[[str], None]) -> Callable[[], None]:
         """Call ``listener(session_id)`` (synchronously, must not raise) for every session
@@ -183,6 +195,16 @@ class SessionStore:
     async def revoke(self, session_id: str) -> None:
         await Session.delete().where(Session.id == session_id).run()
         self.note_revoked(session_id)
+        if self.shared is not None:
+            await self.shared.publish(session_id)
+
+    async def cache_trusted(self, session_id: str) -> bool:
+        """May a cookie cache entry of ``session_id`` be believed without the database?
+        Not once this process revoked it, nor, in cluster mode, any process (asked in
+        Redis, where a revocation lives as long as a cache entry)."""
+        if self.revoked(session_id):
+            return False
+        return self.shared is None or not await self.shared.revoked(session_id)
 
     async def expiries(self, session_ids: Iterable[str]) -> dict[str, datetime]:
         """``expiresAt`` of those of ``session_ids`` that still exist (revoked ones do not;

@@ -21,9 +21,10 @@ class Profile:
     provider: str
     account_id: str
     name: str
-    email: str | None
-    email_verified: bool
-    image: str | None
+    # What a provider may not say (the local sign-in says none of it).
+    email: str | None = None
+    email_verified: bool = False
+    image: str | None = None
 
 
 async def _linked(provider: str, account_id: str) -> str | None:

@@ -25,10 +25,11 @@ from server.errors import ApiError
 log = structlog.get_logger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Slot:
     ip: str
     key: str
+    wrong: bool = False
 
 
 @asynccontextmanager
@@ -48,11 +49,11 @@ async def _slot(request: web.Request) -> AsyncIterator[_Slot]:
     try:
         yield slot
     finally:
-        limiter.release(slot.key)
+        await limiter.finish(slot.key, wrong=slot.wrong)
 
 
 def _wrong(request: web.Request, slot: _Slot) -> device_flow.UnknownCode:
-    request.app[LIMITER].record_wrong(slot.key)
+    slot.wrong = True  # counted as the slot is given back
     log.info("device_wrong_code", ip=slot.ip)
     return device_flow.UnknownCode()
 

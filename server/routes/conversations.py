@@ -251,4 +251,10 @@ async def models(request: web.Request) -> web.Response:
             "No Gemini API key is configured (GOOGLE_GENERATIVE_AI_API_KEY): only the offline "
             "demo model is offered."
         )
+    if catalog.offline_fallback:
+        body["fallbacks"] = catalog.fallbacks()
+        body["note"] = str(body["note"]) + (
+            " Local mode: the Gemini model ids are accepted and answered by demo (listed in "
+            "fallbacks)."
+        )
     return json_response(body)

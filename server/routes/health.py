@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
-import redis.asyncio as redis
 import structlog
 from aiohttp import web
 
 from server import db
-from server.app_keys import ENGINE, SETTINGS, WRITER
+from server.app_keys import ENGINE, REDIS_HEALTH, SETTINGS, WRITER
 from server.errors import error_response, json_response
+from server.redis_conn import REDIS_FAULTS
 
 log = structlog.get_logger(__name__)
 routes = web.RouteTableDef()
@@ -43,12 +43,14 @@ async def readyz(request: web.Request) -> web.Response:
         checks["database"] = "ok"
     except Exception as exc:  # any failure means "not ready", with the reason
         return _not_ready(request, f"database: {type(exc).__name__}: {exc}")
-    redis_url = request.app[SETTINGS].redis_url
-    if redis_url:
+    health = request.app.get(REDIS_HEALTH)
+    if health is not None:
+        # The process's own client (its pool), not a new connection per probe; a failed
+        # ping also marks Redis down for the sends (server.redis_conn.require_redis).
         try:
-            await asyncio.wait_for(_ping_redis(redis_url), READY_TIMEOUT_S)
+            await health.check()
             checks["redis"] = "ok"
-        except Exception as exc:
+        except REDIS_FAULTS as exc:
             return _not_ready(request, f"redis: {type(exc).__name__}: {exc}")
     return json_response({"status": "ok", **checks})
 
@@ -57,11 +59,3 @@ def _not_ready(request: web.Request, reason: str) -> web.Response:
     reason = reason[:300]
     log.warning("not_ready", reason=reason)
     return error_response(request, 503, "not_ready", reason)
-
-
-async def _ping_redis(url: str) -> None:
-    client = redis.from_url(url, socket_connect_timeout=READY_TIMEOUT_S)
-    try:
-        await client.ping()
-    finally:
-        await client.aclose()

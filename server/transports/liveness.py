@@ -10,9 +10,9 @@ session id (weak references: a forgotten connection costs nothing), ended by:
 - expiry: one timer per watched session at its ``expiresAt``;
 - a revocation by another process: every ``CERO_SESSION_RECHECK`` seconds the watched ids
   are looked up in the database (one query per 500 sessions), and the in-memory set of
-  revoked ids is consulted every second. Cluster mode replaces the database poll's
-  latency with Redis pub/sub: its relay calls ``SessionStore.note_revoked`` for a
-  revocation published elsewhere, which lands in :meth:`revoked` like a local one.
+  revoked ids is consulted every second. In cluster mode a revocation by another process
+  also arrives at once through Redis pub/sub: :mod:`server.shared_state`'s listener calls
+  ``SessionStore.note_revoked``, which lands in :meth:`revoked` like a local one.
 """
 
 from __future__ import annotations

@@ -27,25 +27,30 @@ class FrameError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class Subscribe:
+class ConversationFrame:
+    """A frame about one conversation: ``subscribe``, ``unsubscribe``, ``cancel``."""
+
     conversation_id: str
-    after: str | None
 
 
 @dataclass(frozen=True, slots=True)
-class Unsubscribe:
-    conversation_id: str
+class Subscribe(ConversationFrame):
+    after: str | None  # the cursor ``epoch:seq`` to resume after
+
+
+@dataclass(frozen=True, slots=True)
+class Unsubscribe(ConversationFrame):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel(ConversationFrame):
+    generation_id: str | None  # ``None``: whichever generation is running
 
 
 @dataclass(frozen=True, slots=True)
 class Send:
     request: ChatRequest
-
-
-@dataclass(frozen=True, slots=True)
-class Cancel:
-    conversation_id: str
-    generation_id: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,15 +61,17 @@ class Ping:
 ClientFrame = Subscribe | Unsubscribe | Send | Cancel | Ping
 
 
-def _string(data: dict[str, Any], key: str, limit: int, *, required: bool = True) -> str | None:
+def _string(data: dict[str, Any], key: str, limit: int) -> str:
     value = data.get(key)
-    if value is None and not required:
-        return None
     if not isinstance(value, str) or not value or len(value) > limit:
         raise FrameError(
             "invalid_frame", f"{key}: a non-empty string of at most {limit} characters"
         )
     return value
+
+
+def _optional_string(data: dict[str, Any], key: str, limit: int) -> str | None:
+    return None if data.get(key) is None else _string(data, key, limit)
 
 
 def parse_frame(text: str) -> ClientFrame:
@@ -77,20 +84,13 @@ def parse_frame(text: str) -> ClientFrame:
     kind = data.get("type")
     if kind == "ping":
         return Ping()
-    if kind == "subscribe":
+    if kind in ("subscribe", "unsubscribe", "cancel"):
         conversation_id = _string(data, "conversationId", MAX_ID)
-        after = _string(data, "after", MAX_CURSOR, required=False)
-        assert conversation_id is not None
-        return Subscribe(conversation_id, after)
-    if kind == "unsubscribe":
-        conversation_id = _string(data, "conversationId", MAX_ID)
-        assert conversation_id is not None
+        if kind == "subscribe":
+            return Subscribe(conversation_id, _optional_string(data, "after", MAX_CURSOR))
+        if kind == "cancel":
+            return Cancel(conversation_id, _optional_string(data, "generationId", MAX_ID))
         return Unsubscribe(conversation_id)
-    if kind == "cancel":
-        conversation_id = _string(data, "conversationId", MAX_ID)
-        generation_id = _string(data, "generationId", MAX_ID, required=False)
-        assert conversation_id is not None
-        return Cancel(conversation_id, generation_id)
     if kind == "send":
         fields = {k: v for k, v in data.items() if k != "type"}
         try:

@@ -1,0 +1,42 @@
+"""The seam between the actors and cluster mode (``cluster/``), as a protocol.
+
+Without ``CERO_REDIS_URL`` nothing implements it and the actors run as in one process.
+With it, the registry asks for each new actor's log (:meth:`attach`: the conversation's
+shared log, mirrored from Redis), the actor hands every ``send``, ``cancel`` and
+``subscribe`` to :meth:`intercept` first (own the conversation, or forward to its owner;
+catch the mirror up before a subscribe), and :meth:`exited` hears when an actor stops
+(its lease is given back).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from actors.conversation import Cancel, ConversationActor, Send, Subscribe
+    from actors.dormant import Dormant
+
+
+class ClusterHooks(Protocol):
+    async def attach(self, conversation_id: str) -> Dormant:
+        """The log record a new actor of this conversation adopts."""
+        ...
+
+    async def intercept(
+        self, actor: ConversationActor, command: Send | Cancel | Subscribe
+    ) -> tuple[bool, object]:
+        """``(True, result)`` when the command was answered here (forwarded to the owner);
+        ``(False, None)`` when the actor handles it itself."""
+        ...
+
+    def exited(self, actor: ConversationActor) -> None:
+        """The actor's loop ended (idle, stop, delete, crash)."""
+        ...
+
+    async def deleting(self, conversation_id: str) -> None:
+        """Before a delete: the owner (on another process) stops the conversation's actor."""
+        ...
+
+    async def deleted(self, conversation_id: str) -> None:
+        """After a delete: every process closes its copy of the log."""
+        ...

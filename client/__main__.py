@@ -1,0 +1,5 @@
+"""``python -m client`` is ``cero``."""
+
+from client.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,371 @@
+"""``cero``: sign in with the device flow, chat, and follow conversations live.
+
+Commands: login, logout, whoami, chat, watch, conversations, messages, cancel, models.
+The server is ``--server``, else ``CERO_API_URL`` (or ``CERO_URL``), else
+``http://localhost:3001``. Errors are one line on stderr and a non-zero exit code
+(:class:`client.errors.Exit`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+import uuid
+from collections.abc import Callable, Coroutine, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any, cast
+
+import aiohttp
+import structlog
+
+from client import __version__
+from client.api import Api
+from client.credentials import Credential, CredentialStore, Store, config_dir
+from client.device_login import device_login
+from client.errors import CliError, Exit
+from client.follow import Follower, follow
+from client.output import Output
+
+DEFAULT_SERVER = "http://localhost:3001"
+TOOLS = ("google_search", "url_context", "code_execution")
+
+
+def server_url(args: argparse.Namespace, environ: dict[str, str]) -> str:
+    url = (
+        getattr(args, "server", None)
+        or environ.get("CERO_API_URL")
+        or environ.get("CERO_URL")
+        or DEFAULT_SERVER
+    )
+    url = url.strip().rstrip("/")
+    if not url.startswith(("http://", "https://")):
+        raise CliError(f"server URL {url!r} must start with http:// or https://", Exit.USAGE)
+    return url
+
+
+class Context:
+    """What every command needs: the server, the token store, the output."""
+
+    def __init__(self, args: argparse.Namespace, environ: dict[str, str], out: Output) -> None:
+        self.args = args
+        self.environ = environ
+        self.out = out
+        self.server = server_url(args, environ)
+        preference = environ.get("CERO_CREDENTIAL_STORE", "auto")
+        if preference not in ("auto", "keyring", "file"):
+            raise CliError("CERO_CREDENTIAL_STORE must be auto, keyring or file", Exit.USAGE)
+        self.store = CredentialStore(config_dir(environ), cast(Store, preference))
+
+    def credential(self) -> Credential:
+        found = self.store.load(self.server)
+        if found is None:
+            raise CliError(f"not signed in to {self.server}; run `cero login`", Exit.AUTH)
+        return found
+
+    def api(self, token: str | None = None) -> Api:
+        return Api(self.server, token)
+
+    def signed_in(self) -> Api:
+        return self.api(self.credential().token)
+
+
+# -- commands ------------------------------------------------------------------------------
+
+
+async def cmd_login(ctx: Context) -> int:
+    browser = ctx.environ if not ctx.args.no_browser and ctx.out.err_tty else None
+    async with ctx.api() as api:
+        token, user = await device_login(api, say=ctx.out.note, browser=browser)
+    saved = ctx.store.save(ctx.server, token, user)
+    where = "the system keyring" if saved.store == "keyring" else str(ctx.store.path)
+    ctx.out.note(f"Signed in to {ctx.server} as {_who(user)}; the token is kept in {where}.")
+    return Exit.OK
+
+
+async def cmd_logout(ctx: Context) -> int:
+    found = ctx.store.load(ctx.server)
+    if found is None:
+        ctx.out.note(f"Not signed in to {ctx.server}.")
+        return Exit.OK
+    problem: CliError | None = None
+    async with ctx.api(found.token) as api:
+        try:
+            await api.request("POST", "/api/auth/sign-out", json={})
+        except CliError as exc:
+            if exc.code != Exit.AUTH:  # an already-revoked token is signed out anyway
+                problem = exc
+    ctx.store.forget(ctx.server)
+    if problem is not None:
+        raise CliError(
+            f"removed the saved token, but could not revoke it on the server: {problem.message}",
+            problem.code,
+        )
+    ctx.out.note(f"Signed out of {ctx.server}.")
+    return Exit.OK
+
+
+async def cmd_whoami(ctx: Context) -> int:
+    async with ctx.signed_in() as api:
+        answer = await api.request("GET", "/api/user/whoami")
+    user = answer.get("user", {}) if isinstance(answer, dict) else {}
+    if ctx.args.json:
+        ctx.out.json(answer)
+    else:
+        ctx.out.text(f"{_who(user)} on {ctx.server}\n")
+    return Exit.OK
+
+
+def _who(user: dict[str, Any]) -> str:
+    name, email = user.get("name") or "", user.get("email") or ""
+    return f"{name} <{email}>" if name and email else str(name or email or user.get("id", "?"))
+
+
+def _message_text(ctx: Context) -> str:
+    text: str = ctx.args.message
+    if text == "-":
+        text = sys.stdin.read()
+    if not text.strip():
+        raise CliError("the message is empty", Exit.USAGE)
+    return text
+
+
+async def cmd_chat(ctx: Context) -> int:
+    message = _message_text(ctx)
+    body: dict[str, Any] = {"message": message, "clientMessageId": uuid.uuid4().hex}
+    if ctx.args.model:
+        body["aiModel"] = ctx.args.model
+    if ctx.args.tool:
+        body["tools"] = list(dict.fromkeys(ctx.args.tool))
+    if ctx.args.conversation:
+        body["conversationId"] = ctx.args.conversation
+    async with ctx.signed_in() as api:
+        follower = Follower(
+            api, ctx.out, "chat", json=ctx.args.json, asked_model=ctx.args.model or None
+        )
+
+        def first(_: str | None) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
+            return api.stream("POST", "/api/chat", json=body)
+
+        def again(cursor: str | None) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
+            if cursor and follower.conversation_id:
+                path = f"/api/conversations/{follower.conversation_id}/events"
+                return api.stream("GET", path, last_event_id=cursor)
+            # Nothing seen yet: the same clientMessageId gets the same turn back, never a
+            # second one; events already shown are skipped by their seq.
+            return api.stream("POST", "/api/chat", json=body)
+
+        async def connected(resp: aiohttp.ClientResponse, again: bool) -> None:
+            follower.conversation_id = resp.headers.get("X-Conversation-Id") or (
+                follower.conversation_id
+            )
+            follower.generation_id = resp.headers.get("X-Generation-Id") or (follower.generation_id)
+            if not again and not ctx.args.json:
+                ctx.out.tty_note(f"(conversation {follower.conversation_id})")
+                ctx.out.start_spinner("waiting for the answer")
+
+        if not ctx.args.json:
+            ctx.out.start_spinner("sending")
+        try:
+            await follow(follower, first, again, on_connect=connected, max_failures=5)
+        finally:
+            ctx.out.stop_spinner()
+    if follower.result is not None:
+        raise follower.result
+    return Exit.OK
+
+
+async def cmd_watch(ctx: Context) -> int:
+    conversation = ctx.args.conversation_id
+    path = f"/api/conversations/{conversation}/events"
+    async with ctx.signed_in() as api:
+        follower = Follower(
+            api,
+            ctx.out,
+            "watch",
+            json=ctx.args.json,
+            once=ctx.args.once,
+            conversation_id=conversation,
+        )
+
+        def opener(cursor: str | None) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
+            return api.stream("GET", path, last_event_id=cursor)
+
+        async def connected(resp: aiohttp.ClientResponse, again: bool) -> None:
+            if not again:
+                ctx.out.tty_note(f"(watching {conversation}; Ctrl-C to stop)")
+            if not again or follower.epoch is None:  # no cursor to resume from
+                await follower.join()
+
+        await follow(follower, opener, opener, on_connect=connected, max_failures=10)
+    return Exit.OK
+
+
+async def cmd_conversations(ctx: Context) -> int:
+    async with ctx.signed_in() as api:
+        cursor: str | None = None
+        shown = 0
+        while True:
+            params = {"limit": str(min(100, ctx.args.limit - shown))}
+            if cursor:
+                params["cursor"] = cursor
+            page = await api.request("GET", "/api/conversations", params=params)
+            for c in page.get("conversations", []):
+                shown += 1
+                if ctx.args.json:
+                    ctx.out.json(c)
+                else:
+                    ctx.out.text(f"{c['id']}  {c['updatedAt'][:16]}  {c['shortTitle']}\n")
+            cursor = page.get("nextCursor")
+            if not cursor or shown >= ctx.args.limit:
+                break
+    return Exit.OK
+
+
+async def cmd_messages(ctx: Context) -> int:
+    async with ctx.signed_in() as api:
+        answer = await api.request("GET", f"/api/conversations/{ctx.args.conversation_id}/messages")
+    if ctx.args.json:
+        ctx.out.json(answer)
+        return Exit.OK
+    for m in answer.get("messages", []):
+        who = "you" if m.get("role") == "user" else m.get("aiModel") or "assistant"
+        status = m.get("status")
+        mark = "" if status == "complete" else f" ({status})"
+        ctx.out.text(f"[{m.get('timestamp')}] {who}{mark}:\n{m.get('content', '')}\n\n")
+    return Exit.OK
+
+
+async def cmd_cancel(ctx: Context) -> int:
+    body = {"generationId": ctx.args.generation} if ctx.args.generation else {}
+    async with ctx.signed_in() as api:
+        answer = await api.request(
+            "POST", f"/api/conversations/{ctx.args.conversation_id}/cancel", json=body
+        )
+    cancelled = bool(answer.get("cancelled")) if isinstance(answer, dict) else False
+    ctx.out.note("Cancelled the answer." if cancelled else "No answer was running.")
+    return Exit.OK
+
+
+async def cmd_models(ctx: Context) -> int:
+    async with ctx.api() as api:
+        answer = await api.request("GET", "/api/models")
+    if ctx.args.json:
+        ctx.out.json(answer)
+        return Exit.OK
+    for m in answer.get("models", []):
+        default = " (default)" if m.get("default") else ""
+        ctx.out.text(f"{m.get('id')}{default}  {m.get('status')}  {m.get('name')}\n")
+    for alias, target in (answer.get("fallbacks") or {}).items():
+        ctx.out.text(f"{alias}  answered by {target}\n")
+    if answer.get("note"):
+        ctx.out.note(str(answer["note"]))
+    return Exit.OK
+
+
+# -- arguments -----------------------------------------------------------------------------
+
+Command = Callable[[Context], Coroutine[Any, Any, int]]
+
+
+def positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--server",
+        default=argparse.SUPPRESS,
+        metavar="URL",
+        help=f"the Cero API server (default: $CERO_API_URL, else {DEFAULT_SERVER})",
+    )
+    common.add_argument(
+        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logs"
+    )
+    top = argparse.ArgumentParser(
+        prog="cero",
+        description="Chat with a Cero API server from the terminal.",
+        parents=[common],
+        epilog="Exit codes: 0 ok, 1 failed, 2 usage, 3 not signed in, 4 server unreachable.",
+    )
+    top.add_argument("--version", action="version", version=f"cero {__version__}")
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, func: Command, text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, parents=[common], help=text, description=text)
+        p.set_defaults(func=func)
+        return p
+
+    p = add("login", cmd_login, "Sign in with the device flow (approve in a browser).")
+    p.add_argument("--no-browser", action="store_true", help="do not open a browser")
+    add("logout", cmd_logout, "Revoke this CLI's session on the server and forget the token.")
+    p = add("whoami", cmd_whoami, "Show the signed-in user.")
+    p.add_argument("--json", action="store_true", help="print the server's JSON")
+    p = add("chat", cmd_chat, "Send a message and stream the answer to stdout.")
+    p.add_argument("message", help="the message; - reads it from stdin")
+    p.add_argument("--model", "-m", help="a model id from `cero models`")
+    p.add_argument(
+        "--tool", "-t", action="append", choices=TOOLS, default=[], help="a tool (repeatable)"
+    )
+    p.add_argument("--conversation", "-c", metavar="ID", help="continue this conversation")
+    p.add_argument("--json", action="store_true", help="print the events as NDJSON")
+    p = add("watch", cmd_watch, "Follow a conversation live (resumes after network drops).")
+    p.add_argument("conversation_id", metavar="ID")
+    p.add_argument("--json", action="store_true", help="print the events as NDJSON")
+    p.add_argument("--once", action="store_true", help="exit when the next answer ends")
+    p = add("conversations", cmd_conversations, "List your conversations, newest first.")
+    p.add_argument("--limit", type=positive, default=20, help="how many (default 20)")
+    p.add_argument("--json", action="store_true", help="one JSON object a line")
+    p = add("messages", cmd_messages, "Print a conversation's messages.")
+    p.add_argument("conversation_id", metavar="ID")
+    p.add_argument("--json", action="store_true", help="print the server's JSON")
+    p = add("cancel", cmd_cancel, "Stop the answer being generated in a conversation.")
+    p.add_argument("conversation_id", metavar="ID")
+    p.add_argument("--generation", metavar="GID", help="only this generation")
+    p = add("models", cmd_models, "List the models the server offers.")
+    p.add_argument("--json", action="store_true", help="print the server's JSON")
+    return top
+
+
+def configure_logging(verbose: bool) -> None:
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.dev.ConsoleRenderer(colors=False),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.DEBUG if verbose else logging.WARNING
+        ),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    configure_logging(bool(getattr(args, "verbose", False)))
+    out = Output()
+    try:
+        ctx = Context(args, dict(os.environ), out)
+        command: Command = args.func
+        return asyncio.run(command(ctx))
+    except CliError as exc:
+        out.stop_spinner()
+        out.end_line()
+        out.err.write(f"cero: error: {exc.message}\n")
+        return exc.code
+    except KeyboardInterrupt:
+        out.end_line()
+        hint = " (the answer goes on on the server; `cero cancel ID` stops it)"
+        out.err.write(f"cero: interrupted{hint if args.command == 'chat' else ''}\n")
+        return Exit.INTERRUPTED
+    except BrokenPipeError:  # `cero chat … | head -1`: the reader is gone, that is fine
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes at exit
+        return Exit.OK

@@ -1,0 +1,895 @@
+// Cero web app: plain ES module, no build step, no dependencies. It speaks only the public
+// API (REST + /api/ws) with the session cookie. Every text from the server is put in the
+// DOM with textContent / createElement, never innerHTML, so an answer cannot run anything.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const PAGE_SIZE = 20;
+const MAX_BACKOFF_MS = 10000;
+const HEARTBEAT_MS = 15000;
+const HEARTBEAT_DEAD_MS = 35000;
+
+const state = {
+  user: null,
+  models: [],
+  convId: null, // the open conversation (null: a new chat)
+  cursor: null, // {epoch, seq} of the last event applied for convId
+  nextCursor: null, // conversation list pagination
+  nextCursorUsed: false, // "Load more" was used: a refetch of page one would drop rows
+  ws: null,
+  wsReady: false,
+  lastHeard: 0, // when the socket last received a frame
+  asked: [], // types of the frames sent on this socket and not answered yet
+  attempt: 0,
+  reconnectTimer: null,
+  queue: [], // sends not yet acknowledged, oldest first: {frame, el, inFlight}
+  texts: new Map(), // assistant messageId -> text so far
+  streaming: null, // {messageId, generationId} of the answer streaming in convId
+  stale: false, // a refetch failed: reload over REST at the next connection
+  resetting: false, // refetching over REST after `reset`; live events wait in `held`
+  held: [],
+  renderQueued: new Set(),
+};
+
+// ---------- REST ----------
+
+class ApiError extends Error {
+  constructor(status, message, code) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+async function api(method, path, body) {
+  const init = { method, credentials: "same-origin", headers: {} };
+  if (body !== undefined) {
+    init.headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  const resp = await fetch(path, init);
+  const type = resp.headers.get("Content-Type") || "";
+  const data = type.includes("json") ? await resp.json() : null;
+  if (!resp.ok) {
+    const message = (data && (data.error_description || data.error)) || resp.statusText;
+    if (resp.status === 401) showSignIn();
+    throw new ApiError(resp.status, message, data && (data.code || data.error));
+  }
+  return data;
+}
+
+// ---------- small DOM helpers ----------
+
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (key === "class") node.className = value;
+    else if (key === "text") node.textContent = value;
+    else node.setAttribute(key, value);
+  }
+  for (const child of children) {
+    if (child !== null && child !== undefined) {
+      node.append(typeof child === "string" ? document.createTextNode(child) : child);
+    }
+  }
+  return node;
+}
+
+function notice(text) {
+  const box = $("notice");
+  box.textContent = text || "";
+  box.hidden = !text;
+}
+
+function safeUrl(raw) {
+  try {
+    const url = new URL(raw, location.href);
+    return url.protocol === "https:" || url.protocol === "http:" ? url.href : null;
+  } catch {
+    return null;
+  }
+}
+
+function randomId() {
+  const bytes = new Uint8Array(16);
+  crypto.getRandomValues(bytes);
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+// ---------- Markdown, rendered safely ----------
+// A small subset built from DOM nodes: fenced code, inline code, **bold**, http(s) links.
+// Anything else (HTML included) stays literal text.
+
+const INLINE = /(`[^`\n]+`)|(\*\*[^*\n]+\*\*)|\[([^\]\n]+)\]\(([^)\s]+)\)|(https?:\/\/[^\s<>()]+)/g;
+
+function inline(text, parent) {
+  let last = 0;
+  for (const m of text.matchAll(INLINE)) {
+    if (m.index > last) parent.append(text.slice(last, m.index));
+    if (m[1]) parent.append(el("code", { text: m[1].slice(1, -1) }));
+    else if (m[2]) parent.append(el("strong", { text: m[2].slice(2, -2) }));
+    else {
+      const label = m[3] !== undefined ? m[3] : m[5];
+      const href = safeUrl(m[3] !== undefined ? m[4] : m[5]);
+      if (href) parent.append(el("a", { href, rel: "noopener noreferrer", target: "_blank", text: label }));
+      else parent.append(m[0]);
+    }
+    last = m.index + m[0].length;
+  }
+  if (last < text.length) parent.append(text.slice(last));
+}
+
+function renderMarkdown(text) {
+  const root = document.createDocumentFragment();
+  const fence = /```([\w+-]*)[^\n]*\n?([\s\S]*?)(?:```|$)/g;
+  let last = 0;
+  const prose = (chunk) => {
+    for (const para of chunk.split(/\n{2,}/)) {
+      if (!para.trim()) continue;
+      const p = el("p");
+      inline(para.replace(/^\n+|\n+$/g, ""), p);
+      root.append(p);
+    }
+  };
+  for (const m of text.matchAll(fence)) {
+    prose(text.slice(last, m.index));
+    const code = el("code", { text: m[2] });
+    if (m[1]) code.dataset.lang = m[1];
+    root.append(el("pre", {}, code));
+    last = m.index + m[0].length;
+    if (!m[0]) break;
+  }
+  prose(text.slice(last));
+  return root;
+}
+
+// ---------- messages ----------
+
+function messageEl(id) {
+  return id ? $("messages").querySelector(`[data-id="${CSS.escape(id)}"]`) : null;
+}
+
+function addMessage({ id, role, content, status, aiModel, clientMessageId }) {
+  const node = el(
+    "article",
+    { class: `msg ${role}`, "aria-label": role === "user" ? "You" : "Cero" },
+    el("div", { class: "who-line", text: role === "user" ? "You" : "Cero" }),
+    el("div", { class: "tools-steps" }),
+    el("div", { class: "body" }),
+    el("div", { class: "sources" }),
+    el("div", { class: "meta" }),
+  );
+  if (id) node.dataset.id = id;
+  if (clientMessageId) node.dataset.client = clientMessageId;
+  $("messages").append(node);
+  if (role === "assistant") state.texts.set(id, content || "");
+  setBody(node, content || "", role);
+  setStatus(node, status, aiModel);
+  node.scrollIntoView({ block: "end" });
+  return node;
+}
+
+function setBody(node, text, role) {
+  const body = node.querySelector(".body");
+  body.replaceChildren(role === "assistant" ? renderMarkdown(text) : el("p", { text }));
+}
+
+function setStatus(node, status, aiModel) {
+  node.dataset.status = status || "complete";
+  const words = { streaming: "…", cancelled: "stopped", error: "failed", interrupted: "interrupted" };
+  if (aiModel) node.dataset.model = aiModel;
+  const parts = [];
+  if (node.dataset.model) parts.push(node.dataset.model);
+  if (words[status]) parts.push(words[status]);
+  node.querySelector(".meta").textContent = parts.join(" · ");
+}
+
+function renderText(messageId) {
+  // One repaint per frame however many tokens arrived.
+  if (state.renderQueued.has(messageId)) return;
+  state.renderQueued.add(messageId);
+  requestAnimationFrame(() => {
+    state.renderQueued.delete(messageId);
+    const node = messageEl(messageId);
+    if (node) {
+      const box = $("messages");
+      const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 80;
+      setBody(node, state.texts.get(messageId) || "", "assistant");
+      node.dataset.text = state.texts.get(messageId) || "";
+      if (atBottom) box.scrollTop = box.scrollHeight; // follow the answer unless scrolled up
+    }
+  });
+}
+
+function addToolStep(node, tool, payload) {
+  const box = node.querySelector(".tools-steps");
+  let item;
+  if (tool === "google_search") {
+    item = el("div", { class: "step" }, el("span", { class: "step-name", text: "Searched" }), " ",
+      (payload.queries || []).join(" · "));
+  } else if (tool === "url_context") {
+    item = el("div", { class: "step" }, el("span", { class: "step-name", text: "Read" }), " ",
+      (payload.urls || []).map((u) => u.url).join(" · "));
+  } else if (tool === "code_execution") {
+    item = el("details", { class: "step", open: "" },
+      el("summary", { text: `Code (${(payload.language || "").toLowerCase()})` }),
+      el("pre", {}, el("code", { text: payload.code || "" })));
+  } else if (tool === "code_execution_result") {
+    item = el("details", { class: "step", open: "" },
+      el("summary", { text: `Output (${payload.outcome || ""})` }),
+      el("pre", {}, el("code", { text: payload.output || "" })));
+  } else {
+    item = el("div", { class: "step", text: `${tool}: ${JSON.stringify(payload)}` });
+  }
+  box.append(item);
+}
+
+function setCitations(node, citations) {
+  const box = node.querySelector(".sources");
+  box.replaceChildren();
+  const links = (citations || []).map((c) => ({ href: safeUrl(c.uri), title: c.title || c.uri }));
+  const usable = links.filter((l) => l.href);
+  if (!usable.length) return;
+  box.append(el("span", { class: "step-name", text: "Sources" }));
+  for (const link of usable) {
+    box.append(" ", el("a", { href: link.href, rel: "noopener noreferrer", target: "_blank", text: link.title }));
+  }
+}
+
+function setStreaming(value) {
+  state.streaming = value;
+  $("stop").hidden = !value;
+  $("stop").disabled = false;
+}
+
+function renderStored(message) {
+  const node = addMessage(message);
+  if (message.role !== "assistant") return;
+  node.dataset.text = message.content || "";
+  for (const step of message.tools || []) addToolStep(node, step.tool, step.payload || {});
+  setCitations(node, message.citations);
+  if (message.status === "streaming") setStreaming({ messageId: message.id, generationId: null });
+}
+
+async function loadMessages(id) {
+  const data = await api("GET", `/api/conversations/${encodeURIComponent(id)}/messages`);
+  if (state.convId !== id) return;
+  $("messages").replaceChildren();
+  state.texts.clear();
+  setStreaming(null);
+  setTitle(data.conversation.shortTitle);
+  for (const message of data.messages) renderStored(message);
+  for (const { frame, el: node } of state.queue) {
+    if (frame.conversationId === id && node) $("messages").append(node);
+  }
+}
+
+// ---------- live events ----------
+
+function applyEvent(ev) {
+  const cursor = state.cursor;
+  if (cursor && cursor.epoch === ev.epoch && ev.seq <= cursor.seq) return; // already applied
+  state.cursor = { epoch: ev.epoch, seq: ev.seq };
+  switch (ev.type) {
+    case "message": {
+      const m = ev.message;
+      if (messageEl(m.id)) break;
+      // The event can come before the ack: match our own bubble by its clientMessageId.
+      const key = m.clientMessageId || ev.clientMessageId;
+      const mine = key ? $("messages").querySelector(`[data-client="${CSS.escape(key)}"]`) : null;
+      if (mine) {
+        mine.dataset.id = m.id;
+        setStatus(mine, "complete");
+      } else addMessage(m);
+      touchConversation(ev.conversationId);
+      break;
+    }
+    case "init": {
+      if (!messageEl(ev.messageId)) {
+        addMessage({ id: ev.messageId, role: "assistant", content: "", status: "streaming", aiModel: ev.aiModel });
+      }
+      setStreaming({ messageId: ev.messageId, generationId: ev.generationId });
+      break;
+    }
+    case "token": {
+      if (!messageEl(ev.messageId)) {
+        addMessage({ id: ev.messageId, role: "assistant", content: "", status: "streaming" });
+      }
+      state.texts.set(ev.messageId, (state.texts.get(ev.messageId) || "") + ev.text);
+      renderText(ev.messageId);
+      if (!state.streaming) setStreaming({ messageId: ev.messageId, generationId: null });
+      break;
+    }
+    case "tool": {
+      const node = messageEl(ev.messageId);
+      if (node) addToolStep(node, ev.tool, ev.payload || {});
+      break;
+    }
+    case "done":
+    case "cancelled":
+    case "error":
+      finish(ev);
+      break;
+    case "presence":
+      showPresence(ev.viewers);
+      break;
+    default:
+      break;
+  }
+}
+
+function finish(ev) {
+  let node = messageEl(ev.messageId);
+  if (!node && ev.messageId) {
+    node = addMessage({ id: ev.messageId, role: "assistant", content: "", status: "streaming" });
+  }
+  if (node) {
+    if (ev.type === "done") state.texts.set(ev.messageId, ev.fullText);
+    if (ev.type === "cancelled" && typeof ev.fullText === "string") state.texts.set(ev.messageId, ev.fullText);
+    const text = state.texts.get(ev.messageId) || "";
+    setBody(node, text, "assistant");
+    node.dataset.text = text;
+    const status = { done: "complete", cancelled: "cancelled", error: "error" }[ev.type];
+    setStatus(node, status);
+    if (ev.type === "done") setCitations(node, ev.citations);
+    if (ev.type === "error") node.querySelector(".sources").textContent = ev.error || "The answer failed.";
+  }
+  setStreaming(null);
+}
+
+function showPresence(viewers) {
+  const box = $("presence");
+  box.hidden = !viewers;
+  box.textContent = viewers === 1 ? "1 device watching" : `${viewers} devices watching`;
+}
+
+function onFrame(frame) {
+  if (frame.type === "ack") return onAck(frame);
+  if (frame.type === "fault") return onFault(frame);
+  if (frame.type === "subscribed") answered("subscribe");
+  if (frame.conversationId && frame.conversationId !== state.convId) return;
+  if (frame.type === "subscribed") {
+    // Subscribed without a cursor: live from here. With one: its replay (or `reset`) follows.
+    if (!state.cursor) state.cursor = { epoch: frame.epoch, seq: frame.seq };
+    return;
+  }
+  if (frame.type === "unsubscribed") {
+    // The server ended this subscription (its actor stopped, or the conversation was
+    // deleted): follow on from the cursor; a deleted one answers `not_found`.
+    const id = state.convId;
+    setTimeout(() => {
+      if (state.convId === id && state.wsReady) subscribe(id);
+    }, 250);
+    return;
+  }
+  if (frame.type === "reset") return onReset(frame);
+  if (state.resetting) state.held.push(frame);
+  else applyEvent(frame);
+}
+
+async function onReset(frame) {
+  // The cursor cannot be replayed: refetch over REST, then go on live from frame.seq + 1.
+  state.cursor = { epoch: frame.epoch, seq: frame.seq };
+  state.resetting = true;
+  state.held = [];
+  try {
+    await loadMessages(state.convId);
+  } catch {
+    // Not refetched (the network went again): start over at the next connection.
+    state.resetting = false;
+    state.held = [];
+    state.stale = true;
+    dropSocket();
+    return;
+  }
+  state.resetting = false;
+  const held = state.held;
+  state.held = [];
+  for (const ev of held) {
+    // Text streamed before the refetch is in the REST snapshot already: skip tokens of an
+    // answer that was streaming (its `done` carries the whole text).
+    if (ev.type === "token" && state.texts.has(ev.messageId)) {
+      state.cursor = { epoch: ev.epoch, seq: ev.seq };
+      continue;
+    }
+    applyEvent(ev);
+  }
+}
+
+// The server answers every frame, in order: `subscribed` or `ack` (naming what it answers)
+// or `fault` (naming nothing). `state.asked` lists the frames sent on this socket that are
+// not answered yet, so that a fault can be pinned on the frame that caused it.
+function answered(type) {
+  if (!type) return state.asked.shift();
+  const at = state.asked.indexOf(type);
+  if (at >= 0) state.asked.splice(0, at + 1); // anything before it went unanswered
+  return type;
+}
+
+function onAck(frame) {
+  answered(frame.of);
+  if (frame.of !== "send") return;
+  const entry = state.queue.find((e) => e.inFlight);
+  if (!entry) return;
+  state.queue.splice(state.queue.indexOf(entry), 1);
+  const fresh = !entry.frame.conversationId;
+  if (entry.el) {
+    entry.el.dataset.id = frame.userMessageId;
+    setStatus(entry.el, "complete");
+  }
+  if (fresh && (state.convId === null || state.convId === frame.conversationId)) {
+    // The send subscribed this socket to its new conversation; events follow the ack.
+    state.convId = frame.conversationId;
+    state.cursor = null;
+    history.replaceState(null, "", `#c=${encodeURIComponent(frame.conversationId)}`);
+    $("rename").hidden = false;
+    $("delete").hidden = false;
+    loadConversations().then(() => {
+      const link = $("conversations").querySelector(`[data-conv="${CSS.escape(frame.conversationId)}"] a`);
+      if (link && state.convId === frame.conversationId) setTitle(link.textContent);
+      markCurrent();
+    }, (err) => notice(err.message));
+  } else if (fresh) {
+    // The page moved on meanwhile: do not follow the new conversation.
+    wsSend({ type: "unsubscribe", conversationId: frame.conversationId });
+  }
+  // Later queued sends of that new chat go to the same conversation.
+  for (const other of state.queue) {
+    if (entry.newChat && other.newChat === entry.newChat && !other.frame.conversationId) {
+      other.frame.conversationId = frame.conversationId;
+    }
+  }
+  flushQueue();
+}
+
+function onFault(frame) {
+  const type = answered(null);
+  if (type === "send") {
+    const entry = state.queue.find((e) => e.inFlight);
+    if (entry && frame.code === "rate_limited" && frame.retryAfter) {
+      entry.inFlight = false; // the same send, with the same key, once the limit allows
+      setTimeout(flushQueue, Number(frame.retryAfter) * 1000);
+      notice(`${frame.error} Retrying in ${frame.retryAfter} s.`);
+      return;
+    }
+    if (entry) {
+      state.queue.splice(state.queue.indexOf(entry), 1);
+      if (entry.el) setStatus(entry.el, "error");
+    }
+    notice(frame.code === "conversation_busy" ? "Cero is still answering: wait for it, or press Stop." : frame.error || frame.code);
+    flushQueue();
+    return;
+  }
+  if (type === "subscribe" && frame.code === "not_found") {
+    notice("This conversation does not exist (any more).");
+    return;
+  }
+  notice(frame.error || frame.code);
+}
+
+// ---------- the socket: reconnect with backoff, resume from the cursor ----------
+
+function setConn(text, kind) {
+  const box = $("conn");
+  box.textContent = text;
+  box.dataset.kind = kind;
+}
+
+function connect() {
+  clearTimeout(state.reconnectTimer);
+  state.reconnectTimer = null;
+  if (state.ws || !state.user) return;
+  setConn("connecting…", "wait");
+  const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/api/ws`);
+  state.ws = ws;
+  ws.onopen = () => {
+    state.wsReady = true;
+    state.lastHeard = Date.now();
+    state.attempt = 0;
+    setConn("live", "ok");
+    if (state.convId && state.stale) resync(state.convId);
+    else if (state.convId) subscribe(state.convId);
+    flushQueue();
+  };
+  ws.onmessage = (msg) => {
+    state.lastHeard = Date.now();
+    let frame;
+    try {
+      frame = JSON.parse(msg.data);
+    } catch {
+      return;
+    }
+    onFrame(frame);
+  };
+  ws.onclose = (event) => {
+    if (state.ws !== ws) return; // dropped already
+    const opened = state.wsReady;
+    forget(ws);
+    if (event.code === 4001) {
+      showSignIn("Your session ended. Sign in again.");
+      return;
+    }
+    if (!state.user) return;
+    if (opened || !navigator.onLine) {
+      scheduleReconnect();
+      return;
+    }
+    // Refused before it opened: a handshake answered 401 looks like any network error
+    // here, so ask whether the session still exists before trying again.
+    api("GET", "/api/auth/get-session").then(
+      (session) => (session ? scheduleReconnect() : showSignIn("Your session ended. Sign in again.")),
+      () => scheduleReconnect(),
+    );
+  };
+}
+
+function forget(ws) {
+  state.ws = null;
+  state.asked = [];
+  state.wsReady = false;
+  for (const entry of state.queue) entry.inFlight = false; // re-sent with the same key
+  ws.onclose = null;
+  ws.onmessage = null;
+}
+
+function dropSocket() {
+  // Give up on this socket now (its close handshake may never finish on a dead network).
+  const ws = state.ws;
+  if (!ws) return;
+  forget(ws);
+  ws.close();
+  if (state.user) scheduleReconnect();
+}
+
+async function resync(id) {
+  // Messages over REST, then the live log from now (a refetch after `reset` failed).
+  try {
+    await loadMessages(id);
+  } catch {
+    dropSocket();
+    return;
+  }
+  state.stale = false;
+  state.cursor = null;
+  if (state.convId === id) subscribe(id);
+}
+
+function scheduleReconnect() {
+  if (state.reconnectTimer) return;
+  if (!navigator.onLine) {
+    setConn("offline", "bad");
+    return; // the `online` event reconnects
+  }
+  const base = Math.min(MAX_BACKOFF_MS, 500 * 2 ** state.attempt);
+  const delay = base / 2 + Math.random() * (base / 2);
+  state.attempt += 1;
+  setConn(navigator.onLine ? "reconnecting…" : "offline", "bad");
+  state.reconnectTimer = setTimeout(connect, delay);
+}
+
+function wsSend(frame) {
+  if (!state.wsReady) return false;
+  state.ws.send(JSON.stringify(frame));
+  state.asked.push(frame.type);
+  return true;
+}
+
+function subscribe(id) {
+  const frame = { type: "subscribe", conversationId: id };
+  if (state.cursor) frame.after = `${state.cursor.epoch}:${state.cursor.seq}`;
+  wsSend(frame);
+}
+
+function flushQueue() {
+  for (const entry of state.queue) {
+    if (entry.inFlight) continue;
+    if (!entry.frame.conversationId && entry.newChat && state.queue.some((e) => e !== entry && e.newChat === entry.newChat && e.inFlight)) {
+      break; // wait for the first send of a new chat to name its conversation
+    }
+    if (!wsSend(entry.frame)) break;
+    entry.inFlight = true;
+  }
+}
+
+// A silently dead connection (no `offline` event, no close) is found by our own pings:
+// the server acks each one, so nothing heard for HEARTBEAT_DEAD_MS means reconnect.
+setInterval(() => {
+  if (!state.wsReady) return;
+  if (Date.now() - state.lastHeard > HEARTBEAT_DEAD_MS) dropSocket();
+  else wsSend({ type: "ping" });
+}, HEARTBEAT_MS);
+
+window.addEventListener("offline", () => {
+  setConn("offline", "bad");
+  dropSocket();
+});
+window.addEventListener("online", () => {
+  state.attempt = 0;
+  if (!state.ws) connect();
+});
+
+// ---------- conversations ----------
+
+function setTitle(text) {
+  $("title").textContent = text || "New chat";
+}
+
+function conversationItem(c) {
+  const link = el("a", { href: `#c=${encodeURIComponent(c.id)}`, class: "conv-link", text: c.shortTitle || "Untitled" });
+  const item = el("li", { "data-conv": c.id }, link);
+  if (c.id === state.convId) item.classList.add("current");
+  return item;
+}
+
+async function loadConversations(more = false) {
+  const query = new URLSearchParams({ limit: String(PAGE_SIZE) });
+  if (more && state.nextCursor) query.set("cursor", state.nextCursor);
+  state.nextCursorUsed = more;
+  const data = await api("GET", `/api/conversations?${query}`);
+  const list = $("conversations");
+  if (!more) list.replaceChildren();
+  for (const c of data.conversations) {
+    if (!list.querySelector(`[data-conv="${CSS.escape(c.id)}"]`)) list.append(conversationItem(c));
+  }
+  state.nextCursor = data.nextCursor;
+  $("more").hidden = !data.nextCursor;
+}
+
+function touchConversation(id) {
+  const item = $("conversations").querySelector(`[data-conv="${CSS.escape(id)}"]`);
+  if (item && item !== $("conversations").firstChild) $("conversations").prepend(item);
+}
+
+function markCurrent() {
+  for (const item of $("conversations").children) {
+    item.classList.toggle("current", item.dataset.conv === state.convId);
+  }
+}
+
+async function openConversation(id) {
+  if (state.convId && state.convId !== id) wsSend({ type: "unsubscribe", conversationId: state.convId });
+  state.convId = id;
+  state.cursor = null;
+  state.stale = false;
+  state.resetting = false;
+  state.held = [];
+  notice("");
+  showPresence(0);
+  closeSidebar();
+  $("rename-form").hidden = true;
+  $("title").hidden = false;
+  $("rename").hidden = !id;
+  $("delete").hidden = !id;
+  markCurrent();
+  if (!id) {
+    $("messages").replaceChildren();
+    state.texts.clear();
+    setStreaming(null);
+    setTitle("New chat");
+    $("input").focus();
+    return;
+  }
+  try {
+    await loadMessages(id); // messages over REST first, then live from the log
+  } catch (err) {
+    if (err.status === 404) {
+      notice("This conversation does not exist (any more).");
+      history.replaceState(null, "", "#");
+      state.convId = null;
+      return;
+    }
+    throw err;
+  }
+  if (state.convId === id) subscribe(id);
+}
+
+function routeFromHash() {
+  const match = /^#c=(.+)$/.exec(location.hash);
+  const id = match ? decodeURIComponent(match[1]) : null;
+  if (id !== state.convId) openConversation(id).catch((err) => notice(err.message));
+}
+
+// ---------- composer ----------
+
+function selectedTools() {
+  return Array.from($("tools").querySelectorAll("input:checked"), (box) => box.value);
+}
+
+function send(text) {
+  const clientMessageId = randomId();
+  const frame = { type: "send", message: text, clientMessageId, aiModel: $("model").value };
+  const tools = selectedTools();
+  if (tools.length) frame.tools = tools;
+  let newChat = null;
+  if (state.convId) frame.conversationId = state.convId;
+  else {
+    const waiting = state.queue.find((e) => e.newChat && !e.frame.conversationId);
+    newChat = waiting ? waiting.newChat : randomId();
+  }
+  const node = addMessage({ role: "user", content: text, status: "streaming", clientMessageId });
+  state.queue.push({ frame, el: node, inFlight: false, newChat });
+  flushQueue();
+  if (!state.wsReady) setConn(navigator.onLine ? "reconnecting…" : "offline — will send when back", "bad");
+}
+
+function fillModels() {
+  const select = $("model");
+  select.replaceChildren();
+  for (const m of state.models) {
+    const option = el("option", { value: m.id, text: m.name || m.id });
+    if (m.status && m.status !== "available") option.textContent += ` (${m.status})`;
+    if (m.default) option.selected = true;
+    select.append(option);
+  }
+  fillTools();
+}
+
+function fillTools() {
+  const model = state.models.find((m) => m.id === $("model").value);
+  const box = $("tools");
+  box.replaceChildren();
+  for (const tool of (model && model.tools) || []) {
+    const id = `tool-${tool}`;
+    box.append(el("label", { for: id }, el("input", { type: "checkbox", id, value: tool }), ` ${tool.replace(/_/g, " ")}`));
+  }
+}
+
+// ---------- sessions ----------
+
+async function showSessions() {
+  $("sessions").hidden = false;
+  const list = $("session-list");
+  list.replaceChildren(el("li", { text: "Loading…" }));
+  const sessions = await api("GET", "/api/auth/list-sessions");
+  list.replaceChildren();
+  for (const s of sessions) {
+    const label = el("div", { class: "session-info" },
+      el("strong", { text: s.userAgent || "Unknown client" }),
+      el("span", { class: "note", text: [s.ipAddress, `since ${new Date(s.createdAt).toLocaleString()}`].filter(Boolean).join(" · ") }));
+    const item = el("li", { "data-session": s.id }, label);
+    if (s.current) {
+      item.append(el("span", { class: "pill", text: "this device" }));
+    } else {
+      const revoke = el("button", { type: "button", class: "ghost danger", text: "Revoke" });
+      revoke.addEventListener("click", async () => {
+        revoke.disabled = true;
+        await api("POST", "/api/auth/revoke-session", { id: s.id });
+        item.remove();
+      });
+      item.append(revoke);
+    }
+    list.append(item);
+  }
+  $("close-sessions").focus();
+}
+
+// ---------- sign in / out ----------
+
+function showSignIn(message) {
+  state.user = null;
+  clearTimeout(state.reconnectTimer);
+  state.reconnectTimer = null;
+  dropSocket();
+  $("app").hidden = true;
+  $("signin").hidden = false;
+  const github = document.body.dataset.github === "true";
+  const local = document.body.dataset.local === "true";
+  $("signin-github").hidden = !github;
+  $("signin-local").hidden = !local;
+  $("signin-none").hidden = github || local;
+  if (message) $("signin").querySelector("p").textContent = message;
+}
+
+async function start() {
+  const session = await api("GET", "/api/auth/get-session");
+  if (!session) {
+    showSignIn();
+    return;
+  }
+  state.user = session.user;
+  $("signin").hidden = true;
+  $("app").hidden = false;
+  $("who").textContent = session.user.name || session.user.email || "";
+  const models = await api("GET", "/api/models");
+  state.models = models.models;
+  fillModels();
+  connect();
+  await loadConversations();
+  routeFromHash();
+  if (!state.convId) $("input").focus();
+}
+
+// ---------- wiring ----------
+
+function closeSidebar() {
+  document.body.classList.remove("list-open");
+  $("toggle-list").setAttribute("aria-expanded", "false");
+}
+
+function wire() {
+  $("composer").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const text = $("input").value.trim();
+    if (!text) return;
+    $("input").value = "";
+    notice("");
+    send(text);
+  });
+  $("input").addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      $("composer").requestSubmit();
+    }
+  });
+  $("stop").addEventListener("click", () => {
+    const frame = { type: "cancel", conversationId: state.convId };
+    if (state.streaming && state.streaming.generationId) frame.generationId = state.streaming.generationId;
+    if (wsSend(frame)) $("stop").disabled = true;
+  });
+  $("model").addEventListener("change", fillTools);
+  $("new-chat").addEventListener("click", () => {
+    history.pushState(null, "", "#");
+    openConversation(null);
+  });
+  $("more").addEventListener("click", () => loadConversations(true).catch((err) => notice(err.message)));
+  $("sign-out").addEventListener("click", async () => {
+    await api("POST", "/api/auth/sign-out", {});
+    showSignIn();
+  });
+  $("open-sessions").addEventListener("click", () => showSessions().catch((err) => notice(err.message)));
+  $("close-sessions").addEventListener("click", () => {
+    $("sessions").hidden = true;
+    $("open-sessions").focus();
+  });
+  document.addEventListener("keydown", (event) => {
+    if (event.key === "Escape" && !$("sessions").hidden) $("close-sessions").click();
+  });
+  $("rename").addEventListener("click", () => {
+    $("rename-input").value = $("title").textContent;
+    $("title").hidden = true;
+    $("rename-form").hidden = false;
+    $("rename-input").focus();
+  });
+  const endRename = () => {
+    $("rename-form").hidden = true;
+    $("title").hidden = false;
+  };
+  $("rename-cancel").addEventListener("click", endRename);
+  $("rename-input").addEventListener("keydown", (event) => {
+    if (event.key === "Escape") endRename();
+  });
+  $("rename-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const title = $("rename-input").value.trim();
+    if (!title || !state.convId) return endRename();
+    const data = await api("PATCH", `/api/conversations/${encodeURIComponent(state.convId)}`, { shortTitle: title });
+    setTitle(data.conversation.shortTitle);
+    const link = $("conversations").querySelector(`[data-conv="${CSS.escape(state.convId)}"] a`);
+    if (link) link.textContent = data.conversation.shortTitle;
+    endRename();
+  });
+  $("delete").addEventListener("click", async () => {
+    const id = state.convId;
+    if (!id || !window.confirm("Delete this conversation?")) return;
+    await api("DELETE", `/api/conversations/${encodeURIComponent(id)}`);
+    const item = $("conversations").querySelector(`[data-conv="${CSS.escape(id)}"]`);
+    if (item) item.remove();
+    history.pushState(null, "", "#");
+    await openConversation(null);
+  });
+  $("toggle-list").addEventListener("click", () => {
+    const open = document.body.classList.toggle("list-open");
+    $("toggle-list").setAttribute("aria-expanded", String(open));
+  });
+  window.addEventListener("hashchange", routeFromHash);
+  // Conversations started elsewhere (another tab, the CLI) show up when the page is looked
+  // at again: the API has no per-user event stream, so the first page is refetched.
+  document.addEventListener("visibilitychange", () => {
+    if (document.visibilityState === "visible" && state.user && !state.nextCursorUsed) {
+      loadConversations().then(markCurrent, () => {});
+    }
+  });
+}
+
+wire();
+start().catch((err) => notice(err.message));

@@ -1,0 +1,493 @@
+"""The ``cero`` console script as a subprocess against a live server on a real port.
+
+The CLI's config folder is a tmp dir (``XDG_CONFIG_HOME``) and the keyring is the null
+backend, so tokens go to the 0600 file. Device approvals are done over HTTP by the test;
+a network drop is a TCP proxy between the CLI and the server that the test cuts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import os
+import stat
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+import pytest_asyncio
+from aiohttp.test_utils import unused_port
+
+from client.api import Api
+from client.credentials import CredentialStore
+from client.follow import Follower
+from client.output import Output
+from client.sse import ServerSentEvent
+from tests.auth_helpers import bearer, make_user_session
+from tests.conftest import Live, make_settings, start_live
+
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]
+
+CERO = Path(sys.executable).with_name("cero")
+WAIT = 20.0
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def live(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Live]:
+    """A server with a secret (production-like: no model fallback), a demo answer of about
+    two seconds (so a test sees it mid-way) and a one-second device poll interval."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('cli') / 'cero.db'}"
+    running = await start_live(
+        lambda port: make_settings(url, port=port, demo_token_delay=0.05, device_poll_interval=1)
+    )
+    try:
+        yield running
+    finally:
+        await running.server.close()
+
+
+@dataclass
+class Cli:
+    """One user's terminal: its own HOME and config folder."""
+
+    home: Path
+    url: str
+    procs: list[asyncio.subprocess.Process] = field(default_factory=list)
+
+    @property
+    def config(self) -> Path:
+        return self.home / ".config" / "cero"
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("CERO_", "XDG_"))}
+        env.update(
+            HOME=str(self.home),
+            XDG_CONFIG_HOME=str(self.home / ".config"),
+            PYTHON_KEYRING_BACKEND="keyring.backends.null.Keyring",
+            CERO_API_URL=self.url,
+        )
+        env.update(extra)
+        return env
+
+    async def start(self, *args: str, **env: str) -> asyncio.subprocess.Process:
+        proc = await asyncio.create_subprocess_exec(
+            str(CERO),
+            *args,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=self.env(**env),
+        )
+        self.procs.append(proc)
+        return proc
+
+    async def run(self, *args: str, stdin: bytes = b"", **env: str) -> tuple[int, str, str]:
+        proc = await self.start(*args, **env)
+        out, err = await asyncio.wait_for(proc.communicate(stdin), WAIT)
+        assert proc.returncode is not None
+        return proc.returncode, out.decode(), err.decode()
+
+    def save_token(self, token: str, name: str = "Ada") -> None:
+        CredentialStore(self.config, "file").save(self.url, token, {"name": name})
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def cli(live: Live, tmp_path: Path) -> AsyncIterator[Cli]:
+    terminal = Cli(tmp_path, live.url)
+    yield terminal
+    for proc in terminal.procs:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def signed_in(cli: Cli, name: str = "Ada") -> str:
+    token, _ = await make_user_session(name)
+    cli.save_token(token, name)
+    return token
+
+
+async def rest(live: Live, token: str, method: str, path: str, **kw: Any) -> Any:
+    async with aiohttp.ClientSession() as http:
+        async with http.request(method, live.url + path, headers=bearer(token), **kw) as resp:
+            return resp.status, await resp.json()
+
+
+async def only_conversation(live: Live, token: str) -> str:
+    _, page = await rest(live, token, "GET", "/api/conversations")
+    (conversation,) = page["conversations"]
+    return str(conversation["id"])
+
+
+async def messages(live: Live, token: str, conversation: str) -> list[dict[str, Any]]:
+    _, body = await rest(live, token, "GET", f"/api/conversations/{conversation}/messages")
+    return list(body["messages"])
+
+
+async def read_until(stream: asyncio.StreamReader, needle: bytes, seen: bytearray) -> None:
+    """Read ``stream`` into ``seen`` until it holds ``needle``."""
+    while needle not in seen:
+        chunk = await asyncio.wait_for(stream.read(4096), WAIT)
+        assert chunk, f"EOF before {needle!r}; got {bytes(seen)!r}"
+        seen += chunk
+
+
+def one_error_line(err: str) -> str:
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("cero: error: "), err
+    return lines[0]
+
+
+# -- login / whoami / logout ---------------------------------------------------------------
+
+
+async def test_login_with_the_device_flow_then_whoami(cli: Cli, live: Live) -> None:
+    proc = await cli.start("login", "--no-browser")
+    assert proc.stderr is not None
+    seen = bytearray()
+    await read_until(proc.stderr, b"enter the code: ", seen)
+    await read_until(proc.stderr, b"\n", seen)
+    text = seen.decode()
+    user_code = text.split("enter the code: ")[1].split()[0]
+    assert len(user_code) == 9 and user_code[4] == "-"
+    assert f"{live.url}/device?user_code={user_code}" in text
+    approver, _ = await make_user_session("Grace", "grace@example.test")
+    status, body = await rest(
+        live, approver, "POST", "/api/auth/device/approve", json={"userCode": user_code}
+    )
+    assert status == 200, body
+    _, err = await asyncio.wait_for(proc.communicate(), WAIT)
+    assert proc.returncode == 0, (seen + err).decode()
+    assert "Signed in to" in err.decode() and "Grace <grace@example.test>" in err.decode()
+    path = cli.config / "credentials.json"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(cli.config.stat().st_mode) == 0o700
+    saved = orjson.loads(path.read_bytes())["servers"][live.url]
+    assert saved["store"] == "file"
+    status, who = await rest(live, saved["token"], "GET", "/api/user/whoami")
+    assert status == 200 and who["user"]["name"] == "Grace"
+    code, out_text, err_text = await cli.run("whoami")
+    assert code == 0, err_text
+    assert out_text == f"Grace <grace@example.test> on {live.url}\n"
+
+
+async def test_logout_revokes_the_token_on_the_server(cli: Cli, live: Live) -> None:
+    token = await signed_in(cli)
+    code, _, err = await cli.run("logout")
+    assert code == 0, err
+    status, _ = await rest(live, token, "GET", "/api/user/whoami")
+    assert status == 401
+    assert live.url not in orjson.loads((cli.config / "credentials.json").read_bytes())["servers"]
+    code, _, err = await cli.run("whoami")
+    assert code == 3 and "not signed in" in one_error_line(err)
+
+
+# -- chat --------------------------------------------------------------------------------------
+
+
+async def test_chat_streams_to_stdout_as_the_answer_arrives(cli: Cli, live: Live) -> None:
+    token = await signed_in(cli)
+    proc = await cli.start("chat", "hello streaming world")
+    assert proc.stdout is not None
+    first = await asyncio.wait_for(proc.stdout.read(1), WAIT)
+    assert first
+    # The first byte is out while the answer is still being generated.
+    conversation = await only_conversation(live, token)
+    answer = (await messages(live, token, conversation))[-1]
+    assert answer["role"] == "assistant" and answer["status"] == "streaming"
+    rest_out, err = await asyncio.wait_for(proc.communicate(), WAIT)
+    assert proc.returncode == 0, err
+    stored = (await messages(live, token, conversation))[-1]
+    assert stored["status"] == "complete"
+    assert (first + rest_out).decode() == stored["content"] + "\n"
+    assert "hello streaming world" in stored["content"]
+    assert err == b""  # no TTY: no progress, no notes
+
+
+async def test_chat_json_is_ndjson_events(cli: Cli, live: Live) -> None:
+    await signed_in(cli)
+    code, out, err = await cli.run("chat", "json please", "--json", "--model", "demo")
+    assert code == 0, err
+    events = [orjson.loads(line) for line in out.splitlines()]
+    kinds = [e["type"] for e in events if e["type"] != "presence"]
+    assert kinds[:2] == ["message", "init"] and kinds[-1] == "done"
+    assert set(kinds[2:-1]) == {"token"}
+    tokens = "".join(e["text"] for e in events if e["type"] == "token")
+    assert tokens == events[-1]["fullText"] and "json please" in tokens
+    assert events[1]["aiModel"] == "demo"
+
+
+async def test_chat_reads_stdin_and_continues_a_conversation(cli: Cli, live: Live) -> None:
+    token = await signed_in(cli)
+    code, _, err = await cli.run("chat", "first turn")
+    assert code == 0, err
+    conversation = await only_conversation(live, token)
+    code, out, err = await cli.run("chat", "-", "-c", conversation, stdin=b"second turn\n")
+    assert code == 0, err
+    assert "You said: \u201csecond turn\u201d" in out
+    assert "I can see 3 messages" in out
+    assert [m["role"] for m in await messages(live, token, conversation)] == [
+        "user",
+        "assistant",
+        "user",
+        "assistant",
+    ]
+
+
+async def test_cancel_stops_a_streaming_chat(cli: Cli, live: Live) -> None:
+    token = await signed_in(cli)
+    chat = await cli.start("chat", "a long one")
+    assert chat.stdout is not None
+    assert await asyncio.wait_for(chat.stdout.read(1), WAIT)
+    conversation = await only_conversation(live, token)
+    code, _, err = await cli.run("cancel", conversation)
+    assert code == 0 and "Cancelled the answer." in err
+    _, chat_err = await asyncio.wait_for(chat.communicate(), WAIT)
+    assert chat.returncode == 1
+    assert one_error_line(chat_err.decode()) == "cero: error: the answer was cancelled"
+    assert (await messages(live, token, conversation))[-1]["status"] == "cancelled"
+    code, out, err = await cli.run("conversations")
+    assert code == 0 and out.startswith(conversation + "  ") and "a long one" in out
+    code, out, err = await cli.run("messages", conversation)
+    assert code == 0 and "you:\na long one" in out and "(cancelled)" in out
+
+
+# -- errors: one line, a non-zero exit -----------------------------------------------------------
+
+
+async def test_errors_are_one_line_with_an_exit_code(cli: Cli, live: Live) -> None:
+    code, _, err = await cli.run("chat", "hi")
+    assert code == 3 and "not signed in" in one_error_line(err)
+
+    cli.save_token("not-a-token")
+    code, out, err = await cli.run("chat", "hi")
+    assert code == 3 and out == ""
+    assert "rejected the saved token" in one_error_line(err)
+
+    await signed_in(cli)
+    code, _, err = await cli.run("chat", "hi", "--model", "gemini-2.5-flash-lite")
+    line = one_error_line(err)
+    assert code == 1 and "unknown_model" in line and "gemini-2.5-flash-lite" in line
+    code, _, err = await cli.run("chat", "hi", "--model", "no-such-model")
+    assert code == 1 and "unknown model 'no-such-model'" in one_error_line(err)
+    code, _, err = await cli.run("watch", "no-such-conversation")
+    assert code == 1 and "(not_found)" in one_error_line(err)
+
+    dead = f"http://127.0.0.1:{unused_port()}"
+    code, _, err = await cli.run("models", CERO_API_URL=dead)
+    assert code == 4 and f"cannot reach the server at {dead}" in one_error_line(err)
+    code, _, err = await cli.run("chat", "hi", "--server", dead)
+    assert code == 3  # signed in to the live server only
+    CredentialStore(cli.config, "file").save(dead, "t", {})
+    code, _, err = await cli.run("chat", "hi", "--server", dead)
+    assert code == 4 and "cannot reach the server" in one_error_line(err)
+
+    code, _, err = await cli.run("chat", "--tool", "bogus", "hi")
+    assert code == 2  # argparse's usage error
+
+
+# -- watch: resuming across a network drop -----------------------------------------------------
+
+
+class Proxy:
+    """A TCP relay the test can cut: every open connection is aborted by :meth:`drop`."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.heads: list[bytes] = []
+        self.answered: asyncio.Queue[bytes] = asyncio.Queue()  # request lines, once answered
+        self._writers: list[asyncio.StreamWriter] = []
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> str:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    async def close(self) -> None:
+        self.drop()
+        if self._server is not None:
+            self._server.close()
+
+    def drop(self) -> None:
+        for writer in self._writers:
+            writer.transport.abort()
+        self._writers.clear()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self._writers += [writer, up_writer]
+        head = await reader.readuntil(b"\r\n\r\n")
+        self.heads.append(head)
+        up_writer.write(head)
+        await asyncio.gather(
+            self._pipe(reader, up_writer, None),
+            self._pipe(up_reader, writer, head.split(b"\r\n", 1)[0]),
+            return_exceptions=True,
+        )
+
+    async def next_answer(self, path: bytes) -> None:
+        """Wait until a request for ``path`` has been answered (its first bytes relayed)."""
+        while path not in await asyncio.wait_for(self.answered.get(), WAIT):
+            pass
+
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes | None
+    ) -> None:
+        try:
+            while chunk := await reader.read(65536):
+                writer.write(chunk)
+                if request is not None:
+                    self.answered.put_nowait(request)
+                    request = None
+        finally:
+            writer.transport.abort()
+
+
+async def test_watch_resumes_after_a_network_drop_with_last_event_id(cli: Cli, live: Live) -> None:
+    token = await signed_in(cli)
+    code, _, err = await cli.run("chat", "start a conversation")
+    assert code == 0, err
+    conversation = await only_conversation(live, token)
+    proxy = Proxy(int(live.url.rsplit(":", 1)[1]))
+    via = await proxy.start()
+    CredentialStore(cli.config, "file").save(via, token, {})  # tokens are kept per server URL
+    try:
+        watch = await cli.start("watch", conversation, "--once", CERO_API_URL=via)
+        assert watch.stdout is not None
+        await proxy.next_answer(b"/events")  # subscribed
+        await proxy.next_answer(b"/messages")  # and looked for an answer in progress
+        async with aiohttp.ClientSession() as http:
+
+            async def chat() -> tuple[int, bytes]:
+                async with http.post(
+                    live.url + "/api/chat",
+                    json={"message": "watch this", "conversationId": conversation},
+                    headers=bearer(token),
+                ) as resp:
+                    return resp.status, await resp.read()  # to the answer's end (NDJSON)
+
+            send = asyncio.create_task(chat())
+            seen = bytearray()
+            await read_until(watch.stdout, b"> watch this\nThis is", seen)
+            proxy.drop()  # mid-answer
+            try:
+                await proxy.next_answer(b"/events")  # resumed
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    watch.kill()
+                _, late = await watch.communicate()
+                raise AssertionError(f"no resume: {late.decode()} {proxy.heads}") from None
+            status, _ = await send
+            assert status == 200
+        out, err_bytes = await asyncio.wait_for(watch.communicate(), WAIT)
+    finally:
+        await proxy.close()
+    err = err_bytes.decode()
+    assert watch.returncode == 0, err
+    answer = (await messages(live, token, conversation))[-1]
+    assert answer["status"] == "complete"
+    assert (seen + out).decode() == f"> watch this\n{answer['content']}\n"  # nothing twice
+    assert "connection lost" in err
+    resumed = [h for h in proxy.heads if b"/events" in h.split(b"\r\n", 1)[0]]
+    assert len(resumed) == 2
+    assert b"last-event-id: " in resumed[1].lower()
+    with contextlib.suppress(ProcessLookupError):
+        watch.kill()
+
+
+async def test_chat_resumes_after_a_network_drop(cli: Cli, live: Live) -> None:
+    token = await signed_in(cli)
+    proxy = Proxy(int(live.url.rsplit(":", 1)[1]))
+    via = await proxy.start()
+    CredentialStore(cli.config, "file").save(via, token, {})
+    try:
+        chat = await cli.start("chat", "survive a drop", CERO_API_URL=via)
+        assert chat.stdout is not None
+        await proxy.next_answer(b"/api/chat")
+        seen = bytearray()
+        await read_until(chat.stdout, b"This is", seen)
+        proxy.drop()  # mid-answer
+        await proxy.next_answer(b"/events")  # resumed from its cursor
+        out, err = await asyncio.wait_for(chat.communicate(), WAIT)
+    finally:
+        await proxy.close()
+    assert chat.returncode == 0, err
+    conversation = await only_conversation(live, token)
+    answer = (await messages(live, token, conversation))[-1]
+    assert (seen + out).decode() == answer["content"] + "\n"  # nothing twice, nothing lost
+    assert b"connection lost" in err
+    resumed = [h for h in proxy.heads if b"/events" in h.split(b"\r\n", 1)[0]]
+    assert len(resumed) == 1 and b"last-event-id: " in resumed[0].lower()
+    assert len([h for h in proxy.heads if h.startswith(b"POST /api/chat")]) == 1
+
+
+async def test_watch_joins_an_answer_in_progress(cli: Cli, live: Live) -> None:
+    token = await signed_in(cli)
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            live.url + "/api/chat", json={"message": "join me"}, headers=bearer(token)
+        ) as resp:
+            init = orjson.loads(await resp.content.readline())
+            assert init["topic"] == "init"
+            assert orjson.loads(await resp.content.readline())["topic"] == "token"
+            conversation = init["data"]["conversationId"]
+            code, out, err = await cli.run("watch", conversation, "--once")
+            await resp.read()
+    assert code == 0, err
+    answer = (await messages(live, token, conversation))[-1]
+    assert out == f"> join me\n{answer['content']}\n"
+    assert "joining an answer in progress" in err
+
+
+async def test_reset_completes_the_answer_from_rest(cli: Cli, live: Live) -> None:
+    """After `reset` (a cursor the server cannot replay) the answer in progress is finished
+    from the stored messages: here it ended while the client was away."""
+    token = await signed_in(cli)
+    code, _, err = await cli.run("chat", "reset me")
+    assert code == 0, err
+    conversation = await only_conversation(live, token)
+    stored = (await messages(live, token, conversation))[-1]
+    out = io.BytesIO()
+    async with Api(live.url, token) as api:
+        follower = Follower(
+            api,
+            Output(out, io.StringIO()),
+            "chat",
+            conversation_id=conversation,
+            message_id=stored["id"],
+            printed={stored["id"]: stored["content"][:7]},
+        )
+        reset = {"type": "reset", "conversationId": conversation, "epoch": "e", "seq": 9}
+        done = await follower.handle(ServerSentEvent("reset", orjson.dumps(reset).decode(), ""))
+    assert done and follower.result is None
+    assert stored["content"][:7] + out.getvalue().decode() == stored["content"] + "\n"
+
+
+async def test_a_reader_that_goes_away_ends_chat_quietly(cli: Cli, live: Live) -> None:
+    """`cero chat … | head -c 20`: a broken stdout pipe is not a network drop to resume."""
+    await signed_in(cli)
+    read_end, write_end = os.pipe()
+    proc = await asyncio.create_subprocess_exec(
+        str(CERO),
+        "chat",
+        "a reader that leaves",
+        stdout=write_end,
+        stderr=asyncio.subprocess.PIPE,
+        env=cli.env(),
+    )
+    cli.procs.append(proc)
+    os.close(write_end)
+    loop = asyncio.get_running_loop()
+    first = await loop.run_in_executor(None, os.read, read_end, 1)
+    assert first
+    os.close(read_end)  # the reader is gone
+    _, err = await asyncio.wait_for(proc.communicate(), WAIT)
+    assert proc.returncode == 0 and err == b""

@@ -1,0 +1,669 @@
+"""Cluster mode: several real server processes on one Redis and one PostgreSQL behave as one.
+
+Real processes on loopback (``tests/cluster_harness.py``), the shared Redis under a key
+prefix of each test's own, a fresh PostgreSQL database for the module, the offline demo
+model or the local Gemini stand-in; short leases (``CERO_LEASE_TTL=2``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+import pytest_asyncio
+
+from server import db
+from server.tables import Message
+from tests.auth_helpers import bearer, make_user_session
+from tests.cluster_harness import Cluster, PrivateRedis, Server, lease_owner, require_redis
+from tests.conftest import create_pg_database, drop_pg_database
+from tests.fakes.gemini import FakeGemini, Script
+from tests.live_clients import WsPeer, check_seq, read_sse, token_text
+
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow, pytest.mark.postgres]
+
+LEASE_TTL = 2.0
+GEMINI = "gemini-2.5-flash-lite"
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def pg_url() -> AsyncIterator[str]:
+    await require_redis()
+    url = await create_pg_database()
+    await db.migrate(db.bind(url))
+    try:
+        yield url
+    finally:
+        await drop_pg_database(url)
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def gemini() -> AsyncIterator[tuple[FakeGemini, str]]:
+    fake = FakeGemini()
+    url = await fake.start()
+    try:
+        yield fake, url
+    finally:
+        await fake.stop()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def cluster(
+    pg_url: str, gemini: tuple[FakeGemini, str], tmp_path: Path
+) -> AsyncIterator[Cluster]:
+    running = Cluster(
+        pg_url,
+        tmp_path,
+        {
+            "CERO_LEASE_TTL": str(LEASE_TTL),
+            "CERO_DEMO_TOKEN_DELAY": "0.05",
+            "CERO_FLUSH_INTERVAL": "0.2",
+            "GEMINI_API_KEY": "test-key",
+            "CERO_GEMINI_BASE_URL": gemini[1],
+        },
+    )
+    try:
+        yield running
+    finally:
+        await running.stop()
+
+
+async def chat(
+    http: aiohttp.ClientSession,
+    server: Server,
+    token: str,
+    message: str,
+    conversation_id: str | None = None,
+    model: str = "demo",
+    **extra: Any,
+) -> tuple[int, list[dict[str, Any]]]:
+    body: dict[str, Any] = {"message": message, "aiModel": model, **extra}
+    if conversation_id is not None:
+        body["conversationId"] = conversation_id
+    async with http.post(f"{server.url}/api/chat", json=body, headers=bearer(token)) as resp:
+        if resp.status != 200:
+            return resp.status, [await resp.json()]
+        lines = [orjson.loads(raw) for raw in (await resp.read()).splitlines() if raw.strip()]
+        return 200, lines
+
+
+def of_topic(lines: list[dict[str, Any]], topic: str) -> dict[str, Any]:
+    return next(line["data"] for line in lines if line["topic"] == topic)
+
+
+def metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+def generated_on(server: Server, generation_id: str) -> bool:
+    return any(
+        "generation_finished" in line and generation_id in line
+        for line in server.logs().splitlines()
+    )
+
+
+async def test_two_processes_watch_one_answer(cluster: Cluster) -> None:
+    a, b = await cluster.start_many(2)
+    token, _ = await make_user_session("Two")
+    async with aiohttp.ClientSession() as http:
+        status, lines = await chat(http, a, token, "first turn")
+        assert status == 200, lines
+        conversation_id = lines[0]["data"]["conversationId"]
+
+        ws = WsPeer(await http.ws_connect(b.ws_url, headers=bearer(token))).start()
+        await ws.send(type="subscribe", conversationId=conversation_id)
+        await ws.wait_for(lambda f: f["type"] == "subscribed")
+        sse_events: list[dict[str, Any]] = []
+        sse_ready = asyncio.Event()
+
+        async def read_a() -> None:
+            async with http.get(
+                f"{a.url}/api/conversations/{conversation_id}/events", headers=bearer(token)
+            ) as resp:
+                assert resp.status == 200
+                sse_ready.set()
+                async for event in read_sse(resp):
+                    sse_events.append(event.data)
+                    if event.data["type"] == "done":
+                        return
+
+        reader = asyncio.create_task(read_a())
+        await asyncio.wait_for(sse_ready.wait(), 10)
+        sending = asyncio.create_task(
+            chat(http, a, token, "second turn, watched from two processes", conversation_id)
+        )
+        # While it streams on A, B's messages show the live text (from B's copy of the log).
+        first = await ws.wait_for(lambda f: f["type"] == "init", timeout=10)
+        mid = first["messageId"]
+
+        def five_tokens(_frame: dict[str, Any]) -> bool:
+            return sum(1 for f in ws.frames if f["type"] == "token" and f["messageId"] == mid) >= 5
+
+        await ws.wait_for(five_tokens, timeout=10)
+        seen = token_text(ws.of(conversation_id), first["messageId"])
+        async with http.get(
+            f"{b.url}/api/conversations/{conversation_id}/messages", headers=bearer(token)
+        ) as r:
+            listed = (await r.json())["messages"][-1]
+        assert listed["id"] == first["messageId"]
+        if listed["status"] == "streaming":
+            assert listed["content"].startswith(seen) and len(seen) > 0, (listed, seen)
+        status, lines = await sending
+        assert status == 200, lines
+        done = of_topic(lines, "done")
+        init = of_topic(lines, "init")
+        await asyncio.wait_for(reader, 15)
+        generation_id = init["generationId"]
+        await ws.wait_for(lambda f: f["type"] == "done" and f["generationId"] == generation_id)
+        ws_events = ws.of(conversation_id)
+        await ws.close()
+        async with http.get(f"{a.url}/metrics") as r:
+            a_metrics = await r.text()
+        async with http.get(f"{b.url}/metrics") as r:
+            b_metrics = await r.text()
+    assert metric(a_metrics, "cero_cluster_log_appends") >= len(ws_events)
+    assert metric(a_metrics, "cero_cluster_log_pipelines") >= 1
+    assert metric(b_metrics, "cero_cluster_relayed_events") >= len(ws_events)
+
+    for events in (ws_events, sse_events):
+        check_seq(events)
+        kinds = [e["type"] for e in events if e["type"] != "presence"]
+        assert kinds[0] == "message" and kinds[1] == "init" and kinds[-1] == "done", kinds
+        assert token_text(events, init["messageId"]) == done["fullText"]
+    # The same log on both processes: same epoch and seq for every event.
+    ws_log = [(e["epoch"], e["seq"], e["type"]) for e in ws_events if e["type"] != "presence"]
+    sse_log = [(e["epoch"], e["seq"], e["type"]) for e in sse_events if e["type"] != "presence"]
+    assert ws_log == sse_log
+    row = await Message.select().where(Message.id == init["messageId"]).first().run()
+    assert row is not None
+    assert row["status"] == "complete"
+    assert row["content"] == done["fullText"]
+    assert row["fence"] > 0
+
+
+async def test_send_through_b_runs_on_owner_a(cluster: Cluster) -> None:
+    a, b = await cluster.start_many(2)
+    token, _ = await make_user_session("Forward")
+    async with aiohttp.ClientSession() as http:
+        # A long first answer through A keeps A's lease while B is asked.
+        first = asyncio.create_task(chat(http, a, token, "one " * 30))
+        for _ in range(200):
+            rows = (
+                await Message.select(Message.conversation_id)
+                .where(Message.status == "streaming")
+                .run()
+            )
+            if rows:
+                break
+            await asyncio.sleep(0.05)
+        status, lines = await first
+        assert status == 200, lines
+        conversation_id = lines[0]["data"]["conversationId"]
+        owner = await lease_owner(cluster.prefix, conversation_id)
+        assert owner is not None  # A still holds it (ttl 2 s, renewed while its actor lives)
+        status, lines = await chat(http, b, token, "through B", conversation_id)
+        assert status == 200, lines
+        generation_id = of_topic(lines, "init")["generationId"]
+        assert of_topic(lines, "done")["fullText"]
+        assert generated_on(a, generation_id), "the owner A generated it"
+        assert not generated_on(b, generation_id)
+        assert await lease_owner(cluster.prefix, conversation_id) == owner
+
+        # Concurrent sends through A and B: one generation, one 409.
+        results = await asyncio.gather(
+            chat(http, a, token, "race from A", conversation_id),
+            chat(http, b, token, "race from B", conversation_id),
+        )
+        statuses = sorted(status for status, _ in results)
+        assert statuses == [200, 409], results
+        loser = next(lines for status, lines in results if status == 409)
+        assert loser[0]["code"] == "conversation_busy"
+
+        # The same clientMessageId through the other process: the same generation.
+        status, lines = await chat(http, a, token, "keyed", conversation_id, clientMessageId="k-1")
+        assert status == 200, lines
+        status, again = await chat(http, b, token, "keyed", conversation_id, clientMessageId="k-1")
+        assert status == 200, again
+        assert of_topic(again, "init")["generationId"] == of_topic(lines, "init")["generationId"]
+
+        # A WebSocket send through B: acknowledged, generated by A, streamed on B's socket.
+        ws = WsPeer(await http.ws_connect(b.ws_url, headers=bearer(token))).start()
+        await ws.send(
+            type="send", conversationId=conversation_id, message="ws through B", aiModel="demo"
+        )
+        ack = await ws.wait_for(lambda f: f["type"] == "ack" and f.get("of") == "send")
+        gid = ack["generationId"]
+        done = await ws.wait_for(lambda f: f["type"] == "done" and f["generationId"] == gid)
+        assert generated_on(a, gid) and not generated_on(b, gid)
+        events = ws.of(conversation_id)
+        check_seq(events)
+        assert events[0]["type"] == "message"
+        assert token_text(events, ack["messageId"]) == done["fullText"]
+        await ws.close()
+
+
+async def test_resume_across_processes(cluster: Cluster) -> None:
+    a, b = await cluster.start_many(2)
+    token, _ = await make_user_session("Resume")
+    async with aiohttp.ClientSession() as http:
+        status, lines = await chat(http, a, token, "start")
+        assert status == 200
+        conversation_id = lines[0]["data"]["conversationId"]
+        got: list[tuple[str | None, dict[str, Any]]] = []
+        half = asyncio.Event()
+        started = asyncio.Event()
+
+        async def read_half() -> None:
+            async with http.get(
+                f"{a.url}/api/conversations/{conversation_id}/events", headers=bearer(token)
+            ) as resp:
+                started.set()
+                async for event in read_sse(resp):
+                    got.append((event.id, event.data))
+                    tokens = [d for _, d in got if d["type"] == "token"]
+                    if len(tokens) >= 8:
+                        half.set()
+                        return
+
+        reader = asyncio.create_task(read_half())
+        await asyncio.wait_for(started.wait(), 10)
+        sending = asyncio.create_task(chat(http, a, token, "a longer answer " * 5, conversation_id))
+        await asyncio.wait_for(half.wait(), 15)
+        await reader
+        last_id = got[-1][0]
+        assert last_id is not None
+        rest: list[dict[str, Any]] = []
+        async with http.get(
+            f"{b.url}/api/conversations/{conversation_id}/events",
+            headers={**bearer(token), "Last-Event-ID": last_id},
+        ) as resp:
+            async for event in read_sse(resp):
+                rest.append(event.data)
+                if event.data["type"] == "done":
+                    break
+        status, lines = await sending
+        assert status == 200
+    events = [d for _, d in got] + rest
+    assert all(e["type"] != "reset" for e in events)
+    check_seq(events)  # exactly the missing events, no duplicate
+    done = of_topic(lines, "done")
+    init = of_topic(lines, "init")
+    assert token_text(events, init["messageId"]) == done["fullText"]
+
+
+async def test_owner_killed_mid_answer(cluster: Cluster, gemini: tuple[FakeGemini, str]) -> None:
+    fake, _ = gemini
+    a, b = await cluster.start_many(2)
+    token, _ = await make_user_session("Kill")
+    fake.enqueue(Script(chunks=["warm "]))
+    fake.enqueue(Script(chunks=[f"tok{i:04d} " for i in range(3000)], chunk_delay=0.01))
+    async with aiohttp.ClientSession() as http:
+        status, lines = await chat(http, a, token, "warm up", model=GEMINI)
+        assert status == 200, lines
+        conversation_id = lines[0]["data"]["conversationId"]
+        ws = WsPeer(await http.ws_connect(b.ws_url, headers=bearer(token))).start()
+        await ws.send(type="subscribe", conversationId=conversation_id)
+        await ws.wait_for(lambda f: f["type"] == "subscribed")
+
+        received: list[tuple[str, float]] = []
+        message_id = ""
+        killed_at = 0.0
+        async with http.post(
+            f"{a.url}/api/chat",
+            json={"message": "long one", "aiModel": GEMINI, "conversationId": conversation_id},
+            headers=bearer(token),
+        ) as resp:
+            async for raw in resp.content:
+                line = orjson.loads(raw)
+                if line["topic"] == "init":
+                    message_id = line["data"]["messageId"]
+                elif line["topic"] == "token":
+                    received.append((line["data"], time.monotonic()))
+                    if len(received) == 250:
+                        killed_at = time.monotonic()
+                        a.signal(signal.SIGKILL)
+                        break
+        # A fresh process started meanwhile does not touch the live row... (A is dead, but
+        # its lease lives on for up to the ttl: the sweep must leave the row alone).
+        c = cluster.start()
+        await cluster.wait_up(c)
+        error = await ws.wait_for(
+            lambda f: f["type"] == "error" and f.get("messageId") == message_id,
+            timeout=LEASE_TTL + 6,
+        )
+        noticed = time.monotonic() - killed_at
+        assert error["code"] == "owner_lost"
+        assert noticed <= LEASE_TTL + 2 + 1.5, noticed  # 1.5 s: start-up of C meanwhile
+        row = await Message.select().where(Message.id == message_id).first().run()
+        assert row is not None
+        assert row["status"] == "interrupted"
+        full = "".join(t for t, _ in received)
+        flushed_before = "".join(t for t, s in received if s <= killed_at - 1.0)
+        assert full.startswith(row["content"])
+        assert len(row["content"]) >= len(flushed_before)
+        # The next send through the survivor works.
+        status, lines = await chat(http, b, token, "after the kill", conversation_id)
+        assert status == 200, lines
+        assert of_topic(lines, "done")["fullText"]
+        await ws.close()
+
+
+async def stream_entries(prefix: str, conversation_id: str) -> list[dict[str, Any]]:
+    import redis.asyncio as redis
+
+    from tests.cluster_harness import REDIS_URL
+
+    client = redis.from_url(REDIS_URL)
+    try:
+        entries: Any = await client.xrange(f"{prefix}c:{conversation_id}:log")
+    finally:
+        await client.aclose()
+    return [orjson.loads(fields[b"d"]) for _, fields in entries]
+
+
+async def test_fencing_a_paused_owner(cluster: Cluster, gemini: tuple[FakeGemini, str]) -> None:
+    """SIGSTOP the owner past its lease, let B take over and answer, SIGCONT: the old
+    owner's appends and row writes are refused and it stops its generation."""
+    fake, _ = gemini
+    a, b = await cluster.start_many(2)
+    token, _ = await make_user_session("Fence")
+    fake.enqueue(Script(chunks=["warm "]))
+    fake.enqueue(Script(chunks=[f"old{i:04d} " for i in range(3000)], chunk_delay=0.01))
+    async with aiohttp.ClientSession() as http:
+        status, lines = await chat(http, a, token, "warm up", model=GEMINI)
+        assert status == 200, lines
+        conversation_id = lines[0]["data"]["conversationId"]
+        ws = WsPeer(await http.ws_connect(b.ws_url, headers=bearer(token))).start()
+        await ws.send(type="subscribe", conversationId=conversation_id)
+        await ws.wait_for(lambda f: f["type"] == "subscribed")
+
+        old_id = ""
+        tokens = 0
+        paused = asyncio.Event()
+
+        async def run_on_a() -> None:
+            nonlocal old_id, tokens
+            async with http.post(
+                f"{a.url}/api/chat",
+                json={"message": "old one", "aiModel": GEMINI, "conversationId": conversation_id},
+                headers=bearer(token),
+            ) as resp:
+                async for raw in resp.content:
+                    line = orjson.loads(raw)
+                    if line["topic"] == "init":
+                        old_id = line["data"]["messageId"]
+                    elif line["topic"] == "token":
+                        tokens += 1
+                        if tokens == 150 and not paused.is_set():
+                            a.signal(signal.SIGSTOP)
+                            paused.set()
+                            return
+
+        await asyncio.wait_for(run_on_a(), 20)
+        await ws.wait_for(
+            lambda f: f["type"] == "error" and f.get("messageId") == old_id, timeout=LEASE_TTL + 6
+        )
+        fake.enqueue(Script(chunks=["new ", "answer"]))
+        status, lines = await chat(http, b, token, "new one", conversation_id, model=GEMINI)
+        assert status == 200, lines
+        new_id = of_topic(lines, "init")["messageId"]
+        assert of_topic(lines, "done")["fullText"] == "new answer"
+        old_row = await Message.select().where(Message.id == old_id).first().run()
+        assert old_row is not None and old_row["status"] == "interrupted"
+
+        a.signal(signal.SIGCONT)
+        deadline = time.monotonic() + 10
+        while "lease_lost" not in a.logs() and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert "lease_lost" in a.logs(), a.logs()
+        await asyncio.sleep(1.0)  # what the old owner would still write, it writes now
+        after = await Message.select().where(Message.id == old_id).first().run()
+        assert after is not None
+        assert after["status"] == "interrupted"
+        assert after["content"] == old_row["content"]
+        assert after["fence"] == old_row["fence"]
+        new_row = await Message.select().where(Message.id == new_id).first().run()
+        assert new_row is not None and new_row["content"] == "new answer"
+        assert new_row["status"] == "complete"
+        # The log: nothing of the old answer after its owner_lost error.
+        log_events = await stream_entries(cluster.prefix, conversation_id)
+        lost_at = next(
+            i
+            for i, e in enumerate(log_events)
+            if e["type"] == "error" and e.get("messageId") == old_id
+        )
+        assert not any(e.get("messageId") == old_id for e in log_events[lost_at + 1 :])
+        seqs = [e["seq"] for e in log_events]
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+        # The old owner's own viewers follow the one log again: a send through A works.
+        fake.enqueue(Script(chunks=["third"]))
+        status, lines = await chat(http, a, token, "third", conversation_id, model=GEMINI)
+        assert status == 200, lines
+        assert of_topic(lines, "done")["fullText"] == "third"
+        await ws.close()
+
+
+async def test_presence_sums_processes(cluster: Cluster) -> None:
+    a, b, c = await cluster.start_many(3)
+    token, _ = await make_user_session("Presence")
+    async with aiohttp.ClientSession() as http:
+        status, lines = await chat(http, a, token, "hello")
+        assert status == 200, lines
+        conversation_id = lines[0]["data"]["conversationId"]
+        peers = []
+        for server in (a, b, c):
+            peer = WsPeer(await http.ws_connect(server.ws_url, headers=bearer(token))).start()
+            await peer.send(type="subscribe", conversationId=conversation_id)
+            await peer.wait_for(lambda f: f["type"] == "subscribed")
+            peers.append(peer)
+        for peer in peers[:2]:
+            await peer.wait_for(lambda f: f["type"] == "presence" and f["viewers"] == 3, timeout=10)
+        c.signal(signal.SIGKILL)
+        killed = time.monotonic()
+        for peer in peers[:2]:
+            await peer.wait_for(
+                lambda f: f["type"] == "presence" and f["viewers"] == 2,
+                timeout=3 * LEASE_TTL + 4,
+            )
+        assert time.monotonic() - killed <= 3 * LEASE_TTL + 2.5
+        for peer in peers[:2]:
+            check_seq(peer.of(conversation_id))
+            await peer.close()
+
+
+async def test_delete_through_a_non_owner(cluster: Cluster, gemini: tuple[FakeGemini, str]) -> None:
+    """Delete through B while A generates: A's actor stops, watchers on both processes
+    are unsubscribed, nothing of the conversation stays."""
+    fake, _ = gemini
+    a, b = await cluster.start_many(2)
+    token, _ = await make_user_session("Delete")
+    fake.enqueue(Script(chunks=["warm "]))
+    fake.enqueue(Script(chunks=[f"d{i:04d} " for i in range(3000)], chunk_delay=0.01))
+    async with aiohttp.ClientSession() as http:
+        status, lines = await chat(http, a, token, "warm up", model=GEMINI)
+        assert status == 200, lines
+        conversation_id = lines[0]["data"]["conversationId"]
+        peers = []
+        for server in (a, b):
+            peer = WsPeer(await http.ws_connect(server.ws_url, headers=bearer(token))).start()
+            await peer.send(type="subscribe", conversationId=conversation_id)
+            await peer.wait_for(lambda f: f["type"] == "subscribed")
+            peers.append(peer)
+        await peers[0].send(
+            type="send", conversationId=conversation_id, message="long", aiModel=GEMINI
+        )
+        await peers[1].wait_for(lambda f: f["type"] == "token")
+        async with http.delete(
+            f"{b.url}/api/conversations/{conversation_id}", headers=bearer(token)
+        ) as r:
+            assert r.status == 200, await r.text()
+        for peer in peers:
+            gone = await peer.wait_for(lambda f: f["type"] == "unsubscribed", timeout=10)
+            assert gone["conversationId"] == conversation_id
+        for _ in range(40):  # given back once what the actor appended last is written
+            if await lease_owner(cluster.prefix, conversation_id) is None:
+                break
+            await asyncio.sleep(0.05)
+        assert await lease_owner(cluster.prefix, conversation_id) is None
+        rows = await Message.select().where(Message.conversation_id == conversation_id).run()
+        assert rows == []
+        for peer in peers:
+            await peer.close()
+
+
+async def test_a_starting_process_leaves_live_answers_alone(
+    cluster: Cluster, gemini: tuple[FakeGemini, str]
+) -> None:
+    fake, _ = gemini
+    (a,) = await cluster.start_many(1)
+    token, _ = await make_user_session("Sweep")
+    fake.enqueue(Script(chunks=[f"s{i:04d} " for i in range(800)], chunk_delay=0.01))
+    async with aiohttp.ClientSession() as http:
+        sending = asyncio.create_task(chat(http, a, token, "long", model=GEMINI))
+        row: dict[str, Any] | None = None
+        for _ in range(200):
+            row = await Message.select().where(Message.status == "streaming").first().run()
+            if row is not None:
+                break
+            await asyncio.sleep(0.02)
+        assert row is not None
+        c = cluster.start()
+        await cluster.wait_up(c)
+        still = await Message.select().where(Message.id == row["id"]).first().run()
+        assert still is not None and still["status"] == "streaming"
+        status, lines = await sending
+        assert status == 200, lines
+        assert of_topic(lines, "done")["fullText"].startswith("s0000 ")
+        done = await Message.select().where(Message.id == row["id"]).first().run()
+        assert done is not None and done["status"] == "complete"
+
+        # The lone process killed mid-answer and restarted at once: its lease still
+        # lives, so the sweep leaves the row, and takes it once the lease has expired.
+        fake.enqueue(Script(chunks=[f"k{i:04d} " for i in range(800)], chunk_delay=0.01))
+        sending = asyncio.create_task(chat(http, c, token, "long", model=GEMINI))
+        row = None
+        for _ in range(200):
+            row = await Message.select().where(Message.status == "streaming").first().run()
+            if row is not None:
+                break
+            await asyncio.sleep(0.02)
+        assert row is not None
+        a.signal(signal.SIGTERM)
+        c.signal(signal.SIGKILL)
+        killed = time.monotonic()
+        with contextlib.suppress(aiohttp.ClientError):
+            await sending
+        d = cluster.start()
+        await cluster.wait_up(d)
+        status_now = ""
+        while time.monotonic() - killed < LEASE_TTL + 6:
+            after = await Message.select().where(Message.id == row["id"]).first().run()
+            assert after is not None
+            status_now = after["status"]
+            if status_now == "interrupted":
+                break
+            await asyncio.sleep(0.1)
+        assert status_now == "interrupted"
+        assert time.monotonic() - killed <= LEASE_TTL + 4
+
+
+async def test_viewers_follow_when_ownership_moves(cluster: Cluster) -> None:
+    """A's actor stops idle (its lease goes); a send through B makes B the owner: the
+    viewer on A sees B's answer, in sequence, in the same epoch."""
+    a, b = await cluster.start_many(2, CERO_ACTOR_IDLE_TIMEOUT="1")
+    token, _ = await make_user_session("Moves")
+    async with aiohttp.ClientSession() as http:
+        status, lines = await chat(http, a, token, "on A")
+        assert status == 200, lines
+        conversation_id = lines[0]["data"]["conversationId"]
+        ws = WsPeer(await http.ws_connect(a.ws_url, headers=bearer(token))).start()
+        await ws.send(type="subscribe", conversationId=conversation_id)
+        subscribed = await ws.wait_for(lambda f: f["type"] == "subscribed")
+        for _ in range(100):  # A's actor stops idle and gives its lease back
+            if await lease_owner(cluster.prefix, conversation_id) is None:
+                break
+            await asyncio.sleep(0.05)
+        assert await lease_owner(cluster.prefix, conversation_id) is None
+        status, lines = await chat(http, b, token, "on B", conversation_id)
+        assert status == 200, lines
+        init = of_topic(lines, "init")
+        assert generated_on(b, init["generationId"])
+        done = await ws.wait_for(
+            lambda f: f["type"] == "done" and f["generationId"] == init["generationId"]
+        )
+        events = ws.of(conversation_id)
+        check_seq(events)
+        assert {e["epoch"] for e in events} == {subscribed["epoch"]}
+        assert token_text(events, init["messageId"]) == done["fullText"]
+        await ws.close()
+
+
+async def test_redis_restart_keeps_running_answers(
+    pg_url: str, gemini: tuple[FakeGemini, str], tmp_path: Path
+) -> None:
+    """A private Redis dies and comes back empty mid-answer: the answer goes on to the end
+    and is stored; the next send works without restarting the server."""
+    fake, gemini_url = gemini
+    private = PrivateRedis(tmp_path)
+    await private.start()
+    cluster = Cluster(
+        pg_url,
+        tmp_path,
+        {
+            "CERO_LEASE_TTL": str(LEASE_TTL),
+            "GEMINI_API_KEY": "test-key",
+            "CERO_GEMINI_BASE_URL": gemini_url,
+        },
+        redis_url=private.url,
+    )
+    try:
+        (a,) = await cluster.start_many(1)
+        token, _ = await make_user_session("RedisDies")
+        fake.enqueue(Script(chunks=[f"r{i:04d} " for i in range(600)], chunk_delay=0.01))
+        async with aiohttp.ClientSession() as http:
+            texts: list[str] = []
+            done: dict[str, Any] = {}
+            restarted = asyncio.Event()
+
+            async def read() -> None:
+                async with http.post(
+                    f"{a.url}/api/chat",
+                    json={"message": "long", "aiModel": GEMINI},
+                    headers=bearer(token),
+                ) as resp:
+                    async for raw in resp.content:
+                        line = orjson.loads(raw)
+                        if line["topic"] == "token":
+                            texts.append(line["data"])
+                            if len(texts) == 50:
+                                await private.kill()
+                                await asyncio.sleep(LEASE_TTL)  # past the lease's ttl
+                                await private.start()
+                                restarted.set()
+                        elif line["topic"] in ("done", "error"):
+                            done.update(line["data"], topic=line["topic"])
+
+            await asyncio.wait_for(read(), 30)
+            assert restarted.is_set()
+            assert done["topic"] == "done", done
+            assert done["fullText"] == "".join(f"r{i:04d} " for i in range(600))
+            row = await Message.select().where(Message.id == done["messageId"]).first().run()
+            assert row is not None and row["status"] == "complete"
+            assert row["content"] == done["fullText"]
+            status, lines = await chat(http, a, token, "after the restart")
+            assert status == 200, lines
+            assert of_topic(lines, "done")["fullText"]
+    finally:
+        await cluster.stop()
+        await private.kill()

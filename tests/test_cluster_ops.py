@@ -1,0 +1,126 @@
+"""Running a cluster (issue 11, operations): ``scripts/cluster.sh`` (``make cluster``) starts N
+``cero-api serve --port P`` processes in cluster mode on one PostgreSQL database and the
+local Redis, all ready; a SIGTERM to the script stops every one of them cleanly. And
+processes migrating a fresh database at once do not race (an advisory lock).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.conftest import create_pg_database, drop_pg_database
+from tests.test_cluster_state import SHARED_REDIS, require_redis
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.postgres, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CERO_", "BETTER_AUTH_"))}
+    env.pop("DATABASE_URL", None)
+    env["PYTHONPATH"] = str(ROOT)
+    env.update(extra)
+    return env
+
+
+def _free_ports(n: int) -> int:
+    """A base port with ``n`` free ports from it (checked now; good enough for a test)."""
+    for base in range(20_000 + os.getpid() % 20_000, 60_000, 7):
+        try:
+            for port in range(base, base + n):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return base
+    raise RuntimeError("no free ports")
+
+
+async def test_concurrent_migrations_do_not_race(tmp_path: Path) -> None:
+    url = await create_pg_database()
+    try:
+        procs = [
+            await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "server.cli",
+                "migrate",
+                cwd=tmp_path,
+                env=_env(DATABASE_URL=url, BETTER_AUTH_SECRET="s" * 32),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
+            for _ in range(4)
+        ]
+        results = [await p.communicate() for p in procs]
+        assert [p.returncode for p in procs] == [0] * 4, [err.decode() for _, err in results]
+    finally:
+        await drop_pg_database(url)
+
+
+async def test_cluster_script_starts_n_ready_processes_and_stops_them(tmp_path: Path) -> None:
+    await require_redis()
+    url = await create_pg_database()
+    base = _free_ports(3)
+    env = _env(
+        DATABASE_URL=url,
+        CERO_REDIS_URL=SHARED_REDIS,
+        CERO_REDIS_PREFIX=f"cero-test-script-{os.getpid()}:",
+        BETTER_AUTH_SECRET="s" * 32,
+        CLUSTER_BASE_PORT=str(base),
+        CERO_API=str(Path(sys.executable).parent / "cero-api"),
+        CERO_LOG_FORMAT="json",
+    )
+    proc = await asyncio.create_subprocess_exec(
+        str(ROOT / "scripts" / "cluster.sh"),
+        "3",
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    assert proc.stderr is not None
+    try:
+        # Ready when every process has logged `listening` (the script prefixes its port).
+        listening: set[int] = set()
+        lines: list[bytes] = []
+        while len(listening) < 3:
+            line = await asyncio.wait_for(proc.stderr.readline(), 60)
+            assert line, b"".join(lines).decode()[-3000:]
+            lines.append(line)
+            if b'"event":"listening"' in line:
+                listening.add(int(line[1 : line.index(b"]")]))
+        assert listening == {base, base + 1, base + 2}
+        async with aiohttp.ClientSession() as http:
+            for port in sorted(listening):
+                async with http.get(f"http://127.0.0.1:{port}/readyz") as resp:
+                    assert resp.status == 200
+                    assert await resp.json() == {
+                        "status": "ok",
+                        "database": "ok",
+                        "redis": "ok",
+                    }
+        proc.send_signal(signal.SIGTERM)
+        _, rest = await asyncio.wait_for(proc.communicate(), 30)
+        text = (b"".join(lines) + rest).decode()
+        assert text.count('"event":"stopped"') == 3, text[-3000:]
+        assert "Traceback" not in text
+        for port in sorted(listening):
+            with socket.socket() as s:
+                assert s.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still served"
+    finally:
+        if proc.returncode is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
+        await drop_pg_database(url)
