@@ -93,6 +93,13 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, argparse.Namespac
         help="py-spy the project server during scenario 2's largest count "
         "(bench/results/<stamp>-s2-<engine>-<convs>-profile.txt; perturbs that row a little)",
     )
+    p.add_argument(
+        "--profile-fanout",
+        action="store_true",
+        help="py-spy the project server during every row of scenarios 1 and 5 "
+        "(bench/results/<stamp>-s<1|5>-<loop>-<subs>-<rate>-profile.txt, self-time top 20 "
+        "in the output; costs the profiled rows a few per cent)",
+    )
     p.add_argument("--convs-subs", type=int, help="scenario 2 subscribers each (default 2)")
     p.add_argument("--convs-rate", type=float, help="scenario 2 tokens/s each (default 20)")
     p.add_argument("--idle", type=int, help="scenario 3 connections (default 10000)")
@@ -147,6 +154,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, argparse.Namespac
         cfg.loops = [x.strip() for x in args.loops.split(",") if x.strip()]
     if args.profile_s2:
         cfg.s2_profile = True
+    if args.profile_fanout:
+        cfg.fanout_profile = True
     if args.no_profile:
         cfg.profile = False
     return cfg, args
@@ -189,6 +198,9 @@ async def run(cfg: Config, stamp: str) -> dict[str, Any]:
                 spy: Path | None = None,
             ) -> list[dict[str, Any]]:
                 srv = await fresh(kind, loop, database)
+                fanout_spy = cfg.fanout_profile and kind == "project" and scenario in ("1", "5")
+                if fanout_spy:
+                    spy = RESULTS / f"{stamp}-s{scenario}-{loop}-{n}-{{rate}}-profile.txt"
                 try:
                     t = Target(env, srv)
                     t_rooms = time.monotonic()
@@ -198,7 +210,7 @@ async def run(cfg: Config, stamp: str) -> dict[str, Any]:
                             f"    {rooms_n} conversations created in "
                             f"{time.monotonic() - t_rooms:.1f}s"
                         )
-                    return await fanout(
+                    rows = await fanout(
                         env,
                         t,
                         scenario=scenario,
@@ -216,6 +228,13 @@ async def run(cfg: Config, stamp: str) -> dict[str, Any]:
                     )
                 finally:
                     env.stop(srv)
+                if fanout_spy:
+                    for row in rows:
+                        if row.get("profile"):
+                            row["profile_summary"] = report.summarize_profile(
+                                Path(row["profile"]), top=20
+                            )
+                return rows
 
             if "1" in scen:
                 log("scenario 1: one conversation, WebSocket fan-out")
@@ -378,10 +397,16 @@ def main(argv: list[str] | None = None) -> int:
     for row in runs:
         spied = row.get("profile_summary")
         if spied:
+            if row["scenario"] == "2":
+                during = f"scenario 2, {row['conversations']} conversations on {row['database']}"
+            else:
+                during = (
+                    f"scenario {row['scenario']}, {row['transport']}, {row['subscribers']} "
+                    f"subscribers, {row['rate']} tokens/s, {row['loop']}"
+                )
             lines = [
                 "",
-                f"Profile (py-spy, server during scenario 2, {row['conversations']} "
-                f"conversations on {row['database']}, {spied['samples']} samples), "
+                f"Profile (py-spy, server during {during}, {spied['samples']} samples), "
                 "self time top 20:",
                 "",
                 *(f"    {pct:5.1f}%  {name}" for name, pct in spied["self_pct"]),

@@ -114,5 +114,14 @@ def cpu_seconds(pid: int) -> float:
     return float(times.user + times.system)
 
 
+def sys_seconds(pid: int) -> float:
+    """Kernel CPU time of ``pid`` (system calls: on loopback, a send also runs the
+    receiver's TCP input)."""
+    try:
+        return float(psutil.Process(pid).cpu_times().system)
+    except psutil.Error:
+        return 0.0
+
+
 def rss_bytes(pid: int) -> int:
     return int(psutil.Process(pid).memory_info().rss)

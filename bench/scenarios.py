@@ -33,6 +33,7 @@ from bench.common import (
     free_port,
     prompt,
     rss_bytes,
+    sys_seconds,
     wait_http,
 )
 from tests.fakes.gemini import parse_ts
@@ -59,6 +60,8 @@ class Config:
     cost_convs: int = 200
     #: py-spy on the project server during scenario 2's largest conversation count.
     s2_profile: bool = False
+    #: py-spy on the project server during every as-fast row of scenarios 1 and 5.
+    fanout_profile: bool = False
     s3_conns: int = 10_000
     s3_procs: int = 4
     s4_turns: int = 200
@@ -440,15 +443,25 @@ class Target:
             statuses[status] = statuses.get(status, 0) + 1
         return statuses
 
-    async def slow_closes(self) -> int | None:
+    async def _metric(self, name: str) -> int | None:
         if self.server.name == "baseline":
             return None
         async with self.http.get(self.server.url + "/metrics") as resp:
             text = await resp.text()
         for line in text.splitlines():
-            if line.startswith("cero_ws_slow_consumer_closes_total"):
+            if line.startswith(name + " "):
                 return int(float(line.split()[-1]))
         return None
+
+    async def slow_closes(self) -> int | None:
+        return await self._metric("cero_ws_slow_consumer_closes_total")
+
+    async def tokens_published(self) -> int | None:
+        """Token events the server's generations published so far (``/metrics``)."""
+        try:
+            return await asyncio.wait_for(self._metric("cero_tokens_streamed_total"), 5.0)
+        except (aiohttp.ClientError, TimeoutError):
+            return None
 
 
 # -- measurements ------------------------------------------------------------------------
@@ -471,6 +484,7 @@ class CpuMeter:
     def __init__(self, groups: dict[str, list[int]]) -> None:
         self.groups = groups
         self.start = {k: sum(cpu_seconds(p) for p in v) for k, v in groups.items()}
+        self.start_sys = {k: sum(sys_seconds(p) for p in v) for k, v in groups.items()}
         self.machine = psutil.cpu_times()
         self.t = time.monotonic()
 
@@ -481,6 +495,7 @@ class CpuMeter:
             used = sum(cpu_seconds(p) for p in v) - self.start[k]
             out[f"{k}_cpu_pct"] = round(100 * used / max(elapsed, 1e-9), 1)
             out[f"{k}_cpu_s"] = round(used, 4)
+            out[f"{k}_sys_s"] = round(sum(sys_seconds(p) for p in v) - self.start_sys[k], 4)
         # The whole machine (every process, ours or not), % of all cores: on a shared
         # 2-core box this says whether the window was CPU-bound.
         now = psutil.cpu_times()
@@ -493,18 +508,35 @@ class CpuMeter:
 
 
 async def _start_all(
-    target: Target, rooms: Sequence[tuple[str, str]], tokens: int, rate: float
+    target: Target,
+    rooms: Sequence[tuple[str, str]],
+    tokens: int,
+    rate: float,
+    retries_503: int = 0,
 ) -> tuple[dict[str, Any], set[str]]:
     """Start every room's stream at once (gathered); how long that took, in all and each,
-    and the rooms whose start failed."""
+    and the rooms whose start failed. A start refused with 503 (``overloaded``: the
+    server's event loop lagged, e.g. while a thousand subscribers connected on a busy
+    machine) is retried after a second up to ``retries_503`` times (the fan-out scenarios
+    measure delivery, not admission; scenario 2 counts the refusals instead)."""
     limit = 30.0 + 0.1 * len(rooms)
     errors: dict[str, int] = {}
     failed: set[str] = set()
+    retried = 0
 
     async def one(room: str, token: str) -> float | None:
+        nonlocal retried
         t = time.monotonic()
         try:
-            await asyncio.wait_for(target.start_stream(room, token, tokens, rate), limit)
+            for attempt in range(retries_503 + 1):
+                try:
+                    await asyncio.wait_for(target.start_stream(room, token, tokens, rate), limit)
+                    break
+                except RuntimeError as exc:
+                    if attempt == retries_503 or not str(exc).startswith("start stream: 503"):
+                        raise
+                    retried += 1
+                    await asyncio.sleep(1.0)
         except (aiohttp.ClientError, RuntimeError, TimeoutError) as exc:
             # "start stream: 503 {...}" -> "503"; else the exception's type
             words = str(exc).split()
@@ -525,6 +557,7 @@ async def _start_all(
         "starts_max_ms": round(float(ok.max()), 1) if ok.size else None,
         "starts_failed": len(failed),
         "starts_errors": errors,  # why a start failed: HTTP status or exception type
+        "starts_retried": retried,
     }, failed
 
 
@@ -607,8 +640,9 @@ async def fanout(
     With ``finish`` (scenario 2 on the project) the answers are not cancelled after the
     window: they run to their planned end and the row says how many ended ``done`` as the
     clients saw it and how many are stored ``complete`` (``GET .../messages``). With ``spy``
-    set, py-spy records the server during the measured window of each phase into it (the
-    row is still reported, marked ``profile``)."""
+    set, py-spy records the server during the measured window of each phase into it (a
+    ``{rate}`` in its name becomes the phase's rate: one file per phase; the row is still
+    reported, marked ``profile``)."""
     cfg = env.cfg
     server = target.server
     conns = [
@@ -651,15 +685,24 @@ async def fanout(
             # however long starting them took.
             slack = 600.0 if finish else 4.0
             tokens = FAST_TOKENS if rate <= 0 else int(rate * (warmup + cfg.duration + slack)) + 10
-            starts, failed_rooms = await _start_all(target, rooms, tokens, rate)
+            before_start = await _standin_stats(env)
+            starts, failed_rooms = await _start_all(
+                target, rooms, tokens, rate, retries_503=5 if scenario in ("1", "5") else 0
+            )
             t0 = time.time() + warmup
             t1 = t0 + cfg.duration
             measuring = asyncio.ensure_future(group.measure(t0, t1))
             await _sleep_until(t0)
+            upstream0 = await _standin_stats(env)
+            published0 = await target.tokens_published()
             meter = CpuMeter(
                 {"server": [server.pid], "client": group.pids, "standin": [standin_pid]}
             )
             spy_out = profile if profiled else spy
+            if spy_out is not None and "{rate}" in spy_out.name:
+                spy_out = spy_out.with_name(
+                    spy_out.name.replace("{rate}", "fast" if rate <= 0 else f"{rate:g}")
+                )
             spying: subprocess.Popen[bytes] | None = None
             if spy_out is not None:
                 spying = subprocess.Popen(
@@ -683,6 +726,13 @@ async def fanout(
                 )
             await _sleep_until(t1)
             cpu = meter.read()
+            upstream1 = await _standin_stats(env)
+            upstream = _stats_delta(upstream0, upstream1)
+            # The phase's own requests are made before the window: count them from its start.
+            for key in ("requests", "request_bytes"):
+                if key in upstream1:
+                    upstream[key] = upstream1[key] - before_start.get(key, 0)
+            published1 = await target.tokens_published()
             totals, samples = await measuring
             if spying is not None:
                 try:
@@ -746,6 +796,15 @@ async def fanout(
             cpu_s = cpu.get("server_cpu_s")
             if cpu_s is not None and delivered:
                 row["server_us_per_token"] = round(1e6 * cpu_s / delivered, 1)
+            if cpu_s:
+                # The figure robust to a shared machine: what one second of the server's
+                # own CPU delivers (server CPU time over the same window).
+                row["deliveries_per_cpu_s"] = round(delivered / cpu_s, 1)
+            row.update(_upstream_row(upstream, window, cpu.get("standin_cpu_s")))
+            if published0 is not None and published1 is not None:
+                # Token events the server's generations published in the window: beside the
+                # stand-in's chunks/s, what was read ahead (or dropped) upstream.
+                row["tokens_published_per_s"] = round((published1 - published0) / window, 1)
             if spy_out is not None:
                 row["profile"] = str(spy_out)
             if not profiled:
@@ -765,6 +824,52 @@ async def fanout(
     return results
 
 
+async def _standin_stats(env: Env) -> dict[str, int]:
+    """The stand-in's running counters (``GET /bench/stats``); empty if it has none."""
+    assert env.http is not None
+    try:
+        async with env.http.get(
+            env.standin_url + "/bench/stats", timeout=aiohttp.ClientTimeout(total=5)
+        ) as resp:
+            return {str(k): int(v) for k, v in (await resp.json(loads=orjson.loads)).items()}
+    except (aiohttp.ClientError, TimeoutError, ValueError):
+        return {}
+
+
+def _stats_delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    return {k: v - before.get(k, 0) for k, v in after.items() if not k.endswith("_max")} | {
+        k: v for k, v in after.items() if k.endswith("_max")
+    }
+
+
+def _upstream_row(stats: dict[str, int], window: float, cpu_s: float | None) -> dict[str, Any]:
+    """What the stand-in did for this target: the requests of the phase (from its start to
+    the window's end) and their size; over the window, chunks streamed, their size, and its
+    CPU per chunk."""
+    if not stats:
+        return {}
+    chunks = stats.get("chunks", 0)
+    requests = stats.get("requests", 0)
+    out: dict[str, Any] = {
+        "standin_requests": requests,
+        "standin_request_bytes_avg": round(stats.get("request_bytes", 0) / requests)
+        if requests
+        else None,
+        "standin_streams": stats.get("streams", 0),
+        "standin_chunks_per_s": round(chunks / window, 1),
+        "standin_chunk_bytes_avg": round(stats.get("chunk_bytes", 0) / chunks, 1)
+        if chunks
+        else None,
+        # Chunks written while the connection's buffer was empty: each a send of its own.
+        "standin_chunks_to_empty_buffer": round(stats.get("chunks_to_empty_buffer", 0) / chunks, 3)
+        if chunks
+        else None,
+    }
+    if cpu_s is not None and chunks:
+        out["standin_us_per_chunk"] = round(1e6 * cpu_s / chunks, 1)
+    return out
+
+
 def _brief(row: dict[str, Any]) -> str:
     def ms(v: object) -> str:
         return "-" if v is None else f"{float(v):.1f}"  # type: ignore[arg-type]
@@ -775,6 +880,7 @@ def _brief(row: dict[str, Any]) -> str:
         f"rate={row['rate']!s:<5} deliveries/s={row['deliveries_per_s']:>9.0f} "
         f"frames/s={row['frames_per_s']:>9.0f} p50={ms(row['p50_ms'])} p99={ms(row['p99_ms'])} "
         f"max={ms(row['max_ms'])} ms  cpu srv={row['server_cpu_pct']}% "
+        f"(sys {row.get('server_sys_s')} of {row.get('server_cpu_s')} s) "
         f"cli={row['client_cpu_pct']}% standin={row['standin_cpu_pct']}% "
         f"machine={row['machine_cpu_pct']}%"
     )
@@ -782,6 +888,15 @@ def _brief(row: dict[str, Any]) -> str:
         text += f"  sent/s={row['sent_per_s']:.0f} ratio={row['delivered_ratio']:.3f}"
     if row.get("server_us_per_token") is not None:
         text += f"  {row['server_us_per_token']:.0f} us/token"
+    if row.get("deliveries_per_cpu_s") is not None:
+        text += f"  deliveries/cpu-s={row['deliveries_per_cpu_s']:.0f}"
+    if row.get("standin_chunks_per_s") is not None:
+        text += (
+            f"  upstream: {row['standin_requests']} req, {row['standin_chunks_per_s']:.0f} "
+            f"chunks/s (published {row.get('tokens_published_per_s', '-')}/s), "
+            f"{row.get('standin_us_per_chunk')} us/chunk, "
+            f"{row['standin_chunks_to_empty_buffer']} to empty buffer"
+        )
     return text + (
         f"  starts {row['starts_s']:.2f}s p50={ms(row['starts_p50_ms'])} "
         f"max={ms(row['starts_max_ms'])} ms failed={row['starts_failed']}"

@@ -10,6 +10,11 @@ next token as the last one (``finishReason: STOP``), so a benchmark can ask for 
 answers and still have every one of them end ``complete`` right after its window,
 however long starting them took.
 
+``GET /bench/stats`` returns running counters (the benchmark takes their difference over a
+window): requests and their body bytes, chunks and bytes streamed, and how many chunks were
+written while the connection's write buffer was empty (each of those goes to the socket in
+a send of its own, i.e. the reader keeps up chunk by chunk).
+
 Run: ``python -m bench.standin --port 8089``.
 """
 
@@ -48,9 +53,27 @@ class BenchGemini(FakeGemini):
         self.arrivals: dict[str, float] = {}
         #: Streams opened before this wall time end at their next token (``/bench/finish``).
         self.finish_at = 0.0
+        #: Running counters (``GET /bench/stats``).
+        self.stats: dict[str, int] = dict.fromkeys(
+            (
+                "requests",
+                "request_bytes",
+                "request_bytes_max",
+                "streams",
+                "chunks",
+                "chunk_bytes",
+                "chunks_to_empty_buffer",
+            ),
+            0,
+        )
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         _ARRIVAL.set(time.time())
+        size = request.content_length or 0
+        stats = self.stats
+        stats["requests"] += 1
+        stats["request_bytes"] += size
+        stats["request_bytes_max"] = max(stats["request_bytes_max"], size)
         return await super()._dispatch(request)
 
     def _next_script(self, body: Mapping[str, Any]) -> Script | HttpError:
@@ -77,6 +100,9 @@ class BenchGemini(FakeGemini):
         )
         await response.prepare(request)
         opened = time.time()
+        stats = self.stats
+        stats["streams"] += 1
+        transport = request.transport
         total = script.timed_tokens
         delay = 1.0 / script.tokens_per_second
         prompt_tokens = estimate_count(body)
@@ -99,7 +125,12 @@ class BenchGemini(FakeGemini):
             else:
                 usage = {"promptTokenCount": prompt_tokens, "totalTokenCount": prompt_tokens}
             chunk["usageMetadata"] = usage
-            await response.write(b"data: " + json.dumps(chunk).encode() + b"\r\n\r\n")
+            data = b"data: " + json.dumps(chunk).encode() + b"\r\n\r\n"
+            stats["chunks"] += 1
+            stats["chunk_bytes"] += len(data)
+            if transport is not None and not transport.get_write_buffer_size():
+                stats["chunks_to_empty_buffer"] += 1
+            await response.write(data)
             if last:
                 break
         await response.write_eof()
@@ -109,6 +140,9 @@ class BenchGemini(FakeGemini):
         self.finish_at = time.time()
         return web.json_response({"finish_at": self.finish_at})
 
+    async def _stats(self, request: web.Request) -> web.Response:
+        return web.json_response(self.stats)
+
     async def _arrival(self, request: web.Request) -> web.Response:
         return web.json_response({"arrival": self.arrivals.get(request.match_info["tag"])})
 
@@ -117,6 +151,7 @@ class BenchGemini(FakeGemini):
         app.router.add_post(r"/{version:v1|v1beta}/models/{model}", self._dispatch)
         app.router.add_get("/bench/arrival/{tag}", self._arrival)
         app.router.add_post("/bench/finish", self._finish)
+        app.router.add_get("/bench/stats", self._stats)
         app.router.add_get("/healthz", lambda _: _ok())
         self._runner = web.AppRunner(
             app,

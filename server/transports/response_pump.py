@@ -54,7 +54,7 @@ class ResponsePump:
             return False
         frame = self.render(event)
         if frame is not None:
-            self.writer.write(frame)
+            self.writer.write_soon(frame)
         if self.stop_when is not None and self.stop_when(event):
             self.finished = True
             self._wake.set()
@@ -82,6 +82,14 @@ class ResponsePump:
         self.sub = sub
         if self.ended:
             return
+        try:
+            await self._pump(sub)
+        finally:
+            # Frames the publisher left for this pass go out before whatever the response
+            # writes next (the end of its body).
+            self.writer.flush()
+
+    async def _pump(self, sub: Subscription) -> None:
         self.ready = True
         self.write_events(sub.take())
         while not self.finished and not self.writer.closing:

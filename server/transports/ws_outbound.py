@@ -71,7 +71,7 @@ class Outbound:
         """Called before any Close frame is queued (RFC 6455 §5.5.1): no data frame may
         follow it, from the publisher's direct path, the pump or a command's answer."""
         self.closing = True
-        self.writer.shut = True
+        self.writer.shut_down()
         self.wake.set()
 
     def session_ended(self) -> None:
@@ -91,7 +91,8 @@ class Outbound:
         self.writer.write(ws_text_frame(orjson.dumps(data)))
 
     def _direct(self, gate: list[bool]) -> Callable[[Event], bool]:
-        """The publisher's fast path for one subscription: one frame, one write.
+        """The publisher's fast path for one subscription: its frame joins this pass's
+        write to the socket (:meth:`RawWriter.write_soon`).
 
         ``gate[0]`` opens once the subscription's replay (or ``subscribed``) went out, so
         nothing live can overtake it."""
@@ -99,6 +100,7 @@ class Outbound:
         transport = writer.transport
         if transport is None:
             return lambda event: False
+        write_soon = writer.write_soon
 
         def direct(event: Event) -> bool:
             if (
@@ -111,7 +113,7 @@ class Outbound:
             frame = event.frames.get("ws")
             if frame is None:
                 frame = ws_frame(event)
-            transport.write(frame)
+            write_soon(frame)
             return True
 
         return direct
