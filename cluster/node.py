@@ -52,6 +52,7 @@ from actors.conversation import (
     ConversationActor,
     ConversationBusy,
     ModelSpec,
+    ResumeAt,
     Send,
     SendResult,
     Subscribe,
@@ -207,10 +208,10 @@ class ClusterNode:
         return Dormant(hub, Presence(hub), RecentGenerations())
 
     async def intercept(
-        self, actor: ConversationActor, command: Send | Cancel | Subscribe
+        self, actor: ConversationActor, command: Send | Cancel | Subscribe | ResumeAt
     ) -> tuple[bool, object]:
         hub = cast(ClusterHub, actor.hub)
-        if isinstance(command, Subscribe):
+        if isinstance(command, Subscribe | ResumeAt):
             if hub.sink is None:
                 await self.sync(hub)
             return False, None
