@@ -5,8 +5,8 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-from functools import partial
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import orjson
