@@ -29,7 +29,9 @@ from client.credentials import CredentialStore
 from client.follow import Follower
 from client.output import Output
 from client.sse import ServerSentEvent
+from server.app_keys import REGISTRY
 from tests.auth_helpers import bearer, make_user_session
+from tests.conditions import until
 from tests.conftest import Live, make_settings, start_live
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]
@@ -362,8 +364,14 @@ async def test_watch_resumes_after_a_network_drop_with_last_event_id(cli: Cli, l
     try:
         watch = await cli.start("watch", conversation, "--once", CERO_API_URL=via)
         assert watch.stdout is not None
-        await proxy.next_answer(b"/events")  # subscribed
-        await proxy.next_answer(b"/messages")  # and looked for an answer in progress
+        await proxy.next_answer(b"/messages")  # looked for an answer in progress
+        registry = live.app[REGISTRY]  # then subscribed (on the same kept-alive connection)
+
+        def subscribed() -> bool:
+            actor = registry.peek(conversation)
+            return actor is not None and actor.viewers > 0
+
+        await until(subscribed, WAIT, what="watch subscribed")
         async with aiohttp.ClientSession() as http:
 
             async def chat() -> tuple[int, bytes]:
@@ -397,8 +405,10 @@ async def test_watch_resumes_after_a_network_drop_with_last_event_id(cli: Cli, l
     assert (seen + out).decode() == f"> watch this\n{answer['content']}\n"  # nothing twice
     assert "connection lost" in err
     resumed = [h for h in proxy.heads if b"/events" in h.split(b"\r\n", 1)[0]]
-    assert len(resumed) == 2
-    assert b"last-event-id: " in resumed[1].lower()
+    # The first subscribe may reuse the /messages connection (its head is not relayed
+    # separately); the resume is a new connection with the cursor.
+    assert [b"last-event-id: " in h.lower() for h in resumed][-1:] == [True], proxy.heads
+    assert sum(b"last-event-id: " in h.lower() for h in resumed) == 1
     with contextlib.suppress(ProcessLookupError):
         watch.kill()
 
@@ -430,20 +440,33 @@ async def test_chat_resumes_after_a_network_drop(cli: Cli, live: Live) -> None:
 
 
 async def test_watch_joins_an_answer_in_progress(cli: Cli, live: Live) -> None:
+    """``watch`` opened mid-answer prints it whole and token by token (replayed from its
+    ``resumeCursor``): every moment's stdout is a prefix of the final text, nothing twice."""
     token = await signed_in(cli)
     async with aiohttp.ClientSession() as http:
         async with http.post(
-            live.url + "/api/chat", json={"message": "join me"}, headers=bearer(token)
+            live.url + "/api/chat",
+            json={"message": "join me while many words stream one by one"},
+            headers=bearer(token),
         ) as resp:
             init = orjson.loads(await resp.content.readline())
             assert init["topic"] == "init"
             assert orjson.loads(await resp.content.readline())["topic"] == "token"
             conversation = init["data"]["conversationId"]
-            code, out, err = await cli.run("watch", conversation, "--once")
-            await resp.read()
-    assert code == 0, err
-    answer = (await messages(live, token, conversation))[-1]
-    assert out == f"> join me\n{answer['content']}\n"
+            proc = await cli.start("watch", conversation, "--once")
+            assert proc.stdout is not None and proc.stderr is not None
+            shown: list[bytes] = [b""]
+            while chunk := await asyncio.wait_for(proc.stdout.read(4096), WAIT):
+                shown.append(shown[-1] + chunk)
+            err = (await proc.stderr.read()).decode()
+            assert await proc.wait() == 0, err
+            lines = [orjson.loads(raw) for raw in (await resp.read()).splitlines() if raw.strip()]
+    full = next(line["data"]["fullText"] for line in lines if line["topic"] == "done")
+    assert full == (await messages(live, token, conversation))[-1]["content"]
+    expected = f"> join me while many words stream one by one\n{full}\n".encode()
+    assert shown[-1] == expected, (shown[-1], expected)
+    assert all(expected.startswith(moment) for moment in shown), shown  # no gap, no duplicate
+    assert len(shown) > 3, shown  # streamed as it came, not completed at the end
     assert "joining an answer in progress" in err
 
 
