@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import contextvars
 import secrets
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -28,12 +29,13 @@ import structlog
 from actors.clock import iso
 from actors.dormant import Dormant
 from actors.flusher import Flusher
-from actors.generation import TERMINAL, Generation, Runner, StopReason, discard
+from actors.generation import TERMINAL, Generation, Opened, Runner, StopReason, discard
 from actors.hub import Cursor, Event, Hub, Subscription
 from actors.models.base import ChatTurn, ModelProvider, ModelRequest
 from actors.presence import Presence
 from actors.retries import RecentGenerations
 from actors.store import ConversationStore, NewTurn, StoredMessage
+from actors.turn_timing import TurnTiming
 
 if TYPE_CHECKING:
     from actors.cluster_hooks import ClusterHooks
@@ -126,6 +128,8 @@ class SendResult:
     actor: ConversationActor | None = None
     #: The log's seq just before this turn's ``message`` event (``None``: not known).
     seq_before: int | None = None
+    #: The turn's clock, when the sender brought one (``answered`` is marked).
+    timing: TurnTiming | None = None
 
 
 # -- the commands of the mailbox ---------------------------------------------------------
@@ -139,6 +143,7 @@ class Send:
     client_message_id: str | None
     subscribe: SubscribeSpec | None
     slot: Slot | None
+    timing: TurnTiming | None = None
 
 
 @dataclass(slots=True)
@@ -230,9 +235,12 @@ class ConversationActor:
         client_message_id: str | None = None,
         subscribe: SubscribeSpec | None = None,
         slot: Slot | None = None,
+        timing: TurnTiming | None = None,
     ) -> SendResult:
+        if timing is not None:
+            timing.mark("mailed")
         result: SendResult = await self._call(
-            Send(message, model, tools, client_message_id, subscribe, slot)
+            Send(message, model, tools, client_message_id, subscribe, slot, timing)
         )
         return result
 
@@ -364,7 +372,9 @@ class ConversationActor:
             if handled:
                 return result
         match command:
-            case Send():
+            case Send(timing=timing):
+                if timing is not None:
+                    timing.since("mailbox", "mailed")
                 return await self._send_holding(command)
             case Cancel(generation_id):
                 return await self._cancel(generation_id)
@@ -421,6 +431,7 @@ class ConversationActor:
         tools: tuple[str, ...],
         client_message_id: str | None,
         subscribe: SubscribeSpec | None,
+        timing: TurnTiming | None = None,
     ) -> SendResult:
         if client_message_id is not None:
             retried = await self._retry(client_message_id, subscribe)
@@ -428,25 +439,46 @@ class ConversationActor:
                 return retried
         if self.generation is not None:
             raise ConversationBusy(self.conversation_id)
+        loading = time.perf_counter()
         history = await self._history_cache()
+        if timing is not None:
+            timing.span("history", loading)
         generation_id = secrets.token_urlsafe(18)
         # The model request goes out while the turn is committed: the upstream's latency
         # overlaps the database's. Nothing is published before the commit, and tokens
         # only after `init`; the first event just waits in `opening`.
         turns = [ChatTurn(role=m.role, content=m.content) for m in history if m.content]
         turns.append(ChatTurn(role="user", content=message))
-        opening = asyncio.get_running_loop().create_task(
-            self._runner.open(self.deps.providers[model.provider], model, tools, turns)
-        )
-        try:
-            # One transaction for both rows: the user message is committed before
-            # anything is published, and the answer row exists (`streaming`) from the start.
-            user_message, assistant = await self.deps.store.start_turn(
+        loop = asyncio.get_running_loop()
+        committing = time.perf_counter()
+        # One transaction for both rows: the user message is committed before anything
+        # is published, and the answer row exists (`streaming`) from the start. The
+        # commit is queued first (one turn of the loop), so that the writer sends it
+        # before the model request is built: a database that takes a while to sync
+        # (PostgreSQL's WAL flush) does so while the request is built and sent.
+        commit = loop.create_task(
+            self.deps.store.start_turn(
                 NewTurn(self.conversation_id, message, generation_id, client_message_id, model.id)
             )
+        )
+        opening: asyncio.Task[Opened] | None = None
+        try:
+            await asyncio.sleep(0)
+            opening = loop.create_task(
+                self._runner.open(self.deps.providers[model.provider], model, tools, turns, timing)
+            )
+            user_message, assistant = await commit
         except BaseException:
-            await discard(opening)
+            commit.cancel()
+            await asyncio.wait({commit})
+            if opening is not None:
+                await discard(opening)
             raise
+        if timing is not None:
+            committed = timing.span("turn_commit", committing)
+            timing.marks["committed"] = committed
+            opened = timing.marks.get("opened")
+            timing.span("commit_wait", committed if opened is None else opened, committed)
         history.append(user_message)
         before = self.hub.last_seq
         subscription = None
@@ -474,6 +506,7 @@ class ConversationActor:
             model=model.id,
             tools=tools,
             opening=opening,
+            timing=timing,
         )
         self.generation = generation
         self.hub.append(
@@ -487,9 +520,13 @@ class ConversationActor:
         )
         if subscription is not None and subscribe is not None and subscribe.viewer:
             self._presence.announce()
+        self._runner.live = generation
+        self._runner.publish_first(generation)
         generation.task = asyncio.get_running_loop().create_task(
             self._runner.run(generation, self._concluded), name=f"generation:{generation_id}"
         )
+        if timing is not None:
+            timing.since("publish", "committed", timing.mark("answered"))
         return SendResult(
             conversation_id=self.conversation_id,
             generation_id=generation_id,
@@ -499,6 +536,7 @@ class ConversationActor:
             subscription=subscription,
             actor=self,
             seq_before=before,
+            timing=timing,
         )
 
     async def _send_holding(self, command: Send) -> SendResult:
@@ -510,6 +548,7 @@ class ConversationActor:
             command.tools,
             command.client_message_id,
             command.subscribe,
+            command.timing,
         )
         if slot is None:
             return await self._send(*args)

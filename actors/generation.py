@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,7 @@ from actors.models.base import (
     ToolStep,
 )
 from actors.store import Outcome, StoredMessage
+from actors.turn_timing import CURRENT, TurnTiming
 
 if TYPE_CHECKING:
     from actors.conversation import ActorDeps, ModelSpec
@@ -79,6 +81,8 @@ class Generation:
     opening: asyncio.Task[Opened] | None = None
     consume: asyncio.Task[Final | None] | None = None
     task: asyncio.Task[None] | None = None
+    #: The turn's clock until its first token (then dropped).
+    timing: TurnTiming | None = None
 
     @property
     def text(self) -> str:
@@ -155,6 +159,9 @@ class Runner:
         self.hub = hub
         self.deps = deps
         self.log = log
+        #: The generation whose ``init`` is out and whose outcome is not fixed yet: its
+        #: opening task publishes the model's first event itself (see ``open``).
+        self.live: Generation | None = None
 
     async def open(
         self,
@@ -162,11 +169,17 @@ class Runner:
         model: ModelSpec,
         tools: tuple[str, ...],
         turns: list[ChatTurn],
+        timing: TurnTiming | None = None,
     ) -> Opened:
         """Build the request, start the stream and wait for its first event."""
+        building = time.perf_counter()
         request = await self.deps.build_request(
             history=turns, model=model, tools=tools, provider=provider
         )
+        requesting = time.perf_counter()
+        if timing is not None:
+            timing.marks["requesting"] = requesting
+            CURRENT.set(timing)  # this task's own context: the provider's trace hooks
         stream = provider.stream(request)
         try:
             first = await anext(aiter(stream))
@@ -175,7 +188,17 @@ class Runner:
         except BaseException:
             await aclose(stream)
             raise
-        return Opened(stream, first)
+        if timing is not None:
+            timing.span("context", building, requesting)
+            opened = timing.marks["opened"] = timing.span("model_first_event", requesting)
+            timing.since("model_parse", "answered_head", opened)
+        result = Opened(stream, first)
+        live = self.live
+        if live is not None and live.opening is asyncio.current_task():
+            # `init` is out: the first token goes to the log now, not after the loop
+            # has run whatever is queued before the generation's task wakes up.
+            self._publish_opened(live, result)
+        return result
 
     async def run(self, generation: Generation, concluded: Callable[[Generation], None]) -> None:
         """Stream to the end (or the stop), store the outcome, then publish it.
@@ -200,6 +223,8 @@ class Runner:
         finally:
             self.deps.flusher.untrack(generation)
         generation.concluding = True
+        if self.live is generation:
+            self.live = None
         outcome, event = outcome_of(generation, final, error)
         if not await self._store(generation, outcome):
             event = (
@@ -251,37 +276,73 @@ class Runner:
         except asyncio.CancelledError:
             await discard(generation.opening)
             raise
-        hub = self.hub
-        message_id = generation.assistant.id
-        on_token = self.deps.on_token
         final: Final | None = None
         stream = opened.stream
         unyielded = 0
         try:
             async for item in _chain(opened.first, stream):
-                if isinstance(item, TextDelta):
-                    if not item.text:
-                        continue
-                    generation.parts.append(item.text)
-                    generation.dirty = True
-                    hub.append("token", {"messageId": message_id, "text": item.text})
-                    if on_token is not None:
-                        on_token(1)
+                if isinstance(item, Final):
+                    final = item
+                elif self._publish(generation, item):
                     unyielded += 1
                     if unyielded >= YIELD_EVERY:
                         # A provider that has chunks buffered never suspends: let commands
                         # (cancel), lagging subscribers' pumps and other actors run.
                         unyielded = 0
                         await asyncio.sleep(0)
-                elif isinstance(item, ToolStep):
-                    step: dict[str, object] = {"tool": item.tool, "payload": item.payload}
-                    generation.tool_steps.append(step)
-                    hub.append("tool", {"messageId": message_id, **step})
-                elif isinstance(item, Final):
-                    final = item
         finally:
             await aclose(stream)
         return final
+
+    def publish_first(self, generation: Generation) -> None:
+        """Right after ``init``: when the model's first event is already here, publish
+        it now, not a few turns of the loop later from the generation's task (the
+        transport writing its response head runs in between: ~0.2–0.3 ms of
+        ``first_token`` on PostgreSQL in scenario 4)."""
+        opening = generation.opening
+        if opening is None or not opening.done() or opening.cancelled():
+            return
+        if opening.exception() is not None:
+            return  # the generation's task reports it
+        self._publish_opened(generation, opening.result())
+
+    def _publish_opened(self, generation: Generation, opened: Opened) -> None:
+        """Publish the stream's first event (a token or tool step) once: the generation's
+        task then goes on from the second."""
+        if generation.stopped or generation.concluding:
+            return
+        if isinstance(opened.first, TextDelta | ToolStep):
+            self._publish(generation, opened.first)
+            opened.first = None
+
+    def _publish(self, generation: Generation, item: ModelEvent) -> bool:
+        """Append a token or tool step to the log; ``True`` for a token."""
+        if isinstance(item, TextDelta):
+            if not item.text:
+                return False
+            generation.parts.append(item.text)
+            generation.dirty = True
+            self.hub.append("token", {"messageId": generation.assistant.id, "text": item.text})
+            if generation.timing is not None:
+                _first_token(generation.timing)
+                generation.timing = None
+            if self.deps.on_token is not None:
+                self.deps.on_token(1)
+            return True
+        if isinstance(item, ToolStep):
+            step: dict[str, object] = {"tool": item.tool, "payload": item.payload}
+            generation.tool_steps.append(step)
+            self.hub.append("tool", {"messageId": generation.assistant.id, **step})
+        return False
+
+
+def _first_token(timing: TurnTiming) -> None:
+    """Observe ``first_token``: from whichever came last of the commit and the model's
+    first event, until the first token is in the log (marked for ``first_write``)."""
+    appended = timing.mark("first_token")
+    ready = max(timing.marks.get("committed", 0.0), timing.marks.get("opened", 0.0))
+    if ready:
+        timing.span("first_token", ready, appended)
 
 
 async def _chain(

@@ -31,6 +31,7 @@ from bench.scenarios import (
     Server,
     Target,
     client_cost,
+    durable_commit_floor,
     fanout,
     idle_connections,
     time_to_first_token,
@@ -266,10 +267,16 @@ async def run(cfg: Config, stamp: str) -> dict[str, Any]:
                 else:
                     pg_users = await env.seed(pg_url, 4)
                     server = await env.start_project(pg_url)
-                    runs.append(
-                        await time_to_first_token(env, server, pg_users, cfg.s4_turns, log=log)
-                    )
+                    row = await time_to_first_token(env, server, pg_users, cfg.s4_turns, log=log)
                     env.stop(server)
+                    # The machine's durable-commit floor right after, same database.
+                    row["commit_floor"] = await durable_commit_floor(pg_url)
+                    log(
+                        "      durable one-row commit (asyncpg, 200 sequential): "
+                        f"p50 {row['commit_floor']['p50_ms']:.2f} ms "
+                        f"p90 {row['commit_floor']['p90_ms']:.2f} ms"
+                    )
+                    runs.append(row)
         finally:
             await env.close()
     return {"runs": runs, "profile": profile_summary}

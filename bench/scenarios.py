@@ -921,6 +921,7 @@ async def time_to_first_token(
     total: list[float] = []
     errors = 0
     run_id = secrets.token_hex(3)
+    phases_before = None if server.name == "baseline" else await scrape_phases(http, server.url)
     for i in range(turns):
         room, token = rooms[i % len(rooms)]
         tag = f"{run_id}-{i}"
@@ -953,6 +954,9 @@ async def time_to_first_token(
         added.append((first - t_send) - (stamp - arrival))
     a = np.array(added) * 1000
     t = np.array(total) * 1000
+    phases: dict[str, dict[str, float]] | None = None
+    if phases_before is not None:
+        phases = phase_table(phases_before, await scrape_phases(http, server.url))
     row = {
         "scenario": "4",
         "target": server.name,
@@ -964,13 +968,142 @@ async def time_to_first_token(
         "added_p99_ms": float(np.percentile(a, 99)) if a.size else None,
         "added_max_ms": float(a.max()) if a.size else None,
         "ttft_p50_ms": float(np.percentile(t, 50)) if t.size else None,
+        "phases": phases,
     }
     log(
         f"    {server.name} {row['database']}: added TTFT p50={row['added_p50_ms']:.2f} ms "
         f"p99={row['added_p99_ms']:.2f} ms (total p50 {row['ttft_p50_ms']:.2f} ms, "
         f"{errors} errors)"
     )
+    for name, ph in (phases or {}).items():
+        log(
+            f"      {name:<18} n={ph['count']:<4.0f} p50 {ph['p50_ms']:6.3f} ms  "
+            f"mean {ph['mean_ms']:6.3f} ms  p90 {ph['p90_ms']:6.3f} ms"
+        )
     return row
+
+
+async def durable_commit_floor(database_url: str, n: int = 200) -> dict[str, float]:
+    """The database's own floor in this run: ``n`` sequential one-row durable commits
+    (asyncpg, ``synchronous_commit`` as configured, a scratch table in the run's
+    database), p50/p90 in ms. A turn start is one such commit."""
+    import asyncpg
+
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute("CREATE TABLE bench_commit_floor (id serial PRIMARY KEY, v text)")
+        times: list[float] = []
+        for _ in range(n):
+            started = time.perf_counter()
+            await conn.execute("INSERT INTO bench_commit_floor (v) VALUES ($1)", "x")
+            times.append(time.perf_counter() - started)
+        await conn.execute("DROP TABLE bench_commit_floor")
+    finally:
+        await conn.close()
+    ms = np.array(times) * 1000
+    return {"p50_ms": float(np.percentile(ms, 50)), "p90_ms": float(np.percentile(ms, 90))}
+
+
+#: ``cero_turn_phase_seconds`` as scraped: phase → (sum, count, [(upper bound, cumulative)]).
+Phases = dict[str, tuple[float, float, list[tuple[float, float]]]]
+
+
+async def scrape_phases(http: aiohttp.ClientSession, url: str) -> Phases:
+    """The server's turn-phase histogram (``GET /metrics``)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    async with http.get(url + "/metrics") as resp:
+        text = await resp.text()
+    out: Phases = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != "cero_turn_phase_seconds":
+            continue
+        for sample in family.samples:
+            phase = sample.labels.get("phase", "")
+            total, count, buckets = out.get(phase, (0.0, 0.0, []))
+            if sample.name.endswith("_sum"):
+                total = sample.value
+            elif sample.name.endswith("_count"):
+                count = sample.value
+            elif sample.name.endswith("_bucket"):
+                buckets.append((float(sample.labels["le"]), sample.value))
+            out[phase] = (total, count, buckets)
+    return out
+
+
+def _quantile(buckets: list[tuple[float, float]], q: float) -> float:
+    """Prometheus' ``histogram_quantile``: linear within the bucket holding rank q."""
+    total = buckets[-1][1] if buckets else 0.0
+    if total <= 0:
+        return 0.0
+    rank = q * total
+    lower, below = 0.0, 0.0
+    for upper, cumulative in buckets:
+        if cumulative >= rank:
+            if math.isinf(upper):
+                return lower
+            inside = cumulative - below
+            return lower + (upper - lower) * ((rank - below) / inside if inside else 0.0)
+        lower, below = upper, cumulative
+    return lower
+
+
+def phase_table(before: Phases, after: Phases) -> dict[str, dict[str, float]]:
+    """Per phase over the run (``after − before``): count, mean, p50 and p90 (ms; the
+    quantiles interpolated within the histogram's buckets, 50 µs wide near 0.1–0.5 ms)."""
+    table: dict[str, dict[str, float]] = {}
+    for phase, (total, count, buckets) in after.items():
+        total0, count0, buckets0 = before.get(phase, (0.0, 0.0, []))
+        n = count - count0
+        if n <= 0:
+            continue
+        earlier = dict(buckets0)
+        delta = sorted((le, c - earlier.get(le, 0.0)) for le, c in buckets)
+        table[phase] = {
+            "count": n,
+            "mean_ms": (total - total0) / n * 1000,
+            "p50_ms": _quantile(delta, 0.5) * 1000,
+            "p90_ms": _quantile(delta, 0.9) * 1000,
+        }
+    return dict(sorted(table.items(), key=lambda item: PHASE_ORDER.get(item[0], 99)))
+
+
+#: The order of a turn's phases in tables (actors/turn_timing.py describes them).
+PHASE_ORDER = {
+    name: i
+    for i, name in enumerate(
+        [
+            "auth",
+            "body",
+            "admit",
+            "lookup",
+            "mailbox",
+            "history",
+            "context",
+            "model_first_event",
+            "model_build",
+            "model_upstream",
+            "model_parse",
+            "turn_commit",
+            "turn_queued",
+            "db_thread_in",
+            "db_acquire",
+            "db_begin",
+            "db_turn",
+            "db_touch",
+            "db_commit",
+            "db_release",
+            "db_thread_out",
+            "db_batch",
+            "commit_wait",
+            "publish",
+            "respond",
+            "first_token",
+            "first_write",
+            "server_ttft",
+        ]
+    )
+}
 
 
 Step = Callable[[], Awaitable[None]]

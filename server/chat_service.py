@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -30,6 +31,7 @@ from actors.conversation import (
 from actors.models.catalog import UnknownModel, UnsupportedTools
 from actors.registry import ConversationNotFound
 from actors.store import ClientMessageTaken
+from actors.turn_timing import TurnTiming
 from server.app_keys import CATALOG, CLIENT_LOCKS, LAG, REGISTRY, SETTINGS, USER_LIMITS
 from server.auth.current import CurrentUser
 from server.chat_request import ChatRequest
@@ -93,7 +95,11 @@ async def start_chat(
     user: CurrentUser,
     body: ChatRequest,
     subscribe: SubscribeSpec | None,
+    *,
+    timing: TurnTiming | None = None,
 ) -> SendResult:
+    """``timing``: the turn's clock (phases ``admit``, ``lookup`` and the actor's)."""
+    admitted = time.perf_counter()
     require_redis(app)  # cluster mode: 503 not_ready while Redis is down
     settings = app[SETTINGS]
     catalog = app[CATALOG]
@@ -162,7 +168,13 @@ async def start_chat(
                 row = await create_conversation(user.id, title)
                 conversation_id = str(row["id"])
 
+            looked_up = time.perf_counter()
+            if timing is not None:
+                timing.span("admit", admitted, looked_up)
+
             def send(actor: ConversationActor) -> Awaitable[SendResult]:
+                if timing is not None:
+                    timing.span("lookup", looked_up)
                 return actor.send(
                     body.message,
                     model=model,
@@ -170,6 +182,7 @@ async def start_chat(
                     client_message_id=body.clientMessageId,
                     subscribe=subscribe,
                     slot=slot,
+                    timing=timing,
                 )
 
             try:

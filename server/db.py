@@ -313,7 +313,19 @@ async def check_writes(engine: Engine, writer: Any = None) -> None:
 
 async def start_pool(engine: Engine, max_size: int = 20) -> None:
     if isinstance(engine, PostgresEngine):
-        await engine.start_connection_pool(min_size=1, max_size=max_size)
+        await engine.start_connection_pool(
+            min_size=1, max_size=max_size, reset=_keep_session_settings
+        )
+
+
+async def _keep_session_settings(conn: Any) -> None:
+    """The pool's reset of a released connection, after asyncpg's own (which rolls back
+    an open transaction): nothing more. asyncpg's default adds ``RESET ALL``, ``UNLISTEN``,
+    ``CLOSE ALL`` and an advisory unlock — a round trip before every query's caller gets
+    its rows — to undo session state this server never sets (no ``SET``, ``LISTEN``,
+    cursors or advisory locks outside a transaction). Measured in benchmark scenario 4:
+    the session lookup of each request paid it (auth 0.9–1.25 ms p50 on PostgreSQL
+    against 0.65–0.7 on SQLite)."""
 
 
 async def close_pool(engine: Engine) -> None:

@@ -166,6 +166,52 @@ async def test_ndjson_demo_turn(env: Env) -> None:
     assert len(body["messages"][0]["timestamp"]) == 5
 
 
+async def test_a_turn_times_its_phases_in_metrics(env: Env) -> None:
+    """``cero_turn_phase_seconds`` gets one observation per phase of a Gemini turn, from
+    the session lookup to the first token written, and the turn's commit statements."""
+
+    async def counts() -> dict[str, float]:
+        async with env.http.get(env.url + "/metrics") as r:
+            text = await r.text()
+        found: dict[str, float] = {}
+        for line in text.splitlines():
+            if line.startswith("cero_turn_phase_seconds_count{"):
+                labels, value = line.rsplit(" ", 1)
+                found[labels.split('phase="', 1)[1].split('"', 1)[0]] = float(value)
+        return found
+
+    before = await counts()
+    env.fake.enqueue(Script(chunks=["One", " two"]))
+    lines = await env.chat(env.alice, message="Time me")
+    assert [line["topic"] for line in lines][-1] == "done"
+    after = await counts()
+    grew = {phase for phase, n in after.items() if n > before.get(phase, 0.0)}
+    expected = {
+        "auth",
+        "body",
+        "admit",
+        "lookup",
+        "mailbox",
+        "history",
+        "context",
+        "model_first_event",
+        "model_build",
+        "model_upstream",
+        "model_parse",
+        "turn_commit",
+        "turn_queued",
+        "commit_wait",
+        "publish",
+        "respond",
+        "first_token",
+        "first_write",
+        "server_ttft",
+    }
+    assert expected <= grew, expected - grew
+    assert any(phase.startswith("db_") for phase in grew)
+    assert all(after[phase] - before.get(phase, 0.0) == 1 for phase in expected)
+
+
 async def test_sse_gemini_turn_with_tools_and_citations(env: Env) -> None:
     env.fake.enqueue(
         Script(

@@ -6,9 +6,12 @@ import asyncio
 import socket
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import pytest
 import pytest_asyncio
+from google import genai
+from google.genai import types
 
 from actors.models.base import (
     ChatTurn,
@@ -114,6 +117,55 @@ async def test_request_body_carries_system_contents_and_tools(
         ("user", [{"text": "What is 2+2?"}]),
     ]
     assert body["tools"] == [{"googleSearch": {}}, {"urlContext": {}}, {"codeExecution": {}}]
+
+
+@pytest.mark.parametrize(
+    ("tools", "system", "max_output_tokens"),
+    [((), "You are a test.", None), (("google_search", "code_execution"), "", 77)],
+)
+@pytest.mark.asyncio
+async def test_request_body_is_the_sdks_own(
+    fake: FakeGemini,
+    provider: GeminiProvider,
+    tools: tuple[str, ...],
+    system: str,
+    max_output_tokens: int | None,
+) -> None:
+    """The provider shapes its input for the SDK's cheap path (dicts, a ``Part`` whose
+    ``in`` answers at once): the body sent must be exactly what the SDK sends for the
+    plain types a caller would pass."""
+    req = replace(request(*tools, system=system), max_output_tokens=max_output_tokens)
+    await collect(provider, req)
+    client = genai.Client(
+        api_key="test-key",
+        http_options=types.HttpOptions(base_url=fake.base_url, api_version="v1beta"),
+    )
+    plain = types.GenerateContentConfig(
+        system_instruction=system or None,
+        tools=[
+            types.Tool(google_search=types.GoogleSearch())
+            if name == "google_search"
+            else types.Tool(code_execution=types.ToolCodeExecution())
+            for name in tools
+        ]
+        or None,
+        max_output_tokens=max_output_tokens,
+        automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
+    )
+    contents = [
+        types.Content(
+            role="user" if t.role == "user" else "model", parts=[types.Part(text=t.content)]
+        )
+        for t in req.contents
+    ]
+    async for _ in await client.aio.models.generate_content_stream(
+        model=MODEL, contents=contents, config=plain
+    ):
+        pass
+    await client.aio.aclose()
+    ours, theirs = fake.requests
+    assert ours.body == theirs.body
+    assert ours.path == theirs.path
 
 
 @pytest.mark.asyncio

@@ -15,6 +15,7 @@ from aiohttp.http import HttpVersion11
 
 from actors.conversation import TERMINAL, SendResult
 from actors.hub import Event
+from actors.turn_timing import TurnTiming
 from server.app_keys import METRICS, SETTINGS
 from server.auth.current import require_user
 from server.bodies import read_model
@@ -22,7 +23,7 @@ from server.chat_request import ChatRequest
 from server.chat_service import rebuilt_events, start_chat
 from server.transports.liveness import watching
 from server.transports.ndjson import NdjsonRenderer
-from server.transports.response_pump import ResponsePump
+from server.transports.response_pump import Render, ResponsePump
 from server.transports.sse import open_sse, ping_frame, sse_chunked, sse_frame
 from server.transports.wire import RawWriter, chunk, send_headers
 
@@ -40,8 +41,11 @@ def wants_sse(request: web.Request) -> bool:
 
 @routes.post("/api/chat")
 async def chat(request: web.Request) -> web.StreamResponse:
+    timing = request.app[METRICS].turn_timing(request)
+    entered = timing.span("auth", timing.started)
     user = require_user(request)
     body = await read_model(request, ChatRequest)
+    timing.span("body", entered)
     settings = request.app[SETTINGS]
     chunked = request.version >= HttpVersion11
     sse = wants_sse(request)
@@ -63,8 +67,13 @@ async def chat(request: web.Request) -> web.StreamResponse:
     else:
         renderer = NdjsonRenderer(body.conversationId or "", chunked)
         feed = ResponsePump(writer, renderer, stop_when=stop_when, use_direct=False)
+    feed.render = _timed_first_token(feed.render, timing)
     result = await start_chat(
-        request.app, user, body, feed.spec(max_events=CHAT_MAX_EVENTS, max_bytes=CHAT_MAX_BYTES)
+        request.app,
+        user,
+        body,
+        feed.spec(max_events=CHAT_MAX_EVENTS, max_bytes=CHAT_MAX_BYTES),
+        timing=timing,
     )
     generation["id"] = result.generation_id
     if renderer is not None:
@@ -81,6 +90,23 @@ async def chat(request: web.Request) -> web.StreamResponse:
         metrics.connections.labels(transport).dec()
         if result.subscription is not None and result.actor is not None:
             await result.actor.unsubscribe(result.subscription)
+
+
+def _timed_first_token(render: Render, timing: TurnTiming) -> Render:
+    """``render`` that observes ``first_write`` and ``server_ttft`` when it renders the
+    first token (the frame is written right after it is rendered)."""
+    pending = True
+
+    def timed(event: Event) -> bytes | None:
+        nonlocal pending
+        frame = render(event)
+        if pending and event.type == "token":
+            pending = False
+            now = timing.since("first_write", "first_token")
+            timing.span("server_ttft", timing.started, now)
+        return frame
+
+    return timed
 
 
 async def _stream(
@@ -106,6 +132,8 @@ async def _stream(
         await response.prepare(request)
         send_headers(response)
         feed.writer.set_user_timeout()
+    if result.timing is not None:
+        result.timing.since("respond", "answered")
     with contextlib.suppress(ConnectionError):
         if result.subscription is not None:
             await feed.run(result.subscription)
