@@ -153,7 +153,7 @@ async def test_login_with_the_device_flow_then_whoami(cli: Cli, live: Live) -> N
     assert proc.stderr is not None
     seen = bytearray()
     await read_until(proc.stderr, b"enter the code: ", seen)
-    await read_until(proc.stderr, b"\n", seen)
+    await read_until(proc.stderr, b")\n", seen)  # and the "(or open <complete URL>)" line
     text = seen.decode()
     user_code = text.split("enter the code: ")[1].split()[0]
     assert len(user_code) == 9 and user_code[4] == "-"
