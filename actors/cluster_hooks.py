@@ -3,9 +3,9 @@
 Without ``CERO_REDIS_URL`` nothing implements it and the actors run as in one process.
 With it, the registry asks for each new actor's log (:meth:`attach`: the conversation's
 shared log, mirrored from Redis), the actor hands every ``send``, ``cancel`` and
-``subscribe`` to :meth:`intercept` first (own the conversation, or forward to its owner;
-catch the mirror up before a subscribe), and :meth:`exited` hears when an actor stops
-(its lease is given back).
+``subscribe`` (and resume point) to :meth:`intercept` first (own the conversation, or
+forward to its owner; catch the mirror up before a subscribe or a resume point), and
+:meth:`exited` hears when an actor stops (its lease is given back).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from actors.conversation import Cancel, ConversationActor, Send, Subscribe
+    from actors.conversation import Cancel, ConversationActor, ResumeAt, Send, Subscribe
     from actors.dormant import Dormant
 
 
@@ -23,10 +23,11 @@ class ClusterHooks(Protocol):
         ...
 
     async def intercept(
-        self, actor: ConversationActor, command: Send | Cancel | Subscribe
+        self, actor: ConversationActor, command: Send | Cancel | Subscribe | ResumeAt
     ) -> tuple[bool, object]:
         """``(True, result)`` when the command was answered here (forwarded to the owner);
-        ``(False, None)`` when the actor handles it itself."""
+        ``(False, None)`` when the actor handles it itself (a subscribe or a resume point
+        after catching the mirror up with the shared log)."""
         ...
 
     def exited(self, actor: ConversationActor) -> None:

@@ -158,6 +158,13 @@ class Subscribe:
 
 
 @dataclass(slots=True)
+class ResumeAt:
+    """Where a client that read ``message_id`` (streaming) over REST subscribes from."""
+
+    message_id: str
+
+
+@dataclass(slots=True)
 class Unsubscribe:
     sub: Subscription
 
@@ -167,7 +174,7 @@ class Stop:
     reason: str  # "stopped" | "shutdown" | "deleted"
 
 
-Command = Send | Cancel | Subscribe | Unsubscribe | Stop
+Command = Send | Cancel | Subscribe | ResumeAt | Unsubscribe | Stop
 
 
 @dataclass(slots=True)
@@ -244,6 +251,13 @@ class ConversationActor:
     async def subscribe(self, after: str | None, spec: SubscribeSpec) -> Subscription:
         sub: Subscription = await self._call(Subscribe(after, spec))
         return sub
+
+    async def resume_cursor(self, message_id: str) -> str | None:
+        """The cursor just before the ``init`` of the generation answering in
+        ``message_id`` (``None`` when the log no longer holds it). In cluster mode the
+        mirror is caught up with the shared log first, as for a subscribe."""
+        cursor: str | None = await self._call(ResumeAt(message_id))
+        return cursor
 
     async def unsubscribe(self, sub: Subscription) -> None:
         if not self.stopped:
@@ -350,7 +364,7 @@ class ConversationActor:
 
     async def _handle(self, command: Command) -> Any:
         cluster = self.deps.cluster
-        if cluster is not None and isinstance(command, Send | Cancel | Subscribe):
+        if cluster is not None and isinstance(command, Send | Cancel | Subscribe | ResumeAt):
             # Cluster mode: a send or cancel runs here only while this process owns the
             # conversation (else it is forwarded to the owner); a subscribe reads the
             # shared log first.
@@ -366,6 +380,8 @@ class ConversationActor:
                 return await self._cancel(generation_id)
             case Subscribe(after, spec):
                 return self._subscribe(after, spec)
+            case ResumeAt(message_id):
+                return self.hub.resume_cursor(message_id)
             case Unsubscribe(sub):
                 self._unsubscribe(sub)
                 return None

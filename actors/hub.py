@@ -489,6 +489,15 @@ class Hub:
         tail.reverse()
         return tail
 
+    def resume_cursor(self, message_id: str) -> str | None:
+        """The cursor of the event just before the ``init`` of the generation answering in
+        ``message_id``, while that ``init`` is replayable (else ``None``): subscribing
+        after it replays the whole generation, then live."""
+        for event in reversed(self._buffer):
+            if event.type == "init" and event.data.get("messageId") == message_id:
+                return f"{self.epoch}:{event.seq - 1}"
+        return None
+
     def held(self) -> Iterator[Event]:
         """The replay buffer, oldest first (for diagnostics and tests)."""
         return iter(self._buffer)

@@ -78,6 +78,9 @@ class Follower:
     shown_users: set[str] = field(default_factory=set)  # user messages already shown
     epoch: str | None = None
     seq: int = 0
+    #: watch: the ``resumeCursor`` of the answer streaming when it started (the event
+    #: before that answer's ``init``): the first subscribe replays the answer whole.
+    resume: str | None = None
 
     # -- events ----------------------------------------------------------------------------
 
@@ -227,8 +230,29 @@ class Follower:
                 return m
         return None
 
+    async def joining(self) -> None:
+        """``watch``, before it subscribes: an answer streaming now is joined from its
+        ``resumeCursor`` (its ``init`` and every token replayed, then live), so it prints
+        whole, token by token. Its REST text is not printed: the replay brings it."""
+        messages = await self._messages()
+        last = messages[-1] if messages else None
+        if not (last and last.get("role") == "assistant" and last.get("status") == "streaming"):
+            return
+        cursor = last.get("resumeCursor")
+        if not isinstance(cursor, str):
+            return  # not replayable: join() completes it from REST after subscribing
+        self.resume = cursor
+        if self.json:
+            return
+        self.out.note("(joining an answer in progress)")
+        if len(messages) > 1 and messages[-2].get("role") == "user":
+            self._show_user(messages[-2])
+        # Shown so far: nothing (a `reset` instead of the replay completes it from REST).
+        self.printed[str(last.get("id"))] = ""
+
     async def join(self) -> None:
-        """``watch`` just subscribed: show the answer streaming now, if any, so far."""
+        """``watch`` just subscribed without a cursor: show the answer streaming now, if
+        any, so far (an older server without ``resumeCursor``)."""
         if self.json:
             return
         messages = await self._messages()

@@ -191,13 +191,17 @@ async def cmd_watch(ctx: Context) -> int:
         )
 
         def opener(cursor: str | None) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
-            return api.stream("GET", path, last_event_id=cursor)
+            # Nothing seen yet: from the answer in progress's `init`, if one streams.
+            return api.stream("GET", path, last_event_id=cursor or follower.resume)
 
         async def connected(resp: aiohttp.ClientResponse, again: bool) -> None:
             if not again:
                 ctx.out.tty_note(f"(watching {conversation}; Ctrl-C to stop)")
-            if not again or follower.epoch is None:  # no cursor to resume from
+            if follower.epoch is None and follower.resume is None:  # live from now
                 await follower.join()
+
+        # Messages over REST first, then subscribe: with the cursor of an answer streaming.
+        await follower.joining()
 
         await follow(follower, opener, opener, on_connect=connected, max_failures=10)
     return Exit.OK

@@ -37,6 +37,7 @@ from actors.conversation import (
     Cancel,
     ConversationActor,
     ModelSpec,
+    ResumeAt,
     Send,
     Subscribe,
 )
@@ -196,10 +197,10 @@ class ClusterNode:
         return Dormant(hub, Presence(hub), RecentGenerations())
 
     async def intercept(
-        self, actor: ConversationActor, command: Send | Cancel | Subscribe
+        self, actor: ConversationActor, command: Send | Cancel | Subscribe | ResumeAt
     ) -> tuple[bool, object]:
         hub = cast(ClusterHub, actor.hub)
-        if isinstance(command, Subscribe):
+        if isinstance(command, Subscribe | ResumeAt):
             if hub.sink is None:
                 await self.sync(hub)
             return False, None

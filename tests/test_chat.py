@@ -620,3 +620,68 @@ async def test_partial_answers_are_flushed_together(env: Env) -> None:
     for lines in results:
         row = await stored(lines[0]["data"]["messageId"])
         assert row["status"] == "complete" and row["content"] == lines[-1]["data"]["fullText"]
+
+
+async def test_resume_cursor_joins_a_streaming_answer_token_exact(env: Env) -> None:
+    """A streaming message over REST names ``resumeCursor``: SSE (``?after=`` and
+    ``Last-Event-ID``) and WebSocket subscribers after it get the generation replayed from
+    ``init`` and then live, the tokens exactly ``fullText`` (no gap, no duplicate)."""
+    release = asyncio.Event()
+    env.fake.enqueue(
+        Script(chunks=[f"r{i} " for i in range(60)], release_after=20, release=release)
+    )
+    chat = await env.open_chat(env.alice, message="join me exactly", aiModel=MODEL)
+    init = (await chat.until(lambda line: line["topic"] == "init"))["data"]
+    conversation_id, message_id = init["conversationId"], init["messageId"]
+    await chat.until(lambda _line: chat.text().endswith("r19 "))  # held after 20 chunks
+    url = f"{env.url}/api/conversations/{conversation_id}"
+    async with env.http.get(url + "/messages", headers=bearer(env.alice)) as r:
+        assert r.status == 200
+        messages = (await r.json())["messages"]
+    assert [m["role"] for m in messages] == ["user", "assistant"]
+    assert "resumeCursor" not in messages[0]
+    answer = messages[1]
+    assert answer["id"] == message_id and answer["status"] == "streaming"
+    cursor = answer["resumeCursor"]
+    epoch, _, seq = cursor.rpartition(":")
+    assert epoch and seq.isdigit()
+
+    peer = await env.ws(env.alice)
+    await peer.send(type="subscribe", conversationId=conversation_id, after=cursor)
+    sse_query = await env.http.get(
+        url + "/events", params={"after": cursor}, headers=bearer(env.alice)
+    )
+    sse_header = await env.http.get(
+        url + "/events", headers={**bearer(env.alice), "Last-Event-ID": cursor}
+    )
+    ws_first = await peer.wait_for(lambda f: f.get("type") == "init")
+    release.set()
+
+    async def until_done(resp: aiohttp.ClientResponse) -> list[dict[str, Any]]:
+        events: list[dict[str, Any]] = []
+        async for event in read_sse(resp):
+            events.append(event.data)
+            if event.data["type"] == "done" and event.data["messageId"] == message_id:
+                break
+        resp.release()
+        return events
+
+    streams = [await until_done(sse_query), await until_done(sse_header)]
+    done = await peer.wait_for(lambda f: f.get("type") == "done")
+    streams.append(peer.of(conversation_id))
+    await peer.close()
+    await chat.all()
+    assert ws_first["seq"] == int(seq) + 1 and ws_first["messageId"] == message_id
+    full = done["fullText"]
+    assert full == "".join(f"r{i} " for i in range(60))
+    for events in streams:
+        events = [e for e in events if e["type"] != "presence"]
+        assert events[0]["type"] == "init" and events[0]["seq"] == int(seq) + 1
+        assert events[-1]["type"] == "done"
+        check_seq(events)
+        assert token_text(events, message_id) == full
+
+    # Finished: the field is gone with the streaming status.
+    async with env.http.get(url + "/messages", headers=bearer(env.alice)) as r:
+        finished = (await r.json())["messages"][1]
+    assert finished["status"] == "complete" and "resumeCursor" not in finished

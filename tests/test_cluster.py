@@ -747,3 +747,55 @@ async def test_the_per_user_limit_counts_forwarded_sends(
         await until(freed, what="the cancelled generations' slots given back")
         status, lines = await chat(http, b, token, "now it fits", c3)
         assert status == 200, lines
+
+
+async def test_non_owner_resume_cursor_replays_from_init(
+    cluster: Cluster, gemini: tuple[FakeGemini, str]
+) -> None:
+    """Streaming on A: B (no actor, no subscriber of this conversation yet) lists the
+    messages with ``resumeCursor`` read from the shared log; SSE on B after it gets the
+    generation from ``init``, token-exact."""
+    fake, _ = gemini
+    a, b = await cluster.start_many(2)
+    token, _ = await make_user_session("Joiner")
+    release = asyncio.Event()
+    fake.enqueue(Script(chunks=[f"j{i} " for i in range(40)], release_after=15, release=release))
+    async with aiohttp.ClientSession() as http:
+        resp = await http.post(
+            f"{a.url}/api/chat", json={"message": "join on b", "aiModel": GEMINI},
+            headers=bearer(token),
+        )  # fmt: skip
+        assert resp.status == 200
+        text = ""
+        init: dict[str, Any] = {}
+        async for raw in resp.content:
+            line = orjson.loads(raw)
+            if line["topic"] == "init":
+                init = line["data"]
+            elif line["topic"] == "token":
+                text += line["data"]
+                if text.endswith("j14 "):
+                    break  # held on A after 15 chunks
+        conversation_id, message_id = init["conversationId"], init["messageId"]
+        url = f"{b.url}/api/conversations/{conversation_id}"
+        async with http.get(url + "/messages", headers=bearer(token)) as r:
+            listed = (await r.json())["messages"][-1]
+        assert listed["id"] == message_id and listed["status"] == "streaming", listed
+        cursor = listed["resumeCursor"]
+        events: list[dict[str, Any]] = []
+        async with http.get(
+            url + "/events", params={"after": cursor}, headers=bearer(token)
+        ) as sse:
+            assert sse.status == 200
+            async for event in read_sse(sse):
+                events.append(event.data)
+                if event.data["type"] == "init":
+                    release.set()
+                if event.data["type"] == "done":
+                    break
+        resp.release()
+    events = [e for e in events if e["type"] != "presence"]
+    assert events[0]["type"] == "init" and f"{events[0]['epoch']}:{events[0]['seq'] - 1}" == cursor
+    check_seq(events)
+    assert token_text(events, message_id) == events[-1]["fullText"]
+    assert events[-1]["fullText"] == "".join(f"j{i} " for i in range(40))

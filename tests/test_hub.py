@@ -565,3 +565,26 @@ def test_invalid_bounds_are_rejected() -> None:
         Hub("c", epoch="")
     with pytest.raises(ValueError):
         Hub("c", epoch="E").subscribe(None, notify=lambda: None, max_bytes=0)
+
+
+def test_resume_cursor_is_the_event_before_the_answers_init() -> None:
+    hub = Hub("c1")
+    hub.append("message", {"message": {"id": "u1"}})
+    first = hub.append("init", {"messageId": "a1"})
+    tok(hub, "old ", "a1")
+    hub.append("done", {"messageId": "a1", "fullText": "old "})
+    hub.append("message", {"message": {"id": "u2"}})
+    init = hub.append("init", {"messageId": "a2"})
+    tokens = [tok(hub, t, "a2") for t in ("one ", "two ")]
+    assert hub.resume_cursor("a2") == f"{hub.epoch}:{init.seq - 1}"
+    assert hub.resume_cursor("a1") == f"{hub.epoch}:{first.seq - 1}"  # previous: still held
+    assert hub.resume_cursor("nope") is None
+    cursor = Cursor.parse(hub.resume_cursor("a2") or "")
+    assert cursor is not None
+    replay = hub.replay(cursor)
+    assert replay is not None and replay[0].seq == init.seq
+    assert "".join(e.text for e in replay if e.type == "token") == "".join(e.text for e in tokens)
+    # Two generations later the first one's init is trimmed: no cursor for it.
+    hub.append("done", {"messageId": "a2", "fullText": "one two "})
+    hub.append("init", {"messageId": "a3"})
+    assert hub.resume_cursor("a1") is None

@@ -12,6 +12,7 @@ where they fail (``.ci/run`` installs Debian's ``chromium``).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import re
@@ -245,28 +246,91 @@ async def test_github_sign_in_lands_on_the_app(
         await gh.stop()
 
 
+# Records every text the page shows for one answer (a MutationObserver; evaluated by the
+# browser outside the page's CSP): each must be a prefix of the final text, never shorter
+# than the one before (no gap, no duplicate, no flicker back).
+WATCH_ANSWER = """(id) => {
+  window.__shown = [];
+  new MutationObserver(() => {
+    const body = document.querySelector(`article[data-id="${id}"] .body`);
+    const seen = window.__shown;
+    if (body && seen[seen.length - 1] !== body.textContent) seen.push(body.textContent);
+  }).observe(document, { subtree: true, childList: true, characterData: true });
+}"""
+
+
+def assert_grew_to(shown: list[str], full: str) -> None:
+    assert shown and shown[-1] == full and full.startswith(shown[0]), shown
+    for before, after in itertools.pairwise(shown):
+        assert full.startswith(after) and after.startswith(before), shown
+
+
 async def test_two_devices_join_mid_answer_and_end_with_the_same_text(
     env: Env, devices: Devices
 ) -> None:
     a, b = devices.a, devices.b
     release = asyncio.Event()
+    full = "Alpha beta gamma delta."
     env.fake.enqueue(
         Script(chunks=["Alpha", " beta", " gamma", " delta."], release_after=2, release=release)
     )
     await send(a, "first question")
     await expect(last_answer(a).locator(".body")).to_have_text("Alpha beta")
     conv = conversation_of(a)
-    # B opens the conversation while the answer is held mid-way: REST, then the live log.
+    streaming = (await rest(env, "GET", f"/api/conversations/{conv}/messages"))["messages"][-1]
+    assert streaming["status"] == "streaming" and ":" in streaming["resumeCursor"]
+    answer_id = streaming["id"]
+    # B opens the conversation while the answer is held mid-way: REST, then the log from
+    # the answer's resumeCursor (its `init`), replacing the REST text without a flicker.
+    await b.evaluate(WATCH_ANSWER, answer_id)
     await b.goto(f"/app#c={conv}")
     await expect(last_answer(b).locator(".body")).to_have_text("Alpha beta")
     await expect(b.locator("#stop")).to_be_visible()
     await expect(a.locator("#presence")).to_have_text("2 devices watching")
     await expect(b.locator("#presence")).to_have_text("2 devices watching")
+    # C opens it too, but its subscribe is held on the wire until the answer has finished:
+    # every token streams in the gap between its REST read and its subscribe.
+    c_ctx = await signed_in_context(env)
+    c, c_errors = await watched(c_ctx)
+    held: list[str] = []
+    gap_over = False
+
+    def proxy(ws: WebSocketRoute) -> None:
+        server = ws.connect_to_server()
+
+        def to_server(message: str | bytes) -> None:
+            frame = json.loads(message)
+            if frame["type"] == "subscribe" and frame["conversationId"] == conv and not gap_over:
+                held.append(str(message))
+                routed.append(server)
+                return
+            server.send(message)
+
+        ws.on_message(to_server)
+        server.on_message(ws.send)
+
+    routed: list[Any] = []
+    await c.route_web_socket(re.compile(r"/api/ws$"), proxy)
+    await c.add_init_script(f"({WATCH_ANSWER})({json.dumps(answer_id)})")
+    await c.goto(f"/app#c={conv}")
+    await expect(last_answer(c).locator(".body")).to_have_text("Alpha beta")
+    await expect(c.locator("#stop")).to_be_visible()
     release.set()
     for page in (a, b):
         await expect(last_answer(page)).to_have_attribute("data-status", "complete")
-        await expect(last_answer(page)).to_have_attribute("data-text", "Alpha beta gamma delta.")
+        await expect(last_answer(page)).to_have_attribute("data-text", full)
         await expect(page.locator("#stop")).to_be_hidden()
+    assert held, "C's subscribe was not held"
+    gap_over = True
+    for message in held:
+        routed[0].send(message)
+    await expect(last_answer(c)).to_have_attribute("data-status", "complete")
+    await expect(last_answer(c)).to_have_attribute("data-text", full)
+    await expect(c.locator("#stop")).to_be_hidden()
+    for page in (b, c):
+        assert_grew_to(await page.evaluate("window.__shown"), full)
+    await c_ctx.close()
+    assert not c_errors, c_errors
 
     # A message sent from B appears on A, and its answer streams to both.
     await send(b, "second question from B")

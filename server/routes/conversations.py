@@ -6,6 +6,7 @@ import base64
 import binascii
 import contextlib
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import orjson
@@ -130,12 +131,30 @@ async def list_messages(request: web.Request) -> web.Response:
         .output(load_json=True)
         .run()
     )
-    actor = request.app[REGISTRY].peek(str(conversation["id"]))
+    conversation_id = str(conversation["id"])
+    # A streaming answer gets the cursor to subscribe after: its generation replayed from
+    # `init`, then live (asked of the actor, which in cluster mode reads the shared log).
+    resume: dict[str, str] = {}
+    for row in rows:
+        if row["status"] == "streaming" and row["role"] == "assistant":
+            message_id = str(row["id"])
+            cursor = await run_on_actor(
+                request.app,
+                conversation_id,
+                user.id,
+                partial(ConversationActor.resume_cursor, message_id=message_id),
+            )
+            if cursor is not None:
+                resume[message_id] = cursor
+    actor = request.app[REGISTRY].peek(conversation_id)
     live = actor.streaming_answer() if actor is not None else None
-    messages = [
-        message_json(row, live[1] if live is not None and row["id"] == live[0] else None)
-        for row in rows
-    ]
+    messages = []
+    for row in rows:
+        out = message_json(row, live[1] if live is not None and row["id"] == live[0] else None)
+        cursor = resume.get(str(row["id"]))
+        if cursor is not None and out["status"] == "streaming":
+            out["resumeCursor"] = cursor
+        messages.append(out)
     return json_response({"conversation": conversation_json(conversation), "messages": messages})
 
 

@@ -29,6 +29,9 @@ const state = {
   resetting: false, // refetching over REST after `reset`; live events wait in `held`
   held: [],
   renderQueued: new Set(),
+  // Joining a streaming answer: messageId -> length of the REST text shown, which its
+  // replay (from `init`, after the message's resumeCursor) replaces once it caught up.
+  joining: new Map(),
 };
 
 // ---------- REST ----------
@@ -191,6 +194,12 @@ function renderText(messageId) {
   requestAnimationFrame(() => {
     state.renderQueued.delete(messageId);
     const node = messageEl(messageId);
+    const shown = state.joining.get(messageId);
+    if (shown !== undefined) {
+      // The replay has not reached the REST text yet: keep that (a prefix of the same answer).
+      if ((state.texts.get(messageId) || "").length < shown) return;
+      state.joining.delete(messageId);
+    }
     if (node) {
       const box = $("messages");
       const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 80;
@@ -251,17 +260,35 @@ function renderStored(message) {
   if (message.status === "streaming") setStreaming({ messageId: message.id, generationId: null });
 }
 
+function parseCursor(text) {
+  const at = text.lastIndexOf(":");
+  const seq = Number(text.slice(at + 1));
+  return at > 0 && Number.isInteger(seq) ? { epoch: text.slice(0, at), seq } : null;
+}
+
+// Messages over REST; returns where to subscribe from to replay a streaming answer whole
+// (its `resumeCursor`: the event before its `init`), or null.
 async function loadMessages(id) {
   const data = await api("GET", `/api/conversations/${encodeURIComponent(id)}/messages`);
-  if (state.convId !== id) return;
+  if (state.convId !== id) return null;
   $("messages").replaceChildren();
   state.texts.clear();
+  state.joining.clear();
   setStreaming(null);
   setTitle(data.conversation.shortTitle);
-  for (const message of data.messages) renderStored(message);
+  let resume = null;
+  for (const message of data.messages) {
+    renderStored(message);
+    const cursor = message.status === "streaming" && message.resumeCursor ? parseCursor(message.resumeCursor) : null;
+    if (cursor) {
+      resume = cursor;
+      state.joining.set(message.id, (message.content || "").length);
+    }
+  }
   for (const { frame, el: node } of state.queue) {
     if (frame.conversationId === id && node) $("messages").append(node);
   }
+  return resume;
 }
 
 // ---------- live events ----------
@@ -285,8 +312,13 @@ function applyEvent(ev) {
       break;
     }
     case "init": {
-      if (!messageEl(ev.messageId)) {
+      const joined = messageEl(ev.messageId);
+      if (!joined) {
         addMessage({ id: ev.messageId, role: "assistant", content: "", status: "streaming", aiModel: ev.aiModel });
+      } else if (state.joining.has(ev.messageId)) {
+        // The replay of an answer shown over REST: it starts again from here.
+        state.texts.set(ev.messageId, "");
+        joined.querySelector(".tools-steps").replaceChildren();
       }
       setStreaming({ messageId: ev.messageId, generationId: ev.generationId });
       break;
@@ -319,6 +351,7 @@ function applyEvent(ev) {
 }
 
 function finish(ev) {
+  state.joining.delete(ev.messageId);
   let node = messageEl(ev.messageId);
   if (!node && ev.messageId) {
     node = addMessage({ id: ev.messageId, role: "assistant", content: "", status: "streaming" });
@@ -542,15 +575,17 @@ function dropSocket() {
 }
 
 async function resync(id) {
-  // Messages over REST, then the live log from now (a refetch after `reset` failed).
+  // Messages over REST, then the live log from now, or from a streaming answer's
+  // `init` (a refetch after `reset` failed).
+  let resume;
   try {
-    await loadMessages(id);
+    resume = await loadMessages(id);
   } catch {
     dropSocket();
     return;
   }
   state.stale = false;
-  state.cursor = null;
+  state.cursor = resume;
   if (state.convId === id) subscribe(id);
 }
 
@@ -669,8 +704,11 @@ async function openConversation(id) {
     $("input").focus();
     return;
   }
+  let resume;
   try {
-    await loadMessages(id); // messages over REST first, then live from the log
+    // Messages over REST first, then live from the log: from the `init` of an answer
+    // already streaming (replayed whole, replacing its REST text), else from now.
+    resume = await loadMessages(id);
   } catch (err) {
     if (err.status === 404) {
       notice("This conversation does not exist (any more).");
@@ -680,7 +718,10 @@ async function openConversation(id) {
     }
     throw err;
   }
-  if (state.convId === id) subscribe(id);
+  if (state.convId === id) {
+    state.cursor = resume;
+    subscribe(id);
+  }
 }
 
 function routeFromHash() {
