@@ -19,6 +19,13 @@ time, so one bad row (a duplicate idempotency key) fails only its own caller.
 
 Every wait is bounded by ``timeout`` (``CERO_DB_WRITE_TIMEOUT``): past it the caller gets
 :class:`~actors.store.StoreUnavailable` (``503 not_ready`` on HTTP) instead of a hang.
+
+Why one module of ~600 lines: the queue, the batch's statements and the three ways a batch
+reaches the disk (SQLite on the loop for a small batch with the lock free, SQLite in the
+writer thread, PostgreSQL on the writer's connection) share one invariant — every caller is
+resolved exactly once, after its commit or with its error, in queue order — and the
+fencing of cluster mode and the phase timers cross all three. Split, each part would
+reach into the others' state.
 """
 
 from __future__ import annotations
@@ -372,11 +379,7 @@ class BatchWriter:
             return False
         clock.lap("db_begin")
         try:
-            for kind, sql, rows in _statements(batch, "?"):
-                conn.executemany(sql, rows)
-                clock.lap(f"db_{kind}")
-            conn.execute("COMMIT")
-            clock.lap("db_commit")
+            _write_and_commit(conn, batch, clock)
         except BaseException as exc:
             try:
                 conn.execute("ROLLBACK")
@@ -419,11 +422,7 @@ class BatchWriter:
             raise
         clock.lap("db_begin")
         try:
-            for kind, sql, rows in _statements(batch, "?"):
-                conn.executemany(sql, rows)
-                clock.lap(f"db_{kind}")
-            conn.execute("COMMIT")
-            clock.lap("db_commit")
+            _write_and_commit(conn, batch, clock)
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
@@ -569,6 +568,16 @@ def _one_statement(batch: list[_Op]) -> tuple[str, str, tuple[Any, ...]] | None:
     if op.kind in ("flush", "append", "finish") and len(op.rows) == 1:
         return op.kind, _PG_SQL[op.kind], op.rows[0]
     return None
+
+
+def _write_and_commit(conn: sqlite3.Connection, batch: list[_Op], clock: _Steps) -> None:
+    """SQLite, inside ``BEGIN IMMEDIATE``: one ``executemany`` per statement kind, then
+    ``COMMIT``, each timed (``db_<kind>``, ``db_commit``)."""
+    for kind, sql, rows in _statements(batch, "?"):
+        conn.executemany(sql, rows)
+        clock.lap(f"db_{kind}")
+    conn.execute("COMMIT")
+    clock.lap("db_commit")
 
 
 class _Steps:

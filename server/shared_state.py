@@ -25,6 +25,9 @@ what admits work answers ``503 not_ready`` (closed), what only relaxes a check (
 cache hit) falls back to the database (also for a cache's lifetime after the fault: a
 restarted Redis has forgotten its revocations), and what gives something back (a slot, a
 pending lookup) expires by itself.
+Why one module of ~550 lines: the five parts are small and share one fault policy (the
+paragraph above), one key prefix and one installer; each is the Redis twin of an
+in-memory class elsewhere, and this file is where a reader compares them.
 """
 
 from __future__ import annotations
