@@ -1,0 +1,95 @@
+"""schemathesis fuzzes a live ``cero-api serve`` against its own ``/openapi.json``:
+signed in as a real user (bearer) and anonymously. Every check schemathesis has (no 5xx,
+statuses, content types, headers and bodies as documented, negative data rejected,
+authentication not ignored, ...) plus ``tests/schemathesis_hooks.py`` (no HTML error page,
+no traceback), within a bounded number of examples per operation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from server import db
+from tests.auth_helpers import make_user_session
+from tests.server_process import serve
+
+pytestmark = [pytest.mark.asyncio(loop_scope="function"), pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parent.parent
+#: Examples per operation and phase: bounds the run (about a minute per identity on 2 cores).
+MAX_EXAMPLES = int(os.environ.get("CERO_FUZZ_EXAMPLES", "25"))
+ST = str(Path(sys.executable).with_name("st"))
+#: Checks that need what a generated request cannot have: a resource created in the same
+#: run (stateful) — no operation here has links between responses.
+EXCLUDED = "use_after_free,ensure_resource_availability"
+
+
+async def _st(url: str, *headers: str, report: Path) -> tuple[int, str]:
+    args = [
+        ST,
+        "run",
+        f"{url}/openapi.json",
+        "--checks",
+        "all",
+        "--exclude-checks",
+        EXCLUDED,
+        "--max-examples",
+        str(MAX_EXAMPLES),
+        "--seed",
+        "1313",
+        "--workers",
+        "2",
+        "--request-timeout",
+        "10",
+        "--phases",
+        "examples,coverage,fuzzing",
+        "--generation-database",
+        "none",
+        "--no-color",
+        "--report",
+        "junit",
+        "--report-junit-path",
+        str(report),
+        # /api/chat and the SSE stream answer a stream (not one body); the WebSocket route
+        # needs an upgrade: their negative cases are fuzzed, a valid chat is covered by
+        # the chat tests.
+        "--exclude-path",
+        "/api/ws",
+    ]
+    for header in headers:
+        args += ["--header", header]
+    proc = await asyncio.create_subprocess_exec(
+        *args,
+        cwd=ROOT,
+        env={
+            **os.environ,
+            "SCHEMATHESIS_HOOKS": "tests.schemathesis_hooks",
+            "PYTHONPATH": str(ROOT),
+        },
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await proc.communicate()
+    return proc.returncode or 0, out.decode(errors="replace")
+
+
+@pytest.mark.timeout(600)
+async def test_schemathesis_finds_nothing(tmp_path: Path) -> None:
+    database_url = f"sqlite:///{tmp_path / 'cero.db'}"
+    engine = db.bind(database_url)
+    await db.migrate(engine)
+    token, _ = await make_user_session("Fuzz")
+    env = {"CERO_LOG_LEVEL": "warning", "CERO_DEMO_TOKEN_DELAY": "0"}
+    async with serve(database_url, cwd=tmp_path, env=env) as server:
+        results = [
+            await _st(server.url, f"Authorization: Bearer {token}", report=tmp_path / "bearer.xml"),
+            await _st(server.url, report=tmp_path / "anonymous.xml"),
+        ]
+        assert server.running()
+    for who, (code, out) in zip(("bearer", "anonymous"), results, strict=True):
+        assert code == 0, f"schemathesis ({who}) found failures:\n{out[-20000:]}"
