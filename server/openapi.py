@@ -96,7 +96,11 @@ OPS: dict[tuple[str, str], Op] = {
         ok=m.ConversationPage,
         params=(
             Param("limit", schema={"type": "integer", "minimum": 1, "maximum": 100}),
-            Param("cursor", description="nextCursor of the previous page"),
+            Param(
+                "cursor",
+                schema={"type": "string", "pattern": "^[A-Za-z0-9_-]*$"},
+                description="nextCursor of the previous page (opaque; another is 400)",
+            ),
         ),
         errors=(400,),
     ),
@@ -219,7 +223,7 @@ OPS: dict[tuple[str, str], Op] = {
         ok=m.Success,
         body=DecisionRequest,
         form=True,
-        errors=(*_BODY_ERRORS, 403, 404, 409, 410),
+        errors=(*_BODY_ERRORS, 403, 404, 409, 410, *_LIMITED),
     ),
     ("post", "/api/auth/device/deny"): Op(
         "Deny a device code",
@@ -228,7 +232,7 @@ OPS: dict[tuple[str, str], Op] = {
         ok=m.Success,
         body=DecisionRequest,
         form=True,
-        errors=(*_BODY_ERRORS, 403, 404, 409, 410),
+        errors=(*_BODY_ERRORS, 403, 404, 409, 410, *_LIMITED),
     ),
     ("post", "/api/auth/sign-out"): Op(
         "Revoke the current session", "auth", "optional", ok=m.Success, errors=(403,)
@@ -246,7 +250,11 @@ OPS: dict[tuple[str, str], Op] = {
     ),
     # pages
     ("get", "/device"): Op(
-        "Device approval page (HTML)", "pages", ok=HTML, params=(Param("user_code"),)
+        "Device approval page (HTML)",
+        "pages",
+        ok=HTML,
+        params=(Param("user_code"),),
+        errors=(*_LIMITED,),
     ),
     ("get", "/app"): Op("The web chat page (HTML)", "pages", ok=HTML),
     ("get", "/app/{name}"): Op(
@@ -257,7 +265,11 @@ OPS: dict[tuple[str, str], Op] = {
         errors=(404,),
     ),
     ("post", "/device"): Op(
-        "Device approval form (HTML, cookie + same origin)", "pages", "cookie", ok=HTML
+        "Device approval form (HTML, cookie + same origin; signed out: a sign-in prompt)",
+        "pages",
+        "optional",
+        ok=HTML,
+        errors=(400, *_LIMITED),
     ),
 }
 
@@ -311,7 +323,8 @@ def _operation(method: str, path: str, op: Op, schemas: _Schemas) -> dict[str, A
         media = {JSON: {"schema": body_schema}}
         if op.form:
             media[FORM] = {"schema": body_schema}
-        out["requestBody"] = {"required": False, "content": media}
+        required = any(f.is_required() for f in op.body.model_fields.values())
+        out["requestBody"] = {"required": required, "content": media}
     elif (method, path) == ("post", "/device"):
         out["requestBody"] = {
             "content": {
@@ -320,7 +333,10 @@ def _operation(method: str, path: str, op: Op, schemas: _Schemas) -> dict[str, A
                         "type": "object",
                         "properties": {
                             "user_code": {"type": "string"},
-                            "action": {"enum": ["approve", "deny"]},
+                            "action": {
+                                "type": "string",
+                                "description": "approve or deny (else the form again)",
+                            },
                         },
                     }
                 }

@@ -12,10 +12,11 @@ import os
 import sys
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from server import db
-from tests.auth_helpers import make_user_session
+from tests.auth_helpers import bearer, make_user_session
 from tests.server_process import serve
 
 pytestmark = [pytest.mark.asyncio(loop_scope="function"), pytest.mark.slow]
@@ -29,9 +30,11 @@ ST = str(Path(sys.executable).with_name("st"))
 EXCLUDED = "use_after_free,ensure_resource_availability"
 
 
-async def _st(url: str, *headers: str, report: Path) -> tuple[int, str]:
+async def _st(url: str, *headers: str, report: Path, skip: tuple[str, ...] = ()) -> tuple[int, str]:
     args = [
         ST,
+        "--config-file",
+        str(ROOT / "tests" / "schemathesis.toml"),
         "run",
         f"{url}/openapi.json",
         "--checks",
@@ -51,6 +54,8 @@ async def _st(url: str, *headers: str, report: Path) -> tuple[int, str]:
         "--generation-database",
         "none",
         "--no-color",
+        "--generation-with-security-parameters",
+        "false",
         "--report",
         "junit",
         "--report-junit-path",
@@ -61,6 +66,8 @@ async def _st(url: str, *headers: str, report: Path) -> tuple[int, str]:
         "--exclude-path",
         "/api/ws",
     ]
+    for path in skip:
+        args += ["--exclude-path", path]
     for header in headers:
         args += ["--header", header]
     proc = await asyncio.create_subprocess_exec(
@@ -86,10 +93,28 @@ async def test_schemathesis_finds_nothing(tmp_path: Path) -> None:
     token, _ = await make_user_session("Fuzz")
     env = {"CERO_LOG_LEVEL": "warning", "CERO_DEMO_TOKEN_DELAY": "0"}
     async with serve(database_url, cwd=tmp_path, env=env) as server:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(server.url + "/api/user/whoami", headers=bearer(token)) as resp,
+        ):
+            # The bearer run must be signed in, or it fuzzes only the 401 path.
+            assert resp.status == 200, await resp.text()
         results = [
-            await _st(server.url, f"Authorization: Bearer {token}", report=tmp_path / "bearer.xml"),
+            # Signing out would end the session the rest of the run fuzzes with (it is
+            # fuzzed anonymously below).
+            await _st(
+                server.url,
+                f"Authorization: Bearer {token}",
+                report=tmp_path / "bearer.xml",
+                skip=("/api/auth/sign-out",),
+            ),
             await _st(server.url, report=tmp_path / "anonymous.xml"),
         ]
-        assert server.running()
+        assert server.running
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(server.url + "/api/user/whoami", headers=bearer(token)) as resp,
+        ):
+            assert resp.status == 200, "the bearer run lost its session half-way"
     for who, (code, out) in zip(("bearer", "anonymous"), results, strict=True):
         assert code == 0, f"schemathesis ({who}) found failures:\n{out[-20000:]}"

@@ -20,7 +20,7 @@ from server import api_models as wire
 from server.app_keys import CATALOG, METRICS, REGISTRY, SETTINGS
 from server.auth.current import require_user
 from server.bodies import read_model
-from server.chat_request import no_nul
+from server.chat_request import NON_BLANK, no_nul
 from server.chat_service import cancel_generation, owned_conversation, run_on_actor
 from server.chat_store import to_stored
 from server.errors import ApiError
@@ -164,7 +164,7 @@ async def list_messages(request: web.Request) -> web.Response:
 
 class Rename(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True)
-    shortTitle: str = Field(max_length=100)
+    shortTitle: str = Field(max_length=100, json_schema_extra={"pattern": NON_BLANK})
 
     @field_validator("shortTitle")
     @classmethod
