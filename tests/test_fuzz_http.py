@@ -60,11 +60,14 @@ async def _st(url: str, *headers: str, report: Path, skip: tuple[str, ...] = ())
         "junit",
         "--report-junit-path",
         str(report),
-        # /api/chat and the SSE stream answer a stream (not one body); the WebSocket route
-        # needs an upgrade: their negative cases are fuzzed, a valid chat is covered by
-        # the chat tests.
+        # The WebSocket route needs an upgrade; the live SSE stream of a conversation
+        # schemathesis learnt the id of never ends (by design): each such case sat out the
+        # request timeout (measured: fuzzing 241 s instead of 8 s with it). Both are
+        # covered by their own tests (test_ws*.py, test_chat.py, test_hub*.py).
         "--exclude-path",
         "/api/ws",
+        "--exclude-path",
+        "/api/conversations/{id}/events",
     ]
     for path in skip:
         args += ["--exclude-path", path]
