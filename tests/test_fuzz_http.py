@@ -22,7 +22,7 @@ from tests.server_process import serve
 pytestmark = [pytest.mark.asyncio(loop_scope="function"), pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parent.parent
-#: Examples per operation and phase: bounds the run (both identities: 14 s on 2 cores).
+#: Examples per operation and phase: bounds the run (all three runs: 33 s on 2 cores).
 MAX_EXAMPLES = int(os.environ.get("CERO_FUZZ_EXAMPLES", "100"))
 ST = str(Path(sys.executable).with_name("st"))
 #: Checks that need what a generated request cannot have: a resource created in the same
@@ -30,7 +30,9 @@ ST = str(Path(sys.executable).with_name("st"))
 EXCLUDED = "use_after_free,ensure_resource_availability"
 
 
-async def _st(url: str, *headers: str, report: Path, skip: tuple[str, ...] = ()) -> tuple[int, str]:
+async def _st(
+    url: str, *headers: str, report: Path, skip: tuple[str, ...] = (), only: str | None = None
+) -> tuple[int, str]:
     args = [
         ST,
         "--config-file",
@@ -69,6 +71,8 @@ async def _st(url: str, *headers: str, report: Path, skip: tuple[str, ...] = ())
         "--exclude-path",
         "/api/conversations/{id}/events",
     ]
+    if only is not None:
+        args += ["--include-path", only]
     for path in skip:
         args += ["--exclude-path", path]
     for header in headers:
@@ -94,6 +98,7 @@ async def test_schemathesis_finds_nothing(tmp_path: Path) -> None:
     engine = db.bind(database_url)
     await db.migrate(engine)
     token, _ = await make_user_session("Fuzz")
+    spare, _ = await make_user_session("Spare")
     env = {"CERO_LOG_LEVEL": "warning", "CERO_DEMO_TOKEN_DELAY": "0"}
     async with serve(database_url, cwd=tmp_path, env=env) as server:
         async with (
@@ -103,13 +108,21 @@ async def test_schemathesis_finds_nothing(tmp_path: Path) -> None:
             # The bearer run must be signed in, or it fuzzes only the 401 path.
             assert resp.status == 200, await resp.text()
         results = [
-            # Signing out would end the session the rest of the run fuzzes with (it is
-            # fuzzed anonymously below).
+            # Signing out, or revoking the session id schemathesis learns from
+            # list-sessions (it did: the full suite's run ended signed out), would end the
+            # session the rest of the run fuzzes with: sign-out is fuzzed anonymously,
+            # revoke-session on its own with a second session.
             await _st(
                 server.url,
                 f"Authorization: Bearer {token}",
                 report=tmp_path / "bearer.xml",
-                skip=("/api/auth/sign-out",),
+                skip=("/api/auth/sign-out", "/api/auth/revoke-session"),
+            ),
+            await _st(
+                server.url,
+                f"Authorization: Bearer {spare}",
+                report=tmp_path / "revoke.xml",
+                only="/api/auth/revoke-session",
             ),
             await _st(server.url, report=tmp_path / "anonymous.xml"),
         ]
@@ -119,5 +132,5 @@ async def test_schemathesis_finds_nothing(tmp_path: Path) -> None:
             http.get(server.url + "/api/user/whoami", headers=bearer(token)) as resp,
         ):
             assert resp.status == 200, "the bearer run lost its session half-way"
-    for who, (code, out) in zip(("bearer", "anonymous"), results, strict=True):
+    for who, (code, out) in zip(("bearer", "revoke-session", "anonymous"), results, strict=True):
         assert code == 0, f"schemathesis ({who}) found failures:\n{out[-20000:]}"
