@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import secrets
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
@@ -149,6 +150,58 @@ async def test_a_full_flow_logs_no_secret(database_url: str, tmp_path: Path) -> 
                 server.url + "/api/auth/sign-out", headers={**cookie_header(cookies), **own}
             ) as resp:
                 assert resp.status == 200
+            # -- refusals, where a secret is most tempting to log -----------------------------
+            wrong = {name: secrets.token_urlsafe(24) for name in ("bearer", "device", "local")}
+            wrong["user code"] = "ZZZZ-XXXX"
+            seen.update({f"wrong {name}": value for name, value in wrong.items()})
+            refusals: list[tuple[str, str, dict[str, Any]]] = [
+                ("GET", "/api/user/whoami", {"headers": bearer(wrong["bearer"])}),
+                ("GET", "/api/auth/get-session", {"headers": bearer(wrong["bearer"])}),
+                ("GET", "/api/ws", {"params": {"token": wrong["bearer"]}}),
+                ("GET", "/auth/local", {"params": {"token": wrong["local"]}}),
+                ("GET", "/api/auth/device", {"params": {"user_code": wrong["user code"]}}),
+                (
+                    "POST",
+                    "/api/auth/device/token",
+                    {
+                        "json": {
+                            "grant_type": GRANT,
+                            "device_code": wrong["device"],
+                            "client_id": "cero-cli",
+                        }
+                    },
+                ),
+                (
+                    "POST",
+                    "/api/auth/device/token",
+                    {
+                        "json": {
+                            "grant_type": GRANT,
+                            "device_code": issued["device_code"],
+                            "client_id": "cero-cli",
+                        }
+                    },
+                ),
+                (
+                    "GET",
+                    "/api/auth/callback/github",
+                    {
+                        "params": {"code": seen["oauth code"], "state": seen["state"]},
+                        "headers": cookie_header(state_cookies),
+                    },
+                ),
+                ("GET", "/api/user/whoami", {"headers": cookie_header(cookies)}),
+                (
+                    "POST",
+                    "/api/conversations/x/cancel",
+                    {"headers": {**cookie_header(cookies), "Origin": "http://evil.test"}},
+                ),
+            ]
+            for method, path, kwargs in refusals:
+                async with http.request(
+                    method, server.url + path, allow_redirects=False, **kwargs
+                ) as resp:
+                    assert resp.status < 500, (path, resp.status)
             await server.stop()
             log = server.log()
     finally:
