@@ -148,7 +148,6 @@ class World:
     a_conv: str
     a_session: str
     a_code: str  # a device user code claimed by A
-    dead: dict[str, str]  # expired / revoked / signed-out bearer tokens
 
 
 def _route_keys(live: Live) -> set[tuple[str, str]]:
@@ -202,13 +201,14 @@ async def world(database_url: str) -> AsyncIterator[World]:
                 headers={**bearer(a_token), **fresh_ip()},
             ) as resp:
                 assert resp.status == 200 and "client_id" in await resp.json()
-            dead = await _dead_tokens(http, live)
-        yield World(live, a_token, b_token, a_conv, a_session, code, dead)
+        yield World(live, a_token, b_token, a_conv, a_session, code)
     finally:
         await live.server.close()
 
 
 async def _dead_tokens(http: aiohttp.ClientSession, live: Live) -> dict[str, str]:
+    """Fresh expired, revoked and signed-out bearer tokens: an expired session's row is
+    deleted when it is first presented, so each test makes its own."""
     expired, _ = await make_user_session("Expired")
     await (
         Session.update({Session.expires_at: datetime.now(UTC) - timedelta(seconds=1)})
@@ -272,7 +272,8 @@ async def test_without_a_valid_credential(world: World, key: tuple[str, str]) ->
     row = TABLE[key]
     _, missing = _targets(world)
     async with aiohttp.ClientSession() as http:
-        for name, headers in [("none", {}), *((n, bearer(t)) for n, t in world.dead.items())]:
+        dead = await _dead_tokens(http, world.live)
+        for name, headers in [("none", {}), *((n, bearer(t)) for n, t in dead.items())]:
             status, ctype, body = await _call(http, world, key, missing, headers)
             assert status < 500, (name, status, body)
             if row.access == "user":
@@ -389,9 +390,11 @@ async def test_ws_handshake_without_a_valid_credential(world: World) -> None:
     cookie = session_cookie(world.live.settings, world.b_token)
     async with aiohttp.ClientSession() as http:
         attempts: list[tuple[str, dict[str, Any], int]] = [("none", {}, 401)]
-        for name, token in world.dead.items():
+        for name, token in (await _dead_tokens(http, world.live)).items():
             attempts.append((name, {"headers": bearer(token)}, 401))
+        for name, token in (await _dead_tokens(http, world.live)).items():
             attempts.append((name + " ?token", {"params": {"token": token}}, 401))
+        for name, token in (await _dead_tokens(http, world.live)).items():
             attempts.append((name + " subprotocol", {"protocols": (f"bearer.{token}",)}, 401))
         attempts.append(("cookie, foreign origin", {"headers": {**cookie, "Origin": FOREIGN}}, 403))
         attempts.append(("cookie, no origin", {"headers": cookie}, 403))
