@@ -100,6 +100,8 @@ async def start_chat(
 ) -> SendResult:
     """``timing``: the turn's clock (phases ``admit``, ``lookup`` and the actor's)."""
     admitted = time.perf_counter()
+    if app[REGISTRY].draining:  # SIGTERM: running answers finish, no new one starts
+        raise shutting_down()
     require_redis(app)  # cluster mode: 503 not_ready while Redis is down
     settings = app[SETTINGS]
     catalog = app[CATALOG]
