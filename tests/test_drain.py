@@ -7,6 +7,8 @@ running over WebSockets.
 - The ones still running at the deadline end with ``error``/``server_shutdown`` and are
   stored ``interrupted`` with exactly the text their watchers received.
 - Every socket is closed with 1001 and the process exits 0.
+- Cluster mode: the leases are given back, so another process takes the next command at
+  once.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ import pytest
 from server import db
 from server.tables import Message
 from tests.auth_helpers import bearer, make_user_session
+from tests.cluster_harness import Cluster, lease_owner, require_redis
+from tests.conftest import create_pg_database, drop_pg_database
 from tests.fakes.gemini import FakeGemini, Script
 from tests.server_process import serve
 
@@ -34,6 +38,8 @@ GENERATIONS = 20
 DRAIN = 6.0
 #: Finishing answers: 40 chunks 50 ms apart, about 2 s, well inside the drain.
 FINISHING = 40
+#: Cluster mode: a lease that only a release (not its expiry) frees within the test.
+LONG_LEASE = 30.0
 
 
 class Watcher:
@@ -152,3 +158,67 @@ async def test_sigterm_drains_20_generations(database_url: str, tmp_path: Path) 
     finally:
         release.set()
         await fake.stop()
+
+
+async def test_sigterm_in_cluster_mode_releases_leases(tmp_path: Path) -> None:
+    """Cluster mode: the owner drains its running answer (``done``, stored ``complete``),
+    gives its lease back as it exits, and the next command through another process runs
+    at once, long before the lease could have expired (``CERO_LEASE_TTL`` 30 s)."""
+    await require_redis()
+    url = await create_pg_database()
+    fake = FakeGemini(default_script=Script(chunks=["Title"]))
+    gemini_url = await fake.start()
+    cluster = Cluster(
+        url,
+        tmp_path,
+        {
+            "CERO_LEASE_TTL": str(LONG_LEASE),
+            "CERO_DRAIN_TIMEOUT": str(DRAIN),
+            "GEMINI_API_KEY": "test-key",
+            "CERO_GEMINI_BASE_URL": gemini_url,
+        },
+    )
+    try:
+        await db.migrate(db.bind(url))
+        token, _ = await make_user_session("DrainCluster")
+        a, b = await cluster.start_many(2)
+        fake.enqueue(Script(chunks=[f"c{i} " for i in range(FINISHING)], chunk_delay=0.05))
+        async with aiohttp.ClientSession() as http:
+            async with http.post(
+                f"{a.url}/api/chat",
+                json={"message": "long", "aiModel": MODEL},
+                headers=bearer(token),
+            ) as resp:
+                assert resp.status == 200
+                lines: list[dict[str, Any]] = []
+                async for raw in resp.content:
+                    if not raw.strip():
+                        continue
+                    lines.append(orjson.loads(raw))
+                    if lines[-1]["topic"] == "token" and len(lines) == 3:
+                        a.signal(signal.SIGTERM)
+            init = next(line["data"] for line in lines if line["topic"] == "init")
+            conversation_id = init["conversationId"]
+            done = next(line["data"] for line in lines if line["topic"] == "done")
+            text = "".join(line["data"] for line in lines if line["topic"] == "token")
+            assert done["fullText"] == text and text.count(" ") == FINISHING
+            exit_ = await a.stop()
+            assert exit_.code == 0 and not exit_.killed, exit_
+            assert await lease_owner(cluster.prefix, conversation_id) is None
+
+            started = time.monotonic()
+            async with http.post(
+                f"{b.url}/api/chat",
+                json={"message": "next", "aiModel": MODEL, "conversationId": conversation_id},
+                headers=bearer(token),
+            ) as resp:
+                assert resp.status == 200, await resp.text()
+                topics = [orjson.loads(raw)["topic"] async for raw in resp.content if raw.strip()]
+            assert topics[-1] == "done", topics
+            assert time.monotonic() - started < LONG_LEASE / 3
+        row = await Message.select().where(Message.id == init["messageId"]).first().run()
+        assert row is not None and (row["status"], row["content"]) == ("complete", text)
+    finally:
+        await cluster.stop()
+        await fake.stop()
+        await drop_pg_database(url)
