@@ -1,7 +1,8 @@
 """Deploys that cut no answer (issue 13): SIGTERM to ``cero-api serve`` with 20 generations
 running over WebSockets.
 
-- ``/readyz`` answers 503 at once, and a new ``send`` is refused (``fault``/``server_shutdown``).
+- ``/readyz`` answers 503 at once; a new ``send`` is refused (``fault``/``server_shutdown``),
+  and so are new WebSocket and SSE connections (``503``).
 - The generations that end within ``CERO_DRAIN_TIMEOUT`` end normally: ``done``, stored
   ``complete`` with every token (was: all 20 cut with ``server_shutdown`` at once).
 - The ones still running at the deadline end with ``error``/``server_shutdown`` and are
@@ -126,6 +127,14 @@ async def test_sigterm_drains_20_generations(database_url: str, tmp_path: Path) 
             )
             refused = await extra.wait_for(lambda f: f["type"] == "fault")
             assert refused["code"] == "server_shutdown", refused
+            # New live connections go elsewhere too: WebSocket and SSE answer 503.
+            with pytest.raises(aiohttp.WSServerHandshakeError) as handshake:
+                await http.ws_connect(server.ws_url, headers=bearer(token))
+            assert handshake.value.status == 503
+            events = f"{server.url}/api/conversations/{acks[0]['conversationId']}/events"
+            async with http.get(events, headers=bearer(token)) as sse:
+                assert sse.status == 503
+                assert (await sse.json())["code"] == "server_shutdown"
 
             ends = [
                 await w.wait_for(lambda f: f["type"] in ("done", "error", "cancelled"), 40)
