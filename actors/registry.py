@@ -37,6 +37,8 @@ class Registry:
         #: Spawns overtaken by a delete: they must not register an actor when they end.
         self._doomed: set[asyncio.Task[ConversationActor]] = set()
         self._closing = False
+        #: SIGTERM: no new generation starts; running ones may finish (``drain``).
+        self.draining = False
         self._deleting: set[str] = set()
         self._cleanups: set[asyncio.Task[None]] = set()
         self.crashes = 0
@@ -193,6 +195,22 @@ class Registry:
                 await cluster.deleted(conversation_id)
         finally:
             self._deleting.discard(conversation_id)
+
+    def running_generations(self) -> list[asyncio.Task[None]]:
+        return [
+            actor.generation.task
+            for actor in self._actors.values()
+            if actor.generation is not None and actor.generation.task is not None
+        ]
+
+    async def drain(self, within: float) -> int:
+        """Refuse new generations from now on and wait up to ``within`` seconds for the
+        running ones to end on their own; how many still run then (``close`` ends them)."""
+        self.draining = True
+        tasks = self.running_generations()
+        if tasks and within > 0:
+            await asyncio.wait(tasks, timeout=within)
+        return sum(not task.done() for task in tasks)
 
     async def close(self) -> None:
         """Stop every actor: running generations end as ``server_shutdown``."""

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import structlog
 from aiohttp import web
 
-from server import auth, db
+from server import auth, db, security_headers
 from server.app_keys import ENGINE, METRICS, SETTINGS
 from server.auth.middleware import auth_middleware
 from server.chat_runtime import chat_runtime, stop_actors
@@ -49,6 +49,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(shared_state)  # cluster mode: limits and revocations in Redis
     # Generations end (server_shutdown) and live streams close while the database is open.
     app.on_shutdown.append(stop_actors)
+    security_headers.setup(app)  # CSP, nosniff, Referrer-Policy, HSTS behind https
     app.add_routes(health.routes)
     app.router.add_get("/metrics", metrics_view)
     app.router.add_get("/openapi.json", openapi_view)

@@ -61,6 +61,12 @@ def shutting_down() -> ApiError:
     return ApiError(503, "server_shutdown", "The server is shutting down")
 
 
+def refuse_while_draining(app: web.Application) -> None:
+    """SIGTERM: new live connections (WebSocket, SSE) and generations go elsewhere."""
+    if app[REGISTRY].draining:
+        raise shutting_down()
+
+
 async def lookup_actor(
     app: web.Application, conversation_id: str, user_id: str
 ) -> ConversationActor:
@@ -100,6 +106,7 @@ async def start_chat(
 ) -> SendResult:
     """``timing``: the turn's clock (phases ``admit``, ``lookup`` and the actor's)."""
     admitted = time.perf_counter()
+    refuse_while_draining(app)  # SIGTERM: running answers finish, no new one starts
     require_redis(app)  # cluster mode: 503 not_ready while Redis is down
     settings = app[SETTINGS]
     catalog = app[CATALOG]
@@ -285,6 +292,7 @@ __all__ = [
     "lookup_actor",
     "owned_conversation",
     "rebuilt_events",
+    "refuse_while_draining",
     "run_on_actor",
     "start_chat",
 ]

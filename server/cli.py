@@ -54,6 +54,7 @@ def _describe_db_error(settings: Settings, exc: BaseException) -> str:
 
 async def _serve(settings: Settings) -> None:
     from server.app import create_app
+    from server.app_keys import REGISTRY
     from server.http_protocol import make_runner
 
     nofile = raise_nofile_limit()
@@ -106,7 +107,23 @@ async def _serve(settings: Settings) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    log.info("shutting_down")
+    # Deploys cut no answer: /readyz answers 503 and new generations are refused at once;
+    # running ones get CERO_DRAIN_TIMEOUT to finish, then cleanup ends the rest
+    # (server_shutdown, stored interrupted with their text) and closes sockets with 1001.
+    registry = app[REGISTRY]
+    log.info(
+        "draining",
+        generations=len(registry.running_generations()),
+        timeout=settings.drain_timeout,
+    )
+    stop.clear()  # a second signal cuts the drain short
+    draining = asyncio.ensure_future(registry.drain(settings.drain_timeout))
+    again = asyncio.ensure_future(stop.wait())
+    await asyncio.wait([draining, again], return_when=asyncio.FIRST_COMPLETED)
+    again.cancel()
+    draining.cancel()
+    unfinished = len([t for t in registry.running_generations() if not t.done()])
+    log.info("shutting_down", unfinished=unfinished)
     watchdog = _exit_watchdog(SHUTDOWN_DEADLINE_S)
     try:
         await asyncio.wait_for(runner.cleanup(), SHUTDOWN_DEADLINE_S - 1.0)

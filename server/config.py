@@ -112,6 +112,8 @@ class Settings(BaseSettings):
     flush_interval: float = Field(0.5, validation_alias="CERO_FLUSH_INTERVAL", gt=0, le=1.0)
     db_write_timeout: float = Field(5.0, validation_alias="CERO_DB_WRITE_TIMEOUT", gt=0, le=120)
     db_commit_timeout: float = Field(30.0, validation_alias="CERO_DB_COMMIT_TIMEOUT", gt=0)
+    #: SIGTERM: running generations may finish this long before they end ``server_shutdown``.
+    drain_timeout: float = Field(25.0, validation_alias="CERO_DRAIN_TIMEOUT", ge=0, le=600)
     db_pool_size: int = Field(20, validation_alias="CERO_DB_POOL_SIZE", ge=2, le=500)
     #: Seconds between checks for freed memory to give back to the system (glibc); 0: off.
     malloc_trim_interval: float = Field(

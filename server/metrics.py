@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -14,6 +15,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    ProcessCollector,
     generate_latest,
 )
 
@@ -70,6 +72,8 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         registry = self.registry
+        # process_open_fds, process_resident_memory_bytes, process_cpu_seconds_total...
+        ProcessCollector(registry=registry)
         self.tokens = Counter(
             "cero_tokens_streamed",
             "Token events published by conversation actors",
@@ -187,6 +191,12 @@ class Metrics:
             gauge.set_function(value)
 
     def bind_registry(self, registry: Registry) -> None:
+        loop = asyncio.get_running_loop()
+        self._reading(
+            "cero_asyncio_tasks",
+            "asyncio tasks alive in this process's event loop (a leak grows it)",
+            lambda: len(asyncio.all_tasks(loop)),
+        )
         self._reading(
             "cero_live_actors", "Conversation actors alive in this process", lambda: len(registry)
         )

@@ -74,6 +74,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             message = "Request body too large"
         headers = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
         return error_response(request, exc.status, code, message, headers=headers)
+    except ConnectionResetError:
+        # The client vanished mid-request (half a body sent, then gone): not a server
+        # error and no traceback; the answer below finds the connection closed.
+        log.info("client_gone", path=request.path, method=request.method)
+        return error_response(request, 400, "bad_request", "The request was cut short")
     except Exception as exc:
         # StoreUnavailable (a bounded write that expired), and the drivers' own lock and
         # connection errors from any other query (sign-in, conversation create/rename/

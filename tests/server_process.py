@@ -66,6 +66,9 @@ def server_env(
         CERO_PORT=str(port),
         BETTER_AUTH_SECRET="s" * 40,
         CERO_LOG_FORMAT="json",
+        # SIGTERM ends running generations at once (server_shutdown), as before the drain
+        # existed; a test of the drain itself sets CERO_DRAIN_TIMEOUT.
+        CERO_DRAIN_TIMEOUT="0",
     )
     if database_url is not None:
         out["DATABASE_URL"] = database_url

@@ -168,6 +168,9 @@ def classify(error: BaseException) -> tuple[ErrorCode, bool]:
         if code in (400, 401, 403, 404):
             return "bad_request", False
         return "internal", False
+    if isinstance(error, genai_errors.UnknownApiResponseError):
+        # A chunk that is not JSON (a garbled or cut stream): the upstream's fault, not ours.
+        return "upstream_unavailable", True
     if isinstance(error, TimeoutError):
         return "upstream_timeout", False
     if isinstance(error, (aiohttp.ClientError, ConnectionError, OSError)):
@@ -178,6 +181,8 @@ def classify(error: BaseException) -> tuple[ErrorCode, bool]:
 def _describe(error: BaseException) -> str:
     if isinstance(error, genai_errors.APIError):
         return f"Gemini answered {error.code} {error.status or ''}: {error.message or ''}".strip()
+    if isinstance(error, genai_errors.UnknownApiResponseError):
+        return "Gemini sent a malformed response"  # not the raw text: it goes to clients
     return f"Gemini request failed: {type(error).__name__}: {error}"
 
 

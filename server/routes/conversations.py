@@ -21,7 +21,12 @@ from server.app_keys import CATALOG, METRICS, REGISTRY, SETTINGS
 from server.auth.current import require_user
 from server.bodies import read_model
 from server.chat_request import NON_BLANK, no_nul
-from server.chat_service import cancel_generation, owned_conversation, run_on_actor
+from server.chat_service import (
+    cancel_generation,
+    owned_conversation,
+    refuse_while_draining,
+    run_on_actor,
+)
 from server.chat_store import to_stored
 from server.errors import ApiError
 from server.tables import Conversation, Message
@@ -218,6 +223,7 @@ async def cancel(request: web.Request) -> web.Response:
 @routes.get("/api/conversations/{id}/events")
 async def events(request: web.Request) -> web.StreamResponse:
     user = require_user(request)
+    refuse_while_draining(request.app)
     settings = request.app[SETTINGS]
     after = request.headers.get("Last-Event-ID") or request.query.get("after") or None
     from server.transports.wire import RawWriter

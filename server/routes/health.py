@@ -9,7 +9,7 @@ from aiohttp import web
 
 from server import api_models as wire
 from server import db
-from server.app_keys import ENGINE, REDIS_HEALTH, SETTINGS, WRITER
+from server.app_keys import ENGINE, REDIS_HEALTH, REGISTRY, SETTINGS, WRITER
 from server.errors import error_response
 from server.redis_conn import REDIS_FAULTS
 
@@ -34,6 +34,10 @@ async def healthz(request: web.Request) -> web.Response:
 @routes.get("/readyz")
 async def readyz(request: web.Request) -> web.Response:
     checks: dict[str, str] = {}
+    registry = request.app.get(REGISTRY)
+    if registry is not None and registry.draining:
+        # At once on SIGTERM, so a load balancer sends nothing new here.
+        return _not_ready(request, "draining: the server is shutting down")
     try:
         # Answering a SELECT is not enough: a database whose write lock is held answers
         # reads while every chat and sign-in waits. Readiness needs a write taken.

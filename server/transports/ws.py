@@ -23,7 +23,13 @@ from actors.conversation import ConversationActor, SubscribeSpec
 from actors.hub import Subscription
 from server.app_keys import METRICS, SETTINGS
 from server.auth.rate_limit import SlidingWindow
-from server.chat_service import cancel_generation, rebuilt_events, run_on_actor, start_chat
+from server.chat_service import (
+    cancel_generation,
+    rebuilt_events,
+    refuse_while_draining,
+    run_on_actor,
+    start_chat,
+)
 from server.db import is_unavailable
 from server.errors import ApiError
 from server.transports.liveness import LIVE_SESSIONS, watching
@@ -242,6 +248,7 @@ class Connection(Outbound):
 @routes.get("/api/ws")
 async def websocket(request: web.Request) -> web.StreamResponse:
     user, protocol = await authenticate(request)
+    refuse_while_draining(request.app)
     settings = request.app[SETTINGS]
     connection = Connection(request, user)
     ws = CeroWebSocket(

@@ -116,6 +116,10 @@ class Script:
     timed_tokens: int | None = None  # rate mode: this many timestamped tokens
     tokens_per_second: float = 50.0
     drop_connection_after: int | None = None  # close the socket after N chunks
+    #: After N chunks one event whose data is not JSON (``malformed``), then the stream
+    #: goes on as scripted: a proxy or upstream that garbles a chunk mid-answer.
+    malformed_after: int | None = None
+    malformed: bytes = b'{"candidates": [{"content": {"parts": [{"text": "cut'
     #: After ``release_after`` chunks the stream waits until the test sets ``release``
     #: (same event loop): a stream held mid-answer for as long as the test needs.
     release_after: int | None = None
@@ -344,6 +348,8 @@ class FakeGemini:
                     return response
                 if script.stall_after is not None and i == script.stall_after:
                     await asyncio.sleep(script.stall_seconds)
+                if script.malformed_after is not None and i == script.malformed_after:
+                    await response.write(b"data: " + script.malformed + b"\r\n\r\n")
                 if script.release is not None and i == script.release_after:
                     await script.release.wait()
                 if part is None:

@@ -1,0 +1,40 @@
+"""Security headers on every response, as an ``on_response_prepare`` hook.
+
+Every response: ``X-Content-Type-Options: nosniff`` and ``Referrer-Policy: same-origin``
+(unless the handler set its own), and ``Strict-Transport-Security`` when the public URL is
+https. Every HTML response: a ``Content-Security-Policy`` — the page's own when it sets one
+(``/app`` and ``/device`` do, each as strict as that page allows), else :data:`HTML_CSP` —
+that always carries ``frame-ancestors 'none'``, and ``X-Frame-Options: DENY`` for browsers
+without CSP level 2. A hook rather than a middleware so that answers made outside the
+handler chain (aiohttp's own exceptions, streams, the WebSocket upgrade) get them too.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from server.app_keys import SETTINGS
+
+#: For an HTML answer that brings no policy of its own: nothing loads, nothing frames it.
+HTML_CSP = "default-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+#: Two years, the preload list's minimum; no ``includeSubDomains`` (other hosts are not ours).
+HSTS = "max-age=63072000"
+
+
+def setup(app: web.Application) -> None:
+    app.on_response_prepare.append(_add_headers)
+
+
+async def _add_headers(request: web.Request, response: web.StreamResponse) -> None:
+    headers = response.headers
+    headers.setdefault("X-Content-Type-Options", "nosniff")
+    headers.setdefault("Referrer-Policy", "same-origin")
+    if request.app[SETTINGS].secure_cookies:  # the public URL is https
+        headers.setdefault("Strict-Transport-Security", HSTS)
+    if response.content_type == "text/html":
+        policy = headers.get("Content-Security-Policy")
+        if policy is None:
+            headers["Content-Security-Policy"] = HTML_CSP
+        elif "frame-ancestors" not in policy:
+            headers["Content-Security-Policy"] = f"{policy}; frame-ancestors 'none'"
+        headers.setdefault("X-Frame-Options", "DENY")

@@ -1,0 +1,98 @@
+"""Security headers (server/security_headers.py) over real HTTP, on every route.
+
+Every answer of every route carries ``X-Content-Type-Options: nosniff`` and a
+``Referrer-Policy``; every HTML answer (``/app``, ``/device`` signed out, signed in and
+posted, and any route that answers HTML) a Content-Security-Policy with
+``frame-ancestors 'none'``; ``Strict-Transport-Security`` only when the public URL is https.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest_asyncio
+
+from server.config import Settings
+from server.security_headers import HSTS
+from tests.auth_helpers import fresh_ip, make_user_session, running, session_cookie
+from tests.conftest import Live, make_settings, start_live
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def live(database_url: str) -> AsyncIterator[Live]:
+    app = await start_live(
+        lambda port: make_settings(database_url, port=port, trusted_proxies=["127.0.0.1/32"])
+    )
+    try:
+        yield app
+    finally:
+        await app.server.close()
+
+
+def _check(resp: aiohttp.ClientResponse, what: str, *, https: bool = False) -> None:
+    headers = resp.headers
+    assert headers.get("X-Content-Type-Options") == "nosniff", what
+    assert headers.get("Referrer-Policy") in ("same-origin", "no-referrer"), what
+    assert ("Strict-Transport-Security" in headers) is https, what
+    if resp.content_type == "text/html":
+        policy = headers.get("Content-Security-Policy", "")
+        directives = {d.strip().split(" ", 1)[0]: d.strip() for d in policy.split(";")}
+        assert directives.get("frame-ancestors") == "frame-ancestors 'none'", (what, policy)
+        assert "default-src" in directives, (what, policy)
+        assert "'unsafe-inline'" not in policy and "*" not in policy, (what, policy)
+        assert headers.get("X-Frame-Options") == "DENY", what
+
+
+async def test_every_get_route_and_the_html_pages(live: Live) -> None:
+    token, _ = await make_user_session("Page")
+    cookie = session_cookie(live.settings, token)
+    own = {"Origin": live.settings.public_url}
+    paths = {
+        route.resource.canonical.replace("{id}", "x").replace("{name}", "app.js")
+        for route in live.app.router.routes()
+        if route.method == "GET" and route.resource is not None
+    }
+    html = 0
+    async with aiohttp.ClientSession() as http:
+        for path in sorted(paths | {"/no-such-page", "/app/nope"}):
+            if path == "/api/ws":
+                continue  # the upgrade, below
+            async with http.get(
+                live.url + path,
+                headers=fresh_ip(),
+                allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(total=10),
+            ) as resp:
+                _check(resp, path)
+                html += resp.content_type == "text/html"
+        async with http.get(live.url + "/api/auth/device", headers=fresh_ip()) as resp:
+            _check(resp, "error JSON")
+        code_page = [
+            ("GET", "/device", {"user_code": "BCDF-GHJK"}, None),
+            ("POST", "/device", None, {"user_code": "BCDF-GHJK", "action": "approve"}),
+            ("POST", "/device", None, {"user_code": "BCDF-GHJK"}),
+        ]
+        for method, path, params, form in code_page:
+            async with http.request(
+                method,
+                live.url + path,
+                params=params,
+                data=form,
+                headers={**cookie, **own, **fresh_ip()},
+            ) as resp:
+                assert resp.content_type == "text/html", (method, path)
+                _check(resp, f"{method} {path} signed in")
+                html += 1
+    assert html >= 5  # /app, /device signed out, and the signed-in device pages
+
+
+async def test_hsts_only_behind_https(database_url: str) -> None:
+    def https(port: int) -> Settings:
+        return make_settings(database_url, port=port, public_url_setting="https://cero.example")
+
+    async with running(https) as app, aiohttp.ClientSession() as http:
+        for path in ("/healthz", "/app", "/device", "/api/user/whoami"):
+            async with http.get(app.url + path) as resp:
+                _check(resp, path, https=True)
+                assert resp.headers["Strict-Transport-Security"] == HSTS
