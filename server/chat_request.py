@@ -9,14 +9,20 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 ClientId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 
 
+#: What the validators below accept, stated for the JSON schema (``/openapi.json``): no
+#: U+0000 anywhere, and (message, title) not only whitespace (``str.isspace``: Python's ``\s``).
+NO_NUL = r"^[^\u0000]*$"
+NON_BLANK = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
+
+
 class ChatRequest(BaseModel):
     """The body of ``POST /api/chat`` (and the fields of a WebSocket ``send``)."""
 
     model_config = ConfigDict(extra="ignore", strict=True)
 
-    message: str
-    conversationId: str | None = Field(default=None, max_length=64)
-    aiModel: str | None = Field(default=None, max_length=128)
+    message: str = Field(json_schema_extra={"pattern": NON_BLANK})
+    conversationId: str | None = Field(default=None, max_length=64, pattern=NO_NUL)
+    aiModel: str | None = Field(default=None, max_length=128, pattern=NO_NUL)
     tools: list[str] = Field(default_factory=list, max_length=8)
     clientMessageId: ClientId | None = None
 

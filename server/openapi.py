@@ -1,161 +1,390 @@
 """``GET /openapi.json``: an OpenAPI 3.1 description of every HTTP endpoint.
 
-The operations are listed here by hand (summaries, auth, answers); request schemas come
-from the same pydantic models that validate the bodies. A test checks that every route
-the app registers is described, so the document cannot silently fall behind.
+Each operation names the pydantic models its handler really uses: the request body model
+it validates with, the response model it answers through (:func:`server.api_models.reply`)
+and the error statuses it can give, each with the contract's error shape
+(``{error, code}``, or ``{error, error_description}`` under ``/api/auth/``). A test compares
+the document with the app's router both ways, and schemathesis fuzzes a live server
+against it.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from pydantic import BaseModel
 
+from server import api_models as m
+from server.auth.device_routes import CodeRequest, DecisionRequest, TokenRequest
+from server.auth.github_routes import SocialRequest
+from server.auth.session_routes import RevokeRequest
 from server.chat_request import ChatRequest
-from server.errors import json_response
+from server.errors import AUTH_PREFIX
+from server.routes.conversations import CancelBody, Rename
 
 JSON = "application/json"
+FORM = "application/x-www-form-urlencoded"
+HTML = "text/html"
 
-_ERROR = {
-    "type": "object",
-    "properties": {"error": {"type": "string"}, "code": {"type": "string"}},
-    "required": ["error", "code"],
+Auth = str  # "public" | "bearer" (or the cookie) | "cookie" (only) | "optional"
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    where: str = "query"  # "query" | "header" | "path"
+    schema: dict[str, Any] = field(default_factory=lambda: {"type": "string"})
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Op:
+    summary: str
+    tag: str
+    auth: Auth = "public"
+    #: The 200 answer: a response model, or a media type (``text/html``, SSE, ...).
+    ok: type[BaseModel] | str | None = None
+    body: type[BaseModel] | None = None
+    form: bool = False  # the body may also be form-encoded (OAuth endpoints)
+    params: tuple[Param, ...] = ()
+    errors: tuple[int, ...] = ()
+    redirect: bool = False  # answers 302 with Location
+
+
+_ID = Param("id", "path", description="A conversation id")
+_LIMITED = (429,)
+_BODY_ERRORS = (400, 413, 415)
+_DESCRIPTIONS = {
+    400: "Bad request: malformed body or parameter (names `field` where it can)",
+    401: "No valid credential",
+    403: "Forbidden (foreign Origin on a cookie write, or refused)",
+    404: "Not found (a missing and a foreign resource answer alike)",
+    405: "Method not allowed",
+    409: "Conflict (conversation_busy)",
+    410: "Gone (expired)",
+    413: "Body too large",
+    415: "Unsupported media type",
+    429: "Rate limited (Retry-After)",
+    503: "Not ready / overloaded (Retry-After)",
 }
-_OAUTH_ERROR = {
-    "type": "object",
-    "properties": {"error": {"type": "string"}, "error_description": {"type": "string"}},
-    "required": ["error"],
-}
 
-Auth = str  # "public" | "bearer" (or the cookie) | "cookie" (only)
-Operation = tuple[str, str]  # (method, path)
-Described = tuple[str, str, Auth]  # (summary, tag, auth)
-
-
-def _group(tag: str, auth: Auth, summaries: dict[Operation, str]) -> dict[Operation, Described]:
-    """Operations of one tag that authenticate alike: ``(method, path)`` → summary."""
-    return {op: (summary, tag, auth) for op, summary in summaries.items()}
-
-
-_OPS: dict[Operation, Described] = {
-    **_group(
-        "health",
-        "public",
-        {
-            ("get", "/"): 'Root probe: {"status": "ok"}',
-            ("get", "/healthz"): "Liveness",
-            ("get", "/readyz"): "Readiness: database (and Redis when configured)",
-            ("get", "/metrics"): "Prometheus metrics",
-            ("get", "/openapi.json"): "This document",
-        },
+OPS: dict[tuple[str, str], Op] = {
+    # health
+    ("get", "/"): Op('Root probe: {"status": "ok"}', "health", ok=m.Status),
+    ("get", "/healthz"): Op("Liveness", "health", ok=m.Status),
+    ("get", "/readyz"): Op(
+        "Readiness: database (and Redis when configured)", "health", ok=m.Status, errors=(503,)
     ),
-    **_group("chat", "public", {("get", "/api/models"): "Model catalog"}),
-    **_group(
+    ("get", "/metrics"): Op("Prometheus metrics", "health", ok="text/plain"),
+    ("get", "/openapi.json"): Op("This document", "health", ok=JSON),
+    # chat
+    ("get", "/api/models"): Op("Model catalog", "chat", ok=m.Models),
+    ("post", "/api/chat"): Op(
+        "Send a message; streams SSE (Accept: text/event-stream) or NDJSON",
         "chat",
         "bearer",
-        {
-            ("post", "/api/chat"): (
-                "Send a message; streams SSE (Accept: text/event-stream) or NDJSON"
-            ),
-            ("get", "/api/conversations"): "List conversations (cursor pagination)",
-            ("get", "/api/conversations/{id}/messages"): "A conversation's messages",
-            ("patch", "/api/conversations/{id}"): "Rename a conversation",
-            ("delete", "/api/conversations/{id}"): "Delete a conversation",
-            ("post", "/api/conversations/{id}/cancel"): "Cancel a generation",
-        },
+        ok="text/event-stream",
+        body=ChatRequest,
+        errors=(*_BODY_ERRORS, 404, 409, 429, 503),
     ),
-    **_group(
+    ("get", "/api/conversations"): Op(
+        "List conversations (cursor pagination)",
+        "chat",
+        "bearer",
+        ok=m.ConversationPage,
+        params=(
+            Param("limit", schema={"type": "integer", "minimum": 1, "maximum": 100}),
+            Param(
+                "cursor",
+                schema={"type": "string", "pattern": "^[A-Za-z0-9_-]*$"},
+                description="nextCursor of the previous page (opaque; another is 400)",
+            ),
+        ),
+        errors=(400,),
+    ),
+    ("get", "/api/conversations/{id}/messages"): Op(
+        "A conversation's messages", "chat", "bearer", ok=m.Messages, params=(_ID,), errors=(404,)
+    ),
+    ("patch", "/api/conversations/{id}"): Op(
+        "Rename a conversation",
+        "chat",
+        "bearer",
+        ok=m.Renamed,
+        body=Rename,
+        params=(_ID,),
+        errors=(*_BODY_ERRORS, 404),
+    ),
+    ("delete", "/api/conversations/{id}"): Op(
+        "Delete a conversation", "chat", "bearer", ok=m.Deleted, params=(_ID,), errors=(404,)
+    ),
+    ("post", "/api/conversations/{id}/cancel"): Op(
+        "Cancel a generation",
+        "chat",
+        "bearer",
+        ok=m.Cancelled,
+        body=CancelBody,
+        params=(_ID,),
+        errors=(*_BODY_ERRORS, 404),
+    ),
+    # live
+    ("get", "/api/conversations/{id}/events"): Op(
+        "Live events (SSE); resume with Last-Event-ID or ?after=",
         "live",
         "bearer",
-        {
-            ("get", "/api/conversations/{id}/events"): (
-                "Live events (SSE); resume with Last-Event-ID or ?after="
-            ),
-            ("get", "/api/ws"): "WebSocket upgrade (see the README's WebSocket section)",
-        },
+        ok="text/event-stream",
+        params=(
+            _ID,
+            Param("after", description="Resume after this event id"),
+            Param("Last-Event-ID", "header", description="Resume after this event id"),
+        ),
+        errors=(400, 404, 429, 503),
     ),
-    **_group(
+    ("get", "/api/ws"): Op(
+        "WebSocket upgrade (see the README's WebSocket section)",
+        "live",
+        "bearer",
+        ok=None,
+        errors=(400, 429, 503),
+    ),
+    # auth, public
+    ("post", "/api/auth/device/code"): Op(
+        "RFC 8628 device authorization",
         "auth",
-        "public",
-        {
-            ("post", "/api/auth/device/code"): "RFC 8628 device authorization",
-            ("post", "/api/auth/device/token"): "RFC 8628 token polling",
-            ("get", "/api/auth/device"): "Look up (and claim) a user code",
-            ("post", "/api/auth/sign-in/social"): "Start GitHub sign-in (Better Auth)",
-            ("post", "/api/auth/sign-in/github"): "Start GitHub sign-in",
-            ("get", "/api/auth/callback/github"): "GitHub OAuth callback",
-            ("get", "/api/auth/get-session"): "Current session or null",
-            ("get", "/api/auth/session"): "Current session or null",
-            ("get", "/auth/local"): "One-time local sign-in link (loopback only)",
-            ("get", "/auth/github"): "Browser entry to GitHub sign-in",
-        },
+        ok=m.DeviceCode,
+        body=CodeRequest,
+        form=True,
+        errors=(*_BODY_ERRORS, *_LIMITED),
     ),
-    **_group(
+    ("post", "/api/auth/device/token"): Op(
+        "RFC 8628 token polling (400 authorization_pending, slow_down, expired_token, ...)",
+        "auth",
+        ok=m.DeviceToken,
+        body=TokenRequest,
+        form=True,
+        errors=_BODY_ERRORS,
+    ),
+    ("get", "/api/auth/device"): Op(
+        "Look up (and claim) a user code",
+        "auth",
+        "optional",
+        ok=m.DeviceLookup,
+        params=(Param("user_code"),),
+        errors=(400, 404, 410, *_LIMITED),
+    ),
+    ("post", "/api/auth/sign-in/social"): Op(
+        "Start GitHub sign-in (Better Auth)",
+        "auth",
+        ok=m.SignInUrl,
+        body=SocialRequest,
+        errors=(*_BODY_ERRORS, 403, 404),
+    ),
+    ("post", "/api/auth/sign-in/github"): Op(
+        "Start GitHub sign-in",
+        "auth",
+        ok=m.SignInUrl,
+        body=SocialRequest,
+        errors=(*_BODY_ERRORS, 403, 404),
+    ),
+    ("get", "/api/auth/callback/github"): Op(
+        "GitHub OAuth callback",
+        "auth",
+        params=(Param("code"), Param("state"), Param("error")),
+        errors=(400, 404),
+        redirect=True,
+    ),
+    ("get", "/api/auth/get-session"): Op(
+        "Current session or null", "auth", "optional", ok=m.MaybeSession
+    ),
+    ("get", "/api/auth/session"): Op(
+        "Current session or null", "auth", "optional", ok=m.MaybeSession
+    ),
+    ("get", "/auth/local"): Op(
+        "One-time local sign-in link (loopback only)",
+        "auth",
+        params=(Param("token"), Param("next")),
+        errors=(403,),
+        redirect=True,
+    ),
+    ("get", "/auth/github"): Op(
+        "Browser entry to GitHub sign-in",
+        "auth",
+        params=(Param("next"),),
+        errors=(404,),
+        redirect=True,
+    ),
+    # auth, signed in
+    ("get", "/api/user/whoami"): Op("The signed-in user", "auth", "bearer", ok=m.WhoAmI),
+    ("post", "/api/auth/device/approve"): Op(
+        "Approve a device code",
         "auth",
         "bearer",
-        {
-            ("get", "/api/user/whoami"): "The signed-in user",
-            ("post", "/api/auth/device/approve"): "Approve a device code",
-            ("post", "/api/auth/device/deny"): "Deny a device code",
-            ("post", "/api/auth/sign-out"): "Revoke the current session",
-            ("get", "/api/auth/list-sessions"): "The user's live sessions",
-            ("post", "/api/auth/revoke-session"): "Revoke one of the user's sessions",
-        },
+        ok=m.Success,
+        body=DecisionRequest,
+        form=True,
+        errors=(*_BODY_ERRORS, 403, 404, 409, 410, *_LIMITED),
     ),
-    **_group(
-        "pages",
-        "public",
-        {
-            ("get", "/device"): "Device approval page (HTML)",
-            ("get", "/app"): "The web chat page (HTML)",
-            ("get", "/app/{name}"): "The web page's script and stylesheet",
-        },
+    ("post", "/api/auth/device/deny"): Op(
+        "Deny a device code",
+        "auth",
+        "bearer",
+        ok=m.Success,
+        body=DecisionRequest,
+        form=True,
+        errors=(*_BODY_ERRORS, 403, 404, 409, 410, *_LIMITED),
     ),
-    **_group(
+    ("post", "/api/auth/sign-out"): Op(
+        "Revoke the current session", "auth", "optional", ok=m.Success, errors=(403,)
+    ),
+    ("get", "/api/auth/list-sessions"): Op(
+        "The user's live sessions", "auth", "bearer", ok=m.SessionList
+    ),
+    ("post", "/api/auth/revoke-session"): Op(
+        "Revoke one of the user's sessions",
+        "auth",
+        "bearer",
+        ok=m.RevokeStatus,
+        body=RevokeRequest,
+        errors=_BODY_ERRORS,
+    ),
+    # pages
+    ("get", "/device"): Op(
+        "Device approval page (HTML)",
         "pages",
-        "cookie",
-        {("post", "/device"): "Device approval form (HTML, cookie + same origin)"},
+        ok=HTML,
+        params=(Param("user_code"),),
+        errors=(*_LIMITED,),
+    ),
+    ("get", "/app"): Op("The web chat page (HTML)", "pages", ok=HTML),
+    ("get", "/app/{name}"): Op(
+        "The web page's script and stylesheet",
+        "pages",
+        ok="text/javascript",
+        params=(Param("name", "path"),),
+        errors=(404,),
+    ),
+    ("post", "/device"): Op(
+        "Device approval form (HTML, cookie + same origin; signed out: a sign-in prompt)",
+        "pages",
+        "optional",
+        ok=HTML,
+        errors=(400, *_LIMITED),
     ),
 }
 
+_HTML_ERRORS = {("post", "/device"), ("get", "/device")}
 
-def _operation(method: str, path: str) -> dict[str, Any]:
-    summary, tag, auth = _OPS[(method, path)]
-    error = _OAUTH_ERROR if path.startswith("/api/auth/") else _ERROR
-    op: dict[str, Any] = {
-        "summary": summary,
-        "tags": [tag],
-        "responses": {
-            "200": {"description": "OK"},
-            "4XX": {"description": "Error", "content": {JSON: {"schema": error}}},
-        },
+
+class _Schemas:
+    """Collects every model's JSON schema under ``components/schemas`` (``$ref`` by name)."""
+
+    def __init__(self) -> None:
+        self.defs: dict[str, Any] = {}
+
+    def ref(self, model: type[BaseModel], *, mode: str = "serialization") -> dict[str, Any]:
+        schema = model.model_json_schema(
+            mode="validation" if mode == "validation" else "serialization",
+            ref_template="#/components/schemas/{model}",
+        )
+        self.defs.update(schema.pop("$defs", {}))
+        name = model.__name__ if "title" not in schema else str(schema["title"])
+        name = name.replace("[", "_").replace("]", "").replace(" ", "").replace(",", "_")
+        name = name.replace("|", "_")
+        self.defs[name] = schema
+        return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _operation(method: str, path: str, op: Op, schemas: _Schemas) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "summary": op.summary,
+        "tags": [op.tag],
+        "operationId": _op_id(method, path),
     }
-    if auth == "bearer":
-        op["security"] = [{"bearer": []}, {"cookie": []}]
-    elif auth == "cookie":
-        op["security"] = [{"cookie": []}]
-    for name in ("id", "name"):
-        if "{" + name + "}" in path:
-            op["parameters"] = [
-                {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-            ]
-    if (method, path) == ("post", "/api/chat"):
-        op["requestBody"] = {
-            "required": True,
-            "content": {JSON: {"schema": ChatRequest.model_json_schema()}},
+    if op.auth == "bearer":
+        out["security"] = [{"bearer": []}, {"cookie": []}]
+    elif op.auth == "cookie":
+        out["security"] = [{"cookie": []}]
+    elif op.auth == "optional":
+        out["security"] = [{"bearer": []}, {"cookie": []}, {}]
+    if op.params:
+        out["parameters"] = [
+            {
+                "name": p.name,
+                "in": p.where,
+                "required": p.where == "path",
+                "schema": p.schema,
+                **({"description": p.description} if p.description else {}),
+            }
+            for p in op.params
+        ]
+    if op.body is not None:
+        body_schema = schemas.ref(op.body, mode="validation")
+        media = {JSON: {"schema": body_schema}}
+        if op.form:
+            media[FORM] = {"schema": body_schema}
+        required = any(f.is_required() for f in op.body.model_fields.values())
+        out["requestBody"] = {"required": required, "content": media}
+    elif (method, path) == ("post", "/device"):
+        out["requestBody"] = {
+            "content": {
+                FORM: {
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "user_code": {"type": "string"},
+                            "action": {
+                                "type": "string",
+                                "description": "approve or deny (else the form again)",
+                            },
+                        },
+                    }
+                }
+            }
         }
-        op["responses"]["200"] = {
+    responses: dict[str, Any] = {}
+    if op.redirect:
+        responses["302"] = {"description": "Redirect (Location)"}
+    elif isinstance(op.ok, type):
+        responses["200"] = {"description": "OK", "content": {JSON: {"schema": schemas.ref(op.ok)}}}
+    elif op.ok == "text/event-stream" and (method, path) == ("post", "/api/chat"):
+        responses["200"] = {
             "description": "The turn's events",
             "content": {"text/event-stream": {}, "application/x-ndjson": {}},
         }
-        op["responses"]["409"] = {"description": "conversation_busy"}
-    return op
+    elif op.ok is not None:
+        responses["200"] = {"description": "OK", "content": {op.ok: {}}}
+    else:
+        responses["101"] = {"description": "Switching Protocols (WebSocket)"}
+    error = m.OAuthErrorBody if path.startswith(AUTH_PREFIX) else m.ApiErrorBody
+    statuses = set(op.errors) | {405}
+    if op.auth == "bearer":
+        statuses.add(401)
+    if op.auth in ("bearer", "cookie") and method != "get":
+        statuses.add(403)  # a cookie write from a foreign Origin
+    for status in sorted(statuses):
+        if (method, path) in _HTML_ERRORS:
+            content: dict[str, Any] = {HTML: {}}
+        else:
+            content = {JSON: {"schema": schemas.ref(error)}}
+        responses[str(status)] = {
+            "description": _DESCRIPTIONS.get(status, "Error"),
+            "content": content,
+        }
+    out["responses"] = responses
+    return out
+
+
+def _op_id(method: str, path: str) -> str:
+    words = [w.strip("{}") for w in path.split("/") if w] or ["root"]
+    return method + "_" + "_".join(w.replace("-", "_").replace(".", "_") for w in words)
 
 
 def document(public_url: str) -> dict[str, Any]:
+    schemas = _Schemas()
     paths: dict[str, dict[str, Any]] = {}
-    for method, path in _OPS:
-        paths.setdefault(path, {})[method] = _operation(method, path)
+    for (method, path), op in OPS.items():
+        paths.setdefault(path, {})[method] = _operation(method, path, op, schemas)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -165,20 +394,22 @@ def document(public_url: str) -> dict[str, Any]:
         },
         "servers": [{"url": public_url}],
         "components": {
+            "schemas": dict(sorted(schemas.defs.items())),
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer"},
                 "cookie": {"type": "apiKey", "in": "cookie", "name": "better-auth.session_token"},
-            }
+            },
         },
         "paths": paths,
     }
 
 
 def described() -> set[tuple[str, str]]:
-    return set(_OPS)
+    return set(OPS)
 
 
 async def openapi_view(request: web.Request) -> web.Response:
     from server.app_keys import SETTINGS
+    from server.errors import json_response
 
     return json_response(document(request.app[SETTINGS].public_url))

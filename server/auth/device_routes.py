@@ -19,13 +19,14 @@ import structlog
 from aiohttp import web
 from pydantic import Field
 
+from server import api_models as wire
 from server.app_keys import SESSIONS, SETTINGS
 from server.auth import device_flow, verification
 from server.auth.client_ip import client_ip
 from server.auth.current import current_user, require_user
 from server.auth.oauth_bodies import OAuthBody, read_oauth
 from server.auth.rate_limit import LocalWindow, Window, rate_key
-from server.errors import ApiError, json_response
+from server.errors import ApiError
 
 log = structlog.get_logger(__name__)
 routes = web.RouteTableDef()
@@ -115,7 +116,8 @@ async def device_code(request: web.Request) -> web.Response:
     shown = device_flow.display(issued.user_code)
     verification_uri = f"{settings.public_url}/device"
     log.info("device_code_issued", client_id=body.client_id, expires_in=issued.expires_in)
-    return json_response(
+    return wire.reply(
+        wire.DeviceCode,
         {
             "device_code": issued.device_code,
             "user_code": shown,
@@ -123,7 +125,7 @@ async def device_code(request: web.Request) -> web.Response:
             "verification_uri_complete": f"{verification_uri}?user_code={shown}",
             "expires_in": issued.expires_in,
             "interval": issued.interval,
-        }
+        },
     )
 
 
@@ -148,13 +150,14 @@ async def device_token(request: web.Request) -> web.Response:
     session = redeemed.resolved.session
     log.info("device_token_issued", user_id=session.user_id, session_id=session.id)
     expires_in = max(0, int((session.expires_at - session.created_at).total_seconds()))
-    response = json_response(
+    response = wire.reply(
+        wire.DeviceToken,
         {
             "access_token": redeemed.token,
             "token_type": "Bearer",
             "expires_in": expires_in,
             "scope": redeemed.scope,
-        }
+        },
     )
     response.headers["set-auth-token"] = redeemed.token
     response.headers["Access-Control-Expose-Headers"] = "set-auth-token"
@@ -170,14 +173,14 @@ async def device_lookup(request: web.Request) -> web.Response:
     if user is not None and view.claimed_by == user.id:
         body["client_id"] = view.client_id
         body["scope"] = view.scope
-    return json_response(body)
+    return wire.reply(wire.DeviceLookup, body)
 
 
 async def _decide(request: web.Request, *, approve: bool) -> web.Response:
     user = require_user(request)
     body = await read_oauth(request, DecisionRequest)
     await verification.decide(request, body.userCode or body.user_code, user.id, approve=approve)
-    return json_response({"success": True})
+    return wire.reply(wire.Success, {"success": True})
 
 
 @routes.post("/api/auth/device/approve")

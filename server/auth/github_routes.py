@@ -9,6 +9,7 @@ import structlog
 from aiohttp import web
 from pydantic import Field, StrictBool
 
+from server import api_models as wire
 from server.app_keys import SESSIONS, SETTINGS
 from server.auth import github
 from server.auth.client_ip import client_ip
@@ -67,7 +68,7 @@ async def _sign_in(request: web.Request, body: SocialRequest) -> web.Response:
     error_url = _checked(request, body.errorCallbackURL)
     new_user_url = _checked(request, body.newUserCallbackURL)
     url, data = _begin(request, callback, error_url, new_user_url)
-    response = json_response({"url": url, "redirect": not body.disableRedirect})
+    response = wire.reply(wire.SignInUrl, {"url": url, "redirect": not body.disableRedirect})
     response.headers["Location"] = url
     request.app[COOKIES].set_state(response, data)
     return response

@@ -7,12 +7,13 @@ from aiohttp import web
 from pydantic import Field
 
 from actors.clock import iso
+from server import api_models as wire
 from server.app_keys import SESSIONS
 from server.auth.current import current_session, current_user, require_user
 from server.auth.keys import COOKIES
 from server.auth.oauth_bodies import OAuthBody
 from server.bodies import read_model
-from server.errors import ApiError, json_response
+from server.errors import ApiError
 
 log = structlog.get_logger(__name__)
 routes = web.RouteTableDef()
@@ -24,8 +25,11 @@ async def get_session(request: web.Request) -> web.Response:
     """``{session, user}``, or ``null`` without a valid credential (never 401)."""
     resolved = current_session(request)
     if resolved is None:
-        return json_response(None)
-    return json_response({"session": resolved.session.to_json(), "user": resolved.user.to_json()})
+        return wire.reply(wire.MaybeSession, None)
+    return wire.reply(
+        wire.MaybeSession,
+        {"session": resolved.session.to_json(), "user": resolved.user.to_json()},
+    )
 
 
 @routes.post("/api/auth/sign-out")
@@ -34,7 +38,7 @@ async def sign_out(request: web.Request) -> web.Response:
     if user is not None:
         await request.app[SESSIONS].revoke(user.session_id)
         log.info("signed_out", session_id=user.session_id)
-    response = json_response({"success": True})
+    response = wire.reply(wire.Success, {"success": True})
     codec = request.app[COOKIES]
     if codec.session_name in request.cookies or codec.cache_name in request.cookies:
         codec.clear_session(response)
@@ -45,7 +49,8 @@ async def sign_out(request: web.Request) -> web.Response:
 async def list_sessions(request: web.Request) -> web.Response:
     user = require_user(request)
     rows = await request.app[SESSIONS].list_for_user(user.id)
-    return json_response(
+    return wire.reply(
+        wire.SessionList,
         [
             {
                 "id": row["id"],
@@ -57,7 +62,7 @@ async def list_sessions(request: web.Request) -> web.Response:
                 "current": row["id"] == user.session_id,
             }
             for row in rows
-        ]
+        ],
     )
 
 
@@ -79,4 +84,4 @@ async def revoke_session(request: web.Request) -> web.Response:
         token = request.app[COOKIES].token_from_cookie(token) or ""
     await request.app[SESSIONS].revoke_owned(user.id, session_id=body.id, token=token)
     log.info("session_revoked", by_session=user.session_id)
-    return json_response({"status": True})
+    return wire.reply(wire.RevokeStatus, {"status": True})

@@ -16,10 +16,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from actors.clock import as_utc, iso, utcnow
 from actors.conversation import ConversationActor
 from actors.hub import Subscription
+from server import api_models as wire
 from server.app_keys import CATALOG, METRICS, REGISTRY, SETTINGS
 from server.auth.current import require_user
 from server.bodies import read_model
-from server.chat_request import no_nul
+from server.chat_request import NON_BLANK, no_nul
 from server.chat_service import (
     cancel_generation,
     owned_conversation,
@@ -27,7 +28,7 @@ from server.chat_service import (
     run_on_actor,
 )
 from server.chat_store import to_stored
-from server.errors import ApiError, json_response
+from server.errors import ApiError
 from server.tables import Conversation, Message
 from server.transports.liveness import watching
 from server.transports.response_pump import ResponsePump
@@ -93,8 +94,9 @@ async def list_conversations(request: web.Request) -> web.Response:
         .run()
     )
     next_cursor = _encode_cursor(rows[limit - 1]) if len(rows) > limit else None
-    return json_response(
-        {"conversations": [conversation_json(r) for r in rows[:limit]], "nextCursor": next_cursor}
+    return wire.reply(
+        wire.ConversationPage,
+        {"conversations": [conversation_json(r) for r in rows[:limit]], "nextCursor": next_cursor},
     )
 
 
@@ -160,12 +162,14 @@ async def list_messages(request: web.Request) -> web.Response:
         if cursor is not None and out["status"] == "streaming":
             out["resumeCursor"] = cursor
         messages.append(out)
-    return json_response({"conversation": conversation_json(conversation), "messages": messages})
+    return wire.reply(
+        wire.Messages, {"conversation": conversation_json(conversation), "messages": messages}
+    )
 
 
 class Rename(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True)
-    shortTitle: str = Field(max_length=100)
+    shortTitle: str = Field(max_length=100, json_schema_extra={"pattern": NON_BLANK})
 
     @field_validator("shortTitle")
     @classmethod
@@ -190,7 +194,7 @@ async def rename(request: web.Request) -> web.Response:
         .run()
     )
     conversation.update(short_title=body.shortTitle, updated_at=now)
-    return json_response({"conversation": conversation_json(conversation)})
+    return wire.reply(wire.Renamed, {"conversation": conversation_json(conversation)})
 
 
 @routes.delete("/api/conversations/{id}")
@@ -199,7 +203,7 @@ async def delete(request: web.Request) -> web.Response:
     conversation = await owned_conversation(request.match_info["id"], user.id)
     async with request.app[REGISTRY].deleting(str(conversation["id"])):
         await Conversation.delete().where(Conversation.id == conversation["id"]).run()
-    return json_response({"deleted": True})
+    return wire.reply(wire.Deleted, {"deleted": True})
 
 
 class CancelBody(BaseModel):
@@ -212,13 +216,8 @@ async def cancel(request: web.Request) -> web.Response:
     user = require_user(request)
     body = await read_model(request, CancelBody)
     conversation_id = request.match_info["id"]
-    return json_response(
-        {
-            "cancelled": await cancel_generation(
-                request.app, conversation_id, user.id, body.generationId
-            )
-        }
-    )
+    cancelled = await cancel_generation(request.app, conversation_id, user.id, body.generationId)
+    return wire.reply(wire.Cancelled, {"cancelled": cancelled})
 
 
 @routes.get("/api/conversations/{id}/events")
@@ -282,4 +281,4 @@ async def models(request: web.Request) -> web.Response:
             " Local mode: the Gemini model ids are accepted and answered by demo (listed in "
             "fallbacks)."
         )
-    return json_response(body)
+    return wire.reply(wire.Models, body)

@@ -7,9 +7,10 @@ import asyncio
 import structlog
 from aiohttp import web
 
+from server import api_models as wire
 from server import db
 from server.app_keys import ENGINE, REDIS_HEALTH, REGISTRY, SETTINGS, WRITER
-from server.errors import error_response, json_response
+from server.errors import error_response
 from server.redis_conn import REDIS_FAULTS
 
 log = structlog.get_logger(__name__)
@@ -22,12 +23,12 @@ READY_WRITE_TIMEOUT_S = 2.0
 
 @routes.get("/")
 async def root(request: web.Request) -> web.Response:
-    return json_response({"status": "ok"})
+    return wire.reply(wire.Status, {"status": "ok"})
 
 
 @routes.get("/healthz")
 async def healthz(request: web.Request) -> web.Response:
-    return json_response({"status": "ok"})
+    return wire.reply(wire.Status, {"status": "ok"})
 
 
 @routes.get("/readyz")
@@ -56,7 +57,7 @@ async def readyz(request: web.Request) -> web.Response:
             checks["redis"] = "ok"
         except REDIS_FAULTS as exc:
             return _not_ready(request, f"redis: {type(exc).__name__}: {exc}")
-    return json_response({"status": "ok", **checks})
+    return wire.reply(wire.Status, {"status": "ok", **checks})
 
 
 def _not_ready(request: web.Request, reason: str) -> web.Response:

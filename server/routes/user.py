@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from server import api_models as wire
 from server.auth.current import require_user
-from server.errors import json_response
 
 routes = web.RouteTableDef()
 
@@ -13,6 +13,7 @@ routes = web.RouteTableDef()
 @routes.get("/api/user/whoami")
 async def whoami(request: web.Request) -> web.Response:
     user = require_user(request)
-    return json_response(
-        {"user": {"id": user.id, "name": user.name, "email": user.email, "image": user.image}}
+    return wire.reply(
+        wire.WhoAmI,
+        {"user": {"id": user.id, "name": user.name, "email": user.email, "image": user.image}},
     )
