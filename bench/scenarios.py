@@ -178,6 +178,12 @@ class Env:
             "CERO_MAX_GENERATIONS_PER_USER": "1000000",
             "CERO_NEW_CONVERSATIONS_PER_HOUR": "1000000",
             "CERO_WS_MAX_SUBSCRIPTIONS": "1000000",
+            "CERO_SENDS_PER_MINUTE": "1000000",
+            "CERO_MAX_STREAMS_PER_USER": "1000000",
+            "CERO_MAX_STREAMS_PER_IP": "1000000",
+            "CERO_WS_FRAMES_PER_SECOND": "100000",
+            "CERO_WS_FRAME_BURST": "1000000",
+            "CERO_SIGN_IN_LIMIT": "1000000",
             "BENCH_LOOP": loop,
             **(extra_env or {}),
         }

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import structlog
 from aiohttp import web
 
-from server import auth, db, security_headers
+from server import auth, db, security_headers, stream_limits
 from server.app_keys import ENGINE, METRICS, SETTINGS
 from server.auth.middleware import auth_middleware
 from server.chat_runtime import chat_runtime, stop_actors
@@ -54,6 +54,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/metrics", metrics_view)
     app.router.add_get("/openapi.json", openapi_view)
     auth.setup(app)
+    stream_limits.setup(app)  # WebSockets and event streams per user and per address
     liveness.setup(app)  # live streams and sockets end with their session
     app.add_routes(chat.routes)
     app.add_routes(conversations.routes)

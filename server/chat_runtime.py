@@ -122,6 +122,7 @@ async def chat_runtime(app: web.Application) -> AsyncIterator[None]:
     app[USER_LIMITS] = UserLimits(
         max_generations=settings.max_generations_per_user,
         new_conversations_per_hour=settings.new_conversations_per_hour,
+        sends_per_minute=settings.sends_per_minute,
         on_refusal=lambda limit: metrics.limit_refusals.labels(limit).inc(),
     )
     metrics.bind_registry(registry)

@@ -169,6 +169,11 @@ async def start_chat(
                 raise busy() from None
             raise
         try:
+            if not retry:
+                # After the slot, inside its try: a send refused here gives the slot back
+                # (finally), and a send the slot refused was not counted (see
+                # server.user_limits).
+                await limits.admit_send(user.id)
             if conversation_id is None:
                 await limits.admit_new_conversation(user.id)
                 title = " ".join(body.message.split())[:TITLE_CHARS]

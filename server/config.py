@@ -108,6 +108,21 @@ class Settings(BaseSettings):
         200, validation_alias="CERO_NEW_CONVERSATIONS_PER_HOUR", ge=1
     )
     ws_max_subscriptions: int = Field(100, validation_alias="CERO_WS_MAX_SUBSCRIPTIONS", ge=1)
+    #: Chat sends (HTTP ``/api/chat`` and WebSocket ``send``) per user in any 60 seconds.
+    sends_per_minute: int = Field(60, validation_alias="CERO_SENDS_PER_MINUTE", ge=1)
+    #: WebSocket frames per second per connection (a token bucket refilled at this rate)...
+    ws_frames_per_second: float = Field(
+        20.0, validation_alias="CERO_WS_FRAMES_PER_SECOND", gt=0, le=100_000
+    )
+    #: ...holding at most this many frames at once (the burst a page sends on reconnect).
+    ws_frame_burst: int = Field(60, validation_alias="CERO_WS_FRAME_BURST", ge=1, le=1_000_000)
+    #: Live connections (WebSockets and SSE event streams, not chat responses) per user...
+    max_streams_per_user: int = Field(32, validation_alias="CERO_MAX_STREAMS_PER_USER", ge=1)
+    #: ...and per client address (IPv6: per /64).
+    max_streams_per_ip: int = Field(64, validation_alias="CERO_MAX_STREAMS_PER_IP", ge=1)
+    #: Sign-in requests (GitHub and local) per client address in ``CERO_SIGN_IN_WINDOW`` s.
+    sign_in_limit: int = Field(30, validation_alias="CERO_SIGN_IN_LIMIT", ge=1)
+    sign_in_window: float = Field(600.0, validation_alias="CERO_SIGN_IN_WINDOW", gt=0, le=86400)
     actor_idle_timeout: float = Field(60.0, validation_alias="CERO_ACTOR_IDLE_TIMEOUT", gt=0)
     flush_interval: float = Field(0.5, validation_alias="CERO_FLUSH_INTERVAL", gt=0, le=1.0)
     db_write_timeout: float = Field(5.0, validation_alias="CERO_DB_WRITE_TIMEOUT", gt=0, le=120)

@@ -14,18 +14,21 @@ Installed by :func:`shared_state` (a ``cleanup_ctx`` after the Redis client's) o
 - **Wrong user codes** (:class:`RedisWrongCodes`): two sorted sets per IP key (decided
   wrong codes, and lookups in progress with an expiry), checked and reserved by one Lua
   script, so parallel guesses through several processes get no more tries than one.
-- **Device codes issued per IP and new conversations per user** (:class:`RedisWindow`):
-  the ``limits`` package's moving window on its Redis storage, sharing our pool.
+- **Moving windows** (:class:`RedisWindow`): device codes issued and sign-in requests per
+  IP, sends per minute and new conversations per hour per user: the ``limits`` package's
+  moving window on its Redis storage, sharing our pool.
 - **Concurrent generations per user** (:class:`RedisUserLimits`): a sorted set of slots per
   user, each with an expiry renewed every :data:`SLOT_RENEW_S` while held, so a process that
   dies frees its users' slots within :data:`SLOT_TTL_S`.
+- **Open live connections per user and per IP** (:class:`RedisStreamLimits`): the same
+  leases, in two sorted sets (the user's, the address's) taken together by one script.
 
 Times inside scripts are Redis's ``TIME``: one clock for every process. When Redis fails,
 what admits work answers ``503 not_ready`` (closed), what only relaxes a check (a cookie
 cache hit) falls back to the database (also for a cache's lifetime after the fault: a
 restarted Redis has forgotten its revocations), and what gives something back (a slot, a
 pending lookup) expires by itself.
-Why one module of ~550 lines: the five parts are small and share one fault policy (the
+Why one module of ~700 lines: the six parts are small and share one fault policy (the
 paragraph above), one key prefix and one installer; each is the Redis twin of an
 in-memory class elsewhere, and this file is where a reader compares them.
 """
@@ -55,8 +58,10 @@ from server.auth.rate_limit import ACQUIRE_WAIT_S, MAX_WRONG, WINDOW_S
 from server.errors import ApiError
 from server.ids import new_id, token_hash
 from server.redis_conn import REDIS_FAULTS, RedisHealth, not_ready
+from server.stream_limits import STREAM_LIMITS, StreamLimits, StreamSlot
 from server.user_limits import (
     HOUR_S,
+    MINUTE_S,
     GenerationCounter,
     GenerationSlot,
     UserLimits,
@@ -143,6 +148,29 @@ for i = 2, #ARGV do
   redis.call('ZADD', KEYS[1], now + ttl, ARGV[i])
 end
 redis.call('PEXPIRE', KEYS[1], ttl)
+return 1
+"""
+)
+
+
+# KEYS: the user's streams, the address's streams (score: expiry).
+# ARGV: user limit, address limit, slot id, ttl ms. → 1 taken, 0 user full, -1 address full.
+_TAKE_STREAM = (
+    _NOW_MS
+    + """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then
+  return 0
+end
+if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[2]) then
+  return -1
+end
+local expiry = now + tonumber(ARGV[4])
+for i = 1, 2 do
+  redis.call('ZADD', KEYS[i], expiry, ARGV[3])
+  redis.call('PEXPIRE', KEYS[i], tonumber(ARGV[4]))
+end
 return 1
 """
 )
@@ -386,15 +414,18 @@ class RedisUserLimits(UserLimits):
         *,
         max_generations: int,
         new_conversations: RedisWindow,
+        sends: RedisWindow,
         on_refusal: Callable[[str], None] | None = None,
     ) -> None:
         super().__init__(
             max_generations=max_generations,
             new_conversations_per_hour=new_conversations.limit,
+            sends_per_minute=sends.limit,
             on_refusal=on_refusal,
         )
         self._shared = shared
         self._conversations = new_conversations
+        self._sends = sends
         self._take = shared.client.register_script(_TAKE_SLOT)
         self._renew = shared.client.register_script(_RENEW_SLOTS)
         self._held: dict[str, set[str]] = {}  # user id → this process's slot ids
@@ -456,6 +487,11 @@ class RedisUserLimits(UserLimits):
         except REDIS_FAULTS as exc:
             self._shared.health.failed("generations_release", exc)
 
+    async def admit_send(self, user_id: str) -> None:
+        wait = await self._sends.hit(user_id)
+        if wait is not None:
+            raise self._refuse_send(wait)
+
     async def admit_new_conversation(self, user_id: str) -> None:
         wait = await self._conversations.hit(user_id)
         if wait is not None:
@@ -494,6 +530,106 @@ class RedisUserLimits(UserLimits):
                 await task
 
 
+# -- open streams per user and per address ----------------------------------------------------
+
+
+class RedisStreamLimits(StreamLimits):
+    """:class:`server.stream_limits.StreamLimits` counted across processes: two sorted sets
+    of slot ids (per user, per address) with expiries, taken together by one script and
+    renewed while held, exactly like the generation slots."""
+
+    def __init__(
+        self,
+        shared: _Shared,
+        *,
+        per_user: int,
+        per_ip: int,
+        on_refusal: Callable[[str], None] | None = None,
+    ) -> None:
+        super().__init__(per_user=per_user, per_ip=per_ip, on_refusal=on_refusal)
+        self._shared = shared
+        self._take = shared.client.register_script(_TAKE_STREAM)
+        self._renew = shared.client.register_script(_RENEW_SLOTS)
+        self._held: dict[str, StreamSlot] = {}  # slot id → this process's open stream
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def _keys(self, user_id: str, ip: str) -> list[str]:
+        return [self._shared.key("streams-user", user_id), self._shared.key("streams-ip", ip)]
+
+    async def open(self, user_id: str, ip: str) -> StreamSlot:
+        token = new_id()
+        try:
+            taken = int(
+                await self._take(
+                    keys=self._keys(user_id, ip),
+                    args=[self.per_user, self.per_ip, token, int(SLOT_TTL_S * 1000)],
+                )
+            )
+        except REDIS_FAULTS as exc:
+            raise self._shared.fault("streams", exc) from None
+        if taken == 0:
+            raise self._refuse_user()
+        if taken < 0:
+            raise self._refuse_ip()
+        slot = StreamSlot(self, user_id, ip, token)
+        self._held[token] = slot
+        return slot
+
+    def open_for_user(self, user_id: str) -> int:
+        return sum(1 for slot in self._held.values() if slot.user_id == user_id)
+
+    @property
+    def slots_held(self) -> int:
+        return len(self._held)
+
+    def _release(self, slot: StreamSlot) -> None:
+        """Forget the slot here and remove it from Redis in the background (if that
+        fails, it expires)."""
+        if slot.token is None or self._held.pop(slot.token, None) is None:
+            return
+        task = asyncio.get_running_loop().create_task(self._remove(slot, slot.token))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _remove(self, slot: StreamSlot, token: str) -> None:
+        try:
+            async with self._shared.client.pipeline(transaction=False) as pipe:
+                for key in self._keys(slot.user_id, slot.ip):
+                    pipe.zrem(key, token)
+                await pipe.execute()
+        except REDIS_FAULTS as exc:
+            self._shared.health.failed("streams_release", exc)
+
+    async def renew(self) -> None:
+        """Push the expiry of every slot this process holds (one pipeline)."""
+        if not self._held:
+            return
+        by_key: dict[str, list[str]] = {}
+        for token, slot in list(self._held.items()):
+            for key in self._keys(slot.user_id, slot.ip):
+                by_key.setdefault(key, []).append(token)
+        try:
+            async with self._shared.client.pipeline(transaction=False) as pipe:
+                for key, tokens in by_key.items():
+                    await self._renew(
+                        keys=[key], args=[int(SLOT_TTL_S * 1000), *tokens], client=pipe
+                    )
+                await pipe.execute()
+        except REDIS_FAULTS as exc:
+            self._shared.health.failed("streams_renew", exc)
+
+    async def renew_forever(self) -> None:
+        """Keep this process's slots alive (every :data:`SLOT_RENEW_S`)."""
+        while True:
+            await asyncio.sleep(SLOT_RENEW_S)
+            await self.renew()
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            with contextlib.suppress(Exception):
+                await task
+
+
 # -- wiring -----------------------------------------------------------------------------------
 
 
@@ -505,6 +641,7 @@ async def shared_state(app: web.Application) -> AsyncIterator[None]:
         yield
         return
     from server.auth.device_routes import ISSUE_LIMITER
+    from server.auth.sign_in_limit import SIGN_IN_LIMITER
 
     settings = app[SETTINGS]
     health = app[REDIS_HEALTH]
@@ -519,13 +656,24 @@ async def shared_state(app: web.Application) -> AsyncIterator[None]:
     app[ISSUE_LIMITER] = RedisWindow(
         limiter, health, "device-codes", settings.device_code_limit, settings.device_code_window
     )
+    app[SIGN_IN_LIMITER] = RedisWindow(
+        limiter, health, "sign-in", settings.sign_in_limit, settings.sign_in_window
+    )
     metrics = app[METRICS]
+    streams = RedisStreamLimits(
+        shared,
+        per_user=settings.max_streams_per_user,
+        per_ip=settings.max_streams_per_ip,
+        on_refusal=lambda limit: metrics.limit_refusals.labels(limit).inc(),
+    )
+    app[STREAM_LIMITS] = streams
     limits = RedisUserLimits(
         shared,
         max_generations=settings.max_generations_per_user,
         new_conversations=RedisWindow(
             limiter, health, "new-conversations", settings.new_conversations_per_hour, HOUR_S
         ),
+        sends=RedisWindow(limiter, health, "sends", settings.sends_per_minute, MINUTE_S),
         on_refusal=lambda limit: metrics.limit_refusals.labels(limit).inc(),
     )
     app[USER_LIMITS] = limits
@@ -543,6 +691,7 @@ async def shared_state(app: web.Application) -> AsyncIterator[None]:
     tasks = [
         asyncio.create_task(revocations.listen(store.note_revoked, received), name="revocations"),
         asyncio.create_task(limits.renew_forever(), name="generation-slots"),
+        asyncio.create_task(streams.renew_forever(), name="stream-slots"),
     ]
     try:
         yield
@@ -553,3 +702,4 @@ async def shared_state(app: web.Application) -> AsyncIterator[None]:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await limits.close()
+        await streams.close()

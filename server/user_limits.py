@@ -1,4 +1,5 @@
-"""Per-user limits on chat work: concurrent generations and new conversations per hour.
+"""Per-user limits on chat work: concurrent generations, sends per minute and new
+conversations per hour.
 
 Both guard memory and model spend against one account (issue 15, item 12: one user held
 500 generations and 2,000 conversations). They are counted in this process's memory:
@@ -9,7 +10,14 @@ Both guard memory and model spend against one account (issue 15, item 12: one us
   error, cancel, shutdown, crash: the actor releases it when its generation task is done),
   or at once when the send started no generation (a retry, a busy conversation, a failed
   commit, an actor that stopped first).
-- **New conversations** go through the sliding window of :mod:`server.auth.rate_limit`.
+- **Sends per minute** and **new conversations per hour** go through the sliding window of
+  :mod:`server.auth.rate_limit`. A send is counted after its generation slot is taken
+  (:func:`server.chat_service.start_chat`): a send refused for the generation limit starts
+  nothing and costs nothing, so it does not eat into the minute (a client that honours
+  that refusal's ``Retry-After: 1`` would otherwise use its budget up by waiting
+  politely), and a send refused here gives its slot back on the way out like any send
+  that started no generation. A ``clientMessageId`` retry of a started turn is counted by
+  neither: it starts nothing.
 
 In cluster mode (``CERO_REDIS_URL``) :class:`server.shared_state.RedisUserLimits` replaces
 :class:`UserLimits` (same two ``async`` admission calls, so callers do not change): the
@@ -30,6 +38,7 @@ from server.errors import ApiError
 #: What a refused send is told to wait: generations end at their own pace, so "soon".
 GENERATION_RETRY_AFTER_S = 1
 HOUR_S = 3600.0
+MINUTE_S = 60.0
 
 
 class _Releaser(Protocol):
@@ -111,10 +120,12 @@ class UserLimits:
         *,
         max_generations: int,
         new_conversations_per_hour: int,
+        sends_per_minute: int,
         on_refusal: Callable[[str], None] | None = None,
     ) -> None:
         self.generations = GenerationCounter(max_generations)
         self.new_conversations = SlidingWindow(new_conversations_per_hour, HOUR_S)
+        self.sends = SlidingWindow(sends_per_minute, MINUTE_S)
         self._on_refusal = on_refusal  # metrics: 429s by limit
 
     def _refuse(self, limit: str, message: str, retry_after: int) -> ApiError:
@@ -143,6 +154,19 @@ class UserLimits:
         from now on (cluster mode: :class:`server.shared_state.RedisUserLimits`)."""
         self.generations._running.add(user_id)
         return GenerationSlot(self.generations, user_id, token)
+
+    async def admit_send(self, user_id: str) -> None:
+        """Count one send for ``user_id``, or ``429 rate_limited``."""
+        wait = self.sends.hit(user_id)
+        if wait is not None:
+            raise self._refuse_send(wait)
+
+    def _refuse_send(self, wait: int) -> ApiError:
+        return self._refuse(
+            "sends",
+            f"At most {self.sends.limit} messages per minute; wait before sending again",
+            wait,
+        )
 
     async def admit_new_conversation(self, user_id: str) -> None:
         """Count one new conversation for ``user_id``, or ``429 rate_limited``."""

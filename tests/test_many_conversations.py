@@ -64,6 +64,7 @@ async def busy(
         "CERO_MAX_LOOP_LAG": "0",
         # One user drives every answer here: lift the per-user generation limit.
         "CERO_MAX_GENERATIONS_PER_USER": str(CONVERSATIONS),
+        "CERO_SENDS_PER_MINUTE": str(CONVERSATIONS),
     }
     async with serve(database_url, cwd=tmp_path_factory.mktemp("busy"), env=env) as server:
         yield server.url

@@ -35,7 +35,7 @@ __all__ = [
 def setup(app: web.Application) -> None:
     """Register sign-in state, routes and start-up hooks on ``app``."""
     from server.app_keys import SESSIONS, SETTINGS
-    from server.auth import device_routes, github_routes, local, session_routes
+    from server.auth import device_routes, github_routes, local, session_routes, sign_in_limit
     from server.auth.cookies import CookieCodec, apply_deferred
     from server.auth.github import OAuthStates
     from server.auth.keys import COOKIES, LIMITER, LOCAL, OAUTH_STATES
@@ -54,6 +54,7 @@ def setup(app: web.Application) -> None:
     if settings.github_enabled:
         app.cleanup_ctx.append(_github_http)
     device_routes.setup(app)
+    sign_in_limit.setup(app)
     for table in (
         session_routes.routes,
         github_routes.routes,

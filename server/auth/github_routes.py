@@ -16,6 +16,7 @@ from server.auth.client_ip import client_ip
 from server.auth.keys import COOKIES, GITHUB_HTTP, OAUTH_STATES
 from server.auth.oauth_bodies import OAuthBody
 from server.auth.redirects import safe_path, safe_target, with_query
+from server.auth.sign_in_limit import admit_sign_in
 from server.auth.users import link_or_create
 from server.bodies import read_model
 from server.errors import ApiError, json_response
@@ -76,6 +77,7 @@ async def _sign_in(request: web.Request, body: SocialRequest) -> web.Response:
 
 @routes.post("/api/auth/sign-in/social")
 async def sign_in_social(request: web.Request) -> web.Response:
+    await admit_sign_in(request)
     body = await read_model(request, SocialRequest)
     if body.provider is None:
         raise ApiError(400, "invalid_request", "provider is required")
@@ -86,6 +88,7 @@ async def sign_in_social(request: web.Request) -> web.Response:
 
 @routes.post("/api/auth/sign-in/github")
 async def sign_in_github(request: web.Request) -> web.Response:
+    await admit_sign_in(request)
     body = await read_model(request, SocialRequest)
     return await _sign_in(request, body)
 
@@ -93,6 +96,7 @@ async def sign_in_github(request: web.Request) -> web.Response:
 @routes.get("/auth/github")
 async def sign_in_link(request: web.Request) -> web.Response:
     """``/auth/github?next=/device?...``: start GitHub sign-in with a plain link."""
+    await admit_sign_in(request)
     callback = safe_path(request.query.get("next")) or "/device"
     url, data = _begin(request, callback, None, None)
     response = web.Response(status=302, headers={"Location": url})
@@ -108,6 +112,7 @@ def _redirect(request: web.Request, location: str) -> web.Response:
 
 @routes.get("/api/auth/callback/github")
 async def callback(request: web.Request) -> web.Response:
+    await admit_sign_in(request)
     settings = request.app[SETTINGS]
     codec = request.app[COOKIES]
     query = request.query

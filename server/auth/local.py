@@ -20,6 +20,7 @@ from server.app_keys import SESSIONS, SETTINGS
 from server.auth.client_ip import client_ip
 from server.auth.keys import COOKIES, LOCAL
 from server.auth.redirects import safe_path
+from server.auth.sign_in_limit import admit_sign_in
 from server.auth.users import Profile, link_or_create
 from server.errors import ApiError
 from server.ids import new_token, same, token_hash
@@ -64,6 +65,7 @@ def announce(app: web.Application) -> None:
 
 @routes.get("/auth/local")
 async def local_sign_in(request: web.Request) -> web.Response:
+    await admit_sign_in(request)
     if not request.app[SETTINGS].local_mode:
         raise ApiError(403, "forbidden", "Local sign-in is only available on a loopback bind")
     if not request.app[LOCAL].redeem(request.query.get("token", "")):

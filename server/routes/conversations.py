@@ -18,7 +18,7 @@ from actors.conversation import ConversationActor
 from actors.hub import Subscription
 from server import api_models as wire
 from server.app_keys import CATALOG, METRICS, REGISTRY, SETTINGS
-from server.auth.current import require_user
+from server.auth.current import CurrentUser, require_user
 from server.bodies import read_model
 from server.chat_request import NON_BLANK, no_nul
 from server.chat_service import (
@@ -29,6 +29,7 @@ from server.chat_service import (
 )
 from server.chat_store import to_stored
 from server.errors import ApiError
+from server.stream_limits import open_stream
 from server.tables import Conversation, Message
 from server.transports.liveness import watching
 from server.transports.response_pump import ResponsePump
@@ -224,6 +225,14 @@ async def cancel(request: web.Request) -> web.Response:
 async def events(request: web.Request) -> web.StreamResponse:
     user = require_user(request)
     refuse_while_draining(request.app)
+    slot = await open_stream(request, user.id)  # 429 before the stream starts, past the caps
+    try:
+        return await _stream_events(request, user)
+    finally:
+        slot.release()
+
+
+async def _stream_events(request: web.Request, user: CurrentUser) -> web.StreamResponse:
     settings = request.app[SETTINGS]
     after = request.headers.get("Last-Event-ID") or request.query.get("after") or None
     from server.transports.wire import RawWriter

@@ -22,6 +22,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from actors.conversation import ConversationActor, SubscribeSpec
 from actors.hub import Subscription
 from server.app_keys import METRICS, SETTINGS
+from server.auth.current import CurrentUser
 from server.auth.rate_limit import SlidingWindow
 from server.chat_service import (
     cancel_generation,
@@ -32,6 +33,8 @@ from server.chat_service import (
 )
 from server.db import is_unavailable
 from server.errors import ApiError
+from server.stream_limits import open_stream
+from server.transports.frame_rate import FrameRate, Verdict
 from server.transports.liveness import LIVE_SESSIONS, watching
 from server.transports.protocol import (
     Cancel,
@@ -50,6 +53,7 @@ from server.transports.ws_socket import CeroWebSocket
 log = structlog.get_logger(__name__)
 routes = web.RouteTableDef()
 
+_DATA = (WSMsgType.TEXT, WSMsgType.BINARY)
 ABUSE_LIMIT = 20
 ABUSE_WINDOW_S = 10.0
 SOCKETS: web.AppKey[weakref.WeakSet[Any]] = web.AppKey("ws_sockets")
@@ -249,6 +253,16 @@ class Connection(Outbound):
 async def websocket(request: web.Request) -> web.StreamResponse:
     user, protocol = await authenticate(request)
     refuse_while_draining(request.app)
+    slot = await open_stream(request, user.id)  # 429 before the upgrade, past the caps
+    try:
+        return await _upgrade(request, user, protocol)
+    finally:
+        slot.release()
+
+
+async def _upgrade(
+    request: web.Request, user: CurrentUser, protocol: str | None
+) -> web.StreamResponse:
     settings = request.app[SETTINGS]
     connection = Connection(request, user)
     ws = CeroWebSocket(
@@ -285,7 +299,28 @@ async def websocket(request: web.Request) -> web.StreamResponse:
 
 
 async def _serve(ws: web.WebSocketResponse, connection: Connection) -> None:
+    settings = connection.app[SETTINGS]
+    budget = FrameRate(settings.ws_frames_per_second, settings.ws_frame_burst)
     async for message in ws:
+        if message.type not in _DATA:
+            continue
+        verdict = budget.admit()
+        if verdict is not Verdict.ADMIT:
+            # Over the frame rate: not processed. One fault a second at most; a flood
+            # that goes on is closed like one of bad frames.
+            connection.app[METRICS].limit_refusals.labels("ws_frames").inc()
+            if verdict is Verdict.CLOSE:
+                await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"too many frames")
+                return
+            if verdict is Verdict.FAULT and not connection.closing:
+                connection.fault(
+                    "rate_limited",
+                    f"At most {settings.ws_frames_per_second:g} frames per second; "
+                    "frames over the rate are dropped",
+                    counts=False,
+                    retry_after=budget.retry_after(),
+                )
+            continue
         if message.type == WSMsgType.TEXT:
             keep = await connection.handle(message.data)
         elif message.type == WSMsgType.BINARY:

@@ -1,0 +1,42 @@
+"""Sign-in requests per client IP: ``CERO_SIGN_IN_LIMIT`` in ``CERO_SIGN_IN_WINDOW`` seconds.
+
+Every sign-in entry is anonymous and costs something: a state cookie and GitHub's authorize
+round trip (``/api/auth/sign-in/social``, ``/api/auth/sign-in/github``, ``/auth/github``),
+a code exchange with GitHub and a session row (``/api/auth/callback/github``), a token
+check (``/auth/local``). They share one window per client IP (:func:`rate_key`: IPv6 per
+/64), so an address cannot spread its attempts over the five paths. Past it: ``429
+rate_limited`` with ``Retry-After`` (JSON, for the GET redirects too).
+
+The window is the device-code machinery's: :class:`LocalWindow` in memory, and in cluster
+mode :class:`server.shared_state.RedisWindow` (``limits``' moving window on Redis), so the
+budget holds across every process; Redis down → ``503 not_ready`` (refused, never unlimited).
+"""
+
+from __future__ import annotations
+
+import structlog
+from aiohttp import web
+
+from server.app_keys import METRICS, SETTINGS
+from server.auth.client_ip import client_ip
+from server.auth.rate_limit import LocalWindow, Window, rate_key
+from server.user_limits import rate_limited
+
+log = structlog.get_logger(__name__)
+
+SIGN_IN_LIMITER: web.AppKey[Window] = web.AppKey("sign_in_limiter")
+
+
+def setup(app: web.Application) -> None:
+    settings = app[SETTINGS]
+    app[SIGN_IN_LIMITER] = LocalWindow(settings.sign_in_limit, settings.sign_in_window)
+
+
+async def admit_sign_in(request: web.Request) -> None:
+    """Count one sign-in request from the caller's address, or raise ``429``."""
+    wait = await request.app[SIGN_IN_LIMITER].hit(rate_key(client_ip(request)))
+    if wait is None:
+        return
+    log.info("sign_in_rate_limited", path=request.path)
+    request.app[METRICS].limit_refusals.labels("sign_in").inc()
+    raise rate_limited("Too many sign-in requests from this address; try again later", wait)
