@@ -128,9 +128,11 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         # Client and server share the test's event loop: its lag is not the server's.
         "max_loop_lag": 0,
         "log_format": "json",
-        # A test drives far more sends than a person does, from one user per module; the
-        # tests of this limit (tests/test_abuse_limits.py) set their own.
+        # A test drives far more sends and sign-ins than a person does, from one user and
+        # one address per module; the tests of these limits (tests/test_abuse_limits.py)
+        # set their own.
         "sends_per_minute": 100_000,
+        "sign_in_limit": 100_000,
     }
     if CLUSTER_REDIS_URL and not database_url.startswith("sqlite"):
         values["redis_url"] = CLUSTER_REDIS_URL

@@ -69,8 +69,10 @@ def server_env(
         # SIGTERM ends running generations at once (server_shutdown), as before the drain
         # existed; a test of the drain itself sets CERO_DRAIN_TIMEOUT.
         CERO_DRAIN_TIMEOUT="0",
-        # A test drives far more sends than a person does (see make_settings in conftest).
+        # A test drives far more sends and sign-ins than a person does (see make_settings
+        # in conftest).
         CERO_SENDS_PER_MINUTE="100000",
+        CERO_SIGN_IN_LIMIT="100000",
     )
     if database_url is not None:
         out["DATABASE_URL"] = database_url
