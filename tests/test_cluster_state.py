@@ -23,7 +23,9 @@ import redis.asyncio as redis
 
 from server.app_keys import REDIS, REDIS_HEALTH, USER_LIMITS
 from server.chat_store import create_conversation
-from server.shared_state import RedisUserLimits
+from server.errors import ApiError
+from server.shared_state import RedisStreamLimits, RedisUserLimits
+from server.stream_limits import STREAM_LIMITS
 from tests.auth_helpers import (
     bearer,
     codec,
@@ -49,6 +51,10 @@ CLIENT_SECRET = "gh-secret-cluster"
 MAX_GENERATIONS = 2
 NEW_PER_HOUR = 3
 DEVICE_CODE_LIMIT = 3
+SENDS_PER_MINUTE = 5
+STREAMS_PER_USER = 3
+STREAMS_PER_IP = 4
+SIGN_IN_LIMIT = 4
 STALLING = Script(chunks=["Hold ", "on"], stall_after=1, stall_seconds=60)
 
 
@@ -96,6 +102,10 @@ async def cluster(postgres_url: str) -> AsyncIterator[Cluster]:
             device_code_limit=DEVICE_CODE_LIMIT,
             max_generations_per_user=MAX_GENERATIONS,
             new_conversations_per_hour=NEW_PER_HOUR,
+            sends_per_minute=SENDS_PER_MINUTE,
+            max_streams_per_user=STREAMS_PER_USER,
+            max_streams_per_ip=STREAMS_PER_IP,
+            sign_in_limit=SIGN_IN_LIMIT,
             # Sockets of a session revoked elsewhere must end through Redis, not the
             # database re-check (an hour here).
             session_recheck=3600,
@@ -375,6 +385,139 @@ async def test_new_conversation_limit_holds_across_two_processes(cluster: Cluste
             assert (await resp.json())["code"] == "rate_limited"
 
 
+async def test_sends_per_minute_hold_across_two_processes(cluster: Cluster) -> None:
+    a, b = cluster.a, cluster.b
+    token, user_id = await make_user_session("Hasty")
+    conversation = str((await create_conversation(user_id, "c"))["id"])
+    async with aiohttp.ClientSession() as http:
+
+        async def send(live: Live) -> aiohttp.ClientResponse:
+            resp = await http.post(
+                live.url + "/api/chat",
+                json={"message": "hi", "aiModel": "demo", "conversationId": conversation},
+                headers=bearer(token),
+            )
+            await resp.read()
+            return resp
+
+        statuses = [(await send((a, b)[n % 2])).status for n in range(SENDS_PER_MINUTE)]
+        assert statuses == [200] * SENDS_PER_MINUTE
+        for live in (a, b):
+            resp = await send(live)
+            assert resp.status == 429, await resp.text()
+            body = await resp.json()
+            assert body["code"] == "rate_limited" and body["retryAfter"] >= 1, body
+            assert int(resp.headers["Retry-After"]) == body["retryAfter"]
+
+
+async def open_ws(
+    http: aiohttp.ClientSession, live: Live, token: str, ip: dict[str, str]
+) -> aiohttp.ClientWebSocketResponse:
+    return await http.ws_connect(live.url + "/api/ws", headers={**bearer(token), **ip})
+
+
+async def refused_stream(
+    http: aiohttp.ClientSession, live: Live, token: str, ip: dict[str, str], path: str = "/api/ws"
+) -> bool:
+    async with http.get(live.url + path, headers={**bearer(token), **ip}) as resp:
+        if resp.status != 429:
+            return False
+        assert int(resp.headers["Retry-After"]) >= 1
+        assert (await resp.json())["code"] == "rate_limited"
+        return True
+
+
+async def test_stream_limits_hold_across_two_processes(cluster: Cluster) -> None:
+    a, b = cluster.a, cluster.b
+    token, user_id = await make_user_session("Streams")
+    roommate, _ = await make_user_session("Roommate")
+    conversation = str((await create_conversation(user_id, "c"))["id"])
+    events = f"/api/conversations/{conversation}/events"
+    ip = fresh_ip()
+    async with aiohttp.ClientSession() as http:
+        sockets = [await open_ws(http, a, token, ip), await open_ws(http, b, token, ip)]
+        sse = await http.get(a.url + events, headers={**bearer(token), **ip})
+        assert sse.status == 200
+        # The user's cap, counted over both processes.
+        assert await refused_stream(http, b, token, fresh_ip())
+        assert await refused_stream(http, a, token, fresh_ip(), events)
+        # The address's cap (4): one more for the roommate, then none, on either.
+        sockets.append(await open_ws(http, b, roommate, ip))
+        assert await refused_stream(http, a, roommate, ip)
+        assert await refused_stream(http, b, roommate, ip)
+        # One closes on A: B admits one more.
+        await sockets.pop(0).close()
+
+        async def b_admits() -> bool:
+            try:
+                sockets.append(await open_ws(http, b, token, fresh_ip()))
+            except aiohttp.WSServerHandshakeError as exc:
+                assert exc.status == 429
+                return False
+            return True
+
+        await eventually(b_admits)
+        sse.close()
+        for ws in sockets:
+            await ws.close()
+    client = a.app[REDIS]
+    assert client is not None
+    key = f"{cluster.prefix}streams-user:{user_id}"
+    await eventually(lambda: _card(client, key, 0))
+
+
+async def test_stream_slots_are_leases(cluster: Cluster) -> None:
+    """Held stream slots are renewed; one its process stopped renewing frees itself."""
+    streams = cluster.a.app[STREAM_LIMITS]
+    assert isinstance(streams, RedisStreamLimits)
+    _, user_id = await make_user_session("Leased streams")
+    ip = f"lease-{user_id}"
+    key = f"{cluster.prefix}streams-user:{user_id}"
+    client = cluster.a.app[REDIS]
+    assert client is not None
+    slots = [await streams.open(user_id, ip) for _ in range(STREAMS_PER_USER - 1)]
+    token = slots[0].token
+    assert token is not None
+    before = await client.zscore(key, token)
+    assert before is not None
+
+    async def renewed() -> bool:
+        await streams.renew()
+        after = await client.zscore(key, token)
+        return after is not None and after > before
+
+    await eventually(renewed)
+    # A slot of a process that died: its expiry passed, nothing renews it, it is free.
+    now_ms = int((await client.time())[0]) * 1000
+    await client.zadd(key, {"dead-process-slot": now_ms - 1})
+    slots.append(await streams.open(user_id, ip))
+    assert await client.zscore(key, "dead-process-slot") is None
+    with pytest.raises(ApiError) as refused:
+        await streams.open(user_id, ip)
+    assert refused.value.status == 429
+    for slot in slots:
+        slot.release()
+        slot.release()  # exactly once
+    await eventually(lambda: _card(client, key, 0))
+    assert await client.zcard(f"{cluster.prefix}streams-ip:{ip}") == 0
+
+
+async def test_sign_in_limit_holds_across_two_processes(cluster: Cluster) -> None:
+    a, b = cluster.a, cluster.b
+    ip = fresh_ip()
+    async with aiohttp.ClientSession() as http:
+
+        async def sign_in(live: Live, headers: dict[str, str]) -> int:
+            async with http.get(
+                live.url + "/auth/github", headers=headers, allow_redirects=False
+            ) as resp:
+                return resp.status
+
+        assert [await sign_in((a, b)[n % 2], ip) for n in range(SIGN_IN_LIMIT)] == [302] * 4
+        assert [await sign_in(live, ip) for live in (a, b)] == [429, 429]
+        assert await sign_in(b, fresh_ip()) == 302
+
+
 # -- Redis faults -----------------------------------------------------------------------------
 
 
@@ -436,6 +579,10 @@ async def test_redis_down_then_back_without_restarting(postgres_url: str) -> Non
             assert refused.status == 503
             assert (await refused.json())["code"] == "not_ready"
             assert not live.app[REDIS_HEALTH].up
+            # Live connections cannot be counted either: refused before the upgrade.
+            async with http.get(live.url + "/api/ws", headers=bearer(token)) as resp:
+                assert resp.status == 503
+                assert (await resp.json())["code"] == "not_ready"
             # Sign-in limits cannot be counted: refused, never unlimited.
             async with http.get(
                 live.url + "/api/auth/device", params={"user_code": "BCDF-GHJK"}
