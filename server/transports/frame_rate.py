@@ -13,9 +13,10 @@ finds it empty is not processed, and the verdict says what to do about it:
   for too many bad frames (CONTRACT.md).
 
 Per connection, so in this process's memory even in cluster mode: a socket lives on one
-process. Why not ``limits``: its memory moving window costs 5–30 µs a hit here (its async
-flavour more), on the hottest inbound path; this bucket costs ~0.3 µs (numbers in the
-README's limits section).
+process. Why not ``limits``: its memory moving window costs 2.6–25 µs a hit here (more as
+the rate it admits grows: it keeps one entry per admitted hit), on the hottest inbound
+path; this bucket costs 0.3–0.8 µs and two floats (``python -m bench.frame_rate_micro``;
+numbers in the README's abuse-limits paragraph).
 """
 
 from __future__ import annotations
