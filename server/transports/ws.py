@@ -7,6 +7,10 @@ its bound the socket is closed with 4008 so the client resumes from its cursor. 
 lives as long as its session: revoked or expired, it closes with 4001
 (:mod:`server.transports.liveness`). Once a Close frame is queued, by whichever path,
 nothing more is written to it (:mod:`server.transports.ws_socket`).
+
+Abuse limits: the socket is one of its user's and its address's live connections, taken
+before the upgrade and given back when the handler ends (:mod:`server.stream_limits`), and
+its inbound frames go through a token bucket (:mod:`server.transports.frame_rate`).
 """
 
 from __future__ import annotations
