@@ -114,8 +114,9 @@ class Settings(BaseSettings):
     ws_frames_per_second: float = Field(
         20.0, validation_alias="CERO_WS_FRAMES_PER_SECOND", gt=0, le=100_000
     )
-    #: ...holding at most this many frames at once (the burst a page sends on reconnect).
-    ws_frame_burst: int = Field(60, validation_alias="CERO_WS_FRAME_BURST", ge=1, le=1_000_000)
+    #: ...holding at most this many frames at once: a socket may (re)subscribe to its whole
+    #: allowance (``CERO_WS_MAX_SUBSCRIPTIONS``, 100) in one go after a reconnect.
+    ws_frame_burst: int = Field(120, validation_alias="CERO_WS_FRAME_BURST", ge=1, le=1_000_000)
     #: Live connections (WebSockets and SSE event streams, not chat responses) per user...
     max_streams_per_user: int = Field(32, validation_alias="CERO_MAX_STREAMS_PER_USER", ge=1)
     #: ...and per client address (IPv6: per /64).

@@ -33,7 +33,12 @@ IDLE = 0.3
 async def live(database_url: str) -> AsyncIterator[Live]:
     running = await start_live(
         lambda port: make_settings(
-            database_url, port=port, actor_idle_timeout=IDLE, ws_max_subscriptions=1000
+            database_url,
+            port=port,
+            actor_idle_timeout=IDLE,
+            ws_max_subscriptions=1000,
+            # One socket subscribes to 150 conversations in one go (the probe's case).
+            ws_frame_burst=1000,
         )
     )
     yield running
