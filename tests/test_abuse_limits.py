@@ -32,6 +32,7 @@ import pytest_asyncio
 
 from server.app_keys import USER_LIMITS
 from server.chat_store import create_conversation
+from server.config import ConfigError, load_settings
 from server.stream_limits import STREAM_LIMITS
 from server.transports.frame_rate import FLOOD_SECONDS, FrameRate, Verdict
 from tests.auth_helpers import bearer, fresh_ip, make_user_session
@@ -88,6 +89,23 @@ async def assert_429(resp: aiohttp.ClientResponse, *, auth: bool = False) -> dic
     else:
         assert body["code"] == "rate_limited" and isinstance(body["error"], str), body
     return body
+
+
+@pytest.mark.parametrize(
+    ("name", "field", "value"),
+    [
+        ("CERO_SENDS_PER_MINUTE", "sends_per_minute", 0),
+        ("CERO_WS_FRAMES_PER_SECOND", "ws_frames_per_second", 0),
+        ("CERO_WS_FRAME_BURST", "ws_frame_burst", 0),
+        ("CERO_MAX_STREAMS_PER_USER", "max_streams_per_user", 0),
+        ("CERO_MAX_STREAMS_PER_IP", "max_streams_per_ip", -1),
+        ("CERO_SIGN_IN_LIMIT", "sign_in_limit", 0),
+        ("CERO_SIGN_IN_WINDOW", "sign_in_window", 0),
+    ],
+)
+async def test_settings_are_validated(name: str, field: str, value: int) -> None:
+    with pytest.raises(ConfigError, match=name):
+        load_settings(env_file=None, secret="s" * 32, **{field: value})
 
 
 # -- sends per minute --------------------------------------------------------------------------
