@@ -96,9 +96,7 @@ TABLE: dict[tuple[str, str], Row] = {
         "user", owned="device", body={"userCode": "$code"}, foreign="403"
     ),
     # The HTML page: without a user it shows the sign-in prompt.
-    ("GET", "/device"): Row(
-        "public", owned="device", query={"user_code": "$code"}, foreign="page"
-    ),
+    ("GET", "/device"): Row("public", owned="device", query={"user_code": "$code"}, foreign="page"),
     ("POST", "/device"): Row(
         "public", owned="device", form={"user_code": "$code", "action": "approve"}, foreign="page"
     ),
