@@ -41,6 +41,7 @@ from tests.auth_helpers import make_user_session
 from tests.conditions import until
 from tests.conftest import create_pg_database, drop_pg_database
 from tests.live_clients import read_ndjson
+from tests.process_stats import fds, rss, scrape, total
 from tests.server_process import ServerProcess, serve
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow, pytest.mark.postgres]
@@ -229,39 +230,13 @@ async def hammer(load: Load, seconds: float) -> Tally:
     return tally
 
 
-async def _scrape(http: aiohttp.ClientSession, url: str) -> dict[str, float]:
-    async with http.get(url + "/metrics") as resp:
-        text = await resp.text()
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-    return out
-
-
-def _sum(metrics: dict[str, float], family: str) -> float:
-    return sum(v for k, v in metrics.items() if k == family or k.startswith(family + "{"))
-
-
-def _fds(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def _rss(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
-
-
 async def settled(http: aiohttp.ClientSession, server: ServerProcess, tasks0: float) -> None:
     """No connection, no actor, no task beyond the baseline: the round is over."""
 
     async def quiet() -> bool:
-        m = await _scrape(http, server.url)
+        m = await scrape(http, server.url)
         return (
-            _sum(m, "cero_connections") == 0
+            total(m, "cero_connections") == 0
             and m["cero_live_actors"] == 0
             and m["cero_asyncio_tasks"] <= tasks0 + TASK_SLACK
         )
@@ -280,18 +255,18 @@ async def test_200_clients_meet_the_limits_and_nothing_breaks(load: Load) -> Non
             ws_client(http, server.ws_url, load.tokens[1], deadline, warm),
         )
         await settled(http, server, tasks0=float("inf"))
-        tasks0 = (await _scrape(http, server.url))["cero_asyncio_tasks"]
-        fds0, rss0 = _fds(server.pid), _rss(server.pid)
+        tasks0 = (await scrape(http, server.url))["cero_asyncio_tasks"]
+        fds0, rss0 = fds(server.pid), rss(server.pid)
 
         first = await hammer(load, ROUND_S)
         await settled(http, server, tasks0)
-        rss_first, fds_first = _rss(server.pid), _fds(server.pid)
+        rss_first, fds_first = rss(server.pid), fds(server.pid)
         second = await hammer(load, ROUND_S)
         await settled(http, server, tasks0)
         # The database pool keeps the connections the load opened (up to its size).
-        await until(lambda: _fds(server.pid) <= fds_first + FD_SLACK, within=30, what="fds")
-        rss1, fds1 = _rss(server.pid), _fds(server.pid)
-        metrics = await _scrape(http, server.url)
+        await until(lambda: fds(server.pid) <= fds_first + FD_SLACK, within=30, what="fds")
+        rss1, fds1 = rss(server.pid), fds(server.pid)
+        metrics = await scrape(http, server.url)
 
         # It still serves.
         async with http.post(
