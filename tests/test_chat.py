@@ -16,6 +16,7 @@ import orjson
 import pytest
 import pytest_asyncio
 
+from actors.turn_timing import PHASES
 from server.tables import Message
 from tests.auth_helpers import bearer, make_user_session
 from tests.conftest import Live, make_settings, start_live
@@ -186,27 +187,8 @@ async def test_a_turn_times_its_phases_in_metrics(env: Env) -> None:
     assert [line["topic"] for line in lines][-1] == "done"
     after = await counts()
     grew = {phase for phase, n in after.items() if n > before.get(phase, 0.0)}
-    expected = {
-        "auth",
-        "body",
-        "admit",
-        "lookup",
-        "mailbox",
-        "history",
-        "context",
-        "model_first_event",
-        "model_build",
-        "model_upstream",
-        "model_parse",
-        "turn_commit",
-        "turn_queued",
-        "commit_wait",
-        "publish",
-        "respond",
-        "first_token",
-        "first_write",
-        "server_ttft",
-    }
+    # The writer's db_* statements differ by engine; every other phase is in every turn.
+    expected = {phase for phase in PHASES if not phase.startswith("db_")}
     assert expected <= grew, expected - grew
     assert any(phase.startswith("db_") for phase in grew)
     assert all(after[phase] - before.get(phase, 0.0) == 1 for phase in expected)
