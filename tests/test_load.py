@@ -3,7 +3,9 @@
 
 Twenty users, ten clients each: half send over ``POST /api/chat`` and read the NDJSON
 answer, half hold a WebSocket, send over it and flood it with ``ping`` frames between
-sends. Nobody waits politely: a refused client tries again after a few milliseconds.
+sends. Nobody waits politely: a refused client tries again after a few milliseconds (a
+WebSocket client after a ``rate_limited`` fault's ``retryAfter``: frames over the frame
+rate are dropped unanswered, and its next ``send`` would be too).
 The limits are set low (env below) so that every kind of refusal happens.
 
 What it shows, for two rounds of :data:`ROUND_S` each:
@@ -181,6 +183,10 @@ async def _ws_session(
             await ws.send_str('{"type": "ping"}')
         message_id: str | None = None
         answered = False
+        # Frames over the rate (the pings) are dropped with one fault a second and no other
+        # answer: after a rate_limited fault the next send waits its retryAfter, or it may
+        # be dropped unanswered too.
+        pause = RETRY_S
         while time.monotonic() < deadline + 5:
             msg = await ws.receive(timeout=10)
             if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
@@ -191,6 +197,8 @@ async def _ws_session(
             kind = data.get("type")
             if kind == "fault":
                 tally.faults[data["code"]] += 1
+                if data["code"] == "rate_limited":  # at most 1 s: enough for the frames
+                    pause = max(pause, min(float(data.get("retryAfter", 1)), 1.0))
                 if message_id is None and data["code"] in ("rate_limited", "busy", "conflict"):
                     answered = True  # this send was refused; try again
                     break
@@ -209,7 +217,7 @@ async def _ws_session(
         if not answered:
             tally.unfinished.append(f"ws no end for {message_id}")
             return conversation
-        await asyncio.sleep(RETRY_S)
+        await asyncio.sleep(pause)
     return conversation
 
 
