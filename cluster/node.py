@@ -129,6 +129,14 @@ class ClusterNode:
     def relay_lag(self) -> float:
         return self.relay.lag
 
+    @property
+    def leases_taken(self) -> int:
+        return self.leases.taken
+
+    @property
+    def leases_lost(self) -> int:
+        return self.leases.lost
+
     # -- lifecycle ----------------------------------------------------------------------
 
     def start(self, registry: Registry) -> None:

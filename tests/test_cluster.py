@@ -176,9 +176,9 @@ async def test_two_processes_watch_one_answer(cluster: Cluster) -> None:
             a_metrics = await r.text()
         async with http.get(f"{b.url}/metrics") as r:
             b_metrics = await r.text()
-    assert metric(a_metrics, "cero_cluster_log_appends") >= len(ws_events)
-    assert metric(a_metrics, "cero_cluster_log_pipelines") >= 1
-    assert metric(b_metrics, "cero_cluster_relayed_events") >= len(ws_events)
+    assert metric(a_metrics, "cero_cluster_log_appends_total") >= len(ws_events)
+    assert metric(a_metrics, "cero_cluster_log_pipelines_total") >= 1
+    assert metric(b_metrics, "cero_cluster_relayed_events_total") >= len(ws_events)
 
     for events in (ws_events, sse_events):
         check_seq(events)
