@@ -179,6 +179,8 @@ async def test_two_processes_watch_one_answer(cluster: Cluster) -> None:
     assert metric(a_metrics, "cero_cluster_log_appends_total") >= len(ws_events)
     assert metric(a_metrics, "cero_cluster_log_pipelines_total") >= 1
     assert metric(b_metrics, "cero_cluster_relayed_events_total") >= len(ws_events)
+    assert metric(b_metrics, "cero_cluster_relay_lag_seconds_count") >= 1
+    assert metric(a_metrics, "cero_cluster_leases_taken_total") >= 1
 
     for events in (ws_events, sse_events):
         check_seq(events)
