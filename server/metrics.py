@@ -346,6 +346,8 @@ class Metrics:
             registry=self.registry,
         )
         node.relay.on_lag = relay_lag.observe
+        # Answers whose owner died are ended by the next owner, not by a generation.
+        node.on_orphans = self.generations.labels("interrupted", "owner_lost").inc
 
     def bind_registry(self, registry: Registry) -> None:
         loop = asyncio.get_running_loop()

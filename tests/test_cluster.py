@@ -110,6 +110,10 @@ def metric(text: str, name: str) -> float:
     raise AssertionError(f"{name} not in /metrics")
 
 
+def metric_or_zero(text: str, name: str) -> float:
+    return next((float(x.split()[-1]) for x in text.splitlines() if x.startswith(name + " ")), 0.0)
+
+
 def generated_on(server: ServerProcess, generation_id: str) -> bool:
     return any(
         "generation_finished" in line and generation_id in line
@@ -342,7 +346,7 @@ async def test_owner_killed_mid_answer(cluster: Cluster, gemini: tuple[FakeGemin
                         break
         # A fresh process started meanwhile does not touch the live row... (A is dead, but
         # its lease lives on for up to the ttl: the sweep must leave the row alone).
-        await cluster.start()
+        c = await cluster.start()
         error = await ws.wait_for(
             lambda f: f["type"] == "error" and f.get("messageId") == message_id,
             timeout=LEASE_TTL + 6,
@@ -353,6 +357,12 @@ async def test_owner_killed_mid_answer(cluster: Cluster, gemini: tuple[FakeGemin
         row = await Message.select().where(Message.id == message_id).first().run()
         assert row is not None
         assert row["status"] == "interrupted"
+        lost = 'cero_generations_total{code="owner_lost",outcome="interrupted"}'
+        closed = 0.0
+        for survivor in (b, c):  # whichever took the lease closed the answer
+            async with http.get(f"{survivor.url}/metrics") as r:
+                closed += metric_or_zero(await r.text(), lost)
+        assert closed == 1
         full = "".join(t for t, _ in received)
         flushed_before = "".join(t for t, s in received if s <= killed_at - 1.0)
         assert full.startswith(row["content"])
