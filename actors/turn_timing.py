@@ -44,6 +44,40 @@ from collections.abc import Callable
 
 Observe = Callable[[str, float], None]
 
+#: Every phase, in the order of a turn (tables list them so). The ``db_*`` ones are the
+#: batch writer's statements inside ``turn_commit``; which of them a turn sees depends on
+#: the engine (:mod:`server.batch_writer`); every other one is seen by every turn.
+PHASES = (
+    "auth",
+    "body",
+    "admit",
+    "lookup",
+    "mailbox",
+    "history",
+    "context",
+    "model_first_event",
+    "model_build",
+    "model_upstream",
+    "model_parse",
+    "turn_commit",
+    "turn_queued",
+    "db_thread_in",
+    "db_acquire",
+    "db_begin",
+    "db_turn",
+    "db_touch",
+    "db_commit",
+    "db_release",
+    "db_thread_out",
+    "db_batch",
+    "commit_wait",
+    "publish",
+    "respond",
+    "first_token",
+    "first_write",
+    "server_ttft",
+)
+
 
 class TurnTiming:
     """The clock of one turn. ``mark`` keeps named instants; ``span`` observes a phase."""

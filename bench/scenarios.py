@@ -25,6 +25,7 @@ import numpy as np
 import orjson
 import psutil
 
+from actors.turn_timing import PHASES
 from bench.clients import client_process, open_non_reader
 from bench.common import (
     HOST,
@@ -1184,41 +1185,7 @@ def phase_table(before: Phases, after: Phases) -> dict[str, dict[str, float]]:
 
 
 #: The order of a turn's phases in tables (actors/turn_timing.py describes them).
-PHASE_ORDER = {
-    name: i
-    for i, name in enumerate(
-        [
-            "auth",
-            "body",
-            "admit",
-            "lookup",
-            "mailbox",
-            "history",
-            "context",
-            "model_first_event",
-            "model_build",
-            "model_upstream",
-            "model_parse",
-            "turn_commit",
-            "turn_queued",
-            "db_thread_in",
-            "db_acquire",
-            "db_begin",
-            "db_turn",
-            "db_touch",
-            "db_commit",
-            "db_release",
-            "db_thread_out",
-            "db_batch",
-            "commit_wait",
-            "publish",
-            "respond",
-            "first_token",
-            "first_write",
-            "server_ttft",
-        ]
-    )
-}
+PHASE_ORDER = {name: i for i, name in enumerate(PHASES)}
 
 
 Step = Callable[[], Awaitable[None]]

@@ -50,6 +50,7 @@ from server.app_keys import METRICS
 from server.config import Settings
 from server.connection_guard import Admission, ConnectionGuard, exempt_networks
 from server.errors import error_response
+from server.security_headers import EVERY_RESPONSE
 
 log = structlog.get_logger(__name__)
 
@@ -85,6 +86,7 @@ def raw_json_response(
         f"Content-Length: {len(body)}",
         "Connection: close",
         f"X-Request-ID: {_request_id()}",
+        *(f"{name}: {value}" for name, value in EVERY_RESPONSE.items()),
         *(f"{name}: {value}" for name, value in (headers or {}).items()),
     ]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii") + body
@@ -302,7 +304,8 @@ class GuardedRequestHandler(RequestHandler):
             status=status,
             body=orjson.dumps({"error": text, "code": code}),
             content_type="application/json",
-            headers={"X-Request-ID": _request_id()},
+            # A BaseRequest runs no on_response_prepare hook: the security headers go here.
+            headers={"X-Request-ID": _request_id(), **EVERY_RESPONSE},
         )
         response.force_close()
         return response

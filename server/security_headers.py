@@ -21,14 +21,19 @@ HTML_CSP = "default-src 'none'; base-uri 'none'; form-action 'self'; frame-ances
 HSTS = "max-age=63072000"
 
 
+#: On every answer, also those written before a request exists (the connection guard's
+#: refusals, parser errors: :mod:`server.http_protocol`), which no hook sees.
+EVERY_RESPONSE = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin"}
+
+
 def setup(app: web.Application) -> None:
     app.on_response_prepare.append(_add_headers)
 
 
 async def _add_headers(request: web.Request, response: web.StreamResponse) -> None:
     headers = response.headers
-    headers.setdefault("X-Content-Type-Options", "nosniff")
-    headers.setdefault("Referrer-Policy", "same-origin")
+    for name, value in EVERY_RESPONSE.items():
+        headers.setdefault(name, value)
     if request.app[SETTINGS].secure_cookies:  # the public URL is https
         headers.setdefault("Strict-Transport-Security", HSTS)
     if response.content_type == "text/html":

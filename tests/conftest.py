@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from server.config import Settings, load_settings
+from tests.fakes.gemini import FakeGemini, Script
 
 # Tests are hermetic: no setting leaks in from the developer's shell or .env.
 _PREFIXES = ("CERO_", "BETTER_AUTH_", "GOOGLE_", "GEMINI_", "DATABASE_URL")
@@ -163,6 +165,36 @@ async def start_live(settings_factory: Any) -> Live:
     await server.start_server()
     local.announce(app)  # as `cero-api serve` does once it listens
     return Live(app=app, server=server, url=f"http://127.0.0.1:{port}", settings=settings)
+
+
+@asynccontextmanager
+async def live_with_gemini(
+    database_url: str, *, default_script: Script | None = None, **overrides: Any
+) -> AsyncIterator[tuple[Live, FakeGemini]]:
+    """The app on a real port whose Gemini is the local stand-in
+    (:class:`tests.fakes.gemini.FakeGemini`, returned beside it): the real google-genai
+    SDK talks to it over HTTP. ``overrides`` are settings (fast retries by default)."""
+    fake = FakeGemini(default_script=default_script)
+    url = await fake.start()
+    try:
+        live = await start_live(
+            lambda port: make_settings(
+                database_url,
+                port=port,
+                **{
+                    "gemini_api_key": "k",
+                    "gemini_base_url": url,
+                    "gemini_retry_backoff": 0.01,
+                    **overrides,
+                },
+            )
+        )
+        try:
+            yield live, fake
+        finally:
+            await live.server.close()
+    finally:
+        await fake.stop()
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")

@@ -49,7 +49,8 @@ class Row:
     ``$session`` and ``$code`` replaced by the target's value; ``form`` likewise.
     ``foreign``: B against A's resource is ``same`` as a missing one, ``403``, or
     ``lookup`` (a device code's status, shown without its client_id and scope), or ``page``
-    (the HTML page answers ``200`` with the refusal's message, as for any refused code).
+    (the HTML page answers ``403``, like the JSON API, with the refusal's message and
+    without the code's client_id).
     """
 
     access: str
@@ -95,9 +96,7 @@ TABLE: dict[tuple[str, str], Row] = {
         "user", owned="device", body={"userCode": "$code"}, foreign="403"
     ),
     # The HTML page: without a user it shows the sign-in prompt.
-    ("GET", "/device"): Row(
-        "public", owned="device", query={"user_code": "$code"}, foreign="lookup"
-    ),
+    ("GET", "/device"): Row("public", owned="device", query={"user_code": "$code"}, foreign="page"),
     ("POST", "/device"): Row(
         "public", owned="device", form={"user_code": "$code", "action": "approve"}, foreign="page"
     ),
@@ -317,7 +316,8 @@ async def test_user_b_against_user_a(world: World, key: tuple[str, str]) -> None
             if key[1].startswith("/api/"):
                 assert orjson.loads(theirs[2])["error"] == "access_denied", theirs
         elif row.foreign == "page":
-            assert theirs[0] == 200 and b'class="error"' in theirs[2], theirs
+            assert theirs[0] == 403 and b'class="error"' in theirs[2], theirs
+            assert b"cero-cli" not in theirs[2], theirs
         elif row.foreign == "lookup":
             assert theirs[0] == 200, theirs
             assert b"cero-cli" not in theirs[2] and b"client_id" not in theirs[2], theirs

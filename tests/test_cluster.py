@@ -99,6 +99,24 @@ async def chat(
         return 200, lines
 
 
+async def warm_up(http: aiohttp.ClientSession, owner: ServerProcess, token: str) -> str:
+    """A new conversation answered once through ``owner`` (a Gemini answer: the stand-in's
+    next script), which then holds its lease; its id."""
+    status, lines = await chat(http, owner, token, "warm up", model=GEMINI)
+    assert status == 200, lines
+    return str(lines[0]["data"]["conversationId"])
+
+
+async def watch(
+    http: aiohttp.ClientSession, server: ServerProcess, token: str, conversation_id: str
+) -> WsPeer:
+    """A WebSocket on ``server`` subscribed to ``conversation_id``."""
+    ws = WsPeer(await http.ws_connect(server.ws_url, headers=bearer(token))).start()
+    await ws.send(type="subscribe", conversationId=conversation_id)
+    await ws.wait_for(lambda f: f["type"] == "subscribed")
+    return ws
+
+
 def of_topic(lines: list[dict[str, Any]], topic: str) -> dict[str, Any]:
     return next(line["data"] for line in lines if line["topic"] == topic)
 
@@ -319,12 +337,8 @@ async def test_owner_killed_mid_answer(cluster: Cluster, gemini: tuple[FakeGemin
     fake.enqueue(Script(chunks=["warm "]))
     fake.enqueue(Script(chunks=[f"tok{i:04d} " for i in range(3000)], chunk_delay=0.01))
     async with aiohttp.ClientSession() as http:
-        status, lines = await chat(http, a, token, "warm up", model=GEMINI)
-        assert status == 200, lines
-        conversation_id = lines[0]["data"]["conversationId"]
-        ws = WsPeer(await http.ws_connect(b.ws_url, headers=bearer(token))).start()
-        await ws.send(type="subscribe", conversationId=conversation_id)
-        await ws.wait_for(lambda f: f["type"] == "subscribed")
+        conversation_id = await warm_up(http, a, token)
+        ws = await watch(http, b, token, conversation_id)
 
         received: list[tuple[str, float]] = []
         message_id = ""
@@ -394,12 +408,8 @@ async def test_fencing_a_paused_owner(cluster: Cluster, gemini: tuple[FakeGemini
     fake.enqueue(Script(chunks=["warm "]))
     fake.enqueue(Script(chunks=[f"old{i:04d} " for i in range(3000)], chunk_delay=0.01))
     async with aiohttp.ClientSession() as http:
-        status, lines = await chat(http, a, token, "warm up", model=GEMINI)
-        assert status == 200, lines
-        conversation_id = lines[0]["data"]["conversationId"]
-        ws = WsPeer(await http.ws_connect(b.ws_url, headers=bearer(token))).start()
-        await ws.send(type="subscribe", conversationId=conversation_id)
-        await ws.wait_for(lambda f: f["type"] == "subscribed")
+        conversation_id = await warm_up(http, a, token)
+        ws = await watch(http, b, token, conversation_id)
 
         old_id = ""
         tokens = 0
@@ -504,15 +514,8 @@ async def test_delete_through_a_non_owner(cluster: Cluster, gemini: tuple[FakeGe
     fake.enqueue(Script(chunks=["warm "]))
     fake.enqueue(Script(chunks=[f"d{i:04d} " for i in range(3000)], chunk_delay=0.01))
     async with aiohttp.ClientSession() as http:
-        status, lines = await chat(http, a, token, "warm up", model=GEMINI)
-        assert status == 200, lines
-        conversation_id = lines[0]["data"]["conversationId"]
-        peers = []
-        for server in (a, b):
-            peer = WsPeer(await http.ws_connect(server.ws_url, headers=bearer(token))).start()
-            await peer.send(type="subscribe", conversationId=conversation_id)
-            await peer.wait_for(lambda f: f["type"] == "subscribed")
-            peers.append(peer)
+        conversation_id = await warm_up(http, a, token)
+        peers = [await watch(http, server, token, conversation_id) for server in (a, b)]
         await peers[0].send(
             type="send", conversationId=conversation_id, message="long", aiModel=GEMINI
         )

@@ -27,6 +27,7 @@ import pytest
 from server import db
 from tests.auth_helpers import make_user_session
 from tests.conditions import until
+from tests.process_stats import fds, rss, scrape, total
 from tests.server_process import ServerProcess, serve
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]
@@ -40,26 +41,6 @@ RSS_BOUND = 24 * 1024 * 1024
 #: RSS growth allowed for a second round after the first: the leak check.
 AGAIN_BOUND = 8 * 1024 * 1024
 WAVE = 100
-
-
-def _fds(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def _rss(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
-
-
-async def _metric(http: aiohttp.ClientSession, url: str, name: str) -> float:
-    async with http.get(url + "/metrics") as resp:
-        text = await resp.text()
-    for line in text.splitlines():
-        if line.startswith((name + " ", name + "{")):
-            return float(line.rsplit(" ", 1)[1])
-    raise AssertionError(f"{name} not in /metrics")
 
 
 async def _open(server: ServerProcess) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -112,7 +93,7 @@ KINDS = (half_ws_frame, half_http_body, bare_connect)
 async def open_and_drop(server: ServerProcess, token: str, count: int) -> tuple[int, int]:
     """``count`` connections of every kind in turn, all open at once, then all dropped at
     once (reset, no goodbye); the server's descriptors and RSS while they were open."""
-    before = _fds(server.pid)
+    before = fds(server.pid)
     writers: list[asyncio.StreamWriter] = []
     # In waves of WAVE: 1,000 connects at once overflow the listen backlog (128), and the
     # kernel then drops handshakes that the client already counts as done.
@@ -122,8 +103,8 @@ async def open_and_drop(server: ServerProcess, token: str, count: int) -> tuple[
         )
     # ``before`` may count a few descriptors of the last round still being let go.
     held = before + count - FD_SLACK
-    await until(lambda: _fds(server.pid) >= held, within=20, what="all held")
-    peak = _fds(server.pid), _rss(server.pid)
+    await until(lambda: fds(server.pid) >= held, within=20, what="all held")
+    peak = fds(server.pid), rss(server.pid)
     for writer in writers:
         writer.transport.abort()
     return peak
@@ -146,23 +127,23 @@ async def test_vanishing_clients_leak_nothing(tmp_path: Path) -> None:
         # Warm up every path once (imports, caches, pools), then take the baseline.
         await open_and_drop(server, token, 30)
         await until(lambda: _metric_is(http, server.url, "cero_connections", 0), within=20)
-        fds0, rss0 = _fds(server.pid), _rss(server.pid)
+        fds0, rss0 = fds(server.pid), rss(server.pid)
         tasks0 = await _metric(http, server.url, "cero_asyncio_tasks")
 
         fds_peak, rss_peak = await open_and_drop(server, token, CONNECTIONS)
-        await until(lambda: _fds(server.pid) <= fds0 + FD_SLACK, within=30, what="fds")
-        rss_first = _rss(server.pid)
+        await until(lambda: fds(server.pid) <= fds0 + FD_SLACK, within=30, what="fds")
+        rss_first = rss(server.pid)
         fds_peak, rss_peak = await open_and_drop(server, token, CONNECTIONS)
 
         # Everything the clients left behind is let go: descriptors, tasks, connections.
-        await until(lambda: _fds(server.pid) <= fds0 + FD_SLACK, within=30, what="fds")
+        await until(lambda: fds(server.pid) <= fds0 + FD_SLACK, within=30, what="fds")
         await until(
             lambda: _metric_below(http, server.url, "cero_asyncio_tasks", tasks0 + TASK_SLACK),
             within=30,
             what="tasks",
         )
         await until(lambda: _metric_is(http, server.url, "cero_connections", 0), within=30)
-        rss1 = _rss(server.pid)
+        rss1 = rss(server.pid)
         log = server.log()
         # A vanished client is not a server error (was: unhandled_error with a traceback
         # for every half body).
@@ -181,7 +162,7 @@ async def test_vanishing_clients_leak_nothing(tmp_path: Path) -> None:
             body = await resp.read()
         assert b'"done"' in body
         measured = (
-            f"fds {fds0} -> peak {fds_peak} -> {_fds(server.pid)}, tasks {tasks0:.0f} -> "
+            f"fds {fds0} -> peak {fds_peak} -> {fds(server.pid)}, tasks {tasks0:.0f} -> "
             f"{await _metric(http, server.url, 'cero_asyncio_tasks'):.0f}, "
             f"rss {rss0 / 2**20:.1f} -> first round {rss_first / 2**20:.1f} -> peak "
             f"{rss_peak / 2**20:.1f} -> {rss1 / 2**20:.1f} MiB"
@@ -191,13 +172,12 @@ async def test_vanishing_clients_leak_nothing(tmp_path: Path) -> None:
             Path(out).write_text(measured + "\n")
 
 
+async def _metric(http: aiohttp.ClientSession, url: str, name: str) -> float:
+    return total(await scrape(http, url), name)
+
+
 async def _metric_is(http: aiohttp.ClientSession, url: str, name: str, value: float) -> bool:
-    async with http.get(url + "/metrics") as resp:
-        text = await resp.text()
-    values = [
-        float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{")
-    ]
-    return sum(values) == value
+    return await _metric(http, url, name) == value
 
 
 async def _metric_below(http: aiohttp.ClientSession, url: str, name: str, bound: float) -> bool:

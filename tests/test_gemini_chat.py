@@ -13,7 +13,7 @@ import toon_format
 from actors.compression import extract_block
 from server.tables import Message
 from tests.auth_helpers import bearer, make_user_session
-from tests.conftest import Live, make_settings, start_live
+from tests.conftest import Live, live_with_gemini
 from tests.fakes.gemini import FakeGemini, HttpError, Script
 from tests.live_clients import WsPeer, read_ndjson
 
@@ -23,23 +23,11 @@ MODEL = "gemini-2.5-flash-lite"
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def env(database_url: str) -> AsyncIterator[tuple[Live, FakeGemini, str]]:
-    fake = FakeGemini()
-    url = await fake.start()
-    live = await start_live(
-        lambda port: make_settings(
-            database_url,
-            port=port,
-            gemini_api_key="k",
-            gemini_base_url=url,
-            gemini_retry_backoff=0.01,
-            gemini_first_chunk_timeout=0.5,
-            gemini_chunk_timeout=0.5,
-        )
-    )
-    token, _ = await make_user_session("Gem")
-    yield live, fake, token
-    await live.server.close()
-    await fake.stop()
+    async with live_with_gemini(
+        database_url, gemini_first_chunk_timeout=0.5, gemini_chunk_timeout=0.5
+    ) as (live, fake):
+        token, _ = await make_user_session("Gem")
+        yield live, fake, token
 
 
 async def chat(live: Live, token: str, **body: Any) -> list[dict[str, Any]]:

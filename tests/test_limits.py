@@ -145,6 +145,9 @@ async def short_chat(url: str, headers: dict[str, str], *, local: str = OTHER) -
 def json_error(headers: dict[str, str], body: bytes) -> dict[str, Any]:
     assert headers["content-type"].startswith("application/json"), headers
     assert re.fullmatch(r"[A-Za-z0-9._:-]{1,128}", headers.get("x-request-id", "")), headers
+    # Written before any request object exists, yet with the headers every answer carries.
+    assert headers.get("x-content-type-options") == "nosniff", headers
+    assert headers.get("referrer-policy") == "same-origin", headers
     data: dict[str, Any] = orjson.loads(body)
     assert set(data) == {"error", "code"}, data
     return data

@@ -23,7 +23,7 @@ import pytest_asyncio
 
 from server.tables import Message
 from tests.auth_helpers import bearer, make_user_session
-from tests.conftest import Live, make_settings, start_live
+from tests.conftest import Live, live_with_gemini
 from tests.fakes.gemini import FakeGemini, Script
 from tests.live_clients import WsPeer, check_seq, read_ndjson, token_text
 
@@ -41,23 +41,14 @@ FAULTS: dict[str, tuple[Script, str]] = {
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def env(database_url: str) -> AsyncIterator[tuple[Live, FakeGemini, str]]:
-    fake = FakeGemini(default_script=Script(chunks=["Title"]))
-    url = await fake.start()
-    live = await start_live(
-        lambda port: make_settings(
-            database_url,
-            port=port,
-            gemini_api_key="k",
-            gemini_base_url=url,
-            gemini_retry_backoff=0.01,
-            gemini_first_chunk_timeout=1.0,
-            gemini_chunk_timeout=1.0,
-        )
-    )
-    token, _ = await make_user_session("ModelFaults")
-    yield live, fake, token
-    await live.server.close()
-    await fake.stop()
+    async with live_with_gemini(
+        database_url,
+        default_script=Script(chunks=["Title"]),
+        gemini_first_chunk_timeout=1.0,
+        gemini_chunk_timeout=1.0,
+    ) as (live, fake):
+        token, _ = await make_user_session("ModelFaults")
+        yield live, fake, token
 
 
 async def _chat(

@@ -14,7 +14,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from tests.auth_helpers import bearer, make_user_session
-from tests.conftest import Live, make_settings, start_live
+from tests.conftest import Live, live_with_gemini, make_settings
 from tests.fakes.gemini import FakeGemini, Script
 from tests.live_clients import WsPeer, check_seq
 
@@ -24,21 +24,9 @@ MODEL = "gemini-2.5-flash-lite"
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def env(database_url: str) -> AsyncIterator[tuple[Live, FakeGemini, str]]:
-    fake = FakeGemini()
-    url = await fake.start()
-    live = await start_live(
-        lambda port: make_settings(
-            database_url,
-            port=port,
-            gemini_api_key="k",
-            gemini_base_url=url,
-            ws_max_frame=64 * 1024,
-        )
-    )
-    token, _ = await make_user_session("Wes")
-    yield live, fake, token
-    await live.server.close()
-    await fake.stop()
+    async with live_with_gemini(database_url, ws_max_frame=64 * 1024) as (live, fake):
+        token, _ = await make_user_session("Wes")
+        yield live, fake, token
 
 
 async def _peer(live: Live, http: aiohttp.ClientSession, token: str) -> WsPeer:

@@ -50,11 +50,13 @@ def _page(title: str, content: str, *, status: int = 200) -> web.Response:
 
 
 def _refused(content: str, exc: ApiError) -> web.Response:
-    """A page for a refused code: ``429`` with ``Retry-After`` when rate limited (so that
-    clients and proxies see the limit), else ``200`` with the message."""
-    if exc.status != 429:
+    """A page for a refused code, with the status the JSON API gives the same refusal where
+    it is not the user's typing: ``403`` for a code another account claimed, ``429`` with
+    ``Retry-After`` when rate limited (so that clients and proxies see them); a mistyped,
+    expired or decided code is the form shown again (``200``) with the message."""
+    if exc.status not in (403, 429):
         return _page("Connect a device", content)
-    response = _page("Connect a device", content, status=429)
+    response = _page("Connect a device", content, status=exc.status)
     retry = exc.headers.get("Retry-After")
     if retry is not None:
         response.headers["Retry-After"] = retry
@@ -128,9 +130,11 @@ async def device_page(request: web.Request) -> web.Response:
         word = "approved" if view.status == "approved" else "denied"
         return _page("Connect a device", f"<p>This code was already {word}.</p>")
     if view.claimed_by != user.id:
+        # The JSON API's answer to the same case is 403 access_denied (CONTRACT.md).
         return _page(
             "Connect a device",
             '<p class="error">This code is being approved by another account.</p>' + _entry_form(),
+            status=403,
         )
     return _page("Connect a device", _signed_in_as(user) + _decision_form(view))
 
