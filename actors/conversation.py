@@ -35,6 +35,7 @@ from actors.models.base import ChatTurn, ModelProvider, ModelRequest
 from actors.presence import Presence
 from actors.retries import RecentGenerations
 from actors.store import ConversationStore, NewTurn, StoredMessage
+from actors.telemetry import GenerationTelemetry
 from actors.turn_timing import TurnTiming
 
 if TYPE_CHECKING:
@@ -98,6 +99,8 @@ class ActorDeps:
     commit_timeout: float = 30.0
     #: Cluster mode (``cluster/``): ownership, the shared log, forwarded commands.
     cluster: ClusterHooks | None = None
+    #: Model latencies and outcomes for ``/metrics`` (:mod:`actors.telemetry`).
+    telemetry: GenerationTelemetry | None = None
 
 
 @dataclass(slots=True)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import structlog
@@ -50,6 +50,8 @@ class Flusher:
         #: message id → (parts stored, characters stored), advanced on a confirmed write
         self._stored: dict[str, tuple[int, int]] = {}
         self._task: asyncio.Task[None] | None = None
+        #: Metrics hook: each flush's duration in seconds and whether it committed.
+        self.on_flush: Callable[[float, bool], None] | None = None
 
     def track(self, generation: Streaming) -> None:
         self._live[generation.message_id] = generation
@@ -91,7 +93,11 @@ class Flusher:
             for generation in dirty:
                 generation.dirty = True  # try again next interval (from the same point)
             log.warning("flush_failed", answers=len(dirty), exc_info=True)
+            if self.on_flush is not None:
+                self.on_flush(time.perf_counter() - started, False)
             return
+        if self.on_flush is not None:
+            self.on_flush(time.perf_counter() - started, True)
         for message_id, end, chars in stored:
             if message_id in self._live:  # not untracked meanwhile
                 self._stored[message_id] = (end, chars)

@@ -64,6 +64,10 @@ class Opened:
 
     stream: AsyncIterator[ModelEvent]
     first: ModelEvent | None
+    #: The provider's name and when its stream was asked for (``perf_counter``): the
+    #: model latency histograms in ``/metrics``.
+    provider: str = ""
+    requested: float = 0.0
 
 
 @dataclass(slots=True)
@@ -152,6 +156,15 @@ def outcome_of(
     return outcome, ("done", done)
 
 
+def ending(event: Terminal, status: str) -> tuple[str, str]:
+    """``(outcome, code)`` for ``cero_generations_total``: the stored status, except that
+    an answer that could not be stored counts as the ``error`` its clients saw."""
+    kind, data = event
+    if kind != "error":
+        return status, ""
+    return ("interrupted" if status == "interrupted" else "error"), str(data.get("code", ""))
+
+
 class Runner:
     """Runs generations for one actor: its hub, its dependencies, its log."""
 
@@ -184,15 +197,18 @@ class Runner:
         try:
             first = await anext(aiter(stream))
         except StopAsyncIteration:
-            return Opened(stream, None)
+            return Opened(stream, None, model.provider, requesting)
         except BaseException:
             await aclose(stream)
             raise
+        telemetry = self.deps.telemetry
+        if telemetry is not None:
+            telemetry.model_first_event_seen(model.provider, time.perf_counter() - requesting)
         if timing is not None:
             timing.span("context", building, requesting)
             opened = timing.marks["opened"] = timing.span("model_first_event", requesting)
             timing.since("model_parse", "answered_head", opened)
-        result = Opened(stream, first)
+        result = Opened(stream, first, model.provider, requesting)
         live = self.live
         if live is not None and live.opening is asyncio.current_task():
             # `init` is out: the first token goes to the log now, not after the loop
@@ -242,6 +258,8 @@ class Runner:
         generation.assistant.status = outcome.status
         concluded(generation)
         self.hub.append(*event)
+        if self.deps.telemetry is not None:
+            self.deps.telemetry.generation_ended(*ending(event, outcome.status))
         self.log.info(
             "generation_finished",
             generation_id=generation.id,
@@ -266,6 +284,8 @@ class Runner:
                     self.log.error("finish_failed", **fields, error=repr(exc)[:300])
                     return False
                 self.log.warning("finish_retry", **fields, error=repr(exc)[:300])
+                if self.deps.telemetry is not None:
+                    self.deps.telemetry.finish_retried()
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
 
@@ -292,6 +312,9 @@ class Runner:
                         await asyncio.sleep(0)
         finally:
             await aclose(stream)
+            if self.deps.telemetry is not None and opened.requested:
+                ended = time.perf_counter() - opened.requested
+                self.deps.telemetry.model_stream_ended(opened.provider, ended)
         return final
 
     def publish_first(self, generation: Generation) -> None:

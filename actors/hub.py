@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from contextlib import suppress
 from dataclasses import dataclass, field
 from itertools import islice
+from time import perf_counter
 from typing import ClassVar, NamedTuple, cast
 
 import orjson
@@ -94,6 +95,9 @@ class Event:
     frames: dict[str, bytes] = field(default_factory=dict)
     message_id: str | None = None
     text: str = ""
+    #: ``time.perf_counter()`` when the hub appended it (0 for events outside the log):
+    #: what ``cero_delivery_lag_seconds`` measures a late write against.
+    published: float = 0.0
 
 
 class _Merged:
@@ -129,6 +133,7 @@ class _Merged:
             {},
             self.message_id,
             text,
+            self.first.published,
         )
 
 
@@ -389,6 +394,7 @@ class Hub:
             {},
             message_id,
             text,
+            perf_counter(),
         )
         self.last_seq = seq
         if type == "init":

@@ -89,8 +89,8 @@ async def phase(
         return after[i].get(name, 0.0) - before[i].get(name, 0.0)
 
     streamed = delta(0, "cero_tokens_streamed_total")
-    trips = delta(0, "cero_cluster_log_pipelines") + sum(
-        delta(i, "cero_cluster_relay_reads") for i in range(1, len(servers))
+    trips = delta(0, "cero_cluster_log_pipelines_total") + sum(
+        delta(i, "cero_cluster_relay_reads_total") for i in range(1, len(servers))
     )
     rows = []
     for (where, _), (totals, samples) in zip(groups, results, strict=True):

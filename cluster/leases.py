@@ -57,6 +57,9 @@ class Leases:
         self._renew = client.register_script(scripts.RENEW)
         #: The leases this process holds, by conversation.
         self.held: dict[str, Held] = {}
+        #: Leases taken and lost (renewal refused) since start: counters in /metrics.
+        self.taken = 0
+        self.lost = 0
 
     def fence_of(self, conversation_id: str) -> int:
         held = self.held.get(conversation_id)
@@ -85,6 +88,7 @@ class Leases:
         if token is None:
             return None
         fence = int(token)
+        self.taken += 1
         return Held(f"{self.node_id}:{fence}", fence, cast(ClusterHub, None))  # set on use
 
     async def renew_forever(self) -> None:
@@ -112,4 +116,5 @@ class Leases:
             if result == 2:
                 log.warning("lease_taken_back", conversation_id=cid, fence=lease.fence)
             elif result != 1 and self.held.get(cid) is lease:
+                self.lost += 1
                 self._lost(cid, f"renew refused: {result!r}"[:200])

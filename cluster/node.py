@@ -79,6 +79,9 @@ class ClusterNode:
         self.log_ttl_ms = int(log_ttl * 1000)
         self.forward_timeout = max(5.0, 2 * lease_ttl)
         self.registry: Registry | None = None
+        #: Metrics hook: answers a dead owner left, closed here (``interrupted``,
+        #: ``owner_lost``).
+        self.on_orphans: Callable[[int], None] | None = None
         ctx = NodeContext(client, keys, node_id, self.spawn)
         self.leases = Leases(ctx, lease_ttl=lease_ttl, log_ttl_ms=self.log_ttl_ms, lost=self.lost)
         self.held: dict[str, Held] = self.leases.held
@@ -128,6 +131,14 @@ class ClusterNode:
     @property
     def relay_lag(self) -> float:
         return self.relay.lag
+
+    @property
+    def leases_taken(self) -> int:
+        return self.leases.taken
+
+    @property
+    def leases_lost(self) -> int:
+        return self.leases.lost
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -298,7 +309,9 @@ class ClusterNode:
         hub.lease = taken.value
         hub.sink = self.writer.sink
         log.info("lease_taken", conversation_id=cid, fence=taken.fence, seq=hub.last_seq)
-        await interrupt_orphans(cid, hub, taken.fence)
+        orphans = await interrupt_orphans(cid, hub, taken.fence)
+        if orphans and self.on_orphans is not None:
+            self.on_orphans(orphans)
 
     def give_back(self, cid: str, held: Held | None = None) -> None:
         """Release after what was appended under the lease is written."""

@@ -26,8 +26,9 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 
-async def interrupt_orphans(cid: str, hub: ClusterHub, fence: int) -> None:
-    """Whatever was generating under an earlier lease is over: its owner is gone."""
+async def interrupt_orphans(cid: str, hub: ClusterHub, fence: int) -> int:
+    """Whatever was generating under an earlier lease is over: its owner is gone. Returns
+    how many answers it closed."""
     rows = (
         await Message.update(
             {
@@ -51,6 +52,7 @@ async def interrupt_orphans(cid: str, hub: ClusterHub, fence: int) -> None:
                 "error": "The server generating this answer stopped",
             },
         )
+    return len(rows)
 
 
 class Recovery:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -43,6 +44,8 @@ class Relay:
         self.reads = 0
         #: Seconds from the owner's append to this relay's read, of the last event read.
         self.lag = 0.0
+        #: Metrics hook: ``lag`` of each stream's batch read (one call per stream per read).
+        self.on_lag: Callable[[float], None] | None = None
 
     async def sync(self, hub: ClusterHub, *, hard: bool = False) -> None:
         """Bring a mirror up to the stream (also before the hub becomes the owner's)."""
@@ -115,3 +118,5 @@ class Relay:
                 sent = entries[-1][1].get(b"t")
                 if sent is not None:
                     self.lag = max(0.0, time.time() - int(sent) / 1000)
+                    if self.on_lag is not None:
+                        self.on_lag(self.lag)

@@ -34,7 +34,7 @@ import asyncio
 import contextlib
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -105,6 +105,9 @@ class BatchWriter:
         #: Phase observer (``cero_turn_phase_seconds``): for batches holding a turn start,
         #: ``turn_queued`` per turn and the transaction's steps (``db_*``).
         self.on_phase: Observe | None = None
+        #: Metrics hook: each transaction's duration in seconds and whether it committed
+        #: (a failed batch is then retried one operation at a time; each try is one call).
+        self.on_commit: Callable[[float, bool], None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -240,17 +243,22 @@ class BatchWriter:
                 if isinstance(exc, asyncio.CancelledError):
                     self._fail(batch, StoreUnavailable("the writer stopped"))
                     raise
+                self._timed(started, ok=False)
                 if len(batch) == 1:
                     self._fail(batch, exc)
                 else:
                     for op in batch:  # one bad operation fails only its own caller
+                        alone = time.perf_counter()
                         try:
                             await self._commit([op])
                         except Exception as one:
+                            self._timed(alone, ok=False)
                             self._fail([op], one)
                         else:
+                            self._timed(alone, ok=True)
                             self._done([op])
                 continue
+            self._timed(started, ok=True)
             self._done(batch)
             if steps is not None and self.on_phase is not None:
                 steps.append(("db_batch", time.perf_counter() - started))
@@ -259,6 +267,10 @@ class BatchWriter:
             log.debug(
                 "batch_written", ops=len(batch), ms=round((time.perf_counter() - started) * 1e3, 2)
             )
+
+    def _timed(self, started: float, *, ok: bool) -> None:
+        if self.on_commit is not None:
+            self.on_commit(time.perf_counter() - started, ok)
 
     def _done(self, batch: list[_Op]) -> None:
         self.batches += 1

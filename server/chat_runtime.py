@@ -97,6 +97,7 @@ async def chat_runtime(app: web.Application) -> AsyncIterator[None]:
             log.warning("interrupted_messages_marked", count=interrupted)
     metrics = app[METRICS]
     flusher = Flusher(store, settings.flush_interval)
+    flusher.on_flush = metrics.observe_flush
     deps = ActorDeps(
         store=store,
         providers=providers,
@@ -104,6 +105,7 @@ async def chat_runtime(app: web.Application) -> AsyncIterator[None]:
         flusher=flusher,
         idle_timeout=settings.actor_idle_timeout,
         on_token=metrics.tokens.inc,
+        telemetry=metrics,
         commit_timeout=settings.db_commit_timeout,
         cluster=node,
     )
@@ -123,7 +125,7 @@ async def chat_runtime(app: web.Application) -> AsyncIterator[None]:
         max_generations=settings.max_generations_per_user,
         new_conversations_per_hour=settings.new_conversations_per_hour,
         sends_per_minute=settings.sends_per_minute,
-        on_refusal=lambda limit: metrics.limit_refusals.labels(limit).inc(),
+        on_refusal=metrics.limit_refusals_by,
     )
     metrics.bind_registry(registry)
     if node is not None:

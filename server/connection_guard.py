@@ -85,6 +85,9 @@ class ConnectionGuard:
         self.total = 0
         self.reserved = 0
         self.lingering = 0
+        #: Metrics hook: a connection refused, by limit (``connections_per_ip``: 429,
+        #: ``connections``: 503 over capacity).
+        self.on_refusal: Callable[[str], None] | None = None
         self._per_ip = InFlight()
         self._reserved_by: set[str] = set()  # one reserved slot per address at a time
 

@@ -46,6 +46,7 @@ from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from aiohttp.typedefs import Handler
 from aiohttp.web_protocol import RequestHandler
 
+from server.app_keys import METRICS
 from server.config import Settings
 from server.connection_guard import Admission, ConnectionGuard, exempt_networks
 from server.errors import error_response
@@ -188,6 +189,9 @@ class GuardedRequestHandler(RequestHandler):
                 503, "over_capacity", "Server at connection capacity", {"Retry-After": "1"}
             )
         _log_refusal(self.admission, self.guard)
+        if self.guard.on_refusal is not None:
+            limit = "connections_per_ip" if self.admission is Admission.REFUSE_IP else "connections"
+            self.guard.on_refusal(limit)
         transport.write(answer)
         if self.guard.lingering < self.guard.reserve and transport.can_write_eof():
             self.guard.lingering += 1
@@ -367,6 +371,9 @@ def make_runner(
         reserve=settings.connection_reserve,
         exempt=exempt_networks(settings.trusted_proxies),
     )
+    metrics = app.get(METRICS)
+    if metrics is not None:
+        guard.on_refusal = metrics.limit_refusals_by
     field_size = settings.max_header_size
     # The parser says which limit a too-long line broke only by its number: keep the two
     # apart (one byte more for the request line at most) so 414 and 431 can be told apart.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -18,6 +18,8 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 from actors.turn_timing import TurnTiming
 from server.app_keys import METRICS
@@ -63,6 +65,41 @@ PHASE_BUCKETS = (
     0.25,
     1.0,
 )
+
+
+#: Buckets of the operator's latencies that include the model (time to first token, the
+#: upstream's first chunk): from tens of milliseconds to a minute.
+MODEL_BUCKETS = (
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0,
+    30.0, 45.0, 60.0,
+)  # fmt: skip
+#: Whole model streams: an answer lasts seconds to minutes.
+STREAM_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+#: Event delivery and database commits: sub-millisecond when healthy, seconds when not.
+FAST_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0,
+)  # fmt: skip
+
+
+class _ReadCounters(Collector):
+    """Counters whose totals a component already keeps (``writer.batches``,
+    ``node.forwarded``...): read at each scrape and exposed as counters (``_total``), so the
+    hot path pays nothing for them."""
+
+    def __init__(self) -> None:
+        self._reads: list[tuple[str, str, Callable[[], float]]] = []
+
+    def add(self, name: str, documentation: str, read: Callable[[], float]) -> None:
+        self._reads.append((name, documentation, read))
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        for name, documentation, read in self._reads:
+            yield CounterMetricFamily(name, documentation, value=read())
+
+    def describe(self) -> Iterator[CounterMetricFamily]:
+        for name, documentation, _ in self._reads:
+            yield CounterMetricFamily(name, documentation)
 
 
 class Metrics:
@@ -129,6 +166,86 @@ class Metrics:
             registry=registry,
         )
         self._phase_children: dict[str, Any] = {}
+        self._counted = _ReadCounters()
+        registry.register(self._counted)
+        # -- the operator's view of turns (README, "Metrics") ----------------------------
+        self.ttft = Histogram(
+            "cero_time_to_first_token_seconds",
+            "POST /api/chat: the request's arrival until its first token is written, by "
+            "response format (the model's own delay included)",
+            ["transport"],
+            buckets=MODEL_BUCKETS,
+            registry=registry,
+        )
+        self.model_first_event = Histogram(
+            "cero_model_first_event_seconds",
+            "A model stream asked for until its first event arrived, by provider",
+            ["provider"],
+            buckets=MODEL_BUCKETS,
+            registry=registry,
+        )
+        self.model_stream = Histogram(
+            "cero_model_stream_seconds",
+            "A model stream asked for until it ended (finished, failed or stopped), by provider",
+            ["provider"],
+            buckets=STREAM_BUCKETS,
+            registry=registry,
+        )
+        self.generations = Counter(
+            "cero_generations",
+            "Generations ended, by outcome (complete, cancelled, error, interrupted) and error "
+            "code",
+            ["outcome", "code"],
+            registry=registry,
+        )
+        self.finish_retries = Counter(
+            "cero_db_finish_retries",
+            "Terminal states whose commit failed and was retried (CERO_DB_COMMIT_TIMEOUT)",
+            registry=registry,
+        )
+        self.delivery_lag = Histogram(
+            "cero_delivery_lag_seconds",
+            "Event appended to the log until written to a subscriber's socket: direct (the "
+            "pass's coalesced write, once per pass) or queued (a pump's batch, its oldest)",
+            ["path"],
+            buckets=FAST_BUCKETS,
+            registry=registry,
+        )
+        self.lag_direct = self.delivery_lag.labels("direct").observe
+        self.lag_queued = self.delivery_lag.labels("queued").observe
+        self.slow_resets = Counter(
+            "cero_slow_consumer_resets",
+            "Streams sent a reset because they fell too far behind, by transport",
+            ["transport"],
+            registry=registry,
+        )
+        self.db_write_seconds = Histogram(
+            "cero_db_write_seconds",
+            "Batch writer transactions (turn starts, flushes, terminal states), committed or not",
+            buckets=FAST_BUCKETS,
+            registry=registry,
+        )
+        self.db_write_failures = Counter(
+            "cero_db_write_failures",
+            "Batch writer transactions that failed (a failed batch is retried op by op)",
+            registry=registry,
+        )
+        self.flush_seconds = Histogram(
+            "cero_flush_seconds",
+            "Flushes of streaming answers' partial text (one per CERO_FLUSH_INTERVAL)",
+            buckets=FAST_BUCKETS,
+            registry=registry,
+        )
+        self.flush_failures = Counter(
+            "cero_flush_failures",
+            "Flushes that failed (retried at the next interval)",
+            registry=registry,
+        )
+        for transport in ("sse", "ndjson"):
+            self.ttft.labels(transport)
+            self.slow_resets.labels(transport)
+        for outcome in ("complete", "cancelled"):
+            self.generations.labels(outcome, "")
 
     def _reading(self, name: str, documentation: str, read: Callable[[], float]) -> None:
         """A gauge whose value is ``read()`` at each scrape."""
@@ -149,6 +266,35 @@ class Metrics:
             registry=self.registry,
         )
 
+    def limit_refusals_by(self, limit: str) -> None:
+        self.limit_refusals.labels(limit).inc()
+
+    # -- actors.telemetry.GenerationTelemetry ---------------------------------------------
+
+    def model_first_event_seen(self, provider: str, seconds: float) -> None:
+        self.model_first_event.labels(provider).observe(seconds)
+
+    def model_stream_ended(self, provider: str, seconds: float) -> None:
+        self.model_stream.labels(provider).observe(seconds)
+
+    def generation_ended(self, outcome: str, code: str) -> None:
+        self.generations.labels(outcome, code).inc()
+
+    def finish_retried(self) -> None:
+        self.finish_retries.inc()
+
+    # -- hooks of the writers -----------------------------------------------------------
+
+    def observe_db_write(self, seconds: float, ok: bool) -> None:
+        self.db_write_seconds.observe(seconds)
+        if not ok:
+            self.db_write_failures.inc()
+
+    def observe_flush(self, seconds: float, ok: bool) -> None:
+        self.flush_seconds.observe(seconds)
+        if not ok:
+            self.flush_failures.inc()
+
     def observe_phase(self, phase: str, seconds: float) -> None:
         child = self._phase_children.get(phase)
         if child is None:
@@ -165,30 +311,43 @@ class Metrics:
             "Worst event-loop lag in the last 2 s (past CERO_MAX_LOOP_LAG: 503 overloaded)",
             lambda: monitor.lag,
         )
-        self._reading(
+        self._counted.add(
             "cero_overloaded_refusals",
-            "Sends refused with 503 overloaded since start",
+            "Sends refused with 503 overloaded",
             lambda: monitor.refused,
         )
 
     def bind_cluster(self, node: ClusterNode) -> None:
-        """Cluster mode: leases, the shared log, forwarded commands."""
+        """Cluster mode: leases, the shared log, forwarded commands, the relay's lag."""
+        self._reading(
+            "cero_cluster_leases_held",
+            "Conversation leases this process holds",
+            lambda: len(node.held),
+        )
         for name, text, read in (
-            ("cero_cluster_leases_held", "Conversation leases this process holds", "held"),
+            ("cero_cluster_leases_taken", "Conversation leases taken", "leases_taken"),
+            ("cero_cluster_leases_lost", "Leases lost (renewal refused)", "leases_lost"),
             ("cero_cluster_forwarded_commands", "Commands forwarded to an owner", "forwarded"),
             ("cero_cluster_log_appends", "Events appended to Redis streams", "appended"),
             ("cero_cluster_log_pipelines", "Pipelines sent by the log writer", "pipelines"),
             ("cero_cluster_relayed_events", "Events the relay read from Redis", "relayed"),
             ("cero_cluster_relay_reads", "Blocking reads (XREAD) the relay made", "relay_reads"),
-            ("cero_cluster_relay_lag_seconds", "Owner's append to relay read, last", "relay_lag"),
         ):
-            gauge = Gauge(name, text, registry=self.registry)
 
             def value(attribute: str = read) -> float:
-                current = getattr(node, attribute)
-                return float(len(current) if isinstance(current, dict) else current)
+                return float(getattr(node, attribute))
 
-            gauge.set_function(value)
+            self._counted.add(name, text, value)
+        relay_lag = Histogram(
+            "cero_cluster_relay_lag_seconds",
+            "The owner's append until this process's relay read it (per stream per read; "
+            "millisecond resolution, clocks of two hosts)",
+            buckets=FAST_BUCKETS,
+            registry=self.registry,
+        )
+        node.relay.on_lag = relay_lag.observe
+        # Answers whose owner died are ended by the next owner, not by a generation.
+        node.on_orphans = self.generations.labels("interrupted", "owner_lost").inc
 
     def bind_registry(self, registry: Registry) -> None:
         loop = asyncio.get_running_loop()
@@ -208,19 +367,20 @@ class Metrics:
 
     def bind_writer(self, writer: BatchWriter, janitor: Janitor) -> None:
         writer.on_phase = self.observe_phase
+        writer.on_commit = self.observe_db_write
         self._reading(
             "cero_db_write_queue",
             "Hot-path writes (turn starts, flushes, terminal states) waiting for the writer",
             lambda: writer.pending,
         )
-        self._reading(
+        self._counted.add(
             "cero_db_write_batches",
-            "Transactions committed by the batch writer since start",
+            "Transactions committed by the batch writer",
             lambda: writer.batches,
         )
-        self._reading(
+        self._counted.add(
             "cero_db_write_ops",
-            "Writes committed by the batch writer since start (ops / batches = batch size)",
+            "Writes committed by the batch writer (ops / batches = batch size)",
             lambda: writer.ops,
         )
         self._reading(

@@ -664,7 +664,7 @@ async def shared_state(app: web.Application) -> AsyncIterator[None]:
         shared,
         per_user=settings.max_streams_per_user,
         per_ip=settings.max_streams_per_ip,
-        on_refusal=lambda limit: metrics.limit_refusals.labels(limit).inc(),
+        on_refusal=metrics.limit_refusals_by,
     )
     app[STREAM_LIMITS] = streams
     limits = RedisUserLimits(
@@ -674,7 +674,7 @@ async def shared_state(app: web.Application) -> AsyncIterator[None]:
             limiter, health, "new-conversations", settings.new_conversations_per_hour, HOUR_S
         ),
         sends=RedisWindow(limiter, health, "sends", settings.sends_per_minute, MINUTE_S),
-        on_refusal=lambda limit: metrics.limit_refusals.labels(limit).inc(),
+        on_refusal=metrics.limit_refusals_by,
     )
     app[USER_LIMITS] = limits
     received = Counter(

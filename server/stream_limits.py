@@ -124,5 +124,5 @@ def setup(app: web.Application) -> None:
     app[STREAM_LIMITS] = StreamLimits(
         per_user=settings.max_streams_per_user,
         per_ip=settings.max_streams_per_ip,
-        on_refusal=lambda limit: metrics.limit_refusals.labels(limit).inc(),
+        on_refusal=metrics.limit_refusals_by,
     )

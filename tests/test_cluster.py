@@ -128,6 +128,10 @@ def metric(text: str, name: str) -> float:
     raise AssertionError(f"{name} not in /metrics")
 
 
+def metric_or_zero(text: str, name: str) -> float:
+    return next((float(x.split()[-1]) for x in text.splitlines() if x.startswith(name + " ")), 0.0)
+
+
 def generated_on(server: ServerProcess, generation_id: str) -> bool:
     return any(
         "generation_finished" in line and generation_id in line
@@ -194,9 +198,11 @@ async def test_two_processes_watch_one_answer(cluster: Cluster) -> None:
             a_metrics = await r.text()
         async with http.get(f"{b.url}/metrics") as r:
             b_metrics = await r.text()
-    assert metric(a_metrics, "cero_cluster_log_appends") >= len(ws_events)
-    assert metric(a_metrics, "cero_cluster_log_pipelines") >= 1
-    assert metric(b_metrics, "cero_cluster_relayed_events") >= len(ws_events)
+    assert metric(a_metrics, "cero_cluster_log_appends_total") >= len(ws_events)
+    assert metric(a_metrics, "cero_cluster_log_pipelines_total") >= 1
+    assert metric(b_metrics, "cero_cluster_relayed_events_total") >= len(ws_events)
+    assert metric(b_metrics, "cero_cluster_relay_lag_seconds_count") >= 1
+    assert metric(a_metrics, "cero_cluster_leases_taken_total") >= 1
 
     for events in (ws_events, sse_events):
         check_seq(events)
@@ -354,7 +360,7 @@ async def test_owner_killed_mid_answer(cluster: Cluster, gemini: tuple[FakeGemin
                         break
         # A fresh process started meanwhile does not touch the live row... (A is dead, but
         # its lease lives on for up to the ttl: the sweep must leave the row alone).
-        await cluster.start()
+        c = await cluster.start()
         error = await ws.wait_for(
             lambda f: f["type"] == "error" and f.get("messageId") == message_id,
             timeout=LEASE_TTL + 6,
@@ -365,6 +371,12 @@ async def test_owner_killed_mid_answer(cluster: Cluster, gemini: tuple[FakeGemin
         row = await Message.select().where(Message.id == message_id).first().run()
         assert row is not None
         assert row["status"] == "interrupted"
+        lost = 'cero_generations_total{code="owner_lost",outcome="interrupted"}'
+        closed = 0.0
+        for survivor in (b, c):  # whichever took the lease closed the answer
+            async with http.get(f"{survivor.url}/metrics") as r:
+                closed += metric_or_zero(await r.text(), lost)
+        assert closed == 1
         full = "".join(t for t, _ in received)
         flushed_before = "".join(t for t, s in received if s <= killed_at - 1.0)
         assert full.startswith(row["content"])

@@ -258,6 +258,10 @@ async def test_connections_per_ip_are_capped(tmp_path: Path) -> None:
             assert await healthz(url, OTHER) == 200
             token, _ = await make_user_session("Other")
             assert await short_chat(url, bearer(token))
+            # The refusal is counted with every other 429 (README, "Metrics").
+            scrape = b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            _, _, metrics = await raw(url, scrape, local=OTHER)
+            assert b'cero_limit_refusals_total{limit="connections_per_ip"} 1.0' in metrics
         finally:
             close_idle()
         await until(lambda: guard.per_ip("127.0.0.1") == 0, 5)

@@ -140,7 +140,7 @@ async def test_many_long_answers_at_once_all_stream_together_and_end(busy: str) 
     assert metrics['cero_model_streams{provider="gemini"}'] == 0
     assert metrics['cero_model_max_connections{provider="gemini"}'] >= CONVERSATIONS
     assert metrics["cero_db_write_queue"] == 0
-    assert metrics["cero_db_write_batches"] < metrics["cero_db_write_ops"]
+    assert metrics["cero_db_write_batches_total"] < metrics["cero_db_write_ops_total"]
     rows: list[dict[str, Any]] = (
         await Message.select(Message.status, Message.content)
         .where(Message.conversation_id.is_in(rooms) & (Message.role == "assistant"))

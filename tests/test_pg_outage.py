@@ -23,6 +23,7 @@ import aiohttp
 import orjson
 import pytest
 from aiohttp.test_utils import unused_port
+from prometheus_client.parser import text_string_to_metric_families
 from yarl import URL
 
 from server import db
@@ -190,6 +191,16 @@ async def test_postgres_cut_mid_answer(tmp_path: Path) -> None:
                 assert again.status == 200
                 tail = [orjson.loads(raw) async for raw in again.content if raw.strip()]
             assert tail[-1]["topic"] == "done" and tail[-1]["data"]["fullText"] == "back again"
+            async with http.get(server.url + "/metrics") as r:
+                metrics = await r.text()
+            # What an operator sees of it (README, "Metrics").
+            for failed in (
+                "cero_flush_failures_total",
+                "cero_db_finish_retries_total",
+                "cero_db_write_failures_total",
+                'cero_generations_total{code="internal",outcome="error"}',
+            ):
+                assert _sample(metrics, failed) >= 1, failed
             await watcher.close()
             log = server.log()
         # The flush failed and was retried, the terminal write retried until its deadline,
@@ -201,6 +212,16 @@ async def test_postgres_cut_mid_answer(tmp_path: Path) -> None:
         await proxy.cut()
         await fake.stop()
         await drop_pg_database(direct)
+
+
+def _sample(text: str, sample: str) -> float:
+    """A sample's value in ``/metrics`` (labels sorted by name, as written here)."""
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
+            if (f"{s.name}{{{labels}}}" if labels else s.name) == sample:
+                return float(s.value)
+    return 0.0
 
 
 async def _stored(message_id: str) -> tuple[str, str]:

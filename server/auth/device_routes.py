@@ -20,7 +20,7 @@ from aiohttp import web
 from pydantic import Field
 
 from server import api_models as wire
-from server.app_keys import SESSIONS, SETTINGS
+from server.app_keys import METRICS, SESSIONS, SETTINGS
 from server.auth import device_flow, verification
 from server.auth.client_ip import client_ip
 from server.auth.current import current_user, require_user
@@ -96,6 +96,7 @@ async def device_code(request: web.Request) -> web.Response:
     retry = await request.app[ISSUE_LIMITER].hit(rate_key(client_ip(request)))
     if retry is not None:
         log.info("device_code_rate_limited")
+        request.app[METRICS].limit_refusals_by("device_codes")
         raise ApiError(
             429,
             "rate_limited",

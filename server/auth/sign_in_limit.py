@@ -38,5 +38,5 @@ async def admit_sign_in(request: web.Request) -> None:
     if wait is None:
         return
     log.info("sign_in_rate_limited", path=request.path)
-    request.app[METRICS].limit_refusals.labels("sign_in").inc()
+    request.app[METRICS].limit_refusals_by("sign_in")
     raise rate_limited("Too many sign-in requests from this address; try again later", wait)

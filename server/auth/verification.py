@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import structlog
 from aiohttp import web
 
+from server.app_keys import METRICS
 from server.auth import device_flow
 from server.auth.client_ip import client_ip
 from server.auth.keys import LIMITER
@@ -40,6 +41,7 @@ async def _slot(request: web.Request) -> AsyncIterator[_Slot]:
     slot = _Slot(ip=ip, key=rate_key(ip))
     retry = await limiter.acquire(slot.key)
     if retry is not None:
+        request.app[METRICS].limit_refusals_by("wrong_codes")
         raise ApiError(
             429,
             "rate_limited",

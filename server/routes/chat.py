@@ -8,6 +8,7 @@ generation: only an explicit cancel does.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 
 import orjson
 from aiohttp import web
@@ -56,6 +57,9 @@ async def chat(request: web.Request) -> web.StreamResponse:
 
     writer = RawWriter(request)
     renderer: NdjsonRenderer | None = None
+    metrics = request.app[METRICS]
+    transport = "sse" if sse else "ndjson"
+    on_reset = metrics.slow_resets.labels(transport).inc
     if sse:
         feed = ResponsePump(
             writer,
@@ -63,11 +67,14 @@ async def chat(request: web.Request) -> web.StreamResponse:
             stop_when=stop_when,
             ping=ping_frame(chunked),
             ping_interval=settings.sse_ping_interval,
+            on_reset=on_reset,
         )
     else:
         renderer = NdjsonRenderer(body.conversationId or "", chunked)
-        feed = ResponsePump(writer, renderer, stop_when=stop_when, use_direct=False)
-    feed.render = _timed_first_token(feed.render, timing)
+        feed = ResponsePump(
+            writer, renderer, stop_when=stop_when, use_direct=False, on_reset=on_reset
+        )
+    feed.render = _timed_first_token(feed.render, timing, metrics.ttft.labels(transport).observe)
     result = await start_chat(
         request.app,
         user,
@@ -78,8 +85,6 @@ async def chat(request: web.Request) -> web.StreamResponse:
     generation["id"] = result.generation_id
     if renderer is not None:
         renderer.conversation_id = result.conversation_id
-    metrics = request.app[METRICS]
-    transport = "sse" if sse else "ndjson"
     metrics.connections.labels(transport).inc()
     # From here on the subscription exists: whatever happens (the client may already be
     # gone), it is released, or presence and the actor's idle stop would be wrong forever.
@@ -92,9 +97,10 @@ async def chat(request: web.Request) -> web.StreamResponse:
             await result.actor.unsubscribe(result.subscription)
 
 
-def _timed_first_token(render: Render, timing: TurnTiming) -> Render:
-    """``render`` that observes ``first_write`` and ``server_ttft`` when it renders the
-    first token (the frame is written right after it is rendered)."""
+def _timed_first_token(render: Render, timing: TurnTiming, ttft: Callable[[float], None]) -> Render:
+    """``render`` that observes ``first_write`` and ``server_ttft`` (and ``ttft``, the
+    operator's ``cero_time_to_first_token_seconds``) when it renders the first token (the
+    frame is written right after it is rendered)."""
     pending = True
 
     def timed(event: Event) -> bytes | None:
@@ -103,7 +109,8 @@ def _timed_first_token(render: Render, timing: TurnTiming) -> Render:
         if pending and event.type == "token":
             pending = False
             now = timing.since("first_write", "first_token")
-            timing.span("server_ttft", timing.started, now)
+            now = timing.span("server_ttft", timing.started, now)
+            ttft(now - timing.started)
         return frame
 
     return timed

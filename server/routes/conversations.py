@@ -243,6 +243,7 @@ async def _stream_events(request: web.Request, user: CurrentUser) -> web.StreamR
         sse_chunked if chunked else sse_frame,
         ping=ping_frame(chunked),
         ping_interval=settings.sse_ping_interval,
+        on_reset=request.app[METRICS].slow_resets.labels("sse").inc,
     )
     actor, sub = await run_on_actor(
         request.app,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from time import perf_counter
 
 from actors.conversation import SubscribeSpec
 from actors.hub import Event, Subscription
@@ -28,8 +29,11 @@ class ResponsePump:
         ping: bytes | None = None,
         ping_interval: float = 15.0,
         use_direct: bool = True,
+        on_reset: Callable[[], None] | None = None,
     ) -> None:
         self.writer = writer
+        #: Metrics hook: a ``reset`` is written because this subscriber fell behind.
+        self.on_reset = on_reset
         self.render = render
         self.stop_when = stop_when
         self.ping = ping
@@ -65,9 +69,20 @@ class ResponsePump:
         self.ended = self.finished = True
         self._wake.set()
 
-    def write_events(self, events: list[Event]) -> None:
+    def write_events(self, events: list[Event], *, live: bool = False) -> None:
+        """Write ``events`` in one go; ``live``: they were queued while this subscriber
+        lagged (not the replay), so the oldest one's wait is its delivery lag."""
+        if live and events:
+            metrics = self.writer.metrics
+            published = events[0].published
+            if metrics is not None and published:
+                metrics.lag_queued(perf_counter() - published)
         frames = []
         for event in events:
+            if event.type == "reset" and self.on_reset is not None:
+                sub = self.sub
+                if sub is not None and sub.overflowed:  # not a cursor that could not replay
+                    self.on_reset()
             frame = self.render(event)
             if frame is not None:
                 frames.append(frame)
@@ -105,5 +120,5 @@ class ResponsePump:
                     await self.writer.drain()
                 continue
             self._wake.clear()
-            self.write_events(sub.take())
+            self.write_events(sub.take(), live=True)
             await self.writer.drain()

@@ -20,10 +20,16 @@ import asyncio
 import contextlib
 import socket
 import weakref
-from typing import Any
+from time import perf_counter
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiohttp import web
+
+from server.app_keys import METRICS
+
+if TYPE_CHECKING:
+    from server.metrics import Metrics
 
 log = structlog.get_logger(__name__)
 
@@ -39,22 +45,29 @@ class _PassFlush:
     """The writers with frames pending in this pass of one event loop; flushed together by
     one callback at the end of the pass."""
 
-    __slots__ = ("loop", "scheduled", "writers")
+    __slots__ = ("loop", "scheduled", "since", "writers")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.writers: list[RawWriter] = []
         self.scheduled = False
+        #: When this pass's first frame was held: the pass's delivery lag is measured from
+        #: it, once per pass (never per socket or per frame: the fan-out path is hot).
+        self.since = 0.0
 
     def add(self, writer: RawWriter) -> None:
         self.writers.append(writer)
         if not self.scheduled:
             self.scheduled = True
+            self.since = perf_counter()
             self.loop.call_soon(self.run)
 
     def run(self) -> None:
         self.scheduled = False
         writers, self.writers = self.writers, []
+        metrics = writers[0].metrics if writers else None
+        if metrics is not None:
+            metrics.lag_direct(perf_counter() - self.since)
         for writer in writers:
             try:
                 writer.flush()
@@ -78,11 +91,14 @@ def _pass_flush() -> _PassFlush:
 class RawWriter:
     """Whole frames to the transport of one request; never awaits unless asked to drain."""
 
-    __slots__ = ("_pass", "_pending", "_protocol", "shut", "transport")
+    __slots__ = ("_pass", "_pending", "_protocol", "metrics", "shut", "transport")
 
     def __init__(self, request: web.Request) -> None:
         self.transport: asyncio.Transport | None = request.transport
         self._protocol: Any = request.protocol
+        #: The app's metrics (``cero_delivery_lag_seconds``); absent for a bare app.
+        app = getattr(request, "app", None)
+        self.metrics: Metrics | None = app.get(METRICS) if app is not None else None
         #: Set once nothing more may be written (a WebSocket Close frame is queued, RFC
         #: 6455 §5.5.1): from then on every write is dropped, whoever makes it.
         self.shut = False

@@ -114,7 +114,7 @@ class Connection(Outbound):
         limit = self.app[SETTINGS].ws_max_subscriptions
         if len(self.subs) < limit:
             return False
-        self.app[METRICS].limit_refusals.labels("ws_subscriptions").inc()
+        self.app[METRICS].limit_refusals_by("ws_subscriptions")
         self.fault(
             "too_many_subscriptions",
             f"At most {limit} subscriptions per socket; unsubscribe from one first",
@@ -312,7 +312,7 @@ async def _serve(ws: web.WebSocketResponse, connection: Connection) -> None:
         if verdict is not Verdict.ADMIT:
             # Over the frame rate: not processed. One fault a second at most; a flood
             # that goes on is closed like one of bad frames.
-            connection.app[METRICS].limit_refusals.labels("ws_frames").inc()
+            connection.app[METRICS].limit_refusals_by("ws_frames")
             if verdict is Verdict.CLOSE:
                 await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"too many frames")
                 return

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from time import perf_counter
 
 import orjson
 from aiohttp import web
@@ -146,13 +147,19 @@ class Outbound:
             await self.wake.wait()
             self.wake.clear()
             frames: list[bytes] = []
+            oldest = 0.0  # the oldest event this wakeup writes: its delivery lag
             for conversation_id, (_, sub) in list(self.subs.items()):
                 if sub not in self.ready:
                     continue
                 if sub.overflowed:
                     self.close_slow()
                     return
-                for event in sub.take():
+                events = sub.take()
+                if events:
+                    published = events[0].published
+                    if published and (not oldest or published < oldest):
+                        oldest = published
+                for event in events:
                     frames.append(ws_frame(event))
                 if sub.closed and not sub.pending():
                     # The conversation was deleted, or its actor stopped or crashed.
@@ -167,6 +174,9 @@ class Outbound:
                             }
                         )
                     )
+            metrics = self.writer.metrics
+            if oldest and metrics is not None:
+                metrics.lag_queued(perf_counter() - oldest)
             if frames:
                 self.writer.write(b"".join(frames))
                 try:
