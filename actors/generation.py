@@ -366,6 +366,8 @@ def _first_token(timing: TurnTiming) -> None:
     ready = max(timing.marks.get("committed", 0.0), timing.marks.get("opened", 0.0))
     if ready:
         timing.span("first_token", ready, appended)
+    if timing.on_first_token is not None:
+        timing.on_first_token(appended - timing.started)
 
 
 async def _chain(

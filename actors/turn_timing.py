@@ -82,12 +82,16 @@ PHASES = (
 class TurnTiming:
     """The clock of one turn. ``mark`` keeps named instants; ``span`` observes a phase."""
 
-    __slots__ = ("_observe", "marks", "started")
+    __slots__ = ("_observe", "marks", "on_first_token", "started")
 
     def __init__(self, observe: Observe, started: float | None = None) -> None:
         self._observe = observe
         self.started = time.perf_counter() if started is None else started
         self.marks: dict[str, float] = {}
+        #: Called with the seconds from ``started`` when the first token is in the log, for
+        #: a transport that writes it in the same loop pass (the WebSocket) and so needs
+        #: no hook of its own.
+        self.on_first_token: Callable[[float], None] | None = None
 
     def mark(self, name: str) -> float:
         now = time.perf_counter()

@@ -244,6 +244,7 @@ class Metrics:
         for transport in ("sse", "ndjson"):
             self.ttft.labels(transport)
             self.slow_resets.labels(transport)
+        self.ttft.labels("ws")
         for outcome in ("complete", "cancelled"):
             self.generations.labels(outcome, "")
 
@@ -304,6 +305,14 @@ class Metrics:
     def turn_timing(self, request: web.Request) -> TurnTiming:
         """A turn's clock, started when ``request`` reached the middlewares."""
         return TurnTiming(self.observe_phase, request.get(REQUEST_STARTED))
+
+    def turn_timing_from(self, started: float, *, transport: str) -> TurnTiming:
+        """A turn's clock for a command on an open socket (the WebSocket's ``send``), which
+        observes ``cero_time_to_first_token_seconds{transport}`` itself when its first token
+        is in the log: the socket writes it within that loop pass."""
+        timing = TurnTiming(self.observe_phase, started)
+        timing.on_first_token = self.ttft.labels(transport).observe
+        return timing
 
     def bind_lag(self, monitor: LagMonitor) -> None:
         self._reading(

@@ -18,7 +18,7 @@ import pytest_asyncio
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.auth_helpers import bearer, make_user_session
-from tests.conftest import Live, make_settings, start_live
+from tests.conftest import Live, live_with_gemini
 from tests.fakes.gemini import FakeGemini, Script
 from tests.live_clients import read_ndjson, read_sse
 
@@ -30,25 +30,15 @@ Env = tuple[Live, FakeGemini, str]
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def env(database_url: str) -> AsyncIterator[Env]:
-    fake = FakeGemini()
-    url = await fake.start()
-    live = await start_live(
-        lambda port: make_settings(
-            database_url,
-            port=port,
-            gemini_api_key="k",
-            gemini_base_url=url,
-            gemini_retry_backoff=0.01,
-            gemini_first_chunk_timeout=0.5,
-            gemini_chunk_timeout=0.5,
-            flush_interval=0.02,
-            device_code_limit=1,
-        )
-    )
-    token, _ = await make_user_session("Metrics")
-    yield live, fake, token
-    await live.server.close()
-    await fake.stop()
+    async with live_with_gemini(
+        database_url,
+        gemini_first_chunk_timeout=0.5,
+        gemini_chunk_timeout=0.5,
+        flush_interval=0.02,
+        device_code_limit=1,
+    ) as (live, fake):
+        token, _ = await make_user_session("Metrics")
+        yield live, fake, token
 
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -120,6 +110,26 @@ async def test_sse_chat_counts_its_transport_and_direct_delivery(env: Env) -> No
     assert moved(before, after, "cero_time_to_first_token_seconds_count", transport="sse") == 1
     # Tokens published while the response keeps up leave in the pass's coalesced write.
     assert moved(before, after, "cero_delivery_lag_seconds_count", path="direct") >= 1
+
+
+async def test_websocket_send_counts_its_time_to_first_token(env: Env) -> None:
+    live, fake, token = env
+    fake.enqueue(Script(chunks=["w", "s"], chunk_delay=0.02))
+    before = await scrape(live)
+    async with aiohttp.ClientSession() as http:
+        ws = await http.ws_connect(live.url + "/api/ws", headers=bearer(token))
+        await ws.send_str(
+            orjson.dumps({"type": "send", "message": "ws", "aiModel": MODEL}).decode()
+        )
+        while (frame := orjson.loads((await ws.receive(timeout=10)).data))["type"] != "done":
+            assert frame["type"] not in ("error", "fault"), frame
+        await ws.close()
+    after = await scrape(live)
+    ws_ttft = {"transport": "ws"}
+    assert moved(before, after, "cero_time_to_first_token_seconds_count", **ws_ttft) == 1
+    assert moved(before, after, "cero_time_to_first_token_seconds_sum", **ws_ttft) > 0
+    # Its phases are the turn's too (the actor's, from the mailbox to the first token).
+    assert moved(before, after, "cero_turn_phase_seconds_count", phase="first_token") == 1
 
 
 async def test_cancelled_generation_counts_cancelled(env: Env) -> None:

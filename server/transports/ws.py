@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import weakref
 from typing import Any
 
@@ -208,6 +209,8 @@ class Connection(Outbound):
             await self.send(frame)
 
     async def send(self, frame: Send) -> None:
+        metrics = self.app[METRICS]
+        timing = metrics.turn_timing_from(time.perf_counter(), transport="ws")
         # The one command that starts work re-checks the session in the database, so a
         # revocation by another process is never a second too late for it.
         if not await self.app[LIVE_SESSIONS].still_valid(self.user.session_id):
@@ -221,7 +224,7 @@ class Connection(Outbound):
             if body.conversationId not in self.subs and self._full():
                 return
             spec = SubscribeSpec(notify=self.notify, direct=self._direct(gate))
-        result = await start_chat(self.app, self.user, body, spec)
+        result = await start_chat(self.app, self.user, body, spec, timing=timing)
         sub = result.subscription
         if sub is not None and result.actor is not None and self._live(result.conversation_id):
             # A retry without conversationId landed on a conversation this socket already
