@@ -112,6 +112,8 @@ async def chat_runtime(app: web.Application) -> AsyncIterator[None]:
     registry = Registry(deps)
     app[REGISTRY] = registry
     if node is not None:
+        # Before the sweep: what it closes is counted (generations{interrupted,owner_lost}).
+        metrics.bind_cluster(node)
         node.start(registry)
         # Only rows whose lease is gone: a live neighbour's answers are left alone.
         try:
@@ -128,8 +130,6 @@ async def chat_runtime(app: web.Application) -> AsyncIterator[None]:
         on_refusal=metrics.limit_refusals_by,
     )
     metrics.bind_registry(registry)
-    if node is not None:
-        metrics.bind_cluster(node)
     metrics.bind_writer(writer, store.janitor)
     metrics.bind_lag(monitor)
     for name, provider in providers.items():
