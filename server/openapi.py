@@ -254,7 +254,7 @@ OPS: dict[tuple[str, str], Op] = {
         "pages",
         ok=HTML,
         params=(Param("user_code"),),
-        errors=(*_LIMITED,),
+        errors=(403, *_LIMITED),  # 403: a code another account claimed
     ),
     ("get", "/app"): Op("The web chat page (HTML)", "pages", ok=HTML),
     ("get", "/app/{name}"): Op(
@@ -269,7 +269,7 @@ OPS: dict[tuple[str, str], Op] = {
         "pages",
         "optional",
         ok=HTML,
-        errors=(400, *_LIMITED),
+        errors=(400, 403, *_LIMITED),  # 403: a cross-site form, or another account's code
     ),
 }
 
