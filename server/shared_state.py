@@ -405,6 +405,39 @@ class _HeldSlots(GenerationCounter):
         return len(self._held.get(user_id, ()))
 
 
+class _SlotLeases:
+    """The renewal both kinds of slots share (generations, open streams): every slot this
+    process holds is a member of one or more sorted sets scored by its expiry, pushed
+    forward every :data:`SLOT_RENEW_S` in one pipeline; a process that dies stops renewing
+    and its slots lapse within :data:`SLOT_TTL_S`."""
+
+    def __init__(self, shared: _Shared, op: str, held: Callable[[], dict[str, list[str]]]):
+        self._shared = shared
+        self._op = op  # cero_redis_errors{op}
+        self._held = held  # sorted-set key → this process's slot ids in it
+        self._renew = shared.client.register_script(_RENEW_SLOTS)
+
+    async def renew(self) -> None:
+        """Push the expiry of every slot this process holds (one pipeline)."""
+        by_key = self._held()
+        if not by_key:
+            return
+        try:
+            async with self._shared.client.pipeline(transaction=False) as pipe:
+                for key, tokens in by_key.items():
+                    await self._renew(
+                        keys=[key], args=[int(SLOT_TTL_S * 1000), *tokens], client=pipe
+                    )
+                await pipe.execute()
+        except REDIS_FAULTS as exc:
+            self._shared.health.failed(self._op, exc)
+
+    async def renew_forever(self) -> None:
+        while True:
+            await asyncio.sleep(SLOT_RENEW_S)
+            await self.renew()
+
+
 class RedisUserLimits(UserLimits):
     """:class:`UserLimits` counted across processes (see the module docstring)."""
 
@@ -427,8 +460,8 @@ class RedisUserLimits(UserLimits):
         self._conversations = new_conversations
         self._sends = sends
         self._take = shared.client.register_script(_TAKE_SLOT)
-        self._renew = shared.client.register_script(_RENEW_SLOTS)
         self._held: dict[str, set[str]] = {}  # user id → this process's slot ids
+        self.leases = _SlotLeases(shared, "generations_renew", self._by_key)
         self.generations = _HeldSlots(max_generations, self._held)
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -502,27 +535,8 @@ class RedisUserLimits(UserLimits):
                 wait,
             )
 
-    async def renew(self) -> None:
-        """Push the expiry of every slot this process holds (one pipeline)."""
-        if not self._held:
-            return
-        try:
-            async with self._shared.client.pipeline(transaction=False) as pipe:
-                for user_id, tokens in list(self._held.items()):
-                    await self._renew(
-                        keys=[self._key(user_id)],
-                        args=[int(SLOT_TTL_S * 1000), *tokens],
-                        client=pipe,
-                    )
-                await pipe.execute()
-        except REDIS_FAULTS as exc:
-            self._shared.health.failed("generations_renew", exc)
-
-    async def renew_forever(self) -> None:
-        """Keep this process's slots alive (every :data:`SLOT_RENEW_S`)."""
-        while True:
-            await asyncio.sleep(SLOT_RENEW_S)
-            await self.renew()
+    def _by_key(self) -> dict[str, list[str]]:
+        return {self._key(user_id): list(tokens) for user_id, tokens in self._held.items()}
 
     async def close(self) -> None:
         for task in list(self._tasks):
@@ -549,8 +563,8 @@ class RedisStreamLimits(StreamLimits):
         super().__init__(per_user=per_user, per_ip=per_ip, on_refusal=on_refusal)
         self._shared = shared
         self._take = shared.client.register_script(_TAKE_STREAM)
-        self._renew = shared.client.register_script(_RENEW_SLOTS)
         self._held: dict[str, StreamSlot] = {}  # slot id → this process's open stream
+        self.leases = _SlotLeases(shared, "streams_renew", self._by_key)
         self._tasks: set[asyncio.Task[None]] = set()
 
     def _keys(self, user_id: str, ip: str) -> list[str]:
@@ -600,29 +614,12 @@ class RedisStreamLimits(StreamLimits):
         except REDIS_FAULTS as exc:
             self._shared.health.failed("streams_release", exc)
 
-    async def renew(self) -> None:
-        """Push the expiry of every slot this process holds (one pipeline)."""
-        if not self._held:
-            return
+    def _by_key(self) -> dict[str, list[str]]:
         by_key: dict[str, list[str]] = {}
-        for token, slot in list(self._held.items()):
+        for token, slot in self._held.items():
             for key in self._keys(slot.user_id, slot.ip):
                 by_key.setdefault(key, []).append(token)
-        try:
-            async with self._shared.client.pipeline(transaction=False) as pipe:
-                for key, tokens in by_key.items():
-                    await self._renew(
-                        keys=[key], args=[int(SLOT_TTL_S * 1000), *tokens], client=pipe
-                    )
-                await pipe.execute()
-        except REDIS_FAULTS as exc:
-            self._shared.health.failed("streams_renew", exc)
-
-    async def renew_forever(self) -> None:
-        """Keep this process's slots alive (every :data:`SLOT_RENEW_S`)."""
-        while True:
-            await asyncio.sleep(SLOT_RENEW_S)
-            await self.renew()
+        return by_key
 
     async def close(self) -> None:
         for task in list(self._tasks):
@@ -690,8 +687,8 @@ async def shared_state(app: web.Application) -> AsyncIterator[None]:
     slots.set_function(lambda: float(limits.slots_held))
     tasks = [
         asyncio.create_task(revocations.listen(store.note_revoked, received), name="revocations"),
-        asyncio.create_task(limits.renew_forever(), name="generation-slots"),
-        asyncio.create_task(streams.renew_forever(), name="stream-slots"),
+        asyncio.create_task(limits.leases.renew_forever(), name="generation-slots"),
+        asyncio.create_task(streams.leases.renew_forever(), name="stream-slots"),
     ]
     try:
         yield

@@ -340,14 +340,14 @@ async def test_generation_slots_are_leases(cluster: Cluster) -> None:
     assert before is not None
 
     async def renewed() -> bool:
-        await limits.renew()
+        await limits.leases.renew()
         after = await client.zscore(key, token)
         return after is not None and after > before
 
     await eventually(renewed)
     # A Redis that restarted empty gets the slots still running back at the next renewal.
     await client.delete(key)
-    await limits.renew()
+    await limits.leases.renew()
     assert await client.zcard(key) == MAX_GENERATIONS
     # A slot of a process that died: its expiry passed, nothing renews it.
     slots[1].release()
@@ -482,7 +482,7 @@ async def test_stream_slots_are_leases(cluster: Cluster) -> None:
     assert before is not None
 
     async def renewed() -> bool:
-        await streams.renew()
+        await streams.leases.renew()
         after = await client.zscore(key, token)
         return after is not None and after > before
 
