@@ -56,6 +56,19 @@ async def read_ndjson(resp: aiohttp.ClientResponse) -> list[dict[str, Any]]:
     return out
 
 
+async def new_conversation(http: aiohttp.ClientSession, url: str, token: str) -> str:
+    """A new conversation with one answered demo turn (``POST /api/chat``); its id."""
+    async with http.post(
+        url + "/api/chat",
+        json={"message": "warm", "aiModel": "demo"},
+        headers={"Authorization": f"Bearer {token}"},
+    ) as resp:
+        assert resp.status == 200, await resp.text()
+        first = orjson.loads(await resp.content.readline())
+        await resp.read()
+    return str(first["data"]["conversationId"])
+
+
 CONTROL = frozenset({"subscribed", "ack", "fault"})
 
 

@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.auth_helpers import bearer, make_user_session
 from tests.conftest import Live, live_with_gemini
 from tests.fakes.gemini import FakeGemini, Script
-from tests.live_clients import read_ndjson, read_sse
+from tests.live_clients import new_conversation, read_ndjson, read_sse
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 MODEL = "gemini-2.5-flash-lite"
@@ -190,13 +190,7 @@ async def test_device_code_429_is_counted(env: Env) -> None:
 async def test_slow_sse_subscriber_reset_is_counted(env: Env) -> None:
     live, fake, token = env
     async with aiohttp.ClientSession() as http:
-        async with http.post(
-            live.url + "/api/chat",
-            json={"message": "warm", "aiModel": "demo"},
-            headers=bearer(token),
-        ) as r:
-            conversation_id = orjson.loads(await r.content.readline())["data"]["conversationId"]
-            await r.read()
+        conversation_id = await new_conversation(http, live.url, token)
     loop = asyncio.get_running_loop()
     # The slow subscriber: a tiny receive buffer, and it stops reading after the head.
     sock = socket.socket()

@@ -16,7 +16,7 @@ from websockets.exceptions import ConnectionClosed
 from tests.auth_helpers import bearer, make_user_session
 from tests.conftest import Live, live_with_gemini, make_settings
 from tests.fakes.gemini import FakeGemini, Script
-from tests.live_clients import WsPeer, check_seq
+from tests.live_clients import WsPeer, check_seq, new_conversation
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 MODEL = "gemini-2.5-flash-lite"
@@ -91,13 +91,7 @@ async def test_slow_consumer_does_not_delay_fast_one(env: tuple[Live, FakeGemini
     chunk = "y" * 4000  # 8 MB in all: more than the kernel and transport buffers hold
     fake.enqueue(Script(chunks=[f"{i:04d}{chunk}" for i in range(2000)], chunk_delay=0))
     async with aiohttp.ClientSession() as http:
-        async with http.post(
-            live.url + "/api/chat",
-            json={"message": "warm", "aiModel": "demo"},
-            headers=bearer(token),
-        ) as r:
-            conversation_id = orjson.loads(await r.content.readline())["data"]["conversationId"]
-            await r.read()
+        conversation_id = await new_conversation(http, live.url, token)
         # The slow peer: a tiny receive buffer, and it stops reading after `subscribed`.
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)

@@ -26,7 +26,7 @@ import pytest_asyncio
 from tests.auth_helpers import bearer, make_user_session
 from tests.conftest import Live, make_settings, start_live
 from tests.fakes.gemini import FakeGemini, Script
-from tests.live_clients import WsPeer, read_sse
+from tests.live_clients import WsPeer, new_conversation, read_sse
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 MODEL = "gemini-2.5-flash-lite"
@@ -176,15 +176,6 @@ async def _session_id(live: Live, http: aiohttp.ClientSession, token: str) -> st
     async with http.get(live.url + "/api/auth/get-session", headers=bearer(token)) as resp:
         body = await resp.json()
     return str(body["session"]["id"])
-
-
-async def _conversation(live: Live, http: aiohttp.ClientSession, token: str) -> str:
-    async with http.post(
-        live.url + "/api/chat", json={"message": "warm", "aiModel": "demo"}, headers=bearer(token)
-    ) as resp:
-        first = orjson.loads(await resp.content.readline())
-        await resp.read()
-    return str(first["data"]["conversationId"])
 
 
 def _long_answer(fake: FakeGemini, n: int = 400, delay: float = 0.01) -> None:
@@ -388,7 +379,7 @@ async def test_sign_out_closes_sockets_and_ends_streams(env: tuple[Live, FakeGem
     token, _ = await make_user_session("Leaver")
     other_token, _ = await make_user_session("Stayer")
     async with aiohttp.ClientSession() as http:
-        conversation_id = await _conversation(live, http, token)
+        conversation_id = await new_conversation(http, live.url, token)
         peer = await _peer(live, http, token)
         await peer.send(type="subscribe", conversationId=conversation_id)
         await peer.wait_for(lambda f: f["type"] == "subscribed")
