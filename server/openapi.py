@@ -54,7 +54,9 @@ class Op:
 
 
 _ID = Param("id", "path", description="A conversation id")
-_LIMITED = (429,)
+#: A limit per address or user: 429, and in cluster mode 503 not_ready while Redis, which
+#: holds the limit for every process, does not answer (never unlimited).
+_LIMITED = (429, 503)
 _BODY_ERRORS = (400, 413, 415)
 _DESCRIPTIONS = {
     400: "Bad request: malformed body or parameter (names `field` where it can)",
@@ -254,7 +256,7 @@ OPS: dict[tuple[str, str], Op] = {
         "pages",
         ok=HTML,
         params=(Param("user_code"),),
-        errors=(403, *_LIMITED),  # 403: a code another account claimed
+        errors=(403, 429),  # 403: a code another account claimed
     ),
     ("get", "/app"): Op("The web chat page (HTML)", "pages", ok=HTML),
     ("get", "/app/{name}"): Op(
@@ -269,7 +271,7 @@ OPS: dict[tuple[str, str], Op] = {
         "pages",
         "optional",
         ok=HTML,
-        errors=(400, 403, *_LIMITED),  # 403: a cross-site form, or another account's code
+        errors=(400, 403, 429),  # 403: a cross-site form, or another account's code
     ),
 }
 
