@@ -20,12 +20,13 @@ from aiohttp import web
 from pydantic import Field
 
 from server import api_models as wire
-from server.app_keys import METRICS, SESSIONS, SETTINGS
+from server.app_keys import SESSIONS, SETTINGS
 from server.auth import device_flow, verification
 from server.auth.client_ip import client_ip
 from server.auth.current import current_user, require_user
 from server.auth.oauth_bodies import OAuthBody, read_oauth
-from server.auth.rate_limit import LocalWindow, Window, rate_key
+from server.auth.rate_limit import LocalWindow, Window
+from server.auth.sign_in_limit import admit_address
 from server.errors import ApiError
 
 log = structlog.get_logger(__name__)
@@ -93,16 +94,12 @@ class DecisionRequest(OAuthBody):
 @routes.post("/api/auth/device/code")
 async def device_code(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
-    retry = await request.app[ISSUE_LIMITER].hit(rate_key(client_ip(request)))
-    if retry is not None:
-        log.info("device_code_rate_limited")
-        request.app[METRICS].limit_refusals_by("device_codes")
-        raise ApiError(
-            429,
-            "rate_limited",
-            "Too many device code requests; try again later",
-            headers={"Retry-After": str(retry)},
-        )
+    await admit_address(
+        request,
+        request.app[ISSUE_LIMITER],
+        "device_codes",
+        "Too many device code requests; try again later",
+    )
     body = await read_oauth(request, CodeRequest)
     if body.client_id is None:
         raise ApiError(400, "invalid_request", "client_id is required")

@@ -20,7 +20,7 @@ from aiohttp import web
 from server.app_keys import METRICS, SETTINGS
 from server.auth.client_ip import client_ip
 from server.auth.rate_limit import LocalWindow, Window, rate_key
-from server.user_limits import rate_limited
+from server.errors import ApiError
 
 log = structlog.get_logger(__name__)
 
@@ -34,9 +34,23 @@ def setup(app: web.Application) -> None:
 
 async def admit_sign_in(request: web.Request) -> None:
     """Count one sign-in request from the caller's address, or raise ``429``."""
-    wait = await request.app[SIGN_IN_LIMITER].hit(rate_key(client_ip(request)))
+    await admit_address(
+        request,
+        request.app[SIGN_IN_LIMITER],
+        "sign_in",
+        "Too many sign-in requests from this address; try again later",
+    )
+
+
+async def admit_address(request: web.Request, window: Window, limit: str, message: str) -> None:
+    """Count one request from the caller's address in ``window``, or raise ``429
+    rate_limited`` with ``Retry-After`` (counted as ``limit`` in
+    ``cero_limit_refusals_total``). The device-code limit uses it too. The body is the
+    contract's plain error (under ``/api/auth/`` ``{"error", "error_description"}``): the
+    wait is in the header, as every HTTP client reads it."""
+    wait = await window.hit(rate_key(client_ip(request)))
     if wait is None:
         return
-    log.info("sign_in_rate_limited", path=request.path)
-    request.app[METRICS].limit_refusals_by("sign_in")
-    raise rate_limited("Too many sign-in requests from this address; try again later", wait)
+    log.info("address_rate_limited", limit=limit, path=request.path)
+    request.app[METRICS].limit_refusals_by(limit)
+    raise ApiError(429, "rate_limited", message, headers={"Retry-After": str(wait)})
