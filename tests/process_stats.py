@@ -1,5 +1,6 @@
-"""What a ``cero-api serve`` child holds, read from outside: its descriptors and RSS from
-``/proc``, its metrics from ``/metrics``. For the leak checks of the churn and load tests."""
+"""What a server holds, read from outside: a ``cero-api serve`` child's descriptors and RSS
+from ``/proc``, any server's metrics from ``/metrics`` (the leak checks of the churn and
+load tests, the refusal counts of the limit tests)."""
 
 from __future__ import annotations
 
@@ -37,3 +38,18 @@ async def scrape(http: aiohttp.ClientSession, url: str) -> dict[str, float]:
 def total(metrics: dict[str, float], family: str) -> float:
     """The sum of a family's samples over all its label values."""
     return sum(v for k, v in metrics.items() if k == family or k.startswith(family + "{"))
+
+
+def refusals_by_limit(metrics: dict[str, float]) -> dict[str, float]:
+    """``cero_limit_refusals_total`` by its ``limit`` label."""
+    out: dict[str, float] = {}
+    for key, value in metrics.items():
+        if key.startswith("cero_limit_refusals_total{"):
+            label = key.split('limit="', 1)[1].split('"', 1)[0]
+            out[label] = out.get(label, 0.0) + value
+    return out
+
+
+async def refusals(http: aiohttp.ClientSession, url: str, limit: str) -> float:
+    """``cero_limit_refusals_total{limit}`` as ``url``'s ``/metrics`` shows it now."""
+    return refusals_by_limit(await scrape(http, url)).get(limit, 0.0)

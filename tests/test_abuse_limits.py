@@ -39,6 +39,7 @@ from tests.auth_helpers import bearer, fresh_ip, make_user_session
 from tests.conditions import until
 from tests.conftest import Live, make_settings, start_live
 from tests.live_clients import WsPeer
+from tests.process_stats import refusals
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -68,15 +69,6 @@ async def live(database_url: str) -> AsyncIterator[Live]:
     )
     yield live
     await live.server.close()
-
-
-async def refusals(http: aiohttp.ClientSession, live: Live, limit: str) -> float:
-    async with http.get(live.url + "/metrics") as resp:
-        text = await resp.text()
-    for line in text.splitlines():
-        if line.startswith(f'cero_limit_refusals_total{{limit="{limit}"}}'):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
 
 
 async def assert_429(resp: aiohttp.ClientResponse, *, auth: bool = False) -> dict[str, Any]:
@@ -129,7 +121,7 @@ async def test_sends_per_minute_http_and_websocket(live: Live) -> None:
     token, user_id = await make_user_session("Sender")
     conversation = str((await create_conversation(user_id, "c"))["id"])
     async with aiohttp.ClientSession() as http:
-        before = await refusals(http, live, "sends")
+        before = await refusals(http, live.url, "sends")
         for n in range(SENDS):
             status, lines, _ = await chat(
                 http, live, token, conversationId=conversation, clientMessageId=f"k{n}"
@@ -161,7 +153,7 @@ async def test_sends_per_minute_http_and_websocket(live: Live) -> None:
         await peer.send(type="ping")
         await peer.wait_for(lambda f: f.get("of") == "ping")
         await peer.close()
-        assert await refusals(http, live, "sends") == before + 2
+        assert await refusals(http, live.url, "sends") == before + 2
 
 
 # -- WebSocket frames per second ---------------------------------------------------------------
@@ -196,7 +188,7 @@ async def test_frame_bucket_on_a_fake_clock() -> None:
 async def test_frame_flood_is_dropped_then_closed_1008(live: Live) -> None:
     token, user_id = await make_user_session("Flooder")
     async with aiohttp.ClientSession() as http:
-        before = await refusals(http, live, "ws_frames")
+        before = await refusals(http, live.url, "ws_frames")
         ws = await http.ws_connect(live.url + "/api/ws", headers=bearer(token))
         peer = WsPeer(ws).start()
         ping = orjson.dumps({"type": "ping"}).decode()
@@ -211,7 +203,7 @@ async def test_frame_flood_is_dropped_then_closed_1008(live: Live) -> None:
         await asyncio.sleep(1.2)  # the bucket refills with time (nothing to poll for)
         await peer.send(type="ping")  # the socket stayed open and serves again
         await until(lambda: sum(1 for f in peer.frames if f.get("of") == "ping") > acked)
-        assert await refusals(http, live, "ws_frames") >= before + 10
+        assert await refusals(http, live.url, "ws_frames") >= before + 10
 
         # A flood that goes on: closed with 1008, having been answered at most once a
         # second (not once per frame).
@@ -246,7 +238,7 @@ async def test_streams_per_user_are_capped_and_given_back(live: Live) -> None:
     ip = fresh_ip()
     events_url = f"{live.url}/api/conversations/{conversation}/events"
     async with aiohttp.ClientSession() as http:
-        before = await refusals(http, live, "streams_per_user")
+        before = await refusals(http, live.url, "streams_per_user")
         opened = []
         for _ in range(STREAMS_PER_USER - 1):
             status, ws = await ws_status(http, live, token, ip)
@@ -270,7 +262,7 @@ async def test_streams_per_user_are_capped_and_given_back(live: Live) -> None:
             await assert_429(resp)
         # A chat response is not a live connection: still served at the cap.
         assert (await chat(http, live, token, conversationId=conversation))[0] == 200
-        assert await refusals(http, live, "streams_per_user") == before + 3
+        assert await refusals(http, live.url, "streams_per_user") == before + 3
 
         # Close one (a WebSocket), open one more: it succeeds; likewise for the SSE stream.
         ws0 = opened.pop(0)
@@ -296,7 +288,7 @@ async def test_streams_per_address_are_capped(live: Live) -> None:
     second, _ = await make_user_session("Roommate 2")
     ip = fresh_ip()
     async with aiohttp.ClientSession() as http:
-        before = await refusals(http, live, "streams_per_ip")
+        before = await refusals(http, live.url, "streams_per_ip")
         opened = []
         for token in [first] * STREAMS_PER_USER + [second] * (STREAMS_PER_IP - STREAMS_PER_USER):
             status, ws = await ws_status(http, live, token, ip)
@@ -305,7 +297,7 @@ async def test_streams_per_address_are_capped(live: Live) -> None:
         # The second user is under its own cap, but the address is full.
         async with http.get(live.url + "/api/ws", headers={**bearer(second), **ip}) as resp:
             await assert_429(resp)
-        assert await refusals(http, live, "streams_per_ip") == before + 1
+        assert await refusals(http, live.url, "streams_per_ip") == before + 1
         # From another address the same user is served.
         status, ws = await ws_status(http, live, second, fresh_ip())
         assert status == 101
@@ -321,7 +313,7 @@ async def test_streams_per_address_are_capped(live: Live) -> None:
 async def test_sign_in_requests_per_address(live: Live) -> None:
     ip = fresh_ip()
     async with aiohttp.ClientSession() as http:
-        before = await refusals(http, live, "sign_in")
+        before = await refusals(http, live.url, "sign_in")
 
         async def attempts(headers: dict[str, str]) -> list[int]:
             statuses = []
@@ -348,4 +340,4 @@ async def test_sign_in_requests_per_address(live: Live) -> None:
         async with http.get(live.url + "/auth/local?token=x", headers=ip) as resp:
             await assert_429(resp)
         assert 429 not in await attempts(fresh_ip())  # another address has its own window
-        assert await refusals(http, live, "sign_in") == before + 7
+        assert await refusals(http, live.url, "sign_in") == before + 7

@@ -25,6 +25,7 @@ from tests.auth_helpers import (
     session_cookie,
 )
 from tests.conftest import Live, make_settings, start_live
+from tests.process_stats import refusals
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -482,16 +483,6 @@ async def test_lookup_bad_input(live: Live) -> None:
                 assert (await resp.json())["error"] == "invalid_request"
 
 
-async def refusals(http: aiohttp.ClientSession, live: Live, limit: str) -> float:
-    """``cero_limit_refusals_total{limit}`` as ``/metrics`` shows it now."""
-    async with http.get(live.url + "/metrics") as resp:
-        text = await resp.text()
-    prefix = f'cero_limit_refusals_total{{limit="{limit}"}} '
-    return next(
-        (float(line[len(prefix) :]) for line in text.splitlines() if line.startswith(prefix)), 0.0
-    )
-
-
 async def test_sixth_wrong_code_is_rate_limited(live: Live) -> None:
     token, _ = await make_user_session()
     ip = fresh_ip()
@@ -512,7 +503,7 @@ async def test_sixth_wrong_code_is_rate_limited(live: Live) -> None:
                 )
             async with ctx as resp:
                 assert resp.status == 400, (i, await resp.text())
-        refused = await refusals(http, live, "wrong_codes")
+        refused = await refusals(http, live.url, "wrong_codes")
         # The sixth lookup is refused, even for a good code.
         async with http.get(
             live.url + "/api/auth/device", params={"user_code": good["user_code"]}, headers=ip
@@ -527,7 +518,7 @@ async def test_sixth_wrong_code_is_rate_limited(live: Live) -> None:
             headers={**bearer(token), **ip},
         ) as resp:
             assert resp.status == 429
-        assert await refusals(http, live, "wrong_codes") == refused + 2  # /metrics counts both
+        assert await refusals(http, live.url, "wrong_codes") == refused + 2  # /metrics counts both
         # Another client address is unaffected; X-Forwarded-For counts only because the
         # peer (127.0.0.1) is a trusted proxy in this app's settings.
         async with http.get(

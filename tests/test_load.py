@@ -43,7 +43,7 @@ from tests.auth_helpers import make_user_session
 from tests.conditions import until
 from tests.conftest import create_pg_database, drop_pg_database
 from tests.live_clients import read_ndjson
-from tests.process_stats import fds, rss, scrape, total
+from tests.process_stats import fds, refusals_by_limit, rss, scrape, total
 from tests.server_process import ServerProcess, serve
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow, pytest.mark.postgres]
@@ -298,7 +298,7 @@ async def test_200_clients_meet_the_limits_and_nothing_breaks(load: Load) -> Non
 
     report = (
         f"round 1: {_line(first)}\nround 2: {_line(second)}\n"
-        f"refusals by limit: {_refusals(metrics)}\n"
+        f"refusals by limit: {refusals_by_limit(metrics)}\n"
         f"rss {rss0 / 2**20:.1f} -> after round 1 {rss_first / 2**20:.1f} -> after round 2 "
         f"{rss1 / 2**20:.1f} MiB; fds {fds0} -> {fds_first} -> {fds1}; tasks {tasks0:.0f}; "
         f"worst loop lag seen at the end {metrics['cero_event_loop_lag_seconds']:.3f} s"
@@ -318,7 +318,7 @@ async def test_200_clients_meet_the_limits_and_nothing_breaks(load: Load) -> Non
     # Answers get through between the refusals (the second round may meet the per-minute
     # send limit early: the window spans both rounds).
     assert first.answers + second.answers > 0 and first.ws_answers + second.ws_answers > 0
-    refused = _refusals(metrics)
+    refused = refusals_by_limit(metrics)
     assert all(refused.get(limit, 0) > 0 for limit in EXPECTED_REFUSALS), report
     log = server.log()
     assert "unhandled_error" not in log and "Traceback" not in log, server.log_tail()
@@ -333,12 +333,3 @@ def _line(t: Tally) -> str:
         f"{dict(t.handshakes)}, faults {dict(t.faults)}, closes {dict(t.closes)}, answers "
         f"{t.ws_answers}"
     )
-
-
-def _refusals(metrics: dict[str, float]) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for key, value in metrics.items():
-        if key.startswith("cero_limit_refusals_total{"):
-            label = key.split('limit="', 1)[1].split('"', 1)[0]
-            out[label] = out.get(label, 0) + value
-    return out
