@@ -196,6 +196,10 @@ class Registry:
         finally:
             self._deleting.discard(conversation_id)
 
+    def generation_count(self) -> int:
+        """How many generations run in this process now (admission control's measure)."""
+        return sum(actor.generation is not None for actor in self._actors.values())
+
     def running_generations(self) -> list[asyncio.Task[None]]:
         return [
             actor.generation.task

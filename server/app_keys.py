@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from server.auth.sessions import SessionStore
     from server.batch_writer import BatchWriter
     from server.metrics import Metrics
-    from server.overload import LagMonitor
+    from server.overload import Admission
     from server.redis_conn import RedisHealth
     from server.user_limits import UserLimits
 
@@ -29,7 +29,7 @@ CATALOG: web.AppKey[Catalog] = web.AppKey("catalog")
 SESSIONS: web.AppKey[SessionStore] = web.AppKey("sessions")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 WRITER: web.AppKey[BatchWriter] = web.AppKey("batch_writer")
-LAG: web.AppKey[LagMonitor] = web.AppKey("lag_monitor")
+ADMISSION: web.AppKey[Admission] = web.AppKey("admission")
 CLIENT_LOCKS: web.AppKey[weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock]] = web.AppKey(
     "client_locks"
 )

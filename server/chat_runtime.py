@@ -1,6 +1,6 @@
 """What the chat needs for the app's lifetime, started and stopped together (cleanup_ctx):
 the catalog, the model providers, the batch writer and its janitor, the flusher, the
-actor registry, the per-user limits and the lag monitor; at start-up, rows left
+actor registry, the per-user limits and admission control; at start-up, rows left
 ``streaming`` by a previous process become ``interrupted``."""
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from actors.models.catalog import Catalog
 from actors.models.demo import DemoProvider
 from actors.registry import Registry
 from server.app_keys import (
+    ADMISSION,
     CATALOG,
     CLIENT_LOCKS,
     ENGINE,
-    LAG,
     METRICS,
     REDIS,
     REGISTRY,
@@ -34,7 +34,7 @@ from server.app_keys import (
 )
 from server.batch_writer import BatchWriter
 from server.chat_store import PiccoloConversationStore
-from server.overload import LagMonitor
+from server.overload import Admission, AdmissionLimits
 from server.user_limits import UserLimits
 
 log = structlog.get_logger(__name__)
@@ -69,8 +69,6 @@ async def chat_runtime(app: web.Application) -> AsyncIterator[None]:
     providers = make_providers(app)
     writer = BatchWriter(app[ENGINE], timeout=settings.db_write_timeout)
     await writer.start()
-    monitor = app[LAG] = LagMonitor(settings.max_loop_lag)
-    monitor.start()
     app[WRITER] = writer
     # One lock per (user, clientMessageId) being sent: a retry waits for its first send.
     app[CLIENT_LOCKS] = weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock]()
@@ -111,6 +109,17 @@ async def chat_runtime(app: web.Application) -> AsyncIterator[None]:
     )
     registry = Registry(deps)
     app[REGISTRY] = registry
+    admission = app[ADMISSION] = Admission(
+        AdmissionLimits(
+            floor=settings.admission_floor,
+            max_cpu=settings.max_cpu,
+            max_lag=settings.max_loop_lag,
+            wait=settings.admission_wait,
+            queue=settings.admission_queue,
+        ),
+        running=registry.generation_count,
+    )
+    admission.start()
     if node is not None:
         # Before the sweep: what it closes is counted (generations{interrupted,owner_lost}).
         metrics.bind_cluster(node)
@@ -131,13 +140,13 @@ async def chat_runtime(app: web.Application) -> AsyncIterator[None]:
     )
     metrics.bind_registry(registry)
     metrics.bind_writer(writer, store.janitor)
-    metrics.bind_lag(monitor)
+    metrics.bind_admission(admission)
     for name, provider in providers.items():
         metrics.bind_provider(name, provider)
     try:
         yield
     finally:
-        await monitor.stop()
+        await admission.stop()
         await registry.close()
         if node is not None:
             await node.close()

@@ -32,7 +32,7 @@ from actors.models.catalog import UnknownModel, UnsupportedTools
 from actors.registry import ConversationNotFound
 from actors.store import ClientMessageTaken
 from actors.turn_timing import TurnTiming
-from server.app_keys import CATALOG, CLIENT_LOCKS, LAG, REGISTRY, SETTINGS, USER_LIMITS
+from server.app_keys import ADMISSION, CATALOG, CLIENT_LOCKS, REGISTRY, SETTINGS, USER_LIMITS
 from server.auth.current import CurrentUser
 from server.chat_request import ChatRequest
 from server.chat_store import (
@@ -148,75 +148,72 @@ async def start_chat(
             if earlier is not None:
                 conversation_id = earlier
                 retry = True
+        # A retry starts nothing: it is never queued or refused for capacity. A start
+        # counts against admission until its generation has begun (the send returns).
+        starting = contextlib.nullcontext() if retry else app[ADMISSION].admitted()
         limits = app[USER_LIMITS]
-        monitor = app[LAG]
-        if not retry and monitor.overloaded:
-            monitor.refused += 1
-            raise ApiError(
-                503,
-                "overloaded",
-                "The server is at capacity; retry shortly",
-                headers={"Retry-After": "2"},
-            )
-        # A retry starts nothing, so no limit refuses it (it gets its turn back, 200).
-        # The slot is taken before the actor commits the turn: the count is exact.
-        try:
-            slot = None if retry else await limits.reserve_generation(user.id)
-        except ApiError:
-            # CONTRACT: a conversation already generating answers 409, limit or not.
-            actor = app[REGISTRY].peek(conversation_id) if conversation_id else None
-            if actor is not None and actor.owner_id == user.id and actor.streaming_answer():
-                raise busy() from None
-            raise
-        try:
-            if not retry:
-                # After the slot, inside its try: a send refused here gives the slot back
-                # (finally), and a send the slot refused was not counted (see
-                # server.user_limits).
-                await limits.admit_send(user.id)
-            if conversation_id is None:
-                await limits.admit_new_conversation(user.id)
-                title = " ".join(body.message.split())[:TITLE_CHARS]
-                row = await create_conversation(user.id, title)
-                conversation_id = str(row["id"])
-
-            looked_up = time.perf_counter()
-            if timing is not None:
-                timing.span("admit", admitted, looked_up)
-
-            def send(actor: ConversationActor) -> Awaitable[SendResult]:
-                if timing is not None:
-                    timing.span("lookup", looked_up)
-                return actor.send(
-                    body.message,
-                    model=model,
-                    tools=tools,
-                    client_message_id=body.clientMessageId,
-                    subscribe=subscribe,
-                    slot=slot,
-                    timing=timing,
-                )
-
+        async with starting:
+            # A retry starts nothing, so no limit refuses it (it gets its turn back, 200).
+            # The slot is taken before the actor commits the turn: the count is exact.
             try:
+                slot = None if retry else await limits.reserve_generation(user.id)
+            except ApiError:
+                # CONTRACT: a conversation already generating answers 409, limit or not.
+                actor = app[REGISTRY].peek(conversation_id) if conversation_id else None
+                if actor is not None and actor.owner_id == user.id and actor.streaming_answer():
+                    raise busy() from None
+                raise
+            try:
+                if not retry:
+                    # After the slot, inside its try: a send refused here gives the slot back
+                    # (finally), and a send the slot refused was not counted (see
+                    # server.user_limits).
+                    await limits.admit_send(user.id)
+                if conversation_id is None:
+                    await limits.admit_new_conversation(user.id)
+                    title = " ".join(body.message.split())[:TITLE_CHARS]
+                    row = await create_conversation(user.id, title)
+                    conversation_id = str(row["id"])
+
+                looked_up = time.perf_counter()
+                if timing is not None:
+                    timing.span("admit", admitted, looked_up)
+
+                def send(actor: ConversationActor) -> Awaitable[SendResult]:
+                    if timing is not None:
+                        timing.span("lookup", looked_up)
+                    return actor.send(
+                        body.message,
+                        model=model,
+                        tools=tools,
+                        client_message_id=body.clientMessageId,
+                        subscribe=subscribe,
+                        slot=slot,
+                        timing=timing,
+                    )
+
                 try:
-                    return await run_on_actor(app, conversation_id, user.id, send)
-                except ClientMessageTaken:
-                    # Another process committed this key in another conversation after
-                    # our lookup (the database's unique index decided): answer with that
-                    # turn, a retry, which starts nothing and so holds no slot.
-                    assert body.clientMessageId is not None
-                    winner = await conversation_for_client_message(user.id, body.clientMessageId)
-                    if winner is None:
-                        raise
-                    if slot is not None:
-                        slot.release()  # the actor gave it back already: a no-op then
-                    slot = None
-                    return await run_on_actor(app, winner, user.id, send)
-            except ConversationBusy:
-                raise busy() from None
-        finally:
-            if slot is not None:
-                slot.abandon()  # given back unless the actor took it
+                    try:
+                        return await run_on_actor(app, conversation_id, user.id, send)
+                    except ClientMessageTaken:
+                        # Another process committed this key in another conversation after
+                        # our lookup (the database's unique index decided): answer with that
+                        # turn, a retry, which starts nothing and so holds no slot.
+                        assert body.clientMessageId is not None
+                        winner = await conversation_for_client_message(
+                            user.id, body.clientMessageId
+                        )
+                        if winner is None:
+                            raise
+                        if slot is not None:
+                            slot.release()  # the actor gave it back already: a no-op then
+                        slot = None
+                        return await run_on_actor(app, winner, user.id, send)
+                except ConversationBusy:
+                    raise busy() from None
+            finally:
+                if slot is not None:
+                    slot.abandon()  # given back unless the actor took it
 
 
 async def cancel_generation(

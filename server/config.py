@@ -138,7 +138,13 @@ class Settings(BaseSettings):
     model_max_connections: int = Field(
         1000, validation_alias="CERO_MODEL_MAX_CONNECTIONS", ge=1, le=100_000
     )
-    max_loop_lag: float = Field(0.5, validation_alias="CERO_MAX_LOOP_LAG", ge=0)
+    #: Admission control (server/overload.py): a start is refused only when this process's
+    #: own work is past capacity: past the floor, and CPU *and* loop lag past their limits.
+    max_loop_lag: float = Field(0.25, validation_alias="CERO_MAX_LOOP_LAG", ge=0)
+    max_cpu: float = Field(0.9, validation_alias="CERO_MAX_CPU", gt=0, le=64)
+    admission_floor: int = Field(16, validation_alias="CERO_ADMISSION_FLOOR", ge=0)
+    admission_wait: float = Field(10.0, validation_alias="CERO_ADMISSION_WAIT", ge=0, le=600)
+    admission_queue: int = Field(1000, validation_alias="CERO_ADMISSION_QUEUE", ge=0)
     demo_token_delay: float = Field(0.02, validation_alias="CERO_DEMO_TOKEN_DELAY", ge=0)
     sse_ping_interval: float = Field(15.0, validation_alias="CERO_SSE_PING_INTERVAL", gt=0)
     ws_heartbeat: float = Field(20.0, validation_alias="CERO_WS_HEARTBEAT", gt=0)

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from cluster.node import ClusterNode
     from server.batch_writer import BatchWriter
     from server.janitor import Janitor
-    from server.overload import LagMonitor
+    from server.overload import Admission
     from server.redis_conn import RedisHealth
 
 
@@ -314,16 +314,44 @@ class Metrics:
         timing.on_first_token = self.ttft.labels(transport).observe
         return timing
 
-    def bind_lag(self, monitor: LagMonitor) -> None:
-        self._reading(
-            "cero_event_loop_lag_seconds",
-            "Worst event-loop lag in the last 2 s (past CERO_MAX_LOOP_LAG: 503 overloaded)",
-            lambda: monitor.lag,
-        )
+    def bind_admission(self, admission: Admission) -> None:
+        for name, text, read in (
+            (
+                "cero_event_loop_lag_seconds",
+                "Worst event-loop lag in the last second",
+                lambda: admission.lag,
+            ),
+            (
+                "cero_process_cpu_ratio",
+                "CPU seconds this process used per second in the last second (1 = a core)",
+                lambda: admission.cpu,
+            ),
+            (
+                "cero_admission_running",
+                "Generations running (or admitted and starting) in this process",
+                lambda: admission.running,
+            ),
+            (
+                "cero_admission_waiting",
+                "Starts waiting for admission now",
+                lambda: admission.queued,
+            ),
+            (
+                "cero_admission_floor",
+                "Below this many running generations a start is never refused",
+                lambda: admission.limits.floor,
+            ),
+        ):
+            self._reading(name, text, read)
         self._counted.add(
             "cero_overloaded_refusals",
-            "Sends refused with 503 overloaded",
-            lambda: monitor.refused,
+            "Sends refused with 503 overloaded (queued past CERO_ADMISSION_WAIT or queue full)",
+            lambda: admission.refused,
+        )
+        self._counted.add(
+            "cero_admission_queued",
+            "Starts that waited in the admission queue",
+            lambda: admission.queued_total,
         )
 
     def bind_cluster(self, node: ClusterNode) -> None:

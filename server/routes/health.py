@@ -9,7 +9,7 @@ from aiohttp import web
 
 from server import api_models as wire
 from server import db
-from server.app_keys import ENGINE, REDIS_HEALTH, REGISTRY, SETTINGS, WRITER
+from server.app_keys import ADMISSION, ENGINE, REDIS_HEALTH, REGISTRY, SETTINGS, WRITER
 from server.errors import error_response
 from server.redis_conn import REDIS_FAULTS
 
@@ -57,7 +57,19 @@ async def readyz(request: web.Request) -> web.Response:
             checks["redis"] = "ok"
         except REDIS_FAULTS as exc:
             return _not_ready(request, f"redis: {type(exc).__name__}: {exc}")
-    return wire.reply(wire.Status, {"status": "ok", **checks})
+    admission = request.app.get(ADMISSION)
+    detail: dict[str, object] = {"status": "ok", **checks}
+    if admission is not None:
+        # What admission control sees (server/overload.py): ready does not mean idle.
+        detail["admission"] = {
+            "running": admission.running,
+            "queued": admission.queued,
+            "floor": admission.limits.floor,
+            "cpu": round(admission.cpu, 3),
+            "loopLag": round(admission.lag, 4),
+            "saturated": admission.saturated,
+        }
+    return wire.reply(wire.Status, detail)
 
 
 def _not_ready(request: web.Request, reason: str) -> web.Response:
