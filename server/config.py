@@ -65,6 +65,10 @@ class Settings(BaseSettings):
     gemini_chunk_timeout: float = Field(60.0, validation_alias="CERO_GEMINI_CHUNK_TIMEOUT", gt=0)
     gemini_retry_backoff: float = Field(0.5, validation_alias="CERO_GEMINI_RETRY_BACKOFF", ge=0)
     redis_url: str | None = Field(None, validation_alias="CERO_REDIS_URL")
+    #: The process's Redis pool: a command waits (at most REDIS_POOL_WAIT_S) for a free one.
+    redis_max_connections: int = Field(
+        200, validation_alias="CERO_REDIS_MAX_CONNECTIONS", ge=4, le=10_000
+    )
     #: Every key this deployment writes in Redis starts with it (several deployments, or
     #: tests, can share one Redis without seeing each other's keys).
     redis_prefix: str = Field(

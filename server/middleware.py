@@ -13,6 +13,7 @@ import secrets
 import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from redis.exceptions import RedisError
 
 from server import db
 from server.app_keys import SETTINGS
@@ -95,6 +96,19 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
                 "not_ready",
                 "The database is unavailable; retry shortly",
                 headers={"Retry-After": "2"},
+            )
+        if isinstance(exc, RedisError):
+            # Cluster mode: a Redis command that failed halfway through a request (a pool
+            # with no free connection in time, a reset): retry, not a server error.
+            log.warning(
+                "redis_unavailable", path=request.path, error=f"{type(exc).__name__}: {exc}"[:300]
+            )
+            return error_response(
+                request,
+                503,
+                "not_ready",
+                "Shared state is unavailable; retry shortly",
+                headers={"Retry-After": "1"},
             )
         log.exception("unhandled_error", path=request.path, method=request.method)
         return error_response(request, 500, "internal", "Internal server error")

@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator
 import redis.asyncio as redis
 import structlog
 from aiohttp import web
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from server.app_keys import METRICS, REDIS, REDIS_HEALTH, SETTINGS
@@ -38,21 +39,39 @@ CONNECT_TIMEOUT_S = 2.0
 COMMAND_TIMEOUT_S = 2.0
 #: How often the monitor pings Redis (down → up is noticed within this).
 CHECK_INTERVAL_S = 1.0
+#: How long a command waits for a free pooled connection before it fails.
+POOL_WAIT_S = 5.0
+#: The health monitor's own client: its pings never wait behind a busy pool, so "down"
+#: means Redis did not answer, not that this process was busy.
+HEALTH_CONNECTIONS = 2
 
 #: What a command that failed because of Redis raises: connection refused or reset,
 #: timeouts, a Redis restarting (``LOADING``), ...
 REDIS_FAULTS: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutError)
 
 
-def connect(url: str) -> redis.Redis:
-    """A client that answers quickly when Redis is gone (commands raise, nothing hangs)."""
-    return redis.from_url(
+def connect(url: str, max_connections: int = HEALTH_CONNECTIONS) -> redis.Redis:
+    """A client that answers quickly when Redis is gone (commands raise, nothing hangs)
+    and waits when busy: its pool of ``max_connections`` is a *blocking* one, so a command
+    finding every connection in use waits up to :data:`POOL_WAIT_S` for one instead of
+    failing (redis-py's default pool raises ``MaxConnectionsError`` at once, which a busy
+    process took for "Redis is down": issue 21)."""
+    pool = redis.BlockingConnectionPool.from_url(
         url,
+        max_connections=max_connections,
+        timeout=POOL_WAIT_S,
         socket_connect_timeout=CONNECT_TIMEOUT_S,
         socket_timeout=COMMAND_TIMEOUT_S,
         health_check_interval=10,
         retry_on_timeout=False,
     )
+    return redis.Redis.from_pool(pool)
+
+
+def pool_exhausted(exc: BaseException) -> bool:
+    """The pool had no free connection within :data:`POOL_WAIT_S`: the process is busy,
+    Redis itself may be fine."""
+    return isinstance(exc, RedisConnectionError) and str(exc) == "No connection available."
 
 
 def key(app: web.Application, *parts: str) -> str:
@@ -69,7 +88,7 @@ class RedisHealth:
     (down at once) and on the next good ping (up). Counts errors in the metrics."""
 
     def __init__(self, client: redis.Redis, app: web.Application) -> None:
-        self._client = client
+        self._client = client  # its own small pool (HEALTH_CONNECTIONS), not the app's
         self._app = app
         self.up = True
         self.reason = ""
@@ -86,6 +105,11 @@ class RedisHealth:
         errors = self._app[METRICS].redis_errors
         if errors is not None:
             errors.labels(op).inc()
+        if pool_exhausted(exc):
+            # Busy, not down: the command failed, Redis answers (the monitor's own
+            # connection says otherwise if it does not).
+            log.warning("redis_pool_exhausted", op=op, wait_s=POOL_WAIT_S)
+            return
         reason = f"{type(exc).__name__}: {exc}"[:200]
         if self.up:
             log.warning("redis_down", op=op, reason=reason)
@@ -128,11 +152,14 @@ def require_redis(app: web.Application) -> None:
 async def redis_client(app: web.Application) -> AsyncIterator[None]:
     """cleanup_ctx: open the client when cluster mode is on; start-up does not wait for
     Redis (``/readyz`` reports it), so a process can start while Redis is restarting."""
-    url = app[SETTINGS].redis_url
-    client = app[REDIS] = connect(url) if url else None
+    settings = app[SETTINGS]
+    url = settings.redis_url
+    client = app[REDIS] = connect(url, settings.redis_max_connections) if url else None
     monitor: asyncio.Task[None] | None = None
-    if client is not None:
-        health = app[REDIS_HEALTH] = RedisHealth(client, app)
+    health_client: redis.Redis | None = None
+    if url is not None:
+        health_client = connect(url)
+        health = app[REDIS_HEALTH] = RedisHealth(health_client, app)
         app[METRICS].bind_redis(health)
         monitor = asyncio.create_task(health.run(), name="redis-health")
     try:
@@ -144,3 +171,5 @@ async def redis_client(app: web.Application) -> AsyncIterator[None]:
                 await monitor
         if client is not None:
             await client.aclose()
+        if health_client is not None:
+            await health_client.aclose()

@@ -7,6 +7,7 @@ is extended to seven days from now: the only time a lookup writes.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -84,6 +85,23 @@ _COLUMNS = (
     Session.user_id.image,
     Session.user_id.email_verified,
 )
+
+
+#: A digest no real token has: stands for the parameter while the lookup's SQL is rendered.
+_DIGEST_MARK = "__cero_token_digest__"
+
+
+@functools.cache
+def _lookup_sql() -> str:
+    """The session-by-token lookup as SQL with one ``{}`` parameter, rendered once per
+    process. Every authenticated request runs it; building it with Piccolo's query builder
+    each time cost 1.9 ms of CPU a lookup against 0.5 ms for the same SQL run as ``raw``
+    (PostgreSQL, 300 lookups each, same process: issue 21's auth phase)."""
+    query = Session.select(*_COLUMNS).where(Session.token_hash == _DIGEST_MARK)
+    template = str(query.querystrings[0])
+    quoted = f"'{_DIGEST_MARK}'"
+    assert template.count(quoted) == 1, template
+    return template.replace(quoted, "{}")
 
 
 def _resolved(row: dict[str, Any]) -> Resolved:
@@ -166,7 +184,7 @@ class SessionStore:
         if not token or len(token) > MAX_TOKEN_CHARS:
             return None
         digest = token_hash(token)
-        rows = await Session.select(*_COLUMNS).where(Session.token_hash == digest).run()
+        rows = await Session.raw(_lookup_sql(), digest).run()
         if not rows or not same(rows[0]["token_hash"], digest):
             return None
         found = _resolved(rows[0])
