@@ -100,7 +100,7 @@ class Follower:
                 return False  # already shown before a reconnect
             self.epoch, self.seq = epoch, seq
         if self.json:
-            self.out.text(sse.data + "\n")
+            self.out.verbatim(sse.data + "\n")
         if kind == "reset":
             if isinstance(epoch, str) and isinstance(seq, int):
                 self.epoch, self.seq = epoch, seq

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import sys
 import uuid
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, MutableMapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, cast
 
@@ -28,9 +29,11 @@ from client.device_login import device_login
 from client.errors import CliError, Exit
 from client.follow import Follower, follow
 from client.output import Output
+from client.terminal_text import clean
 
 DEFAULT_SERVER = "http://localhost:3001"
 TOOLS = ("google_search", "url_context", "code_execution")
+RAW_HELP = "print the text with its control characters and escape sequences (not for a terminal)"
 
 
 def server_url(args: argparse.Namespace, environ: dict[str, str]) -> str:
@@ -77,9 +80,16 @@ class Context:
 
 async def cmd_login(ctx: Context) -> int:
     browser = ctx.environ if not ctx.args.no_browser and ctx.out.err_tty else None
+    ctx.store.check_writable()  # before a code is asked for: no approval wasted on it
     async with ctx.api() as api:
         token, user = await device_login(api, say=ctx.out.note, browser=browser)
-    saved = ctx.store.save(ctx.server, token, user)
+        try:
+            saved = ctx.store.save(ctx.server, token, user)
+        except CliError:
+            # Not kept, so never usable: revoke it rather than leave a live session behind.
+            with contextlib.suppress(CliError):
+                await api.request("POST", "/api/auth/sign-out", json={})
+            raise
     where = "the system keyring" if saved.store == "keyring" else str(ctx.store.path)
     ctx.out.note(f"Signed in to {ctx.server} as {_who(user)}; the token is kept in {where}.")
     return Exit.OK
@@ -319,9 +329,11 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--conversation", "-c", metavar="ID", help="continue this conversation")
     p.add_argument("--json", action="store_true", help="print the events as NDJSON")
+    p.add_argument("--raw", action="store_true", help=RAW_HELP)
     p = add("watch", cmd_watch, "Follow a conversation live (resumes after network drops).")
     p.add_argument("conversation_id", metavar="ID")
     p.add_argument("--json", action="store_true", help="print the events as NDJSON")
+    p.add_argument("--raw", action="store_true", help=RAW_HELP)
     p.add_argument("--once", action="store_true", help="exit when the next answer ends")
     p = add("conversations", cmd_conversations, "List your conversations, newest first.")
     p.add_argument("--limit", type=positive, default=20, help="how many (default 20)")
@@ -329,6 +341,7 @@ def parser() -> argparse.ArgumentParser:
     p = add("messages", cmd_messages, "Print a conversation's messages.")
     p.add_argument("conversation_id", metavar="ID")
     p.add_argument("--json", action="store_true", help="print the server's JSON")
+    p.add_argument("--raw", action="store_true", help=RAW_HELP)
     p = add("cancel", cmd_cancel, "Stop the answer being generated in a conversation.")
     p.add_argument("conversation_id", metavar="ID")
     p.add_argument("--generation", metavar="GID", help="only this generation")
@@ -337,9 +350,15 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+def _clean_values(_: Any, __: str, event: MutableMapping[str, Any]) -> dict[str, Any]:
+    """Log values can be the server's text (``-v``): filtered like every other line."""
+    return {k: clean(v) if isinstance(v, str) else v for k, v in event.items()}
+
+
 def configure_logging(verbose: bool) -> None:
     structlog.configure(
         processors=[
+            _clean_values,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.dev.ConsoleRenderer(colors=False),
@@ -354,7 +373,7 @@ def configure_logging(verbose: bool) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     configure_logging(bool(getattr(args, "verbose", False)))
-    out = Output()
+    out = Output(raw=bool(getattr(args, "raw", False)))
     try:
         ctx = Context(args, dict(os.environ), out)
         command: Command = args.func
@@ -362,7 +381,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as exc:
         out.stop_spinner()
         out.end_line()
-        out.err.write(f"cero: error: {exc.message}\n")
+        out.error(exc.message)
         return exc.code
     except KeyboardInterrupt:
         out.end_line()

@@ -178,6 +178,28 @@ async def test_login_with_the_device_flow_then_whoami(cli: Cli, live: Live) -> N
     assert out_text == f"Grace <grace@example.test> on {live.url}\n"
 
 
+async def test_login_refuses_a_store_it_cannot_use_before_asking_for_a_code(cli: Cli) -> None:
+    """Issue 20, item 10: a credentials.json the CLI did not write failed the login only
+    after the server had approved it, leaving a live session nobody holds."""
+    cli.config.mkdir(parents=True)
+    cli.config.chmod(0o777)
+    (cli.config / "credentials.json").write_text('{"written by": "another tool"}')
+    proc = await cli.start("login", "--no-browser")
+    assert proc.stderr is not None
+    lines: list[str] = []
+    while not lines or not lines[-1].startswith(("cero: error: ", "To sign in")):
+        line = await asyncio.wait_for(proc.stderr.readline(), WAIT)
+        assert line, lines
+        lines.append(line.decode())
+    assert "not a cero credentials file" in lines[-1], lines  # not "To sign in …"
+    assert await proc.wait() == 1
+    assert [line.split()[3] for line in lines[:-1]] == [
+        "config_folder_tightened",
+        "credentials_file_tightened",
+    ], lines
+    assert stat.S_IMODE(cli.config.stat().st_mode) == 0o700
+
+
 async def test_logout_revokes_the_token_on_the_server(cli: Cli, live: Live) -> None:
     token = await signed_in(cli)
     code, _, err = await cli.run("logout")
@@ -257,6 +279,46 @@ async def test_cancel_stops_a_streaming_chat(cli: Cli, live: Live) -> None:
     assert code == 0 and out.startswith(conversation + "  ") and "a long one" in out
     code, out, err = await cli.run("messages", conversation)
     assert code == 0 and "you:\na long one" in out and "(cancelled)" in out
+
+
+# -- the terminal: no escape sequences from the server --------------------------------------------
+
+#: What a web page could make a model say: retitle the window, clear the screen, write the
+#: clipboard (OSC 52), a link hidden behind text (OSC 8), a one-character C1 CSI.
+ATTACK = (
+    "hi \x1b]0;pwned\x07 \x1b[2J \x1b]52;c;aGk=\x07 "
+    "\x1b]8;;http://evil.example/\x1b\\click\x1b]8;;\x1b\\ \x9b31mred"
+)
+CONTROLS = {chr(c) for c in [*range(0x20), *range(0x7F, 0xA0)]} - {"\n", "\t"}
+
+
+async def test_answers_and_titles_reach_the_terminal_without_escape_sequences(
+    cli: Cli, live: Live
+) -> None:
+    token = await signed_in(cli)
+    code, out, err = await cli.run("chat", ATTACK)  # the demo model says it back
+    assert code == 0, err
+    conversation = await only_conversation(live, token)
+    stored = (await messages(live, token, conversation))[-1]["content"]
+    assert "\x1b]52;c;aGk=\x07" in stored  # the answer did carry them
+    assert not CONTROLS & set(out), repr(out)
+    assert "You said: \u201chi    click red\u201d" in out  # the text itself stays
+    code, listed, err = await cli.run("conversations")
+    assert code == 0 and not CONTROLS & set(listed + err), repr(listed)
+    assert listed.startswith(conversation + "  ") and listed.endswith("  hi    \n")
+    code, shown, err = await cli.run("messages", conversation)
+    assert code == 0 and not CONTROLS & set(shown), repr(shown)
+    # Asked for: byte-exact.
+    code, raw, err = await cli.run("messages", conversation, "--raw")
+    assert code == 0 and f"you:\n{ATTACK}\n" in raw and f"{stored}\n" in raw
+    code, lines, err = await cli.run("conversations", "--json")
+    assert code == 0 and orjson.loads(lines)["shortTitle"] == " ".join(ATTACK.split())[:50]
+    code, raw, err = await cli.run("chat", ATTACK, "--raw", "-c", conversation)
+    assert code == 0, err
+    assert raw == (await messages(live, token, conversation))[-1]["content"] + "\n"
+    # An error line quoting the server's text is filtered too.
+    code, _, err = await cli.run("watch", "no-such-\x1b]0;x\x07conversation")
+    assert code == 1 and not CONTROLS & set(err), repr(err)
 
 
 # -- errors: one line, a non-zero exit -----------------------------------------------------------

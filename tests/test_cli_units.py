@@ -5,6 +5,7 @@ the client imports nothing of the server."""
 from __future__ import annotations
 
 import ast
+import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -81,6 +82,67 @@ def test_file_store_is_owner_only(tmp_path: Path) -> None:
     store.path.write_text("{not json")
     with pytest.raises(CliError, match="not valid JSON"):
         store.load("http://b")
+
+
+NOBODY = 65534
+
+
+def test_a_loose_folder_and_file_of_ours_are_tightened(tmp_path: Path) -> None:
+    """Issue 20, item 10: a 0777 folder let another user swap in a token."""
+    folder = tmp_path / "cero"
+    folder.mkdir(mode=0o777)
+    folder.chmod(0o777)
+    store = CredentialStore(folder, "file")
+    assert store.load("http://a") is None
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    store.save("http://a", "tok", {})
+    store.path.chmod(0o644)
+    folder.chmod(0o755)
+    found = store.load("http://a")
+    assert found is not None and found.token == "tok"
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert stat.S_IMODE(store.path.stat().st_mode) == 0o600
+
+
+def test_a_credentials_file_the_cli_did_not_write_is_refused(tmp_path: Path) -> None:
+    store = CredentialStore(tmp_path / "cero", "file")
+    store.save("http://a", "mine", {})
+    planted = tmp_path / "planted.json"
+    planted.write_bytes(store.path.read_bytes().replace(b"mine", b"theirs"))
+    store.path.unlink()
+    store.path.symlink_to(planted)
+    with pytest.raises(CliError, match="is a symlink"):
+        store.load("http://a")
+    with pytest.raises(CliError, match="is a symlink"):
+        store.save("http://a", "t", {})
+    store.path.unlink()
+    os.link(planted, store.path)
+    with pytest.raises(CliError, match="other hard links"):
+        store.load("http://a")
+    store.path.unlink()
+    os.mkfifo(store.path)
+    with pytest.raises(CliError, match="not a regular file"):
+        store.load("http://a")  # and does not hang on the FIFO
+    store.path.unlink()
+    store.path.write_text('{"something": "else"}')
+    with pytest.raises(CliError, match="not a cero credentials file"):
+        store.check_writable()
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="giving a file to another user needs root")
+def test_a_folder_or_file_of_another_user_is_refused(tmp_path: Path) -> None:
+    store = CredentialStore(tmp_path / "cero", "file")
+    store.save("http://a", "mine", {})
+    os.chown(store.path, NOBODY, NOBODY)
+    with pytest.raises(CliError, match="belongs to another user"):
+        store.load("http://a")
+    os.chown(store.path, 0, 0)
+    os.chown(store.directory, NOBODY, NOBODY)
+    with pytest.raises(CliError, match="belongs to another user"):
+        store.load("http://a")
+    with pytest.raises(CliError, match="belongs to another user"):
+        store.check_writable()
+    assert stat.S_IMODE(store.directory.stat().st_mode) == 0o700
 
 
 class MemoryKeyring(KeyringBackend):
