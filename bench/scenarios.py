@@ -545,10 +545,15 @@ async def _start_all(
                     retried += 1
                     await asyncio.sleep(1.0)
         except (aiohttp.ClientError, RuntimeError, TimeoutError) as exc:
-            # "start stream: 503 {...}" -> "503"; else the exception's type
-            words = str(exc).split()
+            # "start stream: 503 {...,"code":"overloaded"}" -> "503 overloaded" (the code
+            # tells admission control's refusal from the writer's not_ready); else the
+            # exception's type
+            words = str(exc).split(maxsplit=3)
             why = words[2] if isinstance(exc, RuntimeError) and len(words) > 2 else ""
-            why = why or type(exc).__name__
+            if why and len(words) > 3:
+                with contextlib.suppress(ValueError, AttributeError):
+                    why += " " + str(orjson.loads(words[3]).get("code", ""))
+            why = why.strip() or type(exc).__name__
             errors[why] = errors.get(why, 0) + 1
             failed.add(room)
             return None
