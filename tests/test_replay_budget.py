@@ -19,6 +19,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
+from actors.hub import Hub
 from server.config import ConfigError, load_settings
 from server.transports.replay_budget import ReplayBudget, UserReplayBudgets
 from tests.auth_helpers import bearer, make_user_session
@@ -194,3 +195,16 @@ async def test_per_user_budgets_are_separate() -> None:
     assert budgets.of("a").spend(1000)
     assert not budgets.of("a").spend(1)
     assert budgets.of("b").spend(1000)
+
+
+async def test_a_refused_replay_is_a_reset_then_live() -> None:
+    hub = Hub("c", epoch="e")
+    for i in range(5):
+        hub.append("token", {"messageId": "m", "text": str(i)})
+    sub = hub.subscribe("e:0", notify=lambda: None)
+    assert [e.seq for e in sub.take()] == [1, 2, 3, 4, 5]  # the replay, taken to be sized
+    sub.refuse_replay()
+    assert not sub.recovered and not sub.overflowed
+    hub.append("token", {"messageId": "m", "text": "5"})
+    reset, live = sub.take()
+    assert (reset.type, reset.seq, live.seq) == ("reset", 5, 6)  # live from reset.seq + 1
