@@ -270,6 +270,21 @@ class Subscription:
             self._armed = False
             self._notify()
 
+    def refuse_replay(self) -> None:
+        """Drop whatever is pending and queue a ``reset`` at the log's position instead.
+
+        For a transport that will not send this replay (its replay byte budget is spent):
+        to the client it is a cursor that could not be replayed (``recovered`` False,
+        refetch over REST, live events follow from the reset's ``seq + 1``), which every
+        client already handles. Not lag, so ``overflowed`` stays as it was."""
+        reset = self._hub._reset_event()
+        self.recovered = False
+        self._queue = [reset]
+        self._count = 1
+        self._bytes = len(reset.json)
+        self._merges = False
+        self._fast = None
+
     def _overflow(self) -> None:
         reset = self._hub._reset_event()
         self.overflowed = True

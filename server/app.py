@@ -23,7 +23,7 @@ from server.openapi import openapi_view
 from server.redis_conn import redis_client
 from server.routes import chat, conversations, health
 from server.shared_state import shared_state
-from server.transports import liveness, ws
+from server.transports import liveness, replay_budget, ws
 
 log = structlog.get_logger(__name__)
 
@@ -56,6 +56,7 @@ def create_app(settings: Settings) -> web.Application:
     auth.setup(app)
     stream_limits.setup(app)  # WebSockets and event streams per user and per address
     liveness.setup(app)  # live streams and sockets end with their session
+    replay_budget.setup(app)  # bytes of replay per WebSocket, and per user for SSE
     app.add_routes(chat.routes)
     app.add_routes(conversations.routes)
     ws.setup(app)  # after stop_actors: sockets close once generations have ended

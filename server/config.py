@@ -121,6 +121,11 @@ class Settings(BaseSettings):
     #: ...holding at most this many frames at once: a socket may (re)subscribe to its whole
     #: allowance (``CERO_WS_MAX_SUBSCRIPTIONS``, 100) in one go after a reconnect.
     ws_frame_burst: int = Field(120, validation_alias="CERO_WS_FRAME_BURST", ge=1, le=1_000_000)
+    #: Bytes of replay (events re-sent after a cursor) per minute: per WebSocket, and per
+    #: user for SSE event streams. Past it a replay is replaced by ``reset``.
+    replay_bytes_per_minute: int = Field(
+        8 << 20, validation_alias="CERO_REPLAY_BYTES_PER_MINUTE", ge=64 << 10
+    )
     #: Live connections (WebSockets and SSE event streams, not chat responses) per user...
     max_streams_per_user: int = Field(32, validation_alias="CERO_MAX_STREAMS_PER_USER", ge=1)
     #: ...and per client address (IPv6: per /64).

@@ -79,6 +79,8 @@ class WsPeer:
     ws: aiohttp.ClientWebSocketResponse
     frames: list[dict[str, Any]] = field(default_factory=list)
     close_code: int | None = None
+    #: Payload bytes of every text frame received so far.
+    received: int = 0
     _new: asyncio.Event = field(default_factory=asyncio.Event)
     _task: asyncio.Task[None] | None = None
 
@@ -89,6 +91,7 @@ class WsPeer:
     async def _reader(self) -> None:
         async for msg in self.ws:
             if msg.type == aiohttp.WSMsgType.TEXT:
+                self.received += len(msg.data.encode())
                 self.frames.append(orjson.loads(msg.data))
                 self._new.set()
         self.close_code = self.ws.close_code

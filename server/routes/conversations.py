@@ -32,6 +32,7 @@ from server.errors import ApiError
 from server.stream_limits import open_stream
 from server.tables import Conversation, Message
 from server.transports.liveness import watching
+from server.transports.replay_budget import SSE_REPLAY, replay_within
 from server.transports.response_pump import ResponsePump
 from server.transports.sse import open_sse, ping_frame, sse_chunked, sse_frame
 
@@ -238,9 +239,10 @@ async def _stream_events(request: web.Request, user: CurrentUser) -> web.StreamR
     from server.transports.wire import RawWriter
 
     chunked = request.version >= (1, 1)
+    render = sse_chunked if chunked else sse_frame
     feed = ResponsePump(
         RawWriter(request),
-        sse_chunked if chunked else sse_frame,
+        render,
         ping=ping_frame(chunked),
         ping_interval=settings.sse_ping_interval,
         on_reset=request.app[METRICS].slow_resets.labels("sse").inc,
@@ -251,13 +253,16 @@ async def _stream_events(request: web.Request, user: CurrentUser) -> web.StreamR
         user.id,
         lambda actor: _subscribed(actor, after, feed),
     )
+    # A resume's replay is paid for from the user's replay budget; past it, `reset`.
+    budget = request.app[SSE_REPLAY].of(user.id)
+    replay = replay_within(request.app, sub, render, budget) if after is not None else b""
     metrics = request.app[METRICS]
     metrics.connections.labels("sse").inc()
     try:
         response, writer, _ = await open_sse(request, {"X-Conversation-Id": actor.conversation_id})
         feed.writer = writer
         with contextlib.suppress(ConnectionError), watching(request.app, user, feed):
-            await feed.run(sub)
+            await feed.run(sub, replay)
         with contextlib.suppress(ConnectionError):
             await response.write_eof()
         return response

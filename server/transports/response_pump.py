@@ -92,20 +92,23 @@ class ResponsePump:
         if frames:
             self.writer.write(b"".join(frames))
 
-    async def run(self, sub: Subscription) -> None:
-        """Pump until the stop event, the hub closes, or the peer goes away."""
+    async def run(self, sub: Subscription, replay: bytes = b"") -> None:
+        """Pump until the stop event, the hub closes, or the peer goes away; ``replay``
+        (frames already taken from ``sub`` and rendered) goes out first."""
         self.sub = sub
         if self.ended:
             return
         try:
-            await self._pump(sub)
+            await self._pump(sub, replay)
         finally:
             # Frames the publisher left for this pass go out before whatever the response
             # writes next (the end of its body).
             self.writer.flush()
 
-    async def _pump(self, sub: Subscription) -> None:
+    async def _pump(self, sub: Subscription, replay: bytes) -> None:
         self.ready = True
+        if replay:
+            self.writer.write(replay)
         self.write_events(sub.take())
         while not self.finished and not self.writer.closing:
             if sub.closed and not sub.pending():

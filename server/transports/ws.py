@@ -51,6 +51,7 @@ from server.transports.protocol import (
     Unsubscribe,
     parse_frame,
 )
+from server.transports.replay_budget import ReplayBudget, replay_within
 from server.transports.ws_auth import authenticate
 from server.transports.ws_outbound import Outbound, ws_frame
 from server.transports.ws_socket import CeroWebSocket
@@ -97,14 +98,27 @@ class Connection(Outbound):
         entry = self.subs.get(conversation_id)
         return entry is not None and not entry[1].closed
 
+    def _replay(self, sub: Subscription) -> bytes:
+        """``sub``'s replay as frames, within the socket's replay budget; past it, ``b""``
+        and ``sub`` holds a ``reset`` instead (:mod:`server.transports.replay_budget`)."""
+        if self.replay_budget is None:
+            self.replay_budget = ReplayBudget(self.app[SETTINGS].replay_bytes_per_minute)
+        return replay_within(self.app, sub, ws_frame, self.replay_budget)
+
     def _adopt(
-        self, conversation_id: str, actor: ConversationActor, sub: Subscription, gate: list[bool]
+        self,
+        conversation_id: str,
+        actor: ConversationActor,
+        sub: Subscription,
+        gate: list[bool],
+        replay: bytes,
     ) -> None:
-        """Start delivering ``sub``: what it already holds goes out before anything live."""
+        """Start delivering ``sub``: its ``replay``, then what it holds, before anything
+        live."""
         self.subs[conversation_id] = (actor, sub)
         frames = [ws_frame(event) for event in sub.take()]
-        if frames:
-            self.writer.write(b"".join(frames))
+        if replay or frames:
+            self.writer.write(replay + b"".join(frames))
         self.ready.add(sub)
         gate[0] = True
         if self.pump_task is None:
@@ -139,6 +153,8 @@ class Connection(Outbound):
         except ApiError as exc:
             self.fault(exc.code, exc.message, counts=False)
             return
+        # Before `subscribed`: a replay over the budget becomes a reset (recovered: false).
+        replay = self._replay(sub) if after is not None else b""
         self.send_json(
             {
                 "type": "subscribed",
@@ -148,7 +164,7 @@ class Connection(Outbound):
                 "recovered": sub.recovered,
             }
         )
-        self._adopt(conversation_id, actor, sub, gate)
+        self._adopt(conversation_id, actor, sub, gate, replay)
 
     async def unsubscribe(self, conversation_id: str) -> bool:
         entry = self.subs.pop(conversation_id, None)
@@ -245,7 +261,8 @@ class Connection(Outbound):
         if sub is not None and result.actor is not None:
             if result.conversation_id in self.subs:  # a closed one: replace it
                 await self.unsubscribe(result.conversation_id)
-            self._adopt(result.conversation_id, result.actor, sub, gate)
+            replay = self._replay(sub) if result.retried else b""  # a retry replays its turn
+            self._adopt(result.conversation_id, result.actor, sub, gate, replay)
         elif result.answer is not None and not self._live(result.conversation_id):
             # A retry whose events left the log: init and the stored outcome.
             self.writer.write(b"".join(self.frame(data) for data in rebuilt_events(result)))

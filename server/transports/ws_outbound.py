@@ -20,6 +20,7 @@ from actors.hub import Event, Subscription
 from server.app_keys import METRICS
 from server.auth.current import CurrentUser
 from server.auth.rate_limit import SlidingWindow
+from server.transports.replay_budget import ReplayBudget
 from server.transports.wire import HIGH_WATER, RawWriter, ws_close_frame, ws_text_frame
 
 SLOW_CONSUMER = 4008
@@ -47,6 +48,7 @@ class Outbound:
         "faults",
         "pump_task",
         "ready",
+        "replay_budget",
         "subs",
         "user",
         "wake",
@@ -65,6 +67,8 @@ class Outbound:
         self.closing = False
         self.faults: SlidingWindow | None = None
         self.pump_task: asyncio.Task[None] | None = None
+        #: Bytes of replay this socket may still be sent (made on its first replay).
+        self.replay_budget: ReplayBudget | None = None
         self.ws: web.WebSocketResponse | None = None
         self.closer: asyncio.Task[bool] | None = None
 
