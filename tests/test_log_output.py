@@ -5,12 +5,15 @@ Real pipes, no mocks."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 
 import pytest
 
 from server.log_output import MAX_PENDING_BYTES, LogOutput
+from tests.server_process import ROOT, STOP_WITHIN
 
 LINE = b'{"event":"draining","level":"info","padding":"' + b"x" * 200 + b'"}\n'
 
@@ -76,3 +79,37 @@ def test_lines_reach_a_reader_in_order(pipe: tuple[int, int]) -> None:
     while len(received) < expected:
         received += os.read(read_end, 65536)
     assert received.decode().splitlines() == [f"line {i}" for i in range(50)]
+
+
+FORCED_EXIT = """
+import threading
+from server import cli
+from server.logging import configure_logging
+
+configure_logging("info", "json")
+cli._exit_watchdog(0.3)
+threading.Event().wait()  # no event loop, nothing else will ever end this process
+"""
+
+
+def test_forced_exit_holds_with_no_loop_and_a_broken_log_pipe() -> None:
+    """The shutdown watchdog ends the process even when the event loop is gone and its
+    ``shutdown_forced`` line cannot be written (the reader of stderr is gone)."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", FORCED_EXIT],
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=write_end,
+        )
+    finally:
+        os.close(write_end)
+    try:
+        assert proc.wait(timeout=STOP_WITHIN) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
