@@ -205,8 +205,13 @@ class DeviceToken(Wire):
 class DeviceLookup(Wire):
     user_code: str | None
     status: str
+    # The rest only for the signed-in user who claimed the code.
     client_id: str | None = None
     scope: str | None = None
+    clientName: str | None = None  # our fixed name for a known client, never request text
+    verified: bool | None = None  # false: admitted only by CERO_DEVICE_CLIENT_IDS=*
+    requestedAt: str | None = None  # ISO 8601, when the device asked for the code
+    requestedFrom: str | None = None  # the address that asked (null for older codes)
 
 
 class SignInUrl(Wire):

@@ -25,6 +25,7 @@ from server import db
 from server.auth import local
 from server.config import ConfigError, Settings, load_settings
 from server.connection_guard import connection_capacity, raise_nofile_limit
+from server.log_output import drain_all
 from server.logging import configure_logging
 from server.memory import start_memory_returner
 
@@ -34,6 +35,8 @@ SHUTDOWN_TIMEOUT_S = 10.0
 #: The process is gone this long after SIGTERM/SIGINT at the latest, whatever hangs:
 #: handlers get ``SHUTDOWN_TIMEOUT_S``, closing the database and threads the rest.
 SHUTDOWN_DEADLINE_S = SHUTDOWN_TIMEOUT_S + 5.0
+#: How long a forced exit waits for queued log lines.
+FORCED_EXIT_FLUSH_S = 0.5
 
 
 class StartupError(Exception):
@@ -107,6 +110,9 @@ async def _serve(settings: Settings) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+    # From the first signal on, a thread guarantees the exit: it fires whatever the event
+    # loop is doing (stopped, stuck in a task, or blocked in a write).
+    watchdog = _exit_watchdog(settings.drain_timeout + SHUTDOWN_DEADLINE_S)
     # Deploys cut no answer: /readyz answers 503 and new generations are refused at once;
     # running ones get CERO_DRAIN_TIMEOUT to finish, then cleanup ends the rest
     # (server_shutdown, stored interrupted with their text) and closes sockets with 1001.
@@ -124,7 +130,6 @@ async def _serve(settings: Settings) -> None:
     draining.cancel()
     unfinished = len([t for t in registry.running_generations() if not t.done()])
     log.info("shutting_down", unfinished=unfinished)
-    watchdog = _exit_watchdog(SHUTDOWN_DEADLINE_S)
     try:
         await asyncio.wait_for(runner.cleanup(), SHUTDOWN_DEADLINE_S - 1.0)
     except TimeoutError:
@@ -136,10 +141,13 @@ async def _serve(settings: Settings) -> None:
 
 
 class _Watchdog(threading.Thread):
-    """The last resort of a stop: after ``deadline`` seconds it ends the process with
-    ``os._exit``. Threads that are not daemons (an aiosqlite connection a failed query
-    never closed, an executor thread blocked in the database) would otherwise keep the
-    interpreter in ``threading._shutdown`` forever after ``stopped``. A daemon itself, it
+    """The last resort of a stop, started by the first SIGTERM/SIGINT: after ``deadline``
+    seconds (the drain's time plus :data:`SHUTDOWN_DEADLINE_S`) it ends the process with
+    ``os._exit``, even once the event loop has stopped (an exception out of the shutdown
+    path leaves ``asyncio.Runner.close`` waiting for tasks that never finish). Threads
+    that are not daemons (an aiosqlite connection a failed query never closed, an executor
+    thread blocked in the database) would otherwise keep the interpreter in
+    ``threading._shutdown`` forever after ``stopped``. A daemon itself, it
     dies quietly with a process that exits in time."""
 
     def __init__(self, deadline: float) -> None:
@@ -149,11 +157,12 @@ class _Watchdog(threading.Thread):
 
     def run(self) -> None:
         time.sleep(self.deadline)
-        stuck = [t.name for t in threading.enumerate() if not t.daemon and t is not self]
-        log.error("shutdown_forced", seconds=self.deadline, threads=stuck[:20])
+        # Nothing here may stop the exit: not a log line, not a flush (a pipe whose reader
+        # is gone raises; one whose reader stopped blocks, hence drain's bound).
         with contextlib.suppress(Exception):
-            sys.stdout.flush()
-            sys.stderr.flush()
+            stuck = [t.name for t in threading.enumerate() if not t.daemon and t is not self]
+            log.error("shutdown_forced", seconds=self.deadline, threads=stuck[:20])
+            drain_all(FORCED_EXIT_FLUSH_S)
         os._exit(0 if self.clean else 1)
 
 

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from server.device_clients import default_client_ids
 from server.validation import first_error
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -87,7 +88,7 @@ class Settings(BaseSettings):
     device_code_ttl: int = Field(1800, validation_alias="CERO_DEVICE_CODE_TTL", ge=10, le=86400)
     device_poll_interval: int = Field(5, validation_alias="CERO_DEVICE_POLL_INTERVAL", ge=0, le=300)
     device_client_ids: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, validation_alias="CERO_DEVICE_CLIENT_IDS"
+        default_factory=default_client_ids, validation_alias="CERO_DEVICE_CLIENT_IDS"
     )
     device_code_limit: int = Field(30, validation_alias="CERO_DEVICE_CODE_LIMIT", ge=1)
     device_code_window: float = Field(600.0, validation_alias="CERO_DEVICE_CODE_WINDOW", gt=0)
@@ -171,6 +172,13 @@ class Settings(BaseSettings):
     @classmethod
     def _split_csv(cls, value: object) -> object:
         return _csv(value)
+
+    @field_validator("device_client_ids")
+    @classmethod
+    def _known_clients_when_empty(cls, value: list[str]) -> list[str]:
+        """An empty ``CERO_DEVICE_CLIENT_IDS`` is the default (the Cero CLIs), never "any":
+        accepting every id takes the explicit ``*``."""
+        return value or default_client_ids()
 
     @field_validator("database_url")
     @classmethod

@@ -1,4 +1,6 @@
-"""structlog set-up: JSON lines when stderr is not a TTY, pretty output on a TTY.
+"""structlog set-up: JSON lines when stderr is not a TTY, pretty output on a TTY, written
+through :mod:`server.log_output` (never blocks, never raises: a log pipe whose reader is
+gone or stopped cannot hold up the server or its shutdown).
 
 No ``dict_tracebacks`` with locals: they would print secrets held in local variables.
 
@@ -19,6 +21,8 @@ from typing import Any, Literal
 
 import orjson
 import structlog
+
+from server.log_output import log_output
 
 _LEVELS = {
     "debug": logging.DEBUG,
@@ -94,10 +98,15 @@ def configure_logging(
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
+    # stderr through a sink that can neither block nor raise (server/log_output.py); a
+    # stream without a file descriptor (a test's buffer) is written directly.
+    output = log_output(sys.stderr)
     processors: list[structlog.typing.Processor]
     if pretty:
         processors = [*shared, redact, structlog.dev.ConsoleRenderer()]
-        factory: structlog.typing.WrappedLogger = structlog.PrintLoggerFactory(sys.stderr)
+        factory: structlog.typing.WrappedLogger = structlog.PrintLoggerFactory(
+            output or sys.stderr  # type: ignore[arg-type]
+        )
     else:
         processors = [
             *shared,
@@ -105,7 +114,7 @@ def configure_logging(
             redact,  # after format_exc_info: the traceback's text is scrubbed too
             structlog.processors.JSONRenderer(serializer=orjson.dumps),
         ]
-        factory = structlog.BytesLoggerFactory(sys.stderr.buffer)
+        factory = structlog.BytesLoggerFactory(output or sys.stderr.buffer)  # type: ignore[arg-type]
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, logging.INFO)),
@@ -113,7 +122,11 @@ def configure_logging(
         cache_logger_on_first_use=False,
     )
     # Libraries log through the standard library: keep them quiet unless they matter.
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(name)s %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING,
+        stream=output or sys.stderr,
+        format="%(name)s %(message)s",
+    )
     for handler in logging.getLogger().handlers:
         if not any(isinstance(f, _ScrubFilter) for f in handler.filters):
             handler.addFilter(_ScrubFilter())

@@ -73,6 +73,8 @@ class DeviceCode(_Row, Table, tablename="device_code"):
     interval = Integer(default=5)
     last_polled_at = Timestamptz(null=True, default=None)
     expires_at = Timestamptz()
+    #: The address that asked for the code (shown on /device); NULL for older rows.
+    requested_from = Varchar(length=64, null=True, default=None)
 
 
 class Conversation(_EditedRow, Table, tablename="conversation"):

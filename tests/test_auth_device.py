@@ -14,6 +14,7 @@ import pytest
 import pytest_asyncio
 import structlog
 
+from server.device_clients import ANY_CLIENT, KNOWN_CLIENTS
 from server.ids import token_hash
 from server.tables import DeviceCode
 from tests.auth_helpers import (
@@ -144,6 +145,74 @@ async def test_code_request_accepts_form_and_rejects_bad_input(live: Live) -> No
                 assert body["error"] == "invalid_request", (kwargs, body)
                 assert body["error_description"]
                 assert resp.headers["Cache-Control"] == "no-store"
+
+
+async def test_only_the_cero_clients_by_default(live: Live) -> None:
+    """Issue 20: a client id is the device's own words, so by default only the Cero CLIs'
+    ids get a code (an attacker's "Cero official CLI" is refused)."""
+    assert live.settings.device_client_ids == list(KNOWN_CLIENTS)
+    url = live.url + "/api/auth/device/code"
+    async with aiohttp.ClientSession() as http:
+        for client_id in ("Cero official CLI", "someone-else", "*"):
+            async with http.post(url, json={"client_id": client_id}, headers=fresh_ip()) as resp:
+                assert resp.status == 400
+                body = await resp.json()
+                assert body["error"] == "invalid_client", body
+                assert resp.headers["Cache-Control"] == "no-store"
+        for client_id in KNOWN_CLIENTS:
+            async with http.post(url, json={"client_id": client_id}, headers=fresh_ip()) as resp:
+                assert resp.status == 200, await resp.text()
+    # An empty setting is the default, not "anything"; "*" is the explicit opt-out.
+    url_ = live.settings.database_url
+    assert make_settings(url_, device_client_ids="").device_client_ids == list(KNOWN_CLIENTS)
+    assert make_settings(url_, device_client_ids=" * ").device_client_ids == [ANY_CLIENT]
+
+
+async def test_claim_answer_says_who_asked_when_and_from_where(live: Live) -> None:
+    token, _ = await make_user_session("Hopper", "hopper@example.test")
+    asker = fresh_ip()
+    async with aiohttp.ClientSession() as http:
+        before = datetime.now(UTC)
+        async with http.post(
+            live.url + "/api/auth/device/code", json={"client_id": "cero-cli"}, headers=asker
+        ) as resp:
+            assert resp.status == 200
+            code = await resp.json()
+        async with http.get(
+            live.url + "/api/auth/device", params={"user_code": code["user_code"]}
+        ) as resp:
+            anonymous = await resp.json()
+        assert set(anonymous) == {"user_code", "status"}  # nothing for a signed-out caller
+        async with http.get(
+            live.url + "/api/auth/device",
+            params={"user_code": code["user_code"]},
+            headers={**bearer(token), **fresh_ip()},
+        ) as resp:
+            assert resp.status == 200
+            body = await resp.json()
+    assert body["client_id"] == "cero-cli"
+    assert body["clientName"] == "Cero CLI" and body["verified"] is True
+    assert body["requestedFrom"] == asker["X-Forwarded-For"]
+    requested = datetime.fromisoformat(body["requestedAt"])
+    assert before - timedelta(seconds=1) <= requested <= datetime.now(UTC)
+
+
+async def test_any_client_opt_out_marks_it_unverified(live: Live) -> None:
+    token, _ = await make_user_session("Liskov", "liskov@example.test")
+    factory = lambda port: make_settings(  # noqa: E731
+        live.settings.database_url, port=port, device_client_ids=["*"]
+    )
+    async with running(factory) as other, aiohttp.ClientSession() as http:
+        code = await new_code(http, other, client_id="Cero official CLI")
+        async with http.get(
+            other.url + "/api/auth/device",
+            params={"user_code": code["user_code"]},
+            headers=bearer(token),
+        ) as resp:
+            body = await resp.json()
+        assert body["client_id"] == "Cero official CLI"
+        assert body["verified"] is False and body["clientName"] is None
+        assert body["requestedFrom"] == "127.0.0.1"
 
 
 async def test_unknown_client_id_is_invalid_client(live: Live) -> None:
@@ -314,11 +383,15 @@ async def test_only_the_claimer_may_decide(live: Live) -> None:
         async with http.get(
             lookup, params={"user_code": code["user_code"]}, headers={**bearer(alice), **fresh_ip()}
         ) as resp:
-            assert await resp.json() == {
+            claimed = await resp.json()
+            assert {k: claimed.pop(k) for k in ("requestedAt", "requestedFrom")}
+            assert claimed == {
                 "user_code": code["user_code"],
                 "status": "pending",
                 "client_id": "cero-cli",
                 "scope": "chat",
+                "clientName": "Cero CLI",
+                "verified": True,
             }
         # Anonymous and other users see the status only.
         async with http.get(lookup, params={"user_code": code["user_code"]}) as resp:

@@ -109,8 +109,10 @@ async def test_https_public_url_gives_secure_prefixed_cookies(
 
 
 async def test_device_page_flow(database_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # "*": any client id is accepted (the operator's opt-out), so the page must say the
+    # client is unverified and show its id only as escaped text.
     with structlog.testing.capture_logs() as events:
-        ctx = running(lambda port: make_settings(database_url, port=port))
+        ctx = running(lambda port: make_settings(database_url, port=port, device_client_ids=["*"]))
         live = await ctx.__aenter__()
     try:
         own = live.settings.public_url
@@ -144,6 +146,10 @@ async def test_device_page_flow(database_url: str, capsys: pytest.CaptureFixture
             assert "<script>alert(1)</script>" not in html
             assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
             assert "a&amp;b" in html
+            assert "unverified client" in html and "Cero CLI" not in html
+            # When and from where the code was asked for (the peer: no trusted proxy here).
+            assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC</time> \(just now\)", html), html
+            assert "<dt>From address</dt><dd>127.0.0.1</dd>" in html
             assert 'value="approve"' in html and 'value="deny"' in html
 
             form = {"user_code": code["user_code"], "action": "approve"}
@@ -165,6 +171,16 @@ async def test_device_page_flow(database_url: str, capsys: pytest.CaptureFixture
                 },
             ) as resp:
                 assert resp.status == 200
+            # A known client: our fixed name, nothing unverified about it.
+            async with http.post(
+                live.url + "/api/auth/device/code", json={"client_id": "cero-cli"}
+            ) as resp:
+                known = await resp.json()
+            async with http.get(
+                f"{live.url}/device?user_code={known['user_code']}", headers=cookies
+            ) as resp:
+                html = await resp.text()
+            assert "<dd>Cero CLI</dd>" in html and "unverified" not in html
             # A wrong code on the page is an explained page, not an error.
             async with http.get(live.url + "/device?user_code=<b>x</b>", headers=cookies) as resp:
                 html = await resp.text()

@@ -7,6 +7,7 @@ processes migrating a fresh database at once do not race (an advisory lock).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -16,10 +17,15 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+import redis.asyncio as redis
 
+from server import cli, db
+from tests.auth_helpers import make_user_session
 from tests.cluster_harness import REDIS_URL as SHARED_REDIS
 from tests.cluster_harness import require_redis
+from tests.conditions import until
 from tests.conftest import create_pg_database, drop_pg_database
+from tests.live_clients import new_conversation
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.postgres, pytest.mark.slow]
 
@@ -125,3 +131,105 @@ async def test_cluster_script_starts_n_ready_processes_and_stops_them(tmp_path: 
             os.killpg(proc.pid, signal.SIGKILL)
             await proc.wait()
         await drop_pg_database(url)
+
+
+def _group(pgid: int) -> dict[int, str]:
+    """The live processes of process group ``pgid``: pid → command line."""
+    found: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            fields = stat[stat.rindex(")") + 2 :].split()
+            if fields[0] == "Z" or int(fields[2]) != pgid:
+                continue
+            found[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
+
+
+async def test_sigterm_to_the_cluster_group_leaves_nothing_when_the_log_reader_is_gone(
+    tmp_path: Path,
+) -> None:
+    """Issue 20, item 13: ``make cluster`` stopped (SIGTERM to the script's process group)
+    after a chat, with the log prefixers gone first (their pipe has no reader: every log
+    write of the servers fails with EPIPE). Every process the script started must be gone
+    within the forced-exit deadline, and the ports free."""
+    await require_redis()
+    url = await create_pg_database()
+    await db.migrate(db.bind(url))
+    base = _free_ports(2)
+    prefix = f"cero-test-exit-{os.getpid()}:"
+    env = _env(
+        DATABASE_URL=url,
+        CERO_REDIS_URL=SHARED_REDIS,
+        CERO_REDIS_PREFIX=prefix,
+        BETTER_AUTH_SECRET="s" * 32,
+        CLUSTER_BASE_PORT=str(base),
+        CERO_API=str(Path(sys.executable).parent / "cero-api"),
+        CERO_LOG_FORMAT="json",
+        CERO_DRAIN_TIMEOUT="1",
+    )
+    proc = await asyncio.create_subprocess_exec(
+        str(ROOT / "scripts" / "cluster.sh"),
+        "2",
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    assert proc.stderr is not None
+    try:
+        listening: set[int] = set()
+        lines: list[bytes] = []
+        while len(listening) < 2:
+            line = await asyncio.wait_for(proc.stderr.readline(), 60)
+            assert line, b"".join(lines).decode()[-3000:]
+            lines.append(line)
+            if b'"event":"listening"' in line:
+                listening.add(int(line[1 : line.index(b"]")]))
+        token, _ = await make_user_session("Exit")
+        async with aiohttp.ClientSession() as http:
+            await new_conversation(http, f"http://127.0.0.1:{base}", token)
+        started = _group(proc.pid)
+        servers = [pid for pid, cmd in started.items() if " serve --port " in cmd]
+        prefixers = [pid for pid in started if pid != proc.pid and pid not in servers]
+        assert len(servers) == 2 and prefixers, started
+        # The log pipes' readers go away; then Ctrl-C's equivalent for the whole group.
+        for pid in prefixers:
+            os.kill(pid, signal.SIGKILL)
+        await until(lambda: not any(map(_alive, prefixers)), 10, what="prefixers gone")
+        os.killpg(proc.pid, signal.SIGTERM)
+        deadline = cli.SHUTDOWN_DEADLINE_S + 1 + 10  # drain 1 s, then the deadline, + slack
+        await until(
+            lambda: not any(map(_alive, started)),
+            deadline,
+            every=0.2,
+            what=f"every process of the cluster gone: {_group(proc.pid)}",
+        )
+        for port in (base, base + 1):
+            with socket.socket() as s:
+                assert s.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still served"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        await proc.wait()
+        await drop_pg_database(url)
+        client = redis.from_url(SHARED_REDIS)
+        try:
+            keys = [key async for key in client.scan_iter(match=f"{prefix}*", count=1000)]
+            if keys:
+                await client.delete(*keys)
+        finally:
+            await client.aclose()

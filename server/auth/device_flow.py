@@ -60,6 +60,8 @@ class CodeView:
     client_id: str
     scope: str
     claimed_by: str | None
+    requested_at: datetime
+    requested_from: str | None  # ``None``: a code issued before addresses were kept
 
 
 def new_user_code() -> str:
@@ -86,7 +88,9 @@ def _locked(query: Any) -> Any:
 # -- issue --------------------------------------------------------------------------------
 
 
-async def issue(client_id: str, scope: str, *, ttl: int, interval: int) -> IssuedCode:
+async def issue(
+    client_id: str, scope: str, *, ttl: int, interval: int, requested_from: str
+) -> IssuedCode:
     now = utcnow()
     for _ in range(8):
         user_code = new_user_code()
@@ -112,6 +116,7 @@ async def issue(client_id: str, scope: str, *, ttl: int, interval: int) -> Issue
             last_polled_at=None,
             expires_at=now + timedelta(seconds=ttl),
             created_at=now,
+            requested_from=requested_from[: DeviceCode.requested_from.length],
         )
     ).run()
     return IssuedCode(
@@ -246,6 +251,8 @@ def _view(row: dict[str, Any], claimed_by: str | None) -> CodeView:
         client_id=str(row["client_id"]),
         scope=str(row["scope"] or ""),
         claimed_by=claimed_by,
+        requested_at=row["created_at"],
+        requested_from=row.get("requested_from"),
     )
 
 

@@ -20,6 +20,7 @@ from aiohttp import web
 from pydantic import Field
 
 from server import api_models as wire
+from server import device_clients
 from server.app_keys import SESSIONS, SETTINGS
 from server.auth import device_flow, verification
 from server.auth.client_ip import client_ip
@@ -103,13 +104,14 @@ async def device_code(request: web.Request) -> web.Response:
     body = await read_oauth(request, CodeRequest)
     if body.client_id is None:
         raise ApiError(400, "invalid_request", "client_id is required")
-    if settings.device_client_ids and body.client_id not in settings.device_client_ids:
+    if not device_clients.admitted(body.client_id, settings.device_client_ids):
         raise ApiError(400, "invalid_client", "Invalid client ID")
     issued = await device_flow.issue(
         body.client_id,
         body.scope or "",
         ttl=settings.device_code_ttl,
         interval=settings.device_poll_interval,
+        requested_from=client_ip(request),
     )
     shown = device_flow.display(issued.user_code)
     verification_uri = f"{settings.public_url}/device"
@@ -169,8 +171,13 @@ async def device_lookup(request: web.Request) -> web.Response:
     view = await verification.lookup(request, raw, user.id if user else None)
     body: dict[str, object] = {"user_code": raw, "status": view.status}
     if user is not None and view.claimed_by == user.id:
+        shown = device_clients.label(view.client_id, request.app[SETTINGS].device_client_ids)
         body["client_id"] = view.client_id
         body["scope"] = view.scope
+        body["clientName"] = shown.name
+        body["verified"] = shown.verified
+        body["requestedAt"] = view.requested_at.isoformat()
+        body["requestedFrom"] = view.requested_from
     return wire.reply(wire.DeviceLookup, body)
 
 

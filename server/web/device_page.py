@@ -8,6 +8,7 @@ same-origin ``Origin``, which the CSRF rule requires (the page asks for
 
 from __future__ import annotations
 
+from datetime import UTC
 from functools import cache
 from html import escape
 from importlib.resources import files
@@ -16,6 +17,8 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
+from actors.clock import utcnow
+from server import device_clients
 from server.app_keys import SETTINGS
 from server.auth import verification
 from server.auth.current import CurrentUser, current_user
@@ -94,14 +97,53 @@ def _sign_in_prompt(request: web.Request, raw: str | None) -> web.Response:
     return _page("Connect a device", "".join(parts))
 
 
-def _decision_form(view: CodeView) -> str:
+def _ago(seconds: float) -> str:
+    if seconds < 60:
+        return "just now"
+    minutes = int(seconds // 60)
+    if minutes < 60:
+        return f"{minutes} minute{'s' if minutes != 1 else ''} ago"
+    hours = minutes // 60
+    return f"{hours} hour{'s' if hours != 1 else ''} ago"
+
+
+def _client(view: CodeView, allowed: list[str]) -> str:
+    """Our fixed name for a known client; any other id is the device's own words: shown
+    raw (escaped) and, unless the operator listed it, marked unverified."""
+    shown = device_clients.label(view.client_id, allowed)
+    if shown.name is not None:
+        return escape(shown.name)
+    raw = f"<code>{escape(view.client_id)}</code>"
+    if shown.verified:
+        return raw
+    return f'{raw} <strong class="error">unverified client</strong>'
+
+
+def _decision_form(view: CodeView, allowed: list[str]) -> str:
     code = display(view.user_code)
     scope = view.scope or "(none)"
+    at = view.requested_at.astimezone(UTC)
+    when = (
+        f'<time datetime="{escape(at.isoformat())}">{at:%Y-%m-%d %H:%M:%S} UTC</time>'
+        f" ({_ago(max(0.0, (utcnow() - at).total_seconds()))})"
+    )
+    where = escape(view.requested_from) if view.requested_from else "(not recorded)"
+    warning = (
+        ""
+        if device_clients.label(view.client_id, allowed).verified
+        else '<p class="error">This server does not know this client: its name is whatever '
+        "the device sent. Approve only if you started this sign-in yourself, just now, "
+        "from the address below.</p>"
+    )
     return (
         f'<p>Code: <span class="code">{escape(code)}</span></p>'
         "<p>A device is asking to sign in to your account.</p>"
-        f"<dl><dt>Client</dt><dd>{escape(view.client_id)}</dd>"
+        f"{warning}"
+        f"<dl><dt>Client</dt><dd>{_client(view, allowed)}</dd>"
+        f"<dt>Requested</dt><dd>{when}</dd>"
+        f"<dt>From address</dt><dd>{where}</dd>"
         f"<dt>Scope</dt><dd>{escape(scope)}</dd></dl>"
+        '<p class="note">Approve only a request you made yourself.</p>'
         '<form method="post" action="/device">'
         f'<input type="hidden" name="user_code" value="{escape(code)}">'
         '<button type="submit" name="action" value="approve">Approve</button>'
@@ -136,7 +178,8 @@ async def device_page(request: web.Request) -> web.Response:
             '<p class="error">This code is being approved by another account.</p>' + _entry_form(),
             status=403,
         )
-    return _page("Connect a device", _signed_in_as(user) + _decision_form(view))
+    allowed = request.app[SETTINGS].device_client_ids
+    return _page("Connect a device", _signed_in_as(user) + _decision_form(view, allowed))
 
 
 @routes.post("/device")
