@@ -19,6 +19,7 @@ from server.config import Settings
 from server.http_protocol import capacity_middleware
 from server.metrics import Metrics, metrics_middleware, metrics_view
 from server.middleware import error_middleware, request_id_middleware
+from server.nul_guard import nul_guard_middleware
 from server.openapi import openapi_view
 from server.redis_conn import redis_client
 from server.routes import chat, conversations, health
@@ -37,6 +38,7 @@ def create_app(settings: Settings) -> web.Application:
             metrics_middleware,
             error_middleware,
             auth_middleware,
+            nul_guard_middleware,  # U+0000 in the URL: never sent to the database
         ],
         client_max_size=settings.max_body,
     )

@@ -39,6 +39,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import asyncpg
 import orjson
 import structlog
 from piccolo.engine.postgres import PostgresEngine
@@ -479,6 +480,10 @@ class BatchWriter:
             raise
 
     async def _postgres_connection(self) -> Any:
+        if self._pg is not None and _closed(self._pg):
+            # The server ended it while it sat idle between batches (a restart, a
+            # terminated backend): a fresh one, rather than a batch failed on a dead one.
+            await self._drop_postgres()
         if self._pg is None:
             assert isinstance(self.engine, PostgresEngine)
             pool = self.engine.pool
@@ -488,15 +493,29 @@ class BatchWriter:
         return self._pg
 
     async def _drop_postgres(self) -> None:
-        """Close the writer's connection and give its slot back to the pool."""
+        """Close the writer's connection and give its slot back to the pool.
+
+        A connection the server closed is back in the pool already (asyncpg returns its
+        slot when the socket closes, and detaches the writer's proxy): terminating it
+        through the proxy then raises ``InterfaceError``, which must neither replace the
+        batch's own error nor break the shutdown (issue 20)."""
         conn, self._pg = self._pg, None
         if conn is None:
             return
-        conn.terminate()  # at once, whatever state it is in
+        with contextlib.suppress(asyncpg.InterfaceError):
+            conn.terminate()  # at once, whatever state it is in
         pool = self.engine.pool
         if pool is not None:
             with contextlib.suppress(Exception):
                 await pool.release(conn)
+
+
+def _closed(conn: Any) -> bool:
+    """A pooled connection the server closed (its proxy detached, or its socket gone)."""
+    try:
+        return bool(conn.is_closed())
+    except asyncpg.InterfaceError:  # released back to the pool when its socket closed
+        return True
 
 
 def _message_row(m: StoredMessage, user_id: str | None, fence: int) -> tuple[Any, ...]:

@@ -16,6 +16,7 @@ from multidict import MultiDictProxy
 from pydantic import BaseModel, ValidationError
 
 from server.errors import ApiError
+from server.nul_guard import first_nul, refused
 from server.validation import first_error
 
 M = TypeVar("M", bound=BaseModel)
@@ -40,13 +41,18 @@ async def read_form(request: web.Request) -> FormData:
     """The form fields; a body aiohttp cannot parse (unknown charset, bytes that are not
     in it, multipart without or with a wrong boundary) is ``400``, never a crash."""
     try:
-        return await request.post()
+        form = await request.post()
     except _MALFORMED:
         raise ApiError(400, "invalid_request", "Malformed form body") from None
+    field = first_nul({k: v for k, v in form.items() if isinstance(v, str)})
+    if field is not None:
+        raise refused(field)
+    return form
 
 
 async def read_object(request: web.Request, *, allow_form: bool = False) -> dict[str, object]:
-    """The request body as a JSON object (or form fields when ``allow_form``)."""
+    """The request body as a JSON object (or form fields when ``allow_form``). A string
+    holding U+0000 anywhere in it is ``400`` naming its field (:mod:`server.nul_guard`)."""
     if allow_form and request.content_type in FORM_TYPES:
         form = await read_form(request)
         return {key: value for key, value in form.items() if isinstance(value, str)}
@@ -59,6 +65,9 @@ async def read_object(request: web.Request, *, allow_form: bool = False) -> dict
         raise ApiError(400, "invalid_json", "Malformed JSON body") from None
     if not isinstance(data, dict):
         raise ApiError(400, "invalid_json", "The body must be a JSON object")
+    field = first_nul(data)
+    if field is not None:
+        raise refused(field)
     return data
 
 

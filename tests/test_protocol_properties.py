@@ -80,9 +80,13 @@ def test_parse_frame_total(text: str) -> None:
         assert frame.conversation_id and len(frame.conversation_id) <= 64
 
 
+#: Any text but U+0000, which no frame may carry (PostgreSQL text cannot hold it).
+_NO_NUL = st.characters(blacklist_characters="\x00")
+
+
 @given(
-    conversation=st.text(min_size=1, max_size=30),
-    cursor=st.one_of(st.none(), st.text(min_size=1, max_size=40)),
+    conversation=st.text(_NO_NUL, min_size=1, max_size=30),
+    cursor=st.one_of(st.none(), st.text(_NO_NUL, min_size=1, max_size=40)),
 )
 def test_subscribe_round_trip(conversation: str, cursor: str | None) -> None:
     frame = {"type": "subscribe", "conversationId": conversation}
@@ -90,6 +94,17 @@ def test_subscribe_round_trip(conversation: str, cursor: str | None) -> None:
         frame["after"] = cursor
     parsed = parse_frame(orjson.dumps(frame).decode())
     assert parsed == Subscribe(conversation, cursor)
+
+
+@given(before=st.text(max_size=10), after=st.text(max_size=10))
+def test_nul_in_a_frame_is_refused(before: str, after: str) -> None:
+    frame = {"type": "subscribe", "conversationId": f"{before}\x00{after}"}
+    try:
+        parse_frame(orjson.dumps(frame).decode())
+    except FrameError as exc:
+        assert exc.code == "invalid_frame" and exc.message.startswith("conversationId: ")
+    else:
+        raise AssertionError("a NUL was accepted")
 
 
 def _parse_sse(raw: bytes) -> dict[str, str]:

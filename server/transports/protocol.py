@@ -13,6 +13,8 @@ import orjson
 from pydantic import ValidationError
 
 from server.chat_request import ChatRequest
+from server.nul_guard import MESSAGE as NUL_MESSAGE
+from server.nul_guard import first_nul
 from server.validation import first_error
 
 MAX_ID = 64
@@ -81,6 +83,9 @@ def parse_frame(text: str) -> ClientFrame:
         raise FrameError("invalid_json", "The frame is not JSON") from None
     if not isinstance(data, dict):
         raise FrameError("invalid_frame", "The frame must be a JSON object")
+    nul = first_nul(data, "frame")
+    if nul is not None:  # as for HTTP bodies: PostgreSQL text cannot hold U+0000
+        raise FrameError("invalid_frame", f"{nul}: {NUL_MESSAGE}")
     kind = data.get("type")
     if kind == "ping":
         return Ping()
