@@ -11,7 +11,8 @@ Redis not answering loses nothing: a round that failed is put back in front of w
 meanwhile and sent again, with a growing pause (:data:`RETRY_FIRST_S` to
 :data:`RETRY_MAX_S`), until Redis takes it -- in order, so the stream ends up holding
 every event and the mirrors catch up without a gap. The script skips what the log already
-holds, since a round that timed out may have been applied after all.
+holds, since a round that timed out may have been applied after all. A Redis that came
+back empty gets the owner's replay buffer again first (:meth:`LogWriter._refill`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from actors.hub import Event
 from cluster import scripts
 from cluster.keys import NodeContext
 from cluster.mirror import ClusterHub
+from cluster.wire import seq_of
 from server.redis_conn import REDIS_FAULTS
 
 log = structlog.get_logger(__name__)
@@ -138,6 +140,30 @@ class LogWriter:
             client=pipe,
         )
 
+    async def _refill(self, batch: list[_Pending]) -> None:
+        """After a failed round: a log that lost its tail (Redis restarted empty) gets it
+        again from the owner's replay buffer, ahead of the round, so the mirrors go on
+        from where they were instead of resetting. One ``XREVRANGE`` per conversation;
+        nobody else appends meanwhile (the lease is ours)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for pending in batch:
+                pipe.xrevrange(self.keys.log(pending.hub.conversation_id), count=1)
+            tails: list[Any] = await pipe.execute()
+        for pending, tail in zip(batch, tails, strict=True):
+            if not pending.events:
+                continue
+            top = seq_of(tail[0][0]) if tail else 0
+            first = pending.events[0].seq
+            if top < first - 1:
+                missing = [e for e in pending.hub.held() if top < e.seq < first]
+                pending.events[:0] = missing
+                log.warning(
+                    "log_refilled",
+                    conversation_id=pending.hub.conversation_id,
+                    events=len(missing),
+                    log_had=top,
+                )
+
     def _put_back(self, batch: list[_Pending], releases: list[tuple[str, str]]) -> None:
         """A round failed: it goes in front of what was handed over meanwhile."""
         for pending in batch:
@@ -156,6 +182,7 @@ class LogWriter:
 
     async def run(self) -> None:
         pause = RETRY_FIRST_S
+        failed = False  # the last round did not get through
         while True:
             if not self._pending and not self._releases:
                 if self._closing:
@@ -168,6 +195,8 @@ class LogWriter:
             self._pending = {}
             self._releases = []
             try:
+                if failed:
+                    await self._refill(batch)
                 async with self.redis.pipeline(transaction=False) as pipe:
                     for pending in batch:
                         await self._queue_append(pipe, pending)
@@ -183,10 +212,12 @@ class LogWriter:
                     retry_in=pause,
                 )
                 self._put_back(batch, releases)
+                failed = True
                 await asyncio.sleep(pause)  # Redis is not answering: the retry's pace
                 pause = min(pause * 2, RETRY_MAX_S)
                 continue
             self._sending = []
+            failed = False
             pause = RETRY_FIRST_S
             self.pipelines += 1
             for pending, result in zip(batch, results, strict=False):
