@@ -37,6 +37,9 @@ log = structlog.get_logger(__name__)
 #: The pause before sending a failed round again; doubled per failure up to the max.
 RETRY_FIRST_S = 0.05
 RETRY_MAX_S = 0.5
+#: Events kept per conversation while Redis does not take them (minutes of a fast answer);
+#: past it the oldest half is dropped, so a long outage cannot grow the process.
+MAX_PENDING = 20_000
 
 
 @dataclass(slots=True)
@@ -80,7 +83,12 @@ class LogWriter:
             if pending is not None:
                 self._spawn(self._write_one(pending))  # an older lease's: written first
             pending = self._pending[cid] = _Pending(hub, lease)
-        pending.events.append(event)
+        events = pending.events
+        events.append(event)
+        if len(events) > MAX_PENDING:
+            # Redis has been away for long: the oldest half goes (mirrors get ``reset``).
+            log.warning("log_pending_dropped", conversation_id=cid, events=MAX_PENDING // 2)
+            del events[: MAX_PENDING // 2]
         self._wake.set()
 
     def release(self, conversation_id: str, lease: str) -> None:
