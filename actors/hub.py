@@ -277,17 +277,29 @@ class Subscription:
         to the client it is a cursor that could not be replayed (``recovered`` False,
         refetch over REST, live events follow from the reset's ``seq + 1``), which every
         client already handles. Not lag, so ``overflowed`` stays as it was."""
-        reset = self._hub._reset_event()
         self.recovered = False
-        self._queue = [reset]
-        self._count = 1
-        self._bytes = len(reset.json)
-        self._merges = False
+        self._replace_with_reset()
         self._fast = None
 
+    def reset(self) -> None:
+        """Replace whatever is pending with a ``reset`` that is not this subscriber's doing
+        (the log it follows moved: a cluster mirror rebased), and wake it. ``overflowed``
+        is left alone: a WebSocket sends this ``reset`` and stays open, where a laggard's
+        overflow closes it with 4008."""
+        if self.closed:
+            return
+        self._replace_with_reset()
+        self._fast = None
+        if self._armed:
+            self._armed = False
+            self._notify()
+
     def _overflow(self) -> None:
-        reset = self._hub._reset_event()
         self.overflowed = True
+        self._replace_with_reset()
+
+    def _replace_with_reset(self) -> None:
+        reset = self._hub._reset_event()
         self._queue = [reset]
         self._count = 1
         self._bytes = len(reset.json)

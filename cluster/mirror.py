@@ -144,7 +144,7 @@ class ClusterHub(Hub):
         self._reset = None
         self.running = None
         for sub in tuple(self._subs):
-            _reset(sub)
+            sub.reset()  # not the subscriber's doing: no 4008
 
     def subscribe(self, after: str | Cursor | None, **options: Any) -> Subscription:
         """:meth:`Hub.subscribe` (same options); a mirror's first subscriber also makes the
@@ -178,13 +178,3 @@ class ClusterHub(Hub):
         for event in self.held():
             return event.seq
         return self.last_seq
-
-
-def _reset(sub: Subscription) -> None:
-    if sub.closed:
-        return
-    sub._overflow()
-    sub._fast = None
-    if sub._armed:
-        sub._armed = False
-        sub._notify()

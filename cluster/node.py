@@ -349,7 +349,7 @@ class ClusterNode:
         actor = self.registry.peek(cid) if self.registry is not None else None
         if actor is not None and actor.generation is not None:
             actor.generation.request_stop(StopReason.SHUTDOWN)
-        self.spawn(self.sync(hub, hard=True))
+        self.spawn(self.relay.resync(hub, hard=True))
 
 
 __all__ = ["ClusterNode", "Held"]

@@ -11,13 +11,14 @@ neighbour's (a lease still there is looked at again once it would have expired).
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import TYPE_CHECKING, cast
 
 import structlog
-from redis.exceptions import RedisError
 
 from actors.clock import utcnow
 from cluster.mirror import ClusterHub
+from server.redis_conn import REDIS_FAULTS
 from server.tables import Message
 
 if TYPE_CHECKING:
@@ -60,9 +61,14 @@ class Recovery:
         self.node = node
 
     async def watch_forever(self) -> None:
-        """A watched log whose generation runs without a lease: its owner died."""
+        """A watched log whose generation runs without a lease: its owner died -- unless
+        Redis was just restarted empty (every lease gone): for half a ttl after Redis
+        answers again nothing is taken, so live owners take theirs back first (each
+        append and each renewal, every third of a ttl, does)."""
         node = self.node
         interval = min(1.0, node.lease_ttl / 4)
+        was_down = False
+        quiet_until = 0.0
         while True:
             await asyncio.sleep(interval)  # the watcher's period, by design
             orphans = [
@@ -77,7 +83,13 @@ class Recovery:
                     for cid, _ in orphans:
                         pipe.exists(node.keys.lease(cid))
                     exists = await pipe.execute()
-            except RedisError:
+            except REDIS_FAULTS:
+                was_down = True
+                continue
+            if was_down:
+                was_down = False
+                quiet_until = time.monotonic() + node.lease_ttl / 2
+            if time.monotonic() < quiet_until:
                 continue
             for (cid, hub), there in zip(orphans, exists, strict=True):
                 if not there:

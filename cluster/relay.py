@@ -4,6 +4,11 @@ One task, one connection: ``XREAD BLOCK`` over the streams of every mirror hub w
 subscribers (plus this node's wake stream, written when that set grows), feeding the hubs
 in order. :meth:`Relay.sync` reads a stream from where a hub is (``XRANGE``): before a
 subscribe, before a hub becomes the owner's, and when the relay finds a gap.
+
+Redis not answering: every read goes on from where each hub is (its ``last_seq``), so the
+mirrors catch up, in order, with what the owner appended meanwhile (the log writer sends
+it again until Redis takes it). A sync the relay starts by itself (:meth:`Relay.resync`)
+is tried again, with a growing pause, until it gets through.
 """
 
 from __future__ import annotations
@@ -15,11 +20,11 @@ from collections.abc import Callable
 from typing import Any
 
 import structlog
-from redis.exceptions import RedisError
 
 from cluster.keys import NodeContext
 from cluster.mirror import ClusterHub
 from cluster.wire import event_data, seq_of, text
+from server.redis_conn import REDIS_FAULTS
 
 log = structlog.get_logger(__name__)
 
@@ -27,6 +32,9 @@ log = structlog.get_logger(__name__)
 BLOCK_MS = 1000
 #: Entries read per stream per round.
 READ_COUNT = 1000
+#: The pause after a failed read or sync; doubled per failure up to the max.
+RETRY_FIRST_S = 0.05
+RETRY_MAX_S = 0.5
 
 
 class Relay:
@@ -38,6 +46,10 @@ class Relay:
         self._spawn = ctx.spawn
         #: Mirrors with local subscribers, whose streams the relay reads.
         self.watched: dict[str, ClusterHub] = {}
+        #: Mirrors a :meth:`resync` is bringing up to the stream (not read meanwhile).
+        self._syncing: set[str] = set()
+        #: Of those, the ones to read again from the start once that sync is done.
+        self._hard: set[str] = set()
         self._wake_id = b"0-0"
         self._wake_pending = False
         self.relayed = 0
@@ -70,49 +82,92 @@ class Relay:
                 hub.rebase(epoch, seq - 1)
                 hub.feed(seq, data)
 
+    async def resync(self, hub: ClusterHub, *, hard: bool = False) -> None:
+        """:meth:`sync` in a task of its own: tried again until Redis answers (what Redis
+        lost, the sync turns into a ``reset``), then the relay reads the hub's stream again."""
+        cid = hub.conversation_id
+        if cid in self._syncing:
+            if hard:
+                self._hard.add(cid)  # after the one under way
+            return
+        self._syncing.add(cid)
+        pause = RETRY_FIRST_S
+        try:
+            while not hub.closed and hub.sink is None:
+                try:
+                    await self.sync(hub, hard=hard)
+                    if cid not in self._hard:
+                        return
+                    self._hard.discard(cid)
+                    hard = True
+                    continue
+                except REDIS_FAULTS as exc:
+                    log.warning(
+                        "relay_sync_failed",
+                        conversation_id=cid,
+                        error=repr(exc)[:200],
+                        retry_in=pause,
+                    )
+                await asyncio.sleep(pause)  # Redis is not answering: the retry's pace
+                pause = min(pause * 2, RETRY_MAX_S)
+        finally:
+            self._syncing.discard(cid)
+            self._hard.discard(cid)
+            self._wake_soon()
+
     def watch(self, hub: ClusterHub) -> None:
         """A mirror got a subscriber: the relay reads its stream from now on."""
         cid = hub.conversation_id
         if self.watched.get(cid) is hub:
             return
         self.watched[cid] = hub
+        self._wake_soon()
+
+    def _wake_soon(self) -> None:
+        """Cut the blocking read short: the set of streams to read changed."""
         if not self._wake_pending:
             self._wake_pending = True
             self._spawn(self._wake())
 
     async def _wake(self) -> None:
         self._wake_pending = False
-        with contextlib.suppress(RedisError):
+        with contextlib.suppress(*REDIS_FAULTS):
             await self.redis.xadd(self.keys.wake(self.node_id), {"w": 1}, maxlen=1)
 
     async def run(self) -> None:
         wake_key = self.keys.wake(self.node_id)
+        pause = RETRY_FIRST_S
         while True:
             for cid, hub in list(self.watched.items()):
                 if hub.sink is not None or hub.closed or hub.subscriber_count == 0:
                     del self.watched[cid]
+            # Each stream from where its hub is: after a failed read, what was missed.
             streams: dict[Any, Any] = {
-                self.keys.log(cid): f"{hub.last_seq}-0" for cid, hub in self.watched.items()
+                self.keys.log(cid): f"{hub.last_seq}-0"
+                for cid, hub in self.watched.items()
+                if cid not in self._syncing
             }
             streams[wake_key] = self._wake_id
             try:
                 answer: Any = await self.redis.xread(streams, count=READ_COUNT, block=BLOCK_MS)
                 self.reads += 1
-            except RedisError as exc:
-                log.warning("relay_read_failed", error=repr(exc)[:200])
-                await asyncio.sleep(0.5)  # Redis is down: the reconnect's pace
+            except REDIS_FAULTS as exc:
+                log.warning("relay_read_failed", error=repr(exc)[:200], retry_in=pause)
+                await asyncio.sleep(pause)  # Redis is not answering: the retry's pace
+                pause = min(pause * 2, RETRY_MAX_S)
                 continue
+            pause = RETRY_FIRST_S
             for key_raw, entries in answer or []:
                 key = text(key_raw)
                 if key == wake_key:
                     self._wake_id = entries[-1][0]
                     continue
                 watched = self.watched.get(self.keys.conversation_of_log(key))
-                if watched is None:
+                if watched is None or watched.conversation_id in self._syncing:
                     continue
                 for entry_id, fields in entries:
                     if not watched.feed(seq_of(entry_id), event_data(fields)):
-                        self._spawn(self.sync(watched))
+                        self._spawn(self.resync(watched))
                         break
                 self.relayed += len(entries)
                 sent = entries[-1][1].get(b"t")

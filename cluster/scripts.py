@@ -67,6 +67,10 @@ return seq
 #: lease's ttl ms, the token, then seq, json pairs; the last ARGV is the writer's clock (ms,
 #: for the relay's lag). → 1 appended (2: after taking the lease back), 0 the lease is not
 #: ours, -1 the log has another epoch.
+#:
+#: Idempotent: events the log already holds (seq up to its last entry's) are skipped. The
+#: writer sends again what a failed round carried, and a round that timed out may still be
+#: applied when a stalled Redis wakes up, before or after the retry.
 APPEND = (
     "local retaken = 1\n"
     + _TAKE_BACK.format(last=4, token=6, ttl=5, last_ttl=4)
@@ -75,8 +79,13 @@ local epoch = redis.call('GET', KEYS[3])
 if epoch and epoch ~= ARGV[2] then return -1 end
 if not epoch then redis.call('SET', KEYS[3], ARGV[2]) end
 local sent = ARGV[#ARGV]
+local top = 0
+local tail = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+if tail[1] then top = tonumber(string.match(tail[1][1], '^(%d+)')) end
 for i = 7, #ARGV - 1, 2 do
-  redis.call('XADD', KEYS[2], 'MINID', '~', ARGV[3], ARGV[i] .. '-0', 'd', ARGV[i + 1], 't', sent)
+  if tonumber(ARGV[i]) > top then
+    redis.call('XADD', KEYS[2], 'MINID', '~', ARGV[3], ARGV[i] .. '-0', 'd', ARGV[i + 1], 't', sent)
+  end
 end
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
 redis.call('PEXPIRE', KEYS[3], ARGV[4])

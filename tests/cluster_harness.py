@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import os
 import secrets
+import signal
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,6 +132,16 @@ class PrivateRedis:
         finally:
             await client.aclose()
         raise AssertionError("private redis-server did not start")
+
+    def pause(self) -> None:
+        """SIGSTOP: Redis stops answering but keeps its data and its connections (what a
+        stalled host or a long fork looks like to the clients)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
 
     async def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -683,6 +683,113 @@ async def test_redis_restart_keeps_running_answers(
         await private.kill()
 
 
+#: What asyncio logs for a background task that died of an exception nobody handled.
+UNHANDLED = ("Task exception was never retrieved", "Traceback")
+
+
+async def watch_through_redis_outage(
+    pg_url: str, gemini: tuple[FakeGemini, str], tmp_path: Path, *, restart: bool
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], str]:
+    """A answers at a steady pace, a WebSocket on B watches; after 20 tokens a private
+    Redis stops answering until both processes noticed (A's appends failed twice) and A
+    streamed 300 more tokens to its own client (4-5 s), then answers again: paused and
+    continued (its data kept), or killed and started empty (``restart``). Returns the
+    events B's viewer got, A's answer (NDJSON lines) and both processes' logs."""
+    fake, gemini_url = gemini
+    private = PrivateRedis(tmp_path)
+    await private.start()
+    cluster = Cluster(
+        pg_url,
+        tmp_path,
+        {
+            "CERO_LEASE_TTL": "10",  # longer than the outage: nobody's lease expires
+            "GEMINI_API_KEY": "test-key",
+            "CERO_GEMINI_BASE_URL": gemini_url,
+        },
+        redis_url=private.url,
+    )
+    try:
+        a, b = await cluster.start_many(2)
+        token, _ = await make_user_session("RedisStops")
+        fake.enqueue(Script(chunks=["warm "]))
+        fake.enqueue(Script(chunks=[f"s{i:04d} " for i in range(1200)], chunk_delay=0.01))
+        async with aiohttp.ClientSession() as http:
+            conversation_id = await warm_up(http, a, token)
+            ws = await watch(http, b, token, conversation_id)
+            owner_lines: list[dict[str, Any]] = []
+
+            async def ask() -> None:
+                body = {"message": "steady", "aiModel": GEMINI, "conversationId": conversation_id}
+                async with http.post(f"{a.url}/api/chat", json=body, headers=bearer(token)) as r:
+                    assert r.status == 200, await r.text()
+                    async for raw in r.content:
+                        owner_lines.append(orjson.loads(raw))
+
+            def owner_tokens() -> int:
+                return sum(1 for line in owner_lines if line["topic"] == "token")
+
+            asking = asyncio.create_task(ask())
+            await ws.wait_for(lambda _f: len(ws.of(conversation_id, "token")) >= 20, timeout=15)
+            if restart:
+                await private.kill()
+            else:
+                private.pause()
+            try:
+                at_stop = owner_tokens()
+                await until(
+                    lambda: (
+                        a.log().count("log_append_failed") >= 2
+                        and "relay_read_failed" in b.log()
+                        and owner_tokens() >= at_stop + 300
+                    ),
+                    within=20,
+                    what="both processes met the outage; A streamed on",
+                )
+            finally:
+                if restart:
+                    await private.start()
+                else:
+                    private.resume()
+            await asyncio.wait_for(asking, 60)
+            done = next(line["data"] for line in owner_lines if line["topic"] == "done")
+            await ws.wait_for(
+                lambda f: f["type"] == "done" and f["messageId"] == done["messageId"], 30
+            )
+            events = ws.of(conversation_id)
+            await ws.close()
+        logs = a.log() + b.log()
+    finally:
+        await cluster.stop()
+        await private.kill()
+    return events, owner_lines, logs
+
+
+@pytest.mark.parametrize("restart", [False, True], ids=["paused", "restarted_empty"])
+async def test_redis_outage_mid_answer_viewers_elsewhere_miss_nothing(
+    pg_url: str, gemini: tuple[FakeGemini, str], tmp_path: Path, restart: bool
+) -> None:
+    """Redis stops answering for a few seconds mid-answer -- paused (SIGSTOP, its data
+    kept) or killed and started empty: the viewer on the process that does not own the
+    conversation gets every token, in order, once Redis answers again -- no 4008, no
+    ``reset`` (what Redis lost, the owner still held and appended again) -- the answer is
+    stored whole, and nothing dies unhandled."""
+    events, owner_lines, logs = await watch_through_redis_outage(
+        pg_url, gemini, tmp_path, restart=restart
+    )
+    done = next(line["data"] for line in owner_lines if line["topic"] == "done")
+    assert done["fullText"] == "".join(f"s{i:04d} " for i in range(1200))
+    assert [e for e in events if e["type"] == "reset"] == []
+    check_seq(events)
+    assert token_text(events, done["messageId"]) == done["fullText"]
+    row = await Message.select().where(Message.id == done["messageId"]).first().run()
+    assert row is not None and row["status"] == "complete"
+    assert row["content"] == done["fullText"]
+    for marker in UNHANDLED:
+        assert marker not in logs, logs[max(0, logs.index(marker) - 2000) :][:4000]
+    if restart:
+        assert "log_refilled" in logs  # the owner gave the empty Redis its log again
+
+
 async def slots_in_redis(prefix: str, user_id: str) -> int:
     """The user's generation slots in Redis (every process's)."""
     client = redis.from_url(REDIS_URL)
