@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     )
     gemini_chunk_timeout: float = Field(60.0, validation_alias="CERO_GEMINI_CHUNK_TIMEOUT", gt=0)
     gemini_retry_backoff: float = Field(0.5, validation_alias="CERO_GEMINI_RETRY_BACKOFF", ge=0)
+    #: How streamed chunks are read: ``wire`` (aiohttp + orjson, the same events at about a
+    #: fifth of the CPU) or ``sdk`` (google-genai's models; also follows continuation tokens).
+    gemini_decoder: Literal["wire", "sdk"] = Field("wire", validation_alias="CERO_GEMINI_DECODER")
     redis_url: str | None = Field(None, validation_alias="CERO_REDIS_URL")
     #: Every key this deployment writes in Redis starts with it (several deployments, or
     #: tests, can share one Redis without seeing each other's keys).
