@@ -25,8 +25,8 @@ from actors.models.base import (
     Usage,
 )
 from actors.models.gemini import GeminiProvider
-from server.config import load_settings
 from tests.conditions import until
+from tests.conftest import make_settings
 from tests.fakes.gemini import FakeGemini, HttpError, Script, parse_all_ts, parse_ts
 
 MODEL = "gemini-2.5-flash-lite"
@@ -42,9 +42,9 @@ async def fake() -> AsyncIterator[FakeGemini]:
         await server.stop()
 
 
-#: The decoder under test: the server's default unless CERO_GEMINI_DECODER says otherwise
-#: (run the module once per decoder).
-DECODER = load_settings(env_file=None).gemini_decoder
+#: The decoder under test: the server's default unless CERO_TEST_GEMINI_DECODER says
+#: otherwise (tests/conftest.py; run the module once per decoder).
+DECODER = make_settings("sqlite:///unused.db").gemini_decoder
 
 
 def make_provider(base_url: str, **kwargs: float) -> GeminiProvider:

@@ -364,8 +364,11 @@ class GeminiProvider:
         if self.decoder == "wire":
             reader = _WireReader(self._wire.chunks(model, contents, config))
             return reader, translator.feed_wire
+        # Made here, before the first-chunk timeout starts: a new client loads CA bundles
+        # (~0.1-0.5 s, once per provider), which is not the upstream's delay.
+        client = self._client
         pump = _ChunkPump(
-            lambda: self._client.aio.models.generate_content_stream(
+            lambda: client.aio.models.generate_content_stream(
                 model=model, contents=contents, config=config
             )
         )

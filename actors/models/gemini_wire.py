@@ -152,8 +152,8 @@ class WireStreams:
     ) -> AsyncIterator[Any]:
         """The decoded chunks of one stream; raises the SDK path's exceptions.
 
-        Nothing is sent before the first ``__anext__``. Leaving early (an error, a
-        timeout, ``aclose``) closes the connection; reading to the end releases it.
+        Nothing is sent before the first ``__anext__``. Leaving mid-body (an error, a
+        timeout, ``aclose``) closes the connection; a body read to the end releases it.
         """
         api = self._api
         request = _build(api, model, contents, config)
@@ -186,7 +186,7 @@ class WireStreams:
                 yield chunk
             finished = True
         finally:
-            if finished:
-                response.release()
+            if finished or response.content.at_eof():
+                response.release()  # read to the end (an error body too): reusable
             else:
                 response.close()
