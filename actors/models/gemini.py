@@ -14,9 +14,11 @@ Why it looks the way it does (facts in GEMINI.md):
   text still yields that text, then raises ``ModelError("blocked")`` instead of a
   :class:`Final`: the actor stores the partial answer with status ``error``.
 
-Why one module of ~470 lines: the chunk translator, the read-ahead pump and the retry
-policy are each written against the SDK's own shapes and failure modes; this is the one
-place that knows google-genai.
+- Two decoders read the same stream (``decoder``, ``CERO_GEMINI_DECODER``): ``wire``
+  (default) reads the SSE with aiohttp + orjson (:mod:`actors.models.gemini_wire`) in the
+  consumer's task; ``sdk`` reads it through ``generate_content_stream`` and the read-ahead
+  pump below. The request, the retry policy and the error classes are the same for both,
+  and :mod:`actors.models.gemini_translate` turns either's chunks into the same events.
 """
 
 from __future__ import annotations
