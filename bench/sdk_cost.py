@@ -10,6 +10,12 @@ over the window ``[t0, t0 + duration)`` divided by the chunks received in that w
   ``chunk.text`` of every chunk (the SDK's defaults: its own aiohttp session).
 - ``--client raw``: aiohttp + orjson on the same ``streamGenerateContent?alt=sse`` stream
   (:func:`bench.source.stream_texts`): what parsing the stream costs without the SDK.
+- ``--client wire`` / ``--client provider-sdk``: the server's own
+  :class:`~actors.models.gemini.GeminiProvider` with ``decoder="wire"`` (aiohttp + orjson
+  into the provider's events) or ``decoder="sdk"`` (google-genai's models), consuming
+  every event: what the server's model side costs per chunk with each decoder.
+- ``--client compare``: each of the four above in a fresh process of its own, in turn,
+  ``--rounds`` times; one JSON object with every run and the ratios to ``raw`` (medians).
 
 Run: ``python -m bench.sdk_cost --base-url http://127.0.0.1:8089 --client sdk --streams 200``;
 prints one JSON object.
@@ -19,6 +25,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import statistics
+import subprocess
 import sys
 import time
 from typing import Any
@@ -61,6 +69,29 @@ async def _measure(args: argparse.Namespace) -> dict[str, Any]:
             except Exception:
                 counts["errors"] += 1
 
+    elif args.client in ("wire", "provider-sdk"):
+        from actors.models.base import ChatTurn, ModelRequest, TextDelta
+        from actors.models.gemini import GeminiProvider
+
+        provider = GeminiProvider(
+            "x",
+            base_url=args.base_url,
+            decoder="wire" if args.client == "wire" else "sdk",
+            max_retries=0,
+            max_connections=args.streams + 10,
+        )
+        request = ModelRequest(
+            model=MODEL, system="", contents=(ChatTurn("user", prompt(tokens, args.rate)),)
+        )
+
+        async def one(i: int) -> None:
+            try:
+                async for event in provider.stream(request):
+                    if isinstance(event, TextDelta):
+                        seen(event.text)
+            except Exception:
+                counts["errors"] += 1
+
     else:
         from bench.source import stream_texts
 
@@ -86,6 +117,8 @@ async def _measure(args: argparse.Namespace) -> dict[str, Any]:
     await asyncio.gather(*tasks, return_exceptions=True)
     if session is not None:
         await session.close()
+    if args.client in ("wire", "provider-sdk"):
+        await provider.aclose()
     chunks = counts["chunks"]
     return {
         "client": args.client,
@@ -102,16 +135,48 @@ async def _measure(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+CLIENTS = ("raw", "wire", "provider-sdk", "sdk")
+
+
+def _compare(args: argparse.Namespace) -> dict[str, Any]:
+    """Every client in a fresh process, in turn, ``rounds`` times (a shared machine's
+    load moves between runs: interleaving spreads it over all four)."""
+    runs: dict[str, list[dict[str, Any]]] = {client: [] for client in CLIENTS}
+    for _ in range(args.rounds):
+        for client in CLIENTS:
+            command = [sys.executable, "-m", "bench.sdk_cost", "--client", client]
+            for name in ("base_url", "streams", "rate", "warmup", "duration"):
+                command += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
+            out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+            runs[client].append(orjson.loads(out.strip().splitlines()[-1]))
+    medians = {
+        client: statistics.median(r["us_per_chunk"] for r in rows if r["us_per_chunk"])
+        for client, rows in runs.items()
+    }
+    return {
+        "streams": args.streams,
+        "rate": args.rate,
+        "rounds": args.rounds,
+        "us_per_chunk_median": {c: round(v, 1) for c, v in medians.items()},
+        "vs_raw": {c: round(v / medians["raw"], 2) for c, v in medians.items()},
+        "runs": runs,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--base-url", required=True)
-    parser.add_argument("--client", choices=("sdk", "raw"), default="sdk")
+    parser.add_argument("--client", choices=(*CLIENTS, "compare"), default="sdk")
+    parser.add_argument("--rounds", type=int, default=3, help="compare: runs per client")
     parser.add_argument("--streams", type=int, default=200)
     parser.add_argument("--rate", type=float, default=20.0)
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--duration", type=float, default=8.0)
     args = parser.parse_args()
     raise_nofile()
+    if args.client == "compare":
+        sys.stdout.write(orjson.dumps(_compare(args)).decode() + "\n")
+        return
     try:
         import uvloop
     except ImportError:

@@ -56,6 +56,7 @@ def make_providers(app: web.Application) -> dict[str, ModelProvider]:
             # 429s in a row must end as `rate_limited` (issue 5's acceptance).
             max_retries=2,
             max_connections=settings.model_max_connections,
+            decoder=settings.gemini_decoder,
         )
     return providers
 

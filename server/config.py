@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     )
     gemini_chunk_timeout: float = Field(60.0, validation_alias="CERO_GEMINI_CHUNK_TIMEOUT", gt=0)
     gemini_retry_backoff: float = Field(0.5, validation_alias="CERO_GEMINI_RETRY_BACKOFF", ge=0)
+    #: How streamed chunks are read: ``wire`` (aiohttp + orjson, the same events at about a
+    #: fifth of the CPU) or ``sdk`` (google-genai's models; also follows continuation tokens).
+    gemini_decoder: Literal["wire", "sdk"] = Field("wire", validation_alias="CERO_GEMINI_DECODER")
     redis_url: str | None = Field(None, validation_alias="CERO_REDIS_URL")
     #: The process's Redis pool: a command waits (at most REDIS_POOL_WAIT_S) for a free one.
     redis_max_connections: int = Field(

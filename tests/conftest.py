@@ -38,6 +38,9 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 #: Set to a Redis URL to run the live-server tests again in cluster mode (one process with
 #: ``CERO_REDIS_URL``, PostgreSQL only; each app under a key prefix of its own).
 CLUSTER_REDIS_URL = os.environ.get("CERO_TEST_CLUSTER_REDIS_URL") or None
+#: Set to ``sdk`` to run the Gemini tests again with ``CERO_GEMINI_DECODER=sdk`` (the
+#: stream read through google-genai's response models); unset: the server's default.
+GEMINI_DECODER = os.environ.get("CERO_TEST_GEMINI_DECODER") or None
 TEST_SECRET = "test-secret-" + "x" * 32
 
 _pg_problem: str | None = None
@@ -139,6 +142,8 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
     if CLUSTER_REDIS_URL and not database_url.startswith("sqlite"):
         values["redis_url"] = CLUSTER_REDIS_URL
         values["redis_prefix"] = f"cerotest:{secrets.token_hex(6)}:"
+    if GEMINI_DECODER:
+        values["gemini_decoder"] = GEMINI_DECODER
     values.update(overrides)
     return load_settings(env_file=None, **values)
 

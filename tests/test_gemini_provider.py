@@ -26,6 +26,7 @@ from actors.models.base import (
 )
 from actors.models.gemini import GeminiProvider
 from tests.conditions import until
+from tests.conftest import make_settings
 from tests.fakes.gemini import FakeGemini, HttpError, Script, parse_all_ts, parse_ts
 
 MODEL = "gemini-2.5-flash-lite"
@@ -41,10 +42,20 @@ async def fake() -> AsyncIterator[FakeGemini]:
         await server.stop()
 
 
+#: The decoder under test: the server's default unless CERO_TEST_GEMINI_DECODER says
+#: otherwise (tests/conftest.py; run the module once per decoder).
+DECODER = make_settings("sqlite:///unused.db").gemini_decoder
+
+
 def make_provider(base_url: str, **kwargs: float) -> GeminiProvider:
     options: dict[str, float] = {"backoff_base": 0.001, "backoff_max": 0.01}
     options.update(kwargs)
-    return GeminiProvider("test-key", base_url=base_url, **options)  # type: ignore[arg-type]
+    return GeminiProvider(
+        "test-key",
+        base_url=base_url,
+        decoder=DECODER,
+        **options,  # type: ignore[arg-type]
+    )
 
 
 @pytest_asyncio.fixture
@@ -295,10 +306,16 @@ async def test_retry_info_delay_is_honoured(fake: FakeGemini) -> None:
     prov = make_provider(fake.base_url, backoff_max=5.0)
     try:
         fake.enqueue(Script(chunks=["late"], error_before=[HttpError(429, retry_delay="2s")]))
-        with pytest.raises(TimeoutError):
-            await asyncio.wait_for(collect(prov, request()), timeout=0.5)
+        task = asyncio.create_task(collect(prov, request()))
+        # From the first request (the client's first use loads CA bundles: slow when the
+        # machine is busy), not from the call.
+        await until(lambda: len(fake.stream_requests()) == 1, 10.0)
+        done, _ = await asyncio.wait({task}, timeout=0.5)
+        assert not done
         # Without the hint the retry would have come after at most 1 ms.
         assert len(fake.stream_requests()) == 1
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
     finally:
         await prov.aclose()
 

@@ -14,9 +14,11 @@ Why it looks the way it does (facts in GEMINI.md):
   text still yields that text, then raises ``ModelError("blocked")`` instead of a
   :class:`Final`: the actor stores the partial answer with status ``error``.
 
-Why one module of ~470 lines: the chunk translator, the read-ahead pump and the retry
-policy are each written against the SDK's own shapes and failure modes; this is the one
-place that knows google-genai.
+- Two decoders read the same stream (``decoder``, ``CERO_GEMINI_DECODER``): ``wire``
+  (default) reads the SSE with aiohttp + orjson (:mod:`actors.models.gemini_wire`) in the
+  consumer's task; ``sdk`` reads it through ``generate_content_stream`` and the read-ahead
+  pump below. The request, the retry policy and the error classes are the same for both,
+  and :mod:`actors.models.gemini_translate` turns either's chunks into the same events.
 """
 
 from __future__ import annotations
@@ -26,8 +28,7 @@ import random
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 from typing import Final as FinalType
 
 import aiohttp
@@ -37,17 +38,9 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 
-from actors.models.base import (
-    Citation,
-    ErrorCode,
-    Final,
-    ModelError,
-    ModelEvent,
-    ModelRequest,
-    TextDelta,
-    ToolStep,
-    Usage,
-)
+from actors.models.base import ErrorCode, ModelError, ModelEvent, ModelRequest
+from actors.models.gemini_translate import Translator
+from actors.models.gemini_wire import WireStreams
 from actors.turn_timing import CURRENT
 
 log = structlog.get_logger(__name__)
@@ -59,13 +52,6 @@ RETRYABLE_STATUSES: FinalType = frozenset({429, 500, 502, 503, 504})
 BLOCKED_FINISHES: FinalType = frozenset({"SAFETY", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII"})
 _RETRY_INFO = "type.googleapis.com/google.rpc.RetryInfo"
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?)s\s*$")
-
-
-def _word(value: object) -> str:
-    """An SDK enum (or plain value) as the API's own word."""
-    if isinstance(value, Enum):
-        return str(value.value)
-    return str(value)
 
 
 def _tool(name: str) -> types.Tool:
@@ -186,94 +172,6 @@ def _describe(error: BaseException) -> str:
     return f"Gemini request failed: {type(error).__name__}: {error}"
 
 
-class _Translator:
-    """Turns SDK chunks into events; remembers what was already announced."""
-
-    def __init__(self) -> None:
-        self.chunks = 0
-        self.finish_reason: str | None = None
-        self.usage = Usage()
-        self.citations: dict[str, Citation] = {}
-        self.search_announced = False
-        self.urls_announced = False
-
-    def feed(self, chunk: types.GenerateContentResponse) -> list[ModelEvent]:
-        self.chunks += 1
-        events: list[ModelEvent] = []
-        feedback = chunk.prompt_feedback
-        if feedback is not None and feedback.block_reason is not None:
-            reason = _word(feedback.block_reason)
-            raise ModelError("blocked", f"the prompt was blocked ({reason})")
-        if chunk.usage_metadata is not None:  # cumulative: the last one wins
-            meta = chunk.usage_metadata
-            self.usage = Usage(
-                prompt_tokens=meta.prompt_token_count or 0,
-                output_tokens=meta.candidates_token_count or 0,
-                thoughts_tokens=meta.thoughts_token_count or 0,
-                total_tokens=meta.total_token_count or 0,
-            )
-        if not chunk.candidates:
-            return events
-        candidate = chunk.candidates[0]
-        grounding = candidate.grounding_metadata
-        if grounding is not None:
-            if grounding.web_search_queries and not self.search_announced:
-                self.search_announced = True
-                events.append(
-                    ToolStep("google_search", {"queries": list(grounding.web_search_queries)})
-                )
-            for gchunk in grounding.grounding_chunks or ():
-                web = gchunk.web
-                if web is not None and web.uri and web.uri not in self.citations:
-                    self.citations[web.uri] = Citation(
-                        uri=web.uri, title=web.title or web.domain or web.uri
-                    )
-        url_meta = candidate.url_context_metadata
-        if url_meta is not None and url_meta.url_metadata and not self.urls_announced:
-            self.urls_announced = True
-            urls: list[dict[str, object]] = [
-                {
-                    "url": m.retrieved_url or "",
-                    "status": _word(m.url_retrieval_status)
-                    if m.url_retrieval_status is not None
-                    else "URL_RETRIEVAL_STATUS_UNSPECIFIED",
-                }
-                for m in url_meta.url_metadata
-            ]
-            events.append(ToolStep("url_context", {"urls": urls}))
-        parts = candidate.content.parts if candidate.content is not None else None
-        for part in parts or ():
-            if part.thought:
-                continue
-            if part.executable_code is not None:
-                code = part.executable_code
-                language = _word(code.language) if code.language is not None else "PYTHON"
-                events.append(
-                    ToolStep("code_execution", {"language": language, "code": code.code or ""})
-                )
-            elif part.code_execution_result is not None:
-                result = part.code_execution_result
-                outcome = _word(result.outcome) if result.outcome is not None else "OUTCOME_OK"
-                events.append(
-                    ToolStep(
-                        "code_execution_result",
-                        {"outcome": outcome, "output": result.output or ""},
-                    )
-                )
-            elif part.text:
-                events.append(TextDelta(part.text))
-        if candidate.finish_reason is not None:
-            self.finish_reason = _word(candidate.finish_reason)
-        return events
-
-    def final(self) -> Final:
-        return Final(
-            finish_reason=self.finish_reason or "FINISH_REASON_UNSPECIFIED",
-            usage=self.usage,
-            citations=tuple(self.citations.values()),
-        )
-
-
 class _End:
     """Marks the end of the SDK stream in the pump's queue."""
 
@@ -284,7 +182,7 @@ class _Failed:
 
 
 _END = _End()
-_Item = types.GenerateContentResponse | _Failed | _End
+_Item = types.GenerateContentResponse | _Failed | _End  # SDK path
 
 
 class _ChunkPump:
@@ -387,8 +285,37 @@ def _turn_trace() -> aiohttp.TraceConfig:
     return trace
 
 
+class _WireReader:
+    """The wire path's chunks, read in the consumer's own task (no read-ahead).
+
+    Without the SDK's models a chunk costs about what reading it off the socket costs,
+    so a pump task (a queue and a task switch per chunk) would be most of the remaining
+    work. One async generator of ours reads the response: cancelling or closing it runs
+    its ``finally``, which closes the connection.
+    """
+
+    def __init__(self, chunks: AsyncIterator[Any]) -> None:
+        self._chunks = chunks
+
+    async def next(self) -> Any | None:
+        """The next decoded chunk, ``None`` at the end; raises the stream's error."""
+        return await anext(self._chunks, None)
+
+    async def close(self) -> None:
+        await self._chunks.aclose()  # type: ignore[attr-defined]
+
+
+Decoder = Literal["wire", "sdk"]
+
+
 class GeminiProvider:
-    """Streams Gemini answers as :data:`~actors.models.base.ModelEvent` values."""
+    """Streams Gemini answers as :data:`~actors.models.base.ModelEvent` values.
+
+    ``decoder="wire"`` (the default) reads the stream with aiohttp + orjson
+    (:mod:`actors.models.gemini_wire`); ``"sdk"`` through google-genai's
+    ``generate_content_stream``. Both yield the same events for the same stream
+    (``tests/test_gemini_decoders.py``).
+    """
 
     def __init__(
         self,
@@ -402,8 +329,10 @@ class GeminiProvider:
         backoff_max: float = 8.0,
         rng: random.Random | None = None,
         max_connections: int = 1000,
+        decoder: Decoder = "wire",
     ) -> None:
         self.max_connections = max_connections
+        self.decoder: Decoder = decoder
         #: Model streams open now (requests holding a connection): a gauge in /metrics.
         self.open_streams = 0
         self.first_chunk_timeout = first_chunk_timeout
@@ -416,6 +345,36 @@ class GeminiProvider:
         self._base_url = base_url
         self._session: aiohttp.ClientSession | None = None
         self._client_instance: genai.Client | None = None
+        self._wire_instance: WireStreams | None = None
+
+    @property
+    def _wire(self) -> WireStreams:
+        if self._wire_instance is None:
+            client = self._client
+            assert self._session is not None
+            self._wire_instance = WireStreams(client, self._session)
+        return self._wire_instance
+
+    def _open(
+        self,
+        model: str,
+        contents: list[Any],
+        config: types.GenerateContentConfig,
+        translator: Translator,
+    ) -> tuple[_ChunkPump | _WireReader, Callable[[Any], list[ModelEvent]]]:
+        """A reader of one attempt's chunks and the translator's method for them."""
+        if self.decoder == "wire":
+            reader = _WireReader(self._wire.chunks(model, contents, config))
+            return reader, translator.feed_wire
+        # Made here, before the first-chunk timeout starts: a new client loads CA bundles
+        # (~0.1-0.5 s, once per provider), which is not the upstream's delay.
+        client = self._client
+        pump = _ChunkPump(
+            lambda: client.aio.models.generate_content_stream(
+                model=model, contents=contents, config=config
+            )
+        )
+        return pump, translator.feed
 
     @property
     def _client(self) -> genai.Client:
@@ -475,13 +434,9 @@ class GeminiProvider:
         bound = log.bind(model=request.model)
         attempt = 0
         while True:
-            translator = _Translator()
+            translator = Translator(vertex=self.decoder == "wire" and self._wire.vertex)
             yielded = False
-            pump = _ChunkPump(
-                lambda: self._client.aio.models.generate_content_stream(
-                    model=request.model, contents=contents, config=config
-                )
-            )
+            pump, feed = self._open(request.model, contents, config, translator)
             self.open_streams += 1
             try:
                 try:
@@ -499,7 +454,7 @@ class GeminiProvider:
                         if chunk is None:
                             break
                         timeout = self.chunk_timeout
-                        for event in translator.feed(chunk):
+                        for event in feed(chunk):
                             yielded = True
                             yield event
                         if translator.finish_reason in BLOCKED_FINISHES:

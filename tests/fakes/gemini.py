@@ -124,6 +124,9 @@ class Script:
     #: (same event loop): a stream held mid-answer for as long as the test needs.
     release_after: int | None = None
     release: asyncio.Event | None = None
+    #: The whole streamed body, written verbatim piece by piece (status 200, every other
+    #: field ignored): recorded or generated bodies for the decoders' differential test.
+    raw: list[bytes] | None = None
 
     def parts(self) -> list[dict[str, Any]]:
         return [{"text": c} if isinstance(c, str) else dict(c) for c in self.chunks]
@@ -311,6 +314,12 @@ class FakeGemini:
             await response.write(b"data: " + json.dumps(obj).encode() + b"\r\n\r\n")
 
         try:
+            if script.raw is not None:
+                for piece in script.raw:
+                    await response.write(piece)
+                await response.write_eof()
+                self.completed_streams += 1
+                return response
             if script.stall_before_first:
                 await asyncio.sleep(script.stall_before_first)
             if script.block_reason is not None:
