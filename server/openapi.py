@@ -10,9 +10,11 @@ against it.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from aiohttp import web
 from pydantic import BaseModel
 
@@ -410,8 +412,44 @@ def described() -> set[tuple[str, str]]:
     return set(OPS)
 
 
+@dataclass(frozen=True)
+class Rendered:
+    """The document as served: its bytes and their ``ETag``."""
+
+    body: bytes
+    etag: str
+
+
+class _Documents:
+    """The rendered document per public URL, built once per process: it depends only on
+    the code and the settings, and building it costs ~100 ms of CPU, which an anonymous
+    client could otherwise spend again with every request."""
+
+    def __init__(self) -> None:
+        self._by_url: dict[str, Rendered] = {}
+        #: How many documents this process built (tests read it).
+        self.builds = 0
+
+    def get(self, public_url: str) -> Rendered:
+        found = self._by_url.get(public_url)
+        if found is None:
+            body = orjson.dumps(document(public_url))
+            etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+            found = self._by_url[public_url] = Rendered(body, etag)
+            self.builds += 1
+        return found
+
+
+DOCUMENTS = _Documents()
+#: Clients may reuse it for five minutes, then revalidate with ``If-None-Match`` (304).
+CACHE_CONTROL = "public, max-age=300"
+
+
 async def openapi_view(request: web.Request) -> web.Response:
     from server.app_keys import SETTINGS
-    from server.errors import json_response
 
-    return json_response(document(request.app[SETTINGS].public_url))
+    doc = DOCUMENTS.get(request.app[SETTINGS].public_url)
+    headers = {"ETag": doc.etag, "Cache-Control": CACHE_CONTROL}
+    if doc.etag in request.headers.get("If-None-Match", ""):
+        return web.Response(status=304, headers=headers)
+    return web.Response(body=doc.body, content_type="application/json", headers=headers)
