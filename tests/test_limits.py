@@ -148,6 +148,7 @@ def json_error(headers: dict[str, str], body: bytes) -> dict[str, Any]:
     # Written before any request object exists, yet with the headers every answer carries.
     assert headers.get("x-content-type-options") == "nosniff", headers
     assert headers.get("referrer-policy") == "same-origin", headers
+    assert headers.get("server") == "cero", headers  # no product version
     data: dict[str, Any] = orjson.loads(body)
     assert set(data) == {"error", "code"}, data
     return data
