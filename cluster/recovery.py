@@ -17,6 +17,7 @@ import structlog
 from redis.exceptions import RedisError
 
 from actors.clock import utcnow
+from actors.error_text import error_text
 from cluster.mirror import ClusterHub
 from server.tables import Message
 
@@ -49,7 +50,7 @@ async def interrupt_orphans(cid: str, hub: ClusterHub, fence: int) -> int:
                 "messageId": row["id"],
                 "generationId": row["generation_id"],
                 "code": "owner_lost",
-                "error": "The server generating this answer stopped",
+                "error": error_text("owner_lost"),
             },
         )
     return len(rows)

@@ -14,6 +14,7 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from actors.error_text import error_text
 from server import db
 from server.app_keys import SETTINGS
 from server.errors import ApiError, error_response
@@ -93,8 +94,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
                 request,
                 503,
                 "not_ready",
-                "The database is unavailable; retry shortly",
+                error_text("database_unavailable"),
                 headers={"Retry-After": "2"},
             )
         log.exception("unhandled_error", path=request.path, method=request.method)
-        return error_response(request, 500, "internal", "Internal server error")
+        return error_response(request, 500, "internal", error_text("internal"))

@@ -2,8 +2,9 @@
 
 Every response: ``Server: cero`` (aiohttp's default names its own and Python's versions,
 which only help someone looking for a known hole), ``X-Content-Type-Options: nosniff`` and
-``Referrer-Policy: same-origin`` (unless the handler set its own), and ``Strict-Transport-Security`` when the public URL is
-https. Every HTML response: a ``Content-Security-Policy`` — the page's own when it sets one
+``Referrer-Policy: same-origin`` (unless the handler set its own), and
+``Strict-Transport-Security`` when the public URL is https. Every HTML response: a
+``Content-Security-Policy`` — the page's own when it sets one
 (``/app`` and ``/device`` do, each as strict as that page allows), else :data:`HTML_CSP` —
 that always carries ``frame-ancestors 'none'``, and ``X-Frame-Options: DENY`` for browsers
 without CSP level 2. A hook rather than a middleware so that answers made outside the
