@@ -30,7 +30,9 @@ JSON = "application/json"
 FORM = "application/x-www-form-urlencoded"
 HTML = "text/html"
 
-Auth = str  # "public" | "bearer" (or the cookie) | "cookie" (only) | "optional"
+#: "public" | "bearer" (or the cookie) | "cookie" (only) | "optional" | "metrics" (the
+#: operator's CERO_METRICS_TOKEN, not a session)
+Auth = str
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,14 @@ OPS: dict[tuple[str, str], Op] = {
     ("get", "/readyz"): Op(
         "Readiness: database (and Redis when configured)", "health", ok=m.Status, errors=(503,)
     ),
-    ("get", "/metrics"): Op("Prometheus metrics", "health", ok="text/plain"),
+    ("get", "/metrics"): Op(
+        "Prometheus metrics: with CERO_METRICS_TOKEN as a bearer token (404 when none is "
+        "set; the metrics listener CERO_METRICS_ADDRESS needs none)",
+        "health",
+        auth="metrics",
+        ok="text/plain",
+        errors=(401, 404),
+    ),
     ("get", "/openapi.json"): Op("This document", "health", ok=JSON),
     # chat
     ("get", "/api/models"): Op("Model catalog", "chat", ok=m.Models),
@@ -311,6 +320,8 @@ def _operation(method: str, path: str, op: Op, schemas: _Schemas) -> dict[str, A
         out["security"] = [{"cookie": []}]
     elif op.auth == "optional":
         out["security"] = [{"bearer": []}, {"cookie": []}, {}]
+    elif op.auth == "metrics":
+        out["security"] = [{"metricsToken": []}]
     if op.params:
         out["parameters"] = [
             {
@@ -402,6 +413,11 @@ def document(public_url: str) -> dict[str, Any]:
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer"},
                 "cookie": {"type": "apiKey", "in": "cookie", "name": "better-auth.session_token"},
+                "metricsToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "The operator's CERO_METRICS_TOKEN",
+                },
             },
         },
         "paths": paths,

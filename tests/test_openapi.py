@@ -109,8 +109,9 @@ async def test_document_is_built_once_and_served_as_the_same_bytes(live: Live) -
                 assert resp.status == 200 and resp.headers["ETag"] == etag
                 assert await resp.read() == first
         assert DOCUMENTS.builds == builds
-        assert DOCUMENTS.get(live.settings.public_url).body is DOCUMENTS.get(
-            live.settings.public_url
-        ).body
+        assert (
+            DOCUMENTS.get(live.settings.public_url).body
+            is DOCUMENTS.get(live.settings.public_url).body
+        )
         async with http.get(live.url + "/openapi.json", headers={"If-None-Match": etag}) as resp:
             assert resp.status == 304 and await resp.read() == b""
