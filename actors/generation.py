@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from actors.error_text import error_text
 from actors.hub import Hub
 from actors.models.base import (
     ChatTurn,
@@ -124,17 +125,18 @@ def outcome_of(
     }
     match generation.stop:
         case StopReason.CRASHED:
-            failed = {**common, "code": "internal", "error": "The conversation actor failed"}
+            failed = {**common, "code": "internal", "error": error_text("internal")}
             return Outcome(status="error", content=text, tools=tools), ("error", failed)
         case StopReason.SHUTDOWN:
-            gone = {**common, "code": "server_shutdown", "error": "The server is shutting down"}
+            gone = {**common, "code": "server_shutdown", "error": error_text("server_shutdown")}
             return Outcome(status="interrupted", content=text, tools=tools), ("error", gone)
         case StopReason.CANCELLED:
             return Outcome(status="cancelled", content=text, tools=tools), ("cancelled", common)
     if error is not None or final is None:
+        # The fixed sentence for the code: the model's own words (an address, the SDK's
+        # exception) went to the log where the error was caught (Runner.run).
         code = error.code if error is not None else "internal"
-        message = error.message if error is not None else "The generation failed"
-        failed = {**common, "code": code, "error": message}
+        failed = {**common, "code": code, "error": error_text(code)}
         return Outcome(status="error", content=text, tools=tools), ("error", failed)
     usage = final.usage.as_json()
     citations = [c.as_json() for c in final.citations]
@@ -233,6 +235,12 @@ class Runner:
                     raise
             except ModelError as exc:
                 error = exc
+                self.log.warning(
+                    "generation_failed",
+                    generation_id=generation.id,
+                    code=exc.code,
+                    detail=exc.message[:300],
+                )
             except Exception:
                 self.log.exception("generation_crashed", generation_id=generation.id)
                 error = ModelError("internal", "The generation failed")
@@ -249,7 +257,7 @@ class Runner:
                     "messageId": generation.assistant.id,
                     "generationId": generation.id,
                     "code": "internal",
-                    "error": "could not store the answer",
+                    "error": error_text("internal"),
                 },
             )
             # Stored as `error` with the text it has, as soon as the database takes it.

@@ -33,6 +33,7 @@ import orjson
 from bench.common import HOST
 from bench.scenarios import (
     FAST_TOKENS,
+    METRICS_AUTH,
     ClientGroup,
     Config,
     Env,
@@ -53,7 +54,7 @@ def log(message: str) -> None:
 
 async def metrics(env: Env, server: Server) -> dict[str, float]:
     assert env.http is not None
-    async with env.http.get(server.url + "/metrics") as resp:
+    async with env.http.get(server.url + "/metrics", headers=METRICS_AUTH) as resp:
         text = await resp.text()
     out: dict[str, float] = {}
     for line in text.splitlines():

@@ -40,6 +40,9 @@ from bench.common import (
 from tests.fakes.gemini import parse_ts
 
 SECRET = "bench-secret-" + "x" * 40
+#: The servers' CERO_METRICS_TOKEN: ``/metrics`` answers no anonymous scrape.
+METRICS_TOKEN = "bench-metrics-" + "m" * 24
+METRICS_AUTH = {"Authorization": f"Bearer {METRICS_TOKEN}"}
 #: Tokens asked for in an as-fast-as-possible phase; the phase cancels the generation.
 FAST_TOKENS = 10_000_000
 
@@ -165,6 +168,7 @@ class Env:
         env = {
             "DATABASE_URL": database_url,
             "BETTER_AUTH_SECRET": SECRET,
+            "CERO_METRICS_TOKEN": METRICS_TOKEN,
             "GEMINI_API_KEY": "x",
             "CERO_GEMINI_BASE_URL": self.standin_url,
             "CERO_PORT": str(port),
@@ -453,7 +457,7 @@ class Target:
     async def _metric(self, name: str) -> int | None:
         if self.server.name == "baseline":
             return None
-        async with self.http.get(self.server.url + "/metrics") as resp:
+        async with self.http.get(self.server.url + "/metrics", headers=METRICS_AUTH) as resp:
             text = await resp.text()
         for line in text.splitlines():
             if line.startswith(name + " "):
@@ -1139,7 +1143,7 @@ async def scrape_phases(http: aiohttp.ClientSession, url: str) -> Phases:
     """The server's turn-phase histogram (``GET /metrics``)."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    async with http.get(url + "/metrics") as resp:
+    async with http.get(url + "/metrics", headers=METRICS_AUTH) as resp:
         text = await resp.text()
     out: Phases = {}
     for family in text_string_to_metric_families(text):

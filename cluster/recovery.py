@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, cast
 import structlog
 
 from actors.clock import utcnow
+from actors.error_text import error_text
 from cluster.mirror import ClusterHub
 from server.redis_conn import REDIS_FAULTS
 from server.tables import Message
@@ -50,7 +51,7 @@ async def interrupt_orphans(cid: str, hub: ClusterHub, fence: int) -> int:
                 "messageId": row["id"],
                 "generationId": row["generation_id"],
                 "code": "owner_lost",
-                "error": "The server generating this answer stopped",
+                "error": error_text("owner_lost"),
             },
         )
     return len(rows)

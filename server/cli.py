@@ -94,6 +94,7 @@ async def _serve(settings: Settings) -> None:
             f"cannot listen on {settings.host}:{settings.port} (CERO_HOST/CERO_PORT): "
             f"{exc.strerror or exc}"
         ) from None
+    metrics_runner = await _metrics_listener(app, settings, runner)
     log.info(
         "listening",
         url=settings.public_url,
@@ -135,9 +136,33 @@ async def _serve(settings: Settings) -> None:
     except TimeoutError:
         log.error("shutdown_incomplete", seconds=SHUTDOWN_DEADLINE_S - 1.0)
         watchdog.clean = False
+    if metrics_runner is not None:
+        await metrics_runner.cleanup()
     if returner is not None:
         returner.stop()
     log.info("stopped")
+
+
+async def _metrics_listener(
+    app: web.Application, settings: Settings, runner: web.AppRunner
+) -> web.AppRunner | None:
+    """The metrics listener (``CERO_METRICS_ADDRESS``) when one is set."""
+    from server.app_keys import METRICS
+    from server.metrics_listener import start_metrics_listener
+
+    listen = settings.metrics_listen
+    if listen is None:
+        if settings.metrics_token is None:
+            log.info("metrics_off", hint="set CERO_METRICS_ADDRESS or CERO_METRICS_TOKEN")
+        return None
+    try:
+        return await start_metrics_listener(app[METRICS], *listen)
+    except OSError as exc:
+        await runner.cleanup()
+        raise StartupError(
+            f"cannot listen on {settings.metrics_address} (CERO_METRICS_ADDRESS): "
+            f"{exc.strerror or exc}"
+        ) from None
 
 
 class _Watchdog(threading.Thread):

@@ -162,6 +162,15 @@ class Settings(BaseSettings):
     sse_ping_interval: float = Field(15.0, validation_alias="CERO_SSE_PING_INTERVAL", gt=0)
     ws_heartbeat: float = Field(20.0, validation_alias="CERO_WS_HEARTBEAT", gt=0)
     session_recheck: float = Field(1.0, validation_alias="CERO_SESSION_RECHECK", gt=0, le=3600)
+    #: ``host:port`` of a second listener serving only ``GET /metrics`` (Prometheus); unset,
+    #: empty or ``off``: none. Not on by default: processes sharing a machine (a cluster,
+    #: tests) would collide on any fixed port.
+    metrics_address: str | None = Field(None, validation_alias="CERO_METRICS_ADDRESS")
+    #: With it, ``GET /metrics`` on the API's own listener answers a scraper sending
+    #: ``Authorization: Bearer <token>``; without it, that path answers 404.
+    metrics_token: str | None = Field(
+        None, validation_alias="CERO_METRICS_TOKEN", min_length=16, max_length=512
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", validation_alias="CERO_LOG_LEVEL"
     )
@@ -182,6 +191,19 @@ class Settings(BaseSettings):
         """An empty ``CERO_DEVICE_CLIENT_IDS`` is the default (the Cero CLIs), never "any":
         accepting every id takes the explicit ``*``."""
         return value or default_client_ids()
+
+    @field_validator("metrics_address")
+    @classmethod
+    def _check_metrics_address(cls, value: str | None) -> str | None:
+        if value is None or value.strip().lower() in ("", "off"):
+            return None
+        host, port = _host_port(value.strip())
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    @field_validator("metrics_token", mode="before")
+    @classmethod
+    def _empty_token_is_none(cls, value: object) -> object:
+        return None if value == "" else value
 
     @field_validator("database_url")
     @classmethod
@@ -261,6 +283,11 @@ class Settings(BaseSettings):
         return f"http://{host}:{self.port}"
 
     @property
+    def metrics_listen(self) -> tuple[str, int] | None:
+        """``(host, port)`` of the metrics listener (``CERO_METRICS_ADDRESS``), or ``None``."""
+        return None if self.metrics_address is None else _host_port(self.metrics_address)
+
+    @property
     def secure_cookies(self) -> bool:
         return self.public_url.startswith("https://")
 
@@ -323,6 +350,15 @@ class Settings(BaseSettings):
                 handle.write(text + "\n")
             return text
         raise RuntimeError(f"Could not create the secret file {path}")
+
+
+def _host_port(value: str) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port`` → ``(host, port)``; raises ``ValueError``."""
+    host, sep, port = value.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError("must be host:port, e.g. 127.0.0.1:9464 (or off)")
+    return host, int(port)
 
 
 def _read_secret(path: Path) -> str | None:

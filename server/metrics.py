@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -22,7 +23,8 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
 from actors.turn_timing import TurnTiming
-from server.app_keys import METRICS
+from server.app_keys import METRICS, SETTINGS
+from server.errors import ApiError
 
 if TYPE_CHECKING:
     from actors.registry import Registry
@@ -472,8 +474,26 @@ def _observe(request: web.Request, metrics: Metrics, status: int, started: float
         metrics.requests.labels(*labels).observe(time.perf_counter() - started)
 
 
-async def metrics_view(request: web.Request) -> web.Response:
-    body = generate_latest(request.app[METRICS].registry)
-    response = web.Response(body=body)
+def exposition(metrics: Metrics) -> web.Response:
+    """The Prometheus text of every metric."""
+    response = web.Response(body=generate_latest(metrics.registry))
     response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
     return response
+
+
+async def metrics_view(request: web.Request) -> web.Response:
+    """``GET /metrics`` on the API's own listener: only for a scraper holding
+    ``CERO_METRICS_TOKEN`` (``Authorization: Bearer``, compared in constant time). The
+    metrics show what sizes and watches an attack (descriptor headroom, limit refusals,
+    loop lag), and a scrape costs tens of milliseconds: no anonymous client gets them.
+    Without a token the path answers 404 (the metrics listener,
+    ``CERO_METRICS_ADDRESS``, is then the way to scrape)."""
+    token = request.app[SETTINGS].metrics_token
+    if token is None:
+        raise ApiError(404, "not_found", "Not found")
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        given.strip().encode(), token.encode()
+    ):
+        raise ApiError(401, "unauthorized", "Unauthorized", headers={"WWW-Authenticate": "Bearer"})
+    return exposition(request.app[METRICS])

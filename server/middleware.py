@@ -15,6 +15,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from redis.exceptions import RedisError
 
+from actors.error_text import error_text
 from server import db
 from server.app_keys import SETTINGS
 from server.errors import ApiError, error_response
@@ -94,7 +95,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
                 request,
                 503,
                 "not_ready",
-                "The database is unavailable; retry shortly",
+                error_text("database_unavailable"),
                 headers={"Retry-After": "2"},
             )
         if isinstance(exc, RedisError):
@@ -111,4 +112,4 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
                 headers={"Retry-After": "1"},
             )
         log.exception("unhandled_error", path=request.path, method=request.method)
-        return error_response(request, 500, "internal", "Internal server error")
+        return error_response(request, 500, "internal", error_text("internal"))

@@ -10,9 +10,11 @@ against it.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from aiohttp import web
 from pydantic import BaseModel
 
@@ -28,7 +30,9 @@ JSON = "application/json"
 FORM = "application/x-www-form-urlencoded"
 HTML = "text/html"
 
-Auth = str  # "public" | "bearer" (or the cookie) | "cookie" (only) | "optional"
+#: "public" | "bearer" (or the cookie) | "cookie" (only) | "optional" | "metrics" (the
+#: operator's CERO_METRICS_TOKEN, not a session)
+Auth = str
 
 
 @dataclass(frozen=True)
@@ -79,7 +83,14 @@ OPS: dict[tuple[str, str], Op] = {
     ("get", "/readyz"): Op(
         "Readiness: database (and Redis when configured)", "health", ok=m.Status, errors=(503,)
     ),
-    ("get", "/metrics"): Op("Prometheus metrics", "health", ok="text/plain"),
+    ("get", "/metrics"): Op(
+        "Prometheus metrics: with CERO_METRICS_TOKEN as a bearer token (404 when none is "
+        "set; the metrics listener CERO_METRICS_ADDRESS needs none)",
+        "health",
+        auth="metrics",
+        ok="text/plain",
+        errors=(401, 404),
+    ),
     ("get", "/openapi.json"): Op("This document", "health", ok=JSON),
     # chat
     ("get", "/api/models"): Op("Model catalog", "chat", ok=m.Models),
@@ -309,6 +320,8 @@ def _operation(method: str, path: str, op: Op, schemas: _Schemas) -> dict[str, A
         out["security"] = [{"cookie": []}]
     elif op.auth == "optional":
         out["security"] = [{"bearer": []}, {"cookie": []}, {}]
+    elif op.auth == "metrics":
+        out["security"] = [{"metricsToken": []}]
     if op.params:
         out["parameters"] = [
             {
@@ -400,6 +413,11 @@ def document(public_url: str) -> dict[str, Any]:
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer"},
                 "cookie": {"type": "apiKey", "in": "cookie", "name": "better-auth.session_token"},
+                "metricsToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "The operator's CERO_METRICS_TOKEN",
+                },
             },
         },
         "paths": paths,
@@ -410,8 +428,44 @@ def described() -> set[tuple[str, str]]:
     return set(OPS)
 
 
+@dataclass(frozen=True)
+class Rendered:
+    """The document as served: its bytes and their ``ETag``."""
+
+    body: bytes
+    etag: str
+
+
+class _Documents:
+    """The rendered document per public URL, built once per process: it depends only on
+    the code and the settings, and building it costs ~100 ms of CPU, which an anonymous
+    client could otherwise spend again with every request."""
+
+    def __init__(self) -> None:
+        self._by_url: dict[str, Rendered] = {}
+        #: How many documents this process built (tests read it).
+        self.builds = 0
+
+    def get(self, public_url: str) -> Rendered:
+        found = self._by_url.get(public_url)
+        if found is None:
+            body = orjson.dumps(document(public_url))
+            etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+            found = self._by_url[public_url] = Rendered(body, etag)
+            self.builds += 1
+        return found
+
+
+DOCUMENTS = _Documents()
+#: Clients may reuse it for five minutes, then revalidate with ``If-None-Match`` (304).
+CACHE_CONTROL = "public, max-age=300"
+
+
 async def openapi_view(request: web.Request) -> web.Response:
     from server.app_keys import SETTINGS
-    from server.errors import json_response
 
-    return json_response(document(request.app[SETTINGS].public_url))
+    doc = DOCUMENTS.get(request.app[SETTINGS].public_url)
+    headers = {"ETag": doc.etag, "Cache-Control": CACHE_CONTROL}
+    if doc.etag in request.headers.get("If-None-Match", ""):
+        return web.Response(status=304, headers=headers)
+    return web.Response(body=doc.body, content_type="application/json", headers=headers)

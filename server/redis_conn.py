@@ -28,6 +28,7 @@ from aiohttp import web
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
+from actors.error_text import error_text
 from server.app_keys import METRICS, REDIS, REDIS_HEALTH, SETTINGS
 from server.errors import ApiError
 
@@ -79,8 +80,10 @@ def key(app: web.Application, *parts: str) -> str:
     return app[SETTINGS].redis_prefix + ":".join(parts)
 
 
-def not_ready(reason: str = "Redis is unreachable; retry shortly") -> ApiError:
-    return ApiError(503, "not_ready", reason, headers={"Retry-After": "1"})
+def not_ready() -> ApiError:
+    """503 with a fixed sentence: why Redis failed is in the log (``redis_down``), not in
+    the answer."""
+    return ApiError(503, "not_ready", error_text("redis_unavailable"), headers={"Retry-After": "1"})
 
 
 class RedisHealth:
@@ -146,7 +149,7 @@ def require_redis(app: web.Application) -> None:
     Cheap (no round trip): the monitor and failed commands keep the answer current."""
     health = app.get(REDIS_HEALTH)
     if health is not None and not health.up:
-        raise not_ready(f"Redis is unreachable ({health.reason}); retry shortly")
+        raise not_ready()
 
 
 async def redis_client(app: web.Application) -> AsyncIterator[None]:

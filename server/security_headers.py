@@ -1,8 +1,10 @@
 """Security headers on every response, as an ``on_response_prepare`` hook.
 
-Every response: ``X-Content-Type-Options: nosniff`` and ``Referrer-Policy: same-origin``
-(unless the handler set its own), and ``Strict-Transport-Security`` when the public URL is
-https. Every HTML response: a ``Content-Security-Policy`` — the page's own when it sets one
+Every response: ``Server: cero`` (aiohttp's default names its own and Python's versions,
+which only help someone looking for a known hole), ``X-Content-Type-Options: nosniff`` and
+``Referrer-Policy: same-origin`` (unless the handler set its own), and
+``Strict-Transport-Security`` when the public URL is https. Every HTML response: a
+``Content-Security-Policy`` — the page's own when it sets one
 (``/app`` and ``/device`` do, each as strict as that page allows), else :data:`HTML_CSP` —
 that always carries ``frame-ancestors 'none'``, and ``X-Frame-Options: DENY`` for browsers
 without CSP level 2. A hook rather than a middleware so that answers made outside the
@@ -21,16 +23,29 @@ HTML_CSP = "default-src 'none'; base-uri 'none'; form-action 'self'; frame-ances
 HSTS = "max-age=63072000"
 
 
+#: The ``Server`` header of every answer: no product version.
+SERVER = "cero"
+
 #: On every answer, also those written before a request exists (the connection guard's
 #: refusals, parser errors: :mod:`server.http_protocol`), which no hook sees.
-EVERY_RESPONSE = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin"}
+EVERY_RESPONSE = {
+    "Server": SERVER,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
 
 
 def setup(app: web.Application) -> None:
     app.on_response_prepare.append(_add_headers)
 
 
+async def hide_server(request: web.Request, response: web.StreamResponse) -> None:
+    """Replace aiohttp's ``Server: Python/3.x aiohttp/3.y`` (set just before this hook)."""
+    response.headers["Server"] = SERVER
+
+
 async def _add_headers(request: web.Request, response: web.StreamResponse) -> None:
+    await hide_server(request, response)
     headers = response.headers
     for name, value in EVERY_RESPONSE.items():
         headers.setdefault(name, value)

@@ -24,6 +24,7 @@ from aiohttp.test_utils import TestServer
 
 from server.config import Settings, load_settings
 from tests.fakes.gemini import FakeGemini, Script
+from tests.process_stats import METRICS_TOKEN
 
 # Tests are hermetic: no setting leaks in from the developer's shell or .env.
 _PREFIXES = ("CERO_", "BETTER_AUTH_", "GOOGLE_", "GEMINI_", "DATABASE_URL")
@@ -138,6 +139,8 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         # set their own.
         "sends_per_minute": 100_000,
         "sign_in_limit": 100_000,
+        # /metrics on the API's listener answers to it (tests/process_stats.py scrapes).
+        "metrics_token": METRICS_TOKEN,
     }
     if CLUSTER_REDIS_URL and not database_url.startswith("sqlite"):
         values["redis_url"] = CLUSTER_REDIS_URL

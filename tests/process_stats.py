@@ -1,6 +1,10 @@
 """What a server holds, read from outside: a ``cero-api serve`` child's descriptors and RSS
 from ``/proc``, any server's metrics from ``/metrics`` (the leak checks of the churn and
-load tests, the refusal counts of the limit tests)."""
+load tests, the refusal counts of the limit tests).
+
+Test servers run with :data:`METRICS_TOKEN` as ``CERO_METRICS_TOKEN`` (``make_settings``,
+``server_env``): a scrape of the API's listener sends :data:`METRICS_AUTH`, as an
+operator's Prometheus would."""
 
 from __future__ import annotations
 
@@ -8,6 +12,11 @@ import os
 from pathlib import Path
 
 import aiohttp
+
+#: ``CERO_METRICS_TOKEN`` of every test server (tests/conftest.py, tests/server_process.py).
+METRICS_TOKEN = "test-metrics-token-" + "m" * 24
+#: The header a scrape of ``/metrics`` on the API's own listener sends.
+METRICS_AUTH = {"Authorization": f"Bearer {METRICS_TOKEN}"}
 
 
 def fds(pid: int) -> int:
@@ -25,14 +34,20 @@ def rss(pid: int) -> int:
 
 async def scrape(http: aiohttp.ClientSession, url: str) -> dict[str, float]:
     """Every sample of ``url``'s ``/metrics``, by its name with labels."""
-    async with http.get(url + "/metrics") as resp:
-        text = await resp.text()
+    text = await metrics_text(http, url)
     out: dict[str, float] = {}
     for line in text.splitlines():
         if line and not line.startswith("#"):
             name, _, value = line.rpartition(" ")
             out[name] = float(value)
     return out
+
+
+async def metrics_text(http: aiohttp.ClientSession, url: str) -> str:
+    """``url``'s ``/metrics`` as Prometheus text, scraped with the metrics token."""
+    async with http.get(url + "/metrics", headers=METRICS_AUTH) as resp:
+        assert resp.status == 200, resp.status
+        return await resp.text()
 
 
 def total(metrics: dict[str, float], family: str) -> float:

@@ -40,6 +40,8 @@ from pathlib import Path
 import aiohttp
 from aiohttp.test_utils import unused_port
 
+from tests.process_stats import METRICS_TOKEN
+
 ROOT = Path(__file__).resolve().parent.parent
 #: ``cero-api serve`` as this interpreter runs it (no console script needed).
 CERO_API_SERVE = (sys.executable, "-m", "server.cli", "serve")
@@ -73,6 +75,8 @@ def server_env(
         # in conftest).
         CERO_SENDS_PER_MINUTE="100000",
         CERO_SIGN_IN_LIMIT="100000",
+        # /metrics on the API's listener answers to it (tests/process_stats.py scrapes).
+        CERO_METRICS_TOKEN=METRICS_TOKEN,
     )
     if database_url is not None:
         out["DATABASE_URL"] = database_url

@@ -43,7 +43,8 @@ class Row:
     """How one route is authorized.
 
     ``access``: ``public`` (anyone), ``optional`` (answers without a user, e.g.
-    ``get-session`` → ``null``) or ``user`` (``401`` without one).
+    ``get-session`` → ``null``), ``user`` (``401`` without one) or ``metrics`` (``401``
+    without the operator's ``CERO_METRICS_TOKEN``: a session is no credential for it).
     ``owned``: which of A's resources the route names (``conversation``, ``session``,
     ``device``), ``None`` when it names none. ``body``: the JSON body, with ``$conv``,
     ``$session`` and ``$code`` replaced by the target's value; ``form`` likewise.
@@ -68,7 +69,7 @@ TABLE: dict[tuple[str, str], Row] = {
     ("GET", "/"): Row("public"),
     ("GET", "/healthz"): Row("public"),
     ("GET", "/readyz"): Row("public"),
-    ("GET", "/metrics"): Row("public"),
+    ("GET", "/metrics"): Row("metrics"),
     ("GET", "/openapi.json"): Row("public"),
     ("GET", "/api/models"): Row("public"),
     # Device flow: issuing and polling are anonymous (the device code is the credential).
@@ -275,7 +276,7 @@ async def test_without_a_valid_credential(world: World, key: tuple[str, str]) ->
         for name, headers in [("none", {}), *((n, bearer(t)) for n, t in dead.items())]:
             status, ctype, body = await _call(http, world, key, missing, headers)
             assert status < 500, (name, status, body)
-            if row.access == "user":
+            if row.access in ("user", "metrics"):
                 assert status == 401, (name, status, body)
                 assert ctype.startswith("application/json"), (name, ctype)
                 answer = orjson.loads(body)

@@ -22,6 +22,7 @@ from tests.auth_helpers import bearer, make_user_session
 from tests.conftest import Live, live_with_gemini
 from tests.fakes.gemini import FakeGemini, Script
 from tests.live_clients import WsPeer, check_seq, read_ndjson, read_sse, token_text
+from tests.process_stats import METRICS_AUTH
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -161,7 +162,7 @@ async def test_a_turn_times_its_phases_in_metrics(env: Env) -> None:
     the session lookup to the first token written, and the turn's commit statements."""
 
     async def counts() -> dict[str, float]:
-        async with env.http.get(env.url + "/metrics") as r:
+        async with env.http.get(env.url + "/metrics", headers=METRICS_AUTH) as r:
             text = await r.text()
         found: dict[str, float] = {}
         for line in text.splitlines():

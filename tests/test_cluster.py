@@ -30,6 +30,7 @@ from tests.conditions import until
 from tests.conftest import create_pg_database, drop_pg_database
 from tests.fakes.gemini import FakeGemini, Script
 from tests.live_clients import WsPeer, check_seq, read_sse, token_text
+from tests.process_stats import METRICS_AUTH
 from tests.server_process import ServerProcess
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow, pytest.mark.postgres]
@@ -194,9 +195,9 @@ async def test_two_processes_watch_one_answer(cluster: Cluster) -> None:
         await ws.wait_for(lambda f: f["type"] == "done" and f["generationId"] == generation_id)
         ws_events = ws.of(conversation_id)
         await ws.close()
-        async with http.get(f"{a.url}/metrics") as r:
+        async with http.get(f"{a.url}/metrics", headers=METRICS_AUTH) as r:
             a_metrics = await r.text()
-        async with http.get(f"{b.url}/metrics") as r:
+        async with http.get(f"{b.url}/metrics", headers=METRICS_AUTH) as r:
             b_metrics = await r.text()
     assert metric(a_metrics, "cero_cluster_log_appends_total") >= len(ws_events)
     assert metric(a_metrics, "cero_cluster_log_pipelines_total") >= 1
@@ -374,7 +375,7 @@ async def test_owner_killed_mid_answer(cluster: Cluster, gemini: tuple[FakeGemin
         lost = 'cero_generations_total{code="owner_lost",outcome="interrupted"}'
         closed = 0.0
         for survivor in (b, c):  # whichever took the lease closed the answer
-            async with http.get(f"{survivor.url}/metrics") as r:
+            async with http.get(f"{survivor.url}/metrics", headers=METRICS_AUTH) as r:
                 closed += metric_or_zero(await r.text(), lost)
         assert closed == 1
         full = "".join(t for t, _ in received)
@@ -850,8 +851,8 @@ async def test_the_per_user_limit_counts_forwarded_sends(
                 assert resp.status == 429, await resp.text()
                 assert (await resp.json())["code"] == "rate_limited"
         # The owners hold the slots (and renew them): the receivers gave theirs over.
-        text_a = await (await http.get(f"{a.url}/metrics")).text()
-        text_b = await (await http.get(f"{b.url}/metrics")).text()
+        text_a = await (await http.get(f"{a.url}/metrics", headers=METRICS_AUTH)).text()
+        text_b = await (await http.get(f"{b.url}/metrics", headers=METRICS_AUTH)).text()
         assert metric(text_a, "cero_generation_slots_held") == 1
         assert metric(text_b, "cero_generation_slots_held") == 1
 

@@ -41,6 +41,7 @@ from tests.conftest import Live, make_settings, start_live
 from tests.fakes.gemini import FakeGemini, Script
 from tests.fakes.github import FakeGitHub
 from tests.live_clients import WsPeer
+from tests.process_stats import METRICS_AUTH
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.postgres]
 
@@ -611,7 +612,7 @@ async def test_redis_down_then_back_without_restarting(postgres_url: str) -> Non
             assert resp.status == 200, await resp.text()
             lines = [orjson.loads(line) for line in (await resp.read()).splitlines() if line]
             assert lines[-1]["topic"] == "done", lines[-1]
-            async with http.get(live.url + "/metrics") as resp:
+            async with http.get(live.url + "/metrics", headers=METRICS_AUTH) as resp:
                 text = await resp.text()
             assert "cero_redis_up 1.0" in text
             assert 'cero_redis_errors_total{op="ping"}' in text

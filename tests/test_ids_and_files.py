@@ -28,6 +28,7 @@ from server.tables import Account, Conversation, Message, Session, User
 from tests.auth_helpers import bearer, make_user_session
 from tests.conftest import Live, make_settings, start_live
 from tests.live_clients import read_ndjson, read_sse
+from tests.process_stats import METRICS_AUTH
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -230,7 +231,7 @@ async def test_metrics_count_errors_with_route_and_status(
     ]
 
     async def scrape() -> dict[tuple[str, str, str], float]:
-        async with http.get(live.url + "/metrics") as r:
+        async with http.get(live.url + "/metrics", headers=METRICS_AUTH) as r:
             return _responses(await r.text())
 
     before = await scrape()

@@ -35,6 +35,7 @@ from server.http_protocol import CeroRunner
 from tests.auth_helpers import bearer, make_user_session
 from tests.conditions import until
 from tests.conftest import make_settings
+from tests.process_stats import METRICS_TOKEN
 from tests.server_process import serve
 
 OTHER = "127.0.0.2"  # "another client": a second loopback address (Linux routes 127/8)
@@ -148,6 +149,7 @@ def json_error(headers: dict[str, str], body: bytes) -> dict[str, Any]:
     # Written before any request object exists, yet with the headers every answer carries.
     assert headers.get("x-content-type-options") == "nosniff", headers
     assert headers.get("referrer-policy") == "same-origin", headers
+    assert headers.get("server") == "cero", headers  # no product version
     data: dict[str, Any] = orjson.loads(body)
     assert set(data) == {"error", "code"}, data
     return data
@@ -259,7 +261,10 @@ async def test_connections_per_ip_are_capped(tmp_path: Path) -> None:
             token, _ = await make_user_session("Other")
             assert await short_chat(url, bearer(token))
             # The refusal is counted with every other 429 (README, "Metrics").
-            scrape = b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            scrape = (
+                b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                + f"Authorization: Bearer {METRICS_TOKEN}\r\n\r\n".encode()
+            )
             _, _, metrics = await raw(url, scrape, local=OTHER)
             assert b'cero_limit_refusals_total{limit="connections_per_ip"} 1.0' in metrics
         finally:

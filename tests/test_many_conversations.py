@@ -27,6 +27,7 @@ from server.tables import Message
 from tests.auth_helpers import bearer, make_user_session
 from tests.conftest import Live
 from tests.live_clients import WsPeer, check_seq, token_text
+from tests.process_stats import METRICS_AUTH
 from tests.server_process import ROOT, run_server, serve
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]
@@ -130,7 +131,7 @@ async def test_many_long_answers_at_once_all_stream_together_and_end(busy: str) 
             assert token_text(events, done[0]["messageId"]) == done[0]["fullText"]
         for peer in peers:
             await peer.close()
-        async with http.get(url + "/metrics") as r:
+        async with http.get(url + "/metrics", headers=METRICS_AUTH) as r:
             metrics = {
                 line.split()[0]: float(line.split()[-1])
                 for line in (await r.text()).splitlines()

@@ -21,6 +21,7 @@ from tests.auth_helpers import bearer, make_user_session
 from tests.conftest import Live, live_with_gemini
 from tests.fakes.gemini import FakeGemini, Script
 from tests.live_clients import new_conversation, read_ndjson, read_sse
+from tests.process_stats import METRICS_AUTH
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 MODEL = "gemini-2.5-flash-lite"
@@ -46,7 +47,7 @@ Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 async def scrape(live: Live) -> Samples:
     async with aiohttp.ClientSession() as http:
-        async with http.get(live.url + "/metrics") as r:
+        async with http.get(live.url + "/metrics", headers=METRICS_AUTH) as r:
             text = await r.text()
     return {
         (s.name, frozenset(s.labels.items())): s.value

@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.cluster_harness import REDIS_URL, require_redis
 from tests.conftest import Live, make_settings, require_postgres, start_live
+from tests.process_stats import METRICS_AUTH
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -44,7 +45,7 @@ async def exposed(live: Live) -> dict[str, str]:
     """name → type of the ``cero_*`` families ``/metrics`` serves, by their exposed name
     (counters with ``_total``); prometheus-client's ``_created`` companions left out."""
     async with aiohttp.ClientSession() as http:
-        async with http.get(live.url + "/metrics") as r:
+        async with http.get(live.url + "/metrics", headers=METRICS_AUTH) as r:
             assert r.status == 200
             text = await r.text()
     families: dict[str, str] = {}

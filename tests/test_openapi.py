@@ -90,3 +90,28 @@ async def test_schemas_come_from_the_handlers_models(live: Live) -> None:
     listed = _resolve(doc, page["content"]["application/json"]["schema"])
     assert set(listed["properties"]) == {"conversations", "nextCursor"}
     assert set(listed["required"]) == {"conversations", "nextCursor"}
+
+
+async def test_document_is_built_once_and_served_as_the_same_bytes(live: Live) -> None:
+    """Built once per process (it depends only on the code and the settings), not for
+    every anonymous request: later requests get the same bytes, revalidated by ETag."""
+    from server.openapi import DOCUMENTS
+
+    async with aiohttp.ClientSession() as http:
+        async with http.get(live.url + "/openapi.json") as resp:
+            assert resp.status == 200
+            first = await resp.read()
+            etag = resp.headers["ETag"]
+            assert "max-age" in resp.headers["Cache-Control"]
+        builds = DOCUMENTS.builds
+        for _ in range(5):
+            async with http.get(live.url + "/openapi.json") as resp:
+                assert resp.status == 200 and resp.headers["ETag"] == etag
+                assert await resp.read() == first
+        assert DOCUMENTS.builds == builds
+        assert (
+            DOCUMENTS.get(live.settings.public_url).body
+            is DOCUMENTS.get(live.settings.public_url).body
+        )
+        async with http.get(live.url + "/openapi.json", headers={"If-None-Match": etag}) as resp:
+            assert resp.status == 304 and await resp.read() == b""

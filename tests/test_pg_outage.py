@@ -33,6 +33,7 @@ from tests.conditions import until
 from tests.conftest import create_pg_database, drop_pg_database
 from tests.fakes.gemini import FakeGemini, Script
 from tests.live_clients import WsPeer, token_text
+from tests.process_stats import METRICS_AUTH
 from tests.server_process import serve
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]
@@ -191,7 +192,7 @@ async def test_postgres_cut_mid_answer(tmp_path: Path) -> None:
                 assert again.status == 200
                 tail = [orjson.loads(raw) async for raw in again.content if raw.strip()]
             assert tail[-1]["topic"] == "done" and tail[-1]["data"]["fullText"] == "back again"
-            async with http.get(server.url + "/metrics") as r:
+            async with http.get(server.url + "/metrics", headers=METRICS_AUTH) as r:
                 metrics = await r.text()
             # What an operator sees of it (README, "Metrics").
             for failed in (

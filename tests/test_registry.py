@@ -16,6 +16,7 @@ from tests.auth_helpers import bearer, make_user_session
 from tests.conditions import until
 from tests.conftest import Live, make_settings, start_live
 from tests.live_clients import WsPeer, read_ndjson
+from tests.process_stats import METRICS_AUTH
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -145,7 +146,7 @@ async def test_crashed_actor_is_supervised_and_respawned(live_short_idle: Live) 
 
 async def test_metrics_expose_tokens_and_connections(live_short_idle: Live) -> None:
     async with aiohttp.ClientSession() as http:
-        async with http.get(live_short_idle.url + "/metrics") as r:
+        async with http.get(live_short_idle.url + "/metrics", headers=METRICS_AUTH) as r:
             text = await r.text()
     assert r.status == 200
     assert "cero_tokens_streamed_total" in text and "cero_live_actors" in text

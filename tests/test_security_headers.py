@@ -15,7 +15,7 @@ import pytest_asyncio
 
 from server.config import Settings
 from server.security_headers import HSTS
-from tests.auth_helpers import fresh_ip, make_user_session, running, session_cookie
+from tests.auth_helpers import bearer, fresh_ip, make_user_session, running, session_cookie
 from tests.conftest import Live, make_settings, start_live
 
 
@@ -32,6 +32,7 @@ async def live(database_url: str) -> AsyncIterator[Live]:
 
 def _check(resp: aiohttp.ClientResponse, what: str, *, https: bool = False) -> None:
     headers = resp.headers
+    assert headers.getall("Server") == ["cero"], what  # never aiohttp's and Python's versions
     assert headers.get("X-Content-Type-Options") == "nosniff", what
     assert headers.get("Referrer-Policy") in ("same-origin", "no-referrer"), what
     assert ("Strict-Transport-Security" in headers) is https, what
@@ -57,7 +58,7 @@ async def test_every_get_route_and_the_html_pages(live: Live) -> None:
     async with aiohttp.ClientSession() as http:
         for path in sorted(paths | {"/no-such-page", "/app/nope"}):
             if path == "/api/ws":
-                continue  # the upgrade, below
+                continue  # the upgrade, below (test_websocket_upgrade_names_no_version)
             async with http.get(
                 live.url + path,
                 headers=fresh_ip(),
@@ -85,6 +86,17 @@ async def test_every_get_route_and_the_html_pages(live: Live) -> None:
                 _check(resp, f"{method} {path} signed in")
                 html += 1
     assert html >= 5  # /app, /device signed out, and the signed-in device pages
+
+
+async def test_websocket_upgrade_names_no_version(live: Live) -> None:
+    token, _ = await make_user_session("Socket")
+    async with (
+        aiohttp.ClientSession() as http,
+        http.ws_connect(live.url + "/api/ws", headers=bearer(token)) as ws,
+    ):
+        upgrade = ws._response  # the 101 answer
+        assert upgrade.status == 101
+        assert upgrade.headers.getall("Server") == ["cero"]
 
 
 async def test_hsts_only_behind_https(database_url: str) -> None:

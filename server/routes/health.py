@@ -7,6 +7,7 @@ import asyncio
 import structlog
 from aiohttp import web
 
+from actors.error_text import READY_TEXT
 from server import api_models as wire
 from server import db
 from server.app_keys import ADMISSION, ENGINE, REDIS_HEALTH, REGISTRY, SETTINGS, WRITER
@@ -37,7 +38,7 @@ async def readyz(request: web.Request) -> web.Response:
     registry = request.app.get(REGISTRY)
     if registry is not None and registry.draining:
         # At once on SIGTERM, so a load balancer sends nothing new here.
-        return _not_ready(request, "draining: the server is shutting down")
+        return _not_ready(request, "draining")
     try:
         # Answering a SELECT is not enough: a database whose write lock is held answers
         # reads while every chat and sign-in waits. Readiness needs a write taken.
@@ -46,8 +47,8 @@ async def readyz(request: web.Request) -> web.Response:
         timeout = min(READY_WRITE_TIMEOUT_S, request.app[SETTINGS].db_write_timeout)
         await asyncio.wait_for(db.check_writes(engine, request.app.get(WRITER)), timeout)
         checks["database"] = "ok"
-    except Exception as exc:  # any failure means "not ready", with the reason
-        return _not_ready(request, f"database: {type(exc).__name__}: {exc}")
+    except Exception as exc:  # any failure means "not ready"; the reason goes to the log
+        return _not_ready(request, "database", exc)
     health = request.app.get(REDIS_HEALTH)
     if health is not None:
         # The process's own client (its pool), not a new connection per probe; a failed
@@ -56,7 +57,7 @@ async def readyz(request: web.Request) -> web.Response:
             await health.check()
             checks["redis"] = "ok"
         except REDIS_FAULTS as exc:
-            return _not_ready(request, f"redis: {type(exc).__name__}: {exc}")
+            return _not_ready(request, "redis", exc)
     admission = request.app.get(ADMISSION)
     detail: dict[str, object] = {"status": "ok", **checks}
     if admission is not None:
@@ -72,7 +73,9 @@ async def readyz(request: web.Request) -> web.Response:
     return wire.reply(wire.Status, detail)
 
 
-def _not_ready(request: web.Request, reason: str) -> web.Response:
-    reason = reason[:300]
-    log.warning("not_ready", reason=reason)
-    return error_response(request, 503, "not_ready", reason)
+def _not_ready(request: web.Request, check: str, exc: BaseException | None = None) -> web.Response:
+    """503 naming the check that failed (a fixed sentence: no address, no exception text,
+    which help only an attacker); the exception is logged with the request id."""
+    detail = None if exc is None else f"{type(exc).__name__}: {exc}"[:300]
+    log.warning("not_ready", check=check, detail=detail)
+    return error_response(request, 503, "not_ready", READY_TEXT[check])
