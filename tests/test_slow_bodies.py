@@ -36,6 +36,7 @@ from tests.process_stats import refusals
 from tests.server_process import serve
 from tests.test_limits import OTHER, json_error, parse, serving, short_chat
 
+BALANCER = "127.0.0.9"
 #: How often a slow client sends its next body byte (the probe: every 5 s).
 DRIP_EVERY = 0.5
 
@@ -49,7 +50,8 @@ async def slow_body(
     within: float = 20.0,
 ) -> tuple[bytes, float]:
     """Send ``head`` and ``first``, then one more body byte every ``DRIP_EVERY`` s until the
-    server closes the connection; return what it answered and how long it took."""
+    server closes the connection; return what it answered (what arrived before a reset, if
+    it reset: a refusal past the lingering ones closes at once) and how long it took."""
     host, port = url.removeprefix("http://").split(":")
     reader, writer = await asyncio.open_connection(
         host, int(port), local_addr=(local, 0) if local else None
@@ -64,9 +66,16 @@ async def slow_body(
                 writer.write(b" ")
                 await writer.drain()
 
+    async def read_all() -> bytes:
+        answer = b""
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := await reader.read(65536):
+                answer += chunk
+        return answer
+
     dripping = asyncio.ensure_future(drip())
     try:
-        answer = await asyncio.wait_for(reader.read(), within)
+        answer = await asyncio.wait_for(read_all(), within)
     finally:
         dripping.cancel()
         writer.close()
@@ -145,3 +154,126 @@ async def test_large_body_at_a_normal_pace_is_served(tmp_path: Path) -> None:
         ):
             assert resp.status == 200, await resp.text()
             assert b'"done"' in await resp.read()
+
+
+@pytest.mark.slow
+async def test_slow_body_flood_under_low_nofile_limit(tmp_path: Path) -> None:
+    """The probe, scaled: 300 slow bodies to ``/api/auth/device/token`` from four addresses
+    against ``cero-api serve`` under ``ulimit -n`` 128 soft / 256 hard (176 slots). Every
+    slot is taken, then given back within the deadline; meanwhile another signed-in user's
+    chat is served once they are, and ``/readyz`` answers 200 throughout. (Before: the
+    slots stayed taken as long as the bytes kept coming, and the chat got 503.)"""
+    database_url = f"sqlite:///{tmp_path / 'cero.db'}"
+    await db.migrate(db.bind(database_url))
+    token, _ = await make_user_session("Bystander")
+    body_timeout = 4.0
+    env: dict[str, str | None] = {
+        "CERO_FD_HEADROOM": "64",
+        "CERO_CONNECTION_RESERVE": "8",
+        "CERO_MAX_CONNECTIONS_PER_IP": "1000",
+        "CERO_BODY_TIMEOUT": str(body_timeout),
+        # The deadline alone (the rate is another test's): slots stay taken long enough
+        # to see the attack work first.
+        "CERO_MIN_BODY_RATE": "0",
+        "CERO_LOG_LEVEL": "warning",
+    }
+
+    def low_nofile() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (128, 256))
+
+    async with serve(
+        database_url,
+        cwd=tmp_path,
+        env=env,
+        command=[str(Path(sys.executable).parent / "cero-api"), "serve"],
+        preexec_fn=low_nofile,
+    ) as server:
+        url = server.url
+        readyz: list[int | str] = []
+
+        async def watch_readyz() -> None:
+            # A load balancer's address of its own (a reserved slot is one per address).
+            connector = aiohttp.TCPConnector(local_addr=(BALANCER, 0), force_close=True)
+            async with aiohttp.ClientSession(connector=connector) as http:
+                while True:
+                    try:
+                        async with http.get(
+                            url + "/readyz", timeout=aiohttp.ClientTimeout(total=5)
+                        ) as resp:
+                            readyz.append(resp.status)
+                    except (aiohttp.ClientError, TimeoutError) as exc:
+                        readyz.append(type(exc).__name__)
+                    await asyncio.sleep(0.1)  # the probe's interval
+
+        head = post_head(
+            "/api/auth/device/token",
+            100_000,
+            {"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        flood = [
+            asyncio.ensure_future(
+                slow_body(url, head, local=f"127.0.0.{3 + n % 4}", first=b"g", within=30)
+            )
+            for n in range(300)
+        ]
+        watcher: asyncio.Future[None] | None = None
+        try:
+            # Full (the excess was answered 503 at once, every slot is a slow body's): the
+            # probes answer, another user's chat is refused...
+            await until(lambda: sum(t.done() for t in flood) >= 100, 10, what="flood is in")
+            watcher = asyncio.ensure_future(watch_readyz())
+            assert await chat_status(url, token) == 503
+
+            # ...until the slow bodies are cut off: then it is served.
+            async def served() -> bool:
+                return await chat_status(url, token) == 200
+
+            await until(served, body_timeout + 10, every=0.2, what="a chat is served")
+            results = await asyncio.gather(*flood)
+        finally:
+            for task in flood:
+                task.cancel()
+            if watcher is not None:
+                watcher.cancel()
+        timed_out = over_capacity = reset = 0
+        for answer, took in results:
+            assert took < body_timeout + 5, took  # every slot is back within the deadline
+            if not answer:
+                reset += 1
+                continue
+            status, headers, body = parse(answer)
+            data = orjson.loads(body)
+            # OAuth-shaped under /api/auth/; refused at accept, before any path was read,
+            # in the plain shape.
+            code = data.get("code") or data["error"]
+            assert headers["connection"] == "close", answer
+            if status == 408:
+                assert code == "request_timeout", body
+                timed_out += 1
+            else:
+                assert (status, code) == (503, "over_capacity"), answer
+                over_capacity += 1
+        # The 176 slots' bodies were cut off with 408 (a reset may beat an answer, rarely).
+        assert timed_out >= 170, (timed_out, over_capacity, reset)
+        assert readyz and set(readyz) == {200}, readyz
+        async with aiohttp.ClientSession() as http:
+            assert await refusals(http, url, "slow_body") >= timed_out
+        assert "unhandled_error" not in server.log() and "Traceback" not in server.log()
+
+
+async def chat_status(url: str, token: str) -> int:
+    """The status of one short chat from another address (its answer read to the end)."""
+    connector = aiohttp.TCPConnector(local_addr=(OTHER, 0), force_close=True)
+    async with (
+        aiohttp.ClientSession(connector=connector) as http,
+        http.post(
+            url + "/api/chat",
+            json={"message": "hi", "aiModel": "demo"},
+            headers=bearer(token),
+            timeout=aiohttp.ClientTimeout(total=20),
+        ) as resp,
+    ):
+        body = await resp.read()
+        if resp.status == 200:
+            assert b'"done"' in body, body
+        return resp.status
