@@ -26,10 +26,11 @@ What it adds:
 - a body deadline for every route: a request body must arrive whole within
   ``CERO_BODY_TIMEOUT`` of the end of its head, and at ``CERO_MIN_BODY_RATE`` bytes a second
   on average after a grace of ``BODY_RATE_GRACE_S`` (a body of ``n`` bytes is given
-  ``grace + n / rate``, never more than the deadline). Past it the handler's read raises
-  :class:`server.errors.BodyTimeout`, answered ``408 request_timeout`` and closed (a
-  handler that is not reading gets its connection closed a moment later); requests
-  without a body (WebSocket upgrades, event streams) are never watched;
+  ``grace + n / rate``, never more than the deadline). Past it this layer answers ``408
+  request_timeout`` itself (whether or not the handler is reading), half-closes, and the
+  handler's next read raises :class:`server.errors.BodyTimeout`; a body still arriving
+  after the handler answered is simply cut off. Requests without a body (WebSocket
+  upgrades, event streams) are never watched;
 - connection caps through :class:`server.connection_guard.ConnectionGuard`.
 
 Why one module of ~500 lines: the handler, the server that makes it and the runner that
