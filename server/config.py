@@ -101,6 +101,10 @@ class Settings(BaseSettings):
     max_body: int = Field(1 << 20, validation_alias="CERO_MAX_BODY", ge=1024)
     header_timeout: float = Field(10.0, validation_alias="CERO_HEADER_TIMEOUT", gt=0, le=300)
     keepalive_timeout: float = Field(15.0, validation_alias="CERO_KEEPALIVE_TIMEOUT", gt=0, le=3600)
+    #: A request body must arrive whole within this many seconds of the end of its head...
+    body_timeout: float = Field(15.0, validation_alias="CERO_BODY_TIMEOUT", gt=0, le=3600)
+    #: ...and at this many bytes a second on average, after a 2 s grace (0: no minimum).
+    min_body_rate: int = Field(1024, validation_alias="CERO_MIN_BODY_RATE", ge=0)
     max_connections: int = Field(4096, validation_alias="CERO_MAX_CONNECTIONS", ge=1)
     max_connections_per_ip: int = Field(256, validation_alias="CERO_MAX_CONNECTIONS_PER_IP", ge=1)
     connection_reserve: int = Field(16, validation_alias="CERO_CONNECTION_RESERVE", ge=1, le=1024)

@@ -86,7 +86,7 @@ class ConnectionGuard:
         self.reserved = 0
         self.lingering = 0
         #: Metrics hook: a connection refused, by limit (``connections_per_ip``: 429,
-        #: ``connections``: 503 over capacity).
+        #: ``connections``: 503 over capacity, ``slow_body``: 408 or closed, body too slow).
         self.on_refusal: Callable[[str], None] | None = None
         self._per_ip = InFlight()
         self._reserved_by: set[str] = set()  # one reserved slot per address at a time

@@ -35,6 +35,16 @@ class ApiError(Exception):
         self.extra = dict(extra or {})
 
 
+class BodyTimeout(Exception):
+    """Raised by a request body's reads when the connection layer gave up on the body (too
+    slow: ``CERO_BODY_TIMEOUT`` / ``CERO_MIN_BODY_RATE``, see :mod:`server.http_protocol`).
+
+    The connection layer has answered ``408`` itself by then; this only makes the handler
+    stop waiting. Not an :class:`ApiError`, so that a handler turning its own body errors
+    into a page or another code does not catch it; the error middleware renders it as the
+    same ``408`` (what the metrics and the access log count)."""
+
+
 def unauthorized() -> ApiError:
     return ApiError(401, "unauthorized", "Unauthorized")
 

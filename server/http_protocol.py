@@ -5,10 +5,12 @@ a :class:`GuardedRequestHandler` (a subclass of ``aiohttp.web_protocol.RequestHa
 made by a :class:`GuardedServer` (a ``web.Server``) that :class:`CeroRunner` (an
 ``AppRunner``) puts in place of aiohttp's own. The hooks used — ``RequestHandler
 .handle_error`` (called for parser errors and unhandled handler errors),
-``connection_made`` / ``data_received`` / ``connection_lost``, and the private
-``_waiter``, ``_request_count``, ``_request_in_progress``, ``_messages``, ``_loop``,
-``_kwargs`` — are checked by ``tests/test_limits.py::test_aiohttp_hooks_still_exist``, which
-fails loudly if an aiohttp upgrade moves them.
+``connection_made`` / ``data_received`` / ``connection_lost``, the private
+``_waiter``, ``_request_count``, ``_request_in_progress``, ``_messages``,
+``_current_request``, ``_loop``, ``_kwargs``, and the request payload's ``StreamReader``
+(``total_bytes``, ``is_eof``, ``feed_eof``, ``set_exception``) — are checked by
+``tests/test_limits.py::test_aiohttp_hooks_still_exist``, which fails loudly if an aiohttp
+upgrade moves them.
 
 What it adds:
 
@@ -21,9 +23,17 @@ What it adds:
   head within it (a silent one is closed, a slow one answered ``408``), and so must a kept
   alive one once it starts sending the next request; idle keep-alive is
   ``CERO_KEEPALIVE_TIMEOUT`` (aiohttp's own timer);
+- a body deadline for every route: a request body must arrive whole within
+  ``CERO_BODY_TIMEOUT`` of the end of its head, and at ``CERO_MIN_BODY_RATE`` bytes a second
+  on average after a grace of ``BODY_RATE_GRACE_S`` (a body of ``n`` bytes is given
+  ``grace + n / rate``, never more than the deadline). Past it this layer answers ``408
+  request_timeout`` itself (whether or not the handler is reading), half-closes, and the
+  handler's next read raises :class:`server.errors.BodyTimeout`; a body still arriving
+  after the handler answered is simply cut off. Requests without a body (WebSocket
+  upgrades, event streams) are never watched;
 - connection caps through :class:`server.connection_guard.ConnectionGuard`.
 
-Why one module of ~400 lines: the handler, the server that makes it and the runner that
+Why one module of ~500 lines: the handler, the server that makes it and the runner that
 installs it are one chain of aiohttp subclasses, and keeping every hook below aiohttp's
 public API in this one file is what lets one test guard them all; the counting itself
 lives in :mod:`server.connection_guard`.
@@ -43,13 +53,14 @@ import orjson
 import structlog
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
+from aiohttp.streams import StreamReader
 from aiohttp.typedefs import Handler
 from aiohttp.web_protocol import RequestHandler
 
 from server.app_keys import METRICS
 from server.config import Settings
 from server.connection_guard import Admission, ConnectionGuard, exempt_networks
-from server.errors import error_response
+from server.errors import BodyTimeout, error_body, error_response
 from server.security_headers import EVERY_RESPONSE
 
 log = structlog.get_logger(__name__)
@@ -61,6 +72,8 @@ RESERVE_HEADER_TIMEOUT_S = 2.0
 # A refused connection is half-closed and kept this long so the client reads its answer
 # (closing with its request unread would reset the connection and lose the answer).
 REFUSED_LINGER_S = 1.0
+# A body's first bytes may take this long before the minimum rate applies.
+BODY_RATE_GRACE_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +82,8 @@ class ProtocolLimits:
     max_head_bytes: int
     max_line_size: int
     max_field_size: int
+    body_timeout: float
+    min_body_rate: int
 
 
 def _request_id() -> str:
@@ -76,10 +91,17 @@ def _request_id() -> str:
 
 
 def raw_json_response(
-    status: int, code: str, message: str, headers: dict[str, str] | None = None
+    status: int,
+    code: str,
+    message: str,
+    headers: dict[str, str] | None = None,
+    *,
+    path: str = "",
 ) -> bytes:
-    """A complete ``Connection: close`` answer, for connections no request object exists on."""
-    body = orjson.dumps({"error": message, "code": code})
+    """A complete ``Connection: close`` answer written straight to the transport, for
+    connections no request object exists on (or whose handler no longer may answer); the
+    body has the contract's shape for ``path`` (OAuth-style under ``/api/auth/``)."""
+    body = orjson.dumps(error_body(path, status, code, message))
     lines = [
         f"HTTP/1.1 {status} {HTTPStatus(status).phrase}",
         "Content-Type: application/json",
@@ -92,23 +114,29 @@ def raw_json_response(
     return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii") + body
 
 
-_refusals = {"count": 0, "since": 0.0}
+class ThrottledLog:
+    """One warning a second at most under a flood, with how many events it stands for."""
+
+    def __init__(self, event: str) -> None:
+        self.event = event
+        self.count = 0
+        self.since = 0.0
+
+    def note(self, **fields: object) -> None:
+        self.count += 1
+        now = time.monotonic()
+        if now - self.since >= 1.0:
+            log.warning(self.event, count=self.count, **fields)
+            self.count = 0
+            self.since = now
+
+
+_refusals = ThrottledLog("connections_refused")
+_slow_bodies = ThrottledLog("slow_bodies_closed")
 
 
 def _log_refusal(admission: Admission, guard: ConnectionGuard) -> None:
-    """At most one log line a second under a flood, with how many were refused."""
-    _refusals["count"] += 1
-    now = time.monotonic()
-    if now - _refusals["since"] >= 1.0:
-        log.warning(
-            "connections_refused",
-            count=int(_refusals["count"]),
-            last_reason=admission.value,
-            open=guard.total,
-            reserved=guard.reserved,
-        )
-        _refusals["count"] = 0
-        _refusals["since"] = now
+    _refusals.note(last_reason=admission.value, open=guard.total, reserved=guard.reserved)
 
 
 def classify(
@@ -155,6 +183,10 @@ class GuardedRequestHandler(RequestHandler):
         self._head_bytes = 0
         self._linger: asyncio.TimerHandle | None = None
         self._discarding = False
+        # The request body being received (its head is complete, its end is not).
+        self._body: StreamReader | None = None
+        self._body_since = 0.0
+        self._body_timer: asyncio.TimerHandle | None = None
 
     @property
     def over_capacity(self) -> bool:
@@ -203,6 +235,7 @@ class GuardedRequestHandler(RequestHandler):
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._cancel_head_timer()
+        self._stop_body_watch()
         if self._discarding and self._linger is not None:
             self._linger.cancel()
             self._linger = None
@@ -229,12 +262,18 @@ class GuardedRequestHandler(RequestHandler):
             self._cancel_head_timer()  # a head is complete (or answered as an error)
             self._head_bytes = 0
             self._head_started = False
+            self._watch_body()
+            return
+        if self._body is not None:
+            if self._body.is_eof():
+                self._stop_body_watch()  # the body is complete
             return
         if not data or not (timing or self._idle()):
             return
         self._head_started = True
         self._head_bytes += len(data)
         if self._head_bytes > self.limits.max_head_bytes:
+            log.warning("http_head_rejected", status=431, code="headers_too_large")
             self._abort(431, "headers_too_large", "Request headers too large")
             return
         if self._head_timer is None:
@@ -261,28 +300,96 @@ class GuardedRequestHandler(RequestHandler):
         if self.transport is None or self._request_in_progress or self._messages:
             return
         if self._head_started:
+            log.warning("http_head_rejected", status=408, code="request_timeout")
             self._abort(408, "request_timeout", "Request head not received in time")
         else:
             log.debug("connection_idle_closed")
             self.force_close()
 
-    def _abort(self, status: int, code: str, message: str) -> None:
-        """Answer without a request object (the head never completed) and close, after
-        reading what is still in flight for a moment (an unread close would reset the
-        connection and the client would lose the answer)."""
+    def _abort(self, status: int, code: str, message: str, *, path: str = "") -> None:
+        """Answer without a request object (the head never completed, or the handler may no
+        longer answer) and close, after reading what is still in flight for a moment (an
+        unread close would reset the connection and the client would lose the answer)."""
         self._cancel_head_timer()
-        log.warning("http_head_rejected", status=status, code=code)
         transport = self.transport
         if transport is None:
             return
         self._discarding = True
-        transport.write(raw_json_response(status, code, message))
+        transport.write(raw_json_response(status, code, message, path=path))
         self.close()  # the request loop stops; the transport is ours to close
         if transport.can_write_eof():
             transport.write_eof()
             self._linger = self._loop.call_later(REFUSED_LINGER_S, transport.close)
         else:
             transport.close()
+
+    # -- the request body ------------------------------------------------------------------
+
+    def _watch_body(self) -> None:
+        """Start the body deadline if the newest request's body has not all arrived (only
+        the last of several pipelined requests can be incomplete)."""
+        self._stop_body_watch()
+        if not self._messages:
+            return
+        _, payload = self._messages[-1]
+        if payload.is_eof():  # no body (GET, WebSocket upgrade), or all of it is here
+            return
+        self._body = payload
+        self._body_since = self._loop.time()
+        self._schedule_body_check(payload)
+
+    def _body_allowance(self, payload: StreamReader) -> float:
+        """Seconds from the end of the head the body may take, given what arrived so far."""
+        allowed = self.limits.body_timeout
+        if self.limits.min_body_rate > 0:
+            earned = BODY_RATE_GRACE_S + payload.total_bytes / self.limits.min_body_rate
+            allowed = min(allowed, earned)
+        return allowed
+
+    def _schedule_body_check(self, payload: StreamReader) -> None:
+        due = self._body_since + self._body_allowance(payload)
+        self._body_timer = self._loop.call_at(due, self._check_body)
+
+    def _stop_body_watch(self) -> None:
+        self._body = None
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+
+    def _check_body(self) -> None:
+        """Due: the body is complete, still within its allowance (it earned more time
+        since), or too slow."""
+        self._body_timer = None
+        payload = self._body
+        if payload is None or payload.is_eof() or self.transport is None:
+            self._body = None
+            return
+        if self._loop.time() - self._body_since < self._body_allowance(payload):
+            self._schedule_body_check(payload)
+            return
+        self._body = None
+        _slow_bodies.note(received=payload.total_bytes, open=self.guard.total)
+        if self.guard.on_refusal is not None:
+            self.guard.on_refusal("slow_body")
+        request = self._current_request
+        if request is None:
+            # Answered already: aiohttp is reading the rest of the body to throw it away.
+            # End that, and the connection.
+            payload.feed_eof()
+            self.force_close()
+            return
+        # The handler's next read raises, so it stops waiting for the body (the error
+        # middleware renders it, for the metrics and the log; nobody reads that answer).
+        payload.set_exception(BodyTimeout())
+        payload.feed_eof()
+        if _response_started(request):
+            self.force_close()  # streaming its answer already: nothing can be added
+            return
+        # Answer here, whatever the handler does, then take the transport from it: its own
+        # answer finds the connection gone (a quiet ConnectionError in aiohttp) while the
+        # transport half-closes and lingers so the client reads the 408.
+        self._abort(408, "request_timeout", "Request body not received in time", path=request.path)
+        self.transport = None
 
     # -- aiohttp's error answers -----------------------------------------------------------
 
@@ -309,6 +416,12 @@ class GuardedRequestHandler(RequestHandler):
         )
         response.force_close()
         return response
+
+
+def _response_started(request: web.BaseRequest) -> bool:
+    """Has the handler begun writing its response (headers buffered or bytes sent)?"""
+    writer = request.writer
+    return writer.output_size > 0 or bool(getattr(writer, "_headers_buf", None))
 
 
 class GuardedServer(web.Server):
@@ -383,6 +496,8 @@ def make_runner(
         max_head_bytes=settings.max_head_bytes,
         max_line_size=line_size,
         max_field_size=field_size,
+        body_timeout=settings.body_timeout,
+        min_body_rate=settings.min_body_rate,
     )
     return CeroRunner(
         app,

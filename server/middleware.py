@@ -18,7 +18,7 @@ from redis.exceptions import RedisError
 from actors.error_text import error_text
 from server import db
 from server.app_keys import SETTINGS
-from server.errors import ApiError, error_response
+from server.errors import ApiError, BodyTimeout, error_response
 
 log = structlog.get_logger(__name__)
 
@@ -76,6 +76,14 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             message = "Request body too large"
         headers = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
         return error_response(request, exc.status, code, message, headers=headers)
+    except BodyTimeout:
+        # The connection layer gave up on the body and answered 408 already (see
+        # server/http_protocol.py): the same answer here, for the metrics and the log.
+        response = error_response(
+            request, 408, "request_timeout", "Request body not received in time"
+        )
+        response.force_close()
+        return response
     except ConnectionResetError:
         # The client vanished mid-request (half a body sent, then gone): not a server
         # error and no traceback; the answer below finds the connection closed.

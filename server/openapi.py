@@ -61,13 +61,15 @@ _ID = Param("id", "path", description="A conversation id")
 #: A limit per address or user: 429, and in cluster mode 503 not_ready while Redis, which
 #: holds the limit for every process, does not answer (never unlimited).
 _LIMITED = (429, 503)
-_BODY_ERRORS = (400, 413, 415)
+#: 408: the body did not arrive within CERO_BODY_TIMEOUT / at CERO_MIN_BODY_RATE.
+_BODY_ERRORS = (400, 408, 413, 415)
 _DESCRIPTIONS = {
     400: "Bad request: malformed body or parameter (names `field` where it can)",
     401: "No valid credential",
     403: "Forbidden (foreign Origin on a cookie write, or refused)",
     404: "Not found (a missing and a foreign resource answer alike)",
     405: "Method not allowed",
+    408: "Request body not received in time (request_timeout; the connection closes)",
     409: "Conflict (conversation_busy)",
     410: "Gone (expired)",
     413: "Body too large",

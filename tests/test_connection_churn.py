@@ -122,6 +122,10 @@ async def test_vanishing_clients_leak_nothing(tmp_path: Path) -> None:
         "CERO_DEMO_TOKEN_DELAY": "0.001",
         "CERO_LOG_LEVEL": "warning",
         "CERO_MALLOC_TRIM_INTERVAL": "0.5",
+        # The half bodies stay open until their clients vanish (what this test is about),
+        # not cut off as too slow first (tests/test_slow_bodies.py).
+        "CERO_BODY_TIMEOUT": "600",
+        "CERO_MIN_BODY_RATE": "0",
     }
     async with (
         serve(database_url, cwd=tmp_path, env=env) as server,
@@ -161,7 +165,7 @@ async def test_vanishing_clients_leak_nothing(tmp_path: Path) -> None:
             json={"message": "still there?", "aiModel": "demo"},
             headers={"Authorization": f"Bearer {token}"},
         ) as resp:
-            assert resp.status == 200
+            assert resp.status == 200, await resp.text()
             body = await resp.read()
         assert b'"done"' in body
         measured = (

@@ -8,6 +8,9 @@
   open-files limit, whose soft value is raised to the hard one at start; ``/healthz`` keeps
   answering on reserved slots, and another client's chat is served.
 
+Slow request bodies (``CERO_BODY_TIMEOUT``, ``CERO_MIN_BODY_RATE``) are tested in
+``tests/test_slow_bodies.py``.
+
 Servers run in process through the same runner as ``cero-api serve`` (``make_runner``), and
 once as a ``cero-api serve`` subprocess under a low ``ulimit -n``. Counts are scaled for CI.
 """
@@ -167,7 +170,13 @@ def test_aiohttp_hooks_still_exist() -> None:
     params = list(inspect.signature(RequestHandler.handle_error).parameters)
     assert params[:5] == ["self", "request", "status", "exc", "message"], params
     assert "handle_error" in inspect.getsource(RequestHandler._make_error_handler)
-    for name in ("_waiter", "_request_count", "_request_in_progress", "_messages"):
+    for name in (
+        "_waiter",
+        "_request_count",
+        "_request_in_progress",
+        "_messages",
+        "_current_request",
+    ):
         assert name in RequestHandler.__slots__, name
     for method in ("connection_made", "connection_lost", "data_received", "force_close"):
         assert callable(getattr(RequestHandler, method)), method
@@ -175,6 +184,18 @@ def test_aiohttp_hooks_still_exist() -> None:
     for name in ("keepalive_timeout", "max_line_size", "max_field_size", "max_headers"):
         assert name in init, name
     assert LineTooLong(b"x", 8190).args[1] == 8190  # the limit tells 414 from 431
+    # The body deadline watches the payload aiohttp queues with each request head...
+    from aiohttp.http_writer import StreamWriter
+    from aiohttp.streams import StreamReader
+
+    for method in ("is_eof", "feed_eof", "set_exception"):
+        assert callable(getattr(StreamReader, method)), method
+    assert "self.total_bytes" in inspect.getsource(StreamReader.__init__)
+    # ...and tells a started response by what its writer holds or sent.
+    writer_init = inspect.getsource(StreamWriter.__init__)
+    assert "self._headers_buf" in writer_init, "StreamWriter._headers_buf moved"
+    assert "output_size" in inspect.getsource(StreamWriter)
+    assert "self._protocol.transport" in inspect.getsource(StreamWriter)
     assert "_make_server" in vars(web.AppRunner)
     source = inspect.getsource(web.Server)
     assert "self._kwargs" in source and "self._loop" in source
@@ -401,10 +422,15 @@ async def test_idle_connection_flood_under_low_nofile_limit(tmp_path: Path) -> N
 
 
 async def test_long_lived_streams_outlive_the_head_and_keepalive_timeouts(tmp_path: Path) -> None:
-    """The timeouts are for heads and idle keep-alive only: a WebSocket and a slow chat
-    stream stay open well past both."""
+    """The timeouts are for heads, request bodies and idle keep-alive only: a WebSocket and
+    a slow chat stream stay open well past all three."""
     async with serving(
-        tmp_path, header_timeout=0.3, keepalive_timeout=0.3, demo_token_delay=0.05
+        tmp_path,
+        header_timeout=0.3,
+        keepalive_timeout=0.3,
+        body_timeout=0.3,
+        min_body_rate=1_000_000,
+        demo_token_delay=0.05,
     ) as (url, _):
         token, _ = await make_user_session("Streamer")
         async with aiohttp.ClientSession() as http:
