@@ -6,6 +6,7 @@ over the limit becomes ``413`` (aiohttp raises it while reading; the middleware 
 
 from __future__ import annotations
 
+import functools
 import zlib
 from typing import TypeVar
 
@@ -44,15 +45,12 @@ async def read_form(request: web.Request) -> FormData:
         form = await request.post()
     except _MALFORMED:
         raise ApiError(400, "invalid_request", "Malformed form body") from None
-    field = first_nul({k: v for k, v in form.items() if isinstance(v, str)})
-    if field is not None:
-        raise refused(field)
     return form
 
 
 async def read_object(request: web.Request, *, allow_form: bool = False) -> dict[str, object]:
-    """The request body as a JSON object (or form fields when ``allow_form``). A string
-    holding U+0000 anywhere in it is ``400`` naming its field (:mod:`server.nul_guard`)."""
+    """The request body as a JSON object (or form fields when ``allow_form``). A field the
+    route reads holding U+0000 is ``400`` naming it (:func:`validate`, server.nul_guard)."""
     if allow_form and request.content_type in FORM_TYPES:
         form = await read_form(request)
         return {key: value for key, value in form.items() if isinstance(value, str)}
@@ -65,18 +63,32 @@ async def read_object(request: web.Request, *, allow_form: bool = False) -> dict
         raise ApiError(400, "invalid_json", "Malformed JSON body") from None
     if not isinstance(data, dict):
         raise ApiError(400, "invalid_json", "The body must be a JSON object")
-    field = first_nul(data)
-    if field is not None:
-        raise refused(field)
     return data
 
 
 def validate(model: type[M], data: dict[str, object], *, code: str = "invalid_request") -> M:
+    # Only the fields the model reads: an ignored one reaches no database.
+    holding_nul = first_nul({key: data[key] for key in _field_names(model) if key in data})
+    if holding_nul is not None:
+        raise refused(holding_nul)
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         field, message = first_error(exc, "body")
         raise ApiError(400, code, f"{field}: {message}", extra={"field": field}) from None
+
+
+@functools.cache
+def _field_names(model: type[BaseModel]) -> frozenset[str]:
+    """The body keys ``model`` reads: each field's name and its alias."""
+    names = set(model.model_fields)
+    names.update(f.alias for f in model.model_fields.values() if f.alias)
+    names.update(
+        str(f.validation_alias)
+        for f in model.model_fields.values()
+        if isinstance(f.validation_alias, str)
+    )
+    return frozenset(names)
 
 
 async def read_model(

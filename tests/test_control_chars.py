@@ -201,3 +201,27 @@ async def test_websocket_frames(env: Env) -> None:
             await peer.wait_for(lambda f: f["type"] == "ack" and f.get("of") == "ping")
         finally:
             await peer.close()
+
+
+async def test_fields_the_route_does_not_read_are_ignored_nul_or_not(env: Env) -> None:
+    """A NUL reaches no database through a field no route reads: like any unknown field,
+    it is ignored (refusing it rejected valid requests: schemathesis' ST202)."""
+    async with aiohttp.ClientSession() as http:
+        token = await env.token()
+        conversation_id = await new_conversation(http, env.live.url, token)
+        url = URL(f"{env.live.url}/api/conversations/{conversation_id}")
+        status, _, raw = await _send(
+            http, token, "PATCH", url, {"shortTitle": "renamed", "x\x00": "a\x00b"}
+        )
+        assert status == 200, raw
+        listed = URL(f"{env.live.url}/api/conversations?x%00=%00&limit=5", encoded=True)
+        status, _, raw = await _send(http, token, "GET", listed, None)
+        assert status == 200, raw
+        status, _, raw = await _send(
+            http,
+            token,
+            "GET",
+            URL(f"{env.live.url}/api/conversations?cursor=%00", encoded=True),
+            None,
+        )
+        assert status == 400 and orjson.loads(raw)["field"] == "cursor", raw

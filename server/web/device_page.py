@@ -25,6 +25,7 @@ from server.auth.current import CurrentUser, current_user
 from server.auth.device_flow import CodeView, display, normalize
 from server.bodies import read_form
 from server.errors import ApiError
+from server.nul_guard import first_nul
 
 routes = web.RouteTableDef()
 
@@ -190,6 +191,8 @@ async def device_decision(request: web.Request) -> web.Response:
         return _page("Connect a device", _entry_form("", exc.message), status=400)
     raw = form.get("user_code")
     action = form.get("action")
+    if first_nul({"user_code": raw, "action": action}) is not None:
+        return _page("Connect a device", _entry_form("", "Enter the code shown"), status=400)
     code = raw if isinstance(raw, str) else None
     user = current_user(request)
     if user is None:
