@@ -330,7 +330,7 @@ def _operation(method: str, path: str, op: Op, schemas: _Schemas) -> dict[str, A
                 "name": p.name,
                 "in": p.where,
                 "required": p.where == "path",
-                "schema": _no_nul(p) if p.where == "query" else p.schema,
+                "schema": p.schema,
                 **({"description": p.description} if p.description else {}),
             }
             for p in op.params
@@ -375,8 +375,6 @@ def _operation(method: str, path: str, op: Op, schemas: _Schemas) -> dict[str, A
         responses["101"] = {"description": "Switching Protocols (WebSocket)"}
     error = m.OAuthErrorBody if path.startswith(AUTH_PREFIX) else m.ApiErrorBody
     statuses = set(op.errors) | {405}
-    if any(p.where == "query" for p in op.params):
-        statuses.add(400)  # a documented query parameter holding U+0000 (server.nul_guard)
     if op.auth == "bearer":
         statuses.add(401)
     if op.auth in ("bearer", "cookie") and method != "get":
@@ -392,26 +390,6 @@ def _operation(method: str, path: str, op: Op, schemas: _Schemas) -> dict[str, A
         }
     out["responses"] = responses
     return out
-
-
-#: What server.nul_guard refuses in a query parameter it reads: the schema says so.
-NO_NUL = "^[^\\u0000]*$"
-
-
-def _no_nul(param: Param) -> dict[str, Any]:
-    schema = param.schema
-    if schema.get("type") == "string" and "pattern" not in schema:
-        return {**schema, "pattern": NO_NUL}
-    return schema
-
-
-def query_names() -> dict[tuple[str, str], frozenset[str]]:
-    """The query parameters each operation documents, by ``(METHOD, path template)``:
-    the ones handlers read (server.nul_guard checks those)."""
-    return {
-        (method.upper(), path): frozenset(p.name for p in op.params if p.where == "query")
-        for (method, path), op in OPS.items()
-    }
 
 
 def _op_id(method: str, path: str) -> str:
