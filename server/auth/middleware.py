@@ -47,8 +47,12 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         return await handler(request)
     request[RESOLVED] = resolved
     request[USER] = CurrentUser.of(resolved, via)
-    with structlog.contextvars.bound_contextvars(user_id=resolved.user.id):
+    # bind/reset, not ``bound_contextvars``: see request_id_middleware (server.middleware).
+    bound = structlog.contextvars.bind_contextvars(user_id=resolved.user.id)["user_id"]
+    try:
         return await handler(request)
+    finally:
+        structlog.contextvars.reset_contextvars(user_id=bound)
 
 
 async def _from_cookie(request: web.Request) -> Resolved | None:
