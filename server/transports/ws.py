@@ -22,7 +22,7 @@ import weakref
 from typing import Any
 
 import structlog
-from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp import WSCloseCode, WSMessage, WSMsgType, web
 
 from actors.conversation import ConversationActor, SubscribeSpec
 from actors.hub import Subscription
@@ -273,7 +273,8 @@ class Connection(Outbound):
 async def websocket(request: web.Request) -> web.StreamResponse:
     """Authenticate, take a stream slot, upgrade, serve. One coroutine from the handshake
     to the end: an idle socket's cost is mostly the frames it keeps waiting (bench scenario
-    3), so no helper coroutine stays suspended for the socket's life but :func:`_serve`."""
+    3), so no helper coroutine stays suspended for the socket's life; each frame the peer
+    sends is handled by :func:`_received`."""
     user, protocol = await authenticate(request)
     app = request.app
     refuse_while_draining(app)
@@ -302,7 +303,15 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         sessions = app[LIVE_SESSIONS]
         sessions.watch(user.session_id, user.session_expires_at, connection)
         try:
-            await _serve(ws, connection)
+            # The frame budget is made on the first data frame (it starts full either way).
+            budget: FrameRate | None = None
+            async for message in ws:
+                if message.type not in _DATA:
+                    continue
+                if budget is None:
+                    budget = FrameRate(settings.ws_frames_per_second, settings.ws_frame_burst)
+                if not await _received(ws, connection, budget, message):
+                    break
         finally:
             sessions.unwatch(user.session_id, connection)
             pump = connection.pump_task
@@ -320,40 +329,35 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         slot.release()
 
 
-async def _serve(ws: web.WebSocketResponse, connection: Connection) -> None:
-    settings = connection.app[SETTINGS]
-    budget = FrameRate(settings.ws_frames_per_second, settings.ws_frame_burst)
-    async for message in ws:
-        if message.type not in _DATA:
-            continue
-        verdict = budget.admit()
-        if verdict is not Verdict.ADMIT:
-            # Over the frame rate: not processed. One fault a second at most; a flood
-            # that goes on is closed like one of bad frames.
-            connection.app[METRICS].limit_refusals_by("ws_frames")
-            if verdict is Verdict.CLOSE:
-                await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"too many frames")
-                return
-            if verdict is Verdict.FAULT and not connection.closing:
-                connection.fault(
-                    "rate_limited",
-                    f"At most {settings.ws_frames_per_second:g} frames per second; "
-                    "frames over the rate are dropped",
-                    counts=False,
-                    retry_after=budget.retry_after(),
-                )
-            continue
-        if message.type == WSMsgType.TEXT:
-            keep = await connection.handle(message.data)
-        elif message.type == WSMsgType.BINARY:
-            keep = connection.fault("invalid_frame", "Binary frames are not supported")
-        else:
-            continue
-        if not keep:
-            await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"too many bad frames")
-            return
-        if connection.closing and connection.closer is None:
-            return  # closed as a slow consumer (4008)
+async def _received(
+    ws: web.WebSocketResponse, connection: Connection, budget: FrameRate, message: WSMessage
+) -> bool:
+    """One data frame from the peer; ``False`` once the socket is to be left (closed)."""
+    verdict = budget.admit()
+    if verdict is not Verdict.ADMIT:
+        # Over the frame rate: not processed. One fault a second at most; a flood that
+        # goes on is closed like one of bad frames.
+        connection.app[METRICS].limit_refusals_by("ws_frames")
+        if verdict is Verdict.CLOSE:
+            await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"too many frames")
+            return False
+        if verdict is Verdict.FAULT and not connection.closing:
+            connection.fault(
+                "rate_limited",
+                f"At most {budget.rate:g} frames per second; frames over the rate are dropped",
+                counts=False,
+                retry_after=budget.retry_after(),
+            )
+        return True
+    if message.type == WSMsgType.TEXT:
+        keep = await connection.handle(message.data)
+    else:
+        keep = connection.fault("invalid_frame", "Binary frames are not supported")
+    if not keep:
+        await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"too many bad frames")
+        return False
+    # Closed as a slow consumer (4008): nothing more to read.
+    return not (connection.closing and connection.closer is None)
 
 
 async def close_sockets(app: web.Application) -> None:
