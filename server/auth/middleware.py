@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Literal
 
 import structlog
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
 from server.auth.cookies import defer
@@ -32,7 +32,9 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     token = bearer_token(request)
     if token is not None:
         resolved = await resolve_token(request.app, token)
-    elif request.app[COOKIES].session_name in request.cookies:
+    # The header first: ``request.cookies`` caches a parsed (empty) mapping on the request,
+    # kept as long as the request lives (a WebSocket's whole life).
+    elif hdrs.COOKIE in request.headers and request.app[COOKIES].session_name in request.cookies:
         via = "cookie"
         resolved = await _from_cookie(request)
         if (
