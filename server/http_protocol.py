@@ -512,11 +512,18 @@ def make_runner(
 
 
 @web.middleware
-async def capacity_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """A connection on a reserved slot answers probes only, then closes."""
+def capacity_middleware(request: web.Request, handler: Handler) -> Awaitable[web.StreamResponse]:
+    """A connection on a reserved slot answers probes only, then closes.
+
+    Not a coroutine: an ordinary request gets the handler's own awaitable (a tail call), so
+    a long-lived one (a WebSocket) does not keep a frame of this middleware alive."""
     protocol = request.protocol
     if not (isinstance(protocol, GuardedRequestHandler) and protocol.over_capacity):
-        return await handler(request)
+        return handler(request)
+    return _reserved_slot(request, handler)
+
+
+async def _reserved_slot(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.path in PROBE_PATHS and request.method in ("GET", "HEAD"):
         response = await handler(request)
     else:

@@ -44,15 +44,19 @@ _HTTP_CODES = {
 async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     incoming = request.headers.get("X-Request-ID", "")
     request_id = incoming if _REQUEST_ID.match(incoming) else secrets.token_hex(16)
-    with structlog.contextvars.bound_contextvars(request_id=request_id):
-        try:
-            response = await handler(request)
-        except web.HTTPException as exc:
-            exc.headers["X-Request-ID"] = request_id
-            raise
-        if not response.prepared:
-            response.headers["X-Request-ID"] = request_id
-        return response
+    # bind/reset rather than ``bound_contextvars``: a long-lived request (a WebSocket)
+    # keeps this frame for its whole life, and the context manager's objects with it.
+    bound = structlog.contextvars.bind_contextvars(request_id=request_id)["request_id"]
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        exc.headers["X-Request-ID"] = request_id
+        raise
+    finally:
+        structlog.contextvars.reset_contextvars(request_id=bound)
+    if not response.prepared:
+        response.headers["X-Request-ID"] = request_id
+    return response
 
 
 @web.middleware

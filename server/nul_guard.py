@@ -22,6 +22,8 @@ field's own validation (an id holding one is simply not found).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
@@ -37,12 +39,15 @@ def refused(field: str) -> ApiError:
 
 
 @web.middleware
-async def nul_guard_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+def nul_guard_middleware(request: web.Request, handler: Handler) -> Awaitable[web.StreamResponse]:
     """Inside the auth middleware: a request without credentials still gets its ``401``
-    first, so a probe learns nothing more than before."""
+    first, so a probe learns nothing more than before.
+
+    Not a coroutine: it checks, then hands back the handler's own awaitable (a tail call),
+    so a long-lived request (a WebSocket) does not keep a frame of it alive."""
     if any(NUL in value for value in request.match_info.values()):
         raise not_found()
-    return await handler(request)
+    return handler(request)
 
 
 def first_nul(data: object, root: str = "body") -> str | None:

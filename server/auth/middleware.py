@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Literal
 
 import structlog
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
 from server.auth.cookies import defer
@@ -32,7 +32,9 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     token = bearer_token(request)
     if token is not None:
         resolved = await resolve_token(request.app, token)
-    elif request.app[COOKIES].session_name in request.cookies:
+    # The header first: ``request.cookies`` caches a parsed (empty) mapping on the request,
+    # kept as long as the request lives (a WebSocket's whole life).
+    elif hdrs.COOKIE in request.headers and request.app[COOKIES].session_name in request.cookies:
         via = "cookie"
         resolved = await _from_cookie(request)
         if (
@@ -47,8 +49,12 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         return await handler(request)
     request[RESOLVED] = resolved
     request[USER] = CurrentUser.of(resolved, via)
-    with structlog.contextvars.bound_contextvars(user_id=resolved.user.id):
+    # bind/reset, not ``bound_contextvars``: see request_id_middleware (server.middleware).
+    bound = structlog.contextvars.bind_contextvars(user_id=resolved.user.id)["user_id"]
+    try:
         return await handler(request)
+    finally:
+        structlog.contextvars.reset_contextvars(user_id=bound)
 
 
 async def _from_cookie(request: web.Request) -> Resolved | None:

@@ -22,12 +22,11 @@ import weakref
 from typing import Any
 
 import structlog
-from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp import WSCloseCode, WSMessage, WSMsgType, web
 
 from actors.conversation import ConversationActor, SubscribeSpec
 from actors.hub import Subscription
 from server.app_keys import METRICS, SETTINGS
-from server.auth.current import CurrentUser
 from server.auth.rate_limit import SlidingWindow
 from server.chat_service import (
     cancel_generation,
@@ -40,7 +39,7 @@ from server.db import is_unavailable
 from server.errors import ApiError
 from server.stream_limits import open_stream
 from server.transports.frame_rate import FrameRate, Verdict
-from server.transports.liveness import LIVE_SESSIONS, watching
+from server.transports.liveness import LIVE_SESSIONS
 from server.transports.protocol import (
     Cancel,
     ClientFrame,
@@ -119,10 +118,8 @@ class Connection(Outbound):
         frames = [ws_frame(event) for event in sub.take()]
         if replay or frames:
             self.writer.write(replay + b"".join(frames))
-        self.ready.add(sub)
         gate[0] = True
-        if self.pump_task is None:
-            self.pump_task = asyncio.get_running_loop().create_task(self.pump())
+        self.start_pump()
 
     def _full(self) -> bool:
         """At the cap of subscriptions per socket: say so (``too_many_subscriptions``)."""
@@ -171,7 +168,6 @@ class Connection(Outbound):
         if entry is None:
             return False
         actor, sub = entry
-        self.ready.discard(sub)
         await actor.unsubscribe(sub)
         return True
 
@@ -275,87 +271,93 @@ class Connection(Outbound):
 
 @routes.get("/api/ws")
 async def websocket(request: web.Request) -> web.StreamResponse:
+    """Authenticate, take a stream slot, upgrade, serve. One coroutine from the handshake
+    to the end: an idle socket's cost is mostly the frames it keeps waiting (bench scenario
+    3), so no helper coroutine stays suspended for the socket's life; each frame the peer
+    sends is handled by :func:`_received`."""
     user, protocol = await authenticate(request)
-    refuse_while_draining(request.app)
+    app = request.app
+    refuse_while_draining(app)
     slot = await open_stream(request, user.id)  # 429 before the upgrade, past the caps
     try:
-        return await _upgrade(request, user, protocol)
+        settings = app[SETTINGS]
+        connection = Connection(request, user)
+        ws = CeroWebSocket(
+            before_close=connection.stop_writing,
+            protocols=[protocol] if protocol else (),
+            heartbeat=settings.ws_heartbeat,
+            pong_timeout=settings.ws_heartbeat,
+            # aiohttp refuses a message of max_msg_size bytes; the contract allows the limit.
+            max_msg_size=settings.ws_max_frame + 1,
+            compress=False,
+            autoping=True,
+        )
+        connection.ws = ws
+        await ws.prepare(request)
+        app[SOCKETS].add(ws)
+        connection.writer.set_user_timeout()
+        metrics = app[METRICS]
+        metrics.connections.labels("ws").inc()
+        # The session's end closes the socket (4001): liveness.watching, spelled out so
+        # that no context manager object lives as long as the socket.
+        sessions = app[LIVE_SESSIONS]
+        sessions.watch(user.session_id, user.session_expires_at, connection)
+        try:
+            # The frame budget is made on the first data frame (it starts full either way).
+            budget: FrameRate | None = None
+            async for message in ws:
+                if message.type not in _DATA:
+                    continue
+                if budget is None:
+                    budget = FrameRate(settings.ws_frames_per_second, settings.ws_frame_burst)
+                if not await _received(ws, connection, budget, message):
+                    break
+        finally:
+            sessions.unwatch(user.session_id, connection)
+            pump = connection.pump_task
+            if pump is not None:
+                pump.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await pump
+            await connection.close_all()
+            if connection.closer is not None:
+                with contextlib.suppress(Exception):
+                    await connection.closer
+            metrics.connections.labels("ws").dec()
+        return ws
     finally:
         slot.release()
 
 
-async def _upgrade(
-    request: web.Request, user: CurrentUser, protocol: str | None
-) -> web.StreamResponse:
-    settings = request.app[SETTINGS]
-    connection = Connection(request, user)
-    ws = CeroWebSocket(
-        before_close=connection.stop_writing,
-        protocols=[protocol] if protocol else (),
-        heartbeat=settings.ws_heartbeat,
-        pong_timeout=settings.ws_heartbeat,
-        # aiohttp refuses a message of max_msg_size bytes; the contract allows the limit.
-        max_msg_size=settings.ws_max_frame + 1,
-        compress=False,
-        autoping=True,
-    )
-    connection.ws = ws
-    await ws.prepare(request)
-    request.app[SOCKETS].add(ws)
-    connection.writer.set_user_timeout()
-    metrics = request.app[METRICS]
-    metrics.connections.labels("ws").inc()
-    try:
-        with watching(request.app, user, connection):
-            await _serve(ws, connection)
-    finally:
-        pump = connection.pump_task
-        if pump is not None:
-            pump.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await pump
-        await connection.close_all()
-        if connection.closer is not None:
-            with contextlib.suppress(Exception):
-                await connection.closer
-        metrics.connections.labels("ws").dec()
-    return ws
-
-
-async def _serve(ws: web.WebSocketResponse, connection: Connection) -> None:
-    settings = connection.app[SETTINGS]
-    budget = FrameRate(settings.ws_frames_per_second, settings.ws_frame_burst)
-    async for message in ws:
-        if message.type not in _DATA:
-            continue
-        verdict = budget.admit()
-        if verdict is not Verdict.ADMIT:
-            # Over the frame rate: not processed. One fault a second at most; a flood
-            # that goes on is closed like one of bad frames.
-            connection.app[METRICS].limit_refusals_by("ws_frames")
-            if verdict is Verdict.CLOSE:
-                await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"too many frames")
-                return
-            if verdict is Verdict.FAULT and not connection.closing:
-                connection.fault(
-                    "rate_limited",
-                    f"At most {settings.ws_frames_per_second:g} frames per second; "
-                    "frames over the rate are dropped",
-                    counts=False,
-                    retry_after=budget.retry_after(),
-                )
-            continue
-        if message.type == WSMsgType.TEXT:
-            keep = await connection.handle(message.data)
-        elif message.type == WSMsgType.BINARY:
-            keep = connection.fault("invalid_frame", "Binary frames are not supported")
-        else:
-            continue
-        if not keep:
-            await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"too many bad frames")
-            return
-        if connection.closing and connection.closer is None:
-            return  # closed as a slow consumer (4008)
+async def _received(
+    ws: web.WebSocketResponse, connection: Connection, budget: FrameRate, message: WSMessage
+) -> bool:
+    """One data frame from the peer; ``False`` once the socket is to be left (closed)."""
+    verdict = budget.admit()
+    if verdict is not Verdict.ADMIT:
+        # Over the frame rate: not processed. One fault a second at most; a flood that
+        # goes on is closed like one of bad frames.
+        connection.app[METRICS].limit_refusals_by("ws_frames")
+        if verdict is Verdict.CLOSE:
+            await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"too many frames")
+            return False
+        if verdict is Verdict.FAULT and not connection.closing:
+            connection.fault(
+                "rate_limited",
+                f"At most {budget.rate:g} frames per second; frames over the rate are dropped",
+                counts=False,
+                retry_after=budget.retry_after(),
+            )
+        return True
+    if message.type == WSMsgType.TEXT:
+        keep = await connection.handle(message.data)
+    else:
+        keep = connection.fault("invalid_frame", "Binary frames are not supported")
+    if not keep:
+        await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"too many bad frames")
+        return False
+    # Closed as a slow consumer (4008): nothing more to read.
+    return not (connection.closing and connection.closer is None)
 
 
 async def close_sockets(app: web.Application) -> None:

@@ -38,7 +38,8 @@ def ws_frame(event: Event) -> bytes:
 
 class Outbound:
     """One socket's state and its way out. Kept small: an idle authenticated socket costs
-    only this object (the pump task and the abuse window are created on first use)."""
+    only this object (the pump task with its wake-up event, the abuse window and the replay
+    budget are created on first use)."""
 
     __slots__ = (
         "__weakref__",
@@ -47,7 +48,6 @@ class Outbound:
         "closing",
         "faults",
         "pump_task",
-        "ready",
         "replay_budget",
         "subs",
         "user",
@@ -61,8 +61,8 @@ class Outbound:
         self.user = user
         self.writer = RawWriter(request)
         self.subs: dict[str, tuple[ConversationActor, Subscription]] = {}
-        self.ready: set[Subscription] = set()
-        self.wake = asyncio.Event()
+        #: Made with the pump (the first subscription): until then nothing waits on it.
+        self.wake: asyncio.Event | None = None
         #: No more commands, no more frames: a Close frame is queued (or about to be).
         self.closing = False
         self.faults: SlidingWindow | None = None
@@ -77,7 +77,7 @@ class Outbound:
         follow it, from the publisher's direct path, the pump or a command's answer."""
         self.closing = True
         self.writer.shut_down()
-        self.wake.set()
+        self._wake()
 
     def session_ended(self) -> None:
         """The session was revoked or expired: close with 4001 (a liveness watcher)."""
@@ -135,26 +135,39 @@ class Outbound:
         if transport is not None:
             transport.close()  # flushes first; a peer that never reads again is aborted
             asyncio.get_running_loop().call_later(SLOW_CLOSE_GRACE_S, transport.abort)
-        self.wake.set()
+        self._wake()
 
     def notify(self) -> None:
         """Called by the hub inside ``append``: must not await, may close a laggard."""
-        self.wake.set()
+        self._wake()
         if not self.closing:
             for _, sub in self.subs.values():
                 if sub.overflowed:
                     self.close_slow()
                     break
 
-    async def pump(self) -> None:
+    def _wake(self) -> None:
+        wake = self.wake
+        if wake is not None:
+            wake.set()
+
+    def start_pump(self) -> None:
+        """The task that writes what lagging subscriptions queued (once per socket)."""
+        if self.pump_task is None:
+            # Set: one first pass, for whatever a subscription queued (or its closing)
+            # before there was a pump to wake.
+            self.wake = asyncio.Event()
+            self.wake.set()
+            self.pump_task = asyncio.get_running_loop().create_task(self.pump(self.wake))
+
+    async def pump(self, wake: asyncio.Event) -> None:
         while not self.closing and not self.writer.closing:
-            await self.wake.wait()
-            self.wake.clear()
+            await wake.wait()
+            wake.clear()
             frames: list[bytes] = []
             oldest = 0.0  # the oldest event this wakeup writes: its delivery lag
+            # Only adopted subscriptions are in ``subs`` (their replay went out first).
             for conversation_id, (_, sub) in list(self.subs.items()):
-                if sub not in self.ready:
-                    continue
                 if sub.overflowed:
                     self.close_slow()
                     return
@@ -168,7 +181,6 @@ class Outbound:
                 if sub.closed and not sub.pending():
                     # The conversation was deleted, or its actor stopped or crashed.
                     self.subs.pop(conversation_id, None)
-                    self.ready.discard(sub)
                     frames.append(
                         self.frame(
                             {
