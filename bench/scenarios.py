@@ -809,10 +809,10 @@ async def fanout(
             t1 = t0 + cfg.duration
             measuring = asyncio.ensure_future(group.measure(t0, t1))
             await _sleep_until(t0)
-            upstream0 = await _standin_stats(env)
-            published0 = await target.tokens_published()
             # Server CPU = the server processes' own (psutil, summed over --procs N): the
-            # client processes and the stand-in are metered apart, never counted in.
+            # client processes and the stand-in are metered apart, never counted in. The
+            # meter starts at t0, before the scrapes below: a lagging server can take
+            # seconds to answer them, which would shrink the metered window.
             meter = CpuMeter(
                 {
                     "server": [s.pid for s in target.servers],
@@ -820,6 +820,8 @@ async def fanout(
                     "standin": [standin_pid],
                 }
             )
+            upstream0 = await _standin_stats(env)
+            published0 = await target.tokens_published()
             spy_out = profile if profiled else spy
             if spy_out is not None and "{rate}" in spy_out.name:
                 spy_out = spy_out.with_name(
