@@ -925,7 +925,7 @@ async def fanout(
                 row["sent_per_s"] = round(sent, 1)
                 row["delivered_ratio"] = round(delivered / window / sent, 4) if sent else None
             cpu_s = cpu.get("server_cpu_s")
-            if cpu_s is not None and delivered:
+            if cpu_s and delivered:
                 row["server_us_per_token"] = round(1e6 * cpu_s / delivered, 1)
             if cpu_s:
                 # The figure robust to a shared machine: what one second of the server's
