@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import secrets
 import signal
 import sys
 import tempfile
@@ -29,6 +30,7 @@ from bench.scenarios import (
     Config,
     Env,
     Server,
+    Spread,
     Target,
     client_cost,
     durable_commit_floor,
@@ -38,6 +40,8 @@ from bench.scenarios import (
 )
 
 RESULTS = Path(__file__).resolve().parent / "results"
+#: Scenario 2 with --procs N > 1: the shared Redis, each configuration its own key prefix.
+REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 def _ints(text: str) -> list[int]:
@@ -100,6 +104,33 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, argparse.Namespac
         "(bench/results/<stamp>-s<1|5>-<loop>-<subs>-<rate>-profile.txt, self-time top 20 "
         "in the output; costs the profiled rows a few per cent)",
     )
+    p.add_argument(
+        "--procs",
+        type=_ints,
+        help="scenario 2: server processes per configuration, e.g. 1,2; N > 1 = N "
+        "`cero-api serve` processes in cluster mode (PostgreSQL + Redis "
+        f"{REDIS_URL}, a fresh key prefix), starts and subscribers spread over them "
+        "(default 1)",
+    )
+    p.add_argument(
+        "--capacity",
+        type=_ints,
+        help="scenario 2's capacity row for these process counts, e.g. 1,2: the most "
+        "conversations sustained at p99 <= 200 ms, delivered/sent >= 0.98 and no start "
+        "refused (PostgreSQL; doubling then bisecting; default none)",
+    )
+    p.add_argument("--capacity-start", type=int, help="capacity search: first count (default 100)")
+    p.add_argument(
+        "--capacity-max", type=int, help="capacity search: largest count tried (default 1600)"
+    )
+    p.add_argument(
+        "--capacity-steps", type=int, help="capacity search: most probes each (default 6)"
+    )
+    p.add_argument(
+        "--capacity-budget",
+        type=float,
+        help="capacity search: seconds each, no probe begins past it (default 300)",
+    )
     p.add_argument("--convs-subs", type=int, help="scenario 2 subscribers each (default 2)")
     p.add_argument("--convs-rate", type=float, help="scenario 2 tokens/s each (default 20)")
     p.add_argument("--idle", type=int, help="scenario 3 connections (default 10000)")
@@ -141,6 +172,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, argparse.Namespac
         ("s2_rate", args.convs_rate),
         ("cost_convs", args.cost_convs),
         ("s2_end_wait", args.end_wait),
+        ("s2_procs", args.procs),
+        ("capacity_procs", args.capacity),
+        ("capacity_start", args.capacity_start),
+        ("capacity_max", args.capacity_max),
+        ("capacity_steps", args.capacity_steps),
+        ("capacity_budget", args.capacity_budget),
         ("s3_conns", args.idle),
         ("s4_turns", args.turns),
         ("client_procs", args.client_procs),
@@ -176,11 +213,29 @@ async def run(cfg: Config, stamp: str) -> dict[str, Any]:
             scen = cfg.scenarios
             procs = cfg.client_procs
 
-            async def fresh(kind: str, loop: str = "uvloop", database: str = "") -> Any:
+            async def fresh(
+                kind: str, loop: str = "uvloop", database: str = "", servers_n: int = 1
+            ) -> list[Server]:
                 # A fresh process per setup: an as-fast phase can leave a server busy.
-                if kind == "project":
-                    return await env.start_project(database or env.sqlite_url, loop)
-                return await env.start_baseline(kind)
+                if kind != "project":
+                    return [await env.start_baseline(kind)]
+                if servers_n <= 1:
+                    return [await env.start_project(database or env.sqlite_url, loop)]
+                # Cluster mode: N processes on one PostgreSQL database and Redis, a key
+                # prefix of their own so no earlier run's leases or logs are seen.
+                extra = {
+                    "CERO_REDIS_URL": REDIS_URL,
+                    "CERO_REDIS_PREFIX": f"cerobench:{secrets.token_hex(4)}:",
+                }
+                started: list[Server] = []
+                try:
+                    for _ in range(servers_n):
+                        started.append(await env.start_project(database, loop, extra))
+                except BaseException:
+                    for srv in started:
+                        env.stop(srv)
+                    raise
+                return started
 
             async def setup(
                 scenario: str,
@@ -196,18 +251,29 @@ async def run(cfg: Config, stamp: str) -> dict[str, Any]:
                 owners: list[tuple[str, str]] | None = None,
                 finish: bool = False,
                 spy: Path | None = None,
+                servers_n: int = 1,
+                pool: list[tuple[str, str]] | None = None,
             ) -> list[dict[str, Any]]:
-                srv = await fresh(kind, loop, database)
+                srvs = await fresh(kind, loop, database, servers_n)
                 fanout_spy = cfg.fanout_profile and kind == "project" and scenario in ("1", "5")
                 if fanout_spy:
                     spy = RESULTS / f"{stamp}-s{scenario}-{loop}-{n}-{{rate}}-profile.txt"
                 try:
-                    t = Target(env, srv)
+                    t = Target(env, srvs[0]) if len(srvs) == 1 else Spread(env, srvs)
                     t_rooms = time.monotonic()
-                    rooms = await t.create_rooms(rooms_n, owners or users)
+                    if pool is None:
+                        rooms = await t.create_rooms(rooms_n, owners or users)
+                    else:
+                        # The capacity search reuses conversations from probe to probe
+                        # (same database); only the missing ones are created.
+                        if len(pool) < rooms_n:
+                            pool += await t.create_rooms(rooms_n - len(pool), owners or users)
+                        rooms = pool[:rooms_n]
+                        if isinstance(t, Spread):
+                            t.adopt(rooms)
                     if rooms_n > 50:
                         log(
-                            f"    {rooms_n} conversations created in "
+                            f"    {rooms_n} conversations ready in "
                             f"{time.monotonic() - t_rooms:.1f}s"
                         )
                     rows = await fanout(
@@ -227,7 +293,8 @@ async def run(cfg: Config, stamp: str) -> dict[str, Any]:
                         log=log,
                     )
                 finally:
-                    env.stop(srv)
+                    for srv in srvs:
+                        env.stop(srv)
                 if fanout_spy:
                     for row in rows:
                         if row.get("profile"):
@@ -324,26 +391,33 @@ async def many_conversations(
         warmup = max(cfg.warmup, 1.0 if convs <= 50 else 3.0)
         runs += await setup("2", "ws", "ws", cfg.s2_subs, convs, [rate], warmup=warmup)
         for url, owners in engines:
-            spy = None
-            if cfg.s2_profile and convs == max(cfg.s2_convs):
-                spy = RESULTS / f"{stamp}-s2-{url.split('://')[0]}-{convs}-profile.txt"
-            rows = await setup(
-                "2",
-                "ws",
-                "project",
-                cfg.s2_subs,
-                convs,
-                [rate],
-                warmup=warmup,
-                database=url,
-                owners=owners,
-                finish=True,
-                spy=spy,
-            )
-            for row in rows:
-                if spy is not None:
-                    row["profile_summary"] = report.summarize_profile(spy, top=20)
-            runs += rows
+            for procs_n in cfg.s2_procs:
+                if procs_n > 1 and not url.startswith("postgres"):
+                    log(f"    --procs {procs_n}: cluster mode needs PostgreSQL, not {url[:6]}")
+                    continue
+                if procs_n > 1:
+                    log(f"    {procs_n} processes in cluster mode (Redis {REDIS_URL})")
+                spy = None
+                if cfg.s2_profile and convs == max(cfg.s2_convs):
+                    spy = RESULTS / f"{stamp}-s2-{url.split('://')[0]}-{convs}-profile.txt"
+                rows = await setup(
+                    "2",
+                    "ws",
+                    "project",
+                    cfg.s2_subs,
+                    convs,
+                    [rate],
+                    warmup=warmup,
+                    database=url,
+                    owners=owners,
+                    finish=True,
+                    spy=spy,
+                    servers_n=procs_n,
+                )
+                for row in rows:
+                    if spy is not None:
+                        row["profile_summary"] = report.summarize_profile(spy, top=20)
+                runs += rows
     if cfg.cost_convs:
         convs = cfg.cost_convs
         warmup = max(cfg.warmup, 1.0 if convs <= 50 else 3.0)
@@ -357,7 +431,129 @@ async def many_conversations(
             )
         for client in ("sdk", "raw"):
             runs.append(await client_cost(env, client, convs, rate, warmup, cfg.duration, log))
+    pg = next(((u, o) for u, o in engines if u.startswith("postgres")), None)
+    if cfg.capacity_procs and pg is None:
+        log("    capacity row skipped: it runs on PostgreSQL, which is unavailable")
+    for procs_n in cfg.capacity_procs if pg is not None else []:
+        assert pg is not None
+        runs.append(await capacity(cfg, setup, pg[0], pg[1], procs_n))
     return runs
+
+
+def _sustained(row: dict[str, Any]) -> bool:
+    """The capacity row's criteria: p99 <= 200 ms, delivered/sent >= 0.98, no start failed."""
+    p99 = row.get("p99_ms")
+    ratio = row.get("delivered_ratio")
+    return (
+        p99 is not None
+        and p99 <= CAPACITY_P99_MS
+        and ratio is not None
+        and ratio >= CAPACITY_DELIVERED
+        and not row.get("starts_failed")
+    )
+
+
+CAPACITY_P99_MS = 200.0
+CAPACITY_DELIVERED = 0.98
+
+
+async def capacity(
+    cfg: Config, setup: Any, url: str, owners: list[tuple[str, str]], procs_n: int
+) -> dict[str, Any]:
+    """The most conversations (x ``cfg.s2_subs`` subscribers, ``cfg.s2_rate`` tok/s) that
+    ``procs_n`` processes sustain: scenario-2 probes from ``capacity_start``, doubling while
+    they pass, then bisecting between the last pass and the first failure, until the gap is
+    under 10 % (or 20 conversations), ``capacity_steps`` probes or ``capacity_budget`` s.
+    Each probe is a full scenario-2 row on fresh server processes; the conversations are
+    reused from probe to probe."""
+    rate = cfg.s2_rate
+    log(
+        f"scenario 2 capacity, {procs_n} process(es): most conversations x {cfg.s2_subs} "
+        f"subscribers at {rate:g} tok/s with p99 <= {CAPACITY_P99_MS:g} ms, delivered/sent "
+        f">= {CAPACITY_DELIVERED}, no start refused"
+    )
+    pool: list[tuple[str, str]] = []
+    probes: list[dict[str, Any]] = []
+    deadline = time.monotonic() + cfg.capacity_budget
+    passed, failed_at = 0, 0
+    n = cfg.capacity_start
+    stopped = "steps"
+    for _ in range(cfg.capacity_steps):
+        if time.monotonic() > deadline:
+            stopped = "budget"
+            break
+        warmup = max(cfg.warmup, 1.0 if n <= 50 else 3.0)
+        rows = await setup(
+            "2",
+            "ws",
+            "project",
+            cfg.s2_subs,
+            n,
+            [rate],
+            warmup=warmup,
+            database=url,
+            owners=owners,
+            finish=True,
+            servers_n=procs_n,
+            pool=pool,
+        )
+        row = rows[0]
+        ok = _sustained(row)
+        probes.append(
+            {
+                "conversations": n,
+                "sustained": ok,
+                "p99_ms": row.get("p99_ms"),
+                "delivered_ratio": row.get("delivered_ratio"),
+                "starts_failed": row.get("starts_failed"),
+                "starts_errors": row.get("starts_errors"),
+                "server_cpu_pct": row.get("server_cpu_pct"),
+                "machine_cpu_pct": row.get("machine_cpu_pct"),
+                "server_us_per_token": row.get("server_us_per_token"),
+                "answers_not_complete": row.get("answers_not_complete"),
+            }
+        )
+        log(f"    capacity probe {n}: {'sustained' if ok else 'not sustained'}")
+        if ok:
+            passed = max(passed, n)
+        else:
+            failed_at = n if not failed_at else min(failed_at, n)
+        if not failed_at:
+            if n >= cfg.capacity_max:
+                stopped = "max"
+                break
+            n = min(2 * n, cfg.capacity_max)
+            continue
+        if failed_at - passed <= max(20, passed // 10):
+            stopped = "resolution"
+            break
+        n = (passed + failed_at) // 2
+    row_out: dict[str, Any] = {
+        "scenario": "2cap",
+        "target": "project",
+        "transport": "ws",
+        "loop": "uvloop",
+        "database": url.split("://")[0],
+        "procs": procs_n,
+        "subscribers_each": cfg.s2_subs,
+        "rate": rate,
+        "capacity": passed,
+        "first_failed": failed_at or None,
+        "stopped": stopped,
+        "probes": probes,
+        "loadavg": _loadavg(),
+    }
+    log(
+        f"    capacity, {procs_n} process(es): {passed} conversations "
+        f"(first not sustained: {failed_at or '-'}; stopped by {stopped})"
+    )
+    return row_out
+
+
+def _loadavg() -> str:
+    with contextlib.suppress(OSError):
+        return Path("/proc/loadavg").read_text().strip()
+    return ""
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -289,17 +289,17 @@ async def _run(conn: Connection, spec: dict[str, Any]) -> None:
         async with gate:
             before = stats.ready
             try:
+                # An entry may name its own server (scenario 2 with --procs N).
+                at = int(entry.get("port", port))
                 if kind == "ws":
-                    request = ws_handshake(host, port, entry["path"])
+                    request = ws_handshake(host, at, entry["path"])
                     factory: Callable[[], asyncio.Protocol] = lambda: WsClient(  # noqa: E731
                         stats, request, list(entry.get("subscribe", ()))
                     )
                 else:
-                    request = sse_request(host, port, entry["path"], entry.get("token"))
+                    request = sse_request(host, at, entry["path"], entry.get("token"))
                     factory = lambda: SseClient(stats, request)  # noqa: E731
-                transport, _ = await asyncio.wait_for(
-                    loop.create_connection(factory, host, port), 30
-                )
+                transport, _ = await asyncio.wait_for(loop.create_connection(factory, host, at), 30)
                 transports.append(transport)
                 # Pace the handshakes: wait (bounded) until this one is ready.
                 deadline = loop.time() + 10

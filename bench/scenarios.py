@@ -60,6 +60,14 @@ class Config:
     s2_engines: list[str] = field(default_factory=lambda: ["sqlite", "postgresql"])
     #: Seconds past an answer's planned end to wait for every ``done`` (scenario 2).
     s2_end_wait: float = 60.0
+    #: Server processes per scenario-2 configuration (N > 1: cluster mode on Redis).
+    s2_procs: list[int] = field(default_factory=lambda: [1])
+    #: Process counts of the capacity row (empty: none), and its search's bounds.
+    capacity_procs: list[int] = field(default_factory=list)
+    capacity_start: int = 100
+    capacity_max: int = 1600
+    capacity_steps: int = 6
+    capacity_budget: float = 300.0
     #: Conversations (x 1 subscriber) of the "server CPU per streamed token" row; 0 = skip.
     cost_convs: int = 200
     #: py-spy on the project server during scenario 2's largest conversation count.
@@ -351,6 +359,21 @@ class Target:
         self.server = server
 
     @property
+    def servers(self) -> list[Server]:
+        """Every server process behind this target (one; :class:`Spread` has several)."""
+        return [self.server]
+
+    def sub_target(self, room_index: int, sub_index: int) -> Target:
+        """Where subscriber ``sub_index`` of room ``room_index`` connects."""
+        return self
+
+    async def counter_total(self, name: str) -> int | None:
+        """A ``/metrics`` counter summed over :attr:`servers` (None: not exposed)."""
+        values = [await Target(self.env, s)._metric(name) for s in self.servers]
+        known = [v for v in values if v is not None]
+        return sum(known) if known else None
+
+    @property
     def http(self) -> aiohttp.ClientSession:
         assert self.env.http is not None
         return self.env.http
@@ -471,6 +494,78 @@ class Target:
         """Token events the server's generations published so far (``/metrics``)."""
         try:
             return await asyncio.wait_for(self._metric("cero_tokens_streamed_total"), 5.0)
+        except (aiohttp.ClientError, TimeoutError):
+            return None
+
+
+class Spread(Target):
+    """Several project processes in cluster mode as one target (scenario 2 ``--procs N``).
+
+    Room ``i`` is created and started through process ``i % N``; its subscriber ``j``
+    connects to process ``(i + j) % N``, so with two subscribers per room on two processes
+    one of them reads the answer through the other process's relay. Cancels and stored
+    statuses go through the room's own process; counters are summed over all."""
+
+    def __init__(self, env: Env, servers: list[Server]) -> None:
+        super().__init__(env, servers[0])
+        self.parts = [Target(env, s) for s in servers]
+        self.home: dict[str, int] = {}
+
+    @property
+    def servers(self) -> list[Server]:
+        return [p.server for p in self.parts]
+
+    def sub_target(self, room_index: int, sub_index: int) -> Target:
+        return self.parts[(room_index + sub_index) % len(self.parts)]
+
+    def _part(self, room: str) -> Target:
+        return self.parts[self.home.get(room, 0)]
+
+    async def create_rooms(self, count: int, users: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        n = len(self.parts)
+        made = await asyncio.gather(
+            *(
+                self.parts[k].create_rooms(len(range(k, count, n)), users[k:] + users[:k])
+                for k in range(n)
+            )
+        )
+        rooms: list[tuple[str, str]] = []
+        for i in range(count):
+            rooms.append(made[i % n][i // n])
+        self.adopt(rooms)
+        return rooms
+
+    def adopt(self, rooms: Sequence[tuple[str, str]]) -> None:
+        """Room ``i`` belongs to process ``i % N`` (rooms made elsewhere, e.g. reused)."""
+        self.home = {room: i % len(self.parts) for i, (room, _) in enumerate(rooms)}
+
+    async def start_stream(self, room: str, token: str, tokens: int, rate: float) -> None:
+        await self._part(room).start_stream(room, token, tokens, rate)
+
+    async def stop_streams(self, rooms: Sequence[tuple[str, str]]) -> None:
+        await asyncio.gather(
+            *(
+                self.parts[k].stop_streams([r for r in rooms if self.home.get(r[0], 0) == k])
+                for k in range(len(self.parts))
+            )
+        )
+
+    async def answer_statuses(self, rooms: Sequence[tuple[str, str]]) -> dict[str, int]:
+        total: dict[str, int] = {}
+        for k in range(len(self.parts)):
+            mine = [r for r in rooms if self.home.get(r[0], 0) == k]
+            if not mine:
+                continue
+            for status, n in (await self.parts[k].answer_statuses(mine)).items():
+                total[status] = total.get(status, 0) + n
+        return total
+
+    async def slow_closes(self) -> int | None:
+        return await self.counter_total("cero_ws_slow_consumer_closes_total")
+
+    async def tokens_published(self) -> int | None:
+        try:
+            return await asyncio.wait_for(self.counter_total("cero_tokens_streamed_total"), 5.0)
         except (aiohttp.ClientError, TimeoutError):
             return None
 
@@ -661,11 +756,15 @@ async def fanout(
     reported, marked ``profile``)."""
     cfg = env.cfg
     server = target.server
-    conns = [
-        (target.ws_conn if transport == "ws" else target.sse_conn)(room, token)
-        for room, token in rooms
-        for _ in range(subs_per_room)
-    ]
+    multi = len(target.servers) > 1
+    conns = []
+    for i, (room, token) in enumerate(rooms):
+        for j in range(subs_per_room):
+            at = target.sub_target(i, j)
+            conn = (at.ws_conn if transport == "ws" else at.sse_conn)(room, token)
+            if multi:
+                conn["port"] = at.server.port
+            conns.append(conn)
     # 1,000 subscribers and more take a while to connect and subscribe on 2 cores.
     ready_timeout = 120.0 + 0.2 * len(conns)
     group = ClientGroup(
@@ -699,9 +798,13 @@ async def fanout(
             # Those that must end `complete` (finish) are asked to be long (10 minutes),
             # and the stand-in ends them all right after the window (``/bench/finish``),
             # however long starting them took.
-            slack = 600.0 if finish else 4.0
+            # The others are cancelled after the window; their slack covers starts that
+            # take long on a busy machine (15 s for 200 measured), else the first answers
+            # end before the window does.
+            slack = 600.0 if finish else 30.0 + 0.1 * len(rooms)
             tokens = FAST_TOKENS if rate <= 0 else int(rate * (warmup + cfg.duration + slack)) + 10
             before_start = await _standin_stats(env)
+            admission0 = await _admission(target)
             starts, failed_rooms = await _start_all(
                 target, rooms, tokens, rate, retries_503=5 if scenario in ("1", "5") else 0
             )
@@ -709,11 +812,19 @@ async def fanout(
             t1 = t0 + cfg.duration
             measuring = asyncio.ensure_future(group.measure(t0, t1))
             await _sleep_until(t0)
+            # Server CPU = the server processes' own (psutil, summed over --procs N): the
+            # client processes and the stand-in are metered apart, never counted in. The
+            # meter starts at t0, before the scrapes below: a lagging server can take
+            # seconds to answer them, which would shrink the metered window.
+            meter = CpuMeter(
+                {
+                    "server": [s.pid for s in target.servers],
+                    "client": group.pids,
+                    "standin": [standin_pid],
+                }
+            )
             upstream0 = await _standin_stats(env)
             published0 = await target.tokens_published()
-            meter = CpuMeter(
-                {"server": [server.pid], "client": group.pids, "standin": [standin_pid]}
-            )
             spy_out = profile if profiled else spy
             if spy_out is not None and "{rate}" in spy_out.name:
                 spy_out = spy_out.with_name(
@@ -742,6 +853,9 @@ async def fanout(
                 )
             await _sleep_until(t1)
             cpu = meter.read()
+            loadavg = ""
+            with contextlib.suppress(OSError):
+                loadavg = Path("/proc/loadavg").read_text().strip()
             upstream1 = await _standin_stats(env)
             upstream = _stats_delta(upstream0, upstream1)
             # The phase's own requests are made before the window: count them from its start.
@@ -756,6 +870,7 @@ async def fanout(
                 except subprocess.TimeoutExpired:
                     spying.kill()
                     spying.wait(5)
+            admission = _admission_delta(admission0, await _admission(target))
             ends: dict[str, Any] = {}
             if finish and rate > 0:
                 async with target.http.post(env.standin_url + "/bench/finish") as resp:
@@ -787,9 +902,11 @@ async def fanout(
                 "database": server.database,
                 "conversations": len(rooms),
                 "subscribers": len(conns),
+                "procs": len(target.servers),
                 "non_reader": non_reader,
                 "rate": "fast" if rate <= 0 else rate,
                 "window_s": round(window, 2),
+                "loadavg": loadavg,  # the machine's, at the window's end (shared box)
                 "deliveries_per_s": round(delivered / window, 1),
                 "frames_per_s": round(totals.get("frames", 0) / window, 1),
                 "samples": int(samples.size),
@@ -802,6 +919,7 @@ async def fanout(
                 "close_codes": totals.get("close_codes", {}),
                 "cancel_s": cancel_s,
                 **starts,
+                **admission,
                 **ends,
             }
             if rate > 0:
@@ -810,7 +928,7 @@ async def fanout(
                 row["sent_per_s"] = round(sent, 1)
                 row["delivered_ratio"] = round(delivered / window / sent, 4) if sent else None
             cpu_s = cpu.get("server_cpu_s")
-            if cpu_s is not None and delivered:
+            if cpu_s and delivered:
                 row["server_us_per_token"] = round(1e6 * cpu_s / delivered, 1)
             if cpu_s:
                 # The figure robust to a shared machine: what one second of the server's
@@ -838,6 +956,36 @@ async def fanout(
             sock.close()
         await group.stop()
     return results
+
+
+async def _admission(target: Target) -> dict[str, int | None]:
+    """Admission control's counters summed over the target's servers (``/metrics``)."""
+    if target.server.name == "baseline":
+        return {}
+    out: dict[str, int | None] = {}
+    for key, name in (
+        ("queued", "cero_admission_queued_total"),
+        ("refused", "cero_overloaded_refusals_total"),
+    ):
+        try:
+            out[key] = await asyncio.wait_for(target.counter_total(name), 5.0)
+        except (aiohttp.ClientError, TimeoutError):
+            out[key] = None
+    return out
+
+
+def _admission_delta(
+    before: dict[str, int | None], after: dict[str, int | None]
+) -> dict[str, int | None]:
+    """Starts that waited in the admission queue / were refused ``503 overloaded`` from the
+    phase's starts to the window's end (``starts_queued`` / ``starts_overloaded``)."""
+    out: dict[str, int | None] = {}
+    for key in ("queued", "refused"):
+        a, b = after.get(key), before.get(key)
+        out[f"starts_{'queued' if key == 'queued' else 'overloaded'}"] = (
+            None if a is None or b is None else a - b
+        )
+    return out if before else {}
 
 
 async def _standin_stats(env: Env) -> dict[str, int]:
