@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -11,6 +12,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
+from server.app_keys import SESSIONS
 from server.auth.cookies import sign_value
 from server.ids import token_hash
 from server.tables import Session
@@ -369,3 +371,20 @@ async def test_csrf_applies_to_cookie_requests_on_every_route(live: Live) -> Non
             assert set_cookies(resp)[codec(live.settings).session_name]["max-age"] == "0"
         async with http.get(live.url + "/api/user/whoami", headers=bearer(token)) as resp:
             assert resp.status == 401
+
+
+async def test_concurrent_lookups_of_one_token_share_one_query(live: Live) -> None:
+    """Single flight: lookups of one token at once get the one answer of one query (the
+    same object); after it, a new lookup asks again; a revocation is never hidden."""
+    store = live.app[SESSIONS]
+    token, _ = await make_user_session("Burst")
+    shared = await asyncio.gather(*(store.resolve(token) for _ in range(50)))
+    assert shared[0] is not None and all(found is shared[0] for found in shared)
+    again = await store.resolve(token)
+    assert again is not None and again is not shared[0]  # nothing kept between queries
+    in_flight = asyncio.ensure_future(store.resolve(token))
+    await asyncio.sleep(0)  # its query has started
+    await store.revoke(shared[0].session.id)
+    # A lookup after the revocation never joins a query that started before it.
+    assert await store.resolve(token) is None
+    await in_flight  # started before the revocation: either answer is right
