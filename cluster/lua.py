@@ -19,15 +19,11 @@ from redis.exceptions import NoScriptError
 
 
 class Lua:
-    """One script: called on its own (``EVALSHA``, loaded by redis-py on ``NOSCRIPT``), or
-    queued on a pipeline (:meth:`queue`)."""
+    """One script, queued on pipelines (:meth:`queue`)."""
 
     def __init__(self, client: redis.Redis, source: str) -> None:
         self.client = client
         self.script = client.register_script(source)
-
-    async def __call__(self, keys: Sequence[Any], args: Sequence[Any]) -> Any:
-        return await self.script(keys=list(keys), args=list(args))
 
     def queue(self, pipe: Any, keys: Sequence[Any], args: Sequence[Any]) -> None:
         """``EVALSHA`` on ``pipe``; its answer is a :class:`NoScriptError` when Redis does
