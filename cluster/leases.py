@@ -1,8 +1,10 @@
 """Leases and fencing: which process owns a conversation.
 
 A conversation is owned by the process holding its ``lease`` key (``SET NX PX`` plus a
-fencing token from ``INCR``, one Lua step, :mod:`cluster.scripts`); the value is
-``<node id>:<fence>``. :meth:`Leases.renew_forever` extends every lease this process holds
+fencing token from ``INCR``, and the log's epoch when it has none: one Lua step,
+:mod:`cluster.scripts`, queued by :meth:`Leases.queue_take` in the same pipeline as the
+reads that bring the hub up to the log, so taking a conversation is one round trip); the
+value is ``<node id>:<fence>``. :meth:`Leases.renew_forever` extends every lease this process holds
 every third of ``CERO_LEASE_TTL`` (a Lua check-and-extend, one pipeline for all); a
 renewal refused (the lease is someone else's) is reported to ``lost``, which stops the
 owner at once. A lease key that vanished while nobody else held the conversation (Redis
@@ -16,13 +18,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import structlog
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from cluster import scripts
 from cluster.keys import NodeContext
+from cluster.lua import Lua, raise_unloaded
 from cluster.mirror import ClusterHub
 from cluster.wire import text
 
@@ -53,8 +56,8 @@ class Leases:
         self.ttl_ms = max(1, int(lease_ttl * 1000))
         self.log_ttl_ms = log_ttl_ms
         self._lost = lost  # (conversation id, reason)
-        self._acquire = client.register_script(scripts.ACQUIRE)
-        self._renew = client.register_script(scripts.RENEW)
+        self._acquire = Lua(client, scripts.ACQUIRE)
+        self._renew = Lua(client, scripts.RENEW)
         #: The leases this process holds, by conversation.
         self.held: dict[str, Held] = {}
         #: Leases taken and lost (renewal refused) since start: counters in /metrics.
@@ -75,21 +78,30 @@ class Leases:
     async def exists(self, conversation_id: str) -> bool:
         return bool(await self.redis.exists(self.keys.lease(conversation_id)))
 
-    async def take(self, conversation_id: str) -> Held | None:
-        """The lease with a new fencing token, or ``None`` when another process holds it."""
-        token = await self._acquire(
-            keys=[
-                self.keys.lease(conversation_id),
-                self.keys.fence,
-                self.keys.last(conversation_id),
-            ],
-            args=[self.node_id, self.ttl_ms, self.log_ttl_ms],
+    def queue_take(self, pipe: Any, conversation_id: str, epoch: str) -> None:
+        """The lease with a new fencing token, on ``pipe`` (its answer goes to
+        :meth:`taken_from`); the log's epoch is set to ``epoch`` in the same step when it
+        has none."""
+        cid = conversation_id
+        self._acquire.queue(
+            pipe,
+            [self.keys.lease(cid), self.keys.fence, self.keys.last(cid), self.keys.epoch(cid)],
+            [self.node_id, self.ttl_ms, self.log_ttl_ms, epoch],
         )
-        if token is None:
+
+    async def load_scripts(self) -> None:
+        await self._acquire.load()
+
+    def taken_from(self, answer: Any) -> Held | None:
+        """:meth:`queue_take`'s answer: the lease, or ``None`` when another process holds
+        it (its ``hub`` is set on use)."""
+        if answer is None:
             return None
-        fence = int(token)
+        if isinstance(answer, BaseException):
+            raise answer
+        fence = int(answer[0])
         self.taken += 1
-        return Held(f"{self.node_id}:{fence}", fence, cast(ClusterHub, None))  # set on use
+        return Held(f"{self.node_id}:{fence}", fence, cast(ClusterHub, None))
 
     async def renew_forever(self) -> None:
         while True:
@@ -97,21 +109,31 @@ class Leases:
             await self.renew()
 
     async def renew(self) -> None:
+        """Every lease held, one pipeline; sent again at once when Redis had lost the
+        script (a restart), since a ``NOSCRIPT`` answer is no refusal."""
+        for _ in range(2):
+            try:
+                await self._renew_all()
+                return
+            except NoScriptError:
+                continue
+            except RedisError as exc:
+                log.warning("lease_renew_failed", error=repr(exc)[:200])
+                return
+
+    async def _renew_all(self) -> None:
         held = list(self.held.items())
         if not held:
             return
-        try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for cid, lease in held:
-                    await self._renew(
-                        keys=[self.keys.lease(cid), self.keys.last(cid)],
-                        args=[lease.value, self.ttl_ms, lease.fence, self.log_ttl_ms],
-                        client=pipe,
-                    )
-                results = await pipe.execute(raise_on_error=False)
-        except RedisError as exc:
-            log.warning("lease_renew_failed", error=repr(exc)[:200])
-            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for cid, lease in held:
+                self._renew.queue(
+                    pipe,
+                    [self.keys.lease(cid), self.keys.last(cid)],
+                    [lease.value, self.ttl_ms, lease.fence, self.log_ttl_ms],
+                )
+            results = await pipe.execute(raise_on_error=False)
+        await raise_unloaded(results, (self._renew,))
         for (cid, lease), result in zip(held, results, strict=True):
             if result == 2:
                 log.warning("lease_taken_back", conversation_id=cid, fence=lease.fence)

@@ -3,9 +3,11 @@
 An owner's hub hands each event to :meth:`LogWriter.sink`; one writer task sends
 everything pending as one pipeline (one fenced ``APPEND`` script per conversation, then
 the lease releases queued meanwhile, so a lease is given back only after what was
-appended under it), at most one pipeline in flight: a pipeline per event-loop turn, never
-a round trip per token. An append the script refuses (the lease is someone else's) is
-reported to ``refused``, which stops the owner.
+appended under it), at most one pipeline in flight: one round trip per event-loop turn
+for every conversation this process owns, never a round trip per token (the scripts go
+as bare ``EVALSHA``, :mod:`cluster.lua`: no ``SCRIPT EXISTS`` round trip per pipeline).
+An append the script refuses (the lease is someone else's) is reported to ``refused``,
+which stops the owner.
 
 Redis not answering loses nothing: a round that failed is put back in front of what came
 meanwhile and sent again, with a growing pause (:data:`RETRY_FIRST_S` to
@@ -28,6 +30,7 @@ import structlog
 from actors.hub import Event
 from cluster import scripts
 from cluster.keys import NodeContext
+from cluster.lua import Lua, raise_unloaded
 from cluster.mirror import ClusterHub
 from cluster.wire import seq_of
 from server.redis_conn import REDIS_FAULTS
@@ -64,8 +67,8 @@ class LogWriter:
         client = ctx.redis
         self.ttl_ms, self.log_ttl_ms = ttl_ms, log_ttl_ms
         self._refused = refused  # (conversation id, lease value, reason)
-        self._append = client.register_script(scripts.APPEND)
-        self._release = client.register_script(scripts.RELEASE)
+        self._append = Lua(client, scripts.APPEND)
+        self._release = Lua(client, scripts.RELEASE)
         self._pending: dict[str, _Pending] = {}
         self._releases: list[tuple[str, str]] = []
         #: The round being sent (put back if it fails).
@@ -112,8 +115,9 @@ class LogWriter:
         """An older lease's last events, sent once (that lease is on its way out)."""
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
-                await self._queue_append(pipe, pending)
-                await pipe.execute(raise_on_error=False)
+                self._queue_append(pipe, pending)
+                results = await pipe.execute(raise_on_error=False)
+            await raise_unloaded(results, (self._append, self._release))
         except REDIS_FAULTS as exc:
             log.warning(
                 "log_append_failed",
@@ -121,7 +125,7 @@ class LogWriter:
                 conversation_id=pending.hub.conversation_id,
             )
 
-    async def _queue_append(self, pipe: Any, pending: _Pending) -> None:
+    def _queue_append(self, pipe: Any, pending: _Pending) -> None:
         hub = pending.hub
         cid = hub.conversation_id
         fence = pending.lease.rpartition(":")[2]
@@ -137,15 +141,10 @@ class LogWriter:
             args.append(event.seq)
             args.append(event.json)
         args.append(int(time.time() * 1000))
-        await self._append(
-            keys=[
-                self.keys.lease(cid),
-                self.keys.log(cid),
-                self.keys.epoch(cid),
-                self.keys.last(cid),
-            ],
-            args=args,
-            client=pipe,
+        self._append.queue(
+            pipe,
+            [self.keys.lease(cid), self.keys.log(cid), self.keys.epoch(cid), self.keys.last(cid)],
+            args,
         )
 
     async def _refill(self, batch: list[_Pending]) -> None:
@@ -207,10 +206,11 @@ class LogWriter:
                     await self._refill(batch)
                 async with self.redis.pipeline(transaction=False) as pipe:
                     for pending in batch:
-                        await self._queue_append(pipe, pending)
+                        self._queue_append(pipe, pending)
                     for cid, value in releases:
-                        await self._release(keys=[self.keys.lease(cid)], args=[value], client=pipe)
+                        self._release.queue(pipe, [self.keys.lease(cid)], [value])
                     results = await pipe.execute(raise_on_error=False)
+                await raise_unloaded(results, (self._append, self._release))
             except REDIS_FAULTS as exc:
                 self._sending = []
                 log.warning(

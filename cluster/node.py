@@ -31,6 +31,7 @@ from typing import Any, cast
 
 import redis.asyncio as redis
 import structlog
+from redis.exceptions import NoScriptError
 
 from actors.conversation import (
     ActorStopped,
@@ -290,28 +291,40 @@ class ClusterNode:
 
     async def take_over(self, cid: str, hub: ClusterHub) -> bool:
         """Under :meth:`lock`: take the free lease and make ``hub`` the owner's (``False``:
-        another process holds it)."""
-        taken = await self.leases.take(cid)
+        another process holds it). One round trip: the lease (and the log's epoch) and the
+        reads that bring the hub up to the log go in one pipeline."""
+        for attempt in range(2):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                self.leases.queue_take(pipe, cid, hub.epoch)
+                start = self.relay.queue_reads(pipe, hub)
+                answers = await pipe.execute(raise_on_error=False)
+            if not (attempt == 0 and isinstance(answers[0], NoScriptError)):
+                break
+            await self.leases.load_scripts()  # Redis restarted empty: the lease again
+        taken = self.leases.taken_from(answers[0])
         if taken is None:
             return False
         try:
-            await self.become_owner(cid, hub, taken)
+            reads = answers[1:]
+            if any(isinstance(answer, BaseException) for answer in reads):
+                await self.sync(hub)
+            else:
+                await self.relay.apply(hub, start, reads)  # on where the last owner left it
+            self.become_owner(cid, hub, taken)
+            orphans = await interrupt_orphans(cid, hub, taken.fence)
         except BaseException:
             self.give_back(cid, None if self.held.get(cid) is taken else taken)
             raise
+        if orphans and self.on_orphans is not None:
+            self.on_orphans(orphans)
         return True
 
-    async def become_owner(self, cid: str, hub: ClusterHub, taken: Held) -> None:
-        await self.redis.set(self.keys.epoch(cid), hub.epoch, nx=True, px=self.log_ttl_ms)
-        await self.sync(hub)  # the log goes on where the last owner left it
+    def become_owner(self, cid: str, hub: ClusterHub, taken: Held) -> None:
         taken.hub = hub
         self.held[cid] = taken
         hub.lease = taken.value
         hub.sink = self.writer.sink
         log.info("lease_taken", conversation_id=cid, fence=taken.fence, seq=hub.last_seq)
-        orphans = await interrupt_orphans(cid, hub, taken.fence)
-        if orphans and self.on_orphans is not None:
-            self.on_orphans(orphans)
 
     def give_back(self, cid: str, held: Held | None = None) -> None:
         """Release after what was appended under the lease is written."""

@@ -60,19 +60,41 @@ class Relay:
         self.on_lag: Callable[[float], None] | None = None
 
     async def sync(self, hub: ClusterHub, *, hard: bool = False) -> None:
-        """Bring a mirror up to the stream (also before the hub becomes the owner's)."""
+        """Bring a mirror up to the stream: one round trip (:meth:`queue_reads`), two
+        when the log turned out to have another epoch."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            start = self.queue_reads(pipe, hub, hard=hard)
+            answers = await pipe.execute()
+        await self.apply(hub, start, answers, hard=hard)
+
+    def queue_reads(self, pipe: Any, hub: ClusterHub, *, hard: bool = False) -> str:
+        """What :meth:`apply` needs, on ``pipe`` (three answers): the log's epoch, its
+        entries from where the hub is (from the start when the hub is new or ``hard``),
+        and its last entry. Returns where the read starts."""
         cid = hub.conversation_id
-        epoch_raw = await self.redis.get(self.keys.epoch(cid))
+        start = "-" if hard or hub.last_seq == 0 else f"{hub.last_seq + 1}-0"
+        pipe.get(self.keys.epoch(cid))
+        pipe.xrange(self.keys.log(cid), min=start, max="+")
+        pipe.xrevrange(self.keys.log(cid), count=1)
+        return start
+
+    async def apply(
+        self, hub: ClusterHub, start: str, answers: list[Any], *, hard: bool = False
+    ) -> None:
+        """Feed the hub what :meth:`queue_reads` read (also before the hub becomes the
+        owner's): the events that follow, or a ``rebase`` when they do not."""
+        epoch_raw, entries, tail = answers
         if epoch_raw is None:
             return  # no log in Redis (new, or expired): the hub's own epoch stands
         epoch = text(epoch_raw)
         follows = epoch == hub.epoch and not hard
-        start = f"{hub.last_seq + 1}-0" if follows else "-"
-        entries: Any = await self.redis.xrange(self.keys.log(cid), min=start, max="+")
+        if not follows and start != "-":
+            entries = await self.redis.xrange(self.keys.log(hub.conversation_id), min="-", max="+")
         parsed = [(seq_of(entry_id), event_data(fields)) for entry_id, fields in entries]
+        if follows:
+            parsed = [(seq, data) for seq, data in parsed if seq > hub.last_seq]
         if not follows or (parsed and parsed[0][0] != hub.last_seq + 1):
             if not parsed:
-                tail: Any = await self.redis.xrevrange(self.keys.log(cid), count=1)
                 last = seq_of(tail[0][0]) if tail else 0
                 hub.rebase(epoch, last)
                 return

@@ -22,14 +22,20 @@ if cur ~= ARGV[1] then
 end
 """
 
-#: KEYS: lease, fence counter, last. ARGV: node id, ttl ms, last's ttl ms. → the token,
-#: or nil if held.
+#: KEYS: lease, fence counter, last, epoch. ARGV: node id, ttl ms, last's ttl ms (also
+#: the epoch's, when set here), the taker's epoch. → ``{token, the log's epoch}`` (the
+#: taker's when the log had none), or nil if held.
 ACQUIRE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return false end
 local token = redis.call('INCR', KEYS[2])
 redis.call('SET', KEYS[1], ARGV[1] .. ':' .. token, 'PX', ARGV[2])
 redis.call('SET', KEYS[3], token, 'PX', ARGV[3])
-return token
+local epoch = redis.call('GET', KEYS[4])
+if not epoch then
+  epoch = ARGV[4]
+  redis.call('SET', KEYS[4], epoch, 'PX', ARGV[3])
+end
+return {token, epoch}
 """
 
 #: KEYS: lease, last. ARGV: value, ttl ms, token, last's ttl ms. → 1 extended, 2 taken

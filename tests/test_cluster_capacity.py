@@ -6,6 +6,14 @@ pool (at most 100 connections, then ``MaxConnectionsError``) refused commands, t
 took that for "Redis is down" and answered ``503 not_ready``. Here the pool waits for a
 free connection (``CERO_REDIS_MAX_CONNECTIONS``), and only a Redis that does not answer
 marks it down.
+
+150 answers per process on a 64-connection pool. With fewer round trips per turn and per
+token (no ``SCRIPT EXISTS`` before each log pipeline, one round trip to take a
+conversation) this test also passed on 16 and 32 connections, but not every time on a
+shared, loaded machine (a few sends waited over 5 s for a connection), so the pool keeps
+its margin here (on 16 connections the code before those changes failed 13 answers at load
+~6, and passed at load 2.5: the pool size does not tell them apart; the round-trip test
+below does).
 """
 
 from __future__ import annotations
@@ -19,18 +27,20 @@ import aiohttp
 import orjson
 import pytest
 import pytest_asyncio
+import redis.asyncio as redis
 
 from server import db
 from server.tables import Message
 from tests.auth_helpers import bearer, make_user_session
-from tests.cluster_harness import Cluster, require_redis
+from tests.cluster_harness import Cluster, PrivateRedis, require_redis
 from tests.conftest import create_pg_database, drop_pg_database
 from tests.server_process import ServerProcess
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow, pytest.mark.postgres]
 
-#: Answers per process, all at once: past redis-py's default pool of 100 connections.
-PER_PROCESS = 130
+#: Answers per process, all at once (issue 21's figure): past redis-py's default pool of
+#: 100 connections.
+PER_PROCESS = 150
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
@@ -45,9 +55,15 @@ async def pg_url() -> AsyncIterator[str]:
 
 
 async def _chat(
-    http: aiohttp.ClientSession, server: ServerProcess, token: str, n: int
+    http: aiohttp.ClientSession,
+    server: ServerProcess,
+    token: str,
+    n: int,
+    conversation_id: str | None = None,
 ) -> tuple[int, Any]:
     body = {"message": f"answer {n}", "aiModel": "demo"}
+    if conversation_id is not None:
+        body["conversationId"] = conversation_id
     async with http.post(f"{server.url}/api/chat", json=body, headers=bearer(token)) as resp:
         if resp.status != 200:
             return resp.status, await resp.text()
@@ -90,3 +106,52 @@ async def test_two_processes_run_many_answers_at_once_without_redis_refusals(
         await cluster.stop()
     rows = await Message.select(Message.status).where(Message.role == "assistant").run()
     assert len(rows) == PER_PROCESS * 2 and {row["status"] for row in rows} == {"complete"}
+
+
+async def _redis_counts(client: redis.Redis) -> tuple[int, int]:
+    """Round trips Redis read (``total_reads_processed``: a request or a pipeline each)
+    and ``SCRIPT EXISTS`` calls, so far."""
+    stats: dict[str, Any] = await client.info("stats")
+    commands: dict[str, Any] = await client.info("commandstats")
+    exists = commands.get("cmdstat_script|exists", {}).get("calls", 0)
+    return int(stats["total_reads_processed"]), int(exists)
+
+
+async def test_an_answer_costs_about_one_redis_round_trip_per_token(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """Counted by a private Redis: a turn in a conversation this process owns costs one
+    round trip per token (each arrives in a loop turn of its own at this pace) plus a few
+    per turn. Before, every log pipeline was preceded by redis-py's ``SCRIPT EXISTS``: two
+    per token."""
+    private = PrivateRedis(tmp_path)
+    await private.start()
+    cluster = Cluster(
+        pg_url,
+        tmp_path,
+        {"CERO_DEMO_TOKEN_DELAY": "0.03", "CERO_LOG_LEVEL": "warning"},
+        redis_url=private.url,
+    )
+    counter = redis.from_url(private.url)
+    try:
+        (server,) = await cluster.start_many(1)
+        token, _ = await make_user_session("Trips")
+        async with aiohttp.ClientSession() as http:
+            status, lines = await _chat(http, server, token, 0)
+            assert status == 200, lines
+            conversation_id = lines[0]["data"]["conversationId"]
+            reads_before, exists_before = await _redis_counts(counter)
+            status, lines = await _chat(http, server, token, 1, conversation_id)
+            reads_after, exists_after = await _redis_counts(counter)
+        assert status == 200, lines
+        tokens = sum(1 for line in lines if line["topic"] == "token")
+        assert tokens >= 20, lines
+        # Per turn: the send window, the generation slot, presence, our own INFO calls, and
+        # the background (health ping, BLPOP and XREAD timeouts: ~4/s for ~1-2 s here).
+        trips = reads_after - reads_before
+        assert trips <= tokens * 1.4 + 20, (trips, tokens)
+        assert exists_after - exists_before <= 1  # a slot renewal's, every 10 s at most
+    finally:
+        await cluster.stop()
+        await counter.aclose()
+        await private.kill()
