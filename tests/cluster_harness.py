@@ -15,14 +15,17 @@ import os
 import secrets
 import signal
 import subprocess
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 import redis.asyncio as redis
 from aiohttp.test_utils import unused_port
 
-from tests.conftest import IN_CI
+from server import db
+from tests.conftest import IN_CI, create_pg_database, drop_pg_database
 from tests.server_process import EnvChanges, ServerProcess, serve, serve_many
 
 REDIS_URL = os.environ.get("CERO_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -40,6 +43,18 @@ async def require_redis(url: str = REDIS_URL) -> None:
         pytest.skip(problem)
     finally:
         await client.aclose()
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def pg_url() -> AsyncIterator[str]:
+    """A cluster test module's fresh, migrated PostgreSQL database (Redis must answer)."""
+    await require_redis()
+    url = await create_pg_database()
+    await db.migrate(db.bind(url))
+    try:
+        yield url
+    finally:
+        await drop_pg_database(url)
 
 
 @dataclass

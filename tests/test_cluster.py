@@ -22,32 +22,26 @@ import pytest
 import pytest_asyncio
 import redis.asyncio as redis
 
-from server import db
 from server.tables import Message
+from tests import cluster_harness
 from tests.auth_helpers import bearer, make_user_session
-from tests.cluster_harness import REDIS_URL, Cluster, PrivateRedis, lease_owner, require_redis
+from tests.cluster_harness import (
+    REDIS_URL,
+    Cluster,
+    PrivateRedis,
+    lease_owner,
+)
 from tests.conditions import until
-from tests.conftest import create_pg_database, drop_pg_database
 from tests.fakes.gemini import FakeGemini, Script
 from tests.live_clients import WsPeer, check_seq, read_sse, token_text
 from tests.process_stats import METRICS_AUTH
 from tests.server_process import ServerProcess
 
+pg_url = cluster_harness.pg_url  # the module's PostgreSQL database (a fixture)
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow, pytest.mark.postgres]
 
 LEASE_TTL = 2.0
 GEMINI = "gemini-2.5-flash-lite"
-
-
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def pg_url() -> AsyncIterator[str]:
-    await require_redis()
-    url = await create_pg_database()
-    await db.migrate(db.bind(url))
-    try:
-        yield url
-    finally:
-        await drop_pg_database(url)
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")

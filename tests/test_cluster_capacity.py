@@ -19,39 +19,27 @@ below does).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
 import pytest
-import pytest_asyncio
 import redis.asyncio as redis
 
-from server import db
 from server.tables import Message
+from tests import cluster_harness
 from tests.auth_helpers import bearer, make_user_session
-from tests.cluster_harness import Cluster, PrivateRedis, require_redis
-from tests.conftest import create_pg_database, drop_pg_database
+from tests.cluster_harness import Cluster, PrivateRedis
 from tests.server_process import ServerProcess
+
+pg_url = cluster_harness.pg_url  # the module's PostgreSQL database (a fixture)
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow, pytest.mark.postgres]
 
 #: Answers per process, all at once (issue 21's figure): past redis-py's default pool of
 #: 100 connections.
 PER_PROCESS = 150
-
-
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def pg_url() -> AsyncIterator[str]:
-    await require_redis()
-    url = await create_pg_database()
-    await db.migrate(db.bind(url))
-    try:
-        yield url
-    finally:
-        await drop_pg_database(url)
 
 
 async def _chat(

@@ -53,6 +53,49 @@ def _free_ports(n: int) -> int:
     raise RuntimeError("no free ports")
 
 
+async def _cluster_script(
+    count: int, base: int, database_url: str, prefix: str, **extra: str
+) -> asyncio.subprocess.Process:
+    """``scripts/cluster.sh count`` in its own process group, on ports from ``base``, the
+    shared Redis under ``prefix``; its stderr (the prefixed logs) is a pipe to read."""
+    env = _env(
+        DATABASE_URL=database_url,
+        CERO_REDIS_URL=SHARED_REDIS,
+        CERO_REDIS_PREFIX=prefix,
+        BETTER_AUTH_SECRET="s" * 32,
+        CLUSTER_BASE_PORT=str(base),
+        CERO_API=str(Path(sys.executable).parent / "cero-api"),
+        CERO_LOG_FORMAT="json",
+        **extra,
+    )
+    proc = await asyncio.create_subprocess_exec(
+        str(ROOT / "scripts" / "cluster.sh"),
+        str(count),
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    assert proc.stderr is not None
+    return proc
+
+
+async def _listening(proc: asyncio.subprocess.Process, count: int) -> tuple[set[int], list[bytes]]:
+    """The ports of the script's processes, once ``count`` have logged ``listening`` (the
+    script prefixes each line with its port), and the lines read so far."""
+    assert proc.stderr is not None
+    listening: set[int] = set()
+    lines: list[bytes] = []
+    while len(listening) < count:
+        line = await asyncio.wait_for(proc.stderr.readline(), 60)
+        assert line, b"".join(lines).decode()[-3000:]
+        lines.append(line)
+        if b'"event":"listening"' in line:
+            listening.add(int(line[1 : line.index(b"]")]))
+    return listening, lines
+
+
 async def test_concurrent_migrations_do_not_race(tmp_path: Path) -> None:
     url = await create_pg_database()
     try:
@@ -79,35 +122,9 @@ async def test_cluster_script_starts_n_ready_processes_and_stops_them(tmp_path: 
     await require_redis()
     url = await create_pg_database()
     base = _free_ports(3)
-    env = _env(
-        DATABASE_URL=url,
-        CERO_REDIS_URL=SHARED_REDIS,
-        CERO_REDIS_PREFIX=f"cero-test-script-{os.getpid()}:",
-        BETTER_AUTH_SECRET="s" * 32,
-        CLUSTER_BASE_PORT=str(base),
-        CERO_API=str(Path(sys.executable).parent / "cero-api"),
-        CERO_LOG_FORMAT="json",
-    )
-    proc = await asyncio.create_subprocess_exec(
-        str(ROOT / "scripts" / "cluster.sh"),
-        "3",
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    assert proc.stderr is not None
+    proc = await _cluster_script(3, base, url, f"cero-test-script-{os.getpid()}:")
     try:
-        # Ready when every process has logged `listening` (the script prefixes its port).
-        listening: set[int] = set()
-        lines: list[bytes] = []
-        while len(listening) < 3:
-            line = await asyncio.wait_for(proc.stderr.readline(), 60)
-            assert line, b"".join(lines).decode()[-3000:]
-            lines.append(line)
-            if b'"event":"listening"' in line:
-                listening.add(int(line[1 : line.index(b"]")]))
+        listening, lines = await _listening(proc, 3)
         assert listening == {base, base + 1, base + 2}
         async with aiohttp.ClientSession() as http:
             for port in sorted(listening):
@@ -169,35 +186,9 @@ async def test_sigterm_to_the_cluster_group_leaves_nothing_when_the_log_reader_i
     await db.migrate(db.bind(url))
     base = _free_ports(2)
     prefix = f"cero-test-exit-{os.getpid()}:"
-    env = _env(
-        DATABASE_URL=url,
-        CERO_REDIS_URL=SHARED_REDIS,
-        CERO_REDIS_PREFIX=prefix,
-        BETTER_AUTH_SECRET="s" * 32,
-        CLUSTER_BASE_PORT=str(base),
-        CERO_API=str(Path(sys.executable).parent / "cero-api"),
-        CERO_LOG_FORMAT="json",
-        CERO_DRAIN_TIMEOUT="1",
-    )
-    proc = await asyncio.create_subprocess_exec(
-        str(ROOT / "scripts" / "cluster.sh"),
-        "2",
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    assert proc.stderr is not None
+    proc = await _cluster_script(2, base, url, prefix, CERO_DRAIN_TIMEOUT="1")
     try:
-        listening: set[int] = set()
-        lines: list[bytes] = []
-        while len(listening) < 2:
-            line = await asyncio.wait_for(proc.stderr.readline(), 60)
-            assert line, b"".join(lines).decode()[-3000:]
-            lines.append(line)
-            if b'"event":"listening"' in line:
-                listening.add(int(line[1 : line.index(b"]")]))
+        await _listening(proc, 2)
         token, _ = await make_user_session("Exit")
         async with aiohttp.ClientSession() as http:
             await new_conversation(http, f"http://127.0.0.1:{base}", token)
