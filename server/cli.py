@@ -25,6 +25,7 @@ from server import db
 from server.auth import local
 from server.config import ConfigError, Settings, load_settings
 from server.connection_guard import connection_capacity, raise_nofile_limit
+from server.gc_tuning import freeze_startup_heap, meter_pauses
 from server.log_output import drain_all
 from server.logging import configure_logging
 from server.memory import start_memory_returner
@@ -57,7 +58,7 @@ def _describe_db_error(settings: Settings, exc: BaseException) -> str:
 
 async def _serve(settings: Settings) -> None:
     from server.app import create_app
-    from server.app_keys import REGISTRY
+    from server.app_keys import METRICS, REGISTRY
     from server.http_protocol import make_runner
 
     nofile = raise_nofile_limit()
@@ -105,6 +106,9 @@ async def _serve(settings: Settings) -> None:
         nofile_before=nofile.before,
     )
     local.announce(app)
+    freeze_startup_heap()
+    metrics = app[METRICS]
+    meter_pauses(lambda generation, seconds: metrics.gc_pauses.labels(generation).observe(seconds))
     returner = start_memory_returner(settings.malloc_trim_interval)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

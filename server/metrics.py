@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import hmac
 import time
 from collections.abc import Callable, Iterator
@@ -168,6 +169,19 @@ class Metrics:
             registry=registry,
         )
         self._phase_children: dict[str, Any] = {}
+        self.gc_pauses = Histogram(
+            "cero_gc_pause_seconds",
+            "Garbage collections of a served process (the event loop waits for each), by "
+            "generation (server/gc_tuning.py)",
+            ["generation"],
+            buckets=FAST_BUCKETS,
+            registry=registry,
+        )
+        Gauge(
+            "cero_gc_frozen_objects",
+            "Objects frozen at start-up (skipped by every collection; 0 before it)",
+            registry=registry,
+        ).set_function(lambda: float(gc.get_freeze_count()))
         self._counted = _ReadCounters()
         registry.register(self._counted)
         # -- the operator's view of turns (README, "Metrics") ----------------------------
