@@ -2,7 +2,7 @@
 
 The actor owns *when* things are written (user message before ``init``, partial answers
 flushed in batches, the terminal state before ``done``); the implementation in
-``server/chat_store.py`` owns *how* (Piccolo on SQLite or PostgreSQL).
+``server/storage/chat_store.py`` owns *how* (Piccolo on SQLite or PostgreSQL).
 """
 
 from __future__ import annotations

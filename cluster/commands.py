@@ -34,7 +34,7 @@ from actors.store import ClientMessageTaken, StoreUnavailable
 from cluster.keys import NodeContext
 from cluster.mirror import ClusterHub
 from cluster.wire import message, message_json, text
-from server.user_limits import GenerationSlot
+from server.limits.user_limits import GenerationSlot
 
 log = structlog.get_logger(__name__)
 

@@ -57,7 +57,7 @@ from cluster.mirror import ClusterHub
 from cluster.recovery import Recovery, interrupt_orphans
 from cluster.relay import Relay
 from cluster.viewers import ViewerCounts
-from server.user_limits import GenerationSlot
+from server.limits.user_limits import GenerationSlot
 
 log = structlog.get_logger(__name__)
 
@@ -107,7 +107,7 @@ class ClusterNode:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loops: list[asyncio.Task[None]] = []
 
-    # -- metrics (server.metrics reads these) -------------------------------------------
+    # -- metrics (server.ops.metrics reads these) -------------------------------------------
 
     @property
     def forwarded(self) -> int:

@@ -20,7 +20,7 @@ from actors.clock import utcnow
 from actors.error_text import error_text
 from cluster.mirror import ClusterHub
 from server.redis_conn import REDIS_FAULTS
-from server.tables import Message
+from server.storage.tables import Message
 
 if TYPE_CHECKING:
     from cluster.node import ClusterNode

@@ -11,19 +11,22 @@ from collections.abc import AsyncIterator
 import structlog
 from aiohttp import web
 
-from server import auth, db, security_headers, stream_limits
-from server.app_keys import ENGINE, METRICS, SETTINGS
+from server import auth
 from server.auth.middleware import auth_middleware
-from server.chat_runtime import chat_runtime, stop_actors
-from server.config import Settings
-from server.http_protocol import capacity_middleware
-from server.metrics import Metrics, metrics_middleware, metrics_view
-from server.middleware import error_middleware, request_id_middleware
-from server.nul_guard import nul_guard_middleware
-from server.openapi import openapi_view
+from server.chat.runtime import chat_runtime, stop_actors
+from server.core.app_keys import ENGINE, METRICS, SETTINGS
+from server.core.config import Settings
+from server.http import security_headers
+from server.http.middleware import error_middleware, request_id_middleware
+from server.http.nul_guard import nul_guard_middleware
+from server.http.openapi import openapi_view
+from server.http.protocol import capacity_middleware
+from server.limits import stream_limits
+from server.ops.metrics import Metrics, metrics_middleware, metrics_view
 from server.redis_conn import redis_client
 from server.routes import chat, conversations, health
 from server.shared_state import shared_state
+from server.storage import db
 from server.transports import liveness, replay_budget, ws
 
 log = structlog.get_logger(__name__)

@@ -29,8 +29,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from actors.error_text import error_text
-from server.app_keys import METRICS, REDIS, REDIS_HEALTH, SETTINGS
-from server.errors import ApiError
+from server.core.app_keys import METRICS, REDIS, REDIS_HEALTH, SETTINGS
+from server.core.errors import ApiError
 
 log = structlog.get_logger(__name__)
 

@@ -22,7 +22,7 @@ import pytest_asyncio
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from server.config import Settings, load_settings
+from server.core.config import Settings, load_settings
 from tests.fakes.gemini import FakeGemini, Script
 from tests.process_stats import METRICS_TOKEN
 
@@ -165,9 +165,9 @@ async def start_live(settings_factory: Any) -> Live:
     """Start ``create_app`` on a free port; ``settings_factory(port)`` builds its settings."""
     from aiohttp.test_utils import unused_port
 
-    from server import db
     from server.app import create_app
     from server.auth import local
+    from server.storage import db
 
     port = unused_port()
     settings = settings_factory(port)

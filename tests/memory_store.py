@@ -98,7 +98,7 @@ def _new_id(prefix: str) -> str:
 
 
 class MemoryStore:
-    """``ConversationStore`` over dicts, with the semantics of ``server/chat_store.py``.
+    """``ConversationStore`` over dicts, with the semantics of ``server/storage/chat_store.py``.
 
     Rows are copied in and out, so the actor mutating a returned message never changes
     what is "stored". ``finish_later`` queues the outcome (the janitor); the test runs

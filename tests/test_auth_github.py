@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from server.tables import Account
+from server.storage.tables import Account
 from tests.auth_helpers import bearer, codec, cookie_header, set_cookies
 from tests.conftest import Live, make_settings, start_live
 from tests.fakes.github import FakeGitHub, FakeUser

@@ -21,11 +21,11 @@ import pytest
 import pytest_asyncio
 import redis.asyncio as redis
 
-from server.app_keys import REDIS, REDIS_HEALTH, USER_LIMITS
-from server.chat_store import create_conversation
-from server.errors import ApiError
+from server.core.app_keys import REDIS, REDIS_HEALTH, USER_LIMITS
+from server.core.errors import ApiError
+from server.limits.stream_limits import STREAM_LIMITS
 from server.shared_state import RedisStreamLimits, RedisUserLimits
-from server.stream_limits import STREAM_LIMITS
+from server.storage.chat_store import create_conversation
 from tests.auth_helpers import (
     bearer,
     codec,

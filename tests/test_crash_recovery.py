@@ -11,8 +11,8 @@ import aiohttp
 import orjson
 import pytest
 
-from server import db
-from server.tables import Message
+from server.storage import db
+from server.storage.tables import Message
 from tests.auth_helpers import bearer, make_user_session
 from tests.fakes.gemini import FakeGemini, Script
 from tests.server_process import ServerProcess, serve

@@ -23,8 +23,8 @@ import pytest_asyncio
 from actors.clock import utcnow
 from server.auth import device_flow
 from server.auth.rate_limit import WrongCodeLimiter
-from server.ids import new_id, token_hash
-from server.tables import DeviceCode
+from server.core.ids import new_id, token_hash
+from server.storage.tables import DeviceCode
 from tests.auth_helpers import bearer, fresh_ip, make_user_session
 from tests.conditions import until
 from tests.conftest import Live, make_settings, start_live

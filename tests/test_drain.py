@@ -24,8 +24,8 @@ import aiohttp
 import orjson
 import pytest
 
-from server import db
-from server.tables import Message
+from server.storage import db
+from server.storage.tables import Message
 from tests.auth_helpers import bearer, make_user_session
 from tests.cluster_harness import Cluster, lease_owner, require_redis
 from tests.conftest import create_pg_database, drop_pg_database

@@ -11,7 +11,7 @@ import pytest_asyncio
 import toon_format
 
 from actors.compression import extract_block
-from server.tables import Message
+from server.storage.tables import Message
 from tests.auth_helpers import bearer, make_user_session
 from tests.conftest import Live, live_with_gemini
 from tests.fakes.gemini import FakeGemini, HttpError, Script

@@ -22,8 +22,8 @@ import pytest
 import pytest_asyncio
 from aiohttp.test_utils import unused_port
 
-from server.chat_store import create_conversation
-from server.tables import Message
+from server.storage.chat_store import create_conversation
+from server.storage.tables import Message
 from tests.auth_helpers import bearer, make_user_session
 from tests.conftest import Live
 from tests.live_clients import WsPeer, check_seq, token_text

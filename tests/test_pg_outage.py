@@ -26,8 +26,8 @@ from aiohttp.test_utils import unused_port
 from prometheus_client.parser import text_string_to_metric_families
 from yarl import URL
 
-from server import db
-from server.tables import Message
+from server.storage import db
+from server.storage.tables import Message
 from tests.auth_helpers import bearer, make_user_session
 from tests.conditions import until
 from tests.conftest import create_pg_database, drop_pg_database

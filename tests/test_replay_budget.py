@@ -20,7 +20,7 @@ import pytest
 import pytest_asyncio
 
 from actors.hub import Hub
-from server.config import ConfigError, load_settings
+from server.core.config import ConfigError, load_settings
 from server.transports.replay_budget import ReplayBudget, UserReplayBudgets
 from tests.auth_helpers import bearer, make_user_session
 from tests.conftest import Live, make_settings, start_live

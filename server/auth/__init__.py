@@ -34,13 +34,13 @@ __all__ = [
 
 def setup(app: web.Application) -> None:
     """Register sign-in state, routes and start-up hooks on ``app``."""
-    from server.app_keys import SESSIONS, SETTINGS
     from server.auth import device_routes, github_routes, local, session_routes, sign_in_limit
     from server.auth.cookies import CookieCodec, apply_deferred
     from server.auth.github import OAuthStates
     from server.auth.keys import COOKIES, LIMITER, LOCAL, OAUTH_STATES
     from server.auth.rate_limit import WrongCodeLimiter
     from server.auth.sessions import SessionStore
+    from server.core.app_keys import SESSIONS, SETTINGS
     from server.routes import user
     from server.web import app_page, device_page
 

@@ -1,7 +1,7 @@
 """``GET /openapi.json``: an OpenAPI 3.1 description of every HTTP endpoint.
 
 Each operation names the pydantic models its handler really uses: the request body model
-it validates with, the response model it answers through (:func:`server.api_models.reply`)
+it validates with, the response model it answers through (:func:`server.http.api_models.reply`)
 and the error statuses it can give, each with the contract's error shape
 (``{error, code}``, or ``{error, error_description}`` under ``/api/auth/``). A test compares
 the document with the app's router both ways, and schemathesis fuzzes a live server
@@ -18,12 +18,12 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel
 
-from server import api_models as m
 from server.auth.device_routes import CodeRequest, DecisionRequest, TokenRequest
 from server.auth.github_routes import SocialRequest
 from server.auth.session_routes import RevokeRequest
-from server.chat_request import ChatRequest
-from server.errors import AUTH_PREFIX
+from server.chat.request import ChatRequest
+from server.core.errors import AUTH_PREFIX
+from server.http import api_models as m
 from server.routes.conversations import CancelBody, Rename
 
 JSON = "application/json"
@@ -464,7 +464,7 @@ CACHE_CONTROL = "public, max-age=300"
 
 
 async def openapi_view(request: web.Request) -> web.Response:
-    from server.app_keys import SETTINGS
+    from server.core.app_keys import SETTINGS
 
     doc = DOCUMENTS.get(request.app[SETTINGS].public_url)
     headers = {"ETag": doc.etag, "Cache-Control": CACHE_CONTROL}

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from aiohttp import hdrs, web
 
-from server.app_keys import SETTINGS
+from server.core.app_keys import SETTINGS
 
 #: For an HTML answer that brings no policy of its own: nothing loads, nothing frames it.
 HTML_CSP = "default-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
@@ -27,7 +27,7 @@ HSTS = "max-age=63072000"
 SERVER = "cero"
 
 #: On every answer, also those written before a request exists (the connection guard's
-#: refusals, parser errors: :mod:`server.http_protocol`), which no hook sees. The names are
+#: refusals, parser errors: :mod:`server.http.protocol`), which no hook sees. The names are
 #: aiohttp's ``istr`` constants: a plain ``str`` name costs each response a cached
 #: case-folded copy when its headers are written (~330 B that a WebSocket keeps for its
 #: whole life, bench scenario 3).

@@ -34,7 +34,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
-from server.errors import ApiError
+from server.core.errors import ApiError
 
 #: How often the sampler wakes.
 INTERVAL_S = 0.1

@@ -24,16 +24,16 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
 from actors.turn_timing import TurnTiming
-from server.app_keys import METRICS, SETTINGS
-from server.errors import ApiError
+from server.core.app_keys import METRICS, SETTINGS
+from server.core.errors import ApiError
 
 if TYPE_CHECKING:
     from actors.registry import Registry
     from cluster.node import ClusterNode
-    from server.batch_writer import BatchWriter
-    from server.janitor import Janitor
-    from server.overload import Admission
+    from server.limits.admission import Admission
     from server.redis_conn import RedisHealth
+    from server.storage.batch_writer import BatchWriter
+    from server.storage.janitor import Janitor
 
 
 #: When this request reached the middlewares (``time.perf_counter()``): a turn's clock
@@ -172,7 +172,7 @@ class Metrics:
         self.gc_pauses = Histogram(
             "cero_gc_pause_seconds",
             "Garbage collections of a served process (the event loop waits for each), by "
-            "generation (server/gc_tuning.py)",
+            "generation (server/ops/gc_tuning.py)",
             ["generation"],
             buckets=FAST_BUCKETS,
             registry=registry,

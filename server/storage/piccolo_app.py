@@ -6,11 +6,11 @@ from pathlib import Path
 
 from piccolo.conf.apps import AppConfig
 
-from server.tables import TABLES
+from server.storage.tables import TABLES
 
 APP_CONFIG = AppConfig(
     app_name="cero",
-    migrations_folder_path=str(Path(__file__).resolve().parent.parent / "migrations"),
+    migrations_folder_path=str(Path(__file__).resolve().parents[2] / "migrations"),
     table_classes=list(TABLES),
     migration_dependencies=[],
     commands=[],

@@ -10,7 +10,7 @@ goes through, the same on both engines:
   such a name); no query parameter reaches a database as text (cursors, user codes and
   redirect targets are parsed or normalised first; tests/test_control_chars.py sends NUL
   in every one), so queries are left to their own parsing;
-- in :mod:`server.bodies`, for JSON and form bodies: ``400`` naming the field, for the
+- in :mod:`server.http.bodies`, for JSON and form bodies: ``400`` naming the field, for the
   fields the route's model reads.
 
 A body field the route does not read is ignored, NUL or not, like any other unknown one:
@@ -27,7 +27,7 @@ from collections.abc import Awaitable
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from server.errors import ApiError, not_found
+from server.core.errors import ApiError, not_found
 
 NUL = "\x00"
 MESSAGE = "must not contain NUL characters"

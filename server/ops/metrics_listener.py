@@ -3,7 +3,7 @@ process that answers only ``GET /metrics``, for Prometheus.
 
 Operators expect an exporter on its own port, bound where only the scraper reaches it
 (loopback by default in the examples); the API's public listener then gives anonymous
-clients no metrics (:func:`server.metrics.metrics_view`). It shares the app's registry,
+clients no metrics (:func:`server.ops.metrics.metrics_view`). It shares the app's registry,
 runs none of the API's middlewares and is not counted in ``cero_http_responses``.
 """
 
@@ -12,9 +12,9 @@ from __future__ import annotations
 import structlog
 from aiohttp import web
 
-from server.app_keys import METRICS
-from server.metrics import Metrics, exposition
-from server.security_headers import hide_server
+from server.core.app_keys import METRICS
+from server.http.security_headers import hide_server
+from server.ops.metrics import Metrics, exposition
 
 log = structlog.get_logger(__name__)
 

@@ -18,8 +18,8 @@ from urllib.parse import urlsplit
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from server.device_clients import default_client_ids
-from server.validation import first_error
+from server.auth.device_clients import default_client_ids
+from server.http.validation import first_error
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
@@ -155,7 +155,7 @@ class Settings(BaseSettings):
     model_max_connections: int = Field(
         1000, validation_alias="CERO_MODEL_MAX_CONNECTIONS", ge=1, le=100_000
     )
-    #: Admission control (server/overload.py): a start is refused only when this process's
+    #: Admission control (server/limits/admission.py): a start is refused only when this process's
     #: own work is past capacity: past the floor, and CPU *and* loop lag past their limits.
     max_loop_lag: float = Field(0.25, validation_alias="CERO_MAX_LOOP_LAG", ge=0)
     max_cpu: float = Field(0.9, validation_alias="CERO_MAX_CPU", gt=0, le=64)

@@ -25,11 +25,11 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from server.app_keys import METRICS, SETTINGS
 from server.auth.client_ip import client_ip
 from server.auth.rate_limit import InFlight, rate_key
-from server.errors import ApiError
-from server.user_limits import rate_limited
+from server.core.app_keys import METRICS, SETTINGS
+from server.core.errors import ApiError
+from server.limits.user_limits import rate_limited
 
 #: What a refused connection is told to wait: streams end when their clients leave.
 STREAM_RETRY_AFTER_S = 5

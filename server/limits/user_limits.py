@@ -12,7 +12,7 @@ Both guard memory and model spend against one account (issue 15, item 12: one us
   commit, an actor that stopped first).
 - **Sends per minute** and **new conversations per hour** go through the sliding window of
   :mod:`server.auth.rate_limit`. A send is counted after its generation slot is taken
-  (:func:`server.chat_service.start_chat`): a send refused for the generation limit starts
+  (:func:`server.chat.service.start_chat`): a send refused for the generation limit starts
   nothing and costs nothing, so it does not eat into the minute (a client that honours
   that refusal's ``Retry-After: 1`` would otherwise use its budget up by waiting
   politely), and a send refused here gives its slot back on the way out like any send
@@ -33,7 +33,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from server.auth.rate_limit import InFlight, SlidingWindow
-from server.errors import ApiError
+from server.core.errors import ApiError
 
 #: What a refused send is told to wait: generations end at their own pace, so "soon".
 GENERATION_RETRY_AFTER_S = 1

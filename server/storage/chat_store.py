@@ -12,10 +12,10 @@ import orjson
 
 from actors.clock import as_utc, utcnow
 from actors.store import ClientMessageTaken, MessageStatus, NewTurn, Outcome, StoredMessage
-from server.batch_writer import BatchWriter
-from server.ids import new_id
-from server.janitor import Janitor
-from server.tables import Conversation, Message
+from server.core.ids import new_id
+from server.storage.batch_writer import BatchWriter
+from server.storage.janitor import Janitor
+from server.storage.tables import Conversation, Message
 
 
 def _json(value: Any) -> Any:

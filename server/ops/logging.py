@@ -1,5 +1,5 @@
 """structlog set-up: JSON lines when stderr is not a TTY, pretty output on a TTY, written
-through :mod:`server.log_output` (never blocks, never raises: a log pipe whose reader is
+through :mod:`server.ops.log_output` (never blocks, never raises: a log pipe whose reader is
 gone or stopped cannot hold up the server or its shutdown).
 
 No ``dict_tracebacks`` with locals: they would print secrets held in local variables.
@@ -22,7 +22,7 @@ from typing import Any, Literal
 import orjson
 import structlog
 
-from server.log_output import log_output
+from server.ops.log_output import log_output
 
 _LEVELS = {
     "debug": logging.DEBUG,
@@ -98,7 +98,7 @@ def configure_logging(
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
-    # stderr through a sink that can neither block nor raise (server/log_output.py); a
+    # stderr through a sink that can neither block nor raise (server/ops/log_output.py); a
     # stream without a file descriptor (a test's buffer) is written directly.
     output = log_output(sys.stderr)
     processors: list[structlog.typing.Processor]

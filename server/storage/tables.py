@@ -1,6 +1,6 @@
 """Piccolo tables: users, sign-in state, conversations and messages.
 
-IDs are opaque random strings (:func:`server.ids.new_id`). Composite unique and plain
+IDs are opaque random strings (:func:`server.core.ids.new_id`). Composite unique and plain
 indexes are created by raw SQL in the second migration: Piccolo's ``Unique`` constraint
 breaks ``CREATE TABLE`` on SQLite, and it declares no composite index.
 """
@@ -20,7 +20,7 @@ from piccolo.columns import (
 )
 from piccolo.table import Table
 
-from server.ids import new_id
+from server.core.ids import new_id
 
 
 class _Row:

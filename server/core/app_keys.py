@@ -9,18 +9,18 @@ from typing import TYPE_CHECKING
 import redis.asyncio as redis
 from aiohttp import web
 
-from server.config import Settings
-from server.db import Engine
+from server.core.config import Settings
+from server.storage.db import Engine
 
 if TYPE_CHECKING:
     from actors.models.catalog import Catalog
     from actors.registry import Registry
     from server.auth.sessions import SessionStore
-    from server.batch_writer import BatchWriter
-    from server.metrics import Metrics
-    from server.overload import Admission
+    from server.limits.admission import Admission
+    from server.limits.user_limits import UserLimits
+    from server.ops.metrics import Metrics
     from server.redis_conn import RedisHealth
-    from server.user_limits import UserLimits
+    from server.storage.batch_writer import BatchWriter
 
 SETTINGS = web.AppKey("settings", Settings)
 ENGINE: web.AppKey[Engine] = web.AppKey("engine")

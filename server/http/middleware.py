@@ -16,9 +16,9 @@ from aiohttp.typedefs import Handler
 from redis.exceptions import RedisError
 
 from actors.error_text import error_text
-from server import db
-from server.app_keys import SETTINGS
-from server.errors import ApiError, BodyTimeout, error_response
+from server.core.app_keys import SETTINGS
+from server.core.errors import ApiError, BodyTimeout, error_response
+from server.storage import db
 
 log = structlog.get_logger(__name__)
 
@@ -82,7 +82,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(request, exc.status, code, message, headers=headers)
     except BodyTimeout:
         # The connection layer gave up on the body and answered 408 already (see
-        # server/http_protocol.py): the same answer here, for the metrics and the log.
+        # server/http/protocol.py): the same answer here, for the metrics and the log.
         response = error_response(
             request, 408, "request_timeout", "Request body not received in time"
         )

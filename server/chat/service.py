@@ -32,16 +32,16 @@ from actors.models.catalog import UnknownModel, UnsupportedTools
 from actors.registry import ConversationNotFound
 from actors.store import ClientMessageTaken
 from actors.turn_timing import TurnTiming
-from server.app_keys import ADMISSION, CATALOG, CLIENT_LOCKS, REGISTRY, SETTINGS, USER_LIMITS
 from server.auth.current import CurrentUser
-from server.chat_request import ChatRequest
-from server.chat_store import (
+from server.chat.request import ChatRequest
+from server.core.app_keys import ADMISSION, CATALOG, CLIENT_LOCKS, REGISTRY, SETTINGS, USER_LIMITS
+from server.core.errors import ApiError
+from server.redis_conn import require_redis
+from server.storage.chat_store import (
     conversation_for_client_message,
     create_conversation,
 )
-from server.errors import ApiError
-from server.redis_conn import require_redis
-from server.tables import Conversation
+from server.storage.tables import Conversation
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -167,7 +167,7 @@ async def start_chat(
                 if not retry:
                     # After the slot, inside its try: a send refused here gives the slot back
                     # (finally), and a send the slot refused was not counted (see
-                    # server.user_limits).
+                    # server.limits.user_limits).
                     await limits.admit_send(user.id)
                 if conversation_id is None:
                     await limits.admit_new_conversation(user.id)

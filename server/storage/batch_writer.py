@@ -48,7 +48,7 @@ from piccolo.engine.sqlite import SQLiteEngine
 from actors.clock import utcnow
 from actors.store import Outcome, StoredMessage, StoreUnavailable
 from actors.turn_timing import Observe
-from server.db import is_unavailable
+from server.storage.db import is_unavailable
 
 log = structlog.get_logger(__name__)
 

@@ -16,9 +16,9 @@ from aiohttp.http_exceptions import HttpProcessingError
 from multidict import MultiDictProxy
 from pydantic import BaseModel, ValidationError
 
-from server.errors import ApiError
-from server.nul_guard import first_nul, refused
-from server.validation import first_error
+from server.core.errors import ApiError
+from server.http.nul_guard import first_nul, refused
+from server.http.validation import first_error
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -50,7 +50,7 @@ async def read_form(request: web.Request) -> FormData:
 
 async def read_object(request: web.Request, *, allow_form: bool = False) -> dict[str, object]:
     """The request body as a JSON object (or form fields when ``allow_form``). A field the
-    route reads holding U+0000 is ``400`` naming it (:func:`validate`, server.nul_guard)."""
+    route reads holding U+0000 is ``400`` naming it (:func:`validate`, server.http.nul_guard)."""
     if allow_form and request.content_type in FORM_TYPES:
         form = await read_form(request)
         return {key: value for key, value in form.items() if isinstance(value, str)}

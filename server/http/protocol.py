@@ -28,15 +28,15 @@ What it adds:
   on average after a grace of ``BODY_RATE_GRACE_S`` (a body of ``n`` bytes is given
   ``grace + n / rate``, never more than the deadline). Past it this layer answers ``408
   request_timeout`` itself (whether or not the handler is reading), half-closes, and the
-  handler's next read raises :class:`server.errors.BodyTimeout`; a body still arriving
+  handler's next read raises :class:`server.core.errors.BodyTimeout`; a body still arriving
   after the handler answered is simply cut off. Requests without a body (WebSocket
   upgrades, event streams) are never watched;
-- connection caps through :class:`server.connection_guard.ConnectionGuard`.
+- connection caps through :class:`server.limits.connection_guard.ConnectionGuard`.
 
 Why one module of ~500 lines: the handler, the server that makes it and the runner that
 installs it are one chain of aiohttp subclasses, and keeping every hook below aiohttp's
 public API in this one file is what lets one test guard them all; the counting itself
-lives in :mod:`server.connection_guard`.
+lives in :mod:`server.limits.connection_guard`.
 """
 
 from __future__ import annotations
@@ -57,11 +57,11 @@ from aiohttp.streams import StreamReader
 from aiohttp.typedefs import Handler
 from aiohttp.web_protocol import RequestHandler
 
-from server.app_keys import METRICS
-from server.config import Settings
-from server.connection_guard import Admission, ConnectionGuard, exempt_networks
-from server.errors import BodyTimeout, error_body, error_response
-from server.security_headers import EVERY_RESPONSE
+from server.core.app_keys import METRICS
+from server.core.config import Settings
+from server.core.errors import BodyTimeout, error_body, error_response
+from server.http.security_headers import EVERY_RESPONSE
+from server.limits.connection_guard import Admission, ConnectionGuard, exempt_networks
 
 log = structlog.get_logger(__name__)
 

@@ -37,7 +37,7 @@ class ApiError(Exception):
 
 class BodyTimeout(Exception):
     """Raised by a request body's reads when the connection layer gave up on the body (too
-    slow: ``CERO_BODY_TIMEOUT`` / ``CERO_MIN_BODY_RATE``, see :mod:`server.http_protocol`).
+    slow: ``CERO_BODY_TIMEOUT`` / ``CERO_MIN_BODY_RATE``, see :mod:`server.http.protocol`).
 
     The connection layer has answered ``408`` itself by then; this only makes the handler
     stop waiting. Not an :class:`ApiError`, so that a handler turning its own body errors

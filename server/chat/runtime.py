@@ -20,7 +20,7 @@ from actors.models.base import ModelProvider
 from actors.models.catalog import Catalog
 from actors.models.demo import DemoProvider
 from actors.registry import Registry
-from server.app_keys import (
+from server.core.app_keys import (
     ADMISSION,
     CATALOG,
     CLIENT_LOCKS,
@@ -32,10 +32,10 @@ from server.app_keys import (
     USER_LIMITS,
     WRITER,
 )
-from server.batch_writer import BatchWriter
-from server.chat_store import PiccoloConversationStore
-from server.overload import Admission, AdmissionLimits
-from server.user_limits import UserLimits
+from server.limits.admission import Admission, AdmissionLimits
+from server.limits.user_limits import UserLimits
+from server.storage.batch_writer import BatchWriter
+from server.storage.chat_store import PiccoloConversationStore
 
 log = structlog.get_logger(__name__)
 

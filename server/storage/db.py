@@ -22,8 +22,8 @@ from piccolo.engine.postgres import PostgresEngine
 from piccolo.engine.sqlite import SQLiteEngine, TransactionType
 
 from actors.store import StoreUnavailable
-from server.sqlite_engine import PooledSQLiteEngine
-from server.tables import TABLES
+from server.storage.sqlite_engine import PooledSQLiteEngine
+from server.storage.tables import TABLES
 
 log = structlog.get_logger(__name__)
 
@@ -155,7 +155,7 @@ async def _close_sqlite_tx(tx: Any) -> None:
 
 UNBOUND = (
     "no database engine is bound: the process binds one where it starts "
-    "(server.db.bind, as `cero-api serve|migrate` and the test fixtures do)"
+    "(server.storage.db.bind, as `cero-api serve|migrate` and the test fixtures do)"
 )
 
 
@@ -241,7 +241,7 @@ async def migrate(engine: Engine) -> list[str]:
     from piccolo.apps.migrations.commands.forwards import run_forwards
 
     if engine is not bound_engine():
-        raise RuntimeError("migrate() runs on the bound engine (server.db.bind)")
+        raise RuntimeError("migrate() runs on the bound engine (server.storage.db.bind)")
     prepare_sqlite(engine)
     async with _migration_lock(engine):
         before = await _applied()

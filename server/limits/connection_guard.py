@@ -17,7 +17,7 @@ Admission is decided when a connection is accepted (:meth:`ConnectionGuard.admit
 
 Per-address counting uses :func:`server.auth.rate_limit.rate_key` (IPv6 per ``/64``);
 peers listed in ``CERO_TRUSTED_PROXIES`` only count toward the total. Pure bookkeeping: the
-protocol that applies it lives in :mod:`server.http_protocol`.
+protocol that applies it lives in :mod:`server.http.protocol`.
 """
 
 from __future__ import annotations
