@@ -14,7 +14,7 @@ import pytest
 import pytest_asyncio
 import structlog
 
-from server.auth.device_clients import ANY_CLIENT, KNOWN_CLIENTS
+from server.core.device_clients import ANY_CLIENT, KNOWN_CLIENTS
 from server.core.ids import token_hash
 from server.storage.tables import DeviceCode
 from tests.auth_helpers import (

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from server.auth.device_clients import default_client_ids
+from server.core.device_clients import default_client_ids
 from server.http.validation import first_error
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})

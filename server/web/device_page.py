@@ -18,9 +18,10 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from actors.clock import utcnow
-from server.auth import device_clients, verification
+from server.auth import verification
 from server.auth.current import CurrentUser, current_user
 from server.auth.device_flow import CodeView, display, normalize
+from server.core import device_clients
 from server.core.app_keys import SETTINGS
 from server.core.errors import ApiError
 from server.http.bodies import read_form
