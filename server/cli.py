@@ -152,7 +152,7 @@ async def _metrics_listener(
 ) -> web.AppRunner | None:
     """The metrics listener (``CERO_METRICS_ADDRESS``) when one is set."""
     from server.core.app_keys import METRICS
-    from server.ops.metrics_listener import start_metrics_listener
+    from server.http.metrics_listener import start_metrics_listener
 
     listen = settings.metrics_listen
     if listen is None:

@@ -53,10 +53,10 @@ from prometheus_client import Counter, Gauge
 from server.auth.cookies import CACHE_TTL_S
 from server.auth.github import STATE_TTL_S
 from server.auth.keys import LIMITER, OAUTH_STATES
-from server.auth.rate_limit import ACQUIRE_WAIT_S, MAX_WRONG, WINDOW_S
 from server.core.app_keys import METRICS, REDIS, REDIS_HEALTH, SESSIONS, SETTINGS, USER_LIMITS
 from server.core.errors import ApiError
 from server.core.ids import new_id, token_hash
+from server.limits.rate_limit import ACQUIRE_WAIT_S, MAX_WRONG, WINDOW_S
 from server.limits.stream_limits import STREAM_LIMITS, StreamLimits, StreamSlot
 from server.limits.user_limits import (
     HOUR_S,
@@ -276,7 +276,7 @@ class RedisOAuthStates(_Shared):
 
 
 class RedisWrongCodes(_Shared):
-    """:class:`server.auth.rate_limit.WrongCodeLimiter`'s rules, counted in Redis."""
+    """:class:`server.limits.rate_limit.WrongCodeLimiter`'s rules, counted in Redis."""
 
     def __init__(
         self,

@@ -95,7 +95,7 @@ async def test_schemas_come_from_the_handlers_models(live: Live) -> None:
 async def test_document_is_built_once_and_served_as_the_same_bytes(live: Live) -> None:
     """Built once per process (it depends only on the code and the settings), not for
     every anonymous request: later requests get the same bytes, revalidated by ETag."""
-    from server.http.openapi import DOCUMENTS
+    from server.routes.openapi import DOCUMENTS
 
     async with aiohttp.ClientSession() as http:
         async with http.get(live.url + "/openapi.json") as resp:

@@ -10,7 +10,6 @@ import redis.asyncio as redis
 from aiohttp import web
 
 from server.core.config import Settings
-from server.storage.db import Engine
 
 if TYPE_CHECKING:
     from actors.models.catalog import Catalog
@@ -21,6 +20,7 @@ if TYPE_CHECKING:
     from server.ops.metrics import Metrics
     from server.redis_conn import RedisHealth
     from server.storage.batch_writer import BatchWriter
+    from server.storage.db import Engine
 
 SETTINGS = web.AppKey("settings", Settings)
 ENGINE: web.AppKey[Engine] = web.AppKey("engine")

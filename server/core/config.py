@@ -19,7 +19,7 @@ from pydantic import AliasChoices, Field, ValidationError, field_validator, mode
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from server.core.device_clients import default_client_ids
-from server.http.validation import first_error
+from server.core.validation import first_error
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 

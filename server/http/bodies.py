@@ -17,8 +17,8 @@ from multidict import MultiDictProxy
 from pydantic import BaseModel, ValidationError
 
 from server.core.errors import ApiError
+from server.core.validation import first_error
 from server.http.nul_guard import first_nul, refused
-from server.http.validation import first_error
 
 M = TypeVar("M", bound=BaseModel)
 

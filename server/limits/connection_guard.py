@@ -15,7 +15,7 @@ Admission is decided when a connection is accepted (:meth:`ConnectionGuard.admit
   at most one reserved slot, so one flooding client cannot take them all;
 - ``REFUSE_IP`` / ``REFUSE_FULL`` — answered at once with ``429`` / ``503`` JSON and closed.
 
-Per-address counting uses :func:`server.auth.rate_limit.rate_key` (IPv6 per ``/64``);
+Per-address counting uses :func:`server.limits.rate_limit.rate_key` (IPv6 per ``/64``);
 peers listed in ``CERO_TRUSTED_PROXIES`` only count toward the total. Pure bookkeeping: the
 protocol that applies it lives in :mod:`server.http.protocol`.
 """
@@ -28,7 +28,7 @@ import resource
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from server.auth.rate_limit import InFlight, rate_key
+from server.limits.rate_limit import InFlight, rate_key
 
 # No hard limit: do not ask for the impossible, a generous soft limit is enough.
 _UNLIMITED_TARGET = 1 << 20

@@ -4,7 +4,7 @@ event streams (``/api/conversations/{id}/events``).
 Each one holds a socket, a subscription and a heartbeat for as long as the client likes,
 so one account (or one address, signed in as many accounts) could hold thousands. The
 caps are ``CERO_MAX_STREAMS_PER_USER`` and ``CERO_MAX_STREAMS_PER_IP`` (by
-:func:`server.auth.rate_limit.rate_key` of :func:`server.auth.client_ip.client_ip`: IPv6
+:func:`server.limits.rate_limit.rate_key` of :func:`server.core.client_ip.client_ip`: IPv6
 per /64, ``X-Forwarded-For`` only behind a trusted proxy). A connection past either gets
 ``429 rate_limited`` with ``Retry-After`` *before* the upgrade or the stream starts.
 
@@ -25,10 +25,10 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from server.auth.client_ip import client_ip
-from server.auth.rate_limit import InFlight, rate_key
 from server.core.app_keys import METRICS, SETTINGS
+from server.core.client_ip import client_ip
 from server.core.errors import ApiError
+from server.limits.rate_limit import InFlight, rate_key
 from server.limits.user_limits import rate_limited
 
 #: What a refused connection is told to wait: streams end when their clients leave.

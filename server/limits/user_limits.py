@@ -11,7 +11,7 @@ Both guard memory and model spend against one account (issue 15, item 12: one us
   or at once when the send started no generation (a retry, a busy conversation, a failed
   commit, an actor that stopped first).
 - **Sends per minute** and **new conversations per hour** go through the sliding window of
-  :mod:`server.auth.rate_limit`. A send is counted after its generation slot is taken
+  :mod:`server.limits.rate_limit`. A send is counted after its generation slot is taken
   (:func:`server.chat.service.start_chat`): a send refused for the generation limit starts
   nothing and costs nothing, so it does not eat into the minute (a client that honours
   that refusal's ``Retry-After: 1`` would otherwise use its budget up by waiting
@@ -32,8 +32,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from server.auth.rate_limit import InFlight, SlidingWindow
 from server.core.errors import ApiError
+from server.limits.rate_limit import InFlight, SlidingWindow
 
 #: What a refused send is told to wait: generations end at their own pace, so "soon".
 GENERATION_RETRY_AFTER_S = 1

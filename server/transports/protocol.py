@@ -13,9 +13,9 @@ import orjson
 from pydantic import ValidationError
 
 from server.chat.request import ChatRequest
+from server.core.validation import first_error
 from server.http.nul_guard import MESSAGE as NUL_MESSAGE
 from server.http.nul_guard import first_nul
-from server.http.validation import first_error
 
 MAX_ID = 64
 MAX_CURSOR = 128

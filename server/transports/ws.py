@@ -26,7 +26,6 @@ from aiohttp import WSCloseCode, WSMessage, WSMsgType, web
 
 from actors.conversation import ConversationActor, SubscribeSpec
 from actors.hub import Subscription
-from server.auth.rate_limit import SlidingWindow
 from server.chat.service import (
     cancel_generation,
     rebuilt_events,
@@ -36,6 +35,7 @@ from server.chat.service import (
 )
 from server.core.app_keys import METRICS, SETTINGS
 from server.core.errors import ApiError
+from server.limits.rate_limit import SlidingWindow
 from server.limits.stream_limits import open_stream
 from server.storage.db import is_unavailable
 from server.transports.frame_rate import FrameRate, Verdict

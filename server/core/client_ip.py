@@ -7,8 +7,8 @@ from functools import lru_cache
 
 from aiohttp import web
 
-from server.auth.text import clean_text
 from server.core.app_keys import SETTINGS
+from server.core.header_text import clean_text
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address

@@ -27,7 +27,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
-from server.auth.client_ip import parse_ip
+from server.core.client_ip import parse_ip
 
 MAX_WRONG = 5
 WINDOW_S = 600.0
