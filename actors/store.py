@@ -136,3 +136,13 @@ class ConversationStore(Protocol):
     async def interrupt_streaming(self, message_ids: Sequence[str] | None = None) -> int:
         """Mark ``streaming`` rows ``interrupted`` (all of them at start-up)."""
         ...
+
+    async def interrupt_orphans(self, conversation_id: str, fence: int) -> list[tuple[str, str]]:
+        """Cluster mode, a lease just taken with ``fence``: the conversation's ``streaming``
+        rows were left by a dead owner. Mark them ``interrupted`` under the new fence and
+        return their ``(message id, generation id)`` pairs."""
+        ...
+
+    async def streaming_conversations(self) -> list[str]:
+        """Conversations with a ``streaming`` row (cluster mode's start-up sweep)."""
+        ...

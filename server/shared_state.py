@@ -50,6 +50,7 @@ from limits.aio.storage import RedisStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 from prometheus_client import Counter, Gauge
 
+from cluster.faults import REDIS_FAULTS
 from server.auth.cookies import CACHE_TTL_S
 from server.auth.github import STATE_TTL_S
 from server.auth.keys import LIMITER, OAUTH_STATES
@@ -65,7 +66,7 @@ from server.limits.user_limits import (
     GenerationSlot,
     UserLimits,
 )
-from server.redis_conn import REDIS_FAULTS, RedisHealth, not_ready
+from server.redis_conn import RedisHealth, not_ready
 
 log = structlog.get_logger(__name__)
 

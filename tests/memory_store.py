@@ -232,6 +232,17 @@ class MemoryStore:
                 count += 1
         return count
 
+    async def interrupt_orphans(self, conversation_id: str, fence: int) -> list[tuple[str, str]]:
+        closed = []
+        for row in self.messages(conversation_id):
+            if row.status == "streaming":
+                row.status = "interrupted"
+                closed.append((row.id, row.generation_id or ""))
+        return closed
+
+    async def streaming_conversations(self) -> list[str]:
+        return sorted({r.conversation_id for r in self.rows.values() if r.status == "streaming"})
+
 
 # -- the scripted model -----------------------------------------------------------------
 

@@ -8,10 +8,10 @@ import structlog
 from aiohttp import web
 
 from actors.error_text import READY_TEXT
+from cluster.faults import REDIS_FAULTS
 from server.core.app_keys import ADMISSION, ENGINE, REDIS_HEALTH, REGISTRY, SETTINGS, WRITER
 from server.core.errors import error_response
 from server.http import api_models as wire
-from server.redis_conn import REDIS_FAULTS
 from server.storage import db
 
 log = structlog.get_logger(__name__)

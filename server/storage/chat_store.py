@@ -160,6 +160,30 @@ class PiccoloConversationStore:
         rows = await query.returning(Message.id).run()
         return len(rows)
 
+    async def interrupt_orphans(self, conversation_id: str, fence: int) -> list[tuple[str, str]]:
+        rows = (
+            await Message.update(
+                {
+                    Message.status: "interrupted",
+                    Message.fence: fence,
+                    Message.updated_at: utcnow(),
+                }
+            )
+            .where((Message.conversation_id == conversation_id) & (Message.status == "streaming"))
+            .returning(Message.id, Message.generation_id)
+            .run()
+        )
+        return [(str(row["id"]), str(row["generation_id"])) for row in rows]
+
+    async def streaming_conversations(self) -> list[str]:
+        rows = (
+            await Message.select(Message.conversation_id)
+            .where(Message.status == "streaming")
+            .distinct()
+            .run()
+        )
+        return [str(row["conversation_id"]) for row in rows]
+
 
 def _no_fence(conversation_id: str) -> int:
     return 0
