@@ -73,9 +73,22 @@ class Slot(Protocol):
     generation's task is done, however it ends.
     """
 
+    #: Cluster mode: the slot's id in the shared store (``None`` in one process).
+    token: str | None
+    #: ``False`` once released or handed over.
+    held: bool
+
     def adopt(self) -> None: ...
 
     def release(self) -> None: ...
+
+    def abandon(self) -> None:
+        """The sender is done with the send: release the slot unless the actor adopted
+        it."""
+
+    def hand_over(self) -> None:
+        """Cluster mode: the process that owns the conversation took the slot over with
+        a forwarded send; forget it here without giving it back."""
 
 
 class ConversationBusy(Exception):

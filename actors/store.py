@@ -2,7 +2,7 @@
 
 The actor owns *when* things are written (user message before ``init``, partial answers
 flushed in batches, the terminal state before ``done``); the implementation in
-``server/chat_store.py`` owns *how* (Piccolo on SQLite or PostgreSQL).
+``server/storage/chat_store.py`` owns *how* (Piccolo on SQLite or PostgreSQL).
 """
 
 from __future__ import annotations
@@ -135,4 +135,14 @@ class ConversationStore(Protocol):
 
     async def interrupt_streaming(self, message_ids: Sequence[str] | None = None) -> int:
         """Mark ``streaming`` rows ``interrupted`` (all of them at start-up)."""
+        ...
+
+    async def interrupt_orphans(self, conversation_id: str, fence: int) -> list[tuple[str, str]]:
+        """Cluster mode, a lease just taken with ``fence``: the conversation's ``streaming``
+        rows were left by a dead owner. Mark them ``interrupted`` under the new fence and
+        return their ``(message id, generation id)`` pairs."""
+        ...
+
+    async def streaming_conversations(self) -> list[str]:
+        """Conversations with a ``streaming`` row (cluster mode's start-up sweep)."""
         ...

@@ -1,7 +1,7 @@
 """What generations report to operators, without knowing a metrics library.
 
 The actor package stays free of server code: the server hands an object with these
-methods to :class:`~actors.conversation.ActorDeps` (``server.metrics.Metrics`` is one) and
+methods to :class:`~actors.conversation.ActorDeps` (``server.ops.metrics.Metrics`` is one) and
 the generation calls it at the few points where a turn's fate is known, never per token.
 """
 

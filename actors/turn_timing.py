@@ -25,7 +25,7 @@ the commit with the model request):
   delay included) and ``model_parse`` (the response's head until the first event: reading
   and parsing the first chunk);
 - ``turn_commit``: the turn's rows committed, as the actor waits for it; inside it the
-  writer's ``turn_queued`` and per statement ``db_*`` (see :mod:`server.batch_writer`);
+  writer's ``turn_queued`` and per statement ``db_*`` (see :mod:`server.storage.batch_writer`);
 - ``commit_wait``: how long the opened model stream waited for the commit (0 when the
   commit was first);
 - ``publish``: the commit's end until ``init`` is appended and the sender is answered;
@@ -46,7 +46,7 @@ Observe = Callable[[str, float], None]
 
 #: Every phase, in the order of a turn (tables list them so). The ``db_*`` ones are the
 #: batch writer's statements inside ``turn_commit``; which of them a turn sees depends on
-#: the engine (:mod:`server.batch_writer`); every other one is seen by every turn.
+#: the engine (:mod:`server.storage.batch_writer`); every other one is seen by every turn.
 PHASES = (
     "auth",
     "body",

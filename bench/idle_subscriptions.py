@@ -26,8 +26,8 @@ import orjson
 sys.path.insert(0, os.getcwd())
 TRACE = "--rss" not in sys.argv
 
-from server.app_keys import REGISTRY  # noqa: E402
-from server.chat_store import create_conversation  # noqa: E402
+from server.core.app_keys import REGISTRY  # noqa: E402
+from server.storage.chat_store import create_conversation  # noqa: E402
 from tests.auth_helpers import bearer, make_user_session  # noqa: E402
 from tests.conftest import make_settings, start_live  # noqa: E402
 

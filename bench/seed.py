@@ -13,7 +13,7 @@ import orjson
 
 
 async def seed(url: str, count: int) -> list[tuple[str, str]]:
-    from server import db
+    from server.storage import db
     from tests.auth_helpers import make_user_session
 
     engine = db.engine_for_url(url)

@@ -27,6 +27,7 @@ from actors.conversation import (
     ModelSpec,
     Send,
     SendResult,
+    Slot,
 )
 from actors.hub import Cursor
 from actors.registry import ConversationNotFound, Registry
@@ -34,7 +35,6 @@ from actors.store import ClientMessageTaken, StoreUnavailable
 from cluster.keys import NodeContext
 from cluster.mirror import ClusterHub
 from cluster.wire import message, message_json, text
-from server.user_limits import GenerationSlot
 
 log = structlog.get_logger(__name__)
 
@@ -54,7 +54,7 @@ class Commands:
         *,
         forward_timeout: float,
         resolve_model: Callable[[str], ModelSpec],
-        adopt_slot: Callable[[str, str], GenerationSlot] | None,
+        adopt_slot: Callable[[str, str], Slot] | None,
         sync: Callable[[ClusterHub], Awaitable[None]],
     ) -> None:
         self.redis, self.keys, self.node_id = ctx.redis, ctx.keys, ctx.node_id
@@ -120,7 +120,7 @@ class Commands:
         self, actor: ConversationActor, hub: ClusterHub, owner: str, command: Send
     ) -> SendResult:
         # The sender's generation slot goes along: the owner holds it while it generates.
-        slot = command.slot if isinstance(command.slot, GenerationSlot) else None
+        slot = command.slot
         try:
             reply = await self.forward(
                 owner,

@@ -29,11 +29,11 @@ import structlog
 
 from actors.hub import Event
 from cluster import scripts
+from cluster.faults import REDIS_FAULTS
 from cluster.keys import NodeContext
 from cluster.lua import Lua, raise_unloaded
 from cluster.mirror import ClusterHub
 from cluster.wire import seq_of
-from server.redis_conn import REDIS_FAULTS
 
 log = structlog.get_logger(__name__)
 

@@ -40,6 +40,7 @@ from actors.conversation import (
     ModelSpec,
     ResumeAt,
     Send,
+    Slot,
     Subscribe,
 )
 from actors.dormant import Dormant
@@ -47,7 +48,7 @@ from actors.generation import StopReason
 from actors.presence import Presence
 from actors.registry import ConversationNotFound, Registry
 from actors.retries import RecentGenerations
-from actors.store import StoreUnavailable
+from actors.store import ConversationStore, StoreUnavailable
 from cluster import scripts
 from cluster.commands import Commands
 from cluster.keys import Keys, NodeContext
@@ -57,7 +58,6 @@ from cluster.mirror import ClusterHub
 from cluster.recovery import Recovery, interrupt_orphans
 from cluster.relay import Relay
 from cluster.viewers import ViewerCounts
-from server.user_limits import GenerationSlot
 
 log = structlog.get_logger(__name__)
 
@@ -71,7 +71,7 @@ class ClusterNode:
         lease_ttl: float,
         log_ttl: float,
         resolve_model: Callable[[str], ModelSpec],
-        adopt_slot: Callable[[str, str], GenerationSlot] | None = None,
+        adopt_slot: Callable[[str, str], Slot] | None = None,
     ) -> None:
         self.redis = client
         self.keys = keys = Keys(prefix)
@@ -107,7 +107,7 @@ class ClusterNode:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loops: list[asyncio.Task[None]] = []
 
-    # -- metrics (server.metrics reads these) -------------------------------------------
+    # -- metrics (server.ops.metrics reads these) -------------------------------------------
 
     @property
     def forwarded(self) -> int:
@@ -142,6 +142,12 @@ class ClusterNode:
         return self.leases.lost
 
     # -- lifecycle ----------------------------------------------------------------------
+
+    @property
+    def store(self) -> ConversationStore | None:
+        """The conversation store (the registry's): what cluster mode writes to the
+        database goes through it."""
+        return None if self.registry is None else self.registry.deps.store
 
     def start(self, registry: Registry) -> None:
         self.registry = registry
@@ -311,7 +317,9 @@ class ClusterNode:
             else:
                 await self.relay.apply(hub, start, reads)  # on where the last owner left it
             self.become_owner(cid, hub, taken)
-            orphans = await interrupt_orphans(cid, hub, taken.fence)
+            store = self.store
+            assert store is not None, "leases are taken once the node has its registry"
+            orphans = await interrupt_orphans(cid, hub, taken.fence, store)
         except BaseException:
             self.give_back(cid, None if self.held.get(cid) is taken else taken)
             raise

@@ -16,11 +16,10 @@ from typing import TYPE_CHECKING, cast
 
 import structlog
 
-from actors.clock import utcnow
 from actors.error_text import error_text
+from actors.store import ConversationStore
+from cluster.faults import REDIS_FAULTS
 from cluster.mirror import ClusterHub
-from server.redis_conn import REDIS_FAULTS
-from server.tables import Message
 
 if TYPE_CHECKING:
     from cluster.node import ClusterNode
@@ -28,28 +27,18 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 
-async def interrupt_orphans(cid: str, hub: ClusterHub, fence: int) -> int:
+async def interrupt_orphans(cid: str, hub: ClusterHub, fence: int, store: ConversationStore) -> int:
     """Whatever was generating under an earlier lease is over: its owner is gone. Returns
-    how many answers it closed."""
-    rows = (
-        await Message.update(
-            {
-                Message.status: "interrupted",
-                Message.fence: fence,
-                Message.updated_at: utcnow(),
-            }
-        )
-        .where((Message.conversation_id == cid) & (Message.status == "streaming"))
-        .returning(Message.id, Message.generation_id)
-        .run()
-    )
+    how many answers it closed (the store marks them, fenced)."""
+    rows = await store.interrupt_orphans(cid, fence)
     for row in rows:
-        log.warning("owner_lost", conversation_id=cid, message_id=row["id"])
+        message_id, generation_id = row
+        log.warning("owner_lost", conversation_id=cid, message_id=message_id)
         hub.append(
             "error",
             {
-                "messageId": row["id"],
-                "generationId": row["generation_id"],
+                "messageId": message_id,
+                "generationId": generation_id,
                 "code": "owner_lost",
                 "error": error_text("owner_lost"),
             },
@@ -110,13 +99,9 @@ class Recovery:
     async def sweep(self) -> int:
         """Start-up: conversations with ``streaming`` rows and no lease were left by a
         process that died; close them (a live neighbour's rows have a lease)."""
-        rows = (
-            await Message.select(Message.conversation_id)
-            .where(Message.status == "streaming")
-            .distinct()
-            .run()
-        )
-        return await self._sweep([str(row["conversation_id"]) for row in rows], again=True)
+        store = self.node.store
+        assert store is not None, "the sweep runs once the node has its registry"
+        return await self._sweep(await store.streaming_conversations(), again=True)
 
     async def _sweep(self, conversations: list[str], *, again: bool) -> int:
         node = self.node

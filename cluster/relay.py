@@ -21,10 +21,10 @@ from typing import Any
 
 import structlog
 
+from cluster.faults import REDIS_FAULTS
 from cluster.keys import NodeContext
 from cluster.mirror import ClusterHub
 from cluster.wire import event_data, seq_of, text
-from server.redis_conn import REDIS_FAULTS
 
 log = structlog.get_logger(__name__)
 

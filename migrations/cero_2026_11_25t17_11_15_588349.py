@@ -11,7 +11,7 @@ from piccolo.columns.column_types import Varchar
 from piccolo.columns.defaults.timestamptz import TimestamptzNow
 from piccolo.columns.indexes import IndexMethod
 from piccolo.table import Table
-from server.ids import new_id
+from server.core.ids import new_id
 
 
 class Conversation(Table, tablename="conversation", schema=None):

@@ -11,20 +11,24 @@ from collections.abc import AsyncIterator
 import structlog
 from aiohttp import web
 
-from server import auth, db, security_headers, stream_limits
-from server.app_keys import ENGINE, METRICS, SETTINGS
+from server import auth
 from server.auth.middleware import auth_middleware
-from server.chat_runtime import chat_runtime, stop_actors
-from server.config import Settings
-from server.http_protocol import capacity_middleware
-from server.metrics import Metrics, metrics_middleware, metrics_view
-from server.middleware import error_middleware, request_id_middleware
-from server.nul_guard import nul_guard_middleware
-from server.openapi import openapi_view
+from server.chat.runtime import chat_runtime, stop_actors
+from server.core.app_keys import ENGINE, METRICS, SETTINGS
+from server.core.config import Settings
+from server.http import security_headers
+from server.http.middleware import error_middleware, request_id_middleware
+from server.http.nul_guard import nul_guard_middleware
+from server.http.protocol import capacity_middleware
+from server.limits import stream_limits
+from server.ops.metrics import Metrics, metrics_middleware, metrics_view
 from server.redis_conn import redis_client
-from server.routes import chat, conversations, health
+from server.routes import chat, conversations, health, user
+from server.routes.openapi import openapi_view
 from server.shared_state import shared_state
+from server.storage import db
 from server.transports import liveness, replay_budget, ws
+from server.web import app_page, device_page
 
 log = structlog.get_logger(__name__)
 
@@ -56,6 +60,9 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/metrics", metrics_view)
     app.router.add_get("/openapi.json", openapi_view)
     auth.setup(app)
+    app.add_routes(user.routes)
+    app.add_routes(device_page.routes)
+    app.add_routes(app_page.routes)
     stream_limits.setup(app)  # WebSockets and event streams per user and per address
     liveness.setup(app)  # live streams and sockets end with their session
     replay_budget.setup(app)  # bytes of replay per WebSocket, and per user for SSE

@@ -21,14 +21,14 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from server import db
 from server.auth import local
-from server.config import ConfigError, Settings, load_settings
-from server.connection_guard import connection_capacity, raise_nofile_limit
-from server.gc_tuning import freeze_startup_heap, meter_pauses
-from server.log_output import drain_all
-from server.logging import configure_logging
-from server.memory import start_memory_returner
+from server.core.config import ConfigError, Settings, load_settings
+from server.limits.connection_guard import connection_capacity, raise_nofile_limit
+from server.ops.gc_tuning import freeze_startup_heap, meter_pauses
+from server.ops.log_output import drain_all
+from server.ops.logging import configure_logging
+from server.ops.memory import start_memory_returner
+from server.storage import db
 
 log = structlog.get_logger("cero.cli")
 
@@ -58,8 +58,8 @@ def _describe_db_error(settings: Settings, exc: BaseException) -> str:
 
 async def _serve(settings: Settings) -> None:
     from server.app import create_app
-    from server.app_keys import METRICS, REGISTRY
-    from server.http_protocol import make_runner
+    from server.core.app_keys import METRICS, REGISTRY
+    from server.http.protocol import make_runner
 
     nofile = raise_nofile_limit()
     capacity = connection_capacity(
@@ -151,8 +151,8 @@ async def _metrics_listener(
     app: web.Application, settings: Settings, runner: web.AppRunner
 ) -> web.AppRunner | None:
     """The metrics listener (``CERO_METRICS_ADDRESS``) when one is set."""
-    from server.app_keys import METRICS
-    from server.metrics_listener import start_metrics_listener
+    from server.core.app_keys import METRICS
+    from server.http.metrics_listener import start_metrics_listener
 
     listen = settings.metrics_listen
     if listen is None:

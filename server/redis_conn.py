@@ -26,11 +26,11 @@ import redis.asyncio as redis
 import structlog
 from aiohttp import web
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 
 from actors.error_text import error_text
-from server.app_keys import METRICS, REDIS, REDIS_HEALTH, SETTINGS
-from server.errors import ApiError
+from cluster.faults import REDIS_FAULTS
+from server.core.app_keys import METRICS, REDIS, REDIS_HEALTH, SETTINGS
+from server.core.errors import ApiError
 
 log = structlog.get_logger(__name__)
 
@@ -45,10 +45,6 @@ POOL_WAIT_S = 5.0
 #: The health monitor's own client: its pings never wait behind a busy pool, so "down"
 #: means Redis did not answer, not that this process was busy.
 HEALTH_CONNECTIONS = 2
-
-#: What a command that failed because of Redis raises: connection refused or reset,
-#: timeouts, a Redis restarting (``LOADING``), ...
-REDIS_FAULTS: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutError)
 
 
 def connect(url: str, max_connections: int = HEALTH_CONNECTIONS) -> redis.Redis:

@@ -50,22 +50,23 @@ from limits.aio.storage import RedisStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 from prometheus_client import Counter, Gauge
 
-from server.app_keys import METRICS, REDIS, REDIS_HEALTH, SESSIONS, SETTINGS, USER_LIMITS
+from cluster.faults import REDIS_FAULTS
 from server.auth.cookies import CACHE_TTL_S
 from server.auth.github import STATE_TTL_S
 from server.auth.keys import LIMITER, OAUTH_STATES
-from server.auth.rate_limit import ACQUIRE_WAIT_S, MAX_WRONG, WINDOW_S
-from server.errors import ApiError
-from server.ids import new_id, token_hash
-from server.redis_conn import REDIS_FAULTS, RedisHealth, not_ready
-from server.stream_limits import STREAM_LIMITS, StreamLimits, StreamSlot
-from server.user_limits import (
+from server.core.app_keys import METRICS, REDIS, REDIS_HEALTH, SESSIONS, SETTINGS, USER_LIMITS
+from server.core.errors import ApiError
+from server.core.ids import new_id, token_hash
+from server.limits.rate_limit import ACQUIRE_WAIT_S, MAX_WRONG, WINDOW_S
+from server.limits.stream_limits import STREAM_LIMITS, StreamLimits, StreamSlot
+from server.limits.user_limits import (
     HOUR_S,
     MINUTE_S,
     GenerationCounter,
     GenerationSlot,
     UserLimits,
 )
+from server.redis_conn import RedisHealth, not_ready
 
 log = structlog.get_logger(__name__)
 
@@ -276,7 +277,7 @@ class RedisOAuthStates(_Shared):
 
 
 class RedisWrongCodes(_Shared):
-    """:class:`server.auth.rate_limit.WrongCodeLimiter`'s rules, counted in Redis."""
+    """:class:`server.limits.rate_limit.WrongCodeLimiter`'s rules, counted in Redis."""
 
     def __init__(
         self,
@@ -548,7 +549,7 @@ class RedisUserLimits(UserLimits):
 
 
 class RedisStreamLimits(StreamLimits):
-    """:class:`server.stream_limits.StreamLimits` counted across processes: two sorted sets
+    """:class:`server.limits.stream_limits.StreamLimits` counted across processes: two sorted sets
     of slot ids (per user, per address) with expiries, taken together by one script and
     renewed while held, exactly like the generation slots."""
 

@@ -17,9 +17,9 @@ import aiohttp
 
 from server.auth.cookies import CookieCodec
 from server.auth.sessions import SessionStore
-from server.config import Settings
-from server.ids import new_id
-from server.tables import User
+from server.core.config import Settings
+from server.core.ids import new_id
+from server.storage.tables import User
 
 
 async def make_user_session(name: str = "Ada", email: str | None = None) -> tuple[str, str]:
@@ -70,7 +70,7 @@ def cookie_header(cookies: dict[str, str]) -> dict[str, str]:
 async def running(settings_factory: Callable[[int], Settings]) -> AsyncIterator[Any]:
     """An extra app for one test; the tables are re-bound to the previous engine after."""
     import piccolo_conf
-    from server import db
+    from server.storage import db
     from tests.conftest import start_live
 
     previous = getattr(piccolo_conf, "DB", None)

@@ -24,7 +24,7 @@ import pytest_asyncio
 import redis.asyncio as redis
 from aiohttp.test_utils import unused_port
 
-from server import db
+from server.storage import db
 from tests.conftest import IN_CI, create_pg_database, drop_pg_database
 from tests.server_process import EnvChanges, ServerProcess, serve, serve_many
 

@@ -22,8 +22,8 @@ import pytest_asyncio
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from server.config import Settings, load_settings
-from tests.fakes.gemini import FakeGemini, Script
+from server.core.config import Settings, load_settings
+from standins.gemini import FakeGemini, Script
 from tests.process_stats import METRICS_TOKEN
 
 # Tests are hermetic: no setting leaks in from the developer's shell or .env.
@@ -165,9 +165,9 @@ async def start_live(settings_factory: Any) -> Live:
     """Start ``create_app`` on a free port; ``settings_factory(port)`` builds its settings."""
     from aiohttp.test_utils import unused_port
 
-    from server import db
     from server.app import create_app
     from server.auth import local
+    from server.storage import db
 
     port = unused_port()
     settings = settings_factory(port)
@@ -185,7 +185,7 @@ async def live_with_gemini(
     database_url: str, *, default_script: Script | None = None, **overrides: Any
 ) -> AsyncIterator[tuple[Live, FakeGemini]]:
     """The app on a real port whose Gemini is the local stand-in
-    (:class:`tests.fakes.gemini.FakeGemini`, returned beside it): the real google-genai
+    (:class:`standins.gemini.FakeGemini`, returned beside it): the real google-genai
     SDK talks to it over HTTP. ``overrides`` are settings (fast retries by default)."""
     fake = FakeGemini(default_script=default_script)
     url = await fake.start()

@@ -98,7 +98,7 @@ def _new_id(prefix: str) -> str:
 
 
 class MemoryStore:
-    """``ConversationStore`` over dicts, with the semantics of ``server/chat_store.py``.
+    """``ConversationStore`` over dicts, with the semantics of ``server/storage/chat_store.py``.
 
     Rows are copied in and out, so the actor mutating a returned message never changes
     what is "stored". ``finish_later`` queues the outcome (the janitor); the test runs
@@ -231,6 +231,17 @@ class MemoryStore:
                 row.status = "interrupted"
                 count += 1
         return count
+
+    async def interrupt_orphans(self, conversation_id: str, fence: int) -> list[tuple[str, str]]:
+        closed = []
+        for row in self.messages(conversation_id):
+            if row.status == "streaming":
+                row.status = "interrupted"
+                closed.append((row.id, row.generation_id or ""))
+        return closed
+
+    async def streaming_conversations(self) -> list[str]:
+        return sorted({r.conversation_id for r in self.rows.values() if r.status == "streaming"})
 
 
 # -- the scripted model -----------------------------------------------------------------

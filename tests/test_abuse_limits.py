@@ -30,10 +30,10 @@ import orjson
 import pytest
 import pytest_asyncio
 
-from server.app_keys import USER_LIMITS
-from server.chat_store import create_conversation
-from server.config import ConfigError, load_settings
-from server.stream_limits import STREAM_LIMITS
+from server.core.app_keys import USER_LIMITS
+from server.core.config import ConfigError, load_settings
+from server.limits.stream_limits import STREAM_LIMITS
+from server.storage.chat_store import create_conversation
 from server.transports.frame_rate import FLOOD_SECONDS, FrameRate, Verdict
 from tests.auth_helpers import bearer, fresh_ip, make_user_session
 from tests.conditions import until

@@ -14,9 +14,9 @@ import pytest
 import pytest_asyncio
 import structlog
 
-from server.device_clients import ANY_CLIENT, KNOWN_CLIENTS
-from server.ids import token_hash
-from server.tables import DeviceCode
+from server.core.device_clients import ANY_CLIENT, KNOWN_CLIENTS
+from server.core.ids import token_hash
+from server.storage.tables import DeviceCode
 from tests.auth_helpers import (
     bearer,
     fresh_ip,

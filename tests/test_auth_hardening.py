@@ -22,9 +22,9 @@ import aiohttp
 import orjson
 import pytest_asyncio
 
-from server.auth.client_ip import _trusted
-from server.auth.rate_limit import WrongCodeLimiter, rate_key
-from server.config import load_settings
+from server.core.client_ip import _trusted
+from server.core.config import load_settings
+from server.limits.rate_limit import WrongCodeLimiter, rate_key
 from tests.auth_helpers import (
     bearer,
     fresh_ip,

@@ -12,10 +12,10 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from server.app_keys import SESSIONS
 from server.auth.cookies import sign_value
-from server.ids import token_hash
-from server.tables import Session
+from server.core.app_keys import SESSIONS
+from server.core.ids import token_hash
+from server.storage.tables import Session
 from tests.auth_helpers import (
     bearer,
     codec,

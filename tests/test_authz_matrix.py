@@ -28,8 +28,8 @@ import orjson
 import pytest
 import pytest_asyncio
 
-from server.ids import new_id, token_hash
-from server.tables import Session
+from server.core.ids import new_id, token_hash
+from server.storage.tables import Session
 from server.transports.protocol import ClientFrame
 from tests.auth_helpers import bearer, fresh_ip, make_user_session, new_code, session_cookie
 from tests.conftest import Live, make_settings, start_live

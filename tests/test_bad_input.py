@@ -11,8 +11,8 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from server.ids import token_hash
-from server.tables import Conversation, Message, Session
+from server.core.ids import token_hash
+from server.storage.tables import Conversation, Message, Session
 from tests.auth_helpers import bearer, make_user_session, session_cookie
 from tests.conftest import Live, make_settings, start_live
 from tests.live_clients import read_ndjson

@@ -8,10 +8,10 @@ from pathlib import Path
 
 from actors.clock import utcnow
 from actors.store import StoredMessage, StoreUnavailable
-from server import db
-from server.batch_writer import BatchWriter, _Op
-from server.chat_store import create_conversation
-from server.tables import Message
+from server.storage import db
+from server.storage.batch_writer import BatchWriter, _Op
+from server.storage.chat_store import create_conversation
+from server.storage.tables import Message
 from tests.auth_helpers import make_user_session
 from tests.conditions import until
 

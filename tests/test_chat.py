@@ -17,10 +17,10 @@ import pytest
 import pytest_asyncio
 
 from actors.turn_timing import PHASES
-from server.tables import Message
+from server.storage.tables import Message
+from standins.gemini import FakeGemini, Script
 from tests.auth_helpers import bearer, make_user_session
 from tests.conftest import Live, live_with_gemini
-from tests.fakes.gemini import FakeGemini, Script
 from tests.live_clients import WsPeer, check_seq, read_ndjson, read_sse, token_text
 from tests.process_stats import METRICS_AUTH
 
@@ -555,7 +555,7 @@ async def test_partial_answers_are_flushed_together(env: Env) -> None:
     """Three answers streaming at once: their partial text reaches the database in
     batches, at most one per flush interval, never per token (that every answer dirty at
     a tick shares one batch is ``tests/test_flusher_unit.py``'s to show)."""
-    from server.app_keys import REGISTRY
+    from server.core.app_keys import REGISTRY
 
     flusher = env.live.app[REGISTRY].deps.flusher
     release = asyncio.Event()

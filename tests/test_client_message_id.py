@@ -18,10 +18,10 @@ import pytest
 import pytest_asyncio
 
 from actors.store import ClientMessageTaken, NewTurn
-from server.app_keys import WRITER
-from server.batch_writer import BatchWriter
-from server.chat_store import PiccoloConversationStore, create_conversation
-from server.tables import Message
+from server.core.app_keys import WRITER
+from server.storage.batch_writer import BatchWriter
+from server.storage.chat_store import PiccoloConversationStore, create_conversation
+from server.storage.tables import Message
 from tests.auth_helpers import bearer, make_user_session
 from tests.conftest import Live
 from tests.live_clients import WsPeer, read_ndjson
@@ -192,8 +192,8 @@ async def test_migration_keeps_the_earliest_of_legacy_duplicates(
 ) -> None:
     from piccolo.apps.migrations.commands.forwards import run_forwards
 
-    from server import db
-    from server.app_keys import ENGINE
+    from server.core.app_keys import ENGINE
+    from server.storage import db
     from tests.conftest import create_pg_database, drop_pg_database
 
     fresh = (

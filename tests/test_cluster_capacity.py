@@ -27,7 +27,7 @@ import orjson
 import pytest
 import redis.asyncio as redis
 
-from server.tables import Message
+from server.storage.tables import Message
 from tests import cluster_harness
 from tests.auth_helpers import bearer, make_user_session
 from tests.cluster_harness import Cluster, PrivateRedis

@@ -19,7 +19,8 @@ import aiohttp
 import pytest
 import redis.asyncio as redis
 
-from server import cli, db
+from server import cli
+from server.storage import db
 from tests.auth_helpers import make_user_session
 from tests.cluster_harness import REDIS_URL as SHARED_REDIS
 from tests.cluster_harness import require_redis

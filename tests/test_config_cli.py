@@ -11,7 +11,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from server.config import ConfigError, load_settings
+from server.core.config import ConfigError, load_settings
 from tests.conftest import create_pg_database, drop_pg_database
 from tests.server_process import serve
 

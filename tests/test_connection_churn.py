@@ -24,7 +24,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from server import db
+from server.storage import db
 from tests.auth_helpers import make_user_session
 from tests.conditions import until
 from tests.process_stats import fds, rss, scrape, total

@@ -6,7 +6,7 @@ success), never a 500.
 cannot hold U+0000; SQLite answered 404). The fuzzer never sent it: the OpenAPI pattern
 excludes NUL, and a schema-driven client honours it. So the routes are taken from the
 app's router (a new route is covered without a change here) and the query parameters from
-``server.openapi.OPS`` plus one the document does not name; values are sent percent-encoded
+``server.routes.openapi.OPS`` plus one the document does not name; values are sent percent-encoded
 exactly as given, bypassing every client-side check.
 """
 
@@ -23,7 +23,7 @@ import pytest_asyncio
 from yarl import URL
 
 from server.auth.sessions import SessionStore
-from server.openapi import OPS
+from server.routes.openapi import OPS
 from tests.auth_helpers import bearer, make_user_session
 from tests.conftest import Live, make_settings, start_live
 from tests.live_clients import WsPeer, new_conversation

@@ -33,8 +33,8 @@ import asyncpg
 import orjson
 import pytest
 
-from server import db
-from server.tables import Message
+from server.storage import db
+from server.storage.tables import Message
 from tests.auth_helpers import bearer, make_user_session
 from tests.cluster_harness import Cluster, require_redis
 from tests.conditions import until

@@ -22,9 +22,9 @@ import pytest_asyncio
 
 from actors.clock import utcnow
 from server.auth import device_flow
-from server.auth.rate_limit import WrongCodeLimiter
-from server.ids import new_id, token_hash
-from server.tables import DeviceCode
+from server.core.ids import new_id, token_hash
+from server.limits.rate_limit import WrongCodeLimiter
+from server.storage.tables import DeviceCode
 from tests.auth_helpers import bearer, fresh_ip, make_user_session
 from tests.conditions import until
 from tests.conftest import Live, make_settings, start_live
@@ -232,7 +232,7 @@ async def test_expired_device_codes_are_purged_promptly(live: Live) -> None:
 
 
 def test_sliding_window_counts_per_key() -> None:
-    from server.auth.rate_limit import SlidingWindow
+    from server.limits.rate_limit import SlidingWindow
 
     now = [0.0]
     window = SlidingWindow(2, 10.0, clock=lambda: now[0])

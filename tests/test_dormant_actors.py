@@ -17,8 +17,8 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from server.app_keys import REGISTRY
-from server.chat_store import create_conversation
+from server.core.app_keys import REGISTRY
+from server.storage.chat_store import create_conversation
 from tests.auth_helpers import bearer, make_user_session
 from tests.conditions import until
 from tests.conftest import Live, make_settings, start_live

@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 PROBE = """
 import asyncio, piccolo_conf
-from server.tables import User
+from server.storage.tables import User
 try:
     asyncio.run(User.select().run())
 except RuntimeError as exc:

@@ -23,8 +23,8 @@ from aiohttp.test_utils import unused_port
 from yarl import URL
 
 from actors.error_text import ERROR_TEXT, READY_TEXT
-from server.config import Settings
-from server.tables import Message
+from server.core.config import Settings
+from server.storage.tables import Message
 from tests.auth_helpers import bearer, make_user_session, running
 from tests.conditions import until
 from tests.conftest import create_pg_database, drop_pg_database, make_settings

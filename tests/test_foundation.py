@@ -6,8 +6,9 @@ import aiohttp
 import pytest
 from piccolo.apps.migrations.tables import Migration
 
-from server import db
-from server.tables import TABLES
+from server.core.app_keys import ENGINE
+from server.storage import db
+from server.storage.tables import TABLES
 from tests.conftest import Live
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -65,7 +66,7 @@ async def test_migrations_applied_from_empty(live: Live) -> None:
     for table in TABLES:
         assert await table.table_exists().run(), table._meta.tablename
     # Applying again is a no-op.
-    assert await db.migrate(live.app[__import__("server.app_keys").app_keys.ENGINE]) == []
+    assert await db.migrate(live.app[ENGINE]) == []
 
 
 async def _redis_up() -> bool:
@@ -81,7 +82,7 @@ async def _redis_up() -> bool:
 
 
 async def test_readyz_checks_redis_when_configured(database_url: str) -> None:
-    from server.config import ConfigError
+    from server.core.config import ConfigError
     from tests.auth_helpers import running
     from tests.conftest import IN_CI, make_settings
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from server import db
+from server.storage import db
 from tests.auth_helpers import bearer, make_user_session
 from tests.server_process import serve
 

@@ -1,4 +1,4 @@
-"""A served process freezes its start-up heap (server/gc_tuning.py, issue 21).
+"""A served process freezes its start-up heap (server/ops/gc_tuning.py, issue 21).
 
 Bench scenario 2 at 100 conversations had p99 200 ms against p50 2 ms: every late delivery
 fell in the 100 ms around one full garbage collection, which walked the whole start-up
@@ -15,7 +15,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from server.gc_tuning import freeze_startup_heap, meter_pauses
+from server.ops.gc_tuning import freeze_startup_heap, meter_pauses
 from tests.process_stats import METRICS_AUTH
 from tests.server_process import serve
 

@@ -19,12 +19,12 @@ import pytest_asyncio
 from prometheus_client.parser import text_string_to_metric_families
 
 from actors.hub import Hub
-from server import db
 from server.auth.local import LOCAL_PROFILE
 from server.auth.sessions import SessionStore
 from server.auth.users import link_or_create
-from server.ids import new_id, new_token
-from server.tables import Account, Conversation, Message, Session, User
+from server.core.ids import new_id, new_token
+from server.storage import db
+from server.storage.tables import Account, Conversation, Message, Session, User
 from tests.auth_helpers import bearer, make_user_session
 from tests.conftest import Live, make_settings, start_live
 from tests.live_clients import read_ndjson, read_sse

@@ -33,8 +33,8 @@ import orjson
 from aiohttp import web
 from aiohttp.test_utils import unused_port
 
-from server.connection_guard import ConnectionGuard
-from server.http_protocol import CeroRunner
+from server.http.protocol import CeroRunner
+from server.limits.connection_guard import ConnectionGuard
 from tests.auth_helpers import bearer, make_user_session
 from tests.conditions import until
 from tests.conftest import make_settings
@@ -52,9 +52,9 @@ class Served(NamedTuple):
 @asynccontextmanager
 async def serving(tmp_path: Path, **overrides: Any) -> AsyncIterator[Served]:
     """The app behind ``make_runner`` on a free port (as ``cero-api serve`` runs it)."""
-    from server import db
     from server.app import create_app
-    from server.http_protocol import make_runner
+    from server.http.protocol import make_runner
+    from server.storage import db
 
     port = unused_port()
     settings = make_settings(f"sqlite:///{tmp_path / 'cero.db'}", port=port, **overrides)
@@ -162,7 +162,7 @@ def json_error(headers: dict[str, str], body: bytes) -> dict[str, Any]:
 
 
 def test_aiohttp_hooks_still_exist() -> None:
-    """server/http_protocol.py leans on these aiohttp internals: if an upgrade moves one,
+    """server/http/protocol.py leans on these aiohttp internals: if an upgrade moves one,
     this fails first (and the behaviour tests below say what broke)."""
     from aiohttp.http_exceptions import LineTooLong
     from aiohttp.web_protocol import RequestHandler
@@ -326,7 +326,7 @@ async def test_total_cap_keeps_probes_answering(tmp_path: Path) -> None:
 
 
 def test_connection_guard_counts() -> None:
-    from server.connection_guard import Admission, ConnectionGuard, connection_capacity
+    from server.limits.connection_guard import Admission, ConnectionGuard, connection_capacity
 
     guard = ConnectionGuard(
         max_total=3, max_per_ip=2, reserve=2, exempt=lambda address: address == "10.0.0.9"

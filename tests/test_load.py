@@ -38,7 +38,7 @@ import orjson
 import pytest
 import pytest_asyncio
 
-from server import db
+from server.storage import db
 from tests.auth_helpers import make_user_session
 from tests.conditions import until
 from tests.conftest import create_pg_database, drop_pg_database

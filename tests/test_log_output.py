@@ -1,4 +1,4 @@
-"""server/log_output.py: a log line never blocks and never raises, whatever the reader of
+"""server/ops/log_output.py: a log line never blocks and never raises, whatever the reader of
 stderr does (issue 20, item 13: a cluster process stuck after SIGTERM behind its log pipe).
 Real pipes, no mocks."""
 
@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from server.log_output import MAX_PENDING_BYTES, LogOutput
+from server.ops.log_output import MAX_PENDING_BYTES, LogOutput
 from tests.server_process import ROOT, STOP_WITHIN
 
 LINE = b'{"event":"draining","level":"info","padding":"' + b"x" * 200 + b'"}\n'
@@ -84,7 +84,7 @@ def test_lines_reach_a_reader_in_order(pipe: tuple[int, int]) -> None:
 FORCED_EXIT = """
 import threading
 from server import cli
-from server.logging import configure_logging
+from server.ops.logging import configure_logging
 
 configure_logging("info", "json")
 cli._exit_watchdog(0.3)

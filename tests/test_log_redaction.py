@@ -1,4 +1,4 @@
-"""The log redaction guard (server/logging.py): secrets out of structlog events and the
+"""The log redaction guard (server/ops/logging.py): secrets out of structlog events and the
 standard library's records, through the real ``configure_logging`` chain."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import orjson
 import pytest
 import structlog
 
-from server.logging import REDACTED, configure_logging, scrub
+from server.ops.logging import REDACTED, configure_logging, scrub
 
 SECRET = "s3cr3t-VALUE-abcdefghijklmnop"
 

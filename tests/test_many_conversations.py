@@ -22,8 +22,8 @@ import pytest
 import pytest_asyncio
 from aiohttp.test_utils import unused_port
 
-from server.chat_store import create_conversation
-from server.tables import Message
+from server.storage.chat_store import create_conversation
+from server.storage.tables import Message
 from tests.auth_helpers import bearer, make_user_session
 from tests.conftest import Live
 from tests.live_clients import WsPeer, check_seq, token_text
@@ -42,7 +42,7 @@ RATE = 20.0  # tokens/s: each answer streams for 8 s
 async def standin() -> AsyncIterator[str]:
     """The Gemini stand-in in its own process (``make fake-gemini``), streaming at ``RATE``."""
     port = unused_port()
-    command = [sys.executable, "-m", "tests.fakes.gemini", "--port", str(port)]
+    command = [sys.executable, "-m", "standins.gemini", "--port", str(port)]
     command += ["--tokens", str(TOKENS), "--rate", str(RATE)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     # It serves only POSTs: any answer to a GET means it listens.

@@ -23,9 +23,9 @@ import aiohttp
 import pytest
 
 from actors.store import NewTurn
-from server import db
+from server.storage import db
+from standins.gemini import FakeGemini, Script
 from tests.auth_helpers import bearer, make_user_session
-from tests.fakes.gemini import FakeGemini, Script
 from tests.server_process import ROOT, serve
 
 MIB = 1 << 20
@@ -164,9 +164,9 @@ async def test_flusher_writes_only_the_new_text(database_url: str) -> None:
     """Each flush sends what the answer gained since the last stored flush; a failed
     flush is sent again from the same point; a repeated flush changes nothing."""
     from actors.flusher import Flusher
-    from server.batch_writer import BatchWriter
-    from server.chat_store import PiccoloConversationStore, create_conversation
-    from server.tables import Message
+    from server.storage.batch_writer import BatchWriter
+    from server.storage.chat_store import PiccoloConversationStore, create_conversation
+    from server.storage.tables import Message
 
     engine = db.bind(database_url)
     await db.migrate(engine)

@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import unused_port
 
-from server.config import ConfigError
+from server.core.config import ConfigError
 from tests.auth_helpers import bearer, make_user_session, running
 from tests.conftest import make_settings
 from tests.process_stats import METRICS_AUTH, METRICS_TOKEN

@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from server.api_models import ApiErrorBody, OAuthErrorBody
+from server.http.api_models import ApiErrorBody, OAuthErrorBody
 from tests.conftest import Live
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -76,7 +76,7 @@ async def test_every_operation_states_its_answers(live: Live) -> None:
 
 
 async def test_schemas_come_from_the_handlers_models(live: Live) -> None:
-    from server.chat_request import ChatRequest
+    from server.chat.request import ChatRequest
     from server.routes.conversations import Rename
 
     doc = await _document(live)
@@ -95,7 +95,7 @@ async def test_schemas_come_from_the_handlers_models(live: Live) -> None:
 async def test_document_is_built_once_and_served_as_the_same_bytes(live: Live) -> None:
     """Built once per process (it depends only on the code and the settings), not for
     every anonymous request: later requests get the same bytes, revalidated by ETag."""
-    from server.openapi import DOCUMENTS
+    from server.routes.openapi import DOCUMENTS
 
     async with aiohttp.ClientSession() as http:
         async with http.get(live.url + "/openapi.json") as resp:

@@ -1,4 +1,4 @@
-"""Admission control (server/overload.py): a start is refused only when this process's own
+"""Admission control (server/limits/admission.py): a start is refused only when this process's own
 work is past capacity; below the floor, never; a lagging loop alone is not overload."""
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import aiohttp
 import orjson
 import pytest
 
-from server import db
-from server.app_keys import ADMISSION
-from server.overload import WINDOW_S, Admission, AdmissionLimits, Overloaded
+from server.core.app_keys import ADMISSION
+from server.limits.admission import WINDOW_S, Admission, AdmissionLimits, Overloaded
+from server.storage import db
 from tests.auth_helpers import bearer, make_user_session, running
 from tests.conditions import until
 from tests.conftest import make_settings

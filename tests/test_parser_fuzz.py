@@ -24,7 +24,7 @@ from actors.hub import Cursor
 from server.auth.device_flow import ALPHABET, USER_CODE_LEN, display, normalize
 from server.auth.device_routes import DecisionRequest, TokenRequest
 from server.auth.oauth_bodies import read_oauth
-from server.errors import ApiError
+from server.core.errors import ApiError
 from server.routes.conversations import _decode_cursor, _encode_cursor
 
 header_text = st.text(

@@ -26,12 +26,12 @@ from aiohttp.test_utils import unused_port
 from prometheus_client.parser import text_string_to_metric_families
 from yarl import URL
 
-from server import db
-from server.tables import Message
+from server.storage import db
+from server.storage.tables import Message
+from standins.gemini import FakeGemini, Script
 from tests.auth_helpers import bearer, make_user_session
 from tests.conditions import until
 from tests.conftest import create_pg_database, drop_pg_database
-from tests.fakes.gemini import FakeGemini, Script
 from tests.live_clients import WsPeer, token_text
 from tests.process_stats import METRICS_AUTH
 from tests.server_process import serve

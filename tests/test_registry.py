@@ -10,8 +10,8 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from server.app_keys import ENGINE, REGISTRY
-from server.tables import Message
+from server.core.app_keys import ENGINE, REGISTRY
+from server.storage.tables import Message
 from tests.auth_helpers import bearer, make_user_session
 from tests.conditions import until
 from tests.conftest import Live, make_settings, start_live

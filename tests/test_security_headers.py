@@ -1,4 +1,4 @@
-"""Security headers (server/security_headers.py) over real HTTP, on every route.
+"""Security headers (server/http/security_headers.py) over real HTTP, on every route.
 
 Every answer of every route carries ``X-Content-Type-Options: nosniff`` and a
 ``Referrer-Policy``; every HTML answer (``/app``, ``/device`` signed out, signed in and
@@ -13,8 +13,8 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest_asyncio
 
-from server.config import Settings
-from server.security_headers import HSTS
+from server.core.config import Settings
+from server.http.security_headers import HSTS
 from tests.auth_helpers import bearer, fresh_ip, make_user_session, running, session_cookie
 from tests.conftest import Live, make_settings, start_live
 

@@ -29,7 +29,7 @@ import aiohttp
 import orjson
 import pytest
 
-from server import db
+from server.storage import db
 from tests.auth_helpers import bearer, make_user_session
 from tests.conditions import until
 from tests.process_stats import refusals

@@ -22,13 +22,13 @@ import orjson
 import pytest
 import pytest_asyncio
 
-from server.app_keys import REGISTRY, USER_LIMITS
-from server.chat_store import create_conversation
-from server.tables import Message
+from server.core.app_keys import REGISTRY, USER_LIMITS
+from server.storage.chat_store import create_conversation
+from server.storage.tables import Message
+from standins.gemini import FakeGemini, Script
 from tests.auth_helpers import bearer, make_user_session
 from tests.conditions import until
 from tests.conftest import Live, make_settings, start_live
-from tests.fakes.gemini import FakeGemini, Script
 from tests.live_clients import WsPeer
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")

@@ -26,12 +26,12 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from server.app_keys import SESSIONS
 from server.auth.keys import LOCAL
+from server.core.app_keys import SESSIONS
+from standins.gemini import FakeGemini, Script
+from standins.github import FakeGitHub
 from tests.auth_helpers import bearer, codec, running
 from tests.conftest import IN_CI, Live, make_settings, start_live
-from tests.fakes.gemini import FakeGemini, Script
-from tests.fakes.github import FakeGitHub
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -637,8 +637,8 @@ async def restart_server(env: Env) -> None:
     database: every log starts a new epoch, so old cursors cannot be replayed."""
     from aiohttp.test_utils import TestServer
 
-    from server import db
     from server.app import create_app
+    from server.storage import db
 
     old = env.live
     port = old.server.port

@@ -13,9 +13,9 @@ import pytest_asyncio
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from standins.gemini import FakeGemini, Script
 from tests.auth_helpers import bearer, make_user_session
 from tests.conftest import Live, live_with_gemini, make_settings
-from tests.fakes.gemini import FakeGemini, Script
 from tests.live_clients import WsPeer, check_seq, new_conversation
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -163,7 +163,7 @@ async def test_retried_send_does_not_subscribe_twice(env: tuple[Live, FakeGemini
         check_seq(events)  # no duplicates, no gaps
         await peer.send(type="unsubscribe", conversationId=ack["conversationId"])
         await peer.wait_for(lambda f: f["type"] == "ack" and f["of"] == "unsubscribe")
-        from server.app_keys import REGISTRY
+        from server.core.app_keys import REGISTRY
 
         actor = live.app[REGISTRY].peek(ack["conversationId"])
         assert actor is not None and actor.viewers == 0
@@ -191,8 +191,8 @@ async def test_shutdown_ends_generations_and_closes_sockets_1001(database_url: s
             assert error["code"] == "server_shutdown"
             await asyncio.wait_for(peer._task, 5)  # type: ignore[arg-type]
             assert peer.close_code == 1001
-            from server import db
-            from server.tables import Message
+            from server.storage import db
+            from server.storage.tables import Message
 
             db.use_engine(db.engine_for_url(database_url))
             row = await Message.select().where(Message.id == ack["messageId"]).first().run()

@@ -23,9 +23,9 @@ import orjson
 import pytest
 import pytest_asyncio
 
+from standins.gemini import FakeGemini, Script
 from tests.auth_helpers import bearer, make_user_session
 from tests.conftest import Live, make_settings, start_live
-from tests.fakes.gemini import FakeGemini, Script
 from tests.live_clients import WsPeer, new_conversation, read_sse
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -448,7 +448,7 @@ async def test_revoke_session_closes_only_that_sessions_sockets(
 
 
 async def test_expired_session_closes_its_socket(env: tuple[Live, FakeGemini]) -> None:
-    from server.tables import Session
+    from server.storage.tables import Session
 
     live, _ = env
     token, user_id = await make_user_session("Expiring")
@@ -464,7 +464,7 @@ async def test_expired_session_closes_its_socket(env: tuple[Live, FakeGemini]) -
 
 async def test_revocation_by_another_process_is_seen(env: tuple[Live, FakeGemini]) -> None:
     """Another process deletes the session row: this one notices on its next re-check."""
-    from server.tables import Session
+    from server.storage.tables import Session
 
     live, _ = env
     token, user_id = await make_user_session("Elsewhere")
@@ -478,7 +478,7 @@ async def test_revocation_by_another_process_is_seen(env: tuple[Live, FakeGemini
 
 
 async def test_send_on_a_revoked_session_starts_nothing(env: tuple[Live, FakeGemini]) -> None:
-    from server.tables import Conversation, Session
+    from server.storage.tables import Conversation, Session
 
     live, _ = env
     token, user_id = await make_user_session("Too late")

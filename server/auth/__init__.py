@@ -34,15 +34,13 @@ __all__ = [
 
 def setup(app: web.Application) -> None:
     """Register sign-in state, routes and start-up hooks on ``app``."""
-    from server.app_keys import SESSIONS, SETTINGS
     from server.auth import device_routes, github_routes, local, session_routes, sign_in_limit
     from server.auth.cookies import CookieCodec, apply_deferred
     from server.auth.github import OAuthStates
     from server.auth.keys import COOKIES, LIMITER, LOCAL, OAUTH_STATES
-    from server.auth.rate_limit import WrongCodeLimiter
     from server.auth.sessions import SessionStore
-    from server.routes import user
-    from server.web import app_page, device_page
+    from server.core.app_keys import SESSIONS, SETTINGS
+    from server.limits.rate_limit import WrongCodeLimiter
 
     settings = app[SETTINGS]
     app[SESSIONS] = SessionStore()
@@ -59,9 +57,6 @@ def setup(app: web.Application) -> None:
         session_routes.routes,
         github_routes.routes,
         local.routes,
-        user.routes,
-        device_page.routes,
-        app_page.routes,
     ):
         app.add_routes(table)
 

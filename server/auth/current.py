@@ -14,13 +14,13 @@ from typing import Literal
 from aiohttp import web
 
 from actors.clock import utcnow
-from server.app_keys import SESSIONS
 from server.auth.csrf import origin_trusted
 from server.auth.keys import COOKIES, RESOLVED, USER
 from server.auth.sessions import Resolved
-from server.auth.text import token_shaped
-from server.errors import ApiError, unauthorized
-from server.ids import token_hash
+from server.core.app_keys import SESSIONS
+from server.core.errors import ApiError, unauthorized
+from server.core.header_text import token_shaped
+from server.core.ids import token_hash
 
 __all__ = [
     "CurrentUser",

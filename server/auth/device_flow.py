@@ -18,10 +18,10 @@ from piccolo.engine.postgres import PostgresEngine
 
 from actors.clock import utcnow
 from server.auth.sessions import Resolved, SessionStore
-from server.db import write_transaction
-from server.errors import ApiError
-from server.ids import new_id, new_token, same, token_hash
-from server.tables import DeviceCode
+from server.core.errors import ApiError
+from server.core.ids import new_id, new_token, same, token_hash
+from server.storage.db import write_transaction
+from server.storage.tables import DeviceCode
 
 GRANT_TYPE = "urn:ietf:params:oauth:grant-type:device_code"
 ALPHABET = "BCDFGHJKLMNPQRSTVWXZ"

@@ -19,16 +19,16 @@ import structlog
 from aiohttp import web
 from pydantic import Field
 
-from server import api_models as wire
-from server import device_clients
-from server.app_keys import SESSIONS, SETTINGS
 from server.auth import device_flow, verification
-from server.auth.client_ip import client_ip
 from server.auth.current import current_user, require_user
 from server.auth.oauth_bodies import OAuthBody, read_oauth
-from server.auth.rate_limit import LocalWindow, Window
 from server.auth.sign_in_limit import admit_address
-from server.errors import ApiError
+from server.core import device_clients
+from server.core.app_keys import SESSIONS, SETTINGS
+from server.core.client_ip import client_ip
+from server.core.errors import ApiError
+from server.http import api_models as wire
+from server.limits.rate_limit import LocalWindow, Window
 
 log = structlog.get_logger(__name__)
 routes = web.RouteTableDef()

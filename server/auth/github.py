@@ -18,8 +18,8 @@ from urllib.parse import urlencode
 import aiohttp
 
 from server.auth.users import Profile
-from server.config import Settings
-from server.ids import token_hash
+from server.core.config import Settings
+from server.core.ids import token_hash
 
 SCOPE = "read:user user:email"
 USER_AGENT = "cero-api"

@@ -9,18 +9,18 @@ import structlog
 from aiohttp import web
 from pydantic import Field, StrictBool
 
-from server import api_models as wire
-from server.app_keys import SESSIONS, SETTINGS
 from server.auth import github
-from server.auth.client_ip import client_ip
 from server.auth.keys import COOKIES, GITHUB_HTTP, OAUTH_STATES
 from server.auth.oauth_bodies import OAuthBody
 from server.auth.redirects import safe_path, safe_target, with_query
 from server.auth.sign_in_limit import admit_sign_in
 from server.auth.users import link_or_create
-from server.bodies import read_model
-from server.errors import ApiError, json_response
-from server.ids import same
+from server.core.app_keys import SESSIONS, SETTINGS
+from server.core.client_ip import client_ip
+from server.core.errors import ApiError, json_response
+from server.core.ids import same
+from server.http import api_models as wire
+from server.http.bodies import read_model
 
 log = structlog.get_logger(__name__)
 routes = web.RouteTableDef()

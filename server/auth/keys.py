@@ -11,8 +11,8 @@ if TYPE_CHECKING:
     from server.auth.current import CurrentUser
     from server.auth.github import StateStore
     from server.auth.local import LocalSignIn
-    from server.auth.rate_limit import WrongCodes
     from server.auth.sessions import Resolved
+    from server.limits.rate_limit import WrongCodes
 
 COOKIES: web.AppKey[CookieCodec] = web.AppKey("auth_cookies")
 LIMITER: web.AppKey[WrongCodes] = web.AppKey("auth_wrong_codes")

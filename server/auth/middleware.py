@@ -19,7 +19,7 @@ from server.auth.csrf import UNSAFE_METHODS, origin_trusted
 from server.auth.current import CurrentUser, bearer_token, resolve_cookie, resolve_token
 from server.auth.keys import COOKIES, RESOLVED, USER
 from server.auth.sessions import Resolved
-from server.errors import ApiError
+from server.core.errors import ApiError
 
 log = structlog.get_logger(__name__)
 
@@ -49,7 +49,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         return await handler(request)
     request[RESOLVED] = resolved
     request[USER] = CurrentUser.of(resolved, via)
-    # bind/reset, not ``bound_contextvars``: see request_id_middleware (server.middleware).
+    # bind/reset, not ``bound_contextvars``: see request_id_middleware (server.http.middleware).
     bound = structlog.contextvars.bind_contextvars(user_id=resolved.user.id)["user_id"]
     try:
         return await handler(request)

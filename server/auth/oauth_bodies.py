@@ -12,8 +12,8 @@ from typing import TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from server.bodies import FORM_TYPES, read_form, read_object, validate
-from server.errors import ApiError
+from server.core.errors import ApiError
+from server.http.bodies import FORM_TYPES, read_form, read_object, validate
 
 M = TypeVar("M", bound=BaseModel)
 

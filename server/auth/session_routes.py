@@ -7,13 +7,13 @@ from aiohttp import web
 from pydantic import Field
 
 from actors.clock import iso
-from server import api_models as wire
-from server.app_keys import SESSIONS
 from server.auth.current import current_session, current_user, require_user
 from server.auth.keys import COOKIES
 from server.auth.oauth_bodies import OAuthBody
-from server.bodies import read_model
-from server.errors import ApiError
+from server.core.app_keys import SESSIONS
+from server.core.errors import ApiError
+from server.http import api_models as wire
+from server.http.bodies import read_model
 
 log = structlog.get_logger(__name__)
 routes = web.RouteTableDef()

@@ -16,9 +16,9 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from actors.clock import iso, utcnow
-from server.auth.text import MAX_TOKEN_CHARS, clean_text
-from server.ids import new_id, new_token, same, token_hash
-from server.tables import Session, User
+from server.core.header_text import MAX_TOKEN_CHARS, clean_text
+from server.core.ids import new_id, new_token, same, token_hash
+from server.storage.tables import Session, User
 
 SESSION_TTL = timedelta(days=7)
 UPDATE_AGE = timedelta(days=1)

@@ -17,10 +17,10 @@ from __future__ import annotations
 import structlog
 from aiohttp import web
 
-from server.app_keys import METRICS, SETTINGS
-from server.auth.client_ip import client_ip
-from server.auth.rate_limit import LocalWindow, Window, rate_key
-from server.errors import ApiError
+from server.core.app_keys import METRICS, SETTINGS
+from server.core.client_ip import client_ip
+from server.core.errors import ApiError
+from server.limits.rate_limit import LocalWindow, Window, rate_key
 
 log = structlog.get_logger(__name__)
 

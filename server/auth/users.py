@@ -7,9 +7,9 @@ from dataclasses import dataclass
 import structlog
 
 from actors.clock import utcnow
-from server.db import write_transaction
-from server.ids import new_id
-from server.tables import Account, User
+from server.core.ids import new_id
+from server.storage.db import write_transaction
+from server.storage.tables import Account, User
 
 log = structlog.get_logger(__name__)
 

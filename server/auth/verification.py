@@ -16,12 +16,12 @@ from dataclasses import dataclass
 import structlog
 from aiohttp import web
 
-from server.app_keys import METRICS
 from server.auth import device_flow
-from server.auth.client_ip import client_ip
 from server.auth.keys import LIMITER
-from server.auth.rate_limit import rate_key
-from server.errors import ApiError
+from server.core.app_keys import METRICS
+from server.core.client_ip import client_ip
+from server.core.errors import ApiError
+from server.limits.rate_limit import rate_key
 
 log = structlog.get_logger(__name__)
 

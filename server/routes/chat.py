@@ -17,11 +17,11 @@ from aiohttp.http import HttpVersion11
 from actors.conversation import TERMINAL, SendResult
 from actors.hub import Event
 from actors.turn_timing import TurnTiming
-from server.app_keys import METRICS, SETTINGS
 from server.auth.current import require_user
-from server.bodies import read_model
-from server.chat_request import ChatRequest
-from server.chat_service import rebuilt_events, start_chat
+from server.chat.request import ChatRequest
+from server.chat.service import rebuilt_events, start_chat
+from server.core.app_keys import METRICS, SETTINGS
+from server.http.bodies import read_model
 from server.transports.liveness import watching
 from server.transports.ndjson import NdjsonRenderer
 from server.transports.response_pump import Render, ResponsePump

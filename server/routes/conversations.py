@@ -16,21 +16,21 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from actors.clock import as_utc, iso, utcnow
 from actors.conversation import ConversationActor
 from actors.hub import Subscription
-from server import api_models as wire
-from server.app_keys import CATALOG, METRICS, REGISTRY, SETTINGS
 from server.auth.current import CurrentUser, require_user
-from server.bodies import read_model
-from server.chat_request import NON_BLANK, no_nul
-from server.chat_service import (
+from server.chat.request import NON_BLANK, no_nul
+from server.chat.service import (
     cancel_generation,
     owned_conversation,
     refuse_while_draining,
     run_on_actor,
 )
-from server.chat_store import to_stored
-from server.errors import ApiError
-from server.stream_limits import open_stream
-from server.tables import Conversation, Message
+from server.core.app_keys import CATALOG, METRICS, REGISTRY, SETTINGS
+from server.core.errors import ApiError
+from server.http import api_models as wire
+from server.http.bodies import read_model
+from server.limits.stream_limits import open_stream
+from server.storage.chat_store import to_stored
+from server.storage.tables import Conversation, Message
 from server.transports.liveness import watching
 from server.transports.replay_budget import SSE_REPLAY, replay_within
 from server.transports.response_pump import ResponsePump

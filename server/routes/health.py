@@ -8,11 +8,11 @@ import structlog
 from aiohttp import web
 
 from actors.error_text import READY_TEXT
-from server import api_models as wire
-from server import db
-from server.app_keys import ADMISSION, ENGINE, REDIS_HEALTH, REGISTRY, SETTINGS, WRITER
-from server.errors import error_response
-from server.redis_conn import REDIS_FAULTS
+from cluster.faults import REDIS_FAULTS
+from server.core.app_keys import ADMISSION, ENGINE, REDIS_HEALTH, REGISTRY, SETTINGS, WRITER
+from server.core.errors import error_response
+from server.http import api_models as wire
+from server.storage import db
 
 log = structlog.get_logger(__name__)
 routes = web.RouteTableDef()
@@ -61,7 +61,7 @@ async def readyz(request: web.Request) -> web.Response:
     admission = request.app.get(ADMISSION)
     detail: dict[str, object] = {"status": "ok", **checks}
     if admission is not None:
-        # What admission control sees (server/overload.py): ready does not mean idle.
+        # What admission control sees (server/limits/admission.py): ready does not mean idle.
         detail["admission"] = {
             "running": admission.running,
             "queued": admission.queued,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from server import api_models as wire
 from server.auth.current import require_user
+from server.http import api_models as wire
 
 routes = web.RouteTableDef()
 

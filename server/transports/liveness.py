@@ -28,9 +28,9 @@ import structlog
 from aiohttp import web
 
 from actors.clock import utcnow
-from server.app_keys import SESSIONS, SETTINGS
 from server.auth.current import CurrentUser
 from server.auth.sessions import SessionStore
+from server.core.app_keys import SESSIONS, SETTINGS
 
 log = structlog.get_logger(__name__)
 

@@ -12,10 +12,10 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from server.chat_request import ChatRequest
-from server.nul_guard import MESSAGE as NUL_MESSAGE
-from server.nul_guard import first_nul
-from server.validation import first_error
+from server.chat.request import ChatRequest
+from server.core.validation import first_error
+from server.http.nul_guard import MESSAGE as NUL_MESSAGE
+from server.http.nul_guard import first_nul
 
 MAX_ID = 64
 MAX_CURSOR = 128

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from aiohttp import web
 
 from actors.hub import Event, Subscription
-from server.app_keys import METRICS, SETTINGS
+from server.core.app_keys import METRICS, SETTINGS
 
 #: Per-user buckets kept before idle (full) ones are forgotten.
 _MAX_TRACKED_USERS = 10_000

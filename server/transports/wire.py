@@ -26,10 +26,10 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from aiohttp import web
 
-from server.app_keys import METRICS
+from server.core.app_keys import METRICS
 
 if TYPE_CHECKING:
-    from server.metrics import Metrics
+    from server.ops.metrics import Metrics
 
 log = structlog.get_logger(__name__)
 

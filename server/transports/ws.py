@@ -9,7 +9,7 @@ lives as long as its session: revoked or expired, it closes with 4001
 nothing more is written to it (:mod:`server.transports.ws_socket`).
 
 Abuse limits: the socket is one of its user's and its address's live connections, taken
-before the upgrade and given back when the handler ends (:mod:`server.stream_limits`), and
+before the upgrade and given back when the handler ends (:mod:`server.limits.stream_limits`), and
 its inbound frames go through a token bucket (:mod:`server.transports.frame_rate`).
 """
 
@@ -26,18 +26,18 @@ from aiohttp import WSCloseCode, WSMessage, WSMsgType, web
 
 from actors.conversation import ConversationActor, SubscribeSpec
 from actors.hub import Subscription
-from server.app_keys import METRICS, SETTINGS
-from server.auth.rate_limit import SlidingWindow
-from server.chat_service import (
+from server.chat.service import (
     cancel_generation,
     rebuilt_events,
     refuse_while_draining,
     run_on_actor,
     start_chat,
 )
-from server.db import is_unavailable
-from server.errors import ApiError
-from server.stream_limits import open_stream
+from server.core.app_keys import METRICS, SETTINGS
+from server.core.errors import ApiError
+from server.limits.rate_limit import SlidingWindow
+from server.limits.stream_limits import open_stream
+from server.storage.db import is_unavailable
 from server.transports.frame_rate import FrameRate, Verdict
 from server.transports.liveness import LIVE_SESSIONS
 from server.transports.protocol import (

@@ -11,7 +11,7 @@ from aiohttp import web
 
 from server.auth.csrf import origin_trusted
 from server.auth.current import CurrentUser, current_user, user_for_cookie, user_for_token
-from server.errors import ApiError
+from server.core.errors import ApiError
 
 SUBPROTOCOL = "cero.v1"
 

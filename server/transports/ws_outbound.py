@@ -17,9 +17,9 @@ from aiohttp import web
 
 from actors.conversation import ConversationActor
 from actors.hub import Event, Subscription
-from server.app_keys import METRICS
 from server.auth.current import CurrentUser
-from server.auth.rate_limit import SlidingWindow
+from server.core.app_keys import METRICS
+from server.limits.rate_limit import SlidingWindow
 from server.transports.replay_budget import ReplayBudget
 from server.transports.wire import HIGH_WATER, RawWriter, ws_close_frame, ws_text_frame
 

@@ -18,8 +18,8 @@ from string import Template
 
 from aiohttp import web
 
-from server.app_keys import SETTINGS
-from server.errors import not_found
+from server.core.app_keys import SETTINGS
+from server.core.errors import not_found
 
 routes = web.RouteTableDef()
 

@@ -18,14 +18,14 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from actors.clock import utcnow
-from server import device_clients
-from server.app_keys import SETTINGS
 from server.auth import verification
 from server.auth.current import CurrentUser, current_user
 from server.auth.device_flow import CodeView, display, normalize
-from server.bodies import read_form
-from server.errors import ApiError
-from server.nul_guard import first_nul
+from server.core import device_clients
+from server.core.app_keys import SETTINGS
+from server.core.errors import ApiError
+from server.http.bodies import read_form
+from server.http.nul_guard import first_nul
 
 routes = web.RouteTableDef()
 

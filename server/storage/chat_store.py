@@ -1,0 +1,224 @@
+"""Piccolo implementation of :class:`actors.store.ConversationStore`."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+import asyncpg
+import orjson
+
+from actors.clock import as_utc, utcnow
+from actors.store import ClientMessageTaken, MessageStatus, NewTurn, Outcome, StoredMessage
+from server.core.ids import new_id
+from server.storage.batch_writer import BatchWriter
+from server.storage.janitor import Janitor
+from server.storage.tables import Conversation, Message
+
+
+def _json(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return None
+    return value
+
+
+# The unique index that makes a clientMessageId unique per user (a migration creates it).
+CLIENT_KEY_INDEX = "message_user_client_id"
+
+
+def to_stored(row: dict[str, Any]) -> StoredMessage:
+    created = row["created_at"]
+    if isinstance(created, datetime):
+        created = as_utc(created)
+    return StoredMessage(
+        id=row["id"],
+        conversation_id=row["conversation_id"],
+        role=row["role"],
+        content=row["content"] or "",
+        status=cast(MessageStatus, row["status"]),
+        created_at=created,
+        model=row.get("model"),
+        generation_id=row.get("generation_id"),
+        client_message_id=row.get("client_message_id"),
+        finish_reason=row.get("finish_reason"),
+        usage=_json(row.get("usage")),
+        citations=_json(row.get("citations")),
+        tools=_json(row.get("tools")),
+    )
+
+
+class PiccoloConversationStore:
+    """Rows are written by the owning actor only, so no write races need locking."""
+
+    def __init__(self, writer: BatchWriter) -> None:
+        self.writer = writer
+        self.janitor = Janitor(writer.finish)
+        self._last_created: datetime | None = None
+        #: conversation id → the fencing token of this process's lease on it (cluster
+        #: mode sets it; 0 in one process): the answer row is written under it.
+        self.fence_of: Callable[[str], int] = _no_fence
+
+    def _created_now(self) -> datetime:
+        # Messages are ordered by created_at: keep it strictly increasing in this process.
+        now = utcnow()
+        if self._last_created is not None and now <= self._last_created:
+            now = self._last_created + timedelta(microseconds=1)
+        self._last_created = now
+        return now
+
+    async def conversation_owner(self, conversation_id: str) -> str | None:
+        row = (
+            await Conversation.select(Conversation.user_id)
+            .where(Conversation.id == conversation_id)
+            .first()
+            .run()
+        )
+        return None if row is None else str(row["user_id"])
+
+    async def history(self, conversation_id: str) -> list[StoredMessage]:
+        rows = (
+            await Message.select()
+            .where(Message.conversation_id == conversation_id)
+            .order_by(Message.created_at)
+            .output(load_json=True)
+            .run()
+        )
+        return [to_stored(row) for row in rows]
+
+    async def find_client_message(
+        self, conversation_id: str, client_message_id: str
+    ) -> tuple[StoredMessage, StoredMessage | None] | None:
+        row = (
+            await Message.select()
+            .where(
+                (Message.conversation_id == conversation_id)
+                & (Message.client_message_id == client_message_id)
+            )
+            .first()
+            .output(load_json=True)
+            .run()
+        )
+        if row is None:
+            return None
+        user = to_stored(row)
+        answer = None
+        if user.generation_id:
+            found = (
+                await Message.select()
+                .where(
+                    (Message.conversation_id == conversation_id)
+                    & (Message.generation_id == user.generation_id)
+                    & (Message.role == "assistant")
+                )
+                .first()
+                .output(load_json=True)
+                .run()
+            )
+            answer = None if found is None else to_stored(found)
+        return user, answer
+
+    async def start_turn(self, turn: NewTurn) -> tuple[StoredMessage, StoredMessage]:
+        user, answer = turn.rows(new_id, self._created_now)
+        owner = None
+        if turn.client_message_id is not None:
+            owner = await self.conversation_owner(turn.conversation_id)
+        try:
+            await self.writer.start_turn(
+                user, answer, user_id=owner, fence=self.fence_of(turn.conversation_id)
+            )
+        except (sqlite3.IntegrityError, asyncpg.UniqueViolationError) as exc:
+            if turn.client_message_id is not None and _violates_client_key(exc):
+                raise ClientMessageTaken(turn.client_message_id) from None
+            raise
+        return user, answer
+
+    async def flush_partials(self, batch: Sequence[tuple[str, str]]) -> None:
+        await self.writer.flush_partials(batch)
+
+    async def append_partials(self, batch: Sequence[tuple[str, int, str]]) -> None:
+        await self.writer.append_partials(batch)
+
+    async def finish(self, message_id: str, outcome: Outcome) -> None:
+        await self.writer.finish(message_id, outcome)
+
+    def finish_later(self, message_id: str, outcome: Outcome) -> None:
+        self.janitor.adopt(message_id, outcome)
+
+    async def interrupt_streaming(self, message_ids: Sequence[str] | None = None) -> int:
+        query = Message.update({Message.status: "interrupted", Message.updated_at: utcnow()}).where(
+            Message.status == "streaming"
+        )
+        if message_ids is not None:
+            if not message_ids:
+                return 0
+            query = query.where(Message.id.is_in(list(message_ids)))
+        rows = await query.returning(Message.id).run()
+        return len(rows)
+
+    async def interrupt_orphans(self, conversation_id: str, fence: int) -> list[tuple[str, str]]:
+        rows = (
+            await Message.update(
+                {
+                    Message.status: "interrupted",
+                    Message.fence: fence,
+                    Message.updated_at: utcnow(),
+                }
+            )
+            .where((Message.conversation_id == conversation_id) & (Message.status == "streaming"))
+            .returning(Message.id, Message.generation_id)
+            .run()
+        )
+        return [(str(row["id"]), str(row["generation_id"])) for row in rows]
+
+    async def streaming_conversations(self) -> list[str]:
+        rows = (
+            await Message.select(Message.conversation_id)
+            .where(Message.status == "streaming")
+            .distinct()
+            .run()
+        )
+        return [str(row["conversation_id"]) for row in rows]
+
+
+def _no_fence(conversation_id: str) -> int:
+    return 0
+
+
+def _violates_client_key(exc: Exception) -> bool:
+    if isinstance(exc, asyncpg.UniqueViolationError):
+        return getattr(exc, "constraint_name", None) == CLIENT_KEY_INDEX
+    # SQLite names the columns, not the index.
+    return "message.user_id, message.client_message_id" in str(exc)
+
+
+async def conversation_for_client_message(user_id: str, client_message_id: str) -> str | None:
+    """The user's conversation holding the message sent with this key, if any."""
+    row = (
+        await Message.select(Message.conversation_id)
+        .where((Message.user_id == user_id) & (Message.client_message_id == client_message_id))
+        .first()
+        .run()
+    )
+    return None if row is None else str(row["conversation_id"])
+
+
+async def create_conversation(user_id: str, title: str) -> dict[str, Any]:
+    now = utcnow()
+    row = {
+        "id": new_id(),
+        "user_id": user_id,
+        "short_title": title,
+        "created_at": now,
+        "updated_at": now,
+    }
+    await Conversation.insert(
+        Conversation(
+            id=row["id"], user_id=user_id, short_title=title, created_at=now, updated_at=now
+        )
+    ).run()
+    return row
