@@ -33,22 +33,22 @@ import redis.asyncio as redis
 import structlog
 from redis.exceptions import NoScriptError
 
-from actors.conversation import (
+from actors.api import (
     ActorStopped,
     Cancel,
     ConversationActor,
+    ConversationNotFound,
+    ConversationStore,
+    Dormant,
     ModelSpec,
+    Registry,
     ResumeAt,
     Send,
     Slot,
+    StopReason,
+    StoreUnavailable,
     Subscribe,
 )
-from actors.dormant import Dormant
-from actors.generation import StopReason
-from actors.presence import Presence
-from actors.registry import ConversationNotFound, Registry
-from actors.retries import RecentGenerations
-from actors.store import ConversationStore, StoreUnavailable
 from cluster import scripts
 from cluster.commands import Commands
 from cluster.keys import Keys, NodeContext
@@ -212,7 +212,7 @@ class ClusterNode:
             on_closed=self._closed_elsewhere,
         )
         await self.sync(hub)
-        return Dormant(hub, Presence(hub), RecentGenerations())
+        return Dormant.fresh(hub)
 
     async def intercept(
         self, actor: ConversationActor, command: Send | Cancel | Subscribe | ResumeAt

@@ -45,9 +45,8 @@ import structlog
 from piccolo.engine.postgres import PostgresEngine
 from piccolo.engine.sqlite import SQLiteEngine
 
+from actors.api import Observe, Outcome, StoredMessage, StoreUnavailable
 from actors.clock import utcnow
-from actors.store import Outcome, StoredMessage, StoreUnavailable
-from actors.turn_timing import Observe
 from server.storage.db import is_unavailable
 
 log = structlog.get_logger(__name__)
