@@ -26,6 +26,8 @@ from server.core.errors import ApiError
 from server.limits.stream_limits import STREAM_LIMITS
 from server.shared_state import RedisStreamLimits, RedisUserLimits
 from server.storage.chat_store import create_conversation
+from standins.gemini import FakeGemini, Script
+from standins.github import FakeGitHub
 from tests.auth_helpers import (
     bearer,
     codec,
@@ -38,8 +40,6 @@ from tests.auth_helpers import (
 )
 from tests.cluster_harness import PrivateRedis, require_redis
 from tests.conftest import Live, make_settings, start_live
-from tests.fakes.gemini import FakeGemini, Script
-from tests.fakes.github import FakeGitHub
 from tests.live_clients import WsPeer
 from tests.process_stats import METRICS_AUTH
 
