@@ -64,6 +64,17 @@ def test_the_code_keeps_every_contract() -> None:
             "server.core is not allowed to import server.storage",
         ),
         ("actors/hub.py", "import actors.conversation", "No cycles are allowed in actors"),
+        # The actors' seam: outside actors/, only actors.api (and clock, error_text, models).
+        (
+            "server/transports/sse.py",
+            "import actors.hub",
+            "Illegal imports of protected package actors.hub",
+        ),
+        (
+            "cluster/wire.py",
+            "from actors.conversation import ConversationActor",
+            "Illegal imports of protected package actors.conversation",
+        ),
     ],
 )
 def test_a_forbidden_import_breaks_the_lint(
