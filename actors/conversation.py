@@ -216,6 +216,21 @@ class ConversationActor:
             return self.hub.live_answer()
         return generation.assistant.id, generation.text
 
+    def generation_running(self) -> asyncio.Task[None] | None:
+        """The running generation's task while it has not finished (``None`` otherwise):
+        cluster mode gives a crashed actor's lease back only once its end is stored."""
+        generation = self.generation
+        if generation is None or generation.task is None or generation.task.done():
+            return None
+        return generation.task
+
+    def stop_generation(self, reason: StopReason) -> None:
+        """Stop the running generation's model stream now, outside the mailbox (cluster
+        mode: the lease is lost, so nothing more may be written under it); its ending
+        runs as for any stop."""
+        if self.generation is not None:
+            self.generation.request_stop(reason)
+
     # -- the actor loop ----------------------------------------------------------------
 
     async def _call(self, command: Command) -> Any:
