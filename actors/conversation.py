@@ -6,7 +6,7 @@ each other. It owns the conversation's context (the history cache), its log (the
 presence, idempotent retries and when a generation starts and stops; what a generation
 does once started is :mod:`actors.generation`.
 
-Why one module of ~590 lines: it is one state machine, the mailbox and the state only the
+Why one module of ~600 lines: it is one state machine, the mailbox and the state only the
 mailbox may touch (the context cache, the running generation); presence is
 :mod:`actors.presence`, where a retried send finds its turn in the log
 :mod:`actors.retries`, the generation :mod:`actors.generation`, and what is left would

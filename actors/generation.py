@@ -6,7 +6,11 @@ opens the model stream (the request leaves while the turn commits), appends ``to
 ``tool`` events to the hub, lets the process's flusher write the partial answer in
 batches, and at the end maps how it ended to a stored outcome and a terminal event
 (:func:`outcome_of`, pure), commits the outcome (retried for ``commit_timeout``) and only
-then publishes the terminal event.
+then publishes the terminal event. What it reads of the actor's dependencies is declared
+here (:class:`RunnerDeps`), so it imports nothing of :mod:`actors.conversation`.
+
+Why one module of ~440 lines: one generation's life, from the opened stream to the
+published terminal event; the pure mapping of its ending sits beside the code it serves.
 """
 
 from __future__ import annotations

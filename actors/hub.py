@@ -12,9 +12,14 @@ serialised once at append; a subscriber whose socket keeps up gets the event thr
 where consecutive tokens of one message collapse into one pending entry whose JSON is built
 once, when the subscriber finally drains it.
 
-Why one module of ~540 lines: the log, the replay buffer and the per-subscriber queues are
+Why one module of ~610 lines: the log, the replay buffer and the per-subscriber queues are
 one sans-I/O state machine whose invariants (order, no gaps, all-or-nothing replay, merge)
 span all three; its property tests drive it as one.
+
+Cluster mode's hub (``cluster.mirror.ClusterHub``) subclasses :class:`Hub` and changes it
+only through public hooks: it overrides :meth:`Hub.append`, :meth:`Hub.subscribe`,
+:meth:`Hub.live_answer` and :meth:`Hub.rebase`, and reads :attr:`Hub.floor`; it writes no
+private field of a hub or a subscription.
 """
 
 from __future__ import annotations
