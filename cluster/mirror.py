@@ -13,6 +13,10 @@ sans-I/O hub's). Two modes:
   reported so the node re-reads the stream (:meth:`rebase` when it cannot be bridged).
   Appends of anyone else (a non-owner's presence, the last words of an owner that lost
   its lease) are dropped: the stream is the one log.
+
+It changes the hub only through the hooks :class:`actors.api.Hub` offers for this
+(``append``, ``subscribe``, ``rebase`` and ``live_answer`` overridden, ``floor`` read),
+never a private field of a hub or a subscription.
 """
 
 from __future__ import annotations
