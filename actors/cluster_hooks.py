@@ -6,31 +6,37 @@ shared log, mirrored from Redis), the actor hands every ``send``, ``cancel`` and
 ``subscribe`` (and resume point) to :meth:`intercept` first (own the conversation, or
 forward to its owner; catch the mirror up before a subscribe or a resume point), and
 :meth:`exited` hears when an actor stops (its lease is given back).
+
+Generic in the actor it is handed (``ClusterHooks[ConversationActor]`` in
+:class:`actors.conversation.ActorDeps`), so this module needs only the mailbox's
+vocabulary and imports nothing that imports it back.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol, TypeVar
 
-if TYPE_CHECKING:
-    from actors.conversation import Cancel, ConversationActor, ResumeAt, Send, Subscribe
-    from actors.dormant import Dormant
+from actors.dormant import Dormant
+from actors.mailbox import Cancel, ResumeAt, Send, Subscribe
+
+#: The actor the hooks are handed (contravariant: the hooks take it).
+A = TypeVar("A", contravariant=True)
 
 
-class ClusterHooks(Protocol):
+class ClusterHooks(Protocol[A]):
     async def attach(self, conversation_id: str) -> Dormant:
         """The log record a new actor of this conversation adopts."""
         ...
 
     async def intercept(
-        self, actor: ConversationActor, command: Send | Cancel | Subscribe | ResumeAt
+        self, actor: A, command: Send | Cancel | Subscribe | ResumeAt
     ) -> tuple[bool, object]:
         """``(True, result)`` when the command was answered here (forwarded to the owner);
         ``(False, None)`` when the actor handles it itself (a subscribe or a resume point
         after catching the mirror up with the shared log)."""
         ...
 
-    def exited(self, actor: ConversationActor) -> None:
+    def exited(self, actor: A) -> None:
         """The actor's loop ended (idle, stop, delete, crash)."""
         ...
 

@@ -6,7 +6,7 @@ each other. It owns the conversation's context (the history cache), its log (the
 presence, idempotent retries and when a generation starts and stops; what a generation
 does once started is :mod:`actors.generation`.
 
-Why one module of ~590 lines: it is one state machine, the mailbox and the state only the
+Why one module of ~600 lines: it is one state machine, the mailbox and the state only the
 mailbox may touch (the context cache, the running generation); presence is
 :mod:`actors.presence`, where a retried send finds its turn in the log
 :mod:`actors.retries`, the generation :mod:`actors.generation`, and what is left would
@@ -20,83 +20,40 @@ import contextlib
 import contextvars
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
 import structlog
 
 from actors.clock import iso
+from actors.cluster_hooks import ClusterHooks
 from actors.dormant import Dormant
 from actors.flusher import Flusher
-from actors.generation import TERMINAL, Generation, Opened, Runner, StopReason, discard
-from actors.hub import Cursor, Event, Hub, Subscription
-from actors.models.base import ChatTurn, ModelProvider, ModelRequest
+from actors.generation import Generation, Opened, RequestBuilder, Runner, StopReason, discard
+from actors.hub import Cursor, Hub, Subscription
+from actors.mailbox import (
+    ActorStopped,
+    Cancel,
+    Command,
+    ConversationBusy,
+    ModelSpec,
+    ResumeAt,
+    Send,
+    Slot,
+    Stop,
+    Subscribe,
+    SubscribeSpec,
+    Unsubscribe,
+)
+from actors.models.base import ChatTurn, ModelProvider
 from actors.presence import Presence
 from actors.retries import RecentGenerations
 from actors.store import ConversationStore, NewTurn, StoredMessage
 from actors.telemetry import GenerationTelemetry
 from actors.turn_timing import TurnTiming
 
-if TYPE_CHECKING:
-    from actors.cluster_hooks import ClusterHooks
-
 log = structlog.get_logger(__name__)
-
-
-class ModelSpec(Protocol):
-    """What the actor needs to know of a catalog entry."""
-
-    @property
-    def id(self) -> str: ...
-
-    @property
-    def provider(self) -> str: ...
-
-
-class RequestBuilder(Protocol):
-    async def __call__(
-        self,
-        *,
-        history: Sequence[ChatTurn],
-        model: Any,
-        tools: tuple[str, ...] = (),
-        provider: ModelProvider | None = None,
-    ) -> ModelRequest: ...
-
-
-class Slot(Protocol):
-    """A unit of a per-user budget (concurrent generations) that a send holds.
-
-    Taken by the server before the send; the actor adopts it as it handles the send and
-    releases it exactly once: at once when the send starts no generation, else when the
-    generation's task is done, however it ends.
-    """
-
-    #: Cluster mode: the slot's id in the shared store (``None`` in one process).
-    token: str | None
-    #: ``False`` once released or handed over.
-    held: bool
-
-    def adopt(self) -> None: ...
-
-    def release(self) -> None: ...
-
-    def abandon(self) -> None:
-        """The sender is done with the send: release the slot unless the actor adopted
-        it."""
-
-    def hand_over(self) -> None:
-        """Cluster mode: the process that owns the conversation took the slot over with
-        a forwarded send; forget it here without giving it back."""
-
-
-class ConversationBusy(Exception):
-    """A generation is already running (``409 conversation_busy``)."""
-
-
-class ActorStopped(Exception):
-    """The actor stopped before it could take the command; the registry respawns it."""
 
 
 @dataclass(slots=True)
@@ -111,20 +68,9 @@ class ActorDeps:
     #: the write is left to the store's janitor (``CERO_DB_COMMIT_TIMEOUT``).
     commit_timeout: float = 30.0
     #: Cluster mode (``cluster/``): ownership, the shared log, forwarded commands.
-    cluster: ClusterHooks | None = None
+    cluster: ClusterHooks[ConversationActor] | None = None
     #: Model latencies and outcomes for ``/metrics`` (:mod:`actors.telemetry`).
     telemetry: GenerationTelemetry | None = None
-
-
-@dataclass(slots=True)
-class SubscribeSpec:
-    """How a transport wants to receive events (see :meth:`actors.hub.Hub.subscribe`)."""
-
-    notify: Callable[[], None]
-    direct: Callable[[Event], bool] | None = None
-    max_events: int | None = None
-    max_bytes: int | None = None
-    viewer: bool = True  # counts in ``presence``
 
 
 @dataclass(slots=True)
@@ -146,51 +92,6 @@ class SendResult:
     seq_before: int | None = None
     #: The turn's clock, when the sender brought one (``answered`` is marked).
     timing: TurnTiming | None = None
-
-
-# -- the commands of the mailbox ---------------------------------------------------------
-
-
-@dataclass(slots=True)
-class Send:
-    message: str
-    model: ModelSpec
-    tools: tuple[str, ...]
-    client_message_id: str | None
-    subscribe: SubscribeSpec | None
-    slot: Slot | None
-    timing: TurnTiming | None = None
-
-
-@dataclass(slots=True)
-class Cancel:
-    generation_id: str | None
-
-
-@dataclass(slots=True)
-class Subscribe:
-    after: str | None
-    spec: SubscribeSpec
-
-
-@dataclass(slots=True)
-class ResumeAt:
-    """Where a client that read ``message_id`` (streaming) over REST subscribes from."""
-
-    message_id: str
-
-
-@dataclass(slots=True)
-class Unsubscribe:
-    sub: Subscription
-
-
-@dataclass(slots=True)
-class Stop:
-    reason: str  # "stopped" | "shutdown" | "deleted"
-
-
-Command = Send | Cancel | Subscribe | ResumeAt | Unsubscribe | Stop
 
 
 @dataclass(slots=True)
@@ -292,6 +193,11 @@ class ConversationActor:
         await asyncio.wait({self.task})
 
     @property
+    def epoch(self) -> str:
+        """The epoch of the conversation's log (what cursors into it start with)."""
+        return self.hub.epoch
+
+    @property
     def viewers(self) -> int:
         return len(self._presence)
 
@@ -307,9 +213,23 @@ class ConversationActor:
         generation = self.generation
         if generation is None:
             # Cluster mode: the answer may stream on another process, into this log.
-            live = getattr(self.hub, "live_answer", None)
-            return None if live is None else live()
+            return self.hub.live_answer()
         return generation.assistant.id, generation.text
+
+    def generation_running(self) -> asyncio.Task[None] | None:
+        """The running generation's task while it has not finished (``None`` otherwise):
+        cluster mode gives a crashed actor's lease back only once its end is stored."""
+        generation = self.generation
+        if generation is None or generation.task is None or generation.task.done():
+            return None
+        return generation.task
+
+    def stop_generation(self, reason: StopReason) -> None:
+        """Stop the running generation's model stream now, outside the mailbox (cluster
+        mode: the lease is lost, so nothing more may be written under it); its ending
+        runs as for any stop."""
+        if self.generation is not None:
+            self.generation.request_stop(reason)
 
     # -- the actor loop ----------------------------------------------------------------
 
@@ -674,15 +594,7 @@ class ConversationActor:
 
 
 __all__ = [
-    "TERMINAL",
     "ActorDeps",
-    "ActorStopped",
-    "Cancel",
     "ConversationActor",
-    "ConversationBusy",
-    "ModelSpec",
-    "Send",
     "SendResult",
-    "Subscribe",
-    "SubscribeSpec",
 ]

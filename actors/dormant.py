@@ -31,6 +31,12 @@ class Dormant:
         self.recent = recent
         compact(hub)
 
+    @classmethod
+    def fresh(cls, hub: Hub) -> Dormant:
+        """The record of a log no actor of this process has written yet (cluster mode
+        attaches one per conversation it serves): no viewers, no generations."""
+        return cls(hub, Presence(hub), RecentGenerations())
+
     @property
     def empty(self) -> bool:
         return self.hub.subscriber_count == 0

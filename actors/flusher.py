@@ -5,9 +5,9 @@ one commit every ``interval`` instead of 200 (SQLite manages a few hundred commi
 second). The token path only sets a flag. A flush that lands after the answer's terminal
 state is harmless: the store only updates rows that are still ``streaming``.
 
-A store with ``append_partials`` gets only what each answer gained since its last stored
-flush (the generation's ``parts`` from the last stored count on), never the whole text
-again: a 1 MiB answer flushed every 0.5 s otherwise joined and wrote ~1 MiB per flush,
+The store gets only what each answer gained since its last stored flush
+(``append_partials``: the generation's ``parts`` from the last stored count on), never the
+whole text again: a 1 MiB answer flushed every 0.5 s otherwise joined and wrote ~1 MiB per flush,
 which for 40 such answers at once was ~200 MB of strings and database writes per round,
 and memory the allocator never gave back (issue 15, item 13).
 """
@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
 import structlog
 
@@ -34,11 +34,16 @@ class Streaming(Protocol):
     def message_id(self) -> str: ...
 
     @property
-    def text(self) -> str: ...
+    def parts(self) -> list[str]:
+        """The answer's text so far, in pieces that are only ever appended to."""
+        ...
 
 
 class PartialWriter(Protocol):
-    async def flush_partials(self, batch: Sequence[tuple[str, str]]) -> None: ...
+    """What the flusher needs of the store
+    (:meth:`actors.store.ConversationStore.append_partials`)."""
+
+    async def append_partials(self, batch: Sequence[tuple[str, int, str]]) -> None: ...
 
 
 class Flusher:
@@ -73,22 +78,18 @@ class Flusher:
             return
         for generation in dirty:
             generation.dirty = False
-        append = getattr(self.store, "append_partials", None)
-        pieces: list[Any] = [getattr(g, "parts", None) for g in dirty]
-        stored: list[tuple[str, int, int]] = []
         started = time.perf_counter()
+        stored: list[tuple[str, int, int]] = []
+        rows: list[tuple[str, int, str]] = []
+        for generation in dirty:
+            parts = generation.parts
+            count, chars = self._stored.get(generation.message_id, (0, 0))
+            end = len(parts)
+            suffix = "".join(parts[count:end])
+            rows.append((generation.message_id, chars, suffix))
+            stored.append((generation.message_id, end, chars + len(suffix)))
         try:
-            if append is not None and all(isinstance(p, list) for p in pieces):
-                rows = []
-                for generation, parts in zip(dirty, pieces, strict=True):
-                    count, chars = self._stored.get(generation.message_id, (0, 0))
-                    end = len(parts)
-                    suffix = "".join(parts[count:end])
-                    rows.append((generation.message_id, chars, suffix))
-                    stored.append((generation.message_id, end, chars + len(suffix)))
-                await append(rows)
-            else:
-                await self.store.flush_partials([(g.message_id, g.text) for g in dirty])
+            await self.store.append_partials(rows)
         except Exception:
             for generation in dirty:
                 generation.dirty = True  # try again next interval (from the same point)

@@ -6,7 +6,11 @@ opens the model stream (the request leaves while the turn commits), appends ``to
 ``tool`` events to the hub, lets the process's flusher write the partial answer in
 batches, and at the end maps how it ended to a stored outcome and a terminal event
 (:func:`outcome_of`, pure), commits the outcome (retried for ``commit_timeout``) and only
-then publishes the terminal event.
+then publishes the terminal event. What it reads of the actor's dependencies is declared
+here (:class:`RunnerDeps`), so it imports nothing of :mod:`actors.conversation`.
+
+Why one module of ~440 lines: one generation's life, from the opened stream to the
+published terminal event; the pure mapping of its ending sits beside the code it serves.
 """
 
 from __future__ import annotations
@@ -15,31 +19,66 @@ import asyncio
 import contextlib
 import enum
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from actors.error_text import error_text
+from actors.flusher import Flusher
 from actors.hub import Hub
+from actors.mailbox import ModelSpec
 from actors.models.base import (
     ChatTurn,
     Final,
     ModelError,
     ModelEvent,
     ModelProvider,
+    ModelRequest,
     TextDelta,
     ToolStep,
 )
-from actors.store import Outcome, StoredMessage
+from actors.store import ConversationStore, Outcome, StoredMessage
+from actors.telemetry import GenerationTelemetry
 from actors.turn_timing import CURRENT, TurnTiming
-
-if TYPE_CHECKING:
-    from actors.conversation import ActorDeps, ModelSpec
 
 #: Tokens published back to back before the generation yields to the event loop.
 YIELD_EVERY = 32
-#: The events that end a generation.
-TERMINAL = frozenset({"done", "error", "cancelled"})
+
+
+class RequestBuilder(Protocol):
+    """Builds the model request from the conversation's turns (:mod:`actors.context`)."""
+
+    async def __call__(
+        self,
+        *,
+        history: Sequence[ChatTurn],
+        model: Any,
+        tools: tuple[str, ...] = (),
+        provider: ModelProvider | None = None,
+    ) -> ModelRequest: ...
+
+
+class RunnerDeps(Protocol):
+    """What a generation reads of the actor's dependencies
+    (:class:`actors.conversation.ActorDeps` is one)."""
+
+    @property
+    def store(self) -> ConversationStore: ...
+
+    @property
+    def build_request(self) -> RequestBuilder: ...
+
+    @property
+    def flusher(self) -> Flusher: ...
+
+    @property
+    def on_token(self) -> Callable[[int], None] | None: ...
+
+    @property
+    def commit_timeout(self) -> float: ...
+
+    @property
+    def telemetry(self) -> GenerationTelemetry | None: ...
 
 
 class StopReason(enum.Enum):
@@ -170,7 +209,7 @@ def ending(event: Terminal, status: str) -> tuple[str, str]:
 class Runner:
     """Runs generations for one actor: its hub, its dependencies, its log."""
 
-    def __init__(self, hub: Hub, deps: ActorDeps, log: Any) -> None:
+    def __init__(self, hub: Hub, deps: RunnerDeps, log: Any) -> None:
         self.hub = hub
         self.deps = deps
         self.log = log

@@ -12,9 +12,14 @@ serialised once at append; a subscriber whose socket keeps up gets the event thr
 where consecutive tokens of one message collapse into one pending entry whose JSON is built
 once, when the subscriber finally drains it.
 
-Why one module of ~540 lines: the log, the replay buffer and the per-subscriber queues are
+Why one module of ~610 lines: the log, the replay buffer and the per-subscriber queues are
 one sans-I/O state machine whose invariants (order, no gaps, all-or-nothing replay, merge)
 span all three; its property tests drive it as one.
+
+Cluster mode's hub (``cluster.mirror.ClusterHub``) subclasses :class:`Hub` and changes it
+only through public hooks: it overrides :meth:`Hub.append`, :meth:`Hub.subscribe`,
+:meth:`Hub.live_answer` and :meth:`Hub.rebase`, and reads :attr:`Hub.floor`; it writes no
+private field of a hub or a subscription.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from typing import ClassVar, NamedTuple, cast
 
 import orjson
 
-__all__ = ["Cursor", "Event", "Hub", "Subscription", "dumps"]
+__all__ = ["RESERVED", "TERMINAL", "Cursor", "Event", "Hub", "Subscription", "dumps"]
 
 
 def dumps(data: object) -> bytes:
@@ -45,9 +50,10 @@ def dumps(data: object) -> bytes:
 
 
 #: Keys the hub owns in every event; an actor passing them in ``fields`` is a bug.
-_RESERVED = frozenset({"type", "conversationId", "epoch", "seq", "merged"})
-#: Terminal events end a generation; the next generation's lead-in starts right after.
-_TERMINAL = frozenset({"done", "error", "cancelled"})
+RESERVED = frozenset({"type", "conversationId", "epoch", "seq", "merged"})
+#: The events that end a generation (the one definition server-side code uses); the next
+#: generation's lead-in starts right after.
+TERMINAL = frozenset({"done", "error", "cancelled"})
 #: More digits than any real seq: keeps ``int()`` cheap on hostile input.
 _MAX_SEQ_DIGITS = 18
 
@@ -394,8 +400,8 @@ class Hub:
             # A nested fan-out would deliver the next event before this one to the
             # subscribers not yet visited.
             raise RuntimeError("append from inside a subscriber callback")
-        if not _RESERVED.isdisjoint(fields):
-            raise ValueError(f"fields must not contain {sorted(_RESERVED & fields.keys())}")
+        if not RESERVED.isdisjoint(fields):
+            raise ValueError(f"fields must not contain {sorted(RESERVED & fields.keys())}")
         message_id: str | None = None
         text = ""
         if type == "token":
@@ -426,7 +432,7 @@ class Hub:
         self.last_seq = seq
         if type == "init":
             self._start_generation(seq)
-        elif type in _TERMINAL:
+        elif type in TERMINAL:
             self._last_terminal = seq
         self._buffer.append(event)
 
@@ -530,6 +536,33 @@ class Hub:
             if event.type == "init" and event.data.get("messageId") == message_id:
                 return f"{self.epoch}:{event.seq - 1}"
         return None
+
+    def live_answer(self) -> tuple[str, str] | None:
+        """``(message id, text so far)`` of an answer streaming into this log without a
+        generation of this process behind it; ``None`` here: in one process every answer
+        has its generation (``ConversationActor.streaming_answer`` asks that first). A log
+        written by another process (cluster mode's mirror) overrides it."""
+        return None
+
+    def rebase(self, epoch: str, last_seq: int) -> None:
+        """Follow another position of the log (``epoch``, ``last_seq``): the replay buffer
+        goes and every subscriber gets ``reset`` at the new position (refetch over REST,
+        live from ``last_seq + 1``); ``overflowed`` is left alone (not the subscriber's
+        doing). For a log whose events are written elsewhere (cluster mode's mirror)."""
+        self.epoch = epoch
+        self.last_seq = last_seq
+        self._buffer.clear()
+        self._gen_floor = last_seq + 1
+        self._last_init = 0
+        self._last_terminal = 0
+        self._reset = None
+        for sub in tuple(self._subs):
+            sub.reset()
+
+    @property
+    def floor(self) -> int:
+        """The oldest seq the replay buffer holds (``last_seq`` when it is empty)."""
+        return self._buffer[0].seq if self._buffer else self.last_seq
 
     def held(self) -> Iterator[Event]:
         """The replay buffer, oldest first (for diagnostics and tests)."""

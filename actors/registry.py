@@ -16,9 +16,10 @@ from collections.abc import AsyncIterator
 
 import structlog
 
-from actors.conversation import ActorDeps, ActorStopped, ConversationActor
+from actors.conversation import ActorDeps, ConversationActor
 from actors.dormant import Dormant
 from actors.hub import Subscription
+from actors.mailbox import ActorStopped
 
 log = structlog.get_logger(__name__)
 

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from actors.generation import TERMINAL
-from actors.hub import Cursor, Hub
+from actors.hub import TERMINAL, Cursor, Hub
 
 #: Generations remembered for idempotent retries (their cursor in the log).
 RECENT_GENERATIONS = 32

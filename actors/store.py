@@ -119,9 +119,12 @@ class ConversationStore(Protocol):
         :class:`ClientMessageTaken` when the conversation's owner already used the key."""
         ...
 
-    async def flush_partials(self, batch: Sequence[tuple[str, str]]) -> None:
-        """Write ``(message id, partial answer)`` pairs of streaming messages, together;
-        rows no longer ``streaming`` are left alone."""
+    async def append_partials(self, batch: Sequence[tuple[str, int, str]]) -> None:
+        """Write ``(message id, characters already stored, new text)`` triples of streaming
+        answers, together: each row keeps its first ``characters`` and gains the new text
+        (what :class:`actors.flusher.Flusher` sends: what an answer gained since its last
+        stored flush). Rows no longer ``streaming`` are left alone; a retry after a write
+        the caller did not see stores the same content."""
         ...
 
     async def finish(self, message_id: str, outcome: Outcome) -> None:

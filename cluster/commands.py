@@ -20,18 +20,20 @@ import orjson
 import structlog
 from redis.exceptions import RedisError
 
-from actors.conversation import (
+from actors.api import (
     ActorStopped,
+    ClientMessageTaken,
     ConversationActor,
     ConversationBusy,
+    ConversationNotFound,
+    Cursor,
     ModelSpec,
+    Registry,
     Send,
     SendResult,
     Slot,
+    StoreUnavailable,
 )
-from actors.hub import Cursor
-from actors.registry import ConversationNotFound, Registry
-from actors.store import ClientMessageTaken, StoreUnavailable
 from cluster.keys import NodeContext
 from cluster.mirror import ClusterHub
 from cluster.wire import message, message_json, text
@@ -240,5 +242,5 @@ class Commands:
             "answer": None if result.answer is None else message_json(result.answer),
             "retried": result.retried,
             "seqBefore": result.seq_before,
-            "epoch": result.actor.hub.epoch if result.actor is not None else None,
+            "epoch": result.actor.epoch if result.actor is not None else None,
         }

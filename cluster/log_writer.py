@@ -27,7 +27,7 @@ from typing import Any
 
 import structlog
 
-from actors.hub import Event
+from actors.api import Event
 from cluster import scripts
 from cluster.faults import REDIS_FAULTS
 from cluster.keys import NodeContext

@@ -13,6 +13,10 @@ sans-I/O hub's). Two modes:
   reported so the node re-reads the stream (:meth:`rebase` when it cannot be bridged).
   Appends of anyone else (a non-owner's presence, the last words of an owner that lost
   its lease) are dropped: the stream is the one log.
+
+It changes the hub only through the hooks :class:`actors.api.Hub` offers for this
+(``append``, ``subscribe``, ``rebase`` and ``live_answer`` overridden, ``floor`` read),
+never a private field of a hub or a subscription.
 """
 
 from __future__ import annotations
@@ -20,10 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from actors.hub import Cursor, Event, Hub, Subscription
-
-_RESERVED = frozenset({"type", "conversationId", "epoch", "seq", "merged"})
-_TERMINAL = frozenset({"done", "error", "cancelled"})
+from actors.api import RESERVED, TERMINAL, Cursor, Event, Hub, Subscription
 
 Sink = Callable[["ClusterHub", Event], None]
 
@@ -83,7 +84,7 @@ class ClusterHub(Hub):
         elif type == "init":
             generation = fields.get("generationId")
             self.running = generation if isinstance(generation, str) else None
-        elif type in _TERMINAL and fields.get("generationId") == self.running:
+        elif type in TERMINAL and fields.get("generationId") == self.running:
             self.running = None
         sink = self.sink
         if sink is not None:
@@ -121,7 +122,7 @@ class ClusterHub(Hub):
         kind = data.get("type")
         if not isinstance(kind, str):
             return True
-        fields = {k: v for k, v in data.items() if k not in _RESERVED}
+        fields = {k: v for k, v in data.items() if k not in RESERVED}
         self._feeding = True
         try:
             self.append(kind, fields)
@@ -135,16 +136,8 @@ class ClusterHub(Hub):
         gets ``reset`` (refetch over REST, live from ``last_seq + 1``)."""
         if epoch == self.epoch and last_seq == self.last_seq and not any(True for _ in self.held()):
             return
-        self.epoch = epoch
-        self.last_seq = last_seq
-        self._buffer.clear()
-        self._gen_floor = last_seq + 1
-        self._last_init = 0
-        self._last_terminal = 0
-        self._reset = None
         self.running = None
-        for sub in tuple(self._subs):
-            sub.reset()  # not the subscriber's doing: no 4008
+        super().rebase(epoch, last_seq)  # every subscriber: reset, not its doing (no 4008)
 
     def subscribe(self, after: str | Cursor | None, **options: Any) -> Subscription:
         """:meth:`Hub.subscribe` (same options); a mirror's first subscriber also makes the
@@ -171,10 +164,3 @@ class ClusterHub(Hub):
             ):
                 parts.append(event.text)
         return None if message_id is None else (message_id, "".join(parts))
-
-    @property
-    def floor(self) -> int:
-        """The oldest seq the replay buffer holds (the stream keeps as much)."""
-        for event in self.held():
-            return event.seq
-        return self.last_seq

@@ -33,22 +33,22 @@ import redis.asyncio as redis
 import structlog
 from redis.exceptions import NoScriptError
 
-from actors.conversation import (
+from actors.api import (
     ActorStopped,
     Cancel,
     ConversationActor,
+    ConversationNotFound,
+    ConversationStore,
+    Dormant,
     ModelSpec,
+    Registry,
     ResumeAt,
     Send,
     Slot,
+    StopReason,
+    StoreUnavailable,
     Subscribe,
 )
-from actors.dormant import Dormant
-from actors.generation import StopReason
-from actors.presence import Presence
-from actors.registry import ConversationNotFound, Registry
-from actors.retries import RecentGenerations
-from actors.store import ConversationStore, StoreUnavailable
 from cluster import scripts
 from cluster.commands import Commands
 from cluster.keys import Keys, NodeContext
@@ -212,7 +212,7 @@ class ClusterNode:
             on_closed=self._closed_elsewhere,
         )
         await self.sync(hub)
-        return Dormant(hub, Presence(hub), RecentGenerations())
+        return Dormant.fresh(hub)
 
     async def intercept(
         self, actor: ConversationActor, command: Send | Cancel | Subscribe | ResumeAt
@@ -241,15 +241,15 @@ class ClusterNode:
         held = self.held.get(cid)
         if held is None or held.hub is not actor.hub:
             return
-        generation = actor.generation
-        if generation is not None and generation.task is not None and not generation.task.done():
+        running = actor.generation_running()
+        if running is not None:
             # A crashed actor's generation still stores and publishes its end under the
             # lease: give it back after that.
             def later(_task: object) -> None:
                 if self.held.get(cid) is held:
                     self.give_back(cid)
 
-            generation.task.add_done_callback(later)
+            running.add_done_callback(later)
             return
         self.give_back(cid)
 
@@ -368,8 +368,8 @@ class ClusterNode:
         log.warning("lease_lost", conversation_id=cid, fence=held.fence, reason=reason)
         self.writer.drop(cid)
         actor = self.registry.peek(cid) if self.registry is not None else None
-        if actor is not None and actor.generation is not None:
-            actor.generation.request_stop(StopReason.SHUTDOWN)
+        if actor is not None:
+            actor.stop_generation(StopReason.SHUTDOWN)
         self.spawn(self.relay.resync(hub, hard=True))
 
 

@@ -12,19 +12,57 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, cast
+from collections.abc import Coroutine, Mapping
+from typing import Any, Protocol, cast
 
+import redis.asyncio as redis
 import structlog
 
+from actors.api import ConversationStore, Dormant
 from actors.error_text import error_text
-from actors.store import ConversationStore
 from cluster.faults import REDIS_FAULTS
+from cluster.keys import Keys
+from cluster.leases import Held, Leases
 from cluster.mirror import ClusterHub
-
-if TYPE_CHECKING:
-    from cluster.node import ClusterNode
+from cluster.relay import Relay
 
 log = structlog.get_logger(__name__)
+
+
+class Node(Protocol):
+    """What recovery uses of its node (:class:`cluster.node.ClusterNode` is the one):
+    declared here so that this module needs nothing from the node's."""
+
+    @property
+    def redis(self) -> redis.Redis: ...
+
+    @property
+    def keys(self) -> Keys: ...
+
+    @property
+    def lease_ttl(self) -> float: ...
+
+    @property
+    def relay(self) -> Relay: ...
+
+    @property
+    def leases(self) -> Leases: ...
+
+    @property
+    def held(self) -> Mapping[str, Held]: ...
+
+    @property
+    def store(self) -> ConversationStore | None: ...
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None: ...
+
+    def lock(self, conversation_id: str) -> asyncio.Lock: ...
+
+    async def take_over(self, cid: str, hub: ClusterHub) -> bool: ...
+
+    def give_back(self, cid: str, held: Held | None = None) -> None: ...
+
+    async def attach(self, conversation_id: str) -> Dormant: ...
 
 
 async def interrupt_orphans(cid: str, hub: ClusterHub, fence: int, store: ConversationStore) -> int:
@@ -47,7 +85,7 @@ async def interrupt_orphans(cid: str, hub: ClusterHub, fence: int, store: Conver
 
 
 class Recovery:
-    def __init__(self, node: ClusterNode) -> None:
+    def __init__(self, node: Node) -> None:
         self.node = node
 
     async def watch_forever(self) -> None:

@@ -8,8 +8,8 @@ from typing import Any
 
 import orjson
 
+from actors.api import StoredMessage
 from actors.clock import as_utc
-from actors.store import StoredMessage
 
 
 def text(value: Any) -> str:

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from actors.conversation import SubscribeSpec
 from actors.hub import Event, Hub, Subscription
+from actors.mailbox import SubscribeSpec
 from actors.models.base import (
     ChatTurn,
     Final,
@@ -109,6 +109,9 @@ class MemoryStore:
         self.owners: dict[str, str] = {}  # conversation id → user id
         self.rows: dict[str, StoredMessage] = {}  # message id → row, in insertion order
         self.key_owner: dict[tuple[str, str], str] = {}  # (user, clientMessageId) → conv
+        #: Each ``append_partials`` call as sent: ``(message id, chars kept, new text)``.
+        self.appends: list[list[tuple[str, int, str]]] = []
+        #: Each ``append_partials`` call as ``(message id, the answer's text after it)``.
         self.flushes: list[list[tuple[str, str]]] = []
         self.finished: list[tuple[str, Outcome]] = []
         self.later: list[tuple[str, Outcome]] = []
@@ -191,13 +194,19 @@ class MemoryStore:
         self.rows[answer.id] = replace(answer)
         return user, answer
 
-    async def flush_partials(self, batch: Sequence[tuple[str, str]]) -> None:
+    async def append_partials(self, batch: Sequence[tuple[str, int, str]]) -> None:
         await self.flush.check()
-        self.flushes.append(list(batch))
-        for message_id, text in batch:
+        self.appends.append(list(batch))
+        written: list[tuple[str, str]] = []
+        for message_id, chars, suffix in batch:
             row = self.rows.get(message_id)
-            if row is not None and row.status == "streaming":
+            if row is None:
+                continue
+            text = row.content[:chars] + suffix
+            written.append((message_id, text))
+            if row.status == "streaming":
                 row.content = text
+        self.flushes.append(written)
 
     async def finish(self, message_id: str, outcome: Outcome) -> None:
         await self.finish_switch.check()

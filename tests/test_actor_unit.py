@@ -14,9 +14,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from actors.conversation import ActorDeps, ActorStopped, ConversationActor, ConversationBusy
+from actors.conversation import ActorDeps, ConversationActor
 from actors.flusher import Flusher
 from actors.hub import Cursor, Hub
+from actors.mailbox import ActorStopped, ConversationBusy
 from actors.models.base import Final, ModelError, Usage
 from actors.retries import RECENT_GENERATIONS, RecentGenerations
 from actors.store import ClientMessageTaken, Outcome

@@ -534,12 +534,18 @@ class RecordingWriter:
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
+        #: Each write as ``(message id, the answer's text after it)``.
         self.batches: list[list[tuple[str, str]]] = []
+        self.texts: dict[str, str] = {}
         self.changed = asyncio.Event()
 
-    async def flush_partials(self, batch: Sequence[tuple[str, str]]) -> None:
-        await self.inner.flush_partials(batch)
-        self.batches.append(list(batch))
+    async def append_partials(self, batch: Sequence[tuple[str, int, str]]) -> None:
+        await self.inner.append_partials(batch)
+        written = []
+        for message_id, chars, suffix in batch:
+            text = self.texts[message_id] = self.texts.get(message_id, "")[:chars] + suffix
+            written.append((message_id, text))
+        self.batches.append(written)
         self.changed.set()
 
     async def until(self, predicate: Callable[[list[tuple[str, str]]], bool]) -> None:

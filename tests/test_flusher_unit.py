@@ -1,7 +1,8 @@
-"""``Flusher`` alone: one ``flush_partials`` call per interval for every dirty answer, a
-failed flush retried at the next interval, nothing written for untracked answers.
+"""``Flusher`` alone: one ``append_partials`` call per interval for every dirty answer
+(each carrying only what the answer gained since its last stored write), a failed flush
+retried at the next interval, nothing written for untracked answers.
 
-The store is the in-memory one; tests wait for its ``flush_partials`` calls to arrive.
+The store is the in-memory one; tests wait for its ``append_partials`` calls to arrive.
 """
 
 from __future__ import annotations
@@ -70,6 +71,12 @@ async def test_one_call_per_interval_carries_every_dirty_answer() -> None:
         await store.flush.wait_calls(2)
         assert store.flushes[1] == [(answers[0].message_id, answers[0].text),
                                     (answers[2].message_id, answers[2].text)]  # fmt: skip
+        # ... and only the new text of each: the stored prefix is not sent again.
+        kept = [len(answers[0].text) - 4, len(answers[2].text) - 4]
+        assert store.appends[1] == [
+            (answers[0].message_id, kept[0], "more"),
+            (answers[2].message_id, kept[1], "more"),
+        ]
         answers[1].token("late")
         await store.flush.wait_calls(3)
         assert store.flushes[2] == [(answers[1].message_id, answers[1].text)]

@@ -588,3 +588,38 @@ def test_resume_cursor_is_the_event_before_the_answers_init() -> None:
     hub.append("done", {"messageId": "a2", "fullText": "one two "})
     hub.append("init", {"messageId": "a3"})
     assert hub.resume_cursor("a1") is None
+
+
+# --- the hooks a log written elsewhere uses (cluster mode's mirror) -------------------
+
+
+def test_rebase_resets_every_subscriber_at_the_new_position_and_drops_replay() -> None:
+    hub = Hub("c1", epoch="e1")
+    hub.append("message", {"text": "hi"})
+    hub.append("init", {"messageId": "m1", "generationId": "g1"})
+    tok(hub, "a")
+    old_cursor = hub.cursor
+    sink = Sink(paused=True)
+    live = hub.subscribe(None, notify=sink.notify, direct=sink.direct)
+    assert hub.floor == 1
+
+    hub.rebase("e2", 40)
+
+    assert (hub.epoch, hub.last_seq, hub.floor) == ("e2", 40, 40)
+    assert list(hub.held()) == []
+    (reset,) = live.take()
+    assert (reset.type, reset.seq, reset.cursor) == ("reset", 40, "e2:40")
+    assert sink.notified == 1 and not live.overflowed and not live.closed
+    assert hub.subscribe(old_cursor, notify=lambda: None).recovered is False
+    # The log goes on from the new position; a generation there trims as before.
+    event = hub.append("init", {"messageId": "m2", "generationId": "g2"})
+    assert (event.seq, event.cursor) == (41, "e2:41")
+    assert seqs(live.take()) == [41]
+    assert hub.floor == 41
+
+
+def test_a_plain_hub_has_no_live_answer_of_its_own() -> None:
+    hub = Hub("c1")
+    hub.append("init", {"messageId": "m1", "generationId": "g1"})
+    tok(hub, "streaming")
+    assert hub.live_answer() is None  # in one process the actor's generation answers

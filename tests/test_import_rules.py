@@ -64,6 +64,17 @@ def test_the_code_keeps_every_contract() -> None:
             "server.core is not allowed to import server.storage",
         ),
         ("actors/hub.py", "import actors.conversation", "No cycles are allowed in actors"),
+        # The actors' seam: outside actors/, only actors.api (and clock, error_text, models).
+        (
+            "server/transports/sse.py",
+            "import actors.hub",
+            "Illegal imports of protected package actors.hub",
+        ),
+        (
+            "cluster/wire.py",
+            "from actors.conversation import ConversationActor",
+            "Illegal imports of protected package actors.conversation",
+        ),
     ],
 )
 def test_a_forbidden_import_breaks_the_lint(
@@ -74,3 +85,25 @@ def test_a_forbidden_import_breaks_the_lint(
     done = _lint(root)
     assert done.returncode != 0
     assert expected in " ".join(done.stdout.split()), done.stdout[-3000:]
+
+
+def test_actors_and_cluster_keep_the_rules_with_type_only_imports_too(tmp_path: Path) -> None:
+    """``exclude_type_checking_imports`` stays on for ``server/`` only (its typed app keys
+    and ``auth``'s key helpers still import upwards for types): the actors and cluster mode
+    keep every rule even when their ``TYPE_CHECKING`` imports count."""
+    root = _copy(tmp_path)
+    config = root / "pyproject.toml"
+    text = config.read_text()
+    flag = "exclude_type_checking_imports = "
+    assert flag + "true" in text
+    config.write_text(text.replace(flag + "true", flag + "false"))
+    out = " ".join(_lint(root).stdout.split())
+    assert "Contracts:" in out, out[-3000:]
+    for broken in (
+        "No cycles are allowed in actors",
+        "No cycles are allowed in cluster",
+        "actors is not allowed to import",
+        "cluster is not allowed to import",
+        "Illegal imports of protected package actors",
+    ):
+        assert broken not in out, out[-3000:]

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from actors.conversation import ActorDeps, ActorStopped, ConversationActor
+from actors.conversation import ActorDeps, ConversationActor
 from actors.flusher import Flusher
+from actors.mailbox import ActorStopped
 from actors.models.base import Final
 from actors.registry import ConversationNotFound, Registry
 from tests.memory_store import (

@@ -13,13 +13,10 @@ from collections.abc import AsyncIterator
 import structlog
 from aiohttp import web
 
-from actors.context import build_request
-from actors.conversation import ActorDeps
-from actors.flusher import Flusher
+from actors.api import ActorDeps, Flusher, Registry, build_request
 from actors.models.base import ModelProvider
 from actors.models.catalog import Catalog
 from actors.models.demo import DemoProvider
-from actors.registry import Registry
 from server.core.app_keys import (
     ADMISSION,
     CATALOG,
@@ -73,7 +70,6 @@ async def chat_runtime(app: web.Application) -> AsyncIterator[None]:
     app[WRITER] = writer
     # One lock per (user, clientMessageId) being sent: a retry waits for its first send.
     app[CLIENT_LOCKS] = weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock]()
-    store = PiccoloConversationStore(writer)
     node = None
     client = app[REDIS]
     if client is not None:
@@ -89,8 +85,9 @@ async def chat_runtime(app: web.Application) -> AsyncIterator[None]:
             # Looked up per send: cluster mode's limits replace the in-memory ones later.
             adopt_slot=lambda user_id, token: app[USER_LIMITS].adopt_generation(user_id, token),
         )
-        store.fence_of = node.fence_of
-    else:
+    # Cluster mode: the answer rows are written under this process's lease (fenced).
+    store = PiccoloConversationStore(writer, fence_of=None if node is None else node.fence_of)
+    if node is None:
         interrupted = await store.interrupt_streaming()
         if interrupted:
             log.warning("interrupted_messages_marked", count=interrupted)

@@ -21,17 +21,17 @@ from typing import TypeVar
 import structlog
 from aiohttp import web
 
-from actors.conversation import (
+from actors.api import (
     ActorStopped,
+    ClientMessageTaken,
     ConversationActor,
     ConversationBusy,
+    ConversationNotFound,
     SendResult,
     SubscribeSpec,
+    TurnTiming,
 )
 from actors.models.catalog import UnknownModel, UnsupportedTools
-from actors.registry import ConversationNotFound
-from actors.store import ClientMessageTaken
-from actors.turn_timing import TurnTiming
 from server.auth.current import CurrentUser
 from server.chat.request import ChatRequest
 from server.core.app_keys import ADMISSION, CATALOG, CLIENT_LOCKS, REGISTRY, SETTINGS, USER_LIMITS

@@ -12,8 +12,8 @@ from aiohttp import web
 from server.core.config import Settings
 
 if TYPE_CHECKING:
+    from actors.api import Registry
     from actors.models.catalog import Catalog
-    from actors.registry import Registry
     from server.auth.sessions import SessionStore
     from server.limits.admission import Admission
     from server.limits.user_limits import UserLimits

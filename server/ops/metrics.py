@@ -27,12 +27,12 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
-from actors.turn_timing import TurnTiming
+from actors.api import TurnTiming
 from server.core.app_keys import METRICS, SETTINGS
 from server.core.errors import ApiError
 
 if TYPE_CHECKING:
-    from actors.registry import Registry
+    from actors.api import Registry
     from cluster.node import ClusterNode
     from server.limits.admission import Admission
     from server.redis_conn import RedisHealth

@@ -14,9 +14,7 @@ import orjson
 from aiohttp import web
 from aiohttp.http import HttpVersion11
 
-from actors.conversation import TERMINAL, SendResult
-from actors.hub import Event
-from actors.turn_timing import TurnTiming
+from actors.api import TERMINAL, Event, SendResult, TurnTiming
 from server.auth.current import require_user
 from server.chat.request import ChatRequest
 from server.chat.service import rebuilt_events, start_chat

@@ -13,9 +13,8 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from actors.api import ConversationActor, Subscription
 from actors.clock import as_utc, iso, utcnow
-from actors.conversation import ConversationActor
-from actors.hub import Subscription
 from server.auth.current import CurrentUser, require_user
 from server.chat.request import NON_BLANK, no_nul
 from server.chat.service import (

@@ -45,9 +45,8 @@ import structlog
 from piccolo.engine.postgres import PostgresEngine
 from piccolo.engine.sqlite import SQLiteEngine
 
+from actors.api import Observe, Outcome, StoredMessage, StoreUnavailable
 from actors.clock import utcnow
-from actors.store import Outcome, StoredMessage, StoreUnavailable
-from actors.turn_timing import Observe
 from server.storage.db import is_unavailable
 
 log = structlog.get_logger(__name__)
@@ -56,7 +55,7 @@ log = structlog.get_logger(__name__)
 #: per statement, but executemany binds one row at a time, so this only bounds latency).
 MAX_BATCH = 1000
 
-Kind = Literal["turn", "flush", "append", "finish", "probe"]
+Kind = Literal["turn", "append", "finish", "probe"]
 
 
 @dataclass(slots=True)
@@ -164,14 +163,7 @@ class BatchWriter:
     def fence_of(self, message_id: str) -> int:
         return self._fences.get(message_id, 0)
 
-    async def flush_partials(self, batch: Sequence[tuple[str, str]]) -> None:
-        now = utcnow()
-        fence = self.fence_of
-        await self._submit(
-            _Op("flush", [(content, now, mid, fence(mid)) for mid, content in batch])
-        )
-
-    # -- (fix-faults) partial answers by suffix -------------------------------------------
+    # -- partial answers, by suffix ------------------------------------------------------
 
     async def append_partials(self, batch: Sequence[tuple[str, int, str]]) -> None:
         """``(message id, chars already stored, new text)``: the row keeps its first
@@ -542,8 +534,6 @@ _SQL = {
     "touch": "UPDATE conversation SET updated_at = ? WHERE id = ?",
     # A flush that lands after the terminal state leaves the row alone. Every update is
     # fenced: a writer whose lease was taken over (cluster mode) changes nothing.
-    "flush": "UPDATE message SET content = ?, updated_at = ? "
-    "WHERE id = ? AND fence = ? AND status = 'streaming'",
     "append": "UPDATE message SET content = substr(content, 1, ?) || ?, updated_at = ? "
     "WHERE id = ? AND fence = ? AND status = 'streaming'",
     "finish": "UPDATE message SET content = ?, status = ?, finish_reason = ?, usage = ?, "
@@ -596,7 +586,7 @@ def _one_statement(batch: list[_Op]) -> tuple[str, str, tuple[Any, ...]] | None:
     op = batch[0]
     if op.kind == "turn" and len(op.rows) == 2 and len(op.touched) == 1:
         return "turn_statement", _PG_TURN, (*op.rows[0], *op.rows[1], *op.touched[0])
-    if op.kind in ("flush", "append", "finish") and len(op.rows) == 1:
+    if op.kind in ("append", "finish") and len(op.rows) == 1:
         return op.kind, _PG_SQL[op.kind], op.rows[0]
     return None
 
@@ -635,7 +625,6 @@ def _statements(batch: list[_Op], style: str) -> list[tuple[str, str, list[tuple
     groups = {
         "turn": [row for op in batch if op.kind == "turn" for row in op.rows],
         "touch": [row for op in batch if op.kind == "turn" for row in op.touched],
-        "flush": [row for op in batch if op.kind == "flush" for row in op.rows],
         "append": [row for op in batch if op.kind == "append" for row in op.rows],
         "finish": [row for op in batch if op.kind == "finish" for row in op.rows],
     }

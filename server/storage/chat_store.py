@@ -10,8 +10,8 @@ from typing import Any, cast
 import asyncpg
 import orjson
 
+from actors.api import ClientMessageTaken, MessageStatus, NewTurn, Outcome, StoredMessage
 from actors.clock import as_utc, utcnow
-from actors.store import ClientMessageTaken, MessageStatus, NewTurn, Outcome, StoredMessage
 from server.core.ids import new_id
 from server.storage.batch_writer import BatchWriter
 from server.storage.janitor import Janitor
@@ -55,13 +55,21 @@ def to_stored(row: dict[str, Any]) -> StoredMessage:
 class PiccoloConversationStore:
     """Rows are written by the owning actor only, so no write races need locking."""
 
-    def __init__(self, writer: BatchWriter) -> None:
+    def __init__(
+        self, writer: BatchWriter, *, fence_of: Callable[[str], int] | None = None
+    ) -> None:
         self.writer = writer
         self.janitor = Janitor(writer.finish)
         self._last_created: datetime | None = None
         #: conversation id → the fencing token of this process's lease on it (cluster
-        #: mode sets it; 0 in one process): the answer row is written under it.
-        self.fence_of: Callable[[str], int] = _no_fence
+        #: mode passes its node's; 0 in one process): the answer row is written under it.
+        self._fence_of: Callable[[str], int] = _no_fence if fence_of is None else fence_of
+
+    @property
+    def fence_of(self) -> Callable[[str], int]:
+        """The fencing token a new turn's rows are written under (read-only: cluster mode
+        gives it to the constructor)."""
+        return self._fence_of
 
     def _created_now(self) -> datetime:
         # Messages are ordered by created_at: keep it strictly increasing in this process.
@@ -136,9 +144,6 @@ class PiccoloConversationStore:
                 raise ClientMessageTaken(turn.client_message_id) from None
             raise
         return user, answer
-
-    async def flush_partials(self, batch: Sequence[tuple[str, str]]) -> None:
-        await self.writer.flush_partials(batch)
 
     async def append_partials(self, batch: Sequence[tuple[str, int, str]]) -> None:
         await self.writer.append_partials(batch)

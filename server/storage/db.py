@@ -21,7 +21,7 @@ from piccolo.engine.base import Engine as _Engine
 from piccolo.engine.postgres import PostgresEngine
 from piccolo.engine.sqlite import SQLiteEngine, TransactionType
 
-from actors.store import StoreUnavailable
+from actors.api import StoreUnavailable
 from server.storage.sqlite_engine import PooledSQLiteEngine
 from server.storage.tables import TABLES
 

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
-from actors.store import Outcome
+from actors.api import Outcome
 
 log = structlog.get_logger(__name__)
 

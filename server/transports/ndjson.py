@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 import orjson
 
-from actors.hub import Event
+from actors.api import Event
 from server.transports.wire import chunk
 
 #: The fields of each event kind that an NDJSON line carries, in the seed's order.

@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from actors.hub import Event, Subscription
+from actors.api import Event, Subscription
 from server.core.app_keys import METRICS, SETTINGS
 
 #: Per-user buckets kept before idle (full) ones are forgotten.

@@ -11,8 +11,7 @@ import asyncio
 from collections.abc import Callable
 from time import perf_counter
 
-from actors.conversation import SubscribeSpec
-from actors.hub import Event, Subscription
+from actors.api import Event, SubscribeSpec, Subscription
 from server.transports.wire import RawWriter
 
 Render = Callable[[Event], bytes | None]

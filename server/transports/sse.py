@@ -9,7 +9,7 @@ from __future__ import annotations
 from aiohttp import web
 from aiohttp.http import HttpVersion11
 
-from actors.hub import Event
+from actors.api import Event
 from server.transports.wire import RawWriter, chunk
 
 PING = b": ping\n\n"

@@ -24,8 +24,7 @@ from typing import Any
 import structlog
 from aiohttp import WSCloseCode, WSMessage, WSMsgType, web
 
-from actors.conversation import ConversationActor, SubscribeSpec
-from actors.hub import Subscription
+from actors.api import ConversationActor, SubscribeSpec, Subscription
 from server.chat.service import (
     cancel_generation,
     rebuilt_events,
@@ -156,7 +155,7 @@ class Connection(Outbound):
             {
                 "type": "subscribed",
                 "conversationId": conversation_id,
-                "epoch": actor.hub.epoch,
+                "epoch": actor.epoch,
                 "seq": sub.start_seq,
                 "recovered": sub.recovered,
             }

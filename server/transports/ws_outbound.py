@@ -15,8 +15,7 @@ from time import perf_counter
 import orjson
 from aiohttp import web
 
-from actors.conversation import ConversationActor
-from actors.hub import Event, Subscription
+from actors.api import ConversationActor, Event, Subscription
 from server.auth.current import CurrentUser
 from server.core.app_keys import METRICS
 from server.limits.rate_limit import SlidingWindow

@@ -1,0 +1,116 @@
+"""The vocabulary of a conversation actor's mailbox: its commands, what a send carries
+(the model, the generation slot, how to subscribe) and its refusals.
+
+Below :mod:`actors.conversation` (which handles the commands), :mod:`actors.generation`
+and :mod:`actors.cluster_hooks` (which see them), so none of those imports another for a
+type. Imports only :mod:`actors.hub` and :mod:`actors.turn_timing`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from actors.hub import Event, Subscription
+from actors.turn_timing import TurnTiming
+
+
+class ModelSpec(Protocol):
+    """What the actor needs to know of a catalog entry."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def provider(self) -> str: ...
+
+
+class Slot(Protocol):
+    """A unit of a per-user budget (concurrent generations) that a send holds.
+
+    Taken by the server before the send; the actor adopts it as it handles the send and
+    releases it exactly once: at once when the send starts no generation, else when the
+    generation's task is done, however it ends.
+    """
+
+    #: Cluster mode: the slot's id in the shared store (``None`` in one process).
+    token: str | None
+    #: ``False`` once released or handed over.
+    held: bool
+
+    def adopt(self) -> None: ...
+
+    def release(self) -> None: ...
+
+    def abandon(self) -> None:
+        """The sender is done with the send: release the slot unless the actor adopted
+        it."""
+
+    def hand_over(self) -> None:
+        """Cluster mode: the process that owns the conversation took the slot over with
+        a forwarded send; forget it here without giving it back."""
+
+
+class ConversationBusy(Exception):
+    """A generation is already running (``409 conversation_busy``)."""
+
+
+class ActorStopped(Exception):
+    """The actor stopped before it could take the command; the registry respawns it."""
+
+
+@dataclass(slots=True)
+class SubscribeSpec:
+    """How a transport wants to receive events (see :meth:`actors.hub.Hub.subscribe`)."""
+
+    notify: Callable[[], None]
+    direct: Callable[[Event], bool] | None = None
+    max_events: int | None = None
+    max_bytes: int | None = None
+    viewer: bool = True  # counts in ``presence``
+
+
+# -- the commands ------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Send:
+    message: str
+    model: ModelSpec
+    tools: tuple[str, ...]
+    client_message_id: str | None
+    subscribe: SubscribeSpec | None
+    slot: Slot | None
+    timing: TurnTiming | None = None
+
+
+@dataclass(slots=True)
+class Cancel:
+    generation_id: str | None
+
+
+@dataclass(slots=True)
+class Subscribe:
+    after: str | None
+    spec: SubscribeSpec
+
+
+@dataclass(slots=True)
+class ResumeAt:
+    """Where a client that read ``message_id`` (streaming) over REST subscribes from."""
+
+    message_id: str
+
+
+@dataclass(slots=True)
+class Unsubscribe:
+    sub: Subscription
+
+
+@dataclass(slots=True)
+class Stop:
+    reason: str  # "stopped" | "shutdown" | "deleted"
+
+
+Command = Send | Cancel | Subscribe | ResumeAt | Unsubscribe | Stop
