@@ -18,13 +18,19 @@ from typing import Any
 import pytest_asyncio
 import redis.asyncio as redis
 
+from cluster import scripts
 from cluster.keys import Keys, NodeContext
 from cluster.leases import Held, Leases
+from cluster.log_writer import LogWriter
 from cluster.mirror import ClusterHub
+from cluster.wire import event_data, seq_of
 from tests.cluster_harness import REDIS_URL, PrivateRedis, require_redis
 
-#: A short command timeout: a stopped private Redis fails a round within it.
-SOCKET_TIMEOUT_S = 0.5
+#: The command timeout on the shared Redis: production's, longer than the relay's block.
+SOCKET_TIMEOUT_S = 2.0
+#: On a private Redis: a stopped one fails a round within this.
+PRIVATE_TIMEOUT_S = 0.5
+LOG_TTL_MS = 60_000
 
 
 @dataclass
@@ -81,8 +87,61 @@ async def take(leases: Leases, cid: str, epoch: str = "E1") -> Held | None:
     return held
 
 
-def client_for(url: str) -> redis.Redis:
-    return redis.from_url(url, socket_connect_timeout=1, socket_timeout=SOCKET_TIMEOUT_S)
+@dataclass
+class Owner:
+    """One node owning one conversation: its lease, its log writer (running) and hub."""
+
+    node: Node
+    leases: Leases
+    writer: LogWriter
+    hub: ClusterHub
+    held: Held
+    refused: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def say(self, count: int, message: str = "m1", prefix: str = "t") -> None:
+        """``count`` tokens, appended in one event-loop turn."""
+        for i in range(count):
+            self.hub.append("token", {"messageId": message, "text": f"{prefix}{i} "})
+
+
+async def own(
+    node: Node, cid: str = "c1", *, epoch: str = "E1", after: int = 0, lease_ttl: float = 5.0
+) -> Owner:
+    """Take the conversation's lease and start a writer for its hub (at ``after``)."""
+    for source in (scripts.ACQUIRE, scripts.APPEND, scripts.RELEASE):
+        await node.client.script_load(source)
+    leases = Leases(node.ctx(), lease_ttl=lease_ttl, log_ttl_ms=LOG_TTL_MS, lost=lambda c, r: None)
+    held = await take(leases, cid, epoch)
+    assert held is not None
+    refused: list[tuple[str, str, str]] = []
+    writer = LogWriter(
+        node.ctx(),
+        ttl_ms=leases.ttl_ms,
+        log_ttl_ms=LOG_TTL_MS,
+        refused=lambda c, lease, reason: refused.append((c, lease, reason)),
+    )
+    hub = owner_hub(cid, epoch)
+    if after:
+        hub.rebase(epoch, after)
+    hub.lease, hub.sink = held.value, writer.sink
+    held.hub = hub
+    node.spawn(writer.run())
+    return Owner(node, leases, writer, hub, held, refused)
+
+
+async def stream(node: Node, cid: str = "c1") -> list[tuple[int, dict[str, object]]]:
+    entries: Any = await node.client.xrange(node.keys.log(cid), min="-", max="+")
+    return [(seq_of(entry_id), event_data(fields)) for entry_id, fields in entries]
+
+
+async def holds(node: Node, last_seq: int, cid: str = "c1") -> bool:
+    """The stream's last entry is ``last_seq``."""
+    tail: Any = await node.client.xrevrange(node.keys.log(cid), count=1)
+    return bool(tail) and seq_of(tail[0][0]) == last_seq
+
+
+def client_for(url: str, timeout: float = SOCKET_TIMEOUT_S) -> redis.Redis:
+    return redis.from_url(url, socket_connect_timeout=1, socket_timeout=timeout)
 
 
 async def delete_prefix(client: redis.Redis, prefix: str) -> None:
@@ -111,7 +170,7 @@ async def private_node(tmp_path: Path) -> AsyncIterator[tuple[Node, PrivateRedis
     await require_redis()
     private = PrivateRedis(tmp_path)
     await private.start()
-    client = client_for(private.url)
+    client = client_for(private.url, PRIVATE_TIMEOUT_S)
     this = Node(client, "cerotest:unit:")
     try:
         yield this, private

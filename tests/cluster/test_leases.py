@@ -147,3 +147,35 @@ async def test_redis_gone_then_back_empty(private_node: tuple[Node, PrivateRedis
     await a.renew()
     assert text(await node.client.get(node.keys.lease("c1"))) == mine.value
     assert lost.calls == [] and a.held["c1"] is mine
+
+
+async def test_tokens_still_grow_after_redis_came_back_empty(
+    private_node: tuple[Node, PrivateRedis],
+) -> None:
+    """The fence counter is lost with the rest when Redis restarts empty; owners take
+    their leases back with their tokens. A later owner of such a conversation must still
+    get a larger token than the one taken back (the rows are fenced by token)."""
+    node, private = private_node
+    a, lost = leases_of(node)
+    b, _ = leases_of(node.other())
+    await a.load_scripts()
+    for cid in ("c1", "c2", "c3"):
+        assert await take(a, cid) is not None
+    old = a.held["c3"]
+    assert old.fence == 3
+
+    await private.kill()
+    await private.start()
+
+    async def taken_back() -> bool:
+        await a.renew()  # the first one may meet the connection Redis dropped
+        return await node.client.get(node.keys.lease("c3")) is not None
+
+    await until(taken_back, what="the lease taken back")  # token 3; the counter is gone
+    assert text(await node.client.get(node.keys.lease("c3"))) == old.value
+
+    await node.client.delete(node.keys.lease("c3"))  # a's lease expired
+    await b.load_scripts()
+    new = await take(b, "c3")
+    assert new is not None and new.fence > old.fence
+    assert lost.calls == []

@@ -8,75 +8,16 @@ refused and changes nothing; a release goes after what was appended under the le
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 import structlog
 
-from cluster import scripts
-from cluster.leases import Held, Leases
-from cluster.log_writer import LogWriter
 from cluster.mirror import ClusterHub
-from cluster.wire import event_data, seq_of, text
-from tests.cluster.conftest import Node, owner_hub, take
+from cluster.wire import text
+from tests.cluster.conftest import LOG_TTL_MS, Node, holds, own, stream
 from tests.cluster_harness import PrivateRedis
 from tests.conditions import until
-
-LOG_TTL_MS = 60_000
-
-
-@dataclass
-class Owner:
-    """One node owning one conversation: its lease, its log writer (running) and hub."""
-
-    node: Node
-    leases: Leases
-    writer: LogWriter
-    hub: ClusterHub
-    held: Held
-    refused: list[tuple[str, str, str]] = field(default_factory=list)
-
-    def say(self, count: int, message: str = "m1", prefix: str = "t") -> None:
-        """``count`` tokens, appended in one event-loop turn."""
-        for i in range(count):
-            self.hub.append("token", {"messageId": message, "text": f"{prefix}{i} "})
-
-
-async def own(
-    node: Node, cid: str = "c1", *, epoch: str = "E1", after: int = 0, lease_ttl: float = 5.0
-) -> Owner:
-    """Take the conversation's lease and start a writer for its hub (at ``after``)."""
-    for source in (scripts.ACQUIRE, scripts.APPEND, scripts.RELEASE):
-        await node.client.script_load(source)
-    leases = Leases(node.ctx(), lease_ttl=lease_ttl, log_ttl_ms=LOG_TTL_MS, lost=lambda c, r: None)
-    held = await take(leases, cid, epoch)
-    assert held is not None
-    refused: list[tuple[str, str, str]] = []
-    writer = LogWriter(
-        node.ctx(),
-        ttl_ms=leases.ttl_ms,
-        log_ttl_ms=LOG_TTL_MS,
-        refused=lambda c, lease, reason: refused.append((c, lease, reason)),
-    )
-    hub = owner_hub(cid, epoch)
-    if after:
-        hub.rebase(epoch, after)
-    hub.lease, hub.sink = held.value, writer.sink
-    held.hub = hub
-    node.spawn(writer.run())
-    return Owner(node, leases, writer, hub, held, refused)
-
-
-async def stream(node: Node, cid: str = "c1") -> list[tuple[int, dict[str, object]]]:
-    entries: Any = await node.client.xrange(node.keys.log(cid), min="-", max="+")
-    return [(seq_of(entry_id), event_data(fields)) for entry_id, fields in entries]
-
-
-async def holds(node: Node, last_seq: int, cid: str = "c1") -> bool:
-    """The stream's last entry is ``last_seq``."""
-    tail: Any = await node.client.xrevrange(node.keys.log(cid), count=1)
-    return bool(tail) and seq_of(tail[0][0]) == last_seq
 
 
 def assert_is_the_log(entries: list[tuple[int, dict[str, object]]], hub: ClusterHub) -> None:

@@ -14,7 +14,6 @@ source's, and, after every step, each subscriber at the mirror's position.
 from __future__ import annotations
 
 import asyncio
-import secrets
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -151,6 +150,7 @@ class MirrorMachine(RuleBasedStateMachine):
         )
         self.readers: list[Reader] = []
         self.resyncs = 0
+        self.epochs = 0
         self.sync()
 
     def teardown(self) -> None:
@@ -169,7 +169,7 @@ class MirrorMachine(RuleBasedStateMachine):
         assert hub.epoch == source.epoch
         assert hub.last_seq == source.top
         for event in hub.held():
-            assert event.data == source.entries[event.seq]
+            assert event.data == source.history[(hub.epoch, event.seq)]
 
     def feed(self, seq: int, data: dict[str, object]) -> None:
         """One entry read by ``XREAD``; a ``False`` makes the relay resync."""
@@ -220,7 +220,8 @@ class MirrorMachine(RuleBasedStateMachine):
         """The log was lost (expired, Redis restarted empty) and an owner started another
         epoch: from seq 1 (a fresh hub), or on from where it was, or past it."""
         source = self.source
-        source.epoch = f"E{secrets.token_hex(3)}"
+        self.epochs += 1
+        source.epoch = f"E{self.epochs}"
         source.entries = {}
         if restart == "fresh":
             source.next_seq = 1
