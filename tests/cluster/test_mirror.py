@@ -146,8 +146,9 @@ class MirrorMachine(RuleBasedStateMachine):
             epoch=None,
             on_subscribe=lambda hub: None,
             on_presence=lambda hub: None,
-            on_closed=lambda hub: None,
+            on_closed=lambda hub: self.closed_calls.append(hub),
         )
+        self.closed_calls: list[ClusterHub] = []
         self.readers: list[Reader] = []
         self.resyncs = 0
         self.epochs = 0
@@ -231,14 +232,16 @@ class MirrorMachine(RuleBasedStateMachine):
 
     # -- what the relay hands the mirror -------------------------------------------------
 
-    @precondition(lambda self: any(s > self.hub.last_seq for s in self.source.entries))
+    @precondition(
+        lambda self: not self.hub.closed and any(s > self.hub.last_seq for s in self.source.entries)
+    )
     @rule()
     def deliver_next(self) -> None:
         """``XREAD`` from the mirror's position: the first entry after it."""
         seq = min(s for s in self.source.entries if s > self.hub.last_seq)
         self.feed(seq, self.source.entries[seq])
 
-    @precondition(lambda self: self.hub.last_seq > 0)
+    @precondition(lambda self: not self.hub.closed and self.hub.last_seq > 0)
     @rule(data=st.data())
     def deliver_duplicate(self, data: st.DataObject) -> None:
         """An entry the mirror already has (a read overlapping a sync)."""
@@ -248,7 +251,11 @@ class MirrorMachine(RuleBasedStateMachine):
         seq, event = data.draw(st.sampled_from(held), label="duplicate")
         self.feed(seq, dict(event))
 
-    @precondition(lambda self: any(s > self.hub.last_seq + 1 for s in self.source.entries))
+    @precondition(
+        lambda self: (
+            not self.hub.closed and any(s > self.hub.last_seq + 1 for s in self.source.entries)
+        )
+    )
     @rule(data=st.data())
     def deliver_past_gap(self, data: st.DataObject) -> None:
         """An entry with sequence numbers skipped before it."""
@@ -256,7 +263,9 @@ class MirrorMachine(RuleBasedStateMachine):
         seq = data.draw(st.sampled_from(later), label="gap to")
         self.feed(seq, self.source.entries[seq])
 
-    @precondition(lambda self: len({epoch for epoch, _ in self.source.history}) > 1)
+    @precondition(
+        lambda self: not self.hub.closed and len({epoch for epoch, _ in self.source.history}) > 1
+    )
     @rule(data=st.data())
     def deliver_stale_epoch(self, data: st.DataObject) -> None:
         """An entry of an epoch that is not the log's any more (a read from before)."""
@@ -264,13 +273,33 @@ class MirrorMachine(RuleBasedStateMachine):
         key = data.draw(st.sampled_from(old), label="stale")
         self.feed(key[1], self.source.history[key])
 
+    @precondition(lambda self: not self.hub.closed)
     @rule()
     def resync(self) -> None:
         """A sync of the relay's own (before a subscribe, after a failed read)."""
         self.sync()
 
+    @precondition(lambda self: self.hub.closed or self.resyncs >= 3)  # late: it ends the run
+    @rule()
+    def deliver_delete_marker(self) -> None:
+        """The conversation was deleted (through any process): the ``_closed`` marker.
+        Seen twice (a re-read), it closes the mirror once."""
+        hub = self.hub
+        before = (hub.epoch, hub.last_seq)
+        assert hub.feed(hub.last_seq, {"type": "_closed"})
+        assert hub.closed and self.closed_calls == [hub]
+        assert (hub.epoch, hub.last_seq) == before
+        for reader in self.readers:
+            assert reader.sub.closed
+        # Nothing feeds a deleted conversation's mirror any more.
+        assert hub.feed(
+            hub.last_seq + 1, self.source.history.get((hub.epoch, hub.last_seq + 1), {})
+        )
+        assert (hub.epoch, hub.last_seq) == before
+
     # -- subscribers ---------------------------------------------------------------------
 
+    @precondition(lambda self: not self.hub.closed)
     @rule(
         where=st.sampled_from(("live", "held", "behind", "other epoch", "garbage")),
         data=st.data(),
