@@ -1,7 +1,9 @@
 """The Lua scripts: each check-then-act on a lease is one atomic step in Redis.
 
 A lease's value is ``"<node id>:<fencing token>"``; the token is ``INCR`` of one counter,
-taken in the same step as the lease, so a later owner always holds a larger token. Beside
+taken in the same step as the lease, so a later owner always holds a larger token (also
+after a Redis that restarted empty lost the counter: a token is never below the
+conversation's ``last`` + 1, which an owner taking its lease back restores). Beside
 the lease, ``last`` keeps the token of the conversation's last lease: an owner whose lease
 key is gone (Redis restarted empty, or it expired while nobody else took it) takes it back
 with the same token only while ``last`` is still its own (or gone too) -- once anyone else
@@ -28,6 +30,11 @@ end
 ACQUIRE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return false end
 local token = redis.call('INCR', KEYS[2])
+local last = tonumber(redis.call('GET', KEYS[3]))
+if last and token <= last then
+  token = last + 1
+  redis.call('SET', KEYS[2], token)
+end
 redis.call('SET', KEYS[1], ARGV[1] .. ':' .. token, 'PX', ARGV[2])
 redis.call('SET', KEYS[3], token, 'PX', ARGV[3])
 local epoch = redis.call('GET', KEYS[4])
