@@ -281,7 +281,7 @@ async def test_connections_per_ip_are_capped(tmp_path: Path) -> None:
             assert await healthz(url, OTHER) == 200
             token, _ = await make_user_session("Other")
             assert await short_chat(url, bearer(token))
-            # The refusal is counted with every other 429 (README, "Metrics").
+            # The refusal is counted with every other 429 (docs/metrics.md).
             scrape = (
                 b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
                 + f"Authorization: Bearer {METRICS_TOKEN}\r\n\r\n".encode()

@@ -1,4 +1,4 @@
-"""README's Metrics table and ``/metrics`` agree, both ways.
+"""docs/metrics.md's table (under ``## Metrics``) and ``/metrics`` agree, both ways.
 
 Every ``cero_*`` family a real app exposes is documented in the table, and every
 documented family is exposed: in one process (SQLite, no Redis) the rows of mode ``any``,
@@ -22,12 +22,12 @@ from tests.process_stats import METRICS_AUTH
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+METRICS_DOC = Path(__file__).resolve().parent.parent / "docs" / "metrics.md"
 
 
 def documented() -> dict[str, tuple[str, str]]:
     """name → (type, mode) from the table under ``## Metrics``."""
-    text = README.read_text()
+    text = METRICS_DOC.read_text()
     section = text.split("\n## Metrics\n", 1)[1].split("\n## ", 1)[0]
     rows: dict[str, tuple[str, str]] = {}
     for line in section.splitlines():
@@ -66,10 +66,10 @@ async def exposed(live: Live) -> dict[str, str]:
 
 
 def compare(served: dict[str, str], expected: dict[str, tuple[str, str]]) -> None:
-    assert sorted(set(served) - set(expected)) == [], "exposed but not in README's table"
-    assert sorted(set(expected) - set(served)) == [], "in README's table but not exposed"
+    assert sorted(set(served) - set(expected)) == [], "exposed but not in docs/metrics.md's table"
+    assert sorted(set(expected) - set(served)) == [], "in docs/metrics.md's table but not exposed"
     for name, kind in served.items():
-        assert expected[name][0] == kind, f"{name}: README says {expected[name][0]}"
+        assert expected[name][0] == kind, f"{name}: docs/metrics.md says {expected[name][0]}"
 
 
 async def test_the_table_is_readable() -> None:

@@ -194,7 +194,7 @@ async def test_postgres_cut_mid_answer(tmp_path: Path) -> None:
             assert tail[-1]["topic"] == "done" and tail[-1]["data"]["fullText"] == "back again"
             async with http.get(server.url + "/metrics", headers=METRICS_AUTH) as r:
                 metrics = await r.text()
-            # What an operator sees of it (README, "Metrics").
+            # What an operator sees of it (docs/metrics.md).
             for failed in (
                 "cero_flush_failures_total",
                 "cero_db_finish_retries_total",

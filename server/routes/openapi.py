@@ -160,7 +160,7 @@ OPS: dict[tuple[str, str], Op] = {
         errors=(400, 404, 429, 503),
     ),
     ("get", "/api/ws"): Op(
-        "WebSocket upgrade (see the README's WebSocket section)",
+        "WebSocket upgrade (frames: docs/api.md, WebSocket)",
         "live",
         "bearer",
         ok=None,
@@ -410,7 +410,7 @@ def document(public_url: str) -> dict[str, Any]:
         "info": {
             "title": "Cero API",
             "version": "0.1.0",
-            "description": "Realtime backend for AI chat. The wire contract is CONTRACT.md.",
+            "description": "Realtime backend for AI chat. API reference: docs/api.md (repository).",
         },
         "servers": [{"url": public_url}],
         "components": {
