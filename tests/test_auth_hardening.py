@@ -78,6 +78,7 @@ async def test_parallel_wrong_codes_are_rate_limited(live: Live) -> None:
             live.url + "/api/auth/device", params={"user_code": good["user_code"]}, headers=ip
         ) as resp:
             assert resp.status == 429
+            assert (await resp.json())["retryAfter"] == int(resp.headers["Retry-After"]) > 0
         # A good code does not use up the budget: its slot is given back.
         other = fresh_ip()
         for _ in range(8):

@@ -114,6 +114,7 @@ async def test_parallel_good_and_wrong_lookups_limit_only_the_wrong(live: Live) 
         assert statuses.count(400) <= 5 and set(statuses) <= {400, 429}, statuses
         limited = [body for status, body in answers if status == 429]
         assert limited and all(body["error"] == "rate_limited" for body in limited)
+        assert all(body["retryAfter"] > 0 for body in limited)  # CONTRACT.md: every 429
         # Five decided wrong: now even the good code is refused from that IP ...
         status, body = await look(code["user_code"])
         assert status == 429 and body["error"] == "rate_limited"
@@ -166,8 +167,9 @@ async def test_device_codes_are_limited_per_ip(live: Live) -> None:
                 if resp.status == 429:
                     body = await resp.json()
                     assert body["error"] == "rate_limited" and body["error_description"]
-                    assert set(body) == {"error", "error_description"}
-                    assert int(resp.headers["Retry-After"]) > 0
+                    # The OAuth shape, plus CONTRACT.md's retryAfter on every 429.
+                    assert set(body) == {"error", "error_description", "retryAfter"}
+                    assert body["retryAfter"] == int(resp.headers["Retry-After"]) > 0
                     assert resp.headers["Cache-Control"] == "no-store"
         assert statuses == [200] * CODE_LIMIT + [429] * 4, statuses
         await _issue(http, live, fresh_ip())  # another IP is not affected

@@ -154,7 +154,10 @@ def json_error(headers: dict[str, str], body: bytes) -> dict[str, Any]:
     assert headers.get("referrer-policy") == "same-origin", headers
     assert headers.get("server") == "cero", headers  # no product version
     data: dict[str, Any] = orjson.loads(body)
-    assert set(data) == {"error", "code"}, data
+    # The contract's shape; a 429 also says how long to wait (CONTRACT.md).
+    assert set(data) == (
+        {"error", "code", "retryAfter"} if "retryAfter" in data else {"error", "code"}
+    )
     return data
 
 
@@ -277,6 +280,7 @@ async def test_connections_per_ip_are_capped(tmp_path: Path) -> None:
             status, headers, body = await raw(url, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
             assert status == 429 and headers["retry-after"] == "1"
             assert json_error(headers, body)["code"] == "too_many_connections"
+            assert json_error(headers, body)["retryAfter"] == 1  # CONTRACT.md: every 429
             # Another client is served meanwhile: /healthz and a short chat.
             assert await healthz(url, OTHER) == 200
             token, _ = await make_user_session("Other")

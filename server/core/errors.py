@@ -61,6 +61,18 @@ def error_body(path: str, status: int, code: str, message: str) -> dict[str, obj
     return {"error": message, "code": code}
 
 
+def with_retry_after(
+    body: dict[str, object], status: int, headers: Mapping[str, str] | None
+) -> dict[str, object]:
+    """CONTRACT.md: every ``429`` carries ``retryAfter`` (seconds) in its body beside the
+    ``Retry-After`` header, whichever limit refused (per user, per address, wrong codes,
+    sign-ins, connections): added here from the header where the refusal did not."""
+    wait = (headers or {}).get("Retry-After", "")
+    if status == 429 and "retryAfter" not in body and wait.isdigit():
+        body["retryAfter"] = int(wait)
+    return body
+
+
 def error_response(
     request: web.Request,
     status: int,
@@ -73,6 +85,7 @@ def error_response(
     body = error_body(request.path, status, code, message)
     if extra:
         body.update(extra)
+    with_retry_after(body, status, headers)
     response = web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
     for key, value in (headers or {}).items():
         response.headers[key] = value

@@ -40,6 +40,10 @@ _HTTP_CODES = {
 }
 
 
+#: The request's id (``X-Request-ID``), for answers prepared inside the handler.
+REQUEST_ID = "cero_request_id"
+
+
 @web.middleware
 async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     incoming = request.headers.get("X-Request-ID", "")
@@ -47,6 +51,9 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
     # bind/reset rather than ``bound_contextvars``: a long-lived request (a WebSocket)
     # keeps this frame for its whole life, and the context manager's objects with it.
     bound = structlog.contextvars.bind_contextvars(request_id=request_id)["request_id"]
+    # Streams (SSE, NDJSON, the WebSocket upgrade) are prepared inside the handler: the
+    # ``on_response_prepare`` hook (security_headers) gives them the id from here.
+    request[REQUEST_ID] = request_id
     try:
         response = await handler(request)
     except web.HTTPException as exc:

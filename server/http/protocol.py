@@ -59,7 +59,7 @@ from aiohttp.web_protocol import RequestHandler
 
 from server.core.app_keys import METRICS
 from server.core.config import Settings
-from server.core.errors import BodyTimeout, error_body, error_response
+from server.core.errors import BodyTimeout, error_body, error_response, with_retry_after
 from server.http.security_headers import EVERY_RESPONSE
 from server.limits.connection_guard import Admission, ConnectionGuard, exempt_networks
 
@@ -101,7 +101,7 @@ def raw_json_response(
     """A complete ``Connection: close`` answer written straight to the transport, for
     connections no request object exists on (or whose handler no longer may answer); the
     body has the contract's shape for ``path`` (OAuth-style under ``/api/auth/``)."""
-    body = orjson.dumps(error_body(path, status, code, message))
+    body = orjson.dumps(with_retry_after(error_body(path, status, code, message), status, headers))
     lines = [
         f"HTTP/1.1 {status} {HTTPStatus(status).phrase}",
         "Content-Type: application/json",

@@ -16,6 +16,7 @@ from __future__ import annotations
 from aiohttp import hdrs, web
 
 from server.core.app_keys import SETTINGS
+from server.http.middleware import REQUEST_ID
 
 #: For an HTML answer that brings no policy of its own: nothing loads, nothing frames it.
 HTML_CSP = "default-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
@@ -50,6 +51,9 @@ async def hide_server(request: web.Request, response: web.StreamResponse) -> Non
 async def _add_headers(request: web.Request, response: web.StreamResponse) -> None:
     await hide_server(request, response)
     headers = response.headers
+    request_id = request.get(REQUEST_ID)
+    if request_id is not None and "X-Request-ID" not in headers:
+        headers["X-Request-ID"] = request_id  # streams: prepared before the middleware ends
     for name, value in EVERY_RESPONSE.items():
         headers.setdefault(name, value)
     if request.app[SETTINGS].secure_cookies:  # the public URL is https
