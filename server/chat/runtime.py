@@ -33,7 +33,7 @@ from server.core.app_keys import (
     WRITER,
 )
 from server.limits.admission import Admission, AdmissionLimits
-from server.limits.user_limits import UserLimits
+from server.limits.user_limits import memory_user_limits as UserLimits
 from server.storage.batch_writer import BatchWriter
 from server.storage.chat_store import PiccoloConversationStore
 
