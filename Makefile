@@ -27,15 +27,16 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check client server actors cluster state tests bench piccolo_conf.py
+	$(BIN)/ruff format --check client server actors cluster state standins tests bench piccolo_conf.py
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install -q -r bench/requirements.lock
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 fake-gemini: $(STAMP)
-	$(BIN)/python -m tests.fakes.gemini $(FAKE_ARGS)
+	$(BIN)/python -m standins.gemini $(FAKE_ARGS)
 
 # Re-pin after changing dependencies in pyproject.toml.
 lock:

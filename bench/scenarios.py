@@ -37,7 +37,7 @@ from bench.common import (
     sys_seconds,
     wait_http,
 )
-from tests.fakes.gemini import parse_ts
+from standins.gemini import parse_ts
 
 SECRET = "bench-secret-" + "x" * 40
 #: The servers' CERO_METRICS_TOKEN: ``/metrics`` answers no anonymous scrape.

@@ -1,4 +1,4 @@
-"""The Gemini stand-in for benchmarks: ``tests.fakes.gemini`` in rate mode, per request.
+"""The Gemini stand-in for benchmarks: ``standins.gemini`` in rate mode, per request.
 
 Each streaming request's prompt says what to play: ``bench:tokens=N:rate=R:tag=T``
 (``R = 0``: as fast as possible), so one stand-in process serves every scenario. The
@@ -32,7 +32,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.fakes.gemini import (
+from standins.gemini import (
     FakeGemini,
     HttpError,
     Script,

@@ -23,7 +23,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from server.core.config import Settings, load_settings
-from tests.fakes.gemini import FakeGemini, Script
+from standins.gemini import FakeGemini, Script
 from tests.process_stats import METRICS_TOKEN
 
 # Tests are hermetic: no setting leaks in from the developer's shell or .env.
@@ -185,7 +185,7 @@ async def live_with_gemini(
     database_url: str, *, default_script: Script | None = None, **overrides: Any
 ) -> AsyncIterator[tuple[Live, FakeGemini]]:
     """The app on a real port whose Gemini is the local stand-in
-    (:class:`tests.fakes.gemini.FakeGemini`, returned beside it): the real google-genai
+    (:class:`standins.gemini.FakeGemini`, returned beside it): the real google-genai
     SDK talks to it over HTTP. ``overrides`` are settings (fast retries by default)."""
     fake = FakeGemini(default_script=default_script)
     url = await fake.start()

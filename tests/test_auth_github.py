@@ -1,4 +1,4 @@
-"""GitHub sign-in over real HTTP against the GitHub stand-in (tests/fakes/github.py)."""
+"""GitHub sign-in over real HTTP against the GitHub stand-in (standins/github.py)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import pytest
 import pytest_asyncio
 
 from server.storage.tables import Account
+from standins.github import FakeGitHub, FakeUser
 from tests.auth_helpers import bearer, codec, cookie_header, set_cookies
 from tests.conftest import Live, make_settings, start_live
-from tests.fakes.github import FakeGitHub, FakeUser
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

@@ -18,9 +18,9 @@ import pytest_asyncio
 
 from actors.turn_timing import PHASES
 from server.storage.tables import Message
+from standins.gemini import FakeGemini, Script
 from tests.auth_helpers import bearer, make_user_session
 from tests.conftest import Live, live_with_gemini
-from tests.fakes.gemini import FakeGemini, Script
 from tests.live_clients import WsPeer, check_seq, read_ndjson, read_sse, token_text
 from tests.process_stats import METRICS_AUTH
 

@@ -23,6 +23,7 @@ import pytest_asyncio
 import redis.asyncio as redis
 
 from server.storage.tables import Message
+from standins.gemini import FakeGemini, Script
 from tests import cluster_harness
 from tests.auth_helpers import bearer, make_user_session
 from tests.cluster_harness import (
@@ -32,7 +33,6 @@ from tests.cluster_harness import (
     lease_owner,
 )
 from tests.conditions import until
-from tests.fakes.gemini import FakeGemini, Script
 from tests.live_clients import WsPeer, check_seq, read_sse, token_text
 from tests.process_stats import METRICS_AUTH
 from tests.server_process import ServerProcess

@@ -26,6 +26,8 @@ from cluster.state.user_limits import RedisUserLimits
 from server.core.app_keys import REDIS, REDIS_HEALTH, USER_LIMITS
 from server.limits.stream_limits import STREAM_LIMITS
 from server.storage.chat_store import create_conversation
+from standins.gemini import FakeGemini, Script
+from standins.github import FakeGitHub
 from state.errors import Refused
 from tests.auth_helpers import (
     bearer,
@@ -39,8 +41,6 @@ from tests.auth_helpers import (
 )
 from tests.cluster_harness import PrivateRedis, require_redis
 from tests.conftest import Live, make_settings, start_live
-from tests.fakes.gemini import FakeGemini, Script
-from tests.fakes.github import FakeGitHub
 from tests.live_clients import WsPeer
 from tests.process_stats import METRICS_AUTH
 

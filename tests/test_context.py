@@ -28,7 +28,7 @@ from actors.context import (
 from actors.models.base import ChatTurn, ModelError, ModelRequest, Role
 from actors.models.catalog import Catalog, ModelInfo
 from actors.models.gemini import GeminiProvider
-from tests.fakes.gemini import FakeGemini
+from standins.gemini import FakeGemini
 
 CATALOG = Catalog.load(gemini_enabled=True)
 FLASH = CATALOG.resolve("gemini-2.5-flash-lite")

@@ -13,8 +13,8 @@ import pytest
 
 from server.storage import db
 from server.storage.tables import Message
+from standins.gemini import FakeGemini, Script
 from tests.auth_helpers import bearer, make_user_session
-from tests.fakes.gemini import FakeGemini, Script
 from tests.server_process import ServerProcess, serve
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]

@@ -26,10 +26,10 @@ import pytest
 
 from server.storage import db
 from server.storage.tables import Message
+from standins.gemini import FakeGemini, Script
 from tests.auth_helpers import bearer, make_user_session
 from tests.cluster_harness import Cluster, lease_owner, require_redis
 from tests.conftest import create_pg_database, drop_pg_database
-from tests.fakes.gemini import FakeGemini, Script
 from tests.server_process import serve
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]

@@ -1,4 +1,4 @@
-"""Self-test of the GitHub stand-in (tests/fakes/github.py) over real HTTP."""
+"""Self-test of the GitHub stand-in (standins/github.py) over real HTTP."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from tests.fakes.github import FakeGitHub, FakeUser
+from standins.github import FakeGitHub, FakeUser
 
 CLIENT_ID = "Iv1.testclient"
 CLIENT_SECRET = "s3cr3t"

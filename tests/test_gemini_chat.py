@@ -12,9 +12,9 @@ import toon_format
 
 from actors.compression import extract_block
 from server.storage.tables import Message
+from standins.gemini import FakeGemini, HttpError, Script
 from tests.auth_helpers import bearer, make_user_session
 from tests.conftest import Live, live_with_gemini
-from tests.fakes.gemini import FakeGemini, HttpError, Script
 from tests.live_clients import WsPeer, read_ndjson
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")

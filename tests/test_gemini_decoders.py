@@ -33,7 +33,7 @@ from actors.models.base import ChatTurn, ModelError, ModelEvent, ModelRequest
 from actors.models.gemini import GeminiProvider
 from actors.models.gemini_translate import Translator, sdk_response
 from actors.models.gemini_wire import decode
-from tests.fakes.gemini import FakeGemini, Script
+from standins.gemini import FakeGemini, Script
 
 MODEL = "gemini-2.5-flash-lite"
 REQUEST = ModelRequest(model=MODEL, system="s", contents=(ChatTurn("user", "Hi"),))

@@ -25,9 +25,9 @@ from actors.models.base import (
     Usage,
 )
 from actors.models.gemini import GeminiProvider
+from standins.gemini import FakeGemini, HttpError, Script, parse_all_ts, parse_ts
 from tests.conditions import until
 from tests.conftest import make_settings
-from tests.fakes.gemini import FakeGemini, HttpError, Script, parse_all_ts, parse_ts
 
 MODEL = "gemini-2.5-flash-lite"
 

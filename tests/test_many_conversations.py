@@ -42,7 +42,7 @@ RATE = 20.0  # tokens/s: each answer streams for 8 s
 async def standin() -> AsyncIterator[str]:
     """The Gemini stand-in in its own process (``make fake-gemini``), streaming at ``RATE``."""
     port = unused_port()
-    command = [sys.executable, "-m", "tests.fakes.gemini", "--port", str(port)]
+    command = [sys.executable, "-m", "standins.gemini", "--port", str(port)]
     command += ["--tokens", str(TOKENS), "--rate", str(RATE)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     # It serves only POSTs: any answer to a GET means it listens.

@@ -24,8 +24,8 @@ import pytest
 
 from actors.store import NewTurn
 from server.storage import db
+from standins.gemini import FakeGemini, Script
 from tests.auth_helpers import bearer, make_user_session
-from tests.fakes.gemini import FakeGemini, Script
 from tests.server_process import ROOT, serve
 
 MIB = 1 << 20

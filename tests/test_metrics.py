@@ -17,9 +17,9 @@ import pytest
 import pytest_asyncio
 from prometheus_client.parser import text_string_to_metric_families
 
+from standins.gemini import FakeGemini, Script
 from tests.auth_helpers import bearer, make_user_session
 from tests.conftest import Live, live_with_gemini
-from tests.fakes.gemini import FakeGemini, Script
 from tests.live_clients import new_conversation, read_ndjson, read_sse
 from tests.process_stats import METRICS_AUTH
 

@@ -22,9 +22,9 @@ import pytest
 import pytest_asyncio
 
 from server.storage.tables import Message
+from standins.gemini import FakeGemini, Script
 from tests.auth_helpers import bearer, make_user_session
 from tests.conftest import Live, live_with_gemini
-from tests.fakes.gemini import FakeGemini, Script
 from tests.live_clients import WsPeer, check_seq, read_ndjson, token_text
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")

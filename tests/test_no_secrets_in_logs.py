@@ -20,9 +20,9 @@ import aiohttp
 import orjson
 
 from server.auth.device_flow import normalize
+from standins.gemini import FakeGemini
+from standins.github import FakeGitHub
 from tests.auth_helpers import bearer, cookie_header, set_cookies
-from tests.fakes.gemini import FakeGemini
-from tests.fakes.github import FakeGitHub
 from tests.server_process import serve
 
 GRANT = "urn:ietf:params:oauth:grant-type:device_code"

@@ -28,10 +28,10 @@ from yarl import URL
 
 from server.storage import db
 from server.storage.tables import Message
+from standins.gemini import FakeGemini, Script
 from tests.auth_helpers import bearer, make_user_session
 from tests.conditions import until
 from tests.conftest import create_pg_database, drop_pg_database
-from tests.fakes.gemini import FakeGemini, Script
 from tests.live_clients import WsPeer, token_text
 from tests.process_stats import METRICS_AUTH
 from tests.server_process import serve

@@ -22,9 +22,9 @@ import pytest_asyncio
 from actors.hub import Hub
 from server.core.config import ConfigError, load_settings
 from server.transports.replay_budget import ReplayBudget, UserReplayBudgets
+from standins.gemini import FakeGemini, Script
 from tests.auth_helpers import bearer, make_user_session
 from tests.conftest import Live, make_settings, start_live
-from tests.fakes.gemini import FakeGemini, Script
 from tests.live_clients import WsPeer, check_seq, read_sse, token_text
 from tests.process_stats import refusals
 

@@ -25,10 +25,10 @@ import pytest_asyncio
 from server.core.app_keys import REGISTRY, USER_LIMITS
 from server.storage.chat_store import create_conversation
 from server.storage.tables import Message
+from standins.gemini import FakeGemini, Script
 from tests.auth_helpers import bearer, make_user_session
 from tests.conditions import until
 from tests.conftest import Live, make_settings, start_live
-from tests.fakes.gemini import FakeGemini, Script
 from tests.live_clients import WsPeer
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")

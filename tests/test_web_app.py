@@ -28,10 +28,10 @@ import pytest_asyncio
 
 from server.auth.keys import LOCAL
 from server.core.app_keys import SESSIONS
+from standins.gemini import FakeGemini, Script
+from standins.github import FakeGitHub
 from tests.auth_helpers import bearer, codec, running
 from tests.conftest import IN_CI, Live, make_settings, start_live
-from tests.fakes.gemini import FakeGemini, Script
-from tests.fakes.github import FakeGitHub
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

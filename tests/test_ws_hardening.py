@@ -23,9 +23,9 @@ import orjson
 import pytest
 import pytest_asyncio
 
+from standins.gemini import FakeGemini, Script
 from tests.auth_helpers import bearer, make_user_session
 from tests.conftest import Live, make_settings, start_live
-from tests.fakes.gemini import FakeGemini, Script
 from tests.live_clients import WsPeer, new_conversation, read_sse
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")

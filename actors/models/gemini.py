@@ -19,6 +19,9 @@ Why it looks the way it does (facts in GEMINI.md):
   consumer's task; ``sdk`` reads it through ``generate_content_stream`` and the read-ahead
   pump below. The request, the retry policy and the error classes are the same for both,
   and :mod:`actors.models.gemini_translate` turns either's chunks into the same events.
+
+Why one module of ~500 lines: the request builder, the two stream readers and the retry
+policy share one set of upstream error rules; split, each reader would import the others'.
 """
 
 from __future__ import annotations

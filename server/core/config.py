@@ -2,6 +2,9 @@
 
 Nothing else in the project reads ``os.environ``: the settings are passed down. A bad
 value stops start-up with one line naming the variable (see :func:`load_settings`).
+
+Why one module of ~400 lines: one settings class is the one place every ``CERO_*``
+variable is declared, typed, bounded and documented.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ Rate mode (benchmarks): ``Script(timed_tokens=N, tokens_per_second=T)`` streams 
 tokens at T tokens/s; each token's text embeds its wall-clock send time as
 ``⟨1732550000.123456⟩ `` (see :func:`parse_ts`).
 
-Run standalone: ``python -m tests.fakes.gemini --port 8089 --tokens 200 --rate 50``.
+Run standalone: ``python -m standins.gemini --port 8089 --tokens 200 --rate 50``.
 """
 
 from __future__ import annotations
