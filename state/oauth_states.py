@@ -11,7 +11,8 @@ import hashlib
 import time
 from typing import Protocol
 
-STATE_TTL_S = 600.0
+#: A sign-in state's lifetime (its signed cookie's too).
+STATE_TTL_S = 600
 _PRUNE_ABOVE = 1000
 
 

@@ -21,7 +21,7 @@ class RedisOAuthStates:
                 self._shared.key("oauth-state", state_digest(state)),
                 1,
                 nx=True,
-                ex=int(STATE_TTL_S),
+                ex=STATE_TTL_S,
             )
         except REDIS_FAULTS as exc:
             raise self._shared.fault("oauth_state", exc) from None
