@@ -9,4 +9,6 @@
 - :mod:`cluster.node` — one per process: leases held, the batched log writer, the relay
   (``XREAD BLOCK`` over every watched stream), forwarded commands, the owner-death watcher
   and the start-up sweep; it implements :class:`actors.cluster_hooks.ClusterHooks`.
+- :mod:`cluster.state` — the Redis client and its health, and the shared limits and state
+  (``Redis<Thing>``, the twins of :mod:`state`'s ``Memory<Thing>``) the server installs.
 """

@@ -1,74 +1,28 @@
 """The process's Redis client in cluster mode (``CERO_REDIS_URL``); ``None`` without it.
 
-One ``redis.asyncio`` client (its own connection pool) per process, opened and closed with
-the app. Everything shared across processes (leases, logs, forwarded commands, limits,
-revocations) goes through ``app[REDIS]``; code that also runs in single-process mode checks
-``app[REDIS] is None`` and keeps its in-memory path. Every key starts with
-``CERO_REDIS_PREFIX`` (:func:`key`).
+The client and its health live in :mod:`cluster.state.connection`; this module opens and
+closes them with the app (:func:`redis_client`). Everything shared across processes
+(leases, logs, forwarded commands, limits, revocations) goes through ``app[REDIS]``; code
+that also runs in single-process mode checks ``app[REDIS] is None`` and keeps its in-memory
+path. Every key starts with ``CERO_REDIS_PREFIX`` (:func:`key`).
 
-Faults: a :class:`RedisHealth` per process knows whether Redis answers. A monitor task pings
-it every :data:`CHECK_INTERVAL_S`, and every failed command reported through
-:meth:`RedisHealth.failed` marks it down at once; the next good ping marks it up again, so
-the process recovers by itself when Redis returns (the client reconnects on its next
-command). :func:`require_redis` is the check a use-case that needs Redis calls first: while
-Redis is down it answers ``503 not_ready`` instead of starting work that would fail halfway.
+:func:`require_redis` is the check a use-case that needs Redis calls first: while Redis is
+down it answers ``503 not_ready`` instead of starting work that would fail halfway.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
-import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import redis.asyncio as redis
-import structlog
 from aiohttp import web
-from redis.exceptions import ConnectionError as RedisConnectionError
 
 from actors.error_text import error_text
-from cluster.faults import REDIS_FAULTS
+from cluster.state.connection import RedisHealth, connect
 from server.core.app_keys import METRICS, REDIS, REDIS_HEALTH, SETTINGS
 from server.core.errors import ApiError
-
-log = structlog.get_logger(__name__)
-
-CONNECT_TIMEOUT_S = 2.0
-#: A command that takes longer than this fails (Redis answers in well under a millisecond
-#: here; a stuck one must not hold a request for long).
-COMMAND_TIMEOUT_S = 2.0
-#: How often the monitor pings Redis (down → up is noticed within this).
-CHECK_INTERVAL_S = 1.0
-#: How long a command waits for a free pooled connection before it fails.
-POOL_WAIT_S = 5.0
-#: The health monitor's own client: its pings never wait behind a busy pool, so "down"
-#: means Redis did not answer, not that this process was busy.
-HEALTH_CONNECTIONS = 2
-
-
-def connect(url: str, max_connections: int = HEALTH_CONNECTIONS) -> redis.Redis:
-    """A client that answers quickly when Redis is gone (commands raise, nothing hangs)
-    and waits when busy: its pool of ``max_connections`` is a *blocking* one, so a command
-    finding every connection in use waits up to :data:`POOL_WAIT_S` for one instead of
-    failing (redis-py's default pool raises ``MaxConnectionsError`` at once, which a busy
-    process took for "Redis is down": issue 21)."""
-    pool = redis.BlockingConnectionPool.from_url(
-        url,
-        max_connections=max_connections,
-        timeout=POOL_WAIT_S,
-        socket_connect_timeout=CONNECT_TIMEOUT_S,
-        socket_timeout=COMMAND_TIMEOUT_S,
-        health_check_interval=10,
-        retry_on_timeout=False,
-    )
-    return redis.Redis.from_pool(pool)
-
-
-def pool_exhausted(exc: BaseException) -> bool:
-    """The pool had no free connection within :data:`POOL_WAIT_S`: the process is busy,
-    Redis itself may be fine."""
-    return isinstance(exc, RedisConnectionError) and str(exc) == "No connection available."
 
 
 def key(app: web.Application, *parts: str) -> str:
@@ -82,70 +36,23 @@ def not_ready() -> ApiError:
     return ApiError(503, "not_ready", error_text("redis_unavailable"), headers={"Retry-After": "1"})
 
 
-class RedisHealth:
-    """Whether this process's Redis answers: ``up`` flips on a failed command or ping
-    (down at once) and on the next good ping (up). Counts errors in the metrics."""
-
-    def __init__(self, client: redis.Redis, app: web.Application) -> None:
-        self._client = client  # its own small pool (HEALTH_CONNECTIONS), not the app's
-        self._app = app
-        self.up = True
-        self.reason = ""
-        self.last_fault = -math.inf  # time.monotonic() of the last failed command
-        self.became_up = asyncio.Event()
-        self.became_up.set()
-
-    def since_fault(self) -> float:
-        """Seconds since a command last failed (``inf`` when none has)."""
-        return time.monotonic() - self.last_fault
-
-    def failed(self, op: str, exc: BaseException) -> None:
-        """A command ``op`` failed because of Redis."""
-        errors = self._app[METRICS].redis_errors
-        if errors is not None:
-            errors.labels(op).inc()
-        if pool_exhausted(exc):
-            # Busy, not down: the command failed, Redis answers (the monitor's own
-            # connection says otherwise if it does not).
-            log.warning("redis_pool_exhausted", op=op, wait_s=POOL_WAIT_S)
-            return
-        reason = f"{type(exc).__name__}: {exc}"[:200]
-        if self.up:
-            log.warning("redis_down", op=op, reason=reason)
-        self.up = False
-        self.reason = reason
-        self.last_fault = time.monotonic()
-        self.became_up.clear()
-
-    def succeeded(self) -> None:
-        if not self.up:
-            log.info("redis_up")
-        self.up = True
-        self.reason = ""
-        self.became_up.set()
-
-    async def check(self) -> None:
-        """Ping once, within :data:`COMMAND_TIMEOUT_S`; raises when Redis does not answer."""
-        try:
-            await asyncio.wait_for(self._client.ping(), COMMAND_TIMEOUT_S)
-        except REDIS_FAULTS as exc:
-            self.failed("ping", exc)
-            raise
-        self.succeeded()
-
-    async def run(self) -> None:
-        while True:
-            with contextlib.suppress(*REDIS_FAULTS):
-                await self.check()
-            await asyncio.sleep(CHECK_INTERVAL_S)
-
-
 def require_redis(app: web.Application) -> None:
     """``503 not_ready`` while cluster mode's Redis is down; nothing without cluster mode.
     Cheap (no round trip): the monitor and failed commands keep the answer current."""
     health = app.get(REDIS_HEALTH)
     if health is not None and not health.up:
         raise not_ready()
+
+
+def _count_errors(app: web.Application) -> Callable[[str], None]:
+    """``cero_redis_errors{op}``, once the metrics have bound it."""
+
+    def count(op: str) -> None:
+        errors = app[METRICS].redis_errors
+        if errors is not None:
+            errors.labels(op).inc()
+
+    return count
 
 
 async def redis_client(app: web.Application) -> AsyncIterator[None]:
@@ -158,7 +65,7 @@ async def redis_client(app: web.Application) -> AsyncIterator[None]:
     health_client: redis.Redis | None = None
     if url is not None:
         health_client = connect(url)
-        health = app[REDIS_HEALTH] = RedisHealth(health_client, app)
+        health = app[REDIS_HEALTH] = RedisHealth(health_client, _count_errors(app))
         app[METRICS].bind_redis(health)
         monitor = asyncio.create_task(health.run(), name="redis-health")
     try:

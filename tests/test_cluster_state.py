@@ -21,13 +21,14 @@ import pytest
 import pytest_asyncio
 import redis.asyncio as redis
 
+from cluster.state.stream_limits import RedisStreamLimits
+from cluster.state.user_limits import RedisUserLimits
 from server.core.app_keys import REDIS, REDIS_HEALTH, USER_LIMITS
-from server.core.errors import ApiError
 from server.limits.stream_limits import STREAM_LIMITS
-from server.shared_state import RedisStreamLimits, RedisUserLimits
 from server.storage.chat_store import create_conversation
 from standins.gemini import FakeGemini, Script
 from standins.github import FakeGitHub
+from state.errors import Refused
 from tests.auth_helpers import (
     bearer,
     codec,
@@ -328,7 +329,7 @@ async def test_generation_limit_holds_across_two_processes(cluster: Cluster) -> 
 
 async def test_generation_slots_are_leases(cluster: Cluster) -> None:
     """Held slots are renewed; a slot its process stopped renewing (it died) frees itself."""
-    limits = cluster.a.app[USER_LIMITS]
+    limits = cluster.a.app[USER_LIMITS].limits
     assert isinstance(limits, RedisUserLimits)
     _, user_id = await make_user_session("Leased")
     key = f"{cluster.prefix}generations:{user_id}"
@@ -493,9 +494,9 @@ async def test_stream_slots_are_leases(cluster: Cluster) -> None:
     await client.zadd(key, {"dead-process-slot": now_ms - 1})
     slots.append(await streams.open(user_id, ip))
     assert await client.zscore(key, "dead-process-slot") is None
-    with pytest.raises(ApiError) as refused:
+    with pytest.raises(Refused) as refused:
         await streams.open(user_id, ip)
-    assert refused.value.status == 429
+    assert refused.value.limit == "streams_per_user"
     for slot in slots:
         slot.release()
         slot.release()  # exactly once

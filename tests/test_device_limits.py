@@ -23,7 +23,6 @@ import pytest_asyncio
 from actors.clock import utcnow
 from server.auth import device_flow
 from server.core.ids import new_id, token_hash
-from server.limits.rate_limit import WrongCodeLimiter
 from server.storage.tables import DeviceCode
 from tests.auth_helpers import bearer, fresh_ip, make_user_session
 from tests.conditions import until
@@ -127,29 +126,6 @@ async def test_parallel_good_and_wrong_lookups_limit_only_the_wrong(live: Live) 
             assert resp.status == 200
 
 
-async def test_limiter_waits_for_lookups_in_progress_instead_of_refusing() -> None:
-    limiter = WrongCodeLimiter(limit=2)
-    assert await limiter.acquire("a") is None
-    assert await limiter.acquire("a") is None
-    third = asyncio.ensure_future(limiter.acquire("a"))
-    await asyncio.sleep(0.01)  # a negative check: after a moment it is still waiting
-    assert not third.done()  # the budget is held by two lookups in progress: it waits
-    limiter.release("a")  # one was a good code
-    assert await asyncio.wait_for(third, 1) is None
-    limiter.record_wrong("a")
-    limiter.release("a")
-    fourth = asyncio.ensure_future(limiter.acquire("a"))
-    await asyncio.sleep(0.01)  # a negative check, as above
-    assert not fourth.done()
-    limiter.record_wrong("a")  # the third was wrong too: two decided wrong
-    limiter.release("a")
-    retry = await asyncio.wait_for(fourth, 1)
-    assert retry is not None and retry > 1
-    assert await limiter.acquire("b") is None
-    assert await limiter.acquire("b", wait=0.05) is None
-    assert await limiter.acquire("b", wait=0.05) == 1  # waited long enough: 429, retry soon
-
-
 # -- bug 11: anonymous device codes are bounded --------------------------------------------
 
 
@@ -231,16 +207,3 @@ async def test_expired_device_codes_are_purged_promptly(live: Live) -> None:
 
     await until(purged, 5)  # the purge runs every 0.2 s here
     assert await exists("just_expired") and await exists("live")
-
-
-def test_sliding_window_counts_per_key() -> None:
-    from server.limits.rate_limit import SlidingWindow
-
-    now = [0.0]
-    window = SlidingWindow(2, 10.0, clock=lambda: now[0])
-    assert window.hit("a") is None
-    assert window.hit("a") is None
-    assert window.hit("a") == 10
-    assert window.hit("b") is None
-    now[0] = 10.5
-    assert window.hit("a") is None

@@ -14,7 +14,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
-PACKAGES = ("server", "actors", "cluster", "client", "standins")
+PACKAGES = ("server", "actors", "cluster", "state", "client", "standins")
 
 pytestmark = pytest.mark.skipif(not LINT_IMPORTS.exists(), reason="lint-imports not installed")
 
@@ -74,6 +74,12 @@ def test_the_code_keeps_every_contract() -> None:
             "cluster/wire.py",
             "from actors.conversation import ConversationActor",
             "Illegal imports of protected package actors.conversation",
+        ),
+        ("state/window.py", "import actors.clock", "state is not allowed to import actors"),
+        (
+            "cluster/state/shared.py",
+            "import server.limits.refusals",
+            "cluster is not allowed to import server",
         ),
     ],
 )

@@ -36,17 +36,17 @@ def setup(app: web.Application) -> None:
     """Register sign-in state, routes and start-up hooks on ``app``."""
     from server.auth import device_routes, github_routes, local, session_routes, sign_in_limit
     from server.auth.cookies import CookieCodec, apply_deferred
-    from server.auth.github import OAuthStates
     from server.auth.keys import COOKIES, LIMITER, LOCAL, OAUTH_STATES
     from server.auth.sessions import SessionStore
     from server.core.app_keys import SESSIONS, SETTINGS
-    from server.limits.rate_limit import WrongCodeLimiter
+    from state.oauth_states import MemoryOAuthStates
+    from state.wrong_codes import MemoryWrongCodes
 
     settings = app[SETTINGS]
     app[SESSIONS] = SessionStore()
     app[COOKIES] = CookieCodec(settings.auth_secret, secure=settings.secure_cookies)
-    app[LIMITER] = WrongCodeLimiter()
-    app[OAUTH_STATES] = OAuthStates()
+    app[LIMITER] = MemoryWrongCodes()
+    app[OAUTH_STATES] = MemoryOAuthStates()
     app[LOCAL] = local.LocalSignIn()
     app.on_response_prepare.append(apply_deferred)
     if settings.github_enabled:

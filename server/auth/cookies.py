@@ -25,9 +25,9 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 from actors.clock import iso, parse_iso
 from server.auth.keys import COOKIE_OPS
 from server.auth.sessions import SESSION_TTL, Resolved, SessionInfo, UserInfo
+from state.oauth_states import STATE_TTL_S
+from state.revocations import CACHE_TTL_S
 
-CACHE_TTL_S = 300
-STATE_TTL_S = 600
 _SIG_CHARS = 44  # standard base64 of 32 bytes, with one "=" of padding
 
 CookieOp = Callable[[web.StreamResponse], None]

@@ -28,7 +28,7 @@ from server.core.app_keys import SESSIONS, SETTINGS
 from server.core.client_ip import client_ip
 from server.core.errors import ApiError
 from server.http import api_models as wire
-from server.limits.rate_limit import LocalWindow, Window
+from state.window import MemoryWindow, Window
 
 log = structlog.get_logger(__name__)
 routes = web.RouteTableDef()
@@ -40,7 +40,7 @@ ISSUE_LIMITER: web.AppKey[Window] = web.AppKey("device_code_issue_limiter")
 def setup(app: web.Application) -> None:
     """The per-IP issue limiter and the purge task (after the database's cleanup_ctx)."""
     settings = app[SETTINGS]
-    app[ISSUE_LIMITER] = LocalWindow(settings.device_code_limit, settings.device_code_window)
+    app[ISSUE_LIMITER] = MemoryWindow(settings.device_code_limit, settings.device_code_window)
     app.cleanup_ctx.append(purge_task)
     app.add_routes(routes)
 

@@ -2,8 +2,8 @@
 
 Base URLs come from ``CERO_GITHUB_URL`` / ``CERO_GITHUB_API_URL`` so tests point them at a
 stand-in. The ``state`` travels in GitHub's redirect and in a signed cookie (10 minutes);
-:class:`OAuthStates` makes each state single-use in this process (in cluster mode
-:class:`server.shared_state.RedisOAuthStates`, in every process).
+:class:`state.oauth_states.OAuthStates` makes each state single-use (``app[OAUTH_STATES]``:
+``MemoryOAuthStates`` in one process, ``RedisOAuthStates`` in cluster mode).
 """
 
 from __future__ import annotations
@@ -11,20 +11,17 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
-import time
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import urlencode
 
 import aiohttp
 
 from server.auth.users import Profile
 from server.core.config import Settings
-from server.core.ids import token_hash
 
 SCOPE = "read:user user:email"
 USER_AGENT = "cero-api"
 TIMEOUT = aiohttp.ClientTimeout(total=15)
-STATE_TTL_S = 600.0
 
 
 class GitHubError(Exception):
@@ -62,30 +59,6 @@ def authorize_url(settings: Settings, state: str, verifier: str) -> str:
         }
     )
     return f"{settings.github_url}/login/oauth/authorize?{query}"
-
-
-class StateStore(Protocol):
-    async def spend(self, state: str) -> bool:
-        """True the first time ``state`` is spent, False on any reuse."""
-
-
-class OAuthStates:
-    """States already spent in this process (kept for their 10-minute lifetime)."""
-
-    def __init__(self) -> None:
-        self._spent: dict[str, float] = {}
-
-    async def spend(self, state: str) -> bool:
-        """True the first time ``state`` is spent, False on any reuse."""
-        now = time.monotonic()
-        if len(self._spent) > 1000:
-            self._spent = {k: v for k, v in self._spent.items() if v > now}
-        key = token_hash(state)
-        expiry = self._spent.get(key)
-        if expiry is not None and expiry > now:
-            return False
-        self._spent[key] = now + STATE_TTL_S
-        return True
 
 
 async def exchange_code(

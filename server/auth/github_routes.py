@@ -21,6 +21,7 @@ from server.core.errors import ApiError, json_response
 from server.core.ids import same
 from server.http import api_models as wire
 from server.http.bodies import read_model
+from server.limits.refusals import as_api_errors
 
 log = structlog.get_logger(__name__)
 routes = web.RouteTableDef()
@@ -137,7 +138,9 @@ async def callback(request: web.Request) -> web.Response:
     state = query.get("state", "")
     if not state or not same(state, data["s"] or ""):
         return fail("state_mismatch", "The state does not match this browser's sign-in")
-    if not await request.app[OAUTH_STATES].spend(state):
+    with as_api_errors():
+        spent = await request.app[OAUTH_STATES].spend(state)
+    if not spent:
         return fail("state_mismatch", "This sign-in state was already used")
     if query.get("error"):
         word = query["error"] if _ERROR_WORD.match(query["error"]) else "access_denied"

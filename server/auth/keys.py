@@ -9,14 +9,14 @@ from aiohttp import ClientSession, web
 if TYPE_CHECKING:
     from server.auth.cookies import CookieCodec, CookieOp
     from server.auth.current import CurrentUser
-    from server.auth.github import StateStore
     from server.auth.local import LocalSignIn
     from server.auth.sessions import Resolved
-    from server.limits.rate_limit import WrongCodes
+    from state.oauth_states import OAuthStates
+    from state.wrong_codes import WrongCodes
 
 COOKIES: web.AppKey[CookieCodec] = web.AppKey("auth_cookies")
 LIMITER: web.AppKey[WrongCodes] = web.AppKey("auth_wrong_codes")
-OAUTH_STATES: web.AppKey[StateStore] = web.AppKey("auth_oauth_states")
+OAUTH_STATES: web.AppKey[OAuthStates] = web.AppKey("auth_oauth_states")
 GITHUB_HTTP: web.AppKey[ClientSession] = web.AppKey("auth_github_http")
 LOCAL: web.AppKey[LocalSignIn] = web.AppKey("auth_local")
 

@@ -13,12 +13,13 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from actors.clock import iso, utcnow
 from server.core.header_text import MAX_TOKEN_CHARS, clean_text
 from server.core.ids import new_id, new_token, same, token_hash
 from server.storage.tables import Session, User
+from state.revocations import Revocations
 
 SESSION_TTL = timedelta(days=7)
 UPDATE_AGE = timedelta(days=1)
@@ -125,26 +126,17 @@ def _resolved(row: dict[str, Any]) -> Resolved:
     )
 
 
-class SharedRevocations(Protocol):
-    """Cluster mode's revocations (:class:`server.shared_state.RedisRevocations`)."""
-
-    async def publish(self, session_id: str) -> None:
-        """Tell every process; never raises (a failure is logged and retried)."""
-
-    async def revoked(self, session_id: str) -> bool:
-        """Revoked by any process lately (``True`` when that cannot be known)."""
-
-
 class SessionStore:
     """Session persistence. Holds only a short memory of revoked ids (see :meth:`revoked`)
     and the listeners told of each revocation (live connections end with their session).
-    In cluster mode :attr:`shared` carries revocations to every process."""
+    In cluster mode :attr:`shared` carries revocations to every process
+    (:class:`cluster.state.revocations.RedisRevocations`)."""
 
     def __init__(self) -> None:
         self._revoked: dict[str, float] = {}
         self._in_flight: dict[str, asyncio.Future[Resolved | None]] = {}
         self._listeners: list[Callable[[str], None]] = []
-        self.shared: SharedRevocations | None = None
+        self.shared: Revocations | None = None
 
     def on_revoke(self, listener: Callable[[str], None]) -> Callable[[], None]:
         """Call ``listener(session_id)`` (synchronously, must not raise) for every session

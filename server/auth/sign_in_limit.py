@@ -7,9 +7,10 @@ check (``/auth/local``). They share one window per client IP (:func:`rate_key`: 
 /64), so an address cannot spread its attempts over the five paths. Past it: ``429
 rate_limited`` with ``Retry-After`` (JSON, for the GET redirects too).
 
-The window is the device-code machinery's: :class:`LocalWindow` in memory, and in cluster
-mode :class:`server.shared_state.RedisWindow` (``limits``' moving window on Redis), so the
-budget holds across every process; Redis down → ``503 not_ready`` (refused, never unlimited).
+The window is a :class:`state.window.Window`, as the device-code limit's:
+``MemoryWindow`` in one process, and in cluster mode
+:class:`cluster.state.window.RedisWindow` (``limits``' moving window on Redis), so the budget
+holds across every process; Redis down → ``503 not_ready`` (refused, never unlimited).
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from aiohttp import web
 from server.core.app_keys import METRICS, SETTINGS
 from server.core.client_ip import client_ip
 from server.core.errors import ApiError
-from server.limits.rate_limit import LocalWindow, Window, rate_key
+from server.limits.rate_limit import rate_key
+from server.limits.refusals import as_api_errors
+from state.window import MemoryWindow, Window
 
 log = structlog.get_logger(__name__)
 
@@ -29,7 +32,7 @@ SIGN_IN_LIMITER: web.AppKey[Window] = web.AppKey("sign_in_limiter")
 
 def setup(app: web.Application) -> None:
     settings = app[SETTINGS]
-    app[SIGN_IN_LIMITER] = LocalWindow(settings.sign_in_limit, settings.sign_in_window)
+    app[SIGN_IN_LIMITER] = MemoryWindow(settings.sign_in_limit, settings.sign_in_window)
 
 
 async def admit_sign_in(request: web.Request) -> None:
@@ -48,7 +51,8 @@ async def admit_address(request: web.Request, window: Window, limit: str, messag
     ``cero_limit_refusals_total``). The device-code limit uses it too. The body is the
     contract's plain error (under ``/api/auth/`` ``{"error", "error_description"}``): the
     wait is in the header, as every HTTP client reads it."""
-    wait = await window.hit(rate_key(client_ip(request)))
+    with as_api_errors():
+        wait = await window.hit(rate_key(client_ip(request)))
     if wait is None:
         return
     log.info("address_rate_limited", limit=limit, path=request.path)

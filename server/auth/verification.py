@@ -22,6 +22,7 @@ from server.core.app_keys import METRICS
 from server.core.client_ip import client_ip
 from server.core.errors import ApiError
 from server.limits.rate_limit import rate_key
+from server.limits.refusals import as_api_errors
 
 log = structlog.get_logger(__name__)
 
@@ -39,7 +40,8 @@ async def _slot(request: web.Request) -> AsyncIterator[_Slot]:
     limiter = request.app[LIMITER]
     ip = client_ip(request)
     slot = _Slot(ip=ip, key=rate_key(ip))
-    retry = await limiter.acquire(slot.key)
+    with as_api_errors():
+        retry = await limiter.acquire(slot.key)
     if retry is not None:
         request.app[METRICS].limit_refusals_by("wrong_codes")
         raise ApiError(

@@ -30,7 +30,7 @@ from server.core.app_keys import (
     WRITER,
 )
 from server.limits.admission import Admission, AdmissionLimits
-from server.limits.user_limits import UserLimits
+from server.limits.user_limits import memory_user_limits
 from server.storage.batch_writer import BatchWriter
 from server.storage.chat_store import PiccoloConversationStore
 
@@ -130,7 +130,7 @@ async def chat_runtime(app: web.Application) -> AsyncIterator[None]:
         else:
             if swept:
                 log.warning("interrupted_conversations_recovered", count=swept)
-    app[USER_LIMITS] = UserLimits(
+    app[USER_LIMITS] = memory_user_limits(
         max_generations=settings.max_generations_per_user,
         new_conversations_per_hour=settings.new_conversations_per_hour,
         sends_per_minute=settings.sends_per_minute,

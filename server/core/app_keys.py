@@ -14,11 +14,11 @@ from server.core.config import Settings
 if TYPE_CHECKING:
     from actors.api import Registry
     from actors.models.catalog import Catalog
+    from cluster.state.connection import RedisHealth
     from server.auth.sessions import SessionStore
     from server.limits.admission import Admission
-    from server.limits.user_limits import UserLimits
+    from server.limits.user_limits import UserLimitsApi
     from server.ops.metrics import Metrics
-    from server.redis_conn import RedisHealth
     from server.storage.batch_writer import BatchWriter
     from server.storage.db import Engine
 
@@ -33,6 +33,6 @@ ADMISSION: web.AppKey[Admission] = web.AppKey("admission")
 CLIENT_LOCKS: web.AppKey[weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock]] = web.AppKey(
     "client_locks"
 )
-USER_LIMITS: web.AppKey[UserLimits] = web.AppKey("user_limits")
+USER_LIMITS: web.AppKey[UserLimitsApi] = web.AppKey("user_limits")
 REDIS: web.AppKey[redis.Redis | None] = web.AppKey("redis")
 REDIS_HEALTH: web.AppKey[RedisHealth] = web.AppKey("redis_health")

@@ -1,7 +1,8 @@
 """What the server refuses and why: per-user chat limits (``user_limits``), live
 connections per user and address (``stream_limits``), TCP connections and descriptors
-(``connection_guard``) and admission control under overload (``admission``).
+(``connection_guard``), admission control under overload (``admission``), and the HTTP
+answer to a refusal of the limits in :mod:`state` (``refusals``).
 
-May import: ``server.core``, ``server.ops`` (metrics). Handlers and the chat use-cases
-import it.
+May import: ``server.core``, ``server.ops`` (metrics), ``server.redis_conn``, :mod:`state`.
+Handlers and the chat use-cases import it.
 """

@@ -28,7 +28,8 @@ import resource
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from server.limits.rate_limit import InFlight, rate_key
+from server.limits.rate_limit import rate_key
+from state.counting import InFlight
 
 # No hard limit: do not ask for the impossible, a generous soft limit is enough.
 _UNLIMITED_TARGET = 1 << 20

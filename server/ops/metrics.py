@@ -34,8 +34,8 @@ from server.core.errors import ApiError
 if TYPE_CHECKING:
     from actors.api import Registry
     from cluster.node import ClusterNode
+    from cluster.state.connection import RedisHealth
     from server.limits.admission import Admission
-    from server.redis_conn import RedisHealth
     from server.storage.batch_writer import BatchWriter
     from server.storage.janitor import Janitor
 

@@ -26,7 +26,7 @@ import math
 import time
 from collections.abc import Callable
 
-from server.limits.rate_limit import SlidingWindow
+from state.counting import SlidingWindow
 
 #: At most one ``rate_limited`` fault per this many seconds per connection.
 FAULT_INTERVAL_S = 1.0

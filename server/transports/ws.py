@@ -34,7 +34,6 @@ from server.chat.service import (
 )
 from server.core.app_keys import METRICS, SETTINGS
 from server.core.errors import ApiError
-from server.limits.rate_limit import SlidingWindow
 from server.limits.stream_limits import open_stream
 from server.storage.db import is_unavailable
 from server.transports.frame_rate import FrameRate, Verdict
@@ -53,6 +52,7 @@ from server.transports.replay_budget import ReplayBudget, replay_within
 from server.transports.ws_auth import authenticate
 from server.transports.ws_outbound import Outbound, ws_frame
 from server.transports.ws_socket import CeroWebSocket
+from state.counting import SlidingWindow
 
 log = structlog.get_logger(__name__)
 routes = web.RouteTableDef()

@@ -18,9 +18,9 @@ from aiohttp import web
 from actors.api import ConversationActor, Event, Subscription
 from server.auth.current import CurrentUser
 from server.core.app_keys import METRICS
-from server.limits.rate_limit import SlidingWindow
 from server.transports.replay_budget import ReplayBudget
 from server.transports.wire import HIGH_WATER, RawWriter, ws_close_frame, ws_text_frame
+from state.counting import SlidingWindow
 
 SLOW_CONSUMER = 4008
 SESSION_ENDED = 4001
