@@ -108,3 +108,33 @@ async def test_hsts_only_behind_https(database_url: str) -> None:
             async with http.get(app.url + path) as resp:
                 _check(resp, path, https=True)
                 assert resp.headers["Strict-Transport-Security"] == HSTS
+
+
+async def test_streamed_answers_carry_the_request_id(live: Live) -> None:
+    """Streams are prepared inside the handler, before the request-id middleware ends: the
+    id reaches them through the prepare hook (the client's own id when it sent a valid
+    one), on NDJSON, SSE and the WebSocket upgrade alike."""
+    token, _ = await make_user_session("Streams")
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            live.url + "/api/chat",
+            json={"message": "hi"},
+            headers={**bearer(token), "X-Request-ID": "client-chosen-1"},
+        ) as resp:
+            assert resp.status == 200
+            assert resp.headers["X-Request-ID"] == "client-chosen-1"
+            lines = [line async for line in resp.content]
+        conversation = next(
+            line for line in lines if b'"init"' in line or b'"conversationId"' in line
+        )
+        assert conversation
+        async with http.get(live.url + "/api/conversations", headers=bearer(token)) as resp:
+            cid = (await resp.json())["conversations"][0]["id"]
+        async with http.get(
+            live.url + f"/api/conversations/{cid}/events", headers=bearer(token), timeout=5
+        ) as resp:
+            assert resp.status == 200 and resp.content_type == "text/event-stream"
+            assert len(resp.headers["X-Request-ID"]) == 32  # one the server chose
+        ws = await http.ws_connect(live.url + "/api/ws", headers=bearer(token))
+        assert len(ws._response.headers["X-Request-ID"]) == 32
+        await ws.close()
