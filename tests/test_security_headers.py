@@ -131,7 +131,7 @@ async def test_streamed_answers_carry_the_request_id(live: Live) -> None:
         async with http.get(live.url + "/api/conversations", headers=bearer(token)) as resp:
             cid = (await resp.json())["conversations"][0]["id"]
         async with http.get(
-            live.url + f"/api/conversations/{cid}/events", headers=bearer(token), timeout=5
+            live.url + f"/api/conversations/{cid}/events", headers=bearer(token)
         ) as resp:
             assert resp.status == 200 and resp.content_type == "text/event-stream"
             assert len(resp.headers["X-Request-ID"]) == 32  # one the server chose
