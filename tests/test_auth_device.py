@@ -193,6 +193,8 @@ async def test_claim_answer_says_who_asked_when_and_from_where(live: Live) -> No
     assert body["client_id"] == "cero-cli"
     assert body["clientName"] == "Cero CLI" and body["verified"] is True
     assert body["requestedFrom"] == asker["X-Forwarded-For"]
+    # The contract's timestamp form (milliseconds, Z), like every other timestamp.
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", body["requestedAt"])
     requested = datetime.fromisoformat(body["requestedAt"])
     assert before - timedelta(seconds=1) <= requested <= datetime.now(UTC)
 

@@ -19,6 +19,7 @@ import structlog
 from aiohttp import web
 from pydantic import Field
 
+from actors.clock import iso
 from server.auth import device_flow, verification
 from server.auth.current import current_user, require_user
 from server.auth.oauth_bodies import OAuthBody, read_oauth
@@ -176,7 +177,7 @@ async def device_lookup(request: web.Request) -> web.Response:
         body["scope"] = view.scope
         body["clientName"] = shown.name
         body["verified"] = shown.verified
-        body["requestedAt"] = view.requested_at.isoformat()
+        body["requestedAt"] = iso(view.requested_at)  # the contract's form, like every timestamp
         body["requestedFrom"] = view.requested_from
     return wire.reply(wire.DeviceLookup, body)
 

@@ -189,7 +189,7 @@ OPS: dict[tuple[str, str], Op] = {
         "optional",
         ok=m.DeviceLookup,
         params=(Param("user_code"),),
-        errors=(400, 404, 410, *_LIMITED),
+        errors=(400, *_LIMITED),  # unknown, used and expired codes are all 400 (RFC 8628 style)
     ),
     ("post", "/api/auth/sign-in/social"): Op(
         "Start GitHub sign-in (Better Auth)",
@@ -241,7 +241,7 @@ OPS: dict[tuple[str, str], Op] = {
         ok=m.Success,
         body=DecisionRequest,
         form=True,
-        errors=(*_BODY_ERRORS, 403, 404, 409, 410, *_LIMITED),
+        errors=(*_BODY_ERRORS, 403, *_LIMITED),
     ),
     ("post", "/api/auth/device/deny"): Op(
         "Deny a device code",
@@ -250,7 +250,7 @@ OPS: dict[tuple[str, str], Op] = {
         ok=m.Success,
         body=DecisionRequest,
         form=True,
-        errors=(*_BODY_ERRORS, 403, 404, 409, 410, *_LIMITED),
+        errors=(*_BODY_ERRORS, 403, *_LIMITED),
     ),
     ("post", "/api/auth/sign-out"): Op(
         "Revoke the current session", "auth", "optional", ok=m.Success, errors=(403,)
