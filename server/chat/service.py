@@ -31,6 +31,7 @@ from actors.api import (
     SubscribeSpec,
     TurnTiming,
 )
+from actors.error_text import error_text
 from actors.models.catalog import UnknownModel, UnsupportedTools
 from server.auth.current import CurrentUser
 from server.chat.request import ChatRequest
@@ -272,7 +273,9 @@ def rebuilt_events(result: SendResult) -> list[dict[str, object]]:
             **common,
             "type": "error",
             "code": "internal",
-            "error": f"The answer ended with status {answer.status}",
+            # The fixed text of the code (CONTRACT.md), like every error event: the stored
+            # row keeps no error code, so the rebuilt event cannot say more.
+            "error": error_text("internal"),
         }
     return [init, terminal]
 
