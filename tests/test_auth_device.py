@@ -5,13 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
 import pytest
-import pytest_asyncio
 import structlog
 
 from server.core.device_clients import ANY_CLIENT, KNOWN_CLIENTS
@@ -25,7 +23,7 @@ from tests.auth_helpers import (
     running,
     session_cookie,
 )
-from tests.conftest import Live, make_settings, start_live
+from tests.conftest import Live, make_settings
 from tests.process_stats import refusals
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -34,17 +32,9 @@ GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 CODE_RE = re.compile(r"^[BCDFGHJKLMNPQRSTVWXZ]{4}-[BCDFGHJKLMNPQRSTVWXZ]{4}$")
 
 
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def live(database_url: str) -> AsyncIterator[Live]:
-    running_app = await start_live(
-        lambda port: make_settings(
-            database_url, port=port, device_poll_interval=1, trusted_proxies=["127.0.0.1/32"]
-        )
-    )
-    try:
-        yield running_app
-    finally:
-        await running_app.server.close()
+@pytest.fixture(scope="module")
+def live_settings() -> dict[str, Any]:
+    return {"device_poll_interval": 1, "trusted_proxies": ["127.0.0.1/32"]}
 
 
 async def poll(

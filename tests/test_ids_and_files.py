@@ -26,7 +26,7 @@ from server.core.ids import new_id, new_token
 from server.storage import db
 from server.storage.tables import Account, Conversation, Message, Session, User
 from tests.auth_helpers import bearer, make_user_session
-from tests.conftest import Live, make_settings, start_live
+from tests.conftest import Live, live_app
 from tests.live_clients import read_ndjson, read_sse
 from tests.process_stats import METRICS_AUTH
 
@@ -144,10 +144,7 @@ async def test_sqlite_files_are_created_owner_only(tmp_path: Path) -> None:
     path = tmp_path / "data" / "cero.db"
     old_umask = os.umask(0o022)  # the usual umask, which gives 0644 files
     try:
-        running = await start_live(
-            lambda port: make_settings(f"sqlite:///{path}", port=port, flush_interval=0.05)
-        )
-        try:
+        async with live_app(f"sqlite:///{path}", flush_interval=0.05) as running:
             # Keep a reader open so the -wal/-shm files stay while the server writes.
             reader = sqlite3.connect(path)
             try:
@@ -167,8 +164,6 @@ async def test_sqlite_files_are_created_owner_only(tmp_path: Path) -> None:
                     assert _mode(file) == 0o600, f"{file.name}: {oct(_mode(file))}"
             finally:
                 reader.close()
-        finally:
-            await running.server.close()
     finally:
         os.umask(old_umask)
 

@@ -14,7 +14,7 @@ from server.core.app_keys import ENGINE, REGISTRY
 from server.storage.tables import Message
 from tests.auth_helpers import bearer, make_user_session
 from tests.conditions import until
-from tests.conftest import Live, make_settings, start_live
+from tests.conftest import Live, live_app
 from tests.live_clients import WsPeer, read_ndjson
 from tests.process_stats import METRICS_AUTH
 
@@ -23,11 +23,8 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def live_short_idle(database_url: str) -> AsyncIterator[Live]:
-    live = await start_live(
-        lambda port: make_settings(database_url, port=port, actor_idle_timeout=0.3)
-    )
-    yield live
-    await live.server.close()
+    async with live_app(database_url, actor_idle_timeout=0.3) as live:
+        yield live
 
 
 async def _chat(

@@ -23,26 +23,17 @@ from server.core.app_keys import WRITER
 from server.storage.tables import Message
 from tests.auth_helpers import bearer, make_user_session
 from tests.conditions import until
-from tests.conftest import Live, make_settings, start_live
+from tests.conftest import Live, live_app
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def fragile(database_url: str) -> AsyncIterator[tuple[Live, str]]:
-    live = await start_live(
-        lambda port: make_settings(
-            database_url,
-            port=port,
-            demo_token_delay=0.01,
-            db_write_timeout=0.3,
-            db_commit_timeout=1.0,
-        )
-    )
-    try:
+    async with live_app(
+        database_url, demo_token_delay=0.01, db_write_timeout=0.3, db_commit_timeout=1.0
+    ) as live:
         yield live, database_url
-    finally:
-        await live.server.close()
 
 
 @asynccontextmanager

@@ -28,7 +28,7 @@ from server.storage.tables import Message
 from standins.gemini import FakeGemini, Script
 from tests.auth_helpers import bearer, make_user_session
 from tests.conditions import until
-from tests.conftest import Live, make_settings, start_live
+from tests.conftest import Live, live_with_gemini, make_settings, start_live
 from tests.live_clients import WsPeer
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -43,22 +43,15 @@ QUICK = Script(chunks=["Quick ", "answer"])
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def env(database_url: str) -> AsyncIterator[tuple[Live, FakeGemini]]:
-    fake = FakeGemini(default_script=STALLING)
-    url = await fake.start()
-    live = await start_live(
-        lambda port: make_settings(
-            database_url,
-            port=port,
-            gemini_api_key="k",
-            gemini_base_url=url,
-            max_generations_per_user=MAX_GENERATIONS,
-            new_conversations_per_hour=NEW_PER_HOUR,
-            ws_max_subscriptions=MAX_SUBSCRIPTIONS,
-        )
-    )
-    yield live, fake
-    await live.server.close()
-    await fake.stop()
+    async with live_with_gemini(
+        database_url,
+        default_script=STALLING,
+        gemini_retry_backoff=0.5,  # the server's default (this module's settings before)
+        max_generations_per_user=MAX_GENERATIONS,
+        new_conversations_per_hour=NEW_PER_HOUR,
+        ws_max_subscriptions=MAX_SUBSCRIPTIONS,
+    ) as (live, fake):
+        yield live, fake
 
 
 def running(live: Live, user_id: str) -> int:
@@ -203,7 +196,7 @@ async def test_shutdown_gives_the_slots_back(
         lambda port: make_settings(
             database_url, port=port, gemini_api_key="k", gemini_base_url=fake.base_url
         )
-    )
+    )  # not live_app: the test closes this server itself, mid-answer
     token, user_id = await make_user_session("Shut")
     ids = await conversations(user_id, 2)
     async with aiohttp.ClientSession() as http:

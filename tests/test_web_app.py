@@ -31,7 +31,7 @@ from server.core.app_keys import SESSIONS
 from standins.gemini import FakeGemini, Script
 from standins.github import FakeGitHub
 from tests.auth_helpers import bearer, codec, running
-from tests.conftest import IN_CI, Live, make_settings, start_live
+from tests.conftest import IN_CI, Live, live_with_gemini, make_settings
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -82,19 +82,11 @@ async def env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
     _require_browser()
     expect.set_options(timeout=15_000)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    fake = FakeGemini()
-    gemini_url = await fake.start()
     db_path = tmp_path_factory.mktemp("web") / "cero.db"
-    live = await start_live(
-        lambda port: make_settings(
-            f"sqlite:///{db_path}",
-            port=port,
-            gemini_api_key="k",
-            gemini_base_url=gemini_url,
-            gemini_retry_backoff=0.01,
-        )
-    )
-    async with async_playwright() as p:
+    async with (
+        live_with_gemini(f"sqlite:///{db_path}") as (live, fake),
+        async_playwright() as p,
+    ):
         browser = await p.chromium.launch(
             executable_path=CHROMIUM, args=["--headless=new", "--no-sandbox", "--disable-gpu"]
         )
@@ -102,8 +94,6 @@ async def env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
             yield Env(live=live, fake=fake, browser=browser)
         finally:
             await browser.close()
-            await live.server.close()
-            await fake.stop()
 
 
 async def new_context(env: Env, *, phone: bool = False) -> BrowserContext:

@@ -25,7 +25,7 @@ import pytest_asyncio
 
 from standins.gemini import FakeGemini, Script
 from tests.auth_helpers import bearer, make_user_session
-from tests.conftest import Live, make_settings, start_live
+from tests.conftest import Live, live_with_gemini, make_settings
 from tests.live_clients import WsPeer, new_conversation, read_sse
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -39,14 +39,9 @@ OP_TEXT, OP_CLOSE, OP_PING, OP_PONG = 0x1, 0x8, 0x9, 0xA
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def env(database_url: str) -> AsyncIterator[tuple[Live, FakeGemini]]:
-    fake = FakeGemini()
-    url = await fake.start()
-    live = await start_live(
-        lambda port: make_settings(database_url, port=port, gemini_api_key="k", gemini_base_url=url)
-    )
-    yield live, fake
-    await live.server.close()
-    await fake.stop()
+    # The server's default retry backoff (0.5 s), as this module had before.
+    async with live_with_gemini(database_url, gemini_retry_backoff=0.5) as (live, fake):
+        yield live, fake
 
 
 # -- a raw RFC 6455 client --------------------------------------------------------------
