@@ -20,10 +20,9 @@ from tests.auth_helpers import (
     fresh_ip,
     make_user_session,
     new_code,
-    running,
     session_cookie,
 )
-from tests.conftest import Live, make_settings
+from tests.conftest import Live, live_app, make_settings
 from tests.process_stats import refusals
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -189,10 +188,10 @@ async def test_claim_answer_says_who_asked_when_and_from_where(live: Live) -> No
 
 async def test_any_client_opt_out_marks_it_unverified(live: Live) -> None:
     token, _ = await make_user_session("Liskov", "liskov@example.test")
-    factory = lambda port: make_settings(  # noqa: E731
-        live.settings.database_url, port=port, device_client_ids=["*"]
-    )
-    async with running(factory) as other, aiohttp.ClientSession() as http:
+    async with (
+        live_app(live.settings.database_url, device_client_ids=["*"]) as other,
+        aiohttp.ClientSession() as http,
+    ):
         code = await new_code(http, other, client_id="Cero official CLI")
         async with http.get(
             other.url + "/api/auth/device",
@@ -206,10 +205,10 @@ async def test_any_client_opt_out_marks_it_unverified(live: Live) -> None:
 
 
 async def test_unknown_client_id_is_invalid_client(live: Live) -> None:
-    factory = lambda port: make_settings(  # noqa: E731
-        live.settings.database_url, port=port, device_client_ids=["cero-cli"]
-    )
-    async with running(factory) as other, aiohttp.ClientSession() as http:
+    async with (
+        live_app(live.settings.database_url, device_client_ids=["cero-cli"]) as other,
+        aiohttp.ClientSession() as http,
+    ):
         async with http.post(
             other.url + "/api/auth/device/code", json={"client_id": "someone-else"}
         ) as resp:
@@ -593,8 +592,7 @@ async def test_sixth_wrong_code_is_rate_limited(live: Live) -> None:
 
 
 async def test_untrusted_forwarded_for_is_ignored(live: Live) -> None:
-    factory = lambda port: make_settings(live.settings.database_url, port=port)  # noqa: E731
-    async with running(factory) as other, aiohttp.ClientSession() as http:
+    async with live_app(live.settings.database_url) as other, aiohttp.ClientSession() as http:
         for n in range(5):
             async with http.get(
                 other.url + "/api/auth/device",

@@ -18,9 +18,9 @@ import pytest
 from server.core.app_keys import ADMISSION
 from server.limits.admission import WINDOW_S, Admission, AdmissionLimits, Overloaded
 from server.storage import db
-from tests.auth_helpers import bearer, make_user_session, running
+from tests.auth_helpers import bearer, make_user_session
 from tests.conditions import until
-from tests.conftest import make_settings
+from tests.conftest import live_app
 from tests.server_process import serve
 
 
@@ -89,9 +89,7 @@ async def test_a_lagging_loop_alone_never_refuses_a_single_user(database_url: st
     """Issue 20, item 12: one lag spike used to close admission for 2 s for everyone. A
     stalled loop (as on a machine whose cores other processes hold) is lag without this
     process's CPU: the user's chat is served."""
-    async with running(
-        lambda port: make_settings(database_url, port=port, max_loop_lag=0.05)
-    ) as live:
+    async with live_app(database_url, max_loop_lag=0.05) as live:
         token, _ = await make_user_session("Alone")
         admission = live.app[ADMISSION]
         async with aiohttp.ClientSession() as http:
@@ -119,18 +117,15 @@ def _burn(seconds: float) -> None:
 async def test_a_saturated_process_queues_then_refuses_and_running_answers_go_on(
     database_url: str,
 ) -> None:
-    async with running(
-        lambda port: make_settings(
-            database_url,
-            port=port,
-            # The mechanism, not the thresholds: on a shared machine this process's share
-            # of a core while it burns may be small (its CPU is what counts, not wall time).
-            max_loop_lag=0.1,
-            max_cpu=0.05,
-            admission_floor=1,
-            admission_wait=0.3,
-            demo_token_delay=0.02,
-        )
+    async with live_app(
+        database_url,
+        # The mechanism, not the thresholds: on a shared machine this process's share
+        # of a core while it burns may be small (its CPU is what counts, not wall time).
+        max_loop_lag=0.1,
+        max_cpu=0.05,
+        admission_floor=1,
+        admission_wait=0.3,
+        demo_token_delay=0.02,
     ) as live:
         token, _ = await make_user_session("Busy")
         admission = live.app[ADMISSION]

@@ -13,10 +13,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from server.core.config import Settings
 from server.http.security_headers import HSTS
-from tests.auth_helpers import bearer, fresh_ip, make_user_session, running, session_cookie
-from tests.conftest import Live, make_settings
+from tests.auth_helpers import bearer, fresh_ip, make_user_session, session_cookie
+from tests.conftest import Live, live_app
 
 
 @pytest.fixture(scope="module")
@@ -94,10 +93,10 @@ async def test_websocket_upgrade_names_no_version(live: Live) -> None:
 
 
 async def test_hsts_only_behind_https(database_url: str) -> None:
-    def https(port: int) -> Settings:
-        return make_settings(database_url, port=port, public_url_setting="https://cero.example")
-
-    async with running(https) as app, aiohttp.ClientSession() as http:
+    async with (
+        live_app(database_url, public_url_setting="https://cero.example") as app,
+        aiohttp.ClientSession() as http,
+    ):
         for path in ("/healthz", "/app", "/device", "/api/user/whoami"):
             async with http.get(app.url + path) as resp:
                 _check(resp, path, https=True)

@@ -30,8 +30,8 @@ from server.auth.keys import LOCAL
 from server.core.app_keys import SESSIONS
 from standins.gemini import FakeGemini, Script
 from standins.github import FakeGitHub
-from tests.auth_helpers import bearer, codec, running
-from tests.conftest import IN_CI, Live, live_with_gemini, make_settings
+from tests.auth_helpers import bearer, codec
+from tests.conftest import IN_CI, Live, live_app, live_with_gemini
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -208,15 +208,12 @@ async def test_github_sign_in_lands_on_the_app(
     await gh.start()
     db_path = tmp_path_factory.mktemp("gh") / "cero.db"
     try:
-        async with running(
-            lambda port: make_settings(
-                f"sqlite:///{db_path}",
-                port=port,
-                github_client_id="web-client",
-                github_client_secret="web-secret",
-                github_url=gh.web_url,
-                github_api_url=gh.api_url,
-            )
+        async with live_app(
+            f"sqlite:///{db_path}",
+            github_client_id="web-client",
+            github_client_secret="web-secret",
+            github_url=gh.web_url,
+            github_api_url=gh.api_url,
         ) as live:
             gh.registered_redirect_uri = f"{live.settings.public_url}/api/auth/callback/github"
             context = await env.browser.new_context(viewport=DESKTOP, color_scheme="light")

@@ -25,7 +25,7 @@ import pytest_asyncio
 
 from standins.gemini import FakeGemini, Script
 from tests.auth_helpers import bearer, make_user_session
-from tests.conftest import Live, live_with_gemini, make_settings
+from tests.conftest import Live, live_app, live_with_gemini
 from tests.live_clients import WsPeer, new_conversation, read_sse
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -294,15 +294,11 @@ async def test_no_data_frame_after_the_close_frame(
 
 
 async def test_no_data_frame_after_close_1001_at_shutdown(database_url: str) -> None:
-    from tests.auth_helpers import running
 
     fake = FakeGemini()
     url = await fake.start()
     try:
-        settings = lambda port: make_settings(  # noqa: E731
-            database_url, port=port, gemini_api_key="k", gemini_base_url=url
-        )
-        async with running(settings) as other:
+        async with live_app(database_url, gemini_api_key="k", gemini_base_url=url) as other:
             token, _ = await make_user_session("Shutdown")
             raw = await _streaming_raw(other, fake, token)
             try:
