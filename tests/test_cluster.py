@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ from tests.cluster_harness import (
 )
 from tests.conditions import until
 from tests.live_clients import WsPeer, check_seq, read_sse, token_text
-from tests.process_stats import METRICS_AUTH
+from tests.process_stats import METRICS_AUTH, scrape, total
 from tests.server_process import ServerProcess
 
 pg_url = cluster_harness.pg_url  # the module's PostgreSQL database (a fixture)
@@ -125,6 +125,27 @@ def metric(text: str, name: str) -> float:
 
 def metric_or_zero(text: str, name: str) -> float:
     return next((float(x.split()[-1]) for x in text.splitlines() if x.startswith(name + " ")), 0.0)
+
+
+async def streaming_row() -> dict[str, Any] | None:
+    """A message row still streaming (any), or None."""
+    row: dict[str, Any] | None = (
+        await Message.select().where(Message.status == "streaming").first().run()
+    )
+    return row
+
+
+async def streaming() -> bool:
+    return await streaming_row() is not None
+
+
+def lease_released(cluster: Cluster, conversation_id: str) -> Callable[[], Awaitable[bool]]:
+    """A condition: no process holds ``conversation_id``'s lease."""
+
+    async def released() -> bool:
+        return await lease_owner(cluster.prefix, conversation_id) is None
+
+    return released
 
 
 def generated_on(server: ServerProcess, generation_id: str) -> bool:
@@ -221,15 +242,7 @@ async def test_send_through_b_runs_on_owner_a(cluster: Cluster) -> None:
     async with aiohttp.ClientSession() as http:
         # A long first answer through A keeps A's lease while B is asked.
         first = asyncio.create_task(chat(http, a, token, "one " * 30))
-        for _ in range(200):
-            rows = (
-                await Message.select(Message.conversation_id)
-                .where(Message.status == "streaming")
-                .run()
-            )
-            if rows:
-                break
-            await asyncio.sleep(0.05)
+        await until(streaming, what="an answer streaming on A")
         status, lines = await first
         assert status == 200, lines
         conversation_id = lines[0]["data"]["conversationId"]
@@ -410,12 +423,12 @@ async def test_fencing_a_paused_owner(cluster: Cluster, gemini: tuple[FakeGemini
         conversation_id = await warm_up(http, a, token)
         ws = await watch(http, b, token, conversation_id)
 
-        old_id = ""
+        old_id = old_generation = ""
         tokens = 0
         paused = asyncio.Event()
 
         async def run_on_a() -> None:
-            nonlocal old_id, tokens
+            nonlocal old_id, old_generation, tokens
             async with http.post(
                 f"{a.url}/api/chat",
                 json={"message": "old one", "aiModel": GEMINI, "conversationId": conversation_id},
@@ -425,6 +438,7 @@ async def test_fencing_a_paused_owner(cluster: Cluster, gemini: tuple[FakeGemini
                     line = orjson.loads(raw)
                     if line["topic"] == "init":
                         old_id = line["data"]["messageId"]
+                        old_generation = line["data"]["generationId"]
                     elif line["topic"] == "token":
                         tokens += 1
                         if tokens == 150 and not paused.is_set():
@@ -445,11 +459,16 @@ async def test_fencing_a_paused_owner(cluster: Cluster, gemini: tuple[FakeGemini
         assert old_row is not None and old_row["status"] == "interrupted"
 
         a.signal(signal.SIGCONT)
-        deadline = time.monotonic() + 10
-        while "lease_lost" not in a.log() and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
-        assert "lease_lost" in a.log(), a.log()
-        await asyncio.sleep(1.0)  # what the old owner would still write, it writes now
+        await until(lambda: "lease_lost" in a.log(), what="A logs lease_lost")
+
+        # What the old owner would still write, it writes now: its generation ends (its
+        # terminal write tried) and its write queue empties.
+        async def a_is_done() -> bool:
+            if not generated_on(a, old_generation):
+                return False
+            return total(await scrape(http, a.url), "cero_db_write_queue") == 0
+
+        await until(a_is_done, what="A's old generation ended, its writes done")
         after = await Message.select().where(Message.id == old_id).first().run()
         assert after is not None
         assert after["status"] == "interrupted"
@@ -526,11 +545,8 @@ async def test_delete_through_a_non_owner(cluster: Cluster, gemini: tuple[FakeGe
         for peer in peers:
             gone = await peer.wait_for(lambda f: f["type"] == "unsubscribed", timeout=10)
             assert gone["conversationId"] == conversation_id
-        for _ in range(40):  # given back once what the actor appended last is written
-            if await lease_owner(cluster.prefix, conversation_id) is None:
-                break
-            await asyncio.sleep(0.05)
-        assert await lease_owner(cluster.prefix, conversation_id) is None
+        # Given back once what the actor appended last is written.
+        await until(lease_released(cluster, conversation_id), 2, what="the lease given back")
         rows = await Message.select().where(Message.conversation_id == conversation_id).run()
         assert rows == []
         for peer in peers:
@@ -546,12 +562,8 @@ async def test_a_starting_process_leaves_live_answers_alone(
     fake.enqueue(Script(chunks=[f"s{i:04d} " for i in range(800)], chunk_delay=0.01))
     async with aiohttp.ClientSession() as http:
         sending = asyncio.create_task(chat(http, a, token, "long", model=GEMINI))
-        row: dict[str, Any] | None = None
-        for _ in range(200):
-            row = await Message.select().where(Message.status == "streaming").first().run()
-            if row is not None:
-                break
-            await asyncio.sleep(0.02)
+        await until(streaming, 4, what="an answer streaming on A")
+        row = await streaming_row()
         assert row is not None
         c = await cluster.start()
         still = await Message.select().where(Message.id == row["id"]).first().run()
@@ -566,12 +578,8 @@ async def test_a_starting_process_leaves_live_answers_alone(
         # lives, so the sweep leaves the row, and takes it once the lease has expired.
         fake.enqueue(Script(chunks=[f"k{i:04d} " for i in range(800)], chunk_delay=0.01))
         sending = asyncio.create_task(chat(http, c, token, "long", model=GEMINI))
-        row = None
-        for _ in range(200):
-            row = await Message.select().where(Message.status == "streaming").first().run()
-            if row is not None:
-                break
-            await asyncio.sleep(0.02)
+        await until(streaming, 4, what="an answer streaming on C")
+        row = await streaming_row()
         assert row is not None
         a.signal(signal.SIGTERM)
         c.signal(signal.SIGKILL)
@@ -579,15 +587,14 @@ async def test_a_starting_process_leaves_live_answers_alone(
         with contextlib.suppress(aiohttp.ClientError):
             await sending
         await cluster.start()
-        status_now = ""
-        while time.monotonic() - killed < LEASE_TTL + 6:
-            after = await Message.select().where(Message.id == row["id"]).first().run()
+        row_id = row["id"]
+
+        async def interrupted() -> bool:
+            after = await Message.select().where(Message.id == row_id).first().run()
             assert after is not None
-            status_now = after["status"]
-            if status_now == "interrupted":
-                break
-            await asyncio.sleep(0.1)
-        assert status_now == "interrupted"
+            return bool(after["status"] == "interrupted")
+
+        await until(interrupted, LEASE_TTL + 6, every=0.1, what="the row interrupted")
         assert time.monotonic() - killed <= LEASE_TTL + 4
 
 
@@ -603,11 +610,8 @@ async def test_viewers_follow_when_ownership_moves(cluster: Cluster) -> None:
         ws = WsPeer(await http.ws_connect(a.ws_url, headers=bearer(token))).start()
         await ws.send(type="subscribe", conversationId=conversation_id)
         subscribed = await ws.wait_for(lambda f: f["type"] == "subscribed")
-        for _ in range(100):  # A's actor stops idle and gives its lease back
-            if await lease_owner(cluster.prefix, conversation_id) is None:
-                break
-            await asyncio.sleep(0.05)
-        assert await lease_owner(cluster.prefix, conversation_id) is None
+        # A's actor stops idle and gives its lease back.
+        await until(lease_released(cluster, conversation_id), 5, what="A's lease given back")
         status, lines = await chat(http, b, token, "on B", conversation_id)
         assert status == 200, lines
         init = of_topic(lines, "init")

@@ -146,7 +146,7 @@ async def http_client(
                 tally.http_codes[str(data.get("code"))] += 1
                 if resp.status == 429 and "Retry-After" not in resp.headers:
                     tally.retry_after_missing += 1
-                await asyncio.sleep(RETRY_S)
+                await asyncio.sleep(RETRY_S)  # the client's back-off (its pace), not a wait
                 continue
             events = await read_ndjson(resp)
         topics = [e["topic"] for e in events]
@@ -171,7 +171,7 @@ async def ws_client(
             )
         except aiohttp.WSServerHandshakeError as exc:
             tally.handshakes[exc.status] += 1
-            await asyncio.sleep(RETRY_S)
+            await asyncio.sleep(RETRY_S)  # the client's back-off (its pace), not a wait
             continue
         tally.handshakes[101] += 1
         try:
@@ -228,7 +228,7 @@ async def _ws_session(
         if not answered:
             tally.unfinished.append(f"ws no end for {message_id}")
             return conversation
-        await asyncio.sleep(pause)
+        await asyncio.sleep(pause)  # the client's pace between sends, not a wait
     return conversation
 
 

@@ -76,7 +76,7 @@ async def test_a_queued_start_is_let_in_when_the_process_is_no_longer_saturated(
         async with admission.admitted():
             pass
     admission.release()  # still saturated: nobody goes
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # one loop turn: a waiter let in would have run by now
     assert not any(task.done() for task in waiting)
     admission.note(1.0 + WINDOW_S + 0.1, 0.1, 0.0, 0.0)
     admission.release()

@@ -16,7 +16,7 @@ from tests.auth_helpers import bearer, make_user_session
 from tests.conditions import until
 from tests.conftest import Live, live_app
 from tests.live_clients import WsPeer, read_ndjson
-from tests.process_stats import METRICS_AUTH
+from tests.process_stats import scrape
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -141,9 +141,55 @@ async def test_crashed_actor_is_supervised_and_respawned(live_short_idle: Live) 
         assert registry.peek(conversation_id) is not actor
 
 
-async def test_metrics_expose_tokens_and_connections(live_short_idle: Live) -> None:
+async def test_metrics_follow_tokens_connections_and_actors(live_short_idle: Live) -> None:
+    """The families move with what the test does: every token event of a chat is counted,
+    an open socket or chat response is a connection while it lasts, and a conversation's
+    actor is live while it answers and not once it has stopped idle."""
+    live = live_short_idle
+    token, _ = await make_user_session("Metered")
+    ws_open, ndjson_open = (
+        'cero_connections{transport="ws"}',
+        'cero_connections{transport="ndjson"}',
+    )
+
+    async def actors_are(count: float) -> bool:
+        return (await scrape(http, live.url))["cero_live_actors"] == count
+
     async with aiohttp.ClientSession() as http:
-        async with http.get(live_short_idle.url + "/metrics", headers=METRICS_AUTH) as r:
-            text = await r.text()
-    assert r.status == 200
-    assert "cero_tokens_streamed_total" in text and "cero_live_actors" in text
+        # Every actor of the tests before has stopped idle (0.3 s).
+        await until(lambda: actors_are(0), 5, what="no live actor")
+        before = await scrape(http, live.url)
+        lines = await _chat(http, live, token, message="count these tokens", aiModel="demo")
+        after = await scrape(http, live.url)
+        streamed = sum(1 for line in lines if line["topic"] == "token")
+        assert streamed > 0
+        counted = after["cero_tokens_streamed_total"] - before["cero_tokens_streamed_total"]
+        assert counted == streamed, (counted, streamed)
+        conversation_id = lines[0]["data"]["conversationId"]
+        await until(lambda: actors_are(0), 5, what="the chat's actor stopped idle")
+
+        async with http.post(
+            live.url + "/api/chat",
+            json={"message": "again", "aiModel": "demo", "conversationId": conversation_id},
+            headers=bearer(token),
+        ) as r:
+            assert r.status == 200, await r.text()
+            await r.content.readline()  # init: the actor is answering
+            answering = await scrape(http, live.url)
+            await r.read()
+        assert answering["cero_live_actors"] == 1
+        assert answering[ndjson_open] == before.get(ndjson_open, 0) + 1
+
+        ws = WsPeer(await http.ws_connect(live.url + "/api/ws", headers=bearer(token))).start()
+        await ws.send(type="subscribe", conversationId=conversation_id)
+        await ws.wait_for(lambda f: f["type"] == "subscribed")
+        opened = await scrape(http, live.url)
+        assert opened[ws_open] == before.get(ws_open, 0) + 1
+        assert opened[ndjson_open] == before.get(ndjson_open, 0)
+        await ws.close()
+
+        async def socket_closed() -> bool:
+            return (await scrape(http, live.url))[ws_open] == before.get(ws_open, 0)
+
+        await until(socket_closed, what="the socket no longer counted")
+        await until(lambda: actors_are(0), 5, what="the actor stopped idle again")
