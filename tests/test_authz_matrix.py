@@ -33,6 +33,7 @@ from server.storage.tables import Session
 from server.transports.protocol import ClientFrame
 from tests.auth_helpers import bearer, fresh_ip, make_user_session, new_code, session_cookie
 from tests.conftest import Live, live_app
+from tests.live_clients import chat
 
 FOREIGN = "http://evil.test"
 UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
@@ -178,13 +179,7 @@ async def world(database_url: str) -> AsyncIterator[World]:
         a_token, _ = await make_user_session("Alice")
         b_token, _ = await make_user_session("Bob")
         async with aiohttp.ClientSession() as http:
-            async with http.post(
-                live.url + "/api/chat",
-                json={"message": "mine", "aiModel": "demo"},
-                headers=bearer(a_token),
-            ) as resp:
-                assert resp.status == 200, await resp.text()
-                lines = [orjson.loads(line) for line in (await resp.read()).splitlines()]
+            lines = await chat(http, live.url, a_token, message="mine", aiModel="demo")
             assert lines[-1]["topic"] == "done", lines[-1]
             a_conv = lines[0]["data"]["conversationId"]
             async with http.get(

@@ -15,7 +15,7 @@ from server.core.ids import token_hash
 from server.storage.tables import Conversation, Message, Session
 from tests.auth_helpers import bearer, make_user_session, session_cookie
 from tests.conftest import Live
-from tests.live_clients import read_ndjson
+from tests.live_clients import chat
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -41,12 +41,8 @@ async def env(live: Live) -> AsyncIterator[Env]:
         .run()
     )
     async with aiohttp.ClientSession() as http:
-        async with http.post(
-            e.live.url + "/api/chat",
-            json={"message": "keep me", "aiModel": "demo"},
-            headers=bearer(e.owner),
-        ) as r:
-            e.conversation_id = (await read_ndjson(r))[0]["data"]["conversationId"]
+        lines = await chat(http, e.live.url, e.owner, message="keep me", aiModel="demo")
+        e.conversation_id = lines[0]["data"]["conversationId"]
     yield e
 
 

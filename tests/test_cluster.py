@@ -33,7 +33,7 @@ from tests.cluster_harness import (
     lease_owner,
 )
 from tests.conditions import until
-from tests.live_clients import WsPeer, check_seq, read_sse, token_text
+from tests.live_clients import WsPeer, chat_result, check_seq, read_sse, token_text
 from tests.process_stats import METRICS_AUTH, scrape, total
 from tests.server_process import ServerProcess
 
@@ -87,11 +87,7 @@ async def chat(
     body: dict[str, Any] = {"message": message, "aiModel": model, **extra}
     if conversation_id is not None:
         body["conversationId"] = conversation_id
-    async with http.post(f"{server.url}/api/chat", json=body, headers=bearer(token)) as resp:
-        if resp.status != 200:
-            return resp.status, [await resp.json()]
-        lines = [orjson.loads(raw) for raw in (await resp.read()).splitlines() if raw.strip()]
-        return 200, lines
+    return await chat_result(http, server.url, token, **body)
 
 
 async def warm_up(http: aiohttp.ClientSession, owner: ServerProcess, token: str) -> str:

@@ -17,10 +17,11 @@ import pytest
 
 from server.core.app_keys import REGISTRY
 from server.storage.chat_store import create_conversation
+from tests import live_clients
 from tests.auth_helpers import bearer, make_user_session
 from tests.conditions import until
 from tests.conftest import Live
-from tests.live_clients import WsPeer, check_seq, read_ndjson, token_text
+from tests.live_clients import WsPeer, check_seq, token_text
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -40,11 +41,7 @@ def live_settings() -> dict[str, Any]:
 async def chat(
     http: aiohttp.ClientSession, live: Live, token: str, **body: Any
 ) -> list[dict[str, Any]]:
-    async with http.post(
-        live.url + "/api/chat", json={"aiModel": "demo", **body}, headers=bearer(token)
-    ) as resp:
-        assert resp.status == 200, await resp.text()
-        return await read_ndjson(resp)
+    return await live_clients.chat(http, live.url, token, **{"aiModel": "demo", **body})
 
 
 async def peer(http: aiohttp.ClientSession, live: Live, token: str) -> WsPeer:

@@ -7,13 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import orjson
 import pytest
 import structlog
 
 from actors.models.catalog import Catalog, UnknownModel
 from tests.auth_helpers import bearer, make_user_session
 from tests.conftest import live_app
+from tests.live_clients import chat_result
 
 async_test = pytest.mark.asyncio(loop_scope="module")
 
@@ -21,11 +21,7 @@ async_test = pytest.mark.asyncio(loop_scope="module")
 async def ndjson_chat(url: str, token: str, **body: Any) -> tuple[int, list[dict[str, Any]]]:
     """What the original Cero CLI does: POST /api/chat, no Accept, NDJSON lines back."""
     async with aiohttp.ClientSession() as http:
-        async with http.post(url + "/api/chat", json=body, headers=bearer(token)) as resp:
-            raw = await resp.read()
-            if resp.status != 200:
-                return resp.status, [orjson.loads(raw)]
-            return 200, [orjson.loads(line) for line in raw.splitlines() if line.strip()]
+        return await chat_result(http, url, token, **body)
 
 
 def test_catalog_falls_back_only_when_asked() -> None:

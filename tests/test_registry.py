@@ -15,7 +15,7 @@ from server.storage.tables import Message
 from tests.auth_helpers import bearer, make_user_session
 from tests.conditions import until
 from tests.conftest import Live, live_app
-from tests.live_clients import WsPeer, read_ndjson
+from tests.live_clients import WsPeer, chat
 from tests.process_stats import scrape
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -30,9 +30,7 @@ async def live_short_idle(database_url: str) -> AsyncIterator[Live]:
 async def _chat(
     http: aiohttp.ClientSession, live: Live, token: str, **body: object
 ) -> list[dict[str, Any]]:
-    async with http.post(live.url + "/api/chat", json=body, headers=bearer(token)) as r:
-        assert r.status == 200, await r.text()
-        return await read_ndjson(r)
+    return await chat(http, live.url, token, **body)
 
 
 async def test_idle_actor_stops_and_respawns_with_new_epoch(live_short_idle: Live) -> None:
