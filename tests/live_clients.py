@@ -14,6 +14,9 @@ from typing import Any
 import aiohttp
 import orjson
 
+# What ClientSession.post returns: awaitable, and an async context manager.
+from aiohttp.client import _RequestContextManager
+
 
 @dataclass
 class SseEvent:
@@ -63,7 +66,7 @@ def post_chat(
     *,
     headers: Mapping[str, str] | None = None,
     **body: Any,
-) -> Any:
+) -> _RequestContextManager:
     """``POST /api/chat`` with ``body`` as JSON under ``token``; the raw response, to use as
     ``async with post_chat(...) as resp`` (or to await and release), for a test that reads
     the status, headers or body itself. ``headers`` add to the bearer token."""

@@ -31,6 +31,7 @@ from client.output import Output
 from client.sse import ServerSentEvent
 from tests.auth_helpers import bearer, make_user_session
 from tests.conftest import Live
+from tests.live_clients import post_chat
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]
 
@@ -430,10 +431,8 @@ async def test_watch_resumes_after_a_network_drop_with_last_event_id(cli: Cli, l
         async with aiohttp.ClientSession() as http:
 
             async def chat() -> tuple[int, bytes]:
-                async with http.post(
-                    live.url + "/api/chat",
-                    json={"message": "watch this", "conversationId": conversation},
-                    headers=bearer(token),
+                async with post_chat(
+                    http, live.url, token, message="watch this", conversationId=conversation
                 ) as resp:
                     return resp.status, await resp.read()  # to the answer's end (NDJSON)
 
@@ -499,10 +498,8 @@ async def test_watch_joins_an_answer_in_progress(cli: Cli, live: Live) -> None:
     ``resumeCursor``): every moment's stdout is a prefix of the final text, nothing twice."""
     token = await signed_in(cli)
     async with aiohttp.ClientSession() as http:
-        async with http.post(
-            live.url + "/api/chat",
-            json={"message": "join me while many words stream one by one"},
-            headers=bearer(token),
+        async with post_chat(
+            http, live.url, token, message="join me while many words stream one by one"
         ) as resp:
             init = orjson.loads(await resp.content.readline())
             assert init["topic"] == "init"

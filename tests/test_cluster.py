@@ -33,7 +33,7 @@ from tests.cluster_harness import (
     lease_owner,
 )
 from tests.conditions import until
-from tests.live_clients import WsPeer, chat_result, check_seq, read_sse, token_text
+from tests.live_clients import WsPeer, chat_result, check_seq, post_chat, read_sse, token_text
 from tests.process_stats import METRICS_AUTH, scrape, total
 from tests.server_process import ServerProcess
 
@@ -349,10 +349,8 @@ async def test_owner_killed_mid_answer(cluster: Cluster, gemini: tuple[FakeGemin
         received: list[tuple[str, float]] = []
         message_id = ""
         killed_at = 0.0
-        async with http.post(
-            f"{a.url}/api/chat",
-            json={"message": "long one", "aiModel": GEMINI, "conversationId": conversation_id},
-            headers=bearer(token),
+        async with post_chat(
+            http, a.url, token, message="long one", aiModel=GEMINI, conversationId=conversation_id
         ) as resp:
             async for raw in resp.content:
                 line = orjson.loads(raw)
@@ -425,10 +423,13 @@ async def test_fencing_a_paused_owner(cluster: Cluster, gemini: tuple[FakeGemini
 
         async def run_on_a() -> None:
             nonlocal old_id, old_generation, tokens
-            async with http.post(
-                f"{a.url}/api/chat",
-                json={"message": "old one", "aiModel": GEMINI, "conversationId": conversation_id},
-                headers=bearer(token),
+            async with post_chat(
+                http,
+                a.url,
+                token,
+                message="old one",
+                aiModel=GEMINI,
+                conversationId=conversation_id,
             ) as resp:
                 async for raw in resp.content:
                     line = orjson.loads(raw)
@@ -651,11 +652,7 @@ async def test_redis_restart_keeps_running_answers(
             restarted = asyncio.Event()
 
             async def read() -> None:
-                async with http.post(
-                    f"{a.url}/api/chat",
-                    json={"message": "long", "aiModel": GEMINI},
-                    headers=bearer(token),
-                ) as resp:
+                async with post_chat(http, a.url, token, message="long", aiModel=GEMINI) as resp:
                     async for raw in resp.content:
                         line = orjson.loads(raw)
                         if line["topic"] == "token":
@@ -719,8 +716,12 @@ async def watch_through_redis_outage(
             owner_lines: list[dict[str, Any]] = []
 
             async def ask() -> None:
-                body = {"message": "steady", "aiModel": GEMINI, "conversationId": conversation_id}
-                async with http.post(f"{a.url}/api/chat", json=body, headers=bearer(token)) as r:
+                body: dict[str, Any] = {
+                    "message": "steady",
+                    "aiModel": GEMINI,
+                    "conversationId": conversation_id,
+                }
+                async with post_chat(http, a.url, token, **body) as r:
                     assert r.status == 200, await r.text()
                     async for raw in r.content:
                         owner_lines.append(orjson.loads(raw))
@@ -827,10 +828,13 @@ async def test_the_per_user_limit_counts_forwarded_sends(
 
         async def stall_on(server: ServerProcess, conversation_id: str) -> aiohttp.ClientResponse:
             fake.enqueue(stalling)
-            resp = await http.post(
-                f"{server.url}/api/chat",
-                json={"message": "hold", "aiModel": GEMINI, "conversationId": conversation_id},
-                headers=bearer(token),
+            resp = await post_chat(
+                http,
+                server.url,
+                token,
+                message="hold",
+                aiModel=GEMINI,
+                conversationId=conversation_id,
             )
             assert resp.status == 200, await resp.text()
             first = orjson.loads(await resp.content.readline())
@@ -842,10 +846,8 @@ async def test_the_per_user_limit_counts_forwarded_sends(
         assert await lease_owner(cluster.prefix, c1) != await lease_owner(cluster.prefix, c2)
         assert await slots_in_redis(cluster.prefix, user_id) == 2
         for server in (a, b):
-            async with http.post(
-                f"{server.url}/api/chat",
-                json={"message": "one more", "aiModel": "demo", "conversationId": c3},
-                headers=bearer(token),
+            async with post_chat(
+                http, server.url, token, message="one more", aiModel="demo", conversationId=c3
             ) as resp:
                 assert resp.status == 429, await resp.text()
                 assert (await resp.json())["code"] == "rate_limited"
@@ -883,10 +885,7 @@ async def test_non_owner_resume_cursor_replays_from_init(
     release = asyncio.Event()
     fake.enqueue(Script(chunks=[f"j{i} " for i in range(40)], release_after=15, release=release))
     async with aiohttp.ClientSession() as http:
-        resp = await http.post(
-            f"{a.url}/api/chat", json={"message": "join on b", "aiModel": GEMINI},
-            headers=bearer(token),
-        )  # fmt: skip
+        resp = await post_chat(http, a.url, token, message="join on b", aiModel=GEMINI)
         assert resp.status == 200
         text = ""
         init: dict[str, Any] = {}

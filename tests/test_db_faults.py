@@ -38,7 +38,7 @@ from tests.auth_helpers import bearer, make_user_session
 from tests.cluster_harness import Cluster, require_redis
 from tests.conditions import until
 from tests.conftest import PG_ADMIN_URL, create_pg_database, drop_pg_database
-from tests.live_clients import chat_result
+from tests.live_clients import chat_result, post_chat
 from tests.server_process import ServerProcess, serve
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]
@@ -214,10 +214,8 @@ async def test_sigterm_exits_with_the_write_lock_held(tmp_path: Path, release: b
 
             async def stream() -> None:  # an answer streaming while the lock is taken
                 with contextlib.suppress(Exception):
-                    async with http.post(
-                        f"{server.url}/api/chat",
-                        json={"message": "hello there", "conversationId": conversation},
-                        headers=bearer(token),
+                    async with post_chat(
+                        http, server.url, token, message="hello there", conversationId=conversation
                     ) as resp:
                         async for raw in resp.content:
                             if b'"token"' in raw:

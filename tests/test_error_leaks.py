@@ -24,10 +24,10 @@ from yarl import URL
 
 from actors.error_text import ERROR_TEXT, READY_TEXT
 from server.storage.tables import Message
-from tests.auth_helpers import bearer, make_user_session
+from tests.auth_helpers import make_user_session
 from tests.conditions import until
 from tests.conftest import create_pg_database, drop_pg_database, live_app
-from tests.live_clients import read_ndjson
+from tests.live_clients import post_chat, read_ndjson
 from tests.server_process import serve
 from tests.test_pg_outage import TcpProxy
 
@@ -63,9 +63,7 @@ async def test_redis_down_readyz_and_sends_name_no_address(postgres_url: str) ->
         assert text == f'{{"error":"{READY_TEXT["redis"]}","code":"not_ready"}}'
         _leak_free(text, str(port))
         token, _ = await make_user_session("Redis down")
-        async with http.post(
-            live.url + "/api/chat", json={"message": "hi", "aiModel": "demo"}, headers=bearer(token)
-        ) as resp:
+        async with post_chat(http, live.url, token, message="hi", aiModel="demo") as resp:
             assert resp.status == 503
             body = await resp.json()
         assert body == {"error": ERROR_TEXT["redis_unavailable"], "code": "not_ready"}
@@ -122,10 +120,8 @@ async def test_model_connect_failure_is_the_fixed_sentence(
         aiohttp.ClientSession() as http,
     ):
         token, _ = await make_user_session("Gemini down")
-        async with http.post(
-            live.url + "/api/chat",
-            json={"message": "hello", "aiModel": "gemini-2.5-flash-lite"},
-            headers=bearer(token),
+        async with post_chat(
+            http, live.url, token, message="hello", aiModel="gemini-2.5-flash-lite"
         ) as resp:
             assert resp.status == 200
             lines = await read_ndjson(resp)

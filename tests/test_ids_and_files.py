@@ -27,7 +27,7 @@ from server.storage import db
 from server.storage.tables import Account, Conversation, Message, Session, User
 from tests.auth_helpers import bearer, make_user_session
 from tests.conftest import Live, live_app
-from tests.live_clients import read_ndjson, read_sse
+from tests.live_clients import post_chat, read_ndjson, read_sse
 from tests.process_stats import METRICS_AUTH
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -93,11 +93,7 @@ async def test_every_id_on_the_wire(live: Live, http: aiohttp.ClientSession) -> 
                 if event.event in ("done", "error", "cancelled"):
                     break
     # A new conversation's log has its own epoch.
-    async with http.post(
-        live.url + "/api/chat",
-        json={"message": "another", "aiModel": "demo"},
-        headers=bearer(token),
-    ) as r:
+    async with post_chat(http, live.url, token, message="another", aiModel="demo") as r:
         lines = await read_ndjson(r)
         ids["conversationId"].append(lines[0]["data"]["conversationId"])
         ids["generationId"].append(lines[0]["data"]["generationId"])
@@ -151,10 +147,8 @@ async def test_sqlite_files_are_created_owner_only(tmp_path: Path) -> None:
                 reader.execute("SELECT count(*) FROM message").fetchone()
                 token, _ = await make_user_session("Files")
                 async with aiohttp.ClientSession() as http:
-                    async with http.post(
-                        running.url + "/api/chat",
-                        json={"message": "write something", "aiModel": "demo"},
-                        headers=bearer(token),
+                    async with post_chat(
+                        http, running.url, token, message="write something", aiModel="demo"
                     ) as r:
                         assert r.status == 200
                         await read_ndjson(r)
@@ -237,11 +231,7 @@ async def test_metrics_count_errors_with_route_and_status(
     for _, _, _, key in probes:
         assert after.get(key, 0) - before.get(key, 0) == 1, (key, sorted(after))
     # A stream is counted too.
-    async with http.post(
-        live.url + "/api/chat",
-        json={"message": "count me", "aiModel": "demo"},
-        headers=bearer(token),
-    ) as r:
+    async with post_chat(http, live.url, token, message="count me", aiModel="demo") as r:
         await read_ndjson(r)
     streamed = await scrape()
     key = ("POST", "/api/chat", "200")

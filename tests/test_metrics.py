@@ -139,11 +139,7 @@ async def test_cancelled_generation_counts_cancelled(env: Env) -> None:
     fake.enqueue(Script(chunks=["held", " never"], release_after=1, release=release))
     before = await scrape(live)
     async with aiohttp.ClientSession() as http:
-        async with http.post(
-            live.url + "/api/chat",
-            json={"message": "cancel me", "aiModel": MODEL},
-            headers=bearer(token),
-        ) as r:
+        async with post_chat(http, live.url, token, message="cancel me", aiModel=MODEL) as r:
             first = orjson.loads(await r.content.readline())
             conversation_id = first["data"]["conversationId"]
             async with http.post(
@@ -214,10 +210,13 @@ async def test_slow_sse_subscriber_reset_is_counted(env: Env) -> None:
         chunk = "y" * 4000  # 8 MB in all: far past the subscriber's bound (1 MiB)
         fake.enqueue(Script(chunks=[f"{i:04d}{chunk}" for i in range(2000)], chunk_delay=0))
         async with aiohttp.ClientSession() as http:
-            async with http.post(
-                live.url + "/api/chat",
-                json={"message": "flood", "aiModel": MODEL, "conversationId": conversation_id},
-                headers=bearer(token),
+            async with post_chat(
+                http,
+                live.url,
+                token,
+                message="flood",
+                aiModel=MODEL,
+                conversationId=conversation_id,
             ) as r:
                 body = await r.read()  # its last line (`done`) holds the 8 MB answer
         assert b'"topic":"done"' in body.rstrip().rsplit(b"\n", 1)[-1]

@@ -18,9 +18,10 @@ import pytest
 from server.core.app_keys import ADMISSION
 from server.limits.admission import WINDOW_S, Admission, AdmissionLimits, Overloaded
 from server.storage import db
-from tests.auth_helpers import bearer, make_user_session
+from tests.auth_helpers import make_user_session
 from tests.conditions import until
 from tests.conftest import live_app
+from tests.live_clients import post_chat
 from tests.server_process import serve
 
 
@@ -95,11 +96,7 @@ async def test_a_lagging_loop_alone_never_refuses_a_single_user(database_url: st
         async with aiohttp.ClientSession() as http:
             time.sleep(0.5)  # the loop stalls: the sampler's timer fires late
             await until(lambda: admission.lag > 0.05, 5)
-            async with http.post(
-                live.url + "/api/chat",
-                json={"message": "hi", "aiModel": "demo"},
-                headers=bearer(token),
-            ) as resp:
+            async with post_chat(http, live.url, token, message="hi", aiModel="demo") as resp:
                 assert resp.status == 200, await resp.text()
                 lines = [orjson.loads(line) for line in (await resp.read()).splitlines()]
                 assert lines[-1]["topic"] == "done"
@@ -130,20 +127,12 @@ async def test_a_saturated_process_queues_then_refuses_and_running_answers_go_on
         token, _ = await make_user_session("Busy")
         admission = live.app[ADMISSION]
         async with aiohttp.ClientSession() as http:
-            first = await http.post(
-                live.url + "/api/chat",
-                json={"message": "hi", "aiModel": "demo"},
-                headers=bearer(token),
-            )
+            first = await post_chat(http, live.url, token, message="hi", aiModel="demo")
             assert first.status == 200
             await first.content.readline()  # init: the answer streams, 1 running
             _burn(0.6)
             await until(lambda: admission.saturated, 5)
-            async with http.post(
-                live.url + "/api/chat",
-                json={"message": "more", "aiModel": "demo"},
-                headers=bearer(token),
-            ) as refused:
+            async with post_chat(http, live.url, token, message="more", aiModel="demo") as refused:
                 assert refused.status == 503
                 assert refused.headers["Retry-After"] == "1"
                 assert (await refused.json())["code"] == "overloaded"
@@ -155,20 +144,12 @@ async def test_a_saturated_process_queues_then_refuses_and_running_answers_go_on
             admission.limits = AdmissionLimits(
                 floor=1, max_cpu=0.05, max_lag=0.1, wait=WINDOW_S * 5, queue=10
             )
-            second = await http.post(
-                live.url + "/api/chat",
-                json={"message": "again", "aiModel": "demo"},
-                headers=bearer(token),
-            )
+            second = await post_chat(http, live.url, token, message="again", aiModel="demo")
             assert second.status == 200
             await second.content.readline()
             _burn(0.6)
             await until(lambda: admission.saturated, 5)
-            async with http.post(
-                live.url + "/api/chat",
-                json={"message": "later", "aiModel": "demo"},
-                headers=bearer(token),
-            ) as later:
+            async with post_chat(http, live.url, token, message="later", aiModel="demo") as later:
                 assert later.status == 200
                 assert admission.queued_total == 2
                 await later.read()
@@ -205,10 +186,8 @@ async def test_busy_cores_never_turn_sequential_chats_into_overloaded(
         with _cpu_hogs():
             async with aiohttp.ClientSession() as http:
                 for n in range(20):
-                    async with http.post(
-                        server.url + "/api/chat",
-                        json={"message": f"chat {n}", "aiModel": "demo"},
-                        headers=bearer(token),
+                    async with post_chat(
+                        http, server.url, token, message=f"chat {n}", aiModel="demo"
                     ) as resp:
                         assert resp.status == 200, await resp.text()
                         body = await resp.read()

@@ -15,7 +15,7 @@ from server.storage.tables import Message
 from tests.auth_helpers import bearer, make_user_session
 from tests.conditions import until
 from tests.conftest import Live, live_app
-from tests.live_clients import WsPeer, chat
+from tests.live_clients import WsPeer, chat, post_chat
 from tests.process_stats import scrape
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -78,10 +78,13 @@ async def test_failed_command_leaves_the_conversation_usable(live_short_idle: Li
         conversation_id = lines[0]["data"]["conversationId"]
         await engine.run_ddl("ALTER TABLE message RENAME TO message_away")
         try:
-            async with http.post(
-                live.url + "/api/chat",
-                json={"message": "boom", "aiModel": "demo", "conversationId": conversation_id},
-                headers=bearer(token),
+            async with post_chat(
+                http,
+                live.url,
+                token,
+                message="boom",
+                aiModel="demo",
+                conversationId=conversation_id,
             ) as r:
                 assert r.status == 500
                 assert (await r.json())["code"] == "internal"
@@ -166,10 +169,8 @@ async def test_metrics_follow_tokens_connections_and_actors(live_short_idle: Liv
         conversation_id = lines[0]["data"]["conversationId"]
         await until(lambda: actors_are(0), 5, what="the chat's actor stopped idle")
 
-        async with http.post(
-            live.url + "/api/chat",
-            json={"message": "again", "aiModel": "demo", "conversationId": conversation_id},
-            headers=bearer(token),
+        async with post_chat(
+            http, live.url, token, message="again", aiModel="demo", conversationId=conversation_id
         ) as r:
             assert r.status == 200, await r.text()
             await r.content.readline()  # init: the actor is answering

@@ -21,9 +21,10 @@ import pytest_asyncio
 
 from server.core.app_keys import WRITER
 from server.storage.tables import Message
-from tests.auth_helpers import bearer, make_user_session
+from tests.auth_helpers import make_user_session
 from tests.conditions import until
 from tests.conftest import Live, live_app
+from tests.live_clients import post_chat
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -68,11 +69,7 @@ async def test_a_failed_terminal_write_ends_as_error_and_is_stored_later(
     token, _ = await make_user_session("Fragile")
     lines: list[dict[str, Any]] = []
     async with aiohttp.ClientSession() as http:
-        async with http.post(
-            live.url + "/api/chat",
-            json={"message": "hello", "aiModel": "demo"},
-            headers=bearer(token),
-        ) as r:
+        async with post_chat(http, live.url, token, message="hello", aiModel="demo") as r:
             assert r.status == 200
             async with write_lock(database_url):
                 async for raw in r.content:
@@ -95,10 +92,8 @@ async def test_a_failed_terminal_write_ends_as_error_and_is_stored_later(
     await until(stored, 15, every=0.1)
     # The server writes again: a new turn completes.
     async with aiohttp.ClientSession() as http:
-        async with http.post(
-            live.url + "/api/chat",
-            json={"message": "again", "aiModel": "demo", "conversationId": conversation_id},
-            headers=bearer(token),
+        async with post_chat(
+            http, live.url, token, message="again", aiModel="demo", conversationId=conversation_id
         ) as r:
             assert r.status == 200
             body = await r.read()

@@ -32,6 +32,7 @@ from standins.gemini import FakeGemini, Script
 from standins.github import FakeGitHub
 from tests.auth_helpers import bearer, codec
 from tests.conftest import IN_CI, Live, live_app, live_with_gemini
+from tests.live_clients import post_chat
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -517,11 +518,7 @@ async def test_conversation_list_paginates_renames_and_deletes(env: Env, devices
     a = devices.a
     for i in range(21):  # more than one page of 20
         async with aiohttp.ClientSession() as http:
-            async with http.post(
-                env.live.url + "/api/chat",
-                json={"message": f"bulk {i}"},
-                headers=bearer(env.token),
-            ) as r:
+            async with post_chat(http, env.live.url, env.token, message=f"bulk {i}") as r:
                 assert r.status == 200
                 await r.read()
     await a.goto("/app")
@@ -568,9 +565,7 @@ async def test_a_send_whose_ack_is_lost_is_retried_with_its_key_once(
     """The socket dies after the server took a send but before its ack arrived: the page
     sends it again with the same clientMessageId, and the server makes it once."""
     async with aiohttp.ClientSession() as http:
-        async with http.post(
-            env.live.url + "/api/chat", json={"message": "a start"}, headers=bearer(env.token)
-        ) as r:
+        async with post_chat(http, env.live.url, env.token, message="a start") as r:
             assert r.status == 200
             conv = r.headers["X-Conversation-Id"]
             await r.read()
@@ -650,10 +645,8 @@ async def test_reconnect_after_a_restart_refetches_on_reset(env: Env, devices: D
     await restart_server(env)
     # Written while A was away, on a log with a new epoch: A's cursor cannot be replayed.
     async with aiohttp.ClientSession() as http:
-        async with http.post(
-            env.live.url + "/api/chat",
-            json={"message": "while A was away", "conversationId": conv},
-            headers=bearer(env.token),
+        async with post_chat(
+            http, env.live.url, env.token, message="while A was away", conversationId=conv
         ) as r:
             assert r.status == 200
             await r.read()

@@ -26,7 +26,7 @@ import pytest_asyncio
 from standins.gemini import FakeGemini, Script
 from tests.auth_helpers import bearer, make_user_session
 from tests.conftest import Live, live_app, live_with_gemini
-from tests.live_clients import WsPeer, new_conversation, read_sse
+from tests.live_clients import WsPeer, new_conversation, post_chat, read_sse
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 MODEL = "gemini-2.5-flash-lite"
@@ -381,10 +381,13 @@ async def test_sign_out_closes_sockets_and_ends_streams(env: tuple[Live, FakeGem
         )
         assert events.status == 200
         _long_answer(fake)
-        chat = await http.post(
-            live.url + "/api/chat",
-            json={"message": "long", "aiModel": MODEL},
-            headers={**bearer(token), "Accept": "text/event-stream"},
+        chat = await post_chat(
+            http,
+            live.url,
+            token,
+            headers={"Accept": "text/event-stream"},
+            message="long",
+            aiModel=MODEL,
         )
         assert chat.status == 200
         chat_events = read_sse(chat)
