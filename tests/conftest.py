@@ -1,5 +1,10 @@
 """Shared fixtures: a fresh database per test module on both engines, and a live server.
 
+The one factory for a running app is :func:`live_app` (settings overrides as keywords;
+:func:`live_from` when a setting depends on the port, :func:`live_with_gemini` beside the
+Gemini stand-in). The module-scoped :func:`live` fixture runs it with the module's
+:func:`live_settings`, which a module overrides to change them.
+
 PostgreSQL: a new database is created (and dropped) for each module that asks for it, on
 the server named by ``CERO_TEST_POSTGRES_URL`` (default
 ``postgresql://postgres@127.0.0.1:5432/postgres``). Without one the PostgreSQL tests skip

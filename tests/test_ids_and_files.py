@@ -80,8 +80,8 @@ async def test_every_id_on_the_wire(live: Live, http: aiohttp.ClientSession) -> 
         body: dict[str, Any] = {"message": f"turn {turn}", "aiModel": "demo"}
         if conversation_id is not None:
             body["conversationId"] = conversation_id
-        headers = {**bearer(token), "Accept": "text/event-stream"}
-        async with http.post(live.url + "/api/chat", json=body, headers=headers) as r:
+        sse = {"Accept": "text/event-stream"}
+        async with post_chat(http, live.url, token, headers=sse, **body) as r:
             assert r.status == 200
             async for event in read_sse(r):
                 assert event.id is not None
