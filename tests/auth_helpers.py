@@ -7,11 +7,11 @@ exactly what the device flow or GitHub sign-in would have issued.
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from http.cookies import SimpleCookie
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
@@ -20,6 +20,9 @@ from server.auth.sessions import SessionStore
 from server.core.config import Settings
 from server.core.ids import new_id
 from server.storage.tables import User
+
+if TYPE_CHECKING:
+    from tests.conftest import Live
 
 
 async def make_user_session(name: str = "Ada", email: str | None = None) -> tuple[str, str]:
@@ -66,21 +69,11 @@ def cookie_header(cookies: dict[str, str]) -> dict[str, str]:
     return {"Cookie": "; ".join(f"{k}={v}" for k, v in cookies.items())}
 
 
-@asynccontextmanager
-async def running(settings_factory: Callable[[int], Settings]) -> AsyncIterator[Any]:
-    """An extra app for one test; the tables are re-bound to the previous engine after."""
-    import piccolo_conf
-    from server.storage import db
-    from tests.conftest import start_live
+def running(settings_factory: Callable[[int], Settings]) -> AbstractAsyncContextManager[Live]:
+    """An extra app for one test (:func:`tests.conftest.live_from`)."""
+    from tests.conftest import live_from
 
-    previous = getattr(piccolo_conf, "DB", None)
-    live = await start_live(settings_factory)
-    try:
-        yield live
-    finally:
-        await live.server.close()
-        if previous is not None:
-            db.use_engine(previous)
+    return live_from(settings_factory)
 
 
 async def raw_http(url: str, head: bytes, body: bytes = b"") -> tuple[int, dict[str, str], bytes]:

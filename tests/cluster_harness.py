@@ -25,6 +25,7 @@ import redis.asyncio as redis
 from aiohttp.test_utils import unused_port
 
 from server.storage import db
+from tests.conditions import until
 from tests.conftest import IN_CI, create_pg_database, drop_pg_database
 from tests.server_process import EnvChanges, ServerProcess, serve, serve_many
 
@@ -137,16 +138,17 @@ class PrivateRedis:
                 pytest.fail("redis-server not installed (CI=true: must not skip)")
             pytest.skip("redis-server not installed")
         client = redis.from_url(self.url, socket_connect_timeout=1)
+
+        async def answers() -> bool:
+            try:
+                return bool(await client.ping())
+            except redis.ConnectionError:
+                return False
+
         try:
-            for _ in range(100):
-                try:
-                    await client.ping()
-                    return
-                except redis.ConnectionError:
-                    await asyncio.sleep(0.05)  # polling a process with no event of its own
+            await until(answers, 5, every=0.05, what="the private redis-server answers PING")
         finally:
             await client.aclose()
-        raise AssertionError("private redis-server did not start")
 
     def pause(self) -> None:
         """SIGSTOP: Redis stops answering but keeps its data and its connections (what a

@@ -1,5 +1,10 @@
 """Shared fixtures: a fresh database per test module on both engines, and a live server.
 
+The one factory for a running app is :func:`live_app` (settings overrides as keywords;
+:func:`live_from` when a setting depends on the port, :func:`live_with_gemini` beside the
+Gemini stand-in). The module-scoped :func:`live` fixture runs it with the module's
+:func:`live_settings`, which a module overrides to change them.
+
 PostgreSQL: a new database is created (and dropped) for each module that asks for it, on
 the server named by ``CERO_TEST_POSTGRES_URL`` (default
 ``postgresql://postgres@127.0.0.1:5432/postgres``). Without one the PostgreSQL tests skip
@@ -10,7 +15,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -161,7 +166,7 @@ class Live:
     settings: Settings
 
 
-async def start_live(settings_factory: Any) -> Live:
+async def start_live(settings_factory: Callable[[int], Settings]) -> Live:
     """Start ``create_app`` on a free port; ``settings_factory(port)`` builds its settings."""
     from aiohttp.test_utils import unused_port
 
@@ -181,43 +186,70 @@ async def start_live(settings_factory: Any) -> Live:
 
 
 @asynccontextmanager
+async def live_app(database_url: str, **overrides: Any) -> AsyncIterator[Live]:
+    """The one way a test runs the app: on a real port, on ``database_url``, with
+    ``overrides`` on top of :func:`make_settings`; closed when the block ends (see
+    :func:`live_from`)."""
+    async with live_from(
+        lambda port: make_settings(database_url, port=port, **overrides)
+    ) as running:
+        yield running
+
+
+@asynccontextmanager
+async def live_from(settings_factory: Callable[[int], Settings]) -> AsyncIterator[Live]:
+    """:func:`start_live` for a block: ``settings_factory(port)`` builds the settings (for
+    the few that depend on the port). On exit the app closes and the tables are bound
+    again to the engine they had before, so an extra app inside a test leaves the
+    module's app usable."""
+    import piccolo_conf
+    from server.storage import db
+
+    previous = getattr(piccolo_conf, "DB", None)
+    running = await start_live(settings_factory)
+    try:
+        yield running
+    finally:
+        await running.server.close()
+        if previous is not None:
+            db.use_engine(previous)
+
+
+@asynccontextmanager
 async def live_with_gemini(
     database_url: str, *, default_script: Script | None = None, **overrides: Any
 ) -> AsyncIterator[tuple[Live, FakeGemini]]:
-    """The app on a real port whose Gemini is the local stand-in
+    """:func:`live_app` whose Gemini is the local stand-in
     (:class:`standins.gemini.FakeGemini`, returned beside it): the real google-genai
     SDK talks to it over HTTP. ``overrides`` are settings (fast retries by default)."""
     fake = FakeGemini(default_script=default_script)
     url = await fake.start()
     try:
-        live = await start_live(
-            lambda port: make_settings(
-                database_url,
-                port=port,
-                **{
-                    "gemini_api_key": "k",
-                    "gemini_base_url": url,
-                    "gemini_retry_backoff": 0.01,
-                    **overrides,
-                },
-            )
-        )
-        try:
+        settings = {
+            "gemini_api_key": "k",
+            "gemini_base_url": url,
+            "gemini_retry_backoff": 0.01,
+            **overrides,
+        }
+        async with live_app(database_url, **settings) as live:
             yield live, fake
-        finally:
-            await live.server.close()
     finally:
         await fake.stop()
 
 
+@pytest.fixture(scope="module")
+def live_settings() -> dict[str, Any]:
+    """Setting overrides for this module's :func:`live` app: none here; a module that needs
+    some overrides this fixture (``return {"device_poll_interval": 1}``)."""
+    return {}
+
+
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def live(database_url: str) -> AsyncIterator[Live]:
-    """The app on a real socket, on this module's database (both engines)."""
-    running = await start_live(lambda port: make_settings(database_url, port=port))
-    try:
+async def live(database_url: str, live_settings: dict[str, Any]) -> AsyncIterator[Live]:
+    """The app on a real socket, on this module's database (both engines), with the
+    module's :func:`live_settings`."""
+    async with live_app(database_url, **live_settings) as running:
         yield running
-    finally:
-        await running.server.close()
 
 
 @pytest.fixture

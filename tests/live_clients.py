@@ -7,12 +7,15 @@ either side shows up as a failing test rather than cancelling out.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 import orjson
+
+# What ClientSession.post returns: awaitable, and an async context manager.
+from aiohttp.client import _RequestContextManager
 
 
 @dataclass
@@ -56,17 +59,49 @@ async def read_ndjson(resp: aiohttp.ClientResponse) -> list[dict[str, Any]]:
     return out
 
 
+def post_chat(
+    http: aiohttp.ClientSession,
+    url: str,
+    token: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    **body: Any,
+) -> _RequestContextManager:
+    """``POST /api/chat`` with ``body`` as JSON under ``token``; the raw response, to use as
+    ``async with post_chat(...) as resp`` (or to await and release), for a test that reads
+    the status, headers or body itself. ``headers`` add to the bearer token."""
+    return http.post(
+        url + "/api/chat",
+        json=body,
+        headers={"Authorization": f"Bearer {token}", **(headers or {})},
+    )
+
+
+async def chat(
+    http: aiohttp.ClientSession, url: str, token: str, **body: Any
+) -> list[dict[str, Any]]:
+    """``POST /api/chat`` that must answer 200 in NDJSON; its lines."""
+    async with post_chat(http, url, token, **body) as resp:
+        assert resp.status == 200, await resp.text()
+        assert resp.content_type == "application/x-ndjson", resp.content_type
+        return await read_ndjson(resp)
+
+
+async def chat_result(
+    http: aiohttp.ClientSession, url: str, token: str, **body: Any
+) -> tuple[int, list[dict[str, Any]]]:
+    """``POST /api/chat`` whatever it answers: ``(status, NDJSON lines)`` on a 200,
+    ``(status, [the error's JSON body])`` otherwise."""
+    async with post_chat(http, url, token, **body) as resp:
+        if resp.status != 200:
+            return resp.status, [orjson.loads(await resp.read())]
+        return 200, await read_ndjson(resp)
+
+
 async def new_conversation(http: aiohttp.ClientSession, url: str, token: str) -> str:
     """A new conversation with one answered demo turn (``POST /api/chat``); its id."""
-    async with http.post(
-        url + "/api/chat",
-        json={"message": "warm", "aiModel": "demo"},
-        headers={"Authorization": f"Bearer {token}"},
-    ) as resp:
-        assert resp.status == 200, await resp.text()
-        first = orjson.loads(await resp.content.readline())
-        await resp.read()
-    return str(first["data"]["conversationId"])
+    lines = await chat(http, url, token, message="warm", aiModel="demo")
+    return str(lines[0]["data"]["conversationId"])
 
 
 CONTROL = frozenset({"subscribed", "ack", "fault"})

@@ -5,13 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
 import pytest
-import pytest_asyncio
 import structlog
 
 from server.core.device_clients import ANY_CLIENT, KNOWN_CLIENTS
@@ -22,10 +20,9 @@ from tests.auth_helpers import (
     fresh_ip,
     make_user_session,
     new_code,
-    running,
     session_cookie,
 )
-from tests.conftest import Live, make_settings, start_live
+from tests.conftest import Live, live_app, make_settings
 from tests.process_stats import refusals
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -34,17 +31,9 @@ GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 CODE_RE = re.compile(r"^[BCDFGHJKLMNPQRSTVWXZ]{4}-[BCDFGHJKLMNPQRSTVWXZ]{4}$")
 
 
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def live(database_url: str) -> AsyncIterator[Live]:
-    running_app = await start_live(
-        lambda port: make_settings(
-            database_url, port=port, device_poll_interval=1, trusted_proxies=["127.0.0.1/32"]
-        )
-    )
-    try:
-        yield running_app
-    finally:
-        await running_app.server.close()
+@pytest.fixture(scope="module")
+def live_settings() -> dict[str, Any]:
+    return {"device_poll_interval": 1, "trusted_proxies": ["127.0.0.1/32"]}
 
 
 async def poll(
@@ -201,10 +190,10 @@ async def test_claim_answer_says_who_asked_when_and_from_where(live: Live) -> No
 
 async def test_any_client_opt_out_marks_it_unverified(live: Live) -> None:
     token, _ = await make_user_session("Liskov", "liskov@example.test")
-    factory = lambda port: make_settings(  # noqa: E731
-        live.settings.database_url, port=port, device_client_ids=["*"]
-    )
-    async with running(factory) as other, aiohttp.ClientSession() as http:
+    async with (
+        live_app(live.settings.database_url, device_client_ids=["*"]) as other,
+        aiohttp.ClientSession() as http,
+    ):
         code = await new_code(http, other, client_id="Cero official CLI")
         async with http.get(
             other.url + "/api/auth/device",
@@ -218,10 +207,10 @@ async def test_any_client_opt_out_marks_it_unverified(live: Live) -> None:
 
 
 async def test_unknown_client_id_is_invalid_client(live: Live) -> None:
-    factory = lambda port: make_settings(  # noqa: E731
-        live.settings.database_url, port=port, device_client_ids=["cero-cli"]
-    )
-    async with running(factory) as other, aiohttp.ClientSession() as http:
+    async with (
+        live_app(live.settings.database_url, device_client_ids=["cero-cli"]) as other,
+        aiohttp.ClientSession() as http,
+    ):
         async with http.post(
             other.url + "/api/auth/device/code", json={"client_id": "someone-else"}
         ) as resp:
@@ -605,8 +594,7 @@ async def test_sixth_wrong_code_is_rate_limited(live: Live) -> None:
 
 
 async def test_untrusted_forwarded_for_is_ignored(live: Live) -> None:
-    factory = lambda port: make_settings(live.settings.database_url, port=port)  # noqa: E731
-    async with running(factory) as other, aiohttp.ClientSession() as http:
+    async with live_app(live.settings.database_url) as other, aiohttp.ClientSession() as http:
         for n in range(5):
             async with http.get(
                 other.url + "/api/auth/device",

@@ -16,7 +16,7 @@ import pytest_asyncio
 from server.storage.tables import Account
 from standins.github import FakeGitHub, FakeUser
 from tests.auth_helpers import bearer, codec, cookie_header, set_cookies
-from tests.conftest import Live, make_settings, start_live
+from tests.conftest import Live, live_app
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -35,22 +35,18 @@ class Env:
 async def env(database_url: str) -> AsyncIterator[Env]:
     gh = FakeGitHub(CLIENT_ID, CLIENT_SECRET)
     await gh.start()
-    live = await start_live(
-        lambda port: make_settings(
+    try:
+        async with live_app(
             database_url,
-            port=port,
             github_client_id=CLIENT_ID,
             github_client_secret=CLIENT_SECRET,
             github_url=gh.web_url,
             github_api_url=gh.api_url,
             trusted_origins_setting=[TRUSTED],
-        )
-    )
-    gh.registered_redirect_uri = f"{live.settings.public_url}/api/auth/callback/github"
-    try:
-        yield Env(live=live, gh=gh)
+        ) as live:
+            gh.registered_redirect_uri = f"{live.settings.public_url}/api/auth/callback/github"
+            yield Env(live=live, gh=gh)
     finally:
-        await live.server.close()
         await gh.stop()
 
 

@@ -15,12 +15,12 @@ import asyncio
 import ipaddress
 import os
 import stat
-from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import orjson
-import pytest_asyncio
+import pytest
 
 from server.core.client_ip import _trusted
 from server.core.config import load_settings
@@ -33,24 +33,16 @@ from tests.auth_helpers import (
     raw_http,
     session_cookie,
 )
-from tests.conftest import Live, make_settings, start_live
+from tests.conftest import Live
 
 # Async tests run on the module loop (asyncio_default_test_loop_scope in pyproject.toml).
 
 GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 
 
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def live(database_url: str) -> AsyncIterator[Live]:
-    running_app = await start_live(
-        lambda port: make_settings(
-            database_url, port=port, device_poll_interval=1, trusted_proxies=["127.0.0.1/32"]
-        )
-    )
-    try:
-        yield running_app
-    finally:
-        await running_app.server.close()
+@pytest.fixture(scope="module")
+def live_settings() -> dict[str, Any]:
+    return {"device_poll_interval": 1, "trusted_proxies": ["127.0.0.1/32"]}
 
 
 # -- 1. parallel wrong codes ---------------------------------------------------------------

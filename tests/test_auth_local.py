@@ -11,8 +11,8 @@ import aiohttp
 import pytest
 import structlog
 
-from tests.auth_helpers import bearer, cookie_header, running, set_cookies
-from tests.conftest import make_settings
+from tests.auth_helpers import bearer, cookie_header, set_cookies
+from tests.conftest import live_app
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -34,7 +34,7 @@ def link_in(events: Sequence[Mapping[str, Any]], err: str) -> str | None:
 
 async def test_local_link_works_once(database_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     with structlog.testing.capture_logs() as events:
-        ctx = running(lambda port: make_settings(database_url, port=port))
+        ctx = live_app(database_url)
         live = await ctx.__aenter__()
     try:
         url = link_in(events, capsys.readouterr().err)
@@ -68,7 +68,7 @@ async def test_no_link_and_403_on_a_non_loopback_bind(
     database_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with structlog.testing.capture_logs() as events:
-        ctx = running(lambda port: make_settings(database_url, port=port, host="0.0.0.0"))
+        ctx = live_app(database_url, host="0.0.0.0")
         live = await ctx.__aenter__()
     try:
         err = capsys.readouterr().err
@@ -86,11 +86,7 @@ async def test_https_public_url_gives_secure_prefixed_cookies(
     database_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with structlog.testing.capture_logs() as events:
-        ctx = running(
-            lambda port: make_settings(
-                database_url, port=port, public_url_setting="https://cero.example"
-            )
-        )
+        ctx = live_app(database_url, public_url_setting="https://cero.example")
         live = await ctx.__aenter__()
     try:
         url = link_in(events, capsys.readouterr().err)
@@ -112,7 +108,7 @@ async def test_device_page_flow(database_url: str, capsys: pytest.CaptureFixture
     # "*": any client id is accepted (the operator's opt-out), so the page must say the
     # client is unverified and show its id only as escaped text.
     with structlog.testing.capture_logs() as events:
-        ctx = running(lambda port: make_settings(database_url, port=port, device_client_ids=["*"]))
+        ctx = live_app(database_url, device_client_ids=["*"])
         live = await ctx.__aenter__()
     try:
         own = live.settings.public_url

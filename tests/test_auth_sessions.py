@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
 
 import aiohttp
 import pytest
-import pytest_asyncio
 
 from server.auth.cookies import sign_value
 from server.core.app_keys import SESSIONS
@@ -24,20 +22,11 @@ from tests.auth_helpers import (
     session_cookie,
     set_cookies,
 )
-from tests.conftest import Live, make_settings, start_live
+from tests.conftest import Live
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
-
-
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def live(database_url: str) -> AsyncIterator[Live]:
-    app = await start_live(lambda port: make_settings(database_url, port=port))
-    try:
-        yield app
-    finally:
-        await app.server.close()
 
 
 async def session_row(token: str) -> dict[str, object]:

@@ -32,7 +32,8 @@ from server.core.ids import new_id, token_hash
 from server.storage.tables import Session
 from server.transports.protocol import ClientFrame
 from tests.auth_helpers import bearer, fresh_ip, make_user_session, new_code, session_cookie
-from tests.conftest import Live, make_settings, start_live
+from tests.conftest import Live, live_app
+from tests.live_clients import chat
 
 FOREIGN = "http://evil.test"
 UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
@@ -172,22 +173,13 @@ def _path(route: str, target: dict[str, str]) -> str:
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def world(database_url: str) -> AsyncIterator[World]:
-    live = await start_live(
-        lambda port: make_settings(
-            database_url, port=port, trusted_proxies=["127.0.0.1/32"], device_code_limit=1000
-        )
-    )
-    try:
+    async with live_app(
+        database_url, trusted_proxies=["127.0.0.1/32"], device_code_limit=1000
+    ) as live:
         a_token, _ = await make_user_session("Alice")
         b_token, _ = await make_user_session("Bob")
         async with aiohttp.ClientSession() as http:
-            async with http.post(
-                live.url + "/api/chat",
-                json={"message": "mine", "aiModel": "demo"},
-                headers=bearer(a_token),
-            ) as resp:
-                assert resp.status == 200, await resp.text()
-                lines = [orjson.loads(line) for line in (await resp.read()).splitlines()]
+            lines = await chat(http, live.url, a_token, message="mine", aiModel="demo")
             assert lines[-1]["topic"] == "done", lines[-1]
             a_conv = lines[0]["data"]["conversationId"]
             async with http.get(
@@ -202,8 +194,6 @@ async def world(database_url: str) -> AsyncIterator[World]:
             ) as resp:
                 assert resp.status == 200 and "client_id" in await resp.json()
         yield World(live, a_token, b_token, a_conv, a_session, code)
-    finally:
-        await live.server.close()
 
 
 async def _dead_tokens(http: aiohttp.ClientSession, live: Live) -> dict[str, str]:

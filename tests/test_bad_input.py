@@ -14,8 +14,8 @@ import pytest_asyncio
 from server.core.ids import token_hash
 from server.storage.tables import Conversation, Message, Session
 from tests.auth_helpers import bearer, make_user_session, session_cookie
-from tests.conftest import Live, make_settings, start_live
-from tests.live_clients import read_ndjson
+from tests.conftest import Live
+from tests.live_clients import chat
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -29,9 +29,9 @@ class Env:
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def env(database_url: str) -> AsyncIterator[Env]:
+async def env(live: Live) -> AsyncIterator[Env]:
     e = Env()
-    e.live = await start_live(lambda port: make_settings(database_url, port=port))
+    e.live = live
     e.owner, _ = await make_user_session("Owner")
     e.other, _ = await make_user_session("Other")
     e.expired, _ = await make_user_session("Expired")
@@ -41,14 +41,9 @@ async def env(database_url: str) -> AsyncIterator[Env]:
         .run()
     )
     async with aiohttp.ClientSession() as http:
-        async with http.post(
-            e.live.url + "/api/chat",
-            json={"message": "keep me", "aiModel": "demo"},
-            headers=bearer(e.owner),
-        ) as r:
-            e.conversation_id = (await read_ndjson(r))[0]["data"]["conversationId"]
+        lines = await chat(http, e.live.url, e.owner, message="keep me", aiModel="demo")
+        e.conversation_id = lines[0]["data"]["conversationId"]
     yield e
-    await e.live.server.close()
 
 
 def endpoints(cid: str) -> list[tuple[str, str, bool]]:

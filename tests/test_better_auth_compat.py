@@ -11,16 +11,14 @@ import asyncio
 import json
 import os
 import shutil
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-import pytest_asyncio
 
 from tests.auth_helpers import bearer, make_user_session
-from tests.conftest import IN_CI, Live, make_settings, start_live
+from tests.conftest import IN_CI, Live
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -47,17 +45,9 @@ def _need_node() -> None:
         pytest.skip(problem)
 
 
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def live(database_url: str) -> AsyncIterator[Live]:
-    app = await start_live(
-        lambda port: make_settings(
-            database_url, port=port, device_poll_interval=1, device_client_ids=[CLIENT_ID]
-        )
-    )
-    try:
-        yield app
-    finally:
-        await app.server.close()
+@pytest.fixture(scope="module")
+def live_settings() -> dict[str, Any]:
+    return {"device_poll_interval": 1, "device_client_ids": [CLIENT_ID]}
 
 
 async def _next_event(proc: asyncio.subprocess.Process) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from server.storage.tables import Message
 from standins.gemini import FakeGemini, Script
 from tests.auth_helpers import bearer, make_user_session
 from tests.conftest import Live, live_with_gemini
-from tests.live_clients import WsPeer, check_seq, read_ndjson, read_sse, token_text
+from tests.live_clients import WsPeer, chat, check_seq, post_chat, read_sse, token_text
 from tests.process_stats import METRICS_AUTH
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -99,13 +99,10 @@ class Env:
         return WsPeer(ws).start()
 
     async def chat(self, token: str, **body: Any) -> list[dict[str, Any]]:
-        async with self.http.post(self.url + "/api/chat", json=body, headers=bearer(token)) as r:
-            assert r.status == 200, await r.text()
-            assert r.content_type == "application/x-ndjson"
-            return await read_ndjson(r)
+        return await chat(self.http, self.url, token, **body)
 
     async def open_chat(self, token: str, **body: Any) -> ChatStream:
-        r = await self.http.post(self.url + "/api/chat", json=body, headers=bearer(token))
+        r = await post_chat(self.http, self.url, token, **body)
         assert r.status == 200, await r.text()
         return ChatStream(r).start()
 
@@ -194,11 +191,14 @@ async def test_sse_gemini_turn_with_tools_and_citations(env: Env) -> None:
             },
         )
     )
-    headers = {**bearer(env.alice), "Accept": "text/event-stream"}
-    async with env.http.post(
-        env.url + "/api/chat",
-        json={"message": "find it", "aiModel": MODEL, "tools": ["google_search"]},
-        headers=headers,
+    async with post_chat(
+        env.http,
+        env.url,
+        env.alice,
+        headers={"Accept": "text/event-stream"},
+        message="find it",
+        aiModel=MODEL,
+        tools=["google_search"],
     ) as r:
         assert r.status == 200 and r.content_type == "text/event-stream"
         events = [e async for e in read_sse(r)]
@@ -359,10 +359,13 @@ async def test_busy_and_idempotent_retry(env: Env) -> None:
     first = await env.open_chat(env.alice, **body)
     init = await first.until(lambda line: line["topic"] == "init")
     conversation_id = init["data"]["conversationId"]
-    async with env.http.post(
-        env.url + "/api/chat",
-        json={"message": "second", "conversationId": conversation_id, "aiModel": "demo"},
-        headers=bearer(env.alice),
+    async with post_chat(
+        env.http,
+        env.url,
+        env.alice,
+        message="second",
+        conversationId=conversation_id,
+        aiModel="demo",
     ) as r:
         assert r.status == 409
         assert (await r.json())["code"] == "conversation_busy"
@@ -419,11 +422,7 @@ async def test_other_users_conversation_is_404_everywhere(env: Env) -> None:
         env.http.patch(base, json={"shortTitle": "x"}, headers=h),
         env.http.delete(base, headers=h),
         env.http.post(base + "/cancel", json={}, headers=h),
-        env.http.post(
-            env.url + "/api/chat",
-            json={"message": "hi", "conversationId": conversation_id},
-            headers=h,
-        ),
+        post_chat(env.http, env.url, env.bob, message="hi", conversationId=conversation_id),
         env.http.get(f"{env.url}/api/conversations/nonexistent/messages", headers=h),
     ]
     for request in checks:
@@ -502,9 +501,7 @@ async def test_chat_bad_input(env: Env, body: bytes, field: str | None) -> None:
 
 async def test_chat_limits_and_credentials(env: Env) -> None:
     too_long = "x" * (env.live.settings.max_message_chars + 1)
-    async with env.http.post(
-        env.url + "/api/chat", json={"message": too_long}, headers=bearer(env.alice)
-    ) as r:
+    async with post_chat(env.http, env.url, env.alice, message=too_long) as r:
         assert r.status == 400
     async with env.http.post(
         env.url + "/api/chat", data=b"x" * (2 << 20), headers=bearer(env.alice)

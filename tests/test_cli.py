@@ -30,7 +30,8 @@ from client.follow import Follower
 from client.output import Output
 from client.sse import ServerSentEvent
 from tests.auth_helpers import bearer, make_user_session
-from tests.conftest import Live, make_settings, start_live
+from tests.conftest import Live
+from tests.live_clients import post_chat
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]
 
@@ -38,18 +39,17 @@ CERO = Path(sys.executable).with_name("cero")
 WAIT = 20.0
 
 
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def live(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Live]:
+@pytest.fixture(scope="module")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """SQLite only: the CLI's behaviour does not depend on the engine."""
+    return f"sqlite:///{tmp_path_factory.mktemp('cli') / 'cero.db'}"
+
+
+@pytest.fixture(scope="module")
+def live_settings() -> dict[str, Any]:
     """A server with a secret (production-like: no model fallback), a demo answer of about
     two seconds (so a test sees it mid-way) and a one-second device poll interval."""
-    url = f"sqlite:///{tmp_path_factory.mktemp('cli') / 'cero.db'}"
-    running = await start_live(
-        lambda port: make_settings(url, port=port, demo_token_delay=0.05, device_poll_interval=1)
-    )
-    try:
-        yield running
-    finally:
-        await running.server.close()
+    return {"demo_token_delay": 0.05, "device_poll_interval": 1}
 
 
 @dataclass
@@ -431,10 +431,8 @@ async def test_watch_resumes_after_a_network_drop_with_last_event_id(cli: Cli, l
         async with aiohttp.ClientSession() as http:
 
             async def chat() -> tuple[int, bytes]:
-                async with http.post(
-                    live.url + "/api/chat",
-                    json={"message": "watch this", "conversationId": conversation},
-                    headers=bearer(token),
+                async with post_chat(
+                    http, live.url, token, message="watch this", conversationId=conversation
                 ) as resp:
                     return resp.status, await resp.read()  # to the answer's end (NDJSON)
 
@@ -500,10 +498,8 @@ async def test_watch_joins_an_answer_in_progress(cli: Cli, live: Live) -> None:
     ``resumeCursor``): every moment's stdout is a prefix of the final text, nothing twice."""
     token = await signed_in(cli)
     async with aiohttp.ClientSession() as http:
-        async with http.post(
-            live.url + "/api/chat",
-            json={"message": "join me while many words stream one by one"},
-            headers=bearer(token),
+        async with post_chat(
+            http, live.url, token, message="join me while many words stream one by one"
         ) as resp:
             init = orjson.loads(await resp.content.readline())
             assert init["topic"] == "init"

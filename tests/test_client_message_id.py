@@ -24,7 +24,7 @@ from server.storage.chat_store import PiccoloConversationStore, create_conversat
 from server.storage.tables import Message
 from tests.auth_helpers import bearer, make_user_session
 from tests.conftest import Live
-from tests.live_clients import WsPeer, read_ndjson
+from tests.live_clients import WsPeer, chat, post_chat, read_ndjson
 from tests.server_process import serve_many
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -39,11 +39,7 @@ class Env:
     bob: str
 
     async def chat(self, token: str, **body: Any) -> list[dict[str, Any]]:
-        async with self.http.post(
-            self.live.url + "/api/chat", json=body, headers=bearer(token)
-        ) as r:
-            assert r.status == 200, await r.text()
-            return await read_ndjson(r)
+        return await chat(self.http, self.live.url, token, **body)
 
     async def conversation(self, token: str, message: str) -> str:
         """A conversation holding one finished turn sent without a key."""
@@ -264,15 +260,14 @@ async def test_two_processes_racing_one_key_make_one_generation(
     ):
 
         async def send(url: str, conversation_id: str, key: str) -> dict[str, Any]:
-            async with http.post(
-                f"{url}/api/chat",
-                json={
-                    "message": "raced across processes",
-                    "aiModel": "demo",
-                    "clientMessageId": key,
-                    "conversationId": conversation_id,
-                },
-                headers=bearer(env.alice),
+            async with post_chat(
+                http,
+                url,
+                env.alice,
+                message="raced across processes",
+                aiModel="demo",
+                clientMessageId=key,
+                conversationId=conversation_id,
             ) as r:
                 assert r.status == 200, await r.text()
                 return init_of(await read_ndjson(r))

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +33,8 @@ from tests.cluster_harness import (
     lease_owner,
 )
 from tests.conditions import until
-from tests.live_clients import WsPeer, check_seq, read_sse, token_text
-from tests.process_stats import METRICS_AUTH
+from tests.live_clients import WsPeer, chat_result, check_seq, post_chat, read_sse, token_text
+from tests.process_stats import METRICS_AUTH, scrape, total
 from tests.server_process import ServerProcess
 
 pg_url = cluster_harness.pg_url  # the module's PostgreSQL database (a fixture)
@@ -87,11 +87,7 @@ async def chat(
     body: dict[str, Any] = {"message": message, "aiModel": model, **extra}
     if conversation_id is not None:
         body["conversationId"] = conversation_id
-    async with http.post(f"{server.url}/api/chat", json=body, headers=bearer(token)) as resp:
-        if resp.status != 200:
-            return resp.status, [await resp.json()]
-        lines = [orjson.loads(raw) for raw in (await resp.read()).splitlines() if raw.strip()]
-        return 200, lines
+    return await chat_result(http, server.url, token, **body)
 
 
 async def warm_up(http: aiohttp.ClientSession, owner: ServerProcess, token: str) -> str:
@@ -125,6 +121,27 @@ def metric(text: str, name: str) -> float:
 
 def metric_or_zero(text: str, name: str) -> float:
     return next((float(x.split()[-1]) for x in text.splitlines() if x.startswith(name + " ")), 0.0)
+
+
+async def streaming_row() -> dict[str, Any] | None:
+    """A message row still streaming (any), or None."""
+    row: dict[str, Any] | None = (
+        await Message.select().where(Message.status == "streaming").first().run()
+    )
+    return row
+
+
+async def streaming() -> bool:
+    return await streaming_row() is not None
+
+
+def lease_released(cluster: Cluster, conversation_id: str) -> Callable[[], Awaitable[bool]]:
+    """A condition: no process holds ``conversation_id``'s lease."""
+
+    async def released() -> bool:
+        return await lease_owner(cluster.prefix, conversation_id) is None
+
+    return released
 
 
 def generated_on(server: ServerProcess, generation_id: str) -> bool:
@@ -221,15 +238,7 @@ async def test_send_through_b_runs_on_owner_a(cluster: Cluster) -> None:
     async with aiohttp.ClientSession() as http:
         # A long first answer through A keeps A's lease while B is asked.
         first = asyncio.create_task(chat(http, a, token, "one " * 30))
-        for _ in range(200):
-            rows = (
-                await Message.select(Message.conversation_id)
-                .where(Message.status == "streaming")
-                .run()
-            )
-            if rows:
-                break
-            await asyncio.sleep(0.05)
+        await until(streaming, what="an answer streaming on A")
         status, lines = await first
         assert status == 200, lines
         conversation_id = lines[0]["data"]["conversationId"]
@@ -340,10 +349,8 @@ async def test_owner_killed_mid_answer(cluster: Cluster, gemini: tuple[FakeGemin
         received: list[tuple[str, float]] = []
         message_id = ""
         killed_at = 0.0
-        async with http.post(
-            f"{a.url}/api/chat",
-            json={"message": "long one", "aiModel": GEMINI, "conversationId": conversation_id},
-            headers=bearer(token),
+        async with post_chat(
+            http, a.url, token, message="long one", aiModel=GEMINI, conversationId=conversation_id
         ) as resp:
             async for raw in resp.content:
                 line = orjson.loads(raw)
@@ -410,21 +417,25 @@ async def test_fencing_a_paused_owner(cluster: Cluster, gemini: tuple[FakeGemini
         conversation_id = await warm_up(http, a, token)
         ws = await watch(http, b, token, conversation_id)
 
-        old_id = ""
+        old_id = old_generation = ""
         tokens = 0
         paused = asyncio.Event()
 
         async def run_on_a() -> None:
-            nonlocal old_id, tokens
-            async with http.post(
-                f"{a.url}/api/chat",
-                json={"message": "old one", "aiModel": GEMINI, "conversationId": conversation_id},
-                headers=bearer(token),
+            nonlocal old_id, old_generation, tokens
+            async with post_chat(
+                http,
+                a.url,
+                token,
+                message="old one",
+                aiModel=GEMINI,
+                conversationId=conversation_id,
             ) as resp:
                 async for raw in resp.content:
                     line = orjson.loads(raw)
                     if line["topic"] == "init":
                         old_id = line["data"]["messageId"]
+                        old_generation = line["data"]["generationId"]
                     elif line["topic"] == "token":
                         tokens += 1
                         if tokens == 150 and not paused.is_set():
@@ -445,11 +456,16 @@ async def test_fencing_a_paused_owner(cluster: Cluster, gemini: tuple[FakeGemini
         assert old_row is not None and old_row["status"] == "interrupted"
 
         a.signal(signal.SIGCONT)
-        deadline = time.monotonic() + 10
-        while "lease_lost" not in a.log() and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
-        assert "lease_lost" in a.log(), a.log()
-        await asyncio.sleep(1.0)  # what the old owner would still write, it writes now
+        await until(lambda: "lease_lost" in a.log(), what="A logs lease_lost")
+
+        # What the old owner would still write, it writes now: its generation ends (its
+        # terminal write tried) and its write queue empties.
+        async def a_is_done() -> bool:
+            if not generated_on(a, old_generation):
+                return False
+            return total(await scrape(http, a.url), "cero_db_write_queue") == 0
+
+        await until(a_is_done, what="A's old generation ended, its writes done")
         after = await Message.select().where(Message.id == old_id).first().run()
         assert after is not None
         assert after["status"] == "interrupted"
@@ -526,11 +542,8 @@ async def test_delete_through_a_non_owner(cluster: Cluster, gemini: tuple[FakeGe
         for peer in peers:
             gone = await peer.wait_for(lambda f: f["type"] == "unsubscribed", timeout=10)
             assert gone["conversationId"] == conversation_id
-        for _ in range(40):  # given back once what the actor appended last is written
-            if await lease_owner(cluster.prefix, conversation_id) is None:
-                break
-            await asyncio.sleep(0.05)
-        assert await lease_owner(cluster.prefix, conversation_id) is None
+        # Given back once what the actor appended last is written.
+        await until(lease_released(cluster, conversation_id), 2, what="the lease given back")
         rows = await Message.select().where(Message.conversation_id == conversation_id).run()
         assert rows == []
         for peer in peers:
@@ -546,12 +559,8 @@ async def test_a_starting_process_leaves_live_answers_alone(
     fake.enqueue(Script(chunks=[f"s{i:04d} " for i in range(800)], chunk_delay=0.01))
     async with aiohttp.ClientSession() as http:
         sending = asyncio.create_task(chat(http, a, token, "long", model=GEMINI))
-        row: dict[str, Any] | None = None
-        for _ in range(200):
-            row = await Message.select().where(Message.status == "streaming").first().run()
-            if row is not None:
-                break
-            await asyncio.sleep(0.02)
+        await until(streaming, 4, what="an answer streaming on A")
+        row = await streaming_row()
         assert row is not None
         c = await cluster.start()
         still = await Message.select().where(Message.id == row["id"]).first().run()
@@ -566,12 +575,8 @@ async def test_a_starting_process_leaves_live_answers_alone(
         # lives, so the sweep leaves the row, and takes it once the lease has expired.
         fake.enqueue(Script(chunks=[f"k{i:04d} " for i in range(800)], chunk_delay=0.01))
         sending = asyncio.create_task(chat(http, c, token, "long", model=GEMINI))
-        row = None
-        for _ in range(200):
-            row = await Message.select().where(Message.status == "streaming").first().run()
-            if row is not None:
-                break
-            await asyncio.sleep(0.02)
+        await until(streaming, 4, what="an answer streaming on C")
+        row = await streaming_row()
         assert row is not None
         a.signal(signal.SIGTERM)
         c.signal(signal.SIGKILL)
@@ -579,15 +584,14 @@ async def test_a_starting_process_leaves_live_answers_alone(
         with contextlib.suppress(aiohttp.ClientError):
             await sending
         await cluster.start()
-        status_now = ""
-        while time.monotonic() - killed < LEASE_TTL + 6:
-            after = await Message.select().where(Message.id == row["id"]).first().run()
+        row_id = row["id"]
+
+        async def interrupted() -> bool:
+            after = await Message.select().where(Message.id == row_id).first().run()
             assert after is not None
-            status_now = after["status"]
-            if status_now == "interrupted":
-                break
-            await asyncio.sleep(0.1)
-        assert status_now == "interrupted"
+            return bool(after["status"] == "interrupted")
+
+        await until(interrupted, LEASE_TTL + 6, every=0.1, what="the row interrupted")
         assert time.monotonic() - killed <= LEASE_TTL + 4
 
 
@@ -603,11 +607,8 @@ async def test_viewers_follow_when_ownership_moves(cluster: Cluster) -> None:
         ws = WsPeer(await http.ws_connect(a.ws_url, headers=bearer(token))).start()
         await ws.send(type="subscribe", conversationId=conversation_id)
         subscribed = await ws.wait_for(lambda f: f["type"] == "subscribed")
-        for _ in range(100):  # A's actor stops idle and gives its lease back
-            if await lease_owner(cluster.prefix, conversation_id) is None:
-                break
-            await asyncio.sleep(0.05)
-        assert await lease_owner(cluster.prefix, conversation_id) is None
+        # A's actor stops idle and gives its lease back.
+        await until(lease_released(cluster, conversation_id), 5, what="A's lease given back")
         status, lines = await chat(http, b, token, "on B", conversation_id)
         assert status == 200, lines
         init = of_topic(lines, "init")
@@ -651,11 +652,7 @@ async def test_redis_restart_keeps_running_answers(
             restarted = asyncio.Event()
 
             async def read() -> None:
-                async with http.post(
-                    f"{a.url}/api/chat",
-                    json={"message": "long", "aiModel": GEMINI},
-                    headers=bearer(token),
-                ) as resp:
+                async with post_chat(http, a.url, token, message="long", aiModel=GEMINI) as resp:
                     async for raw in resp.content:
                         line = orjson.loads(raw)
                         if line["topic"] == "token":
@@ -719,8 +716,12 @@ async def watch_through_redis_outage(
             owner_lines: list[dict[str, Any]] = []
 
             async def ask() -> None:
-                body = {"message": "steady", "aiModel": GEMINI, "conversationId": conversation_id}
-                async with http.post(f"{a.url}/api/chat", json=body, headers=bearer(token)) as r:
+                body: dict[str, Any] = {
+                    "message": "steady",
+                    "aiModel": GEMINI,
+                    "conversationId": conversation_id,
+                }
+                async with post_chat(http, a.url, token, **body) as r:
                     assert r.status == 200, await r.text()
                     async for raw in r.content:
                         owner_lines.append(orjson.loads(raw))
@@ -827,10 +828,13 @@ async def test_the_per_user_limit_counts_forwarded_sends(
 
         async def stall_on(server: ServerProcess, conversation_id: str) -> aiohttp.ClientResponse:
             fake.enqueue(stalling)
-            resp = await http.post(
-                f"{server.url}/api/chat",
-                json={"message": "hold", "aiModel": GEMINI, "conversationId": conversation_id},
-                headers=bearer(token),
+            resp = await post_chat(
+                http,
+                server.url,
+                token,
+                message="hold",
+                aiModel=GEMINI,
+                conversationId=conversation_id,
             )
             assert resp.status == 200, await resp.text()
             first = orjson.loads(await resp.content.readline())
@@ -842,10 +846,8 @@ async def test_the_per_user_limit_counts_forwarded_sends(
         assert await lease_owner(cluster.prefix, c1) != await lease_owner(cluster.prefix, c2)
         assert await slots_in_redis(cluster.prefix, user_id) == 2
         for server in (a, b):
-            async with http.post(
-                f"{server.url}/api/chat",
-                json={"message": "one more", "aiModel": "demo", "conversationId": c3},
-                headers=bearer(token),
+            async with post_chat(
+                http, server.url, token, message="one more", aiModel="demo", conversationId=c3
             ) as resp:
                 assert resp.status == 429, await resp.text()
                 assert (await resp.json())["code"] == "rate_limited"
@@ -883,10 +885,7 @@ async def test_non_owner_resume_cursor_replays_from_init(
     release = asyncio.Event()
     fake.enqueue(Script(chunks=[f"j{i} " for i in range(40)], release_after=15, release=release))
     async with aiohttp.ClientSession() as http:
-        resp = await http.post(
-            f"{a.url}/api/chat", json={"message": "join on b", "aiModel": GEMINI},
-            headers=bearer(token),
-        )  # fmt: skip
+        resp = await post_chat(http, a.url, token, message="join on b", aiModel=GEMINI)
         assert resp.status == 200
         text = ""
         init: dict[str, Any] = {}

@@ -29,8 +29,9 @@ import redis.asyncio as redis
 
 from server.storage.tables import Message
 from tests import cluster_harness
-from tests.auth_helpers import bearer, make_user_session
+from tests.auth_helpers import make_user_session
 from tests.cluster_harness import Cluster, PrivateRedis
+from tests.live_clients import post_chat
 from tests.server_process import ServerProcess
 
 pg_url = cluster_harness.pg_url  # the module's PostgreSQL database (a fixture)
@@ -49,10 +50,10 @@ async def _chat(
     n: int,
     conversation_id: str | None = None,
 ) -> tuple[int, Any]:
-    body = {"message": f"answer {n}", "aiModel": "demo"}
+    body: dict[str, Any] = {"message": f"answer {n}", "aiModel": "demo"}
     if conversation_id is not None:
         body["conversationId"] = conversation_id
-    async with http.post(f"{server.url}/api/chat", json=body, headers=bearer(token)) as resp:
+    async with post_chat(http, server.url, token, **body) as resp:
         if resp.status != 200:
             return resp.status, await resp.text()
         lines = [orjson.loads(raw) for raw in (await resp.read()).splitlines() if raw.strip()]

@@ -27,6 +27,7 @@ import pytest
 from server.storage import db
 from tests.auth_helpers import make_user_session
 from tests.conditions import until
+from tests.live_clients import post_chat
 from tests.process_stats import fds, rss, scrape, total
 from tests.server_process import ServerProcess, serve
 
@@ -160,10 +161,8 @@ async def test_vanishing_clients_leak_nothing(tmp_path: Path) -> None:
         # (8 KiB per connection would be 8 MiB per round).
         assert rss1 - rss_first <= AGAIN_BOUND, (rss_first, rss1)
         # And it serves.
-        async with http.post(
-            server.url + "/api/chat",
-            json={"message": "still there?", "aiModel": "demo"},
-            headers={"Authorization": f"Bearer {token}"},
+        async with post_chat(
+            http, server.url, token, message="still there?", aiModel="demo"
         ) as resp:
             assert resp.status == 200, await resp.text()
             body = await resp.read()

@@ -25,7 +25,7 @@ from yarl import URL
 from server.auth.sessions import SessionStore
 from server.routes.openapi import OPS
 from tests.auth_helpers import bearer, make_user_session
-from tests.conftest import Live, make_settings, start_live
+from tests.conftest import Live
 from tests.live_clients import WsPeer, new_conversation
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -63,13 +63,11 @@ class Env:
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def env(database_url: str) -> AsyncIterator[Env]:
-    live = await start_live(lambda port: make_settings(database_url, port=port))
+async def env(live: Live) -> AsyncIterator[Env]:
     token, user_id = await make_user_session("Controls")
     async with aiohttp.ClientSession() as http:
         conversation_id = await new_conversation(http, live.url, token)
     yield Env(live, user_id, conversation_id)
-    await live.server.close()
 
 
 def _routes(live: Live) -> list[tuple[str, str]]:

@@ -15,6 +15,7 @@ from server.storage import db
 from server.storage.tables import Message
 from standins.gemini import FakeGemini, Script
 from tests.auth_helpers import bearer, make_user_session
+from tests.live_clients import post_chat
 from tests.server_process import ServerProcess, serve
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]
@@ -47,10 +48,8 @@ async def test_kill_mid_answer_then_restart(database_url: str, tmp_path: Path) -
             stamps: list[float] = []
             message_id = ""
             async with aiohttp.ClientSession() as http:
-                async with http.post(
-                    f"{server.url}/api/chat",
-                    json={"message": "crash test", "aiModel": "gemini-2.5-flash-lite"},
-                    headers=bearer(token),
+                async with post_chat(
+                    http, server.url, token, message="crash test", aiModel="gemini-2.5-flash-lite"
                 ) as resp:
                     async for raw in resp.content:
                         line = orjson.loads(raw)

@@ -30,7 +30,6 @@ from typing import Any
 
 import aiohttp
 import asyncpg
-import orjson
 import pytest
 
 from server.storage import db
@@ -39,6 +38,7 @@ from tests.auth_helpers import bearer, make_user_session
 from tests.cluster_harness import Cluster, require_redis
 from tests.conditions import until
 from tests.conftest import PG_ADMIN_URL, create_pg_database, drop_pg_database
+from tests.live_clients import chat_result, post_chat
 from tests.server_process import ServerProcess, serve
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]
@@ -94,13 +94,8 @@ async def _chat(
 ) -> tuple[int, list[dict[str, Any]], float]:
     """``POST /api/chat`` (NDJSON); ``(status, lines or [error body], seconds)``."""
     started = time.monotonic()
-    async with http.post(
-        f"{url}/api/chat", json={"message": "hello there", **body}, headers=bearer(token)
-    ) as resp:
-        if resp.status != 200:
-            return resp.status, [await resp.json()], time.monotonic() - started
-        lines = [orjson.loads(raw) async for raw in resp.content if raw.strip()]
-        return 200, lines, time.monotonic() - started
+    status, lines = await chat_result(http, url, token, **{"message": "hello there", **body})
+    return status, lines, time.monotonic() - started
 
 
 def _conversation_id(lines: list[dict[str, Any]]) -> str:
@@ -219,10 +214,8 @@ async def test_sigterm_exits_with_the_write_lock_held(tmp_path: Path, release: b
 
             async def stream() -> None:  # an answer streaming while the lock is taken
                 with contextlib.suppress(Exception):
-                    async with http.post(
-                        f"{server.url}/api/chat",
-                        json={"message": "hello there", "conversationId": conversation},
-                        headers=bearer(token),
+                    async with post_chat(
+                        http, server.url, token, message="hello there", conversationId=conversation
                     ) as resp:
                         async for raw in resp.content:
                             if b'"token"' in raw:

@@ -10,49 +10,38 @@ presence is still told, and delete still ends the subscription.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
-import pytest_asyncio
 
 from server.core.app_keys import REGISTRY
 from server.storage.chat_store import create_conversation
+from tests import live_clients
 from tests.auth_helpers import bearer, make_user_session
 from tests.conditions import until
-from tests.conftest import Live, make_settings, start_live
-from tests.live_clients import WsPeer, check_seq, read_ndjson, token_text
+from tests.conftest import Live
+from tests.live_clients import WsPeer, check_seq, token_text
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 IDLE = 0.3
 
 
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def live(database_url: str) -> AsyncIterator[Live]:
-    running = await start_live(
-        lambda port: make_settings(
-            database_url,
-            port=port,
-            actor_idle_timeout=IDLE,
-            ws_max_subscriptions=1000,
-            # One socket subscribes to 150 conversations in one go (the probe's case).
-            ws_frame_burst=1000,
-        )
-    )
-    yield running
-    await running.server.close()
+@pytest.fixture(scope="module")
+def live_settings() -> dict[str, Any]:
+    return {
+        "actor_idle_timeout": IDLE,
+        "ws_max_subscriptions": 1000,
+        # One socket subscribes to 150 conversations in one go (the probe's case).
+        "ws_frame_burst": 1000,
+    }
 
 
 async def chat(
     http: aiohttp.ClientSession, live: Live, token: str, **body: Any
 ) -> list[dict[str, Any]]:
-    async with http.post(
-        live.url + "/api/chat", json={"aiModel": "demo", **body}, headers=bearer(token)
-    ) as resp:
-        assert resp.status == 200, await resp.text()
-        return await read_ndjson(resp)
+    return await live_clients.chat(http, live.url, token, **{"aiModel": "demo", **body})
 
 
 async def peer(http: aiohttp.ClientSession, live: Live, token: str) -> WsPeer:

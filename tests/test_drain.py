@@ -30,6 +30,7 @@ from standins.gemini import FakeGemini, Script
 from tests.auth_helpers import bearer, make_user_session
 from tests.cluster_harness import Cluster, lease_owner, require_redis
 from tests.conftest import create_pg_database, drop_pg_database
+from tests.live_clients import post_chat
 from tests.server_process import serve
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]
@@ -193,11 +194,7 @@ async def test_sigterm_in_cluster_mode_releases_leases(tmp_path: Path) -> None:
         a, b = await cluster.start_many(2)
         fake.enqueue(Script(chunks=[f"c{i} " for i in range(FINISHING)], chunk_delay=0.05))
         async with aiohttp.ClientSession() as http:
-            async with http.post(
-                f"{a.url}/api/chat",
-                json={"message": "long", "aiModel": MODEL},
-                headers=bearer(token),
-            ) as resp:
+            async with post_chat(http, a.url, token, message="long", aiModel=MODEL) as resp:
                 assert resp.status == 200
                 lines: list[dict[str, Any]] = []
                 async for raw in resp.content:
@@ -216,10 +213,8 @@ async def test_sigterm_in_cluster_mode_releases_leases(tmp_path: Path) -> None:
             assert await lease_owner(cluster.prefix, conversation_id) is None
 
             started = time.monotonic()
-            async with http.post(
-                f"{b.url}/api/chat",
-                json={"message": "next", "aiModel": MODEL, "conversationId": conversation_id},
-                headers=bearer(token),
+            async with post_chat(
+                http, b.url, token, message="next", aiModel=MODEL, conversationId=conversation_id
             ) as resp:
                 assert resp.status == 200, await resp.text()
                 topics = [orjson.loads(raw)["topic"] async for raw in resp.content if raw.strip()]

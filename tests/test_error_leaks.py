@@ -23,12 +23,11 @@ from aiohttp.test_utils import unused_port
 from yarl import URL
 
 from actors.error_text import ERROR_TEXT, READY_TEXT
-from server.core.config import Settings
 from server.storage.tables import Message
-from tests.auth_helpers import bearer, make_user_session, running
+from tests.auth_helpers import make_user_session
 from tests.conditions import until
-from tests.conftest import create_pg_database, drop_pg_database, make_settings
-from tests.live_clients import read_ndjson
+from tests.conftest import create_pg_database, drop_pg_database, live_app
+from tests.live_clients import post_chat, read_ndjson
 from tests.server_process import serve
 from tests.test_pg_outage import TcpProxy
 
@@ -51,23 +50,20 @@ async def _readyz(http: aiohttp.ClientSession, url: str) -> tuple[int, str]:
 async def test_redis_down_readyz_and_sends_name_no_address(postgres_url: str) -> None:
     port = unused_port()  # nothing listens there
 
-    def settings(p: int) -> Settings:
-        return make_settings(
+    async with (
+        live_app(
             postgres_url,
-            port=p,
             redis_url=f"redis://127.0.0.1:{port}/0",
             redis_prefix=f"cerotest:{secrets.token_hex(6)}:",
-        )
-
-    async with running(settings) as live, aiohttp.ClientSession() as http:
+        ) as live,
+        aiohttp.ClientSession() as http,
+    ):
         status, text = await _readyz(http, live.url)
         assert status == 503
         assert text == f'{{"error":"{READY_TEXT["redis"]}","code":"not_ready"}}'
         _leak_free(text, str(port))
         token, _ = await make_user_session("Redis down")
-        async with http.post(
-            live.url + "/api/chat", json={"message": "hi", "aiModel": "demo"}, headers=bearer(token)
-        ) as resp:
+        async with post_chat(http, live.url, token, message="hi", aiModel="demo") as resp:
             assert resp.status == 503
             body = await resp.json()
         assert body == {"error": ERROR_TEXT["redis_unavailable"], "code": "not_ready"}
@@ -114,21 +110,18 @@ async def test_model_connect_failure_is_the_fixed_sentence(
 ) -> None:
     port = unused_port()  # Gemini "runs" here: nothing listens
 
-    def settings(p: int) -> Settings:
-        return make_settings(
+    async with (
+        live_app(
             database_url,
-            port=p,
             gemini_api_key="k",
             gemini_base_url=f"http://127.0.0.1:{port}",
             gemini_retry_backoff=0.01,
-        )
-
-    async with running(settings) as live, aiohttp.ClientSession() as http:
+        ) as live,
+        aiohttp.ClientSession() as http,
+    ):
         token, _ = await make_user_session("Gemini down")
-        async with http.post(
-            live.url + "/api/chat",
-            json={"message": "hello", "aiModel": "gemini-2.5-flash-lite"},
-            headers=bearer(token),
+        async with post_chat(
+            http, live.url, token, message="hello", aiModel="gemini-2.5-flash-lite"
         ) as resp:
             assert resp.status == 200
             lines = await read_ndjson(resp)

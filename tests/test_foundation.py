@@ -9,7 +9,7 @@ from piccolo.apps.migrations.tables import Migration
 from server.core.app_keys import ENGINE
 from server.storage import db
 from server.storage.tables import TABLES
-from tests.conftest import Live
+from tests.conftest import Live, live_app
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -83,7 +83,6 @@ async def _redis_up() -> bool:
 
 async def test_readyz_checks_redis_when_configured(database_url: str) -> None:
     from server.core.config import ConfigError
-    from tests.auth_helpers import running
     from tests.conftest import IN_CI, make_settings
 
     if not await _redis_up():
@@ -96,8 +95,7 @@ async def test_readyz_checks_redis_when_configured(database_url: str) -> None:
             make_settings(database_url, port=0, redis_url="redis://127.0.0.1:6379/0")
         return
     for url, status in (("redis://127.0.0.1:6379/0", 200), ("redis://127.0.0.1:1/0", 503)):
-        settings = lambda port, u=url: make_settings(database_url, port=port, redis_url=u)  # noqa: E731
-        async with running(settings) as other, aiohttp.ClientSession() as http:
+        async with live_app(database_url, redis_url=url) as other, aiohttp.ClientSession() as http:
             async with http.get(other.url + "/readyz") as resp:
                 assert resp.status == status, await resp.text()
                 body = await resp.json()

@@ -13,9 +13,10 @@ import toon_format
 from actors.compression import extract_block
 from server.storage.tables import Message
 from standins.gemini import FakeGemini, HttpError, Script
+from tests import live_clients
 from tests.auth_helpers import bearer, make_user_session
 from tests.conftest import Live, live_with_gemini
-from tests.live_clients import WsPeer, read_ndjson
+from tests.live_clients import WsPeer
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 MODEL = "gemini-2.5-flash-lite"
@@ -32,9 +33,7 @@ async def env(database_url: str) -> AsyncIterator[tuple[Live, FakeGemini, str]]:
 
 async def chat(live: Live, token: str, **body: Any) -> list[dict[str, Any]]:
     async with aiohttp.ClientSession() as http:
-        async with http.post(live.url + "/api/chat", json=body, headers=bearer(token)) as r:
-            assert r.status == 200, await r.text()
-            return await read_ndjson(r)
+        return await live_clients.chat(http, live.url, token, **body)
 
 
 async def test_long_conversation_sends_toon_block_and_verbatim_tail(

@@ -26,8 +26,8 @@ from server.core.ids import new_id, new_token
 from server.storage import db
 from server.storage.tables import Account, Conversation, Message, Session, User
 from tests.auth_helpers import bearer, make_user_session
-from tests.conftest import Live, make_settings, start_live
-from tests.live_clients import read_ndjson, read_sse
+from tests.conftest import Live, live_app
+from tests.live_clients import post_chat, read_ndjson, read_sse
 from tests.process_stats import METRICS_AUTH
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -80,8 +80,8 @@ async def test_every_id_on_the_wire(live: Live, http: aiohttp.ClientSession) -> 
         body: dict[str, Any] = {"message": f"turn {turn}", "aiModel": "demo"}
         if conversation_id is not None:
             body["conversationId"] = conversation_id
-        headers = {**bearer(token), "Accept": "text/event-stream"}
-        async with http.post(live.url + "/api/chat", json=body, headers=headers) as r:
+        sse = {"Accept": "text/event-stream"}
+        async with post_chat(http, live.url, token, headers=sse, **body) as r:
             assert r.status == 200
             async for event in read_sse(r):
                 assert event.id is not None
@@ -93,11 +93,7 @@ async def test_every_id_on_the_wire(live: Live, http: aiohttp.ClientSession) -> 
                 if event.event in ("done", "error", "cancelled"):
                     break
     # A new conversation's log has its own epoch.
-    async with http.post(
-        live.url + "/api/chat",
-        json={"message": "another", "aiModel": "demo"},
-        headers=bearer(token),
-    ) as r:
+    async with post_chat(http, live.url, token, message="another", aiModel="demo") as r:
         lines = await read_ndjson(r)
         ids["conversationId"].append(lines[0]["data"]["conversationId"])
         ids["generationId"].append(lines[0]["data"]["generationId"])
@@ -144,20 +140,15 @@ async def test_sqlite_files_are_created_owner_only(tmp_path: Path) -> None:
     path = tmp_path / "data" / "cero.db"
     old_umask = os.umask(0o022)  # the usual umask, which gives 0644 files
     try:
-        running = await start_live(
-            lambda port: make_settings(f"sqlite:///{path}", port=port, flush_interval=0.05)
-        )
-        try:
+        async with live_app(f"sqlite:///{path}", flush_interval=0.05) as running:
             # Keep a reader open so the -wal/-shm files stay while the server writes.
             reader = sqlite3.connect(path)
             try:
                 reader.execute("SELECT count(*) FROM message").fetchone()
                 token, _ = await make_user_session("Files")
                 async with aiohttp.ClientSession() as http:
-                    async with http.post(
-                        running.url + "/api/chat",
-                        json={"message": "write something", "aiModel": "demo"},
-                        headers=bearer(token),
+                    async with post_chat(
+                        http, running.url, token, message="write something", aiModel="demo"
                     ) as r:
                         assert r.status == 200
                         await read_ndjson(r)
@@ -167,8 +158,6 @@ async def test_sqlite_files_are_created_owner_only(tmp_path: Path) -> None:
                     assert _mode(file) == 0o600, f"{file.name}: {oct(_mode(file))}"
             finally:
                 reader.close()
-        finally:
-            await running.server.close()
     finally:
         os.umask(old_umask)
 
@@ -242,11 +231,7 @@ async def test_metrics_count_errors_with_route_and_status(
     for _, _, _, key in probes:
         assert after.get(key, 0) - before.get(key, 0) == 1, (key, sorted(after))
     # A stream is counted too.
-    async with http.post(
-        live.url + "/api/chat",
-        json={"message": "count me", "aiModel": "demo"},
-        headers=bearer(token),
-    ) as r:
+    async with post_chat(http, live.url, token, message="count me", aiModel="demo") as r:
         await read_ndjson(r)
     streamed = await scrape()
     key = ("POST", "/api/chat", "200")

@@ -42,7 +42,7 @@ from server.storage import db
 from tests.auth_helpers import make_user_session
 from tests.conditions import until
 from tests.conftest import create_pg_database, drop_pg_database
-from tests.live_clients import read_ndjson
+from tests.live_clients import post_chat, read_ndjson
 from tests.process_stats import fds, refusals_by_limit, rss, scrape, total
 from tests.server_process import ServerProcess, serve
 
@@ -137,16 +137,14 @@ async def http_client(
         body: dict[str, Any] = {"message": "hello under load", "aiModel": "demo"}
         if conversation is not None and random.random() < 0.8:
             body["conversationId"] = conversation
-        async with http.post(
-            url + "/api/chat", json=body, headers={"Authorization": f"Bearer {token}"}
-        ) as resp:
+        async with post_chat(http, url, token, **body) as resp:
             tally.http[resp.status] += 1
             if resp.status != 200:
                 data = await resp.json(content_type=None)
                 tally.http_codes[str(data.get("code"))] += 1
                 if resp.status == 429 and "Retry-After" not in resp.headers:
                     tally.retry_after_missing += 1
-                await asyncio.sleep(RETRY_S)
+                await asyncio.sleep(RETRY_S)  # the client's back-off (its pace), not a wait
                 continue
             events = await read_ndjson(resp)
         topics = [e["topic"] for e in events]
@@ -171,7 +169,7 @@ async def ws_client(
             )
         except aiohttp.WSServerHandshakeError as exc:
             tally.handshakes[exc.status] += 1
-            await asyncio.sleep(RETRY_S)
+            await asyncio.sleep(RETRY_S)  # the client's back-off (its pace), not a wait
             continue
         tally.handshakes[101] += 1
         try:
@@ -228,7 +226,7 @@ async def _ws_session(
         if not answered:
             tally.unfinished.append(f"ws no end for {message_id}")
             return conversation
-        await asyncio.sleep(pause)
+        await asyncio.sleep(pause)  # the client's pace between sends, not a wait
     return conversation
 
 
@@ -288,10 +286,8 @@ async def test_200_clients_meet_the_limits_and_nothing_breaks(load: Load) -> Non
         metrics = await scrape(http, server.url)
 
         # It still serves (a user the load did not bring to a limit).
-        async with http.post(
-            server.url + "/api/chat",
-            json={"message": "still there?", "aiModel": "demo"},
-            headers={"Authorization": f"Bearer {load.bystander}"},
+        async with post_chat(
+            http, server.url, load.bystander, message="still there?", aiModel="demo"
         ) as resp:
             assert resp.status == 200, await resp.text()
             assert [e["topic"] for e in await read_ndjson(resp)][-1] == "done"

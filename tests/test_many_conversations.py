@@ -26,7 +26,7 @@ from server.storage.chat_store import create_conversation
 from server.storage.tables import Message
 from tests.auth_helpers import bearer, make_user_session
 from tests.conftest import Live
-from tests.live_clients import WsPeer, check_seq, token_text
+from tests.live_clients import WsPeer, check_seq, post_chat, token_text
 from tests.process_stats import METRICS_AUTH
 from tests.server_process import ROOT, run_server, serve
 
@@ -90,10 +90,8 @@ async def test_many_long_answers_at_once_all_stream_together_and_end(busy: str) 
                 )
 
         async def send(room: str) -> tuple[int, str]:
-            async with http.post(
-                url + "/api/chat",
-                json={"message": "tell me a long story", "conversationId": room},
-                headers=bearer(token),
+            async with post_chat(
+                http, url, token, message="tell me a long story", conversationId=room
             ) as r:
                 if r.status == 200:
                     await r.content.readline()  # `init`: the answer runs; let the response go

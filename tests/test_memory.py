@@ -25,7 +25,8 @@ import pytest
 from actors.store import NewTurn
 from server.storage import db
 from standins.gemini import FakeGemini, Script
-from tests.auth_helpers import bearer, make_user_session
+from tests.auth_helpers import make_user_session
+from tests.live_clients import post_chat
 from tests.server_process import ROOT, serve
 
 MIB = 1 << 20
@@ -90,10 +91,12 @@ async def measure(
 
                 async def chat(token: str) -> int:
                     got = 0
-                    async with http.post(
-                        f"{server.url}/api/chat",
-                        json={"message": "a long one, please", "aiModel": "gemini-2.5-flash-lite"},
-                        headers=bearer(token),
+                    async with post_chat(
+                        http,
+                        server.url,
+                        token,
+                        message="a long one, please",
+                        aiModel="gemini-2.5-flash-lite",
                     ) as resp:
                         assert resp.status == 200, await resp.text()
                         async for data in resp.content.iter_any():

@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from standins.gemini import FakeGemini, Script
 from tests.auth_helpers import bearer, make_user_session
 from tests.conftest import Live, live_with_gemini
-from tests.live_clients import new_conversation, read_ndjson, read_sse
+from tests.live_clients import new_conversation, post_chat, read_ndjson, read_sse
 from tests.process_stats import METRICS_AUTH
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -66,9 +66,9 @@ def moved(before: Samples, after: Samples, name: str, **labels: str) -> float:
 
 async def chat(live: Live, token: str, *, sse: bool = False, **body: object) -> list[str]:
     """One chat turn; the topics (NDJSON) or event names (SSE) it streamed."""
-    headers = bearer(token) | ({"Accept": "text/event-stream"} if sse else {})
+    headers = {"Accept": "text/event-stream"} if sse else {}
     async with aiohttp.ClientSession() as http:
-        async with http.post(live.url + "/api/chat", json=body, headers=headers) as r:
+        async with post_chat(http, live.url, token, headers=headers, **body) as r:
             assert r.status == 200, await r.text()
             if sse:
                 return [event.event async for event in read_sse(r)]
@@ -139,11 +139,7 @@ async def test_cancelled_generation_counts_cancelled(env: Env) -> None:
     fake.enqueue(Script(chunks=["held", " never"], release_after=1, release=release))
     before = await scrape(live)
     async with aiohttp.ClientSession() as http:
-        async with http.post(
-            live.url + "/api/chat",
-            json={"message": "cancel me", "aiModel": MODEL},
-            headers=bearer(token),
-        ) as r:
+        async with post_chat(http, live.url, token, message="cancel me", aiModel=MODEL) as r:
             first = orjson.loads(await r.content.readline())
             conversation_id = first["data"]["conversationId"]
             async with http.post(
@@ -214,10 +210,13 @@ async def test_slow_sse_subscriber_reset_is_counted(env: Env) -> None:
         chunk = "y" * 4000  # 8 MB in all: far past the subscriber's bound (1 MiB)
         fake.enqueue(Script(chunks=[f"{i:04d}{chunk}" for i in range(2000)], chunk_delay=0))
         async with aiohttp.ClientSession() as http:
-            async with http.post(
-                live.url + "/api/chat",
-                json={"message": "flood", "aiModel": MODEL, "conversationId": conversation_id},
-                headers=bearer(token),
+            async with post_chat(
+                http,
+                live.url,
+                token,
+                message="flood",
+                aiModel=MODEL,
+                conversationId=conversation_id,
             ) as r:
                 body = await r.read()  # its last line (`done`) holds the 8 MB answer
         assert b'"topic":"done"' in body.rstrip().rsplit(b"\n", 1)[-1]

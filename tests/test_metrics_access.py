@@ -16,8 +16,8 @@ import pytest
 from aiohttp.test_utils import unused_port
 
 from server.core.config import ConfigError
-from tests.auth_helpers import bearer, make_user_session, running
-from tests.conftest import make_settings
+from tests.auth_helpers import bearer, make_user_session
+from tests.conftest import live_app, make_settings
 from tests.process_stats import METRICS_AUTH, METRICS_TOKEN
 from tests.server_process import serve
 
@@ -32,7 +32,7 @@ async def _get(
 
 
 async def test_public_listener_needs_the_metrics_token(database_url: str) -> None:
-    async with running(lambda p: make_settings(database_url, port=p)) as live:
+    async with live_app(database_url) as live:
         token, _ = await make_user_session("Not an operator")
         async with aiohttp.ClientSession() as http:
             for who, headers in (
@@ -51,7 +51,7 @@ async def test_public_listener_needs_the_metrics_token(database_url: str) -> Non
 
 
 async def test_no_token_no_metrics_on_the_public_listener(database_url: str) -> None:
-    async with running(lambda p: make_settings(database_url, port=p, metrics_token=None)) as live:
+    async with live_app(database_url, metrics_token=None) as live:
         async with aiohttp.ClientSession() as http:
             for headers in ({}, METRICS_AUTH):
                 status, _, text = await _get(http, live.url + "/metrics", headers)

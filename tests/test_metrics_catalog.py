@@ -17,7 +17,7 @@ import pytest_asyncio
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.cluster_harness import REDIS_URL, require_redis
-from tests.conftest import Live, make_settings, require_postgres, start_live
+from tests.conftest import Live, live_app, require_postgres
 from tests.process_stats import METRICS_AUTH
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -82,9 +82,8 @@ async def test_the_table_is_readable() -> None:
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def one_process(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Live]:
     path = tmp_path_factory.mktemp("catalog") / "cero.db"
-    live = await start_live(lambda port: make_settings(f"sqlite:///{path}", port=port))
-    yield live
-    await live.server.close()
+    async with live_app(f"sqlite:///{path}") as live:
+        yield live
 
 
 async def test_one_process_exposes_exactly_the_documented_families(one_process: Live) -> None:
@@ -97,13 +96,8 @@ async def cluster_process(postgres_url: str) -> AsyncIterator[Live]:
     await require_postgres()
     await require_redis()
     prefix = f"cerotest:{secrets.token_hex(6)}:"
-    live = await start_live(
-        lambda port: make_settings(
-            postgres_url, port=port, redis_url=REDIS_URL, redis_prefix=prefix
-        )
-    )
-    yield live
-    await live.server.close()
+    async with live_app(postgres_url, redis_url=REDIS_URL, redis_prefix=prefix) as live:
+        yield live
 
 
 @pytest.mark.postgres

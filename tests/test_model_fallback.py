@@ -7,13 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import orjson
 import pytest
 import structlog
 
 from actors.models.catalog import Catalog, UnknownModel
-from tests.auth_helpers import bearer, make_user_session, running
-from tests.conftest import make_settings
+from tests.auth_helpers import bearer, make_user_session
+from tests.conftest import live_app
+from tests.live_clients import chat_result
 
 async_test = pytest.mark.asyncio(loop_scope="module")
 
@@ -21,11 +21,7 @@ async_test = pytest.mark.asyncio(loop_scope="module")
 async def ndjson_chat(url: str, token: str, **body: Any) -> tuple[int, list[dict[str, Any]]]:
     """What the original Cero CLI does: POST /api/chat, no Accept, NDJSON lines back."""
     async with aiohttp.ClientSession() as http:
-        async with http.post(url + "/api/chat", json=body, headers=bearer(token)) as resp:
-            raw = await resp.read()
-            if resp.status != 200:
-                return resp.status, [orjson.loads(raw)]
-            return 200, [orjson.loads(line) for line in raw.splitlines() if line.strip()]
+        return await chat_result(http, url, token, **body)
 
 
 def test_catalog_falls_back_only_when_asked() -> None:
@@ -49,7 +45,7 @@ def test_catalog_falls_back_only_when_asked() -> None:
 async def test_local_mode_answers_gemini_ids_with_demo(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'cero.db'}"
     with structlog.testing.capture_logs() as logs:
-        async with running(lambda port: make_settings(url, port=port, secret=None)) as live:
+        async with live_app(url, secret=None) as live:
             assert live.settings.local_mode and live.settings.secret is None
             token, _ = await make_user_session()
             status, lines = await ndjson_chat(
@@ -86,7 +82,7 @@ async def test_local_mode_answers_gemini_ids_with_demo(tmp_path: Path) -> None:
 @async_test
 async def test_with_a_secret_an_unavailable_model_stays_400(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'cero.db'}"
-    async with running(lambda port: make_settings(url, port=port)) as live:
+    async with live_app(url) as live:
         assert live.settings.secret is not None
         token, _ = await make_user_session()
         status, body = await ndjson_chat(

@@ -25,7 +25,7 @@ from server.storage.tables import Message
 from standins.gemini import FakeGemini, Script
 from tests.auth_helpers import bearer, make_user_session
 from tests.conftest import Live, live_with_gemini
-from tests.live_clients import WsPeer, check_seq, read_ndjson, token_text
+from tests.live_clients import WsPeer, chat, check_seq, token_text
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 MODEL = "gemini-2.5-flash-lite"
@@ -54,11 +54,7 @@ async def env(database_url: str) -> AsyncIterator[tuple[Live, FakeGemini, str]]:
 async def _chat(
     http: aiohttp.ClientSession, live: Live, token: str, **body: Any
 ) -> list[dict[str, Any]]:
-    async with http.post(
-        live.url + "/api/chat", json={"aiModel": MODEL, **body}, headers=bearer(token)
-    ) as resp:
-        assert resp.status == 200, await resp.text()
-        return await read_ndjson(resp)
+    return await chat(http, live.url, token, **{"aiModel": MODEL, **body})
 
 
 @pytest.mark.parametrize("fault", list(FAULTS))

@@ -23,6 +23,7 @@ from server.auth.device_flow import normalize
 from standins.gemini import FakeGemini
 from standins.github import FakeGitHub
 from tests.auth_helpers import bearer, cookie_header, set_cookies
+from tests.live_clients import post_chat
 from tests.server_process import serve
 
 GRANT = "urn:ietf:params:oauth:grant-type:device_code"
@@ -118,9 +119,7 @@ async def test_a_full_flow_logs_no_secret(database_url: str, tmp_path: Path) -> 
                 device_token = (await resp.json())["access_token"]
             seen["device session token"] = device_token
             # -- chat against the Gemini stand-in, by bearer and over the WebSocket ------------
-            async with http.post(
-                server.url + "/api/chat", json={"message": "hello"}, headers=bearer(device_token)
-            ) as resp:
+            async with post_chat(http, server.url, device_token, message="hello") as resp:
                 lines = [orjson.loads(line) for line in (await resp.read()).splitlines()]
             assert lines[-1]["topic"] == "done", lines[-1]
             async with http.ws_connect(

@@ -18,9 +18,10 @@ import pytest
 from server.core.app_keys import ADMISSION
 from server.limits.admission import WINDOW_S, Admission, AdmissionLimits, Overloaded
 from server.storage import db
-from tests.auth_helpers import bearer, make_user_session, running
+from tests.auth_helpers import make_user_session
 from tests.conditions import until
-from tests.conftest import make_settings
+from tests.conftest import live_app
+from tests.live_clients import post_chat
 from tests.server_process import serve
 
 
@@ -76,7 +77,7 @@ async def test_a_queued_start_is_let_in_when_the_process_is_no_longer_saturated(
         async with admission.admitted():
             pass
     admission.release()  # still saturated: nobody goes
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # one loop turn: a waiter let in would have run by now
     assert not any(task.done() for task in waiting)
     admission.note(1.0 + WINDOW_S + 0.1, 0.1, 0.0, 0.0)
     admission.release()
@@ -89,19 +90,13 @@ async def test_a_lagging_loop_alone_never_refuses_a_single_user(database_url: st
     """Issue 20, item 12: one lag spike used to close admission for 2 s for everyone. A
     stalled loop (as on a machine whose cores other processes hold) is lag without this
     process's CPU: the user's chat is served."""
-    async with running(
-        lambda port: make_settings(database_url, port=port, max_loop_lag=0.05)
-    ) as live:
+    async with live_app(database_url, max_loop_lag=0.05) as live:
         token, _ = await make_user_session("Alone")
         admission = live.app[ADMISSION]
         async with aiohttp.ClientSession() as http:
             time.sleep(0.5)  # the loop stalls: the sampler's timer fires late
             await until(lambda: admission.lag > 0.05, 5)
-            async with http.post(
-                live.url + "/api/chat",
-                json={"message": "hi", "aiModel": "demo"},
-                headers=bearer(token),
-            ) as resp:
+            async with post_chat(http, live.url, token, message="hi", aiModel="demo") as resp:
                 assert resp.status == 200, await resp.text()
                 lines = [orjson.loads(line) for line in (await resp.read()).splitlines()]
                 assert lines[-1]["topic"] == "done"
@@ -119,36 +114,25 @@ def _burn(seconds: float) -> None:
 async def test_a_saturated_process_queues_then_refuses_and_running_answers_go_on(
     database_url: str,
 ) -> None:
-    async with running(
-        lambda port: make_settings(
-            database_url,
-            port=port,
-            # The mechanism, not the thresholds: on a shared machine this process's share
-            # of a core while it burns may be small (its CPU is what counts, not wall time).
-            max_loop_lag=0.1,
-            max_cpu=0.05,
-            admission_floor=1,
-            admission_wait=0.3,
-            demo_token_delay=0.02,
-        )
+    async with live_app(
+        database_url,
+        # The mechanism, not the thresholds: on a shared machine this process's share
+        # of a core while it burns may be small (its CPU is what counts, not wall time).
+        max_loop_lag=0.1,
+        max_cpu=0.05,
+        admission_floor=1,
+        admission_wait=0.3,
+        demo_token_delay=0.02,
     ) as live:
         token, _ = await make_user_session("Busy")
         admission = live.app[ADMISSION]
         async with aiohttp.ClientSession() as http:
-            first = await http.post(
-                live.url + "/api/chat",
-                json={"message": "hi", "aiModel": "demo"},
-                headers=bearer(token),
-            )
+            first = await post_chat(http, live.url, token, message="hi", aiModel="demo")
             assert first.status == 200
             await first.content.readline()  # init: the answer streams, 1 running
             _burn(0.6)
             await until(lambda: admission.saturated, 5)
-            async with http.post(
-                live.url + "/api/chat",
-                json={"message": "more", "aiModel": "demo"},
-                headers=bearer(token),
-            ) as refused:
+            async with post_chat(http, live.url, token, message="more", aiModel="demo") as refused:
                 assert refused.status == 503
                 assert refused.headers["Retry-After"] == "1"
                 assert (await refused.json())["code"] == "overloaded"
@@ -160,20 +144,12 @@ async def test_a_saturated_process_queues_then_refuses_and_running_answers_go_on
             admission.limits = AdmissionLimits(
                 floor=1, max_cpu=0.05, max_lag=0.1, wait=WINDOW_S * 5, queue=10
             )
-            second = await http.post(
-                live.url + "/api/chat",
-                json={"message": "again", "aiModel": "demo"},
-                headers=bearer(token),
-            )
+            second = await post_chat(http, live.url, token, message="again", aiModel="demo")
             assert second.status == 200
             await second.content.readline()
             _burn(0.6)
             await until(lambda: admission.saturated, 5)
-            async with http.post(
-                live.url + "/api/chat",
-                json={"message": "later", "aiModel": "demo"},
-                headers=bearer(token),
-            ) as later:
+            async with post_chat(http, live.url, token, message="later", aiModel="demo") as later:
                 assert later.status == 200
                 assert admission.queued_total == 2
                 await later.read()
@@ -210,10 +186,8 @@ async def test_busy_cores_never_turn_sequential_chats_into_overloaded(
         with _cpu_hogs():
             async with aiohttp.ClientSession() as http:
                 for n in range(20):
-                    async with http.post(
-                        server.url + "/api/chat",
-                        json={"message": f"chat {n}", "aiModel": "demo"},
-                        headers=bearer(token),
+                    async with post_chat(
+                        http, server.url, token, message=f"chat {n}", aiModel="demo"
                     ) as resp:
                         assert resp.status == 200, await resp.text()
                         body = await resp.read()

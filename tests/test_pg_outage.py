@@ -32,7 +32,7 @@ from standins.gemini import FakeGemini, Script
 from tests.auth_helpers import bearer, make_user_session
 from tests.conditions import until
 from tests.conftest import create_pg_database, drop_pg_database
-from tests.live_clients import WsPeer, token_text
+from tests.live_clients import WsPeer, post_chat, token_text
 from tests.process_stats import METRICS_AUTH
 from tests.server_process import serve
 
@@ -127,11 +127,7 @@ async def test_postgres_cut_mid_answer(tmp_path: Path) -> None:
             aiohttp.ClientSession() as http,
         ):
             fake.enqueue(Script(chunks=["ready"]))
-            async with http.post(
-                server.url + "/api/chat",
-                json={"message": "first", "aiModel": MODEL},
-                headers=bearer(token),
-            ) as resp:
+            async with post_chat(http, server.url, token, message="first", aiModel=MODEL) as resp:
                 lines = [orjson.loads(raw) async for raw in resp.content if raw.strip()]
             conversation_id = lines[0]["data"]["conversationId"]
             watcher = WsPeer(await http.ws_connect(server.ws_url, headers=bearer(token))).start()
@@ -142,10 +138,13 @@ async def test_postgres_cut_mid_answer(tmp_path: Path) -> None:
             chunks: list[str | dict[str, Any]] = [f"p{i} " for i in range(40)]
             fake.enqueue(Script(chunks=chunks, chunk_delay=0.02, release_after=20, release=release))
             sent: list[dict[str, Any]] = []
-            resp = await http.post(
-                server.url + "/api/chat",
-                json={"message": "long", "aiModel": MODEL, "conversationId": conversation_id},
-                headers=bearer(token),
+            resp = await post_chat(
+                http,
+                server.url,
+                token,
+                message="long",
+                aiModel=MODEL,
+                conversationId=conversation_id,
             )
             assert resp.status == 200
             while len([x for x in sent if x["topic"] == "token"]) < 20:
@@ -184,10 +183,13 @@ async def test_postgres_cut_mid_answer(tmp_path: Path) -> None:
             await until(lambda: _ready(http, server.url), within=20)
             await until(lambda: _stored_is(message_id, ("error", text)), within=20)
             fake.enqueue(Script(chunks=["back ", "again"]))
-            async with http.post(
-                server.url + "/api/chat",
-                json={"message": "again", "aiModel": MODEL, "conversationId": conversation_id},
-                headers=bearer(token),
+            async with post_chat(
+                http,
+                server.url,
+                token,
+                message="again",
+                aiModel=MODEL,
+                conversationId=conversation_id,
             ) as again:
                 assert again.status == 200
                 tail = [orjson.loads(raw) async for raw in again.content if raw.strip()]

@@ -14,28 +14,23 @@ from server.core.app_keys import ENGINE, REGISTRY
 from server.storage.tables import Message
 from tests.auth_helpers import bearer, make_user_session
 from tests.conditions import until
-from tests.conftest import Live, make_settings, start_live
-from tests.live_clients import WsPeer, read_ndjson
-from tests.process_stats import METRICS_AUTH
+from tests.conftest import Live, live_app
+from tests.live_clients import WsPeer, chat, post_chat
+from tests.process_stats import scrape
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def live_short_idle(database_url: str) -> AsyncIterator[Live]:
-    live = await start_live(
-        lambda port: make_settings(database_url, port=port, actor_idle_timeout=0.3)
-    )
-    yield live
-    await live.server.close()
+    async with live_app(database_url, actor_idle_timeout=0.3) as live:
+        yield live
 
 
 async def _chat(
     http: aiohttp.ClientSession, live: Live, token: str, **body: object
 ) -> list[dict[str, Any]]:
-    async with http.post(live.url + "/api/chat", json=body, headers=bearer(token)) as r:
-        assert r.status == 200, await r.text()
-        return await read_ndjson(r)
+    return await chat(http, live.url, token, **body)
 
 
 async def test_idle_actor_stops_and_respawns_with_new_epoch(live_short_idle: Live) -> None:
@@ -83,10 +78,13 @@ async def test_failed_command_leaves_the_conversation_usable(live_short_idle: Li
         conversation_id = lines[0]["data"]["conversationId"]
         await engine.run_ddl("ALTER TABLE message RENAME TO message_away")
         try:
-            async with http.post(
-                live.url + "/api/chat",
-                json={"message": "boom", "aiModel": "demo", "conversationId": conversation_id},
-                headers=bearer(token),
+            async with post_chat(
+                http,
+                live.url,
+                token,
+                message="boom",
+                aiModel="demo",
+                conversationId=conversation_id,
             ) as r:
                 assert r.status == 500
                 assert (await r.json())["code"] == "internal"
@@ -144,9 +142,53 @@ async def test_crashed_actor_is_supervised_and_respawned(live_short_idle: Live) 
         assert registry.peek(conversation_id) is not actor
 
 
-async def test_metrics_expose_tokens_and_connections(live_short_idle: Live) -> None:
+async def test_metrics_follow_tokens_connections_and_actors(live_short_idle: Live) -> None:
+    """The families move with what the test does: every token event of a chat is counted,
+    an open socket or chat response is a connection while it lasts, and a conversation's
+    actor is live while it answers and not once it has stopped idle."""
+    live = live_short_idle
+    token, _ = await make_user_session("Metered")
+    ws_open, ndjson_open = (
+        'cero_connections{transport="ws"}',
+        'cero_connections{transport="ndjson"}',
+    )
+
+    async def actors_are(count: float) -> bool:
+        return (await scrape(http, live.url))["cero_live_actors"] == count
+
     async with aiohttp.ClientSession() as http:
-        async with http.get(live_short_idle.url + "/metrics", headers=METRICS_AUTH) as r:
-            text = await r.text()
-    assert r.status == 200
-    assert "cero_tokens_streamed_total" in text and "cero_live_actors" in text
+        # Every actor of the tests before has stopped idle (0.3 s).
+        await until(lambda: actors_are(0), 5, what="no live actor")
+        before = await scrape(http, live.url)
+        lines = await _chat(http, live, token, message="count these tokens", aiModel="demo")
+        after = await scrape(http, live.url)
+        streamed = sum(1 for line in lines if line["topic"] == "token")
+        assert streamed > 0
+        counted = after["cero_tokens_streamed_total"] - before["cero_tokens_streamed_total"]
+        assert counted == streamed, (counted, streamed)
+        conversation_id = lines[0]["data"]["conversationId"]
+        await until(lambda: actors_are(0), 5, what="the chat's actor stopped idle")
+
+        async with post_chat(
+            http, live.url, token, message="again", aiModel="demo", conversationId=conversation_id
+        ) as r:
+            assert r.status == 200, await r.text()
+            await r.content.readline()  # init: the actor is answering
+            answering = await scrape(http, live.url)
+            await r.read()
+        assert answering["cero_live_actors"] == 1
+        assert answering[ndjson_open] == before.get(ndjson_open, 0) + 1
+
+        ws = WsPeer(await http.ws_connect(live.url + "/api/ws", headers=bearer(token))).start()
+        await ws.send(type="subscribe", conversationId=conversation_id)
+        await ws.wait_for(lambda f: f["type"] == "subscribed")
+        opened = await scrape(http, live.url)
+        assert opened[ws_open] == before.get(ws_open, 0) + 1
+        assert opened[ndjson_open] == before.get(ndjson_open, 0)
+        await ws.close()
+
+        async def socket_closed() -> bool:
+            return (await scrape(http, live.url))[ws_open] == before.get(ws_open, 0)
+
+        await until(socket_closed, what="the socket no longer counted")
+        await until(lambda: actors_are(0), 5, what="the actor stopped idle again")

@@ -24,7 +24,7 @@ from server.core.config import ConfigError, load_settings
 from server.transports.replay_budget import ReplayBudget, UserReplayBudgets
 from standins.gemini import FakeGemini, Script
 from tests.auth_helpers import bearer, make_user_session
-from tests.conftest import Live, make_settings, start_live
+from tests.conftest import Live, live_with_gemini
 from tests.live_clients import WsPeer, check_seq, read_sse, token_text
 from tests.process_stats import refusals
 
@@ -51,17 +51,14 @@ class Big:
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def big(database_url: str) -> AsyncIterator[Big]:
-    fake = FakeGemini()
-    url = await fake.start()
-    live = await start_live(
-        lambda port: make_settings(
-            database_url,
-            port=port,
-            gemini_api_key="k",
-            gemini_base_url=url,
-            replay_bytes_per_minute=BUDGET,
-        )
-    )
+    # The server's default retry backoff (0.5 s), as this module had before.
+    async with live_with_gemini(
+        database_url, gemini_retry_backoff=0.5, replay_bytes_per_minute=BUDGET
+    ) as (live, fake):
+        yield await _big(live, fake)
+
+
+async def _big(live: Live, fake: FakeGemini) -> Big:
     token, _ = await make_user_session("Replayer")
     fake.enqueue(Script(chunks=list(CHUNKS)))
     async with aiohttp.ClientSession() as http:
@@ -70,7 +67,7 @@ async def big(database_url: str) -> AsyncIterator[Big]:
         await peer.send(type="send", message="a long one", aiModel=MODEL)
         done = await peer.wait_for(lambda f: f["type"] == "done", timeout=60)
         await peer.close()
-    yield Big(
+    return Big(
         live,
         fake,
         token,
@@ -79,8 +76,6 @@ async def big(database_url: str) -> AsyncIterator[Big]:
         done["epoch"],
         done["fullText"],
     )
-    await live.server.close()
-    await fake.stop()
 
 
 async def test_repeated_subscribes_from_the_start_are_bounded(big: Big) -> None:

@@ -8,26 +8,19 @@ posted, and any route that answers HTML) a Content-Security-Policy with
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
-import pytest_asyncio
+import pytest
 
-from server.core.config import Settings
 from server.http.security_headers import HSTS
-from tests.auth_helpers import bearer, fresh_ip, make_user_session, running, session_cookie
-from tests.conftest import Live, make_settings, start_live
+from tests.auth_helpers import bearer, fresh_ip, make_user_session, session_cookie
+from tests.conftest import Live, live_app
 
 
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def live(database_url: str) -> AsyncIterator[Live]:
-    app = await start_live(
-        lambda port: make_settings(database_url, port=port, trusted_proxies=["127.0.0.1/32"])
-    )
-    try:
-        yield app
-    finally:
-        await app.server.close()
+@pytest.fixture(scope="module")
+def live_settings() -> dict[str, Any]:
+    return {"trusted_proxies": ["127.0.0.1/32"]}
 
 
 def _check(resp: aiohttp.ClientResponse, what: str, *, https: bool = False) -> None:
@@ -100,10 +93,10 @@ async def test_websocket_upgrade_names_no_version(live: Live) -> None:
 
 
 async def test_hsts_only_behind_https(database_url: str) -> None:
-    def https(port: int) -> Settings:
-        return make_settings(database_url, port=port, public_url_setting="https://cero.example")
-
-    async with running(https) as app, aiohttp.ClientSession() as http:
+    async with (
+        live_app(database_url, public_url_setting="https://cero.example") as app,
+        aiohttp.ClientSession() as http,
+    ):
         for path in ("/healthz", "/app", "/device", "/api/user/whoami"):
             async with http.get(app.url + path) as resp:
                 _check(resp, path, https=True)

@@ -21,28 +21,20 @@ import pytest_asyncio
 
 from server.core.app_keys import WRITER
 from server.storage.tables import Message
-from tests.auth_helpers import bearer, make_user_session
+from tests.auth_helpers import make_user_session
 from tests.conditions import until
-from tests.conftest import Live, make_settings, start_live
+from tests.conftest import Live, live_app
+from tests.live_clients import post_chat
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def fragile(database_url: str) -> AsyncIterator[tuple[Live, str]]:
-    live = await start_live(
-        lambda port: make_settings(
-            database_url,
-            port=port,
-            demo_token_delay=0.01,
-            db_write_timeout=0.3,
-            db_commit_timeout=1.0,
-        )
-    )
-    try:
+    async with live_app(
+        database_url, demo_token_delay=0.01, db_write_timeout=0.3, db_commit_timeout=1.0
+    ) as live:
         yield live, database_url
-    finally:
-        await live.server.close()
 
 
 @asynccontextmanager
@@ -77,11 +69,7 @@ async def test_a_failed_terminal_write_ends_as_error_and_is_stored_later(
     token, _ = await make_user_session("Fragile")
     lines: list[dict[str, Any]] = []
     async with aiohttp.ClientSession() as http:
-        async with http.post(
-            live.url + "/api/chat",
-            json={"message": "hello", "aiModel": "demo"},
-            headers=bearer(token),
-        ) as r:
+        async with post_chat(http, live.url, token, message="hello", aiModel="demo") as r:
             assert r.status == 200
             async with write_lock(database_url):
                 async for raw in r.content:
@@ -104,10 +92,8 @@ async def test_a_failed_terminal_write_ends_as_error_and_is_stored_later(
     await until(stored, 15, every=0.1)
     # The server writes again: a new turn completes.
     async with aiohttp.ClientSession() as http:
-        async with http.post(
-            live.url + "/api/chat",
-            json={"message": "again", "aiModel": "demo", "conversationId": conversation_id},
-            headers=bearer(token),
+        async with post_chat(
+            http, live.url, token, message="again", aiModel="demo", conversationId=conversation_id
         ) as r:
             assert r.status == 200
             body = await r.read()

@@ -28,8 +28,8 @@ from server.storage.tables import Message
 from standins.gemini import FakeGemini, Script
 from tests.auth_helpers import bearer, make_user_session
 from tests.conditions import until
-from tests.conftest import Live, make_settings, start_live
-from tests.live_clients import WsPeer
+from tests.conftest import Live, live_with_gemini, make_settings, start_live
+from tests.live_clients import WsPeer, post_chat
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -43,22 +43,15 @@ QUICK = Script(chunks=["Quick ", "answer"])
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def env(database_url: str) -> AsyncIterator[tuple[Live, FakeGemini]]:
-    fake = FakeGemini(default_script=STALLING)
-    url = await fake.start()
-    live = await start_live(
-        lambda port: make_settings(
-            database_url,
-            port=port,
-            gemini_api_key="k",
-            gemini_base_url=url,
-            max_generations_per_user=MAX_GENERATIONS,
-            new_conversations_per_hour=NEW_PER_HOUR,
-            ws_max_subscriptions=MAX_SUBSCRIPTIONS,
-        )
-    )
-    yield live, fake
-    await live.server.close()
-    await fake.stop()
+    async with live_with_gemini(
+        database_url,
+        default_script=STALLING,
+        gemini_retry_backoff=0.5,  # the server's default (this module's settings before)
+        max_generations_per_user=MAX_GENERATIONS,
+        new_conversations_per_hour=NEW_PER_HOUR,
+        ws_max_subscriptions=MAX_SUBSCRIPTIONS,
+    ) as (live, fake):
+        yield live, fake
 
 
 def running(live: Live, user_id: str) -> int:
@@ -74,9 +67,7 @@ async def start(
     http: aiohttp.ClientSession, live: Live, token: str, **body: Any
 ) -> aiohttp.ClientResponse:
     """``POST /api/chat`` (NDJSON); a 200 is read up to its ``init`` line and left open."""
-    resp = await http.post(
-        live.url + "/api/chat", json={"message": "hi", **body}, headers=bearer(token)
-    )
+    resp = await post_chat(http, live.url, token, **{"message": "hi", **body})
     if resp.status == 200:
         first = orjson.loads(await resp.content.readline())
         assert first["topic"] == "init", first
@@ -103,9 +94,7 @@ async def others_are_served(http: aiohttp.ClientSession, live: Live) -> None:
     token, _ = await make_user_session("Bystander")
     async with http.get(live.url + "/healthz") as resp:
         assert resp.status == 200
-    async with http.post(
-        live.url + "/api/chat", json={"message": "hello", "aiModel": "demo"}, headers=bearer(token)
-    ) as resp:
+    async with post_chat(http, live.url, token, message="hello", aiModel="demo") as resp:
         assert resp.status == 200
         lines = [orjson.loads(line) for line in (await resp.read()).splitlines() if line]
     assert lines[-1]["topic"] == "done", lines[-1]
@@ -150,21 +139,13 @@ async def test_every_ending_gives_the_slot_back(env: tuple[Live, FakeGemini]) ->
     async with aiohttp.ClientSession() as http:
         # done
         fake.enqueue(QUICK)
-        async with http.post(
-            live.url + "/api/chat",
-            json={"message": "q", "conversationId": a},
-            headers=bearer(token),
-        ) as resp:
+        async with post_chat(http, live.url, token, message="q", conversationId=a) as resp:
             lines = [orjson.loads(x) for x in (await resp.read()).splitlines() if x]
         assert lines[-1]["topic"] == "done"
         assert running(live, user_id) == 0
         # error before the first token (a model 400 is not retried)
         fake.enqueue(Script(error_before=[400]))
-        async with http.post(
-            live.url + "/api/chat",
-            json={"message": "e", "conversationId": a},
-            headers=bearer(token),
-        ) as resp:
+        async with post_chat(http, live.url, token, message="e", conversationId=a) as resp:
             lines = [orjson.loads(x) for x in (await resp.read()).splitlines() if x]
         assert lines[-1]["topic"] == "error", lines
         assert running(live, user_id) == 0
@@ -203,7 +184,7 @@ async def test_shutdown_gives_the_slots_back(
         lambda port: make_settings(
             database_url, port=port, gemini_api_key="k", gemini_base_url=fake.base_url
         )
-    )
+    )  # not live_app: the test closes this server itself, mid-answer
     token, user_id = await make_user_session("Shut")
     ids = await conversations(user_id, 2)
     async with aiohttp.ClientSession() as http:
@@ -242,9 +223,7 @@ async def test_new_conversations_per_hour(env: tuple[Live, FakeGemini]) -> None:
     async with aiohttp.ClientSession() as http:
         for _ in range(NEW_PER_HOUR):
             fake.enqueue(QUICK)
-            async with http.post(
-                live.url + "/api/chat", json={"message": "new"}, headers=bearer(token)
-            ) as resp:
+            async with post_chat(http, live.url, token, message="new") as resp:
                 assert resp.status == 200
                 made.append(resp.headers["X-Conversation-Id"])
                 await resp.read()
@@ -259,11 +238,7 @@ async def test_new_conversations_per_hour(env: tuple[Live, FakeGemini]) -> None:
         await peer.close()
         # Existing conversations go on.
         fake.enqueue(QUICK)
-        async with http.post(
-            live.url + "/api/chat",
-            json={"message": "more", "conversationId": made[0]},
-            headers=bearer(token),
-        ) as resp:
+        async with post_chat(http, live.url, token, message="more", conversationId=made[0]) as resp:
             assert resp.status == 200
             await resp.read()
         await others_are_served(http, live)

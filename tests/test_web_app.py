@@ -30,8 +30,9 @@ from server.auth.keys import LOCAL
 from server.core.app_keys import SESSIONS
 from standins.gemini import FakeGemini, Script
 from standins.github import FakeGitHub
-from tests.auth_helpers import bearer, codec, running
-from tests.conftest import IN_CI, Live, make_settings, start_live
+from tests.auth_helpers import bearer, codec
+from tests.conftest import IN_CI, Live, live_app, live_with_gemini
+from tests.live_clients import post_chat
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -82,19 +83,11 @@ async def env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
     _require_browser()
     expect.set_options(timeout=15_000)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    fake = FakeGemini()
-    gemini_url = await fake.start()
     db_path = tmp_path_factory.mktemp("web") / "cero.db"
-    live = await start_live(
-        lambda port: make_settings(
-            f"sqlite:///{db_path}",
-            port=port,
-            gemini_api_key="k",
-            gemini_base_url=gemini_url,
-            gemini_retry_backoff=0.01,
-        )
-    )
-    async with async_playwright() as p:
+    async with (
+        live_with_gemini(f"sqlite:///{db_path}") as (live, fake),
+        async_playwright() as p,
+    ):
         browser = await p.chromium.launch(
             executable_path=CHROMIUM, args=["--headless=new", "--no-sandbox", "--disable-gpu"]
         )
@@ -102,8 +95,6 @@ async def env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
             yield Env(live=live, fake=fake, browser=browser)
         finally:
             await browser.close()
-            await live.server.close()
-            await fake.stop()
 
 
 async def new_context(env: Env, *, phone: bool = False) -> BrowserContext:
@@ -218,15 +209,12 @@ async def test_github_sign_in_lands_on_the_app(
     await gh.start()
     db_path = tmp_path_factory.mktemp("gh") / "cero.db"
     try:
-        async with running(
-            lambda port: make_settings(
-                f"sqlite:///{db_path}",
-                port=port,
-                github_client_id="web-client",
-                github_client_secret="web-secret",
-                github_url=gh.web_url,
-                github_api_url=gh.api_url,
-            )
+        async with live_app(
+            f"sqlite:///{db_path}",
+            github_client_id="web-client",
+            github_client_secret="web-secret",
+            github_url=gh.web_url,
+            github_api_url=gh.api_url,
         ) as live:
             gh.registered_redirect_uri = f"{live.settings.public_url}/api/auth/callback/github"
             context = await env.browser.new_context(viewport=DESKTOP, color_scheme="light")
@@ -530,11 +518,7 @@ async def test_conversation_list_paginates_renames_and_deletes(env: Env, devices
     a = devices.a
     for i in range(21):  # more than one page of 20
         async with aiohttp.ClientSession() as http:
-            async with http.post(
-                env.live.url + "/api/chat",
-                json={"message": f"bulk {i}"},
-                headers=bearer(env.token),
-            ) as r:
+            async with post_chat(http, env.live.url, env.token, message=f"bulk {i}") as r:
                 assert r.status == 200
                 await r.read()
     await a.goto("/app")
@@ -581,9 +565,7 @@ async def test_a_send_whose_ack_is_lost_is_retried_with_its_key_once(
     """The socket dies after the server took a send but before its ack arrived: the page
     sends it again with the same clientMessageId, and the server makes it once."""
     async with aiohttp.ClientSession() as http:
-        async with http.post(
-            env.live.url + "/api/chat", json={"message": "a start"}, headers=bearer(env.token)
-        ) as r:
+        async with post_chat(http, env.live.url, env.token, message="a start") as r:
             assert r.status == 200
             conv = r.headers["X-Conversation-Id"]
             await r.read()
@@ -663,10 +645,8 @@ async def test_reconnect_after_a_restart_refetches_on_reset(env: Env, devices: D
     await restart_server(env)
     # Written while A was away, on a log with a new epoch: A's cursor cannot be replayed.
     async with aiohttp.ClientSession() as http:
-        async with http.post(
-            env.live.url + "/api/chat",
-            json={"message": "while A was away", "conversationId": conv},
-            headers=bearer(env.token),
+        async with post_chat(
+            http, env.live.url, env.token, message="while A was away", conversationId=conv
         ) as r:
             assert r.status == 200
             await r.read()

@@ -15,7 +15,7 @@ from websockets.exceptions import ConnectionClosed
 
 from standins.gemini import FakeGemini, Script
 from tests.auth_helpers import bearer, make_user_session
-from tests.conftest import Live, live_with_gemini, make_settings
+from tests.conftest import Live, live_app, live_with_gemini
 from tests.live_clients import WsPeer, check_seq, new_conversation
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -171,16 +171,15 @@ async def test_retried_send_does_not_subscribe_twice(env: tuple[Live, FakeGemini
 
 
 async def test_shutdown_ends_generations_and_closes_sockets_1001(database_url: str) -> None:
-    from tests.auth_helpers import running
 
     fake = FakeGemini()
     url = await fake.start()
     fake.enqueue(Script(chunks=[f"s{i} " for i in range(500)], chunk_delay=0.01))
     try:
-        settings = lambda port: make_settings(  # noqa: E731
-            database_url, port=port, gemini_api_key="k", gemini_base_url=url
-        )
-        async with running(settings) as other, aiohttp.ClientSession() as http:
+        async with (
+            live_app(database_url, gemini_api_key="k", gemini_base_url=url) as other,
+            aiohttp.ClientSession() as http,
+        ):
             token, _ = await make_user_session("Shut")
             peer = await _peer(other, http, token)
             await peer.send(type="send", message="long", aiModel=MODEL)

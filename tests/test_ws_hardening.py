@@ -25,8 +25,8 @@ import pytest_asyncio
 
 from standins.gemini import FakeGemini, Script
 from tests.auth_helpers import bearer, make_user_session
-from tests.conftest import Live, make_settings, start_live
-from tests.live_clients import WsPeer, new_conversation, read_sse
+from tests.conftest import Live, live_app, live_with_gemini
+from tests.live_clients import WsPeer, new_conversation, post_chat, read_sse
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 MODEL = "gemini-2.5-flash-lite"
@@ -39,14 +39,9 @@ OP_TEXT, OP_CLOSE, OP_PING, OP_PONG = 0x1, 0x8, 0x9, 0xA
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def env(database_url: str) -> AsyncIterator[tuple[Live, FakeGemini]]:
-    fake = FakeGemini()
-    url = await fake.start()
-    live = await start_live(
-        lambda port: make_settings(database_url, port=port, gemini_api_key="k", gemini_base_url=url)
-    )
-    yield live, fake
-    await live.server.close()
-    await fake.stop()
+    # The server's default retry backoff (0.5 s), as this module had before.
+    async with live_with_gemini(database_url, gemini_retry_backoff=0.5) as (live, fake):
+        yield live, fake
 
 
 # -- a raw RFC 6455 client --------------------------------------------------------------
@@ -299,15 +294,11 @@ async def test_no_data_frame_after_the_close_frame(
 
 
 async def test_no_data_frame_after_close_1001_at_shutdown(database_url: str) -> None:
-    from tests.auth_helpers import running
 
     fake = FakeGemini()
     url = await fake.start()
     try:
-        settings = lambda port: make_settings(  # noqa: E731
-            database_url, port=port, gemini_api_key="k", gemini_base_url=url
-        )
-        async with running(settings) as other:
+        async with live_app(database_url, gemini_api_key="k", gemini_base_url=url) as other:
             token, _ = await make_user_session("Shutdown")
             raw = await _streaming_raw(other, fake, token)
             try:
@@ -390,10 +381,13 @@ async def test_sign_out_closes_sockets_and_ends_streams(env: tuple[Live, FakeGem
         )
         assert events.status == 200
         _long_answer(fake)
-        chat = await http.post(
-            live.url + "/api/chat",
-            json={"message": "long", "aiModel": MODEL},
-            headers={**bearer(token), "Accept": "text/event-stream"},
+        chat = await post_chat(
+            http,
+            live.url,
+            token,
+            headers={"Accept": "text/event-stream"},
+            message="long",
+            aiModel=MODEL,
         )
         assert chat.status == 200
         chat_events = read_sse(chat)

@@ -11,21 +11,19 @@ compact (shared-key) instance dict and no per-response copies of its header name
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from types import CodeType
 from typing import Any
 
 import aiohttp
 import orjson
 import pytest
-import pytest_asyncio
 from multidict import istr
 
 from server.transports.ws import SOCKETS
 from server.transports.ws_socket import CeroWebSocket
 from tests.auth_helpers import make_user_session
 from tests.conditions import until
-from tests.conftest import Live, make_settings, start_live
+from tests.conftest import Live
 from tests.live_clients import new_conversation
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -40,15 +38,6 @@ ALLOWED = {
     "auth_middleware",
     "websocket",
 }
-
-
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def live(database_url: str) -> AsyncIterator[Live]:
-    running = await start_live(lambda port: make_settings(database_url, port=port))
-    try:
-        yield running
-    finally:
-        await running.server.close()
 
 
 def _open(live: Live) -> list[Any]:
