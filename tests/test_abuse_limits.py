@@ -22,13 +22,11 @@ both engines; the app trusts 127.0.0.1 as a proxy, so each test has addresses of
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import orjson
 import pytest
-import pytest_asyncio
 
 from server.core.app_keys import USER_LIMITS
 from server.core.config import ConfigError, load_settings
@@ -37,7 +35,7 @@ from server.storage.chat_store import create_conversation
 from server.transports.frame_rate import FLOOD_SECONDS, FrameRate, Verdict
 from tests.auth_helpers import bearer, fresh_ip, make_user_session
 from tests.conditions import until
-from tests.conftest import Live, make_settings, start_live
+from tests.conftest import Live
 from tests.live_clients import WsPeer
 from tests.process_stats import refusals
 
@@ -51,24 +49,19 @@ STREAMS_PER_IP = 5
 SIGN_IN = 5
 
 
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def live(database_url: str) -> AsyncIterator[Live]:
-    live = await start_live(
-        lambda port: make_settings(
-            database_url,
-            port=port,
-            trusted_proxies=["127.0.0.1/32"],
-            sends_per_minute=SENDS,
-            ws_frames_per_second=FRAMES_PER_S,
-            ws_frame_burst=BURST,
-            max_streams_per_user=STREAMS_PER_USER,
-            max_streams_per_ip=STREAMS_PER_IP,
-            sign_in_limit=SIGN_IN,
-            sign_in_window=600,
-        )
-    )
-    yield live
-    await live.server.close()
+@pytest.fixture(scope="module")
+def live_settings() -> dict[str, Any]:
+    """This module's app (conftest's ``live``): its limits set low enough to reach."""
+    return {
+        "trusted_proxies": ["127.0.0.1/32"],
+        "sends_per_minute": SENDS,
+        "ws_frames_per_second": FRAMES_PER_S,
+        "ws_frame_burst": BURST,
+        "max_streams_per_user": STREAMS_PER_USER,
+        "max_streams_per_ip": STREAMS_PER_IP,
+        "sign_in_limit": SIGN_IN,
+        "sign_in_window": 600,
+    }
 
 
 async def assert_429(resp: aiohttp.ClientResponse, *, auth: bool = False) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -40,6 +40,7 @@ from tests.auth_helpers import (
     set_cookies,
 )
 from tests.cluster_harness import PrivateRedis, require_redis
+from tests.conditions import until
 from tests.conftest import Live, make_settings, start_live
 from tests.live_clients import WsPeer
 from tests.process_stats import METRICS_AUTH
@@ -58,15 +59,6 @@ STREAMS_PER_USER = 3
 STREAMS_PER_IP = 4
 SIGN_IN_LIMIT = 4
 STALLING = Script(chunks=["Hold ", "on"], stall_after=1, stall_seconds=60)
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
-    """Wait until ``check()`` holds (it is polled: the condition lives in another system)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not await check():
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
 
 
 @dataclass
@@ -315,7 +307,7 @@ async def test_generation_limit_holds_across_two_processes(cluster: Cluster) -> 
             held.append(resp)
             return resp.status == 200
 
-        await eventually(b_admits)
+        await until(b_admits)
         for conversation_id, live in ((ids[1], b), (ids[2], b)):
             async with http.post(
                 f"{live.url}/api/conversations/{conversation_id}/cancel",
@@ -346,14 +338,14 @@ async def test_generation_slots_are_leases(cluster: Cluster) -> None:
         after = await client.zscore(key, token)
         return after is not None and after > before
 
-    await eventually(renewed)
+    await until(renewed)
     # A Redis that restarted empty gets the slots still running back at the next renewal.
     await client.delete(key)
     await limits.leases.renew()
     assert await client.zcard(key) == MAX_GENERATIONS
     # A slot of a process that died: its expiry passed, nothing renews it.
     slots[1].release()
-    await eventually(lambda: _card(client, key, 1))
+    await until(lambda: _card(client, key, 1))
     now_ms = int((await client.time())[0]) * 1000
     await client.zadd(key, {"dead-process-slot": now_ms - 1})
     assert await client.zcard(key) == MAX_GENERATIONS
@@ -361,7 +353,7 @@ async def test_generation_slots_are_leases(cluster: Cluster) -> None:
     assert await client.zscore(key, "dead-process-slot") is None
     for slot in (slots[0], taken):
         slot.release()
-    await eventually(lambda: _card(client, key, 0))
+    await until(lambda: _card(client, key, 0))
 
 
 async def _card(client: redis.Redis, key: str, n: int) -> bool:
@@ -458,14 +450,14 @@ async def test_stream_limits_hold_across_two_processes(cluster: Cluster) -> None
                 return False
             return True
 
-        await eventually(b_admits)
+        await until(b_admits)
         sse.close()
         for ws in sockets:
             await ws.close()
     client = a.app[REDIS]
     assert client is not None
     key = f"{cluster.prefix}streams-user:{user_id}"
-    await eventually(lambda: _card(client, key, 0))
+    await until(lambda: _card(client, key, 0))
 
 
 async def test_stream_slots_are_leases(cluster: Cluster) -> None:
@@ -488,7 +480,7 @@ async def test_stream_slots_are_leases(cluster: Cluster) -> None:
         after = await client.zscore(key, token)
         return after is not None and after > before
 
-    await eventually(renewed)
+    await until(renewed)
     # A slot of a process that died: its expiry passed, nothing renews it, it is free.
     now_ms = int((await client.time())[0]) * 1000
     await client.zadd(key, {"dead-process-slot": now_ms - 1})
@@ -500,7 +492,7 @@ async def test_stream_slots_are_leases(cluster: Cluster) -> None:
     for slot in slots:
         slot.release()
         slot.release()  # exactly once
-    await eventually(lambda: _card(client, key, 0))
+    await until(lambda: _card(client, key, 0))
     assert await client.zcard(f"{cluster.prefix}streams-ip:{ip}") == 0
 
 
@@ -601,7 +593,7 @@ async def test_redis_down_then_back_without_restarting(postgres_url: str) -> Non
             async def recovered() -> bool:
                 return await ready() == 200
 
-            await eventually(recovered)
+            await until(recovered)
             assert await ready(other) == 200
             # The restarted Redis forgot the revocation; `other` does not trust its cookie
             # caches for their lifetime after a fault: the database refuses the session.

@@ -12,13 +12,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
 import aiohttp
 import orjson
-import pytest_asyncio
+import pytest
 
 from actors.clock import utcnow
 from server.auth import device_flow
@@ -26,27 +25,20 @@ from server.core.ids import new_id, token_hash
 from server.storage.tables import DeviceCode
 from tests.auth_helpers import bearer, fresh_ip, make_user_session
 from tests.conditions import until
-from tests.conftest import Live, make_settings, start_live
+from tests.conftest import Live
 
 CODE_LIMIT = 6
 
 
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def live(database_url: str) -> AsyncIterator[Live]:
-    running_app = await start_live(
-        lambda port: make_settings(
-            database_url,
-            port=port,
-            trusted_proxies=["127.0.0.1/32"],
-            device_code_limit=CODE_LIMIT,
-            device_client_ids=["*"],  # any id: the bounds on its length are tested here
-            device_purge_interval=0.2,
-        )
-    )
-    try:
-        yield running_app
-    finally:
-        await running_app.server.close()
+@pytest.fixture(scope="module")
+def live_settings() -> dict[str, Any]:
+    """This module's app (conftest's ``live``): its limits set low enough to reach."""
+    return {
+        "trusted_proxies": ["127.0.0.1/32"],
+        "device_code_limit": CODE_LIMIT,
+        "device_client_ids": ["*"],  # any id: the bounds on its length are tested here
+        "device_purge_interval": 0.2,
+    }
 
 
 async def _issue(http: aiohttp.ClientSession, live: Live, ip: dict[str, str]) -> dict[str, Any]:
