@@ -4,7 +4,7 @@ interpretation", sans I/O: feed it bytes as they arrive, get the dispatched even
 Kept apart from the network code so that the fiddly parts (lines ending in CR, LF or CRLF,
 a CR at the end of one chunk and its LF in the next, UTF-8 split across chunks, a leading
 BOM, multi-line ``data``, comments, ``id`` with NUL, ``retry`` that is not a number) are
-tested exhaustively by a property test without sockets (tests/test_cli_sse.py).
+tested exhaustively by a property test without sockets (tests/client/test_cli_sse.py).
 """
 
 from __future__ import annotations

@@ -140,7 +140,8 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         "max_loop_lag": 0,
         "log_format": "json",
         # A test drives far more sends and sign-ins than a person does, from one user and
-        # one address per module; the tests of these limits (tests/test_abuse_limits.py)
+        # one address per module; the tests of these limits
+        # (tests/server/limits/test_abuse_limits.py)
         # set their own.
         "sends_per_minute": 100_000,
         "sign_in_limit": 100_000,

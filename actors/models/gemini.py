@@ -117,7 +117,7 @@ def _contents(request: ModelRequest) -> list[Any]:
     *instances* against the ``contents`` union (pydantic tries each member by attribute,
     ~1.0 ms; dicts validate in ~0.2 ms) and the ``in`` scans above. Dicts for the turns
     and :class:`_Part` for their text make it 0.5 ms, for the same request body byte for
-    byte (``tests/test_gemini_provider.py``).
+    byte (``tests/actors/test_gemini_provider.py``).
     """
     return [
         {"role": "user" if turn.role == "user" else "model", "parts": [_text(turn.content)]}
@@ -317,7 +317,7 @@ class GeminiProvider:
     ``decoder="wire"`` (the default) reads the stream with aiohttp + orjson
     (:mod:`actors.models.gemini_wire`); ``"sdk"`` through google-genai's
     ``generate_content_stream``. Both yield the same events for the same stream
-    (``tests/test_gemini_decoders.py``).
+    (``tests/actors/test_gemini_decoders.py``).
     """
 
     def __init__(

@@ -8,7 +8,7 @@ goes through, the same on both engines:
 
 - here, for the URL: a path parameter holding NUL is ``404 not_found`` (no resource has
   such a name); no query parameter reaches a database as text (cursors, user codes and
-  redirect targets are parsed or normalised first; tests/test_control_chars.py sends NUL
+  redirect targets are parsed or normalised first; tests/server/http/test_control_chars.py sends NUL
   in every one), so queries are left to their own parsing;
 - in :mod:`server.http.bodies`, for JSON and form bodies: ``400`` naming the field, for the
   fields the route's model reads.

@@ -9,8 +9,8 @@ made by a :class:`GuardedServer` (a ``web.Server``) that :class:`CeroRunner` (an
 ``_waiter``, ``_request_count``, ``_request_in_progress``, ``_messages``,
 ``_current_request``, ``_loop``, ``_kwargs``, and the request payload's ``StreamReader``
 (``total_bytes``, ``is_eof``, ``feed_eof``, ``set_exception``) — are checked by
-``tests/test_limits.py::test_aiohttp_hooks_still_exist``, which fails loudly if an aiohttp
-upgrade moves them.
+``tests/server/limits/test_limits.py::test_aiohttp_hooks_still_exist``, which fails loudly if an
+aiohttp upgrade moves them.
 
 What it adds:
 

@@ -4,7 +4,7 @@ gone or stopped cannot hold up the server or its shutdown).
 
 No ``dict_tracebacks`` with locals: they would print secrets held in local variables.
 
-No secret is logged on purpose (``tests/test_no_secrets_in_logs.py`` runs a full flow at
+No secret is logged on purpose (``tests/server/ops/test_no_secrets_in_logs.py`` runs a full flow at
 debug level and finds none). :func:`redact` is the guard for the next log call that would:
 a value under a secret's key name (:data:`SECRET_KEYS`) is replaced, and so are a bearer
 token or a secret query parameter (``token=``, ``user_code=``, ``code=``, ``state=``...)

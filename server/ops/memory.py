@@ -1,7 +1,7 @@
 """Give the memory Python freed back to the operating system (glibc only).
 
-Measured (issue 15, item 13; ``python -m tests.test_memory``, 40 answers of 1 MiB at once,
-SQLite, actors stopping 1 s after their answers): RSS 99 MB at the start, 309 / 401 /
+Measured (issue 15, item 13; ``python -m tests.server.ops.test_memory``, 40 answers of 1 MiB at
+once, SQLite, actors stopping 1 s after their answers): RSS 99 MB at the start, 309 / 401 /
 554 MB after rounds 1-3, never returned, while the live Python memory was back at its
 start. ``mallinfo2`` showed why: 698 MB of arena, 109 MB in use, 589 MB free inside the
 arenas. glibc returns free memory to the system only from

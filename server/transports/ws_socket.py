@@ -12,7 +12,7 @@ aiohttp leaves out.
 
 The aiohttp internals this needs (``_post_start``, the handler's ``_payload_parser`` and
 ``_message_tail``, the response's ``_reader`` queue) are used here only, and
-``tests/test_ws_hardening.py`` fails loudly if an upgrade removes one.
+``tests/server/transports/test_ws_hardening.py`` fails loudly if an upgrade removes one.
 """
 
 from __future__ import annotations
@@ -125,7 +125,8 @@ class CeroWebSocket(web.WebSocketResponse):
         self.before_close = before_close
         if pong_timeout is not None:
             # aiohttp waits heartbeat/2 for the pong and has no public knob for it; the
-            # contract gives the peer a full heartbeat more (tests/test_aiohttp_hooks.py).
+            # contract gives the peer a full heartbeat more
+            # (tests/server/http/test_aiohttp_hooks.py).
             self._pong_heartbeat = pong_timeout
 
     async def close(

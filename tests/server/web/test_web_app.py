@@ -37,7 +37,7 @@ from tests.live_clients import post_chat
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 CHROMIUM = os.environ.get("CERO_TEST_CHROMIUM", "/usr/bin/chromium")
-SCREENSHOTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "screenshots"
+SCREENSHOTS = Path(__file__).resolve().parents[3] / "test-artifacts" / "screenshots"
 
 try:
     from playwright.async_api import (

@@ -30,7 +30,7 @@ from tests.live_clients import new_conversation
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.postgres, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _env(**extra: str) -> dict[str, str]:

@@ -3,7 +3,7 @@
 its addresses and library words, goes to the log only.
 
 - ``/readyz`` with Redis down, and with PostgreSQL cut (a TCP proxy of the test's own,
-  :class:`tests.test_pg_outage.TcpProxy`), and a send refused while Redis is down: no
+  :class:`tests.server.storage.test_pg_outage.TcpProxy`), and a send refused while Redis is down: no
   address, port or exception name in the body.
 - A model request that cannot connect (Gemini pointed at a closed port): the ``error``
   event and the stored answer carry the fixed sentence, not ``ClientConnectorError``, the
@@ -28,8 +28,8 @@ from tests.auth_helpers import make_user_session
 from tests.conditions import until
 from tests.conftest import create_pg_database, drop_pg_database, live_app
 from tests.live_clients import post_chat, read_ndjson
+from tests.server.storage.test_pg_outage import TcpProxy
 from tests.server_process import serve
-from tests.test_pg_outage import TcpProxy
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

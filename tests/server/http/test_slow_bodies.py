@@ -9,7 +9,7 @@ Now a body must arrive within ``CERO_BODY_TIMEOUT`` of its head and at
 - too slow → ``408 request_timeout`` JSON, ``Connection: close``, counted as
   ``cero_limit_refusals_total{limit="slow_body"}``;
 - a large body at a normal pace is still served (the WebSocket and streamed answers, which
-  have no request body, are in ``tests/test_limits.py``);
+  have no request body, are in ``tests/server/limits/test_limits.py``);
 - a few hundred slow bodies against ``cero-api serve`` under a low ``ulimit -n``: the slots
   come back within the deadline, another signed-in user's chat is served, ``/readyz``
   answers 200 throughout.
@@ -33,8 +33,8 @@ from server.storage import db
 from tests.auth_helpers import bearer, make_user_session
 from tests.conditions import until
 from tests.process_stats import refusals
+from tests.server.limits.test_limits import OTHER, json_error, parse, serving, short_chat
 from tests.server_process import serve
-from tests.test_limits import OTHER, json_error, parse, serving, short_chat
 
 BALANCER = "127.0.0.9"
 #: How often a slow client sends its next body byte (the probe: every 5 s).

@@ -5,7 +5,7 @@ several rounds; the server's RSS (``/proc/<pid>/status``) after the rounds must 
 within 20 % of the RSS it had before them. On main at 6515005 it grew by ~18 MB per
 concurrent answer and round and was never returned (1.38 GB at 40 at once).
 
-Run by hand for the numbers: ``python -m tests.test_memory --concurrent 40 --rounds 5``.
+Run by hand for the numbers: ``python -m tests.server.ops.test_memory --concurrent 40 --rounds 5``.
 """
 
 from __future__ import annotations

@@ -124,7 +124,7 @@ async def test_vanishing_clients_leak_nothing(tmp_path: Path) -> None:
         "CERO_LOG_LEVEL": "warning",
         "CERO_MALLOC_TRIM_INTERVAL": "0.5",
         # The half bodies stay open until their clients vanish (what this test is about),
-        # not cut off as too slow first (tests/test_slow_bodies.py).
+        # not cut off as too slow first (tests/server/http/test_slow_bodies.py).
         "CERO_BODY_TIMEOUT": "600",
         "CERO_MIN_BODY_RATE": "0",
     }

@@ -1,5 +1,6 @@
 """Hypothesis fuzzers for the parsers a client feeds directly, beside the frame parser's
-(tests/test_protocol_properties.py) and the hub cursor's (tests/test_hub_properties.py):
+(tests/server/transports/test_protocol_properties.py) and the hub cursor's
+(tests/actors/test_hub_properties.py):
 
 - the SSE resume cursor as it arrives (``Last-Event-ID`` / ``?after=``: any header text),
   and the conversation list's opaque ``?cursor=``;

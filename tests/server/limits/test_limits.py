@@ -9,7 +9,7 @@
   answering on reserved slots, and another client's chat is served.
 
 Slow request bodies (``CERO_BODY_TIMEOUT``, ``CERO_MIN_BODY_RATE``) are tested in
-``tests/test_slow_bodies.py``.
+``tests/server/http/test_slow_bodies.py``.
 
 Servers run in process through the same runner as ``cero-api serve`` (``make_runner``), and
 once as a ``cero-api serve`` subprocess under a low ``ulimit -n``. Counts are scaled for CI.

@@ -21,7 +21,7 @@ from tests.server_process import serve
 
 pytestmark = [pytest.mark.asyncio(loop_scope="function"), pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]
 #: Examples per operation and phase: bounds the run (all three runs: 33 s on 2 cores).
 MAX_EXAMPLES = int(os.environ.get("CERO_FUZZ_EXAMPLES", "100"))
 ST = str(Path(sys.executable).with_name("st"))

@@ -44,7 +44,7 @@ async def test_idle_actor_stops_and_respawns_with_new_epoch(live_short_idle: Liv
         assert actor is not None
         epoch = actor.hub.epoch
         # A viewer does not keep it alive past the idle timeout, only its log (dormant:
-        # tests/test_dormant_actors.py); the log goes when the last subscriber does.
+        # tests/actors/test_dormant_actors.py); the log goes when the last subscriber does.
         ws = WsPeer(await http.ws_connect(live.url + "/api/ws", headers=bearer(token))).start()
         await ws.send(type="subscribe", conversationId=conversation_id)
         await ws.wait_for(lambda f: f["type"] == "subscribed")

@@ -1,7 +1,7 @@
 """``/openapi.json`` is the truth: it and the app's router name the same operations (both
 ways), and every operation states its answers — a response schema from the handler's
 model, the contract's error shape per status, 401 where a credential is needed.
-(tests/test_fuzz_http.py checks live answers against it.)"""
+(tests/server/http/test_fuzz_http.py checks live answers against it.)"""
 
 from __future__ import annotations
 

@@ -557,7 +557,7 @@ class RecordingWriter:
 async def test_partial_answers_are_flushed_together(env: Env) -> None:
     """Three answers streaming at once: their partial text reaches the database in
     batches, at most one per flush interval, never per token (that every answer dirty at
-    a tick shares one batch is ``tests/test_flusher_unit.py``'s to show)."""
+    a tick shares one batch is ``tests/actors/test_flusher_unit.py``'s to show)."""
     from server.core.app_keys import REGISTRY
 
     flusher = env.live.app[REGISTRY].deps.flusher

@@ -21,7 +21,7 @@ from client.device_login import PollSchedule
 from client.errors import CliError, Exit
 from client.main import parser
 
-CLIENT = Path(__file__).resolve().parent.parent / "client"
+CLIENT = Path(__file__).resolve().parents[2] / "client"
 
 
 def test_poll_schedule_honours_interval_and_slow_down() -> None:

@@ -22,7 +22,7 @@ from tests.process_stats import METRICS_AUTH
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-METRICS_DOC = Path(__file__).resolve().parent.parent / "docs" / "metrics.md"
+METRICS_DOC = Path(__file__).resolve().parents[3] / "docs" / "metrics.md"
 
 
 def documented() -> dict[str, tuple[str, str]]:

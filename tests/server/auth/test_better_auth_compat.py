@@ -22,7 +22,7 @@ from tests.conftest import IN_CI, Live
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-COMPAT = Path(__file__).parent / "compat"
+COMPAT = Path(__file__).resolve().parents[2] / "compat"
 SCRIPT = COMPAT / "device_flow.mjs"
 CLIENT_ID = "cero-cli"
 TIMEOUT_S = 60.0

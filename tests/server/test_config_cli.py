@@ -15,7 +15,7 @@ from server.core.config import ConfigError, load_settings
 from tests.conftest import create_pg_database, drop_pg_database
 from tests.server_process import serve
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CERO_API = [sys.executable, "-m", "server.cli"]
 
 

@@ -70,7 +70,7 @@ LIMITS_ENV = {
     "CERO_SENDS_PER_MINUTE": "16",  # met in the second round (the window is a minute)
     "CERO_MAX_STREAMS_PER_USER": "3",  # each user holds 5 WebSockets
     # One loopback address for all: the per-address stream cap would hide the per-user one
-    # (tests/test_abuse_limits.py covers it).
+    # (tests/server/limits/test_abuse_limits.py covers it).
     "CERO_MAX_STREAMS_PER_IP": "2000",
 }
 #: Every limit above shows up in cero_limit_refusals_total{limit} after the load.
@@ -78,10 +78,10 @@ EXPECTED_REFUSALS = {"generations", "sends", "streams_per_user", "ws_frames"}
 ENV = {
     **LIMITS_ENV,
     # 200 clients come from one loopback address: the per-address TCP cap is not what
-    # this test is about (tests/test_limits.py covers it).
+    # this test is about (tests/server/limits/test_limits.py covers it).
     "CERO_MAX_CONNECTIONS_PER_IP": "2000",
     # The clients share the server's two cores: the loop-lag shedding (503 overloaded,
-    # tests/test_overload.py) stays on but only for a lag no healthy run comes near.
+    # tests/server/limits/test_overload.py) stays on but only for a lag no healthy run comes near.
     "CERO_MAX_LOOP_LAG": "3",
     "CERO_DEMO_TOKEN_DELAY": "0.005",
     "CERO_ACTOR_IDLE_TIMEOUT": "1",

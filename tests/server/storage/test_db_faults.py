@@ -43,7 +43,7 @@ from tests.server_process import ServerProcess, serve
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]
 WRITE_TIMEOUT = 1.0
 #: A 503 must come within the writer's bound (2 × timeout + 1 s), plus slack for CI.
 ANSWER_WITHIN = 2 * WRITE_TIMEOUT + 1 + 4.0
