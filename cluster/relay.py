@@ -12,10 +12,12 @@ restarted empty, taken over by a process without the conversation in memory, sta
 at seq 1 -- below where its mirrors are, so the read after their seq would not see it. The
 notice stream is one more stream in the same blocking read (no round trip of its own); a
 notice for a watched mirror in another epoch syncs it (a ``reset``, then the new events).
-The relay reads the notices from the start of the stream when it starts and after every
-failed read: a Redis that restarted empty begins the stream again with ids from its clock,
-which need not be above the last id read before; what it re-reads costs nothing but for a
-mirror whose epoch differs, synced once per notice (never in a loop).
+Reading on after the last notice read also finds a stream that a Redis restarted empty
+began again: its ids come from Redis's clock, so they are above the old ones unless that
+clock went back. As a second guard the relay reads the notices from the start of the
+stream when it starts and after every failed read (a restart the client's own reconnect
+retries hid is covered by the clock alone); what it reads again costs nothing but one sync
+of a watched mirror whose epoch differs from a notice's, once per notice (never a loop).
 
 Redis not answering: every read goes on from where each hub is (its ``last_seq``), so the
 mirrors catch up, in order, with what the owner appended meanwhile (the log writer sends
