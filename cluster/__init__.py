@@ -7,8 +7,9 @@
   :mod:`actors.hub` either owning the log (each event also goes to Redis) or mirroring it
   (fed from the Redis stream, in order, deduplicated).
 - :mod:`cluster.node` — one per process: leases held, the batched log writer, the relay
-  (``XREAD BLOCK`` over every watched stream), forwarded commands, the owner-death watcher
-  and the start-up sweep; it implements :class:`actors.cluster_hooks.ClusterHooks`.
+  (``XREAD BLOCK`` over every watched stream and the epoch notices), forwarded commands,
+  the owner-death watcher and the start-up sweep; it implements
+  :class:`actors.cluster_hooks.ClusterHooks`.
 - :mod:`cluster.state` — the Redis client and its health, and the shared limits and state
   (``Redis<Thing>``, the twins of :mod:`state`'s ``Memory<Thing>``) the server installs.
 """

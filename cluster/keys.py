@@ -18,6 +18,13 @@ class Keys:
         """One counter for every fencing token: monotonic, so valid per conversation too."""
         return f"{self.prefix}fence"
 
+    @property
+    def epochs(self) -> str:
+        """The epoch notices: a stream of ``c`` (conversation id), ``e`` (epoch), one entry
+        per log started in an epoch of its own (:data:`cluster.scripts.ACQUIRE`), read by
+        every relay (:mod:`cluster.relay`)."""
+        return f"{self.prefix}epochs"
+
     def lease(self, conversation_id: str) -> str:
         return f"{self.prefix}c:{conversation_id}:lease"
 

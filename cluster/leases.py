@@ -81,12 +81,18 @@ class Leases:
     def queue_take(self, pipe: Any, conversation_id: str, epoch: str) -> None:
         """The lease with a new fencing token, on ``pipe`` (its answer goes to
         :meth:`taken_from`); the log's epoch is set to ``epoch`` in the same step when it
-        has none."""
+        has none, and then announced on the epoch notices (``Keys.epochs``)."""
         cid = conversation_id
         self._acquire.queue(
             pipe,
-            [self.keys.lease(cid), self.keys.fence, self.keys.last(cid), self.keys.epoch(cid)],
-            [self.node_id, self.ttl_ms, self.log_ttl_ms, epoch],
+            [
+                self.keys.lease(cid),
+                self.keys.fence,
+                self.keys.last(cid),
+                self.keys.epoch(cid),
+                self.keys.epochs,
+            ],
+            [self.node_id, self.ttl_ms, self.log_ttl_ms, epoch, cid, scripts.NOTICES_KEPT],
         )
 
     async def load_scripts(self) -> None:

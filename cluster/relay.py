@@ -1,9 +1,23 @@
 """The relay: this process's mirrors of conversations owned elsewhere, fed from Redis.
 
 One task, one connection: ``XREAD BLOCK`` over the streams of every mirror hub with
-subscribers (plus this node's wake stream, written when that set grows), feeding the hubs
-in order. :meth:`Relay.sync` reads a stream from where a hub is (``XRANGE``): before a
-subscribe, before a hub becomes the owner's, and when the relay finds a gap.
+subscribers (plus this node's wake stream, written when that set grows, and the epoch
+notices), feeding the hubs in order. :meth:`Relay.sync` reads a stream from where a hub is
+(``XRANGE``): before a subscribe, before a hub becomes the owner's, when the relay finds a
+gap, and when a notice says a watched log started again in another epoch.
+
+Epoch notices (``Keys.epochs``, written by whoever starts a log in an epoch of its own,
+:data:`cluster.scripts.ACQUIRE`): a log that expired or was lost with a Redis that
+restarted empty, taken over by a process without the conversation in memory, starts again
+at seq 1 -- below where its mirrors are, so the read after their seq would not see it. The
+notice stream is one more stream in the same blocking read (no round trip of its own); a
+notice for a watched mirror in another epoch syncs it (a ``reset``, then the new events).
+Reading on after the last notice read also finds a stream that a Redis restarted empty
+began again: its ids come from Redis's clock, so they are above the old ones unless that
+clock went back. As a second guard the relay reads the notices from the start of the
+stream when it starts and after every failed read (a restart the client's own reconnect
+retries hid is covered by the clock alone); what it reads again costs nothing but one sync
+of a watched mirror whose epoch differs from a notice's, once per notice (never a loop).
 
 Redis not answering: every read goes on from where each hub is (its ``last_seq``), so the
 mirrors catch up, in order, with what the owner appended meanwhile (the log writer sends
@@ -50,7 +64,11 @@ class Relay:
         self._syncing: set[str] = set()
         #: Of those, the ones to read again from the start once that sync is done.
         self._hard: set[str] = set()
+        #: Of those, the ones a notice named meanwhile: synced once more after it.
+        self._noticed: set[str] = set()
         self._wake_id = b"0-0"
+        #: The last epoch notice read (from the start again after a failed read).
+        self._notice_id: Any = b"0-0"
         self._wake_pending = False
         self.relayed = 0
         self.reads = 0
@@ -117,12 +135,16 @@ class Relay:
         try:
             while not hub.closed and hub.sink is None:
                 try:
+                    self._noticed.discard(cid)  # this sync reads what they announced
                     await self.sync(hub, hard=hard)
-                    if cid not in self._hard:
-                        return
-                    self._hard.discard(cid)
-                    hard = True
-                    continue
+                    if cid in self._hard:
+                        self._hard.discard(cid)
+                        hard = True
+                        continue
+                    if cid in self._noticed:
+                        hard = False  # a notice came meanwhile: the read may predate it
+                        continue
+                    return
                 except REDIS_FAULTS as exc:
                     log.warning(
                         "relay_sync_failed",
@@ -135,7 +157,20 @@ class Relay:
         finally:
             self._syncing.discard(cid)
             self._hard.discard(cid)
+            self._noticed.discard(cid)
             self._wake_soon()
+
+    def noticed(self, entries: list[Any]) -> None:
+        """Epoch notices read: each watched mirror in another epoch than its log's latest
+        notice is synced (:meth:`resync`; once more if one is under way)."""
+        latest = {text(fields.get(b"c", b"")): text(fields.get(b"e", b"")) for _, fields in entries}
+        for cid, epoch in latest.items():
+            hub = self.watched.get(cid)
+            if hub is None or hub.sink is not None or hub.closed or hub.epoch == epoch:
+                continue
+            log.info("relay_epoch_notice", conversation_id=cid, epoch=epoch, was=hub.epoch)
+            self._noticed.add(cid)
+            self._spawn(self.resync(hub))
 
     def watch(self, hub: ClusterHub) -> None:
         """A mirror got a subscriber: the relay reads its stream from now on."""
@@ -158,6 +193,7 @@ class Relay:
 
     async def run(self) -> None:
         wake_key = self.keys.wake(self.node_id)
+        notices_key = self.keys.epochs
         pause = RETRY_FIRST_S
         while True:
             for cid, hub in list(self.watched.items()):
@@ -170,11 +206,13 @@ class Relay:
                 if cid not in self._syncing
             }
             streams[wake_key] = self._wake_id
+            streams[notices_key] = self._notice_id
             try:
                 answer: Any = await self.redis.xread(streams, count=READ_COUNT, block=BLOCK_MS)
                 self.reads += 1
             except REDIS_FAULTS as exc:
                 log.warning("relay_read_failed", error=repr(exc)[:200], retry_in=pause)
+                self._notice_id = b"0-0"  # Redis may come back empty: every notice again
                 await asyncio.sleep(pause)  # Redis is not answering: the retry's pace
                 pause = min(pause * 2, RETRY_MAX_S)
                 continue
@@ -183,6 +221,10 @@ class Relay:
                 key = text(key_raw)
                 if key == wake_key:
                     self._wake_id = entries[-1][0]
+                    continue
+                if key == notices_key:
+                    self._notice_id = entries[-1][0]
+                    self.noticed(entries)
                     continue
                 watched = self.watched.get(self.keys.conversation_of_log(key))
                 if watched is None or watched.conversation_id in self._syncing:

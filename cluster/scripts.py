@@ -24,9 +24,18 @@ if cur ~= ARGV[1] then
 end
 """
 
-#: KEYS: lease, fence counter, last, epoch. ARGV: node id, ttl ms, last's ttl ms (also
-#: the epoch's, when set here), the taker's epoch. → ``{token, the log's epoch}`` (the
-#: taker's when the log had none), or nil if held.
+#: Epoch notices kept (``MAXLEN ~``): a relay that could not read them for longer than it
+#: takes to start this many logs misses the oldest.
+NOTICES_KEPT = 10_000
+
+#: KEYS: lease, fence counter, last, epoch, the epoch notices. ARGV: node id, ttl ms,
+#: last's ttl ms (also the epoch's, when set here), the taker's epoch, the conversation id,
+#: notices kept. → ``{token, the log's epoch}`` (the taker's when the log had none), or
+#: nil if held.
+#:
+#: A log started here in the taker's epoch (new, expired, or lost with a Redis that
+#: restarted empty) is announced on the notice stream: a mirror elsewhere may be at a seq
+#: the new log has not reached, which its relay's read (after that seq) would not see.
 ACQUIRE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return false end
 local token = redis.call('INCR', KEYS[2])
@@ -41,6 +50,7 @@ local epoch = redis.call('GET', KEYS[4])
 if not epoch then
   epoch = ARGV[4]
   redis.call('SET', KEYS[4], epoch, 'PX', ARGV[3])
+  redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[6], '*', 'c', ARGV[5], 'e', epoch)
 end
 return {token, epoch}
 """

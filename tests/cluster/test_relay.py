@@ -3,12 +3,14 @@ what an owner's log writer appends on another, in order, through the blocking re
 
 from __future__ import annotations
 
-import pytest
+import structlog
 
 from actors.hub import Event
+from cluster.faults import REDIS_FAULTS
 from cluster.mirror import ClusterHub
 from cluster.relay import Relay
 from tests.cluster.conftest import Node, holds, own
+from tests.cluster_harness import PrivateRedis
 from tests.conditions import until
 
 
@@ -42,6 +44,17 @@ class Viewer:
         return self.events
 
 
+def assert_reset_then_the_new_log(events: list[Event]) -> None:
+    """One ``reset``, then the new epoch's log: the user message (seq 1) and five tokens
+    (queued behind the reset, so merged into one up to seq 6)."""
+    assert [e.type for e in events].count("reset") == 1
+    after = events[[e.type for e in events].index("reset") + 1 :]
+    assert [e.type for e in after[:1]] == ["message"] and after[0].seq == 1
+    assert after[-1].seq == 6
+    assert "".join(e.text for e in after[1:]) == "".join(f"t{i} " for i in range(5))
+    assert all(e.cursor.startswith("E2:") for e in after)
+
+
 async def test_a_mirror_follows_the_owners_log(node: Node) -> None:
     owner = await own(node)
     owner.hub.append("message", {"messageId": "u1", "role": "user"})
@@ -64,11 +77,6 @@ async def test_a_mirror_follows_the_owners_log(node: Node) -> None:
     assert all(e.data == owned[e.seq] for e in events)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug (reported, not fixed): the relay reads each stream after the mirror's "
-    "seq, so a log restarted in another epoch below that seq is never seen",
-)
 async def test_a_log_restarted_in_another_epoch_resets_the_mirror(node: Node) -> None:
     """The log expired (or Redis restarted empty) while a mirror had a viewer, and a
     process without the conversation in memory took it over with a fresh hub: its log
@@ -86,5 +94,50 @@ async def test_a_log_restarted_in_another_epoch_resets_the_mirror(node: Node) ->
     second.hub.append("message", {"messageId": "u2", "role": "user"})
     second.say(5)
     await until(lambda: holds(node, 6), what="the new log written")
-    await until(lambda: hub.epoch == "E2", within=3.0, what="the mirror in the new epoch")
-    assert any(e.type == "reset" for e in viewer.seen())
+    await until(
+        lambda: hub.epoch == "E2" and hub.last_seq == 6,
+        within=3.0,
+        what="the mirror in the new epoch",
+    )
+    assert_reset_then_the_new_log(viewer.seen())
+
+
+async def test_a_log_restarted_empty_in_another_epoch_resets_the_mirror(
+    private_node: tuple[Node, PrivateRedis],
+) -> None:
+    """Redis restarts empty while a mirror at seq 20 has a viewer: the log and the epoch
+    notices are gone, and a process without the conversation in memory takes it over in
+    a new epoch. The relay reads the notice stream that Redis began again, resets the
+    mirror once, follows the new log, and then waits in its blocking read (no loop)."""
+    node, private = private_node
+    first = await own(node)
+    first.say(20)
+    await until(lambda: holds(node, 20), what="written")
+    relay, hub = mirror_of(node.other())
+    await relay.sync(hub)
+    viewer = Viewer(hub)
+    await until(lambda: relay.reads >= 1, what="the relay read the notice of E1")
+
+    async def answers() -> bool:
+        try:
+            return bool(await node.client.ping())
+        except REDIS_FAULTS:
+            return False
+
+    with structlog.testing.capture_logs() as logs:
+        await private.kill()
+        await private.start()
+        await until(answers, what="the client reconnected")
+        second = await own(node.other(), epoch="E2")
+        second.hub.append("message", {"messageId": "u2", "role": "user"})
+        second.say(5)
+        await until(lambda: holds(node, 6), what="the new log written")
+        await until(lambda: hub.last_seq == 6 and hub.epoch == "E2", what="the mirror on E2")
+    assert [e["epoch"] for e in logs if e["event"] == "relay_epoch_notice"] == ["E2"]
+    assert_reset_then_the_new_log(viewer.seen())
+
+    reads = relay.reads
+    second.say(1, prefix="later")
+    await until(lambda: hub.last_seq == 7, what="the next event relayed")
+    assert relay.reads - reads <= 3  # one blocking read per event (or per wake), not a spin
+    assert [e.type for e in viewer.seen()].count("reset") == 1
