@@ -18,13 +18,13 @@ What is here, by kind:
   (:class:`SendResult`);
 - the refusals: :class:`ConversationBusy`, :class:`ActorStopped`,
   :class:`ConversationNotFound`, :class:`StoreUnavailable`, :class:`ClientMessageTaken`;
-- the log (:mod:`actors.hub`): :class:`Hub`, :class:`Subscription`, :class:`Event`,
+- the log (:mod:`actors.event_log`): :class:`EventLog`, :class:`Subscription`, :class:`Event`,
   :class:`Cursor`, :data:`TERMINAL` (the one definition server-side code uses),
   :data:`RESERVED`;
 - persistence (:mod:`actors.store`): the :class:`ConversationStore` protocol (every
   method production calls) and its values;
 - cluster mode's hooks: :class:`ClusterHooks`, :class:`Dormant`, :class:`StopReason`;
-- the turn's clock: :class:`TurnTiming`, :data:`Observe`, :data:`PHASES`.
+- the turn's clock: :class:`GenerationTiming`, :data:`Observe`, :data:`PHASES`.
 """
 
 from __future__ import annotations
@@ -33,9 +33,10 @@ from actors.cluster_hooks import ClusterHooks
 from actors.context import build_request
 from actors.conversation import ActorDeps, ConversationActor, SendResult
 from actors.dormant import Dormant
+from actors.event_log import RESERVED, TERMINAL, Cursor, Event, EventLog, Subscription
 from actors.flusher import Flusher
 from actors.generation import RequestBuilder, StopReason
-from actors.hub import RESERVED, TERMINAL, Cursor, Event, Hub, Subscription
+from actors.generation_timing import PHASES, GenerationTiming, Observe
 from actors.mailbox import (
     ActorStopped,
     Cancel,
@@ -55,13 +56,12 @@ from actors.store import (
     ClientMessageTaken,
     ConversationStore,
     MessageStatus,
-    NewTurn,
+    NewGeneration,
     Outcome,
     StoredMessage,
     StoreUnavailable,
 )
 from actors.telemetry import GenerationTelemetry
-from actors.turn_timing import PHASES, Observe, TurnTiming
 
 __all__ = [
     "PHASES",
@@ -80,12 +80,13 @@ __all__ = [
     "Cursor",
     "Dormant",
     "Event",
+    "EventLog",
     "Flusher",
     "GenerationTelemetry",
-    "Hub",
+    "GenerationTiming",
     "MessageStatus",
     "ModelSpec",
-    "NewTurn",
+    "NewGeneration",
     "Observe",
     "Outcome",
     "Registry",
@@ -101,7 +102,6 @@ __all__ = [
     "Subscribe",
     "SubscribeSpec",
     "Subscription",
-    "TurnTiming",
     "Unsubscribe",
     "build_request",
 ]

@@ -29,9 +29,10 @@ import structlog
 from actors.clock import iso
 from actors.cluster_hooks import ClusterHooks
 from actors.dormant import Dormant
+from actors.event_log import Cursor, EventLog, Subscription
 from actors.flusher import Flusher
 from actors.generation import Generation, Opened, RequestBuilder, Runner, StopReason, discard
-from actors.hub import Cursor, Hub, Subscription
+from actors.generation_timing import GenerationTiming
 from actors.mailbox import (
     ActorStopped,
     Cancel,
@@ -49,9 +50,8 @@ from actors.mailbox import (
 from actors.models.base import ChatTurn, ModelProvider
 from actors.presence import Presence
 from actors.retries import RecentGenerations
-from actors.store import ConversationStore, NewTurn, StoredMessage
+from actors.store import ConversationStore, NewGeneration, StoredMessage
 from actors.telemetry import GenerationTelemetry
-from actors.turn_timing import TurnTiming
 
 log = structlog.get_logger(__name__)
 
@@ -91,7 +91,7 @@ class SendResult:
     #: The log's seq just before this turn's ``message`` event (``None``: not known).
     seq_before: int | None = None
     #: The turn's clock, when the sender brought one (``answered`` is marked).
-    timing: TurnTiming | None = None
+    timing: GenerationTiming | None = None
 
 
 @dataclass(slots=True)
@@ -115,7 +115,7 @@ class ConversationActor:
         self.conversation_id = conversation_id
         self.owner_id = owner_id
         self.deps = deps
-        self.hub = Hub(conversation_id)
+        self.hub = EventLog(conversation_id)
         self.generation: Generation | None = None
         self.stopped = False
         #: Stopped for being idle (not stop, delete or crash): its log may live on.
@@ -152,7 +152,7 @@ class ConversationActor:
         client_message_id: str | None = None,
         subscribe: SubscribeSpec | None = None,
         slot: Slot | None = None,
-        timing: TurnTiming | None = None,
+        timing: GenerationTiming | None = None,
     ) -> SendResult:
         if timing is not None:
             timing.mark("mailed")
@@ -367,7 +367,7 @@ class ConversationActor:
         tools: tuple[str, ...],
         client_message_id: str | None,
         subscribe: SubscribeSpec | None,
-        timing: TurnTiming | None = None,
+        timing: GenerationTiming | None = None,
     ) -> SendResult:
         if client_message_id is not None:
             retried = await self._retry(client_message_id, subscribe)
@@ -393,8 +393,10 @@ class ConversationActor:
         # before the model request is built: a database that takes a while to sync
         # (PostgreSQL's WAL flush) does so while the request is built and sent.
         commit = loop.create_task(
-            self.deps.store.start_turn(
-                NewTurn(self.conversation_id, message, generation_id, client_message_id, model.id)
+            self.deps.store.start_generation(
+                NewGeneration(
+                    self.conversation_id, message, generation_id, client_message_id, model.id
+                )
             )
         )
         opening: asyncio.Task[Opened] | None = None

@@ -15,7 +15,7 @@ when the conversation is deleted or the server stops.
 
 from __future__ import annotations
 
-from actors.hub import Hub, Subscription
+from actors.event_log import EventLog, Subscription
 from actors.presence import Presence
 from actors.retries import RecentGenerations
 
@@ -23,7 +23,7 @@ from actors.retries import RecentGenerations
 class Dormant:
     __slots__ = ("hub", "presence", "recent")
 
-    def __init__(self, hub: Hub, presence: Presence, recent: RecentGenerations) -> None:
+    def __init__(self, hub: EventLog, presence: Presence, recent: RecentGenerations) -> None:
         self.hub = hub
         #: The viewers and the debounced ``presence`` events (handed to the next actor).
         self.presence = presence
@@ -32,7 +32,7 @@ class Dormant:
         compact(hub)
 
     @classmethod
-    def fresh(cls, hub: Hub) -> Dormant:
+    def fresh(cls, hub: EventLog) -> Dormant:
         """The record of a log no actor of this process has written yet (cluster mode
         attaches one per conversation it serves): no viewers, no generations."""
         return cls(hub, Presence(hub), RecentGenerations())
@@ -55,11 +55,11 @@ class Dormant:
         self.hub.close()
 
 
-def compact(hub: Hub) -> None:
+def compact(hub: EventLog) -> None:
     """Shrink the replay buffer kept while dormant, without changing a byte of it.
 
     Rendered transport frames are a cache of each event's JSON, rebuilt on demand (the
-    JSON itself is already tight: :func:`actors.hub.dumps`).
+    JSON itself is already tight: :func:`actors.event_log.dumps`).
     """
     for event in hub.held():
         event.frames.clear()

@@ -24,8 +24,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from actors.error_text import error_text
+from actors.event_log import EventLog
 from actors.flusher import Flusher
-from actors.hub import Hub
+from actors.generation_timing import CURRENT, GenerationTiming
 from actors.mailbox import ModelSpec
 from actors.models.base import (
     ChatTurn,
@@ -39,7 +40,6 @@ from actors.models.base import (
 )
 from actors.store import ConversationStore, Outcome, StoredMessage
 from actors.telemetry import GenerationTelemetry
-from actors.turn_timing import CURRENT, TurnTiming
 
 #: Tokens published back to back before the generation yields to the event loop.
 YIELD_EVERY = 32
@@ -126,7 +126,7 @@ class Generation:
     consume: asyncio.Task[Final | None] | None = None
     task: asyncio.Task[None] | None = None
     #: The turn's clock until its first token (then dropped).
-    timing: TurnTiming | None = None
+    timing: GenerationTiming | None = None
 
     @property
     def text(self) -> str:
@@ -209,7 +209,7 @@ def ending(event: Terminal, status: str) -> tuple[str, str]:
 class Runner:
     """Runs generations for one actor: its hub, its dependencies, its log."""
 
-    def __init__(self, hub: Hub, deps: RunnerDeps, log: Any) -> None:
+    def __init__(self, hub: EventLog, deps: RunnerDeps, log: Any) -> None:
         self.hub = hub
         self.deps = deps
         self.log = log
@@ -223,7 +223,7 @@ class Runner:
         model: ModelSpec,
         tools: tuple[str, ...],
         turns: list[ChatTurn],
-        timing: TurnTiming | None = None,
+        timing: GenerationTiming | None = None,
     ) -> Opened:
         """Build the request, start the stream and wait for its first event."""
         building = time.perf_counter()
@@ -406,7 +406,7 @@ class Runner:
         return False
 
 
-def _first_token(timing: TurnTiming) -> None:
+def _first_token(timing: GenerationTiming) -> None:
     """Observe ``first_token``: from whichever came last of the commit and the model's
     first event, until the first token is in the log (marked for ``first_write``)."""
     appended = timing.mark("first_token")

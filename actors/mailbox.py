@@ -3,7 +3,7 @@
 
 Below :mod:`actors.conversation` (which handles the commands), :mod:`actors.generation`
 and :mod:`actors.cluster_hooks` (which see them), so none of those imports another for a
-type. Imports only :mod:`actors.hub` and :mod:`actors.turn_timing`.
+type. Imports only :mod:`actors.event_log` and :mod:`actors.generation_timing`.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from actors.hub import Event, Subscription
-from actors.turn_timing import TurnTiming
+from actors.event_log import Event, Subscription
+from actors.generation_timing import GenerationTiming
 
 
 class ModelSpec(Protocol):
@@ -62,7 +62,7 @@ class ActorStopped(Exception):
 
 @dataclass(slots=True)
 class SubscribeSpec:
-    """How a transport wants to receive events (see :meth:`actors.hub.Hub.subscribe`)."""
+    """How a transport wants to receive events (see :meth:`actors.event_log.Hub.subscribe`)."""
 
     notify: Callable[[], None]
     direct: Callable[[Event], bool] | None = None
@@ -82,7 +82,7 @@ class Send:
     client_message_id: str | None
     subscribe: SubscribeSpec | None
     slot: Slot | None
-    timing: TurnTiming | None = None
+    timing: GenerationTiming | None = None
 
 
 @dataclass(slots=True)

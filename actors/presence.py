@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 
-from actors.hub import Hub, Subscription
+from actors.event_log import EventLog, Subscription
 
 #: Presence changes within this window are published as one event.
 PRESENCE_DEBOUNCE_S = 0.25
@@ -18,7 +18,7 @@ PRESENCE_DEBOUNCE_S = 0.25
 class Presence:
     __slots__ = ("_timer", "debounce", "hub", "published", "viewers")
 
-    def __init__(self, hub: Hub, *, debounce: float = PRESENCE_DEBOUNCE_S) -> None:
+    def __init__(self, hub: EventLog, *, debounce: float = PRESENCE_DEBOUNCE_S) -> None:
         self.hub = hub
         self.debounce = debounce
         #: The subscriptions that count in ``presence``.

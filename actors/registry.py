@@ -18,7 +18,7 @@ import structlog
 
 from actors.conversation import ActorDeps, ConversationActor
 from actors.dormant import Dormant
-from actors.hub import Subscription
+from actors.event_log import Subscription
 from actors.mailbox import ActorStopped
 
 log = structlog.get_logger(__name__)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from actors.hub import TERMINAL, Cursor, Hub
+from actors.event_log import TERMINAL, Cursor, EventLog
 
 #: Generations remembered for idempotent retries (their cursor in the log).
 RECENT_GENERATIONS = 32
@@ -36,7 +36,7 @@ class RecentGenerations:
         """The seq just before the turn, if remembered (cluster mode forwards it)."""
         return self._seq_before.get(generation_id)
 
-    def replay_cursor(self, hub: Hub, generation_id: str, *, running: bool) -> Cursor | None:
+    def replay_cursor(self, hub: EventLog, generation_id: str, *, running: bool) -> Cursor | None:
         """Where a retried send's subscription starts: just before the turn, when the log
         still holds it from there and it is running or its ending is in the log too."""
         seq_before = self._seq_before.get(generation_id)

@@ -38,8 +38,8 @@ class StoredMessage:
 
 
 @dataclass(frozen=True, slots=True)
-class NewTurn:
-    """What :meth:`ConversationStore.start_turn` commits: a user's message and the answer
+class NewGeneration:
+    """What :meth:`ConversationStore.start_generation` commits: a user's message and the answer
     row it starts (``streaming``, empty), both carrying the generation's id."""
 
     conversation_id: str
@@ -76,7 +76,7 @@ class NewTurn:
 
 
 class ClientMessageTaken(Exception):
-    """``start_turn``'s key is already used by the same user, in another conversation (a
+    """``start_generation``'s key is already used by the same user, in another conversation (a
     send racing this one elsewhere won): answer with that turn, never start a second."""
 
     def __init__(self, client_message_id: str) -> None:
@@ -114,7 +114,7 @@ class ConversationStore(Protocol):
         already holds its key, so looking in this conversation is enough."""
         ...
 
-    async def start_turn(self, turn: NewTurn) -> tuple[StoredMessage, StoredMessage]:
+    async def start_generation(self, turn: NewGeneration) -> tuple[StoredMessage, StoredMessage]:
         """Commit the user message and the ``streaming`` answer row together; raise
         :class:`ClientMessageTaken` when the conversation's owner already used the key."""
         ...

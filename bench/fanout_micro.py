@@ -1,4 +1,4 @@
-"""The Python cost of one fan-out delivery, without sockets: ``Hub.append`` to N
+"""The Python cost of one fan-out delivery, without sockets: ``EventLog.append`` to N
 subscribers whose WebSocket direct path (the same checks as ``Outbound._direct``) either
 writes each frame at once or holds it for the end of the pass (``RawWriter.write_soon``).
 
@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from actors.hub import Event, Hub
+from actors.event_log import Event, EventLog
 from server.transports.wire import HIGH_WATER, RawWriter
 from server.transports.ws_outbound import ws_frame
 
@@ -61,7 +61,7 @@ def _direct(writer: RawWriter, held: bool) -> Callable[[Event], bool]:
 
 async def measure(subscribers: int, per_pass: int, held: bool, tokens: int) -> float:
     """µs of Python per delivery."""
-    hub = Hub("c" * 24)
+    hub = EventLog("c" * 24)
     transports = []
     for _ in range(subscribers):
         transport = _StubTransport()

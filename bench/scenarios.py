@@ -25,7 +25,7 @@ import numpy as np
 import orjson
 import psutil
 
-from actors.turn_timing import PHASES
+from actors.generation_timing import PHASES
 from bench.clients import client_process, open_non_reader
 from bench.common import (
     HOST,
@@ -1347,7 +1347,7 @@ def phase_table(before: Phases, after: Phases) -> dict[str, dict[str, float]]:
     return dict(sorted(table.items(), key=lambda item: PHASE_ORDER.get(item[0], 99)))
 
 
-#: The order of a turn's phases in tables (actors/turn_timing.py describes them).
+#: The order of a turn's phases in tables (actors/generation_timing.py describes them).
 PHASE_ORDER = {name: i for i, name in enumerate(PHASES)}
 
 

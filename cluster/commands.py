@@ -35,7 +35,7 @@ from actors.api import (
     StoreUnavailable,
 )
 from cluster.keys import NodeContext
-from cluster.mirror import ClusterHub
+from cluster.mirror import ClusterEventLog
 from cluster.wire import message, message_json, text
 
 log = structlog.get_logger(__name__)
@@ -57,7 +57,7 @@ class Commands:
         forward_timeout: float,
         resolve_model: Callable[[str], ModelSpec],
         adopt_slot: Callable[[str, str], Slot] | None,
-        sync: Callable[[ClusterHub], Awaitable[None]],
+        sync: Callable[[ClusterEventLog], Awaitable[None]],
     ) -> None:
         self.redis, self.keys, self.node_id = ctx.redis, ctx.keys, ctx.node_id
         self._spawn = ctx.spawn
@@ -119,7 +119,7 @@ class Commands:
         return bool(reply)
 
     async def send(
-        self, actor: ConversationActor, hub: ClusterHub, owner: str, command: Send
+        self, actor: ConversationActor, hub: ClusterEventLog, owner: str, command: Send
     ) -> SendResult:
         # The sender's generation slot goes along: the owner holds it while it generates.
         slot = command.slot

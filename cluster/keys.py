@@ -57,7 +57,7 @@ class Keys:
 
 @dataclass(frozen=True, slots=True)
 class NodeContext:
-    """What every part of a node (:mod:`cluster.node`) shares: the Redis client, the key
+    """What every part of a node (:mod:`cluster.process`) shares: the Redis client, the key
     names, this process's node id, and a way to run background tasks the node owns (they
     are cancelled when it closes)."""
 

@@ -26,7 +26,7 @@ from redis.exceptions import NoScriptError, RedisError
 from cluster import scripts
 from cluster.keys import NodeContext
 from cluster.lua import Lua, raise_unloaded
-from cluster.mirror import ClusterHub
+from cluster.mirror import ClusterEventLog
 from cluster.wire import text
 
 log = structlog.get_logger(__name__)
@@ -38,7 +38,7 @@ class Held:
 
     value: str
     fence: int
-    hub: ClusterHub
+    hub: ClusterEventLog
 
 
 class Leases:
@@ -107,7 +107,7 @@ class Leases:
             raise answer
         fence = int(answer[0])
         self.taken += 1
-        return Held(f"{self.node_id}:{fence}", fence, cast(ClusterHub, None))
+        return Held(f"{self.node_id}:{fence}", fence, cast(ClusterEventLog, None))
 
     async def renew_forever(self) -> None:
         while True:

@@ -32,7 +32,7 @@ from cluster import scripts
 from cluster.faults import REDIS_FAULTS
 from cluster.keys import NodeContext
 from cluster.lua import Lua, raise_unloaded
-from cluster.mirror import ClusterHub
+from cluster.mirror import ClusterEventLog
 from cluster.wire import seq_of
 
 log = structlog.get_logger(__name__)
@@ -47,7 +47,7 @@ MAX_PENDING = 20_000
 
 @dataclass(slots=True)
 class _Pending:
-    hub: ClusterHub
+    hub: ClusterEventLog
     lease: str
     events: list[Event] = field(default_factory=list)
     #: The lease was lost while this was being sent: never sent again.
@@ -78,7 +78,7 @@ class LogWriter:
         self.appended = 0
         self.pipelines = 0
 
-    def sink(self, hub: ClusterHub, event: Event) -> None:
+    def sink(self, hub: ClusterEventLog, event: Event) -> None:
         cid = hub.conversation_id
         pending = self._pending.get(cid)
         lease = hub.lease or ""

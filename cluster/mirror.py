@@ -1,6 +1,6 @@
 """The conversation's hub in cluster mode: the owner's log, or a mirror of it.
 
-Every process keeps one :class:`ClusterHub` per conversation it serves; transports
+Every process keeps one :class:`ClusterEventLog` per conversation it serves; transports
 subscribe to it exactly as in one process (replay, merge for laggards, reset, 4008 are the
 sans-I/O hub's). Two modes:
 
@@ -24,12 +24,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from actors.api import RESERVED, TERMINAL, Cursor, Event, Hub, Subscription
+from actors.api import RESERVED, TERMINAL, Cursor, Event, EventLog, Subscription
 
-Sink = Callable[["ClusterHub", Event], None]
+Sink = Callable[["ClusterEventLog", Event], None]
 
 
-class ClusterHub(Hub):
+class ClusterEventLog(EventLog):
     __slots__ = (
         "_feeding",
         "_on_closed",
@@ -47,9 +47,9 @@ class ClusterHub(Hub):
         conversation_id: str,
         *,
         epoch: str | None,
-        on_subscribe: Callable[[ClusterHub], None],
-        on_presence: Callable[[ClusterHub], None],
-        on_closed: Callable[[ClusterHub], None],
+        on_subscribe: Callable[[ClusterEventLog], None],
+        on_presence: Callable[[ClusterEventLog], None],
+        on_closed: Callable[[ClusterEventLog], None],
     ) -> None:
         super().__init__(conversation_id, epoch=epoch)
         #: Owner mode: where each appended event goes (the node's log writer).
@@ -140,7 +140,7 @@ class ClusterHub(Hub):
         super().rebase(epoch, last_seq)  # every subscriber: reset, not its doing (no 4008)
 
     def subscribe(self, after: str | Cursor | None, **options: Any) -> Subscription:
-        """:meth:`Hub.subscribe` (same options); a mirror's first subscriber also makes the
+        """:meth:`EventLog.subscribe` (same options); a mirror's first subscriber also makes the
         relay read its stream."""
         sub = super().subscribe(after, **options)
         if self.sink is None and not self.closed:

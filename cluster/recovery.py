@@ -23,14 +23,14 @@ from actors.error_text import error_text
 from cluster.faults import REDIS_FAULTS
 from cluster.keys import Keys
 from cluster.leases import Held, Leases
-from cluster.mirror import ClusterHub
+from cluster.mirror import ClusterEventLog
 from cluster.relay import Relay
 
 log = structlog.get_logger(__name__)
 
 
 class Node(Protocol):
-    """What recovery uses of its node (:class:`cluster.node.ClusterNode` is the one):
+    """What recovery uses of its node (:class:`cluster.process.ClusterProcess` is the one):
     declared here so that this module needs nothing from the node's."""
 
     @property
@@ -58,14 +58,16 @@ class Node(Protocol):
 
     def lock(self, conversation_id: str) -> asyncio.Lock: ...
 
-    async def take_over(self, cid: str, hub: ClusterHub) -> bool: ...
+    async def take_over(self, cid: str, hub: ClusterEventLog) -> bool: ...
 
     def give_back(self, cid: str, held: Held | None = None) -> None: ...
 
     async def attach(self, conversation_id: str) -> Dormant: ...
 
 
-async def interrupt_orphans(cid: str, hub: ClusterHub, fence: int, store: ConversationStore) -> int:
+async def interrupt_orphans(
+    cid: str, hub: ClusterEventLog, fence: int, store: ConversationStore
+) -> int:
     """Whatever was generating under an earlier lease is over: its owner is gone. Returns
     how many answers it closed (the store marks them, fenced)."""
     rows = await store.interrupt_orphans(cid, fence)
@@ -123,7 +125,7 @@ class Recovery:
                 if not there:
                     node.spawn(self.recover(cid, hub))
 
-    async def recover(self, cid: str, hub: ClusterHub) -> bool:
+    async def recover(self, cid: str, hub: ClusterEventLog) -> bool:
         """Take a free lease just to close what its dead owner left, then give it back."""
         node = self.node
         async with node.lock(cid):
@@ -150,7 +152,7 @@ class Recovery:
                 leased.append(cid)
                 continue
             record = await node.attach(cid)
-            if await self.recover(cid, cast(ClusterHub, record.hub)):
+            if await self.recover(cid, cast(ClusterEventLog, record.hub)):
                 done += 1
         if leased and again:
             # A lease may be a dead process's that has not expired yet: look once more

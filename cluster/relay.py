@@ -37,7 +37,7 @@ import structlog
 
 from cluster.faults import REDIS_FAULTS
 from cluster.keys import NodeContext
-from cluster.mirror import ClusterHub
+from cluster.mirror import ClusterEventLog
 from cluster.wire import event_data, seq_of, text
 
 log = structlog.get_logger(__name__)
@@ -59,7 +59,7 @@ class Relay:
         self.redis, self.keys, self.node_id = ctx.redis, ctx.keys, ctx.node_id
         self._spawn = ctx.spawn
         #: Mirrors with local subscribers, whose streams the relay reads.
-        self.watched: dict[str, ClusterHub] = {}
+        self.watched: dict[str, ClusterEventLog] = {}
         #: Mirrors a :meth:`resync` is bringing up to the stream (not read meanwhile).
         self._syncing: set[str] = set()
         #: Of those, the ones to read again from the start once that sync is done.
@@ -77,7 +77,7 @@ class Relay:
         #: Metrics hook: ``lag`` of each stream's batch read (one call per stream per read).
         self.on_lag: Callable[[float], None] | None = None
 
-    async def sync(self, hub: ClusterHub, *, hard: bool = False) -> None:
+    async def sync(self, hub: ClusterEventLog, *, hard: bool = False) -> None:
         """Bring a mirror up to the stream: one round trip (:meth:`queue_reads`), two
         when the log turned out to have another epoch."""
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -85,7 +85,7 @@ class Relay:
             answers = await pipe.execute()
         await self.apply(hub, start, answers, hard=hard)
 
-    def queue_reads(self, pipe: Any, hub: ClusterHub, *, hard: bool = False) -> str:
+    def queue_reads(self, pipe: Any, hub: ClusterEventLog, *, hard: bool = False) -> str:
         """What :meth:`apply` needs, on ``pipe`` (three answers): the log's epoch, its
         entries from where the hub is (from the start when the hub is new or ``hard``),
         and its last entry. Returns where the read starts."""
@@ -97,7 +97,7 @@ class Relay:
         return start
 
     async def apply(
-        self, hub: ClusterHub, start: str, answers: list[Any], *, hard: bool = False
+        self, hub: ClusterEventLog, start: str, answers: list[Any], *, hard: bool = False
     ) -> None:
         """Feed the hub what :meth:`queue_reads` read (also before the hub becomes the
         owner's): the events that follow, or a ``rebase`` when they do not."""
@@ -122,7 +122,7 @@ class Relay:
                 hub.rebase(epoch, seq - 1)
                 hub.feed(seq, data)
 
-    async def resync(self, hub: ClusterHub, *, hard: bool = False) -> None:
+    async def resync(self, hub: ClusterEventLog, *, hard: bool = False) -> None:
         """:meth:`sync` in a task of its own: tried again until Redis answers (what Redis
         lost, the sync turns into a ``reset``), then the relay reads the hub's stream again."""
         cid = hub.conversation_id
@@ -172,7 +172,7 @@ class Relay:
             self._noticed.add(cid)
             self._spawn(self.resync(hub))
 
-    def watch(self, hub: ClusterHub) -> None:
+    def watch(self, hub: ClusterEventLog) -> None:
         """A mirror got a subscriber: the relay reads its stream from now on."""
         cid = hub.conversation_id
         if self.watched.get(cid) is hub:

@@ -16,7 +16,7 @@ import structlog
 from redis.exceptions import RedisError
 
 from cluster.keys import NodeContext
-from cluster.mirror import ClusterHub
+from cluster.mirror import ClusterEventLog
 from cluster.wire import sum_viewers
 
 log = structlog.get_logger(__name__)
@@ -27,16 +27,16 @@ class ViewerCounts:
         self,
         ctx: NodeContext,
         lease_ttl: float,
-        owned: Callable[[], list[tuple[str, ClusterHub]]],
+        owned: Callable[[], list[tuple[str, ClusterEventLog]]],
     ) -> None:
         self.redis, self.keys, self.node_id = ctx.redis, ctx.keys, ctx.node_id
         self.lease_ttl = lease_ttl
         self._owned = owned  # the hubs this process owns
         #: Hubs whose local viewer count changed or must be refreshed.
-        self._viewing: dict[str, ClusterHub] = {}
+        self._viewing: dict[str, ClusterEventLog] = {}
         self._dirty: set[str] = set()
 
-    def changed(self, hub: ClusterHub) -> None:
+    def changed(self, hub: ClusterEventLog) -> None:
         self._viewing[hub.conversation_id] = hub
         self._dirty.add(hub.conversation_id)
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from actors.hub import Event, Hub, Subscription
+from actors.event_log import Event, EventLog, Subscription
 from actors.mailbox import SubscribeSpec
 from actors.models.base import (
     ChatTurn,
@@ -26,7 +26,7 @@ from actors.models.base import (
     ModelRequest,
     TextDelta,
 )
-from actors.store import ClientMessageTaken, NewTurn, Outcome, StoredMessage
+from actors.store import ClientMessageTaken, NewGeneration, Outcome, StoredMessage
 
 # -- switches ---------------------------------------------------------------------------
 
@@ -179,7 +179,7 @@ class MemoryStore:
         )
         return replace(user), None if answer is None else replace(answer)
 
-    async def start_turn(self, turn: NewTurn) -> tuple[StoredMessage, StoredMessage]:
+    async def start_generation(self, turn: NewGeneration) -> tuple[StoredMessage, StoredMessage]:
         await self.start.check()
         if turn.conversation_id not in self.owners:
             raise StoreDown(f"foreign key: no conversation {turn.conversation_id}")
@@ -369,7 +369,7 @@ class Watcher:
         return self
 
     @classmethod
-    def on(cls, hub: Hub) -> Watcher:
+    def on(cls, hub: EventLog) -> Watcher:
         watcher = cls()
         return watcher.attach(hub.subscribe(None, notify=watcher.woken.set, direct=watcher._direct))
 

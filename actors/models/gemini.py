@@ -41,10 +41,10 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 
+from actors.generation_timing import CURRENT
 from actors.models.base import ErrorCode, ModelError, ModelEvent, ModelRequest
 from actors.models.gemini_translate import Translator
 from actors.models.gemini_wire import WireStreams
-from actors.turn_timing import CURRENT
 
 log = structlog.get_logger(__name__)
 
@@ -270,7 +270,7 @@ READ_BUFFER = 1 << 16
 
 def _turn_trace() -> aiohttp.TraceConfig:
     """``model_build`` and ``model_upstream`` of the turn whose request this is (see
-    :mod:`actors.turn_timing`); a turn's first attempt only."""
+    :mod:`actors.generation_timing`); a turn's first attempt only."""
     trace = aiohttp.TraceConfig()
 
     async def started(*_: object) -> None:

@@ -73,10 +73,10 @@ async def chat_runtime(app: web.Application) -> AsyncIterator[None]:
     node = None
     client = app[REDIS]
     if client is not None:
-        from cluster.node import ClusterNode
+        from cluster.process import ClusterProcess
 
         catalog = app[CATALOG]
-        node = ClusterNode(
+        node = ClusterProcess(
             client,
             prefix=settings.redis_prefix,
             lease_ttl=settings.lease_ttl,

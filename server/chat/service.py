@@ -27,9 +27,9 @@ from actors.api import (
     ConversationActor,
     ConversationBusy,
     ConversationNotFound,
+    GenerationTiming,
     SendResult,
     SubscribeSpec,
-    TurnTiming,
 )
 from actors.error_text import error_text
 from actors.models.catalog import UnknownModel, UnsupportedTools
@@ -103,7 +103,7 @@ async def start_chat(
     body: ChatRequest,
     subscribe: SubscribeSpec | None,
     *,
-    timing: TurnTiming | None = None,
+    timing: GenerationTiming | None = None,
 ) -> SendResult:
     """``timing``: the turn's clock (phases ``admit``, ``lookup`` and the actor's)."""
     admitted = time.perf_counter()

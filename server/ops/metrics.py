@@ -27,13 +27,13 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
-from actors.api import TurnTiming
+from actors.api import GenerationTiming
 from server.core.app_keys import METRICS, SETTINGS
 from server.core.errors import ApiError
 
 if TYPE_CHECKING:
     from actors.api import Registry
-    from cluster.node import ClusterNode
+    from cluster.process import ClusterProcess
     from cluster.state.connection import RedisHealth
     from server.limits.admission import Admission
     from server.storage.batch_writer import BatchWriter
@@ -167,7 +167,7 @@ class Metrics:
         self.redis_errors: Counter | None = None  # cluster mode only: bind_redis
         self.turn_phases = Histogram(
             "cero_turn_phase_seconds",
-            "Phases of a turn's time to first token (actors/turn_timing.py names them)",
+            "Phases of a turn's time to first token (actors/generation_timing.py names them)",
             ["phase"],
             buckets=PHASE_BUCKETS,
             registry=registry,
@@ -322,15 +322,15 @@ class Metrics:
             child = self._phase_children[phase] = self.turn_phases.labels(phase)
         child.observe(seconds)
 
-    def turn_timing(self, request: web.Request) -> TurnTiming:
+    def turn_timing(self, request: web.Request) -> GenerationTiming:
         """A turn's clock, started when ``request`` reached the middlewares."""
-        return TurnTiming(self.observe_phase, request.get(REQUEST_STARTED))
+        return GenerationTiming(self.observe_phase, request.get(REQUEST_STARTED))
 
-    def turn_timing_from(self, started: float, *, transport: str) -> TurnTiming:
+    def turn_timing_from(self, started: float, *, transport: str) -> GenerationTiming:
         """A turn's clock for a command on an open socket (the WebSocket's ``send``), which
         observes ``cero_time_to_first_token_seconds{transport}`` itself when its first token
         is in the log: the socket writes it within that loop pass."""
-        timing = TurnTiming(self.observe_phase, started)
+        timing = GenerationTiming(self.observe_phase, started)
         timing.on_first_token = self.ttft.labels(transport).observe
         return timing
 
@@ -374,7 +374,7 @@ class Metrics:
             lambda: admission.queued_total,
         )
 
-    def bind_cluster(self, node: ClusterNode) -> None:
+    def bind_cluster(self, node: ClusterProcess) -> None:
         """Cluster mode: leases, the shared log, forwarded commands, the relay's lag."""
         self._reading(
             "cero_cluster_leases_held",

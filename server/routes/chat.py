@@ -14,7 +14,7 @@ import orjson
 from aiohttp import web
 from aiohttp.http import HttpVersion11
 
-from actors.api import TERMINAL, Event, SendResult, TurnTiming
+from actors.api import TERMINAL, Event, GenerationTiming, SendResult
 from server.auth.current import require_user
 from server.chat.request import ChatRequest
 from server.chat.service import rebuilt_events, start_chat
@@ -95,7 +95,9 @@ async def chat(request: web.Request) -> web.StreamResponse:
             await result.actor.unsubscribe(result.subscription)
 
 
-def _timed_first_token(render: Render, timing: TurnTiming, ttft: Callable[[float], None]) -> Render:
+def _timed_first_token(
+    render: Render, timing: GenerationTiming, ttft: Callable[[float], None]
+) -> Render:
     """``render`` that observes ``first_write`` and ``server_ttft`` (and ``ttft``, the
     operator's ``cero_time_to_first_token_seconds``) when it renders the first token (the
     frame is written right after it is rendered)."""

@@ -144,7 +144,7 @@ class BatchWriter:
 
     # -- the operations ----------------------------------------------------------------
 
-    async def start_turn(
+    async def start_generation(
         self,
         user: StoredMessage,
         answer: StoredMessage,

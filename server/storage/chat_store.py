@@ -10,7 +10,7 @@ from typing import Any, cast
 import asyncpg
 import orjson
 
-from actors.api import ClientMessageTaken, MessageStatus, NewTurn, Outcome, StoredMessage
+from actors.api import ClientMessageTaken, MessageStatus, NewGeneration, Outcome, StoredMessage
 from actors.clock import as_utc, utcnow
 from server.core.ids import new_id
 from server.storage.batch_writer import BatchWriter
@@ -130,13 +130,13 @@ class PiccoloConversationStore:
             answer = None if found is None else to_stored(found)
         return user, answer
 
-    async def start_turn(self, turn: NewTurn) -> tuple[StoredMessage, StoredMessage]:
+    async def start_generation(self, turn: NewGeneration) -> tuple[StoredMessage, StoredMessage]:
         user, answer = turn.rows(new_id, self._created_now)
         owner = None
         if turn.client_message_id is not None:
             owner = await self.conversation_owner(turn.conversation_id)
         try:
-            await self.writer.start_turn(
+            await self.writer.start_generation(
                 user, answer, user_id=owner, fence=self.fence_of(turn.conversation_id)
             )
         except (sqlite3.IntegrityError, asyncpg.UniqueViolationError) as exc:

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import pytest
 
 from actors.conversation import ActorDeps, ConversationActor
+from actors.event_log import Cursor, EventLog
 from actors.flusher import Flusher
-from actors.hub import Cursor, Hub
 from actors.mailbox import ActorStopped, ConversationBusy
 from actors.models.base import Final, ModelError, Usage
 from actors.retries import RECENT_GENERATIONS, RecentGenerations
@@ -566,7 +566,7 @@ async def test_a_key_taken_in_another_conversation_starts_nothing() -> None:
 
 
 async def test_recent_generations_keep_the_last_ones_and_their_turns_in_the_log() -> None:
-    hub = Hub("c")
+    hub = EventLog("c")
     recent = RecentGenerations()
     for n in range(RECENT_GENERATIONS + 1):
         recent.remember(f"g{n}", hub.last_seq)

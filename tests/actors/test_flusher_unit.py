@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import pytest
 
 from actors.flusher import Flusher
-from actors.store import NewTurn, Outcome
+from actors.store import NewGeneration, Outcome
 from tests.memory_store import MemoryStore, StoreDown
 
 pytestmark = pytest.mark.asyncio(loop_scope="function")
@@ -42,8 +42,8 @@ async def streaming_answers(store: MemoryStore, n: int) -> list[Answer]:
     conversation_id = store.create_conversation()
     answers = []
     for i in range(n):
-        _, answer = await store.start_turn(
-            NewTurn(
+        _, answer = await store.start_generation(
+            NewGeneration(
                 conversation_id, f"q{i}", generation_id=f"g{i}", client_message_id=None, model="m"
             )
         )

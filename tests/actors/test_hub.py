@@ -1,11 +1,11 @@
-"""Unit tests of the conversation event log (actors/hub.py), one rule at a time."""
+"""Unit tests of the conversation event log (actors/event_log.py), one rule at a time."""
 
 from __future__ import annotations
 
 import orjson
 import pytest
 
-from actors.hub import Cursor, Event, Hub, Subscription
+from actors.event_log import Cursor, Event, EventLog, Subscription
 
 
 class Sink:
@@ -26,7 +26,7 @@ class Sink:
         return True
 
 
-def tok(hub: Hub, text: str, mid: str = "m1") -> Event:
+def tok(hub: EventLog, text: str, mid: str = "m1") -> Event:
     return hub.append("token", {"messageId": mid, "text": text})
 
 
@@ -34,7 +34,7 @@ def seqs(events: list[Event]) -> list[int]:
     return [e.seq for e in events]
 
 
-def sub_of(hub: Hub, after: str | Cursor | None = None) -> Subscription:
+def sub_of(hub: EventLog, after: str | Cursor | None = None) -> Subscription:
     return hub.subscribe(after, notify=lambda: None)
 
 
@@ -87,7 +87,7 @@ def test_cursor_str_round_trips() -> None:
 
 
 def test_append_numbers_and_serialises_once() -> None:
-    hub = Hub("c1", epoch="E")
+    hub = EventLog("c1", epoch="E")
     assert hub.last_seq == 0
     assert hub.cursor == "E:0"
     ev = hub.append("message", {"message": {"id": "u1", "role": "user"}})
@@ -109,21 +109,21 @@ def test_append_numbers_and_serialises_once() -> None:
 
 
 def test_default_epoch_is_random_and_opaque() -> None:
-    a, b = Hub("c"), Hub("c")
+    a, b = EventLog("c"), EventLog("c")
     assert a.epoch and b.epoch and a.epoch != b.epoch
     assert ":" not in a.epoch
 
 
 @pytest.mark.parametrize("key", ["type", "seq", "epoch", "conversationId", "merged"])
 def test_append_rejects_reserved_keys_without_consuming_a_seq(key: str) -> None:
-    hub = Hub("c", epoch="E")
+    hub = EventLog("c", epoch="E")
     with pytest.raises(ValueError):
         hub.append("tool", {key: 1})
     assert hub.last_seq == 0
 
 
 def test_append_rejects_bad_token_and_unserialisable_data() -> None:
-    hub = Hub("c", epoch="E")
+    hub = EventLog("c", epoch="E")
     with pytest.raises(TypeError):
         hub.append("token", {"messageId": "m", "text": 3})
     with pytest.raises(TypeError):
@@ -136,7 +136,7 @@ def test_append_rejects_bad_token_and_unserialisable_data() -> None:
 
 
 def test_subscribe_live_from_now() -> None:
-    hub = Hub("c", epoch="E")
+    hub = EventLog("c", epoch="E")
     hub.append("presence", {"viewers": 1})
     sub = sub_of(hub)
     assert sub.recovered and sub.start_seq == 1 and sub.take() == []
@@ -145,7 +145,7 @@ def test_subscribe_live_from_now() -> None:
 
 
 def test_replay_from_valid_cursor_then_live() -> None:
-    hub = Hub("c", epoch="E")
+    hub = EventLog("c", epoch="E")
     for i in range(5):
         hub.append("presence", {"viewers": i})
     sub = sub_of(hub, "E:2")
@@ -157,16 +157,16 @@ def test_replay_from_valid_cursor_then_live() -> None:
 
 
 def test_cursor_at_head_recovers_with_nothing_to_replay() -> None:
-    hub = Hub("c", epoch="E")
+    hub = EventLog("c", epoch="E")
     hub.append("presence", {"viewers": 1})
     for after in ("E:1", Cursor("E", 1)):
         sub = sub_of(hub, after)
         assert sub.recovered and sub.take() == []
-    empty = Hub("c", epoch="E")
+    empty = EventLog("c", epoch="E")
     assert sub_of(empty, "E:0").recovered
 
 
-def _assert_reset_first(hub: Hub, sub: Subscription) -> None:
+def _assert_reset_first(hub: EventLog, sub: Subscription) -> None:
     assert not sub.recovered
     first = sub.take()
     assert len(first) == 1
@@ -185,7 +185,7 @@ def _assert_reset_first(hub: Hub, sub: Subscription) -> None:
 
 @pytest.mark.parametrize("after", ["OTHER:1", "E:99", "garbage", Cursor("E", -1)])
 def test_unreplayable_cursor_gets_reset_then_live(after: str | Cursor) -> None:
-    hub = Hub("c", epoch="E")
+    hub = EventLog("c", epoch="E")
     hub.append("presence", {"viewers": 1})
     hub.append("presence", {"viewers": 2})
     sub = sub_of(hub, after)
@@ -198,7 +198,7 @@ def test_unreplayable_cursor_gets_reset_then_live(after: str | Cursor) -> None:
 
 
 def test_cursor_that_fell_out_of_buffer_gets_reset() -> None:
-    hub = Hub("c", epoch="E", buffer_limit=3)
+    hub = EventLog("c", epoch="E", buffer_limit=3)
     for i in range(6):
         hub.append("presence", {"viewers": i})
     assert seqs(list(hub.held())) == [4, 5, 6]
@@ -209,7 +209,7 @@ def test_cursor_that_fell_out_of_buffer_gets_reset() -> None:
 
 
 def test_replay_is_not_counted_against_the_bound() -> None:
-    hub = Hub("c", epoch="E")
+    hub = EventLog("c", epoch="E")
     for i in range(10):
         hub.append("presence", {"viewers": i})
     sub = hub.subscribe("E:0", notify=lambda: None, max_events=2)
@@ -221,7 +221,7 @@ def test_replay_is_not_counted_against_the_bound() -> None:
 # --- retention across generations -----------------------------------------------------
 
 
-def _generation(hub: Hub, mid: str) -> tuple[int, int]:
+def _generation(hub: EventLog, mid: str) -> tuple[int, int]:
     """Append one whole send; return (seq of its user message, seq of its init)."""
     msg = hub.append("message", {"message": {"id": "u" + mid}})
     init = hub.append("init", {"messageId": mid})
@@ -232,7 +232,7 @@ def _generation(hub: Hub, mid: str) -> tuple[int, int]:
 
 
 def test_buffer_keeps_current_and_previous_generation_with_lead_in() -> None:
-    hub = Hub("c", epoch="E")
+    hub = EventLog("c", epoch="E")
     g1_msg, _ = _generation(hub, "g1")
     g2_msg, _ = _generation(hub, "g2")
     hub.append("presence", {"viewers": 3})  # between generations: part of g3's lead-in
@@ -248,7 +248,7 @@ def test_buffer_keeps_current_and_previous_generation_with_lead_in() -> None:
 
 
 def test_generation_without_terminal_keeps_from_its_init() -> None:
-    hub = Hub("c", epoch="E")
+    hub = EventLog("c", epoch="E")
     hub.append("init", {"messageId": "a"})
     tok(hub, "x", "a")  # crashed: no terminal
     second = hub.append("init", {"messageId": "b"}).seq
@@ -258,7 +258,7 @@ def test_generation_without_terminal_keeps_from_its_init() -> None:
 
 
 def test_buffer_limit_caps_even_within_a_generation() -> None:
-    hub = Hub("c", epoch="E", buffer_limit=4)
+    hub = EventLog("c", epoch="E", buffer_limit=4)
     hub.append("init", {"messageId": "a"})
     for i in range(10):
         tok(hub, str(i), "a")
@@ -269,7 +269,7 @@ def test_buffer_limit_caps_even_within_a_generation() -> None:
 
 
 def test_notify_once_per_wakeup() -> None:
-    hub = Hub("c", epoch="E")
+    hub = EventLog("c", epoch="E")
     sink = Sink()
     sub = hub.subscribe(None, notify=sink.notify)
     for i in range(3):
@@ -283,7 +283,7 @@ def test_notify_once_per_wakeup() -> None:
 
 
 def test_subscribe_never_calls_back_and_prefilled_queue_still_wakes() -> None:
-    hub = Hub("c", epoch="E")
+    hub = EventLog("c", epoch="E")
     hub.append("presence", {"viewers": 1})
     sink = Sink()
     sub = hub.subscribe("E:0", notify=sink.notify, direct=sink.direct)
@@ -296,7 +296,7 @@ def test_subscribe_never_calls_back_and_prefilled_queue_still_wakes() -> None:
 
 
 def test_direct_path_queues_nothing() -> None:
-    hub = Hub("c", epoch="E")
+    hub = EventLog("c", epoch="E")
     sink = Sink()
     sub = hub.subscribe(None, notify=sink.notify, direct=sink.direct)
     for i in range(5):
@@ -307,7 +307,7 @@ def test_direct_path_queues_nothing() -> None:
 
 
 def test_direct_paused_queues_until_take_then_resumes() -> None:
-    hub = Hub("c", epoch="E")
+    hub = EventLog("c", epoch="E")
     sink = Sink()
     sub = hub.subscribe(None, notify=sink.notify, direct=sink.direct)
     hub.append("presence", {"viewers": 1})
@@ -329,7 +329,7 @@ def test_direct_paused_queues_until_take_then_resumes() -> None:
 
 
 def test_lagging_tokens_of_one_message_merge() -> None:
-    hub = Hub("c", epoch="E")
+    hub = EventLog("c", epoch="E")
     sub = sub_of(hub)
     hub.append("init", {"messageId": "m1"})
     for piece in ("He", "llo", ", ", "world"):
@@ -356,7 +356,7 @@ def test_lagging_tokens_of_one_message_merge() -> None:
 
 
 def test_merge_only_same_message_and_adjacent() -> None:
-    hub = Hub("c", epoch="E")
+    hub = EventLog("c", epoch="E")
     sub = sub_of(hub)
     tok(hub, "a", "m1")
     tok(hub, "b", "m2")
@@ -373,7 +373,7 @@ def test_merge_only_same_message_and_adjacent() -> None:
 
 
 def test_single_queued_token_is_not_marked_merged() -> None:
-    hub = Hub("c", epoch="E")
+    hub = EventLog("c", epoch="E")
     sub = sub_of(hub)
     original = tok(hub, "x")
     (got,) = sub.take()
@@ -381,7 +381,7 @@ def test_single_queued_token_is_not_marked_merged() -> None:
 
 
 def test_live_tokens_merge_into_replayed_tail() -> None:
-    hub = Hub("c", epoch="E")
+    hub = EventLog("c", epoch="E")
     tok(hub, "a")
     tok(hub, "b")
     sub = sub_of(hub, "E:0")
@@ -397,7 +397,7 @@ def test_live_tokens_merge_into_replayed_tail() -> None:
 
 
 def test_overflow_by_count_resets_and_continues_live() -> None:
-    hub = Hub("c", epoch="E")
+    hub = EventLog("c", epoch="E")
     sink = Sink()
     sub = hub.subscribe(None, notify=sink.notify, max_events=3)
     for i in range(3):
@@ -413,7 +413,7 @@ def test_overflow_by_count_resets_and_continues_live() -> None:
 
 
 def test_bound_is_counted_after_merging() -> None:
-    hub = Hub("c", epoch="E")
+    hub = EventLog("c", epoch="E")
     sub = hub.subscribe(None, notify=lambda: None, max_events=2)
     for i in range(50):
         tok(hub, str(i % 10))
@@ -423,7 +423,7 @@ def test_bound_is_counted_after_merging() -> None:
 
 
 def test_overflow_by_bytes_including_merge_growth() -> None:
-    hub = Hub("c", epoch="E")
+    hub = EventLog("c", epoch="E")
     sub = hub.subscribe(None, notify=lambda: None, max_bytes=1000)
     hub.append("init", {"messageId": "m1"})
     for _ in range(10):  # ~70 + ~110 + 9 * 40 bytes: under the bound
@@ -443,7 +443,7 @@ def test_overflow_by_bytes_including_merge_growth() -> None:
 
 
 def test_single_oversized_event_is_not_an_overflow() -> None:
-    hub = Hub("c", epoch="E")
+    hub = EventLog("c", epoch="E")
     sub = hub.subscribe(None, notify=lambda: None, max_bytes=100)
     hub.append("done", {"messageId": "m", "fullText": "y" * 1000})
     assert not sub.overflowed
@@ -451,7 +451,7 @@ def test_single_oversized_event_is_not_an_overflow() -> None:
 
 
 def test_slow_subscriber_does_not_affect_others() -> None:
-    hub = Hub("c", epoch="E")
+    hub = EventLog("c", epoch="E")
     slow = hub.subscribe(None, notify=lambda: None, max_events=2)
     fast = Sink()
     hub.subscribe(None, notify=fast.notify, direct=fast.direct)
@@ -462,7 +462,7 @@ def test_slow_subscriber_does_not_affect_others() -> None:
 
 
 def test_overflowing_subscribers_share_one_reset_event() -> None:
-    hub = Hub("c", epoch="E")
+    hub = EventLog("c", epoch="E")
     subs = [hub.subscribe(None, notify=lambda: None, max_events=1) for _ in range(3)]
     hub.append("presence", {"viewers": 1})
     hub.append("presence", {"viewers": 2})
@@ -474,7 +474,7 @@ def test_overflowing_subscribers_share_one_reset_event() -> None:
 
 
 def test_raising_callbacks_are_isolated() -> None:
-    hub = Hub("c", epoch="E")
+    hub = EventLog("c", epoch="E")
 
     def boom(_: Event) -> bool:
         raise RuntimeError("socket gone")
@@ -499,7 +499,7 @@ def test_raising_callbacks_are_isolated() -> None:
 
 
 def test_unsubscribe_is_idempotent_and_frees_the_queue() -> None:
-    hub = Hub("c", epoch="E")
+    hub = EventLog("c", epoch="E")
     sub = sub_of(hub)
     hub.append("presence", {"viewers": 1})
     hub.unsubscribe(sub)
@@ -510,7 +510,7 @@ def test_unsubscribe_is_idempotent_and_frees_the_queue() -> None:
 
 
 def test_callbacks_may_unsubscribe_and_subscribe_during_fanout() -> None:
-    hub = Hub("c", epoch="E")
+    hub = EventLog("c", epoch="E")
     late: list[Subscription] = []
     other = Sink()
 
@@ -528,7 +528,7 @@ def test_callbacks_may_unsubscribe_and_subscribe_during_fanout() -> None:
 
 
 def test_append_from_a_callback_is_refused_without_breaking_the_fanout() -> None:
-    hub = Hub("c", epoch="E")
+    hub = EventLog("c", epoch="E")
 
     def reenter(event: Event) -> bool:
         hub.append("presence", {"viewers": 0})
@@ -543,7 +543,7 @@ def test_append_from_a_callback_is_refused_without_breaking_the_fanout() -> None
 
 
 def test_close_drops_everyone_but_keeps_pending_events() -> None:
-    hub = Hub("c", epoch="E")
+    hub = EventLog("c", epoch="E")
     sink = Sink()
     sub = hub.subscribe(None, notify=sink.notify)
     hub.append("error", {"code": "server_shutdown", "error": "bye"})
@@ -560,15 +560,15 @@ def test_close_drops_everyone_but_keeps_pending_events() -> None:
 
 def test_invalid_bounds_are_rejected() -> None:
     with pytest.raises(ValueError):
-        Hub("c", max_events=0)
+        EventLog("c", max_events=0)
     with pytest.raises(ValueError):
-        Hub("c", epoch="")
+        EventLog("c", epoch="")
     with pytest.raises(ValueError):
-        Hub("c", epoch="E").subscribe(None, notify=lambda: None, max_bytes=0)
+        EventLog("c", epoch="E").subscribe(None, notify=lambda: None, max_bytes=0)
 
 
 def test_resume_cursor_is_the_event_before_the_answers_init() -> None:
-    hub = Hub("c1")
+    hub = EventLog("c1")
     hub.append("message", {"message": {"id": "u1"}})
     first = hub.append("init", {"messageId": "a1"})
     tok(hub, "old ", "a1")
@@ -594,7 +594,7 @@ def test_resume_cursor_is_the_event_before_the_answers_init() -> None:
 
 
 def test_rebase_resets_every_subscriber_at_the_new_position_and_drops_replay() -> None:
-    hub = Hub("c1", epoch="e1")
+    hub = EventLog("c1", epoch="e1")
     hub.append("message", {"text": "hi"})
     hub.append("init", {"messageId": "m1", "generationId": "g1"})
     tok(hub, "a")
@@ -619,7 +619,7 @@ def test_rebase_resets_every_subscriber_at_the_new_position_and_drops_replay() -
 
 
 def test_a_plain_hub_has_no_live_answer_of_its_own() -> None:
-    hub = Hub("c1")
+    hub = EventLog("c1")
     hub.append("init", {"messageId": "m1", "generationId": "g1"})
     tok(hub, "streaming")
     assert hub.live_answer() is None  # in one process the actor's generation answers

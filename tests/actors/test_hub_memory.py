@@ -5,13 +5,13 @@ from __future__ import annotations
 import gc
 import tracemalloc
 
-from actors.hub import Hub
+from actors.event_log import EventLog
 
 EVENTS = 20_000
 
 
 def test_a_held_token_event_costs_well_under_a_kilobyte() -> None:
-    hub = Hub("c" * 24)
+    hub = EventLog("c" * 24)
     hub.append("init", {"messageId": "m" * 24, "generationId": "g" * 24})
     gc.collect()
     tracemalloc.start()

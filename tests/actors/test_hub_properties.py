@@ -18,7 +18,7 @@ from hypothesis.stateful import (
     rule,
 )
 
-from actors.hub import Cursor, Event, Hub, Subscription
+from actors.event_log import Cursor, Event, EventLog, Subscription
 
 EPOCH = "EP"
 MESSAGES = ("m1", "m2", "m3")
@@ -114,7 +114,7 @@ class HubMachine(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.hub = Hub("c", epoch=EPOCH, buffer_limit=40)
+        self.hub = EventLog("c", epoch=EPOCH, buffer_limit=40)
         self.log: list[Event] = []
         self.appended: dict[str, str] = {}  # messageId -> all its token text
         self.first_token: dict[str, int] = {}  # messageId -> seq of its first token

@@ -22,7 +22,7 @@ from cluster import scripts
 from cluster.keys import Keys, NodeContext
 from cluster.leases import Held, Leases
 from cluster.log_writer import LogWriter
-from cluster.mirror import ClusterHub
+from cluster.mirror import ClusterEventLog
 from cluster.wire import event_data, seq_of
 from tests.cluster_harness import REDIS_URL, PrivateRedis, require_redis
 
@@ -64,9 +64,9 @@ class Node:
         await asyncio.gather(*self.tasks, return_exceptions=True)
 
 
-def owner_hub(conversation_id: str, epoch: str = "E1") -> ClusterHub:
+def owner_hub(conversation_id: str, epoch: str = "E1") -> ClusterEventLog:
     """A conversation's hub as a node makes one (callbacks unused here)."""
-    return ClusterHub(
+    return ClusterEventLog(
         conversation_id,
         epoch=epoch,
         on_subscribe=lambda hub: None,
@@ -76,7 +76,7 @@ def owner_hub(conversation_id: str, epoch: str = "E1") -> ClusterHub:
 
 
 async def take(leases: Leases, cid: str, epoch: str = "E1") -> Held | None:
-    """The lease as :meth:`cluster.node.ClusterNode.take_over` takes it (one pipeline),
+    """The lease as :meth:`cluster.process.ClusterProcess.take_over` takes it (one pipeline),
     recorded as held on success."""
     async with leases.redis.pipeline(transaction=False) as pipe:
         leases.queue_take(pipe, cid, epoch)
@@ -94,7 +94,7 @@ class Owner:
     node: Node
     leases: Leases
     writer: LogWriter
-    hub: ClusterHub
+    hub: ClusterEventLog
     held: Held
     refused: list[tuple[str, str, str]] = field(default_factory=list)
 

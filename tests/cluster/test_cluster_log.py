@@ -12,13 +12,13 @@ import redis.asyncio as redis
 
 from cluster import scripts
 from cluster.keys import Keys
-from cluster.mirror import ClusterHub
+from cluster.mirror import ClusterEventLog
 from cluster.wire import seq_of
 from tests.cluster_harness import REDIS_URL, require_redis
 
 
-def mirror() -> ClusterHub:
-    return ClusterHub(
+def mirror() -> ClusterEventLog:
+    return ClusterEventLog(
         "c1",
         epoch="e1",
         on_subscribe=lambda _hub: None,

@@ -13,14 +13,14 @@ from typing import Any
 import orjson
 import structlog
 
-from cluster.mirror import ClusterHub
+from cluster.mirror import ClusterEventLog
 from cluster.wire import text
 from tests.cluster.conftest import LOG_TTL_MS, Node, holds, own, stream
 from tests.cluster_harness import PrivateRedis
 from tests.conditions import until
 
 
-def assert_is_the_log(entries: list[tuple[int, dict[str, object]]], hub: ClusterHub) -> None:
+def assert_is_the_log(entries: list[tuple[int, dict[str, object]]], hub: ClusterEventLog) -> None:
     """Every seq once, in order, each entry the event the hub appended."""
     seqs = [seq for seq, _ in entries]
     assert seqs == list(range(seqs[0], hub.last_seq + 1)), seqs

@@ -1,10 +1,10 @@
-"""The mirror (:class:`cluster.mirror.ClusterHub` without a sink) fed as the relay feeds it.
+"""The mirror (:class:`cluster.mirror.ClusterEventLog` without a sink) fed as the relay feeds it.
 
 A hypothesis state machine: the source of truth is a model of the owner's Redis stream
 kept here (its epoch, its entries, trimming, a new epoch when the log was lost), not the
 code under test. The rules deliver what the relay's ``XREAD`` can hand the mirror -- the
 next entry, one already held (a duplicate), one past a gap, one of an older epoch -- and
-on a ``False`` from :meth:`ClusterHub.feed` resync the way the relay does
+on a ``False`` from :meth:`ClusterEventLog.feed` resync the way the relay does
 (:meth:`cluster.relay.Relay.sync`, whose reads are answered from the model). The
 subscribers' streams are checked as they are drained: never an event twice or out of
 order, never a gap or an epoch change without a ``reset``, every event equal to the
@@ -23,9 +23,9 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from actors.hub import Cursor, Event, Subscription
+from actors.event_log import Cursor, Event, Subscription
 from cluster.keys import Keys, NodeContext
-from cluster.mirror import ClusterHub
+from cluster.mirror import ClusterEventLog
 from cluster.relay import Relay
 
 CID = "c"
@@ -140,15 +140,15 @@ class MirrorMachine(RuleBasedStateMachine):
         self.source = Source(epoch="E0")
         client = cast(redis.Redis, StreamReads(self.source))
         self.relay = Relay(NodeContext(client, KEYS, "node", lambda coro: coro.close()))
-        # A mirror as ``ClusterNode.attach`` makes one: own random epoch, then synced.
-        self.hub = ClusterHub(
+        # A mirror as ``ClusterProcess.attach`` makes one: own random epoch, then synced.
+        self.hub = ClusterEventLog(
             CID,
             epoch=None,
             on_subscribe=lambda hub: None,
             on_presence=lambda hub: None,
             on_closed=lambda hub: self.closed_calls.append(hub),
         )
-        self.closed_calls: list[ClusterHub] = []
+        self.closed_calls: list[ClusterEventLog] = []
         self.readers: list[Reader] = []
         self.resyncs = 0
         self.epochs = 0

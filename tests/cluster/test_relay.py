@@ -5,20 +5,20 @@ from __future__ import annotations
 
 import structlog
 
-from actors.hub import Event
+from actors.event_log import Event
 from cluster.faults import REDIS_FAULTS
-from cluster.mirror import ClusterHub
+from cluster.mirror import ClusterEventLog
 from cluster.relay import Relay
 from tests.cluster.conftest import Node, holds, own
 from tests.cluster_harness import PrivateRedis
 from tests.conditions import until
 
 
-def mirror_of(node: Node, cid: str = "c1") -> tuple[Relay, ClusterHub]:
-    """A node's relay (running) and a mirror of ``cid`` as ``ClusterNode.attach`` makes it."""
+def mirror_of(node: Node, cid: str = "c1") -> tuple[Relay, ClusterEventLog]:
+    """A node's relay (running) and a mirror of ``cid`` as ``ClusterProcess.attach`` makes it."""
     relay = Relay(node.ctx())
     node.spawn(relay.run())
-    hub = ClusterHub(
+    hub = ClusterEventLog(
         cid,
         epoch=None,
         on_subscribe=relay.watch,
@@ -31,7 +31,7 @@ def mirror_of(node: Node, cid: str = "c1") -> tuple[Relay, ClusterHub]:
 class Viewer:
     """A subscriber that checks order as events arrive (``direct``)."""
 
-    def __init__(self, hub: ClusterHub) -> None:
+    def __init__(self, hub: ClusterEventLog) -> None:
         self.events: list[Event] = []
         self.sub = hub.subscribe(None, notify=lambda: None, direct=self.direct)
 

@@ -16,7 +16,7 @@ import orjson
 import pytest
 import pytest_asyncio
 
-from actors.turn_timing import PHASES
+from actors.generation_timing import PHASES
 from server.storage.tables import Message
 from standins.gemini import FakeGemini, Script
 from tests.auth_helpers import bearer, make_user_session

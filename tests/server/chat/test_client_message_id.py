@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from actors.store import ClientMessageTaken, NewTurn
+from actors.store import ClientMessageTaken, NewGeneration
 from server.core.app_keys import WRITER
 from server.storage.batch_writer import BatchWriter
 from server.storage.chat_store import PiccoloConversationStore, create_conversation
@@ -164,12 +164,14 @@ async def test_the_database_refuses_a_users_key_twice(env: Env) -> None:
     store = PiccoloConversationStore(env.live.app[WRITER])
     x = str((await create_conversation(env.alice_id, "x"))["id"])
     y = str((await create_conversation(env.alice_id, "y"))["id"])
-    await store.start_turn(
-        NewTurn(x, "once", generation_id="g" * 24, client_message_id="k-db", model="demo")
+    await store.start_generation(
+        NewGeneration(x, "once", generation_id="g" * 24, client_message_id="k-db", model="demo")
     )
     with pytest.raises(ClientMessageTaken):
-        await store.start_turn(
-            NewTurn(y, "twice", generation_id="h" * 24, client_message_id="k-db", model="demo")
+        await store.start_generation(
+            NewGeneration(
+                y, "twice", generation_id="h" * 24, client_message_id="k-db", model="demo"
+            )
         )
     rows = await keyed("k-db")
     assert [row["conversation_id"] for row in rows] == [x]
@@ -230,8 +232,8 @@ async def test_migration_keeps_the_earliest_of_legacy_duplicates(
         await writer.start()
         try:
             with pytest.raises(ClientMessageTaken):
-                await PiccoloConversationStore(writer).start_turn(
-                    NewTurn(
+                await PiccoloConversationStore(writer).start_generation(
+                    NewGeneration(
                         "cy", "again", generation_id="g" * 24, client_message_id="dup", model="demo"
                     )
                 )

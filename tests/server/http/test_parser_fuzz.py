@@ -21,7 +21,7 @@ from aiohttp.test_utils import make_mocked_request
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors.hub import Cursor
+from actors.event_log import Cursor
 from server.auth.device_flow import ALPHABET, USER_CODE_LEN, display, normalize
 from server.auth.device_routes import DecisionRequest, TokenRequest
 from server.auth.oauth_bodies import read_oauth

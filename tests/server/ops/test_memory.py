@@ -22,7 +22,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from actors.store import NewTurn
+from actors.store import NewGeneration
 from server.storage import db
 from standins.gemini import FakeGemini, Script
 from tests.auth_helpers import make_user_session
@@ -180,8 +180,10 @@ async def test_flusher_writes_only_the_new_text(database_url: str) -> None:
     await writer.start()
     try:
         store = PiccoloConversationStore(writer)
-        _, answer = await store.start_turn(
-            NewTurn(conversation["id"], "hi", generation_id="g1", client_message_id=None, model="m")
+        _, answer = await store.start_generation(
+            NewGeneration(
+                conversation["id"], "hi", generation_id="g1", client_message_id=None, model="m"
+            )
         )
         sent: list[tuple[str, int, str]] = []
         failing = [False]

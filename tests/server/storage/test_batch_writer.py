@@ -34,7 +34,7 @@ async def test_a_turn_reported_failed_never_stays_streaming(tmp_path: Path) -> N
     await writer.start()
     try:
         user, answer = _turn(conversation_id, 1)
-        await writer.start_turn(user, answer)  # the rows are there...
+        await writer.start_generation(user, answer)  # the rows are there...
         op = _Op("turn", [(answer.id,)])
         op.future = asyncio.get_running_loop().create_future()
         writer._fail([op], TimeoutError("lost"))  # ...but the caller heard a timeout

@@ -18,7 +18,7 @@ import pytest
 import pytest_asyncio
 from prometheus_client.parser import text_string_to_metric_families
 
-from actors.hub import Hub
+from actors.event_log import EventLog
 from server.auth.local import LOCAL_PROFILE
 from server.auth.sessions import SessionStore
 from server.auth.users import link_or_create
@@ -60,7 +60,7 @@ def check_ids(kind: str, values: Iterable[str]) -> None:
 async def test_the_minting_functions() -> None:
     check_ids("new_id", (new_id() for _ in range(200)))
     check_ids("new_token", (new_token() for _ in range(200)))
-    check_ids("epoch", (Hub("c").epoch for _ in range(200)))
+    check_ids("epoch", (EventLog("c").epoch for _ in range(200)))
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")

@@ -11,7 +11,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors.hub import Hub
+from actors.event_log import EventLog
 from server.transports.ndjson import NdjsonRenderer
 from server.transports.protocol import (
     Cancel,
@@ -130,7 +130,7 @@ texts = st.text(alphabet=st.characters(exclude_categories=["Cs"]), max_size=80)
 @settings(max_examples=200, deadline=None)
 @given(st.lists(texts, min_size=1, max_size=20))
 def test_sse_ndjson_ws_frames_parse_back(pieces: list[str]) -> None:
-    hub = Hub("c1")
+    hub = EventLog("c1")
     renderer = NdjsonRenderer("c1", chunked=False)
     for text in pieces:
         event = hub.append("token", {"messageId": "m1", "text": text})

@@ -19,7 +19,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from actors.hub import Hub
+from actors.event_log import EventLog
 from server.core.config import ConfigError, load_settings
 from server.transports.replay_budget import ReplayBudget, UserReplayBudgets
 from standins.gemini import FakeGemini, Script
@@ -193,7 +193,7 @@ async def test_per_user_budgets_are_separate() -> None:
 
 
 async def test_a_refused_replay_is_a_reset_then_live() -> None:
-    hub = Hub("c", epoch="e")
+    hub = EventLog("c", epoch="e")
     for i in range(5):
         hub.append("token", {"messageId": "m", "text": str(i)})
     sub = hub.subscribe("e:0", notify=lambda: None)

@@ -1,6 +1,6 @@
 """One cluster node per process: the actors' cluster hooks, and who owns what.
 
-:class:`ClusterNode` implements :class:`actors.cluster_hooks.ClusterHooks` and wires the
+:class:`ClusterProcess` implements :class:`actors.cluster_hooks.ClusterHooks` and wires the
 parts, one job each:
 
 - :mod:`cluster.leases`: leases and fencing tokens, renewed every ttl/3;
@@ -14,7 +14,7 @@ parts, one job each:
   watcher and the start-up sweep.
 
 What stays here is the ownership of one conversation changing hands: a hub becomes the
-owner's when this process takes the lease (:meth:`ClusterNode.claim`), and turns back into
+owner's when this process takes the lease (:meth:`ClusterProcess.claim`), and turns back into
 a mirror, re-read from the stream, when the lease is given back or found lost (a refused
 renewal or append stops the generation at once). No owner on a command: the receiving
 process takes the lease.
@@ -54,7 +54,7 @@ from cluster.commands import Commands
 from cluster.keys import Keys, NodeContext
 from cluster.leases import Held, Leases
 from cluster.log_writer import LogWriter
-from cluster.mirror import ClusterHub
+from cluster.mirror import ClusterEventLog
 from cluster.recovery import Recovery, interrupt_orphans
 from cluster.relay import Relay
 from cluster.viewers import ViewerCounts
@@ -62,7 +62,7 @@ from cluster.viewers import ViewerCounts
 log = structlog.get_logger(__name__)
 
 
-class ClusterNode:
+class ClusterProcess:
     def __init__(
         self,
         client: redis.Redis,
@@ -195,7 +195,7 @@ class ClusterNode:
     def fence_of(self, conversation_id: str) -> int:
         return self.leases.fence_of(conversation_id)
 
-    async def sync(self, hub: ClusterHub, *, hard: bool = False) -> None:
+    async def sync(self, hub: ClusterEventLog, *, hard: bool = False) -> None:
         await self.relay.sync(hub, hard=hard)
 
     async def sweep(self) -> int:
@@ -204,7 +204,7 @@ class ClusterNode:
     # -- the hooks of actors.cluster_hooks ----------------------------------------------
 
     async def attach(self, conversation_id: str) -> Dormant:
-        hub = ClusterHub(
+        hub = ClusterEventLog(
             conversation_id,
             epoch=None,
             on_subscribe=self.relay.watch,
@@ -217,7 +217,7 @@ class ClusterNode:
     async def intercept(
         self, actor: ConversationActor, command: Send | Cancel | Subscribe | ResumeAt
     ) -> tuple[bool, object]:
-        hub = cast(ClusterHub, actor.hub)
+        hub = cast(ClusterEventLog, actor.hub)
         if isinstance(command, Subscribe | ResumeAt):
             if hub.sink is None:
                 await self.sync(hub)
@@ -265,7 +265,7 @@ class ClusterNode:
             args=[int(self.forward_timeout * 1000) + 60_000],
         )
 
-    def _closed_elsewhere(self, hub: ClusterHub) -> None:
+    def _closed_elsewhere(self, hub: ClusterEventLog) -> None:
         """A mirror read the delete marker: this process's actor and record go too."""
         registry = self.registry
         if registry is None:
@@ -282,7 +282,7 @@ class ClusterNode:
     async def claim(self, actor: ConversationActor) -> bool:
         """Own the conversation: ``True`` if this process holds (or just took) the lease."""
         cid = actor.conversation_id
-        hub = cast(ClusterHub, actor.hub)
+        hub = cast(ClusterEventLog, actor.hub)
         held = self.held.get(cid)
         if held is not None and held.hub is hub and hub.sink is not None:
             return True
@@ -295,7 +295,7 @@ class ClusterNode:
             actor.forget_history()
             return True
 
-    async def take_over(self, cid: str, hub: ClusterHub) -> bool:
+    async def take_over(self, cid: str, hub: ClusterEventLog) -> bool:
         """Under :meth:`lock`: take the free lease and make ``hub`` the owner's (``False``:
         another process holds it). One round trip: the lease (and the log's epoch) and the
         reads that bring the hub up to the log go in one pipeline."""
@@ -327,7 +327,7 @@ class ClusterNode:
             self.on_orphans(orphans)
         return True
 
-    def become_owner(self, cid: str, hub: ClusterHub, taken: Held) -> None:
+    def become_owner(self, cid: str, hub: ClusterEventLog, taken: Held) -> None:
         taken.hub = hub
         self.held[cid] = taken
         hub.lease = taken.value
@@ -345,7 +345,7 @@ class ClusterNode:
             self._follow(held.hub)
         self.writer.release(cid, held.value)
 
-    def _follow(self, hub: ClusterHub) -> None:
+    def _follow(self, hub: ClusterEventLog) -> None:
         """A hub that stops being the owner's: its subscribers follow the stream now."""
         if hub.subscriber_count and not hub.closed:
             self.relay.watch(hub)
@@ -373,4 +373,4 @@ class ClusterNode:
         self.spawn(self.relay.resync(hub, hard=True))
 
 
-__all__ = ["ClusterNode", "Held"]
+__all__ = ["ClusterProcess", "Held"]

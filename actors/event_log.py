@@ -16,10 +16,13 @@ Why one module of ~610 lines: the log, the replay buffer and the per-subscriber 
 one sans-I/O state machine whose invariants (order, no gaps, all-or-nothing replay, merge)
 span all three; its property tests drive it as one.
 
-Cluster mode's hub (``cluster.mirror.ClusterHub``) subclasses :class:`Hub` and changes it
-only through public hooks: it overrides :meth:`Hub.append`, :meth:`Hub.subscribe`,
-:meth:`Hub.live_answer` and :meth:`Hub.rebase`, and reads :attr:`Hub.floor`; it writes no
-private field of a hub or a subscription.
+Cluster mode's log (``cluster.mirror.ClusterEventLog``) subclasses :class:`EventLog` and
+changes it only through public hooks: it overrides :meth:`EventLog.append`,
+:meth:`EventLog.subscribe`, :meth:`EventLog.live_answer` and :meth:`EventLog.rebase`, and
+reads :attr:`EventLog.floor`; it writes no private field of a log or a subscription.
+
+Variables and attributes named ``hub`` hold an :class:`EventLog` (the glossary's "log"; the
+short name stays where ``log`` names the module's structlog logger).
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from typing import ClassVar, NamedTuple, cast
 
 import orjson
 
-__all__ = ["RESERVED", "TERMINAL", "Cursor", "Event", "Hub", "Subscription", "dumps"]
+__all__ = ["RESERVED", "TERMINAL", "Cursor", "Event", "EventLog", "Subscription", "dumps"]
 
 
 def dumps(data: object) -> bytes:
@@ -185,7 +188,7 @@ class Subscription:
 
     def __init__(
         self,
-        hub: Hub,
+        hub: EventLog,
         notify: Callable[[], None],
         direct: Callable[[Event], bool] | None,
         max_events: int,
@@ -316,7 +319,7 @@ class Subscription:
         self._fast = None
 
 
-class Hub:
+class EventLog:
     """The ordered event log of one conversation, written only by its actor.
 
     Replay keeps at least the current and the previous generation (including the user

@@ -79,7 +79,7 @@ PHASES = (
 )
 
 
-class TurnTiming:
+class GenerationTiming:
     """The clock of one turn. ``mark`` keeps named instants; ``span`` observes a phase."""
 
     __slots__ = ("_observe", "marks", "on_first_token", "started")
@@ -115,8 +115,8 @@ class TurnTiming:
 
 #: The clock of the turn whose model request this task makes: set by the generation for
 #: the model provider, whose HTTP client's trace hooks run in a task it starts.
-CURRENT: contextvars.ContextVar[TurnTiming | None] = contextvars.ContextVar(
+CURRENT: contextvars.ContextVar[GenerationTiming | None] = contextvars.ContextVar(
     "cero_turn_timing", default=None
 )
 
-__all__ = ["CURRENT", "Observe", "TurnTiming"]
+__all__ = ["CURRENT", "GenerationTiming", "Observe"]
