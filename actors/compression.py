@@ -1,7 +1,7 @@
 """TOON encoding of the older part of a conversation.
 
 Older turns travel inside the system instruction as one TOON table,
-``[N]{role,content}:`` followed by one ``role,content`` row per message (CONTRACT.md,
+``[N]{role,content}:`` followed by one ``role,content`` row per message (docs/api.md,
 "Chat"). Flat ``{role, content}`` rows are the shape where TOON beats compact JSON
 (GEMINI.md: about 10–12% fewer tokens); the nested Gemini ``contents/parts``
 structure would be worse, so it is never encoded.

@@ -1,6 +1,6 @@
 """What the model sees: the system prompt, older turns as TOON, the recent tail verbatim.
 
-The seed's rule (CONTRACT.md, "Chat"): when a conversation has more than
+The seed's rule (docs/api.md, "Chat"): when a conversation has more than
 :data:`VERBATIM_TAIL` messages, the older ones become one TOON block inside the system
 instruction and the last six (the new user message included) go verbatim as
 ``contents``. Everything must fit the model's token budget; when it does not, the oldest

@@ -18,7 +18,7 @@ from typing import Final
 
 #: Code → the sentence clients get.
 ERROR_TEXT: Final[dict[str, str]] = {
-    # A generation's `error` event (CONTRACT.md "Events").
+    # A generation's `error` event (docs/api.md "Events").
     "rate_limited": "The model is receiving too many requests; try again shortly.",
     "upstream_unavailable": "The model service could not be reached; try again shortly.",
     "upstream_timeout": "The model service took too long to answer; try again.",

@@ -14,7 +14,7 @@ from typing import Literal, Protocol
 
 Role = Literal["user", "assistant"]
 
-#: Error codes a provider may raise (CONTRACT.md, "Error codes").
+#: Error codes a provider may raise (docs/api.md, "Error codes").
 ErrorCode = Literal[
     "rate_limited",
     "upstream_unavailable",

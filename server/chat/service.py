@@ -273,7 +273,7 @@ def rebuilt_events(result: SendResult) -> list[dict[str, object]]:
             **common,
             "type": "error",
             "code": "internal",
-            # The fixed text of the code (CONTRACT.md), like every error event: the stored
+            # The fixed text of the code (docs/api.md), like every error event: the stored
             # row keeps no error code, so the rebuilt event cannot say more.
             "error": error_text("internal"),
         }

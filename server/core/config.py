@@ -38,7 +38,7 @@ def _csv(value: object) -> object:
 
 
 class Settings(BaseSettings):
-    """Every setting of CONTRACT.md "Configuration", validated once at start-up."""
+    """Every setting of docs/api.md "Configuration", validated once at start-up."""
 
     model_config = SettingsConfigDict(
         env_file=".env",

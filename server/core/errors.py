@@ -1,4 +1,4 @@
-"""The JSON error shapes of CONTRACT.md and the helpers that raise them.
+"""The JSON error shapes of docs/api.md and the helpers that raise them.
 
 Under ``/api/auth/`` errors are OAuth-style ``{"error": code, "error_description": text}``;
 everywhere else ``{"error": text, "code": code}``. Handlers raise :class:`ApiError`; the
@@ -64,7 +64,7 @@ def error_body(path: str, status: int, code: str, message: str) -> dict[str, obj
 def with_retry_after(
     body: dict[str, object], status: int, headers: Mapping[str, str] | None
 ) -> dict[str, object]:
-    """CONTRACT.md: every ``429`` carries ``retryAfter`` (seconds) in its body beside the
+    """docs/api.md: every ``429`` carries ``retryAfter`` (seconds) in its body beside the
     ``Retry-After`` header, whichever limit refused (per user, per address, wrong codes,
     sign-ins, connections): added here from the header where the refusal did not."""
     wait = (headers or {}).get("Retry-After", "")

@@ -37,7 +37,7 @@ def reply(
     )
 
 
-# --- errors (CONTRACT.md's two shapes) ---------------------------------------------------
+# --- errors (docs/api.md's two shapes) ---------------------------------------------------
 
 
 class ApiErrorBody(BaseModel):

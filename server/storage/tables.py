@@ -25,7 +25,7 @@ from server.core.ids import new_id
 
 class _Row:
     """Columns every table has (Piccolo copies a mixin's columns into each table): an id of
-    at least 120 random bits minted here (CONTRACT.md, Conventions), and when the row was
+    at least 120 random bits minted here (docs/api.md, Conventions), and when the row was
     created."""
 
     id = Varchar(length=32, primary_key=True, default=new_id)

@@ -10,7 +10,7 @@ finds it empty is not processed, and the verdict says what to do about it:
 - ``DROP``: drop it silently;
 - ``CLOSE``: the connection kept going over the rate — more than :data:`FLOOD_SECONDS`
   seconds' worth of frames dropped within :data:`FLOOD_WINDOW_S` — close with 1008, as
-  for too many bad frames (CONTRACT.md).
+  for too many bad frames (docs/api.md).
 
 Per connection, so in this process's memory even in cluster mode: a socket lives on one
 process. Why not ``limits``: its memory moving window costs 2.6–25 µs a hit here (more as

@@ -1,4 +1,4 @@
-"""Live connections end with their session (CONTRACT.md: a revoked, signed-out or expired
+"""Live connections end with their session (docs/api.md: a revoked, signed-out or expired
 session's WebSocket closes with 4001 within a second, its SSE streams end).
 
 HTTP requests check the session on every request; a socket or a stream checked it once, at

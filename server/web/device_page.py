@@ -173,7 +173,7 @@ async def device_page(request: web.Request) -> web.Response:
         word = "approved" if view.status == "approved" else "denied"
         return _page("Connect a device", f"<p>This code was already {word}.</p>")
     if view.claimed_by != user.id:
-        # The JSON API's answer to the same case is 403 access_denied (CONTRACT.md).
+        # The JSON API's answer to the same case is 403 access_denied (docs/api.md).
         return _page(
             "Connect a device",
             '<p class="error">This code is being approved by another account.</p>' + _entry_form(),
