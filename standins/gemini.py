@@ -11,6 +11,9 @@ tokens at T tokens/s; each token's text embeds its wall-clock send time as
 ``⟨1732550000.123456⟩ `` (see :func:`parse_ts`).
 
 Run standalone: ``python -m standins.gemini --port 8089 --tokens 200 --rate 50``.
+
+Why one module of ~430 lines: one fake service (scripts, the streaming and unary
+answers, the benchmark's rate mode) checked as a whole against GEMINI.md.
 """
 
 from __future__ import annotations

@@ -13,6 +13,9 @@ to run against it unchanged, with only the base URLs pointed here:
   ``401 {"message": "Bad credentials", ...}`` for an unknown token.
 
 Web and API share one root here: ``web_url == api_url``.
+
+Why one module of ~470 lines: it is one fake service (its routes, its state and its
+failure switches), read as a whole against GitHub's documentation.
 """
 
 from __future__ import annotations
