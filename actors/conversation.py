@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from actors.event_log import Cursor, EventLog, Subscription
 from actors.flusher import Flusher
 from actors.generation import Generation, Opened, RequestBuilder, Runner, StopReason, discard
 from actors.generation_timing import GenerationTiming
+from actors.ids import opaque_id
 from actors.mailbox import (
     ActorStopped,
     Cancel,
@@ -379,7 +379,7 @@ class ConversationActor:
         history = await self._history_cache()
         if timing is not None:
             timing.span("history", loading)
-        generation_id = secrets.token_urlsafe(18)
+        generation_id = opaque_id()
         # The model request goes out while the turn is committed: the upstream's latency
         # overlaps the database's. Nothing is published before the commit, and tokens
         # only after `init`; the first event just waits in `opening`.

@@ -27,7 +27,6 @@ short name stays where ``log`` names the module's structlog logger).
 
 from __future__ import annotations
 
-import secrets
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import suppress
@@ -37,6 +36,8 @@ from time import perf_counter
 from typing import ClassVar, NamedTuple, cast
 
 import orjson
+
+from actors.ids import opaque_id
 
 __all__ = ["RESERVED", "TERMINAL", "Cursor", "Event", "EventLog", "Subscription", "dumps"]
 
@@ -360,7 +361,7 @@ class EventLog:
             raise ValueError("max_events, max_bytes and buffer_limit must be >= 1")
         self.conversation_id = conversation_id
         # A fresh epoch per incarnation: cursors from a lost log can never look valid.
-        self.epoch = epoch if epoch is not None else secrets.token_urlsafe(18)
+        self.epoch = epoch if epoch is not None else opaque_id()
         self.last_seq = 0
         self.max_events = max_events
         self.max_bytes = max_bytes

@@ -8,8 +8,13 @@ import secrets
 
 
 def new_id() -> str:
-    """An opaque, unguessable id: 144 random bits, URL-safe, 24 characters."""
-    return secrets.token_urlsafe(18)
+    """An opaque, unguessable id: 144 random bits, URL-safe, 24 characters, never starting
+    with ``-`` (ids are typed as command-line arguments, where a leading ``-`` reads as an
+    option; the first character has 63 values, 143.98 bits in all)."""
+    while True:
+        ident = secrets.token_urlsafe(18)
+        if not ident.startswith("-"):
+            return ident
 
 
 def new_token(nbytes: int = 32) -> str:

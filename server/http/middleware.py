@@ -41,7 +41,7 @@ _HTTP_CODES = {
 
 
 #: The request's id (``X-Request-ID``), for answers prepared inside the handler.
-REQUEST_ID = "cero_request_id"
+REQUEST_ID = web.RequestKey("cero_request_id", str)
 
 
 @web.middleware
