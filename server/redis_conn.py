@@ -36,11 +36,14 @@ def not_ready() -> ApiError:
     return ApiError(503, "not_ready", error_text("redis_unavailable"), headers={"Retry-After": "1"})
 
 
-def require_redis(app: web.Application) -> None:
+async def require_redis(app: web.Application) -> None:
     """``503 not_ready`` while cluster mode's Redis is down; nothing without cluster mode.
-    Cheap (no round trip): the monitor and failed commands keep the answer current."""
+    Cheap while Redis is up (no round trip: the monitor and failed commands keep the flag
+    current). While it is marked down, one shared ping confirms it before the request is
+    refused, so a Redis that has just come back is used at once
+    (:meth:`RedisHealth.confirm_down`)."""
     health = app.get(REDIS_HEALTH)
-    if health is not None and not health.up:
+    if health is not None and not health.up and await health.confirm_down():
         raise not_ready()
 
 

@@ -18,6 +18,8 @@ from collections.abc import Callable
 
 import redis.asyncio as redis
 import structlog
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from cluster.faults import REDIS_FAULTS
@@ -35,6 +37,13 @@ POOL_WAIT_S = 5.0
 #: The health monitor's own client: its pings never wait behind a busy pool, so "down"
 #: means Redis did not answer, not that this process was busy.
 HEALTH_CONNECTIONS = 2
+#: A request that finds Redis marked down pings it once before refusing, waiting at most
+#: this long: a Redis that came back is used at once instead of after the monitor's next
+#: ping (up to :data:`CHECK_INTERVAL_S`).
+RECHECK_WAIT_S = 0.25
+#: At most one such ping per this many seconds (one in flight, shared by every request):
+#: a Redis that stays down costs the requests nothing more than the flag.
+RECHECK_EVERY_S = 0.1
 
 
 def connect(url: str, max_connections: int = HEALTH_CONNECTIONS) -> redis.Redis:
@@ -42,7 +51,12 @@ def connect(url: str, max_connections: int = HEALTH_CONNECTIONS) -> redis.Redis:
     and waits when busy: its pool of ``max_connections`` is a *blocking* one, so a command
     finding every connection in use waits up to :data:`POOL_WAIT_S` for one instead of
     failing (redis-py's default pool raises ``MaxConnectionsError`` at once, which a busy
-    process took for "Redis is down": issue 21)."""
+    process took for "Redis is down": issue 21).
+
+    A command that fails with a connection error is sent once more on a new connection:
+    after Redis restarts, every pooled connection is dead, and without this each one
+    failed its first command (and marked Redis down) although Redis answered again. A
+    Redis that is really gone fails the second try as fast as the first (refused)."""
     pool = redis.BlockingConnectionPool.from_url(
         url,
         max_connections=max_connections,
@@ -51,6 +65,7 @@ def connect(url: str, max_connections: int = HEALTH_CONNECTIONS) -> redis.Redis:
         socket_timeout=COMMAND_TIMEOUT_S,
         health_check_interval=10,
         retry_on_timeout=False,
+        retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
     )
     return redis.Redis.from_pool(pool)
 
@@ -74,6 +89,8 @@ class RedisHealth:
         self.last_fault = -math.inf  # time.monotonic() of the last failed command
         self.became_up = asyncio.Event()
         self.became_up.set()
+        self._recheck: asyncio.Task[None] | None = None
+        self._last_recheck = -math.inf
 
     def since_fault(self) -> float:
         """Seconds since a command last failed (``inf`` when none has)."""
@@ -111,6 +128,28 @@ class RedisHealth:
             self.failed("ping", exc)
             raise
         self.succeeded()
+
+    async def confirm_down(self) -> bool:
+        """Whether Redis is still down, asked by a request that found it marked down: one
+        shared ping (at most one per :data:`RECHECK_EVERY_S`), waited for at most
+        :data:`RECHECK_WAIT_S`. ``False`` when Redis answers again."""
+        if self.up:
+            return False
+        now = time.monotonic()
+        if self._recheck is None and now - self._last_recheck >= RECHECK_EVERY_S:
+            self._last_recheck = now
+            self._recheck = asyncio.create_task(self._ping_quietly(), name="redis-recheck")
+        if self._recheck is not None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._recheck), RECHECK_WAIT_S)
+        return not self.up
+
+    async def _ping_quietly(self) -> None:
+        try:
+            with contextlib.suppress(*REDIS_FAULTS):
+                await self.check()
+        finally:
+            self._recheck = None
 
     async def run(self) -> None:
         while True:

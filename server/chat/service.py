@@ -108,7 +108,7 @@ async def start_chat(
     """``timing``: the turn's clock (phases ``admit``, ``lookup`` and the actor's)."""
     admitted = time.perf_counter()
     refuse_while_draining(app)  # SIGTERM: running answers finish, no new one starts
-    require_redis(app)  # cluster mode: 503 not_ready while Redis is down
+    await require_redis(app)  # cluster mode: 503 not_ready while Redis is down
     settings = app[SETTINGS]
     catalog = app[CATALOG]
     if len(body.message) > settings.max_message_chars:
