@@ -55,7 +55,7 @@ log = structlog.get_logger(__name__)
 #: per statement, but executemany binds one row at a time, so this only bounds latency).
 MAX_BATCH = 1000
 
-Kind = Literal["turn", "append", "finish", "probe"]
+Kind = Literal["turn", "append", "finish", "interrupt", "probe"]
 
 
 @dataclass(slots=True)
@@ -69,6 +69,8 @@ class _Op:
     abandoned: bool = False
     #: ``time.perf_counter()`` when it was queued (for ``turn_queued``).
     submitted: float = 0.0
+    #: What an ``interrupt`` took over: ``(message id, generation id)`` per row.
+    returned: list[tuple[Any, ...]] = field(default_factory=list)
 
 
 def _json(value: object) -> str | None:
@@ -189,6 +191,16 @@ class BatchWriter:
             self.fence_of(message_id),
         )
         await self._submit(_Op("finish", [row]))
+
+    async def take_over(self, conversation_id: str, fence: int) -> list[tuple[str, str]]:
+        """Cluster mode, a lease taken over: the conversation's ``streaming`` rows become
+        ``interrupted`` under the new lease's ``fence`` (so the old owner's later writes,
+        fenced with its own token, change nothing). Returns ``(message id, generation
+        id)`` of each row it marked. Queued like every write, after what was queued
+        before it."""
+        op = _Op("interrupt", [(fence, utcnow(), conversation_id)])
+        await self._submit(op)
+        return [(str(mid), str(gid)) for mid, gid in op.returned]
 
     async def probe(self) -> None:
         """A write transaction that changes nothing: proves the database takes writes."""
@@ -466,6 +478,10 @@ class BatchWriter:
                 for kind, sql, rows in _statements(batch, "$"):
                     await conn.executemany(sql, rows)
                     clock.lap(f"db_{kind}")
+                for op in _interrupts(batch):
+                    found = await conn.fetch(_PG_SQL["interrupt"], *op.rows[0])
+                    op.returned = [tuple(row) for row in found]
+                    clock.lap("db_interrupt")
             clock.lap("db_commit")
         except BaseException:
             await self._drop_postgres()
@@ -538,6 +554,11 @@ _SQL = {
     "WHERE id = ? AND fence = ? AND status = 'streaming'",
     "finish": "UPDATE message SET content = ?, status = ?, finish_reason = ?, usage = ?, "
     "citations = ?, tools = ?, updated_at = ? WHERE id = ? AND fence = ?",
+    # A lease taken over (cluster mode): the conversation's answers still streaming are
+    # the old owner's; they end here, under the new fence. Not fenced itself: it is what
+    # moves the fence.
+    "interrupt": "UPDATE message SET status = 'interrupted', fence = ?, updated_at = ? "
+    "WHERE conversation_id = ? AND status = 'streaming' RETURNING id, generation_id",
 }
 
 
@@ -586,7 +607,7 @@ def _one_statement(batch: list[_Op]) -> tuple[str, str, tuple[Any, ...]] | None:
     op = batch[0]
     if op.kind == "turn" and len(op.rows) == 2 and len(op.touched) == 1:
         return "turn_statement", _PG_TURN, (*op.rows[0], *op.rows[1], *op.touched[0])
-    if op.kind in ("append", "finish") and len(op.rows) == 1:
+    if op.kind in ("append", "finish") and len(op.rows) == 1:  # not interrupt: it returns rows
         return op.kind, _PG_SQL[op.kind], op.rows[0]
     return None
 
@@ -597,6 +618,9 @@ def _write_and_commit(conn: sqlite3.Connection, batch: list[_Op], clock: _Steps)
     for kind, sql, rows in _statements(batch, "?"):
         conn.executemany(sql, rows)
         clock.lap(f"db_{kind}")
+    for op in _interrupts(batch):
+        op.returned = conn.execute(_SQL["interrupt"], op.rows[0]).fetchall()
+        clock.lap("db_interrupt")
     conn.execute("COMMIT")
     clock.lap("db_commit")
 
@@ -617,10 +641,16 @@ class _Steps:
             self.last = now
 
 
+def _interrupts(batch: list[_Op]) -> list[_Op]:
+    """The batch's ``interrupt`` ops: each one statement of its own (it returns the rows
+    it marked), after every other statement of the batch."""
+    return [op for op in batch if op.kind == "interrupt"]
+
+
 def _statements(batch: list[_Op], style: str) -> list[tuple[str, str, list[tuple[Any, ...]]]]:
     """The batch as ``(sql, rows)`` pairs, in an order that keeps every op's meaning:
     inserts first, then the flushes (which skip rows no longer streaming), then the
-    terminal states."""
+    terminal states (``interrupt`` ops follow them: :func:`_interrupts`)."""
     sql = _SQL if style == "?" else _PG_SQL
     groups = {
         "turn": [row for op in batch if op.kind == "turn" for row in op.rows],

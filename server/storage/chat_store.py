@@ -166,19 +166,7 @@ class PiccoloConversationStore:
         return len(rows)
 
     async def interrupt_orphans(self, conversation_id: str, fence: int) -> list[tuple[str, str]]:
-        rows = (
-            await Message.update(
-                {
-                    Message.status: "interrupted",
-                    Message.fence: fence,
-                    Message.updated_at: utcnow(),
-                }
-            )
-            .where((Message.conversation_id == conversation_id) & (Message.status == "streaming"))
-            .returning(Message.id, Message.generation_id)
-            .run()
-        )
-        return [(str(row["id"]), str(row["generation_id"])) for row in rows]
+        return await self.writer.take_over(conversation_id, fence)
 
     async def streaming_conversations(self) -> list[str]:
         rows = (

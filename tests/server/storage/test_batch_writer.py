@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from pathlib import Path
 
+import pytest
+
 from actors.clock import utcnow
-from actors.store import StoredMessage, StoreUnavailable
+from actors.store import Outcome, StoredMessage, StoreUnavailable
 from server.storage import db
 from server.storage.batch_writer import BatchWriter, _Op
 from server.storage.chat_store import create_conversation
@@ -46,6 +49,42 @@ async def test_a_turn_reported_failed_never_stays_streaming(tmp_path: Path) -> N
             return row is not None and row["status"] == "error"
 
         await until(stored_error, 5)
+    finally:
+        await writer.close()
+        await db.close_pool(engine)
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_a_lease_taken_over_interrupts_through_the_writer(database_url: str) -> None:
+    """Cluster mode's take-over writes through the queue like every write: the streaming
+    answer becomes ``interrupted`` under the new fence, is reported once, and the old
+    owner's fenced writes change it no more."""
+    engine = db.bind(database_url)
+    await db.migrate(engine)
+    await db.start_pool(engine)
+    _, user_id = await make_user_session("Takeover")
+    conversation_id = str((await create_conversation(user_id, "t"))["id"])
+    writer = BatchWriter(engine, timeout=5.0)
+    await writer.start()
+    try:
+        user, answer = _turn(conversation_id, 2)
+        answer = dataclasses.replace(answer, generation_id="gen-old-owner")
+        await writer.start_generation(user, answer, fence=1)
+        await writer.append_partials([(answer.id, 0, "partial ")])
+        taken = await writer.take_over(conversation_id, 2)
+        assert taken == [(answer.id, "gen-old-owner")]
+        assert await writer.take_over(conversation_id, 3) == []  # nothing left
+        # The old owner has not heard yet: its flush and its terminal state are fenced out.
+        await writer.append_partials([(answer.id, 8, "more")])
+        await writer.finish(answer.id, Outcome("complete", "partial more"))
+        row = (
+            await Message.select(Message.status, Message.content, Message.fence)
+            .where(Message.id == answer.id)
+            .first()
+        )
+        assert row == {"status": "interrupted", "content": "partial ", "fence": 2}
+        user_row = await Message.select(Message.status).where(Message.id == user.id).first()
+        assert user_row == {"status": "complete"}
     finally:
         await writer.close()
         await db.close_pool(engine)
