@@ -43,7 +43,7 @@ def setup(app: web.Application) -> None:
     from state.wrong_codes import MemoryWrongCodes
 
     settings = app[SETTINGS]
-    app[SESSIONS] = SessionStore()
+    app[SESSIONS] = SessionStore(cache_seconds=settings.auth_cache_seconds)
     app[COOKIES] = CookieCodec(settings.auth_secret, secure=settings.secure_cookies)
     app[LIMITER] = MemoryWrongCodes()
     app[OAUTH_STATES] = MemoryOAuthStates()

@@ -3,6 +3,16 @@
 A session token is 256 random bits; only its SHA-256 is stored. A lookup is one indexed
 query (session joined with its user). A session used more than a day after its last refresh
 is extended to seven days from now: the only time a lookup writes.
+
+A found session is remembered in the process for ``CERO_AUTH_CACHE_SECONDS`` (keyed by the
+token's digest), so a client's next requests skip the query (issue 21: auth was 0.7–0.8 ms
+of each turn's time to first token, most of it the round trip). The memory never outlives
+the session: a revocation drops it at once (this process's own, and in cluster mode every
+hit first asks Redis whether any process revoked it, as the cookie cache does), an entry
+past the session's expiry or due for its daily slide goes back to the database, and a
+user's profile (name, e-mail, image) is at most that old. What the memory cannot see: a
+session row deleted or changed in the database behind the server's back (by hand, or by
+another process without cluster mode) counts from the next lookup, within that time.
 """
 
 from __future__ import annotations
@@ -24,6 +34,11 @@ from state.revocations import Revocations
 SESSION_TTL = timedelta(days=7)
 UPDATE_AGE = timedelta(days=1)
 _REVOKED_MEMORY_S = 600.0  # longer than the cookie cache's 5 minutes
+#: How long a looked-up session is remembered in the process by default (see the module
+#: docstring; ``CERO_AUTH_CACHE_SECONDS``).
+TOKEN_CACHE_S = 30.0
+#: Sessions remembered at most (the oldest go first).
+TOKEN_CACHE_MAX = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,11 +147,15 @@ class SessionStore:
     In cluster mode :attr:`shared` carries revocations to every process
     (:class:`cluster.state.revocations.RedisRevocations`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, cache_seconds: float = TOKEN_CACHE_S) -> None:
+        self.cache_seconds = cache_seconds
         self._revoked: dict[str, float] = {}
         self._in_flight: dict[str, asyncio.Future[Resolved | None]] = {}
         self._listeners: list[Callable[[str], None]] = []
         self.shared: Revocations | None = None
+        #: token digest → (its live session, ``time.monotonic()`` when looked up)
+        self._known: dict[str, tuple[Resolved, float]] = {}
+        self._revocations = 0  # how many revocations this process has heard of
 
     def on_revoke(self, listener: Callable[[str], None]) -> Callable[[], None]:
         """Call ``listener(session_id)`` (synchronously, must not raise) for every session
@@ -148,7 +167,9 @@ class SessionStore:
         """A session is gone: remember it and tell the listeners. :meth:`revoke` calls it;
         so will cluster mode's relay for a revocation published by another process."""
         self._remember_revoked(session_id)
+        self._revocations += 1
         self._in_flight.clear()  # a request from now on asks the database itself
+        self._known = {d: e for d, e in self._known.items() if e[0].session.id != session_id}
         for listener in list(self._listeners):
             listener(session_id)
 
@@ -185,6 +206,9 @@ class SessionStore:
         if not token or len(token) > MAX_TOKEN_CHARS:
             return None
         digest = token_hash(token)
+        known = await self._remembered(digest)
+        if known is not None:
+            return known
         pending = self._in_flight.get(digest)
         if pending is None:
             pending = asyncio.ensure_future(self._lookup(digest))
@@ -195,6 +219,34 @@ class SessionStore:
             return None  # revoked while the shared query ran
         return found
 
+    async def _remembered(self, digest: str) -> Resolved | None:
+        """The session looked up for ``digest`` within :attr:`cache_seconds`, when it is
+        still good to use without the database (unexpired, not due to slide, revoked
+        nowhere); ``None`` sends the caller to the database."""
+        entry = self._known.get(digest)
+        if entry is None:
+            return None
+        found, at = entry
+        now = utcnow()
+        if (
+            time.monotonic() - at >= self.cache_seconds
+            or found.session.expires_at <= now
+            or found.needs_refresh(now)
+            or not await self.cache_trusted(found.session.id)
+        ):
+            self._known.pop(digest, None)
+            return None
+        if found.slid:
+            found = Resolved(session=found.session, user=found.user)  # slid once, told once
+        return found
+
+    def _remember(self, digest: str, found: Resolved) -> None:
+        if self.cache_seconds <= 0:
+            return
+        if len(self._known) >= TOKEN_CACHE_MAX:
+            self._known.pop(next(iter(self._known)))
+        self._known[digest] = (found, time.monotonic())
+
     def _landed(self, digest: str, future: asyncio.Future[Resolved | None]) -> None:
         if self._in_flight.get(digest) is future:
             del self._in_flight[digest]
@@ -202,6 +254,13 @@ class SessionStore:
             future.exception()  # retrieved: every waiter may have gone
 
     async def _lookup(self, digest: str) -> Resolved | None:
+        revocations = self._revocations
+        found = await self._query(digest)
+        if found is not None and self._revocations == revocations:
+            self._remember(digest, found)  # (a revocation during the query: not kept)
+        return found
+
+    async def _query(self, digest: str) -> Resolved | None:
         rows = await Session.raw(_lookup_sql(), digest).run()
         if not rows or not same(rows[0]["token_hash"], digest):
             return None

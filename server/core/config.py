@@ -160,6 +160,11 @@ class Settings(BaseSettings):
     )
     #: Admission control (server/limits/admission.py): a start is refused only when this process's
     #: own work is past capacity: past the floor, and CPU *and* loop lag past their limits.
+    #: How long a looked-up bearer/cookie session is remembered in the process
+    #: (server/auth/sessions.py); 0 asks the database on every request.
+    auth_cache_seconds: float = Field(
+        30.0, validation_alias="CERO_AUTH_CACHE_SECONDS", ge=0, le=300
+    )
     max_loop_lag: float = Field(0.25, validation_alias="CERO_MAX_LOOP_LAG", ge=0)
     max_cpu: float = Field(0.9, validation_alias="CERO_MAX_CPU", gt=0, le=64)
     admission_floor: int = Field(16, validation_alias="CERO_ADMISSION_FLOOR", ge=0)

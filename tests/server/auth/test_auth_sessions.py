@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 
 from server.auth.cookies import sign_value
+from server.auth.sessions import SessionStore
 from server.core.app_keys import SESSIONS
 from server.core.ids import token_hash
 from server.storage.tables import Session
@@ -22,7 +23,7 @@ from tests.auth_helpers import (
     session_cookie,
     set_cookies,
 )
-from tests.conftest import Live
+from tests.conftest import Live, live_app
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -217,15 +218,18 @@ async def test_session_slides_after_a_day(live: Live) -> None:
 async def test_slid_cookie_session_gets_its_cookie_again(live: Live) -> None:
     """The session slid to 7 more days: the browser's cookie must too, or it would drop
     the cookie 7 days after sign-in while the session lives on."""
+    fresh, _ = await make_user_session()
     token, _ = await make_user_session()
     names = codec(live.settings)
     async with aiohttp.ClientSession() as http:
         # Not due to slide: only the cache cookie is set, the session cookie is left alone.
         async with http.get(
-            live.url + "/api/user/whoami", headers=session_cookie(live.settings, token)
+            live.url + "/api/user/whoami", headers=session_cookie(live.settings, fresh)
         ) as resp:
             assert resp.status == 200
             assert names.session_name not in set_cookies(resp)
+        # A session last refreshed two days ago (made so before its first use: the process
+        # remembers what it looked up).
         now = datetime.now(UTC)
         await (
             Session.update(
@@ -266,13 +270,20 @@ async def test_expired_session_is_refused_and_removed(live: Live) -> None:
     assert await session_row(token) == {}
 
 
-async def test_cookie_session_and_its_cache(live: Live) -> None:
+async def test_cookie_session_and_its_cache(database_url: str) -> None:
     """The cache cookie lets cookie requests skip the database for up to 5 minutes.
 
     Documented consequence: a session deleted by *another* process stays usable through a
-    fresh cache cookie for at most those 5 minutes; a revocation through this process, and
-    every bearer call, take effect at once.
+    fresh cache cookie for at most those 5 minutes; a revocation through this process takes
+    effect at once, and so does every bearer call when the process keeps no memory of
+    sessions (``CERO_AUTH_CACHE_SECONDS=0``, what processes sharing a database without
+    cluster mode should run with; the default is tested below).
     """
+    async with live_app(database_url, auth_cache_seconds=0) as live:
+        await _cookie_cache_checks(live)
+
+
+async def _cookie_cache_checks(live: Live) -> None:
     token, user_id = await make_user_session()
     names = codec(live.settings)
     async with aiohttp.ClientSession() as http:
@@ -370,10 +381,42 @@ async def test_concurrent_lookups_of_one_token_share_one_query(live: Live) -> No
     shared = await asyncio.gather(*(store.resolve(token) for _ in range(50)))
     assert shared[0] is not None and all(found is shared[0] for found in shared)
     again = await store.resolve(token)
-    assert again is not None and again is not shared[0]  # nothing kept between queries
+    assert again == shared[0]  # remembered (CERO_AUTH_CACHE_SECONDS), not asked again
     in_flight = asyncio.ensure_future(store.resolve(token))
     await asyncio.sleep(0)  # its query has started
     await store.revoke(shared[0].session.id)
     # A lookup after the revocation never joins a query that started before it.
     assert await store.resolve(token) is None
     await in_flight  # started before the revocation: either answer is right
+
+
+async def test_a_remembered_session_lives_no_longer_than_its_revocation(live: Live) -> None:
+    """The process remembers a looked-up session (``CERO_AUTH_CACHE_SECONDS``): a row
+    deleted behind its back is still honoured from memory, a revocation through the store
+    is not, at once; with no memory, the database decides every time."""
+    token, _ = await make_user_session("Memory")
+    store = SessionStore()
+    found = await store.resolve(token)
+    assert found is not None
+    await Session.delete().where(Session.id == found.session.id).run()
+    assert await store.resolve(token) == found  # from memory: the row is gone
+    await store.revoke(found.session.id)
+    assert await store.resolve(token) is None
+
+    token, _ = await make_user_session("NoMemory")
+    forgetful = SessionStore(cache_seconds=0)
+    found = await forgetful.resolve(token)
+    assert found is not None
+    await Session.delete().where(Session.id == found.session.id).run()
+    assert await forgetful.resolve(token) is None
+
+    # Over HTTP: signed out on one device, the bearer token is refused at the next call.
+    token, _ = await make_user_session("SignOut")
+    async with aiohttp.ClientSession() as http:
+        for _ in range(2):
+            async with http.get(live.url + "/api/user/whoami", headers=bearer(token)) as resp:
+                assert resp.status == 200
+        async with http.post(live.url + "/api/auth/sign-out", headers=bearer(token)) as resp:
+            assert resp.status == 200
+        async with http.get(live.url + "/api/user/whoami", headers=bearer(token)) as resp:
+            assert resp.status == 401
