@@ -4,8 +4,9 @@ Taking a lease marks the conversation's ``streaming`` rows ``interrupted`` (thro
 store and its batch writer, under the new fence, with the text flushed so far) and appends
 ``error``/``owner_lost`` for each (:func:`interrupt_orphans`). A watcher takes the lease
 of any watched log whose generation runs without an owner, so watchers on every process
-stop waiting within the ttl plus a second. The start-up sweep does the same for rows whose lease is gone, never a live
-neighbour's (a lease still there is looked at again once it would have expired).
+stop waiting within the ttl plus a second. The start-up sweep does the same for rows whose
+lease is gone, never a live neighbour's (a lease still there is looked at again once it
+would have expired).
 """
 
 from __future__ import annotations
