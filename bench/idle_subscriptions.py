@@ -28,8 +28,8 @@ TRACE = "--rss" not in sys.argv
 
 from server.core.app_keys import REGISTRY  # noqa: E402
 from server.storage.chat_store import create_conversation  # noqa: E402
-from tests.auth_helpers import bearer, make_user_session  # noqa: E402
-from tests.conftest import make_settings, start_live  # noqa: E402
+from standins.live_app import in_process_settings, start_live  # noqa: E402
+from standins.users import bearer, make_user_session  # noqa: E402
 
 ROOT = os.getcwd()
 IDLE = 1.0
@@ -54,11 +54,12 @@ def ours(snapshot: tracemalloc.Snapshot) -> int:
 async def main(n: int) -> None:
     tmp = tempfile.mkdtemp()
     live = await start_live(
-        lambda port: make_settings(
+        lambda port: in_process_settings(
             f"sqlite:///{tmp}/cero.db",
             port=port,
             actor_idle_timeout=IDLE,
             demo_token_delay=0.0,
+            sends_per_minute=100_000,
             ws_max_subscriptions=100_000,
             max_generations_per_user=100_000,
             new_conversations_per_hour=100_000,

@@ -14,7 +14,7 @@ import orjson
 
 async def seed(url: str, count: int) -> list[tuple[str, str]]:
     from server.storage import db
-    from tests.auth_helpers import make_user_session
+    from standins.users import make_user_session
 
     engine = db.engine_for_url(url)
     db.use_engine(engine)

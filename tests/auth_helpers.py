@@ -1,7 +1,7 @@
 """Users, sessions and cookies for tests.
 
-Sessions are made through the server's own :class:`SessionStore`, so a token made here is
-exactly what the device flow or GitHub sign-in would have issued.
+Users with a session (:func:`make_user_session`, :func:`bearer`) come from
+:mod:`standins.users`, which the benchmarks share.
 """
 
 from __future__ import annotations
@@ -9,42 +9,18 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
-from datetime import UTC, datetime
 from http.cookies import SimpleCookie
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
 from server.auth.cookies import CookieCodec
-from server.auth.sessions import SessionStore
 from server.core.config import Settings
-from server.core.ids import new_id
-from server.storage.tables import User
+from standins.users import bearer as bearer
+from standins.users import make_user_session as make_user_session
 
 if TYPE_CHECKING:
     from tests.conftest import Live
-
-
-async def make_user_session(name: str = "Ada", email: str | None = None) -> tuple[str, str]:
-    """Create a user with a live 7-day session; return ``(bearer token, user id)``."""
-    now = datetime.now(UTC)
-    user_id = new_id()
-    await User.insert(
-        User(
-            id=user_id,
-            name=name,
-            email=email or f"{user_id}@example.test",
-            email_verified=True,
-            created_at=now,
-            updated_at=now,
-        )
-    ).run()
-    token, _ = await SessionStore().start(user_id, ip_address="127.0.0.1", user_agent="tests")
-    return token, user_id
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def codec(settings: Settings) -> CookieCodec:

@@ -76,7 +76,6 @@ class Cluster:
             "CERO_REDIS_URL": self.redis_url,
             "CERO_REDIS_PREFIX": self.prefix,
             "CERO_LOG_LEVEL": "info",
-            "CERO_MAX_LOOP_LAG": "0",
             **self.env,
             **extra,
         }

@@ -2,7 +2,8 @@
 
 The one factory for a running app is :func:`live_app` (settings overrides as keywords;
 :func:`live_from` when a setting depends on the port, :func:`live_with_gemini` beside the
-Gemini stand-in). The module-scoped :func:`live` fixture runs it with the module's
+Gemini stand-in), over the in-process app of :mod:`standins.live_app` that the benchmarks
+share. The module-scoped :func:`live` fixture runs it with the module's
 :func:`live_settings`, which a module overrides to change them.
 
 PostgreSQL: a new database is created (and dropped) for each module that asks for it, on
@@ -13,22 +14,25 @@ with the reason — except under ``CI=true``, where they fail: CI must never ski
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
-from collections.abc import AsyncIterator, Callable, Iterator
+import sqlite3
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
 import pytest_asyncio
-from aiohttp import web
-from aiohttp.test_utils import TestServer
 
-from server.core.config import Settings, load_settings
+from server.core.config import Settings
 from standins.gemini import FakeGemini, Script
+from standins.live_app import Live as Live
+from standins.live_app import in_process_settings
+from standins.live_app import live_from as live_from
+from standins.live_app import start_live as start_live
 from tests.process_stats import METRICS_TOKEN
 
 # Tests are hermetic: no setting leaks in from the developer's shell or .env.
@@ -47,7 +51,6 @@ CLUSTER_REDIS_URL = os.environ.get("CERO_TEST_CLUSTER_REDIS_URL") or None
 #: Set to ``sdk`` to run the Gemini tests again with ``CERO_GEMINI_DECODER=sdk`` (the
 #: stream read through google-genai's response models); unset: the server's default.
 GEMINI_DECODER = os.environ.get("CERO_TEST_GEMINI_DECODER") or None
-TEST_SECRET = "test-secret-" + "x" * 32
 
 _pg_problem: str | None = None
 _pg_checked = False
@@ -99,6 +102,37 @@ async def drop_pg_database(url: str) -> None:
         await conn.close()
 
 
+@asynccontextmanager
+async def write_lock(
+    database_url: str, tables: Sequence[str] = ("message",)
+) -> AsyncIterator[None]:
+    """Hold the database's write lock from another connection until the block ends, as
+    another process (a backup, a migration, a stuck client) would: a plain ``sqlite3``
+    connection in ``BEGIN IMMEDIATE`` on SQLite; on PostgreSQL a transaction holding
+    ``tables`` ``IN EXCLUSIVE MODE`` (reads pass, writes to them wait)."""
+    if database_url.startswith("sqlite:///"):
+        conn = sqlite3.connect(database_url.removeprefix("sqlite:///"), isolation_level=None)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            yield
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            conn.close()
+        return
+    pg = await asyncpg.connect(database_url)
+    try:
+        tx = pg.transaction()
+        await tx.start()
+        await pg.execute(f"LOCK TABLE {', '.join(tables)} IN EXCLUSIVE MODE")
+        try:
+            yield
+        finally:
+            await tx.rollback()
+    finally:
+        await pg.close()
+
+
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def postgres_url() -> AsyncIterator[str]:
     """A new PostgreSQL database for this module, dropped afterwards."""
@@ -132,12 +166,11 @@ async def database_url(
 
 
 def make_settings(database_url: str, **overrides: Any) -> Settings:
+    """:func:`standins.live_app.in_process_settings` with the tests' defaults, the cluster
+    mode of ``CERO_TEST_CLUSTER_REDIS_URL`` and the decoder of ``CERO_TEST_GEMINI_DECODER``;
+    ``overrides`` on top."""
     values: dict[str, Any] = {
-        "database_url": database_url,
-        "secret": TEST_SECRET,
         "demo_token_delay": 0.002,
-        # Client and server share the test's event loop: its lag is not the server's.
-        "max_loop_lag": 0,
         "log_format": "json",
         # A test drives far more sends and sign-ins than a person does, from one user and
         # one address per module; the tests of these limits
@@ -154,66 +187,18 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
     if GEMINI_DECODER:
         values["gemini_decoder"] = GEMINI_DECODER
     values.update(overrides)
-    return load_settings(env_file=None, **values)
-
-
-@dataclass
-class Live:
-    """A running app on a real port."""
-
-    app: web.Application
-    server: TestServer
-    url: str
-    settings: Settings
-
-
-async def start_live(settings_factory: Callable[[int], Settings]) -> Live:
-    """Start ``create_app`` on a free port; ``settings_factory(port)`` builds its settings."""
-    from aiohttp.test_utils import unused_port
-
-    from server.app import create_app
-    from server.auth import local
-    from server.storage import db
-
-    port = unused_port()
-    settings = settings_factory(port)
-    # Where a process would bind it: at its start.
-    db.bind(settings.database_url, lock_timeout=db.lock_timeout(settings))
-    app = create_app(settings)
-    server = TestServer(app, host="127.0.0.1", port=port)
-    await server.start_server()
-    local.announce(app)  # as `cero-api serve` does once it listens
-    return Live(app=app, server=server, url=f"http://127.0.0.1:{port}", settings=settings)
+    return in_process_settings(database_url, **values)
 
 
 @asynccontextmanager
 async def live_app(database_url: str, **overrides: Any) -> AsyncIterator[Live]:
     """The one way a test runs the app: on a real port, on ``database_url``, with
     ``overrides`` on top of :func:`make_settings`; closed when the block ends (see
-    :func:`live_from`)."""
+    :func:`standins.live_app.live_from`)."""
     async with live_from(
         lambda port: make_settings(database_url, port=port, **overrides)
     ) as running:
         yield running
-
-
-@asynccontextmanager
-async def live_from(settings_factory: Callable[[int], Settings]) -> AsyncIterator[Live]:
-    """:func:`start_live` for a block: ``settings_factory(port)`` builds the settings (for
-    the few that depend on the port). On exit the app closes and the tables are bound
-    again to the engine they had before, so an extra app inside a test leaves the
-    module's app usable."""
-    import piccolo_conf
-    from server.storage import db
-
-    previous = getattr(piccolo_conf, "DB", None)
-    running = await start_live(settings_factory)
-    try:
-        yield running
-    finally:
-        await running.server.close()
-        if previous is not None:
-            db.use_engine(previous)
 
 
 @asynccontextmanager

@@ -8,13 +8,10 @@ once the lock is gone the row is ``error`` with the whole text, never left ``str
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
-import asyncpg
 import orjson
 import pytest
 import pytest_asyncio
@@ -23,7 +20,7 @@ from server.core.app_keys import WRITER
 from server.storage.tables import Message
 from tests.auth_helpers import make_user_session
 from tests.conditions import until
-from tests.conftest import Live, live_app
+from tests.conftest import Live, live_app, write_lock
 from tests.live_clients import post_chat
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -35,31 +32,6 @@ async def fragile(database_url: str) -> AsyncIterator[tuple[Live, str]]:
         database_url, demo_token_delay=0.01, db_write_timeout=0.3, db_commit_timeout=1.0
     ) as live:
         yield live, database_url
-
-
-@asynccontextmanager
-async def write_lock(database_url: str) -> AsyncIterator[None]:
-    """Hold the database's write lock from another connection, as another process would."""
-    if database_url.startswith("sqlite:///"):
-        conn = sqlite3.connect(database_url.removeprefix("sqlite:///"), isolation_level=None)
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        finally:
-            conn.execute("ROLLBACK")
-            conn.close()
-        return
-    pg = await asyncpg.connect(database_url)
-    try:
-        tx = pg.transaction()
-        await tx.start()
-        await pg.execute("LOCK TABLE message IN EXCLUSIVE MODE")
-        try:
-            yield
-        finally:
-            await tx.rollback()
-    finally:
-        await pg.close()
 
 
 async def test_a_failed_terminal_write_ends_as_error_and_is_stored_later(

@@ -1,9 +1,16 @@
 """The import rules of ``make lint`` (``lint-imports``, contracts in pyproject.toml) hold
 on the code, and fail on a copy of it with one forbidden import added (issue 22): a rule
-that cannot fail proves nothing."""
+that cannot fail proves nothing.
+
+One rule is checked here rather than by ``lint-imports``: ``bench/`` never imports
+``tests/`` (they share fakes through ``standins/``). Counting ``bench`` and ``tests`` as
+root packages would break the actors' seam contract, which they cross on purpose (unit
+tests and micro-benchmarks of actors' internals).
+"""
 
 from __future__ import annotations
 
+import ast
 import os
 import shutil
 import subprocess
@@ -16,7 +23,9 @@ ROOT = Path(__file__).resolve().parents[2]
 LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
 PACKAGES = ("server", "actors", "cluster", "state", "client", "standins")
 
-pytestmark = pytest.mark.skipif(not LINT_IMPORTS.exists(), reason="lint-imports not installed")
+needs_lint_imports = pytest.mark.skipif(
+    not LINT_IMPORTS.exists(), reason="lint-imports not installed"
+)
 
 
 def _lint(root: Path) -> subprocess.CompletedProcess[str]:
@@ -46,12 +55,14 @@ def _add_import(path: Path, line: str) -> None:
     path.write_text(head + sep + line + "\n" + rest)
 
 
+@needs_lint_imports
 def test_the_code_keeps_every_contract() -> None:
     done = _lint(ROOT)
     assert done.returncode == 0, done.stdout[-3000:]
     assert " 0 broken." in done.stdout
 
 
+@needs_lint_imports
 @pytest.mark.parametrize(
     ("module", "line", "expected"),
     [
@@ -93,6 +104,7 @@ def test_a_forbidden_import_breaks_the_lint(
     assert expected in " ".join(done.stdout.split()), done.stdout[-3000:]
 
 
+@needs_lint_imports
 def test_actors_and_cluster_keep_the_rules_with_type_only_imports_too(tmp_path: Path) -> None:
     """``exclude_type_checking_imports`` stays on for ``server/`` only (its typed app keys
     and ``auth``'s key helpers still import upwards for types): the actors and cluster mode
@@ -113,3 +125,54 @@ def test_actors_and_cluster_keep_the_rules_with_type_only_imports_too(tmp_path: 
         "Illegal imports of protected package actors",
     ):
         assert broken not in out, out[-3000:]
+
+
+def _imports_of_tests(source: str, module: str) -> list[str]:
+    """The imports of ``tests`` (or a module under it) in ``source``, the text of the
+    dotted ``module`` (relative imports resolved against it), as ``line: module``."""
+    found = []
+    package = module.split(".")[:-1]
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            target = ".".join([*base, *([node.module] if node.module else [])])
+            names = [target] if target else []
+            if not node.module:
+                names += [f"{target}.{alias.name}".lstrip(".") for alias in node.names]
+        else:
+            continue
+        found += [f"{node.lineno}: {name}" for name in names if name.split(".")[0] == "tests"]
+    return found
+
+
+def test_the_benchmarks_never_import_the_tests() -> None:
+    offenders = {
+        str(path.relative_to(ROOT)): hits
+        for path in sorted((ROOT / "bench").rglob("*.py"))
+        if (
+            hits := _imports_of_tests(
+                path.read_text(), ".".join(path.relative_to(ROOT).with_suffix("").parts)
+            )
+        )
+    }
+    assert offenders == {}, "bench/ imports tests/: share it through standins/ instead"
+
+
+@pytest.mark.parametrize(
+    ("line", "caught"),
+    [
+        ("import tests.conftest", True),
+        ("from tests.auth_helpers import bearer", True),
+        ("from tests import conftest", True),
+        ("from .. import tests", True),
+        ("from ..tests.conftest import live_app", True),
+        ("from standins.users import bearer", False),
+        ("import testsuite", False),
+        ("from . import tests", False),  # bench.tests, not the tests package
+    ],
+)
+def test_the_benchmarks_rule_can_fail(line: str, caught: bool) -> None:
+    source = f"def seed() -> None:\n    {line}\n"
+    assert bool(_imports_of_tests(source, "bench.seed")) is caught

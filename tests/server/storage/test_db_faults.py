@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import sqlite3
 import subprocess
 import sys
 import time
@@ -37,7 +36,7 @@ from server.storage.tables import Message
 from tests.auth_helpers import bearer, make_user_session
 from tests.cluster_harness import Cluster, require_redis
 from tests.conditions import until
-from tests.conftest import PG_ADMIN_URL, create_pg_database, drop_pg_database
+from tests.conftest import PG_ADMIN_URL, create_pg_database, drop_pg_database, write_lock
 from tests.live_clients import chat_result, post_chat
 from tests.server_process import ServerProcess, serve
 
@@ -52,6 +51,8 @@ EXIT_WITHIN = 25.0
 #: The backend-kill storm: concurrent clients, and how many kill rounds (every 0.25 s).
 STORM_CLIENTS = 6
 STORM_KILLS = 60
+#: What the write lock holds on PostgreSQL: every table the writes under test touch.
+LOCKED = ("message", "conversation", "session")
 
 
 def _serve(database_url: str, cwd: Path, **env: str) -> AbstractAsyncContextManager[ServerProcess]:
@@ -61,32 +62,6 @@ def _serve(database_url: str, cwd: Path, **env: str) -> AbstractAsyncContextMana
         "CERO_LOG_LEVEL": "warning",
     }
     return serve(database_url, cwd=cwd, env={**settings, **env}, stop_within=EXIT_WITHIN)
-
-
-@contextlib.asynccontextmanager
-async def write_lock(database_url: str) -> AsyncIterator[None]:
-    """Hold the database's write lock from outside the server until the block ends."""
-    if database_url.startswith("sqlite:///"):
-        conn = sqlite3.connect(database_url.removeprefix("sqlite:///"), isolation_level=None)
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            yield
-        finally:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            conn.close()
-        return
-    pg = await asyncpg.connect(database_url)
-    try:
-        tx = pg.transaction()
-        await tx.start()
-        await pg.execute("LOCK TABLE message, conversation, session IN EXCLUSIVE MODE")
-        try:
-            yield
-        finally:
-            await tx.rollback()
-    finally:
-        await pg.close()
 
 
 async def _chat(
@@ -150,7 +125,7 @@ async def test_locked_database_answers_503_and_recovers(database_url: str, tmp_p
             conversation = _conversation_id(lines)
             doomed = _conversation_id((await _chat(http, server.url, token))[1])
 
-            async with write_lock(database_url):
+            async with write_lock(database_url, LOCKED):
                 ready, seconds = await _readyz(http, server.url)
                 assert ready == 503 and seconds < ANSWER_WITHIN, (ready, seconds)
                 status, lines, seconds = await _chat(
@@ -225,7 +200,7 @@ async def test_sigterm_exits_with_the_write_lock_held(tmp_path: Path, release: b
             streaming = asyncio.create_task(stream())
             await asyncio.wait_for(first_token.wait(), 30)
             assert not streaming.done(), "the answer ended before the lock was taken"
-            async with write_lock(database_url):
+            async with write_lock(database_url, LOCKED):
                 others = [
                     _status(
                         http,
