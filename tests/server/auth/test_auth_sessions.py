@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 
 from server.auth.cookies import sign_value
-from server.core.app_keys import SESSIONS
+from server.auth.sessions import SESSIONS
 from server.core.ids import token_hash
 from server.storage.tables import Session
 from tests.auth_helpers import (
