@@ -14,19 +14,20 @@ from aiohttp import web
 from server import auth
 from server.auth.middleware import auth_middleware
 from server.chat.runtime import chat_runtime, stop_actors
-from server.core.app_keys import ENGINE, METRICS, SETTINGS
+from server.cluster_mode.redis_client import redis_client
+from server.cluster_mode.shared_state import shared_state
+from server.core.app_keys import SETTINGS
 from server.core.config import Settings
 from server.http import security_headers
 from server.http.middleware import error_middleware, request_id_middleware
 from server.http.nul_guard import nul_guard_middleware
 from server.http.protocol import capacity_middleware
 from server.limits import stream_limits
-from server.ops.metrics import Metrics, metrics_middleware, metrics_view
-from server.redis_conn import redis_client
+from server.ops.metrics import METRICS, Metrics, metrics_middleware, metrics_view
 from server.routes import chat, conversations, health, user
 from server.routes.openapi import openapi_view
-from server.shared_state import shared_state
 from server.storage import db
+from server.storage.db import ENGINE
 from server.transports import liveness, replay_budget, ws
 from server.web import app_page, device_page
 

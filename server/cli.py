@@ -58,8 +58,9 @@ def _describe_db_error(settings: Settings, exc: BaseException) -> str:
 
 async def _serve(settings: Settings) -> None:
     from server.app import create_app
-    from server.core.app_keys import METRICS, REGISTRY
+    from server.core.app_keys import REGISTRY
     from server.http.protocol import make_runner
+    from server.ops.metrics import METRICS
 
     nofile = raise_nofile_limit()
     capacity = connection_capacity(
@@ -151,8 +152,8 @@ async def _metrics_listener(
     app: web.Application, settings: Settings, runner: web.AppRunner
 ) -> web.AppRunner | None:
     """The metrics listener (``CERO_METRICS_ADDRESS``) when one is set."""
-    from server.core.app_keys import METRICS
     from server.http.metrics_listener import start_metrics_listener
+    from server.ops.metrics import METRICS
 
     listen = settings.metrics_listen
     if listen is None:

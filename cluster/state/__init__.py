@@ -17,5 +17,5 @@ database (also for a cache's lifetime after the fault: a restarted Redis has for
 revocations), and what gives something back (a slot, a pending lookup) expires by itself.
 
 May import: :mod:`state`, :mod:`cluster.faults`; never :mod:`server` (the server installs
-these: ``server.shared_state``).
+these: ``server.cluster_mode.shared_state``).
 """

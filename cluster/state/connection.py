@@ -1,11 +1,11 @@
 """The process's Redis client and whether Redis answers.
 
 One ``redis.asyncio`` client (its own connection pool) per process, opened and closed with
-the app (``server.redis_conn``). Faults: a :class:`RedisHealth` per process knows whether
-Redis answers. A monitor task pings it every :data:`CHECK_INTERVAL_S`, and every failed
-command reported through :meth:`RedisHealth.failed` marks it down at once; the next good
-ping marks it up again, so the process recovers by itself when Redis returns (the client
-reconnects on its next command).
+the app (``server.cluster_mode.redis_client``). Faults: a :class:`RedisHealth` per process
+knows whether Redis answers. A monitor task pings it every :data:`CHECK_INTERVAL_S`, and
+every failed command reported through :meth:`RedisHealth.failed` marks it down at once; the
+next good ping marks it up again, so the process recovers by itself when Redis returns (the
+client reconnects on its next command).
 """
 
 from __future__ import annotations

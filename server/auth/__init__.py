@@ -35,10 +35,12 @@ __all__ = [
 def setup(app: web.Application) -> None:
     """Register sign-in state, routes and start-up hooks on ``app``."""
     from server.auth import device_routes, github_routes, local, session_routes, sign_in_limit
-    from server.auth.cookies import CookieCodec, apply_deferred
-    from server.auth.keys import COOKIES, LIMITER, LOCAL, OAUTH_STATES
-    from server.auth.sessions import SessionStore
-    from server.core.app_keys import SESSIONS, SETTINGS
+    from server.auth.cookies import COOKIES, CookieCodec, apply_deferred
+    from server.auth.github_routes import OAUTH_STATES
+    from server.auth.local import LOCAL
+    from server.auth.sessions import SESSIONS, SessionStore
+    from server.auth.verification import LIMITER
+    from server.core.app_keys import SETTINGS
     from state.oauth_states import MemoryOAuthStates
     from state.wrong_codes import MemoryWrongCodes
 
@@ -62,8 +64,7 @@ def setup(app: web.Application) -> None:
 
 
 async def _github_http(app: web.Application) -> AsyncIterator[None]:
-    from server.auth.github import TIMEOUT
-    from server.auth.keys import GITHUB_HTTP
+    from server.auth.github import GITHUB_HTTP, TIMEOUT
 
     async with aiohttp.ClientSession(timeout=TIMEOUT) as http:
         app[GITHUB_HTTP] = http

@@ -23,7 +23,6 @@ from aiohttp import web
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from actors.clock import iso, parse_iso
-from server.auth.keys import COOKIE_OPS
 from server.auth.sessions import SESSION_TTL, Resolved, SessionInfo, UserInfo
 from state.oauth_states import STATE_TTL_S
 from state.revocations import CACHE_TTL_S
@@ -31,6 +30,10 @@ from state.revocations import CACHE_TTL_S
 _SIG_CHARS = 44  # standard base64 of 32 bytes, with one "=" of padding
 
 CookieOp = Callable[[web.StreamResponse], None]
+
+COOKIES: web.AppKey[CookieCodec] = web.AppKey("auth_cookies")
+#: Per request: cookie changes applied when the response is prepared (:func:`apply_deferred`).
+COOKIE_OPS: web.RequestKey[list[CookieOp]] = web.RequestKey("auth_cookie_ops")
 
 
 def sign_value(secret: str, token: str) -> str:

@@ -14,10 +14,9 @@ from typing import Literal
 from aiohttp import web
 
 from actors.clock import utcnow
+from server.auth.cookies import COOKIES
 from server.auth.csrf import origin_trusted
-from server.auth.keys import COOKIES, RESOLVED, USER
-from server.auth.sessions import Resolved
-from server.core.app_keys import SESSIONS
+from server.auth.sessions import RESOLVED, SESSIONS, Resolved
 from server.core.errors import ApiError, unauthorized
 from server.core.header_text import token_shaped
 from server.core.ids import token_hash
@@ -32,6 +31,9 @@ __all__ = [
     "user_for_cookie",
     "user_for_token",
 ]
+
+#: Per request: who is signed in (read it through :func:`current_user`).
+USER: web.RequestKey[CurrentUser | None] = web.RequestKey("user")
 
 
 @dataclass(frozen=True, slots=True)

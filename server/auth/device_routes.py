@@ -23,9 +23,10 @@ from actors.clock import iso
 from server.auth import device_flow, verification
 from server.auth.current import current_user, require_user
 from server.auth.oauth_bodies import OAuthBody, read_oauth
+from server.auth.sessions import SESSIONS
 from server.auth.sign_in_limit import admit_address
 from server.core import device_clients
-from server.core.app_keys import SESSIONS, SETTINGS
+from server.core.app_keys import SETTINGS
 from server.core.client_ip import client_ip
 from server.core.errors import ApiError
 from server.http import api_models as wire

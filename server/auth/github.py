@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import aiohttp
+from aiohttp import web
 
 from server.auth.users import Profile
 from server.core.config import Settings
@@ -22,6 +23,10 @@ from server.core.config import Settings
 SCOPE = "read:user user:email"
 USER_AGENT = "cero-api"
 TIMEOUT = aiohttp.ClientTimeout(total=15)
+
+#: The client session for GitHub's API (opened by :func:`server.auth.setup` when GitHub
+#: sign-in is on).
+GITHUB_HTTP: web.AppKey[aiohttp.ClientSession] = web.AppKey("auth_github_http")
 
 
 class GitHubError(Exception):

@@ -10,21 +10,27 @@ from aiohttp import web
 from pydantic import Field, StrictBool
 
 from server.auth import github
-from server.auth.keys import COOKIES, GITHUB_HTTP, OAUTH_STATES
+from server.auth.cookies import COOKIES
+from server.auth.github import GITHUB_HTTP
 from server.auth.oauth_bodies import OAuthBody
 from server.auth.redirects import safe_path, safe_target, with_query
+from server.auth.sessions import SESSIONS
 from server.auth.sign_in_limit import admit_sign_in
 from server.auth.users import link_or_create
-from server.core.app_keys import SESSIONS, SETTINGS
+from server.core.app_keys import SETTINGS
 from server.core.client_ip import client_ip
 from server.core.errors import ApiError, json_response
 from server.core.ids import same
 from server.http import api_models as wire
 from server.http.bodies import read_model
 from server.limits.refusals import as_api_errors
+from state.oauth_states import OAuthStates
 
 log = structlog.get_logger(__name__)
 routes = web.RouteTableDef()
+
+#: Pending GitHub sign-ins (memory; Redis in cluster mode: :mod:`server.cluster_mode`).
+OAUTH_STATES: web.AppKey[OAuthStates] = web.AppKey("auth_oauth_states")
 
 _ERROR_WORD = re.compile(r"^[a-z_]{1,64}$")
 

@@ -16,17 +16,20 @@ import sys
 import structlog
 from aiohttp import web
 
-from server.auth.keys import COOKIES, LOCAL
+from server.auth.cookies import COOKIES
 from server.auth.redirects import safe_path
+from server.auth.sessions import SESSIONS
 from server.auth.sign_in_limit import admit_sign_in
 from server.auth.users import Profile, link_or_create
-from server.core.app_keys import SESSIONS, SETTINGS
+from server.core.app_keys import SETTINGS
 from server.core.client_ip import client_ip
 from server.core.errors import ApiError
 from server.core.ids import new_token, same, token_hash
 
 log = structlog.get_logger(__name__)
 routes = web.RouteTableDef()
+
+LOCAL: web.AppKey[LocalSignIn] = web.AppKey("auth_local")
 
 LOCAL_PROFILE = Profile(provider="local", account_id="local", name="Local user")
 

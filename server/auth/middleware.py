@@ -14,11 +14,16 @@ import structlog
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
-from server.auth.cookies import defer
+from server.auth.cookies import COOKIES, defer
 from server.auth.csrf import UNSAFE_METHODS, origin_trusted
-from server.auth.current import CurrentUser, bearer_token, resolve_cookie, resolve_token
-from server.auth.keys import COOKIES, RESOLVED, USER
-from server.auth.sessions import Resolved
+from server.auth.current import (
+    USER,
+    CurrentUser,
+    bearer_token,
+    resolve_cookie,
+    resolve_token,
+)
+from server.auth.sessions import RESOLVED, Resolved
 from server.core.errors import ApiError
 
 log = structlog.get_logger(__name__)

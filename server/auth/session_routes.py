@@ -7,10 +7,10 @@ from aiohttp import web
 from pydantic import Field
 
 from actors.clock import iso
+from server.auth.cookies import COOKIES
 from server.auth.current import current_session, current_user, require_user
-from server.auth.keys import COOKIES
 from server.auth.oauth_bodies import OAuthBody
-from server.core.app_keys import SESSIONS
+from server.auth.sessions import SESSIONS
 from server.core.errors import ApiError
 from server.http import api_models as wire
 from server.http.bodies import read_model

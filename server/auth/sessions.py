@@ -25,11 +25,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from aiohttp import web
+
 from actors.clock import iso, utcnow
 from server.core.header_text import MAX_TOKEN_CHARS, clean_text
 from server.core.ids import new_id, new_token, same, token_hash
 from server.storage.tables import Session, User
 from state.revocations import Revocations
+
+SESSIONS: web.AppKey[SessionStore] = web.AppKey("sessions")
+#: Per request: what the middleware resolved (read it through :mod:`server.auth.current`).
+RESOLVED: web.RequestKey[Resolved] = web.RequestKey("auth_resolved")
 
 SESSION_TTL = timedelta(days=7)
 UPDATE_AGE = timedelta(days=1)

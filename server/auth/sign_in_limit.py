@@ -18,11 +18,12 @@ from __future__ import annotations
 import structlog
 from aiohttp import web
 
-from server.core.app_keys import METRICS, SETTINGS
+from server.core.app_keys import SETTINGS
 from server.core.client_ip import client_ip
 from server.core.errors import ApiError
 from server.limits.rate_limit import rate_key
 from server.limits.refusals import as_api_errors
+from server.ops.metrics import METRICS
 from state.window import MemoryWindow, Window
 
 log = structlog.get_logger(__name__)

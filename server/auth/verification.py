@@ -17,14 +17,17 @@ import structlog
 from aiohttp import web
 
 from server.auth import device_flow
-from server.auth.keys import LIMITER
-from server.core.app_keys import METRICS
 from server.core.client_ip import client_ip
 from server.core.errors import ApiError
 from server.limits.rate_limit import rate_key
 from server.limits.refusals import as_api_errors
+from server.ops.metrics import METRICS
+from state.wrong_codes import WrongCodes
 
 log = structlog.get_logger(__name__)
+
+#: Wrong user codes per address (memory; Redis in cluster mode: :mod:`server.cluster_mode`).
+LIMITER: web.AppKey[WrongCodes] = web.AppKey("auth_wrong_codes")
 
 
 @dataclass(slots=True)

@@ -17,22 +17,13 @@ from actors.api import ActorDeps, Flusher, Registry, build_request
 from actors.models.base import ModelProvider
 from actors.models.catalog import Catalog
 from actors.models.demo import DemoProvider
-from server.core.app_keys import (
-    ADMISSION,
-    CATALOG,
-    CLIENT_LOCKS,
-    ENGINE,
-    METRICS,
-    REDIS,
-    REGISTRY,
-    SETTINGS,
-    USER_LIMITS,
-    WRITER,
-)
-from server.limits.admission import Admission, AdmissionLimits
-from server.limits.user_limits import memory_user_limits
-from server.storage.batch_writer import BatchWriter
+from server.core.app_keys import CATALOG, CLIENT_LOCKS, REDIS, REGISTRY, SETTINGS
+from server.limits.admission import ADMISSION, Admission, AdmissionLimits
+from server.limits.user_limits import USER_LIMITS, memory_user_limits
+from server.ops.metrics import METRICS
+from server.storage.batch_writer import WRITER, BatchWriter
 from server.storage.chat_store import PiccoloConversationStore
+from server.storage.db import ENGINE
 
 log = structlog.get_logger(__name__)
 

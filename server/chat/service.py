@@ -35,9 +35,11 @@ from actors.error_text import error_text
 from actors.models.catalog import UnknownModel, UnsupportedTools
 from server.auth.current import CurrentUser
 from server.chat.request import ChatRequest
-from server.core.app_keys import ADMISSION, CATALOG, CLIENT_LOCKS, REGISTRY, SETTINGS, USER_LIMITS
+from server.core.app_keys import CATALOG, CLIENT_LOCKS, REGISTRY, SETTINGS
 from server.core.errors import ApiError
-from server.redis_conn import require_redis
+from server.limits.admission import ADMISSION
+from server.limits.refusals import require_redis
+from server.limits.user_limits import USER_LIMITS
 from server.storage.chat_store import (
     conversation_for_client_message,
     create_conversation,

@@ -1,4 +1,19 @@
-"""Typed application state keys (``web.AppKey``): what the app holds for its lifetime."""
+"""The app state keys (``web.AppKey``) the whole server shares whose values are not of a
+``server`` type: the settings, the actors' registry and catalog, the per-client locks, and
+cluster mode's Redis client and its health.
+
+The rule for every key: a key lives beside the type of its value, and its users import it
+from there. A key whose value is a ``server`` type is declared in the module that defines
+that type (``ENGINE`` in :mod:`server.storage.db` beside ``Engine``, ``WRITER`` in
+:mod:`server.storage.batch_writer`, ``METRICS`` in :mod:`server.ops.metrics`,
+``ADMISSION`` and ``USER_LIMITS`` in :mod:`server.limits`, ``SESSIONS`` in
+:mod:`server.auth.sessions`, ...): its users sit above that module in the layers, so the
+import is allowed, and no module names a type from a package above it, not even under
+``TYPE_CHECKING``. A key whose value's type comes from outside ``server`` (actors,
+cluster mode, redis, the standard library) is declared here when the server shares it, or
+in the module that uses it when only one package does (``STREAM_LIMITS``,
+``SIGN_IN_LIMITER``...).
+"""
 
 from __future__ import annotations
 
@@ -15,24 +30,12 @@ if TYPE_CHECKING:
     from actors.api import Registry
     from actors.models.catalog import Catalog
     from cluster.state.connection import RedisHealth
-    from server.auth.sessions import SessionStore
-    from server.limits.admission import Admission
-    from server.limits.user_limits import UserLimitsApi
-    from server.ops.metrics import Metrics
-    from server.storage.batch_writer import BatchWriter
-    from server.storage.db import Engine
 
 SETTINGS = web.AppKey("settings", Settings)
-ENGINE: web.AppKey[Engine] = web.AppKey("engine")
 REGISTRY: web.AppKey[Registry] = web.AppKey("registry")
 CATALOG: web.AppKey[Catalog] = web.AppKey("catalog")
-SESSIONS: web.AppKey[SessionStore] = web.AppKey("sessions")
-METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
-WRITER: web.AppKey[BatchWriter] = web.AppKey("batch_writer")
-ADMISSION: web.AppKey[Admission] = web.AppKey("admission")
 CLIENT_LOCKS: web.AppKey[weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock]] = web.AppKey(
     "client_locks"
 )
-USER_LIMITS: web.AppKey[UserLimitsApi] = web.AppKey("user_limits")
 REDIS: web.AppKey[redis.Redis | None] = web.AppKey("redis")
 REDIS_HEALTH: web.AppKey[RedisHealth] = web.AppKey("redis_health")

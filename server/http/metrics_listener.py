@@ -12,9 +12,8 @@ from __future__ import annotations
 import structlog
 from aiohttp import web
 
-from server.core.app_keys import METRICS
 from server.http.security_headers import hide_server
-from server.ops.metrics import Metrics, exposition
+from server.ops.metrics import METRICS, Metrics, exposition
 
 log = structlog.get_logger(__name__)
 

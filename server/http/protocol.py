@@ -57,11 +57,11 @@ from aiohttp.streams import StreamReader
 from aiohttp.typedefs import Handler
 from aiohttp.web_protocol import RequestHandler
 
-from server.core.app_keys import METRICS
 from server.core.config import Settings
 from server.core.errors import BodyTimeout, error_body, error_response, with_retry_after
 from server.http.security_headers import EVERY_RESPONSE
 from server.limits.connection_guard import Admission, ConnectionGuard, exempt_networks
+from server.ops.metrics import METRICS
 
 log = structlog.get_logger(__name__)
 

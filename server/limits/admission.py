@@ -34,7 +34,12 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
+from aiohttp import web
+
 from server.core.errors import ApiError
+
+#: The process's admission control (started by the chat runtime).
+ADMISSION: web.AppKey[Admission] = web.AppKey("admission")
 
 #: How often the sampler wakes.
 INTERVAL_S = 0.1

@@ -11,17 +11,18 @@ the generation limits already bound it.
 
 ``app[STREAM_LIMITS]`` is a :class:`state.stream_limits.StreamLimits`: ``MemoryStreamLimits``
 here, :class:`cluster.state.stream_limits.RedisStreamLimits` in cluster mode (installed by
-:mod:`server.shared_state`). :func:`open_stream` maps its refusals to HTTP.
+:mod:`server.cluster_mode.shared_state`). :func:`open_stream` maps its refusals to HTTP.
 """
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from server.core.app_keys import METRICS, SETTINGS
+from server.core.app_keys import SETTINGS
 from server.core.client_ip import client_ip
 from server.limits.rate_limit import rate_key
 from server.limits.refusals import as_api_errors
+from server.ops.metrics import METRICS
 from state.stream_limits import MemoryStreamLimits, StreamLimits, StreamSlot
 
 STREAM_LIMITS: web.AppKey[StreamLimits] = web.AppKey("stream_limits")
@@ -34,7 +35,8 @@ async def open_stream(request: web.Request, user_id: str) -> StreamSlot:
 
 
 def setup(app: web.Application) -> None:
-    """The in-memory limits (cluster mode replaces them in :mod:`server.shared_state`)."""
+    """The in-memory limits (cluster mode replaces them:
+    :mod:`server.cluster_mode.shared_state`)."""
     settings = app[SETTINGS]
     metrics = app[METRICS]
     app[STREAM_LIMITS] = MemoryStreamLimits(

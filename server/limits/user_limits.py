@@ -1,16 +1,20 @@
 """The per-user chat limits as the chat use-cases and handlers use them (``app[USER_LIMITS]``):
 a :class:`state.user_limits.UserLimits` (``MemoryUserLimits`` in one process,
 :class:`cluster.state.user_limits.RedisUserLimits` in cluster mode, installed by
-:mod:`server.shared_state`) whose refusals are ``ApiError``\\ s (``429 rate_limited``,
-``503 not_ready``).
+:mod:`server.cluster_mode.shared_state`) whose refusals are ``ApiError``\\ s (``429
+rate_limited``, ``503 not_ready``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+from aiohttp import web
+
 from server.limits.refusals import as_api_errors
 from state.user_limits import GenerationCounter, GenerationSlot, MemoryUserLimits, UserLimits
+
+USER_LIMITS: web.AppKey[UserLimitsApi] = web.AppKey("user_limits")
 
 
 class UserLimitsApi:

@@ -1,5 +1,9 @@
 """Prometheus metrics (``GET /metrics``), one registry per app so tests stay independent.
 
+The ``bind_*`` methods read the components they meter through small protocols declared
+here (:class:`AdmissionReadings`, :class:`WriterHooks`, :class:`Pending`): the limits and
+the storage are siblings of ``ops`` in the layers, so this module names none of their types.
+
 Why one module of ~500 lines: every family the server exposes is declared here, beside the
 hooks that feed it, so that the catalog (docs and its test) matches one file.
 """
@@ -11,7 +15,7 @@ import gc
 import hmac
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -27,17 +31,64 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
-from actors.api import GenerationTiming
-from server.core.app_keys import METRICS, SETTINGS
+from actors.api import GenerationTiming, Observe
+from server.core.app_keys import SETTINGS
 from server.core.errors import ApiError
 
 if TYPE_CHECKING:
     from actors.api import Registry
     from cluster.process import ClusterProcess
     from cluster.state.connection import RedisHealth
-    from server.limits.admission import Admission
-    from server.storage.batch_writer import BatchWriter
-    from server.storage.janitor import Janitor
+
+
+class _Floor(Protocol):
+    @property
+    def floor(self) -> int: ...
+
+
+class AdmissionReadings(Protocol):
+    """What :meth:`Metrics.bind_admission` reads (:class:`server.limits.admission.Admission`)."""
+
+    @property
+    def lag(self) -> float: ...
+    @property
+    def cpu(self) -> float: ...
+    @property
+    def running(self) -> int: ...
+    @property
+    def queued(self) -> int: ...
+    @property
+    def refused(self) -> int: ...
+    @property
+    def queued_total(self) -> int: ...
+    @property
+    def limits(self) -> _Floor: ...
+
+
+class WriterHooks(Protocol):
+    """What :meth:`Metrics.bind_writer` hooks and reads
+    (:class:`server.storage.batch_writer.BatchWriter`)."""
+
+    on_phase: Observe | None
+    on_commit: Callable[[float, bool], None] | None
+
+    @property
+    def pending(self) -> int: ...
+    @property
+    def batches(self) -> int: ...
+    @property
+    def ops(self) -> int: ...
+
+
+class Pending(Protocol):
+    """Something with work waiting (:class:`server.storage.janitor.Janitor`)."""
+
+    @property
+    def pending(self) -> int: ...
+
+
+#: The app's metrics (one registry per app).
+METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 
 
 #: When this request reached the middlewares (``time.perf_counter()``): a turn's clock
@@ -334,7 +385,7 @@ class Metrics:
         timing.on_first_token = self.ttft.labels(transport).observe
         return timing
 
-    def bind_admission(self, admission: Admission) -> None:
+    def bind_admission(self, admission: AdmissionReadings) -> None:
         for name, text, read in (
             (
                 "cero_event_loop_lag_seconds",
@@ -422,7 +473,7 @@ class Metrics:
             lambda: registry.dormant_count,
         )
 
-    def bind_writer(self, writer: BatchWriter, janitor: Janitor) -> None:
+    def bind_writer(self, writer: WriterHooks, janitor: Pending) -> None:
         writer.on_phase = self.observe_phase
         writer.on_commit = self.observe_db_write
         self._reading(

@@ -18,8 +18,9 @@ from actors.api import TERMINAL, Event, GenerationTiming, SendResult
 from server.auth.current import require_user
 from server.chat.request import ChatRequest
 from server.chat.service import rebuilt_events, start_chat
-from server.core.app_keys import METRICS, SETTINGS
+from server.core.app_keys import SETTINGS
 from server.http.bodies import read_model
+from server.ops.metrics import METRICS
 from server.transports.liveness import watching
 from server.transports.ndjson import NdjsonRenderer
 from server.transports.response_pump import Render, ResponsePump

@@ -23,11 +23,12 @@ from server.chat.service import (
     refuse_while_draining,
     run_on_actor,
 )
-from server.core.app_keys import CATALOG, METRICS, REGISTRY, SETTINGS
+from server.core.app_keys import CATALOG, REGISTRY, SETTINGS
 from server.core.errors import ApiError
 from server.http import api_models as wire
 from server.http.bodies import read_model
 from server.limits.stream_limits import open_stream
+from server.ops.metrics import METRICS
 from server.storage.chat_store import to_stored
 from server.storage.tables import Conversation, Message
 from server.transports.liveness import watching

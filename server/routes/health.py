@@ -9,10 +9,13 @@ from aiohttp import web
 
 from actors.error_text import READY_TEXT
 from cluster.faults import REDIS_FAULTS
-from server.core.app_keys import ADMISSION, ENGINE, REDIS_HEALTH, REGISTRY, SETTINGS, WRITER
+from server.core.app_keys import REDIS_HEALTH, REGISTRY, SETTINGS
 from server.core.errors import error_response
 from server.http import api_models as wire
+from server.limits.admission import ADMISSION
 from server.storage import db
+from server.storage.batch_writer import WRITER
+from server.storage.db import ENGINE
 
 log = structlog.get_logger(__name__)
 routes = web.RouteTableDef()
@@ -52,7 +55,7 @@ async def readyz(request: web.Request) -> web.Response:
     health = request.app.get(REDIS_HEALTH)
     if health is not None:
         # The process's own client (its pool), not a new connection per probe; a failed
-        # ping also marks Redis down for the sends (server.redis_conn.require_redis).
+        # ping also marks Redis down for the sends (server.limits.refusals.require_redis).
         try:
             await health.check()
             checks["redis"] = "ok"

@@ -42,6 +42,7 @@ from typing import Any, Literal
 import asyncpg
 import orjson
 import structlog
+from aiohttp import web
 from piccolo.engine.postgres import PostgresEngine
 from piccolo.engine.sqlite import SQLiteEngine
 
@@ -516,6 +517,10 @@ class BatchWriter:
         if pool is not None:
             with contextlib.suppress(Exception):
                 await pool.release(conn)
+
+
+#: The process's writer (started and stopped by the chat runtime).
+WRITER: web.AppKey[BatchWriter] = web.AppKey("batch_writer")
 
 
 def _closed(conn: Any) -> bool:

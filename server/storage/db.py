@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeAlias
 
 import structlog
+from aiohttp import web
 from piccolo.apps.migrations.tables import Migration
 from piccolo.engine.base import Engine as _Engine
 from piccolo.engine.postgres import PostgresEngine
@@ -28,6 +29,9 @@ from server.storage.tables import TABLES
 log = structlog.get_logger(__name__)
 
 Engine: TypeAlias = _Engine[Any]
+
+#: The app's engine (bound once where the process starts: :func:`bound_engine`).
+ENGINE: web.AppKey[Engine] = web.AppKey("engine")
 
 #: The default bound on a wait for the database's locks (``CERO_DB_WRITE_TIMEOUT`` sets
 #: it in the server). It was 30 s: a held SQLite write lock then kept every Piccolo write

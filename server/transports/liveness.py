@@ -11,8 +11,9 @@ session id (weak references: a forgotten connection costs nothing), ended by:
 - a revocation by another process: every ``CERO_SESSION_RECHECK`` seconds the watched ids
   are looked up in the database (one query per 500 sessions), and the in-memory set of
   revoked ids is consulted every second. In cluster mode a revocation by another process
-  also arrives at once through Redis pub/sub: :mod:`server.shared_state`'s listener calls
-  ``SessionStore.note_revoked``, which lands in :meth:`revoked` like a local one.
+  also arrives at once through Redis pub/sub: :mod:`server.cluster_mode.shared_state`'s
+  listener calls ``SessionStore.note_revoked``, which lands in :meth:`revoked` like a local
+  one.
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ from aiohttp import web
 
 from actors.clock import utcnow
 from server.auth.current import CurrentUser
-from server.auth.sessions import SessionStore
-from server.core.app_keys import SESSIONS, SETTINGS
+from server.auth.sessions import SESSIONS, SessionStore
+from server.core.app_keys import SETTINGS
 
 log = structlog.get_logger(__name__)
 

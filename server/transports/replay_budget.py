@@ -25,7 +25,8 @@ from collections.abc import Callable
 from aiohttp import web
 
 from actors.api import Event, Subscription
-from server.core.app_keys import METRICS, SETTINGS
+from server.core.app_keys import SETTINGS
+from server.ops.metrics import METRICS
 
 #: Per-user buckets kept before idle (full) ones are forgotten.
 _MAX_TRACKED_USERS = 10_000

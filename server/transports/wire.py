@@ -21,15 +21,12 @@ import contextlib
 import socket
 import weakref
 from time import perf_counter
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 from aiohttp import web
 
-from server.core.app_keys import METRICS
-
-if TYPE_CHECKING:
-    from server.ops.metrics import Metrics
+from server.ops.metrics import METRICS, Metrics
 
 log = structlog.get_logger(__name__)
 

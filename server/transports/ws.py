@@ -32,9 +32,10 @@ from server.chat.service import (
     run_on_actor,
     start_chat,
 )
-from server.core.app_keys import METRICS, SETTINGS
+from server.core.app_keys import SETTINGS
 from server.core.errors import ApiError
 from server.limits.stream_limits import open_stream
+from server.ops.metrics import METRICS
 from server.storage.db import is_unavailable
 from server.transports.frame_rate import FrameRate, Verdict
 from server.transports.liveness import LIVE_SESSIONS

@@ -17,7 +17,7 @@ from aiohttp import web
 
 from actors.api import ConversationActor, Event, Subscription
 from server.auth.current import CurrentUser
-from server.core.app_keys import METRICS
+from server.ops.metrics import METRICS
 from server.transports.replay_budget import ReplayBudget
 from server.transports.wire import HIGH_WATER, RawWriter, ws_close_frame, ws_text_frame
 from state.counting import SlidingWindow

@@ -10,7 +10,8 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from server.core.app_keys import ENGINE, REGISTRY
+from server.core.app_keys import REGISTRY
+from server.storage.db import ENGINE
 from server.storage.tables import Message
 from tests.auth_helpers import bearer, make_user_session
 from tests.conditions import until

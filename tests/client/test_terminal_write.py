@@ -16,7 +16,7 @@ import orjson
 import pytest
 import pytest_asyncio
 
-from server.core.app_keys import WRITER
+from server.storage.batch_writer import WRITER
 from server.storage.tables import Message
 from tests.auth_helpers import make_user_session
 from tests.conditions import until

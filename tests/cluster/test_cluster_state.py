@@ -23,8 +23,9 @@ import redis.asyncio as redis
 
 from cluster.state.stream_limits import RedisStreamLimits
 from cluster.state.user_limits import RedisUserLimits
-from server.core.app_keys import REDIS, REDIS_HEALTH, USER_LIMITS
+from server.core.app_keys import REDIS, REDIS_HEALTH
 from server.limits.stream_limits import STREAM_LIMITS
+from server.limits.user_limits import USER_LIMITS
 from server.storage.chat_store import create_conversation
 from standins.gemini import FakeGemini, Script
 from standins.github import FakeGitHub

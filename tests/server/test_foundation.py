@@ -6,8 +6,8 @@ import aiohttp
 import pytest
 from piccolo.apps.migrations.tables import Migration
 
-from server.core.app_keys import ENGINE
 from server.storage import db
+from server.storage.db import ENGINE
 from server.storage.tables import TABLES
 from tests.conftest import Live, live_app
 

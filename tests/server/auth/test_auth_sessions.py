@@ -11,8 +11,7 @@ import aiohttp
 import pytest
 
 from server.auth.cookies import sign_value
-from server.auth.sessions import SessionStore
-from server.core.app_keys import SESSIONS
+from server.auth.sessions import SESSIONS, SessionStore
 from server.core.ids import token_hash
 from server.storage.tables import Session
 from tests.auth_helpers import (

@@ -18,8 +18,7 @@ import pytest
 import pytest_asyncio
 
 from actors.store import ClientMessageTaken, NewGeneration
-from server.core.app_keys import WRITER
-from server.storage.batch_writer import BatchWriter
+from server.storage.batch_writer import WRITER, BatchWriter
 from server.storage.chat_store import PiccoloConversationStore, create_conversation
 from server.storage.tables import Message
 from tests.auth_helpers import bearer, make_user_session
@@ -190,8 +189,8 @@ async def test_migration_keeps_the_earliest_of_legacy_duplicates(
 ) -> None:
     from piccolo.apps.migrations.commands.forwards import run_forwards
 
-    from server.core.app_keys import ENGINE
     from server.storage import db
+    from server.storage.db import ENGINE
     from tests.conftest import create_pg_database, drop_pg_database
 
     fresh = (

@@ -28,9 +28,9 @@ import aiohttp
 import orjson
 import pytest
 
-from server.core.app_keys import USER_LIMITS
 from server.core.config import ConfigError, load_settings
 from server.limits.stream_limits import STREAM_LIMITS
+from server.limits.user_limits import USER_LIMITS
 from server.storage.chat_store import create_conversation
 from server.transports.frame_rate import FLOOD_SECONDS, FrameRate, Verdict
 from tests.auth_helpers import bearer, fresh_ip, make_user_session

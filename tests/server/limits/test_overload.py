@@ -15,8 +15,7 @@ import aiohttp
 import orjson
 import pytest
 
-from server.core.app_keys import ADMISSION
-from server.limits.admission import WINDOW_S, Admission, AdmissionLimits, Overloaded
+from server.limits.admission import ADMISSION, WINDOW_S, Admission, AdmissionLimits, Overloaded
 from server.storage import db
 from tests.auth_helpers import make_user_session
 from tests.conditions import until

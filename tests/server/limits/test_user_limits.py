@@ -22,7 +22,8 @@ import orjson
 import pytest
 import pytest_asyncio
 
-from server.core.app_keys import REGISTRY, USER_LIMITS
+from server.core.app_keys import REGISTRY
+from server.limits.user_limits import USER_LIMITS
 from server.storage.chat_store import create_conversation
 from server.storage.tables import Message
 from standins.gemini import FakeGemini, Script

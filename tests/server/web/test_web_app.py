@@ -26,8 +26,8 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from server.auth.keys import LOCAL
-from server.core.app_keys import SESSIONS
+from server.auth.local import LOCAL
+from server.auth.sessions import SESSIONS
 from standins.gemini import FakeGemini, Script
 from standins.github import FakeGitHub
 from tests.auth_helpers import bearer, codec

@@ -24,11 +24,14 @@ from cluster.state.user_limits import RedisUserLimits
 from cluster.state.window import RedisWindow, window_limiter
 from cluster.state.wrong_codes import RedisWrongCodes
 from server.auth.device_routes import ISSUE_LIMITER
-from server.auth.keys import LIMITER, OAUTH_STATES
+from server.auth.github_routes import OAUTH_STATES
+from server.auth.sessions import SESSIONS
 from server.auth.sign_in_limit import SIGN_IN_LIMITER
-from server.core.app_keys import METRICS, REDIS, REDIS_HEALTH, SESSIONS, SETTINGS, USER_LIMITS
+from server.auth.verification import LIMITER
+from server.core.app_keys import REDIS, REDIS_HEALTH, SETTINGS
 from server.limits.stream_limits import STREAM_LIMITS
-from server.limits.user_limits import UserLimitsApi
+from server.limits.user_limits import USER_LIMITS, UserLimitsApi
+from server.ops.metrics import METRICS
 from state.user_limits import HOUR_S, MINUTE_S
 
 

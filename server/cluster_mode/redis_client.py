@@ -6,8 +6,8 @@ closes them with the app (:func:`redis_client`). Everything shared across proces
 that also runs in single-process mode checks ``app[REDIS] is None`` and keeps its in-memory
 path. Every key starts with ``CERO_REDIS_PREFIX`` (:func:`key`).
 
-:func:`require_redis` is the check a use-case that needs Redis calls first: while Redis is
-down it answers ``503 not_ready`` instead of starting work that would fail halfway.
+While Redis is down, a use-case that needs it answers ``503 not_ready`` instead of
+starting work that would fail halfway: :func:`server.limits.refusals.require_redis`.
 """
 
 from __future__ import annotations
@@ -19,32 +19,14 @@ from collections.abc import AsyncIterator, Callable
 import redis.asyncio as redis
 from aiohttp import web
 
-from actors.error_text import error_text
 from cluster.state.connection import RedisHealth, connect
-from server.core.app_keys import METRICS, REDIS, REDIS_HEALTH, SETTINGS
-from server.core.errors import ApiError
+from server.core.app_keys import REDIS, REDIS_HEALTH, SETTINGS
+from server.ops.metrics import METRICS
 
 
 def key(app: web.Application, *parts: str) -> str:
     """``CERO_REDIS_PREFIX`` + the parts joined with ``:``."""
     return app[SETTINGS].redis_prefix + ":".join(parts)
-
-
-def not_ready() -> ApiError:
-    """503 with a fixed sentence: why Redis failed is in the log (``redis_down``), not in
-    the answer."""
-    return ApiError(503, "not_ready", error_text("redis_unavailable"), headers={"Retry-After": "1"})
-
-
-async def require_redis(app: web.Application) -> None:
-    """``503 not_ready`` while cluster mode's Redis is down; nothing without cluster mode.
-    Cheap while Redis is up (no round trip: the monitor and failed commands keep the flag
-    current). While it is marked down, one shared ping confirms it before the request is
-    refused, so a Redis that has just come back is used at once
-    (:meth:`RedisHealth.confirm_down`)."""
-    health = app.get(REDIS_HEALTH)
-    if health is not None and not health.up and await health.confirm_down():
-        raise not_ready()
 
 
 def _count_errors(app: web.Application) -> Callable[[str], None]:
