@@ -17,7 +17,10 @@ What is here, by kind:
   (:class:`ModelSpec`, :class:`Slot`, :class:`SubscribeSpec`), its result
   (:class:`SendResult`);
 - the refusals: :class:`ConversationBusy`, :class:`ActorStopped`,
-  :class:`ConversationNotFound`, :class:`StoreUnavailable`, :class:`ClientMessageTaken`;
+  :class:`ConversationNotFound`, :class:`StoreUnavailable`, :class:`ClientMessageTaken`,
+  and the branch operations' :class:`MessageNotFound`, :class:`InvalidTarget`,
+  :class:`NotContinuable`;
+- the conversation's tree (:mod:`actors.tree`): :class:`ConversationTree`;
 - the log (:mod:`actors.event_log`): :class:`EventLog`, :class:`Subscription`, :class:`Event`,
   :class:`Cursor`, :data:`TERMINAL` (the one definition server-side code uses),
   :data:`RESERVED`;
@@ -38,22 +41,28 @@ from actors.flusher import Flusher
 from actors.generation import RequestBuilder, StopReason
 from actors.generation_timing import PHASES, GenerationTiming, Observe
 from actors.mailbox import (
+    Action,
     ActorStopped,
     Cancel,
     Command,
     ConversationBusy,
+    InvalidTarget,
+    MessageNotFound,
     ModelSpec,
+    NotContinuable,
     ResumeAt,
     Send,
     Slot,
     Stop,
     Subscribe,
     SubscribeSpec,
+    Switch,
     Unsubscribe,
 )
 from actors.registry import ConversationNotFound, Registry
 from actors.store import (
     ClientMessageTaken,
+    ContinuedGeneration,
     ConversationStore,
     MessageStatus,
     NewGeneration,
@@ -62,21 +71,25 @@ from actors.store import (
     StoreUnavailable,
 )
 from actors.telemetry import GenerationTelemetry
+from actors.tree import ConversationTree
 
 __all__ = [
     "PHASES",
     "RESERVED",
     "TERMINAL",
+    "Action",
     "ActorDeps",
     "ActorStopped",
     "Cancel",
     "ClientMessageTaken",
     "ClusterHooks",
     "Command",
+    "ContinuedGeneration",
     "ConversationActor",
     "ConversationBusy",
     "ConversationNotFound",
     "ConversationStore",
+    "ConversationTree",
     "Cursor",
     "Dormant",
     "Event",
@@ -84,9 +97,12 @@ __all__ = [
     "Flusher",
     "GenerationTelemetry",
     "GenerationTiming",
+    "InvalidTarget",
+    "MessageNotFound",
     "MessageStatus",
     "ModelSpec",
     "NewGeneration",
+    "NotContinuable",
     "Observe",
     "Outcome",
     "Registry",
@@ -102,6 +118,7 @@ __all__ = [
     "Subscribe",
     "SubscribeSpec",
     "Subscription",
+    "Switch",
     "Unsubscribe",
     "build_request",
 ]

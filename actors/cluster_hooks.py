@@ -2,7 +2,7 @@
 
 Without ``CERO_REDIS_URL`` nothing implements it and the actors run as in one process.
 With it, the registry asks for each new actor's log (:meth:`attach`: the conversation's
-shared log, mirrored from Redis), the actor hands every ``send``, ``cancel`` and
+shared log, mirrored from Redis), the actor hands every ``send``, ``cancel``, ``switch`` and
 ``subscribe`` (and resume point) to :meth:`intercept` first (own the conversation, or
 forward to its owner; catch the mirror up before a subscribe or a resume point), and
 :meth:`exited` hears when an actor stops (its lease is given back).
@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Protocol, TypeVar
 
 from actors.dormant import Dormant
-from actors.mailbox import Cancel, ResumeAt, Send, Subscribe
+from actors.mailbox import Cancel, ResumeAt, Send, Subscribe, Switch
 
 #: The actor the hooks are handed (contravariant: the hooks take it).
 A = TypeVar("A", contravariant=True)
@@ -29,7 +29,7 @@ class ClusterHooks(Protocol[A]):
         ...
 
     async def intercept(
-        self, actor: A, command: Send | Cancel | Subscribe | ResumeAt
+        self, actor: A, command: Send | Cancel | Switch | Subscribe | ResumeAt
     ) -> tuple[bool, object]:
         """``(True, result)`` when the command was answered here (forwarded to the owner);
         ``(False, None)`` when the actor handles it itself (a subscribe or a resume point

@@ -34,24 +34,30 @@ from actors.generation import Generation, Opened, RequestBuilder, Runner, StopRe
 from actors.generation_timing import GenerationTiming
 from actors.ids import opaque_id
 from actors.mailbox import (
+    Action,
     ActorStopped,
     Cancel,
     Command,
     ConversationBusy,
+    InvalidTarget,
+    MessageNotFound,
     ModelSpec,
+    NotContinuable,
     ResumeAt,
     Send,
     Slot,
     Stop,
     Subscribe,
     SubscribeSpec,
+    Switch,
     Unsubscribe,
 )
 from actors.models.base import ChatTurn, ModelProvider
 from actors.presence import Presence
 from actors.retries import RecentGenerations
-from actors.store import ConversationStore, NewGeneration, StoredMessage
+from actors.store import ContinuedGeneration, ConversationStore, NewGeneration, StoredMessage
 from actors.telemetry import GenerationTelemetry
+from actors.tree import ConversationTree
 
 log = structlog.get_logger(__name__)
 
@@ -120,7 +126,7 @@ class ConversationActor:
         self.stopped = False
         #: Stopped for being idle (not stop, delete or crash): its log may live on.
         self.idled = False
-        self._history: list[StoredMessage] | None = None
+        self._tree: ConversationTree | None = None
         self._recent = RecentGenerations()
         self._presence = Presence(self.hub)
         self._mailbox: asyncio.Queue[_Envelope] = asyncio.Queue()
@@ -153,13 +159,21 @@ class ConversationActor:
         subscribe: SubscribeSpec | None = None,
         slot: Slot | None = None,
         timing: GenerationTiming | None = None,
+        action: Action = "send",
+        target: str | None = None,
     ) -> SendResult:
+        """``action``/``target``: what the send does to the tree (:data:`Action`)."""
         if timing is not None:
             timing.mark("mailed")
         result: SendResult = await self._call(
-            Send(message, model, tools, client_message_id, subscribe, slot, timing)
+            Send(message, model, tools, client_message_id, subscribe, slot, timing, action, target)
         )
         return result
+
+    async def switch(self, message_id: str) -> str:
+        """Make ``message_id`` part of the active path; returns the new active leaf."""
+        leaf: str = await self._call(Switch(message_id))
+        return leaf
 
     async def cancel(self, generation_id: str | None = None) -> bool:
         cancelled: bool = await self._call(Cancel(generation_id))
@@ -203,7 +217,7 @@ class ConversationActor:
 
     def dormant(self) -> Dormant:
         """After an idle stop: the log for the next actor; the context is let go of."""
-        self._history = None
+        self._tree = None
         # The viewers and a pending presence announcement go with the log, unchanged.
         return Dormant(self.hub, self._presence, self._recent)
 
@@ -300,7 +314,9 @@ class ConversationActor:
 
     async def _handle(self, command: Command) -> Any:
         cluster = self.deps.cluster
-        if cluster is not None and isinstance(command, Send | Cancel | Subscribe | ResumeAt):
+        if cluster is not None and isinstance(
+            command, Send | Cancel | Switch | Subscribe | ResumeAt
+        ):
             # Cluster mode: a send or cancel runs here only while this process owns the
             # conversation (else it is forwarded to the owner); a subscribe reads the
             # shared log first.
@@ -314,6 +330,8 @@ class ConversationActor:
                 return await self._send_holding(command)
             case Cancel(generation_id):
                 return await self._cancel(generation_id)
+            case Switch(message_id):
+                return await self._switch(message_id)
             case Subscribe(after, spec):
                 return self._subscribe(after, spec)
             case ResumeAt(message_id):
@@ -329,7 +347,7 @@ class ConversationActor:
 
     def forget_history(self) -> None:
         """Cluster mode: turns were added by another process; reload the context."""
-        self._history = None
+        self._tree = None
 
     def subscribe_now(self, after: str | Cursor | None, spec: SubscribeSpec) -> Subscription:
         """Subscribe from inside a command (cluster mode's forwarded send)."""
@@ -355,10 +373,12 @@ class ConversationActor:
 
     # -- send ----------------------------------------------------------------------------
 
-    async def _history_cache(self) -> list[StoredMessage]:
-        if self._history is None:
-            self._history = await self.deps.store.history(self.conversation_id)
-        return self._history
+    async def _tree_cache(self) -> ConversationTree:
+        if self._tree is None:
+            store = self.deps.store
+            messages = await store.history(self.conversation_id)
+            self._tree = ConversationTree(messages, await store.active_leaf(self.conversation_id))
+        return self._tree
 
     async def _send(
         self,
@@ -368,6 +388,8 @@ class ConversationActor:
         client_message_id: str | None,
         subscribe: SubscribeSpec | None,
         timing: GenerationTiming | None = None,
+        action: Action = "send",
+        target: str | None = None,
     ) -> SendResult:
         if client_message_id is not None:
             retried = await self._retry(client_message_id, subscribe)
@@ -376,15 +398,21 @@ class ConversationActor:
         if self.generation is not None:
             raise ConversationBusy(self.conversation_id)
         loading = time.perf_counter()
-        history = await self._history_cache()
+        tree = await self._tree_cache()
         if timing is not None:
             timing.span("history", loading)
+        plan = _plan(tree, action, target, message)
         generation_id = opaque_id()
         # The model request goes out while the turn is committed: the upstream's latency
         # overlaps the database's. Nothing is published before the commit, and tokens
         # only after `init`; the first event just waits in `opening`.
-        turns = [ChatTurn(role=m.role, content=m.content) for m in history if m.content]
-        turns.append(ChatTurn(role="user", content=message))
+        turns = [ChatTurn(role=m.role, content=m.content) for m in plan.context if m.content]
+        if plan.answers is not None:
+            turns.append(ChatTurn(role="user", content=plan.answers.content))
+        elif plan.continued is None:
+            turns.append(ChatTurn(role="user", content=message))
+        else:
+            turns.append(ChatTurn(role="assistant", content=plan.continued.content))
         loop = asyncio.get_running_loop()
         committing = time.perf_counter()
         # One transaction for both rows: the user message is committed before anything
@@ -393,11 +421,7 @@ class ConversationActor:
         # before the model request is built: a database that takes a while to sync
         # (PostgreSQL's WAL flush) does so while the request is built and sent.
         commit = loop.create_task(
-            self.deps.store.start_generation(
-                NewGeneration(
-                    self.conversation_id, message, generation_id, client_message_id, model.id
-                )
-            )
+            self._commit_turn(plan, message, generation_id, client_message_id, model)
         )
         opening: asyncio.Task[Opened] | None = None
         try:
@@ -417,26 +441,32 @@ class ConversationActor:
             timing.marks["committed"] = committed
             opened = timing.marks.get("opened")
             timing.span("commit_wait", committed if opened is None else opened, committed)
-        history.append(user_message)
+        new_user = plan.answers is None and plan.continued is None
+        if new_user:
+            tree.add(user_message)
+        tree.add(assistant)  # the active leaf; its text and status follow the generation
         before = self.hub.last_seq
         subscription = None
         if subscribe is not None:
-            # Silent here: the stream starts with this send's `message` event; the new
-            # viewer is announced after `init`.
+            # Silent here: the stream starts with this send's `message` event (or its
+            # `init`); the new viewer is announced after `init`.
             subscription = self._subscribe(None, subscribe, announce=False)
         self._recent.remember(generation_id, before)
-        self.hub.append(
-            "message",
-            {
-                "message": {
-                    "id": user_message.id,
-                    "role": "user",
-                    "content": user_message.content,
-                    "createdAt": iso(user_message.created_at),
-                    "clientMessageId": client_message_id,
-                }
-            },
-        )
+        if new_user:
+            self.hub.append(
+                "message",
+                {
+                    "message": {
+                        "id": user_message.id,
+                        "role": "user",
+                        "content": user_message.content,
+                        "createdAt": iso(user_message.created_at),
+                        "clientMessageId": client_message_id,
+                        "parentId": user_message.parent_id,
+                    }
+                },
+            )
+        prefix = plan.continued.content if plan.continued is not None else ""
         generation = Generation(
             id=generation_id,
             user_message=user_message,
@@ -445,6 +475,7 @@ class ConversationActor:
             tools=tools,
             opening=opening,
             timing=timing,
+            parts=[prefix] if prefix else [],
         )
         self.generation = generation
         self.hub.append(
@@ -454,8 +485,13 @@ class ConversationActor:
                 "userMessageId": user_message.id,
                 "generationId": generation_id,
                 "aiModel": model.id,
+                "action": action,
             },
         )
+        if prefix:
+            # A continue: the first token is the text so far, so the generation's tokens
+            # add up to the stored message (docs/api.md, Branches).
+            self.hub.append("token", {"messageId": assistant.id, "text": prefix})
         if subscription is not None and subscribe is not None and subscribe.viewer:
             self._presence.announce()
         self._runner.live = generation
@@ -487,6 +523,8 @@ class ConversationActor:
             command.client_message_id,
             command.subscribe,
             command.timing,
+            command.action,
+            command.target,
         )
         if slot is None:
             return await self._send(*args)
@@ -560,11 +598,63 @@ class ConversationActor:
     # -- the generation ------------------------------------------------------------------
 
     def _concluded(self, generation: Generation) -> None:
-        """The outcome is stored: the answer joins the context, the next send may start."""
-        if self._history is not None:
-            self._history.append(generation.assistant)
+        """The outcome is stored (the answer, in the tree since its start, has its final
+        text and status): the next send may start."""
         if self.generation is generation:
             self.generation = None
+
+    # -- branches ------------------------------------------------------------------------
+
+    async def _commit_turn(
+        self,
+        plan: _Plan,
+        message: str,
+        generation_id: str,
+        client_message_id: str | None,
+        model: ModelSpec,
+    ) -> tuple[StoredMessage, StoredMessage]:
+        store = self.deps.store
+        continued = plan.continued
+        if continued is None:
+            return await store.start_generation(
+                NewGeneration(
+                    self.conversation_id,
+                    message,
+                    generation_id,
+                    client_message_id,
+                    model.id,
+                    parent_id=plan.parent_id,
+                    answers=plan.answers,
+                )
+            )
+        await store.continue_generation(
+            ContinuedGeneration(
+                self.conversation_id, continued.id, generation_id, client_message_id, model.id
+            )
+        )
+        assert plan.answers is None and plan.user is not None
+        continued.status = "streaming"
+        continued.generation_id = generation_id
+        continued.model = model.id
+        continued.finish_reason = None
+        if client_message_id is not None:
+            continued.client_message_id = client_message_id
+        return plan.user, continued
+
+    async def _switch(self, message_id: str) -> str:
+        """The active path goes through ``message_id`` (stored, then announced)."""
+        if self.generation is not None:
+            raise ConversationBusy(self.conversation_id)
+        tree = await self._tree_cache()
+        if message_id not in tree:
+            raise MessageNotFound(message_id)
+        leaf = tree.descend(message_id)
+        if leaf == tree.leaf:
+            return leaf
+        await self.deps.store.set_active_leaf(self.conversation_id, leaf)
+        tree.leaf = leaf
+        self.hub.append("branch", {"activeLeafId": leaf, "messageId": message_id})
+        return leaf
 
     # -- stop ----------------------------------------------------------------------------
 
@@ -593,6 +683,64 @@ class ConversationActor:
                 await asyncio.shield(generation.task)
         if not self.hub.closed:
             self.hub.close()
+
+
+@dataclass(slots=True)
+class _Plan:
+    """Where a send's turn goes in the tree."""
+
+    #: The messages the model sees before the new turn (the active path up to it).
+    context: list[StoredMessage]
+    #: The new user message's parent (send, edit).
+    parent_id: str | None = None
+    #: Regenerate: the existing user message the new answer answers.
+    answers: StoredMessage | None = None
+    #: Continue: the answer that goes on, and the user message it answers.
+    continued: StoredMessage | None = None
+    user: StoredMessage | None = None
+
+
+#: How an answer may have ended for a continue to carry it on.
+_CONTINUABLE = frozenset({"cancelled", "interrupted"})
+
+
+def _plan(tree: ConversationTree, action: Action, target: str | None, message: str) -> _Plan:
+    """Where ``action`` puts the turn; raises :class:`MessageNotFound`,
+    :class:`InvalidTarget` or :class:`NotContinuable` for a target it cannot use."""
+    if action == "send":
+        return _Plan(tree.path(), parent_id=tree.leaf)
+    found = tree.get(target) if target is not None else None
+    if found is None:
+        raise MessageNotFound(str(target))
+    match action:
+        case "edit":
+            if found.role != "user":
+                raise InvalidTarget("an edit names a user message")
+            context = tree.path(found.parent_id) if found.parent_id is not None else []
+            return _Plan(context, parent_id=found.parent_id)
+        case "regenerate":
+            user = found
+            if found.role == "assistant":
+                parent = tree.get(found.parent_id) if found.parent_id is not None else None
+                if parent is None or parent.role != "user":
+                    raise InvalidTarget("this answer answers no user message")
+                user = parent
+            context = tree.path(user.id)
+            return _Plan(context[:-1], answers=user)
+        case _:  # continue
+            parent = tree.get(found.parent_id) if found.parent_id is not None else None
+            stopped_early = found.status in _CONTINUABLE or (
+                found.status == "complete" and found.finish_reason == "MAX_TOKENS"
+            )
+            if (
+                found.role != "assistant"
+                or not tree.is_leaf(found.id)
+                or not stopped_early
+                or parent is None
+            ):
+                raise NotContinuable(found.id)
+            context = tree.path(parent.id)
+            return _Plan(context, continued=found, user=parent)
 
 
 __all__ = [

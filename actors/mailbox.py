@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 from actors.event_log import Event, Subscription
 from actors.generation_timing import GenerationTiming
@@ -60,6 +60,20 @@ class ActorStopped(Exception):
     """The actor stopped before it could take the command; the registry respawns it."""
 
 
+class MessageNotFound(LookupError):
+    """A branch operation named a message that is not in the conversation (``404``)."""
+
+
+class InvalidTarget(ValueError):
+    """A branch operation named a message of the wrong kind (``400``, field
+    ``messageId``): an edit of an answer, a regenerate of an answer to nothing."""
+
+
+class NotContinuable(Exception):
+    """A continue of a message that is not an answer at a leaf that stopped early
+    (``409 not_continuable``)."""
+
+
 @dataclass(slots=True)
 class SubscribeSpec:
     """How a transport wants to receive events (see :meth:`actors.event_log.Hub.subscribe`)."""
@@ -74,6 +88,13 @@ class SubscribeSpec:
 # -- the commands ------------------------------------------------------------------------
 
 
+#: What a send does to the conversation's tree (docs/api.md, Branches): ``send`` appends
+#: to the active path; ``edit`` adds a sibling of the user message ``target``;
+#: ``regenerate`` a new answer to the user message ``target`` (or to the one the answer
+#: ``target`` answers); ``continue`` streams on into the answer ``target``.
+Action = Literal["send", "edit", "regenerate", "continue"]
+
+
 @dataclass(slots=True)
 class Send:
     message: str
@@ -83,6 +104,15 @@ class Send:
     subscribe: SubscribeSpec | None
     slot: Slot | None
     timing: GenerationTiming | None = None
+    action: Action = "send"
+    target: str | None = None
+
+
+@dataclass(slots=True)
+class Switch:
+    """Make the message part of the active path (its newest descendants below it)."""
+
+    message_id: str
 
 
 @dataclass(slots=True)
@@ -113,4 +143,4 @@ class Stop:
     reason: str  # "stopped" | "shutdown" | "deleted"
 
 
-Command = Send | Cancel | Subscribe | ResumeAt | Unsubscribe | Stop
+Command = Send | Cancel | Switch | Subscribe | ResumeAt | Unsubscribe | Stop

@@ -35,33 +35,47 @@ class StoredMessage:
     citations: list[dict[str, str]] | None = None
     tools: list[dict[str, object]] | None = None
     extra: dict[str, object] = field(default_factory=dict)
+    #: The message before it in its branch (``None``: a first message): see
+    #: :mod:`actors.tree`.
+    parent_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class NewGeneration:
     """What :meth:`ConversationStore.start_generation` commits: a user's message and the answer
-    row it starts (``streaming``, empty), both carrying the generation's id."""
+    row it starts (``streaming``, empty), both carrying the generation's id; or, for a
+    regenerate (``answers`` set), only a new answer to that existing user message.
+
+    ``parent_id``: the new user message's parent (the active leaf for a send, the edited
+    message's parent for an edit). The answer becomes the conversation's active leaf."""
 
     conversation_id: str
     content: str
     generation_id: str
     client_message_id: str | None
     model: str
+    parent_id: str | None = None
+    answers: StoredMessage | None = None
 
     def rows(
         self, new_id: Callable[[], str], created_now: Callable[[], datetime]
     ) -> tuple[StoredMessage, StoredMessage]:
-        """The two rows, the user's first; ids and creation times are the store's."""
-        user = StoredMessage(
-            id=new_id(),
-            conversation_id=self.conversation_id,
-            role="user",
-            content=self.content,
-            status="complete",
-            created_at=created_now(),
-            generation_id=self.generation_id,
-            client_message_id=self.client_message_id,
-        )
+        """The user message (new, or ``answers``) and the new answer; ids and creation
+        times are the store's."""
+        if self.answers is not None:
+            user = self.answers
+        else:
+            user = StoredMessage(
+                id=new_id(),
+                conversation_id=self.conversation_id,
+                role="user",
+                content=self.content,
+                status="complete",
+                created_at=created_now(),
+                generation_id=self.generation_id,
+                client_message_id=self.client_message_id,
+                parent_id=self.parent_id,
+            )
         answer = StoredMessage(
             id=new_id(),
             conversation_id=self.conversation_id,
@@ -71,8 +85,24 @@ class NewGeneration:
             created_at=created_now(),
             model=self.model,
             generation_id=self.generation_id,
+            # A regenerate's key lives on its answer (it adds no user message).
+            client_message_id=self.client_message_id if self.answers is not None else None,
+            parent_id=user.id,
         )
         return user, answer
+
+
+@dataclass(frozen=True, slots=True)
+class ContinuedGeneration:
+    """What :meth:`ConversationStore.continue_generation` commits: ``message`` (an answer
+    that stopped early) is ``streaming`` again under a new generation, keeping its text,
+    and is the conversation's active leaf."""
+
+    conversation_id: str
+    message_id: str
+    generation_id: str
+    client_message_id: str | None
+    model: str
 
 
 class ClientMessageTaken(Exception):
@@ -102,7 +132,7 @@ class ConversationStore(Protocol):
         ...
 
     async def history(self, conversation_id: str) -> list[StoredMessage]:
-        """All messages, oldest first."""
+        """All messages of every branch, oldest first."""
         ...
 
     async def find_client_message(
@@ -115,8 +145,23 @@ class ConversationStore(Protocol):
         ...
 
     async def start_generation(self, turn: NewGeneration) -> tuple[StoredMessage, StoredMessage]:
-        """Commit the user message and the ``streaming`` answer row together; raise
+        """Commit the user message (unless the turn regenerates) and the ``streaming``
+        answer row together, and make the answer the active leaf; raise
         :class:`ClientMessageTaken` when the conversation's owner already used the key."""
+        ...
+
+    async def continue_generation(self, turn: ContinuedGeneration) -> None:
+        """Commit an answer's return to ``streaming`` under ``turn.generation_id`` (its
+        text kept), as the active leaf; :class:`ClientMessageTaken` as above."""
+        ...
+
+    async def active_leaf(self, conversation_id: str) -> str | None:
+        """The conversation's active leaf (``None``: not recorded; the newest message
+        then stands for it)."""
+        ...
+
+    async def set_active_leaf(self, conversation_id: str, message_id: str) -> None:
+        """Commit a switch of the active branch."""
         ...
 
     async def append_partials(self, batch: Sequence[tuple[str, int, str]]) -> None:

@@ -1,4 +1,5 @@
-"""Command forwarding: ``send``, ``cancel`` and delete reach the conversation's owner.
+"""Command forwarding: ``send`` (and its branch actions), ``cancel``, ``switch`` and delete
+reach the conversation's owner.
 
 A process that does not own the conversation pushes the command to the owner's command
 list (``RPUSH``) and waits for the answer on its own reply list, up to
@@ -27,7 +28,10 @@ from actors.api import (
     ConversationBusy,
     ConversationNotFound,
     Cursor,
+    InvalidTarget,
+    MessageNotFound,
     ModelSpec,
+    NotContinuable,
     Registry,
     Send,
     SendResult,
@@ -46,6 +50,9 @@ _ERRORS: dict[type[Exception], str] = {
     ConversationNotFound: "not_found",
     ActorStopped: "stopped",
     ClientMessageTaken: "client_taken",
+    MessageNotFound: "message_not_found",
+    InvalidTarget: "invalid_target",
+    NotContinuable: "not_continuable",
 }
 
 
@@ -96,6 +103,12 @@ class Commands:
             raise ActorStopped(command["conv"])
         if error == "client_taken":
             raise ClientMessageTaken(str(command.get("cmid")))
+        if error == "message_not_found":
+            raise MessageNotFound(str(command.get("target")))
+        if error == "invalid_target":
+            raise InvalidTarget(str(command.get("target")))
+        if error == "not_continuable":
+            raise NotContinuable(str(command.get("target")))
         if error is not None:
             raise StoreUnavailable(f"the conversation's owner failed: {error}")
         return reply.get("ok")
@@ -118,6 +131,18 @@ class Commands:
         )
         return bool(reply)
 
+    async def switch(self, actor: ConversationActor, owner: str, message_id: str) -> str:
+        reply = await self.forward(
+            owner,
+            {
+                "kind": "switch",
+                "conv": actor.conversation_id,
+                "user": actor.owner_id,
+                "target": message_id,
+            },
+        )
+        return str(reply)
+
     async def send(
         self, actor: ConversationActor, hub: ClusterEventLog, owner: str, command: Send
     ) -> SendResult:
@@ -135,6 +160,8 @@ class Commands:
                     "tools": list(command.tools),
                     "cmid": command.client_message_id,
                     "slot": None if slot is None or not slot.held else slot.token,
+                    "action": command.action,
+                    "target": command.target,
                 },
             )
         except StoreUnavailable:
@@ -218,6 +245,9 @@ class Commands:
         if command["kind"] == "cancel":
             actor = await self.registry.get_or_spawn(cid, user)
             return await actor.cancel(command.get("gen"))
+        if command["kind"] == "switch":
+            actor = await self.registry.get_or_spawn(cid, user)
+            return await actor.switch(str(command["target"]))
         token = command.get("slot")
         slot = None
         if token is not None and self.adopt_slot is not None:
@@ -230,6 +260,8 @@ class Commands:
                 tools=tuple(command.get("tools") or ()),
                 client_message_id=command.get("cmid"),
                 slot=slot,
+                action=command.get("action") or "send",
+                target=command.get("target"),
             )
         finally:
             if slot is not None:

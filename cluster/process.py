@@ -48,6 +48,7 @@ from actors.api import (
     StopReason,
     StoreUnavailable,
     Subscribe,
+    Switch,
 )
 from cluster import scripts
 from cluster.commands import Commands
@@ -215,7 +216,7 @@ class ClusterProcess:
         return Dormant.fresh(hub)
 
     async def intercept(
-        self, actor: ConversationActor, command: Send | Cancel | Subscribe | ResumeAt
+        self, actor: ConversationActor, command: Send | Cancel | Switch | Subscribe | ResumeAt
     ) -> tuple[bool, object]:
         hub = cast(ClusterEventLog, actor.hub)
         if isinstance(command, Subscribe | ResumeAt):
@@ -233,6 +234,8 @@ class ClusterProcess:
                 continue
             if isinstance(command, Cancel):
                 return True, await self.commands.cancel(actor, owner, command.generation_id)
+            if isinstance(command, Switch):
+                return True, await self.commands.switch(actor, owner, command.message_id)
             return True, await self.commands.send(actor, hub, owner, command)
         raise StoreUnavailable("the conversation's owner could not be determined")
 

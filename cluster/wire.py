@@ -54,6 +54,7 @@ def message_json(m: StoredMessage) -> dict[str, Any]:
         "usage": m.usage,
         "citations": m.citations,
         "tools": m.tools,
+        "parent_id": m.parent_id,
     }
 
 
@@ -72,4 +73,5 @@ def message(data: dict[str, Any]) -> StoredMessage:
         usage=data.get("usage"),
         citations=data.get("citations"),
         tools=data.get("tools"),
+        parent_id=data.get("parent_id"),
     )

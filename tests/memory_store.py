@@ -26,7 +26,13 @@ from actors.models.base import (
     ModelRequest,
     TextDelta,
 )
-from actors.store import ClientMessageTaken, NewGeneration, Outcome, StoredMessage
+from actors.store import (
+    ClientMessageTaken,
+    ContinuedGeneration,
+    NewGeneration,
+    Outcome,
+    StoredMessage,
+)
 
 # -- switches ---------------------------------------------------------------------------
 
@@ -115,6 +121,7 @@ class MemoryStore:
         self.flushes: list[list[tuple[str, str]]] = []
         self.finished: list[tuple[str, Outcome]] = []
         self.later: list[tuple[str, Outcome]] = []
+        self.leaves: dict[str, str] = {}  # conversation id → active leaf
         self.owner = Switch()
         self.history_switch = Switch()
         self.start = Switch()
@@ -159,16 +166,16 @@ class MemoryStore:
     async def find_client_message(
         self, conversation_id: str, client_message_id: str
     ) -> tuple[StoredMessage, StoredMessage | None] | None:
-        user = next(
-            (
-                m
-                for m in self.messages(conversation_id)
-                if m.role == "user" and m.client_message_id == client_message_id
-            ),
+        keyed = next(
+            (m for m in self.messages(conversation_id) if m.client_message_id == client_message_id),
             None,
         )
-        if user is None:
+        if keyed is None:
             return None
+        if keyed.role == "assistant":  # a regenerate's or continue's key
+            parent = self.rows.get(keyed.parent_id or "")
+            return None if parent is None else (replace(parent), replace(keyed))
+        user = keyed
         answer = next(
             (
                 m
@@ -190,9 +197,33 @@ class MemoryStore:
                 raise ClientMessageTaken(turn.client_message_id)
             self.key_owner[key] = turn.conversation_id
         user, answer = turn.rows(lambda: _new_id("msg-"), self._now)
-        self.rows[user.id] = replace(user)
+        if turn.answers is None:
+            self.rows[user.id] = replace(user)
         self.rows[answer.id] = replace(answer)
+        self.leaves[turn.conversation_id] = answer.id
         return user, answer
+
+    async def continue_generation(self, turn: ContinuedGeneration) -> None:
+        await self.start.check()
+        owner = self.owners[turn.conversation_id]
+        row = self.rows[turn.message_id]
+        if turn.client_message_id is not None:
+            key = (owner, turn.client_message_id)
+            if self.key_owner.get(key) is not None:
+                raise ClientMessageTaken(turn.client_message_id)
+            self.key_owner[key] = turn.conversation_id
+            row.client_message_id = turn.client_message_id
+        row.status = "streaming"
+        row.generation_id = turn.generation_id
+        row.finish_reason = None
+        self.leaves[turn.conversation_id] = row.id
+
+    async def active_leaf(self, conversation_id: str) -> str | None:
+        return self.leaves.get(conversation_id)
+
+    async def set_active_leaf(self, conversation_id: str, message_id: str) -> None:
+        await self.start.check()
+        self.leaves[conversation_id] = message_id
 
     async def append_partials(self, batch: Sequence[tuple[str, int, str]]) -> None:
         await self.flush.check()

@@ -56,14 +56,14 @@ log = structlog.get_logger(__name__)
 #: per statement, but executemany binds one row at a time, so this only bounds latency).
 MAX_BATCH = 1000
 
-Kind = Literal["turn", "append", "finish", "interrupt", "probe"]
+Kind = Literal["turn", "resume", "leaf", "append", "finish", "stop", "interrupt", "probe"]
 
 
 @dataclass(slots=True)
 class _Op:
     kind: Kind
     rows: list[tuple[Any, ...]]
-    #: conversation id → updated_at, for ``turn``
+    #: ``(updated_at, active leaf, conversation id)`` for ``turn`` and ``resume``
     touched: list[tuple[Any, ...]] = field(default_factory=list)
     future: asyncio.Future[None] | None = None
     #: The caller gave up waiting while the op was already being written.
@@ -154,14 +154,42 @@ class BatchWriter:
         *,
         user_id: str | None = None,
         fence: int = 0,
+        regenerate: bool = False,
     ) -> None:
-        """``user_id`` goes on the user message sent with a ``clientMessageId`` only: the
-        unique index on ``(user_id, client_message_id)`` makes the key unique per user.
-        ``fence`` (cluster mode) is the lease's token: updates of the answer row carry it."""
-        rows = [_message_row(user, user_id, fence), _message_row(answer, None, fence)]
+        """``user_id`` goes on the row that carries the ``clientMessageId`` (the user
+        message; a regenerate's answer) only: the unique index on ``(user_id,
+        client_message_id)`` makes the key unique per user. ``fence`` (cluster mode) is the
+        lease's token: updates of the answer row carry it. ``regenerate``: ``user`` is
+        stored already, only the answer is inserted. The answer becomes the active leaf."""
+        if regenerate:
+            rows = [_message_row(answer, user_id, fence)]
+        else:
+            rows = [_message_row(user, user_id, fence), _message_row(answer, None, fence)]
         if fence:
             self._fences[answer.id] = fence
-        await self._submit(_Op("turn", rows, touched=[(user.created_at, user.conversation_id)]))
+        touched = [(answer.created_at, answer.id, answer.conversation_id)]
+        await self._submit(_Op("turn", rows, touched=touched))
+
+    async def continue_generation(
+        self,
+        conversation_id: str,
+        message_id: str,
+        generation_id: str,
+        *,
+        client_message_id: str | None = None,
+        user_id: str | None = None,
+        fence: int = 0,
+    ) -> None:
+        """An answer that stopped early streams again under ``generation_id``, its text
+        kept (the flushes append to it); it becomes the active leaf."""
+        now = utcnow()
+        if fence:
+            self._fences[message_id] = fence
+        row = (generation_id, fence, client_message_id, user_id, now, message_id)
+        await self._submit(_Op("resume", [row], touched=[(now, message_id, conversation_id)]))
+
+    async def set_active_leaf(self, conversation_id: str, message_id: str) -> None:
+        await self._submit(_Op("leaf", [(message_id, conversation_id)]))
 
     def fence_of(self, message_id: str) -> int:
         return self._fences.get(message_id, 0)
@@ -285,7 +313,7 @@ class BatchWriter:
             if op.kind == "finish":
                 for row in op.rows:
                     self._fences.pop(row[-2], None)
-            if op.abandoned and op.kind == "turn":
+            if op.abandoned and op.kind in ("turn", "resume"):
                 # The caller was answered 503 and no generation runs: the answer row that
                 # committed late must not stay `streaming`.
                 self._compensate(op)
@@ -299,6 +327,12 @@ class BatchWriter:
         """A turn its caller was told failed: if its rows exist after all (a commit whose
         answer was lost to a timeout), the answer row is marked ``error``; if they do not,
         the update changes nothing."""
+        if op.kind == "resume":
+            # A continued answer keeps its text: it only stops streaming.
+            generation_id, _, _, _, _, message_id = op.rows[0]
+            self._queue.append(_Op("stop", [(utcnow(), message_id, generation_id)]))
+            self._wake.set()
+            return
         answer_id = op.rows[-1][0]
         row = ("", "error", None, None, None, None, utcnow(), answer_id, self.fence_of(answer_id))
         self._queue.append(_Op("finish", [row]))
@@ -310,7 +344,7 @@ class BatchWriter:
             log.warning("batch_write_failed", ops=len(batch), error=self.last_error)
             exc = StoreUnavailable(f"the database did not take the write ({type(exc).__name__})")
         for op in batch:
-            if op.kind == "turn" and not self._closed:
+            if op.kind in ("turn", "resume") and not self._closed:
                 self._compensate(op)
             if op.future is not None and not op.future.done():
                 op.future.set_exception(exc)
@@ -545,14 +579,24 @@ def _message_row(m: StoredMessage, user_id: str | None, fence: int) -> tuple[Any
         m.created_at,
         m.created_at,
         fence,
+        m.parent_id,
     )
 
 
 _SQL = {
     "turn": "INSERT INTO message (id, user_id, conversation_id, role, content, status, model, "
-    "generation_id, client_message_id, created_at, updated_at, fence) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    "touch": "UPDATE conversation SET updated_at = ? WHERE id = ?",
+    "generation_id, client_message_id, created_at, updated_at, fence, parent_id) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    "touch": "UPDATE conversation SET updated_at = ?, active_leaf_id = ? WHERE id = ?",
+    # A continued answer: streaming again under a new generation (and fence), its text
+    # kept; its key (if any) replaces the one it had.
+    "resume": "UPDATE message SET status = 'streaming', generation_id = ?, fence = ?, "
+    "finish_reason = NULL, client_message_id = COALESCE(?, client_message_id), "
+    "user_id = COALESCE(?, user_id), updated_at = ? WHERE id = ?",
+    "leaf": "UPDATE conversation SET active_leaf_id = ? WHERE id = ?",
+    # Undo of a continue its caller was told failed: the answer stops streaming, text kept.
+    "stop": "UPDATE message SET status = 'interrupted', updated_at = ? "
+    "WHERE id = ? AND generation_id = ? AND status = 'streaming'",
     # A flush that lands after the terminal state leaves the row alone. Every update is
     # fenced: a writer whose lease was taken over (cluster mode) changes nothing.
     "append": "UPDATE message SET content = substr(content, 1, ?) || ?, updated_at = ? "
@@ -594,14 +638,28 @@ def _small(batch: list[_Op]) -> bool:
     return rows <= INLINE_MAX_ROWS and chars <= INLINE_MAX_CHARS
 
 
-#: A turn start in one statement: both rows, and the conversation's ``updated_at``.
-_PG_TURN = (
-    "WITH turn AS (INSERT INTO message (id, user_id, conversation_id, role, content, "
-    "status, model, generation_id, client_message_id, created_at, updated_at, fence) "
-    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12), "
-    "($13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)) "
-    "UPDATE conversation SET updated_at = $25 WHERE id = $26"
-)
+_ROW_COLUMNS = 13
+
+
+def _pg_turn(rows: int) -> str:
+    """A turn start in one statement: its rows (2, or 1 for a regenerate), and the
+    conversation's ``updated_at`` and active leaf."""
+    values = ", ".join(
+        "(" + ", ".join(f"${r * _ROW_COLUMNS + c + 1}" for c in range(_ROW_COLUMNS)) + ")"
+        for r in range(rows)
+    )
+    n = rows * _ROW_COLUMNS
+    # Numbered placeholders only, never a value:
+    return (
+        "WITH turn AS (INSERT INTO message (id, user_id, conversation_id, role, content, "  # noqa: S608
+        "status, model, generation_id, client_message_id, created_at, updated_at, fence, "
+        f"parent_id) VALUES {values}) "
+        f"UPDATE conversation SET updated_at = ${n + 1}, active_leaf_id = ${n + 2} "
+        f"WHERE id = ${n + 3}"
+    )
+
+
+_PG_TURN = {1: _pg_turn(1), 2: _pg_turn(2)}
 
 
 def _one_statement(batch: list[_Op]) -> tuple[str, str, tuple[Any, ...]] | None:
@@ -610,9 +668,10 @@ def _one_statement(batch: list[_Op]) -> tuple[str, str, tuple[Any, ...]] | None:
     if len(batch) != 1:
         return None
     op = batch[0]
-    if op.kind == "turn" and len(op.rows) == 2 and len(op.touched) == 1:
-        return "turn_statement", _PG_TURN, (*op.rows[0], *op.rows[1], *op.touched[0])
-    if op.kind in ("append", "finish") and len(op.rows) == 1:  # not interrupt: it returns rows
+    if op.kind == "turn" and len(op.rows) in _PG_TURN and len(op.touched) == 1:
+        args = tuple(value for row in op.rows for value in row) + op.touched[0]
+        return "turn_statement", _PG_TURN[len(op.rows)], args
+    if op.kind in ("append", "finish", "leaf", "stop") and len(op.rows) == 1:  # not interrupt
         return op.kind, _PG_SQL[op.kind], op.rows[0]
     return None
 
@@ -659,8 +718,11 @@ def _statements(batch: list[_Op], style: str) -> list[tuple[str, str, list[tuple
     sql = _SQL if style == "?" else _PG_SQL
     groups = {
         "turn": [row for op in batch if op.kind == "turn" for row in op.rows],
-        "touch": [row for op in batch if op.kind == "turn" for row in op.touched],
+        "resume": [row for op in batch if op.kind == "resume" for row in op.rows],
+        "touch": [row for op in batch if op.kind in ("turn", "resume") for row in op.touched],
+        "leaf": [row for op in batch if op.kind == "leaf" for row in op.rows],
         "append": [row for op in batch if op.kind == "append" for row in op.rows],
         "finish": [row for op in batch if op.kind == "finish" for row in op.rows],
+        "stop": [row for op in batch if op.kind == "stop" for row in op.rows],
     }
     return [(kind, sql[kind], rows) for kind, rows in groups.items() if rows]

@@ -10,7 +10,14 @@ from typing import Any, cast
 import asyncpg
 import orjson
 
-from actors.api import ClientMessageTaken, MessageStatus, NewGeneration, Outcome, StoredMessage
+from actors.api import (
+    ClientMessageTaken,
+    ContinuedGeneration,
+    MessageStatus,
+    NewGeneration,
+    Outcome,
+    StoredMessage,
+)
 from actors.clock import as_utc, utcnow
 from server.core.ids import new_id
 from server.storage.batch_writer import BatchWriter
@@ -49,6 +56,7 @@ def to_stored(row: dict[str, Any]) -> StoredMessage:
         usage=_json(row.get("usage")),
         citations=_json(row.get("citations")),
         tools=_json(row.get("tools")),
+        parent_id=row.get("parent_id"),
     )
 
 
@@ -113,6 +121,20 @@ class PiccoloConversationStore:
         )
         if row is None:
             return None
+        if row["role"] == "assistant":
+            # A regenerate's or a continue's key is on its answer: the turn is that answer
+            # and the user message it answers.
+            answer_row = to_stored(row)
+            parent = (
+                await Message.select()
+                .where(Message.id == answer_row.parent_id)
+                .first()
+                .output(load_json=True)
+                .run()
+            )
+            if parent is None:
+                return None
+            return to_stored(parent), answer_row
         user = to_stored(row)
         answer = None
         if user.generation_id:
@@ -137,13 +159,47 @@ class PiccoloConversationStore:
             owner = await self.conversation_owner(turn.conversation_id)
         try:
             await self.writer.start_generation(
-                user, answer, user_id=owner, fence=self.fence_of(turn.conversation_id)
+                user,
+                answer,
+                user_id=owner,
+                fence=self.fence_of(turn.conversation_id),
+                regenerate=turn.answers is not None,
             )
         except (sqlite3.IntegrityError, asyncpg.UniqueViolationError) as exc:
             if turn.client_message_id is not None and _violates_client_key(exc):
                 raise ClientMessageTaken(turn.client_message_id) from None
             raise
         return user, answer
+
+    async def continue_generation(self, turn: ContinuedGeneration) -> None:
+        owner = None
+        if turn.client_message_id is not None:
+            owner = await self.conversation_owner(turn.conversation_id)
+        try:
+            await self.writer.continue_generation(
+                turn.conversation_id,
+                turn.message_id,
+                turn.generation_id,
+                client_message_id=turn.client_message_id,
+                user_id=owner,
+                fence=self.fence_of(turn.conversation_id),
+            )
+        except (sqlite3.IntegrityError, asyncpg.UniqueViolationError) as exc:
+            if turn.client_message_id is not None and _violates_client_key(exc):
+                raise ClientMessageTaken(turn.client_message_id) from None
+            raise
+
+    async def active_leaf(self, conversation_id: str) -> str | None:
+        row = (
+            await Conversation.select(Conversation.active_leaf_id)
+            .where(Conversation.id == conversation_id)
+            .first()
+            .run()
+        )
+        return None if row is None or row["active_leaf_id"] is None else str(row["active_leaf_id"])
+
+    async def set_active_leaf(self, conversation_id: str, message_id: str) -> None:
+        await self.writer.set_active_leaf(conversation_id, message_id)
 
     async def append_partials(self, batch: Sequence[tuple[str, int, str]]) -> None:
         await self.writer.append_partials(batch)

@@ -80,6 +80,8 @@ class DeviceCode(_Row, Table, tablename="device_code"):
 class Conversation(_EditedRow, Table, tablename="conversation"):
     user_id = ForeignKey(User, on_delete=OnDelete.cascade, null=False)
     short_title = Varchar(length=100, default="")
+    #: The last message of the active branch (docs/api.md, Branches); ``NULL``: none yet.
+    active_leaf_id = Varchar(length=32, null=True, default=None)
 
 
 class Message(_EditedRow, Table, tablename="message"):
@@ -102,6 +104,9 @@ class Message(_EditedRow, Table, tablename="message"):
     # Cluster mode: the lease's fencing token its writer held (0 in one process); every
     # update of a generation's row is conditional on it (``cluster/``).
     fence = BigInt(default=0)
+    #: The message before it in its branch; ``NULL`` for a first message (an index
+    #: ``message_parent`` is made by the migration that fills it in).
+    parent_id = Varchar(length=32, null=True, default=None)
 
 
 TABLES: tuple[type[Table], ...] = (User, Account, Session, DeviceCode, Conversation, Message)
