@@ -130,9 +130,11 @@ def _fit(
     # The block is gone; drop the oldest tail turns, keeping the new user message and
     # a user turn first.
     kept = list(tail)
-    while len(kept) > 1:
+    # The new user message stays; for a continue, the answer being continued after it too.
+    keep = 2 if kept[-1].role == "assistant" else 1
+    while len(kept) > keep:
         kept.pop(0)
-        while kept[0].role != "user":
+        while len(kept) > keep and kept[0].role != "user":
             kept.pop(0)
         candidate = make((), kept)
         if fits(candidate):
@@ -156,8 +158,9 @@ async def build_request(
 ) -> ModelRequest:
     """The request for the next answer.
 
-    ``history`` is every stored turn of the conversation, the new user message last;
-    turns with empty content (failed generations) are skipped. The budget is
+    ``history`` is every stored turn of the active path, the new user message last (or,
+    to continue an answer, that user message and then the answer so far: the model goes
+    on from its text); turns with empty content (failed generations) are skipped. The budget is
     ``budget_tokens`` or ``model.input_token_limit * budget_fraction``. Sizes are
     estimated with :func:`estimate_tokens`; when ``provider`` can count tokens, the
     final candidate is measured once (only when its estimate reaches
@@ -167,7 +170,8 @@ async def build_request(
     ``ModelError("bad_request")`` when the new user message alone does not fit.
     """
     turns = [t for t in history if t.content]
-    if not turns or turns[-1].role != "user":
+    continuing = len(turns) >= 2 and turns[-1].role == "assistant" and turns[-2].role == "user"
+    if not turns or (turns[-1].role != "user" and not continuing):
         raise ValueError("history must end with the new (non-empty) user message")
     budget = (
         budget_tokens

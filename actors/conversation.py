@@ -555,7 +555,11 @@ class ConversationActor:
         if found is None:
             return None
         user_message, answer = found
-        generation_id = user_message.generation_id or ""
+        # The answer's generation (a regenerate's or continue's differs from its user
+        # message's).
+        generation_id = (answer.generation_id if answer is not None else None) or (
+            user_message.generation_id or ""
+        )
         running = self.generation is not None and self.generation.id == generation_id
         subscription = None
         if subscribe is not None:

@@ -24,7 +24,7 @@ from server.http.nul_guard import nul_guard_middleware
 from server.http.protocol import capacity_middleware
 from server.limits import stream_limits
 from server.ops.metrics import METRICS, Metrics, metrics_middleware, metrics_view
-from server.routes import chat, conversations, health, user
+from server.routes import branches, chat, conversations, health, user
 from server.routes.openapi import openapi_view
 from server.storage import db
 from server.storage.db import ENGINE
@@ -69,6 +69,7 @@ def create_app(settings: Settings) -> web.Application:
     replay_budget.setup(app)  # bytes of replay per WebSocket, and per user for SSE
     app.add_routes(chat.routes)
     app.add_routes(conversations.routes)
+    app.add_routes(branches.routes)
     ws.setup(app)  # after stop_actors: sockets close once generations have ended
     return app
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from dataclasses import replace
 from collections.abc import AsyncIterator
 
 from actors.models.base import Final, ModelEvent, ModelRequest, TextDelta, Usage
@@ -16,8 +17,16 @@ _WORDS = re.compile(r"\S+\s*|\s+")
 
 
 def demo_answer(request: ModelRequest) -> str:
-    """The answer is a pure function of the last user message."""
-    last = request.contents[-1].content if request.contents else ""
+    """The answer is a pure function of the last user message. Asked to continue (the
+    contents end with the answer so far), it gives the rest of the answer it would have
+    given to that user message: the text it would have started with, minus what is there
+    (all of it again when the text so far is not its own)."""
+    contents = request.contents
+    if contents and contents[-1].role == "assistant":
+        so_far = contents[-1].content
+        whole = demo_answer(replace(request, contents=contents[:-1]))
+        return whole[len(so_far) :] if whole.startswith(so_far) else whole
+    last = contents[-1].content if contents else ""
     words = len(last.split())
     snippet = " ".join(last.split()[:12])
     if len(last.split()) > 12:

@@ -22,12 +22,16 @@ import structlog
 from aiohttp import web
 
 from actors.api import (
+    Action,
     ActorStopped,
     ClientMessageTaken,
     ConversationActor,
     ConversationBusy,
     ConversationNotFound,
     GenerationTiming,
+    InvalidTarget,
+    MessageNotFound,
+    NotContinuable,
     SendResult,
     SubscribeSpec,
 )
@@ -44,7 +48,7 @@ from server.storage.chat_store import (
     conversation_for_client_message,
     create_conversation,
 )
-from server.storage.tables import Conversation
+from server.storage.tables import Conversation, Message
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -58,6 +62,24 @@ def not_found() -> ApiError:
 
 def busy() -> ApiError:
     return ApiError(409, "conversation_busy", "This conversation is already generating an answer")
+
+
+def message_not_found() -> ApiError:
+    return ApiError(404, "not_found", "Message not found")
+
+
+def refused_target(exc: Exception) -> ApiError:
+    """What a branch operation's refusal of its target answers (docs/api.md, Branches)."""
+    if isinstance(exc, MessageNotFound):
+        return message_not_found()
+    if isinstance(exc, NotContinuable):
+        return ApiError(
+            409,
+            "not_continuable",
+            "Only an answer at the end of its branch that stopped early (MAX_TOKENS, "
+            "cancelled or interrupted) can be continued",
+        )
+    return ApiError(400, "invalid_request", f"messageId: {exc}", extra={"field": "messageId"})
 
 
 def shutting_down() -> ApiError:
@@ -106,8 +128,12 @@ async def start_chat(
     subscribe: SubscribeSpec | None,
     *,
     timing: GenerationTiming | None = None,
+    action: Action = "send",
+    target: str | None = None,
 ) -> SendResult:
-    """``timing``: the turn's clock (phases ``admit``, ``lookup`` and the actor's)."""
+    """``timing``: the turn's clock (phases ``admit``, ``lookup`` and the actor's).
+    ``action``/``target``: a branch operation on the message ``target`` of
+    ``body.conversationId`` (docs/api.md, Branches); ``send`` appends as always."""
     admitted = time.perf_counter()
     refuse_while_draining(app)  # SIGTERM: running answers finish, no new one starts
     await require_redis(app)  # cluster mode: 503 not_ready while Redis is down
@@ -120,8 +146,16 @@ async def start_chat(
             f"message: at most {settings.max_message_chars} characters",
             extra={"field": "message"},
         )
+    model_id = body.aiModel
+    if action == "continue" and model_id is None and target is not None:
+        # The model that wrote the answer goes on (the default if it is no longer offered).
+        model_id = await _model_of(str(body.conversationId), target)
+        try:
+            catalog.resolve(model_id)
+        except UnknownModel:
+            model_id = None
     try:
-        model = catalog.resolve(body.aiModel)
+        model = catalog.resolve(model_id)
         tools = catalog.check_tools(model, body.tools)
     except UnknownModel as exc:
         raise ApiError(
@@ -193,6 +227,8 @@ async def start_chat(
                         subscribe=subscribe,
                         slot=slot,
                         timing=timing,
+                        action=action,
+                        target=target,
                     )
 
                 try:
@@ -214,9 +250,40 @@ async def start_chat(
                         return await run_on_actor(app, winner, user.id, send)
                 except ConversationBusy:
                     raise busy() from None
+                except (MessageNotFound, InvalidTarget, NotContinuable) as exc:
+                    raise refused_target(exc) from None
             finally:
                 if slot is not None:
                     slot.abandon()  # given back unless the actor took it
+
+
+async def _model_of(conversation_id: str, message_id: str) -> str | None:
+    """The model that wrote a message (a continue goes on in it)."""
+    row = (
+        await Message.select(Message.model)
+        .where((Message.id == message_id) & (Message.conversation_id == conversation_id))
+        .first()
+        .run()
+    )
+    return str(row["model"]) if row is not None and row["model"] else None
+
+
+async def switch_branch(
+    app: web.Application, conversation_id: str, user_id: str, message_id: str
+) -> str:
+    """Make ``message_id`` part of the conversation's active path; the new active leaf."""
+    refuse_while_draining(app)
+    await require_redis(app)
+
+    def switch(actor: ConversationActor) -> Awaitable[str]:
+        return actor.switch(message_id)
+
+    try:
+        return await run_on_actor(app, conversation_id, user_id, switch)
+    except ConversationBusy:
+        raise busy() from None
+    except (MessageNotFound, InvalidTarget) as exc:
+        raise refused_target(exc) from None
 
 
 async def cancel_generation(
@@ -302,4 +369,5 @@ __all__ = [
     "refuse_while_draining",
     "run_on_actor",
     "start_chat",
+    "switch_branch",
 ]

@@ -110,11 +110,21 @@ class MessageOut(Wire):
     finishReason: str | None = None
     generationId: str | None = None
     resumeCursor: str | None = None
+    parentId: str | None = None
+    siblingIds: list[str] = []
+    siblingIndex: int = 0
+    siblingCount: int = 1
 
 
 class Messages(Wire):
     conversation: ConversationOut
+    activeLeafId: str | None = None
     messages: list[MessageOut]
+
+
+class Switched(Wire):
+    activeLeafId: str
+    messageId: str
 
 
 class Renamed(Wire):

@@ -14,8 +14,8 @@ import orjson
 from aiohttp import web
 from aiohttp.http import HttpVersion11
 
-from actors.api import TERMINAL, Event, GenerationTiming, SendResult
-from server.auth.current import require_user
+from actors.api import TERMINAL, Action, Event, GenerationTiming, SendResult
+from server.auth.current import CurrentUser, require_user
 from server.chat.request import ChatRequest
 from server.chat.service import rebuilt_events, start_chat
 from server.core.app_keys import SETTINGS
@@ -46,6 +46,20 @@ async def chat(request: web.Request) -> web.StreamResponse:
     user = require_user(request)
     body = await read_model(request, ChatRequest)
     timing.span("body", entered)
+    return await stream_turn(request, user, body, timing)
+
+
+async def stream_turn(
+    request: web.Request,
+    user: CurrentUser,
+    body: ChatRequest,
+    timing: GenerationTiming,
+    *,
+    action: Action = "send",
+    target: str | None = None,
+) -> web.StreamResponse:
+    """Start a turn (a send, or a branch operation on ``target``) and stream it back:
+    ``POST /api/chat`` and the branch routes (:mod:`server.routes.branches`)."""
     settings = request.app[SETTINGS]
     chunked = request.version >= HttpVersion11
     sse = wants_sse(request)
@@ -80,6 +94,8 @@ async def chat(request: web.Request) -> web.StreamResponse:
         body,
         feed.spec(max_events=CHAT_MAX_EVENTS, max_bytes=CHAT_MAX_BYTES),
         timing=timing,
+        action=action,
+        target=target,
     )
     generation["id"] = result.generation_id
     if renderer is not None:

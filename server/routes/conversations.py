@@ -6,7 +6,6 @@ import base64
 import binascii
 import contextlib
 from datetime import UTC, datetime
-from functools import partial
 from typing import Any
 
 import orjson
@@ -14,7 +13,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from actors.api import ConversationActor, Subscription
-from actors.clock import as_utc, iso, utcnow
+from actors.clock import as_utc, utcnow
 from server.auth.current import CurrentUser, require_user
 from server.chat.request import NON_BLANK, no_nul
 from server.chat.service import (
@@ -29,8 +28,8 @@ from server.http import api_models as wire
 from server.http.bodies import read_model
 from server.limits.stream_limits import open_stream
 from server.ops.metrics import METRICS
-from server.storage.chat_store import to_stored
-from server.storage.tables import Conversation, Message
+from server.routes.messages_view import conversation_json, conversation_messages
+from server.storage.tables import Conversation
 from server.transports.liveness import watching
 from server.transports.replay_budget import SSE_REPLAY, replay_within
 from server.transports.response_pump import ResponsePump
@@ -40,15 +39,6 @@ routes = web.RouteTableDef()
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
-
-
-def conversation_json(row: dict[str, Any]) -> dict[str, object]:
-    return {
-        "id": row["id"],
-        "shortTitle": row["short_title"],
-        "createdAt": iso(row["created_at"]),
-        "updatedAt": iso(row["updated_at"]),
-    }
 
 
 def _encode_cursor(row: dict[str, Any]) -> str:
@@ -102,71 +92,12 @@ async def list_conversations(request: web.Request) -> web.Response:
     )
 
 
-def message_json(row: dict[str, Any], live_text: str | None = None) -> dict[str, object]:
-    message = to_stored(row)
-    created = as_utc(message.created_at)
-    out: dict[str, object] = {
-        "id": message.id,
-        "role": message.role,
-        "content": live_text if live_text is not None else message.content,
-        "status": message.status,
-        "createdAt": iso(created),
-        "timestamp": created.strftime("%H:%M"),
-    }
-    if message.role == "assistant":
-        if message.model:
-            out["aiModel"] = message.model
-        if message.usage is not None:
-            out["usage"] = message.usage
-        if message.citations is not None:
-            out["citations"] = message.citations
-        if message.tools is not None:
-            out["tools"] = message.tools
-        if message.finish_reason:
-            out["finishReason"] = message.finish_reason
-        if message.generation_id:
-            out["generationId"] = message.generation_id
-    return out
-
-
 @routes.get("/api/conversations/{id}/messages")
 async def list_messages(request: web.Request) -> web.Response:
     user = require_user(request)
     conversation = await owned_conversation(request.match_info["id"], user.id)
-    rows = await (
-        Message.select()
-        .where(Message.conversation_id == conversation["id"])
-        .order_by(Message.created_at)
-        .output(load_json=True)
-        .run()
-    )
-    conversation_id = str(conversation["id"])
-    # A streaming answer gets the cursor to subscribe after: its generation replayed from
-    # `init`, then live (asked of the actor, which in cluster mode reads the shared log).
-    resume: dict[str, str] = {}
-    for row in rows:
-        if row["status"] == "streaming" and row["role"] == "assistant":
-            message_id = str(row["id"])
-            cursor = await run_on_actor(
-                request.app,
-                conversation_id,
-                user.id,
-                partial(ConversationActor.resume_cursor, message_id=message_id),
-            )
-            if cursor is not None:
-                resume[message_id] = cursor
-    actor = request.app[REGISTRY].peek(conversation_id)
-    live = actor.streaming_answer() if actor is not None else None
-    messages = []
-    for row in rows:
-        out = message_json(row, live[1] if live is not None and row["id"] == live[0] else None)
-        cursor = resume.get(str(row["id"]))
-        if cursor is not None and out["status"] == "streaming":
-            out["resumeCursor"] = cursor
-        messages.append(out)
-    return wire.reply(
-        wire.Messages, {"conversation": conversation_json(conversation), "messages": messages}
-    )
+    body = await conversation_messages(request, user.id, conversation, whole_tree=False)
+    return wire.reply(wire.Messages, body)
 
 
 class Rename(BaseModel):

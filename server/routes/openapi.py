@@ -27,6 +27,7 @@ from server.auth.session_routes import RevokeRequest
 from server.chat.request import ChatRequest
 from server.core.errors import AUTH_PREFIX
 from server.http import api_models as m
+from server.routes.branches import BranchRequest, EditRequest
 from server.routes.conversations import CancelBody, Rename
 
 JSON = "application/json"
@@ -61,6 +62,7 @@ class Op:
 
 
 _ID = Param("id", "path", description="A conversation id")
+_MESSAGE_ID = Param("messageId", "path", description="A message of that conversation")
 #: A limit per address or user: 429, and in cluster mode 503 not_ready while Redis, which
 #: holds the limit for every process, does not answer (never unlimited).
 _LIMITED = (429, 503)
@@ -145,6 +147,50 @@ OPS: dict[tuple[str, str], Op] = {
         body=CancelBody,
         params=(_ID,),
         errors=(*_BODY_ERRORS, 404),
+    ),
+    # branches (docs/api.md, Branches)
+    ("post", "/api/conversations/{id}/messages/{messageId}/regenerate"): Op(
+        "A new answer to a user message; streams like POST /api/chat",
+        "chat",
+        "bearer",
+        ok="text/event-stream",
+        body=BranchRequest,
+        params=(_ID, _MESSAGE_ID),
+        errors=(*_BODY_ERRORS, 404, 409, 429, 503),
+    ),
+    ("post", "/api/conversations/{id}/messages/{messageId}/edit"): Op(
+        "A user message's new version (a sibling) and its answer; streams like POST /api/chat",
+        "chat",
+        "bearer",
+        ok="text/event-stream",
+        body=EditRequest,
+        params=(_ID, _MESSAGE_ID),
+        errors=(*_BODY_ERRORS, 404, 409, 429, 503),
+    ),
+    ("post", "/api/conversations/{id}/messages/{messageId}/continue"): Op(
+        "Continue an answer that stopped early; streams like POST /api/chat",
+        "chat",
+        "bearer",
+        ok="text/event-stream",
+        body=BranchRequest,
+        params=(_ID, _MESSAGE_ID),
+        errors=(*_BODY_ERRORS, 404, 409, 429, 503),
+    ),
+    ("post", "/api/conversations/{id}/messages/{messageId}/switch"): Op(
+        "Switch the active branch to this message",
+        "chat",
+        "bearer",
+        ok=m.Switched,
+        params=(_ID, _MESSAGE_ID),
+        errors=(404, 409, 503),
+    ),
+    ("get", "/api/conversations/{id}/tree"): Op(
+        "Every message of every branch",
+        "chat",
+        "bearer",
+        ok=m.Messages,
+        params=(_ID,),
+        errors=(404,),
     ),
     # live
     ("get", "/api/conversations/{id}/events"): Op(

@@ -48,7 +48,11 @@ class NdjsonRenderer:
 
     def render(self, kind: str, data: dict[str, object]) -> bytes | None:
         if kind == "init":
-            return self.line("init", {"conversationId": self.conversation_id, **_pick(data, kind)})
+            init = {"conversationId": self.conversation_id, **_pick(data, kind)}
+            action = data.get("action")
+            if action is not None and action != "send":
+                init["action"] = action  # a branch operation (docs/api.md, Branches)
+            return self.line("init", init)
         if kind in _FIELDS:
             return self.line(kind, _pick(data, kind))
         if kind == "cancelled":
