@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
+from actors.api import Action
 from server.chat.request import ChatRequest
 from server.core.validation import first_error
 from server.http.nul_guard import MESSAGE as NUL_MESSAGE
@@ -52,7 +53,17 @@ class Cancel(ConversationFrame):
 
 @dataclass(frozen=True, slots=True)
 class Send:
+    """``send``, or a branch operation (``regenerate``, ``edit``, ``continue``) on the
+    message ``target`` of ``request.conversationId`` (docs/api.md, Branches)."""
+
     request: ChatRequest
+    action: Action = "send"
+    target: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Switch(ConversationFrame):
+    message_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +71,7 @@ class Ping:
     pass
 
 
-ClientFrame = Subscribe | Unsubscribe | Send | Cancel | Ping
+ClientFrame = Subscribe | Unsubscribe | Send | Switch | Cancel | Ping
 
 
 def _string(data: dict[str, Any], key: str, limit: int) -> str:
@@ -103,6 +114,23 @@ def parse_frame(text: str) -> ClientFrame:
         except ValidationError as exc:
             field, message = first_error(exc, "frame")
             raise FrameError("invalid_frame", f"{field}: {message}") from None
+    if kind in ("regenerate", "edit", "continue", "switch"):
+        conversation_id = _string(data, "conversationId", MAX_ID)
+        message_id = _string(data, "messageId", MAX_ID)
+        if kind == "switch":
+            return Switch(conversation_id, message_id)
+        fields = {k: v for k, v in data.items() if k not in ("type", "messageId")}
+        if kind != "edit":
+            fields["message"] = "-"  # not read: only an edit carries text
+        try:
+            request = ChatRequest.model_validate(fields)
+        except ValidationError as exc:
+            field, message = first_error(exc, "frame")
+            raise FrameError("invalid_frame", f"{field}: {message}") from None
+        if kind != "edit":
+            request = request.model_copy(update={"message": ""})
+        action: Action = "edit" if kind == "edit" else kind
+        return Send(request, action, message_id)
     if not isinstance(kind, str):
         raise FrameError("invalid_frame", "type: a string is required")
     raise FrameError("unknown_type", f"Unknown frame type {kind[:40]!r}")

@@ -31,6 +31,7 @@ from server.chat.service import (
     refuse_while_draining,
     run_on_actor,
     start_chat,
+    switch_branch,
 )
 from server.core.app_keys import SETTINGS
 from server.core.errors import ApiError
@@ -46,6 +47,7 @@ from server.transports.protocol import (
     Ping,
     Send,
     Subscribe,
+    Switch,
     Unsubscribe,
     parse_frame,
 )
@@ -217,6 +219,19 @@ class Connection(Outbound):
                     "cancelled": cancelled,
                 }
             )
+        elif isinstance(frame, Switch):
+            leaf = await switch_branch(
+                self.app, frame.conversation_id, self.user.id, frame.message_id
+            )
+            self.send_json(
+                {
+                    "type": "ack",
+                    "of": "switch",
+                    "conversationId": frame.conversation_id,
+                    "activeLeafId": leaf,
+                    "messageId": frame.message_id,
+                }
+            )
         elif isinstance(frame, Send):
             await self.send(frame)
 
@@ -236,7 +251,9 @@ class Connection(Outbound):
             if body.conversationId not in self.subs and self._full():
                 return
             spec = SubscribeSpec(notify=self.notify, direct=self._direct(gate))
-        result = await start_chat(self.app, self.user, body, spec, timing=timing)
+        result = await start_chat(
+            self.app, self.user, body, spec, timing=timing, action=frame.action, target=frame.target
+        )
         sub = result.subscription
         if sub is not None and result.actor is not None and self._live(result.conversation_id):
             # A retry without conversationId landed on a conversation this socket already
@@ -246,7 +263,7 @@ class Connection(Outbound):
         self.send_json(
             {
                 "type": "ack",
-                "of": "send",
+                "of": frame.action,
                 "conversationId": result.conversation_id,
                 "generationId": result.generation_id,
                 "userMessageId": result.user_message.id,

@@ -19,6 +19,7 @@ from server.transports.protocol import (
     Ping,
     Send,
     Subscribe,
+    Switch,
     Unsubscribe,
     parse_frame,
 )
@@ -36,7 +37,12 @@ json_values = st.recursive(
     ),
     max_leaves=12,
 )
-frame_types = st.sampled_from(["subscribe", "unsubscribe", "send", "cancel", "ping", "x", ""])
+frame_types = st.sampled_from(
+    [
+        *("subscribe", "unsubscribe", "send", "cancel", "ping"),
+        *("regenerate", "edit", "continue", "switch", "x", ""),
+    ]
+)
 
 
 @st.composite
@@ -52,6 +58,7 @@ def frames(draw: st.DrawFn) -> str:
                     "tools",
                     "clientMessageId",
                     "generationId",
+                    "messageId",
                     "extra",
                 ]
             ),
@@ -73,9 +80,18 @@ def test_parse_frame_total(text: str) -> None:
         assert exc.code in {"invalid_json", "invalid_frame", "unknown_type"}
         assert exc.message
         return
-    assert isinstance(frame, Subscribe | Unsubscribe | Send | Cancel | Ping)
+    assert isinstance(frame, Subscribe | Unsubscribe | Send | Switch | Cancel | Ping)
     if isinstance(frame, Send):
-        assert frame.request.message.strip()
+        # A send or an edit carries text; a regenerate or continue names its message.
+        if frame.action in ("send", "edit"):
+            assert frame.request.message.strip()
+        else:
+            assert frame.request.message == ""
+        if frame.action != "send":
+            assert frame.target and len(frame.target) <= 64
+            assert frame.request.conversationId
+    if isinstance(frame, Switch):
+        assert frame.message_id and len(frame.message_id) <= 64
     if isinstance(frame, Subscribe):
         assert frame.conversation_id and len(frame.conversation_id) <= 64
 
