@@ -85,7 +85,7 @@ class Api:
                 )
             return CliError(f"not signed in to {self.server}; run `cero login`", Exit.AUTH)
         suffix = f" ({code})" if code and code not in text else ""
-        return CliError(f"{text}{suffix}", retryable=status in (502, 503, 504))
+        return CliError(f"{text}{suffix}", retryable=status in (502, 503, 504), reason=code)
 
     async def request(
         self,

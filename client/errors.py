@@ -19,9 +19,18 @@ class Exit(IntEnum):
 class CliError(Exception):
     """A failure the user is told about in one line (``cero: error: <message>``)."""
 
-    def __init__(self, message: str, code: Exit = Exit.FAILED, *, retryable: bool = False) -> None:
+    def __init__(
+        self,
+        message: str,
+        code: Exit = Exit.FAILED,
+        *,
+        retryable: bool = False,
+        reason: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.code = code
         #: A stream that was up may be resumed after this (the server is restarting).
         self.retryable = retryable
+        #: The server's error ``code`` (``not_continuable``, …) when it refused the request.
+        self.reason = reason

@@ -1,6 +1,8 @@
 """``cero``: sign in with the device flow, chat, and follow conversations live.
 
-Commands: login, logout, whoami, chat, watch, conversations, messages, cancel, models.
+Commands: login, logout, whoami, chat, watch, conversations, messages, cancel, models;
+a conversation's branches (regenerate, edit, continue, branches, switch) are in
+:mod:`client.branches`.
 The server is ``--server``, else ``CERO_API_URL`` (or ``CERO_URL``), else
 ``http://localhost:3001``. Errors are one line on stderr and a non-zero exit code
 (:class:`client.errors.Exit`).
@@ -14,66 +16,30 @@ import contextlib
 import logging
 import os
 import sys
-import uuid
-from collections.abc import Callable, Coroutine, MutableMapping, Sequence
+from collections.abc import MutableMapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any, cast
+from typing import Any
 
 import aiohttp
 import structlog
 
 from client import __version__
-from client.api import Api
-from client.credentials import Credential, CredentialStore, Store, config_dir
+from client.branches import add_commands as add_branch_commands
+from client.context import DEFAULT_SERVER, Command, Context
 from client.device_login import device_login
 from client.errors import CliError, Exit
 from client.follow import Follower, follow
+from client.generate import (
+    GENERATING,
+    RAW_HELP,
+    add_generation_options,
+    generation_body,
+    message_text,
+    stream_generation,
+)
 from client.output import Output
 from client.terminal_text import clean
-
-DEFAULT_SERVER = "http://localhost:3001"
-TOOLS = ("google_search", "url_context", "code_execution")
-RAW_HELP = "print the text with its control characters and escape sequences (not for a terminal)"
-
-
-def server_url(args: argparse.Namespace, environ: dict[str, str]) -> str:
-    url = (
-        getattr(args, "server", None)
-        or environ.get("CERO_API_URL")
-        or environ.get("CERO_URL")
-        or DEFAULT_SERVER
-    )
-    url = url.strip().rstrip("/")
-    if not url.startswith(("http://", "https://")):
-        raise CliError(f"server URL {url!r} must start with http:// or https://", Exit.USAGE)
-    return url
-
-
-class Context:
-    """What every command needs: the server, the token store, the output."""
-
-    def __init__(self, args: argparse.Namespace, environ: dict[str, str], out: Output) -> None:
-        self.args = args
-        self.environ = environ
-        self.out = out
-        self.server = server_url(args, environ)
-        preference = environ.get("CERO_CREDENTIAL_STORE", "auto")
-        if preference not in ("auto", "keyring", "file"):
-            raise CliError("CERO_CREDENTIAL_STORE must be auto, keyring or file", Exit.USAGE)
-        self.store = CredentialStore(config_dir(environ), cast(Store, preference))
-
-    def credential(self) -> Credential:
-        found = self.store.load(self.server)
-        if found is None:
-            raise CliError(f"not signed in to {self.server}; run `cero login`", Exit.AUTH)
-        return found
-
-    def api(self, token: str | None = None) -> Api:
-        return Api(self.server, token)
-
-    def signed_in(self) -> Api:
-        return self.api(self.credential().token)
-
+from client.tree import sibling_marker
 
 # -- commands ------------------------------------------------------------------------------
 
@@ -133,58 +99,24 @@ def _who(user: dict[str, Any]) -> str:
     return f"{name} <{email}>" if name and email else str(name or email or user.get("id", "?"))
 
 
-def _message_text(ctx: Context) -> str:
-    text: str = ctx.args.message
-    if text == "-":
-        text = sys.stdin.read()
-    if not text.strip():
-        raise CliError("the message is empty", Exit.USAGE)
-    return text
-
-
 async def cmd_chat(ctx: Context) -> int:
-    message = _message_text(ctx)
-    body: dict[str, Any] = {"message": message, "clientMessageId": uuid.uuid4().hex}
-    if ctx.args.model:
-        body["aiModel"] = ctx.args.model
-    if ctx.args.tool:
-        body["tools"] = list(dict.fromkeys(ctx.args.tool))
-    if ctx.args.conversation:
-        body["conversationId"] = ctx.args.conversation
+    body = generation_body(ctx.args, message=message_text(ctx.args.message))
+    conversation: str | None = ctx.args.conversation
+    if ctx.args.continue_last:
+        conversation = await _newest_conversation(ctx)
+    if conversation:
+        body["conversationId"] = conversation
+    return await stream_generation(ctx, "/api/chat", body)
+
+
+async def _newest_conversation(ctx: Context) -> str:
+    """``chat -C``: the conversation updated last (``GET /api/conversations?limit=1``)."""
     async with ctx.signed_in() as api:
-        follower = Follower(
-            api, ctx.out, "chat", json=ctx.args.json, asked_model=ctx.args.model or None
-        )
-
-        def first(_: str | None) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
-            return api.stream("POST", "/api/chat", json=body)
-
-        def again(cursor: str | None) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
-            if cursor and follower.conversation_id:
-                path = f"/api/conversations/{follower.conversation_id}/events"
-                return api.stream("GET", path, last_event_id=cursor)
-            # Nothing seen yet: the same clientMessageId gets the same turn back, never a
-            # second one; events already shown are skipped by their seq.
-            return api.stream("POST", "/api/chat", json=body)
-
-        async def connected(resp: aiohttp.ClientResponse, again: bool) -> None:
-            follower.conversation_id = resp.headers.get("X-Conversation-Id") or (
-                follower.conversation_id
-            )
-            follower.generation_id = resp.headers.get("X-Generation-Id") or (follower.generation_id)
-            if not again and not ctx.args.json:
-                ctx.out.tty_note(f"(conversation {follower.conversation_id})")
-                ctx.out.start_spinner("waiting for the answer")
-
-        if not ctx.args.json:
-            ctx.out.start_spinner("sending")
-        try:
-            await follow(follower, first, again, on_connect=connected, max_failures=5)
-        finally:
-            ctx.out.stop_spinner()
-    if follower.result is not None:
-        raise follower.result
-    return Exit.OK
+        page = await api.request("GET", "/api/conversations", params={"limit": "1"})
+    listed = page.get("conversations") if isinstance(page, dict) else None
+    if not listed or not isinstance(listed[0], dict) or not listed[0].get("id"):
+        raise CliError("you have no conversation to continue yet")
+    return str(listed[0]["id"])
 
 
 async def cmd_watch(ctx: Context) -> int:
@@ -248,6 +180,9 @@ async def cmd_messages(ctx: Context) -> int:
         who = "you" if m.get("role") == "user" else m.get("aiModel") or "assistant"
         status = m.get("status")
         mark = "" if status == "complete" else f" ({status})"
+        siblings = sibling_marker(m)  # one of several alternatives: `cero branches` draws them
+        if siblings:
+            mark = f" {siblings}{mark}"
         ctx.out.text(f"[{m.get('timestamp')}] {who}{mark}:\n{m.get('content', '')}\n\n")
     return Exit.OK
 
@@ -280,8 +215,6 @@ async def cmd_models(ctx: Context) -> int:
 
 
 # -- arguments -----------------------------------------------------------------------------
-
-Command = Callable[[Context], Coroutine[Any, Any, int]]
 
 
 def positive(text: str) -> int:
@@ -323,13 +256,17 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the server's JSON")
     p = add("chat", cmd_chat, "Send a message and stream the answer to stdout.")
     p.add_argument("message", help="the message; - reads it from stdin")
-    p.add_argument("--model", "-m", help="a model id from `cero models`")
-    p.add_argument(
-        "--tool", "-t", action="append", choices=TOOLS, default=[], help="a tool (repeatable)"
+    add_generation_options(p)
+    # Two options, not an `-c` whose ID is optional: argparse would read `-c "hi"` as the
+    # ID "hi" and then miss the message.
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--conversation", "-c", metavar="ID", help="continue this conversation")
+    which.add_argument(
+        "--continue-last",
+        "-C",
+        action="store_true",
+        help="continue your most recent conversation",
     )
-    p.add_argument("--conversation", "-c", metavar="ID", help="continue this conversation")
-    p.add_argument("--json", action="store_true", help="print the events as NDJSON")
-    p.add_argument("--raw", action="store_true", help=RAW_HELP)
     p = add("watch", cmd_watch, "Follow a conversation live (resumes after network drops).")
     p.add_argument("conversation_id", metavar="ID")
     p.add_argument("--json", action="store_true", help="print the events as NDJSON")
@@ -347,6 +284,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--generation", metavar="GID", help="only this generation")
     p = add("models", cmd_models, "List the models the server offers.")
     p.add_argument("--json", action="store_true", help="print the server's JSON")
+    add_branch_commands(add)
     return top
 
 
@@ -386,7 +324,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         out.end_line()
         hint = " (the answer goes on on the server; `cero cancel ID` stops it)"
-        out.err.write(f"cero: interrupted{hint if args.command == 'chat' else ''}\n")
+        out.err.write(f"cero: interrupted{hint if args.command in GENERATING else ''}\n")
         return Exit.INTERRUPTED
     except BrokenPipeError:  # `cero chat … | head -1`: the reader is gone, that is fine
         devnull = os.open(os.devnull, os.O_WRONLY)

@@ -1,8 +1,9 @@
 """The ``cero`` console script as a subprocess against a live server on a real port.
 
 The CLI's config folder is a tmp dir (``XDG_CONFIG_HOME``) and the keyring is the null
-backend, so tokens go to the 0600 file. Device approvals are done over HTTP by the test;
-a network drop is a TCP proxy between the CLI and the server that the test cuts.
+backend, so tokens go to the 0600 file (``tests/client/cli_harness.py``). Device approvals
+are done over HTTP by the test; a network drop is a TCP proxy between the CLI and the server
+that the test cuts.
 """
 
 from __future__ import annotations
@@ -12,9 +13,7 @@ import contextlib
 import io
 import os
 import stat
-import sys
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,14 +28,23 @@ from client.credentials import CredentialStore
 from client.follow import Follower
 from client.output import Output
 from client.sse import ServerSentEvent
-from tests.auth_helpers import bearer, make_user_session
+from tests.auth_helpers import make_user_session
+from tests.client.cli_harness import (
+    CERO,
+    WAIT,
+    Cli,
+    messages,
+    one_error_line,
+    only_conversation,
+    read_until,
+    rest,
+    signed_in,
+    terminal,
+)
 from tests.conftest import Live
 from tests.live_clients import post_chat
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]
-
-CERO = Path(sys.executable).with_name("cero")
-WAIT = 20.0
 
 
 @pytest.fixture(scope="module")
@@ -52,97 +60,10 @@ def live_settings() -> dict[str, Any]:
     return {"demo_token_delay": 0.05, "device_poll_interval": 1}
 
 
-@dataclass
-class Cli:
-    """One user's terminal: its own HOME and config folder."""
-
-    home: Path
-    url: str
-    procs: list[asyncio.subprocess.Process] = field(default_factory=list)
-
-    @property
-    def config(self) -> Path:
-        return self.home / ".config" / "cero"
-
-    def env(self, **extra: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("CERO_", "XDG_"))}
-        env.update(
-            HOME=str(self.home),
-            XDG_CONFIG_HOME=str(self.home / ".config"),
-            PYTHON_KEYRING_BACKEND="keyring.backends.null.Keyring",
-            CERO_API_URL=self.url,
-        )
-        env.update(extra)
-        return env
-
-    async def start(self, *args: str, **env: str) -> asyncio.subprocess.Process:
-        proc = await asyncio.create_subprocess_exec(
-            str(CERO),
-            *args,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=self.env(**env),
-        )
-        self.procs.append(proc)
-        return proc
-
-    async def run(self, *args: str, stdin: bytes = b"", **env: str) -> tuple[int, str, str]:
-        proc = await self.start(*args, **env)
-        out, err = await asyncio.wait_for(proc.communicate(stdin), WAIT)
-        assert proc.returncode is not None
-        return proc.returncode, out.decode(), err.decode()
-
-    def save_token(self, token: str, name: str = "Ada") -> None:
-        CredentialStore(self.config, "file").save(self.url, token, {"name": name})
-
-
 @pytest_asyncio.fixture(loop_scope="module")
 async def cli(live: Live, tmp_path: Path) -> AsyncIterator[Cli]:
-    terminal = Cli(tmp_path, live.url)
-    yield terminal
-    for proc in terminal.procs:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-
-
-async def signed_in(cli: Cli, name: str = "Ada") -> str:
-    token, _ = await make_user_session(name)
-    cli.save_token(token, name)
-    return token
-
-
-async def rest(live: Live, token: str, method: str, path: str, **kw: Any) -> Any:
-    async with aiohttp.ClientSession() as http:
-        async with http.request(method, live.url + path, headers=bearer(token), **kw) as resp:
-            return resp.status, await resp.json()
-
-
-async def only_conversation(live: Live, token: str) -> str:
-    _, page = await rest(live, token, "GET", "/api/conversations")
-    (conversation,) = page["conversations"]
-    return str(conversation["id"])
-
-
-async def messages(live: Live, token: str, conversation: str) -> list[dict[str, Any]]:
-    _, body = await rest(live, token, "GET", f"/api/conversations/{conversation}/messages")
-    return list(body["messages"])
-
-
-async def read_until(stream: asyncio.StreamReader, needle: bytes, seen: bytearray) -> None:
-    """Read ``stream`` into ``seen`` until it holds ``needle``."""
-    while needle not in seen:
-        chunk = await asyncio.wait_for(stream.read(4096), WAIT)
-        assert chunk, f"EOF before {needle!r}; got {bytes(seen)!r}"
-        seen += chunk
-
-
-def one_error_line(err: str) -> str:
-    lines = err.splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("cero: error: "), err
-    return lines[0]
+    async with terminal(live, tmp_path) as running:
+        yield running
 
 
 # -- login / whoami / logout ---------------------------------------------------------------
@@ -261,6 +182,28 @@ async def test_chat_reads_stdin_and_continues_a_conversation(cli: Cli, live: Liv
         "user",
         "assistant",
     ]
+
+
+async def test_chat_continue_last_goes_to_the_newest_conversation(cli: Cli, live: Live) -> None:
+    """``-C`` (not ``-c`` without an ID: argparse would read ``-c "hi"`` as the ID)."""
+    token = await signed_in(cli)
+    code, out, err = await cli.run("chat", "-C", "nothing yet")
+    assert code == 1 and "no conversation to continue" in one_error_line(err)
+    for text in ("older one", "newer one"):
+        code, _, err = await cli.run("chat", text)
+        assert code == 0, err
+    _, page = await rest(live, token, "GET", "/api/conversations")
+    newer, older = (c["id"] for c in page["conversations"])
+    code, out, err = await cli.run("chat", "-C", "and again")
+    assert code == 0, err
+    assert "You said: \u201cand again\u201d" in out
+    assert [m["content"] for m in await messages(live, token, newer) if m["role"] == "user"] == [
+        "newer one",
+        "and again",
+    ]
+    assert len(await messages(live, token, older)) == 2
+    code, _, err = await cli.run("chat", "-C", "-c", older, "both")
+    assert code == 2 and "not allowed with" in err
 
 
 async def test_cancel_stops_a_streaming_chat(cli: Cli, live: Live) -> None:

@@ -216,6 +216,11 @@ def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
         ["messages"],
         ["cancel"],
         ["models"],
+        ["regenerate"],
+        ["edit"],
+        ["continue"],
+        ["branches"],
+        ["switch"],
     ):
         with pytest.raises(SystemExit) as done:
             parser().parse_args([*command, "--help"])

@@ -1,0 +1,62 @@
+"""What every ``cero`` command is given: the server URL, the token store and the output.
+
+:class:`Context` is built once per run by :func:`client.main.main`; commands (in
+``client.main`` and ``client.branches``) are ``async def cmd(ctx) -> int``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Coroutine
+from typing import Any, cast
+
+from client.api import Api
+from client.credentials import Credential, CredentialStore, Store, config_dir
+from client.errors import CliError, Exit
+from client.output import Output
+
+DEFAULT_SERVER = "http://localhost:3001"
+
+
+def server_url(args: argparse.Namespace, environ: dict[str, str]) -> str:
+    url = (
+        getattr(args, "server", None)
+        or environ.get("CERO_API_URL")
+        or environ.get("CERO_URL")
+        or DEFAULT_SERVER
+    )
+    url = url.strip().rstrip("/")
+    if not url.startswith(("http://", "https://")):
+        raise CliError(f"server URL {url!r} must start with http:// or https://", Exit.USAGE)
+    return url
+
+
+class Context:
+    """What every command needs: the server, the token store, the output."""
+
+    def __init__(self, args: argparse.Namespace, environ: dict[str, str], out: Output) -> None:
+        self.args = args
+        self.environ = environ
+        self.out = out
+        self.server = server_url(args, environ)
+        preference = environ.get("CERO_CREDENTIAL_STORE", "auto")
+        if preference not in ("auto", "keyring", "file"):
+            raise CliError("CERO_CREDENTIAL_STORE must be auto, keyring or file", Exit.USAGE)
+        self.store = CredentialStore(config_dir(environ), cast(Store, preference))
+
+    def credential(self) -> Credential:
+        found = self.store.load(self.server)
+        if found is None:
+            raise CliError(f"not signed in to {self.server}; run `cero login`", Exit.AUTH)
+        return found
+
+    def api(self, token: str | None = None) -> Api:
+        return Api(self.server, token)
+
+    def signed_in(self) -> Api:
+        return self.api(self.credential().token)
+
+
+Command = Callable[[Context], Coroutine[Any, Any, int]]
+#: Registers one subcommand: ``add(name, command, help)`` → its parser, to add arguments to.
+AddCommand = Callable[[str, Command, str], argparse.ArgumentParser]
