@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import re
-from dataclasses import replace
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 from actors.models.base import Final, ModelEvent, ModelRequest, TextDelta, Usage
 
