@@ -287,6 +287,66 @@ async def test_send_through_b_runs_on_owner_a(cluster: Cluster) -> None:
         await ws.close()
 
 
+async def test_branch_operations_through_b_run_on_owner_a(cluster: Cluster) -> None:
+    """Regenerate, edit, switch and continue sent to a process that does not own the
+    conversation are forwarded to the owner, like a send; a socket on the owner sees each."""
+    a, b = await cluster.start_many(2)
+    token, _ = await make_user_session("Branch forward")
+    async with aiohttp.ClientSession() as http:
+        status, lines = await chat(http, a, token, "first question")
+        assert status == 200, lines
+        init = of_topic(lines, "init")
+        cid, user1, answer1 = init["conversationId"], init["userMessageId"], init["messageId"]
+        owner = await lease_owner(cluster.prefix, cid)
+        assert owner is not None
+        watcher = await watch(http, a, token, cid)
+
+        async def turn(op: str, mid: str, body: dict[str, Any]) -> tuple[int, Any]:
+            url = f"{b.url}/api/conversations/{cid}/messages/{mid}/{op}"
+            async with http.post(url, json=body, headers=bearer(token)) as resp:
+                if resp.content_type == "application/x-ndjson":
+                    raw = await resp.read()
+                    return resp.status, [orjson.loads(x) for x in raw.splitlines() if x]
+                return resp.status, await resp.json()
+
+        status, lines = await turn("regenerate", user1, {})
+        assert status == 200, lines
+        regen = of_topic(lines, "init")
+        assert regen["action"] == "regenerate" and regen["userMessageId"] == user1
+        await until(lambda: generated_on(a, regen["generationId"]), what="regenerated on A")
+        assert not generated_on(b, regen["generationId"])
+        done = await watcher.wait_for(
+            lambda f: f["type"] == "done" and f["generationId"] == regen["generationId"]
+        )
+        assert token_text(watcher.of(cid), regen["messageId"]) == done["fullText"]
+
+        status, switched = await turn("switch", answer1, {})
+        assert status == 200 and switched["activeLeafId"] == answer1, switched
+        await watcher.wait_for(lambda f: f["type"] == "branch")
+
+        status, lines = await turn("edit", user1, {"message": "first question, again"})
+        assert status == 200, lines
+        edit = of_topic(lines, "init")
+        assert edit["action"] == "edit"
+        await until(lambda: generated_on(a, edit["generationId"]), what="edited on A")
+        status, out = await turn("continue", edit["messageId"], {})
+        assert status == 409 and out["code"] == "not_continuable", out
+        status, out = await turn("switch", "missing", {})
+        assert status == 404 and out["code"] == "not_found", out
+
+        for server in (a, b):
+            async with http.get(
+                f"{server.url}/api/conversations/{cid}/messages", headers=bearer(token)
+            ) as resp:
+                body = await resp.json()
+            ids = [m["id"] for m in body["messages"]]
+            assert ids == [edit["userMessageId"], edit["messageId"]], (server.url, body)
+            assert body["messages"][0]["siblingCount"] == 2
+        check_seq(watcher.of(cid))
+        assert await lease_owner(cluster.prefix, cid) == owner
+        await watcher.close()
+
+
 async def test_resume_across_processes(cluster: Cluster) -> None:
     a, b = await cluster.start_many(2)
     token, _ = await make_user_session("Resume")
