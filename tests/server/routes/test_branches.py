@@ -10,6 +10,7 @@ import aiohttp
 import orjson
 import pytest
 
+from server.storage.tables import Message
 from tests.auth_helpers import bearer, make_user_session
 from tests.conftest import Live
 from tests.live_clients import chat, read_ndjson, read_sse
@@ -119,6 +120,17 @@ async def test_regenerate_edit_switch_and_the_tree(live: Live) -> None:
         assert len(tree["messages"]) == 9
         assert tree["activeLeafId"] == body["activeLeafId"]
         assert {m["id"] for m in tree["messages"]} >= {answer1, answer1b, user2, answer2}
+
+        # Deleting the conversation deletes every branch.
+        async with http.delete(
+            f"{live.url}/api/conversations/{cid}", headers=bearer(token)
+        ) as resp:
+            assert resp.status == 200
+        async with http.get(
+            f"{live.url}/api/conversations/{cid}/tree", headers=bearer(token)
+        ) as resp:
+            assert resp.status == 404
+        assert await Message.count().where(Message.conversation_id == cid).run() == 0
 
 
 async def test_continue_a_cancelled_answer(live: Live) -> None:
