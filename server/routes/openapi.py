@@ -61,6 +61,8 @@ class Op:
     redirect: bool = False  # answers 302 with Location
 
 
+#: A turn's answer: SSE with ``Accept: text/event-stream``, NDJSON otherwise.
+TURN = "turn"
 _ID = Param("id", "path", description="A conversation id")
 _MESSAGE_ID = Param("messageId", "path", description="A message of that conversation")
 #: A limit per address or user: 429, and in cluster mode 503 not_ready while Redis, which
@@ -105,7 +107,7 @@ OPS: dict[tuple[str, str], Op] = {
         "Send a message; streams SSE (Accept: text/event-stream) or NDJSON",
         "chat",
         "bearer",
-        ok="text/event-stream",
+        ok=TURN,
         body=ChatRequest,
         errors=(*_BODY_ERRORS, 404, 409, 429, 503),
     ),
@@ -153,7 +155,7 @@ OPS: dict[tuple[str, str], Op] = {
         "A new answer to a user message; streams like POST /api/chat",
         "chat",
         "bearer",
-        ok="text/event-stream",
+        ok=TURN,
         body=BranchRequest,
         params=(_ID, _MESSAGE_ID),
         errors=(*_BODY_ERRORS, 404, 409, 429, 503),
@@ -162,7 +164,7 @@ OPS: dict[tuple[str, str], Op] = {
         "A user message's new version (a sibling) and its answer; streams like POST /api/chat",
         "chat",
         "bearer",
-        ok="text/event-stream",
+        ok=TURN,
         body=EditRequest,
         params=(_ID, _MESSAGE_ID),
         errors=(*_BODY_ERRORS, 404, 409, 429, 503),
@@ -171,7 +173,7 @@ OPS: dict[tuple[str, str], Op] = {
         "Continue an answer that stopped early; streams like POST /api/chat",
         "chat",
         "bearer",
-        ok="text/event-stream",
+        ok=TURN,
         body=BranchRequest,
         params=(_ID, _MESSAGE_ID),
         errors=(*_BODY_ERRORS, 404, 409, 429, 503),
@@ -413,7 +415,7 @@ def _operation(method: str, path: str, op: Op, schemas: _Schemas) -> dict[str, A
         responses["302"] = {"description": "Redirect (Location)"}
     elif isinstance(op.ok, type):
         responses["200"] = {"description": "OK", "content": {JSON: {"schema": schemas.ref(op.ok)}}}
-    elif op.ok == "text/event-stream" and (method, path) == ("post", "/api/chat"):
+    elif op.ok == TURN:
         responses["200"] = {
             "description": "The turn's events",
             "content": {"text/event-stream": {}, "application/x-ndjson": {}},
