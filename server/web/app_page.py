@@ -1,6 +1,7 @@
 """``GET /app``: the web chat page — static files, no build step, no CDN.
 
-The page (``server/web/app/``: ``index.html``, ``app.js``, ``app.css``) speaks only the
+The page (``server/web/app/``: ``index.html``, ``app.css`` and the ES modules ``app.js``,
+``branches.js`` (the conversation-branch controls) and ``dom.js``) speaks only the
 public API of the contract (REST and ``/api/ws``) with the session cookie. The one thing
 rendered on the server is which sign-in methods exist (two ``data-`` attributes on
 ``<body>``), since no public endpoint says whether GitHub is configured.
@@ -35,6 +36,8 @@ _SECURITY = {
 #: The page's assets, by file name; nothing else under ``/app/`` is served.
 ASSETS = {
     "app.js": "text/javascript",
+    "branches.js": "text/javascript",
+    "dom.js": "text/javascript",
     "app.css": "text/css",
 }
 

@@ -1,9 +1,16 @@
 // Cero web app: plain ES module, no build step, no dependencies. It speaks only the public
 // API (REST + /api/ws) with the session cookie. Every text from the server is put in the
 // DOM with textContent / createElement, never innerHTML, so an answer cannot run anything.
+// The branch controls (regenerate, edit, continue, the version switcher) are drawn by
+// branches.js; this module sends their commands and follows their events.
 "use strict";
 
-const $ = (id) => document.getElementById(id);
+import { $, el } from "./dom.js";
+import {
+  actionBar, closeEditor, editorSending, openDraft, rememberFocus, restoreFocus, siblingsOf, startEdit,
+  syncActions, wireActions,
+} from "./branches.js";
+
 const PAGE_SIZE = 20;
 const MAX_BACKOFF_MS = 10000;
 const HEARTBEAT_MS = 15000;
@@ -22,17 +29,28 @@ const state = {
   asked: [], // types of the frames sent on this socket and not answered yet
   attempt: 0,
   reconnectTimer: null,
-  queue: [], // sends not yet acknowledged, oldest first: {frame, el, inFlight}
+  // Frames not yet acknowledged, oldest first: {frame, el, inFlight, newChat, hooks}. Sends,
+  // and the branch commands (regenerate, edit, continue, switch), which are re-sent after a
+  // reconnect like a send (with the same clientMessageId) and answered in order.
+  queue: [],
   texts: new Map(), // assistant messageId -> text so far
   streaming: null, // {messageId, generationId} of the answer streaming in convId
   stale: false, // a refetch failed: reload over REST at the next connection
-  resetting: false, // refetching over REST after `reset`; live events wait in `held`
+  resetting: false, // refetching over REST (`reset`, `branch`); live events wait in `held`
+  reloads: 0, // counts those refetches: only the latest one ends the wait
   held: [],
   renderQueued: new Set(),
   // Joining a streaming answer: messageId -> length of the REST text shown, which its
   // replay (from `init`, after the message's resumeCursor) replaces once it caught up.
   joining: new Map(),
+  // The shown path could not be updated in place from the events (a message it does not
+  // show): refetch it over REST when the generation running now ends.
+  refetchAfter: false,
+  editFocus: null, // the clientMessageId of an edit sent from this page, until it is shown
 };
+
+// The frames that are queued until acknowledged, and the name of each in a refusal.
+const COMMANDS = { send: "Send", regenerate: "Regenerate", edit: "Edit", continue: "Continue", switch: "Switching versions" };
 
 // ---------- REST ----------
 
@@ -62,21 +80,6 @@ async function api(method, path, body) {
 }
 
 // ---------- small DOM helpers ----------
-
-function el(tag, attrs, ...children) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(attrs || {})) {
-    if (key === "class") node.className = value;
-    else if (key === "text") node.textContent = value;
-    else node.setAttribute(key, value);
-  }
-  for (const child of children) {
-    if (child !== null && child !== undefined) {
-      node.append(typeof child === "string" ? document.createTextNode(child) : child);
-    }
-  }
-  return node;
-}
 
 function notice(text) {
   const box = $("notice");
@@ -152,7 +155,8 @@ function messageEl(id) {
   return id ? $("messages").querySelector(`[data-id="${CSS.escape(id)}"]`) : null;
 }
 
-function addMessage({ id, role, content, status, aiModel, clientMessageId }) {
+// Each message is a `.turn`: its <article> (what it says) and its action bar (branches.js).
+function addMessage({ id, role, content, status, aiModel, clientMessageId, parentId, siblingIds, finishReason }) {
   const node = el(
     "article",
     { class: `msg ${role}`, "aria-label": role === "user" ? "You" : "Cero" },
@@ -164,12 +168,64 @@ function addMessage({ id, role, content, status, aiModel, clientMessageId }) {
   );
   if (id) node.dataset.id = id;
   if (clientMessageId) node.dataset.client = clientMessageId;
-  $("messages").append(node);
+  if (finishReason) node.dataset.finish = finishReason;
+  setTree(node, parentId, siblingIds);
+  const turn = el("div", { class: `turn ${role}` }, node, actionBar(role));
+  $("messages").append(turn);
   if (role === "assistant") state.texts.set(id, content || "");
   setBody(node, content || "", role);
   setStatus(node, status, aiModel);
-  node.scrollIntoView({ block: "end" });
+  turn.scrollIntoView({ block: "end" });
   return node;
+}
+
+function turnOf(node) {
+  return node ? node.closest(".turn") : null;
+}
+
+// Where a message hangs in the conversation's tree (absent from servers without branches).
+function setTree(node, parentId, siblingIds) {
+  if (parentId !== undefined) node.dataset.parent = parentId === null ? "" : parentId;
+  if (Array.isArray(siblingIds) && siblingIds.length) node.dataset.siblings = JSON.stringify(siblingIds);
+}
+
+// The last stored message shown (the active leaf), skipping own sends not stored yet.
+function lastStored() {
+  const stored = $("messages").querySelectorAll(":scope > .turn > article[data-id]");
+  return stored.length ? stored[stored.length - 1] : null;
+}
+
+// A new branch replaces the path below `turn` (null: the whole path); sends of this page
+// that are not stored yet stay.
+function dropAfter(turn) {
+  let next = turn ? turn.nextElementSibling : $("messages").firstElementChild;
+  while (next) {
+    const after = next.nextElementSibling;
+    const id = next.querySelector("article").dataset.id;
+    if (id) {
+      state.texts.delete(id);
+      state.joining.delete(id);
+      next.remove();
+    }
+    next = after;
+  }
+}
+
+// The controls ask the server for nothing while it answers, or while a frame of this
+// conversation waits for its answer (the server would refuse with conversation_busy).
+function isBusy() {
+  if (state.streaming || !state.convId) return true;
+  return state.queue.some((e) => !e.frame.conversationId || e.frame.conversationId === state.convId);
+}
+
+let syncQueued = false;
+function syncControls() {
+  if (syncQueued) return;
+  syncQueued = true;
+  queueMicrotask(() => {
+    syncQueued = false;
+    syncActions($("messages"), isBusy());
+  });
 }
 
 function setBody(node, text, role) {
@@ -185,6 +241,7 @@ function setStatus(node, status, aiModel) {
   if (node.dataset.model) parts.push(node.dataset.model);
   if (words[status]) parts.push(words[status]);
   node.querySelector(".meta").textContent = parts.join(" · ");
+  syncControls();
 }
 
 function renderText(messageId) {
@@ -249,6 +306,7 @@ function setStreaming(value) {
   state.streaming = value;
   $("stop").hidden = !value;
   $("stop").disabled = false;
+  syncControls();
 }
 
 function renderStored(message) {
@@ -286,9 +344,56 @@ async function loadMessages(id) {
     }
   }
   for (const { frame, el: node } of state.queue) {
-    if (frame.conversationId === id && node) $("messages").append(node);
+    if (frame.conversationId === id && node) $("messages").append(turnOf(node));
   }
+  syncControls();
   return resume;
+}
+
+// Refetch the active path over REST, live events held meanwhile and applied after (a
+// `branch` event, or a path the events could not update in place). Called only when no
+// generation runs: an answer streaming in the refetched path started after this point, so
+// its `init` is among the held or later events and replays it whole (as when joining).
+async function refetchPath() {
+  const id = state.convId;
+  if (!id) return;
+  const box = $("messages");
+  const focus = rememberFocus(box);
+  const draft = openDraft(box);
+  const reload = ++state.reloads;
+  state.resetting = true;
+  state.held = [];
+  try {
+    await loadMessages(id);
+  } catch {
+    if (reload !== state.reloads) return;
+    state.resetting = false;
+    state.held = [];
+    state.stale = true;
+    dropSocket();
+    return;
+  }
+  if (state.convId !== id || reload !== state.reloads) return; // a later refetch took over
+  for (const node of box.querySelectorAll('article.assistant[data-status="streaming"]')) {
+    if (!state.joining.has(node.dataset.id)) state.joining.set(node.dataset.id, (state.texts.get(node.dataset.id) || "").length);
+  }
+  state.resetting = false;
+  syncActions(box, isBusy());
+  if (draft && messageEl(draft.id)) startEdit(messageEl(draft.id), draft.text);
+  else restoreFocus(box, focus);
+  applyHeld(null);
+}
+
+// Apply the events held during a refetch, in order; `skip(ev)`: pass over it (its cursor
+// counts). One of them may start another refetch: the rest are held for that one.
+function applyHeld(skip) {
+  const held = state.held;
+  state.held = [];
+  for (const ev of held) {
+    if (state.resetting) state.held.push(ev);
+    else if (skip && skip(ev)) state.cursor = { epoch: ev.epoch, seq: ev.seq };
+    else applyEvent(ev);
+  }
 }
 
 // ---------- live events ----------
@@ -306,23 +411,35 @@ function applyEvent(ev) {
       const mine = key ? $("messages").querySelector(`[data-client="${CSS.escape(key)}"]`) : null;
       if (mine) {
         mine.dataset.id = m.id;
+        setTree(mine, m.parentId, [m.id]);
         setStatus(mine, "complete");
-      } else addMessage(m);
+      } else addUserMessage(m);
       touchConversation(ev.conversationId);
       break;
     }
     case "init": {
       const joined = messageEl(ev.messageId);
-      if (!joined) {
-        addMessage({ id: ev.messageId, role: "assistant", content: "", status: "streaming", aiModel: ev.aiModel });
-      } else if (state.joining.has(ev.messageId)) {
-        // The replay of an answer shown over REST: it starts again from here.
-        state.texts.set(ev.messageId, "");
-        joined.querySelector(".tools-steps").replaceChildren();
-      }
+      if (joined) {
+        if (state.joining.has(ev.messageId) || ev.action === "continue") {
+          // The replay of an answer shown over REST, or a stored answer continued (whose
+          // first token carries its whole text so far): its text starts again from here,
+          // and the text shown stays until the new one has caught up with it.
+          if (!state.joining.has(ev.messageId)) state.joining.set(ev.messageId, (state.texts.get(ev.messageId) || "").length);
+          state.texts.set(ev.messageId, "");
+          if (ev.action !== "continue") joined.querySelector(".tools-steps").replaceChildren();
+        }
+        if (ev.action === "continue") {
+          delete joined.dataset.finish;
+          setStatus(joined, "streaming", ev.aiModel);
+        }
+      } else addAnswer(ev);
       setStreaming({ messageId: ev.messageId, generationId: ev.generationId });
       break;
     }
+    case "branch":
+      // Another version was chosen (here or on another device): show the new active path.
+      if (!lastStored() || lastStored().dataset.id !== ev.activeLeafId) refetchPath();
+      break;
     case "token": {
       if (!messageEl(ev.messageId)) {
         addMessage({ id: ev.messageId, role: "assistant", content: "", status: "streaming" });
@@ -350,6 +467,46 @@ function applyEvent(ev) {
   }
 }
 
+// A user message from an event: the next one on the path, or (an edit) a new version of
+// one shown, which replaces the path below its parent.
+function addUserMessage(m) {
+  const last = lastStored();
+  if (m.parentId === undefined || m.parentId === (last ? last.dataset.id : null)) {
+    addMessage({ ...m, siblingIds: [m.id] });
+    return;
+  }
+  const parent = m.parentId === null ? null : messageEl(m.parentId);
+  if (m.parentId !== null && !parent) {
+    state.refetchAfter = true; // hangs from a message not shown: show it, refetch later
+    addMessage(m);
+    return;
+  }
+  const below = parent ? turnOf(parent).nextElementSibling : $("messages").firstElementChild;
+  const old = below ? below.querySelector("article.user[data-id]") : null;
+  const ids = old ? siblingsOf(old).ids.filter((id) => id !== m.id) : [];
+  dropAfter(turnOf(parent));
+  addMessage({ ...m, siblingIds: [...ids, m.id] });
+  if (m.clientMessageId && m.clientMessageId === state.editFocus) focusNewVersion(m.id);
+}
+
+// A new answer (`init`): after its user message; a regenerated one replaces the answer
+// shown there and becomes its newest version.
+function addAnswer(ev) {
+  const answer = { id: ev.messageId, role: "assistant", content: "", status: "streaming", aiModel: ev.aiModel };
+  const user = messageEl(ev.userMessageId);
+  if (user && ev.action === "regenerate") {
+    const next = turnOf(user).nextElementSibling;
+    const old = next ? next.querySelector("article.assistant[data-id]") : null;
+    if (!old) state.refetchAfter = true; // its other versions are not shown: refetch later
+    const ids = old ? siblingsOf(old).ids.filter((id) => id !== ev.messageId) : [];
+    dropAfter(turnOf(user));
+    addMessage({ ...answer, parentId: ev.userMessageId, siblingIds: [...ids, ev.messageId] });
+    return;
+  }
+  if (ev.userMessageId && (!user || lastStored() !== user)) state.refetchAfter = true;
+  addMessage({ ...answer, parentId: ev.userMessageId, siblingIds: [ev.messageId] });
+}
+
 function finish(ev) {
   state.joining.delete(ev.messageId);
   let node = messageEl(ev.messageId);
@@ -362,12 +519,17 @@ function finish(ev) {
     const text = state.texts.get(ev.messageId) || "";
     setBody(node, text, "assistant");
     node.dataset.text = text;
+    if (ev.type === "done" && ev.finishReason) node.dataset.finish = ev.finishReason;
     const status = { done: "complete", cancelled: "cancelled", error: "error" }[ev.type];
     setStatus(node, status);
     if (ev.type === "done") setCitations(node, ev.citations);
     if (ev.type === "error") node.querySelector(".sources").textContent = ev.error || "The answer failed.";
   }
   setStreaming(null);
+  if (state.refetchAfter) {
+    state.refetchAfter = false;
+    refetchPath();
+  }
 }
 
 function showPresence(viewers) {
@@ -403,11 +565,13 @@ function onFrame(frame) {
 async function onReset(frame) {
   // The cursor cannot be replayed: refetch over REST, then go on live from frame.seq + 1.
   state.cursor = { epoch: frame.epoch, seq: frame.seq };
+  const reload = ++state.reloads;
   state.resetting = true;
   state.held = [];
   try {
     await loadMessages(state.convId);
   } catch {
+    if (reload !== state.reloads) return;
     // Not refetched (the network went again): start over at the next connection.
     state.resetting = false;
     state.held = [];
@@ -415,18 +579,11 @@ async function onReset(frame) {
     dropSocket();
     return;
   }
+  if (reload !== state.reloads) return; // a later refetch took over
   state.resetting = false;
-  const held = state.held;
-  state.held = [];
-  for (const ev of held) {
-    // Text streamed before the refetch is in the REST snapshot already: skip tokens of an
-    // answer that was streaming (its `done` carries the whole text).
-    if (ev.type === "token" && state.texts.has(ev.messageId)) {
-      state.cursor = { epoch: ev.epoch, seq: ev.seq };
-      continue;
-    }
-    applyEvent(ev);
-  }
+  // Text streamed before the refetch is in the REST snapshot already: skip tokens of an
+  // answer that was streaming (its `done` carries the whole text).
+  applyHeld((ev) => ev.type === "token" && state.texts.has(ev.messageId));
 }
 
 // The server answers every frame, in order: `subscribed` or `ack` (naming what it answers)
@@ -441,10 +598,17 @@ function answered(type) {
 
 function onAck(frame) {
   answered(frame.of);
-  if (frame.of !== "send") return;
-  const entry = state.queue.find((e) => e.inFlight);
+  if (!COMMANDS[frame.of]) return;
+  const entry = state.queue.find((e) => e.inFlight && e.frame.type === frame.of);
   if (!entry) return;
   state.queue.splice(state.queue.indexOf(entry), 1);
+  syncControls();
+  if (frame.of !== "send") {
+    // A branch command was taken; its events (or, for a switch, `branch`) show the result.
+    if (entry.hooks && entry.hooks.ack) entry.hooks.ack(frame);
+    flushQueue();
+    return;
+  }
   const fresh = !entry.frame.conversationId;
   if (entry.el) {
     entry.el.dataset.id = frame.userMessageId;
@@ -477,10 +641,10 @@ function onAck(frame) {
 
 function onFault(frame) {
   const type = answered(null);
-  if (type === "send") {
-    const entry = state.queue.find((e) => e.inFlight);
+  if (COMMANDS[type]) {
+    const entry = state.queue.find((e) => e.inFlight && e.frame.type === type);
     if (entry && frame.code === "rate_limited" && frame.retryAfter) {
-      entry.inFlight = false; // the same send, with the same key, once the limit allows
+      entry.inFlight = false; // the same frame, with the same key, once the limit allows
       setTimeout(flushQueue, Number(frame.retryAfter) * 1000);
       notice(`${frame.error} Retrying in ${frame.retryAfter} s.`);
       return;
@@ -488,8 +652,12 @@ function onFault(frame) {
     if (entry) {
       state.queue.splice(state.queue.indexOf(entry), 1);
       if (entry.el) setStatus(entry.el, "error");
+      if (entry.hooks && entry.hooks.fault) entry.hooks.fault(frame);
     }
-    notice(frame.code === "conversation_busy" ? "Cero is still answering: wait for it, or press Stop." : frame.error || frame.code);
+    const why = frame.error || frame.code;
+    if (frame.code === "conversation_busy") notice("Cero is still answering: wait for it, or press Stop.");
+    else notice(type === "send" ? why : `${COMMANDS[type]} refused: ${why}`);
+    syncControls();
     flushQueue();
     return;
   }
@@ -687,6 +855,7 @@ async function openConversation(id) {
   state.cursor = null;
   state.stale = false;
   state.resetting = false;
+  state.reloads += 1; // a refetch of the conversation left behind ends nothing
   state.held = [];
   notice("");
   showPresence(0);
@@ -752,6 +921,58 @@ function send(text) {
   flushQueue();
   if (!state.wsReady) setConn(navigator.onLine ? "reconnecting…" : "offline — will send when back", "bad");
 }
+
+function modelChoice() {
+  const choice = { aiModel: $("model").value };
+  const tools = selectedTools();
+  if (tools.length) choice.tools = tools;
+  return choice;
+}
+
+// A branch command on a message of the open conversation, queued like a send.
+function branchCommand(type, messageId, body, hooks) {
+  if (!state.convId) return;
+  const frame = { type, conversationId: state.convId, messageId, ...body };
+  if (type !== "switch") frame.clientMessageId = randomId();
+  state.queue.push({ frame, el: null, inFlight: false, newChat: null, hooks: hooks || null });
+  notice("");
+  flushQueue();
+  syncControls();
+  if (!state.wsReady) setConn(navigator.onLine ? "reconnecting…" : "offline — will send when back", "bad");
+  return frame;
+}
+
+// The editor went away with the old version of an edited message: a focus it left on
+// nothing goes to the new version's Edit button (once shown: its ack and its `message`
+// event come in either order).
+function focusNewVersion(id) {
+  const node = messageEl(id);
+  if (!node) return;
+  state.editFocus = null;
+  if (!document.activeElement || document.activeElement === document.body) {
+    turnOf(node).querySelector('[data-action="edit"]').focus();
+  }
+}
+
+const branchCommands = {
+  regenerate: (id) => branchCommand("regenerate", id, modelChoice()),
+  // The model that wrote the answer carries on (the server's default for a continue).
+  continue: (id) => branchCommand("continue", id, {}),
+  switch: (id) => branchCommand("switch", id, {}),
+  edit: (id, text, article) => {
+    const frame = branchCommand("edit", id, { message: text, ...modelChoice() }, {
+      ack: (ack) => {
+        closeEditor(article, false);
+        if (state.editFocus) focusNewVersion(ack.userMessageId);
+      },
+      fault: () => {
+        state.editFocus = null;
+        editorSending(article, false);
+      },
+    });
+    state.editFocus = frame ? frame.clientMessageId : null;
+  },
+};
 
 function fillModels() {
   const select = $("model");
@@ -848,6 +1069,7 @@ function closeSidebar() {
 }
 
 function wire() {
+  wireActions($("messages"), branchCommands);
   $("composer").addEventListener("submit", (event) => {
     event.preventDefault();
     const text = $("input").value.trim();
