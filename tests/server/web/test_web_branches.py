@@ -23,8 +23,8 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from server.auth.keys import LOCAL
-from server.core.app_keys import SESSIONS
+from server.auth.local import LOCAL
+from server.auth.sessions import SESSIONS
 from standins.gemini import Script
 from tests.conftest import IN_CI, live_with_gemini
 from tests.live_clients import post_chat
