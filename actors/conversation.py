@@ -6,7 +6,7 @@ each other. It owns the conversation's context (the history cache), its log (the
 presence, idempotent retries and when a generation starts and stops; what a generation
 does once started is :mod:`actors.generation`.
 
-Why one module of ~600 lines: it is one state machine, the mailbox and the state only the
+Why one module of ~690 lines: it is one state machine, the mailbox and the state only the
 mailbox may touch (the context cache, the running generation); presence is
 :mod:`actors.presence`, where a retried send finds its turn in the log
 :mod:`actors.retries`, the generation :mod:`actors.generation`, and what is left would
@@ -39,10 +39,8 @@ from actors.mailbox import (
     Cancel,
     Command,
     ConversationBusy,
-    InvalidTarget,
     MessageNotFound,
     ModelSpec,
-    NotContinuable,
     ResumeAt,
     Send,
     Slot,
@@ -58,6 +56,7 @@ from actors.retries import RecentGenerations
 from actors.store import ContinuedGeneration, ConversationStore, NewGeneration, StoredMessage
 from actors.telemetry import GenerationTelemetry
 from actors.tree import ConversationTree
+from actors.turn_plan import TurnPlan, plan_turn
 
 log = structlog.get_logger(__name__)
 
@@ -401,7 +400,7 @@ class ConversationActor:
         tree = await self._tree_cache()
         if timing is not None:
             timing.span("history", loading)
-        plan = _plan(tree, action, target, message)
+        plan = plan_turn(tree, action, target, message)
         generation_id = opaque_id()
         # The model request goes out while the turn is committed: the upstream's latency
         # overlaps the database's. Nothing is published before the commit, and tokens
@@ -611,7 +610,7 @@ class ConversationActor:
 
     async def _commit_turn(
         self,
-        plan: _Plan,
+        plan: TurnPlan,
         message: str,
         generation_id: str,
         client_message_id: str | None,
@@ -687,64 +686,6 @@ class ConversationActor:
                 await asyncio.shield(generation.task)
         if not self.hub.closed:
             self.hub.close()
-
-
-@dataclass(slots=True)
-class _Plan:
-    """Where a send's turn goes in the tree."""
-
-    #: The messages the model sees before the new turn (the active path up to it).
-    context: list[StoredMessage]
-    #: The new user message's parent (send, edit).
-    parent_id: str | None = None
-    #: Regenerate: the existing user message the new answer answers.
-    answers: StoredMessage | None = None
-    #: Continue: the answer that goes on, and the user message it answers.
-    continued: StoredMessage | None = None
-    user: StoredMessage | None = None
-
-
-#: How an answer may have ended for a continue to carry it on.
-_CONTINUABLE = frozenset({"cancelled", "interrupted"})
-
-
-def _plan(tree: ConversationTree, action: Action, target: str | None, message: str) -> _Plan:
-    """Where ``action`` puts the turn; raises :class:`MessageNotFound`,
-    :class:`InvalidTarget` or :class:`NotContinuable` for a target it cannot use."""
-    if action == "send":
-        return _Plan(tree.path(), parent_id=tree.leaf)
-    found = tree.get(target) if target is not None else None
-    if found is None:
-        raise MessageNotFound(str(target))
-    match action:
-        case "edit":
-            if found.role != "user":
-                raise InvalidTarget("an edit names a user message")
-            context = tree.path(found.parent_id) if found.parent_id is not None else []
-            return _Plan(context, parent_id=found.parent_id)
-        case "regenerate":
-            user = found
-            if found.role == "assistant":
-                parent = tree.get(found.parent_id) if found.parent_id is not None else None
-                if parent is None or parent.role != "user":
-                    raise InvalidTarget("this answer answers no user message")
-                user = parent
-            context = tree.path(user.id)
-            return _Plan(context[:-1], answers=user)
-        case _:  # continue
-            parent = tree.get(found.parent_id) if found.parent_id is not None else None
-            stopped_early = found.status in _CONTINUABLE or (
-                found.status == "complete" and found.finish_reason == "MAX_TOKENS"
-            )
-            if (
-                found.role != "assistant"
-                or not tree.is_leaf(found.id)
-                or not stopped_early
-                or parent is None
-            ):
-                raise NotContinuable(found.id)
-            context = tree.path(parent.id)
-            return _Plan(context, continued=found, user=parent)
 
 
 __all__ = [

@@ -5,6 +5,10 @@ asyncio) and the bare baselines (``bench.baseline_ws`` / ``bench.baseline_sse``)
 processes, drives them with client processes (``bench.clients``), prints a table and writes
 ``bench/results/<UTC time>.json``, ``.md`` and ``.png``. Everything it starts is stopped on
 exit, Ctrl-C or error. See ``bench/README.md``.
+
+Why one module of ~640 lines: it is the command line and the run's orchestration (the
+order scenarios start and stop their processes in, and what a failed one leaves); the
+scenarios and the report are modules of their own.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ The ``bind_*`` methods read the components they meter through small protocols de
 here (:class:`AdmissionReadings`, :class:`WriterHooks`, :class:`Pending`): the limits and
 the storage are siblings of ``ops`` in the layers, so this module names none of their types.
 
-Why one module of ~500 lines: every family the server exposes is declared here, beside the
+Why one module of ~570 lines: every family the server exposes is declared here, beside the
 hooks that feed it, so that the catalog (docs and its test) matches one file.
 """
 

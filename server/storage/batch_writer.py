@@ -20,7 +20,7 @@ time, so one bad row (a duplicate idempotency key) fails only its own caller.
 Every wait is bounded by ``timeout`` (``CERO_DB_WRITE_TIMEOUT``): past it the caller gets
 :class:`~actors.store.StoreUnavailable` (``503 not_ready`` on HTTP) instead of a hang.
 
-Why one module of ~600 lines: the queue, the batch's statements and the three ways a batch
+Why one module of ~730 lines: the queue, the batch's statements and the three ways a batch
 reaches the disk (SQLite on the loop for a small batch with the lock free, SQLite in the
 writer thread, PostgreSQL on the writer's connection) share one invariant — every caller is
 resolved exactly once, after its commit or with its error, in queue order — and the
