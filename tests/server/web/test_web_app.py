@@ -12,6 +12,7 @@ where they fail (``.ci/run`` installs Debian's ``chromium``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import os
@@ -78,12 +79,13 @@ class Env:
     user_id: str = ""
 
 
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
+@contextlib.asynccontextmanager
+async def browser_env(tmp_path_factory: pytest.TempPathFactory, name: str) -> AsyncIterator[Env]:
+    """The app on a fresh SQLite file with the Gemini stand-in, and Debian's Chromium."""
     _require_browser()
     expect.set_options(timeout=15_000)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    db_path = tmp_path_factory.mktemp("web") / "cero.db"
+    db_path = tmp_path_factory.mktemp(name) / "cero.db"
     async with (
         live_with_gemini(f"sqlite:///{db_path}") as (live, fake),
         async_playwright() as p,
@@ -95,6 +97,12 @@ async def env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
             yield Env(live=live, fake=fake, browser=browser)
         finally:
             await browser.close()
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
+    async with browser_env(tmp_path_factory, "web") as running:
+        yield running
 
 
 async def new_context(env: Env, *, phone: bool = False) -> BrowserContext:

@@ -26,14 +26,12 @@ import pytest_asyncio
 from server.auth.local import LOCAL
 from server.auth.sessions import SESSIONS
 from standins.gemini import Script
-from tests.conftest import IN_CI, live_with_gemini
+from tests.conftest import IN_CI
 from tests.live_clients import post_chat
 from tests.server.web.test_web_app import (
-    CHROMIUM,
-    SCREENSHOTS,
     Devices,
     Env,
-    _require_browser,
+    browser_env,
     conversation_of,
     last_answer,
     new_context,
@@ -45,7 +43,7 @@ from tests.server.web.test_web_app import (
 )
 
 try:
-    from playwright.async_api import Locator, Page, WebSocketRoute, async_playwright, expect
+    from playwright.async_api import Locator, Page, WebSocketRoute, expect
 except ImportError:  # pragma: no cover - the dev dependencies include playwright
     if IN_CI:
         raise
@@ -56,21 +54,8 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
-    _require_browser()
-    expect.set_options(timeout=15_000)
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    db_path = tmp_path_factory.mktemp("branches") / "cero.db"
-    async with (
-        live_with_gemini(f"sqlite:///{db_path}") as (live, fake),
-        async_playwright() as p,
-    ):
-        browser = await p.chromium.launch(
-            executable_path=CHROMIUM, args=["--headless=new", "--no-sandbox", "--disable-gpu"]
-        )
-        try:
-            yield Env(live=live, fake=fake, browser=browser)
-        finally:
-            await browser.close()
+    async with browser_env(tmp_path_factory, "branches") as running:
+        yield running
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
