@@ -104,8 +104,22 @@ def test_empty_assistant_turns_are_skipped() -> None:
 
 
 def test_history_must_end_with_user() -> None:
-    with pytest.raises(ValueError, match="user message"):
-        build([ChatTurn("user", "q"), ChatTurn("assistant", "a")])
+    """The new user message last, or (to continue an answer) that message and the answer
+    so far: nothing else."""
+    for history in (
+        [ChatTurn("assistant", "a")],
+        [ChatTurn("user", "q"), ChatTurn("assistant", "a"), ChatTurn("assistant", "b")],
+    ):
+        with pytest.raises(ValueError, match="user message"):
+            build(history)
+
+
+def test_a_continue_keeps_the_answer_so_far_last() -> None:
+    request = build([*conversation(9), ChatTurn("user", "q"), ChatTurn("assistant", "so far")])
+    assert [(t.role, t.content) for t in request.contents[-2:]] == [
+        ("user", "q"),
+        ("assistant", "so far"),
+    ]
 
 
 def test_tools_and_model_are_carried() -> None:

@@ -64,6 +64,7 @@ class Row:
 
 
 CONV = "/api/conversations/{id}"
+MSG = CONV + "/messages/{messageId}"  # a message of that conversation (A's first)
 
 #: Every (method, route) of the app. HEAD rows are the GET rows.
 TABLE: dict[tuple[str, str], Row] = {
@@ -128,6 +129,11 @@ TABLE: dict[tuple[str, str], Row] = {
     ("DELETE", CONV): Row("user", owned="conversation"),
     ("POST", CONV + "/cancel"): Row("user", owned="conversation", body={}),
     ("GET", CONV + "/events"): Row("user", owned="conversation"),
+    ("GET", CONV + "/tree"): Row("user", owned="conversation"),
+    ("POST", MSG + "/regenerate"): Row("user", owned="conversation", body={}),
+    ("POST", MSG + "/edit"): Row("user", owned="conversation", body={"message": "taken"}),
+    ("POST", MSG + "/continue"): Row("user", owned="conversation", body={}),
+    ("POST", MSG + "/switch"): Row("user", owned="conversation", body={}),
     ("GET", "/api/ws"): Row("user"),  # the handshake; commands below
 }
 
@@ -137,6 +143,7 @@ WS_COMMANDS: dict[str, dict[str, Any]] = {
     "unsubscribe": {"type": "unsubscribe", "conversationId": "$conv"},
     "send": {"type": "send", "message": "hi", "conversationId": "$conv", "aiModel": "demo"},
     "cancel": {"type": "cancel", "conversationId": "$conv"},
+    "switch": {"type": "switch", "conversationId": "$conv", "messageId": "$msg"},
     "ping": {"type": "ping"},
 }
 
@@ -147,6 +154,7 @@ class World:
     a_token: str
     b_token: str
     a_conv: str
+    a_msg: str  # A's first message
     a_session: str
     a_code: str  # a device user code claimed by A
 
@@ -168,7 +176,11 @@ def _fill(value: Any, target: dict[str, str]) -> Any:
 
 
 def _path(route: str, target: dict[str, str]) -> str:
-    return route.replace("{id}", target["conv"]).replace("{name}", "app.js")
+    return (
+        route.replace("{id}", target["conv"])
+        .replace("{messageId}", target["msg"])
+        .replace("{name}", "app.js")
+    )
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
@@ -182,6 +194,7 @@ async def world(database_url: str) -> AsyncIterator[World]:
             lines = await chat(http, live.url, a_token, message="mine", aiModel="demo")
             assert lines[-1]["topic"] == "done", lines[-1]
             a_conv = lines[0]["data"]["conversationId"]
+            a_msg = lines[0]["data"]["userMessageId"]
             async with http.get(
                 live.url + "/api/auth/list-sessions", headers=bearer(a_token)
             ) as resp:
@@ -193,7 +206,7 @@ async def world(database_url: str) -> AsyncIterator[World]:
                 headers={**bearer(a_token), **fresh_ip()},
             ) as resp:
                 assert resp.status == 200 and "client_id" in await resp.json()
-        yield World(live, a_token, b_token, a_conv, a_session, code)
+        yield World(live, a_token, b_token, a_conv, a_msg, a_session, code)
 
 
 async def _dead_tokens(http: aiohttp.ClientSession, live: Live) -> dict[str, str]:
@@ -244,8 +257,8 @@ async def _call(
 
 
 def _targets(w: World) -> tuple[dict[str, str], dict[str, str]]:
-    a = {"conv": w.a_conv, "session": w.a_session, "code": w.a_code}
-    missing = {"conv": new_id(), "session": new_id(), "code": "BCDF-GHJK"}
+    a = {"conv": w.a_conv, "msg": w.a_msg, "session": w.a_session, "code": w.a_code}
+    missing = {"conv": new_id(), "msg": new_id(), "session": new_id(), "code": "BCDF-GHJK"}
     return a, missing
 
 
