@@ -376,7 +376,9 @@ class ConversationActor:
         if self._tree is None:
             store = self.deps.store
             messages = await store.history(self.conversation_id)
-            self._tree = ConversationTree(messages, await store.active_leaf(self.conversation_id))
+            # A new conversation has no leaf to ask for (one read less per first send).
+            leaf = await store.active_leaf(self.conversation_id) if messages else None
+            self._tree = ConversationTree(messages, leaf)
         return self._tree
 
     async def _send(
