@@ -258,3 +258,32 @@ async def test_a_retried_regenerate_starts_one_generation(live: Live) -> None:
         ) as resp:
             tree = await resp.json()
         assert len(tree["messages"]) == 3  # one user message, two answers
+
+
+async def test_what_the_original_cero_cli_sees_is_unchanged(live: Live) -> None:
+    """The original Cero CLI (cerocode): POST /api/chat without Accept, NDJSON
+    `{topic, data}` lines with the seed's init fields (no `action`), and the messages list
+    of a conversation that branched is one straight path with every field it reads."""
+    token, _ = await make_user_session("Original CLI")
+    async with aiohttp.ClientSession() as http:
+        lines = await chat(http, live.url, token, message="first", aiModel="demo")
+        init = lines[0]
+        assert init["topic"] == "init"
+        assert set(init["data"]) == {
+            "conversationId",
+            "messageId",
+            "userMessageId",
+            "generationId",
+            "aiModel",
+        }
+        cid, user1 = init["data"]["conversationId"], init["data"]["userMessageId"]
+        status, _ = await _post(http, token, _turn(live, cid, user1, "regenerate"))
+        assert status == 200
+        lines = await chat(http, live.url, token, message="second", conversationId=cid)
+        assert lines[0]["topic"] == "init"
+        assert lines[-1]["topic"] == "done"
+        body = await _messages(http, live, token, cid)
+        assert [m["role"] for m in body["messages"]] == ["user", "assistant"] * 2
+        for message in body["messages"]:
+            assert {"id", "role", "content", "status", "createdAt", "timestamp"} <= set(message)
+        assert body["messages"][-1]["content"] == lines[-1]["data"]["fullText"]
