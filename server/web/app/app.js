@@ -156,11 +156,25 @@ function messageEl(id) {
 }
 
 // Each message is a `.turn`: its <article> (what it says) and its action bar (branches.js).
-function addMessage({ id, role, content, status, aiModel, clientMessageId, parentId, siblingIds, finishReason }) {
+// When a message was written, in the viewer's time zone (HH:MM; the date too when it is
+// not today); the full time in the tooltip.
+function timeEl(iso) {
+  const when = iso ? new Date(iso) : new Date();
+  if (Number.isNaN(when.getTime())) return el("span");
+  const today = new Date().toDateString() === when.toDateString();
+  const options = today
+    ? { hour: "2-digit", minute: "2-digit" }
+    : { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" };
+  const node = el("time", { class: "msg-time", datetime: when.toISOString(), text: when.toLocaleString([], options) });
+  node.title = when.toLocaleString();
+  return node;
+}
+
+function addMessage({ id, role, content, status, aiModel, clientMessageId, parentId, siblingIds, finishReason, createdAt }) {
   const node = el(
     "article",
     { class: `msg ${role}`, "aria-label": role === "user" ? "You" : "Cero" },
-    el("div", { class: "who-line", text: role === "user" ? "You" : "Cero" }),
+    el("div", { class: "who-line" }, el("span", { text: role === "user" ? "You" : "Cero" }), timeEl(createdAt)),
     el("div", { class: "tools-steps" }),
     el("div", { class: "body" }),
     el("div", { class: "sources" }),
@@ -819,9 +833,39 @@ function setTitle(text) {
 
 function conversationItem(c) {
   const link = el("a", { href: `#c=${encodeURIComponent(c.id)}`, class: "conv-link", text: c.shortTitle || "Untitled" });
-  const item = el("li", { "data-conv": c.id }, link);
+  const item = el("li", { "data-conv": c.id, "data-updated": c.updatedAt || "" }, link);
   if (c.id === state.convId) item.classList.add("current");
   return item;
+}
+
+// The list is grouped by when a conversation was last active, in the viewer's time zone:
+// a heading before the first conversation of each group (the list is newest first).
+const GROUPS = ["Today", "Yesterday", "Previous 7 days", "Older"];
+
+function groupOf(iso, now = new Date()) {
+  const when = new Date(iso);
+  if (!iso || Number.isNaN(when.getTime())) return GROUPS[0];
+  const midnight = new Date(now.getFullYear(), now.getMonth(), now.getDate()).getTime();
+  const day = 24 * 60 * 60 * 1000;
+  if (when.getTime() >= midnight) return GROUPS[0];
+  if (when.getTime() >= midnight - day) return GROUPS[1];
+  if (when.getTime() >= midnight - 7 * day) return GROUPS[2];
+  return GROUPS[3];
+}
+
+function regroup() {
+  const list = $("conversations");
+  for (const heading of list.querySelectorAll(":scope > li.conv-group")) heading.remove();
+  let current = null;
+  for (const item of [...list.children]) {
+    const group = groupOf(item.dataset.updated);
+    if (group === current) continue;
+    current = group;
+    list.insertBefore(
+      el("li", { class: "conv-group", role: "heading", "aria-level": "3", text: group }),
+      item,
+    );
+  }
 }
 
 async function loadConversations(more = false) {
@@ -836,15 +880,19 @@ async function loadConversations(more = false) {
   }
   state.nextCursor = data.nextCursor;
   $("more").hidden = !data.nextCursor;
+  regroup();
 }
 
 function touchConversation(id) {
   const item = $("conversations").querySelector(`[data-conv="${CSS.escape(id)}"]`);
-  if (item && item !== $("conversations").firstChild) $("conversations").prepend(item);
+  if (!item) return;
+  item.dataset.updated = new Date().toISOString();
+  $("conversations").prepend(item);
+  regroup();
 }
 
 function markCurrent() {
-  for (const item of $("conversations").children) {
+  for (const item of $("conversations").querySelectorAll(":scope > li[data-conv]")) {
     item.classList.toggle("current", item.dataset.conv === state.convId);
   }
 }
@@ -1137,6 +1185,7 @@ function wire() {
     await api("DELETE", `/api/conversations/${encodeURIComponent(id)}`);
     const item = $("conversations").querySelector(`[data-conv="${CSS.escape(id)}"]`);
     if (item) item.remove();
+    regroup();
     history.pushState(null, "", "#");
     await openConversation(null);
   });

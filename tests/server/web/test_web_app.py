@@ -33,7 +33,7 @@ from standins.gemini import FakeGemini, Script
 from standins.github import FakeGitHub
 from tests.auth_helpers import bearer, codec
 from tests.conftest import IN_CI, Live, live_app, live_with_gemini
-from tests.live_clients import post_chat
+from tests.live_clients import post_chat, read_ndjson
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -332,8 +332,8 @@ async def test_two_devices_join_mid_answer_and_end_with_the_same_text(
     await send(b, "second question from B")
     for page in (a, b):
         await expect(page.locator("article.msg.user")).to_have_count(2)
-        await expect(page.locator("article.msg.user").last).to_have_text(
-            "Yousecond question from B"
+        await expect(page.locator("article.msg.user .body").last).to_have_text(
+            "second question from B"
         )
         await expect(last_answer(page)).to_have_attribute(
             "data-text", "You said: second question from B"
@@ -393,7 +393,7 @@ async def test_offline_mid_answer_resumes_without_duplicates_and_sends_once(
     await expect(answers.nth(-2)).to_have_attribute("data-text", "".join(chunks))
     await expect(answers.nth(-2).locator(".body")).to_have_text("".join(chunks))
     await expect(answers.last).to_have_attribute("data-text", "You said: sent while offline")
-    await expect(b.locator("article.msg.user").last).to_have_text("Yousent while offline")
+    await expect(b.locator("article.msg.user .body").last).to_have_text("sent while offline")
     data = await rest(env, "GET", f"/api/conversations/{conversation_of(a)}/messages")
     contents = [m["content"] for m in data["messages"]]
     assert contents.count("sent while offline") == 1
@@ -415,7 +415,7 @@ async def test_markup_in_a_message_or_an_answer_runs_nothing(env: Env, devices: 
         await expect(last_answer(page)).to_have_attribute("data-status", "complete")
         body = last_answer(page).locator(".body")
         await expect(body).to_have_text("".join(answer))  # shown as text
-        await expect(page.locator("article.msg.user").last).to_have_text("You" + message)
+        await expect(page.locator("article.msg.user .body").last).to_have_text(message)
         await expect(page.locator("#messages img")).to_have_count(0)
         await expect(page.locator("#messages script")).to_have_count(0)
         await expect(page.locator('#messages a[href^="javascript"]')).to_have_count(0)
@@ -531,8 +531,10 @@ async def test_conversation_list_paginates_renames_and_deletes(env: Env, devices
                 await r.read()
     await a.goto("/app")
     await a.reload()
-    items = a.locator("#conversations li")
+    items = a.locator("#conversations li[data-conv]")
     await expect(items).to_have_count(20)
+    # Grouped by when each was last active: all of these today.
+    await expect(a.locator("#conversations li.conv-group")).to_have_text(["Today"])
     await expect(items.first).to_have_text("bulk 20")  # newest first
     await a.locator("#more").click()
     total = len((await rest(env, "GET", "/api/conversations?limit=100"))["conversations"])
@@ -661,7 +663,7 @@ async def test_reconnect_after_a_restart_refetches_on_reset(env: Env, devices: D
     await devices.a_ctx.set_offline(False)
     for page in (a, b):
         await expect(page.locator("#conn")).to_have_text("live")
-        await expect(page.locator("article.msg.user").last).to_have_text("Youwhile A was away")
+        await expect(page.locator("article.msg.user .body").last).to_have_text("while A was away")
         await expect(last_answer(page)).to_have_attribute("data-text", "You said: while A was away")
     data = await rest(env, "GET", f"/api/conversations/{conv}/messages")
     for page in (a, b):
@@ -669,6 +671,53 @@ async def test_reconnect_after_a_restart_refetches_on_reset(env: Env, devices: D
     # Live again after the reset: B sends, A sees it.
     await send(b, "after the reset")
     await expect(last_answer(a)).to_have_attribute("data-text", "You said: after the reset")
+
+
+async def test_the_list_is_grouped_by_date_and_messages_show_their_time(
+    env: Env, devices: Devices
+) -> None:
+    """The list's headings (Today, Yesterday, Previous 7 days, Older) follow each
+    conversation's `updatedAt` in the browser's time zone; every message shows its time."""
+    from datetime import UTC, datetime, timedelta
+
+    from server.storage.tables import Conversation
+
+    a = devices.a
+    ages = {"two days ago": timedelta(days=2), "last month": timedelta(days=40)}
+    for title, age in ages.items():
+        async with aiohttp.ClientSession() as http:
+            async with post_chat(http, env.live.url, env.token, message=title) as r:
+                assert r.status == 200
+                cid = (await read_ndjson(r))[0]["data"]["conversationId"]
+        await (
+            Conversation.update({Conversation.updated_at: datetime.now(UTC) - age})
+            .where(Conversation.id == cid)
+            .run()
+        )
+    await a.goto("/app")
+    await a.reload()
+    items = a.locator("#conversations li[data-conv]")
+    total = len((await rest(env, "GET", "/api/conversations?limit=100"))["conversations"])
+    await expect(items.first).to_be_visible()
+    if await a.locator("#more").is_visible():
+        await a.locator("#more").click()
+    await expect(items).to_have_count(total)
+    headings = a.locator("#conversations li.conv-group")
+    await expect(headings.first).to_have_text("Today")
+    await expect(headings.last).to_have_text("Older")
+    texts = await headings.all_text_contents()
+    assert texts == ["Today", "Previous 7 days", "Older"], texts
+    older = a.locator("#conversations li.conv-group", has_text="Older")
+    follows = older.locator("xpath=following-sibling::li[1]")
+    await expect(follows).to_have_text("last month")
+
+    await follows.locator("a").click()
+    time = a.locator("article.msg.user time.msg-time").first
+    await expect(time).to_have_count(1)
+    stamp = await time.get_attribute("datetime")
+    assert stamp is not None and stamp.endswith("Z")
+    shown = (await time.text_content() or "").strip()
+    assert re.fullmatch(r"\d\d?:\d\d(\s?[AP]M)?", shown), shown  # today: the time only
 
 
 async def test_sessions_revoke_and_sign_out(env: Env, devices: Devices) -> None:
