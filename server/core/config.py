@@ -108,7 +108,7 @@ class Settings(BaseSettings):
     max_import_conversations: int = Field(
         1000, validation_alias="CERO_MAX_IMPORT_CONVERSATIONS", ge=1
     )
-    max_import_messages: int = Field(50_000, validation_alias="CERO_MAX_IMPORT_MESSAGES", ge=1)
+    max_import_messages: int = Field(20_000, validation_alias="CERO_MAX_IMPORT_MESSAGES", ge=1)
     header_timeout: float = Field(10.0, validation_alias="CERO_HEADER_TIMEOUT", gt=0, le=300)
     keepalive_timeout: float = Field(15.0, validation_alias="CERO_KEEPALIVE_TIMEOUT", gt=0, le=3600)
     #: A request body must arrive whole within this many seconds of the end of its head...

@@ -54,7 +54,8 @@ def trees(draw: st.DrawFn) -> dict[str, Any]:
     for _ in range(count - 1):
         users = [i for i, m in enumerate(messages) if m["role"] == "user"]
         answers = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
-        if answers and draw(st.booleans()):
+        user_next: bool = draw(st.booleans())
+        if answers and user_next:
             parent = draw(st.sampled_from([None, *answers]))
             messages.append({"role": "user", "parent": parent, "content": draw(text)})
             messages[-1]["status"] = "complete"
