@@ -28,6 +28,7 @@ from client.branches import add_commands as add_branch_commands
 from client.context import DEFAULT_SERVER, Command, Context
 from client.device_login import device_login
 from client.errors import CliError, Exit
+from client.export import add_commands as add_export_commands
 from client.follow import Follower, follow
 from client.generate import (
     GENERATING,
@@ -285,6 +286,7 @@ def parser() -> argparse.ArgumentParser:
     p = add("models", cmd_models, "List the models the server offers.")
     p.add_argument("--json", action="store_true", help="print the server's JSON")
     add_branch_commands(add)
+    add_export_commands(add)
     return top
 
 

@@ -24,7 +24,7 @@ from server.http.nul_guard import nul_guard_middleware
 from server.http.protocol import capacity_middleware
 from server.limits import stream_limits
 from server.ops.metrics import METRICS, Metrics, metrics_middleware, metrics_view
-from server.routes import branches, chat, conversations, health, user
+from server.routes import branches, chat, conversations, export, health, user
 from server.routes.openapi import openapi_view
 from server.storage import db
 from server.storage.db import ENGINE
@@ -70,6 +70,7 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(chat.routes)
     app.add_routes(conversations.routes)
     app.add_routes(branches.routes)
+    app.add_routes(export.routes)  # export and import (docs/api.md)
     ws.setup(app)  # after stop_actors: sockets close once generations have ended
     return app
 

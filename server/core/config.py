@@ -102,6 +102,13 @@ class Settings(BaseSettings):
         60.0, validation_alias="CERO_DEVICE_PURGE_INTERVAL", gt=0, le=3600
     )
     max_body: int = Field(1 << 20, validation_alias="CERO_MAX_BODY", ge=1024)
+    #: ``POST /api/import`` only (docs/api.md, Export and import): its body limit, and the
+    #: conversations and messages one import may hold.
+    max_import_bytes: int = Field(20 << 20, validation_alias="CERO_MAX_IMPORT_BYTES", ge=1024)
+    max_import_conversations: int = Field(
+        1000, validation_alias="CERO_MAX_IMPORT_CONVERSATIONS", ge=1
+    )
+    max_import_messages: int = Field(20_000, validation_alias="CERO_MAX_IMPORT_MESSAGES", ge=1)
     header_timeout: float = Field(10.0, validation_alias="CERO_HEADER_TIMEOUT", gt=0, le=300)
     keepalive_timeout: float = Field(15.0, validation_alias="CERO_KEEPALIVE_TIMEOUT", gt=0, le=3600)
     #: A request body must arrive whole within this many seconds of the end of its head...

@@ -139,6 +139,18 @@ class Cancelled(Wire):
     cancelled: bool
 
 
+class ImportedConversation(Wire):
+    id: str
+    shortTitle: str
+    importedFrom: str
+
+
+class ImportResult(Wire):
+    """``POST /api/import``: the new conversations, in the file's order."""
+
+    conversations: list[ImportedConversation]
+
+
 # --- users, sessions ---------------------------------------------------------------------
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import zlib
+from collections.abc import Callable
 from typing import TypeVar
 
 import orjson
@@ -16,11 +17,17 @@ from aiohttp.http_exceptions import HttpProcessingError
 from multidict import MultiDictProxy
 from pydantic import BaseModel, ValidationError
 
+from server.core.app_keys import SETTINGS
 from server.core.errors import ApiError
 from server.core.validation import first_error
 from server.http.nul_guard import first_nul, refused
 
 M = TypeVar("M", bound=BaseModel)
+H = TypeVar("H", bound=Callable[..., object])
+
+#: The attribute :func:`larger_body` sets on a handler: the name of the setting that is its
+#: body limit instead of ``CERO_MAX_BODY``.
+_BODY_LIMIT = "cero_body_limit"
 
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
@@ -95,3 +102,40 @@ async def read_model(
     request: web.Request, model: type[M], *, allow_form: bool = False, code: str = "invalid_request"
 ) -> M:
     return validate(model, await read_object(request, allow_form=allow_form), code=code)
+
+
+# -- a larger body for one route ---------------------------------------------------------
+
+
+def larger_body(setting: str) -> Callable[[H], H]:
+    """Mark a handler whose body limit is the setting ``setting`` (a field of
+    :class:`~server.core.config.Settings`) instead of ``CERO_MAX_BODY``: the error
+    middleware's ``Content-Length`` check honours it, and the handler reads its body with
+    :func:`read_limited` (aiohttp's own ``client_max_size`` stays ``CERO_MAX_BODY`` for
+    every other route)."""
+
+    def mark(handler: H) -> H:
+        setattr(handler, _BODY_LIMIT, setting)
+        return handler
+
+    return mark
+
+
+def body_limit(request: web.Request) -> int:
+    """The body limit of the route ``request`` matched, in bytes."""
+    settings = request.app[SETTINGS]
+    setting = getattr(request.match_info.handler, _BODY_LIMIT, None)
+    return int(getattr(settings, setting)) if isinstance(setting, str) else settings.max_body
+
+
+async def read_limited(request: web.Request) -> bytes:
+    """The whole body, up to the route's :func:`body_limit`; past it ``413
+    payload_too_large`` (a ``Content-Length`` over it is refused by the middleware before
+    the handler runs; a chunked body is counted as it arrives)."""
+    limit = body_limit(request)
+    received = bytearray()
+    async for chunk in request.content.iter_chunked(1 << 16):
+        received += chunk
+        if len(received) > limit:
+            raise ApiError(413, "payload_too_large", f"Body larger than {limit} bytes")
+    return bytes(received)

@@ -16,8 +16,8 @@ from aiohttp.typedefs import Handler
 from redis.exceptions import RedisError
 
 from actors.error_text import error_text
-from server.core.app_keys import SETTINGS
 from server.core.errors import ApiError, BodyTimeout, error_response
+from server.http.bodies import body_limit
 from server.storage import db
 
 log = structlog.get_logger(__name__)
@@ -70,7 +70,7 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         if request.content_length is not None:
-            limit = request.app[SETTINGS].max_body
+            limit = body_limit(request)
             if request.content_length > limit:
                 raise ApiError(413, "payload_too_large", f"Body larger than {limit} bytes")
         return await handler(request)

@@ -29,6 +29,7 @@ from server.core.errors import AUTH_PREFIX
 from server.http import api_models as m
 from server.routes.branches import BranchRequest, EditRequest
 from server.routes.conversations import CancelBody, Rename
+from server.storage.export_schema import ExportFile
 
 JSON = "application/json"
 FORM = "application/x-www-form-urlencoded"
@@ -63,8 +64,15 @@ class Op:
 
 #: A turn's answer: SSE with ``Accept: text/event-stream``, NDJSON otherwise.
 TURN = "turn"
+#: An export: the file (``ExportFile``) as JSON, or Markdown (``?format=markdown``).
+EXPORT = "export"
 _ID = Param("id", "path", description="A conversation id")
 _MESSAGE_ID = Param("messageId", "path", description="A message of that conversation")
+_EXPORT_FORMAT = Param(
+    "format",
+    schema={"type": "string", "enum": ["json", "markdown"]},
+    description="json (default: every branch) or markdown (the active branch, for reading)",
+)
 #: A limit per address or user: 429, and in cluster mode 503 not_ready while Redis, which
 #: holds the limit for every process, does not answer (never unlimited).
 _LIMITED = (429, 503)
@@ -193,6 +201,32 @@ OPS: dict[tuple[str, str], Op] = {
         ok=m.Messages,
         params=(_ID,),
         errors=(404,),
+    ),
+    # export and import (docs/api.md, Export and import)
+    ("get", "/api/conversations/{id}/export"): Op(
+        "Export a conversation, every branch (JSON file, or Markdown: the active branch)",
+        "chat",
+        "bearer",
+        ok=EXPORT,
+        params=(_ID, _EXPORT_FORMAT),
+        errors=(400, 404, 503),
+    ),
+    ("get", "/api/export"): Op(
+        "Export every conversation of the account (JSON file, or Markdown)",
+        "chat",
+        "bearer",
+        ok=EXPORT,
+        params=(_EXPORT_FORMAT,),
+        errors=(400, 503),
+    ),
+    ("post", "/api/import"): Op(
+        "Import an export file: new conversations, new ids, all or nothing "
+        "(400 invalid_import names the first problem)",
+        "chat",
+        "bearer",
+        ok=m.ImportResult,
+        body=ExportFile,
+        errors=(*_BODY_ERRORS, 503),
     ),
     # live
     ("get", "/api/conversations/{id}/events"): Op(
@@ -419,6 +453,11 @@ def _operation(method: str, path: str, op: Op, schemas: _Schemas) -> dict[str, A
         responses["200"] = {
             "description": "The turn's events",
             "content": {"text/event-stream": {}, "application/x-ndjson": {}},
+        }
+    elif op.ok == EXPORT:
+        responses["200"] = {
+            "description": "The export, streamed (Content-Disposition: attachment)",
+            "content": {JSON: {"schema": schemas.ref(ExportFile)}, "text/markdown": {}},
         }
     elif op.ok is not None:
         responses["200"] = {"description": "OK", "content": {op.ok: {}}}

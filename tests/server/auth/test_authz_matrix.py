@@ -134,6 +134,11 @@ TABLE: dict[tuple[str, str], Row] = {
     ("POST", MSG + "/edit"): Row("user", owned="conversation", body={"message": "taken"}),
     ("POST", MSG + "/continue"): Row("user", owned="conversation", body={}),
     ("POST", MSG + "/switch"): Row("user", owned="conversation", body={}),
+    ("GET", CONV + "/export"): Row("user", owned="conversation"),
+    ("GET", "/api/export"): Row("user"),
+    ("POST", "/api/import"): Row(
+        "user", body={"format": "cero-export", "version": 1, "conversations": []}
+    ),
     ("GET", "/api/ws"): Row("user"),  # the handshake; commands below
 }
 
