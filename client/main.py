@@ -37,6 +37,7 @@ from client.generate import (
     message_text,
     stream_generation,
 )
+from client.instructions import add_commands as add_instruction_commands
 from client.output import Output
 from client.terminal_text import clean
 from client.tree import sibling_marker
@@ -285,6 +286,7 @@ def parser() -> argparse.ArgumentParser:
     p = add("models", cmd_models, "List the models the server offers.")
     p.add_argument("--json", action="store_true", help="print the server's JSON")
     add_branch_commands(add)
+    add_instruction_commands(add)
     return top
 
 
