@@ -1,10 +1,14 @@
-"""What the model sees: the system prompt, older turns as TOON, the recent tail verbatim.
+"""What the model sees: the system prompt, the user's instructions, older turns as TOON,
+the recent tail verbatim.
 
 The seed's rule (docs/api.md, "Chat"): when a conversation has more than
 :data:`VERBATIM_TAIL` messages, the older ones become one TOON block inside the system
 instruction and the last six (the new user message included) go verbatim as
-``contents``. Everything must fit the model's token budget; when it does not, the oldest
-turns are dropped first, and the new user message is never dropped or altered.
+``contents``. The user's and the conversation's instructions (docs/api.md,
+"Instructions") sit between the system prompt and the block, each in its own headed,
+tagged section (:func:`with_instructions`). Everything must fit the model's token budget,
+the instructions included; when it does not, the oldest turns are dropped first, and the
+new user message and the instructions are never dropped or altered.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import structlog
 from actors.compression import render_history
 from actors.models.base import ChatTurn, ModelError, ModelProvider, ModelRequest
 from actors.models.catalog import ModelInfo
+from actors.store import Instructions
 
 log = structlog.get_logger(__name__)
 
@@ -83,6 +88,39 @@ def estimate_request_tokens(request: ModelRequest) -> int:
     for turn in request.contents:
         total += estimate_tokens(turn.content) + PER_MESSAGE_OVERHEAD
     return total
+
+
+#: The sections :func:`with_instructions` adds: (heading, what it is, tag).
+USER_SECTION = (
+    "## User instructions",
+    "The user wrote these for every conversation (about themselves and how to answer). "
+    "Follow them unless they conflict with the rules above:",
+    "user_instructions",
+)
+CONVERSATION_SECTION = (
+    "## Conversation instructions",
+    "The user wrote these for this conversation only. Follow them unless they conflict "
+    "with the rules above; where they differ from the user instructions, these win:",
+    "conversation_instructions",
+)
+
+
+def _section(section: tuple[str, str, str], text: str) -> str:
+    heading, lead, tag = section
+    return f"{heading}\n{lead}\n<{tag}>\n{text}\n</{tag}>"
+
+
+def with_instructions(system_prompt: str, instructions: Instructions | None) -> str:
+    """The system prompt, then the user's instructions, then the conversation's (each a
+    headed section, its text between tags, as written); unchanged without any."""
+    if instructions is None:
+        return system_prompt
+    parts = [system_prompt]
+    if instructions.user:
+        parts.append(_section(USER_SECTION, instructions.user))
+    if instructions.conversation:
+        parts.append(_section(CONVERSATION_SECTION, instructions.conversation))
+    return "\n\n".join(parts)
 
 
 def _system(system_prompt: str, older: Sequence[ChatTurn]) -> str:
@@ -151,6 +189,7 @@ async def build_request(
     model: ModelInfo,
     tools: tuple[str, ...] = (),
     system_prompt: str = SYSTEM_PROMPT,
+    instructions: Instructions | None = None,
     provider: ModelProvider | None = None,
     budget_fraction: float = 0.8,
     budget_tokens: int | None = None,
@@ -160,7 +199,9 @@ async def build_request(
 
     ``history`` is every stored turn of the active path, the new user message last (or,
     to continue an answer, that user message and then the answer so far: the model goes
-    on from its text); turns with empty content (failed generations) are skipped. The budget is
+    on from its text); turns with empty content (failed generations) are skipped.
+    ``instructions`` follow the system prompt (:func:`with_instructions`) and count in the
+    budget like the rest of the system instruction. The budget is
     ``budget_tokens`` or ``model.input_token_limit * budget_fraction``. Sizes are
     estimated with :func:`estimate_tokens`; when ``provider`` can count tokens, the
     final candidate is measured once (only when its estimate reaches
@@ -179,11 +220,12 @@ async def build_request(
         else int(model.input_token_limit * budget_fraction)
     )
     older, tail = _split(turns)
+    prompt = with_instructions(system_prompt, instructions)
 
     def make(block: Sequence[ChatTurn], contents: Sequence[ChatTurn]) -> ModelRequest:
         return ModelRequest(
             model=model.id,
-            system=_system(system_prompt, block),
+            system=_system(prompt, block),
             contents=tuple(contents),
             tools=tools,
             max_output_tokens=max_output_tokens,

@@ -38,7 +38,7 @@ from actors.models.base import (
     TextDelta,
     ToolStep,
 )
-from actors.store import ConversationStore, Outcome, StoredMessage
+from actors.store import ConversationStore, Instructions, Outcome, StoredMessage
 from actors.telemetry import GenerationTelemetry
 
 #: Tokens published back to back before the generation yields to the event loop.
@@ -54,6 +54,7 @@ class RequestBuilder(Protocol):
         history: Sequence[ChatTurn],
         model: Any,
         tools: tuple[str, ...] = (),
+        instructions: Instructions | None = None,
         provider: ModelProvider | None = None,
     ) -> ModelRequest: ...
 
@@ -225,10 +226,15 @@ class Runner:
         turns: list[ChatTurn],
         timing: GenerationTiming | None = None,
     ) -> Opened:
-        """Build the request, start the stream and wait for its first event."""
+        """Build the request, start the stream and wait for its first event.
+
+        The instructions are read from the store here, for every generation (one indexed
+        read, while the turn commits): a change made anywhere — another process in
+        cluster mode included — is seen from the next send on, and nothing is cached."""
         building = time.perf_counter()
+        instructions = await self.deps.store.instructions(self.hub.conversation_id)
         request = await self.deps.build_request(
-            history=turns, model=model, tools=tools, provider=provider
+            history=turns, model=model, tools=tools, instructions=instructions, provider=provider
         )
         requesting = time.perf_counter()
         if timing is not None:

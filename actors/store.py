@@ -105,6 +105,15 @@ class ContinuedGeneration:
     model: str
 
 
+@dataclass(frozen=True, slots=True)
+class Instructions:
+    """What the user asked the model to keep in mind (docs/api.md, Instructions): their
+    own text for every conversation, and this conversation's. ``None``: none set."""
+
+    user: str | None = None
+    conversation: str | None = None
+
+
 class ClientMessageTaken(Exception):
     """``start_generation``'s key is already used by the same user, in another conversation (a
     send racing this one elsewhere won): answer with that turn, never start a second."""
@@ -153,6 +162,11 @@ class ConversationStore(Protocol):
     async def continue_generation(self, turn: ContinuedGeneration) -> None:
         """Commit an answer's return to ``streaming`` under ``turn.generation_id`` (its
         text kept), as the active leaf; :class:`ClientMessageTaken` as above."""
+        ...
+
+    async def instructions(self, conversation_id: str) -> Instructions:
+        """The user's and the conversation's instructions as stored now: read for every
+        generation, so a change is seen from the next send on, whichever process wrote it."""
         ...
 
     async def active_leaf(self, conversation_id: str) -> str | None:

@@ -38,6 +38,7 @@ from client.generate import (
     message_text,
     stream_generation,
 )
+from client.instructions import add_commands as add_instruction_commands
 from client.output import Output
 from client.terminal_text import clean
 from client.tree import sibling_marker
@@ -287,6 +288,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the server's JSON")
     add_branch_commands(add)
     add_export_commands(add)
+    add_instruction_commands(add)
     return top
 
 

@@ -24,7 +24,7 @@ from server.http.nul_guard import nul_guard_middleware
 from server.http.protocol import capacity_middleware
 from server.limits import stream_limits
 from server.ops.metrics import METRICS, Metrics, metrics_middleware, metrics_view
-from server.routes import branches, chat, conversations, export, health, user
+from server.routes import branches, chat, conversations, export, health, instructions, user
 from server.routes.openapi import openapi_view
 from server.storage import db
 from server.storage.db import ENGINE
@@ -62,6 +62,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/openapi.json", openapi_view)
     auth.setup(app)
     app.add_routes(user.routes)
+    app.add_routes(instructions.routes)
     app.add_routes(device_page.routes)
     app.add_routes(app_page.routes)
     stream_limits.setup(app)  # WebSockets and event streams per user and per address

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from actors.context import with_instructions
 from actors.event_log import Event, EventLog, Subscription
 from actors.mailbox import SubscribeSpec
 from actors.models.base import (
@@ -29,6 +30,7 @@ from actors.models.base import (
 from actors.store import (
     ClientMessageTaken,
     ContinuedGeneration,
+    Instructions,
     NewGeneration,
     Outcome,
     StoredMessage,
@@ -122,6 +124,8 @@ class MemoryStore:
         self.finished: list[tuple[str, Outcome]] = []
         self.later: list[tuple[str, Outcome]] = []
         self.leaves: dict[str, str] = {}  # conversation id → active leaf
+        self.user_instructions: dict[str, str] = {}  # user id → their instructions
+        self.conversation_instructions: dict[str, str] = {}  # conversation id → its own
         self.owner = Switch()
         self.history_switch = Switch()
         self.start = Switch()
@@ -217,6 +221,13 @@ class MemoryStore:
         row.generation_id = turn.generation_id
         row.finish_reason = None
         self.leaves[turn.conversation_id] = row.id
+
+    async def instructions(self, conversation_id: str) -> Instructions:
+        owner = self.owners.get(conversation_id)
+        user = None if owner is None else self.user_instructions.get(owner)
+        return Instructions(
+            user=user, conversation=self.conversation_instructions.get(conversation_id)
+        )
 
     async def active_leaf(self, conversation_id: str) -> str | None:
         return self.leaves.get(conversation_id)
@@ -366,12 +377,16 @@ async def simple_request(
     history: Sequence[ChatTurn],
     model: Any,
     tools: tuple[str, ...] = (),
+    instructions: Instructions | None = None,
     provider: Any = None,
 ) -> ModelRequest:
-    """A ``RequestBuilder`` without compression: every turn verbatim."""
+    """A ``RequestBuilder`` without compression: every turn verbatim; the system
+    instruction is only the instructions (:func:`actors.context.with_instructions` on an
+    empty prompt)."""
     if history and history[-1].content == "too long":
         raise ModelError("bad_request", "message too long")
-    return ModelRequest(model=model.id, system="", contents=tuple(history), tools=tools)
+    system = with_instructions("", instructions).strip()
+    return ModelRequest(model=model.id, system=system, contents=tuple(history), tools=tools)
 
 
 # -- reading a hub -----------------------------------------------------------------------

@@ -125,6 +125,10 @@ class Settings(BaseSettings):
     max_head_bytes: int = Field(65_536, validation_alias="CERO_MAX_HEAD_BYTES", ge=1024)
     ws_max_frame: int = Field(1 << 20, validation_alias="CERO_WS_MAX_FRAME", ge=1024)
     max_message_chars: int = Field(32_000, validation_alias="CERO_MAX_MESSAGE_CHARS", ge=1)
+    #: Longest instruction text (the user's, or one conversation's): docs/api.md, Instructions.
+    max_instructions_chars: int = Field(
+        4_000, validation_alias="CERO_MAX_INSTRUCTIONS_CHARS", ge=1, le=100_000
+    )
     max_generations_per_user: int = Field(8, validation_alias="CERO_MAX_GENERATIONS_PER_USER", ge=1)
     new_conversations_per_hour: int = Field(
         200, validation_alias="CERO_NEW_CONVERSATIONS_PER_HOUR", ge=1

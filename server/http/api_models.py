@@ -89,6 +89,8 @@ class ConversationOut(Wire):
     shortTitle: str
     createdAt: str
     updatedAt: str
+    #: Only where docs/api.md says (``…/messages``, ``…/tree``, ``PATCH``), only when set.
+    instructions: str | None = None
 
 
 class ConversationPage(Wire):
@@ -129,6 +131,12 @@ class Switched(Wire):
 
 class Renamed(Wire):
     conversation: ConversationOut
+
+
+class UserInstructions(Wire):
+    """``GET``/``PUT /api/user/instructions``: ``null`` when none are set."""
+
+    instructions: str | None
 
 
 class Deleted(Wire):

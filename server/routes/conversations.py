@@ -10,12 +10,13 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from piccolo.columns import Column
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from actors.api import ConversationActor, Subscription
 from actors.clock import as_utc, utcnow
 from server.auth.current import CurrentUser, require_user
-from server.chat.request import NON_BLANK, no_nul
+from server.chat.request import NO_NUL, NON_BLANK, no_nul
 from server.chat.service import (
     cancel_generation,
     owned_conversation,
@@ -28,6 +29,7 @@ from server.http import api_models as wire
 from server.http.bodies import read_model
 from server.limits.stream_limits import open_stream
 from server.ops.metrics import METRICS
+from server.routes.instructions import instruction_text
 from server.routes.messages_view import conversation_json, conversation_messages
 from server.storage.tables import Conversation
 from server.transports.liveness import watching
@@ -72,7 +74,9 @@ async def list_conversations(request: web.Request) -> web.Response:
             extra={"field": "limit"},
         )
     limit = int(raw_limit)
-    query = Conversation.select().where(Conversation.user_id == user.id)
+    query = Conversation.select(
+        Conversation.id, Conversation.short_title, Conversation.created_at, Conversation.updated_at
+    ).where(Conversation.user_id == user.id)
     cursor = request.query.get("cursor")
     if cursor:
         stamp, conv_id = _decode_cursor(cursor)
@@ -100,9 +104,21 @@ async def list_messages(request: web.Request) -> web.Response:
     return wire.reply(wire.Messages, body)
 
 
+def _one_field_required(schema: dict[str, Any]) -> None:
+    """The JSON schema: ``shortTitle`` has no default to show, and one field is needed."""
+    schema["properties"]["shortTitle"].pop("default", None)
+    schema["anyOf"] = [{"required": ["shortTitle"]}, {"required": ["instructions"]}]
+
+
 class Rename(BaseModel):
-    model_config = ConfigDict(extra="ignore", strict=True)
-    shortTitle: str = Field(max_length=100, json_schema_extra={"pattern": NON_BLANK})
+    """``PATCH /api/conversations/{id}``: a new ``shortTitle``, new ``instructions``
+    (``null`` or blank clears them), or both; at least one of them."""
+
+    model_config = ConfigDict(extra="ignore", strict=True, json_schema_extra=_one_field_required)
+    # The default is never validated, so `null` stays "Input should be a valid string" and
+    # absence is told apart by `model_fields_set`.
+    shortTitle: str = Field(default="", max_length=100, json_schema_extra={"pattern": NON_BLANK})
+    instructions: str | None = Field(default=None, pattern=NO_NUL)
 
     @field_validator("shortTitle")
     @classmethod
@@ -112,22 +128,37 @@ class Rename(BaseModel):
             raise ValueError("must be a non-empty string")
         return no_nul(value)
 
+    @field_validator("instructions")
+    @classmethod
+    def _no_nul(cls, value: str | None) -> str | None:
+        return None if value is None else no_nul(value)
+
 
 @routes.patch("/api/conversations/{id}")
 async def rename(request: web.Request) -> web.Response:
     user = require_user(request)
     conversation = await owned_conversation(request.match_info["id"], user.id)
     body = await read_model(request, Rename)
-    now = utcnow()
-    await (
-        Conversation.update(
-            {Conversation.short_title: body.shortTitle, Conversation.updated_at: now}
+    given = body.model_fields_set
+    if not given & {"shortTitle", "instructions"}:
+        # What a body without shortTitle was answered before instructions existed.
+        raise ApiError(
+            400, "invalid_request", "shortTitle: Field required", extra={"field": "shortTitle"}
         )
-        .where(Conversation.id == conversation["id"])
-        .run()
+    now = utcnow()
+    changes: dict[Column | str, Any] = {Conversation.updated_at: now}
+    if "shortTitle" in given:
+        changes[Conversation.short_title] = body.shortTitle
+        conversation["short_title"] = body.shortTitle
+    if "instructions" in given:
+        text = instruction_text(body.instructions, request.app[SETTINGS].max_instructions_chars)
+        changes[Conversation.instructions] = text
+        conversation["instructions"] = text
+    await Conversation.update(changes).where(Conversation.id == conversation["id"]).run()
+    conversation["updated_at"] = now
+    return wire.reply(
+        wire.Renamed, {"conversation": conversation_json(conversation, with_instructions=True)}
     )
-    conversation.update(short_title=body.shortTitle, updated_at=now)
-    return wire.reply(wire.Renamed, {"conversation": conversation_json(conversation)})
 
 
 @routes.delete("/api/conversations/{id}")

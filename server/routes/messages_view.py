@@ -17,13 +17,18 @@ from server.storage.chat_store import to_stored
 from server.storage.tables import Message
 
 
-def conversation_json(row: dict[str, Any]) -> dict[str, object]:
-    return {
+def conversation_json(row: dict[str, Any], *, with_instructions: bool = False) -> dict[str, object]:
+    """A *Conversation*; ``with_instructions``: its ``instructions`` too, when it has some
+    (``…/messages``, ``…/tree`` and ``PATCH``; the listing leaves them out)."""
+    out: dict[str, object] = {
         "id": row["id"],
         "shortTitle": row["short_title"],
         "createdAt": iso(row["created_at"]),
         "updatedAt": iso(row["updated_at"]),
     }
+    if with_instructions and row.get("instructions"):
+        out["instructions"] = row["instructions"]
+    return out
 
 
 def message_json(message: StoredMessage, live_text: str | None = None) -> dict[str, object]:
@@ -95,7 +100,7 @@ async def conversation_messages(
         out["siblingCount"] = len(siblings)
         messages.append(out)
     return {
-        "conversation": conversation_json(conversation),
+        "conversation": conversation_json(conversation, with_instructions=True),
         "activeLeafId": tree.leaf,
         "messages": messages,
     }

@@ -29,6 +29,7 @@ from server.core.errors import AUTH_PREFIX
 from server.http import api_models as m
 from server.routes.branches import BranchRequest, EditRequest
 from server.routes.conversations import CancelBody, Rename
+from server.routes.instructions import InstructionsBody
 from server.storage.export_schema import ExportFile
 
 JSON = "application/json"
@@ -138,7 +139,7 @@ OPS: dict[tuple[str, str], Op] = {
         "A conversation's messages", "chat", "bearer", ok=m.Messages, params=(_ID,), errors=(404,)
     ),
     ("patch", "/api/conversations/{id}"): Op(
-        "Rename a conversation",
+        "Rename a conversation and/or set its instructions (at least one of the two)",
         "chat",
         "bearer",
         ok=m.Renamed,
@@ -227,6 +228,18 @@ OPS: dict[tuple[str, str], Op] = {
         ok=m.ImportResult,
         body=ExportFile,
         errors=(*_BODY_ERRORS, 503),
+    ),
+    # instructions (docs/api.md, Instructions)
+    ("get", "/api/user/instructions"): Op(
+        "The user's instructions (null: none)", "chat", "bearer", ok=m.UserInstructions
+    ),
+    ("put", "/api/user/instructions"): Op(
+        "Set the user's instructions (null or blank clears)",
+        "chat",
+        "bearer",
+        ok=m.UserInstructions,
+        body=InstructionsBody,
+        errors=_BODY_ERRORS,
     ),
     # live
     ("get", "/api/conversations/{id}/events"): Op(

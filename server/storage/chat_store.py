@@ -13,6 +13,7 @@ import orjson
 from actors.api import (
     ClientMessageTaken,
     ContinuedGeneration,
+    Instructions,
     MessageStatus,
     NewGeneration,
     Outcome,
@@ -189,6 +190,9 @@ class PiccoloConversationStore:
                 raise ClientMessageTaken(turn.client_message_id) from None
             raise
 
+    async def instructions(self, conversation_id: str) -> Instructions:
+        return await read_instructions(conversation_id)
+
     async def active_leaf(self, conversation_id: str) -> str | None:
         row = (
             await Conversation.select(Conversation.active_leaf_id)
@@ -271,3 +275,22 @@ async def create_conversation(user_id: str, title: str) -> dict[str, Any]:
         )
     ).run()
     return row
+
+
+async def read_instructions(conversation_id: str) -> Instructions:
+    """The conversation's and its user's instructions: one query, both rows by primary key
+    (the user joined through ``conversation.user_id``)."""
+    row = (
+        await Conversation.select(
+            Conversation.instructions,
+            Conversation.user_id.instructions.as_alias("user_instructions"),
+        )
+        .where(Conversation.id == conversation_id)
+        .first()
+        .run()
+    )
+    if row is None:
+        return Instructions()
+    return Instructions(
+        user=row["user_instructions"] or None, conversation=row["instructions"] or None
+    )

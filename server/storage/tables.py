@@ -43,6 +43,9 @@ class User(_EditedRow, Table, tablename="cero_user"):
     email = Varchar(length=320, null=True, default=None)
     email_verified = Boolean(default=False)
     image = Text(null=True, default=None)
+    #: "About me / how to answer", sent in every conversation's system instruction
+    #: (docs/api.md, Instructions); ``NULL``: none.
+    instructions = Text(null=True, default=None)
 
 
 class Account(_Row, Table, tablename="account"):
@@ -82,6 +85,8 @@ class Conversation(_EditedRow, Table, tablename="conversation"):
     short_title = Varchar(length=100, default="")
     #: The last message of the active branch (docs/api.md, Branches); ``NULL``: none yet.
     active_leaf_id = Varchar(length=32, null=True, default=None)
+    #: This conversation's own instructions, after the user's (docs/api.md, Instructions).
+    instructions = Text(null=True, default=None)
 
 
 class Message(_EditedRow, Table, tablename="message"):

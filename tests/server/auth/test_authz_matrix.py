@@ -125,7 +125,9 @@ TABLE: dict[tuple[str, str], Row] = {
     ),
     ("GET", "/api/conversations"): Row("user"),
     ("GET", CONV + "/messages"): Row("user", owned="conversation"),
-    ("PATCH", CONV): Row("user", owned="conversation", body={"shortTitle": "taken"}),
+    ("PATCH", CONV): Row(
+        "user", owned="conversation", body={"shortTitle": "taken", "instructions": "taken"}
+    ),
     ("DELETE", CONV): Row("user", owned="conversation"),
     ("POST", CONV + "/cancel"): Row("user", owned="conversation", body={}),
     ("GET", CONV + "/events"): Row("user", owned="conversation"),
@@ -139,6 +141,9 @@ TABLE: dict[tuple[str, str], Row] = {
     ("POST", "/api/import"): Row(
         "user", body={"format": "cero-export", "version": 1, "conversations": []}
     ),
+    # The caller's own instructions: they name no resource of anyone else's.
+    ("GET", "/api/user/instructions"): Row("user"),
+    ("PUT", "/api/user/instructions"): Row("user", body={"instructions": "be brief"}),
     ("GET", "/api/ws"): Row("user"),  # the handshake; commands below
 }
 
@@ -344,6 +349,7 @@ async def _a_is_untouched(http: aiohttp.ClientSession, w: World) -> None:
         assert r.status == 200, await r.text()
         data = await r.json()
     assert data["conversation"]["shortTitle"] == "mine"
+    assert "instructions" not in data["conversation"]  # A set none; B's PATCH set none
     assert [m["role"] for m in data["messages"]] == ["user", "assistant"]
     async with http.get(w.live.url + "/api/auth/device", params={"user_code": w.a_code}) as r:
         # Anonymous lookup: still pending (B neither approved nor denied it).
