@@ -38,6 +38,7 @@ from client.generate import (
     stream_generation,
 )
 from client.output import Output
+from client.search import add_commands as add_search_commands
 from client.terminal_text import clean
 from client.tree import sibling_marker
 
@@ -285,6 +286,7 @@ def parser() -> argparse.ArgumentParser:
     p = add("models", cmd_models, "List the models the server offers.")
     p.add_argument("--json", action="store_true", help="print the server's JSON")
     add_branch_commands(add)
+    add_search_commands(add)
     return top
 
 

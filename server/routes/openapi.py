@@ -29,6 +29,9 @@ from server.core.errors import AUTH_PREFIX
 from server.http import api_models as m
 from server.routes.branches import BranchRequest, EditRequest
 from server.routes.conversations import CancelBody, Rename
+from server.routes.search import MAX_LIMIT as SEARCH_MAX_LIMIT
+from server.routes.search import MAX_QUERY as SEARCH_MAX_QUERY
+from server.routes.search import SearchPage
 
 JSON = "application/json"
 FORM = "application/x-www-form-urlencoded"
@@ -193,6 +196,26 @@ OPS: dict[tuple[str, str], Op] = {
         ok=m.Messages,
         params=(_ID,),
         errors=(404,),
+    ),
+    ("get", "/api/search"): Op(
+        "Full-text search over your messages and conversation titles (ranked, paginated)",
+        "chat",
+        "bearer",
+        ok=SearchPage,
+        params=(
+            Param(
+                "q",
+                schema={"type": "string", "minLength": 1, "maxLength": SEARCH_MAX_QUERY},
+                description="Words to find (plain words, no query syntax); required",
+            ),
+            Param("limit", schema={"type": "integer", "minimum": 1, "maximum": SEARCH_MAX_LIMIT}),
+            Param(
+                "cursor",
+                schema={"type": "string", "pattern": "^[A-Za-z0-9_-]*$"},
+                description="nextCursor of the previous page (opaque; another is 400)",
+            ),
+        ),
+        errors=(400,),
     ),
     # live
     ("get", "/api/conversations/{id}/events"): Op(

@@ -134,6 +134,7 @@ TABLE: dict[tuple[str, str], Row] = {
     ("POST", MSG + "/edit"): Row("user", owned="conversation", body={"message": "taken"}),
     ("POST", MSG + "/continue"): Row("user", owned="conversation", body={}),
     ("POST", MSG + "/switch"): Row("user", owned="conversation", body={}),
+    ("GET", "/api/search"): Row("user", query={"q": "mine"}),
     ("GET", "/api/ws"): Row("user"),  # the handshake; commands below
 }
 
