@@ -9,6 +9,7 @@ it. Pages are followed until ``--limit`` results are shown.
 
 from __future__ import annotations
 
+import argparse
 from typing import Any
 
 from client.context import AddCommand, Context
@@ -67,7 +68,7 @@ async def cmd_search(ctx: Context) -> int:
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
-        raise ValueError(text)
+        raise argparse.ArgumentTypeError("must be at least 1")
     return value
 
 

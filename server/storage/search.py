@@ -7,15 +7,22 @@ tsquery syntax, so no input is a syntax error), ranking, the keyset page after a
 active path. Who may search is the route's business; this module filters every hit by the
 conversation's ``user_id`` on the live rows (the index only finds candidates).
 
-- SQLite: FTS5 ``MATCH`` with each word a quoted phrase (implicit AND), ranked by
-  ``bm25`` (lower is better), snippets from ``snippet()``/``highlight()``.
+- SQLite: FTS5 ``MATCH`` with each word a quoted phrase (implicit AND), snippets from
+  ``snippet()``/``highlight()``, ranked by :data:`_SQLITE_SCORE`: BM25's term-frequency
+  part with a fixed average length, and without its IDF. FTS5's own ``bm25()`` weighs
+  words by how many rows of the *whole* table hold them — every user's messages — so its
+  value, and the order of a several-word search, would tell a user something about other
+  users' text; and it changes with every write anywhere, which would move rows between
+  pages. This score depends on the row alone.
 - PostgreSQL: ``plainto_tsquery('simple', …)`` (plain words, ANDed; no operators),
   ``ts_rank`` (negated, so lower is better on both engines), ``ts_headline`` computed for
   the page's rows only.
 
-Scores are compared only within one engine. A page is ordered by ``(score, key)``; the
-key (``m:<message id>`` or ``t:<conversation id>``) breaks ties, so the order is total and
-a cursor ``(score, key)`` resumes exactly after the last row shown.
+Both scores depend only on the row and the query (never on other rows), so a cursor is
+stable while the rows do not change; they are compared only within one engine. A page is
+ordered by ``(score, key)``; the key (``m:<message id>`` or ``t:<conversation id>``) breaks
+ties, so the order is total and a cursor ``(score, key)`` resumes exactly after the last
+row shown.
 """
 
 from __future__ import annotations
@@ -45,12 +52,20 @@ _PG_MESSAGE_HEADLINE = (
 )
 _PG_TITLE_HEADLINE = f"StartSel={MARK_OPEN}, StopSel={MARK_CLOSE}, HighlightAll=true"
 
+#: BM25's saturation of the number of matches ``tf`` over the text's length ``size`` (k1 =
+#: 1.2, b = 0.75, an average of 400 characters), negated: lower is better. ``tf`` is
+#: counted by ``highlight()`` marking each match with one U+0001 (``length(marked) -
+#: length(text)``), once per row (the rows are materialized before the score is taken).
+_SQLITE_SCORE = "-(tf * 1.0 / (tf + 1.2 * (0.25 + 0.75 * size / 400.0)))"
+_SQLITE_TF = "length(highlight({table}, 0, char(1), '')) - length({text})"
+
 _SQLITE_HITS = f"""
 SELECT 'm:' || m.id AS key, m.id AS message_id, m.role AS role, m.created_at AS created_at,
        c.id AS conversation_id, c.short_title AS title, c.active_leaf_id AS active_leaf_id,
        snippet(message_search, 0, '{MARK_OPEN}', '{MARK_CLOSE}', '…', {SNIPPET_TOKENS})
            AS snippet,
-       bm25(message_search) AS score
+       {_SQLITE_TF.format(table="message_search", text="m.content")} AS tf,
+       length(m.content) AS size
 FROM message_search
 JOIN message m ON m.rowid = message_search.rowid
 JOIN conversation c ON c.id = m.conversation_id
@@ -58,7 +73,8 @@ WHERE message_search MATCH {{}} AND c.user_id = {{}}
 UNION ALL
 SELECT 't:' || c.id, NULL, NULL, c.created_at, c.id, c.short_title, c.active_leaf_id,
        highlight(conversation_search, 0, '{MARK_OPEN}', '{MARK_CLOSE}'),
-       bm25(conversation_search)
+       {_SQLITE_TF.format(table="conversation_search", text="c.short_title")},
+       length(c.short_title)
 FROM conversation_search
 JOIN conversation c ON c.rowid = conversation_search.rowid
 WHERE conversation_search MATCH {{}} AND c.user_id = {{}}
@@ -127,6 +143,11 @@ async def search(
     if after is not None:
         where = _AFTER
         args += [after[0], after[0], after[1]]
+    if sqlite:
+        hits = (
+            f"WITH raw AS MATERIALIZED ({hits}) "  # noqa: S608
+            f"SELECT *, {_SQLITE_SCORE} AS score FROM raw"
+        )
     page = f"SELECT * FROM ({hits}) AS hit {where} ORDER BY score, key LIMIT {{}}"  # noqa: S608
     args.append(limit + 1)
     if not sqlite:
