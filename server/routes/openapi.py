@@ -31,6 +31,7 @@ from server.routes.branches import BranchRequest, EditRequest
 from server.routes.conversations import CancelBody, Rename
 from server.routes.search import MAX_LIMIT as SEARCH_MAX_LIMIT
 from server.routes.search import MAX_QUERY as SEARCH_MAX_QUERY
+from server.routes.search import QUERY_PATTERN as SEARCH_PATTERN
 from server.routes.search import SearchPage
 
 JSON = "application/json"
@@ -48,6 +49,7 @@ class Param:
     where: str = "query"  # "query" | "header" | "path"
     schema: dict[str, Any] = field(default_factory=lambda: {"type": "string"})
     description: str = ""
+    required: bool = False  # path parameters always are
 
 
 @dataclass(frozen=True)
@@ -205,8 +207,10 @@ OPS: dict[tuple[str, str], Op] = {
         params=(
             Param(
                 "q",
-                schema={"type": "string", "minLength": 1, "maxLength": SEARCH_MAX_QUERY},
-                description="Words to find (plain words, no query syntax); required",
+                schema={"type": "string", "pattern": SEARCH_PATTERN},
+                description=f"Words to find (plain words, no query syntax): 1 to "
+                f"{SEARCH_MAX_QUERY} characters once the spaces around are trimmed, no NUL",
+                required=True,
             ),
             Param("limit", schema={"type": "integer", "minimum": 1, "maximum": SEARCH_MAX_LIMIT}),
             Param(
@@ -403,7 +407,7 @@ def _operation(method: str, path: str, op: Op, schemas: _Schemas) -> dict[str, A
             {
                 "name": p.name,
                 "in": p.where,
-                "required": p.where == "path",
+                "required": p.where == "path" or p.required,
                 "schema": p.schema,
                 **({"description": p.description} if p.description else {}),
             }

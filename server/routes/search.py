@@ -25,6 +25,24 @@ DEFAULT_LIMIT = 20
 MAX_LIMIT = 50
 #: ``q``'s length after trimming.
 MAX_QUERY = 200
+#: The spaces trimmed around ``q``: ECMAScript's ``\s``, which the OpenAPI pattern below
+#: means (Python's ``str.strip()`` differs: it also strips U+001C–U+001F and U+0085, and
+#: keeps U+FEFF), so the document and the server agree on every text. As a regex class
+#: body (JSON Schema's ``pattern`` is ECMAScript; Python's ``re`` reads it alike):
+SPACES = r"\t\n\v\f\r \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+_SPACE_CHARS = (
+    "".join(
+        chr(c)
+        for c in (9, 10, 11, 12, 13, 32, 0xA0, 0x1680, *range(0x2000, 0x200B), 0x2028, 0x2029)
+    )
+    + "\u202f\u205f\u3000\ufeff"
+)
+#: What :func:`_query` accepts, stated for ``/openapi.json``: spaces around, then 1 to
+#: MAX_QUERY characters that start and end with a non-space; no U+0000 anywhere.
+QUERY_PATTERN = (
+    rf"^[{SPACES}]*[^{SPACES}\u0000](?:[^\u0000]{{0,{MAX_QUERY - 2}}}[^{SPACES}\u0000])?"
+    rf"[{SPACES}]*$"
+)
 
 
 class SearchResult(BaseModel):
@@ -50,7 +68,7 @@ def _refuse(field: str, text: str) -> ApiError:
 
 
 def _query(raw: str | None) -> str:
-    text = (raw or "").strip()
+    text = (raw or "").strip(_SPACE_CHARS)
     if not 1 <= len(text) <= MAX_QUERY:
         raise _refuse("q", f"from 1 to {MAX_QUERY} characters (not counting spaces around)")
     if "\x00" in text:

@@ -67,7 +67,7 @@ async def test_nothing_found_and_bad_text(cli: Cli, live: Live) -> None:
     assert code == 1 and "q:" in err, err
 
 
-def test_result_lines_mark_an_answer_off_the_active_branch() -> None:
+async def test_result_lines_mark_an_answer_off_the_active_branch() -> None:
     first, second = result_lines(
         {
             "kind": "message",
