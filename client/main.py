@@ -40,6 +40,7 @@ from client.generate import (
 )
 from client.instructions import add_commands as add_instruction_commands
 from client.output import Output
+from client.search import add_commands as add_search_commands
 from client.terminal_text import clean
 from client.tree import sibling_marker
 
@@ -289,6 +290,7 @@ def parser() -> argparse.ArgumentParser:
     add_branch_commands(add)
     add_export_commands(add)
     add_instruction_commands(add)
+    add_search_commands(add)
     return top
 
 

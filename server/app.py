@@ -26,6 +26,7 @@ from server.limits import stream_limits
 from server.ops.metrics import METRICS, Metrics, metrics_middleware, metrics_view
 from server.routes import branches, chat, conversations, export, health, instructions, user
 from server.routes.openapi import openapi_view
+from server.routes.search import routes as search_routes
 from server.storage import db
 from server.storage.db import ENGINE
 from server.transports import liveness, replay_budget, ws
@@ -72,6 +73,7 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(conversations.routes)
     app.add_routes(branches.routes)
     app.add_routes(export.routes)  # export and import (docs/api.md)
+    app.add_routes(search_routes)  # GET /api/search
     ws.setup(app)  # after stop_actors: sockets close once generations have ended
     return app
 

@@ -30,6 +30,10 @@ from server.http import api_models as m
 from server.routes.branches import BranchRequest, EditRequest
 from server.routes.conversations import CancelBody, Rename
 from server.routes.instructions import InstructionsBody
+from server.routes.search import MAX_LIMIT as SEARCH_MAX_LIMIT
+from server.routes.search import MAX_QUERY as SEARCH_MAX_QUERY
+from server.routes.search import QUERY_PATTERN as SEARCH_PATTERN
+from server.routes.search import SearchPage
 from server.storage.export_schema import ExportFile
 
 JSON = "application/json"
@@ -47,6 +51,7 @@ class Param:
     where: str = "query"  # "query" | "header" | "path"
     schema: dict[str, Any] = field(default_factory=lambda: {"type": "string"})
     description: str = ""
+    required: bool = False  # path parameters always are
 
 
 @dataclass(frozen=True)
@@ -241,6 +246,28 @@ OPS: dict[tuple[str, str], Op] = {
         body=InstructionsBody,
         errors=_BODY_ERRORS,
     ),
+    ("get", "/api/search"): Op(
+        "Full-text search over your messages and conversation titles (ranked, paginated)",
+        "chat",
+        "bearer",
+        ok=SearchPage,
+        params=(
+            Param(
+                "q",
+                schema={"type": "string", "pattern": SEARCH_PATTERN},
+                description=f"Words to find (plain words, no query syntax): 1 to "
+                f"{SEARCH_MAX_QUERY} characters once the spaces around are trimmed, no NUL",
+                required=True,
+            ),
+            Param("limit", schema={"type": "integer", "minimum": 1, "maximum": SEARCH_MAX_LIMIT}),
+            Param(
+                "cursor",
+                schema={"type": "string", "pattern": "^[A-Za-z0-9_-]*$"},
+                description="nextCursor of the previous page (opaque; another is 400)",
+            ),
+        ),
+        errors=(400,),
+    ),
     # live
     ("get", "/api/conversations/{id}/events"): Op(
         "Live events (SSE); resume with Last-Event-ID or ?after=",
@@ -427,7 +454,7 @@ def _operation(method: str, path: str, op: Op, schemas: _Schemas) -> dict[str, A
             {
                 "name": p.name,
                 "in": p.where,
-                "required": p.where == "path",
+                "required": p.where == "path" or p.required,
                 "schema": p.schema,
                 **({"description": p.description} if p.description else {}),
             }

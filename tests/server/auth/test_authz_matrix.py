@@ -144,6 +144,7 @@ TABLE: dict[tuple[str, str], Row] = {
     # The caller's own instructions: they name no resource of anyone else's.
     ("GET", "/api/user/instructions"): Row("user"),
     ("PUT", "/api/user/instructions"): Row("user", body={"instructions": "be brief"}),
+    ("GET", "/api/search"): Row("user", query={"q": "mine"}),
     ("GET", "/api/ws"): Row("user"),  # the handshake; commands below
 }
 
