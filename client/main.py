@@ -103,9 +103,17 @@ def _who(user: dict[str, Any]) -> str:
 
 
 async def cmd_chat(ctx: Context) -> int:
-    body = generation_body(ctx.args, message=message_text(ctx.args.message))
     conversation: str | None = ctx.args.conversation
-    if ctx.args.continue_last:
+    message: str | None = ctx.args.message
+    continue_last: bool = ctx.args.continue_last
+    if message is None:
+        if conversation is None:
+            raise CliError("chat needs a message (- reads it from stdin)", Exit.USAGE)
+        # `cero chat -c "hi"` (like `llm -c`): argparse gave the message to -c, so it
+        # continues the most recent conversation; `-c ID "hi"` still names one.
+        message, conversation, continue_last = conversation, None, True
+    body = generation_body(ctx.args, message=message_text(message))
+    if continue_last:
         conversation = await _newest_conversation(ctx)
     if conversation:
         body["conversationId"] = conversation
@@ -258,12 +266,17 @@ def parser() -> argparse.ArgumentParser:
     p = add("whoami", cmd_whoami, "Show the signed-in user.")
     p.add_argument("--json", action="store_true", help="print the server's JSON")
     p = add("chat", cmd_chat, "Send a message and stream the answer to stdout.")
-    p.add_argument("message", help="the message; - reads it from stdin")
+    p.add_argument("message", nargs="?", help="the message; - reads it from stdin")
     add_generation_options(p)
-    # Two options, not an `-c` whose ID is optional: argparse would read `-c "hi"` as the
-    # ID "hi" and then miss the message.
+    # `-c ID MESSAGE` continues that conversation; `-c MESSAGE` alone (argparse hands the
+    # message to -c) continues the most recent one, like `llm -c`; `-C` says so explicitly.
     which = p.add_mutually_exclusive_group()
-    which.add_argument("--conversation", "-c", metavar="ID", help="continue this conversation")
+    which.add_argument(
+        "--conversation",
+        "-c",
+        metavar="ID",
+        help="continue this conversation; `-c MESSAGE` alone: your most recent one",
+    )
     which.add_argument(
         "--continue-last",
         "-C",

@@ -204,6 +204,14 @@ async def test_chat_continue_last_goes_to_the_newest_conversation(cli: Cli, live
     assert len(await messages(live, token, older)) == 2
     code, _, err = await cli.run("chat", "-C", "-c", older, "both")
     assert code == 2 and "not allowed with" in err
+    # `-c MESSAGE` alone, like `llm -c`: the newest conversation too.
+    code, out, err = await cli.run("chat", "-c", "like llm")
+    assert code == 0, err
+    assert [m["content"] for m in await messages(live, token, newer) if m["role"] == "user"][
+        -1
+    ] == "like llm"
+    code, _, err = await cli.run("chat")
+    assert code == 2 and "needs a message" in err
 
 
 async def test_cancel_stops_a_streaming_chat(cli: Cli, live: Live) -> None:

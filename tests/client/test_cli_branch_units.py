@@ -148,14 +148,17 @@ def test_branch_command_arguments() -> None:
 
 
 def test_chat_continue_last_is_its_own_flag() -> None:
-    """``-c`` keeps its ID; ``-C`` continues the newest conversation. An ``-c`` whose ID is
-    optional would read ``cero chat -c "hi"`` as the ID "hi" and then miss the message."""
+    """``-c ID MESSAGE`` names a conversation; ``-C`` continues the newest one, and so does
+    ``-c MESSAGE`` alone (argparse hands the message to ``-c``; ``cmd_chat`` reads it as the
+    message, like ``llm -c``)."""
     args = parser().parse_args(["chat", "-C", "hi"])
     assert (args.continue_last, args.conversation, args.message) == (True, None, "hi")
     args = parser().parse_args(["chat", "hi", "-c", "ID"])
     assert (args.continue_last, args.conversation, args.message) == (False, "ID", "hi")
     assert parser().parse_args(["chat", "-c", "ID", "hi"]).conversation == "ID"
-    for bad in (["chat", "-c", "hi"], ["chat", "-C", "-c", "ID", "hi"]):
+    args = parser().parse_args(["chat", "-c", "hi"])
+    assert (args.conversation, args.message) == ("hi", None)  # cmd_chat: the newest, "hi"
+    for bad in (["chat", "-C", "-c", "ID", "hi"],):
         with pytest.raises(SystemExit) as usage:
             parser().parse_args(bad)
         assert usage.value.code == 2
