@@ -23,7 +23,13 @@ def as_utc(moment: datetime) -> datetime:
 def iso(moment: datetime) -> str:
     """``2026-11-25T15:07:35.123Z``: what Better Auth emits and its client parses as a Date."""
     moment = as_utc(moment)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    # The year always in four digits (glibc's %Y writes year 5 as "5": not RFC 3339; an
+    # imported file may carry any year).
+    return (
+        f"{moment.year:04d}"
+        + moment.strftime("-%m-%dT%H:%M:%S.")
+        + (f"{moment.microsecond // 1000:03d}Z")
+    )
 
 
 def parse_iso(text: str) -> datetime:

@@ -58,6 +58,7 @@ async def gemini() -> AsyncIterator[tuple[FakeGemini, str]]:
 async def cluster(
     pg_url: str, gemini: tuple[FakeGemini, str], tmp_path: Path
 ) -> AsyncIterator[Cluster]:
+    gemini[0].scripts.clear()  # a script an earlier test left unplayed plays for none here
     running = Cluster(
         pg_url,
         tmp_path,
@@ -634,8 +635,14 @@ async def test_a_starting_process_leaves_live_answers_alone(
         # The lone process killed mid-answer and restarted at once: its lease still
         # lives, so the sweep leaves the row, and takes it once the lease has expired.
         fake.enqueue(Script(chunks=[f"k{i:04d} " for i in range(800)], chunk_delay=0.01))
+        asked = len(fake.stream_requests())
         sending = asyncio.create_task(chat(http, c, token, "long", model=GEMINI))
         await until(streaming, 4, what="an answer streaming on C")
+        # Killed only once its model request has reached the stand-in (the row commits
+        # first): else the script stays queued and the next test streams it.
+        await until(
+            lambda: len(fake.stream_requests()) > asked, 4, what="C's request at the stand-in"
+        )
         row = await streaming_row()
         assert row is not None
         a.signal(signal.SIGTERM)
