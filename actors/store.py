@@ -165,8 +165,13 @@ class ConversationStore(Protocol):
         ...
 
     async def instructions(self, conversation_id: str) -> Instructions:
-        """The user's and the conversation's instructions as stored now: read for every
-        generation, so a change is seen from the next send on, whichever process wrote it."""
+        """The user's and the conversation's instructions, for every generation: a change
+        is seen from the next send on (a store may remember them until
+        :meth:`instructions_changed`; cluster mode's reads the database every time)."""
+        ...
+
+    def instructions_changed(self) -> None:
+        """Some instructions were written (by this process): forget any remembered."""
         ...
 
     async def active_leaf(self, conversation_id: str) -> str | None:

@@ -229,6 +229,9 @@ class MemoryStore:
             user=user, conversation=self.conversation_instructions.get(conversation_id)
         )
 
+    def instructions_changed(self) -> None:
+        pass  # nothing remembered: every read is of the dicts
+
     async def active_leaf(self, conversation_id: str) -> str | None:
         return self.leaves.get(conversation_id)
 

@@ -77,7 +77,12 @@ async def chat_runtime(app: web.Application) -> AsyncIterator[None]:
             adopt_slot=lambda user_id, token: app[USER_LIMITS].adopt_generation(user_id, token),
         )
     # Cluster mode: the answer rows are written under this process's lease (fenced).
-    store = PiccoloConversationStore(writer, fence_of=None if node is None else node.fence_of)
+    store = PiccoloConversationStore(
+        writer,
+        fence_of=None if node is None else node.fence_of,
+        # Another process may change them: cluster mode reads them for every send.
+        remember_instructions=node is None,
+    )
     if node is None:
         interrupted = await store.interrupt_streaming()
         if interrupted:

@@ -155,6 +155,8 @@ async def rename(request: web.Request) -> web.Response:
         changes[Conversation.instructions] = text
         conversation["instructions"] = text
     await Conversation.update(changes).where(Conversation.id == conversation["id"]).run()
+    if "instructions" in given:
+        request.app[REGISTRY].deps.store.instructions_changed()  # the next send sees them
     conversation["updated_at"] = now
     return wire.reply(
         wire.Renamed, {"conversation": conversation_json(conversation, with_instructions=True)}

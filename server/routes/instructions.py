@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from actors.clock import utcnow
 from server.auth.current import require_user
 from server.chat.request import NO_NUL, no_nul
-from server.core.app_keys import SETTINGS
+from server.core.app_keys import REGISTRY, SETTINGS
 from server.core.errors import ApiError
 from server.http import api_models as wire
 from server.http.bodies import read_model
@@ -75,4 +75,5 @@ async def put_instructions(request: web.Request) -> web.Response:
         .where(User.id == user.id)
         .run()
     )
+    request.app[REGISTRY].deps.store.instructions_changed()  # the next send sees them
     return wire.reply(wire.UserInstructions, {"instructions": text})

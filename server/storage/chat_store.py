@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -35,6 +36,11 @@ def _json(value: Any) -> Any:
     return value
 
 
+#: How long a conversation's instructions are remembered (one process; a change made
+#: through this process's routes is seen at once, one written elsewhere after this long).
+INSTRUCTIONS_MEMORY_S = 30.0
+INSTRUCTIONS_MEMORY_MAX = 10_000
+
 # The unique index that makes a clientMessageId unique per user (a migration creates it).
 CLIENT_KEY_INDEX = "message_user_client_id"
 
@@ -65,9 +71,17 @@ class PiccoloConversationStore:
     """Rows are written by the owning actor only, so no write races need locking."""
 
     def __init__(
-        self, writer: BatchWriter, *, fence_of: Callable[[str], int] | None = None
+        self,
+        writer: BatchWriter,
+        *,
+        fence_of: Callable[[str], int] | None = None,
+        remember_instructions: bool = True,
     ) -> None:
         self.writer = writer
+        #: conversation id → (its instructions, when read): see :meth:`instructions`.
+        self._instructions: dict[str, tuple[Instructions, float]] = {}
+        self._instructions_version = 0
+        self._remember_instructions = remember_instructions
         self.janitor = Janitor(writer.finish)
         self._last_created: datetime | None = None
         #: conversation id → the fencing token of this process's lease on it (cluster
@@ -191,7 +205,26 @@ class PiccoloConversationStore:
             raise
 
     async def instructions(self, conversation_id: str) -> Instructions:
-        return await read_instructions(conversation_id)
+        """Remembered per conversation (one process: every write of instructions goes
+        through this process's routes, which call :meth:`instructions_changed`), at most
+        :data:`INSTRUCTIONS_MEMORY_S`; read every time in cluster mode. Measured, bench
+        scenario 4 on SQLite: reading them for every send added 1.0 ms to the added TTFT
+        (2.04 → 3.03 ms p50; PostgreSQL +0.45 ms)."""
+        if self._remember_instructions:
+            found = self._instructions.get(conversation_id)
+            if found is not None and time.monotonic() - found[1] < INSTRUCTIONS_MEMORY_S:
+                return found[0]
+        version = self._instructions_version
+        instructions = await read_instructions(conversation_id)
+        if self._remember_instructions and version == self._instructions_version:
+            if len(self._instructions) >= INSTRUCTIONS_MEMORY_MAX:
+                self._instructions.clear()
+            self._instructions[conversation_id] = (instructions, time.monotonic())
+        return instructions
+
+    def instructions_changed(self) -> None:
+        self._instructions_version += 1  # a read in flight does not store what it found
+        self._instructions.clear()
 
     async def active_leaf(self, conversation_id: str) -> str | None:
         row = (
