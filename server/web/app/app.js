@@ -883,6 +883,46 @@ async function loadConversations(more = false) {
   regroup();
 }
 
+// ---------- search (docs/api.md, Search) ----------
+
+// The server marks matched words with « »; shown as <mark>, never as HTML.
+function snippetEl(text) {
+  const node = el("div", { class: "snippet" });
+  const parts = String(text || "").split(/([«»])/);
+  let marked = false;
+  for (const part of parts) {
+    if (part === "«") marked = true;
+    else if (part === "»") marked = false;
+    else if (part) node.append(marked ? el("mark", { text: part }) : document.createTextNode(part));
+  }
+  return node;
+}
+
+function showSearch(on) {
+  $("search-results").hidden = !on;
+  $("conversations").hidden = on;
+  if (on) $("more").hidden = true;
+  else $("more").hidden = !state.nextCursor;
+}
+
+async function search(text) {
+  const q = text.trim();
+  if (!q) {
+    $("search-results").replaceChildren();
+    showSearch(false);
+    return;
+  }
+  const data = await api("GET", `/api/search?${new URLSearchParams({ q, limit: "20" })}`);
+  const list = $("search-results");
+  list.replaceChildren();
+  for (const r of data.results) {
+    const link = el("a", { href: `#c=${encodeURIComponent(r.conversationId)}`, class: "conv-link", text: r.conversationTitle || "Untitled" });
+    list.append(el("li", { "data-conv": r.conversationId }, link, snippetEl(r.snippet)));
+  }
+  if (!data.results.length) list.append(el("li", { class: "empty", text: `Nothing found for “${q}”` }));
+  showSearch(true);
+}
+
 function touchConversation(id) {
   const item = $("conversations").querySelector(`[data-conv="${CSS.escape(id)}"]`);
   if (!item) return;
@@ -1143,6 +1183,19 @@ function wire() {
     openConversation(null);
   });
   $("more").addEventListener("click", () => loadConversations(true).catch((err) => notice(err.message)));
+  $("search-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    search($("search-input").value).catch((err) => notice(err.message));
+  });
+  $("search-input").addEventListener("input", () => {
+    if (!$("search-input").value.trim()) search("").catch(() => {});
+  });
+  $("search-input").addEventListener("keydown", (event) => {
+    if (event.key === "Escape") {
+      $("search-input").value = "";
+      search("").catch(() => {});
+    }
+  });
   $("sign-out").addEventListener("click", async () => {
     await api("POST", "/api/auth/sign-out", {});
     showSignIn();

@@ -720,6 +720,37 @@ async def test_the_list_is_grouped_by_date_and_messages_show_their_time(
     assert re.fullmatch(r"\d\d?:\d\d(\s?[AP]M)?", shown), shown  # today: the time only
 
 
+async def test_search_box_finds_a_conversation_and_opens_it(env: Env, devices: Devices) -> None:
+    """The search box over the list (docs/api.md, Search): matched words marked, a result
+    opens its conversation, Escape brings the list back."""
+    a = devices.a
+    async with aiohttp.ClientSession() as http:
+        async with post_chat(
+            http, env.live.url, env.token, message="notes on the axolotl <b>tank</b>"
+        ) as r:
+            assert r.status == 200
+            cid = (await read_ndjson(r))[0]["data"]["conversationId"]
+    await a.goto("/app")
+    await a.reload()
+    await a.locator("#search-input").fill("axolotl")
+    await a.locator("#search-input").press("Enter")
+    results = a.locator("#search-results li[data-conv]")
+    await expect(results.first).to_be_visible()
+    await expect(a.locator("#conversations")).to_be_hidden()
+    hit = a.locator(f'#search-results li[data-conv="{cid}"]').first
+    await expect(hit.locator("mark").first).to_have_text(re.compile("axolotl", re.I))
+    await expect(a.locator("#search-results b")).to_have_count(0)  # text, never markup
+    await hit.locator("a").click()
+    await expect(a.locator("#title")).to_contain_text("axolotl")
+    assert conversation_of(a) == cid
+    await a.locator("#search-input").fill("no-such-word-anywhere")
+    await a.locator("#search-input").press("Enter")
+    await expect(a.locator("#search-results li.empty")).to_be_visible()
+    await a.locator("#search-input").press("Escape")
+    await expect(a.locator("#search-results")).to_be_hidden()
+    await expect(a.locator("#conversations")).to_be_visible()
+
+
 async def test_sessions_revoke_and_sign_out(env: Env, devices: Devices) -> None:
     a, b = devices.a, devices.b
     await a.locator("#open-sessions").click()
