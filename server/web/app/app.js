@@ -1113,6 +1113,36 @@ async function showSessions() {
   $("close-sessions").focus();
 }
 
+// ---------- instructions (docs/api.md, Instructions) ----------
+
+async function showInstructions() {
+  $("instructions").hidden = false;
+  $("instructions-status").textContent = "";
+  const mine = await api("GET", "/api/user/instructions");
+  $("user-instructions").value = mine.instructions || "";
+  $("conv-instructions-form").hidden = !state.convId;
+  if (state.convId) {
+    const data = await api("GET", `/api/conversations/${encodeURIComponent(state.convId)}/messages`);
+    $("conv-instructions").value = data.conversation.instructions || "";
+  }
+  $("user-instructions").focus();
+}
+
+async function saveInstructions(kind) {
+  const status = $("instructions-status");
+  if (kind === "user") {
+    const text = $("user-instructions").value;
+    await api("PUT", "/api/user/instructions", { instructions: text.trim() ? text : null });
+    status.textContent = "Saved: they apply from your next message.";
+  } else if (state.convId) {
+    const text = $("conv-instructions").value;
+    await api("PATCH", `/api/conversations/${encodeURIComponent(state.convId)}`, {
+      instructions: text.trim() ? text : null,
+    });
+    status.textContent = "Saved for this conversation: they apply from its next message.";
+  }
+}
+
 // ---------- sign in / out ----------
 
 function showSignIn(message) {
@@ -1201,12 +1231,26 @@ function wire() {
     showSignIn();
   });
   $("open-sessions").addEventListener("click", () => showSessions().catch((err) => notice(err.message)));
+  $("open-instructions").addEventListener("click", () => showInstructions().catch((err) => notice(err.message)));
+  $("close-instructions").addEventListener("click", () => {
+    $("instructions").hidden = true;
+    $("open-instructions").focus();
+  });
+  for (const kind of ["user", "conv"]) {
+    $(`${kind}-instructions-form`).addEventListener("submit", (event) => {
+      event.preventDefault();
+      saveInstructions(kind).catch((err) => {
+        $("instructions-status").textContent = err.message;
+      });
+    });
+  }
   $("close-sessions").addEventListener("click", () => {
     $("sessions").hidden = true;
     $("open-sessions").focus();
   });
   document.addEventListener("keydown", (event) => {
     if (event.key === "Escape" && !$("sessions").hidden) $("close-sessions").click();
+    if (event.key === "Escape" && !$("instructions").hidden) $("close-instructions").click();
   });
   $("rename").addEventListener("click", () => {
     $("rename-input").value = $("title").textContent;

@@ -751,6 +751,40 @@ async def test_search_box_finds_a_conversation_and_opens_it(env: Env, devices: D
     await expect(a.locator("#conversations")).to_be_visible()
 
 
+async def test_instructions_are_edited_in_the_page(env: Env, devices: Devices) -> None:
+    """The Instructions panel (docs/api.md, Instructions): the user's own text and the open
+    conversation's, saved over REST, shown again when the panel reopens."""
+    a = devices.a
+    async with aiohttp.ClientSession() as http:
+        async with post_chat(http, env.live.url, env.token, message="instructions here") as r:
+            assert r.status == 200
+            cid = (await read_ndjson(r))[0]["data"]["conversationId"]
+    await a.goto(f"/app#c={cid}")
+    await expect(a.locator("#title")).to_contain_text("instructions here")
+    await a.locator("#open-instructions").click()
+    await expect(a.locator("#user-instructions")).to_be_focused()
+    await a.locator("#user-instructions").fill("I am a botanist; use metric units.")
+    await a.locator("#user-instructions-form button[type=submit]").click()
+    await expect(a.locator("#instructions-status")).to_contain_text("Saved")
+    assert (await rest(env, "GET", "/api/user/instructions"))["instructions"] == (
+        "I am a botanist; use metric units."
+    )
+    await a.locator("#conv-instructions").fill("Answer in French.")
+    await a.locator("#conv-instructions-form button[type=submit]").click()
+    await expect(a.locator("#instructions-status")).to_contain_text("this conversation")
+    data = await rest(env, "GET", f"/api/conversations/{cid}/messages")
+    assert data["conversation"]["instructions"] == "Answer in French."
+    await a.keyboard.press("Escape")
+    await expect(a.locator("#instructions")).to_be_hidden()
+    await a.locator("#open-instructions").click()
+    await expect(a.locator("#conv-instructions")).to_have_value("Answer in French.")
+    await a.locator("#user-instructions").fill("")
+    await a.locator("#user-instructions-form button[type=submit]").click()
+    await expect(a.locator("#instructions-status")).to_contain_text("Saved")
+    assert (await rest(env, "GET", "/api/user/instructions"))["instructions"] is None
+    await a.locator("#close-instructions").click()
+
+
 async def test_sessions_revoke_and_sign_out(env: Env, devices: Devices) -> None:
     a, b = devices.a, devices.b
     await a.locator("#open-sessions").click()
