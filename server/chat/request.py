@@ -1,4 +1,5 @@
-"""The body of a chat turn: ``POST /api/chat`` and the WebSocket ``send`` frame."""
+"""The body of a chat turn: ``POST /api/chat`` and the WebSocket ``send`` frame, and of
+the branch operations (docs/api.md, Branches)."""
 
 from __future__ import annotations
 
@@ -37,6 +38,45 @@ class ChatRequest(BaseModel):
     @classmethod
     def _no_nul(cls, value: str | None) -> str | None:
         return None if value is None else no_nul(value)
+
+
+class BranchRequest(BaseModel):
+    """The body of regenerate and continue (``POST …/messages/{messageId}/regenerate`` and
+    the WebSocket frames; all optional: an empty body is fine)."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    aiModel: str | None = Field(default=None, max_length=128, pattern=NO_NUL)
+    tools: list[str] = Field(default_factory=list, max_length=8)
+    clientMessageId: ClientId | None = None
+
+    @field_validator("aiModel", "clientMessageId")
+    @classmethod
+    def _no_nul(cls, value: str | None) -> str | None:
+        return None if value is None else no_nul(value)
+
+    def as_chat(self, conversation_id: str, message: str = "") -> ChatRequest:
+        """The turn as the chat use-case takes it (validated already: not again)."""
+        return ChatRequest.model_construct(
+            message=message,
+            conversationId=conversation_id,
+            aiModel=self.aiModel,
+            tools=self.tools,
+            clientMessageId=self.clientMessageId,
+        )
+
+
+class EditRequest(BranchRequest):
+    """The body of an edit: the new text, and what a regenerate takes."""
+
+    message: str = Field(json_schema_extra={"pattern": NON_BLANK})
+
+    @field_validator("message")
+    @classmethod
+    def _non_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must be a non-empty string")
+        return no_nul(value)
 
 
 def no_nul(value: str) -> str:

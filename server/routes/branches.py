@@ -4,11 +4,10 @@ like ``POST /api/chat``; switch moves the active path; the tree lists every bran
 from __future__ import annotations
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from actors.api import Action
 from server.auth.current import require_user
-from server.chat.request import NO_NUL, NON_BLANK, ChatRequest, ClientId, no_nul
+from server.chat.request import BranchRequest, EditRequest
 from server.chat.service import owned_conversation, switch_branch
 from server.http import api_models as wire
 from server.http.bodies import read_model
@@ -21,46 +20,12 @@ routes = web.RouteTableDef()
 _TURN = "/api/conversations/{id}/messages/{messageId}"
 
 
-class BranchRequest(BaseModel):
-    """The body of regenerate and continue (all optional; an empty body is fine)."""
-
-    model_config = ConfigDict(extra="ignore", strict=True)
-
-    aiModel: str | None = Field(default=None, max_length=128, pattern=NO_NUL)
-    tools: list[str] = Field(default_factory=list, max_length=8)
-    clientMessageId: ClientId | None = None
-
-    @field_validator("aiModel", "clientMessageId")
-    @classmethod
-    def _no_nul(cls, value: str | None) -> str | None:
-        return None if value is None else no_nul(value)
-
-
-class EditRequest(BranchRequest):
-    """The body of an edit: the new text, and what a regenerate takes."""
-
-    message: str = Field(json_schema_extra={"pattern": NON_BLANK})
-
-    @field_validator("message")
-    @classmethod
-    def _non_empty(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("must be a non-empty string")
-        return no_nul(value)
-
-
 async def _branch_turn(
     request: web.Request, action: Action, body: BranchRequest, message: str = ""
 ) -> web.StreamResponse:
     timing = request.app[METRICS].turn_timing(request)
     user = require_user(request)
-    turn = ChatRequest.model_construct(
-        message=message,
-        conversationId=request.match_info["id"],
-        aiModel=body.aiModel,
-        tools=body.tools,
-        clientMessageId=body.clientMessageId,
-    )
+    turn = body.as_chat(request.match_info["id"], message)
     return await stream_turn(
         request, user, turn, timing, action=action, target=request.match_info["messageId"]
     )

@@ -24,10 +24,9 @@ from pydantic import BaseModel
 from server.auth.device_routes import CodeRequest, DecisionRequest, TokenRequest
 from server.auth.github_routes import SocialRequest
 from server.auth.session_routes import RevokeRequest
-from server.chat.request import ChatRequest
+from server.chat.request import BranchRequest, ChatRequest, EditRequest
 from server.core.errors import AUTH_PREFIX
 from server.http import api_models as m
-from server.routes.branches import BranchRequest, EditRequest
 from server.routes.conversations import CancelBody, Rename
 from server.routes.instructions import InstructionsBody
 from server.routes.search import MAX_LIMIT as SEARCH_MAX_LIMIT

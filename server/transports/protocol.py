@@ -13,7 +13,7 @@ import orjson
 from pydantic import ValidationError
 
 from actors.api import Action
-from server.chat.request import ChatRequest
+from server.chat.request import BranchRequest, ChatRequest, EditRequest
 from server.core.validation import first_error
 from server.http.nul_guard import MESSAGE as NUL_MESSAGE
 from server.http.nul_guard import first_nul
@@ -120,15 +120,15 @@ def parse_frame(text: str) -> ClientFrame:
         if kind == "switch":
             return Switch(conversation_id, message_id)
         fields = {k: v for k, v in data.items() if k not in ("type", "messageId")}
-        if kind != "edit":
-            fields["message"] = "-"  # not read: only an edit carries text
         try:
-            request = ChatRequest.model_validate(fields)
+            if kind == "edit":
+                edit = EditRequest.model_validate(fields)
+                request = edit.as_chat(conversation_id, edit.message)
+            else:
+                request = BranchRequest.model_validate(fields).as_chat(conversation_id)
         except ValidationError as exc:
             field, message = first_error(exc, "frame")
             raise FrameError("invalid_frame", f"{field}: {message}") from None
-        if kind != "edit":
-            request = request.model_copy(update={"message": ""})
         action: Action = "edit" if kind == "edit" else kind
         return Send(request, action, message_id)
     if not isinstance(kind, str):
