@@ -287,3 +287,35 @@ async def test_what_the_original_cero_cli_sees_is_unchanged(live: Live) -> None:
         for message in body["messages"]:
             assert {"id", "role", "content", "status", "createdAt", "timestamp"} <= set(message)
         assert body["messages"][-1]["content"] == lines[-1]["data"]["fullText"]
+
+
+async def test_branch_operations_stream_server_sent_events(live: Live) -> None:
+    """With ``Accept: text/event-stream`` a regenerate and an edit stream SSE like
+    ``POST /api/chat`` (a continue takes the same path; its NDJSON test is above): each event with its cursor as ``id:``, from the turn's first
+    event (an edit's user ``message``, else ``init``) to its terminal event, the tokens adding
+    up to ``fullText``."""
+    token, _ = await make_user_session("SSE branches")
+    sse = {**bearer(token), "Accept": "text/event-stream"}
+    async with aiohttp.ClientSession() as http:
+        lines = await chat(http, live.url, token, message="sse first", aiModel="demo")
+        cid, user1 = lines[0]["data"]["conversationId"], lines[0]["data"]["userMessageId"]
+        for op, body, first in (
+            ("regenerate", {}, "init"),
+            ("edit", {"message": "sse edited"}, "message"),
+        ):
+            target = user1
+            async with http.post(_turn(live, cid, target, op), json=body, headers=sse) as resp:
+                assert resp.status == 200
+                assert resp.content_type == "text/event-stream"
+                events = [event async for event in read_sse(resp)]
+            kinds = [event.event for event in events if event.event != "presence"]
+            assert kinds[0] == first and kinds[-1] == "done", kinds
+            assert all(event.id for event in events)
+            init = next(event.data for event in events if event.event == "init")
+            assert init["action"] == op
+            text = "".join(
+                event.data["text"]
+                for event in events
+                if event.event == "token" and event.data["messageId"] == init["messageId"]
+            )
+            assert text == events[-1].data["fullText"]
