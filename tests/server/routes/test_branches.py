@@ -291,9 +291,10 @@ async def test_what_the_original_cero_cli_sees_is_unchanged(live: Live) -> None:
 
 async def test_branch_operations_stream_server_sent_events(live: Live) -> None:
     """With ``Accept: text/event-stream`` a regenerate and an edit stream SSE like
-    ``POST /api/chat`` (a continue takes the same path; its NDJSON test is above): each event with its cursor as ``id:``, from the turn's first
-    event (an edit's user ``message``, else ``init``) to its terminal event, the tokens adding
-    up to ``fullText``."""
+    ``POST /api/chat`` (a continue takes the same path; its NDJSON test is above): each
+    event with its cursor as ``id:``, from the turn's first event (an edit's user
+    ``message``, else ``init``) to its terminal event, the tokens adding up to
+    ``fullText``."""
     token, _ = await make_user_session("SSE branches")
     sse = {**bearer(token), "Accept": "text/event-stream"}
     async with aiohttp.ClientSession() as http:
