@@ -32,6 +32,7 @@ What is here, by kind:
 
 from __future__ import annotations
 
+from actors.account_feed import ACCOUNT_EVENTS, CHANNEL, AccountFeeds, AnswerEvents
 from actors.cluster_hooks import ClusterHooks
 from actors.context import build_request
 from actors.conversation import ActorDeps, ConversationActor, SendResult
@@ -75,12 +76,16 @@ from actors.telemetry import GenerationTelemetry
 from actors.tree import ConversationTree
 
 __all__ = [
+    "ACCOUNT_EVENTS",
+    "CHANNEL",
     "PHASES",
     "RESERVED",
     "TERMINAL",
+    "AccountFeeds",
     "Action",
     "ActorDeps",
     "ActorStopped",
+    "AnswerEvents",
     "Cancel",
     "ClientMessageTaken",
     "ClusterHooks",

@@ -25,6 +25,7 @@ from typing import Any
 
 import structlog
 
+from actors.account_feed import AnswerEvents
 from actors.clock import iso
 from actors.cluster_hooks import ClusterHooks
 from actors.dormant import Dormant
@@ -76,6 +77,8 @@ class ActorDeps:
     cluster: ClusterHooks[ConversationActor] | None = None
     #: Model latencies and outcomes for ``/metrics`` (:mod:`actors.telemetry`).
     telemetry: GenerationTelemetry | None = None
+    #: The user's account channel: each answer's start and end (:mod:`actors.account_feed`).
+    account: AnswerEvents | None = None
 
 
 @dataclass(slots=True)
@@ -495,6 +498,9 @@ class ConversationActor:
             self.hub.append("token", {"messageId": assistant.id, "text": prefix})
         if subscription is not None and subscribe is not None and subscribe.viewer:
             self._presence.announce()
+        account = self.deps.account
+        if account is not None:
+            account.answer_started(self.owner_id, self.conversation_id, assistant.id, generation_id)
         self._runner.live = generation
         self._runner.publish_first(generation)
         generation.task = asyncio.get_running_loop().create_task(
@@ -607,6 +613,12 @@ class ConversationActor:
         text and status): the next send may start."""
         if self.generation is generation:
             self.generation = None
+        account = self.deps.account
+        if account is not None:
+            answer = generation.assistant
+            account.answer_ended(
+                self.owner_id, self.conversation_id, answer.id, generation.id, answer.status
+            )
 
     # -- branches ------------------------------------------------------------------------
 

@@ -55,6 +55,8 @@ def dumps(data: object) -> bytes:
 
 #: Keys the hub owns in every event; an actor passing them in ``fields`` is a bug.
 RESERVED = frozenset({"type", "conversationId", "epoch", "seq", "merged"})
+#: What a log scoped by another key (the account channel) reserves besides its scope.
+_RESERVED_BESIDE = RESERVED - {"conversationId"}
 #: The events that end a generation (the one definition server-side code uses); the next
 #: generation's lead-in starts right after.
 TERMINAL = frozenset({"done", "error", "cancelled"})
@@ -344,6 +346,7 @@ class EventLog:
         "last_seq",
         "max_bytes",
         "max_events",
+        "scope",
     )
 
     def __init__(
@@ -354,12 +357,17 @@ class EventLog:
         max_events: int = 1000,
         max_bytes: int = 1 << 20,
         buffer_limit: int = 100_000,
+        scope: str = "conversationId",
     ) -> None:
         if epoch == "":
             raise ValueError("epoch must be non-empty")
         if max_events < 1 or max_bytes < 1 or buffer_limit < 1:
             raise ValueError("max_events, max_bytes and buffer_limit must be >= 1")
         self.conversation_id = conversation_id
+        #: The key every event names this log by: ``conversationId`` for a conversation's
+        #: log, ``channel`` for a user's account channel (:mod:`actors.account_feed`),
+        #: whose events may then carry a ``conversationId`` of their own.
+        self.scope = scope
         # A fresh epoch per incarnation: cursors from a lost log can never look valid.
         self.epoch = epoch if epoch is not None else opaque_id()
         self.last_seq = 0
@@ -404,8 +412,10 @@ class EventLog:
             # A nested fan-out would deliver the next event before this one to the
             # subscribers not yet visited.
             raise RuntimeError("append from inside a subscriber callback")
-        if not RESERVED.isdisjoint(fields):
-            raise ValueError(f"fields must not contain {sorted(RESERVED & fields.keys())}")
+        reserved = RESERVED if self.scope == "conversationId" else _RESERVED_BESIDE
+        if not reserved.isdisjoint(fields) or self.scope in fields:
+            clash = (reserved | {self.scope}) & fields.keys()
+            raise ValueError(f"fields must not contain {sorted(clash)}")
         message_id: str | None = None
         text = ""
         if type == "token":
@@ -417,7 +427,7 @@ class EventLog:
         seq = self.last_seq + 1
         data: dict[str, object] = {
             "type": type,
-            "conversationId": self.conversation_id,
+            self.scope: self.conversation_id,
             "epoch": self.epoch,
             "seq": seq,
         }
@@ -598,7 +608,7 @@ class EventLog:
             seq = self.last_seq
             data: dict[str, object] = {
                 "type": "reset",
-                "conversationId": self.conversation_id,
+                self.scope: self.conversation_id,
                 "epoch": self.epoch,
                 "seq": seq,
             }

@@ -24,7 +24,16 @@ from server.http.nul_guard import nul_guard_middleware
 from server.http.protocol import capacity_middleware
 from server.limits import stream_limits
 from server.ops.metrics import METRICS, Metrics, metrics_middleware, metrics_view
-from server.routes import branches, chat, conversations, export, health, instructions, user
+from server.routes import (
+    account,
+    branches,
+    chat,
+    conversations,
+    export,
+    health,
+    instructions,
+    user,
+)
 from server.routes.openapi import openapi_view
 from server.routes.search import routes as search_routes
 from server.storage import db
@@ -74,6 +83,7 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(branches.routes)
     app.add_routes(export.routes)  # export and import (docs/api.md)
     app.add_routes(search_routes)  # GET /api/search
+    app.add_routes(account.routes)  # GET /api/account/events
     ws.setup(app)  # after stop_actors: sockets close once generations have ended
     return app
 

@@ -14,6 +14,7 @@ from server.auth.sessions import SESSIONS
 from server.core.errors import ApiError
 from server.http import api_models as wire
 from server.http.bodies import read_model
+from server.storage.account_channel import ACCOUNT
 
 log = structlog.get_logger(__name__)
 routes = web.RouteTableDef()
@@ -37,6 +38,7 @@ async def sign_out(request: web.Request) -> web.Response:
     user = current_user(request)
     if user is not None:
         await request.app[SESSIONS].revoke(user.session_id)
+        await request.app[ACCOUNT].session_revoked(user.id, user.session_id)
         log.info("signed_out", session_id=user.session_id)
     response = wire.reply(wire.Success, {"success": True})
     codec = request.app[COOKIES]
@@ -82,6 +84,8 @@ async def revoke_session(request: web.Request) -> web.Response:
     token = body.token
     if token is not None and ("." in token or "%" in token):
         token = request.app[COOKIES].token_from_cookie(token) or ""
-    await request.app[SESSIONS].revoke_owned(user.id, session_id=body.id, token=token)
+    revoked = await request.app[SESSIONS].revoke_owned(user.id, session_id=body.id, token=token)
+    for session_id in revoked:
+        await request.app[ACCOUNT].session_revoked(user.id, session_id)
     log.info("session_revoked", by_session=user.session_id)
     return wire.reply(wire.RevokeStatus, {"status": True})

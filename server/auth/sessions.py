@@ -323,12 +323,15 @@ class SessionStore:
 
     async def revoke_owned(
         self, user_id: str, *, session_id: str | None = None, token: str | None = None
-    ) -> None:
-        """Revoke one of ``user_id``'s sessions by id or raw token; others' are untouched."""
+    ) -> list[str]:
+        """Revoke one of ``user_id``'s sessions by id or raw token; others' are untouched.
+        The ids revoked."""
         if session_id is None and token is None:
-            return
-        for sid in await self._ids_matching(user_id, session_id=session_id, token=token):
+            return []
+        ids = await self._ids_matching(user_id, session_id=session_id, token=token)
+        for sid in ids:
             await self.revoke(sid)
+        return ids
 
     async def _ids_matching(
         self, user_id: str, *, session_id: str | None, token: str | None

@@ -13,14 +13,15 @@ from collections.abc import AsyncIterator
 import structlog
 from aiohttp import web
 
-from actors.api import ActorDeps, Flusher, Registry, build_request
+from actors.api import AccountFeeds, ActorDeps, Flusher, Registry, build_request
 from actors.models.base import ModelProvider
 from actors.models.catalog import Catalog
 from actors.models.demo import DemoProvider
-from server.core.app_keys import CATALOG, CLIENT_LOCKS, REDIS, REGISTRY, SETTINGS
+from server.core.app_keys import CATALOG, CLIENT_LOCKS, REDIS, REDIS_HEALTH, REGISTRY, SETTINGS
 from server.limits.admission import ADMISSION, Admission, AdmissionLimits
 from server.limits.user_limits import USER_LIMITS, memory_user_limits
 from server.ops.metrics import METRICS
+from server.storage.account_channel import ACCOUNT, AccountChannel
 from server.storage.batch_writer import WRITER, BatchWriter
 from server.storage.chat_store import PiccoloConversationStore
 from server.storage.db import ENGINE
@@ -88,6 +89,16 @@ async def chat_runtime(app: web.Application) -> AsyncIterator[None]:
         if interrupted:
             log.warning("interrupted_messages_marked", count=interrupted)
     metrics = app[METRICS]
+    if node is None:
+        feeds = AccountFeeds()
+    else:
+        from cluster.account_feed import ClusterAccountFeeds
+
+        assert client is not None
+
+        feeds = ClusterAccountFeeds(client, app[REDIS_HEALTH], settings.redis_prefix)
+    account = app[ACCOUNT] = AccountChannel(feeds)
+    account.start()
     flusher = Flusher(store, settings.flush_interval)
     flusher.on_flush = metrics.observe_flush
     deps = ActorDeps(
@@ -100,6 +111,7 @@ async def chat_runtime(app: web.Application) -> AsyncIterator[None]:
         telemetry=metrics,
         commit_timeout=settings.db_commit_timeout,
         cluster=node,
+        account=account,
     )
     registry = Registry(deps)
     app[REGISTRY] = registry
@@ -142,6 +154,7 @@ async def chat_runtime(app: web.Application) -> AsyncIterator[None]:
     finally:
         await admission.stop()
         await registry.close()
+        await account.close()
         if node is not None:
             await node.close()
         await flusher.stop()

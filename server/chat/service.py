@@ -44,6 +44,7 @@ from server.core.errors import ApiError
 from server.limits.admission import ADMISSION
 from server.limits.refusals import require_redis
 from server.limits.user_limits import USER_LIMITS
+from server.storage.account_channel import ACCOUNT
 from server.storage.chat_store import (
     conversation_for_client_message,
     create_conversation,
@@ -211,6 +212,7 @@ async def start_chat(
                     title = " ".join(body.message.split())[:TITLE_CHARS]
                     row = await create_conversation(user.id, title)
                     conversation_id = str(row["id"])
+                    await app[ACCOUNT].conversation(user.id, "conversation.created", row)
 
                 looked_up = time.perf_counter()
                 if timing is not None:

@@ -31,6 +31,7 @@ from server.limits.stream_limits import open_stream
 from server.ops.metrics import METRICS
 from server.routes.instructions import instruction_text
 from server.routes.messages_view import conversation_json, conversation_messages
+from server.storage.account_channel import ACCOUNT
 from server.storage.tables import Conversation
 from server.transports.liveness import watching
 from server.transports.replay_budget import SSE_REPLAY, replay_within
@@ -158,6 +159,8 @@ async def rename(request: web.Request) -> web.Response:
     if "instructions" in given:
         request.app[REGISTRY].deps.store.instructions_changed()  # the next send sees them
     conversation["updated_at"] = now
+    if "shortTitle" in given:
+        await request.app[ACCOUNT].conversation(user.id, "conversation.renamed", conversation)
     return wire.reply(
         wire.Renamed, {"conversation": conversation_json(conversation, with_instructions=True)}
     )
@@ -169,6 +172,7 @@ async def delete(request: web.Request) -> web.Response:
     conversation = await owned_conversation(request.match_info["id"], user.id)
     async with request.app[REGISTRY].deleting(str(conversation["id"])):
         await Conversation.delete().where(Conversation.id == conversation["id"]).run()
+    await request.app[ACCOUNT].deleted(user.id, str(conversation["id"]))
     return wire.reply(wire.Deleted, {"deleted": True})
 
 

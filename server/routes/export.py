@@ -19,6 +19,7 @@ from server.core.app_keys import SETTINGS
 from server.core.errors import ApiError
 from server.http import api_models as wire
 from server.http.bodies import larger_body, read_limited
+from server.storage.account_channel import ACCOUNT
 from server.storage.exporting import (
     Format,
     account_conversations,
@@ -127,6 +128,15 @@ async def import_file(request: web.Request) -> web.Response:
     del data, raw
     planned = plan(export, user.id, utcnow())
     await write_import(planned)
+    channel = request.app[ACCOUNT]
+    for row in planned.conversations:
+        summary = {
+            "id": row.id,
+            "short_title": row.short_title,
+            "created_at": row.created_at,
+            "updated_at": row.updated_at,
+        }
+        await channel.conversation(user.id, "conversation.created", summary)
     log.info(
         "conversations_imported",
         user_id=user.id,

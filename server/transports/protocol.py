@@ -71,7 +71,21 @@ class Ping:
     pass
 
 
-ClientFrame = Subscribe | Unsubscribe | Send | Switch | Cancel | Ping
+@dataclass(frozen=True, slots=True)
+class WatchAccount:
+    """``subscribe`` with ``channel: "account"``: the user's account channel."""
+
+    after: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class UnwatchAccount:
+    """``unsubscribe`` with ``channel: "account"``."""
+
+
+ClientFrame = (
+    Subscribe | Unsubscribe | Send | Switch | Cancel | Ping | WatchAccount | UnwatchAccount
+)
 
 
 def _string(data: dict[str, Any], key: str, limit: int) -> str:
@@ -100,6 +114,12 @@ def parse_frame(text: str) -> ClientFrame:
     kind = data.get("type")
     if kind == "ping":
         return Ping()
+    if kind in ("subscribe", "unsubscribe") and "channel" in data:
+        if data["channel"] != "account":
+            raise FrameError("invalid_frame", 'channel: the only channel is "account"')
+        if kind == "subscribe":
+            return WatchAccount(_optional_string(data, "after", MAX_CURSOR))
+        return UnwatchAccount()
     if kind in ("subscribe", "unsubscribe", "cancel"):
         conversation_id = _string(data, "conversationId", MAX_ID)
         if kind == "subscribe":

@@ -24,7 +24,7 @@ from typing import Any
 import structlog
 from aiohttp import WSCloseCode, WSMessage, WSMsgType, web
 
-from actors.api import ConversationActor, SubscribeSpec, Subscription
+from actors.api import CHANNEL, ConversationActor, EventLog, SubscribeSpec, Subscription
 from server.chat.service import (
     cancel_generation,
     rebuilt_events,
@@ -37,6 +37,7 @@ from server.core.app_keys import SETTINGS
 from server.core.errors import ApiError
 from server.limits.stream_limits import open_stream
 from server.ops.metrics import METRICS
+from server.storage.account_channel import ACCOUNT, AccountChannel
 from server.storage.db import is_unavailable
 from server.transports.frame_rate import FrameRate, Verdict
 from server.transports.liveness import LIVE_SESSIONS
@@ -49,11 +50,13 @@ from server.transports.protocol import (
     Subscribe,
     Switch,
     Unsubscribe,
+    UnwatchAccount,
+    WatchAccount,
     parse_frame,
 )
 from server.transports.replay_budget import ReplayBudget, replay_within
 from server.transports.ws_auth import authenticate
-from server.transports.ws_outbound import Outbound, ws_frame
+from server.transports.ws_outbound import ACCOUNT_KEY, Outbound, ws_frame
 from server.transports.ws_socket import CeroWebSocket
 from state.counting import SlidingWindow
 
@@ -64,6 +67,19 @@ _DATA = (WSMsgType.TEXT, WSMsgType.BINARY)
 ABUSE_LIMIT = 20
 ABUSE_WINDOW_S = 10.0
 SOCKETS: web.AppKey[weakref.WeakSet[Any]] = web.AppKey("ws_sockets")
+
+
+class AccountSource:
+    """The account channel as one of a socket's subscriptions (``Source``)."""
+
+    __slots__ = ("channel", "log")
+
+    def __init__(self, channel: AccountChannel, log: EventLog) -> None:
+        self.channel = channel
+        self.log = log
+
+    async def unsubscribe(self, sub: Subscription) -> None:
+        self.channel.unsubscribe(self.log, sub)
 
 
 class Connection(Outbound):
@@ -109,7 +125,7 @@ class Connection(Outbound):
     def _adopt(
         self,
         conversation_id: str,
-        actor: ConversationActor,
+        actor: ConversationActor | AccountSource,
         sub: Subscription,
         gate: list[bool],
         replay: bytes,
@@ -137,6 +153,9 @@ class Connection(Outbound):
         return True
 
     async def subscribe(self, conversation_id: str, after: str | None) -> None:
+        if conversation_id == ACCOUNT_KEY:  # never a conversation's id
+            self.fault("not_found", "Conversation not found", counts=False)
+            return
         if conversation_id in self.subs:
             await self.unsubscribe(conversation_id)
         elif self._full():
@@ -164,6 +183,29 @@ class Connection(Outbound):
             }
         )
         self._adopt(conversation_id, actor, sub, gate, replay)
+
+    async def watch_account(self, after: str | None) -> None:
+        """Subscribe this socket to its user's account channel (docs/api.md, Account
+        channel); a second ``subscribe`` restarts it from its own cursor."""
+        if ACCOUNT_KEY in self.subs:
+            await self.unsubscribe(ACCOUNT_KEY)
+        elif self._full():
+            return
+        gate = [False]
+        spec = SubscribeSpec(notify=self.notify, direct=self._direct(gate), viewer=False)
+        channel = self.app[ACCOUNT]
+        log, sub = await channel.subscribe(self.user.id, after, spec)
+        replay = self._replay(sub) if after is not None else b""
+        self.send_json(
+            {
+                "type": "subscribed",
+                "channel": CHANNEL,
+                "epoch": log.epoch,
+                "seq": sub.start_seq,
+                "recovered": sub.recovered,
+            }
+        )
+        self._adopt(ACCOUNT_KEY, AccountSource(channel, log), sub, gate, replay)
 
     async def unsubscribe(self, conversation_id: str) -> bool:
         entry = self.subs.pop(conversation_id, None)
@@ -197,8 +239,17 @@ class Connection(Outbound):
             self.send_json({"type": "ack", "of": "ping"})
         elif isinstance(frame, Subscribe):
             await self.subscribe(frame.conversation_id, frame.after)
+        elif isinstance(frame, WatchAccount):
+            await self.watch_account(frame.after)
+        elif isinstance(frame, UnwatchAccount):
+            done = await self.unsubscribe(ACCOUNT_KEY)
+            self.send_json(
+                {"type": "ack", "of": "unsubscribe", "channel": CHANNEL, "unsubscribed": done}
+            )
         elif isinstance(frame, Unsubscribe):
-            done = await self.unsubscribe(frame.conversation_id)
+            done = frame.conversation_id != ACCOUNT_KEY and await self.unsubscribe(
+                frame.conversation_id
+            )
             self.send_json(
                 {
                     "type": "ack",

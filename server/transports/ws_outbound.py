@@ -11,16 +11,29 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from time import perf_counter
+from typing import Protocol
 
 import orjson
 from aiohttp import web
 
-from actors.api import ConversationActor, Event, Subscription
+from actors.api import CHANNEL, Event, Subscription
 from server.auth.current import CurrentUser
 from server.ops.metrics import METRICS
 from server.transports.replay_budget import ReplayBudget
 from server.transports.wire import HIGH_WATER, RawWriter, ws_close_frame, ws_text_frame
 from state.counting import SlidingWindow
+
+#: The account channel's entry among a socket's subscriptions (no conversation id looks
+#: like it).
+ACCOUNT_KEY = "@account"
+
+
+class Source(Protocol):
+    """What a socket's subscription reads from: a conversation's actor, or the account
+    channel."""
+
+    async def unsubscribe(self, sub: Subscription) -> None: ...
+
 
 SLOW_CONSUMER = 4008
 SESSION_ENDED = 4001
@@ -59,7 +72,8 @@ class Outbound:
         self.app = request.app
         self.user = user
         self.writer = RawWriter(request)
-        self.subs: dict[str, tuple[ConversationActor, Subscription]] = {}
+        #: By conversation id, and the account channel under :data:`ACCOUNT_KEY`.
+        self.subs: dict[str, tuple[Source, Subscription]] = {}
         #: Made with the pump (the first subscription): until then nothing waits on it.
         self.wake: asyncio.Event | None = None
         #: No more commands, no more frames: a Close frame is queued (or about to be).
@@ -180,14 +194,13 @@ class Outbound:
                 if sub.closed and not sub.pending():
                     # The conversation was deleted, or its actor stopped or crashed.
                     self.subs.pop(conversation_id, None)
+                    scope = (
+                        ("channel", CHANNEL)
+                        if conversation_id == ACCOUNT_KEY
+                        else ("conversationId", conversation_id)
+                    )
                     frames.append(
-                        self.frame(
-                            {
-                                "type": "unsubscribed",
-                                "reason": "closed",
-                                "conversationId": conversation_id,
-                            }
-                        )
+                        self.frame({"type": "unsubscribed", "reason": "closed", scope[0]: scope[1]})
                     )
             metrics = self.writer.metrics
             if oldest and metrics is not None:
