@@ -16,6 +16,7 @@ import orjson
 
 from client import __version__
 from client.errors import CliError, Exit
+from client.friendly import cli_hints, network_reason
 
 USER_AGENT = f"cero-cli/{__version__}"
 #: REST calls: a whole answer within this.
@@ -71,11 +72,12 @@ class Api:
         return out
 
     def unreachable(self, exc: BaseException) -> CliError:
-        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        reason = network_reason(exc)
         return CliError(f"cannot reach the server at {self.server}: {reason}", Exit.UNREACHABLE)
 
     def refused(self, status: int, body: bytes) -> CliError:
         text, code = error_text(status, body)
+        text = cli_hints(text)
         if status == 401:
             if self.token:
                 return CliError(

@@ -13,6 +13,7 @@ from typing import Any, cast
 from client.api import Api
 from client.credentials import Credential, CredentialStore, Store, config_dir
 from client.errors import CliError, Exit
+from client.interrupt import CtrlC
 from client.output import Output
 
 DEFAULT_SERVER = "http://localhost:3001"
@@ -25,10 +26,38 @@ def server_url(args: argparse.Namespace, environ: dict[str, str]) -> str:
         or environ.get("CERO_URL")
         or DEFAULT_SERVER
     )
+    return normalize_server(url)
+
+
+def normalize_server(url: str) -> str:
+    """``--server`` as typed → a base URL. Without a scheme, ``http://`` is assumed for
+    this machine (``localhost``, ``127.x.y.z``, ``[::1]``) and ``https://`` for any other
+    host: ``127.0.0.1:3201`` → ``http://127.0.0.1:3201``, ``cero.example`` →
+    ``https://cero.example``."""
     url = url.strip().rstrip("/")
-    if not url.startswith(("http://", "https://")):
-        raise CliError(f"server URL {url!r} must start with http:// or https://", Exit.USAGE)
-    return url
+    if not url:
+        raise CliError("the server URL is empty", Exit.USAGE)
+    scheme, sep, rest = url.partition("://")
+    if sep:
+        if scheme.lower() not in ("http", "https") or not rest:
+            raise CliError(f"server URL {url!r} must be http:// or https://", Exit.USAGE)
+        return f"{scheme.lower()}://{rest}"
+    if url == "::1":  # a bare IPv6 loopback, no port
+        url = "[::1]"
+    return ("http://" if is_loopback(url) else "https://") + url
+
+
+def is_loopback(authority: str) -> bool:
+    """Whether ``host[:port][/path]`` names this machine."""
+    hostport = authority.split("/", 1)[0].lower()
+    if hostport.startswith("["):
+        host = hostport[1:].split("]", 1)[0]
+    else:
+        host = hostport.rsplit(":", 1)[0] if hostport.count(":") == 1 else hostport
+    if host in ("localhost", "::1"):
+        return True
+    parts = host.split(".")
+    return len(parts) == 4 and parts[0] == "127" and all(p.isdigit() for p in parts)
 
 
 class Context:
@@ -38,6 +67,8 @@ class Context:
         self.args = args
         self.environ = environ
         self.out = out
+        #: Ctrl-C handlers (``cero chat`` cancels its answer with the first press).
+        self.ctrl_c = CtrlC()
         self.server = server_url(args, environ)
         preference = environ.get("CERO_CREDENTIAL_STORE", "auto")
         if preference not in ("auto", "keyring", "file"):

@@ -15,7 +15,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import aiohttp
 import orjson
@@ -23,6 +23,7 @@ import structlog
 
 from client.api import Api
 from client.errors import CliError, Exit
+from client.friendly import network_reason
 from client.output import Output
 from client.sse import ServerSentEvent, SSEParser
 
@@ -33,13 +34,24 @@ FIRST_RETRY = 1.0  # seconds, until the stream sets `retry`
 MAX_RETRY = 30.0
 #: Network failures of this kind are worth a reconnect.
 DROPS: tuple[type[BaseException], ...] = (
-    aiohttp.ClientConnectionError,
-    aiohttp.ClientPayloadError,
+    aiohttp.ClientError,  # connection errors, payload errors (TransferEncodingError), …
     TimeoutError,
     ConnectionError,
 )
 
 Opener = Callable[[str | None], AbstractAsyncContextManager[aiohttp.ClientResponse]]
+
+
+class EventHandler(Protocol):
+    """What :func:`follow` drives: a conversation's :class:`Follower`, or the account
+    channel's (:mod:`client.account`)."""
+
+    api: Api
+    out: Output
+
+    async def handle(self, sse: ServerSentEvent) -> bool: ...
+
+    def gave_up(self, reason: str) -> CliError: ...
 
 
 def tool_line(tool: str, payload: Any) -> str:
@@ -73,6 +85,9 @@ class Follower:
     message_id: str | None = None
     asked_model: str | None = None
     result: CliError | None = None
+    #: chat: Ctrl-C asked for the answer to stop; ``stopped``: it was (not an error then).
+    cancel_requested: bool = False
+    stopped: bool = False
     printed: dict[str, str] = field(default_factory=dict)  # answer id → text shown
     catch_up: set[str] = field(default_factory=set)  # answers completed from REST at their end
     shown_users: set[str] = field(default_factory=set)  # user messages already shown
@@ -81,6 +96,9 @@ class Follower:
     #: watch: the ``resumeCursor`` of the answer streaming when it started (the event
     #: before that answer's ``init``): the first subscribe replays the answer whole.
     resume: str | None = None
+    #: watch: how many earlier messages to print before going live.
+    history: int = 0
+    viewers: int = 1  # the last ``presence`` count (this watch is one)
 
     # -- events ----------------------------------------------------------------------------
 
@@ -131,9 +149,16 @@ class Follower:
                 if self.mode == "watch":
                     self.out.note("[cancelled]")
             case "presence":
-                if self.mode == "watch" and self.out.at_line_start:  # never inside an answer
-                    self.out.tty_note(f"({data.get('viewers')} watching)")
+                self._presence(data.get("viewers"))
         return self._ends(kind, data)
+
+    def _presence(self, viewers: Any) -> None:
+        """``(2 watching)``: only when someone besides this watch is there, once a change."""
+        if self.mode != "watch" or not isinstance(viewers, int) or viewers == self.viewers:
+            return
+        self.viewers = viewers
+        if viewers > 1 and self.out.at_line_start:  # never inside an answer
+            self.out.tty_note(f"({viewers} watching)")
 
     def _message(self, data: dict[str, Any]) -> None:
         message = data.get("message")
@@ -212,8 +237,31 @@ class Follower:
                 f"{data.get('error')} ({code})" if code else str(data.get("error"))
             )
         elif kind == "cancelled":
-            self.result = CliError("the answer was cancelled")
+            if self.cancel_requested:
+                self.stopped = True
+            else:
+                self.result = CliError("the answer was cancelled")
         return True
+
+    def gave_up(self, reason: str) -> CliError:
+        """The one line for a stream that could not be resumed (no traceback, exit 4)."""
+        watch = f"cero watch {self.conversation_id}" if self.conversation_id else "cero watch ID"
+        if self.mode == "chat" and self.message_id is not None:
+            return CliError(
+                f"the server closed the connection mid-answer ({reason}); the answer may "
+                f"still be running: {watch}",
+                Exit.UNREACHABLE,
+            )
+        if self.mode == "chat":
+            return CliError(
+                f"the server closed the connection before the answer started ({reason}); "
+                f"see whether it did: {watch}",
+                Exit.UNREACHABLE,
+            )
+        return CliError(
+            f"lost the connection to {self.api.server} ({reason}); follow it again: {watch}",
+            Exit.UNREACHABLE,
+        )
 
     # -- REST ------------------------------------------------------------------------------
 
@@ -236,7 +284,16 @@ class Follower:
         whole, token by token. Its REST text is not printed: the replay brings it."""
         messages = await self._messages()
         last = messages[-1] if messages else None
-        if not (last and last.get("role") == "assistant" and last.get("status") == "streaming"):
+        streaming = bool(
+            last and last.get("role") == "assistant" and last.get("status") == "streaming"
+        )
+        if self.history and not self.json:
+            # The answer streaming and the message it answers are shown by the replay.
+            done = messages[:-1] if streaming else messages
+            if streaming and done and done[-1].get("role") == "user":
+                done = done[:-1]
+            self._show_history(done[-self.history :] if done else [])
+        if not (last and streaming):
             return
         cursor = last.get("resumeCursor")
         if not isinstance(cursor, str):
@@ -249,6 +306,20 @@ class Follower:
             self._show_user(messages[-2])
         # Shown so far: nothing (a `reset` instead of the replay completes it from REST).
         self.printed[str(last.get("id"))] = ""
+
+    def _show_history(self, messages: list[dict[str, Any]]) -> None:
+        """The conversation so far (its last messages), as the live part prints them."""
+        if not messages:
+            return
+        self.out.tty_note(f"(the last {len(messages)} messages)")
+        for m in messages:
+            if m.get("role") == "user":
+                self._show_user(m)
+                continue
+            self.out.text(str(m.get("content", "")))
+            self.out.end_line()
+            if m.get("status") != "complete":
+                self.out.note(f"[{m.get('status')}]")
 
     async def join(self) -> None:
         """``watch`` just subscribed without a cursor: show the answer streaming now, if
@@ -288,7 +359,9 @@ class Follower:
                 self.out.end_line()
             if mid == self.message_id and self.mode == "chat":
                 status = m.get("status")
-                if status == "cancelled":
+                if status == "cancelled" and self.cancel_requested:
+                    self.stopped = True
+                elif status == "cancelled":
                     self.result = CliError("the answer was cancelled")
                 elif status != "complete":
                     self.result = CliError(f"the answer ended with status {status}")
@@ -297,7 +370,7 @@ class Follower:
 
 
 async def follow(
-    follower: Follower,
+    follower: EventHandler,
     first: Opener,
     again: Opener,
     *,
@@ -332,16 +405,14 @@ async def follow(
         except DROPS as exc:
             if not connected_once:
                 raise follower.api.unreachable(exc) from None
-            reason = str(exc) or type(exc).__name__
+            reason = network_reason(exc)
         except CliError as exc:
             if not (connected_once and exc.retryable):
                 raise
             reason = exc.message
         failures += 1
         if failures > max_failures:
-            raise CliError(
-                f"lost the connection to {follower.api.server}: {reason}", Exit.UNREACHABLE
-            )
+            raise follower.gave_up(reason)
         base = parser.retry / 1000 if parser.retry is not None else FIRST_RETRY
         delay = min(MAX_RETRY, base * 2 ** (failures - 1))
         follower.out.note(f"(connection lost: {reason}; resuming in {delay:.1f} s)")

@@ -4,12 +4,16 @@
 ``continue`` (``POST /api/conversations/{id}/messages/{messageId}/…``) all answer with the
 same stream, so one function follows them: SSE, resumed after a drop from the last cursor
 on ``GET …/events``, or — before the first event — by the same request again (its
-``clientMessageId`` gets the same generation back, never a second one).
+``clientMessageId`` gets the same generation back, never a second one). One retry per
+drop: a server that stays away is one line naming ``cero watch ID``. Ctrl-C posts
+``…/cancel`` with the answer's ``generationId`` and waits for its ``cancelled`` event (the
+partial answer is kept); a second Ctrl-C quits at once.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 import uuid
 from contextlib import AbstractAsyncContextManager
@@ -17,14 +21,14 @@ from typing import Any
 
 import aiohttp
 
+from client.api import Api
 from client.context import Context
 from client.errors import CliError, Exit
 from client.follow import Follower, follow
+from client.interrupt import Interrupted, Presses
 
 TOOLS = ("google_search", "url_context", "code_execution")
 RAW_HELP = "print the text with its control characters and escape sequences (not for a terminal)"
-#: The commands that start a generation (Ctrl-C leaves it running on the server).
-GENERATING = frozenset({"chat", "regenerate", "edit", "continue"})
 
 
 def message_text(text: str) -> str:
@@ -60,45 +64,111 @@ async def stream_generation(
     ctx: Context, path: str, body: dict[str, Any], *, conversation_id: str | None = None
 ) -> int:
     """POST ``body`` to ``path`` and print the answer as it streams (``--json``: the
-    events); the exit code, or the :class:`CliError` of an answer that failed."""
-    json = bool(ctx.args.json)
+    events); the exit code, or the :class:`CliError` of an answer that failed. Ctrl-C
+    cancels the answer (exit 130, the partial answer kept); a second one quits at once."""
     async with ctx.signed_in() as api:
-        follower = Follower(
+        follower = await generate(
+            ctx,
             api,
-            ctx.out,
-            "chat",
-            json=json,
+            path,
+            body,
+            json=bool(ctx.args.json),
             asked_model=ctx.args.model or None,
             conversation_id=conversation_id,
         )
-
-        def first(_: str | None) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
-            return api.stream("POST", path, json=body)
-
-        def again(cursor: str | None) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
-            if cursor and follower.conversation_id:
-                events = f"/api/conversations/{follower.conversation_id}/events"
-                return api.stream("GET", events, last_event_id=cursor)
-            # Nothing seen yet: the same clientMessageId gets the same turn back, never a
-            # second one; events already shown are skipped by their seq.
-            return api.stream("POST", path, json=body)
-
-        async def connected(resp: aiohttp.ClientResponse, again: bool) -> None:
-            follower.conversation_id = resp.headers.get("X-Conversation-Id") or (
-                follower.conversation_id
-            )
-            follower.generation_id = resp.headers.get("X-Generation-Id") or (follower.generation_id)
-            if not again and not json:
-                if conversation_id is None:  # a new conversation: say which
-                    ctx.out.tty_note(f"(conversation {follower.conversation_id})")
-                ctx.out.start_spinner("waiting for the answer")
-
-        if not json:
-            ctx.out.start_spinner("sending")
-        try:
-            await follow(follower, first, again, on_connect=connected, max_failures=5)
-        finally:
-            ctx.out.stop_spinner()
     if follower.result is not None:
         raise follower.result
-    return Exit.OK
+    return Exit.INTERRUPTED if follower.stopped else Exit.OK
+
+
+async def generate(
+    ctx: Context,
+    api: Api,
+    path: str,
+    body: dict[str, Any],
+    *,
+    json: bool,
+    asked_model: str | None,
+    conversation_id: str | None,
+) -> Follower:
+    """Start one answer and follow it to its end; the :class:`Follower` tells how it
+    ended (``result``: its error; ``stopped``: cancelled by Ctrl-C)."""
+    out = ctx.out
+    follower = Follower(
+        api, out, "chat", json=json, asked_model=asked_model, conversation_id=conversation_id
+    )
+    cancels: list[asyncio.Task[None]] = []
+
+    def first(_: str | None) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
+        return api.stream("POST", path, json=body)
+
+    def again(cursor: str | None) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
+        if cursor and follower.conversation_id:
+            events = f"/api/conversations/{follower.conversation_id}/events"
+            return api.stream("GET", events, last_event_id=cursor)
+        # Nothing seen yet: the same clientMessageId gets the same turn back, never a
+        # second one; events already shown are skipped by their seq.
+        return api.stream("POST", path, json=body)
+
+    def send_cancel() -> None:
+        if follower.generation_id and follower.conversation_id and not cancels:
+            cancels.append(asyncio.create_task(_cancel(ctx, api, follower)))
+
+    async def connected(resp: aiohttp.ClientResponse, again: bool) -> None:
+        follower.conversation_id = resp.headers.get("X-Conversation-Id") or (
+            follower.conversation_id
+        )
+        follower.generation_id = resp.headers.get("X-Generation-Id") or (follower.generation_id)
+        if follower.cancel_requested:
+            send_cancel()  # Ctrl-C came before the answer had an id
+        if not again and not json:
+            if conversation_id is None:  # a new conversation: say which
+                out.tty_note(f"(conversation {follower.conversation_id})")
+            out.start_spinner("waiting for the answer")
+
+    def first_press() -> None:
+        follower.cancel_requested = True
+        out.stop_spinner()
+        out.note("(stopping the answer; the text so far is kept. Ctrl-C again quits now)")
+        send_cancel()
+
+    presses = Presses(first_press)
+    if not json:
+        out.start_spinner("sending")
+    try:
+        with ctx.ctrl_c.handling(presses):
+            await follow(follower, first, again, on_connect=connected, max_failures=1)
+    except asyncio.CancelledError:
+        if presses.count < 2:
+            raise
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()
+        out.end_line()
+        where = follower.conversation_id or "ID"
+        if cancels:
+            text = f"interrupted; the answer was asked to stop (cero messages {where})"
+        else:
+            text = f"interrupted; the answer may go on: cero cancel {where}"
+        raise Interrupted(text) from None
+    finally:
+        out.stop_spinner()
+        for task in cancels:
+            task.cancel()
+    if follower.stopped and not json:
+        out.end_line()
+        kept = f"cero messages {follower.conversation_id}"
+        out.note(f"(answer cancelled; the partial answer is kept: {kept})")
+    return follower
+
+
+async def _cancel(ctx: Context, api: Api, follower: Follower) -> None:
+    """``POST …/cancel`` for the answer streaming; its ``cancelled`` event ends the stream."""
+    path = f"/api/conversations/{follower.conversation_id}/cancel"
+    try:
+        answer = await api.request("POST", path, json={"generationId": follower.generation_id})
+    except CliError as exc:
+        ctx.out.note(f"(could not stop the answer: {exc.message})")
+        return
+    if not (isinstance(answer, dict) and answer.get("cancelled")):
+        ctx.out.note("(the answer had already ended)")

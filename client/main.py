@@ -16,7 +16,7 @@ import contextlib
 import logging
 import os
 import sys
-from collections.abc import MutableMapping, Sequence
+from collections.abc import Coroutine, MutableMapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -24,14 +24,16 @@ import aiohttp
 import structlog
 
 from client import __version__
+from client.account import PATH as ACCOUNT_EVENTS
+from client.account import AccountFollower
 from client.branches import add_commands as add_branch_commands
 from client.context import DEFAULT_SERVER, Command, Context
 from client.device_login import device_login
 from client.errors import CliError, Exit
 from client.export import add_commands as add_export_commands
 from client.follow import Follower, follow
+from client.friendly import network_reason
 from client.generate import (
-    GENERATING,
     RAW_HELP,
     add_generation_options,
     generation_body,
@@ -39,6 +41,7 @@ from client.generate import (
     stream_generation,
 )
 from client.instructions import add_commands as add_instruction_commands
+from client.manage import add_commands as add_manage_commands
 from client.output import Output
 from client.search import add_commands as add_search_commands
 from client.terminal_text import clean
@@ -131,6 +134,52 @@ async def _newest_conversation(ctx: Context) -> str:
 
 
 async def cmd_watch(ctx: Context) -> int:
+    if ctx.args.account == bool(ctx.args.conversation_id):
+        raise CliError("watch needs a conversation ID or --account (one of the two)", Exit.USAGE)
+    if ctx.args.account:
+        return await until_ctrl_c(ctx, _watch_account(ctx))
+    return await until_ctrl_c(ctx, _watch_conversation(ctx))
+
+
+async def until_ctrl_c(ctx: Context, run: Coroutine[Any, Any, None]) -> int:
+    """Run ``run`` until it ends or Ctrl-C: watching ends there, and that is success."""
+    task = asyncio.current_task()
+    pressed = False
+
+    def stop() -> None:
+        nonlocal pressed
+        pressed = True
+        if task is not None:
+            task.cancel()
+
+    try:
+        with ctx.ctrl_c.handling(stop):
+            await run
+    except asyncio.CancelledError:
+        if not pressed or task is None:
+            raise
+        task.uncancel()
+        ctx.out.stop_spinner()
+        ctx.out.end_line()
+        ctx.out.tty_note("(stopped watching)")
+    return Exit.OK
+
+
+async def _watch_account(ctx: Context) -> None:
+    async with ctx.signed_in() as api:
+        follower = AccountFollower(api, ctx.out, json=ctx.args.json)
+
+        def opener(cursor: str | None) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
+            return api.stream("GET", ACCOUNT_EVENTS, last_event_id=cursor)
+
+        async def connected(resp: aiohttp.ClientResponse, again: bool) -> None:
+            if not again:
+                ctx.out.tty_note("(watching your account; Ctrl-C to stop)")
+
+        await follow(follower, opener, opener, on_connect=connected, max_failures=10)
+
+
+async def _watch_conversation(ctx: Context) -> None:
     conversation = ctx.args.conversation_id
     path = f"/api/conversations/{conversation}/events"
     async with ctx.signed_in() as api:
@@ -141,6 +190,7 @@ async def cmd_watch(ctx: Context) -> int:
             json=ctx.args.json,
             once=ctx.args.once,
             conversation_id=conversation,
+            history=ctx.args.history,
         )
 
         def opener(cursor: str | None) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
@@ -153,11 +203,11 @@ async def cmd_watch(ctx: Context) -> int:
             if follower.epoch is None and follower.resume is None:  # live from now
                 await follower.join()
 
-        # Messages over REST first, then subscribe: with the cursor of an answer streaming.
+        # Messages over REST first (the last few printed), then subscribe: with the
+        # cursor of an answer streaming.
         await follower.joining()
 
         await follow(follower, opener, opener, on_connect=connected, max_failures=10)
-    return Exit.OK
 
 
 async def cmd_conversations(ctx: Context) -> int:
@@ -235,6 +285,13 @@ def positive(text: str) -> int:
     return value
 
 
+def at_least_zero(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -283,8 +340,25 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="continue your most recent conversation",
     )
-    p = add("watch", cmd_watch, "Follow a conversation live (resumes after network drops).")
-    p.add_argument("conversation_id", metavar="ID")
+    p = add(
+        "watch",
+        cmd_watch,
+        "Follow a conversation live, or with --account your whole account (resumes after "
+        "network drops; Ctrl-C stops).",
+    )
+    p.add_argument("conversation_id", metavar="ID", nargs="?")
+    p.add_argument(
+        "--account",
+        action="store_true",
+        help="follow your account: conversations created, renamed, deleted; answers; sessions",
+    )
+    p.add_argument(
+        "--history",
+        type=at_least_zero,
+        default=6,
+        metavar="N",
+        help="print the conversation's last N messages first (default 6; 0: none)",
+    )
     p.add_argument("--json", action="store_true", help="print the events as NDJSON")
     p.add_argument("--raw", action="store_true", help=RAW_HELP)
     p.add_argument("--once", action="store_true", help="exit when the next answer ends")
@@ -303,6 +377,7 @@ def parser() -> argparse.ArgumentParser:
     add_branch_commands(add)
     add_export_commands(add)
     add_instruction_commands(add)
+    add_manage_commands(add)
     add_search_commands(add)
     return top
 
@@ -331,21 +406,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     configure_logging(bool(getattr(args, "verbose", False)))
     out = Output(raw=bool(getattr(args, "raw", False)))
+    server = "the server"
     try:
         ctx = Context(args, dict(os.environ), out)
+        server = ctx.server
         command: Command = args.func
         return asyncio.run(command(ctx))
     except CliError as exc:
         out.stop_spinner()
         out.end_line()
-        out.error(exc.message)
+        if exc.code == Exit.INTERRUPTED:
+            out.err.write(f"cero: {clean(exc.message)}\n")
+        else:
+            out.error(exc.message)
         return exc.code
     except KeyboardInterrupt:
         out.end_line()
-        hint = " (the answer goes on on the server; `cero cancel ID` stops it)"
-        out.err.write(f"cero: interrupted{hint if args.command in GENERATING else ''}\n")
+        out.err.write("cero: interrupted\n")
         return Exit.INTERRUPTED
     except BrokenPipeError:  # `cero chat … | head -1`: the reader is gone, that is fine
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes at exit
         return Exit.OK
+    except (aiohttp.ClientError, ConnectionError, TimeoutError) as exc:  # a network failure
+        out.stop_spinner()
+        out.end_line()
+        out.error(f"the connection to {server} failed: {network_reason(exc)}")
+        return Exit.UNREACHABLE
