@@ -27,9 +27,11 @@ from client import __version__
 from client.account import PATH as ACCOUNT_EVENTS
 from client.account import AccountFollower
 from client.branches import add_commands as add_branch_commands
+from client.completion import add_commands as add_completion_commands
 from client.context import DEFAULT_SERVER, Command, Context
 from client.device_login import device_login
 from client.errors import CliError, Exit
+from client.examples import epilog
 from client.export import add_commands as add_export_commands
 from client.follow import Follower, follow
 from client.friendly import network_reason
@@ -285,6 +287,17 @@ def positive(text: str) -> int:
     return value
 
 
+TOP_EPILOG = """examples:
+  cero login                      # sign in (device flow: approve in a browser)
+  cero chat "explain SSE"         # ask; the answer streams (Ctrl-C stops it)
+  cero chat                       # the interactive mode on a terminal (or cero chat -i)
+  cero watch --account            # what happens in your account, live
+  cero <command> --help           # each command's options and examples
+
+exit codes: 0 ok, 1 failed, 2 usage, 3 not signed in, 4 server unreachable, 130 Ctrl-C.
+shell completion: eval "$(cero completion bash)" (or zsh; fish: see cero completion --help)."""
+
+
 def at_least_zero(text: str) -> int:
     value = int(text)
     if value < 0:
@@ -307,13 +320,21 @@ def parser() -> argparse.ArgumentParser:
         prog="cero",
         description="Chat with a Cero API server from the terminal.",
         parents=[common],
-        epilog="Exit codes: 0 ok, 1 failed, 2 usage, 3 not signed in, 4 server unreachable.",
+        epilog=TOP_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     top.add_argument("--version", action="version", version=f"cero {__version__}")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, func: Command, text: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, parents=[common], help=text, description=text)
+        p = sub.add_parser(
+            name,
+            parents=[common],
+            help=text,
+            description=text,
+            epilog=epilog(name),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         p.set_defaults(func=func)
         return p
 
@@ -378,6 +399,7 @@ def parser() -> argparse.ArgumentParser:
     add_export_commands(add)
     add_instruction_commands(add)
     add_manage_commands(add)
+    add_completion_commands(add)
     add_search_commands(add)
     return top
 
