@@ -23,7 +23,7 @@ from typing import Any
 import aiohttp
 import structlog
 
-from client import __version__
+from client import __version__, repl
 from client.account import PATH as ACCOUNT_EVENTS
 from client.account import AccountFollower
 from client.branches import add_commands as add_branch_commands
@@ -111,15 +111,24 @@ async def cmd_chat(ctx: Context) -> int:
     conversation: str | None = ctx.args.conversation
     message: str | None = ctx.args.message
     continue_last: bool = ctx.args.continue_last
-    if message is None:
-        if conversation is None:
-            raise CliError("chat needs a message (- reads it from stdin)", Exit.USAGE)
+    interactive: bool = ctx.args.interactive
+    if message is None and conversation is None and not interactive:
+        if not sys.stdin.isatty():
+            raise CliError(
+                "chat needs a message (- reads it from stdin; -i: interactive)", Exit.USAGE
+            )
+        interactive = True  # `cero chat` alone on a terminal: the interactive mode
+    if message is None and conversation is not None and not interactive:
         # `cero chat -c "hi"` (like `llm -c`): argparse gave the message to -c, so it
         # continues the most recent conversation; `-c ID "hi"` still names one.
         message, conversation, continue_last = conversation, None, True
-    body = generation_body(ctx.args, message=message_text(message))
     if continue_last:
         conversation = await _newest_conversation(ctx)
+    if interactive:
+        first = message_text(message) if message is not None else None
+        return await repl.run(ctx, conversation, first)
+    assert message is not None
+    body = generation_body(ctx.args, message=message_text(message))
     if conversation:
         body["conversationId"] = conversation
     return await stream_generation(ctx, "/api/chat", body)
@@ -360,6 +369,12 @@ def parser() -> argparse.ArgumentParser:
         "-C",
         action="store_true",
         help="continue your most recent conversation",
+    )
+    p.add_argument(
+        "--interactive",
+        "-i",
+        action="store_true",
+        help="a chat session: each line a message (the default on a terminal without one)",
     )
     p = add(
         "watch",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -124,3 +125,79 @@ def one_error_line(err: str) -> str:
     assert len(lines) == 1, err
     assert lines[0].startswith("cero: error: "), err
     return lines[0]
+
+
+class Proxy:
+    """A TCP relay the test can cut: every open connection is aborted by :meth:`drop`;
+    :meth:`hold` stops relaying (new connections wait too) until :meth:`release`;
+    ``garble`` replaces a request's ``Last-Event-ID`` with one the server cannot replay."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.garble = False
+        self._open = asyncio.Event()
+        self._open.set()
+        self.heads: list[bytes] = []
+        self.answered: asyncio.Queue[bytes] = asyncio.Queue()  # request lines, once answered
+        self._writers: list[asyncio.StreamWriter] = []
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> str:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    async def close(self) -> None:
+        self.drop()
+        if self._server is not None:
+            self._server.close()
+
+    def drop(self) -> None:
+        for writer in self._writers:
+            writer.transport.abort()
+        self._writers.clear()
+
+    def hold(self) -> None:
+        self._open.clear()
+
+    def release(self) -> None:
+        self._open.set()
+
+    async def refuse(self) -> None:
+        """Like a server killed: open connections cut, new ones refused."""
+        if self._server is not None:
+            self._server.close()
+        self.drop()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await self._open.wait()
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self._writers += [writer, up_writer]
+        head = await reader.readuntil(b"\r\n\r\n")
+        if self.garble:
+            head = re.sub(rb"(?im)^(last-event-id): [^\r]*", rb"\1: garbage", head)
+        self.heads.append(head)
+        up_writer.write(head)
+        await asyncio.gather(
+            self._pipe(reader, up_writer, None),
+            self._pipe(up_reader, writer, head.split(b"\r\n", 1)[0]),
+            return_exceptions=True,
+        )
+
+    async def next_answer(self, path: bytes) -> None:
+        """Wait until a request for ``path`` has been answered (its first bytes relayed)."""
+        while path not in await asyncio.wait_for(self.answered.get(), WAIT):
+            pass
+
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes | None
+    ) -> None:
+        try:
+            while chunk := await reader.read(65536):
+                await self._open.wait()
+                writer.write(chunk)
+                if request is not None:
+                    self.answered.put_nowait(request)
+                    request = None
+        finally:
+            writer.transport.abort()

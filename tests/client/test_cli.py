@@ -33,6 +33,7 @@ from tests.client.cli_harness import (
     CERO,
     WAIT,
     Cli,
+    Proxy,
     messages,
     one_error_line,
     only_conversation,
@@ -295,7 +296,8 @@ async def test_errors_are_one_line_with_an_exit_code(cli: Cli, live: Live) -> No
 
     dead = f"http://127.0.0.1:{unused_port()}"
     code, _, err = await cli.run("models", CERO_API_URL=dead)
-    assert code == 4 and f"cannot reach the server at {dead}" in one_error_line(err)
+    line = one_error_line(err)
+    assert code == 4 and f"cannot reach the server at {dead}: connection refused" in line
     code, _, err = await cli.run("chat", "hi", "--server", dead)
     assert code == 3  # signed in to the live server only
     CredentialStore(cli.config, "file").save(dead, "t", {})
@@ -307,61 +309,6 @@ async def test_errors_are_one_line_with_an_exit_code(cli: Cli, live: Live) -> No
 
 
 # -- watch: resuming across a network drop -----------------------------------------------------
-
-
-class Proxy:
-    """A TCP relay the test can cut: every open connection is aborted by :meth:`drop`."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.heads: list[bytes] = []
-        self.answered: asyncio.Queue[bytes] = asyncio.Queue()  # request lines, once answered
-        self._writers: list[asyncio.StreamWriter] = []
-        self._server: asyncio.Server | None = None
-
-    async def start(self) -> str:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        port = self._server.sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}"
-
-    async def close(self) -> None:
-        self.drop()
-        if self._server is not None:
-            self._server.close()
-
-    def drop(self) -> None:
-        for writer in self._writers:
-            writer.transport.abort()
-        self._writers.clear()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
-        self._writers += [writer, up_writer]
-        head = await reader.readuntil(b"\r\n\r\n")
-        self.heads.append(head)
-        up_writer.write(head)
-        await asyncio.gather(
-            self._pipe(reader, up_writer, None),
-            self._pipe(up_reader, writer, head.split(b"\r\n", 1)[0]),
-            return_exceptions=True,
-        )
-
-    async def next_answer(self, path: bytes) -> None:
-        """Wait until a request for ``path`` has been answered (its first bytes relayed)."""
-        while path not in await asyncio.wait_for(self.answered.get(), WAIT):
-            pass
-
-    async def _pipe(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes | None
-    ) -> None:
-        try:
-            while chunk := await reader.read(65536):
-                writer.write(chunk)
-                if request is not None:
-                    self.answered.put_nowait(request)
-                    request = None
-        finally:
-            writer.transport.abort()
 
 
 async def test_watch_resumes_after_a_network_drop_with_last_event_id(cli: Cli, live: Live) -> None:
@@ -405,9 +352,10 @@ async def test_watch_resumes_after_a_network_drop_with_last_event_id(cli: Cli, l
         await proxy.close()
     err = err_bytes.decode()
     assert watch.returncode == 0, err
-    answer = (await messages(live, token, conversation))[-1]
+    _, first, _, answer = await messages(live, token, conversation)
     assert answer["status"] == "complete"
-    assert (seen + out).decode() == f"> watch this\n{answer['content']}\n"  # nothing twice
+    history = f"> start a conversation\n{first['content']}\n"  # printed before going live
+    assert (seen + out).decode() == f"{history}> watch this\n{answer['content']}\n"
     assert "connection lost" in err
     resumed = [h for h in proxy.heads if b"/events" in h.split(b"\r\n", 1)[0]]
     # The first subscribe may reuse the /messages connection (its head is not relayed
