@@ -74,7 +74,7 @@ async def subscribed(live: Live, token: str, stdout: asyncio.StreamReader) -> st
         except TimeoutError:
             continue
         # An earlier ping's line: read on (a line or a JSON event, --json).
-        while not any(f"{title}{q}" in line.decode() for q in "”\""):
+        while not any(f"{title}{q}" in line.decode() for q in '”"'):
             line = await asyncio.wait_for(stdout.readline(), WAIT)
         return conversation
     raise AssertionError("the account watch printed nothing")
