@@ -38,6 +38,7 @@ class CommandSpec:
     help: str
     flags: tuple[Flag, ...]
     file_argument: bool = False  # a positional that is a file (``import FILE``)
+    choices: tuple[str, ...] = ()  # a positional's fixed values (``completion bash``)
 
 
 @dataclass
@@ -74,12 +75,11 @@ def spec_of(top: argparse.ArgumentParser) -> Spec:
             continue
         helps = {a.dest: a.help or "" for a in action._choices_actions}
         for name, sub in action.choices.items():
-            file_argument = any(
-                not a.option_strings and a.dest in FILE_VALUES for a in sub._actions
-            )
-            spec.commands.append(
-                CommandSpec(name, " ".join(helps.get(name, "").split()), _flags(sub), file_argument)
-            )
+            positionals = [a for a in sub._actions if not a.option_strings]
+            file_argument = any(a.dest in FILE_VALUES for a in positionals)
+            choices = tuple(str(c) for a in positionals for c in a.choices or ())
+            text = " ".join(helps.get(name, "").split())
+            spec.commands.append(CommandSpec(name, text, _flags(sub), file_argument, choices))
     return spec
 
 
@@ -109,6 +109,12 @@ def bash(spec: Spec) -> str:
         if prev:
             body += ['      case "$prev" in', *prev, "      esac"]
         body.append(f'      opts="{words}"')
+        if c.choices:
+            values = " ".join(c.choices)
+            body.append(
+                f'      [[ "$cur" != -* ]] && {{ COMPREPLY=($(compgen -W "{values}" -- "$cur")); '
+                "return; }"
+            )
         if c.file_argument:
             body.append(
                 '      [[ "$cur" != -* ]] && { COMPREPLY=($(compgen -f -- "$cur")); return; }'
@@ -181,6 +187,8 @@ def zsh(spec: Spec) -> str:
         specs = [s for f in c.flags for s in _zsh_flag(f)]
         if c.file_argument:
             specs.append("'*:file:_files'")
+        if c.choices:
+            specs.append(f"'1:value:({' '.join(c.choices)})'")
         joined = " \\\n            ".join(specs)
         cases.append(f"        {c.name})\n          _arguments \\\n            {joined};;")
     return f"""#compdef cero
@@ -254,6 +262,9 @@ def fish(spec: Spec) -> str:
         lines += [_fish_flag(f, condition) for f in c.flags if f.names[0] != "-h"]
         if c.file_argument:
             lines.append(f"complete -c cero -n {_fish_text(condition)} -F")
+        if c.choices:
+            values = _fish_text(" ".join(c.choices))
+            lines.append(f"complete -c cero -n {_fish_text(condition)} -a {values}")
     return "\n".join(lines) + "\n"
 
 

@@ -34,14 +34,16 @@ def normalize_server(url: str) -> str:
     this machine (``localhost``, ``127.x.y.z``, ``[::1]``) and ``https://`` for any other
     host: ``127.0.0.1:3201`` → ``http://127.0.0.1:3201``, ``cero.example`` →
     ``https://cero.example``."""
-    url = url.strip().rstrip("/")
-    if not url:
-        raise CliError("the server URL is empty", Exit.USAGE)
+    url = url.strip()
     scheme, sep, rest = url.partition("://")
     if sep:
+        rest = rest.rstrip("/")
         if scheme.lower() not in ("http", "https") or not rest:
-            raise CliError(f"server URL {url!r} must be http:// or https://", Exit.USAGE)
+            raise CliError(f"server URL {url!r} must be http(s)://HOST[:PORT]", Exit.USAGE)
         return f"{scheme.lower()}://{rest}"
+    url = url.rstrip("/")
+    if not url:
+        raise CliError("the server URL is empty", Exit.USAGE)
     if url == "::1":  # a bare IPv6 loopback, no port
         url = "[::1]"
     return ("http://" if is_loopback(url) else "https://") + url

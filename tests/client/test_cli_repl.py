@@ -106,4 +106,3 @@ async def test_a_refused_turn_is_an_error_line_and_the_session_goes_on(
     assert code == 0, err
     assert "unknown model 'no-such-model'; run `cero models` for the list (unknown_model)" in err
     assert "hi again" in out
-
