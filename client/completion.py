@@ -274,9 +274,8 @@ def script(shell: str, top: argparse.ArgumentParser) -> str:
 
 
 async def cmd_completion(ctx: Context) -> int:
-    from client.main import parser  # the whole parser, built the same way as for this run
-
-    ctx.out.verbatim(script(ctx.args.shell, parser()))
+    top: argparse.ArgumentParser = ctx.args.whole_parser  # set by client.main.parser
+    ctx.out.verbatim(script(ctx.args.shell, top))
     return Exit.OK
 
 
