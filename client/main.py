@@ -414,8 +414,9 @@ def parser() -> argparse.ArgumentParser:
     add_export_commands(add)
     add_instruction_commands(add)
     add_manage_commands(add)
-    add_completion_commands(add)
     add_search_commands(add)
+    add_completion_commands(add)
+    top.set_defaults(whole_parser=top)  # for `cero completion`, which describes it
     return top
 
 
