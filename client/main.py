@@ -1,11 +1,12 @@
 """``cero``: sign in with the device flow, chat, and follow conversations live.
 
-Commands: login, logout, whoami, chat, watch, conversations, messages, cancel, models;
-a conversation's branches (regenerate, edit, continue, branches, switch) are in
-:mod:`client.branches`.
+Commands: login, logout, whoami, chat (``-i``: :mod:`client.repl`), watch (``--account``:
+:mod:`client.account`), conversations, messages, cancel, models; a conversation's
+branches (regenerate, edit, continue, branches, switch) are in :mod:`client.branches`,
+rename and delete in :mod:`client.manage`, ``completion`` in :mod:`client.completion`.
 The server is ``--server``, else ``CERO_API_URL`` (or ``CERO_URL``), else
 ``http://localhost:3001``. Errors are one line on stderr and a non-zero exit code
-(:class:`client.errors.Exit`).
+(:class:`client.errors.Exit`); Ctrl-C is handled per command (:mod:`client.interrupt`).
 """
 
 from __future__ import annotations
