@@ -99,6 +99,7 @@ class Follower:
     #: watch: how many earlier messages to print before going live.
     history: int = 0
     viewers: int = 1  # the last ``presence`` count (this watch is one)
+    shown_viewers: int = 1  # the count the last presence line showed
 
     # -- events ----------------------------------------------------------------------------
 
@@ -153,12 +154,23 @@ class Follower:
         return self._ends(kind, data)
 
     def _presence(self, viewers: Any) -> None:
-        """``(2 watching)``: only when someone besides this watch is there, once a change."""
-        if self.mode != "watch" or not isinstance(viewers, int) or viewers == self.viewers:
+        """``(2 watching)``: only when someone besides this watch is there, and only when
+        the number shown changes; ``(no one else watching)`` once they are gone. Never
+        inside an answer's line: shown when the line ends."""
+        if self.mode != "watch" or not isinstance(viewers, int):
             return
         self.viewers = viewers
-        if viewers > 1 and self.out.at_line_start:  # never inside an answer
-            self.out.tty_note(f"({viewers} watching)")
+        if self.out.at_line_start:
+            self._show_presence()
+
+    def _show_presence(self) -> None:
+        if self.viewers == self.shown_viewers:
+            return
+        if self.viewers > 1:
+            self.out.tty_note(f"({self.viewers} watching)")
+        elif self.shown_viewers > 1:
+            self.out.tty_note("(no one else watching)")
+        self.shown_viewers = self.viewers
 
     def _message(self, data: dict[str, Any]) -> None:
         message = data.get("message")
@@ -198,6 +210,8 @@ class Follower:
         if mid in self.printed or self.mode == "chat":
             self.out.end_line()
         self.printed.pop(mid, None)
+        if self.mode == "watch":
+            self._show_presence()  # a change that came mid-answer
 
     def _complete(self, mid: str, content: str) -> None:
         shown = self.printed.get(mid, "")

@@ -129,6 +129,8 @@ async def generate(
     def first_press() -> None:
         follower.cancel_requested = True
         out.stop_spinner()
+        if out.err_tty and not out.at_line_start:
+            out.err.write("\n")  # not after the answer's last word on the terminal
         out.note("(stopping the answer; the text so far is kept. Ctrl-C again quits now)")
         send_cancel()
 

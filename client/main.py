@@ -173,6 +173,8 @@ async def until_ctrl_c(ctx: Context, run: Coroutine[Any, Any, None]) -> int:
         task.uncancel()
         ctx.out.stop_spinner()
         ctx.out.end_line()
+        if ctx.out.err_tty:
+            ctx.out.err.write("\n")  # after the terminal's ^C
         ctx.out.tty_note("(stopped watching)")
     return Exit.OK
 

@@ -141,28 +141,31 @@ async def run(ctx: Context, conversation: str | None, first: str | None) -> int:
         session = Session(ctx, api, conversation)
         where = f"conversation {conversation}" if conversation else "a new conversation"
         out.tty_note(f"(chatting in {where}; /help for commands, Ctrl-D to leave)")
-        if first is not None:
-            await session.send(first)
 
         def at_prompt() -> None:
-            out.err.write("\n")
+            if session.interactive:
+                out.err.write("\n")  # after the prompt
             out.note("(Ctrl-D or /exit leaves)")
             session.prompt()
 
-        while True:
-            session.prompt()
-            with ctx.ctrl_c.handling(at_prompt):
+        # The whole session: a Ctrl-C between two answers is never a KeyboardInterrupt;
+        # during an answer, generate()'s own handler (stop it; twice: quit) comes first.
+        with ctx.ctrl_c.handling(at_prompt):
+            if first is not None:
+                await session.send(first)
+            while True:
+                session.prompt()
                 line = await lines.next()
-            if line is None:
-                if session.interactive:
-                    out.err.write("\n")
-                break
-            text = line.rstrip("\n")
-            if not text.strip():
-                continue
-            if is_command(text):
-                if not session.command(text.strip()):
+                if line is None:
+                    if session.interactive:
+                        out.err.write("\n")
                     break
-                continue
-            await session.send(text)
+                text = line.rstrip("\n")
+                if not text.strip():
+                    continue
+                if is_command(text):
+                    if not session.command(text.strip()):
+                        break
+                    continue
+                await session.send(text)
     return Exit.OK

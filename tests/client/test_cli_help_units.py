@@ -182,7 +182,7 @@ async def test_presence_only_when_someone_else_watches_and_not_repeated() -> Non
         data: dict[str, Any] = {"type": "presence", "epoch": "e", "viewers": viewers}
         data["seq"] = follower.seq + 1
         await follower.handle(ServerSentEvent("presence", orjson.dumps(data).decode(), ""))
-    assert err.getvalue() == "(2 watching)\n(2 watching)\n(3 watching)\n"
+    assert err.getvalue() == "(2 watching)\n(no one else watching)\n(2 watching)\n(3 watching)\n"
 
 
 # -- the interactive mode --------------------------------------------------------------------
@@ -199,3 +199,22 @@ def test_what_counts_as_a_command() -> None:
 def test_chat_interactive_flag() -> None:
     args = parser().parse_args(["chat", "-i"])
     assert isinstance(args, argparse.Namespace) and args.interactive and args.message is None
+
+
+async def test_presence_waits_for_the_end_of_an_answer_line() -> None:
+    err, out = _Terminal(), io.BytesIO()
+    follower = Follower(Api("http://x"), Output(out, err), "watch")
+    events: list[dict[str, Any]] = [
+        {"type": "init", "messageId": "m", "generationId": "g"},
+        {"type": "token", "messageId": "m", "text": "half an"},
+        {"type": "presence", "viewers": 2},
+        {"type": "token", "messageId": "m", "text": " answer"},
+    ]
+    for seq, data in enumerate(events, 1):
+        data.update(epoch="e", seq=seq)
+        await follower.handle(ServerSentEvent(data["type"], orjson.dumps(data).decode(), ""))
+    assert err.getvalue() == ""  # not in the middle of the answer's line
+    done = {"type": "done", "messageId": "m", "generationId": "g", "fullText": "half an answer"}
+    done.update(epoch="e", seq=9)
+    await follower.handle(ServerSentEvent("done", orjson.dumps(done).decode(), ""))
+    assert out.getvalue() == b"half an answer\n" and err.getvalue() == "(2 watching)\n"
