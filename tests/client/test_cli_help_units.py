@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import shutil
 import subprocess
 from typing import Any
@@ -25,6 +26,7 @@ from client.main import parser
 from client.output import Output
 from client.repl import is_command
 from client.sse import ServerSentEvent
+from tests.client.cli_harness import CERO, ROOT
 
 
 def commands() -> list[str]:
@@ -97,11 +99,18 @@ def test_zsh_and_fish_scripts_name_every_command_and_flag() -> None:
         assert line.count("'") % 2 == 0, line  # every quoted spec closed on its line
 
 
-def test_completion_command_prints_the_script(capsys: pytest.CaptureFixture[str]) -> None:
-    from client.main import main
-
-    assert main(["completion", "bash"]) == 0
-    assert "complete -F _cero cero" in capsys.readouterr().out
+def test_completion_command_prints_the_script() -> None:
+    """As a subprocess: ``main()`` in-process would configure structlog for every later test."""
+    done = subprocess.run(
+        [str(CERO), "completion", "bash"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == script("bash", parser())
 
 
 # -- --server --------------------------------------------------------------------------------
