@@ -145,6 +145,8 @@ TABLE: dict[tuple[str, str], Row] = {
     ("GET", "/api/user/instructions"): Row("user"),
     ("PUT", "/api/user/instructions"): Row("user", body={"instructions": "be brief"}),
     ("GET", "/api/search"): Row("user", query={"q": "mine"}),
+    # The caller's own account channel: it names no resource of anyone else's.
+    ("GET", "/api/account/events"): Row("user"),
     ("GET", "/api/ws"): Row("user"),  # the handshake; commands below
 }
 
@@ -156,6 +158,9 @@ WS_COMMANDS: dict[str, dict[str, Any]] = {
     "cancel": {"type": "cancel", "conversationId": "$conv"},
     "switch": {"type": "switch", "conversationId": "$conv", "messageId": "$msg"},
     "ping": {"type": "ping"},
+    # The account channel names no conversation: a user only ever reads their own.
+    "watchaccount": {"type": "subscribe", "channel": "account"},
+    "unwatchaccount": {"type": "unsubscribe", "channel": "account"},
 }
 
 
