@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -334,7 +335,7 @@ async def test_account_channel_spans_processes(cluster: Cluster) -> None:
         assert kinds[:3] == ["conversation.created", "answer.started", "answer.ended"], kinds
         assert kinds[-1] == "conversation.renamed"
         assert seen_b[0]["seq"] == subscribed["seq"] + 1
-        for before, after in zip(seen_b, seen_b[1:], strict=False):
+        for before, after in itertools.pairwise(seen_b):
             assert after["seq"] == before["seq"] + 1 and after["epoch"] == before["epoch"]
         assert _account(on_a) == seen_b  # one log, numbered alike on every process
         assert all(e["conversationId"] == cid for e in seen_b)
