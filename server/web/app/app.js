@@ -197,11 +197,11 @@ function syncControls() {
   });
 }
 
-// An answer is Markdown (markdown.js: only the blocks that changed are redrawn); a message
-// of yours is shown as typed.
-function setBody(node, text, role) {
+// An answer is Markdown (markdown.js: only the blocks that changed are redrawn; `partial`
+// while it streams); a message of yours is shown as typed.
+function setBody(node, text, role, partial = false) {
   const body = node.querySelector(".body");
-  if (role === "assistant") renderMarkdown(body, text);
+  if (role === "assistant") renderMarkdown(body, text, partial);
   else {
     forgetMarkdown(body);
     body.replaceChildren(el("p", { text }));
@@ -235,7 +235,7 @@ function renderText(messageId) {
     if (node) {
       const box = $("messages");
       const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 80;
-      setBody(node, state.texts.get(messageId) || "", "assistant");
+      setBody(node, state.texts.get(messageId) || "", "assistant", true);
       node.dataset.text = state.texts.get(messageId) || "";
       if (atBottom) box.scrollTop = box.scrollHeight; // follow the answer unless scrolled up
     }

@@ -62,42 +62,78 @@ md.core.ruler.push("cero_attrs", (state) => {
   walk(state.tokens);
 });
 
-// body -> [{key, nodes}] of the blocks it shows.
+// body -> {text, refs, full, blocks: [{key, nodes, offset}]}: what it shows. `full`: from a
+// parse of the whole text (not of its tail only).
 const shown = new WeakMap();
 
-/** Render `text` into `body` (an answer's `.body`), redrawing only the blocks that changed. */
-export function renderMarkdown(body, text) {
-  const env = {};
-  const tokens = md.parse(text, env);
+// A block's key: its tokens but their line numbers (a tail parse numbers from its start).
+const keyOf = (tokens, refs) => refs + JSON.stringify(tokens, (name, value) => (name === "map" ? undefined : value));
+
+// The top-level blocks of `source` (which starts at `base` in the answer's text): their
+// tokens, keys and where each starts in the text.
+function blocksOf(source, base, env) {
+  const tokens = md.parse(source, env);
   const refs = env.references ? JSON.stringify(env.references) : "";
+  const lineStarts = [0];
+  for (let i = source.indexOf("\n"); i !== -1; i = source.indexOf("\n", i + 1)) lineStarts.push(i + 1);
   const blocks = [];
   let start = 0;
   let depth = 0;
   tokens.forEach((token, i) => {
     depth += token.nesting;
-    if (depth === 0) {
-      const slice = tokens.slice(start, i + 1);
-      blocks.push({ tokens: slice, key: refs + JSON.stringify(slice) });
-      start = i + 1;
-    }
+    if (depth !== 0) return;
+    const slice = tokens.slice(start, i + 1);
+    const line = slice[0].map ? slice[0].map[0] : null;
+    blocks.push({ tokens: slice, key: keyOf(slice, refs), offset: line === null ? null : base + lineStarts[line] });
+    start = i + 1;
   });
+  return { blocks, refs };
+}
+
+/**
+ * Render `text` into `body` (an answer's `.body`), redrawing only the blocks that changed.
+ * `partial`: the text of an answer still streaming, which mostly grows at its end: while it
+ * only grew, the blocks before the last one are final and only the text from the last
+ * block's start is parsed again. A render that is not `partial` parses the whole text (a
+ * link reference defined at the end changes links above it).
+ */
+export function renderMarkdown(body, text, partial = false) {
   const old = shown.get(body);
-  if (!old) body.replaceChildren();
-  const before = old || [];
-  let same = 0;
-  while (same < before.length && same < blocks.length && before[same].key === blocks[same].key) same += 1;
-  for (const block of before.slice(same)) for (const node of block.nodes) node.remove();
-  const kept = before.slice(0, same);
-  for (const block of blocks.slice(same)) {
-    const nodes = toNodes(md.renderer.render(block.tokens, md.options, env));
-    body.append(...nodes);
-    kept.push({ key: block.key, nodes });
+  if (old && old.text === text && (partial || old.full)) return;
+  let next = null;
+  // (A lone \r is a line break to markdown-it: then the offsets below would not hold.)
+  if (partial && old && old.blocks.length > 1 && text.startsWith(old.text) && !text.includes("\r")) {
+    const keep = old.blocks.length - 1;
+    const from = old.blocks[keep].offset;
+    const env = {};
+    // Link reference definitions (rare in answers) may change any block: then parse it all.
+    if (from !== null && !old.refs) {
+      const tail = blocksOf(text.slice(from), from, env);
+      if (!tail.refs) next = { blocks: old.blocks.slice(0, keep).concat(tail.blocks), refs: "", env };
+    }
   }
-  shown.set(body, kept);
+  let full = false;
+  if (!next) {
+    const env = {};
+    next = { ...blocksOf(text, 0, env), env };
+    full = true;
+  }
+  if (!old) body.replaceChildren();
+  const before = old ? old.blocks : [];
+  let same = 0;
+  while (same < before.length && same < next.blocks.length && before[same].key === next.blocks[same].key) same += 1;
+  for (const block of before.slice(same)) for (const node of block.nodes) node.remove();
+  const blocks = before.slice(0, same).map((block, i) => ({ ...block, offset: next.blocks[i].offset }));
+  for (const block of next.blocks.slice(same)) {
+    const nodes = toNodes(md.renderer.render(block.tokens, md.options, next.env));
+    body.append(...nodes);
+    blocks.push({ key: block.key, nodes, offset: block.offset });
+  }
+  shown.set(body, { text, refs: next.refs, env: next.env, full, blocks });
   body.classList.add("md");
 }
 
-/** `body` is about to show something else than Markdown (plain text, a user message). */
+/** `body` is about to show something other than Markdown (a message of yours, as typed). */
 export function forgetMarkdown(body) {
   shown.delete(body);
   body.classList.remove("md");

@@ -250,6 +250,42 @@ async def demo_answer_streams(env: Env, page: Page) -> None:
     await shot(page, "markdown-demo")
 
 
+# Every prefix of `text`, rendered `partial` into one element as a stream would (each from
+# the one before), against a full render of the same prefix in a fresh one: the prefixes
+# whose HTML differs.
+EVERY_PREFIX = """async ([text, step]) => {
+  const { renderMarkdown } = await import("/app/markdown.js");
+  const live = document.createElement("div");
+  const differ = [];
+  for (let end = 0; end <= text.length + step; end += step) {
+    const prefix = text.slice(0, end);
+    renderMarkdown(live, prefix, true);
+    const fresh = document.createElement("div");
+    renderMarkdown(fresh, prefix);
+    if (live.innerHTML !== fresh.innerHTML) differ.push(prefix);
+  }
+  renderMarkdown(live, text);
+  return differ;
+}"""
+
+STREAMED = [
+    MARKDOWN_SHOWCASE,
+    "".join(RICH),
+    "Intro paragraph\nwith a second line\n===\n\npara | one\n| --- |\n| cell |\n\n"
+    "- a\n\n  still a\n- b\n\n    indented code\n\n[ref link][r] and `code` end\n\n"
+    "[r]: https://example.com/ref\n\n```\nno language\n",
+]
+
+
+@pytest.mark.parametrize("text", STREAMED, ids=["showcase", "rich", "tricky"])
+async def test_rendering_as_it_streams_equals_a_full_render_at_every_step(
+    signed: Signed, text: str
+) -> None:
+    for step in (1, 5):
+        differ = await signed.page.evaluate(EVERY_PREFIX, [text, step])
+        assert differ == [], differ[:3]
+
+
 async def test_copy_buttons_on_code_and_on_messages(env: Env, signed: Signed) -> None:
     page = signed.page
     chunks = ["Run this:\n\n```bash\necho 'hi' && ls -l\n```\n\nand ", "**that** is all."]
