@@ -29,7 +29,7 @@ def vendor_script() -> ModuleType:
     spec = importlib.util.spec_from_file_location("vendor_web", ROOT / "scripts" / "vendor_web.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("vendor_web", module)  # dataclasses look their module up
+    sys.modules["vendor_web"] = module  # dataclasses look their module up
     spec.loader.exec_module(module)
     return module
 
