@@ -27,7 +27,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check client server actors cluster state standins tests bench piccolo_conf.py
+	$(BIN)/ruff format --check client server actors cluster state standins tests bench scripts piccolo_conf.py
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
