@@ -415,6 +415,14 @@ OPS: dict[tuple[str, str], Op] = {
         params=(Param("name", "path"),),
         errors=(404,),
     ),
+    ("get", "/app/vendor/{name}"): Op(
+        "The page's vendored libraries (markdown-it, highlight.js; only the files of"
+        " server/web/app/vendor/manifest.json; ETag and 304)",
+        "pages",
+        ok="text/javascript",
+        params=(Param("name", "path"),),
+        errors=(404,),
+    ),
     ("post", "/device"): Op(
         "Device approval form (HTML, cookie + same origin; signed out: a sign-in prompt)",
         "pages",

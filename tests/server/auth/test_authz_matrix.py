@@ -118,6 +118,7 @@ TABLE: dict[tuple[str, str], Row] = {
     ("GET", "/api/user/whoami"): Row("user"),
     ("GET", "/app"): Row("public"),
     ("GET", "/app/{name}"): Row("public"),
+    ("GET", "/app/vendor/{name}"): Row("public"),
     ("POST", "/api/chat"): Row(
         "user",
         owned="conversation",
