@@ -281,6 +281,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "local sign-in is off: the server is not in local mode (GitHub sign-in "
                     "is configured, or CERO_HOST is not a loopback address)"
                 )
+            if settings.is_sqlite and not settings.sqlite_path.exists():
+                return _fail(
+                    f"no database at {settings.sqlite_path} (DATABASE_URL): run this where "
+                    "the server runs, with its settings"
+                )
             next_path = safe_path(args.next_path)
             if args.next_path and next_path is None:
                 return _fail("--next must be a path on this server, such as /app")

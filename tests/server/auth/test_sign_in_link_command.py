@@ -94,5 +94,8 @@ async def test_sign_in_link_refused_outside_local_mode(tmp_path: Path) -> None:
     assert code != 0 and out == ""
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "local sign-in is off" in lines[0], err
+    code, _, err = await _command("sign-in-link", cwd=tmp_path)
+    assert code != 0 and "no database" in err and not (tmp_path / "cero.db").exists()
+    (tmp_path / "cero.db").touch()
     code, _, err = await _command("sign-in-link", "--next", "//evil.example", cwd=tmp_path)
     assert code != 0 and "--next" in err and "Traceback" not in err
