@@ -379,7 +379,7 @@ OPS: dict[tuple[str, str], Op] = {
         "Current session or null", "auth", "optional", ok=m.MaybeSession
     ),
     ("get", "/auth/local"): Op(
-        "One-time local sign-in link (loopback only)",
+        "Single-use local sign-in link (loopback only; refused: 403 with a reason)",
         "auth",
         params=(Param("token"), Param("next")),
         errors=(403, *_LIMITED),
