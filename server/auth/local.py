@@ -11,7 +11,8 @@ Links live in the database (``local_sign_in_link``), so the command, another pro
 issues links the running server accepts: only the SHA-256 of a token is stored, a link
 works once (one conditional ``UPDATE`` claims it, whichever process or request comes
 first) and for ``CERO_LOCAL_LINK_TTL`` seconds. A refused link answers a page that says
-what happened and how to get a new one when the client asks for HTML, JSON otherwise.
+what happened and how to get a new one when the client asks for HTML, JSON otherwise;
+a browser that is signed in already (the link reloaded) goes on to the app instead.
 No new link is ever handed out over HTTP, not even to a loopback peer: any local process
 or user of a shared machine could ask for one, which is what the token guards against.
 
@@ -33,6 +34,7 @@ from aiohttp import web
 
 from actors.clock import utcnow
 from server.auth.cookies import COOKIES
+from server.auth.current import current_user
 from server.auth.local_page import refused_page, wants_html
 from server.auth.redirects import safe_path
 from server.auth.sessions import SESSIONS
@@ -188,15 +190,19 @@ async def local_sign_in(request: web.Request) -> web.Response:
             )
         raise ApiError(403, "forbidden", "Local sign-in is only available on a loopback bind")
     outcome = await redeem(request.query.get("token", ""))
+    target = safe_path(request.query.get("next")) or "/app"
     if outcome is not Redeemed.OK:
         log.info("local_sign_in_refused", reason=outcome.value)
+        if wants_html(request) and current_user(request) is not None:
+            # The link opened again in the browser it signed in (a reload, a bookmark):
+            # that browser is in already, so on to the app rather than a refusal.
+            return web.Response(status=302, headers={"Location": target})
         return _refused(request, outcome)
     user_id, _ = await link_or_create(LOCAL_PROFILE)
     token, resolved = await request.app[SESSIONS].start(
         user_id, ip_address=client_ip(request), user_agent=request.headers.get("User-Agent")
     )
     log.info("signed_in", provider="local", user_id=user_id, session_id=resolved.session.id)
-    target = safe_path(request.query.get("next")) or "/app"
     response = web.Response(status=302, headers={"Location": target})
     request.app[COOKIES].set_session(response, token, resolved)
     return response

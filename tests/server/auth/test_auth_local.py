@@ -78,6 +78,11 @@ async def test_local_link_works_once(database_url: str, capsys: pytest.CaptureFi
                 html = await resp.text()
                 assert "already used" in html and "<code>cero-api sign-in-link</code>" in html
                 assert "<form" not in html  # no new link over HTTP, not even to loopback
+            # Reloaded in the browser it signed in: that browser goes on to the app.
+            jar = cookie_header({"better-auth.session_token": session.value})
+            async with http.get(target, headers={**BROWSER, **jar}, allow_redirects=False) as resp:
+                assert resp.status == 302 and resp.headers["Location"] == "/app"
+                assert "set-auth-token" not in resp.headers  # no new session
     finally:
         await ctx.__aexit__(None, None, None)
 
