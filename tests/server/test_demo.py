@@ -7,7 +7,9 @@ server's decoders)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import struct
 import sys
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -16,8 +18,9 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import unused_port
 
+from tests.conftest import IN_CI
 from tests.live_clients import chat
-from tests.server_process import run_server, server_env
+from tests.server_process import ROOT, run_server, server_env
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.slow]
 
@@ -108,3 +111,32 @@ async def test_demo_shows_tool_steps_code_and_citations(tmp_path: Path, decoder:
             assert not [line for line in plain if line["topic"] == "tool"]
     stopped = server.exit
     assert stopped is not None and stopped.code == 0 and not stopped.killed, server.log()[-2000:]
+
+
+async def test_screenshots_script_reproduces_the_readme_images(tmp_path: Path) -> None:
+    """``scripts/screenshots.py`` (the README's way to remake docs/web-chat*.png) runs the
+    demo and writes both images, at the documented sizes."""
+    chromium = os.environ.get("CERO_TEST_CHROMIUM", "/usr/bin/chromium")
+    if not Path(chromium).exists():
+        if IN_CI:
+            pytest.fail(f"Chromium not found at {chromium} (CI=true: must not skip)")
+        pytest.skip(f"Chromium not found at {chromium}")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CERO_", "DATABASE_URL"))}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(ROOT / "scripts" / "screenshots.py"),
+        "--out",
+        str(tmp_path),
+        "--chromium",
+        chromium,
+        cwd=tmp_path,
+        env={**env, "PYTHONPATH": str(ROOT)},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 110)
+    assert proc.returncode == 0, out.decode(errors="replace")[-3000:]
+    for name, width, height in (("web-chat", 1200, 800), ("web-chat-phone", 390, 844)):
+        png = (tmp_path / f"{name}.png").read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+        assert struct.unpack(">II", png[16:24]) == (width, height)
