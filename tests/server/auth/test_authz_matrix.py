@@ -145,6 +145,9 @@ TABLE: dict[tuple[str, str], Row] = {
     # The caller's own instructions: they name no resource of anyone else's.
     ("GET", "/api/user/instructions"): Row("user"),
     ("PUT", "/api/user/instructions"): Row("user", body={"instructions": "be brief"}),
+    # Likewise the caller's own preferences.
+    ("GET", "/api/user/preferences"): Row("user"),
+    ("PUT", "/api/user/preferences"): Row("user", body={"tools": ["google_search"]}),
     ("GET", "/api/search"): Row("user", query={"q": "mine"}),
     # The caller's own account channel: it names no resource of anyone else's.
     ("GET", "/api/account/events"): Row("user"),

@@ -21,7 +21,7 @@ import pytest
 import pytest_asyncio
 
 from actors.models.demo import MARKDOWN_SHOWCASE
-from server.auth.local import LOCAL
+from server.auth.local import issue_link
 from server.auth.sessions import SESSIONS
 from server.core.app_keys import REGISTRY
 from standins.gemini import Script
@@ -75,7 +75,7 @@ async def signed(env: Env) -> AsyncIterator[Signed]:
     context = await new_context(env)
     await context.grant_permissions(["clipboard-read", "clipboard-write"], origin=env.live.url)
     page, errors = await watched(context)
-    await page.goto(f"/auth/local?token={env.live.app[LOCAL].issue()}")
+    await page.goto(f"/auth/local?token={await issue_link(60)}")
     await expect(page.locator("#who")).to_have_text("Local user")
     session = await page.evaluate("fetch('/api/auth/get-session').then((r) => r.json())")
     env.user_id = session["user"]["id"]
