@@ -111,7 +111,7 @@ class RefusingProxy:
     async def start(self) -> str:
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app)
+        self._runner = web.AppRunner(app, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
@@ -123,7 +123,7 @@ class RefusingProxy:
         return self.url
 
     async def stop(self) -> None:
-        if self._session is not None:
+        if self._session is not None:  # ends the streams it is passing through
             await self._session.close()
         if self._runner is not None:
             await self._runner.cleanup()
