@@ -79,6 +79,12 @@ class EventStream(Generic[E]):
         """The cursor of the last event yielded (or the starting one)."""
         return self._cursors.text(self._key) or self._resume_from
 
+    @property
+    def reconnect_delay(self) -> float:
+        """The base wait before a reconnect, in seconds: the stream's ``retry:`` once it
+        has sent one (doubled per failure in a row)."""
+        return self._backoff.base
+
     async def wait_open(self, within: float = 30.0) -> None:
         """Wait until a connection is streaming (the server answered ``200``); raises
         what stopped the stream first. Events after this point are not missed."""

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import pytest
 import pytest_asyncio
+from aiohttp import web
 
 from client.sdk import CeroClient, NotFound, Unauthorized
 from client.sdk.events import EventStream
@@ -155,3 +156,51 @@ async def test_deleted_conversation_and_ended_session_stop_the_follower(
         assert resp.status == 200
     with pytest.raises(Unauthorized):
         await asyncio.wait_for(reader, 30)
+
+
+async def test_retry_is_honoured_and_an_overlapping_replay_is_deduplicated() -> None:
+    """Against a stand-in event stream (not Cero): the first connection sets ``retry: 50``
+    and drops after seq 2; the second, asked for ``Last-Event-ID: e:2``, replays from seq 1
+    (an overlap a server may send), then 3, then ends for good with a 404."""
+    seen_ids: list[str | None] = []
+
+    async def events(request: web.Request) -> web.StreamResponse:
+        seen_ids.append(request.headers.get("Last-Event-ID"))
+        if len(seen_ids) > 2:
+            raise web.HTTPNotFound(
+                text='{"error":"Conversation not found","code":"not_found"}',
+                content_type="application/json",
+            )
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        seqs = [1, 2] if len(seen_ids) == 1 else [1, 2, 3]
+        head = "\ufeffretry: 50\r\n\r\n" if len(seen_ids) == 1 else ": replay\r\n"
+        body = head + "".join(
+            f"id: e:{seq}\revent: token\r"
+            f'data: {{"type":"token","conversationId":"c","epoch":"e","seq":{seq},\r'
+            f'data: "text":"t{seq}"}}\r\r'
+            for seq in seqs
+        )
+        await response.write(body.encode())
+        return response  # ends the stream: the follower reconnects
+
+    app = web.Application()
+    app.router.add_get("/api/conversations/c/events", events)
+    runner = web.AppRunner(app, shutdown_timeout=1.0)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        async with CeroClient(f"http://127.0.0.1:{port}", "t") as cero:
+            stream = cero.conversation_events("c")
+            got: list[ConversationEvent] = []
+            with pytest.raises(NotFound):
+                async for event in stream:
+                    got.append(event)
+    finally:
+        await runner.cleanup()
+    # The data lines join with LF: still one JSON object each.
+    assert [(e["seq"], e.get("text")) for e in got] == [(1, "t1"), (2, "t2"), (3, "t3")]
+    assert seen_ids == [None, "e:2", "e:3"]
+    assert stream.reconnect_delay == 0.05  # the stream's retry: 50 (ms)
