@@ -46,6 +46,8 @@ class Relay:
         self.url = ""
         #: Connections accepted so far.
         self.accepted = 0
+        self._gate = asyncio.Event()
+        self._gate.set()
 
     async def start(self) -> str:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
@@ -55,6 +57,7 @@ class Relay:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.accepted += 1
+        await self._gate.wait()  # held: the client waits for its connection, as on a dead link
         up_reader, up_writer = await asyncio.open_connection(*self._upstream)
         link = (writer, up_writer)
         self._links.add(link)
@@ -76,6 +79,13 @@ class Relay:
             with contextlib.suppress(Exception):
                 sink.close()
 
+    def hold(self) -> None:
+        """New connections wait (not refused, not answered) until :meth:`release`."""
+        self._gate.clear()
+
+    def release(self) -> None:
+        self._gate.set()
+
     def cut(self) -> int:
         """Abort every open connection, both sides, without a goodbye; how many."""
         links = list(self._links)
@@ -88,6 +98,7 @@ class Relay:
         return len(links)
 
     async def stop(self) -> None:
+        self.release()
         self.cut()
         if self._server is not None:
             self._server.close()

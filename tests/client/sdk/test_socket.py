@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
@@ -17,6 +18,7 @@ from client.sdk.wire import LiveEvent
 from server.transports.ws import SOCKETS
 from tests.auth_helpers import bearer
 from tests.client.sdk.conftest import check_contiguous
+from tests.client.sdk.proxies import Relay
 from tests.conftest import Live
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -198,3 +200,44 @@ async def test_session_end_stops_the_socket(live: Live, token: str, cero: CeroCl
     await socket.close()
     with pytest.raises(SessionEnded):  # no reconnect with a dead token
         await CeroSocket(live.url, token).connect()
+
+
+async def test_a_subscription_whose_conversation_is_deleted_ends_with_unsubscribed(
+    live: Live, token: str, cero: CeroClient
+) -> None:
+    parts = urlsplit(live.url)
+    assert parts.hostname and parts.port
+    relay = Relay(parts.hostname, parts.port)
+    await relay.start()
+    try:
+        kept = await new_conversation(cero)
+        gone_while_away = await new_conversation(cero)
+        gone_while_here = await new_conversation(cero)
+        async with CeroSocket(relay.url, token) as socket:
+            for conversation in (kept, gone_while_away, gone_while_here):
+                await socket.subscribe(conversation)
+            # Deleted while the socket is connected: the server says `unsubscribed`.
+            assert await cero.delete(gone_while_here)
+            got: list[LiveEvent] = []
+            await asyncio.wait_for(
+                collect_until(socket, got, lambda e: e["type"] == "unsubscribed"), 30
+            )
+            assert got[-1].get("conversationId") == gone_while_here
+            # Deleted while the socket is away: its resubscription is refused (not_found),
+            # which the socket reports the same way; the others are followed again.
+            relay.hold()
+            relay.cut()
+            assert await cero.delete(gone_while_away)
+            relay.release()
+            await asyncio.wait_for(
+                collect_until(socket, got, lambda e: e["type"] == "unsubscribed"), 30
+            )
+            ended = got[-1]
+            assert ended.get("conversationId") == gone_while_away
+            assert ended.get("reason") == "not_found"
+            assert socket.subscriptions == {kept} and socket.connections == 2
+            ack = await socket.send("still here?", conversation_id=kept)
+            await asyncio.wait_for(collect_until(socket, got, lambda e: e["type"] == "done"), 30)
+            assert got[-1].get("messageId") == ack["messageId"]
+    finally:
+        await relay.stop()
