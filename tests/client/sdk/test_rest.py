@@ -4,6 +4,7 @@ carrying the contract's ``code``, ``error``, ``field`` and ``retryAfter``."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import orjson
@@ -138,3 +139,44 @@ async def test_error_bodies_of_both_shapes() -> None:
     assert (oauth.code, oauth.error) == ("slow_down", "Polling too fast")
     proxy = api_error(502, b"<html>bad gateway</html>", {"Retry-After": "7"})
     assert (proxy.code, proxy.retry_after) == ("http_502", 7.0)
+
+
+async def test_branch_operations_stream_like_chat(cero: CeroClient) -> None:
+    # A send cancelled right after its init: an answer that can be continued.
+    events: list[ConversationEvent] = []
+    async for event in cero.chat("a long answer please"):
+        events.append(event)
+        if event["type"] == "init":
+            assert await cero.cancel(event["conversationId"], event["generationId"]) is True
+    init = next(e for e in events if e["type"] == "init")
+    assert events[-1]["type"] == "cancelled"
+    conversation, answer, question = (
+        init["conversationId"],
+        init["messageId"],
+        init["userMessageId"],
+    )
+
+    continued = [e async for e in cero.continue_(conversation, answer)]
+    done = continued[-1]
+    assert done["type"] == "done" and done["messageId"] == answer
+    assert "".join(e["text"] for e in continued if e["type"] == "token") == done["fullText"]
+
+    regenerated = [e async for e in cero.regenerate(conversation, question)]
+    assert regenerated[0]["type"] == "init" and regenerated[0].get("action") == "regenerate"
+    assert regenerated[-1]["type"] == "done"
+
+    edited = [e async for e in cero.edit(conversation, question, "a short one")]
+    assert [e["type"] for e in edited][:2] == ["message", "init"]
+    assert edited[-1]["type"] == "done"
+    tree = await cero.tree(conversation)
+    assert len(tree["messages"]) == 5  # two questions, three answers
+    switched = await cero.switch(conversation, answer)
+    assert switched["activeLeafId"] == answer
+    with pytest.raises(ApiError) as not_continuable:
+        await drain_all(cero.continue_(conversation, answer))  # it ended with STOP now
+    assert (not_continuable.value.status, not_continuable.value.code) == (409, "not_continuable")
+
+
+async def drain_all(stream: AsyncIterator[ConversationEvent]) -> None:
+    async for _ in stream:
+        pass
