@@ -365,12 +365,15 @@ class CeroSocket:
     ) -> dict[str, Any]:
         ws = await self._ready()
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._state.pending.append(_Pending(kind, key, future, after=after))
+        entry = _Pending(kind, key, future, after=after)
+        self._state.pending.append(entry)
         try:
             await ws.send(orjson.dumps(frame).decode())
         except ConnectionClosed:
-            if not future.done():
-                future.set_exception(ConnectionLost(f"{kind}: the socket dropped"))
+            # Never sent: it must not take the place of a frame sent on the next socket.
+            with contextlib.suppress(ValueError):
+                self._state.pending.remove(entry)
+            raise ConnectionLost(f"{kind}: the socket dropped") from None
         try:
             return await asyncio.wait_for(future, self._request_timeout)
         except TimeoutError:
@@ -468,7 +471,11 @@ class CeroSocket:
             if self._closing:
                 await ws.close()
                 return None
-            await self._resubscribe(ws)
+            try:
+                await self._resubscribe(ws)
+            except ConnectionClosed:
+                self._fail_pending(ConnectionLost("the socket dropped while resubscribing"))
+                continue
             self._attach(ws)
             return ws
         return None
