@@ -7,9 +7,9 @@ with their answers, and reconnects that lose nothing.
 - **Commands** (``subscribe``, ``send``, ``regenerate``, ``edit``, ``continue``,
   ``switch``, ``cancel``, ``unsubscribe``, ``ping``) are awaited until their answer: a
   ``subscribed`` or ``ack`` (returned), or a ``fault`` (raised as
-  :class:`~client.sdk.errors.ApiError` with its ``code`` and ``retryAfter``). The server
-  handles a socket's frames one at a time, in order, so answers come in the order of the
-  frames; an answer that skips an earlier frame means the server dropped it (frame rate).
+  :class:`~client.sdk.errors.ApiError` with its ``code`` and ``retryAfter``). Commands go
+  one at a time (the protocol has no request ids), and after a ``rate_limited`` fault the
+  next waits its ``retryAfter``, so the server never drops one silently.
 - **Events** of every subscription come out of ``async for event in socket``, in order
   per log; a ``reset`` is yielded (refetch over REST), and so is ``unsubscribed`` (the
   conversation was deleted).
@@ -46,6 +46,7 @@ from client.sdk.errors import (
     CeroError,
     ConnectionLost,
     ProtocolViolation,
+    RateLimited,
     SessionEnded,
     UpgradeRefused,
     api_error,
@@ -134,6 +135,8 @@ class CeroSocket:
         self._runner: asyncio.Task[None] | None = None
         self._closing = False
         self._fatal: BaseException | None = None
+        self._one_at_a_time = asyncio.Lock()
+        self._quiet_until = 0.0  # loop time before which no frame is sent (rate_limited)
         #: Connections made so far (1 + reconnects).
         self.connections = 0
         #: The close code of the last connection that ended.
@@ -362,6 +365,25 @@ class CeroSocket:
 
     async def _command(
         self, frame: Mapping[str, Any], kind: str, key: str | None, *, after: str | None = None
+    ) -> dict[str, Any]:
+        """Send one frame and await its answer. One command at a time: the protocol has no
+        request ids, and a frame the server drops (over the frame rate) gets no answer, so
+        with frames pipelined an answer could not always be told apart from another's.
+        After a ``rate_limited`` fault the next frame waits its ``retryAfter``, so no frame
+        of this socket is ever dropped silently."""
+        async with self._one_at_a_time:
+            wait = self._quiet_until - asyncio.get_running_loop().time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            try:
+                return await self._exchange(frame, kind, key, after)
+            except RateLimited as exc:
+                pause = exc.retry_after if exc.retry_after is not None else 1.0
+                self._quiet_until = asyncio.get_running_loop().time() + pause
+                raise
+
+    async def _exchange(
+        self, frame: Mapping[str, Any], kind: str, key: str | None, after: str | None
     ) -> dict[str, Any]:
         ws = await self._ready()
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
