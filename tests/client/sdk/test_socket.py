@@ -241,3 +241,15 @@ async def test_a_subscription_whose_conversation_is_deleted_ends_with_unsubscrib
             assert got[-1].get("messageId") == ack["messageId"]
     finally:
         await relay.stop()
+
+
+async def test_a_cursor_that_cannot_be_replayed_gives_reset(cero: CeroClient) -> None:
+    conversation = await new_conversation(cero)
+    async with cero.socket() as socket:
+        answer = await socket.subscribe(conversation, after="another-epoch:3")
+        assert answer["recovered"] is False
+        reset = await asyncio.wait_for(anext(aiter(socket)), 10)
+        assert reset["type"] == "reset" and reset.get("conversationId") == conversation
+        # The cursor moved to the reset's: a reconnect now resumes from there.
+        assert socket.cursor(conversation) == cursor_of(reset)
+        assert reset.get("epoch") != "another-epoch"
