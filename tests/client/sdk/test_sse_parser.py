@@ -107,11 +107,13 @@ endings = st.sampled_from(["\n", "\r", "\r\n"])
 def write(block: Block, end: str, draw_space: bool) -> str:
     sep = ": " if draw_space else ":"
     lines = [f":{c}" for c in block.comments]
-    if block.event is not None:
-        lines.append(f"event{sep}{block.event}")
-    if block.id is not None:
-        lines.append(f"id{sep}{block.id}")
     # A value starting with a space needs the separator's space so that it survives.
+    if block.event is not None:
+        lines.append(
+            f"event: {block.event}" if block.event.startswith(" ") else f"event{sep}{block.event}"
+        )
+    if block.id is not None:
+        lines.append(f"id: {block.id}" if block.id.startswith(" ") else f"id{sep}{block.id}")
     lines += [f"data: {d}" if d.startswith(" ") else f"data{sep}{d}" for d in block.data]
     return "".join(line + end for line in lines) + end
 
