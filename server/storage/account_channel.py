@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -31,6 +32,10 @@ log = structlog.get_logger(__name__)
 
 #: Answer events reported by actors and not yet published (beyond it they are dropped).
 MAX_PENDING = 100_000
+
+#: Told of each ``answer.ended`` once it is published: ``(user_id, conversation_id,
+#: message_id, status)``. Must not block (the chat's titles start a task).
+AnswerListener = Callable[[str, str, str, str], None]
 
 
 def conversation_summary(row: dict[str, Any]) -> dict[str, object]:
@@ -54,6 +59,9 @@ class AccountChannel:
         self._task: asyncio.Task[None] | None = None
         self.published = 0
         self.dropped = 0
+        #: Registered where the app starts (``storage`` knows nothing above it): after the
+        #: answer's end is published, so that a title it leads to comes after it.
+        self.answer_listeners: list[AnswerListener] = []
 
     def start(self) -> None:
         self.feeds.start()
@@ -155,6 +163,15 @@ class AccountChannel:
                     **fields,
                 },
             )
+            if type == "answer.ended":
+                self._answer_ended(user_id, conversation_id, fields)
+
+    def _answer_ended(self, user_id: str, conversation_id: str, fields: dict[str, object]) -> None:
+        for listener in self.answer_listeners:
+            try:
+                listener(user_id, conversation_id, str(fields["messageId"]), str(fields["status"]))
+            except Exception as exc:  # a listener's bug never stops the channel
+                log.warning("answer_listener_failed", error=repr(exc)[:200])
 
     # -- reading -------------------------------------------------------------------------
 
