@@ -264,7 +264,7 @@ class _ChunkPump:
 
 
 #: Output tokens a title may take (thinking models spend some before the title).
-TITLE_MAX_TOKENS = 1024
+TITLE_MAX_TOKENS = 2048
 
 
 #: Chunks the pump may parse ahead of the consumer.
