@@ -6,9 +6,10 @@ consumes the head of the FIFO (a script with ``error_before`` answers that many
 requests with HTTP errors first, then plays its stream); an empty queue plays
 ``default_script`` (a deterministic echo). Every request is recorded in ``.requests``.
 A conversation-title request (its system instruction starts with ``Write a title``,
-``actors/models/titles.py``) with an empty queue gets a title of its own instead:
-the first message's first five words in Title Case, quoted, with a full stop, as a
-model might write it (:meth:`FakeGemini.title_of`).
+``actors/models/titles.py``) has a FIFO of its own (:meth:`FakeGemini.enqueue_title`),
+so it never takes an answer's script; with it empty it gets the first message's first
+five words in Title Case, quoted, with a full stop, as a model might write it
+(:meth:`FakeGemini.title_of`).
 
 Rate mode (benchmarks): ``Script(timed_tokens=N, tokens_per_second=T)`` streams N
 tokens at T tokens/s; each token's text embeds its wall-clock send time as
@@ -176,6 +177,8 @@ class FakeGemini:
     def __init__(self, *, default_script: Script | None = None, count_scale: float = 1.0) -> None:
         self.requests: list[RecordedRequest] = []
         self.scripts: deque[Script] = deque()
+        #: What title requests get, in order (see the module docstring).
+        self.title_scripts: deque[Script] = deque()
         self.default_script = default_script
         #: countTokens answers ``estimate_count * count_scale`` (>1 simulates a tokenizer
         #: that counts more than our estimate).
@@ -190,6 +193,9 @@ class FakeGemini:
     # -- control ---------------------------------------------------------------------
     def enqueue(self, *scripts: Script) -> None:
         self.scripts.extend(scripts)
+
+    def enqueue_title(self, *scripts: Script) -> None:
+        self.title_scripts.extend(scripts)
 
     def stream_requests(self) -> list[RecordedRequest]:
         return [r for r in self.requests if r.path.endswith(":streamGenerateContent")]
@@ -257,16 +263,21 @@ class FakeGemini:
         return await self._stream(request, script, model, body)
 
     def _next_script(self, body: Mapping[str, Any]) -> Script | HttpError:
-        if not self.scripts:
-            if self._asks_title(body):
+        if self._asks_title(body):
+            if not self.title_scripts:
                 return Script(chunks=[self._title_answer(body)])
+            return self._head(self.title_scripts)
+        if not self.scripts:
             return self.default_script or self._echo(body)
-        script = self.scripts[0]
+        return self._head(self.scripts)
+
+    def _head(self, queue: deque[Script]) -> Script | HttpError:
+        script = queue[0]
         sent = self._errors_sent.get(id(script), 0)
         if sent < len(script.error_before):
             self._errors_sent[id(script)] = sent + 1
             return _as_error(script.error_before[sent])
-        self.scripts.popleft()
+        queue.popleft()
         self._errors_sent.pop(id(script), None)
         return script
 

@@ -4,7 +4,9 @@ user's account, told to every device of the user.
 Routes publish what they changed (:meth:`AccountChannel.publish`, awaited: the event is in
 the log before the response goes out); actors report each answer's start and end
 (:class:`actors.api.AnswerEvents`), which one task here completes with the conversation's
-row (title, times) and publishes in the order reported. The logs themselves are the
+row (title, times) and publishes in the order reported, then tells the
+:attr:`AccountChannel.answer_listeners` of each answer's end (the chat's titles,
+``server/chat/titles.py``, registered where the app starts). The logs themselves are the
 actors' :class:`~actors.api.AccountFeeds` (one process) or cluster mode's
 :class:`cluster.account_feed.ClusterAccountFeeds` (Redis), chosen where the app starts.
 

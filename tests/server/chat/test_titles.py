@@ -289,9 +289,9 @@ async def test_the_gemini_title_is_the_models(database_url: str) -> None:
             assert text.startswith(f"First message:\n{message}\n\nFirst answer:\nYou said:")
 
             # What a model may wrap a title in is cleaned off; a long one is cut between
-            # words (a dialogue: the answer's script, then the title's).
-            fake.enqueue(
-                Script(chunks=["Ferns are plants."]),
+            # words (the answer has its script, the title request its own).
+            fake.enqueue(Script(chunks=["Ferns are plants."]))
+            fake.enqueue_title(
                 Script(
                     chunks=[
                         '**Title:** "Ferns, mosses and other spore plants of the northern '
@@ -306,11 +306,12 @@ async def test_the_gemini_title_is_the_models(database_url: str) -> None:
 
             # A title request that fails keeps the provisional title, is not retried, and
             # a second answer does not ask again.
-            fake.enqueue(Script(chunks=["Moss answer."]), Script(error_before=[503]))
+            fake.enqueue(Script(chunks=["Moss answer."]))
+            fake.enqueue_title(Script(error_before=[503]))
             failed = await me.send("tell me about mosses")
             await me.wait("answer.ended", failed)
             await me.barrier()
-            fake.scripts.clear()
+            fake.title_scripts.clear()
             asked_before = len(_title_requests(fake))
             assert me.events("conversation.renamed", failed) == []
             assert await me.stored(failed) == {
@@ -327,10 +328,8 @@ async def test_a_rename_while_the_model_writes_the_title_wins(database_url: str)
     async with live_with_gemini(database_url, generate_titles=True) as (live, fake):
         async with account(live, "Slow titles") as me:
             release = asyncio.Event()
-            fake.enqueue(
-                Script(chunks=["An answer."]),
-                Script(chunks=["A Title From The Model"], release=release),
-            )
+            fake.enqueue(Script(chunks=["An answer."]))
+            fake.enqueue_title(Script(chunks=["A Title From The Model"], release=release))
             cid = await me.send("what is a lichen?")
             for _ in range(500):  # the title request has arrived and waits
                 if _title_requests(fake):
