@@ -27,7 +27,7 @@ from tests.live_clients import WsPeer, chat, post_chat
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-KEEP = importlib.import_module("migrations.cero_2026_12_07t10_40_01_000000")
+KEEP = importlib.import_module("migrations.cero_2026_12_07t11_10_01_000000")
 
 #: A first message and the demo model's title of it.
 FIRST = "Hi! can you plan a trip to Lisbon for me in May?"

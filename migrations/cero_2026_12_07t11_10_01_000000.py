@@ -9,7 +9,7 @@ own, after the one that adds the column. One statement for both engines.
 from piccolo.apps.migrations.auto.migration_manager import MigrationManager
 from piccolo.engine import engine_finder
 
-ID = "2026-12-07T10:40:01:000000"
+ID = "2026-12-07T11:10:01:000000"
 VERSION = "1.38.0"
 DESCRIPTION = "generated titles: the conversations already answered keep theirs"
 

@@ -11,7 +11,7 @@ from piccolo.apps.migrations.auto.migration_manager import MigrationManager
 from piccolo.columns.column_types import Varchar
 from piccolo.columns.indexes import IndexMethod
 
-ID = "2026-12-07T10:40:00:000000"
+ID = "2026-12-07T11:10:00:000000"
 VERSION = "1.38.0"
 DESCRIPTION = "conversation.title_source for generated titles"
 
