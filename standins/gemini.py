@@ -29,7 +29,7 @@ import json
 import re
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -118,6 +118,9 @@ class Script:
     stall_seconds: float = 0.0
     finish_reason: str | None = "STOP"
     grounding: dict[str, Any] | None = None  # raw groundingMetadata (last chunk)
+    #: Raw groundingMetadata on the first chunk (the search queries, as Gemini says them
+    #: before the answer); ``grounding`` still comes with the last.
+    grounding_first: dict[str, Any] | None = None
     url_context: dict[str, Any] | None = None  # raw urlContextMetadata (last chunk)
     usage: dict[str, int] | None = None  # final usageMetadata; computed when None
     block_reason: str | None = None  # promptFeedback.blockReason, no candidates
@@ -174,12 +177,21 @@ def estimate_count(body: Mapping[str, Any]) -> int:
 class FakeGemini:
     """A scriptable Gemini-compatible HTTP server (see the module docstring)."""
 
-    def __init__(self, *, default_script: Script | None = None, count_scale: float = 1.0) -> None:
+    def __init__(
+        self,
+        *,
+        default_script: Script | None = None,
+        count_scale: float = 1.0,
+        responder: Callable[[Mapping[str, Any]], Script] | None = None,
+    ) -> None:
         self.requests: list[RecordedRequest] = []
         self.scripts: deque[Script] = deque()
         #: What title requests get, in order (see the module docstring).
         self.title_scripts: deque[Script] = deque()
         self.default_script = default_script
+        #: With an empty queue, the script for a request's body (the demo's answers,
+        #: :mod:`standins.demo_answers`); before ``default_script`` and the echo.
+        self.responder = responder
         #: countTokens answers ``estimate_count * count_scale`` (>1 simulates a tokenizer
         #: that counts more than our estimate).
         self.count_scale = count_scale
@@ -268,6 +280,8 @@ class FakeGemini:
                 return Script(chunks=[self._title_answer(body)])
             return self._head(self.title_scripts)
         if not self.scripts:
+            if self.responder is not None:
+                return self.responder(body)
             return self.default_script or self._echo(body)
         return self._head(self.scripts)
 
@@ -407,11 +421,14 @@ class FakeGemini:
                 if not part.get("thought") and isinstance(part.get("text"), str):
                     sent_text += part["text"]
                 last = i == total - 1
+                grounding = script.grounding if last else None
+                if i == 0 and script.grounding_first is not None and not last:
+                    grounding = script.grounding_first
                 chunk = self._chunk(
                     model,
                     [part],
                     finishReason=script.finish_reason if last else None,
-                    groundingMetadata=script.grounding if last else None,
+                    groundingMetadata=grounding,
                     urlContextMetadata=script.url_context if last else None,
                 )
                 usage = self._usage(script, body, sent_text)

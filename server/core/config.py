@@ -92,6 +92,8 @@ class Settings(BaseSettings):
         default_factory=list, validation_alias="CERO_TRUSTED_PROXIES"
     )
     device_code_ttl: int = Field(1800, validation_alias="CERO_DEVICE_CODE_TTL", ge=10, le=86400)
+    #: Local mode: how long a sign-in link (start-up's or ``cero-api sign-in-link``'s) works.
+    local_link_ttl: int = Field(900, validation_alias="CERO_LOCAL_LINK_TTL", ge=30, le=86400)
     device_poll_interval: int = Field(5, validation_alias="CERO_DEVICE_POLL_INTERVAL", ge=0, le=300)
     device_client_ids: Annotated[list[str], NoDecode] = Field(
         default_factory=default_client_ids, validation_alias="CERO_DEVICE_CLIENT_IDS"

@@ -248,11 +248,21 @@ async def _subscribed(
     return actor, await actor.subscribe(after, feed.spec())
 
 
+def _all_models(request: web.Request) -> bool:
+    """``?all=true``: shut-down ids listed too (``false``, the default, leaves them out)."""
+    value = request.query.get("all", "false").lower()
+    if value in ("true", "1"):
+        return True
+    if value in ("false", "0"):
+        return False
+    raise ApiError(400, "invalid_request", "all: true or false", extra={"field": "all"})
+
+
 @routes.get("/api/models")
 async def models(request: web.Request) -> web.Response:
     catalog = request.app[CATALOG]
     body: dict[str, object] = {
-        "models": catalog.public_list(),
+        "models": catalog.public_list(shut_down=_all_models(request)),
         "default": catalog.default_id,
         "geminiConfigured": catalog.gemini_enabled,
     }

@@ -46,6 +46,9 @@ class User(_EditedRow, Table, tablename="cero_user"):
     #: "About me / how to answer", sent in every conversation's system instruction
     #: (docs/api.md, Instructions); ``NULL``: none.
     instructions = Text(null=True, default=None)
+    #: Choices the web page and the CLI remember per user (docs/api.md, Preferences):
+    #: ``{"tools": [...], "aiModel": ...}``; ``NULL``: none saved yet.
+    preferences = JSON(null=True, default=None)
 
 
 class Account(_Row, Table, tablename="account"):
@@ -78,6 +81,15 @@ class DeviceCode(_Row, Table, tablename="device_code"):
     expires_at = Timestamptz()
     #: The address that asked for the code (shown on /device); NULL for older rows.
     requested_from = Varchar(length=64, null=True, default=None)
+
+
+class LocalSignInLink(_Row, Table, tablename="local_sign_in_link"):
+    """A single-use local sign-in link (docs/api.md, Local sign-in): the SHA-256 of its
+    token only; ``used_at`` is set by the one request that redeems it."""
+
+    token_hash = Varchar(length=64, unique=True)
+    expires_at = Timestamptz()
+    used_at = Timestamptz(null=True, default=None)
 
 
 class Conversation(_EditedRow, Table, tablename="conversation"):
@@ -120,4 +132,12 @@ class Message(_EditedRow, Table, tablename="message"):
     parent_id = Varchar(length=32, null=True, default=None)
 
 
-TABLES: tuple[type[Table], ...] = (User, Account, Session, DeviceCode, Conversation, Message)
+TABLES: tuple[type[Table], ...] = (
+    User,
+    Account,
+    Session,
+    DeviceCode,
+    LocalSignInLink,
+    Conversation,
+    Message,
+)
