@@ -1,7 +1,8 @@
 """The offline ``demo`` model: a deterministic answer streamed at a steady pace.
 
 It makes the server usable out of the box (no API key) and gives tests and benchmarks a
-model whose output is known in advance. Cancelling the consumer stops it at once.
+model whose output is known in advance. Cancelling the consumer stops it at once. Its
+conversation titles come from the first message alone (:func:`demo_title`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import re
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
-from actors.models.base import Final, ModelEvent, ModelRequest, TextDelta, Usage
+from actors.models.base import Final, ModelError, ModelEvent, ModelRequest, TextDelta, Usage
+from actors.models.titles import demo_title
 
 _WORDS = re.compile(r"\S+\s*|\s+")
 _MARKDOWN = re.compile(r"\bmarkdown\b", re.IGNORECASE)
@@ -101,3 +103,11 @@ class DemoProvider:
 
     async def count_tokens(self, request: ModelRequest) -> int | None:
         return None
+
+    async def title(self, model: str, message: str, answer: str) -> str:
+        """``TitleWriter``: the first words of ``message`` that say something, offline
+        and deterministic (:func:`actors.models.titles.demo_title`)."""
+        title = demo_title(message)
+        if title is None:
+            raise ModelError("bad_request", "the message has no words to make a title of")
+        return title

@@ -184,6 +184,11 @@ class Settings(BaseSettings):
     admission_wait: float = Field(10.0, validation_alias="CERO_ADMISSION_WAIT", ge=0, le=600)
     admission_queue: int = Field(1000, validation_alias="CERO_ADMISSION_QUEUE", ge=0)
     demo_token_delay: float = Field(0.02, validation_alias="CERO_DEMO_TOKEN_DELAY", ge=0)
+    #: After a conversation's first answer its model writes a short title (docs/api.md,
+    #: Conversations); off: the first message's words stay the title.
+    generate_titles: bool = Field(True, validation_alias="CERO_GENERATE_TITLES")
+    #: How long a title may take; past it the first message's words stay the title.
+    title_timeout: float = Field(20.0, validation_alias="CERO_TITLE_TIMEOUT", gt=0, le=600)
     sse_ping_interval: float = Field(15.0, validation_alias="CERO_SSE_PING_INTERVAL", gt=0)
     ws_heartbeat: float = Field(20.0, validation_alias="CERO_WS_HEARTBEAT", gt=0)
     session_recheck: float = Field(1.0, validation_alias="CERO_SESSION_RECHECK", gt=0, le=3600)

@@ -32,6 +32,7 @@ from server.ops.metrics import METRICS
 from server.routes.instructions import instruction_text
 from server.routes.messages_view import conversation_json, conversation_messages
 from server.storage.account_channel import ACCOUNT
+from server.storage.conversation_titles import FROM_USER
 from server.storage.tables import Conversation
 from server.transports.liveness import watching
 from server.transports.replay_budget import SSE_REPLAY, replay_within
@@ -150,6 +151,8 @@ async def rename(request: web.Request) -> web.Response:
     changes: dict[Column | str, Any] = {Conversation.updated_at: now}
     if "shortTitle" in given:
         changes[Conversation.short_title] = body.shortTitle
+        # The user's title wins: a title being generated is not stored over it.
+        changes[Conversation.title_source] = FROM_USER
         conversation["short_title"] = body.shortTitle
     if "instructions" in given:
         text = instruction_text(body.instructions, request.app[SETTINGS].max_instructions_chars)

@@ -99,6 +99,12 @@ class Conversation(_EditedRow, Table, tablename="conversation"):
     active_leaf_id = Varchar(length=32, null=True, default=None)
     #: This conversation's own instructions, after the user's (docs/api.md, Instructions).
     instructions = Text(null=True, default=None)
+    #: Where ``short_title`` came from (docs/api.md, Conversations): ``message`` (the first
+    #: message's words, until the first answer), ``model`` (the model was asked: its
+    #: title, or the first words still when it could not write one), ``user`` (a rename:
+    #: never replaced by a generated title) or ``kept`` (imported, or stored before titles
+    #: were generated). Only ``message`` is ever replaced by a generated title.
+    title_source = Varchar(length=16, default="message")
 
 
 class Message(_EditedRow, Table, tablename="message"):
