@@ -139,6 +139,14 @@ class UserInstructions(Wire):
     instructions: str | None
 
 
+class UserPreferences(Wire):
+    """``GET``/``PUT /api/user/preferences``: ``tools`` empty and ``aiModel`` ``null`` when
+    nothing is saved."""
+
+    tools: list[str]
+    aiModel: str | None
+
+
 class Deleted(Wire):
     deleted: Literal[True]
 

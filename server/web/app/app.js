@@ -1,6 +1,7 @@
-// Cero web app: plain ES module, no build step, no dependencies. It speaks only the public
-// API (REST + /api/ws) with the session cookie. Every text from the server is put in the
-// DOM with textContent / createElement, never innerHTML, so an answer cannot run anything.
+// Cero web app: plain ES module, no build step. It speaks only the public API (REST +
+// /api/ws) with the session cookie. Every text from the server is put in the DOM with
+// textContent / createElement, never innerHTML, so an answer cannot run anything; an
+// answer's Markdown is rendered by markdown.js (markdown-it with HTML off, vendored).
 // The branch controls (regenerate, edit, continue, the version switcher) are drawn by
 // branches.js; this module sends their commands and follows their events.
 "use strict";
@@ -10,6 +11,7 @@ import {
   actionBar, closeEditor, editorSending, openDraft, rememberFocus, restoreFocus, siblingsOf, startEdit,
   syncActions, wireActions,
 } from "./branches.js";
+import { forgetMarkdown, renderMarkdown } from "./markdown.js";
 
 const PAGE_SIZE = 20;
 const MAX_BACKOFF_MS = 10000;
@@ -100,53 +102,6 @@ function randomId() {
   const bytes = new Uint8Array(16);
   crypto.getRandomValues(bytes);
   return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
-}
-
-// ---------- Markdown, rendered safely ----------
-// A small subset built from DOM nodes: fenced code, inline code, **bold**, http(s) links.
-// Anything else (HTML included) stays literal text.
-
-const INLINE = /(`[^`\n]+`)|(\*\*[^*\n]+\*\*)|\[([^\]\n]+)\]\(([^)\s]+)\)|(https?:\/\/[^\s<>()]+)/g;
-
-function inline(text, parent) {
-  let last = 0;
-  for (const m of text.matchAll(INLINE)) {
-    if (m.index > last) parent.append(text.slice(last, m.index));
-    if (m[1]) parent.append(el("code", { text: m[1].slice(1, -1) }));
-    else if (m[2]) parent.append(el("strong", { text: m[2].slice(2, -2) }));
-    else {
-      const label = m[3] !== undefined ? m[3] : m[5];
-      const href = safeUrl(m[3] !== undefined ? m[4] : m[5]);
-      if (href) parent.append(el("a", { href, rel: "noopener noreferrer", target: "_blank", text: label }));
-      else parent.append(m[0]);
-    }
-    last = m.index + m[0].length;
-  }
-  if (last < text.length) parent.append(text.slice(last));
-}
-
-function renderMarkdown(text) {
-  const root = document.createDocumentFragment();
-  const fence = /```([\w+-]*)[^\n]*\n?([\s\S]*?)(?:```|$)/g;
-  let last = 0;
-  const prose = (chunk) => {
-    for (const para of chunk.split(/\n{2,}/)) {
-      if (!para.trim()) continue;
-      const p = el("p");
-      inline(para.replace(/^\n+|\n+$/g, ""), p);
-      root.append(p);
-    }
-  };
-  for (const m of text.matchAll(fence)) {
-    prose(text.slice(last, m.index));
-    const code = el("code", { text: m[2] });
-    if (m[1]) code.dataset.lang = m[1];
-    root.append(el("pre", {}, code));
-    last = m.index + m[0].length;
-    if (!m[0]) break;
-  }
-  prose(text.slice(last));
-  return root;
 }
 
 // ---------- messages ----------
@@ -242,9 +197,15 @@ function syncControls() {
   });
 }
 
-function setBody(node, text, role) {
+// An answer is Markdown (markdown.js: only the blocks that changed are redrawn; `partial`
+// while it streams); a message of yours is shown as typed.
+function setBody(node, text, role, partial = false) {
   const body = node.querySelector(".body");
-  body.replaceChildren(role === "assistant" ? renderMarkdown(text) : el("p", { text }));
+  if (role === "assistant") renderMarkdown(body, text, partial);
+  else {
+    forgetMarkdown(body);
+    body.replaceChildren(el("p", { text }));
+  }
 }
 
 function setStatus(node, status, aiModel) {
@@ -274,7 +235,7 @@ function renderText(messageId) {
     if (node) {
       const box = $("messages");
       const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 80;
-      setBody(node, state.texts.get(messageId) || "", "assistant");
+      setBody(node, state.texts.get(messageId) || "", "assistant", true);
       node.dataset.text = state.texts.get(messageId) || "";
       if (atBottom) box.scrollTop = box.scrollHeight; // follow the answer unless scrolled up
     }

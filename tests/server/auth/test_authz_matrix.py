@@ -118,6 +118,7 @@ TABLE: dict[tuple[str, str], Row] = {
     ("GET", "/api/user/whoami"): Row("user"),
     ("GET", "/app"): Row("public"),
     ("GET", "/app/{name}"): Row("public"),
+    ("GET", "/app/vendor/{name}"): Row("public"),
     ("POST", "/api/chat"): Row(
         "user",
         owned="conversation",
@@ -144,7 +145,12 @@ TABLE: dict[tuple[str, str], Row] = {
     # The caller's own instructions: they name no resource of anyone else's.
     ("GET", "/api/user/instructions"): Row("user"),
     ("PUT", "/api/user/instructions"): Row("user", body={"instructions": "be brief"}),
+    # Likewise the caller's own preferences.
+    ("GET", "/api/user/preferences"): Row("user"),
+    ("PUT", "/api/user/preferences"): Row("user", body={"tools": ["google_search"]}),
     ("GET", "/api/search"): Row("user", query={"q": "mine"}),
+    # The caller's own account channel: it names no resource of anyone else's.
+    ("GET", "/api/account/events"): Row("user"),
     ("GET", "/api/ws"): Row("user"),  # the handshake; commands below
 }
 
@@ -156,6 +162,9 @@ WS_COMMANDS: dict[str, dict[str, Any]] = {
     "cancel": {"type": "cancel", "conversationId": "$conv"},
     "switch": {"type": "switch", "conversationId": "$conv", "messageId": "$msg"},
     "ping": {"type": "ping"},
+    # The account channel names no conversation: a user only ever reads their own.
+    "watchaccount": {"type": "subscribe", "channel": "account"},
+    "unwatchaccount": {"type": "unsubscribe", "channel": "account"},
 }
 
 

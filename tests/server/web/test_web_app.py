@@ -27,7 +27,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from server.auth.local import LOCAL
+from server.auth.local import issue_link
 from server.auth.sessions import SESSIONS
 from standins.gemini import FakeGemini, Script
 from standins.github import FakeGitHub
@@ -149,7 +149,7 @@ async def devices(env: Env) -> AsyncIterator[Devices]:
     """Device A signed in with the local sign-in link; device B a second session."""
     a_ctx = await new_context(env)
     a, a_errors = await watched(a_ctx)
-    link = f"/auth/local?token={env.live.app[LOCAL].issue()}"
+    link = f"/auth/local?token={await issue_link(60)}"
     await a.goto(link)
     await expect(a).to_have_url(f"{env.live.url}/app")
     await expect(a.locator("#who")).to_have_text("Local user")
