@@ -41,7 +41,7 @@ def live_settings() -> dict[str, Any]:
 
 STATUSES = ("complete", "streaming", "cancelled", "error", "interrupted")
 # No lone surrogates: neither JSON (orjson) nor PostgreSQL (asyncpg) carries them.
-text = st.text(st.characters(exclude_characters="\x00", exclude_categories=("Cs",)), max_size=30)
+text = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=30)
 
 
 @st.composite
