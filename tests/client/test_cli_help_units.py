@@ -223,7 +223,7 @@ async def test_presence_waits_for_the_end_of_an_answer_line() -> None:
         data.update(epoch="e", seq=seq)
         await follower.handle(ServerSentEvent(data["type"], orjson.dumps(data).decode(), ""))
     assert err.getvalue() == ""  # not in the middle of the answer's line
-    done = {"type": "done", "messageId": "m", "generationId": "g", "fullText": "half an answer"}
+    done: dict[str, Any] = {"type": "done", "messageId": "m", "fullText": "half an answer"}
     done.update(epoch="e", seq=9)
     await follower.handle(ServerSentEvent("done", orjson.dumps(done).decode(), ""))
     assert out.getvalue() == b"half an answer\n" and err.getvalue() == "(2 watching)\n"
