@@ -125,7 +125,10 @@ class Api:
         except orjson.JSONDecodeError:
             data = None
         if not isinstance(data, dict):
-            raise CliError(f"{path}: the server answered HTTP {resp.status} without JSON")
+            raise CliError(
+                f"the server at {self.server} answered HTTP {resp.status} without JSON "
+                "(is it a Cero API server?)"
+            )
         return resp.status, data
 
     @asynccontextmanager
@@ -153,5 +156,8 @@ class Api:
             if resp.status != 200:
                 raise self.refused(resp.status, await resp.read())
             if not resp.headers.get("Content-Type", "").startswith("text/event-stream"):
-                raise CliError(f"{path}: the server did not answer with an event stream")
+                raise CliError(
+                    f"the server at {self.server} did not answer with an event stream "
+                    "(is it a Cero API server?)"
+                )
             yield resp
