@@ -9,6 +9,7 @@ import io
 import os
 import shutil
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -227,3 +228,31 @@ async def test_presence_waits_for_the_end_of_an_answer_line() -> None:
     done.update(epoch="e", seq=9)
     await follower.handle(ServerSentEvent("done", orjson.dumps(done).decode(), ""))
     assert out.getvalue() == b"half an answer\n" and err.getvalue() == "(2 watching)\n"
+
+
+@pytest.mark.skipif(shutil.which("zsh") is None, reason="no zsh")
+def test_zsh_script_parses(tmp_path: Path) -> None:
+    path = tmp_path / "_cero"
+    path.write_text(script("zsh", parser()))
+    subprocess.run(["zsh", "-n", str(path)], check=True, timeout=10)
+
+
+@pytest.mark.skipif(shutil.which("fish") is None, reason="no fish")
+def test_fish_script_completes(tmp_path: Path) -> None:
+    path = tmp_path / "cero.fish"
+    path.write_text(script("fish", parser()))
+
+    def complete(line: str) -> list[str]:
+        done = subprocess.run(
+            ["fish", "--no-config", "-c", f"source {path}; complete -C '{line}'"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        )
+        return [row.split("\t")[0] for row in done.stdout.splitlines()]
+
+    assert complete("cero ch") == ["chat"]
+    assert complete("cero chat -t ") == ["code_execution", "google_search", "url_context"]
+    assert complete("cero completion ") == ["bash", "fish", "zsh"]
+    assert complete("cero watch --acc") == ["--account"]
