@@ -363,6 +363,7 @@ function renderStored(message) {
   node.dataset.text = message.content || "";
   for (const step of message.tools || []) addToolStep(node, step.tool, step.payload || {});
   setCitations(node, message.citations);
+  if (message.status === "error") showFailure(node, {});
   if (message.status === "streaming") setStreaming({ messageId: message.id, generationId: null });
 }
 
@@ -587,7 +588,8 @@ function finish(ev) {
 // A failed answer says why in plain words, with what may cure it: Retry (a new version of
 // the answer) or choosing another model.
 function showFailure(node, ev) {
-  const { text, action } = describe(ev.code, { error: ev.error });
+  // A stored failure (over REST) has no code: say so, and offer a new version.
+  const { text, action } = ev.code ? describe(ev.code, { error: ev.error }) : { text: "This answer failed.", action: "retry" };
   const box = node.querySelector(".sources");
   box.replaceChildren(el("span", { class: "failure", text }));
   const id = node.dataset.id;
@@ -946,10 +948,8 @@ function regroup() {
     const group = groupOf(item.dataset.updated);
     if (group === current) continue;
     current = group;
-    list.insertBefore(
-      el("li", { class: "conv-group", role: "heading", "aria-level": "3", text: group }),
-      item,
-    );
+    // A list item holding a heading: a list holds only list items (axe: "list").
+    list.insertBefore(el("li", { class: "conv-group" }, el("span", { role: "heading", "aria-level": "3", text: group })), item);
   }
 }
 
