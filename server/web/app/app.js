@@ -29,6 +29,7 @@ const state = {
   maxChars: MAX_MESSAGE_CHARS,
   accountCursor: null, // {epoch, seq} of the last account-channel event applied
   deleting: null, // the conversation this page is deleting (its `conversation.deleted` is ours)
+  gone: null, // the conversation last closed because it went away
   listLoads: 0, // counts the list's fetches: a refetch of page one that "Load more" overtook is dropped
   moreLoad: 0,
   models: [],
@@ -1026,6 +1027,7 @@ function renameConversation(c) {
 function closeGone(text) {
   const id = state.convId;
   if (!id) return notice(text);
+  state.gone = id;
   state.queue = state.queue.filter((e) => e.frame.conversationId !== id);
   history.replaceState(null, "", "#");
   openConversation(null).catch(() => {});
@@ -1037,7 +1039,10 @@ function conversationDeleted(id) {
   if (item) item.remove();
   for (const hit of $("search-results").querySelectorAll(`li[data-conv="${CSS.escape(id)}"]`)) hit.remove();
   regroup();
-  if (id === state.convId && id !== state.deleting) closeGone("This conversation was deleted on another device.");
+  if (id === state.deleting) return;
+  const why = "This conversation was deleted on another device.";
+  if (id === state.convId) closeGone(why);
+  else if (id === state.gone && $("notice-text").textContent) notice(why); // closed already, on its `not_found`
 }
 
 // The account channel (docs/api.md, "Account channel"): the list stays live from it, on
@@ -1561,8 +1566,9 @@ function wire() {
     $("toggle-list").setAttribute("aria-expanded", String(open));
   });
   window.addEventListener("hashchange", routeFromHash);
-  // Conversations started elsewhere (another tab, the CLI) show up when the page is looked
-  // at again: the API has no per-user event stream, so the first page is refetched.
+  // The account channel keeps the list live; as a fallback (a channel event lost, say, in
+  // cluster mode while Redis was down) the first page is refetched when the tab is looked
+  // at again.
   document.addEventListener("visibilitychange", () => {
     if (document.visibilityState === "visible" && state.user && !state.nextCursorUsed) {
       loadConversations().then(markCurrent, () => {});

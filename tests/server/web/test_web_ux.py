@@ -400,7 +400,11 @@ async def test_axe_finds_no_serious_violation(env: Env, devices: Devices) -> Non
     a_ctx = await env.browser.new_context(
         viewport=DESKTOP, color_scheme="light", base_url=env.live.url, bypass_csp=True
     )
-    await a_ctx.add_cookies(await devices.a_ctx.cookies())
+    token, _ = await env.live.app[SESSIONS].start(env.user_id, user_agent="axe")
+    c = codec(env.live.settings)
+    await a_ctx.add_cookies(
+        [{"name": c.session_name, "value": c.session_value(token), "url": env.live.url}]
+    )
     a, a_errors = await watched(a_ctx)
     conv = await new_conversation(env, "Check **this** page with `axe`")
     await a.goto("/app")
