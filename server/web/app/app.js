@@ -32,6 +32,8 @@ const state = {
   gone: null, // the conversation last closed because it went away
   listLoads: 0, // counts the list's fetches: a refetch of page one that "Load more" overtook is dropped
   moreLoad: 0,
+  prefs: { tools: [], aiModel: null }, // the user's preferences (docs/api.md, "Preferences")
+  prefSaves: Promise.resolve(),
   models: [],
   convId: null, // the open conversation (null: a new chat)
   cursor: null, // {epoch, seq} of the last event applied for convId
@@ -1277,32 +1279,30 @@ const branchCommands = {
   },
 };
 
-// The model and tools picked last, per user, in this browser: {model, tools: [names]}.
-function prefsKey() {
-  return state.user ? `cero.composer.${state.user.id}` : null;
-}
-
-function loadPrefs() {
-  try {
-    const saved = JSON.parse(localStorage.getItem(prefsKey()) || "{}");
-    return { model: typeof saved.model === "string" ? saved.model : null, tools: Array.isArray(saved.tools) ? saved.tools : [] };
-  } catch {
-    return { model: null, tools: [] }; // storage refused or unreadable: the defaults
-  }
-}
-
+// The model and tools picked last, per user, on every device: GET/PUT
+// /api/user/preferences ({tools, aiModel}; docs/api.md, "Preferences"), read at start and
+// saved on each change. A tool the picked model lacks keeps its pick for the next model.
 function savePrefs() {
-  const prefs = loadPrefs();
-  const tools = new Set(prefs.tools);
+  const tools = new Set(state.prefs.tools);
   for (const box of $("tools").querySelectorAll("input")) {
     if (box.checked) tools.add(box.value);
-    else tools.delete(box.value); // a tool this model lacks stays as it was
+    else tools.delete(box.value);
   }
-  try {
-    localStorage.setItem(prefsKey(), JSON.stringify({ model: $("model").value, tools: [...tools] }));
-  } catch {
-    // storage refused: the picks last as long as the page
+  state.prefs = { tools: [...tools], aiModel: $("model").value || null };
+  // One PUT at a time, each sending the picks as they are then: the last one stored is the
+  // last one made (two in flight could land in either order).
+  state.prefSaves = state.prefSaves
+    .then(() => api("PUT", "/api/user/preferences", state.prefs))
+    .catch(() => {}); // not saved: the picks last as long as the page
+}
+
+// What answers a model id: itself, or (shut down) the successor that answers it.
+function answering(id) {
+  let model = state.models.find((m) => m.id === id);
+  for (let hops = 0; model && model.status === "shut_down" && hops < 10; hops += 1) {
+    model = state.models.find((m) => m.id === model.successor);
   }
+  return model && model.status !== "shut_down" ? model.id : null;
 }
 
 // A shut-down model is answered by its successor, which is listed itself: the picker offers
@@ -1310,15 +1310,14 @@ function savePrefs() {
 function fillModels() {
   const select = $("model");
   select.replaceChildren();
-  const prefs = loadPrefs();
   const offered = state.models.filter((m) => m.status !== "shut_down");
-  const remembered = offered.some((m) => m.id === prefs.model) ? prefs.model : null;
+  const remembered = state.prefs.aiModel ? answering(state.prefs.aiModel) : null;
   for (const m of offered) {
     const option = el("option", { value: m.id, text: m.name || m.id });
     if (m.status === "deprecated") {
       const next = state.models.find((n) => n.id === m.successor);
       option.textContent += next ? ` (deprecated: use ${next.name || next.id})` : " (deprecated)";
-    }
+    } else if (m.status === "preview") option.textContent += " (preview)";
     if (remembered ? m.id === remembered : m.default) option.selected = true;
     select.append(option);
   }
@@ -1328,7 +1327,7 @@ function fillModels() {
 function fillTools() {
   const model = state.models.find((m) => m.id === $("model").value);
   const box = $("tools");
-  const remembered = new Set(loadPrefs().tools);
+  const remembered = new Set(state.prefs.tools);
   box.replaceChildren();
   for (const tool of (model && model.tools) || []) {
     const id = `tool-${tool}`;
@@ -1398,7 +1397,13 @@ async function start() {
   $("signin").hidden = true;
   $("app").hidden = false;
   $("who").textContent = session.user.name || session.user.email || "";
-  const models = await api("GET", "/api/models");
+  // Every id (shut-down ones too, with their successors): a remembered retired model is
+  // shown as the one that answers it. The picker lists only those that answer.
+  const [models, prefs] = await Promise.all([
+    api("GET", "/api/models?all=true"),
+    api("GET", "/api/user/preferences").catch(() => null),
+  ]);
+  if (prefs && Array.isArray(prefs.tools)) state.prefs = prefs;
   state.models = models.models;
   if (Number.isInteger(models.maxMessageChars) && models.maxMessageChars > 0) state.maxChars = models.maxMessageChars;
   fillModels();

@@ -19,7 +19,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from server.auth.local import LOCAL
+from server.auth.local import issue_link
 from server.auth.sessions import SESSIONS
 from standins.gemini import Script
 from tests.conftest import IN_CI
@@ -59,7 +59,7 @@ async def devices(env: Env) -> AsyncIterator[Devices]:
     """Device A signed in with the local sign-in link; device B a second session."""
     a_ctx = await new_context(env)
     a, a_errors = await watched(a_ctx)
-    await a.goto(f"/auth/local?token={env.live.app[LOCAL].issue()}")
+    await a.goto(f"/auth/local?token={await issue_link(60)}")
     await expect(a.locator("#who")).to_have_text("Local user")
     session = await a.evaluate("fetch('/api/auth/get-session').then((r) => r.json())")
     env.user_id = session["user"]["id"]

@@ -23,7 +23,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from server.auth.local import LOCAL
+from server.auth.local import issue_link
 from server.auth.sessions import SESSIONS
 from standins.gemini import Script
 from tests.auth_helpers import codec
@@ -68,7 +68,7 @@ async def devices(env: Env) -> AsyncIterator[Devices]:
     """Device A signed in with the local sign-in link; device B a second session."""
     a_ctx = await new_context(env)
     a, a_errors = await watched(a_ctx)
-    await a.goto(f"/auth/local?token={env.live.app[LOCAL].issue()}")
+    await a.goto(f"/auth/local?token={await issue_link(60)}")
     await expect(a.locator("#who")).to_have_text("Local user")
     session = await a.evaluate("fetch('/api/auth/get-session').then((r) => r.json())")
     env.user_id = session["user"]["id"]
@@ -244,9 +244,9 @@ async def test_send_waits_while_answering_and_esc_or_stop_end_it(
 async def test_the_model_picker_offers_only_answering_models_and_tools_are_remembered(
     env: Env, devices: Devices
 ) -> None:
-    a = devices.a
-    models = (await rest(env, "GET", "/api/models"))["models"]
-    shut = [m["id"] for m in models if m["status"] == "shut_down"]
+    a, b = devices.a, devices.b
+    models = (await rest(env, "GET", "/api/models?all=true"))["models"]
+    shut = [m for m in models if m["status"] == "shut_down"]
     assert shut  # the catalog has some
     offered = await a.locator("#model option").evaluate_all("(os) => os.map((o) => o.value)")
     assert offered == [m["id"] for m in models if m["status"] != "shut_down"]
@@ -255,10 +255,13 @@ async def test_the_model_picker_offers_only_answering_models_and_tools_are_remem
     label = a.locator(f'#model option[value="{deprecated["id"]}"]')
     await expect(label).to_contain_text(f"deprecated: use {successor['name']}")
 
+    # The picks are the user's preferences (GET/PUT /api/user/preferences): kept across
+    # chats, reloads and devices.
     await a.locator("#new-chat").click()
     await a.locator("#tool-code_execution").check()
     await a.locator("#tool-url_context").check()
     await a.locator("#tool-url_context").uncheck()
+    await until_preferences(env, {"tools": ["code_execution"], "aiModel": models[0]["id"]})
     await a.reload()
     await expect(a.locator("#conn")).to_have_text("live")
     await expect(a.locator("#tool-code_execution")).to_be_checked()
@@ -269,16 +272,33 @@ async def test_the_model_picker_offers_only_answering_models_and_tools_are_remem
     await expect(a.locator("#tools input")).to_have_count(0)
     await a.locator("#model").select_option(deprecated["id"])
     await expect(a.locator("#tool-code_execution")).to_be_checked()
+    await until_preferences(env, {"tools": ["code_execution"], "aiModel": deprecated["id"]})
+    await b.reload()  # another device
+    await expect(b.locator("#model")).to_have_value(deprecated["id"])
+    await expect(b.locator("#tool-code_execution")).to_be_checked()
+    # A remembered model that has since shut down shows as the one that answers it.
+    retired = next(m for m in shut if m["successor"] in offered)
+    await rest(env, "PUT", "/api/user/preferences", json={"tools": [], "aiModel": retired["id"]})
     await a.reload()
-    await expect(a.locator("#model")).to_have_value(deprecated["id"])
-    stored = await a.evaluate(f"localStorage.getItem('cero.composer.{env.user_id}')")
-    assert json.loads(stored) == {"model": deprecated["id"], "tools": ["code_execution"]}
-    # Sends take them.
+    await expect(a.locator("#model")).to_have_value(retired["successor"])
+    # Sends take the picks.
     await a.locator("#model").select_option(models[0]["id"])
+    await a.locator("#tool-code_execution").check()
     await send(a, "with my tools")
     await expect(last_answer(a)).to_have_attribute("data-status", "complete")
     tools = env.fake.requests[-1].body.get("tools") or []
     assert any("codeExecution" in tool or "code_execution" in tool for tool in tools), tools
+
+
+async def until_preferences(env: Env, expected: dict[str, Any]) -> None:
+    """Wait (bounded) until the page's PUTs have stored ``expected``."""
+    stored = None
+    for _ in range(200):
+        stored = await rest(env, "GET", "/api/user/preferences")
+        if stored == expected:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(stored)
 
 
 async def test_presence_only_when_another_device_watches(env: Env, devices: Devices) -> None:
