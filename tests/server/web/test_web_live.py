@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -39,7 +40,7 @@ from tests.server.web.test_web_app import (
 )
 
 try:
-    from playwright.async_api import Locator, Page, expect
+    from playwright.async_api import Locator, Page, WebSocketRoute, expect
 except ImportError:  # pragma: no cover - the dev dependencies include playwright
     if IN_CI:
         raise
@@ -221,6 +222,50 @@ async def test_a_device_that_was_offline_catches_up_from_its_cursor(
     await expect(item(b, conv)).to_have_text("while B was away")
     resumed = [f for f in sent if f.get("type") == "subscribe" and f.get("channel") == "account"]
     assert resumed and ":" in str(resumed[0].get("after")), resumed
+
+
+async def test_a_cursor_that_cannot_be_replayed_refetches_the_list(
+    env: Env, devices: Devices
+) -> None:
+    """A resume the server cannot replay (here a proxy rewrites the page's cursor to another
+    epoch, as after the log was lost) gets `reset`: the page refetches the list."""
+    context = await signed_in_context(env)
+    page, errors = await watched(context)
+    rewritten: list[str] = []
+
+    def proxy(ws: WebSocketRoute) -> None:
+        server = ws.connect_to_server()
+
+        def to_server(message: str | bytes) -> None:
+            frame = json.loads(message)
+            if frame.get("channel") == "account" and frame.get("after"):
+                rewritten.append(frame["after"])
+                frame["after"] = "lostepoch:7"
+                message = json.dumps(frame)
+            server.send(message)
+
+        ws.on_message(to_server)
+        server.on_message(ws.send)
+
+    await page.route_web_socket(re.compile(r"/api/ws$"), proxy)
+    await page.goto("/app")
+    await expect(page.locator("#conn")).to_have_text("live")
+    await context.set_offline(True)
+    await expect(page.locator("#conn")).to_contain_text("offline")
+    async with aiohttp.ClientSession() as http:
+        async with post_chat(http, env.live.url, env.token, message="during the reset") as r:
+            assert r.status == 200
+            conv = r.headers["X-Conversation-Id"]
+            await r.read()
+    await context.set_offline(False)
+    await expect(page.locator("#conn")).to_have_text("live")
+    await expect(item(page, conv)).to_have_text("during the reset")
+    assert rewritten, "the page did not resume the account channel with its cursor"
+    # Live again after the reset.
+    await rest(env, "PATCH", f"/api/conversations/{conv}", json={"shortTitle": "After reset"})
+    await expect(item(page, conv)).to_have_text("After reset")
+    assert not errors, errors
+    await context.close()
 
 
 async def test_sign_out_everywhere_else_ends_the_other_devices(env: Env, devices: Devices) -> None:
