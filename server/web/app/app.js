@@ -1485,8 +1485,16 @@ function wire() {
     }
   });
   $("sign-out").addEventListener("click", async () => {
+    // Our own sign-out closes the socket with 4001 too: drop it first, so the page says
+    // what happened ("You signed out"), not "Your session ended".
+    state.user = null;
+    const ws = state.ws;
+    if (ws) {
+      forget(ws);
+      ws.close();
+    }
     await api("POST", "/api/auth/sign-out", {});
-    showSignIn();
+    showSignIn("You signed out.");
   });
   $("open-sessions").addEventListener("click", () => showSessions(api, fail).catch((err) => fail(err)));
   $("revoke-others").addEventListener("click", () => revokeOthers(api).catch((err) => {

@@ -807,4 +807,7 @@ async def test_sessions_revoke_and_sign_out(env: Env, devices: Devices) -> None:
     await expect(a.locator("#sessions")).to_be_hidden()
     await a.locator("#sign-out").click()
     await expect(a.locator("#signin")).to_be_visible()
+    # A deliberate sign-out says so; only a session ended elsewhere says "ended".
+    await expect(a.locator("#signin p").first).to_have_text("You signed out.")
+    await expect(b.locator("#signin p").first).to_have_text("Your session ended. Sign in again.")
     assert await a.evaluate("fetch('/api/auth/get-session').then((r) => r.json())") is None
