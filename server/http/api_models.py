@@ -80,6 +80,8 @@ class Models(Wire):
     models: list[ModelEntry]
     default: str
     geminiConfigured: bool
+    #: CERO_MAX_MESSAGE_CHARS: the longest message a send takes (characters).
+    maxMessageChars: int
     note: str | None = None
     fallbacks: dict[str, str] | None = None
 

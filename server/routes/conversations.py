@@ -265,6 +265,7 @@ async def models(request: web.Request) -> web.Response:
         "models": catalog.public_list(shut_down=_all_models(request)),
         "default": catalog.default_id,
         "geminiConfigured": catalog.gemini_enabled,
+        "maxMessageChars": request.app[SETTINGS].max_message_chars,
     }
     if not catalog.gemini_enabled:
         body["note"] = (

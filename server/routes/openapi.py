@@ -426,6 +426,12 @@ OPS: dict[tuple[str, str], Op] = {
         body=RevokeRequest,
         errors=_BODY_ERRORS,
     ),
+    ("post", "/api/auth/revoke-other-sessions"): Op(
+        "Revoke every session of the user but the current one",
+        "auth",
+        "bearer",
+        ok=m.RevokeStatus,
+    ),
     # pages
     ("get", "/device"): Op(
         "Device approval page (HTML)",

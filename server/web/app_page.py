@@ -2,7 +2,8 @@
 
 The page (``server/web/app/``: ``index.html``, ``app.css`` and the ES modules ``app.js``,
 ``branches.js`` (the conversation-branch controls), ``markdown.js`` (answers rendered with
-markdown-it and highlight.js), ``clipboard.js`` and ``dom.js``) speaks only the
+markdown-it and highlight.js), ``clipboard.js``, ``failures.js`` (what each error code
+means to a person), ``sessions.js`` (the Sessions panel) and ``dom.js``) speaks only the
 public API of the contract (REST and ``/api/ws``) with the session cookie. The one thing
 rendered on the server is which sign-in methods exist (two ``data-`` attributes on
 ``<body>``), since no public endpoint says whether GitHub is configured.
@@ -48,6 +49,8 @@ ASSETS = {
     "dom.js": "text/javascript",
     "markdown.js": "text/javascript",
     "clipboard.js": "text/javascript",
+    "failures.js": "text/javascript",
+    "sessions.js": "text/javascript",
     "app.css": "text/css",
 }
 

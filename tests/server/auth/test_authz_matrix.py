@@ -108,6 +108,7 @@ TABLE: dict[tuple[str, str], Row] = {
     ("POST", "/api/auth/sign-out"): Row("optional", body={}),
     ("GET", "/api/auth/list-sessions"): Row("user"),
     ("POST", "/api/auth/revoke-session"): Row("user", owned="session", body={"id": "$session"}),
+    ("POST", "/api/auth/revoke-other-sessions"): Row("user", body={}),
     ("POST", "/api/auth/sign-in/social"): Row(
         "public", body={"provider": "github", "callbackURL": "/app"}
     ),

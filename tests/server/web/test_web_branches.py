@@ -272,7 +272,10 @@ async def test_a_refused_command_says_why_and_the_controls_come_back(
     await action(user, "edit").click()
     await user.locator(".editor textarea").fill("changed")
     await user.get_by_role("button", name="Save & send").click()
-    await expect(page.locator("#notice")).to_contain_text("Edit refused: message: must not be")
+    # In plain words: not the server's field text.
+    await expect(page.locator("#notice")).to_contain_text(
+        "Edit refused: This message cannot be sent as it is"
+    )
     # The editor stays, with the draft, ready to try again.
     await expect(user.locator(".editor textarea")).to_have_value("changed")
     await expect(user.locator(".editor textarea")).to_be_focused()
