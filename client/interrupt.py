@@ -31,7 +31,6 @@ class CtrlC:
 
     def __init__(self) -> None:
         self._handlers: list[Handler] = []
-        self._loop: asyncio.AbstractEventLoop | None = None
 
     @contextmanager
     def handling(self, handler: Handler) -> Iterator[None]:
@@ -41,7 +40,6 @@ class CtrlC:
             try:
                 loop.add_signal_handler(signal.SIGINT, self._dispatch)
                 installed = True
-                self._loop = loop
             except (NotImplementedError, RuntimeError, ValueError):
                 pass  # not the main thread, or no signals here: KeyboardInterrupt as usual
         self._handlers.append(handler)
@@ -51,7 +49,6 @@ class CtrlC:
             self._handlers.pop()
             if installed:
                 loop.remove_signal_handler(signal.SIGINT)
-                self._loop = None
 
     def _dispatch(self) -> None:
         if self._handlers:
