@@ -22,6 +22,8 @@ from actors.api import (
 )
 from actors.clock import as_utc, utcnow
 from server.core.ids import new_id
+from server.storage import attachments
+from server.storage.attachment_blobs import BlobStore
 from server.storage.batch_writer import BatchWriter
 from server.storage.janitor import Janitor
 from server.storage.tables import Conversation, Message
@@ -76,8 +78,11 @@ class PiccoloConversationStore:
         *,
         fence_of: Callable[[str], int] | None = None,
         remember_instructions: bool = True,
+        blobs: BlobStore | None = None,
     ) -> None:
         self.writer = writer
+        #: Where attachments' bytes are kept (``None``: none are sent to the model).
+        self.blobs = blobs
         #: conversation id → (its instructions, when read): see :meth:`instructions`.
         self._instructions: dict[str, tuple[Instructions, float]] = {}
         self._instructions_version = 0
@@ -119,7 +124,17 @@ class PiccoloConversationStore:
             .output(load_json=True)
             .run()
         )
-        return [to_stored(row) for row in rows]
+        messages = [to_stored(row) for row in rows]
+        users = [m.id for m in messages if m.role == "user"]
+        linked = await attachments.of_messages(users) if users else {}
+        for message in messages:
+            message.attachments = linked.get(message.id, ())
+        return messages
+
+    async def attachment_data(self, attachment_ids: Sequence[str]) -> dict[str, bytes]:
+        if self.blobs is None:
+            return {}
+        return await attachments.data_of(self.blobs, attachment_ids)
 
     async def find_client_message(
         self, conversation_id: str, client_message_id: str
@@ -184,6 +199,10 @@ class PiccoloConversationStore:
             if turn.client_message_id is not None and _violates_client_key(exc):
                 raise ClientMessageTaken(turn.client_message_id) from None
             raise
+        if turn.attachments and turn.answers is None:
+            # After the turn's commit (the batch writer's): a message whose links failed
+            # to be written keeps its text, and the send fails as for any database error.
+            await attachments.link(user.id, turn.conversation_id, turn.attachments)
         return user, answer
 
     async def continue_generation(self, turn: ContinuedGeneration) -> None:
