@@ -95,5 +95,5 @@ def clean_name(raw: str | None) -> str:
         for ch in text
         if ch.isprintable() and not ("\u202a" <= ch <= "\u202e" or "\u2066" <= ch <= "\u2069")
     ).strip()
-    kept = kept.lstrip(".") or kept  # no hidden or relative names ("..", ".env")
-    return kept[:NAME_CHARS] if kept and kept not in (".", "..") else "file"
+    kept = kept.lstrip(".").strip()  # no hidden or relative names ("..", ".env")
+    return kept[:NAME_CHARS] if kept else "file"
