@@ -95,7 +95,7 @@ async def _file_part(request: web.Request) -> BodyPartReader:
 
 
 @routes.post("/api/attachments")
-@larger_body("attachment_body_limit")
+@larger_body("attachment_body_limit", refusal=_too_large)
 async def upload(request: web.Request) -> web.Response:
     user = require_user(request)
     settings = request.app[SETTINGS]
@@ -141,12 +141,15 @@ async def upload(request: web.Request) -> web.Response:
             raise _bad_request("file: the file is empty")
         mime_type = sniffer.mime_type(name)
         if not accepted(mime_type, settings.attachment_types):
-            what = mime_type or "neither a known format nor UTF-8 text"
+            what = (
+                "the content is neither a known format nor UTF-8 text"
+                if mime_type is None
+                else f"{mime_type} (by its content) is not accepted"
+            )
             raise ApiError(
                 415,
                 "unsupported_media_type",
-                f"file: {what} is not accepted (by its content; CERO_ATTACHMENT_TYPES: "
-                f"{', '.join(settings.attachment_types)})",
+                f"file: {what}; CERO_ATTACHMENT_TYPES: {', '.join(settings.attachment_types)}",
                 extra={"field": FIELD, "accepted": list(settings.attachment_types)},
             )
         assert mime_type is not None

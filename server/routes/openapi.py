@@ -315,6 +315,18 @@ OPS: dict[tuple[str, str], Op] = {
         ),
         errors=(400, 404, 429, 503),
     ),
+    ("get", "/api/account/events"): Op(
+        "The account channel's live events (SSE): conversations created, renamed, deleted, "
+        "answers started and ended; resume with Last-Event-ID or ?after=",
+        "live",
+        "bearer",
+        ok="text/event-stream",
+        params=(
+            Param("after", description="Resume after this event id"),
+            Param("Last-Event-ID", "header", description="Resume after this event id"),
+        ),
+        errors=(400, 429, 503),
+    ),
     ("get", "/api/ws"): Op(
         "WebSocket upgrade (frames: docs/api.md, WebSocket)",
         "live",

@@ -264,6 +264,9 @@ async def test_limits_name_themselves(env: Env) -> None:
     status, body = await env.upload(b"a" * (MAX_BYTES + 1), "big.txt", token=token)
     assert status == 413 and body["code"] == "payload_too_large", body
     assert body["limit"] == MAX_BYTES and "CERO_ATTACHMENT_MAX_BYTES" in body["error"]
+    # Past the body limit (a file and its framing): refused from Content-Length, unread.
+    status, body = await env.upload(b"a" * (MAX_BYTES + 100_000), "huge.txt", token=token)
+    assert status == 413 and body["limit"] == MAX_BYTES, body
     status, body = await env.upload(b"", "empty.txt", token=token)
     assert status == 400 and body["field"] == "file", body
     for i in range(QUOTA // MAX_BYTES):
