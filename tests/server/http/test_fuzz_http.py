@@ -70,6 +70,8 @@ async def _st(
         "/api/ws",
         "--exclude-path",
         "/api/conversations/{id}/events",
+        "--exclude-path",
+        "/api/account/events",  # the account channel's live stream, likewise
     ]
     if only is not None:
         args += ["--include-path", only]
