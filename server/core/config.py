@@ -267,6 +267,19 @@ class Settings(BaseSettings):
         accepting every id takes the explicit ``*``."""
         return value or default_client_ids()
 
+    @field_validator("attachment_types")
+    @classmethod
+    def _check_attachment_types(cls, value: list[str]) -> list[str]:
+        types = [t.lower() for t in value]
+        for mime in types:
+            if mime.count("/") != 1 or not all(mime.split("/")):
+                raise ValueError(f"{mime!r} is not a MIME type like image/png")
+            if mime == "image/svg+xml":
+                raise ValueError("image/svg+xml is never accepted (SVG is stored as text/plain)")
+        if not types:
+            raise ValueError("name at least one type")
+        return types
+
     @field_validator("metrics_address")
     @classmethod
     def _check_metrics_address(cls, value: str | None) -> str | None:

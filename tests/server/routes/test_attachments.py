@@ -14,6 +14,7 @@ import stat
 import urllib.parse
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -21,6 +22,9 @@ import pytest
 import pytest_asyncio
 from PIL import Image
 
+from server.core.config import ConfigError, load_settings
+from server.storage.attachment_types import clean_name
+from server.storage.attachments import BLOBS, sweep
 from server.storage.tables import Attachment, AttachmentChunk, MessageAttachment
 from standins.gemini import FakeGemini, Script
 from tests import live_clients
@@ -436,3 +440,49 @@ async def test_openapi_describes_the_upload(env: Env) -> None:
     assert schema["properties"]["file"]["format"] == "binary"
     assert "201" in post["responses"] and "413" in post["responses"]
     assert "/api/attachments/{id}/thumbnail" in spec["paths"]
+
+
+async def test_the_sweep_removes_unsent_and_unnamed(env: Env) -> None:
+    token, _ = await make_user_session("Sweep")
+    data = b"never sent " + os.urandom(8).hex().encode()
+    stale = await env.uploaded(data, "stale.txt", token=token)
+    fresh = await env.uploaded(b"fresh " + os.urandom(8).hex().encode(), "fresh.txt", token=token)
+    long_ago = datetime.now(UTC) - timedelta(hours=48)
+    await (
+        Attachment.update({Attachment.created_at: long_ago})
+        .where(Attachment.id == stale["id"])
+        .run()
+    )
+    blobs = env.live.app[BLOBS]
+    # The bytes count as old enough to sweep once no row names them.
+    if on_files(env):
+        path = env.live.settings.attachment_dir / stale["sha256"]
+        os.utime(path, (long_ago.timestamp(), long_ago.timestamp()))
+    else:
+        await (
+            AttachmentChunk.update({AttachmentChunk.created_at: long_ago})
+            .where(AttachmentChunk.sha256 == stale["sha256"])
+            .run()
+        )
+    removed = await sweep(blobs, unsent_hours=24)
+    assert removed[0] >= 1 and removed[1] >= 1, removed
+    assert await Attachment.count().where(Attachment.id == stale["id"]) == 0
+    assert (await env.get(f"/api/attachments/{fresh['id']}", token)).status == 200
+    assert stale["sha256"] not in await blobs.stored(0)
+    assert fresh["sha256"] in await blobs.stored(0)
+
+
+async def test_settings_and_names() -> None:
+    with pytest.raises(ConfigError, match="CERO_ATTACHMENT_TYPES"):
+        load_settings(env_file=None, secret="s" * 32, attachment_types="image/svg+xml")
+    with pytest.raises(ConfigError, match="CERO_ATTACHMENT_STORE"):
+        load_settings(env_file=None, secret="s" * 32, attachment_store="database")
+    settings = load_settings(
+        env_file=None, secret="s" * 32, attachment_types="IMAGE/PNG, text/plain"
+    )
+    assert settings.attachment_types == ["image/png", "text/plain"]
+    assert settings.attachment_backend == "files"
+    assert clean_name("C:\\Users\\me\\report.pdf") == "report.pdf"
+    assert clean_name("..") == clean_name("") == clean_name(None) == "file"
+    assert clean_name(".env") == "env"
+    assert len(clean_name("x" * 1000)) == 255
