@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -10,8 +11,10 @@ from typing import Any, cast
 
 import asyncpg
 import orjson
+import structlog
 
 from actors.api import (
+    Attachment,
     ClientMessageTaken,
     ContinuedGeneration,
     Instructions,
@@ -27,6 +30,8 @@ from server.storage.attachment_blobs import BlobStore
 from server.storage.batch_writer import BatchWriter
 from server.storage.janitor import Janitor
 from server.storage.tables import Conversation, Message
+
+log = structlog.get_logger(__name__)
 
 
 def _json(value: Any) -> Any:
@@ -45,6 +50,23 @@ INSTRUCTIONS_MEMORY_MAX = 10_000
 
 # The unique index that makes a clientMessageId unique per user (a migration creates it).
 CLIENT_KEY_INDEX = "message_user_client_id"
+
+
+#: Background retries of attachment links (kept referenced until they end).
+_LINKING: set[asyncio.Task[None]] = set()
+LINK_RETRIES = 6
+
+
+async def _link_later(message_id: str, conversation_id: str, linked: Sequence[Attachment]) -> None:
+    for attempt in range(LINK_RETRIES):
+        await asyncio.sleep(min(30.0, 0.5 * 2**attempt))
+        try:
+            await attachments.link(message_id, conversation_id, linked)
+        except Exception as exc:
+            log.warning("attachment_link_retrying", message_id=message_id, error=repr(exc)[:200])
+            continue
+        return
+    log.error("attachment_link_failed", message_id=message_id)
 
 
 def to_stored(row: dict[str, Any]) -> StoredMessage:
@@ -200,9 +222,18 @@ class PiccoloConversationStore:
                 raise ClientMessageTaken(turn.client_message_id) from None
             raise
         if turn.attachments and turn.answers is None:
-            # After the turn's commit (the batch writer's): a message whose links failed
-            # to be written keeps its text, and the send fails as for any database error.
-            await attachments.link(user.id, turn.conversation_id, turn.attachments)
+            # After the turn's commit (the batch writer's, which knows no attachments).
+            # The turn stands whatever happens here (its answer is already `streaming`):
+            # links that fail are retried in the background, never failing the send.
+            try:
+                await attachments.link(user.id, turn.conversation_id, turn.attachments)
+            except Exception as exc:
+                log.warning("attachment_link_retrying", message_id=user.id, error=repr(exc)[:200])
+                task = asyncio.get_running_loop().create_task(
+                    _link_later(user.id, turn.conversation_id, turn.attachments)
+                )
+                _LINKING.add(task)
+                task.add_done_callback(_LINKING.discard)
         return user, answer
 
     async def continue_generation(self, turn: ContinuedGeneration) -> None:

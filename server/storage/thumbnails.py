@@ -1,7 +1,9 @@
 """Thumbnails of image attachments (``GET /api/attachments/{id}/thumbnail``), decoded
 within bounds: Pillow's ``MAX_IMAGE_PIXELS`` set to :data:`MAX_PIXELS` and the size read
-from the header checked before any pixel is decoded, so a small file declaring a huge
-image (a decompression bomb) is refused, never expanded. The thumbnail is a new image
+from the header checked before any pixel is decoded (:data:`MAX_PIXELS` for a JPEG, which
+is decoded at a reduced scale, :data:`MAX_FULL_PIXELS` for any other format, decoded
+whole), so a small file declaring a huge image (a decompression bomb) is refused, never
+expanded. The thumbnail is a new image
 (no metadata: no EXIF, no location, no comments), at most :data:`EDGE` pixels a side,
 PNG when the image has transparency, else JPEG. Decodes run in threads, at most
 :data:`PARALLEL` at once.
@@ -15,8 +17,11 @@ import threading
 
 from PIL import Image, ImageOps
 
-#: The largest image decoded (a 64-megapixel photo passes; 40000×40000 does not).
-MAX_PIXELS = 64_000_000
+#: The largest JPEG decoded (decoded at a reduced scale, at most 1/8: ~1.6 megapixels in
+#: memory at this bound; a 108-megapixel phone photo is past it).
+MAX_PIXELS = 100_000_000
+#: The largest image of any other format, decoded whole (~100 MB as RGBA at this bound).
+MAX_FULL_PIXELS = 25_000_000
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 #: A thumbnail's longest side.
 EDGE = 256
@@ -35,8 +40,9 @@ def _render(data: bytes) -> tuple[bytes, str]:
     try:
         with Image.open(io.BytesIO(data)) as image:
             width, height = image.size
-            if width * height > MAX_PIXELS or width <= 0 or height <= 0:
-                raise NotAThumbnail(f"{width}×{height} pixels is past the {MAX_PIXELS} decoded")
+            bound = MAX_PIXELS if image.format == "JPEG" else MAX_FULL_PIXELS
+            if width * height > bound or width <= 0 or height <= 0:
+                raise NotAThumbnail(f"{width}×{height} pixels is past the {bound} decoded")
             image.draft("RGB", (EDGE * 2, EDGE * 2))  # JPEG: decode at a reduced scale
             image.thumbnail((EDGE, EDGE))
             turned = ImageOps.exif_transpose(image)
