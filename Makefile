@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock 2>/dev/null | sha256sum | cut -c1-16)
 
-.PHONY: run test lint bench fake-gemini lock clean cluster
+.PHONY: run demo test lint bench fake-gemini lock clean cluster
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -17,6 +17,11 @@ $(STAMP): pyproject.toml requirements.lock
 run: $(STAMP)
 	$(BIN)/cero-api serve
 
+# The server wired to the local Gemini stand-in in demo mode: tool steps, code execution
+# and citations without a Gemini key (its own SQLite file, cero-demo.db; DEMO_ARGS: --port).
+demo: $(STAMP)
+	$(BIN)/python -m standins.demo $(DEMO_ARGS)
+
 # N processes on 3001.. in cluster mode against the local Redis and PostgreSQL (trials).
 N ?= 2
 cluster: $(STAMP)
@@ -27,7 +32,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check client server actors cluster state standins tests bench piccolo_conf.py
+	$(BIN)/ruff format --check client server actors cluster state standins tests bench scripts piccolo_conf.py
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 

@@ -68,7 +68,8 @@ return {epoch, seq}
 """
 
 # KEYS: epoch, seq, stream. ARGV: a new epoch, the first seq wanted (0: the last
-# ARGV[3] events), stream length, ttl. Returns {epoch, last seq, entries from there}.
+# ARGV[3] events), stream length, ttl, the epoch the reader is in (another: the last
+# ARGV[3] events). Returns {epoch, last seq, entries from there}.
 _READ = """
 local epoch = redis.call('GET', KEYS[1])
 if (not epoch) or redis.call('EXISTS', KEYS[2]) == 0 then
@@ -79,7 +80,7 @@ if (not epoch) or redis.call('EXISTS', KEYS[2]) == 0 then
 end
 local seq = tonumber(redis.call('GET', KEYS[2]))
 local from = tonumber(ARGV[2])
-if from < 1 then
+if epoch ~= ARGV[5] or from < 1 then
   from = seq - tonumber(ARGV[3]) + 1
 end
 if from < 1 then
@@ -113,7 +114,8 @@ class ClusterAccountFeeds(AccountFeeds):
         self._ready = asyncio.Event()
         self._syncs: set[asyncio.Task[None]] = set()
         self.received = 0
-        self.resyncs = 0
+        #: Times subscribers got ``reset`` because the stream no longer held their events.
+        self.resets = 0
 
     def _keys(self, user_id: str) -> list[str]:
         base = f"{self.prefix}account:{user_id}:"
@@ -166,7 +168,13 @@ class ClusterAccountFeeds(AccountFeeds):
             first = account_log.last_seq + 1 if account_log.last_seq else 0
             epoch_raw, last_raw, entries = await self._read(
                 keys=self._keys(user_id),
-                args=[secrets.token_urlsafe(12), first, self.buffer_events, TTL_S],
+                args=[
+                    secrets.token_urlsafe(12),
+                    first,
+                    self.buffer_events,
+                    TTL_S,
+                    account_log.epoch,
+                ],
             )
         except BaseException:
             self._held.pop(user_id, None)
@@ -180,8 +188,9 @@ class ClusterAccountFeeds(AccountFeeds):
             or (not events and last != account_log.last_seq)
         ):
             start = events[0][0] - 1 if events else last
+            if account_log.subscriber_count:
+                self.resets += 1  # a `reset` for them (a new log's first read is not one)
             account_log.rebase(epoch, start)
-            self.resyncs += 1
         for seq, fields in events:
             # A script's XRANGE reply: [id, [field, value]] per entry; the one field is `d`.
             if seq == account_log.last_seq + 1 and len(fields) == 2:

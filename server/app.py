@@ -33,6 +33,7 @@ from server.routes import (
     export,
     health,
     instructions,
+    preferences,
     user,
 )
 from server.routes.openapi import openapi_view
@@ -76,6 +77,7 @@ def create_app(settings: Settings) -> web.Application:
     auth.setup(app)
     app.add_routes(user.routes)
     app.add_routes(instructions.routes)
+    app.add_routes(preferences.routes)
     app.add_routes(device_page.routes)
     app.add_routes(app_page.routes)
     stream_limits.setup(app)  # WebSockets and event streams per user and per address

@@ -1,4 +1,4 @@
-"""``cero-api serve [--port P] [--host H] | migrate | check-config``.
+"""``cero-api serve [--port P] [--host H] | migrate | check-config | sign-in-link``.
 
 Start-up errors (a bad setting, an unreachable database, a port in use) end in one line on
 stderr and a non-zero exit, never a traceback.
@@ -22,6 +22,7 @@ import structlog
 from aiohttp import web
 
 from server.auth import local
+from server.auth.redirects import safe_path
 from server.core.config import ConfigError, Settings, load_settings
 from server.limits.connection_guard import connection_capacity, raise_nofile_limit
 from server.ops.gc_tuning import freeze_startup_heap, meter_pauses
@@ -106,7 +107,7 @@ async def _serve(settings: Settings) -> None:
         nofile=nofile.soft,
         nofile_before=nofile.before,
     )
-    local.announce(app)
+    await local.announce(app)
     freeze_startup_heap()
     metrics = app[METRICS]
     meter_pauses(lambda generation, seconds: metrics.gc_pauses.labels(generation).observe(seconds))
@@ -210,6 +211,23 @@ async def _migrate(settings: Settings) -> list[str]:
         raise StartupError(_describe_db_error(settings, exc)) from None
 
 
+async def _sign_in_link(settings: Settings, next_path: str | None) -> str:
+    """A new single-use link in the database the server uses (``DATABASE_URL``)."""
+    try:
+        token = await local.issue_link(settings.local_link_ttl)
+    except Exception as exc:
+        raise StartupError(
+            _describe_db_error(settings, exc)
+            + " (start the server, or run `cero-api migrate`, first)"
+        ) from None
+    log.info(
+        "local_sign_in_link_issued",
+        url=f"{settings.public_url}/auth/local",
+        expires_in=settings.local_link_ttl,
+    )
+    return local.link_url(settings, token, next_path)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cero-api", description="Cero API server")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -218,12 +236,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--host", help="listen on this address (overrides CERO_HOST)")
     sub.add_parser("migrate", help="apply pending database migrations")
     sub.add_parser("check-config", help="validate the settings and exit")
+    link = sub.add_parser(
+        "sign-in-link",
+        help="local mode: print a new single-use sign-in link for the running server",
+        description=(
+            "Print a new single-use sign-in link (local mode) that the server using the "
+            "same DATABASE_URL accepts: run it in the server's directory, with its "
+            "settings. Pass the server's --port/--host if it was started with them."
+        ),
+    )
+    link.add_argument("--port", type=int, help="the server's port (overrides CERO_PORT)")
+    link.add_argument("--host", help="the server's address (overrides CERO_HOST)")
+    link.add_argument("--next", dest="next_path", help="a path to open after signing in")
     args = parser.parse_args(argv)
     # Piccolo reports connection trouble as coloured warnings; we report it in one line.
     warnings.filterwarnings("ignore", message=r".*Unable to (connect|fetch)")
 
     overrides: dict[str, Any] = {}
-    if args.command == "serve":
+    if args.command in ("serve", "sign-in-link"):
         # One process per port in a cluster: `cero-api serve --port 3002`.
         overrides = {
             name: value
@@ -245,6 +275,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         db.bind(
             settings.database_url, lock_timeout=db.lock_timeout(settings)
         )  # once, for the whole process
+        if args.command == "sign-in-link":
+            if not settings.local_mode:
+                return _fail(
+                    "local sign-in is off: the server is not in local mode (GitHub sign-in "
+                    "is configured, or CERO_HOST is not a loopback address)"
+                )
+            if settings.is_sqlite and not settings.sqlite_path.exists():
+                return _fail(
+                    f"no database at {settings.sqlite_path} (DATABASE_URL): run this where "
+                    "the server runs, with its settings"
+                )
+            next_path = safe_path(args.next_path)
+            if args.next_path and next_path is None:
+                return _fail("--next must be a path on this server, such as /app")
+            sys.stdout.write(asyncio.run(_sign_in_link(settings, next_path)) + "\n")
+            sys.stdout.flush()
+            return 0
         if args.command == "migrate":
             applied = asyncio.run(_migrate(settings))
             log.info("migrate_done", applied=len(applied))

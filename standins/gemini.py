@@ -5,6 +5,11 @@ Tests drive the real google-genai SDK against it. Behaviour is scripted per requ
 consumes the head of the FIFO (a script with ``error_before`` answers that many
 requests with HTTP errors first, then plays its stream); an empty queue plays
 ``default_script`` (a deterministic echo). Every request is recorded in ``.requests``.
+A conversation-title request (its system instruction starts with ``Write a title``,
+``actors/models/titles.py``) has a FIFO of its own (:meth:`FakeGemini.enqueue_title`),
+so it never takes an answer's script; with it empty it gets the first message's first
+five words in Title Case, quoted, with a full stop, as a model might write it
+(:meth:`FakeGemini.title_of`).
 
 Rate mode (benchmarks): ``Script(timed_tokens=N, tokens_per_second=T)`` streams N
 tokens at T tokens/s; each token's text embeds its wall-clock send time as
@@ -24,7 +29,7 @@ import json
 import re
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,6 +120,9 @@ class Script:
     stall_seconds: float = 0.0
     finish_reason: str | None = "STOP"
     grounding: dict[str, Any] | None = None  # raw groundingMetadata (last chunk)
+    #: Raw groundingMetadata on the first chunk (the search queries, as Gemini says them
+    #: before the answer); ``grounding`` still comes with the last.
+    grounding_first: dict[str, Any] | None = None
     url_context: dict[str, Any] | None = None  # raw urlContextMetadata (last chunk)
     usage: dict[str, int] | None = None  # final usageMetadata; computed when None
     block_reason: str | None = None  # promptFeedback.blockReason, no candidates
@@ -126,7 +134,8 @@ class Script:
     malformed_after: int | None = None
     malformed: bytes = b'{"candidates": [{"content": {"parts": [{"text": "cut'
     #: After ``release_after`` chunks the stream waits until the test sets ``release``
-    #: (same event loop): a stream held mid-answer for as long as the test needs.
+    #: (same event loop): a stream held mid-answer for as long as the test needs. A unary
+    #: ``generateContent`` waits for ``release`` before it answers at all.
     release_after: int | None = None
     release: asyncio.Event | None = None
     #: The whole streamed body, written verbatim piece by piece (status 200, every other
@@ -170,10 +179,21 @@ def estimate_count(body: Mapping[str, Any]) -> int:
 class FakeGemini:
     """A scriptable Gemini-compatible HTTP server (see the module docstring)."""
 
-    def __init__(self, *, default_script: Script | None = None, count_scale: float = 1.0) -> None:
+    def __init__(
+        self,
+        *,
+        default_script: Script | None = None,
+        count_scale: float = 1.0,
+        responder: Callable[[Mapping[str, Any]], Script] | None = None,
+    ) -> None:
         self.requests: list[RecordedRequest] = []
         self.scripts: deque[Script] = deque()
+        #: What title requests get, in order (see the module docstring).
+        self.title_scripts: deque[Script] = deque()
         self.default_script = default_script
+        #: With an empty queue, the script for a request's body (the demo's answers,
+        #: :mod:`standins.demo_answers`); before ``default_script`` and the echo.
+        self.responder = responder
         #: countTokens answers ``estimate_count * count_scale`` (>1 simulates a tokenizer
         #: that counts more than our estimate).
         self.count_scale = count_scale
@@ -189,6 +209,9 @@ class FakeGemini:
     # -- control ---------------------------------------------------------------------
     def enqueue(self, *scripts: Script) -> None:
         self.scripts.extend(scripts)
+
+    def enqueue_title(self, *scripts: Script) -> None:
+        self.title_scripts.extend(scripts)
 
     def stream_requests(self) -> list[RecordedRequest]:
         return [r for r in self.requests if r.path.endswith(":streamGenerateContent")]
@@ -254,20 +277,49 @@ class FakeGemini:
         if isinstance(script, HttpError):
             return self._error(script)
         if verb == "generateContent":
+            if script.stall_before_first:
+                await asyncio.sleep(script.stall_before_first)
+            if script.release is not None:  # a unary answer waits for the test as a whole
+                await script.release.wait()
             return web.json_response(self._whole_response(script, model, body))
         return await self._stream(request, script, model, body)
 
     def _next_script(self, body: Mapping[str, Any]) -> Script | HttpError:
+        if self._asks_title(body):
+            if not self.title_scripts:
+                return Script(chunks=[self._title_answer(body)])
+            return self._head(self.title_scripts)
         if not self.scripts:
+            if self.responder is not None:
+                return self.responder(body)
             return self.default_script or self._echo(body)
-        script = self.scripts[0]
+        return self._head(self.scripts)
+
+    def _head(self, queue: deque[Script]) -> Script | HttpError:
+        script = queue[0]
         sent = self._errors_sent.get(id(script), 0)
         if sent < len(script.error_before):
             self._errors_sent[id(script)] = sent + 1
             return _as_error(script.error_before[sent])
-        self.scripts.popleft()
+        queue.popleft()
         self._errors_sent.pop(id(script), None)
         return script
+
+    @staticmethod
+    def _asks_title(body: Mapping[str, Any]) -> bool:
+        system = body.get("systemInstruction")
+        return isinstance(system, Mapping) and _text_of([system]).startswith("Write a title")
+
+    @staticmethod
+    def title_of(message: str) -> str:
+        """The title the fake's model gives a conversation that began with ``message``,
+        as it would arrive once cleaned: its first five words in Title Case."""
+        return " ".join(word.capitalize() for word in message.split()[:5])
+
+    def _title_answer(self, body: Mapping[str, Any]) -> str:
+        text = _text_of(body.get("contents"))
+        message = text.removeprefix("First message:\n").partition("\n\nFirst answer:")[0]
+        return f'"{self.title_of(message)}."\n'
 
     @staticmethod
     def _echo(body: Mapping[str, Any]) -> Script:
@@ -379,11 +431,14 @@ class FakeGemini:
                 if not part.get("thought") and isinstance(part.get("text"), str):
                     sent_text += part["text"]
                 last = i == total - 1
+                grounding = script.grounding if last else None
+                if i == 0 and script.grounding_first is not None and not last:
+                    grounding = script.grounding_first
                 chunk = self._chunk(
                     model,
                     [part],
                     finishReason=script.finish_reason if last else None,
-                    groundingMetadata=script.grounding if last else None,
+                    groundingMetadata=grounding,
                     urlContextMetadata=script.url_context if last else None,
                 )
                 usage = self._usage(script, body, sent_text)

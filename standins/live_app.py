@@ -58,7 +58,7 @@ async def start_live(settings_factory: Callable[[int], Settings]) -> Live:
     app = create_app(settings)
     server = TestServer(app, host="127.0.0.1", port=port)
     await server.start_server()
-    local.announce(app)  # as `cero-api serve` does once it listens
+    await local.announce(app)  # as `cero-api serve` does once it listens
     return Live(app=app, server=server, url=f"http://127.0.0.1:{port}", settings=settings)
 
 

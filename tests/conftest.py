@@ -180,6 +180,10 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         "sign_in_limit": 100_000,
         # /metrics on the API's listener answers to it (tests/process_stats.py scrapes).
         "metrics_token": METRICS_TOKEN,
+        # A generated title is one more model request and one more `conversation.renamed`
+        # after each first answer: tests that count those, or read a first message's
+        # title, would race it. tests/server/chat/test_titles.py turns it on.
+        "generate_titles": False,
     }
     if CLUSTER_REDIS_URL and not database_url.startswith("sqlite"):
         values["redis_url"] = CLUSTER_REDIS_URL

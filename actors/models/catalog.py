@@ -223,11 +223,15 @@ class Catalog:
             raise UnsupportedTools(model.id, refused)
         return wanted
 
-    def public_list(self) -> list[dict[str, object]]:
-        """The ``models`` array of ``GET /api/models`` (``demo`` is always listed)."""
+    def public_list(self, *, shut_down: bool = True) -> list[dict[str, object]]:
+        """The ``models`` array of ``GET /api/models`` (``demo`` is always listed); without
+        ``shut_down`` the shut-down ids are left out (they still answer, through their
+        ``successor``)."""
         out: list[dict[str, object]] = []
         for model in self._models.values():
             if not self._offered(model):
+                continue
+            if not shut_down and model.status == "shut_down":
                 continue
             item: dict[str, object] = {
                 "id": model.id,

@@ -1,7 +1,8 @@
 """The offline ``demo`` model: a deterministic answer streamed at a steady pace.
 
 It makes the server usable out of the box (no API key) and gives tests and benchmarks a
-model whose output is known in advance. Cancelling the consumer stops it at once.
+model whose output is known in advance. Cancelling the consumer stops it at once. Its
+conversation titles come from the first message alone (:func:`demo_title`).
 """
 
 from __future__ import annotations
@@ -11,13 +12,44 @@ import re
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
-from actors.models.base import Final, ModelEvent, ModelRequest, TextDelta, Usage
+from actors.models.base import Final, ModelError, ModelEvent, ModelRequest, TextDelta, Usage
+from actors.models.titles import demo_title
 
 _WORDS = re.compile(r"\S+\s*|\s+")
+_MARKDOWN = re.compile(r"\bmarkdown\b", re.IGNORECASE)
+
+#: What the demo answers to a message that mentions Markdown: something of everything the
+#: web page renders (docs/web-app.md), so the page can be seen working offline.
+MARKDOWN_SHOWCASE = """\
+## Markdown, rendered
+
+The page renders **bold**, *italic*, `inline code` and [links](https://example.com/docs).
+
+1. Numbered lists
+2. with a nested list:
+   - bullets
+   - and more bullets
+
+| Tool | Purpose | Speed |
+| :--- | :------ | ----: |
+| grep | search text | 1 ms |
+| sort | order lines | 2 ms |
+
+```python
+def greet(name: str) -> str:
+    \"\"\"Say hello.\"\"\"
+    return f"Hello, {name}!"
+```
+
+> A quote, and a ``` in the middle of a line, which starts no code block.
+
+Copy the code with the button on its block, or the whole answer with Copy.
+"""
 
 
 def demo_answer(request: ModelRequest) -> str:
-    """The answer is a pure function of the last user message. Asked to continue (the
+    """The answer is a pure function of the last user message (one that mentions Markdown
+    gets :data:`MARKDOWN_SHOWCASE`). Asked to continue (the
     contents end with the answer so far), it gives the rest of the answer it would have
     given to that user message: the text it would have started with, minus what is there
     (all of it again when the text so far is not its own)."""
@@ -27,6 +59,8 @@ def demo_answer(request: ModelRequest) -> str:
         whole = demo_answer(replace(request, contents=contents[:-1]))
         return whole[len(so_far) :] if whole.startswith(so_far) else whole
     last = contents[-1].content if contents else ""
+    if _MARKDOWN.search(last):
+        return MARKDOWN_SHOWCASE
     words = len(last.split())
     snippet = " ".join(last.split()[:12])
     if len(last.split()) > 12:
@@ -86,3 +120,11 @@ class DemoProvider:
 
     async def count_tokens(self, request: ModelRequest) -> int | None:
         return None
+
+    async def title(self, model: str, message: str, answer: str) -> str:
+        """``TitleWriter``: the first words of ``message`` that say something, offline
+        and deterministic (:func:`actors.models.titles.demo_title`)."""
+        title = demo_title(message)
+        if title is None:
+            raise ModelError("bad_request", "the message has no words to make a title of")
+        return title

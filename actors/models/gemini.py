@@ -46,6 +46,7 @@ from actors.models.base import ErrorCode, ModelError, ModelEvent, ModelRequest
 from actors.models.gemini_files import GeminiFiles, with_parts
 from actors.models.gemini_translate import Translator
 from actors.models.gemini_wire import WireStreams
+from actors.models.titles import TITLE_INSTRUCTION, title_request_text
 
 log = structlog.get_logger(__name__)
 
@@ -269,6 +270,10 @@ class _ChunkPump:
             await asyncio.sleep(0)
         task.cancel()
         await asyncio.wait({task})
+
+
+#: Output tokens a title may take (thinking models spend some before the title).
+TITLE_MAX_TOKENS = 2048
 
 
 #: Chunks the pump may parse ahead of the consumer.
@@ -536,3 +541,31 @@ class GeminiProvider:
             log.warning("gemini.count_tokens_failed", model=request.model, error=_describe(exc))
             return None
         return response.total_tokens
+
+    async def title(self, model: str, message: str, answer: str) -> str:
+        """``TitleWriter``: one non-streaming ``generateContent`` (no retry: a title that
+        fails keeps the provisional one), bounded by ``first_chunk_timeout``; the
+        answer's text parts, thoughts left out. Raises :class:`ModelError`."""
+        config = _Config(
+            system_instruction={"role": "user", "parts": [_text(TITLE_INSTRUCTION)]},
+            max_output_tokens=TITLE_MAX_TOKENS,
+            automatic_function_calling=_NoAfc(disable=True),
+        )
+        contents: list[Any] = [
+            {"role": "user", "parts": [_text(title_request_text(message, answer))]}
+        ]
+        try:
+            async with asyncio.timeout(self.first_chunk_timeout):
+                response = await self._client.aio.models.generate_content(
+                    model=model, contents=contents, config=config
+                )
+        except Exception as exc:
+            code, _ = classify(exc)
+            raise ModelError(code, _describe(exc)) from exc
+        candidates = response.candidates or []
+        content = candidates[0].content if candidates else None
+        parts = (content.parts if content is not None else None) or []
+        text = "".join(part.text for part in parts if part.text and not part.thought)
+        if not text.strip():
+            raise ModelError("blocked", "Gemini wrote no title")
+        return text

@@ -219,6 +219,11 @@ class Translator:
         usage: Usage | None = None
         meta = _dict(chunk.get("usageMetadata"))
         if meta is not None:
+            for key, value in meta.items():
+                # The counts read nowhere here (toolUsePromptTokenCount, cached...) are
+                # still integers to the SDK: one it would refuse goes its way.
+                if value is not None and type(value) is not int and key.endswith("TokenCount"):
+                    _irregular()
             usage = Usage(
                 prompt_tokens=_count(meta.get("promptTokenCount")),
                 output_tokens=_count(meta.get("candidatesTokenCount")),

@@ -37,7 +37,6 @@ def setup(app: web.Application) -> None:
     from server.auth import device_routes, github_routes, local, session_routes, sign_in_limit
     from server.auth.cookies import COOKIES, CookieCodec, apply_deferred
     from server.auth.github_routes import OAUTH_STATES
-    from server.auth.local import LOCAL
     from server.auth.sessions import SESSIONS, SessionStore
     from server.auth.verification import LIMITER
     from server.core.app_keys import SETTINGS
@@ -49,7 +48,6 @@ def setup(app: web.Application) -> None:
     app[COOKIES] = CookieCodec(settings.auth_secret, secure=settings.secure_cookies)
     app[LIMITER] = MemoryWrongCodes()
     app[OAUTH_STATES] = MemoryOAuthStates()
-    app[LOCAL] = local.LocalSignIn()
     app.on_response_prepare.append(apply_deferred)
     if settings.github_enabled:
         app.cleanup_ctx.append(_github_http)

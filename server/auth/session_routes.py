@@ -1,4 +1,5 @@
-"""Session endpoints: get-session / session, sign-out, list-sessions, revoke-session."""
+"""Session endpoints: get-session / session, sign-out, list-sessions, revoke-session,
+revoke-other-sessions."""
 
 from __future__ import annotations
 
@@ -88,4 +89,16 @@ async def revoke_session(request: web.Request) -> web.Response:
     for session_id in revoked:
         await request.app[ACCOUNT].session_revoked(user.id, session_id)
     log.info("session_revoked", by_session=user.session_id)
+    return wire.reply(wire.RevokeStatus, {"status": True})
+
+
+@routes.post("/api/auth/revoke-other-sessions")
+async def revoke_other_sessions(request: web.Request) -> web.Response:
+    """Sign out everywhere else (Better Auth's endpoint): revoke every session of the
+    caller but the one making the request; each is announced on the account channel."""
+    user = require_user(request)
+    revoked = await request.app[SESSIONS].revoke_others(user.id, user.session_id)
+    for session_id in revoked:
+        await request.app[ACCOUNT].session_revoked(user.id, session_id)
+    log.info("other_sessions_revoked", by_session=user.session_id, count=len(revoked))
     return wire.reply(wire.RevokeStatus, {"status": True})

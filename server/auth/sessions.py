@@ -333,6 +333,19 @@ class SessionStore:
             await self.revoke(sid)
         return ids
 
+    async def revoke_others(self, user_id: str, keep: str) -> list[str]:
+        """Revoke every session of ``user_id`` but ``keep`` (the caller's own). The ids
+        revoked."""
+        rows = (
+            await Session.select(Session.id)
+            .where((Session.user_id == user_id) & (Session.id != keep))
+            .run()
+        )
+        ids = [str(row["id"]) for row in rows]
+        for sid in ids:
+            await self.revoke(sid)
+        return ids
+
     async def _ids_matching(
         self, user_id: str, *, session_id: str | None, token: str | None
     ) -> list[str]:

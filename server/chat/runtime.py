@@ -1,7 +1,8 @@
 """What the chat needs for the app's lifetime, started and stopped together (cleanup_ctx):
 the catalog, the model providers, the batch writer and its janitor, the flusher, the
-actor registry, the per-user limits and admission control; at start-up, rows left
-``streaming`` by a previous process become ``interrupted``."""
+actor registry, the per-user limits and admission control, the titles written after a
+first answer; at start-up, rows left ``streaming`` by a previous process become
+``interrupted``."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from actors.api import AccountFeeds, ActorDeps, Flusher, Registry, build_request
 from actors.models.base import ModelProvider
 from actors.models.catalog import Catalog
 from actors.models.demo import DemoProvider
+from actors.models.titles import TitleWriter
+from server.chat.titles import Titler
 from server.core.app_keys import CATALOG, CLIENT_LOCKS, REDIS, REDIS_HEALTH, REGISTRY, SETTINGS
 from server.limits.admission import ADMISSION, Admission, AdmissionLimits
 from server.limits.user_limits import USER_LIMITS, memory_user_limits
@@ -102,6 +105,11 @@ async def chat_runtime(app: web.Application) -> AsyncIterator[None]:
         feeds = ClusterAccountFeeds(client, app[REDIS_HEALTH], settings.redis_prefix)
     account = app[ACCOUNT] = AccountChannel(feeds)
     account.start()
+    titler = None
+    if settings.generate_titles:
+        writers = {name: p for name, p in providers.items() if isinstance(p, TitleWriter)}
+        titler = Titler(account, app[CATALOG], writers, timeout=settings.title_timeout)
+        titler.start()
     flusher = Flusher(store, settings.flush_interval)
     flusher.on_flush = metrics.observe_flush
     deps = ActorDeps(
@@ -157,6 +165,8 @@ async def chat_runtime(app: web.Application) -> AsyncIterator[None]:
     finally:
         await admission.stop()
         await registry.close()
+        if titler is not None:
+            await titler.close()
         await account.close()
         if node is not None:
             await node.close()

@@ -38,6 +38,7 @@ from actors.api import (
 )
 from actors.error_text import error_text
 from actors.models.catalog import UnknownModel, UnsupportedTools
+from actors.models.titles import provisional_title
 from server.auth.current import CurrentUser
 from server.chat.request import ChatRequest
 from server.core.app_keys import CATALOG, CLIENT_LOCKS, REGISTRY, SETTINGS
@@ -56,8 +57,6 @@ from server.storage.tables import Conversation, Message
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
-
-TITLE_CHARS = 50
 
 
 def not_found() -> ApiError:
@@ -214,8 +213,8 @@ async def start_chat(
                 sent_along = await _attachments_of(user.id, conversation_id, body, action)
                 if conversation_id is None:
                     await limits.admit_new_conversation(user.id)
-                    title = " ".join(body.message.split())[:TITLE_CHARS]
-                    row = await create_conversation(user.id, title)
+                    # The model's title replaces it after the first answer (.titles).
+                    row = await create_conversation(user.id, provisional_title(body.message))
                     conversation_id = str(row["id"])
                     await app[ACCOUNT].conversation(user.id, "conversation.created", row)
 

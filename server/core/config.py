@@ -107,6 +107,8 @@ class Settings(BaseSettings):
         default_factory=list, validation_alias="CERO_TRUSTED_PROXIES"
     )
     device_code_ttl: int = Field(1800, validation_alias="CERO_DEVICE_CODE_TTL", ge=10, le=86400)
+    #: Local mode: how long a sign-in link (start-up's or ``cero-api sign-in-link``'s) works.
+    local_link_ttl: int = Field(900, validation_alias="CERO_LOCAL_LINK_TTL", ge=30, le=86400)
     device_poll_interval: int = Field(5, validation_alias="CERO_DEVICE_POLL_INTERVAL", ge=0, le=300)
     device_client_ids: Annotated[list[str], NoDecode] = Field(
         default_factory=default_client_ids, validation_alias="CERO_DEVICE_CLIENT_IDS"
@@ -230,6 +232,11 @@ class Settings(BaseSettings):
     admission_wait: float = Field(10.0, validation_alias="CERO_ADMISSION_WAIT", ge=0, le=600)
     admission_queue: int = Field(1000, validation_alias="CERO_ADMISSION_QUEUE", ge=0)
     demo_token_delay: float = Field(0.02, validation_alias="CERO_DEMO_TOKEN_DELAY", ge=0)
+    #: After a conversation's first answer its model writes a short title (docs/api.md,
+    #: Conversations); off: the first message's words stay the title.
+    generate_titles: bool = Field(True, validation_alias="CERO_GENERATE_TITLES")
+    #: How long a title may take; past it the first message's words stay the title.
+    title_timeout: float = Field(20.0, validation_alias="CERO_TITLE_TIMEOUT", gt=0, le=600)
     sse_ping_interval: float = Field(15.0, validation_alias="CERO_SSE_PING_INTERVAL", gt=0)
     ws_heartbeat: float = Field(20.0, validation_alias="CERO_WS_HEARTBEAT", gt=0)
     session_recheck: float = Field(1.0, validation_alias="CERO_SESSION_RECHECK", gt=0, le=3600)

@@ -80,6 +80,8 @@ class Models(Wire):
     models: list[ModelEntry]
     default: str
     geminiConfigured: bool
+    #: CERO_MAX_MESSAGE_CHARS: the longest message a send takes (characters).
+    maxMessageChars: int
     note: str | None = None
     fallbacks: dict[str, str] | None = None
 
@@ -156,6 +158,14 @@ class UserInstructions(Wire):
     """``GET``/``PUT /api/user/instructions``: ``null`` when none are set."""
 
     instructions: str | None
+
+
+class UserPreferences(Wire):
+    """``GET``/``PUT /api/user/preferences``: ``tools`` empty and ``aiModel`` ``null`` when
+    nothing is saved."""
+
+    tools: list[str]
+    aiModel: str | None
 
 
 class Deleted(Wire):

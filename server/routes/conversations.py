@@ -34,6 +34,7 @@ from server.routes.messages_view import conversation_json, conversation_messages
 from server.storage import attachments
 from server.storage.account_channel import ACCOUNT
 from server.storage.attachments import BLOBS
+from server.storage.conversation_titles import FROM_USER
 from server.storage.tables import Conversation
 from server.transports.liveness import watching
 from server.transports.replay_budget import SSE_REPLAY, replay_within
@@ -152,6 +153,8 @@ async def rename(request: web.Request) -> web.Response:
     changes: dict[Column | str, Any] = {Conversation.updated_at: now}
     if "shortTitle" in given:
         changes[Conversation.short_title] = body.shortTitle
+        # The user's title wins: a title being generated is not stored over it.
+        changes[Conversation.title_source] = FROM_USER
         conversation["short_title"] = body.shortTitle
     if "instructions" in given:
         text = instruction_text(body.instructions, request.app[SETTINGS].max_instructions_chars)
@@ -251,13 +254,24 @@ async def _subscribed(
     return actor, await actor.subscribe(after, feed.spec())
 
 
+def _all_models(request: web.Request) -> bool:
+    """``?all=true``: shut-down ids listed too (``false``, the default, leaves them out)."""
+    value = request.query.get("all", "false").lower()
+    if value in ("true", "1"):
+        return True
+    if value in ("false", "0"):
+        return False
+    raise ApiError(400, "invalid_request", "all: true or false", extra={"field": "all"})
+
+
 @routes.get("/api/models")
 async def models(request: web.Request) -> web.Response:
     catalog = request.app[CATALOG]
     body: dict[str, object] = {
-        "models": catalog.public_list(),
+        "models": catalog.public_list(shut_down=_all_models(request)),
         "default": catalog.default_id,
         "geminiConfigured": catalog.gemini_enabled,
+        "maxMessageChars": request.app[SETTINGS].max_message_chars,
     }
     if not catalog.gemini_enabled:
         body["note"] = (

@@ -29,6 +29,7 @@ from server.core.errors import AUTH_PREFIX
 from server.http import api_models as m
 from server.routes.conversations import CancelBody, Rename
 from server.routes.instructions import InstructionsBody
+from server.routes.preferences import PreferencesBody
 from server.routes.search import MAX_LIMIT as SEARCH_MAX_LIMIT
 from server.routes.search import MAX_QUERY as SEARCH_MAX_QUERY
 from server.routes.search import QUERY_PATTERN as SEARCH_PATTERN
@@ -122,7 +123,19 @@ OPS: dict[tuple[str, str], Op] = {
     ),
     ("get", "/openapi.json"): Op("This document", "health", ok=JSON),
     # chat
-    ("get", "/api/models"): Op("Model catalog", "chat", ok=m.Models),
+    ("get", "/api/models"): Op(
+        "Model catalog (shut-down ids only with all=true)",
+        "chat",
+        ok=m.Models,
+        params=(
+            Param(
+                "all",
+                schema={"type": "boolean"},
+                description="true: list shut-down ids too (each names its successor)",
+            ),
+        ),
+        errors=(400,),
+    ),
     ("post", "/api/chat"): Op(
         "Send a message; streams SSE (Accept: text/event-stream) or NDJSON",
         "chat",
@@ -280,6 +293,20 @@ OPS: dict[tuple[str, str], Op] = {
         body=InstructionsBody,
         errors=_BODY_ERRORS,
     ),
+    ("get", "/api/user/preferences"): Op(
+        "The user's remembered tools and model (none saved: no tools, aiModel null)",
+        "chat",
+        "bearer",
+        ok=m.UserPreferences,
+    ),
+    ("put", "/api/user/preferences"): Op(
+        "Set the user's remembered tools and model (the whole object)",
+        "chat",
+        "bearer",
+        ok=m.UserPreferences,
+        body=PreferencesBody,
+        errors=_BODY_ERRORS,
+    ),
     ("get", "/api/search"): Op(
         "Full-text search over your messages and conversation titles (ranked, paginated)",
         "chat",
@@ -316,8 +343,8 @@ OPS: dict[tuple[str, str], Op] = {
         errors=(400, 404, 429, 503),
     ),
     ("get", "/api/account/events"): Op(
-        "The account channel's live events (SSE): conversations created, renamed, deleted, "
-        "answers started and ended; resume with Last-Event-ID or ?after=",
+        "The user's account channel (SSE): conversations created, renamed, deleted, answers"
+        " started and ended, sessions revoked; resume with Last-Event-ID or ?after=",
         "live",
         "bearer",
         ok="text/event-stream",
@@ -325,7 +352,7 @@ OPS: dict[tuple[str, str], Op] = {
             Param("after", description="Resume after this event id"),
             Param("Last-Event-ID", "header", description="Resume after this event id"),
         ),
-        errors=(400, 429, 503),
+        errors=(401, 429, 503),
     ),
     ("get", "/api/ws"): Op(
         "WebSocket upgrade (frames: docs/api.md, WebSocket)",
@@ -387,7 +414,7 @@ OPS: dict[tuple[str, str], Op] = {
         "Current session or null", "auth", "optional", ok=m.MaybeSession
     ),
     ("get", "/auth/local"): Op(
-        "One-time local sign-in link (loopback only)",
+        "Single-use local sign-in link (loopback only; refused: 403 with a reason)",
         "auth",
         params=(Param("token"), Param("next")),
         errors=(403, *_LIMITED),
@@ -434,6 +461,12 @@ OPS: dict[tuple[str, str], Op] = {
         body=RevokeRequest,
         errors=_BODY_ERRORS,
     ),
+    ("post", "/api/auth/revoke-other-sessions"): Op(
+        "Revoke every session of the user but the current one",
+        "auth",
+        "bearer",
+        ok=m.RevokeStatus,
+    ),
     # pages
     ("get", "/device"): Op(
         "Device approval page (HTML)",
@@ -445,6 +478,14 @@ OPS: dict[tuple[str, str], Op] = {
     ("get", "/app"): Op("The web chat page (HTML)", "pages", ok=HTML),
     ("get", "/app/{name}"): Op(
         "The web page's script and stylesheet",
+        "pages",
+        ok="text/javascript",
+        params=(Param("name", "path"),),
+        errors=(404,),
+    ),
+    ("get", "/app/vendor/{name}"): Op(
+        "The page's vendored libraries (markdown-it, highlight.js; only the files of"
+        " server/web/app/vendor/manifest.json; ETag and 304)",
         "pages",
         ok="text/javascript",
         params=(Param("name", "path"),),

@@ -4,7 +4,9 @@ user's account, told to every device of the user.
 Routes publish what they changed (:meth:`AccountChannel.publish`, awaited: the event is in
 the log before the response goes out); actors report each answer's start and end
 (:class:`actors.api.AnswerEvents`), which one task here completes with the conversation's
-row (title, times) and publishes in the order reported. The logs themselves are the
+row (title, times) and publishes in the order reported, then tells the
+:attr:`AccountChannel.answer_listeners` of each answer's end (the chat's titles,
+``server/chat/titles.py``, registered where the app starts). The logs themselves are the
 actors' :class:`~actors.api.AccountFeeds` (one process) or cluster mode's
 :class:`cluster.account_feed.ClusterAccountFeeds` (Redis), chosen where the app starts.
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -31,6 +34,10 @@ log = structlog.get_logger(__name__)
 
 #: Answer events reported by actors and not yet published (beyond it they are dropped).
 MAX_PENDING = 100_000
+
+#: Told of each ``answer.ended`` once it is published: ``(user_id, conversation_id,
+#: message_id, status)``. Must not block (the chat's titles start a task).
+AnswerListener = Callable[[str, str, str, str], None]
 
 
 def conversation_summary(row: dict[str, Any]) -> dict[str, object]:
@@ -54,6 +61,9 @@ class AccountChannel:
         self._task: asyncio.Task[None] | None = None
         self.published = 0
         self.dropped = 0
+        #: Registered where the app starts (``storage`` knows nothing above it): after the
+        #: answer's end is published, so that a title it leads to comes after it.
+        self.answer_listeners: list[AnswerListener] = []
 
     def start(self) -> None:
         self.feeds.start()
@@ -155,6 +165,15 @@ class AccountChannel:
                     **fields,
                 },
             )
+            if type == "answer.ended":
+                self._answer_ended(user_id, conversation_id, fields)
+
+    def _answer_ended(self, user_id: str, conversation_id: str, fields: dict[str, object]) -> None:
+        for listener in self.answer_listeners:
+            try:
+                listener(user_id, conversation_id, str(fields["messageId"]), str(fields["status"]))
+            except Exception as exc:  # a listener's bug never stops the channel
+                log.warning("answer_listener_failed", error=repr(exc)[:200])
 
     # -- reading -------------------------------------------------------------------------
 

@@ -29,6 +29,7 @@ from pydantic import ValidationError
 
 from actors.clock import parse_iso
 from server.core.ids import new_id
+from server.storage.conversation_titles import KEPT
 from server.storage.db import write_transaction
 from server.storage.export_schema import (
     CONVERSATION_KEYS,
@@ -246,6 +247,7 @@ def plan(export: ExportFile, user_id: str, now: datetime) -> Plan:
                 id=conversation_id,
                 user_id=user_id,
                 short_title=title,
+                title_source=KEPT,  # an imported title is never regenerated
                 active_leaf_id=None if leaf is None else ids[leaf],
                 created_at=parse_iso(conversation.createdAt),
                 updated_at=parse_iso(conversation.updatedAt),

@@ -47,6 +47,9 @@ class User(_EditedRow, Table, tablename="cero_user"):
     #: "About me / how to answer", sent in every conversation's system instruction
     #: (docs/api.md, Instructions); ``NULL``: none.
     instructions = Text(null=True, default=None)
+    #: Choices the web page and the CLI remember per user (docs/api.md, Preferences):
+    #: ``{"tools": [...], "aiModel": ...}``; ``NULL``: none saved yet.
+    preferences = JSON(null=True, default=None)
 
 
 class Account(_Row, Table, tablename="account"):
@@ -81,6 +84,15 @@ class DeviceCode(_Row, Table, tablename="device_code"):
     requested_from = Varchar(length=64, null=True, default=None)
 
 
+class LocalSignInLink(_Row, Table, tablename="local_sign_in_link"):
+    """A single-use local sign-in link (docs/api.md, Local sign-in): the SHA-256 of its
+    token only; ``used_at`` is set by the one request that redeems it."""
+
+    token_hash = Varchar(length=64, unique=True)
+    expires_at = Timestamptz()
+    used_at = Timestamptz(null=True, default=None)
+
+
 class Conversation(_EditedRow, Table, tablename="conversation"):
     user_id = ForeignKey(User, on_delete=OnDelete.cascade, null=False)
     short_title = Varchar(length=100, default="")
@@ -88,6 +100,12 @@ class Conversation(_EditedRow, Table, tablename="conversation"):
     active_leaf_id = Varchar(length=32, null=True, default=None)
     #: This conversation's own instructions, after the user's (docs/api.md, Instructions).
     instructions = Text(null=True, default=None)
+    #: Where ``short_title`` came from (docs/api.md, Conversations): ``message`` (the first
+    #: message's words, until the first answer), ``model`` (the model was asked: its
+    #: title, or the first words still when it could not write one), ``user`` (a rename:
+    #: never replaced by a generated title) or ``kept`` (imported, or stored before titles
+    #: were generated). Only ``message`` is ever replaced by a generated title.
+    title_source = Varchar(length=16, default="message")
 
 
 class Message(_EditedRow, Table, tablename="message"):
@@ -153,6 +171,7 @@ TABLES: tuple[type[Table], ...] = (
     Account,
     Session,
     DeviceCode,
+    LocalSignInLink,
     Conversation,
     Message,
     Attachment,

@@ -469,3 +469,16 @@ def test_every_finish_reason_gives_the_same_outcome(rig: Rig, finish: str) -> No
     ]
     events, error, _ = assert_same(rig, [sse(chunks)])
     assert events or error
+
+
+@pytest.mark.parametrize("value", [1.5, "3", True, [1]])
+def test_a_count_neither_path_reads_is_still_checked_like_the_sdk(rig: Rig, value: Any) -> None:
+    """``toolUsePromptTokenCount: 1.5`` (hypothesis found it): the SDK refuses a count that
+    is not an integer even where the server reads none, so the wire path must too."""
+    chunk = {
+        "modelVersion": MODEL,
+        "responseId": "resp-1",
+        "candidates": [{"index": 0, "content": {"role": "model", "parts": [{"text": "hi"}]}}],
+        "usageMetadata": {"toolUsePromptTokenCount": value, "cachedContentTokenCount": 2},
+    }
+    assert_same(rig, [sse([chunk])])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -286,6 +287,73 @@ async def test_send_through_b_runs_on_owner_a(cluster: Cluster) -> None:
         assert events[0]["type"] == "message"
         assert token_text(events, ack["messageId"]) == done["fullText"]
         await ws.close()
+
+
+async def _watch_account(
+    http: aiohttp.ClientSession, server: ServerProcess, token: str, after: str | None = None
+) -> tuple[WsPeer, dict[str, Any]]:
+    """A WebSocket on ``server`` following the user's account channel."""
+    ws = WsPeer(await http.ws_connect(server.ws_url, headers=bearer(token))).start()
+    frame: dict[str, Any] = {"type": "subscribe", "channel": "account"}
+    if after is not None:
+        frame["after"] = after
+    await ws.send(**frame)
+    return ws, await ws.wait_for(lambda f: f["type"] == "subscribed")
+
+
+def _account(ws: WsPeer) -> list[dict[str, Any]]:
+    return [
+        f for f in ws.frames if f.get("channel") == "account" and f["type"] not in ("subscribed",)
+    ]
+
+
+async def test_account_channel_spans_processes(cluster: Cluster) -> None:
+    """A chat and a rename through A reach a device following the account on B, and one on
+    A, as the same events (same epoch and seqs); a device resumes its cursor on the other
+    process without a gap or a duplicate (docs/api.md, Account channel)."""
+    a, b = await cluster.start_many(2)
+    token, _ = await make_user_session("Account across")
+    async with aiohttp.ClientSession() as http:
+        on_b, subscribed = await _watch_account(http, b, token)
+        on_a, _ = await _watch_account(http, a, token)
+        status, lines = await chat(http, a, token, "plan a trip to Lisbon")
+        assert status == 200, lines
+        cid = of_topic(lines, "init")["conversationId"]
+        async with http.patch(
+            f"{a.url}/api/conversations/{cid}", json={"shortTitle": "Lisbon"}, headers=bearer(token)
+        ) as resp:
+            assert resp.status == 200
+        for ws in (on_a, on_b):
+            await ws.wait_for(
+                lambda f: (
+                    f["type"] == "conversation.renamed"
+                    and f["conversation"]["shortTitle"] == "Lisbon"
+                )
+            )
+        seen_b = _account(on_b)
+        kinds = [e["type"] for e in seen_b]
+        assert kinds[:3] == ["conversation.created", "answer.started", "answer.ended"], kinds
+        assert kinds[-1] == "conversation.renamed"
+        assert seen_b[0]["seq"] == subscribed["seq"] + 1
+        for before, after in itertools.pairwise(seen_b):
+            assert after["seq"] == before["seq"] + 1 and after["epoch"] == before["epoch"]
+        assert _account(on_a) == seen_b  # one log, numbered alike on every process
+        assert all(e["conversationId"] == cid for e in seen_b)
+
+        # A device that followed on B resumes on A from the cursor of its second event.
+        cursor = f"{seen_b[1]['epoch']}:{seen_b[1]['seq']}"
+        await on_b.close()
+        again, resumed = await _watch_account(http, a, token, after=cursor)
+        assert resumed["recovered"] is True
+        await again.wait_for(lambda f: f["type"] == "conversation.renamed")
+        assert _account(again) == seen_b[2:]
+        # A deletion through B reaches it.
+        async with http.delete(f"{b.url}/api/conversations/{cid}", headers=bearer(token)) as r:
+            assert r.status == 200
+        gone = await again.wait_for(lambda f: f["type"] == "conversation.deleted")
+        assert gone["conversationId"] == cid and gone["seq"] == seen_b[-1]["seq"] + 1
+        for ws in (on_a, again):
+            await ws.close()
 
 
 async def test_branch_operations_through_b_run_on_owner_a(cluster: Cluster) -> None:

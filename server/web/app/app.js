@@ -1,23 +1,39 @@
-// Cero web app: plain ES module, no build step, no dependencies. It speaks only the public
-// API (REST + /api/ws) with the session cookie. Every text from the server is put in the
-// DOM with textContent / createElement, never innerHTML, so an answer cannot run anything.
+// Cero web app: plain ES module, no build step. It speaks only the public API (REST +
+// /api/ws) with the session cookie. Every text from the server is put in the DOM with
+// textContent / createElement, never innerHTML, so an answer cannot run anything; an
+// answer's Markdown is rendered by markdown.js (markdown-it with HTML off, vendored).
 // The branch controls (regenerate, edit, continue, the version switcher) are drawn by
 // branches.js; this module sends their commands and follows their events.
 "use strict";
 
 import { $, el } from "./dom.js";
+import { describe, describeError } from "./failures.js";
+import { revokeOthers, sessionGone, showSessions } from "./sessions.js";
 import {
   actionBar, closeEditor, editorSending, openDraft, rememberFocus, restoreFocus, siblingsOf, startEdit,
   syncActions, wireActions,
 } from "./branches.js";
+import { forgetMarkdown, renderMarkdown } from "./markdown.js";
 
 const PAGE_SIZE = 20;
 const MAX_BACKOFF_MS = 10000;
 const HEARTBEAT_MS = 15000;
 const HEARTBEAT_DEAD_MS = 35000;
+const MAX_MESSAGE_CHARS = 32000; // the server's default; /api/models says the one in force
+// Touch screens have no Shift+Enter to speak of: the placeholder does not mention it there.
+const TOUCH = window.matchMedia("(pointer: coarse)").matches || navigator.maxTouchPoints > 0;
 
 const state = {
   user: null,
+  sessionId: null, // this page's session (a `session.revoked` naming it ends the page)
+  maxChars: MAX_MESSAGE_CHARS,
+  accountCursor: null, // {epoch, seq} of the last account-channel event applied
+  deleting: null, // the conversation this page is deleting (its `conversation.deleted` is ours)
+  gone: null, // the conversation last closed because it went away
+  listLoads: 0, // counts the list's fetches: a refetch of page one that "Load more" overtook is dropped
+  moreLoad: 0,
+  prefs: { tools: [], aiModel: null }, // the user's preferences (docs/api.md, "Preferences")
+  prefSaves: Promise.resolve(),
   models: [],
   convId: null, // the open conversation (null: a new chat)
   cursor: null, // {epoch, seq} of the last event applied for convId
@@ -55,10 +71,11 @@ const COMMANDS = { send: "Send", regenerate: "Regenerate", edit: "Edit", continu
 // ---------- REST ----------
 
 class ApiError extends Error {
-  constructor(status, message, code) {
+  constructor(status, message, code, field) {
     super(message);
     this.status = status;
     this.code = code;
+    this.field = field;
   }
 }
 
@@ -74,17 +91,50 @@ async function api(method, path, body) {
   if (!resp.ok) {
     const message = (data && (data.error_description || data.error)) || resp.statusText;
     if (resp.status === 401) showSignIn();
-    throw new ApiError(resp.status, message, data && (data.code || data.error));
+    throw new ApiError(resp.status, message, data && (data.code || data.error), data && data.field);
   }
   return data;
 }
 
 // ---------- small DOM helpers ----------
 
-function notice(text) {
-  const box = $("notice");
-  box.textContent = text || "";
-  box.hidden = !text;
+// The notice under the log: a sentence, and the buttons that may cure what it says
+// (`actions`: [{label, run}]).
+function notice(text, actions = []) {
+  $("notice-text").textContent = text || "";
+  $("notice-actions").replaceChildren(...actions.map(({ label, run }) => {
+    const button = el("button", { type: "button", class: "ghost", text: label });
+    button.addEventListener("click", () => {
+      notice("");
+      run();
+    });
+    return button;
+  }));
+  $("notice").hidden = !text;
+}
+
+// A failure in plain words, with its action: Retry (`retry()`, when given), choose another
+// model, or shorten the message.
+function fail(err, retry) {
+  const { text, action } = err && err.text !== undefined ? err : describeError(err);
+  notice(text, actionsFor(action, retry));
+}
+
+function actionsFor(action, retry) {
+  if (action === "retry" && retry) return [{ label: "Retry", run: retry }];
+  if (action === "model") return [{ label: "Choose another model", run: () => $("model").focus() }];
+  if (action === "shorten") return [{ label: "Shorten the message", run: () => $("input").focus() }];
+  return [];
+}
+
+// Said once to a screen reader (the polite #announce region), not token by token.
+function announce(text) {
+  const box = $("announce");
+  box.textContent = "";
+  // A new text node in a later task: the same sentence twice is still read out twice.
+  setTimeout(() => {
+    box.textContent = text.length > 1000 ? `${text.slice(0, 1000)}…` : text;
+  }, 50);
 }
 
 function safeUrl(raw) {
@@ -100,53 +150,6 @@ function randomId() {
   const bytes = new Uint8Array(16);
   crypto.getRandomValues(bytes);
   return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
-}
-
-// ---------- Markdown, rendered safely ----------
-// A small subset built from DOM nodes: fenced code, inline code, **bold**, http(s) links.
-// Anything else (HTML included) stays literal text.
-
-const INLINE = /(`[^`\n]+`)|(\*\*[^*\n]+\*\*)|\[([^\]\n]+)\]\(([^)\s]+)\)|(https?:\/\/[^\s<>()]+)/g;
-
-function inline(text, parent) {
-  let last = 0;
-  for (const m of text.matchAll(INLINE)) {
-    if (m.index > last) parent.append(text.slice(last, m.index));
-    if (m[1]) parent.append(el("code", { text: m[1].slice(1, -1) }));
-    else if (m[2]) parent.append(el("strong", { text: m[2].slice(2, -2) }));
-    else {
-      const label = m[3] !== undefined ? m[3] : m[5];
-      const href = safeUrl(m[3] !== undefined ? m[4] : m[5]);
-      if (href) parent.append(el("a", { href, rel: "noopener noreferrer", target: "_blank", text: label }));
-      else parent.append(m[0]);
-    }
-    last = m.index + m[0].length;
-  }
-  if (last < text.length) parent.append(text.slice(last));
-}
-
-function renderMarkdown(text) {
-  const root = document.createDocumentFragment();
-  const fence = /```([\w+-]*)[^\n]*\n?([\s\S]*?)(?:```|$)/g;
-  let last = 0;
-  const prose = (chunk) => {
-    for (const para of chunk.split(/\n{2,}/)) {
-      if (!para.trim()) continue;
-      const p = el("p");
-      inline(para.replace(/^\n+|\n+$/g, ""), p);
-      root.append(p);
-    }
-  };
-  for (const m of text.matchAll(fence)) {
-    prose(text.slice(last, m.index));
-    const code = el("code", { text: m[2] });
-    if (m[1]) code.dataset.lang = m[1];
-    root.append(el("pre", {}, code));
-    last = m.index + m[0].length;
-    if (!m[0]) break;
-  }
-  prose(text.slice(last));
-  return root;
 }
 
 // ---------- messages ----------
@@ -239,12 +242,46 @@ function syncControls() {
   queueMicrotask(() => {
     syncQueued = false;
     syncActions($("messages"), isBusy());
+    syncComposer();
   });
 }
 
-function setBody(node, text, role) {
+// Send waits while an answer streams in the open conversation, or a send of it awaits its
+// answer (the server would refuse it: conversation_busy), and while the text is too long;
+// Stop is there meanwhile. Offline, whether the answer still runs is not known: a send is
+// queued (the server refuses it, and the text comes back, if it still does).
+function sendBlocked() {
+  if (state.streaming && state.wsReady) return true;
+  return state.queue.some((e) => e.el && (e.frame.conversationId || null) === state.convId);
+}
+
+function messageLength(text) {
+  let n = 0;
+  for (const _ of text) n += 1; // code points, as the server counts
+  return n;
+}
+
+function syncComposer() {
+  const length = messageLength($("input").value.trim());
+  const over = length > state.maxChars;
+  const count = $("count");
+  count.hidden = length < state.maxChars * 0.8;
+  count.classList.toggle("over", over);
+  count.textContent = over
+    ? `${length.toLocaleString()} / ${state.maxChars.toLocaleString()}: ${(length - state.maxChars).toLocaleString()} too many`
+    : `${length.toLocaleString()} / ${state.maxChars.toLocaleString()}`;
+  $("send").disabled = over || sendBlocked();
+}
+
+// An answer is Markdown (markdown.js: only the blocks that changed are redrawn; `partial`
+// while it streams); a message of yours is shown as typed.
+function setBody(node, text, role, partial = false) {
   const body = node.querySelector(".body");
-  body.replaceChildren(role === "assistant" ? renderMarkdown(text) : el("p", { text }));
+  if (role === "assistant") renderMarkdown(body, text, partial);
+  else {
+    forgetMarkdown(body);
+    body.replaceChildren(el("p", { text }));
+  }
 }
 
 function setStatus(node, status, aiModel) {
@@ -274,7 +311,7 @@ function renderText(messageId) {
     if (node) {
       const box = $("messages");
       const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 80;
-      setBody(node, state.texts.get(messageId) || "", "assistant");
+      setBody(node, state.texts.get(messageId) || "", "assistant", true);
       node.dataset.text = state.texts.get(messageId) || "";
       if (atBottom) box.scrollTop = box.scrollHeight; // follow the answer unless scrolled up
     }
@@ -329,6 +366,7 @@ function renderStored(message) {
   node.dataset.text = message.content || "";
   for (const step of message.tools || []) addToolStep(node, step.tool, step.payload || {});
   setCitations(node, message.citations);
+  if (message.status === "error") showFailure(node, {});
   if (message.status === "streaming") setStreaming({ messageId: message.id, generationId: null });
 }
 
@@ -427,7 +465,10 @@ function applyEvent(ev) {
         mine.dataset.id = m.id;
         setTree(mine, m.parentId, [m.id]);
         setStatus(mine, "complete");
-      } else addUserMessage(m);
+      } else {
+        addUserMessage(m);
+        announce(`You wrote, on another device: ${m.content || ""}`);
+      }
       touchConversation(ev.conversationId);
       break;
     }
@@ -472,6 +513,7 @@ function applyEvent(ev) {
     case "cancelled":
     case "error":
       finish(ev);
+      announceEnd(ev);
       break;
     case "presence":
       showPresence(ev.viewers);
@@ -537,7 +579,7 @@ function finish(ev) {
     const status = { done: "complete", cancelled: "cancelled", error: "error" }[ev.type];
     setStatus(node, status);
     if (ev.type === "done") setCitations(node, ev.citations);
-    if (ev.type === "error") node.querySelector(".sources").textContent = ev.error || "The answer failed.";
+    if (ev.type === "error") showFailure(node, ev);
   }
   setStreaming(null);
   if (state.refetchAfter) {
@@ -546,16 +588,43 @@ function finish(ev) {
   }
 }
 
+// A failed answer says why in plain words, with what may cure it: Retry (a new version of
+// the answer) or choosing another model.
+function showFailure(node, ev) {
+  // A stored failure (over REST) has no code: say so, and offer a new version.
+  const { text, action } = ev.code ? describe(ev.code, { error: ev.error }) : { text: "This answer failed.", action: "retry" };
+  const box = node.querySelector(".sources");
+  box.replaceChildren(el("span", { class: "failure", text }));
+  const id = node.dataset.id;
+  const run = action === "retry" || action === "model" ? () => {
+    if (action === "model") $("model").focus();
+    else if (id && !isBusy()) branchCommands.regenerate(id);
+  } : null;
+  if (run && id) {
+    box.append(" ", el("button", { type: "button", class: "ghost inline-action", "data-retry": id,
+      text: action === "model" ? "Choose another model" : "Retry" }));
+    box.lastChild.addEventListener("click", run);
+  }
+}
+
+function announceEnd(ev) {
+  if (ev.type === "done") announce(`Cero answered: ${ev.fullText || ""}`);
+  else if (ev.type === "cancelled") announce("The answer was stopped.");
+  else announce(`The answer failed. ${describe(ev.code, { error: ev.error }).text}`);
+}
+
+// "2 devices watching": only when another device watches too (alone, it says nothing).
 function showPresence(viewers) {
   const box = $("presence");
-  box.hidden = !viewers;
-  box.textContent = viewers === 1 ? "1 device watching" : `${viewers} devices watching`;
+  box.hidden = !(viewers > 1);
+  box.textContent = `${viewers} devices watching`;
 }
 
 function onFrame(frame) {
   if (frame.type === "ack") return onAck(frame);
   if (frame.type === "fault") return onFault(frame);
   if (frame.type === "subscribed") answered("subscribe");
+  if (frame.channel === "account") return onAccount(frame);
   if (frame.conversationId && frame.conversationId !== state.convId) return;
   if (frame.type === "subscribed") {
     // Subscribed without a cursor: live from here. With one: its replay (or `reset`) follows.
@@ -639,7 +708,7 @@ function onAck(frame) {
       const link = $("conversations").querySelector(`[data-conv="${CSS.escape(frame.conversationId)}"] a`);
       if (link && state.convId === frame.conversationId) setTitle(link.textContent);
       markCurrent();
-    }, (err) => notice(err.message));
+    }, (err) => fail(err));
   } else if (fresh) {
     // The page moved on meanwhile: do not follow the new conversation.
     wsSend({ type: "unsubscribe", conversationId: frame.conversationId });
@@ -660,7 +729,7 @@ function onFault(frame) {
     if (entry && frame.code === "rate_limited" && frame.retryAfter) {
       entry.inFlight = false; // the same frame, with the same key, once the limit allows
       setTimeout(flushQueue, Number(frame.retryAfter) * 1000);
-      notice(`${frame.error} Retrying in ${frame.retryAfter} s.`);
+      notice(`Too many messages just now: sending again in ${frame.retryAfter} s.`);
       return;
     }
     if (entry) {
@@ -668,18 +737,30 @@ function onFault(frame) {
       if (entry.el) setStatus(entry.el, "error");
       if (entry.hooks && entry.hooks.fault) entry.hooks.fault(frame);
     }
-    const why = frame.error || frame.code;
-    if (frame.code === "conversation_busy") notice("Cero is still answering: wait for it, or press Stop.");
-    else notice(type === "send" ? why : `${COMMANDS[type]} refused: ${why}`);
+    const failure = describe(frame.code, { error: frame.error });
+    if (type === "send") sendFailed(entry, failure);
+    else if (frame.code === "conversation_busy") notice(failure.text);
+    else notice(`${COMMANDS[type]} refused: ${failure.text}`, actionsFor(failure.action, null));
     syncControls();
     flushQueue();
     return;
   }
   if (type === "subscribe" && frame.code === "not_found") {
-    notice("This conversation does not exist (any more).");
+    closeGone("This conversation does not exist (any more).");
     return;
   }
-  notice(frame.error || frame.code);
+  fail(describe(frame.code, { error: frame.error }));
+}
+
+// A send the server refused: its text goes back into the composer (unless something else
+// was typed there meanwhile), with what may cure it. Retry sends the composer's text.
+function sendFailed(entry, failure) {
+  const text = entry ? entry.frame.message : "";
+  if (text && !$("input").value.trim()) $("input").value = text;
+  syncComposer();
+  const retry = () => $("composer").requestSubmit();
+  notice(failure.text, actionsFor(failure.action, retry));
+  if (failure.action === "shorten") $("input").focus();
 }
 
 // ---------- the socket: reconnect with backoff, resume from the cursor ----------
@@ -702,6 +783,8 @@ function connect() {
     state.lastHeard = Date.now();
     state.attempt = 0;
     setConn("live", "ok");
+    syncControls();
+    subscribeAccount();
     if (state.convId && state.stale) resync(state.convId);
     else if (state.convId) subscribe(state.convId);
     flushQueue();
@@ -745,6 +828,7 @@ function forget(ws) {
   for (const entry of state.queue) entry.inFlight = false; // re-sent with the same key
   ws.onclose = null;
   ws.onmessage = null;
+  syncControls();
 }
 
 function dropSocket() {
@@ -789,6 +873,12 @@ function wsSend(frame) {
   state.ws.send(JSON.stringify(frame));
   state.asked.push(frame.type);
   return true;
+}
+
+function subscribeAccount() {
+  const frame = { type: "subscribe", channel: "account" };
+  if (state.accountCursor) frame.after = `${state.accountCursor.epoch}:${state.accountCursor.seq}`;
+  wsSend(frame);
 }
 
 function subscribe(id) {
@@ -861,18 +951,19 @@ function regroup() {
     const group = groupOf(item.dataset.updated);
     if (group === current) continue;
     current = group;
-    list.insertBefore(
-      el("li", { class: "conv-group", role: "heading", "aria-level": "3", text: group }),
-      item,
-    );
+    // A list item holding a heading: a list holds only list items (axe: "list").
+    list.insertBefore(el("li", { class: "conv-group" }, el("span", { role: "heading", "aria-level": "3", text: group })), item);
   }
 }
 
 async function loadConversations(more = false) {
   const query = new URLSearchParams({ limit: String(PAGE_SIZE) });
   if (more && state.nextCursor) query.set("cursor", state.nextCursor);
-  state.nextCursorUsed = more;
+  const load = ++state.listLoads;
+  if (more) state.moreLoad = load;
   const data = await api("GET", `/api/conversations?${query}`);
+  if (!more && state.moreLoad > load) return; // "Load more" went on meanwhile: keep its rows
+  state.nextCursorUsed = more;
   const list = $("conversations");
   if (!more) list.replaceChildren();
   for (const c of data.conversations) {
@@ -881,6 +972,131 @@ async function loadConversations(more = false) {
   state.nextCursor = data.nextCursor;
   $("more").hidden = !data.nextCursor;
   regroup();
+}
+
+// Page one again (the account channel said `reset`, or it just started): unless "Load
+// more" was used, whose rows a refetch of page one would drop.
+function refreshList() {
+  if (!state.user || state.nextCursorUsed) return;
+  loadConversations().then(markCurrent, () => {});
+}
+
+function listItem(id) {
+  return $("conversations").querySelector(`:scope > li[data-conv="${CSS.escape(id)}"]`);
+}
+
+// Put `item` where its `updatedAt` belongs (the list is newest first).
+function place(item) {
+  const list = $("conversations");
+  const when = Date.parse(item.dataset.updated) || 0;
+  for (const other of list.querySelectorAll(":scope > li[data-conv]")) {
+    if (other !== item && (Date.parse(other.dataset.updated) || 0) <= when) {
+      list.insertBefore(item, other);
+      return;
+    }
+  }
+  if (item.parentNode !== list || list.lastElementChild !== item) list.append(item);
+}
+
+// A conversation as the account channel tells it (created, or its answer started or
+// ended): added, or updated and moved to where its `updatedAt` puts it.
+function upsertConversation(c, answering) {
+  if (!c || !c.id) return;
+  let item = listItem(c.id);
+  if (!item) item = conversationItem(c);
+  else {
+    item.querySelector("a").textContent = c.shortTitle || "Untitled";
+    if (c.updatedAt && Date.parse(c.updatedAt) > (Date.parse(item.dataset.updated) || 0)) item.dataset.updated = c.updatedAt;
+  }
+  if (answering === true) item.dataset.answering = "true";
+  else if (answering === false) delete item.dataset.answering;
+  place(item);
+  regroup();
+}
+
+function renameConversation(c) {
+  if (!c || !c.id) return;
+  const item = listItem(c.id);
+  if (item) item.querySelector("a").textContent = c.shortTitle || "Untitled";
+  for (const link of $("search-results").querySelectorAll(`li[data-conv="${CSS.escape(c.id)}"] a`)) {
+    link.textContent = c.shortTitle || "Untitled";
+  }
+  if (c.id === state.convId) setTitle(c.shortTitle);
+}
+
+// The open conversation is gone: show a new chat with `text` in the notice, and nothing of
+// the old one (no presence, no Stop, no frames of it waiting to be sent).
+function closeGone(text) {
+  const id = state.convId;
+  if (!id) return notice(text);
+  state.gone = id;
+  state.queue = state.queue.filter((e) => e.frame.conversationId !== id);
+  history.replaceState(null, "", "#");
+  openConversation(null).catch(() => {});
+  notice(text);
+}
+
+function conversationDeleted(id) {
+  const item = listItem(id);
+  if (item) item.remove();
+  for (const hit of $("search-results").querySelectorAll(`li[data-conv="${CSS.escape(id)}"]`)) hit.remove();
+  regroup();
+  if (id === state.deleting) return;
+  const why = "This conversation was deleted on another device.";
+  if (id === state.convId) closeGone(why);
+  else if (id === state.gone && $("notice-text").textContent) notice(why); // closed already, on its `not_found`
+}
+
+// The account channel (docs/api.md, "Account channel"): the list stays live from it, on
+// every device of the user; the focus refetch stays as a fallback.
+function onAccount(frame) {
+  if (frame.type === "subscribed") {
+    // Without a cursor, live from here: the list read before may have missed what happened
+    // in between. With one, its replay (or `reset`) follows.
+    if (!state.accountCursor) {
+      state.accountCursor = { epoch: frame.epoch, seq: frame.seq };
+      refreshList();
+    }
+    return;
+  }
+  if (frame.type === "unsubscribed") {
+    setTimeout(() => {
+      if (state.wsReady) subscribeAccount();
+    }, 250);
+    return;
+  }
+  if (frame.type === "reset") {
+    state.accountCursor = { epoch: frame.epoch, seq: frame.seq };
+    state.nextCursorUsed = false;
+    refreshList();
+    return;
+  }
+  const cursor = state.accountCursor;
+  if (cursor && cursor.epoch === frame.epoch && frame.seq <= cursor.seq) return; // applied already
+  if (frame.epoch !== undefined) state.accountCursor = { epoch: frame.epoch, seq: frame.seq };
+  switch (frame.type) {
+    case "conversation.created":
+      upsertConversation(frame.conversation);
+      break;
+    case "conversation.renamed":
+      renameConversation(frame.conversation);
+      break;
+    case "answer.started":
+      upsertConversation(frame.conversation, true);
+      break;
+    case "answer.ended":
+      upsertConversation(frame.conversation, false);
+      break;
+    case "conversation.deleted":
+      conversationDeleted(frame.conversationId);
+      break;
+    case "session.revoked":
+      if (frame.sessionId === state.sessionId) showSignIn("Your session ended. Sign in again.");
+      else sessionGone(frame.sessionId);
+      break;
+    default:
+      break;
+  }
 }
 
 // ---------- search (docs/api.md, Search) ----------
@@ -984,7 +1200,7 @@ async function openConversation(id) {
 function routeFromHash() {
   const match = /^#c=(.+)$/.exec(location.hash);
   const id = match ? decodeURIComponent(match[1]) : null;
-  if (id !== state.convId) openConversation(id).catch((err) => notice(err.message));
+  if (id !== state.convId) openConversation(id).catch((err) => fail(err));
 }
 
 // ---------- composer ----------
@@ -1007,6 +1223,7 @@ function send(text) {
   const node = addMessage({ role: "user", content: text, status: "streaming", clientMessageId });
   state.queue.push({ frame, el: node, inFlight: false, newChat });
   flushQueue();
+  syncControls();
   if (!state.wsReady) setConn(navigator.onLine ? "reconnecting…" : "offline — will send when back", "bad");
 }
 
@@ -1062,13 +1279,46 @@ const branchCommands = {
   },
 };
 
+// The model and tools picked last, per user, on every device: GET/PUT
+// /api/user/preferences ({tools, aiModel}; docs/api.md, "Preferences"), read at start and
+// saved on each change. A tool the picked model lacks keeps its pick for the next model.
+function savePrefs() {
+  const tools = new Set(state.prefs.tools);
+  for (const box of $("tools").querySelectorAll("input")) {
+    if (box.checked) tools.add(box.value);
+    else tools.delete(box.value);
+  }
+  state.prefs = { tools: [...tools], aiModel: $("model").value || null };
+  // One PUT at a time, each sending the picks as they are then: the last one stored is the
+  // last one made (two in flight could land in either order).
+  state.prefSaves = state.prefSaves
+    .then(() => api("PUT", "/api/user/preferences", state.prefs))
+    .catch(() => {}); // not saved: the picks last as long as the page
+}
+
+// What answers a model id: itself, or (shut down) the successor that answers it.
+function answering(id) {
+  let model = state.models.find((m) => m.id === id);
+  for (let hops = 0; model && model.status === "shut_down" && hops < 10; hops += 1) {
+    model = state.models.find((m) => m.id === model.successor);
+  }
+  return model && model.status !== "shut_down" ? model.id : null;
+}
+
+// A shut-down model is answered by its successor, which is listed itself: the picker offers
+// only the models that answer (a deprecated one says so, and what follows it).
 function fillModels() {
   const select = $("model");
   select.replaceChildren();
-  for (const m of state.models) {
+  const offered = state.models.filter((m) => m.status !== "shut_down");
+  const remembered = state.prefs.aiModel ? answering(state.prefs.aiModel) : null;
+  for (const m of offered) {
     const option = el("option", { value: m.id, text: m.name || m.id });
-    if (m.status && m.status !== "available") option.textContent += ` (${m.status})`;
-    if (m.default) option.selected = true;
+    if (m.status === "deprecated") {
+      const next = state.models.find((n) => n.id === m.successor);
+      option.textContent += next ? ` (deprecated: use ${next.name || next.id})` : " (deprecated)";
+    } else if (m.status === "preview") option.textContent += " (preview)";
+    if (remembered ? m.id === remembered : m.default) option.selected = true;
     select.append(option);
   }
   fillTools();
@@ -1077,40 +1327,14 @@ function fillModels() {
 function fillTools() {
   const model = state.models.find((m) => m.id === $("model").value);
   const box = $("tools");
+  const remembered = new Set(state.prefs.tools);
   box.replaceChildren();
   for (const tool of (model && model.tools) || []) {
     const id = `tool-${tool}`;
-    box.append(el("label", { for: id }, el("input", { type: "checkbox", id, value: tool }), ` ${tool.replace(/_/g, " ")}`));
+    const input = el("input", { type: "checkbox", id, value: tool });
+    input.checked = remembered.has(tool);
+    box.append(el("label", { for: id }, input, ` ${tool.replace(/_/g, " ")}`));
   }
-}
-
-// ---------- sessions ----------
-
-async function showSessions() {
-  $("sessions").hidden = false;
-  const list = $("session-list");
-  list.replaceChildren(el("li", { text: "Loading…" }));
-  const sessions = await api("GET", "/api/auth/list-sessions");
-  list.replaceChildren();
-  for (const s of sessions) {
-    const label = el("div", { class: "session-info" },
-      el("strong", { text: s.userAgent || "Unknown client" }),
-      el("span", { class: "note", text: [s.ipAddress, `since ${new Date(s.createdAt).toLocaleString()}`].filter(Boolean).join(" · ") }));
-    const item = el("li", { "data-session": s.id }, label);
-    if (s.current) {
-      item.append(el("span", { class: "pill", text: "this device" }));
-    } else {
-      const revoke = el("button", { type: "button", class: "ghost danger", text: "Revoke" });
-      revoke.addEventListener("click", async () => {
-        revoke.disabled = true;
-        await api("POST", "/api/auth/revoke-session", { id: s.id });
-        item.remove();
-      });
-      item.append(revoke);
-    }
-    list.append(item);
-  }
-  $("close-sessions").focus();
 }
 
 // ---------- instructions (docs/api.md, Instructions) ----------
@@ -1147,6 +1371,8 @@ async function saveInstructions(kind) {
 
 function showSignIn(message) {
   state.user = null;
+  state.sessionId = null;
+  state.accountCursor = null;
   clearTimeout(state.reconnectTimer);
   state.reconnectTimer = null;
   dropSocket();
@@ -1167,12 +1393,21 @@ async function start() {
     return;
   }
   state.user = session.user;
+  state.sessionId = session.session ? session.session.id : null;
   $("signin").hidden = true;
   $("app").hidden = false;
   $("who").textContent = session.user.name || session.user.email || "";
-  const models = await api("GET", "/api/models");
+  // Every id (shut-down ones too, with their successors): a remembered retired model is
+  // shown as the one that answers it. The picker lists only those that answer.
+  const [models, prefs] = await Promise.all([
+    api("GET", "/api/models?all=true"),
+    api("GET", "/api/user/preferences").catch(() => null),
+  ]);
+  if (prefs && Array.isArray(prefs.tools)) state.prefs = prefs;
   state.models = models.models;
+  if (Number.isInteger(models.maxMessageChars) && models.maxMessageChars > 0) state.maxChars = models.maxMessageChars;
   fillModels();
+  syncComposer();
   connect();
   await loadConversations();
   routeFromHash();
@@ -1192,6 +1427,18 @@ function wire() {
     event.preventDefault();
     const text = $("input").value.trim();
     if (!text) return;
+    if (messageLength(text) > state.maxChars) {
+      fail(describe("invalid_request", { field: "message", error: "message: at most" }));
+      return;
+    }
+    if (sendBlocked()) {
+      notice("Cero is still answering: wait for it, or press Stop (Esc). Your message stays here.");
+      return;
+    }
+    // A failed send of ours (kept in the log as failed) gives way to this one.
+    for (const failed of $("messages").querySelectorAll(':scope > .turn > article.user[data-status="error"]:not([data-id])')) {
+      turnOf(failed).remove();
+    }
     $("input").value = "";
     notice("");
     send(text);
@@ -1200,22 +1447,33 @@ function wire() {
     if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
       event.preventDefault();
       $("composer").requestSubmit();
+    } else if (event.key === "Escape" && state.streaming && !$("stop").hidden) {
+      event.preventDefault();
+      event.stopPropagation();
+      $("stop").click(); // Esc in the composer stops the answer
     }
   });
+  $("input").addEventListener("input", syncComposer);
+  if (TOUCH) $("input").placeholder = "Message Cero";
   $("stop").addEventListener("click", () => {
     const frame = { type: "cancel", conversationId: state.convId };
     if (state.streaming && state.streaming.generationId) frame.generationId = state.streaming.generationId;
     if (wsSend(frame)) $("stop").disabled = true;
+    $("input").focus(); // Stop goes away with the answer: the focus must not fall to <body>
   });
-  $("model").addEventListener("change", fillTools);
+  $("model").addEventListener("change", () => {
+    fillTools();
+    savePrefs();
+  });
+  $("tools").addEventListener("change", savePrefs);
   $("new-chat").addEventListener("click", () => {
     history.pushState(null, "", "#");
     openConversation(null);
   });
-  $("more").addEventListener("click", () => loadConversations(true).catch((err) => notice(err.message)));
+  $("more").addEventListener("click", () => loadConversations(true).catch((err) => fail(err)));
   $("search-form").addEventListener("submit", (event) => {
     event.preventDefault();
-    search($("search-input").value).catch((err) => notice(err.message));
+    search($("search-input").value).catch((err) => fail(err));
   });
   $("search-input").addEventListener("input", () => {
     if (!$("search-input").value.trim()) search("").catch(() => {});
@@ -1227,11 +1485,22 @@ function wire() {
     }
   });
   $("sign-out").addEventListener("click", async () => {
+    // Our own sign-out closes the socket with 4001 too: drop it first, so the page says
+    // what happened ("You signed out"), not "Your session ended".
+    state.user = null;
+    const ws = state.ws;
+    if (ws) {
+      forget(ws);
+      ws.close();
+    }
     await api("POST", "/api/auth/sign-out", {});
-    showSignIn();
+    showSignIn("You signed out.");
   });
-  $("open-sessions").addEventListener("click", () => showSessions().catch((err) => notice(err.message)));
-  $("open-instructions").addEventListener("click", () => showInstructions().catch((err) => notice(err.message)));
+  $("open-sessions").addEventListener("click", () => showSessions(api, fail).catch((err) => fail(err)));
+  $("revoke-others").addEventListener("click", () => revokeOthers(api).catch((err) => {
+    $("sessions-status").textContent = describeError(err).text;
+  }));
+  $("open-instructions").addEventListener("click", () => showInstructions().catch((err) => fail(err)));
   $("close-instructions").addEventListener("click", () => {
     $("instructions").hidden = true;
     $("open-instructions").focus();
@@ -1240,7 +1509,7 @@ function wire() {
     $(`${kind}-instructions-form`).addEventListener("submit", (event) => {
       event.preventDefault();
       saveInstructions(kind).catch((err) => {
-        $("instructions-status").textContent = err.message;
+        $("instructions-status").textContent = describeError(err).text;
       });
     });
   }
@@ -1258,41 +1527,61 @@ function wire() {
     $("rename-form").hidden = false;
     $("rename-input").focus();
   });
+  // The form goes away when renaming ends: the focus goes back to the composer, not <body>.
   const endRename = () => {
     $("rename-form").hidden = true;
     $("title").hidden = false;
+    $("input").focus();
   };
   $("rename-cancel").addEventListener("click", endRename);
   $("rename-input").addEventListener("keydown", (event) => {
-    if (event.key === "Escape") endRename();
+    if (event.key === "Escape") {
+      event.preventDefault();
+      endRename();
+    }
   });
   $("rename-form").addEventListener("submit", async (event) => {
     event.preventDefault();
     const title = $("rename-input").value.trim();
     if (!title || !state.convId) return endRename();
-    const data = await api("PATCH", `/api/conversations/${encodeURIComponent(state.convId)}`, { shortTitle: title });
-    setTitle(data.conversation.shortTitle);
-    const link = $("conversations").querySelector(`[data-conv="${CSS.escape(state.convId)}"] a`);
-    if (link) link.textContent = data.conversation.shortTitle;
+    let data;
+    try {
+      data = await api("PATCH", `/api/conversations/${encodeURIComponent(state.convId)}`, { shortTitle: title });
+    } catch (err) {
+      fail(err, () => $("rename-form").requestSubmit());
+      return;
+    }
+    renameConversation(data.conversation);
     endRename();
   });
   $("delete").addEventListener("click", async () => {
     const id = state.convId;
     if (!id || !window.confirm("Delete this conversation?")) return;
-    await api("DELETE", `/api/conversations/${encodeURIComponent(id)}`);
-    const item = $("conversations").querySelector(`[data-conv="${CSS.escape(id)}"]`);
+    state.deleting = id; // its `conversation.deleted` may come before the answer
+    try {
+      await api("DELETE", `/api/conversations/${encodeURIComponent(id)}`);
+    } catch (err) {
+      state.deleting = null;
+      fail(err);
+      return;
+    }
+    const item = listItem(id);
     if (item) item.remove();
     regroup();
-    history.pushState(null, "", "#");
-    await openConversation(null);
+    if (state.convId === id) {
+      history.pushState(null, "", "#");
+      await openConversation(null);
+    }
+    state.deleting = null;
   });
   $("toggle-list").addEventListener("click", () => {
     const open = document.body.classList.toggle("list-open");
     $("toggle-list").setAttribute("aria-expanded", String(open));
   });
   window.addEventListener("hashchange", routeFromHash);
-  // Conversations started elsewhere (another tab, the CLI) show up when the page is looked
-  // at again: the API has no per-user event stream, so the first page is refetched.
+  // The account channel keeps the list live; as a fallback (a channel event lost, say, in
+  // cluster mode while Redis was down) the first page is refetched when the tab is looked
+  // at again.
   document.addEventListener("visibilitychange", () => {
     if (document.visibilityState === "visible" && state.user && !state.nextCursorUsed) {
       loadConversations().then(markCurrent, () => {});
@@ -1301,4 +1590,4 @@ function wire() {
 }
 
 wire();
-start().catch((err) => notice(err.message));
+start().catch((err) => fail(err, () => location.reload()));

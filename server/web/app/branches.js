@@ -1,12 +1,13 @@
 // Cero web app: the conversation-branch controls (docs/api.md, "Branches"). This module owns
-// the DOM of each message's action bar (Regenerate, Copy and Continue on an answer, Edit on
-// a message of yours, the ‹ n / m › switcher between sibling versions), the inline editor
-// and the clipboard. It knows nothing of the socket: app.js hands it the commands to run
+// the DOM of each message's action bar (Regenerate, Copy and Continue on an answer, Edit and
+// Copy on a message of yours, the ‹ n / m › switcher between sibling versions) and the
+// inline editor. It knows nothing of the socket: app.js hands it the commands to run
 // (`wireActions`) and tells it when the conversation is busy (`syncActions`).
 //
 // A message is a `.turn` holding its `<article class="msg">` (data-id, data-status,
 // data-finish, data-siblings: the JSON list of its sibling ids, oldest first) and its bar.
 
+import { copyText, selectContents } from "./clipboard.js";
 import { el } from "./dom.js";
 
 const CONTINUABLE = new Set(["cancelled", "interrupted"]);
@@ -24,7 +25,7 @@ export function actionBar(role) {
       button("prev", "‹", "Previous version"),
       el("span", { class: "count" }),
       button("next", "›", "Next version")));
-  if (mine) bar.append(button("edit", "Edit", "Edit message"));
+  if (mine) bar.append(button("edit", "Edit", "Edit message"), button("copy", "Copy", "Copy message"));
   else {
     bar.append(button("regenerate", "Regenerate", "Regenerate answer"), button("copy", "Copy", "Copy answer"),
       button("continue", "Continue", "Continue answer"));
@@ -169,38 +170,13 @@ export function openDraft(box) {
 
 // ---------- copy ----------
 
-async function copyText(text) {
-  try {
-    await navigator.clipboard.writeText(text);
-    return true;
-  } catch {
-    // No Clipboard API here (an insecure origin, a denied permission): the old way.
-  }
-  const area = el("textarea", { class: "sr-only", readonly: "", "aria-hidden": "true" });
-  area.value = text;
-  document.body.append(area);
-  area.select();
-  let done = false;
-  try {
-    done = document.execCommand("copy");
-  } catch {
-    done = false;
-  }
-  area.remove();
-  return done;
-}
-
 async function copy(button, article) {
   const text = article.dataset.text !== undefined ? article.dataset.text : article.querySelector(".body").textContent;
   const done = await copyText(text);
   button.focus();
   if (!done) {
     // Nothing could write the clipboard: select the text for the reader to copy.
-    const range = document.createRange();
-    range.selectNodeContents(article.querySelector(".body"));
-    const selection = window.getSelection();
-    selection.removeAllRanges();
-    selection.addRange(range);
+    selectContents(article.querySelector(".body"));
   }
   button.textContent = done ? "Copied" : "Selected: press Ctrl+C";
   clearTimeout(button.copyTimer);

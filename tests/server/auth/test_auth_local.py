@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -11,10 +12,17 @@ import aiohttp
 import pytest
 import structlog
 
+from server.auth.local import issue_link
+from server.core.ids import token_hash
+from server.storage.tables import LocalSignInLink
+from standins.live_app import Live
 from tests.auth_helpers import bearer, cookie_header, set_cookies
 from tests.conftest import live_app
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+#: What a browser's navigation asks for.
+BROWSER = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
 
 
 def link_in(events: Sequence[Mapping[str, Any]], err: str) -> str | None:
@@ -59,9 +67,65 @@ async def test_local_link_works_once(database_url: str, capsys: pytest.CaptureFi
                 assert resp.status == 200
             async with http.get(target, allow_redirects=False) as resp:
                 assert resp.status == 403
-                assert (await resp.json())["code"] == "forbidden"
+                refusal = await resp.json()
+                assert refusal["code"] == "forbidden" and refusal["reason"] == "used"
+                assert "cero-api sign-in-link" in refusal["error"]
+            # A browser gets a page that says what happened and how to get a new link.
+            async with http.get(target, headers=BROWSER, allow_redirects=False) as resp:
+                assert resp.status == 403 and resp.content_type == "text/html"
+                assert resp.headers["Cache-Control"] == "no-store"
+                assert "frame-ancestors 'none'" in resp.headers["Content-Security-Policy"]
+                html = await resp.text()
+                assert "already used" in html and "<code>cero-api sign-in-link</code>" in html
+                assert "<form" not in html  # no new link over HTTP, not even to loopback
+            # Reloaded in the browser it signed in: that browser goes on to the app.
+            jar = cookie_header({"better-auth.session_token": session.value})
+            async with http.get(target, headers={**BROWSER, **jar}, allow_redirects=False) as resp:
+                assert resp.status == 302 and resp.headers["Location"] == "/app"
+                assert "set-auth-token" not in resp.headers  # no new session
     finally:
         await ctx.__aexit__(None, None, None)
+
+
+async def test_expired_and_unknown_links_are_refused_with_a_reason(live: Live) -> None:
+    expired = await issue_link(0)  # expires as it is stored
+    fresh = await issue_link(60)
+    async with aiohttp.ClientSession() as http:
+        for token, reason, words in (
+            (expired, "expired", "has expired"),
+            ("not-a-link", "invalid", "not valid"),
+            ("", "invalid", "not valid"),
+            ("x" * 300, "invalid", "not valid"),
+        ):
+            path = f"{live.url}/auth/local?token={token}"
+            async with http.get(path, allow_redirects=False) as resp:
+                assert resp.status == 403
+                assert (await resp.json())["reason"] == reason
+            async with http.get(path, headers=BROWSER, allow_redirects=False) as resp:
+                assert resp.status == 403 and words in await resp.text()
+        # Issued later, another link still works once: the two are independent.
+        path = f"{live.url}/auth/local?token={fresh}&next=/app%3Fx%3D1"
+        async with http.get(path, allow_redirects=False) as resp:
+            assert resp.status == 302 and resp.headers["Location"] == "/app?x=1"
+        async with http.get(path, allow_redirects=False) as resp:
+            assert resp.status == 403
+    # Only the hash is stored.
+    stored = await LocalSignInLink.select(LocalSignInLink.token_hash).run()
+    assert {row["token_hash"] for row in stored} >= {token_hash(fresh), token_hash(expired)}
+    assert not any(fresh in str(row) for row in stored)
+
+
+async def test_a_link_is_redeemed_once_under_concurrency(live: Live) -> None:
+    token = await issue_link(60)
+    async with aiohttp.ClientSession() as http:
+
+        async def open_link() -> int:
+            path = f"{live.url}/auth/local?token={token}"
+            async with http.get(path, allow_redirects=False) as resp:
+                return resp.status
+
+        statuses = await asyncio.gather(*(open_link() for _ in range(8)))
+    assert sorted(statuses) == [302] + [403] * 7
 
 
 async def test_no_link_and_403_on_a_non_loopback_bind(
@@ -78,6 +142,8 @@ async def test_no_link_and_403_on_a_non_loopback_bind(
             async with http.get(live.url + "/auth/local?token=anything") as resp:
                 assert resp.status == 403
                 assert (await resp.json())["code"] == "forbidden"
+            async with http.get(live.url + "/auth/local?token=anything", headers=BROWSER) as resp:
+                assert resp.status == 403 and "Local sign-in is off" in await resp.text()
     finally:
         await ctx.__aexit__(None, None, None)
 

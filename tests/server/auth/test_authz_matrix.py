@@ -114,6 +114,7 @@ TABLE: dict[tuple[str, str], Row] = {
     ("POST", "/api/auth/sign-out"): Row("optional", body={}),
     ("GET", "/api/auth/list-sessions"): Row("user"),
     ("POST", "/api/auth/revoke-session"): Row("user", owned="session", body={"id": "$session"}),
+    ("POST", "/api/auth/revoke-other-sessions"): Row("user", body={}),
     ("POST", "/api/auth/sign-in/social"): Row(
         "public", body={"provider": "github", "callbackURL": "/app"}
     ),
@@ -124,6 +125,7 @@ TABLE: dict[tuple[str, str], Row] = {
     ("GET", "/api/user/whoami"): Row("user"),
     ("GET", "/app"): Row("public"),
     ("GET", "/app/{name}"): Row("public"),
+    ("GET", "/app/vendor/{name}"): Row("public"),
     ("POST", "/api/chat"): Row(
         "user",
         owned="conversation",
@@ -150,8 +152,12 @@ TABLE: dict[tuple[str, str], Row] = {
     # The caller's own instructions: they name no resource of anyone else's.
     ("GET", "/api/user/instructions"): Row("user"),
     ("PUT", "/api/user/instructions"): Row("user", body={"instructions": "be brief"}),
+    # Likewise the caller's own preferences.
+    ("GET", "/api/user/preferences"): Row("user"),
+    ("PUT", "/api/user/preferences"): Row("user", body={"tools": ["google_search"]}),
     ("GET", "/api/search"): Row("user", query={"q": "mine"}),
-    ("GET", "/api/account/events"): Row("user"),  # the caller's own account channel
+    # The caller's own account channel: it names no resource of anyone else's.
+    ("GET", "/api/account/events"): Row("user"),
     # Attachments: the upload names nothing of anyone else's (a JSON body here: refused
     # with 415 once signed in); a download or thumbnail of A's is B's 404, as a missing one.
     ("POST", "/api/attachments"): Row("user", body={}),
@@ -168,6 +174,9 @@ WS_COMMANDS: dict[str, dict[str, Any]] = {
     "cancel": {"type": "cancel", "conversationId": "$conv"},
     "switch": {"type": "switch", "conversationId": "$conv", "messageId": "$msg"},
     "ping": {"type": "ping"},
+    # The account channel names no conversation: a user only ever reads their own.
+    "watchaccount": {"type": "subscribe", "channel": "account"},
+    "unwatchaccount": {"type": "unsubscribe", "channel": "account"},
 }
 
 

@@ -524,6 +524,7 @@ async def test_models_endpoint(env: Env) -> None:
     ids = [m["id"] for m in body["models"]]
     assert "demo" in ids and MODEL in ids
     assert [m["id"] for m in body["models"] if m["default"]] == [MODEL]
+    assert body["maxMessageChars"] == 32_000  # CERO_MAX_MESSAGE_CHARS: the composer's counter
 
 
 class RecordingWriter:

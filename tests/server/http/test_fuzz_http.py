@@ -65,13 +65,14 @@ async def _st(
         # The WebSocket route needs an upgrade; the live SSE stream of a conversation
         # schemathesis learnt the id of never ends (by design): each such case sat out the
         # request timeout (measured: fuzzing 241 s instead of 8 s with it). Both are
-        # covered by their own tests (test_ws*.py, test_chat.py, test_hub*.py).
+        # covered by their own tests (test_ws*.py, test_chat.py, test_hub*.py). The account
+        # channel's stream never ends either (test_account_channel.py).
         "--exclude-path",
         "/api/ws",
         "--exclude-path",
         "/api/conversations/{id}/events",
         "--exclude-path",
-        "/api/account/events",  # the account channel's live stream, likewise
+        "/api/account/events",
     ]
     if only is not None:
         args += ["--include-path", only]

@@ -226,6 +226,50 @@ async def test_a_revoked_session_is_announced_to_the_other_devices(live: Live) -
         await ws.close()
 
 
+async def test_sign_out_everywhere_else_revokes_the_others_and_announces_each(
+    live: Live,
+) -> None:
+    """``POST /api/auth/revoke-other-sessions`` (Better Auth's): every session of the user
+    but the caller's is revoked, each announced; another user's sessions are untouched."""
+    token, user_id = await make_user_session("Many sessions")
+    store = SessionStore()
+    others = [
+        (await store.start(user_id, ip_address="127.0.0.1", user_agent=f"device {i}"))[0]
+        for i in range(2)
+    ]
+    stranger, _ = await make_user_session("Stranger")
+    async with aiohttp.ClientSession() as http:
+        ws = await _peer(live, http, token)
+        await _watch(ws)
+        async with http.get(live.url + "/api/auth/list-sessions", headers=bearer(token)) as resp:
+            before = {s["id"] for s in orjson.loads(await resp.read()) if not s["current"]}
+        assert len(before) == 2
+        async with http.post(
+            live.url + "/api/auth/revoke-other-sessions", json={}, headers=bearer(token)
+        ) as resp:
+            assert resp.status == 200
+            assert await resp.json() == {"status": True}
+        await ws.wait_for(
+            lambda f: (
+                {e["sessionId"] for e in _account(ws) if e["type"] == "session.revoked"} == before
+            )
+        )
+        async with http.get(live.url + "/api/auth/list-sessions", headers=bearer(token)) as resp:
+            after = orjson.loads(await resp.read())
+        assert [s["current"] for s in after] == [True]
+        for other in others:
+            async with http.get(live.url + "/api/user/whoami", headers=bearer(other)) as resp:
+                assert resp.status == 401
+        async with http.get(live.url + "/api/user/whoami", headers=bearer(stranger)) as resp:
+            assert resp.status == 200
+        # Alone already: nothing to revoke, the same answer.
+        async with http.post(
+            live.url + "/api/auth/revoke-other-sessions", headers=bearer(token)
+        ) as resp:
+            assert resp.status == 200
+        await ws.close()
+
+
 async def test_bad_frames_and_unsubscribe(live: Live) -> None:
     token, _ = await make_user_session("Frames")
     async with aiohttp.ClientSession() as http:

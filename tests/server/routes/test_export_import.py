@@ -40,7 +40,8 @@ def live_settings() -> dict[str, Any]:
 # -- building conversations straight in the tables ----------------------------------------
 
 STATUSES = ("complete", "streaming", "cancelled", "error", "interrupted")
-text = st.text(st.characters(exclude_characters="\x00"), max_size=30)
+# No lone surrogates: neither JSON (orjson) nor PostgreSQL (asyncpg) carries them.
+text = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=30)
 
 
 @st.composite

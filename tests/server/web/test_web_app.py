@@ -27,7 +27,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from server.auth.local import LOCAL
+from server.auth.local import issue_link
 from server.auth.sessions import SESSIONS
 from standins.gemini import FakeGemini, Script
 from standins.github import FakeGitHub
@@ -149,7 +149,7 @@ async def devices(env: Env) -> AsyncIterator[Devices]:
     """Device A signed in with the local sign-in link; device B a second session."""
     a_ctx = await new_context(env)
     a, a_errors = await watched(a_ctx)
-    link = f"/auth/local?token={env.live.app[LOCAL].issue()}"
+    link = f"/auth/local?token={await issue_link(60)}"
     await a.goto(link)
     await expect(a).to_have_url(f"{env.live.url}/app")
     await expect(a.locator("#who")).to_have_text("Local user")
@@ -296,7 +296,8 @@ async def test_two_devices_join_mid_answer_and_end_with_the_same_text(
 
         def to_server(message: str | bytes) -> None:
             frame = json.loads(message)
-            if frame["type"] == "subscribe" and frame["conversationId"] == conv and not gap_over:
+            subscribing = frame["type"] == "subscribe" and frame.get("conversationId") == conv
+            if subscribing and not gap_over:
                 held.append(str(message))
                 routed.append(server)
                 return
@@ -353,16 +354,19 @@ async def test_stop_on_one_device_cancels_for_both(env: Env, devices: Devices) -
     env.fake.enqueue(Script(chunks=["One", " two", " three"], release_after=1, release=release))
     await send(a, "count slowly")
     await expect(last_answer(b).locator(".body")).to_have_text("One")
-    # A second send while the answer runs is refused (409 conversation_busy over the socket).
+    # A second send waits while the answer runs (Send is disabled; Enter keeps the text).
+    await expect(a.locator("#send")).to_be_disabled()
     await send(a, "too soon")
     await expect(a.locator("#notice")).to_contain_text("still answering")
-    too_soon = a.locator("article.msg.user", has_text="too soon")
-    await expect(too_soon).to_have_attribute("data-status", "error")
+    await expect(a.locator("#input")).to_have_value("too soon")
+    await expect(a.locator("article.msg.user", has_text="too soon")).to_have_count(0)
     await b.locator("#stop").click()
     for page in (a, b):
         await expect(last_answer(page)).to_have_attribute("data-status", "cancelled")
         await expect(last_answer(page).locator(".body")).to_have_text("One")
         await expect(page.locator("#stop")).to_be_hidden()
+        await expect(page.locator("#send")).to_be_enabled()
+    await a.locator("#input").fill("")
     release.set()
     data = await rest(env, "GET", f"/api/conversations/{conversation_of(a)}/messages")
     assert "too soon" not in [m["content"] for m in data["messages"]]
@@ -559,8 +563,9 @@ async def test_conversation_list_paginates_renames_and_deletes(env: Env, devices
     await expect(b.locator("#presence")).to_have_text("2 devices watching")
     a.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
     await a.locator("#delete").click()
-    # B watched it: its subscription ends, and following on finds it gone.
-    await expect(b.locator("#notice")).to_contain_text("does not exist")
+    # B watched it: the account channel says so, and B closes it.
+    await expect(b.locator("#notice")).to_contain_text("deleted on another device")
+    await expect(b.locator("#title")).to_have_text("New chat")
     await expect(a.locator(f'#conversations li[data-conv="{conv}"]')).to_have_count(0)
     await expect(a.locator("#title")).to_have_text("New chat")
     async with aiohttp.ClientSession() as http:
@@ -802,4 +807,7 @@ async def test_sessions_revoke_and_sign_out(env: Env, devices: Devices) -> None:
     await expect(a.locator("#sessions")).to_be_hidden()
     await a.locator("#sign-out").click()
     await expect(a.locator("#signin")).to_be_visible()
+    # A deliberate sign-out says so; only a session ended elsewhere says "ended".
+    await expect(a.locator("#signin p").first).to_have_text("You signed out.")
+    await expect(b.locator("#signin p").first).to_have_text("Your session ended. Sign in again.")
     assert await a.evaluate("fetch('/api/auth/get-session').then((r) => r.json())") is None

@@ -23,7 +23,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from server.auth.local import LOCAL
+from server.auth.local import issue_link
 from server.auth.sessions import SESSIONS
 from standins.gemini import Script
 from tests.conftest import IN_CI
@@ -65,7 +65,7 @@ async def devices(env: Env) -> AsyncIterator[Devices]:
     a_ctx = await new_context(env)
     await a_ctx.grant_permissions(["clipboard-read", "clipboard-write"], origin=env.live.url)
     a, a_errors = await watched(a_ctx)
-    await a.goto(f"/auth/local?token={env.live.app[LOCAL].issue()}")
+    await a.goto(f"/auth/local?token={await issue_link(60)}")
     await expect(a.locator("#who")).to_have_text("Local user")
     session = await a.evaluate("fetch('/api/auth/get-session').then((r) => r.json())")
     env.user_id = session["user"]["id"]
@@ -157,7 +157,7 @@ async def test_controls_are_buttons_reachable_by_keyboard_and_wait_while_answeri
         if label == "model":
             break
         labels.append(label)
-    assert labels == ["Edit message", "Regenerate answer", "Copy answer"], labels
+    assert labels == ["Edit message", "Copy message", "Regenerate answer", "Copy answer"], labels
     await a.keyboard.press("Shift+Tab")
     await expect(action(answer, "copy")).to_be_focused()
     outline = await a.evaluate("getComputedStyle(document.activeElement).outlineStyle")
@@ -167,8 +167,8 @@ async def test_controls_are_buttons_reachable_by_keyboard_and_wait_while_answeri
     assert await a.evaluate("navigator.clipboard.readText()") == "Held answer."
 
     # Edit opens inline; Escape (or Cancel) leaves it with the text unchanged.
-    await a.keyboard.press("Shift+Tab")
-    await a.keyboard.press("Shift+Tab")
+    for _ in range(3):  # back past Regenerate and the message's Copy
+        await a.keyboard.press("Shift+Tab")
     await expect(action(user, "edit")).to_be_focused()
     await a.keyboard.press("Enter")
     area = user.locator(".editor textarea")
@@ -272,7 +272,10 @@ async def test_a_refused_command_says_why_and_the_controls_come_back(
     await action(user, "edit").click()
     await user.locator(".editor textarea").fill("changed")
     await user.get_by_role("button", name="Save & send").click()
-    await expect(page.locator("#notice")).to_contain_text("Edit refused: message: must not be")
+    # In plain words: not the server's field text.
+    await expect(page.locator("#notice")).to_contain_text(
+        "Edit refused: This message cannot be sent as it is"
+    )
     # The editor stays, with the draft, ready to try again.
     await expect(user.locator(".editor textarea")).to_have_value("changed")
     await expect(user.locator(".editor textarea")).to_be_focused()

@@ -23,7 +23,7 @@ from piccolo.table import Table
 
 from server.core.ids import new_id
 
-ID = "2026-12-07T11:00:00:000000"
+ID = "2026-12-07T11:20:00:000000"
 VERSION = "1.38.0"
 DESCRIPTION = "attachment, message_attachment and attachment_chunk"
 

@@ -5,7 +5,7 @@ lookup of a user's attachments by their hash."""
 from piccolo.apps.migrations.auto.migration_manager import MigrationManager
 from piccolo.engine import engine_finder
 
-ID = "2026-12-07T11:00:01:000000"
+ID = "2026-12-07T11:20:01:000000"
 VERSION = "1.38.0"
 DESCRIPTION = "attachment_chunk (sha256, seq) unique"
 
