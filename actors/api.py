@@ -60,6 +60,7 @@ from actors.mailbox import (
     Switch,
     Unsubscribe,
 )
+from actors.models.base import Attachment
 from actors.registry import ConversationNotFound, Registry
 from actors.store import (
     ClientMessageTaken,
@@ -86,6 +87,7 @@ __all__ = [
     "ActorDeps",
     "ActorStopped",
     "AnswerEvents",
+    "Attachment",
     "Cancel",
     "ClientMessageTaken",
     "ClusterHooks",

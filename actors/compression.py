@@ -2,9 +2,10 @@
 
 Older turns travel inside the system instruction as one TOON table,
 ``[N]{role,content}:`` followed by one ``role,content`` row per message (docs/api.md,
-"Chat"). Flat ``{role, content}`` rows are the shape where TOON beats compact JSON
-(GEMINI.md: about 10–12% fewer tokens); the nested Gemini ``contents/parts``
-structure would be worse, so it is never encoded.
+"Chat"); a message's attachments are named at the end of its content, one
+``[attachment: name, type, size]`` line each. Flat ``{role, content}`` rows are the
+shape where TOON beats compact JSON (GEMINI.md: about 10–12% fewer tokens); the nested
+Gemini ``contents/parts`` structure would be worse, so it is never encoded.
 """
 
 from __future__ import annotations
@@ -29,8 +30,16 @@ def encode_turns(turns: Sequence[ChatTurn]) -> str:
     A bare list is encoded (not ``{"history": [...]}``) so the block starts exactly
     with ``[N]{role,content}:``. An empty list encodes as ``[]``.
     """
-    rows = [{"role": t.role, "content": t.content} for t in turns]
+    rows = [{"role": t.role, "content": content_with_labels(t)} for t in turns]
     return toon_format.encode(rows)
+
+
+def content_with_labels(turn: ChatTurn) -> str:
+    """A turn's text, then one ``[attachment: name, type, size]`` line per attachment:
+    how the block names files whose bytes are no longer sent."""
+    if not turn.attachments:
+        return turn.content
+    return "\n".join([turn.content, *(a.label() for a in turn.attachments)])
 
 
 def render_history(turns: Sequence[ChatTurn]) -> str:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 import structlog
 
 from actors.compression import render_history
-from actors.models.base import ChatTurn, ModelError, ModelProvider, ModelRequest
+from actors.models.base import Attachment, ChatTurn, ModelError, ModelProvider, ModelRequest
 from actors.models.catalog import ModelInfo
 from actors.store import Instructions
 
@@ -82,11 +82,36 @@ def estimate_tokens(text: str) -> int:
     return max(1, math.ceil(quarters / 4))
 
 
+#: Gemini's cost of one image (up to 384 px a side; larger ones are tiled, 258 a tile) and
+#: of one PDF page; audio costs 32 tokens a second.
+IMAGE_TOKENS = 258
+#: The estimate assumes larger images are cut into this many tiles, a page per this many
+#: bytes of PDF, and 16 kB a second of audio (128 kbit/s MP3).
+IMAGE_TILES = 4
+PDF_BYTES_PER_PAGE = 50_000
+AUDIO_BYTES_PER_SECOND = 16_000
+
+
+def estimate_attachment_tokens(attachment: Attachment) -> int:
+    """A conservative estimate of what one attachment costs when sent as a part."""
+    mime, size = attachment.mime_type, attachment.size
+    if mime.startswith("image/"):
+        return IMAGE_TOKENS * IMAGE_TILES
+    if mime == "application/pdf":
+        return IMAGE_TOKENS * max(1, math.ceil(size / PDF_BYTES_PER_PAGE))
+    if mime.startswith("audio/"):
+        return 32 * max(1, math.ceil(size / AUDIO_BYTES_PER_SECOND))
+    # Text: as for any text, at the cost of punctuation-heavy code (2 bytes a token).
+    return max(1, math.ceil(size / 2))
+
+
 def estimate_request_tokens(request: ModelRequest) -> int:
-    """The estimated prompt size of ``request`` (system instruction plus contents)."""
+    """The estimated prompt size of ``request`` (system instruction plus contents, and the
+    attachments sent as parts)."""
     total = estimate_tokens(request.system) + PER_MESSAGE_OVERHEAD
     for turn in request.contents:
         total += estimate_tokens(turn.content) + PER_MESSAGE_OVERHEAD
+        total += sum(estimate_attachment_tokens(a) for a in turn.attachments)
     return total
 
 

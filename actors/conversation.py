@@ -51,7 +51,7 @@ from actors.mailbox import (
     Switch,
     Unsubscribe,
 )
-from actors.models.base import ChatTurn, ModelProvider
+from actors.models.base import Attachment, ChatTurn, ModelProvider
 from actors.presence import Presence
 from actors.retries import RecentGenerations
 from actors.store import ContinuedGeneration, ConversationStore, NewGeneration, StoredMessage
@@ -163,12 +163,25 @@ class ConversationActor:
         timing: GenerationTiming | None = None,
         action: Action = "send",
         target: str | None = None,
+        attachments: tuple[Attachment, ...] = (),
     ) -> SendResult:
-        """``action``/``target``: what the send does to the tree (:data:`Action`)."""
+        """``action``/``target``: what the send does to the tree (:data:`Action`);
+        ``attachments``: the new user message's (a ``send`` only)."""
         if timing is not None:
             timing.mark("mailed")
         result: SendResult = await self._call(
-            Send(message, model, tools, client_message_id, subscribe, slot, timing, action, target)
+            Send(
+                message,
+                model,
+                tools,
+                client_message_id,
+                subscribe,
+                slot,
+                timing,
+                action,
+                target,
+                attachments,
+            )
         )
         return result
 
@@ -394,6 +407,7 @@ class ConversationActor:
         timing: GenerationTiming | None = None,
         action: Action = "send",
         target: str | None = None,
+        attachments: tuple[Attachment, ...] = (),
     ) -> SendResult:
         if client_message_id is not None:
             retried = await self._retry(client_message_id, subscribe)
@@ -410,11 +424,19 @@ class ConversationActor:
         # The model request goes out while the turn is committed: the upstream's latency
         # overlaps the database's. Nothing is published before the commit, and tokens
         # only after `init`; the first event just waits in `opening`.
-        turns = [ChatTurn(role=m.role, content=m.content) for m in plan.context if m.content]
+        turns = [
+            ChatTurn(role=m.role, content=m.content, attachments=m.attachments)
+            for m in plan.context
+            if m.content
+        ]
         if plan.answers is not None:
-            turns.append(ChatTurn(role="user", content=plan.answers.content))
+            turns.append(
+                ChatTurn(
+                    role="user", content=plan.answers.content, attachments=plan.answers.attachments
+                )
+            )
         elif plan.continued is None:
-            turns.append(ChatTurn(role="user", content=message))
+            turns.append(ChatTurn(role="user", content=message, attachments=attachments))
         else:
             turns.append(ChatTurn(role="assistant", content=plan.continued.content))
         loop = asyncio.get_running_loop()
@@ -425,7 +447,7 @@ class ConversationActor:
         # before the model request is built: a database that takes a while to sync
         # (PostgreSQL's WAL flush) does so while the request is built and sent.
         commit = loop.create_task(
-            self._commit_turn(plan, message, generation_id, client_message_id, model)
+            self._commit_turn(plan, message, generation_id, client_message_id, model, attachments)
         )
         opening: asyncio.Task[Opened] | None = None
         try:
@@ -467,6 +489,11 @@ class ConversationActor:
                         "createdAt": iso(user_message.created_at),
                         "clientMessageId": client_message_id,
                         "parentId": user_message.parent_id,
+                        **(
+                            {"attachments": [a.as_json() for a in user_message.attachments]}
+                            if user_message.attachments
+                            else {}
+                        ),
                     }
                 },
             )
@@ -532,6 +559,7 @@ class ConversationActor:
             command.timing,
             command.action,
             command.target,
+            command.attachments,
         )
         if slot is None:
             return await self._send(*args)
@@ -629,6 +657,7 @@ class ConversationActor:
         generation_id: str,
         client_message_id: str | None,
         model: ModelSpec,
+        attachments: tuple[Attachment, ...] = (),
     ) -> tuple[StoredMessage, StoredMessage]:
         store = self.deps.store
         continued = plan.continued
@@ -642,6 +671,7 @@ class ConversationActor:
                     model.id,
                     parent_id=plan.parent_id,
                     answers=plan.answers,
+                    attachments=attachments if plan.answers is None else (),
                 )
             )
         await store.continue_generation(

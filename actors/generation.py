@@ -236,6 +236,12 @@ class Runner:
         request = await self.deps.build_request(
             history=turns, model=model, tools=tools, instructions=instructions, provider=provider
         )
+        # The bytes of the attachments still sent as parts (the fitted request's contents;
+        # older ones are only named in the TOON block).
+        wanted = [a.id for turn in request.contents for a in turn.attachments]
+        if wanted:
+            data = await self.deps.store.attachment_data(wanted)
+            request = replace(request, attachment_data=data)
         requesting = time.perf_counter()
         if timing is not None:
             timing.marks["requesting"] = requesting

@@ -14,6 +14,7 @@ from typing import Literal, Protocol
 
 from actors.event_log import Event, Subscription
 from actors.generation_timing import GenerationTiming
+from actors.models.base import Attachment
 
 
 class ModelSpec(Protocol):
@@ -106,6 +107,8 @@ class Send:
     timing: GenerationTiming | None = None
     action: Action = "send"
     target: str | None = None
+    #: A new user message's attachments (a ``send`` only).
+    attachments: tuple[Attachment, ...] = ()
 
 
 @dataclass(slots=True)

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, Protocol
 
+from actors.models.base import Attachment
+
 MessageStatus = Literal["complete", "streaming", "cancelled", "error", "interrupted"]
 
 
@@ -38,6 +40,8 @@ class StoredMessage:
     #: The message before it in its branch (``None``: a first message): see
     #: :mod:`actors.tree`.
     parent_id: str | None = None
+    #: A user message's attachments, in the order sent (docs/api.md, Attachments).
+    attachments: tuple[Attachment, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +60,9 @@ class NewGeneration:
     model: str
     parent_id: str | None = None
     answers: StoredMessage | None = None
+    #: The new user message's attachments (checked: the sender's own, not yet used in
+    #: another conversation); the store links them to it in order.
+    attachments: tuple[Attachment, ...] = ()
 
     def rows(
         self, new_id: Callable[[], str], created_now: Callable[[], datetime]
@@ -75,6 +82,7 @@ class NewGeneration:
                 generation_id=self.generation_id,
                 client_message_id=self.client_message_id,
                 parent_id=self.parent_id,
+                attachments=self.attachments,
             )
         answer = StoredMessage(
             id=new_id(),
@@ -172,6 +180,11 @@ class ConversationStore(Protocol):
 
     def instructions_changed(self) -> None:
         """Some instructions were written (by this process): forget any remembered."""
+        ...
+
+    async def attachment_data(self, attachment_ids: Sequence[str]) -> dict[str, bytes]:
+        """The bytes of these attachments (those still stored: a missing one is left
+        out), for the model request."""
         ...
 
     async def active_leaf(self, conversation_id: str) -> str | None:

@@ -40,7 +40,7 @@ from actors.api import (
 )
 from cluster.keys import NodeContext
 from cluster.mirror import ClusterEventLog
-from cluster.wire import message, message_json, text
+from cluster.wire import attachment_json, attachments_of, message, message_json, text
 
 log = structlog.get_logger(__name__)
 
@@ -162,6 +162,7 @@ class Commands:
                     "slot": None if slot is None or not slot.held else slot.token,
                     "action": command.action,
                     "target": command.target,
+                    "attachments": [attachment_json(a) for a in command.attachments],
                 },
             )
         except StoreUnavailable:
@@ -262,6 +263,7 @@ class Commands:
                 slot=slot,
                 action=command.get("action") or "send",
                 target=command.get("target"),
+                attachments=attachments_of(command.get("attachments")),
             )
         finally:
             if slot is not None:

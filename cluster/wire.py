@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from actors.api import StoredMessage
+from actors.api import Attachment, StoredMessage
 from actors.clock import as_utc
 
 
@@ -55,6 +55,7 @@ def message_json(m: StoredMessage) -> dict[str, Any]:
         "citations": m.citations,
         "tools": m.tools,
         "parent_id": m.parent_id,
+        "attachments": [attachment_json(a) for a in m.attachments],
     }
 
 
@@ -74,4 +75,22 @@ def message(data: dict[str, Any]) -> StoredMessage:
         citations=data.get("citations"),
         tools=data.get("tools"),
         parent_id=data.get("parent_id"),
+        attachments=attachments_of(data.get("attachments")),
+    )
+
+
+def attachment_json(a: Attachment) -> dict[str, Any]:
+    return {"id": a.id, "name": a.name, "mime_type": a.mime_type, "size": a.size}
+
+
+def attachments_of(data: Any) -> tuple[Attachment, ...]:
+    """A forwarded send's or message's attachments (none from an older process)."""
+    if not isinstance(data, list):
+        return ()
+    return tuple(
+        Attachment(
+            id=str(a["id"]), name=str(a["name"]), mime_type=str(a["mime_type"]), size=int(a["size"])
+        )
+        for a in data
+        if isinstance(a, dict)
     )

@@ -26,6 +26,7 @@ from server.limits import stream_limits
 from server.ops.metrics import METRICS, Metrics, metrics_middleware, metrics_view
 from server.routes import (
     account,
+    attachments,
     branches,
     chat,
     conversations,
@@ -38,6 +39,7 @@ from server.routes import (
 from server.routes.openapi import openapi_view
 from server.routes.search import routes as search_routes
 from server.storage import db
+from server.storage.attachments import attachment_store
 from server.storage.db import ENGINE
 from server.transports import liveness, replay_budget, ws
 from server.web import app_page, device_page
@@ -63,6 +65,7 @@ def create_app(settings: Settings) -> web.Application:
     app[METRICS] = Metrics()
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(redis_client)  # cluster mode only (CERO_REDIS_URL)
+    app.cleanup_ctx.append(attachment_store)  # where attachments' bytes are kept
     app.cleanup_ctx.append(chat_runtime)
     app.cleanup_ctx.append(shared_state)  # cluster mode: limits and revocations in Redis
     # Generations end (server_shutdown) and live streams close while the database is open.
@@ -86,6 +89,7 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(export.routes)  # export and import (docs/api.md)
     app.add_routes(search_routes)  # GET /api/search
     app.add_routes(account.routes)  # GET /api/account/events
+    app.add_routes(attachments.routes)  # upload, download, thumbnail
     ws.setup(app)  # after stop_actors: sockets close once generations have ended
     return app
 

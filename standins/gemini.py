@@ -36,6 +36,8 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from standins.gemini_files import FakeFiles, PartError
+
 log = structlog.get_logger(__name__)
 
 STATUS_NAMES: dict[int, str] = {
@@ -201,6 +203,8 @@ class FakeGemini:
         self._errors_sent: dict[int, int] = {}
         self._runner: web.AppRunner | None = None
         self.base_url = ""
+        #: The Files API, and the check of attachment parts (:mod:`standins.gemini_files`).
+        self.files = FakeFiles()
 
     # -- control ---------------------------------------------------------------------
     def enqueue(self, *scripts: Script) -> None:
@@ -215,6 +219,7 @@ class FakeGemini:
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         app = web.Application()
         app.router.add_post(r"/{version:v1|v1beta}/models/{model}", self._dispatch)
+        self.files.add_routes(app)
         self._runner = web.AppRunner(
             app,
             handle_signals=False,
@@ -227,6 +232,7 @@ class FakeGemini:
         await site.start()
         bound_port = self._runner.addresses[0][1]
         self.base_url = f"http://{host}:{bound_port}"
+        self.files.base_url = self.base_url
         log.info("fake_gemini.started", base_url=self.base_url)
         return self.base_url
 
@@ -255,6 +261,10 @@ class FakeGemini:
         model, _, verb = request.match_info["model"].partition(":")
         if not isinstance(body, dict):
             return self._error(HttpError(400, "Invalid JSON payload received."))
+        try:
+            self.files.check(body)  # inlineData and fileData parts as Gemini checks them
+        except PartError as exc:
+            return self._error(HttpError(400, str(exc)))
         if verb == "countTokens":
             if "systemInstruction" in body or "tools" in body:
                 return self._error(

@@ -126,6 +126,7 @@ class MemoryStore:
         self.leaves: dict[str, str] = {}  # conversation id → active leaf
         self.user_instructions: dict[str, str] = {}  # user id → their instructions
         self.conversation_instructions: dict[str, str] = {}  # conversation id → its own
+        self.attachment_bytes: dict[str, bytes] = {}  # attachment id → its bytes
         self.owner = Switch()
         self.history_switch = Switch()
         self.start = Switch()
@@ -231,6 +232,9 @@ class MemoryStore:
 
     def instructions_changed(self) -> None:
         pass  # nothing remembered: every read is of the dicts
+
+    async def attachment_data(self, attachment_ids: Sequence[str]) -> dict[str, bytes]:
+        return {i: self.attachment_bytes[i] for i in attachment_ids if i in self.attachment_bytes}
 
     async def active_leaf(self, conversation_id: str) -> str | None:
         return self.leaves.get(conversation_id)

@@ -12,7 +12,8 @@ _HTML_PAGES = {"/device", "/app"}
 
 @schemathesis.check
 def no_html_error_or_traceback(ctx: Any, response: Any, case: Any) -> None:
-    text = response.text or ""
+    # A downloaded attachment or thumbnail is the file's own bytes, not text.
+    text = (response.content or b"").decode("utf-8", "replace")
     assert "Traceback (most recent call last)" not in text, "a traceback leaked"
     assert 'File "/' not in text, "a source path leaked"
     kind = response.headers.get("content-type", [""])

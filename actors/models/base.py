@@ -8,7 +8,7 @@ contract's error codes, so the actor never needs to know which SDK sits undernea
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -26,11 +26,31 @@ ErrorCode = Literal[
 
 
 @dataclass(frozen=True, slots=True)
+class Attachment:
+    """A file sent with a user message (docs/api.md, Attachments): what the model is told
+    of it. Its bytes travel in :attr:`ModelRequest.attachment_data`, by ``id``."""
+
+    id: str
+    name: str
+    mime_type: str
+    size: int
+
+    def as_json(self) -> dict[str, object]:
+        return {"id": self.id, "name": self.name, "mimeType": self.mime_type, "size": self.size}
+
+    def label(self) -> str:
+        """How the TOON history and the demo model name it: ``[attachment: name, type,
+        size]``."""
+        return f"[attachment: {self.name}, {self.mime_type}, {self.size} bytes]"
+
+
+@dataclass(frozen=True, slots=True)
 class ChatTurn:
     """One stored message as the model sees it."""
 
     role: Role
     content: str
+    attachments: tuple[Attachment, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +66,9 @@ class ModelRequest:
     contents: Sequence[ChatTurn]
     tools: tuple[str, ...] = ()
     max_output_tokens: int | None = None
+    #: The bytes of every attachment of ``contents`` (by :attr:`Attachment.id`), loaded
+    #: once the request is fitted to the budget (:mod:`actors.generation`).
+    attachment_data: Mapping[str, bytes] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -69,9 +69,26 @@ def demo_answer(request: ModelRequest) -> str:
     return (
         f"This is Cero's offline demo model. You said: \u201c{snippet}\u201d "
         f"({words} word{'s' if words != 1 else ''}). "
+        f"{_attached(request)}"
         f"I can see {turns} message{'s' if turns != 1 else ''} of this conversation. "
         "Configure GOOGLE_GENERATIVE_AI_API_KEY to talk to Gemini."
     )
+
+
+def _attached(request: ModelRequest) -> str:
+    """The last user message's attachments acknowledged: name, type, size (and whether
+    their bytes arrived)."""
+    attachments = request.contents[-1].attachments if request.contents else ()
+    if not attachments:
+        return ""
+    named = "; ".join(
+        f"{a.name} ({a.mime_type}, {a.size} bytes"
+        + ("" if len(request.attachment_data.get(a.id, b"")) == a.size else ", not received")
+        + ")"
+        for a in attachments
+    )
+    count = len(attachments)
+    return f"You attached {count} file{'s' if count != 1 else ''}: {named}. "
 
 
 def split_tokens(text: str) -> list[str]:

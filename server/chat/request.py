@@ -8,6 +8,11 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 ClientId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+AttachmentId = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+]
+#: The most attachments one message carries.
+MAX_ATTACHMENTS_PER_MESSAGE = 10
 
 
 #: What the validators below accept, stated for the JSON schema (``/openapi.json``): no
@@ -26,6 +31,11 @@ class ChatRequest(BaseModel):
     aiModel: str | None = Field(default=None, max_length=128, pattern=NO_NUL)
     tools: list[str] = Field(default_factory=list, max_length=8)
     clientMessageId: ClientId | None = None
+    #: Ids of the sender's attachments (``POST /api/attachments``), sent with the message
+    #: in this order (docs/api.md, Attachments). Optional: older clients send none.
+    attachments: list[AttachmentId] = Field(
+        default_factory=list, max_length=MAX_ATTACHMENTS_PER_MESSAGE
+    )
 
     @field_validator("message")
     @classmethod

@@ -25,6 +25,7 @@ from server.limits.admission import ADMISSION, Admission, AdmissionLimits
 from server.limits.user_limits import USER_LIMITS, memory_user_limits
 from server.ops.metrics import METRICS
 from server.storage.account_channel import ACCOUNT, AccountChannel
+from server.storage.attachments import BLOBS
 from server.storage.batch_writer import WRITER, BatchWriter
 from server.storage.chat_store import PiccoloConversationStore
 from server.storage.db import ENGINE
@@ -49,6 +50,7 @@ def make_providers(app: web.Application) -> dict[str, ModelProvider]:
             max_retries=2,
             max_connections=settings.model_max_connections,
             decoder=settings.gemini_decoder,
+            inline_max_bytes=settings.gemini_inline_max_bytes,
         )
     return providers
 
@@ -86,6 +88,7 @@ async def chat_runtime(app: web.Application) -> AsyncIterator[None]:
         fence_of=None if node is None else node.fence_of,
         # Another process may change them: cluster mode reads them for every send.
         remember_instructions=node is None,
+        blobs=app[BLOBS],
     )
     if node is None:
         interrupted = await store.interrupt_streaming()

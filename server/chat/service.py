@@ -24,6 +24,7 @@ from aiohttp import web
 from actors.api import (
     Action,
     ActorStopped,
+    Attachment,
     ClientMessageTaken,
     ConversationActor,
     ConversationBusy,
@@ -45,7 +46,9 @@ from server.core.errors import ApiError
 from server.limits.admission import ADMISSION
 from server.limits.refusals import require_redis
 from server.limits.user_limits import USER_LIMITS
+from server.storage import attachments
 from server.storage.account_channel import ACCOUNT
+from server.storage.attachments import AttachmentRefused
 from server.storage.chat_store import (
     conversation_for_client_message,
     create_conversation,
@@ -206,6 +209,8 @@ async def start_chat(
                     # (finally), and a send the slot refused was not counted (see
                     # server.limits.user_limits).
                     await limits.admit_send(user.id)
+                # Checked before a new conversation is made: a refused send makes none.
+                sent_along = await _attachments_of(user.id, conversation_id, body, action)
                 if conversation_id is None:
                     await limits.admit_new_conversation(user.id)
                     # The model's title replaces it after the first answer (.titles).
@@ -230,6 +235,7 @@ async def start_chat(
                         timing=timing,
                         action=action,
                         target=target,
+                        attachments=sent_along,
                     )
 
                 try:
@@ -256,6 +262,19 @@ async def start_chat(
             finally:
                 if slot is not None:
                     slot.abandon()  # given back unless the actor took it
+
+
+async def _attachments_of(
+    user_id: str, conversation_id: str | None, body: ChatRequest, action: Action
+) -> tuple[Attachment, ...]:
+    """The send's attachments, checked (the sender's, not sent in another conversation);
+    ``400`` naming ``attachments`` otherwise. Only a ``send`` carries any."""
+    if not body.attachments or action != "send":
+        return ()
+    try:
+        return await attachments.for_send(user_id, conversation_id, body.attachments)
+    except AttachmentRefused as exc:
+        raise ApiError(400, "invalid_request", str(exc), extra={"field": "attachments"}) from None
 
 
 async def _model_of(conversation_id: str, message_id: str) -> str | None:

@@ -26,6 +26,21 @@ from server.core.validation import first_error
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
+#: ``CERO_ATTACHMENT_TYPES``' default: common images (never SVG: it is text, and a script
+#: can hide in it), PDF, text (plain, Markdown, code) and audio.
+DEFAULT_ATTACHMENT_TYPES = (
+    "image/png",
+    "image/jpeg",
+    "image/webp",
+    "image/gif",
+    "application/pdf",
+    "text/plain",
+    "text/markdown",
+    "audio/mpeg",
+    "audio/wav",
+    "audio/ogg",
+)
+
 
 class ConfigError(Exception):
     """A setting is missing or invalid; ``str()`` is the one line shown to the operator."""
@@ -111,6 +126,39 @@ class Settings(BaseSettings):
         1000, validation_alias="CERO_MAX_IMPORT_CONVERSATIONS", ge=1
     )
     max_import_messages: int = Field(20_000, validation_alias="CERO_MAX_IMPORT_MESSAGES", ge=1)
+    #: Attachments (docs/api.md, Attachments): one file's limit, the bytes and files one user
+    #: may keep, the types accepted (decided from the content), where the embedded default
+    #: keeps the files, and how long an attachment never sent is kept.
+    attachment_max_bytes: int = Field(
+        20 << 20, validation_alias="CERO_ATTACHMENT_MAX_BYTES", ge=1024, le=2 << 30
+    )
+    attachment_quota_bytes: int = Field(
+        500 << 20, validation_alias="CERO_ATTACHMENT_QUOTA_BYTES", ge=1024
+    )
+    attachment_max_files: int = Field(1000, validation_alias="CERO_ATTACHMENT_MAX_FILES", ge=1)
+    attachment_types: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_ATTACHMENT_TYPES),
+        validation_alias="CERO_ATTACHMENT_TYPES",
+    )
+    #: ``files`` (a folder, one process or a shared disk), ``database`` (PostgreSQL rows,
+    #: every process of a cluster reads them) or ``auto``: ``database`` in cluster mode.
+    attachment_store: Literal["auto", "files", "database"] = Field(
+        "auto", validation_alias="CERO_ATTACHMENT_STORE"
+    )
+    attachment_dir_setting: str | None = Field(None, validation_alias="CERO_ATTACHMENT_DIR")
+    attachment_unsent_hours: float = Field(
+        24.0, validation_alias="CERO_ATTACHMENT_UNSENT_HOURS", gt=0, le=24 * 365
+    )
+    #: An upload's whole body must arrive within this many seconds (``CERO_BODY_TIMEOUT``
+    #: is for every other request).
+    attachment_body_timeout: float = Field(
+        300.0, validation_alias="CERO_ATTACHMENT_BODY_TIMEOUT", gt=0, le=3600
+    )
+    #: Attachments up to this many bytes (together, per request) go to Gemini inline;
+    #: larger ones through its Files API.
+    gemini_inline_max_bytes: int = Field(
+        14 << 20, validation_alias="CERO_GEMINI_INLINE_MAX_BYTES", ge=0
+    )
     header_timeout: float = Field(10.0, validation_alias="CERO_HEADER_TIMEOUT", gt=0, le=300)
     keepalive_timeout: float = Field(15.0, validation_alias="CERO_KEEPALIVE_TIMEOUT", gt=0, le=3600)
     #: A request body must arrive whole within this many seconds of the end of its head...
@@ -209,7 +257,11 @@ class Settings(BaseSettings):
     )
 
     @field_validator(
-        "trusted_origins_setting", "trusted_proxies", "device_client_ids", mode="before"
+        "trusted_origins_setting",
+        "trusted_proxies",
+        "device_client_ids",
+        "attachment_types",
+        mode="before",
     )
     @classmethod
     def _split_csv(cls, value: object) -> object:
@@ -221,6 +273,19 @@ class Settings(BaseSettings):
         """An empty ``CERO_DEVICE_CLIENT_IDS`` is the default (the Cero CLIs), never "any":
         accepting every id takes the explicit ``*``."""
         return value or default_client_ids()
+
+    @field_validator("attachment_types")
+    @classmethod
+    def _check_attachment_types(cls, value: list[str]) -> list[str]:
+        types = [t.lower() for t in value]
+        for mime in types:
+            if mime.count("/") != 1 or not all(mime.split("/")):
+                raise ValueError(f"{mime!r} is not a MIME type like image/png")
+            if mime == "image/svg+xml":
+                raise ValueError("image/svg+xml is never accepted (SVG is stored as text/plain)")
+        if not types:
+            raise ValueError("name at least one type")
+        return types
 
     @field_validator("metrics_address")
     @classmethod
@@ -292,6 +357,8 @@ class Settings(BaseSettings):
             )
         if self.secret is not None and len(self.secret) < 16:
             raise ValueError("BETTER_AUTH_SECRET must be at least 16 characters")
+        if self.attachment_store == "database" and self.is_sqlite:
+            raise ValueError("CERO_ATTACHMENT_STORE=database needs DATABASE_URL to be PostgreSQL")
         if self.redis_url and self.is_sqlite:
             raise ValueError(
                 "CERO_REDIS_URL (cluster mode) needs DATABASE_URL to be PostgreSQL, not SQLite"
@@ -353,6 +420,29 @@ class Settings(BaseSettings):
     def sqlite_path(self) -> Path:
         """``sqlite:///rel`` → ``rel``; ``sqlite:////abs`` → ``/abs`` (no lstrip!)."""
         return Path(self.database_url.removeprefix("sqlite:///"))
+
+    @property
+    def data_dir(self) -> Path:
+        """The data folder: the SQLite database's, else the working directory."""
+        return self.sqlite_path.parent if self.is_sqlite else Path(".")
+
+    @property
+    def attachment_dir(self) -> Path:
+        """Where the ``files`` attachment store keeps its files."""
+        if self.attachment_dir_setting:
+            return Path(self.attachment_dir_setting)
+        return self.data_dir / "attachments"
+
+    @property
+    def attachment_backend(self) -> Literal["files", "database"]:
+        if self.attachment_store == "auto":
+            return "database" if self.cluster_mode else "files"
+        return self.attachment_store
+
+    @property
+    def attachment_body_limit(self) -> int:
+        """The upload's body limit: one file and its multipart framing."""
+        return self.attachment_max_bytes + (64 << 10)
 
     @cached_property
     def auth_secret(self) -> str:

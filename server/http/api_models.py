@@ -100,6 +100,24 @@ class ConversationPage(Wire):
     nextCursor: str | None
 
 
+class AttachmentRef(Wire):
+    """An attachment as a message shows it (docs/api.md, Attachments)."""
+
+    id: str
+    name: str
+    mimeType: str
+    size: int
+
+
+class AttachmentOut(AttachmentRef):
+    sha256: str
+    createdAt: str
+
+
+class Uploaded(Wire):
+    attachment: AttachmentOut
+
+
 class MessageOut(Wire):
     id: str
     role: Literal["user", "assistant"]
@@ -118,6 +136,7 @@ class MessageOut(Wire):
     siblingIds: list[str] = []
     siblingIndex: int = 0
     siblingCount: int = 1
+    attachments: list[AttachmentRef] | None = None
 
 
 class Messages(Wire):

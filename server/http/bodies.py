@@ -18,6 +18,7 @@ from multidict import MultiDictProxy
 from pydantic import BaseModel, ValidationError
 
 from server.core.app_keys import SETTINGS
+from server.core.config import Settings
 from server.core.errors import ApiError
 from server.core.validation import first_error
 from server.http.nul_guard import first_nul, refused
@@ -107,15 +108,24 @@ async def read_model(
 # -- a larger body for one route ---------------------------------------------------------
 
 
-def larger_body(setting: str) -> Callable[[H], H]:
+#: The attribute :func:`larger_body` sets when the route words its own ``413``.
+_BODY_REFUSAL = "cero_body_refusal"
+
+
+def larger_body(
+    setting: str, refusal: Callable[[Settings], ApiError] | None = None
+) -> Callable[[H], H]:
     """Mark a handler whose body limit is the setting ``setting`` (a field of
     :class:`~server.core.config.Settings`) instead of ``CERO_MAX_BODY``: the error
     middleware's ``Content-Length`` check honours it, and the handler reads its body with
     :func:`read_limited` (aiohttp's own ``client_max_size`` stays ``CERO_MAX_BODY`` for
-    every other route)."""
+    every other route). ``refusal``: the route's own ``413`` for a body over it (one that
+    names the limit the route's users know), instead of the generic one."""
 
     def mark(handler: H) -> H:
         setattr(handler, _BODY_LIMIT, setting)
+        if refusal is not None:
+            setattr(handler, _BODY_REFUSAL, refusal)
         return handler
 
     return mark
@@ -126,6 +136,15 @@ def body_limit(request: web.Request) -> int:
     settings = request.app[SETTINGS]
     setting = getattr(request.match_info.handler, _BODY_LIMIT, None)
     return int(getattr(settings, setting)) if isinstance(setting, str) else settings.max_body
+
+
+def too_large(request: web.Request) -> ApiError:
+    """The ``413`` for a body past the route's :func:`body_limit`."""
+    refusal = getattr(request.match_info.handler, _BODY_REFUSAL, None)
+    if refusal is not None:
+        answer: ApiError = refusal(request.app[SETTINGS])
+        return answer
+    return ApiError(413, "payload_too_large", f"Body larger than {body_limit(request)} bytes")
 
 
 async def read_limited(request: web.Request) -> bytes:

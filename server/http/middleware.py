@@ -17,7 +17,7 @@ from redis.exceptions import RedisError
 
 from actors.error_text import error_text
 from server.core.errors import ApiError, BodyTimeout, error_response
-from server.http.bodies import body_limit
+from server.http.bodies import body_limit, too_large
 from server.storage import db
 
 log = structlog.get_logger(__name__)
@@ -72,7 +72,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if request.content_length is not None:
             limit = body_limit(request)
             if request.content_length > limit:
-                raise ApiError(413, "payload_too_large", f"Body larger than {limit} bytes")
+                raise too_large(request)
         return await handler(request)
     except ApiError as exc:
         return error_response(

@@ -84,6 +84,13 @@ class ProtocolLimits:
     max_field_size: int
     body_timeout: float
     min_body_rate: int
+    #: ``POST /api/attachments``: an upload's body may take this long instead
+    #: (``CERO_ATTACHMENT_BODY_TIMEOUT``); the minimum rate applies as to any body.
+    upload_body_timeout: float = 300.0
+
+
+#: The paths whose bodies are uploads (:attr:`ProtocolLimits.upload_body_timeout`).
+UPLOAD_PATHS = frozenset({"/api/attachments"})
 
 
 def _request_id() -> str:
@@ -186,6 +193,7 @@ class GuardedRequestHandler(RequestHandler):
         # The request body being received (its head is complete, its end is not).
         self._body: StreamReader | None = None
         self._body_since = 0.0
+        self._body_timeout = limits.body_timeout
         self._body_timer: asyncio.TimerHandle | None = None
 
     @property
@@ -331,16 +339,19 @@ class GuardedRequestHandler(RequestHandler):
         self._stop_body_watch()
         if not self._messages:
             return
-        _, payload = self._messages[-1]
+        message, payload = self._messages[-1]
         if payload.is_eof():  # no body (GET, WebSocket upgrade), or all of it is here
             return
+        upload = getattr(message, "path", "").partition("?")[0] in UPLOAD_PATHS
+        limits = self.limits
+        self._body_timeout = limits.upload_body_timeout if upload else limits.body_timeout
         self._body = payload
         self._body_since = self._loop.time()
         self._schedule_body_check(payload)
 
     def _body_allowance(self, payload: StreamReader) -> float:
         """Seconds from the end of the head the body may take, given what arrived so far."""
-        allowed = self.limits.body_timeout
+        allowed = self._body_timeout
         if self.limits.min_body_rate > 0:
             earned = BODY_RATE_GRACE_S + payload.total_bytes / self.limits.min_body_rate
             allowed = min(allowed, earned)
@@ -498,6 +509,7 @@ def make_runner(
         max_field_size=field_size,
         body_timeout=settings.body_timeout,
         min_body_rate=settings.min_body_rate,
+        upload_body_timeout=settings.attachment_body_timeout,
     )
     return CeroRunner(
         app,

@@ -31,7 +31,9 @@ from server.limits.stream_limits import open_stream
 from server.ops.metrics import METRICS
 from server.routes.instructions import instruction_text
 from server.routes.messages_view import conversation_json, conversation_messages
+from server.storage import attachments
 from server.storage.account_channel import ACCOUNT
+from server.storage.attachments import BLOBS
 from server.storage.conversation_titles import FROM_USER
 from server.storage.tables import Conversation
 from server.transports.liveness import watching
@@ -173,8 +175,12 @@ async def rename(request: web.Request) -> web.Response:
 async def delete(request: web.Request) -> web.Response:
     user = require_user(request)
     conversation = await owned_conversation(request.match_info["id"], user.id)
+    hashes = await attachments.hashes_of_conversation(str(conversation["id"]))
     async with request.app[REGISTRY].deleting(str(conversation["id"])):
+        # Its attachments' rows go with it (cascade); their bytes just after, unless
+        # another attachment has the same content.
         await Conversation.delete().where(Conversation.id == conversation["id"]).run()
+    await attachments.drop_unreferenced(request.app[BLOBS], hashes)
     await request.app[ACCOUNT].deleted(user.id, str(conversation["id"]))
     return wire.reply(wire.Deleted, {"deleted": True})
 

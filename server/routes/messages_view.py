@@ -13,6 +13,7 @@ from actors.api import ConversationActor, ConversationTree, StoredMessage
 from actors.clock import as_utc, iso
 from server.chat.service import run_on_actor
 from server.core.app_keys import REGISTRY
+from server.storage import attachments
 from server.storage.chat_store import to_stored
 from server.storage.tables import Message
 
@@ -84,6 +85,7 @@ async def conversation_messages(
             )
             if cursor is not None:
                 resume[message.id] = cursor
+    linked = await attachments.of_messages(m.id for m in shown if m.role == "user")
     actor = request.app[REGISTRY].peek(conversation_id)
     live = actor.streaming_answer() if actor is not None else None
     messages = []
@@ -98,6 +100,8 @@ async def conversation_messages(
         out["siblingIds"] = siblings
         out["siblingIndex"] = siblings.index(message.id)
         out["siblingCount"] = len(siblings)
+        if message.id in linked:
+            out["attachments"] = [a.as_json() for a in linked[message.id]]
         messages.append(out)
     return {
         "conversation": conversation_json(conversation, with_instructions=True),

@@ -66,6 +66,9 @@ class Op:
     params: tuple[Param, ...] = ()
     errors: tuple[int, ...] = ()
     redirect: bool = False  # answers 302 with Location
+    #: The body is ``multipart/form-data`` with one file in the part ``file`` (an upload),
+    #: answered ``201``.
+    upload: bool = False
 
 
 #: A turn's answer: SSE with ``Accept: text/event-stream``, NDJSON otherwise.
@@ -79,6 +82,9 @@ _EXPORT_FORMAT = Param(
     schema={"type": "string", "enum": ["json", "markdown"]},
     description="json (default: every branch) or markdown (the active branch, for reading)",
 )
+_ATTACHMENT_ID = Param("id", "path", description="An attachment id (yours)")
+#: What a download answers: the file's own type.
+ANY = "*/*"
 #: A limit per address or user: 429, and in cluster mode 503 not_ready while Redis, which
 #: holds the limit for every process, does not answer (never unlimited).
 _LIMITED = (429, 503)
@@ -93,8 +99,9 @@ _DESCRIPTIONS = {
     408: "Request body not received in time (request_timeout; the connection closes)",
     409: "Conflict (conversation_busy)",
     410: "Gone (expired)",
-    413: "Body too large",
+    413: "Body too large (an upload: payload_too_large, or quota_exceeded; `limit` names it)",
     415: "Unsupported media type",
+    422: "An image that cannot be decoded safely (unprocessable_image)",
     429: "Rate limited (Retry-After)",
     503: "Not ready / overloaded (Retry-After)",
 }
@@ -245,6 +252,34 @@ OPS: dict[tuple[str, str], Op] = {
         ok=m.ImportResult,
         body=ExportFile,
         errors=(*_BODY_ERRORS, 503),
+    ),
+    # attachments (docs/api.md, Attachments)
+    ("post", "/api/attachments"): Op(
+        "Upload one file (multipart/form-data, part 'file'); its type is decided by its "
+        "content; limits CERO_ATTACHMENT_MAX_BYTES, CERO_ATTACHMENT_QUOTA_BYTES and "
+        "CERO_ATTACHMENT_MAX_FILES",
+        "attachments",
+        "bearer",
+        ok=m.Uploaded,
+        upload=True,
+        errors=(*_BODY_ERRORS, 503),
+    ),
+    ("get", "/api/attachments/{id}"): Op(
+        "Download an attachment (yours only): its own type, nosniff, a sandboxing CSP, "
+        "Content-Disposition attachment unless an image",
+        "attachments",
+        "bearer",
+        ok=ANY,
+        params=(_ATTACHMENT_ID,),
+        errors=(404,),
+    ),
+    ("get", "/api/attachments/{id}/thumbnail"): Op(
+        "An image attachment's thumbnail (PNG or JPEG, at most 256 px a side, no metadata)",
+        "attachments",
+        "bearer",
+        ok="image/jpeg",
+        params=(_ATTACHMENT_ID,),
+        errors=(404, 415, 422),
     ),
     # instructions (docs/api.md, Instructions)
     ("get", "/api/user/instructions"): Op(
@@ -519,6 +554,20 @@ def _operation(method: str, path: str, op: Op, schemas: _Schemas) -> dict[str, A
             media[FORM] = {"schema": body_schema}
         required = any(f.is_required() for f in op.body.model_fields.values())
         out["requestBody"] = {"required": required, "content": media}
+    elif op.upload:
+        out["requestBody"] = {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["file"],
+                        "properties": {"file": {"type": "string", "format": "binary"}},
+                    },
+                    "encoding": {"file": {"contentType": "application/octet-stream"}},
+                }
+            },
+        }
     elif (method, path) == ("post", "/device"):
         out["requestBody"] = {
             "content": {
@@ -540,7 +589,10 @@ def _operation(method: str, path: str, op: Op, schemas: _Schemas) -> dict[str, A
     if op.redirect:
         responses["302"] = {"description": "Redirect (Location)"}
     elif isinstance(op.ok, type):
-        responses["200"] = {"description": "OK", "content": {JSON: {"schema": schemas.ref(op.ok)}}}
+        responses["201" if op.upload else "200"] = {
+            "description": "Created" if op.upload else "OK",
+            "content": {JSON: {"schema": schemas.ref(op.ok)}},
+        }
     elif op.ok == TURN:
         responses["200"] = {
             "description": "The turn's events",

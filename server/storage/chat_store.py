@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -10,8 +11,10 @@ from typing import Any, cast
 
 import asyncpg
 import orjson
+import structlog
 
 from actors.api import (
+    Attachment,
     ClientMessageTaken,
     ContinuedGeneration,
     Instructions,
@@ -22,9 +25,13 @@ from actors.api import (
 )
 from actors.clock import as_utc, utcnow
 from server.core.ids import new_id
+from server.storage import attachments
+from server.storage.attachment_blobs import BlobStore
 from server.storage.batch_writer import BatchWriter
 from server.storage.janitor import Janitor
 from server.storage.tables import Conversation, Message
+
+log = structlog.get_logger(__name__)
 
 
 def _json(value: Any) -> Any:
@@ -43,6 +50,23 @@ INSTRUCTIONS_MEMORY_MAX = 10_000
 
 # The unique index that makes a clientMessageId unique per user (a migration creates it).
 CLIENT_KEY_INDEX = "message_user_client_id"
+
+
+#: Background retries of attachment links (kept referenced until they end).
+_LINKING: set[asyncio.Task[None]] = set()
+LINK_RETRIES = 6
+
+
+async def _link_later(message_id: str, conversation_id: str, linked: Sequence[Attachment]) -> None:
+    for attempt in range(LINK_RETRIES):
+        await asyncio.sleep(min(30.0, 0.5 * 2**attempt))
+        try:
+            await attachments.link(message_id, conversation_id, linked)
+        except Exception as exc:
+            log.warning("attachment_link_retrying", message_id=message_id, error=repr(exc)[:200])
+            continue
+        return
+    log.error("attachment_link_failed", message_id=message_id)
 
 
 def to_stored(row: dict[str, Any]) -> StoredMessage:
@@ -76,8 +100,11 @@ class PiccoloConversationStore:
         *,
         fence_of: Callable[[str], int] | None = None,
         remember_instructions: bool = True,
+        blobs: BlobStore | None = None,
     ) -> None:
         self.writer = writer
+        #: Where attachments' bytes are kept (``None``: none are sent to the model).
+        self.blobs = blobs
         #: conversation id → (its instructions, when read): see :meth:`instructions`.
         self._instructions: dict[str, tuple[Instructions, float]] = {}
         self._instructions_version = 0
@@ -119,7 +146,17 @@ class PiccoloConversationStore:
             .output(load_json=True)
             .run()
         )
-        return [to_stored(row) for row in rows]
+        messages = [to_stored(row) for row in rows]
+        users = [m.id for m in messages if m.role == "user"]
+        linked = await attachments.of_messages(users) if users else {}
+        for message in messages:
+            message.attachments = linked.get(message.id, ())
+        return messages
+
+    async def attachment_data(self, attachment_ids: Sequence[str]) -> dict[str, bytes]:
+        if self.blobs is None:
+            return {}
+        return await attachments.data_of(self.blobs, attachment_ids)
 
     async def find_client_message(
         self, conversation_id: str, client_message_id: str
@@ -184,6 +221,19 @@ class PiccoloConversationStore:
             if turn.client_message_id is not None and _violates_client_key(exc):
                 raise ClientMessageTaken(turn.client_message_id) from None
             raise
+        if turn.attachments and turn.answers is None:
+            # After the turn's commit (the batch writer's, which knows no attachments).
+            # The turn stands whatever happens here (its answer is already `streaming`):
+            # links that fail are retried in the background, never failing the send.
+            try:
+                await attachments.link(user.id, turn.conversation_id, turn.attachments)
+            except Exception as exc:
+                log.warning("attachment_link_retrying", message_id=user.id, error=repr(exc)[:200])
+                task = asyncio.get_running_loop().create_task(
+                    _link_later(user.id, turn.conversation_id, turn.attachments)
+                )
+                _LINKING.add(task)
+                task.add_done_callback(_LINKING.discard)
         return user, answer
 
     async def continue_generation(self, turn: ContinuedGeneration) -> None:

@@ -11,6 +11,7 @@ from piccolo.columns import (
     JSON,
     BigInt,
     Boolean,
+    Bytea,
     ForeignKey,
     Integer,
     OnDelete,
@@ -132,6 +133,39 @@ class Message(_EditedRow, Table, tablename="message"):
     parent_id = Varchar(length=32, null=True, default=None)
 
 
+class Attachment(_Row, Table, tablename="attachment"):
+    """An uploaded file (docs/api.md, Attachments): its owner, and the conversation it was
+    first sent in (``NULL`` until then; deleted with it). The bytes are kept by the
+    attachment store under ``sha256`` (server/storage/attachment_blobs.py); ``name`` is
+    for display only (never a path)."""
+
+    user_id = ForeignKey(User, on_delete=OnDelete.cascade, null=False, index=True)
+    conversation_id = ForeignKey(
+        Conversation, on_delete=OnDelete.cascade, null=True, default=None, index=True
+    )
+    name = Varchar(length=255)
+    mime_type = Varchar(length=100)
+    size = BigInt()
+    sha256 = Varchar(length=64, index=True)
+
+
+class MessageAttachment(_Row, Table, tablename="message_attachment"):
+    """A user message's attachments, in the order sent."""
+
+    message_id = ForeignKey(Message, on_delete=OnDelete.cascade, null=False, index=True)
+    attachment_id = ForeignKey(Attachment, on_delete=OnDelete.cascade, null=False, index=True)
+    position = Integer(default=0)
+
+
+class AttachmentChunk(_Row, Table, tablename="attachment_chunk"):
+    """The ``database`` attachment store: a file's bytes in order, ``seq`` from 0, at most
+    :data:`server.storage.attachment_blobs.CHUNK_BYTES` a row (unique on both)."""
+
+    sha256 = Varchar(length=64)
+    seq = Integer()
+    data = Bytea()
+
+
 TABLES: tuple[type[Table], ...] = (
     User,
     Account,
@@ -140,4 +174,7 @@ TABLES: tuple[type[Table], ...] = (
     LocalSignInLink,
     Conversation,
     Message,
+    Attachment,
+    MessageAttachment,
+    AttachmentChunk,
 )

@@ -36,6 +36,11 @@ from tests.conftest import Live, live_app
 from tests.live_clients import chat
 
 FOREIGN = "http://evil.test"
+#: A 1×1 PNG (A's attachment).
+PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c4890000000d4944415478"
+    "9c63f8cfc0f01f00050001ff89993d1d0000000049454e44ae426082"
+)
 UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
 
 
@@ -65,6 +70,7 @@ class Row:
 
 CONV = "/api/conversations/{id}"
 MSG = CONV + "/messages/{messageId}"  # a message of that conversation (A's first)
+ATT = "/api/attachments/{id}"  # one of A's attachments (an image)
 
 #: Every (method, route) of the app. HEAD rows are the GET rows.
 TABLE: dict[tuple[str, str], Row] = {
@@ -152,6 +158,11 @@ TABLE: dict[tuple[str, str], Row] = {
     ("GET", "/api/search"): Row("user", query={"q": "mine"}),
     # The caller's own account channel: it names no resource of anyone else's.
     ("GET", "/api/account/events"): Row("user"),
+    # Attachments: the upload names nothing of anyone else's (a JSON body here: refused
+    # with 415 once signed in); a download or thumbnail of A's is B's 404, as a missing one.
+    ("POST", "/api/attachments"): Row("user", body={}),
+    ("GET", ATT): Row("user", owned="attachment"),
+    ("GET", ATT + "/thumbnail"): Row("user", owned="attachment"),
     ("GET", "/api/ws"): Row("user"),  # the handshake; commands below
 }
 
@@ -178,6 +189,7 @@ class World:
     a_msg: str  # A's first message
     a_session: str
     a_code: str  # a device user code claimed by A
+    a_attachment: str  # an image A uploaded
 
 
 def _route_keys(live: Live) -> set[tuple[str, str]]:
@@ -197,6 +209,8 @@ def _fill(value: Any, target: dict[str, str]) -> Any:
 
 
 def _path(route: str, target: dict[str, str]) -> str:
+    if route.startswith("/api/attachments/"):
+        return route.replace("{id}", target["attachment"])
     return (
         route.replace("{id}", target["conv"])
         .replace("{messageId}", target["msg"])
@@ -227,7 +241,14 @@ async def world(database_url: str) -> AsyncIterator[World]:
                 headers={**bearer(a_token), **fresh_ip()},
             ) as resp:
                 assert resp.status == 200 and "client_id" in await resp.json()
-        yield World(live, a_token, b_token, a_conv, a_msg, a_session, code)
+            form = aiohttp.FormData()
+            form.add_field("file", PNG, filename="a.png", content_type="image/png")
+            async with http.post(
+                live.url + "/api/attachments", data=form, headers=bearer(a_token)
+            ) as resp:
+                assert resp.status == 201, await resp.text()
+                a_attachment = (await resp.json())["attachment"]["id"]
+        yield World(live, a_token, b_token, a_conv, a_msg, a_session, code, a_attachment)
 
 
 async def _dead_tokens(http: aiohttp.ClientSession, live: Live) -> dict[str, str]:
@@ -278,8 +299,20 @@ async def _call(
 
 
 def _targets(w: World) -> tuple[dict[str, str], dict[str, str]]:
-    a = {"conv": w.a_conv, "msg": w.a_msg, "session": w.a_session, "code": w.a_code}
-    missing = {"conv": new_id(), "msg": new_id(), "session": new_id(), "code": "BCDF-GHJK"}
+    a = {
+        "conv": w.a_conv,
+        "msg": w.a_msg,
+        "session": w.a_session,
+        "code": w.a_code,
+        "attachment": w.a_attachment,
+    }
+    missing = {
+        "conv": new_id(),
+        "msg": new_id(),
+        "session": new_id(),
+        "code": "BCDF-GHJK",
+        "attachment": new_id(),
+    }
     return a, missing
 
 
@@ -349,7 +382,7 @@ async def test_user_b_against_user_a(world: World, key: tuple[str, str]) -> None
             assert b"another account" in theirs[2] or b"pending" in theirs[2], theirs
         else:
             assert theirs == none, (theirs, none)
-            if row.owned == "conversation":
+            if row.owned in ("conversation", "attachment"):
                 assert theirs[0] == 404, theirs
         await _a_is_untouched(http, world)
 
