@@ -44,6 +44,7 @@ from client.sdk import (
     CeroClient,
     CeroError,
     ConnectionLost,
+    NotFound,
     SessionEnded,
     Unauthorized,
 )
@@ -130,9 +131,12 @@ class Session:
             own_viewers=link.own_viewers,
             reread=self._stored,
             idle=self._idle,
+            lost=self._lost,
         )
+        self._following_again: set[str] = set()
         #: Set when the link ends for good (the session revoked, …): what to say.
         self.dead: asyncio.Future[CliError] = asyncio.get_running_loop().create_future()
+        self._tasks: set[asyncio.Task[None]] = set()
         self._pump = asyncio.get_running_loop().create_task(self._events())
 
     @property
@@ -140,6 +144,8 @@ class Session:
         return self.screen.conversation
 
     async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
         self._pump.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._pump
@@ -167,6 +173,28 @@ class Session:
     async def _stored(self, conversation: str) -> list[dict[str, Any]]:
         answer = await self.cero.messages(conversation)
         return [dict(m) for m in answer["messages"]]
+
+    def _lost(self, conversation: str, cursor: str | None) -> None:
+        """The server ended the conversation's subscription: deleted, or its actor
+        stopped. Follow it again from the cursor; a deleted one answers ``not_found``."""
+        if conversation in self._following_again:
+            return
+        self._following_again.add(conversation)
+        task = asyncio.get_running_loop().create_task(self._follow_again(conversation, cursor))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _follow_again(self, conversation: str, cursor: str | None) -> None:
+        try:
+            await asyncio.sleep(0.25)
+            await self.link.follow(conversation, after=cursor)
+        except NotFound:
+            self.screen.gone(conversation)
+        except CeroError as exc:
+            log.info("repl_follow_again_failed", reason=str(exc))
+            self.screen.gone(conversation, "could not be followed again")
+        finally:
+            self._following_again.discard(conversation)
 
     def _idle(self) -> None:
         """Another device's answer ended while the prompt was waiting: show it again."""

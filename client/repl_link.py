@@ -46,9 +46,9 @@ SEND_ATTEMPTS = 3
 class Link(Protocol):
     transport: Literal["websocket", "sse"]
 
-    async def follow(self, conversation: str) -> None:
+    async def follow(self, conversation: str, *, after: str | None = None) -> None:
         """Receive the conversation's live events from now (replaying what the session
-        missed of it, when it followed it before)."""
+        missed of it, when it followed it before, or after ``after``)."""
 
     async def forget(self, conversation: str) -> None: ...
 
@@ -84,9 +84,10 @@ class SocketLink:
     def __init__(self, socket: CeroSocket) -> None:
         self.socket = socket
 
-    async def follow(self, conversation: str) -> None:
+    async def follow(self, conversation: str, *, after: str | None = None) -> None:
         if conversation not in self.socket.subscriptions:
-            await self.socket.subscribe(conversation, after=self.socket.cursor(conversation))
+            after = after or self.socket.cursor(conversation)
+            await self.socket.subscribe(conversation, after=after)
 
     async def forget(self, conversation: str) -> None:
         if conversation in self.socket.subscriptions:
@@ -173,10 +174,10 @@ class HttpLink:
         except BaseException as exc:
             self._queue.put_nowait(_End(exc))
 
-    async def follow(self, conversation: str) -> None:
+    async def follow(self, conversation: str, *, after: str | None = None) -> None:
         if conversation in self._streams:
             return
-        after = self._gate.text(conversation)
+        after = self._gate.text(conversation) or after
         await self._open(conversation, self._cero.conversation_events(conversation, after=after))
 
     async def forget(self, conversation: str) -> None:

@@ -65,6 +65,7 @@ class Screen:
         own_viewers: Callable[[str], int],
         reread: Callable[[str], Awaitable[list[dict[str, Any]]]],
         idle: Callable[[], None],
+        lost: Callable[[str, str | None], None],
     ) -> None:
         self.out = out
         self.json = json
@@ -76,6 +77,9 @@ class Screen:
         self._own_viewers = own_viewers
         self._reread = reread
         self._idle = idle
+        self._lost = lost
+        #: The last cursor of the conversation's log shown (where a resubscribe resumes).
+        self.cursor: str | None = None
         self._mine: set[str] = set()  # clientMessageIds sent from here
         self._printed: dict[str, str] = {}  # answer id → the text shown so far
         self._ended: dict[str, dict[str, Any]] = {}  # generationId → its terminal event
@@ -115,11 +119,14 @@ class Screen:
         if kind == "message" and self._is_mine(event) and self.conversation is None:
             self.conversation = conversation if isinstance(conversation, str) else None
         if kind == "unsubscribed":
-            if conversation == self.conversation:
-                self._gone(str(conversation), "ended on the server")
+            if conversation == self.conversation and conversation is not None:
+                self._lost(str(conversation), self.cursor)
             return
         if conversation != self.conversation or conversation is None:
             return  # a conversation this session left (/new), still in flight
+        epoch, seq = event.get("epoch"), event.get("seq")
+        if isinstance(epoch, str) and isinstance(seq, int):
+            self.cursor = f"{epoch}:{seq}"
         if self.json and kind not in ("reset",):
             self.out.json(event)
         match kind:
@@ -307,11 +314,14 @@ class Screen:
             if isinstance(title, str) and title:
                 self.out.tty_note(f"(this conversation is titled “{title}”)")
         elif kind == "conversation.deleted":
-            self._gone(conversation, "was deleted")
+            self.gone(conversation)
 
-    def _gone(self, conversation: str, how: str) -> None:
+    def gone(self, conversation: str, how: str = "was deleted") -> None:
         """The session's conversation is no more: the next line opens a new one."""
+        if conversation != self.conversation:
+            return  # said already
         self.conversation = None
+        self.cursor = None
         self._viewers, self._shown_others = 1, 0
         self.out.stop_spinner()
         self.out.end_line()

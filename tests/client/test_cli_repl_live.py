@@ -57,19 +57,22 @@ async def cli(live: Live, tmp_path: Path) -> AsyncIterator[Cli]:
         yield running
 
 
-async def responses(live: Live) -> dict[tuple[str, str, str], float]:
+Counts = dict[tuple[str, str, str], float]
+
+
+async def responses(live: Live) -> Counts:
     """``cero_http_responses_total`` by (method, route, status)."""
     async with aiohttp.ClientSession() as http:
         async with http.get(live.url + "/metrics", headers=METRICS_AUTH) as resp:
             text = await resp.text()
-    found: dict[tuple[str, str, str], float] = {}
+    found: Counts = {}
     pattern = r'^cero_http_responses_total\{method="(\w+)",route="([^"]*)",status="(\d+)"\} (\S+)$'
     for method, route, status, value in re.findall(pattern, text, re.M):
         found[(method, route, status)] = float(value)
     return found
 
 
-def grew(before: dict[tuple[str, str, str], float], after: dict[tuple[str, str, str], float]):
+def grew(before: Counts, after: Counts) -> dict[tuple[str, str], float]:
     """The responses counted between two scrapes, by (method, route)."""
     counted: dict[tuple[str, str], float] = {}
     for key, value in after.items():
@@ -97,6 +100,18 @@ async def chat_from_another_device(live: Live, token: str, conversation: str, te
             body = await resp.text()
     (done,) = re.findall(r'^data: (\{"type":"done".*)$', body, re.M)
     return str(orjson.loads(done)["fullText"])
+
+
+def transcript(stored: list[dict[str, Any]], typed_here: set[str]) -> bytes:
+    """What stdout holds when nothing was lost or printed twice: every answer, and each
+    message sent from another device as ``> `` lines before its answer."""
+    out = ""
+    for m in stored:
+        if m["role"] == "assistant":
+            out += m["content"] + "\n"
+        elif m["content"] not in typed_here:
+            out += "".join(f"> {line}\n" for line in m["content"].split("\n"))
+    return out.encode()
 
 
 async def finish(proc: asyncio.subprocess.Process) -> tuple[int, str]:
@@ -140,7 +155,8 @@ async def test_a_turn_from_another_device_shows_up_in_the_session(cli: Cli, live
     await read_until(proc.stdout, shown, seen)
     code, err = await finish(proc)
     assert code == 0, err
-    assert bytes(seen).count(b"> ") == 2  # the session's own line is not echoed
+    stored = await messages(live, token, conversation)
+    assert bytes(seen) == transcript(stored, {"hello from the terminal"})
 
 
 async def test_ctrl_c_cancels_over_the_socket(cli: Cli, live: Live) -> None:
@@ -194,7 +210,7 @@ async def test_deleted_elsewhere_the_next_line_opens_a_new_conversation(
     assert code == 0, err
     (second,) = await conversation_ids(live, token)
     assert second != first
-    assert [m["content"] for m in await messages(live, token, second)][0] == "two"
+    assert (await messages(live, token, second))[0]["content"] == "two"
 
 
 async def test_a_socket_cut_mid_answer_resumes_without_gap_or_duplicate(
@@ -276,11 +292,14 @@ async def test_behind_a_proxy_that_refuses_websockets_it_runs_over_sse(
     # Ctrl-C cancels over POST …/cancel; the session goes on.
     proc.stdin.write(b"stop this one\n")
     await proc.stdin.drain()
-    await read_until(proc.stdout, b"This is", bytearray())
+    third = bytearray()
+    await read_until(proc.stdout, b"This is", third)
     proc.send_signal(signal.SIGINT)
     await read_until(proc.stderr, b"the partial answer is kept", err)
+    seen += third
     code, rest_of_err = await finish(proc)
     assert code == 0, rest_of_err
+    seen += await proc.stdout.read()
     text = (bytes(err) + rest_of_err.encode()).decode()
     assert text.count("was refused on the way") == 1
     assert refusing.refused == 1 and refusing.passed > 0
@@ -299,3 +318,4 @@ async def test_behind_a_proxy_that_refuses_websockets_it_runs_over_sse(
         "from the web page",
         "stop this one",
     ]
+    assert bytes(seen) == transcript(stored, {"first over http", "stop this one"})
