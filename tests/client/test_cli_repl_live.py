@@ -319,3 +319,17 @@ async def test_behind_a_proxy_that_refuses_websockets_it_runs_over_sse(
         "stop this one",
     ]
     assert bytes(seen) == transcript(stored, {"first over http", "stop this one"})
+
+
+async def test_json_prints_the_conversations_events(cli: Cli, live: Live) -> None:
+    token = await signed_in(cli)
+    code, out, err = await cli.run("chat", "-i", "--json", stdin=b"as json\n")
+    assert code == 0, err
+    events = [orjson.loads(line) for line in out.splitlines()]
+    kinds = [e["type"] for e in events if e["type"] != "presence"]
+    assert kinds[:2] == ["message", "init"] and kinds[-1] == "done", kinds
+    (conversation,) = await conversation_ids(live, token)
+    stored = await messages(live, token, conversation)
+    text = "".join(e["text"] for e in events if e["type"] == "token")
+    done = next(e for e in events if e["type"] == "done")
+    assert text == done["fullText"] == stored[-1]["content"]
