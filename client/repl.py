@@ -128,7 +128,7 @@ class Session:
             ctx.out,
             json=self.json,
             conversation=conversation,
-            own_viewers=link.own_viewers,
+            posts_are_viewers=link.posts_are_viewers,
             reread=self._stored,
             idle=self._idle,
             lost=self._lost,
@@ -243,7 +243,7 @@ class Session:
                 return False
             case "new":
                 old = self.screen.conversation
-                self.screen.conversation = None
+                self.screen.switch(None)
                 if old is not None:
                     await self.race(self.link.forget(old))
                 note("(a new conversation starts with your next message)")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, cast
@@ -45,6 +44,8 @@ SEND_ATTEMPTS = 3
 
 class Link(Protocol):
     transport: Literal["websocket", "sse"]
+    #: Whether a send holds a viewer of its own while its answer streams (a POST's answer).
+    posts_are_viewers: bool
 
     async def follow(self, conversation: str, *, after: str | None = None) -> None:
         """Receive the conversation's live events from now (replaying what the session
@@ -59,9 +60,6 @@ class Link(Protocol):
 
     def events(self) -> AsyncIterator[dict[str, Any]]:
         """Every event of the followed logs; raises what ends the session."""
-
-    def own_viewers(self, conversation: str) -> int:
-        """How many of the conversation's viewers are this session's own connections."""
 
     async def close(self) -> None: ...
 
@@ -80,6 +78,7 @@ class SocketLink:
     """Everything over one :class:`~client.sdk.CeroSocket`."""
 
     transport: Literal["websocket", "sse"] = "websocket"
+    posts_are_viewers = False
 
     def __init__(self, socket: CeroSocket) -> None:
         self.socket = socket
@@ -114,9 +113,6 @@ class SocketLink:
         async for event in self.socket:
             yield cast(dict[str, Any], event)
 
-    def own_viewers(self, conversation: str) -> int:
-        return 1
-
     async def close(self) -> None:
         await self.socket.close()
 
@@ -130,6 +126,8 @@ class HttpLink:
     """The same over plain HTTP: a POST per send, an SSE stream per followed log."""
 
     transport: Literal["websocket", "sse"] = "sse"
+    #: An open ``POST /api/chat`` answer is one of the conversation's viewers.
+    posts_are_viewers = True
 
     def __init__(self, cero: CeroClient, *, refused: UpgradeRefused | None = None) -> None:
         self._cero = cero
@@ -139,7 +137,6 @@ class HttpLink:
         self._gate = Cursors()  # one gate for a log's events from its stream and the POSTs
         self._streams: dict[str, EventStream[Any]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._posting: Counter[str] = Counter()  # open POST /api/chat answers per conversation
 
     async def start(self) -> None:
         await self._open(ACCOUNT, self._cero.account_events())
@@ -204,7 +201,6 @@ class HttpLink:
                         data = cast(dict[str, Any], event)
                         if conversation is None:
                             conversation = str(data.get("conversationId"))
-                            self._posting[conversation] += 1
                             first.set_result(conversation)
                         self._put(data)
                     return
@@ -220,9 +216,6 @@ class HttpLink:
         except BaseException as exc:
             if not first.done():
                 first.set_exception(exc)
-        finally:
-            if conversation is not None:
-                self._posting[conversation] -= 1
 
     async def cancel(self, conversation: str, generation: str) -> bool:
         return await self._cero.cancel(conversation, generation)
@@ -236,9 +229,6 @@ class HttpLink:
                     raise item.error
                 return
             yield item
-
-    def own_viewers(self, conversation: str) -> int:
-        return (1 if conversation in self._streams else 0) + self._posting[conversation]
 
     async def close(self) -> None:
         for stream in self._streams.values():

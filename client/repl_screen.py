@@ -62,7 +62,7 @@ class Screen:
         *,
         json: bool,
         conversation: str | None,
-        own_viewers: Callable[[str], int],
+        posts_are_viewers: bool = False,
         reread: Callable[[str], Awaitable[list[dict[str, Any]]]],
         idle: Callable[[], None],
         lost: Callable[[str, str | None], None],
@@ -74,7 +74,7 @@ class Screen:
         self.turn: Turn | None = None
         #: Whether the prompt is showing (a line from another device clears it first).
         self.at_prompt = False
-        self._own_viewers = own_viewers
+        self._posts_are_viewers = posts_are_viewers
         self._reread = reread
         self._idle = idle
         self._lost = lost
@@ -84,6 +84,9 @@ class Screen:
         self._printed: dict[str, str] = {}  # answer id → the text shown so far
         self._ended: dict[str, dict[str, Any]] = {}  # generationId → its terminal event
         self._viewers = 1
+        #: Over HTTP a send's answer (the POST's) is a viewer while the turn runs, and
+        #: until the first fall of the count after it ended (its departure).
+        self._departing = False
         self._shown_others = 0
 
     # -- the session's own turn ------------------------------------------------------------
@@ -95,13 +98,21 @@ class Screen:
     def acknowledged(self, turn: Turn, conversation_id: str, generation_id: str | None) -> None:
         """The send was taken: its conversation (the session's from now) and generation."""
         turn.conversation_id = conversation_id
-        self.conversation = conversation_id
+        if conversation_id != self.conversation:
+            self.switch(conversation_id)
         if generation_id is not None:
             turn.identify(generation_id)
         if turn.generation_id is not None:
             ended = self._ended.pop(turn.generation_id, None)
             if ended is not None:  # its events came before the ack
                 self._close_turn(turn, ended)
+
+    def switch(self, conversation: str | None) -> None:
+        """The next lines go to ``conversation`` (``None``: a new one); its presence
+        starts afresh."""
+        self.conversation = conversation
+        self.cursor = None
+        self._viewers, self._shown_others, self._departing = 1, 0, False
 
     def finish(self) -> None:
         self.turn = None
@@ -117,7 +128,7 @@ class Screen:
             return
         conversation = event.get("conversationId")
         if kind == "message" and self._is_mine(event) and self.conversation is None:
-            self.conversation = conversation if isinstance(conversation, str) else None
+            self.switch(conversation if isinstance(conversation, str) else None)
         if kind == "unsubscribed":
             if conversation == self.conversation and conversation is not None:
                 self._lost(str(conversation), self.cursor)
@@ -149,6 +160,7 @@ class Screen:
             case "presence":
                 viewers = event.get("viewers")
                 if isinstance(viewers, int):
+                    self._count_post(viewers)
                     self._viewers = viewers
                     if self.out.at_line_start:
                         self._show_presence()
@@ -225,6 +237,7 @@ class Screen:
             self._idle()
 
     def _close_turn(self, turn: Turn, event: dict[str, Any]) -> None:
+        self._departing = self._posts_are_viewers  # the POST's answer closes after this
         kind = event.get("type")
         if kind == "error":
             code = event.get("code")
@@ -291,16 +304,35 @@ class Screen:
     def _show_presence(self) -> None:
         if self.conversation is None or not self.out.at_line_start:
             return
-        others = max(0, self._viewers - self._own_viewers(self.conversation))
+        turn = self.turn
+        posting = self._posts_are_viewers and (
+            self._departing or (turn is not None and not turn.ended.is_set())
+        )
+        others = max(0, self._viewers - 1 - int(posting))
         if others == self._shown_others:
             return
         if others == 1:
-            self.out.tty_note("(another device is watching)")
+            self._say("(another device is watching)", tty_only=True)
         elif others > 1:
-            self.out.tty_note(f"({others} other devices are watching)")
+            self._say(f"({others} other devices are watching)", tty_only=True)
         else:
-            self.out.tty_note("(no other device is watching)")
+            self._say("(no other device is watching)", tty_only=True)
         self._shown_others = others
+
+    def _count_post(self, viewers: int) -> None:
+        if viewers < self._viewers and self._departing:
+            self._departing = False
+
+    def _say(self, line: str, *, tty_only: bool = False) -> None:
+        """A note between turns: the prompt showing is cleared first and drawn again
+        after it."""
+        if tty_only and not self.out.err_tty:
+            return
+        prompt = self.at_prompt
+        self._foreign_output()
+        self.out.note(line)
+        if prompt and self.turn is None:
+            self._idle()
 
     # -- the account channel ---------------------------------------------------------------
 
@@ -312,7 +344,7 @@ class Screen:
             data = event.get("conversation")
             title = data.get("shortTitle") if isinstance(data, dict) else None
             if isinstance(title, str) and title:
-                self.out.tty_note(f"(this conversation is titled “{title}”)")
+                self._say(f"(this conversation is titled “{title}”)", tty_only=True)
         elif kind == "conversation.deleted":
             self.gone(conversation)
 
@@ -320,17 +352,13 @@ class Screen:
         """The session's conversation is no more: the next line opens a new one."""
         if conversation != self.conversation:
             return  # said already
-        self.conversation = None
-        self.cursor = None
-        self._viewers, self._shown_others = 1, 0
+        self.switch(None)
         self.out.stop_spinner()
         self.out.end_line()
-        self.out.note(
+        self._say(
             f"(conversation {conversation} {how}; your next message starts a new conversation)"
         )
         turn = self.turn
         if turn is not None and turn.conversation_id == conversation and not turn.ended.is_set():
             turn.result = CliError("the conversation was deleted")
             turn.ended.set()
-        elif turn is None:
-            self._idle()

@@ -25,16 +25,15 @@ class TtyText(io.StringIO):
 
 
 class Seen:
-    def __init__(self, own: int = 1) -> None:
+    def __init__(self, *, posts_are_viewers: bool = False) -> None:
         self.out = io.BytesIO()
         self.err = TtyText()
-        self.own = own
         self.idle = 0
         self.screen = Screen(
             Output(self.out, self.err),
             json=False,
             conversation=C,
-            own_viewers=lambda _: self.own,
+            posts_are_viewers=posts_are_viewers,
             reread=self._reread,
             idle=self._idle,
             lost=lambda conversation, cursor: self.lost.append((conversation, cursor)),
@@ -72,12 +71,22 @@ async def test_presence_only_when_another_device_watches_and_it_changes() -> Non
     ]
 
 
-async def test_the_sessions_own_connections_are_not_another_device() -> None:
-    seen = Seen(own=2)  # over HTTP: the events stream and a POST's open answer
-    await seen.event("presence", viewers=2)
-    assert seen.notes() == []
-    await seen.event("presence", viewers=3)
+async def test_over_http_the_sends_own_answer_is_not_another_device() -> None:
+    seen = Seen(posts_are_viewers=True)  # the events stream, and a POST's open answer
+    await seen.event("presence", viewers=1)
+    turn = Turn("mine")
+    seen.screen.begin(turn)
+    await seen.event("presence", viewers=2)  # the POST's answer subscribed
+    message = {"id": "u1", "role": "user", "content": "typed", "clientMessageId": "mine"}
+    await seen.event("message", message=message)
+    await seen.event("init", messageId="a1", userMessageId="u1", generationId="g1")
+    await seen.event("presence", viewers=3)  # someone else came
+    await seen.event("done", messageId="a1", generationId="g1", fullText="ok")
+    seen.screen.finish()
+    await seen.event("presence", viewers=2)  # the POST's answer closed
     assert seen.notes() == ["(another device is watching)"]
+    await seen.event("presence", viewers=1)
+    assert seen.notes()[1:] == ["(no other device is watching)"]
 
 
 async def test_presence_waits_for_the_end_of_the_answers_line() -> None:
