@@ -213,6 +213,15 @@ async def test_deleted_elsewhere_the_next_line_opens_a_new_conversation(
     assert (await messages(live, token, second))[0]["content"] == "two"
 
 
+def upgrades(proxy: Proxy) -> list[bytes]:
+    return [head for head in proxy.heads if head.startswith(b"GET /api/ws ")]
+
+
+async def reconnected(proxy: Proxy) -> None:
+    while len(upgrades(proxy)) < 2:
+        await asyncio.sleep(0.05)
+
+
 async def test_a_socket_cut_mid_answer_resumes_without_gap_or_duplicate(
     cli: Cli, live: Live, tmp_path: Path
 ) -> None:
@@ -230,12 +239,12 @@ async def test_a_socket_cut_mid_answer_resumes_without_gap_or_duplicate(
         await read_until(proc.stdout, b"This is", seen)
         proxy.drop()  # the socket (and nothing else: it is the only connection) is cut
         await read_until(proc.stdout, END, seen)
+        await asyncio.wait_for(reconnected(proxy), WAIT)  # (the answer may have ended)
         code, err = await finish(proc)
     finally:
         await proxy.close()
     assert code == 0, err
-    upgrades = [h for h in proxy.heads if h.startswith(b"GET /api/ws ")]
-    assert len(upgrades) == 2  # the first socket and the one that resumed
+    assert len(upgrades(proxy)) == 2  # the first socket and the one that resumed
     (conversation,) = await conversation_ids(live, token)
     answer = (await messages(live, token, conversation))[-1]
     assert answer["status"] == "complete"
