@@ -20,7 +20,7 @@ from client.errors import Exit
 
 SHELLS = ("bash", "zsh", "fish")
 #: Option destinations whose value is a file path.
-FILE_VALUES = frozenset({"output", "file"})
+FILE_VALUES = frozenset({"output", "file", "attach"})
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,8 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
         ('cero chat -c ID "and then?"', "continue conversation ID"),
         ("git diff | cero chat - -m demo", "the message from stdin, a chosen model"),
         ('cero chat "find sources" -t google_search --json', "events as NDJSON"),
+        ('cero chat "what does it show?" -a chart.png', "a file with the message"),
+        ('cero chat "compare them" -a a.pdf -a notes.md', "up to 10 files"),
     ],
     "watch": [
         ("cero watch ID", "its last messages, then live (Ctrl-C stops)"),

@@ -27,6 +27,7 @@ import structlog
 from client import __version__, repl
 from client.account import PATH as ACCOUNT_EVENTS
 from client.account import AccountFollower
+from client.attach import check_files, upload_all
 from client.branches import add_commands as add_branch_commands
 from client.completion import add_commands as add_completion_commands
 from client.context import DEFAULT_SERVER, Command, Context
@@ -113,6 +114,7 @@ async def cmd_chat(ctx: Context) -> int:
     message: str | None = ctx.args.message
     continue_last: bool = ctx.args.continue_last
     interactive: bool = ctx.args.interactive
+    files = check_files(ctx.args.attach)  # a file it cannot read: nothing is uploaded
     if message is None and conversation is None and not interactive:
         if not sys.stdin.isatty():
             raise CliError(
@@ -123,6 +125,8 @@ async def cmd_chat(ctx: Context) -> int:
         # `cero chat -c "hi"` (like `llm -c`): argparse gave the message to -c, so it
         # continues the most recent conversation; `-c ID "hi"` still names one.
         message, conversation, continue_last = conversation, None, True
+    if interactive and files:
+        raise CliError("--attach goes with one message, not the interactive mode", Exit.USAGE)
     if continue_last:
         conversation = await _newest_conversation(ctx)
     if interactive:
@@ -132,6 +136,8 @@ async def cmd_chat(ctx: Context) -> int:
     body = generation_body(ctx.args, message=message_text(message))
     if conversation:
         body["conversationId"] = conversation
+    if files:  # uploaded first; a refused one is one line, and nothing is sent
+        body["attachments"] = await upload_all(ctx, files)
     return await stream_generation(ctx, "/api/chat", body)
 
 
@@ -378,6 +384,14 @@ def parser() -> argparse.ArgumentParser:
         "-i",
         action="store_true",
         help="a chat session: each line a message (the default on a terminal without one)",
+    )
+    p.add_argument(
+        "--attach",
+        "-a",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="send FILE with the message (an image, PDF, text or audio; repeatable, up to 10)",
     )
     p = add(
         "watch",
