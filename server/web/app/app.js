@@ -14,6 +14,10 @@ import {
   syncActions, wireActions,
 } from "./branches.js";
 import { forgetMarkdown, renderMarkdown } from "./markdown.js";
+import {
+  attachmentsEl, clearAttachments, failedUploads, readyAttachments, restoreAttachments, uploading, uploadsSettled,
+  wireAttachments,
+} from "./attachments.js";
 
 const PAGE_SIZE = 20;
 const MAX_BACKOFF_MS = 10000;
@@ -63,6 +67,7 @@ const state = {
   // show): refetch it over REST when the generation running now ends.
   refetchAfter: false,
   editFocus: null, // the clientMessageId of an edit sent from this page, until it is shown
+  sendAfterUploads: false, // Send was pressed while files upload: it sends when they end
 };
 
 // The frames that are queued until acknowledged, and the name of each in a refusal.
@@ -173,13 +178,14 @@ function timeEl(iso) {
   return node;
 }
 
-function addMessage({ id, role, content, status, aiModel, clientMessageId, parentId, siblingIds, finishReason, createdAt }) {
+function addMessage({ id, role, content, status, aiModel, clientMessageId, parentId, siblingIds, finishReason, createdAt, attachments }) {
   const node = el(
     "article",
     { class: `msg ${role}`, "aria-label": role === "user" ? "You" : "Cero" },
     el("div", { class: "who-line" }, el("span", { text: role === "user" ? "You" : "Cero" }), timeEl(createdAt)),
     el("div", { class: "tools-steps" }),
     el("div", { class: "body" }),
+    Array.isArray(attachments) && attachments.length ? attachmentsEl(attachments) : null,
     el("div", { class: "sources" }),
     el("div", { class: "meta" }),
   );
@@ -271,6 +277,7 @@ function syncComposer() {
     ? `${length.toLocaleString()} / ${state.maxChars.toLocaleString()}: ${(length - state.maxChars).toLocaleString()} too many`
     : `${length.toLocaleString()} / ${state.maxChars.toLocaleString()}`;
   $("send").disabled = over || sendBlocked();
+  $("send").textContent = state.sendAfterUploads ? "Sending…" : "Send";
 }
 
 // An answer is Markdown (markdown.js: only the blocks that changed are redrawn; `partial`
@@ -757,6 +764,7 @@ function onFault(frame) {
 function sendFailed(entry, failure) {
   const text = entry ? entry.frame.message : "";
   if (text && !$("input").value.trim()) $("input").value = text;
+  if (entry) restoreAttachments(entry.attachments);
   syncComposer();
   const retry = () => $("composer").requestSubmit();
   notice(failure.text, actionsFor(failure.action, retry));
@@ -1209,19 +1217,20 @@ function selectedTools() {
   return Array.from($("tools").querySelectorAll("input:checked"), (box) => box.value);
 }
 
-function send(text) {
+function send(text, attachments) {
   const clientMessageId = randomId();
   const frame = { type: "send", message: text, clientMessageId, aiModel: $("model").value };
   const tools = selectedTools();
   if (tools.length) frame.tools = tools;
+  if (attachments.length) frame.attachments = attachments.map((a) => a.id);
   let newChat = null;
   if (state.convId) frame.conversationId = state.convId;
   else {
     const waiting = state.queue.find((e) => e.newChat && !e.frame.conversationId);
     newChat = waiting ? waiting.newChat : randomId();
   }
-  const node = addMessage({ role: "user", content: text, status: "streaming", clientMessageId });
-  state.queue.push({ frame, el: node, inFlight: false, newChat });
+  const node = addMessage({ role: "user", content: text, status: "streaming", clientMessageId, attachments });
+  state.queue.push({ frame, el: node, inFlight: false, newChat, attachments });
   flushQueue();
   syncControls();
   if (!state.wsReady) setConn(navigator.onLine ? "reconnecting…" : "offline — will send when back", "bad");
@@ -1423,10 +1432,31 @@ function closeSidebar() {
 
 function wire() {
   wireActions($("messages"), branchCommands);
+  wireAttachments(syncComposer);
   $("composer").addEventListener("submit", (event) => {
     event.preventDefault();
     const text = $("input").value.trim();
-    if (!text) return;
+    if (!text) {
+      if (readyAttachments().length || uploading()) notice("Write a message to go with the files, then send.");
+      return;
+    }
+    if (failedUploads()) {
+      notice("A file could not be uploaded: remove it (or pick it again), then send.");
+      return;
+    }
+    if (uploading()) {
+      // Send waits for the uploads, then sends what the composer holds by then.
+      if (!state.sendAfterUploads) {
+        state.sendAfterUploads = true;
+        syncComposer();
+        uploadsSettled().then(() => {
+          state.sendAfterUploads = false;
+          syncComposer();
+          if (!uploading()) $("composer").requestSubmit();
+        });
+      }
+      return;
+    }
     if (messageLength(text) > state.maxChars) {
       fail(describe("invalid_request", { field: "message", error: "message: at most" }));
       return;
@@ -1441,7 +1471,9 @@ function wire() {
     }
     $("input").value = "";
     notice("");
-    send(text);
+    const attachments = readyAttachments();
+    clearAttachments();
+    send(text, attachments);
   });
   $("input").addEventListener("keydown", (event) => {
     if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
