@@ -117,7 +117,7 @@ function upload(file) {
 }
 
 function chipFor(entry) {
-  const preview = entry.url ? el("img", { class: "chip-preview", src: entry.url, alt: "" }) : el("span", { class: "chip-icon", "aria-hidden": "true", text: "📄" });
+  const preview = entry.url ? el("img", { class: "chip-preview", src: entry.url, alt: "" }) : el("span", { class: "chip-icon", "aria-hidden": "true", text: extension(entry.name) });
   const remove = el("button", { type: "button", class: "ghost chip-remove", "aria-label": `Remove ${entry.name}`, title: "Remove", text: "×" });
   remove.addEventListener("click", () => removeEntry(entry, true));
   return el(
@@ -134,6 +134,12 @@ function chipFor(entry) {
     ),
     remove,
   );
+}
+
+// What stands for a file without a preview: its extension ("PDF", "MD"), else "FILE".
+function extension(name) {
+  const match = /\.([A-Za-z0-9]{1,4})$/.exec(name || "");
+  return match ? match[1].toUpperCase() : "FILE";
 }
 
 function setStatus(entry, status) {
