@@ -14,6 +14,7 @@ serious violation. Set up as in ``test_web_app.py``, whose helpers this module u
 
 from __future__ import annotations
 
+import asyncio
 import io
 import re
 from collections.abc import AsyncIterator
@@ -39,7 +40,7 @@ from tests.server.web.test_web_app import (
 from tests.server.web.test_web_ux import AXE, axe, phone_context
 
 try:
-    from playwright.async_api import FilePayload, Page, expect
+    from playwright.async_api import FilePayload, Page, Route, expect
 except ImportError:  # pragma: no cover - the dev dependencies include playwright
     if IN_CI:
         raise
@@ -178,12 +179,18 @@ async def test_too_large_or_unaccepted_files_say_why_on_their_chip(
 ) -> None:
     a = devices.a
     await a.locator("#new-chat").click()
-    await a.locator("#file-input").set_input_files(
-        [
-            {"name": "big.txt", "mimeType": "text/plain", "buffer": b"x" * (LIMIT + 500)},
-            {"name": "blob.bin", "mimeType": "image/png", "buffer": bytes(range(256)) * 4},
-        ]
-    )
+    big_file: FilePayload = {
+        "name": "big.txt",
+        "mimeType": "text/plain",
+        "buffer": b"x" * (LIMIT + 500),
+    }
+    # Not UTF-8, no known signature, whatever its declared type says.
+    binary: FilePayload = {
+        "name": "blob.bin",
+        "mimeType": "image/png",
+        "buffer": bytes(range(256)) * 4,
+    }
+    await a.locator("#file-input").set_input_files([big_file, binary])
     big, blob = chip(a, "big.txt"), chip(a, "blob.bin")
     await expect(big).to_have_attribute("data-status", "error")
     await expect(big.locator(".chip-error")).to_have_text("Too large: files can be at most 4 KB.")
@@ -212,9 +219,25 @@ async def test_a_send_with_an_image_and_a_text_file_shows_them_everywhere(
     a, b = devices.a, devices.b
     await a.locator("#new-chat").click()
     await a.locator("#model").select_option("demo")
+    # The uploads are held until Send was pressed: it waits for them, then sends.
+    release = asyncio.Event()
+
+    async def hold(route: Route) -> None:
+        await release.wait()
+        await route.continue_()
+
+    await a.route("**/api/attachments", hold)
     await a.locator("#file-input").set_input_files([image_file(), text_file()])
+    await expect(a.locator("#attachments .chip[data-status=uploading]")).to_have_count(2)
+    await expect(a.locator("#attachments progress").first).to_be_visible()
     await a.locator("#input").fill("What is in these?")
-    await a.locator("#input").press("Enter")  # waits for the uploads, then sends
+    await a.locator("#input").press("Enter")
+    await expect(a.locator("#send")).to_have_text("Sending…")
+    await expect(a.locator("article.msg.user")).to_have_count(0)
+    release.set()
+    await expect(a.locator("article.msg.user")).to_have_count(1)
+    await expect(a.locator("#send")).to_have_text("Send")
+    await a.unroute("**/api/attachments", hold)
     await expect(last_answer(a)).to_have_attribute("data-status", "complete")
     answer = last_answer(a).locator(".body")
     await expect(answer).to_contain_text("You attached 2 files:")
