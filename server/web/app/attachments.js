@@ -52,6 +52,17 @@ export function wireAttachments(changed) {
     addFiles(event.dataTransfer.files);
     $("input").focus();
   });
+  // A file dropped beside the composer is not opened by the browser in the page's place.
+  for (const type of ["dragover", "drop"]) {
+    window.addEventListener(type, (event) => {
+      if (!carriesFiles(event) || composer.contains(event.target)) return;
+      event.preventDefault();
+      if (type === "drop") {
+        depth = 0;
+        composer.classList.remove("dropping");
+      }
+    });
+  }
   $("input").addEventListener("paste", (event) => {
     const files = event.clipboardData ? Array.from(event.clipboardData.files || []) : [];
     if (!files.length) return; // text pastes as text

@@ -111,7 +111,13 @@ async def clear_chips(page: Page) -> None:
 DROP = """([name, type, text, kind]) => {
     const data = new DataTransfer();
     data.items.add(new File([text], name, { type }));
-    const target = document.querySelector(kind === 'paste' ? '#input' : '#composer');
+    const target = document.querySelector(
+        kind === 'paste' ? '#input' : kind === 'beside' ? '#messages' : '#composer');
+    if (kind === 'beside') {
+        const drop = new DragEvent('drop', { dataTransfer: data, bubbles: true, cancelable: true });
+        target.dispatchEvent(drop);
+        return drop.defaultPrevented;
+    }
     if (kind === 'paste') {
         target.dispatchEvent(new ClipboardEvent('paste', {
             clipboardData: data, bubbles: true, cancelable: true }));
@@ -165,6 +171,9 @@ async def test_a_file_dropped_on_the_composer_or_pasted_is_attached(
     await a.evaluate(DROP, ["dropped.txt", "text/plain", "dropped text\n", "drop"])
     await expect(a.locator("#composer")).to_have_class("composer")
     await expect(chip(a, "dropped.txt")).to_have_attribute("data-status", "done")
+    # Dropped beside the composer: not attached, and not opened in the page's place.
+    assert await a.evaluate(DROP, ["beside.txt", "text/plain", "beside\n", "beside"]) is True
+    await expect(chip(a, "beside.txt")).to_have_count(0)
 
     await a.locator("#input").fill("kept as typed")
     await a.evaluate(DROP, ["pasted.txt", "text/plain", "pasted text\n", "paste"])
