@@ -744,8 +744,8 @@ function onFault(frame) {
       if (entry.el) setStatus(entry.el, "error");
       if (entry.hooks && entry.hooks.fault) entry.hooks.fault(frame);
     }
-    const failure = describe(frame.code, { error: frame.error });
-    if (type === "send") sendFailed(entry, failure);
+    const failure = describe(frame.code, { field: frame.field, error: frame.error });
+    if (type === "send") sendFailed(entry, failure, frame);
     else if (frame.code === "conversation_busy") notice(failure.text);
     else notice(`${COMMANDS[type]} refused: ${failure.text}`, actionsFor(failure.action, null));
     syncControls();
@@ -761,10 +761,12 @@ function onFault(frame) {
 
 // A send the server refused: its text goes back into the composer (unless something else
 // was typed there meanwhile), with what may cure it. Retry sends the composer's text.
-function sendFailed(entry, failure) {
+function sendFailed(entry, failure, frame) {
   const text = entry ? entry.frame.message : "";
   if (text && !$("input").value.trim()) $("input").value = text;
-  if (entry) restoreAttachments(entry.attachments);
+  // Its files come back too, unless they are what was refused.
+  const aboutFiles = frame.field === "attachments" || /^attachments:/.test(frame.error || "");
+  if (entry && !aboutFiles) restoreAttachments(entry.attachments);
   syncComposer();
   const retry = () => $("composer").requestSubmit();
   notice(failure.text, actionsFor(failure.action, retry));

@@ -40,6 +40,10 @@ const GENERIC = ["Something went wrong. Retry in a moment.", "retry"];
  * the length limit is the one a person can cure).
  */
 export function describe(code, { field, error } = {}) {
+  if ((code === "invalid_request" || code === "invalid_frame")
+      && (field === "attachments" || /^attachments:/.test(error || ""))) {
+    return { text: "A file of this message can no longer be sent (deleted, or sent in another conversation). Attach it again, then send.", action: null };
+  }
   if (code === "invalid_request" || code === "invalid_frame") {
     const aboutMessage = field === "message" || /^message:/.test(error || "");
     if (aboutMessage && /at most/.test(error || "")) {

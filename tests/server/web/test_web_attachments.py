@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import re
 from collections.abc import AsyncIterator
 from typing import Any
@@ -40,7 +41,7 @@ from tests.server.web.test_web_app import (
 from tests.server.web.test_web_ux import AXE, axe, phone_context
 
 try:
-    from playwright.async_api import FilePayload, Page, Route, expect
+    from playwright.async_api import FilePayload, Page, Route, WebSocketRoute, expect
 except ImportError:  # pragma: no cover - the dev dependencies include playwright
     if IN_CI:
         raise
@@ -278,6 +279,67 @@ async def test_a_send_with_an_image_and_a_text_file_shows_them_everywhere(
     await expect(last_answer(b)).to_contain_text("second.txt (text/plain")
     await shot(b, "attach-other-device")
     await a.locator("#model").select_option(index=0)
+
+
+async def test_a_refused_send_gives_its_files_back_unless_they_were_refused(
+    env: Env, devices: Devices
+) -> None:
+    """A proxy on the socket refuses sends: a busy server (the text and the chips come
+    back, Retry sends them), then the files themselves (said plainly; they do not)."""
+    context = await signed_in_context(env)
+    page, errors = await watched(context)
+    refusals = [
+        {"code": "overloaded", "error": "admission: queue full"},
+        {
+            "code": "invalid_request",
+            "field": "attachments",
+            "error": "attachments: no attachment 'x'",
+        },
+    ]
+    sent: list[dict[str, Any]] = []
+
+    def proxy(ws: WebSocketRoute) -> None:
+        server = ws.connect_to_server()
+
+        def to_server(message: str | bytes) -> None:
+            frame = json.loads(message)
+            if frame["type"] == "send":
+                sent.append(frame)
+                if len(sent) in (1, 3):
+                    ws.send(json.dumps({"type": "fault", **refusals.pop(0)}))
+                    return
+            server.send(message)
+
+        ws.on_message(to_server)
+        server.on_message(ws.send)
+
+    await page.route_web_socket(re.compile(r"/api/ws$"), proxy)
+    await page.goto("/app")
+    await expect(page.locator("#conn")).to_have_text("live")
+    await page.locator("#model").select_option("demo")
+    await page.locator("#file-input").set_input_files([text_file("kept.md")])
+    await expect(chip(page, "kept.md")).to_have_attribute("data-status", "done")
+    await page.locator("#input").fill("with a file")
+    await page.locator("#input").press("Enter")
+    notice = page.locator("#notice")
+    await expect(notice).to_contain_text("The server is busy right now")
+    await expect(page.locator("#input")).to_have_value("with a file")
+    await expect(chip(page, "kept.md")).to_have_attribute("data-status", "done")
+    await notice.get_by_role("button", name="Retry").click()
+    await expect(last_answer(page)).to_contain_text("kept.md (text/markdown")
+    assert sent[1]["attachments"] == sent[0]["attachments"]
+    assert len(sent[0]["attachments"]) == 1
+
+    await page.locator("#file-input").set_input_files([text_file("gone.md")])
+    await expect(chip(page, "gone.md")).to_have_attribute("data-status", "done")
+    await page.locator("#input").fill("and another")
+    await page.locator("#input").press("Enter")
+    await expect(notice).to_contain_text("A file of this message can no longer be sent")
+    await expect(notice).not_to_contain_text("no attachment")
+    await expect(page.locator("#input")).to_have_value("and another")
+    await expect(page.locator("#attachments")).to_be_hidden()
+    assert not errors, errors
+    await context.close()
 
 
 async def test_phone_layout_and_axe_with_attachments(env: Env, devices: Devices) -> None:
