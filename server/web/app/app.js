@@ -1447,15 +1447,19 @@ function wire() {
       return;
     }
     if (uploading()) {
-      // Send waits for the uploads, then sends what the composer holds by then.
+      // Send waits for the uploads (files added meanwhile too), then sends what the
+      // composer holds by then.
       if (!state.sendAfterUploads) {
         state.sendAfterUploads = true;
         syncComposer();
-        uploadsSettled().then(() => {
+        const sendWhenUploaded = () => uploadsSettled().then(() => {
+          if (uploading()) return sendWhenUploaded();
           state.sendAfterUploads = false;
           syncComposer();
-          if (!uploading()) $("composer").requestSubmit();
+          $("composer").requestSubmit();
+          return null;
         });
+        sendWhenUploaded();
       }
       return;
     }
