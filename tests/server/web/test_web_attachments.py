@@ -148,7 +148,7 @@ async def test_the_attach_button_uploads_a_chip_and_remove_takes_it_away(
     await expect(image.locator(".chip-size")).to_have_text(f"{len(PNG)} bytes")
     preview = image.locator("img.chip-preview")
     assert (await preview.get_attribute("src") or "").startswith("blob:")
-    assert await preview.evaluate("(img) => img.complete && img.naturalWidth") == 64
+    assert await preview.evaluate("(img) => img.decode().then(() => img.naturalWidth)") == 64
     await expect(image.locator("progress")).to_be_hidden()
     await shot(a, "attach-chips")
 
@@ -217,7 +217,12 @@ async def test_too_large_or_unaccepted_files_say_why_on_their_chip(
     await clear_chips(a)
     await a.locator("#input").fill("")
     # Chromium logs each refused upload to the console: those two are expected.
-    refused = [e for e in devices.errors if re.search(r"status of 41[35]\b", e)]
+    refused: list[str] = []
+    for _ in range(50):  # the console's reports may come a little after the chips
+        refused = [e for e in devices.errors if re.search(r"status of 41[35]\b", e)]
+        if len(refused) == 2:
+            break
+        await asyncio.sleep(0.1)
     assert len(refused) == 2, devices.errors
     for entry in refused:
         devices.errors.remove(entry)
