@@ -128,7 +128,13 @@ function upload(file) {
 }
 
 function chipFor(entry) {
-  const preview = entry.url ? el("img", { class: "chip-preview", src: entry.url, alt: "" }) : el("span", { class: "chip-icon", "aria-hidden": "true", text: extension(entry.name) });
+  const icon = () => el("span", { class: "chip-icon", "aria-hidden": "true", text: extension(entry.name) });
+  let preview = icon();
+  if (entry.url) {
+    preview = el("img", { class: "chip-preview", src: entry.url, alt: "" });
+    // Not an image after all (only its declared type said so): its extension instead.
+    preview.addEventListener("error", () => preview.replaceWith(icon()), { once: true });
+  }
   const remove = el("button", { type: "button", class: "ghost chip-remove", "aria-label": `Remove ${entry.name}`, title: "Remove", text: "×" });
   remove.addEventListener("click", () => removeEntry(entry, true));
   return el(

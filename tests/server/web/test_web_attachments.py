@@ -208,6 +208,7 @@ async def test_too_large_or_unaccepted_files_say_why_on_their_chip(
     await expect(blob.locator(".chip-error")).to_contain_text(
         "This kind of file is not accepted. Accepted: PNG, JPEG, WebP, GIF, PDF"
     )
+    await expect(blob.locator(".chip-icon")).to_have_text("BIN")  # no broken preview
     await shot(a, "attach-errors")
     # A send waits until the failed files are removed.
     await a.locator("#input").fill("with a broken file")
