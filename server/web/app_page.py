@@ -3,14 +3,17 @@
 The page (``server/web/app/``: ``index.html``, ``app.css`` and the ES modules ``app.js``,
 ``branches.js`` (the conversation-branch controls), ``markdown.js`` (answers rendered with
 markdown-it and highlight.js), ``clipboard.js``, ``failures.js`` (what each error code
-means to a person), ``sessions.js`` (the Sessions panel) and ``dom.js``) speaks only the
+means to a person), ``sessions.js`` (the Sessions panel), ``attachments.js`` (uploads, their
+chips, and attachments in the log) and ``dom.js``) speaks only the
 public API of the contract (REST and ``/api/ws``) with the session cookie. The one thing
 rendered on the server is which sign-in methods exist (two ``data-`` attributes on
 ``<body>``), since no public endpoint says whether GitHub is configured.
 
 A strict Content-Security-Policy makes a model answer that smuggles markup inert even if
 the page ever rendered it: scripts and styles only from this origin (no inline script),
-``connect-src 'self'`` (REST and the WebSocket), no images from elsewhere, no framing.
+``connect-src 'self'`` (REST and the WebSocket), no images from elsewhere (``blob:`` in
+``img-src`` only: the preview of an image picked for upload is an object URL of the local
+file), no framing.
 
 The two libraries are files under ``/app/vendor/``, taken from their npm packages by
 ``scripts/vendor_web.py``; only the files its ``manifest.json`` lists are served, each with
@@ -34,7 +37,7 @@ from server.core.errors import not_found
 routes = web.RouteTableDef()
 
 CSP = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
     "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
 _SECURITY = {
@@ -45,6 +48,7 @@ _SECURITY = {
 #: The page's assets, by file name; nothing else under ``/app/`` is served.
 ASSETS = {
     "app.js": "text/javascript",
+    "attachments.js": "text/javascript",
     "branches.js": "text/javascript",
     "dom.js": "text/javascript",
     "markdown.js": "text/javascript",

@@ -14,6 +14,10 @@ import {
   syncActions, wireActions,
 } from "./branches.js";
 import { forgetMarkdown, renderMarkdown } from "./markdown.js";
+import {
+  attachmentsEl, clearAttachments, failedUploads, readyAttachments, restoreAttachments, uploading, uploadsSettled,
+  wireAttachments,
+} from "./attachments.js";
 
 const PAGE_SIZE = 20;
 const MAX_BACKOFF_MS = 10000;
@@ -63,6 +67,7 @@ const state = {
   // show): refetch it over REST when the generation running now ends.
   refetchAfter: false,
   editFocus: null, // the clientMessageId of an edit sent from this page, until it is shown
+  sendAfterUploads: false, // Send was pressed while files upload: it sends when they end
 };
 
 // The frames that are queued until acknowledged, and the name of each in a refusal.
@@ -173,13 +178,14 @@ function timeEl(iso) {
   return node;
 }
 
-function addMessage({ id, role, content, status, aiModel, clientMessageId, parentId, siblingIds, finishReason, createdAt }) {
+function addMessage({ id, role, content, status, aiModel, clientMessageId, parentId, siblingIds, finishReason, createdAt, attachments }) {
   const node = el(
     "article",
     { class: `msg ${role}`, "aria-label": role === "user" ? "You" : "Cero" },
     el("div", { class: "who-line" }, el("span", { text: role === "user" ? "You" : "Cero" }), timeEl(createdAt)),
     el("div", { class: "tools-steps" }),
     el("div", { class: "body" }),
+    Array.isArray(attachments) && attachments.length ? attachmentsEl(attachments) : null,
     el("div", { class: "sources" }),
     el("div", { class: "meta" }),
   );
@@ -271,6 +277,7 @@ function syncComposer() {
     ? `${length.toLocaleString()} / ${state.maxChars.toLocaleString()}: ${(length - state.maxChars).toLocaleString()} too many`
     : `${length.toLocaleString()} / ${state.maxChars.toLocaleString()}`;
   $("send").disabled = over || sendBlocked();
+  $("send").textContent = state.sendAfterUploads ? "Sending…" : "Send";
 }
 
 // An answer is Markdown (markdown.js: only the blocks that changed are redrawn; `partial`
@@ -737,8 +744,8 @@ function onFault(frame) {
       if (entry.el) setStatus(entry.el, "error");
       if (entry.hooks && entry.hooks.fault) entry.hooks.fault(frame);
     }
-    const failure = describe(frame.code, { error: frame.error });
-    if (type === "send") sendFailed(entry, failure);
+    const failure = describe(frame.code, { field: frame.field, error: frame.error });
+    if (type === "send") sendFailed(entry, failure, frame);
     else if (frame.code === "conversation_busy") notice(failure.text);
     else notice(`${COMMANDS[type]} refused: ${failure.text}`, actionsFor(failure.action, null));
     syncControls();
@@ -754,9 +761,12 @@ function onFault(frame) {
 
 // A send the server refused: its text goes back into the composer (unless something else
 // was typed there meanwhile), with what may cure it. Retry sends the composer's text.
-function sendFailed(entry, failure) {
+function sendFailed(entry, failure, frame) {
   const text = entry ? entry.frame.message : "";
   if (text && !$("input").value.trim()) $("input").value = text;
+  // Its files come back too, unless they are what was refused.
+  const aboutFiles = frame.field === "attachments" || /^attachments:/.test(frame.error || "");
+  if (entry && !aboutFiles) restoreAttachments(entry.attachments);
   syncComposer();
   const retry = () => $("composer").requestSubmit();
   notice(failure.text, actionsFor(failure.action, retry));
@@ -1209,19 +1219,20 @@ function selectedTools() {
   return Array.from($("tools").querySelectorAll("input:checked"), (box) => box.value);
 }
 
-function send(text) {
+function send(text, attachments) {
   const clientMessageId = randomId();
   const frame = { type: "send", message: text, clientMessageId, aiModel: $("model").value };
   const tools = selectedTools();
   if (tools.length) frame.tools = tools;
+  if (attachments.length) frame.attachments = attachments.map((a) => a.id);
   let newChat = null;
   if (state.convId) frame.conversationId = state.convId;
   else {
     const waiting = state.queue.find((e) => e.newChat && !e.frame.conversationId);
     newChat = waiting ? waiting.newChat : randomId();
   }
-  const node = addMessage({ role: "user", content: text, status: "streaming", clientMessageId });
-  state.queue.push({ frame, el: node, inFlight: false, newChat });
+  const node = addMessage({ role: "user", content: text, status: "streaming", clientMessageId, attachments });
+  state.queue.push({ frame, el: node, inFlight: false, newChat, attachments });
   flushQueue();
   syncControls();
   if (!state.wsReady) setConn(navigator.onLine ? "reconnecting…" : "offline — will send when back", "bad");
@@ -1423,10 +1434,35 @@ function closeSidebar() {
 
 function wire() {
   wireActions($("messages"), branchCommands);
+  wireAttachments(syncComposer);
   $("composer").addEventListener("submit", (event) => {
     event.preventDefault();
     const text = $("input").value.trim();
-    if (!text) return;
+    if (!text) {
+      if (readyAttachments().length || uploading()) notice("Write a message to go with the files, then send.");
+      return;
+    }
+    if (failedUploads()) {
+      notice("A file could not be uploaded: remove it (or pick it again), then send.");
+      return;
+    }
+    if (uploading()) {
+      // Send waits for the uploads (files added meanwhile too), then sends what the
+      // composer holds by then.
+      if (!state.sendAfterUploads) {
+        state.sendAfterUploads = true;
+        syncComposer();
+        const sendWhenUploaded = () => uploadsSettled().then(() => {
+          if (uploading()) return sendWhenUploaded();
+          state.sendAfterUploads = false;
+          syncComposer();
+          $("composer").requestSubmit();
+          return null;
+        });
+        sendWhenUploaded();
+      }
+      return;
+    }
     if (messageLength(text) > state.maxChars) {
       fail(describe("invalid_request", { field: "message", error: "message: at most" }));
       return;
@@ -1441,7 +1477,9 @@ function wire() {
     }
     $("input").value = "";
     notice("");
-    send(text);
+    const attachments = readyAttachments();
+    clearAttachments();
+    send(text, attachments);
   });
   $("input").addEventListener("keydown", (event) => {
     if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {

@@ -40,6 +40,10 @@ const GENERIC = ["Something went wrong. Retry in a moment.", "retry"];
  * the length limit is the one a person can cure).
  */
 export function describe(code, { field, error } = {}) {
+  if ((code === "invalid_request" || code === "invalid_frame")
+      && (field === "attachments" || /^attachments:/.test(error || ""))) {
+    return { text: "A file of this message can no longer be sent (deleted, or sent in another conversation). Attach it again, then send.", action: null };
+  }
   if (code === "invalid_request" || code === "invalid_frame") {
     const aboutMessage = field === "message" || /^message:/.test(error || "");
     if (aboutMessage && /at most/.test(error || "")) {
@@ -57,4 +61,59 @@ export function describeError(err) {
   if (err && err.code) return describe(err.code, { field: err.field, error: err.message });
   if (err instanceof TypeError) return describe("network"); // fetch's "Failed to fetch"
   return { text: GENERIC[0], action: null };
+}
+
+// ---------- uploads (docs/api.md, "Attachments") ----------
+
+const TYPE_NAMES = {
+  "image/png": "PNG", "image/jpeg": "JPEG", "image/webp": "WebP", "image/gif": "GIF",
+  "application/pdf": "PDF", "text/plain": "plain text (code too)", "text/markdown": "Markdown",
+  "audio/mpeg": "MP3", "audio/wav": "WAV", "audio/ogg": "Ogg audio",
+};
+
+/** A size for people: "900 bytes", "4 KB", "20 MB" (1024-based, as the limits are set). */
+export function formatSize(bytes) {
+  const n = Number(bytes) || 0;
+  if (n < 1024) return `${n} ${n === 1 ? "byte" : "bytes"}`;
+  const units = ["KB", "MB", "GB"];
+  let value = n / 1024;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit += 1;
+  }
+  const shown = value >= 10 || Number.isInteger(value) ? Math.round(value) : Math.round(value * 10) / 10;
+  return `${shown} ${units[unit]}`;
+}
+
+/** "PNG, JPEG, PDF…": accepted MIME types as people name them. */
+export function typeNames(types) {
+  return (types || []).map((t) => TYPE_NAMES[t] || t).join(", ");
+}
+
+/**
+ * One sentence for a refused or failed upload: `status` the HTTP status (0: the network),
+ * `data` the refusal's JSON ({code, limit, accepted}). A file too large names the limit,
+ * an unaccepted type says which types are.
+ */
+export function describeUpload(status, data) {
+  const code = (data && data.code) || (status === 0 ? "network" : null);
+  const limit = data && Number.isFinite(data.limit) ? formatSize(data.limit) : null;
+  if (code === "payload_too_large") {
+    return limit ? `Too large: files can be at most ${limit}.` : "Too large to upload.";
+  }
+  if (code === "quota_exceeded") {
+    return limit
+      ? `No room left: your files may take ${limit} together. Delete old conversations to make room.`
+      : "No room left for your files. Delete old conversations to make room.";
+  }
+  if (code === "unsupported_media_type") {
+    const accepted = typeNames(data && data.accepted);
+    return accepted ? `This kind of file is not accepted. Accepted: ${accepted}.` : "This kind of file is not accepted.";
+  }
+  if (code === "invalid_request") return "This file cannot be uploaded (is it empty?).";
+  if (code === "unauthorized") return TEXTS.unauthorized[0];
+  if (code === "network") return "The upload failed: cannot reach the server. Remove the file and try again.";
+  const [text] = TEXTS[code] || GENERIC;
+  return text;
 }

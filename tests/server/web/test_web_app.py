@@ -80,14 +80,17 @@ class Env:
 
 
 @contextlib.asynccontextmanager
-async def browser_env(tmp_path_factory: pytest.TempPathFactory, name: str) -> AsyncIterator[Env]:
-    """The app on a fresh SQLite file with the Gemini stand-in, and Debian's Chromium."""
+async def browser_env(
+    tmp_path_factory: pytest.TempPathFactory, name: str, **overrides: Any
+) -> AsyncIterator[Env]:
+    """The app on a fresh SQLite file with the Gemini stand-in, and Debian's Chromium;
+    ``overrides`` are settings."""
     _require_browser()
     expect.set_options(timeout=15_000)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     db_path = tmp_path_factory.mktemp(name) / "cero.db"
     async with (
-        live_with_gemini(f"sqlite:///{db_path}") as (live, fake),
+        live_with_gemini(f"sqlite:///{db_path}", **overrides) as (live, fake),
         async_playwright() as p,
     ):
         browser = await p.chromium.launch(

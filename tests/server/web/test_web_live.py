@@ -250,6 +250,12 @@ async def test_a_cursor_that_cannot_be_replayed_refetches_the_list(
     await page.route_web_socket(re.compile(r"/api/ws$"), proxy)
     await page.goto("/app")
     await expect(page.locator("#conn")).to_have_text("live")
+    # "live" is the socket open; the account channel's `subscribed` (which gives the page
+    # its cursor, and refetches the list: its second fetch of it) comes after.
+    await page.wait_for_function(
+        """() => performance.getEntriesByType('resource')
+            .filter((e) => new URL(e.name).pathname === '/api/conversations').length >= 2"""
+    )
     await context.set_offline(True)
     await expect(page.locator("#conn")).to_contain_text("offline")
     async with aiohttp.ClientSession() as http:
