@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -18,13 +19,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from server.storage import attachments
+from server.storage import attachments, importing
 from server.storage.attachment_blobs import CHUNK_BYTES
 from server.storage.attachments import BLOBS
+from server.storage.import_attachments import ImportedFiles
 from server.storage.tables import Attachment, Conversation, Message, MessageAttachment
 from tests.auth_helpers import bearer, make_user_session
 from tests.conftest import Live
-from tests.live_clients import chat, read_ndjson
+from tests.live_clients import WsPeer, chat, read_ndjson
 from tests.server.routes.test_export_import import (
     canonical,
     export,
@@ -400,3 +402,54 @@ async def test_an_edit_keeps_the_attachments(live: Live) -> None:
     assert len(named) == 4 and sum("data" in a for a in named) == 2
     links = await MessageAttachment.count().where(MessageAttachment.attachment_id == first["id"])
     assert links == 3
+
+
+async def test_a_websocket_edit_keeps_the_attachments(live: Live) -> None:
+    token, _ = await make_user_session("WS edit")
+    kept = await upload(live, token, text_file(70), "kept.txt")
+    async with aiohttp.ClientSession() as http:
+        peer = WsPeer(await http.ws_connect(f"{live.url}/api/ws?token={token}")).start()
+        await peer.send(type="send", message="look", aiModel="demo", attachments=[kept["id"]])
+        ack = await peer.wait_for(lambda f: f.get("type") == "ack" and f["of"] == "send")
+        cid, user_id = ack["conversationId"], ack["userMessageId"]
+        await peer.wait_for(lambda f: f.get("type") == "done")
+        await peer.send(type="edit", conversationId=cid, messageId=user_id, message="look again")
+        ack = await peer.wait_for(lambda f: f.get("type") == "ack" and f["of"] == "edit")
+        done = await peer.wait_for(
+            lambda f: f.get("type") == "done" and f.get("generationId") == ack["generationId"]
+        )
+        assert "kept.txt" in done["fullText"]
+        await peer.ws.close()
+    (user, _answer) = await _messages(live, token, cid)
+    assert user["id"] == ack["userMessageId"]
+    assert [a["id"] for a in user["attachments"]] == [kept["id"]]
+
+
+async def test_a_write_that_fails_after_the_files_were_stored_keeps_nothing(live: Live) -> None:
+    """The route's steps, the database refusing the rows (a message id that exists) after
+    every file was stored: the transaction takes the rows back, the files are discarded."""
+    _token, user_id = await make_user_session("Halfway files")
+    file = small_file()
+    hashes = with_files(file, (0, 0, text_file()), (1, 2, text_file()))
+    checked = importing.check(file, importing.ImportLimits(10, 100, MAX_FILE))
+    files = ImportedFiles(live.app[BLOBS], live.settings.attachment_types)
+    await files.store_all(importing.new_files(checked))
+    assert [await stored(live, h) for h in hashes] == [True, True]
+    planned = importing.plan(checked, user_id, datetime.now(UTC), files.stored)
+    assert len(planned.attachments) == 2 and len(planned.links) == 2
+    existing = await store_tree(
+        user_id,
+        {
+            "title": "t",
+            "messages": [{"role": "user", "parent": None, "content": "x", "status": "complete"}],
+            "leaf": 0,
+        },
+    )
+    (taken,) = await Message.select(Message.id).where(Message.conversation_id == existing).run()
+    planned.messages[-1].id = taken["id"]
+    with pytest.raises(Exception):  # noqa: B017 - whichever driver's integrity error
+        await importing.write_import(planned)
+    await files.discard()
+    assert await Conversation.count().where(Conversation.user_id == user_id) == 1  # the one above
+    assert await Attachment.count().where(Attachment.user_id == user_id) == 0
+    assert [await stored(live, h) for h in hashes] == [False, False]
