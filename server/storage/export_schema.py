@@ -3,8 +3,8 @@ models: ``POST /api/import`` validates its body with them, and ``/openapi.json``
 both the import body and the export answer with them.
 
 Version 2 adds a user message's ``attachments`` (metadata, and the bytes in base64 the
-first time a conversation names one); a version 1 file (no attachments) still imports,
-any ``attachments`` in it ignored as an unknown key.
+first time a conversation names one); a version 1 file (which has none) still imports:
+both are read by the same models.
 
 Ids in the file are the exporter's: the importer only uses them to link ``parentId``,
 ``activeLeafId`` and attachments, and mints new ones. Unknown keys are ignored

@@ -129,8 +129,6 @@ def check(data: object, limits: ImportLimits) -> ExportFile:
     """The file, validated whole; :class:`InvalidImport` or :class:`ImportTooLarge`."""
     if not isinstance(data, dict):
         raise InvalidImport("body", "must be a JSON object")
-    if data.get("version") == 1 and not isinstance(data.get("version"), bool):
-        _drop_attachments(data)  # version 1 has none: an unknown key, ignored
     nul = _first_nul(data)
     if nul is not None:
         raise InvalidImport(nul, "must not contain NUL characters")
@@ -145,15 +143,6 @@ def check(data: object, limits: ImportLimits) -> ExportFile:
         _check_tree(f"conversations[{index}]", conversation)
         _check_attachments(f"conversations[{index}]", conversation, limits)
     return export
-
-
-def _drop_attachments(data: dict[str, Any]) -> None:
-    conversations = data.get("conversations")
-    for conversation in conversations if isinstance(conversations, list) else ():
-        messages = conversation.get("messages") if isinstance(conversation, dict) else None
-        for message in messages if isinstance(messages, list) else ():
-            if isinstance(message, dict):
-                message.pop("attachments", None)
 
 
 def base64_size(data: str) -> int | None:
