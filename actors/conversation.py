@@ -166,7 +166,7 @@ class ConversationActor:
         attachments: tuple[Attachment, ...] = (),
     ) -> SendResult:
         """``action``/``target``: what the send does to the tree (:data:`Action`);
-        ``attachments``: the new user message's (a ``send`` only)."""
+        ``attachments``: the new user message's (a ``send`` or an ``edit``)."""
         if timing is not None:
             timing.mark("mailed")
         result: SendResult = await self._call(

@@ -107,7 +107,7 @@ class Send:
     timing: GenerationTiming | None = None
     action: Action = "send"
     target: str | None = None
-    #: A new user message's attachments (a ``send`` only).
+    #: A new user message's attachments (a ``send`` or an ``edit``).
     attachments: tuple[Attachment, ...] = ()
 
 

@@ -32,9 +32,10 @@ class ChatRequest(BaseModel):
     tools: list[str] = Field(default_factory=list, max_length=8)
     clientMessageId: ClientId | None = None
     #: Ids of the sender's attachments (``POST /api/attachments``), sent with the message
-    #: in this order (docs/api.md, Attachments). Optional: older clients send none.
-    attachments: list[AttachmentId] = Field(
-        default_factory=list, max_length=MAX_ATTACHMENTS_PER_MESSAGE
+    #: in this order (docs/api.md, Attachments). Optional: older clients send none
+    #: (``None``: none for a send; an edit then keeps the edited message's).
+    attachments: list[AttachmentId] | None = Field(
+        default=None, max_length=MAX_ATTACHMENTS_PER_MESSAGE
     )
 
     @field_validator("message")
@@ -77,9 +78,18 @@ class BranchRequest(BaseModel):
 
 
 class EditRequest(BranchRequest):
-    """The body of an edit: the new text, and what a regenerate takes."""
+    """The body of an edit: the new text, and what a regenerate takes; ``attachments``
+    replace the edited message's (``[]``: none), left out it keeps them."""
 
     message: str = Field(json_schema_extra={"pattern": NON_BLANK})
+    attachments: list[AttachmentId] | None = Field(
+        default=None, max_length=MAX_ATTACHMENTS_PER_MESSAGE
+    )
+
+    def as_chat(self, conversation_id: str, message: str = "") -> ChatRequest:
+        turn = super().as_chat(conversation_id, message)
+        turn.attachments = None if self.attachments is None else list(self.attachments)
+        return turn
 
     @field_validator("message")
     @classmethod

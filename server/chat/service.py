@@ -210,7 +210,7 @@ async def start_chat(
                     # server.limits.user_limits).
                     await limits.admit_send(user.id)
                 # Checked before a new conversation is made: a refused send makes none.
-                sent_along = await _attachments_of(user.id, conversation_id, body, action)
+                sent_along = await _attachments_of(user.id, conversation_id, body, action, target)
                 if conversation_id is None:
                     await limits.admit_new_conversation(user.id)
                     # The model's title replaces it after the first answer (.titles).
@@ -265,11 +265,17 @@ async def start_chat(
 
 
 async def _attachments_of(
-    user_id: str, conversation_id: str | None, body: ChatRequest, action: Action
+    user_id: str, conversation_id: str | None, body: ChatRequest, action: Action, target: str | None
 ) -> tuple[Attachment, ...]:
-    """The send's attachments, checked (the sender's, not sent in another conversation);
-    ``400`` naming ``attachments`` otherwise. Only a ``send`` carries any."""
-    if not body.attachments or action != "send":
+    """The turn's new user message's attachments, checked (the sender's, not sent in
+    another conversation); ``400`` naming ``attachments`` otherwise. A ``send`` carries
+    the ones it names; an ``edit`` those of its body when it names some (``[]``: none),
+    else the edited message's; regenerate and continue make no user message."""
+    if action == "edit" and body.attachments is None:
+        if conversation_id is None or target is None:
+            return ()
+        return await attachments.of_message_in(conversation_id, target)
+    if not body.attachments or action not in ("send", "edit"):
         return ()
     try:
         return await attachments.for_send(user_id, conversation_id, body.attachments)

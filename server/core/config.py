@@ -119,9 +119,11 @@ class Settings(BaseSettings):
         60.0, validation_alias="CERO_DEVICE_PURGE_INTERVAL", gt=0, le=3600
     )
     max_body: int = Field(1 << 20, validation_alias="CERO_MAX_BODY", ge=1024)
-    #: ``POST /api/import`` only (docs/api.md, Export and import): its body limit, and the
-    #: conversations and messages one import may hold.
-    max_import_bytes: int = Field(20 << 20, validation_alias="CERO_MAX_IMPORT_BYTES", ge=1024)
+    #: ``POST /api/import`` only (docs/api.md, Export and import): its body limit (the
+    #: attachments' base64 included: room for the largest attachment, 20 MiB as 27 MiB of
+    #: base64, beside its conversations), and the conversations and messages one import
+    #: may hold.
+    max_import_bytes: int = Field(64 << 20, validation_alias="CERO_MAX_IMPORT_BYTES", ge=1024)
     max_import_conversations: int = Field(
         1000, validation_alias="CERO_MAX_IMPORT_CONVERSATIONS", ge=1
     )

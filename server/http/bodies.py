@@ -156,5 +156,5 @@ async def read_limited(request: web.Request) -> bytes:
     async for chunk in request.content.iter_chunked(1 << 16):
         received += chunk
         if len(received) > limit:
-            raise ApiError(413, "payload_too_large", f"Body larger than {limit} bytes")
+            raise too_large(request)
     return bytes(received)

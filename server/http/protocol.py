@@ -84,13 +84,14 @@ class ProtocolLimits:
     max_field_size: int
     body_timeout: float
     min_body_rate: int
-    #: ``POST /api/attachments``: an upload's body may take this long instead
-    #: (``CERO_ATTACHMENT_BODY_TIMEOUT``); the minimum rate applies as to any body.
+    #: ``POST /api/attachments`` and ``POST /api/import`` (which carries attachments): an
+    #: upload's body may take this long instead (``CERO_ATTACHMENT_BODY_TIMEOUT``); the
+    #: minimum rate applies as to any body.
     upload_body_timeout: float = 300.0
 
 
 #: The paths whose bodies are uploads (:attr:`ProtocolLimits.upload_body_timeout`).
-UPLOAD_PATHS = frozenset({"/api/attachments"})
+UPLOAD_PATHS = frozenset({"/api/attachments", "/api/import"})
 
 
 def _request_id() -> str:

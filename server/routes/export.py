@@ -1,10 +1,12 @@
 """Export and import (docs/api.md, "Export and import"): ``GET
 /api/conversations/{id}/export`` and ``GET /api/export`` stream one conversation or the
-whole account (JSON or Markdown); ``POST /api/import`` recreates the conversations of an
-export file under the caller, with new ids, all or nothing."""
+whole account (JSON or Markdown, attachments' bytes included in the JSON); ``POST
+/api/import`` recreates the conversations of an export file under the caller, with new
+ids, attachments included, all or nothing (files stored before a failure are removed)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncGenerator
 
@@ -16,10 +18,12 @@ from actors.clock import utcnow
 from server.auth.current import require_user
 from server.chat.service import owned_conversation
 from server.core.app_keys import SETTINGS
+from server.core.config import Settings
 from server.core.errors import ApiError
 from server.http import api_models as wire
 from server.http.bodies import larger_body, read_limited
 from server.storage.account_channel import ACCOUNT
+from server.storage.attachments import BLOBS
 from server.storage.exporting import (
     Format,
     account_conversations,
@@ -27,11 +31,13 @@ from server.storage.exporting import (
     filename,
     one_conversation,
 )
+from server.storage.import_attachments import ImportedFiles, Quota, check_quota
 from server.storage.importing import (
     ImportLimits,
     ImportTooLarge,
     InvalidImport,
     check,
+    new_files,
     plan,
     write_import,
 )
@@ -58,7 +64,9 @@ async def export_conversation(request: web.Request) -> web.StreamResponse:
     fmt = _format(request)
     conversation = await owned_conversation(request.match_info["id"], user.id)
     now = utcnow()
-    chunks = export_chunks(one_conversation(dict(conversation)), fmt, now, account=False)
+    chunks = export_chunks(
+        one_conversation(dict(conversation)), fmt, now, account=False, blobs=request.app[BLOBS]
+    )
     return await _stream(request, chunks, fmt, filename(fmt, now, str(conversation["id"])))
 
 
@@ -67,7 +75,9 @@ async def export_account(request: web.Request) -> web.StreamResponse:
     user = require_user(request)
     fmt = _format(request)
     now = utcnow()
-    chunks = export_chunks(account_conversations(user.id), fmt, now, account=True)
+    chunks = export_chunks(
+        account_conversations(user.id), fmt, now, account=True, blobs=request.app[BLOBS]
+    )
     return await _stream(request, chunks, fmt, filename(fmt, now, None))
 
 
@@ -106,8 +116,28 @@ async def _stream(
     return response
 
 
+def _import_too_large(settings: Settings) -> ApiError:
+    limit = settings.max_import_bytes
+    return ApiError(
+        413,
+        "payload_too_large",
+        f"body: larger than {limit} bytes (CERO_MAX_IMPORT_BYTES); split the file "
+        "(export conversations one at a time)",
+        extra={"limit": limit},
+    )
+
+
+def _refused(exc: InvalidImport | ImportTooLarge) -> ApiError:
+    if isinstance(exc, InvalidImport):
+        return ApiError(400, "invalid_import", str(exc), extra={"field": exc.path})
+    extra: dict[str, object] = {"field": exc.path}
+    if exc.limit is not None:
+        extra["limit"] = exc.limit
+    return ApiError(413, exc.code, str(exc), extra=extra)
+
+
 @routes.post("/api/import")
-@larger_body("max_import_bytes")
+@larger_body("max_import_bytes", refusal=_import_too_large)
 async def import_file(request: web.Request) -> web.Response:
     user = require_user(request)
     raw = await read_limited(request)
@@ -115,19 +145,37 @@ async def import_file(request: web.Request) -> web.Response:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise ApiError(400, "invalid_json", "Malformed JSON body") from None
+    del raw
     if not isinstance(data, dict):
         raise ApiError(400, "invalid_json", "The body must be a JSON object")
     settings = request.app[SETTINGS]
-    limits = ImportLimits(settings.max_import_conversations, settings.max_import_messages)
+    limits = ImportLimits(
+        settings.max_import_conversations,
+        settings.max_import_messages,
+        settings.attachment_max_bytes,
+    )
     try:
         export = check(data, limits)
-    except InvalidImport as exc:
-        raise ApiError(400, "invalid_import", str(exc), extra={"field": exc.path}) from None
-    except ImportTooLarge as exc:
-        raise ApiError(413, "payload_too_large", str(exc), extra={"field": exc.path}) from None
-    del data, raw
-    planned = plan(export, user.id, utcnow())
-    await write_import(planned)
+    except (InvalidImport, ImportTooLarge) as exc:
+        raise _refused(exc) from None
+    del data
+    files = new_files(export)
+    quota = Quota(settings.attachment_max_files, settings.attachment_quota_bytes)
+    stored = ImportedFiles(request.app[BLOBS], settings.attachment_types)
+    written = False
+    try:
+        await check_quota(user.id, files, quota)
+        await stored.store_all(files)
+        planned = plan(export, user.id, utcnow(), stored.stored)
+        del export, files
+        await write_import(planned)
+        written = True
+    except (InvalidImport, ImportTooLarge) as exc:
+        raise _refused(exc) from None
+    finally:
+        if not written:
+            # Shielded: a client gone mid-import still leaves no file behind.
+            await asyncio.shield(stored.discard())
     channel = request.app[ACCOUNT]
     for row in planned.conversations:
         summary = {
@@ -142,6 +190,7 @@ async def import_file(request: web.Request) -> web.Response:
         user_id=user.id,
         conversations=len(planned.conversations),
         messages=len(planned.messages),
+        attachments=len(planned.attachments),
     )
     return wire.reply(
         wire.ImportResult,

@@ -245,8 +245,9 @@ OPS: dict[tuple[str, str], Op] = {
         errors=(400, 503),
     ),
     ("post", "/api/import"): Op(
-        "Import an export file: new conversations, new ids, all or nothing "
-        "(400 invalid_import names the first problem)",
+        "Import an export file (version 2, or 1): new conversations, new ids, attachments "
+        "included, all or nothing (400 invalid_import names the first problem; 413 past "
+        "CERO_MAX_IMPORT_BYTES, the counts, CERO_ATTACHMENT_MAX_BYTES or the user's quota)",
         "chat",
         "bearer",
         ok=m.ImportResult,

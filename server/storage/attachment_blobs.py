@@ -51,6 +51,10 @@ class BlobStore(Protocol):
 
     async def delete(self, sha256: str) -> None: ...
 
+    async def has(self, sha256: str) -> bool:
+        """Whether bytes are kept under ``sha256``."""
+        ...
+
     async def stored(self, older_than: float) -> set[str]:
         """Every hash kept for at least ``older_than`` seconds (the sweep of files no row
         names leaves alone an upload whose row is being written)."""
@@ -114,6 +118,9 @@ class FileBlobs:
     async def delete(self, sha256: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             await asyncio.to_thread(self._path(sha256).unlink)
+
+    async def has(self, sha256: str) -> bool:
+        return await asyncio.to_thread(self._path(sha256).exists)
 
     async def stored(self, older_than: float) -> set[str]:
         return await asyncio.to_thread(self._stored, time.time() - older_than)
@@ -195,6 +202,11 @@ class DatabaseBlobs:
 
     async def delete(self, sha256: str) -> None:
         await AttachmentChunk.delete().where(AttachmentChunk.sha256 == sha256).run()
+
+    async def has(self, sha256: str) -> bool:
+        _valid(sha256)
+        found: bool = await AttachmentChunk.exists().where(AttachmentChunk.sha256 == sha256).run()
+        return found
 
     async def stored(self, older_than: float) -> set[str]:
         before = utcnow() - timedelta(seconds=older_than)

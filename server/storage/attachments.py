@@ -148,8 +148,8 @@ async def link(message_id: str, conversation_id: str, attachments: Sequence[Atta
         ).run()
 
 
-async def of_messages(message_ids: Iterable[str]) -> dict[str, tuple[AttachmentRef, ...]]:
-    """message id → its attachments in order (only messages that have some)."""
+async def rows_of_messages(message_ids: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
+    """message id → its attachments' rows in order (only messages that have some)."""
     ids = list(message_ids)
     if not ids:
         return {}
@@ -164,10 +164,27 @@ async def of_messages(message_ids: Iterable[str]) -> dict[str, tuple[AttachmentR
         .output(nested=True)
         .run()
     )
-    out: dict[str, list[AttachmentRef]] = {}
+    out: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
-        out.setdefault(str(row["message_id"]), []).append(ref(row["attachment_id"]))
-    return {k: tuple(v) for k, v in out.items()}
+        out.setdefault(str(row["message_id"]), []).append(row["attachment_id"])
+    return out
+
+
+async def of_messages(message_ids: Iterable[str]) -> dict[str, tuple[AttachmentRef, ...]]:
+    """message id → its attachments in order (only messages that have some)."""
+    rows = await rows_of_messages(message_ids)
+    return {k: tuple(ref(row) for row in v) for k, v in rows.items()}
+
+
+async def of_message_in(conversation_id: str, message_id: str) -> tuple[AttachmentRef, ...]:
+    """A message's attachments, in order, if it is a message of this conversation (else
+    none: an edit of a message elsewhere is refused by the actor)."""
+    found = await Message.exists().where(
+        (Message.id == message_id) & (Message.conversation_id == conversation_id)
+    )
+    if not found:
+        return ()
+    return (await of_messages([message_id])).get(message_id, ())
 
 
 async def of_conversation(conversation_id: str) -> dict[str, tuple[AttachmentRef, ...]]:

@@ -5,21 +5,27 @@ under the importing user with new ids, in one transaction.
 (``conversations[3].messages[7].parentId: unknown message``): a U+0000 in a field, a
 field of the wrong shape, a duplicate message id, a ``parentId`` naming no message of
 the conversation, a cycle of parents, an answer that does not follow a user message (or a
-user message that follows another), an ``activeLeafId`` naming no message. Too many
-conversations or messages is :class:`ImportTooLarge`. Nothing is written before the whole
-file passed.
+user message that follows another), an ``activeLeafId`` naming no message; an
+attachment on an answer, named twice by one message, without its ``data`` the first time
+its conversation names it, or whose ``data`` is not base64 of ``size`` bytes. Too many
+conversations or messages, or an attachment over ``CERO_ATTACHMENT_MAX_BYTES``, is
+:class:`ImportTooLarge`. Nothing is written before the whole file passed.
+(:mod:`server.storage.import_attachments` then checks the user's quota and stores the
+files, checking each against its ``sha256``.)
 
 :func:`plan` mints the new ids (``parentId`` and ``activeLeafId`` remapped), keeps the
 file's times (a message's time is kept to the millisecond and the file's order breaks
-ties, so sibling order and "newest" stay as exported) and stores a ``streaming`` answer
-as ``interrupted`` (no generation runs for it here). :func:`write_import` inserts every
+ties, so sibling order and "newest" stay as exported), stores a ``streaming`` answer
+as ``interrupted`` (no generation runs for it here) and links each user message to its
+attachments (new rows, over the files already stored). :func:`write_import` inserts every
 row in one write transaction (``BEGIN IMMEDIATE`` on SQLite, so it queues on the write
 lock like every other write outside the batch writer): a failure leaves nothing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import dataclasses
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -35,10 +41,11 @@ from server.storage.export_schema import (
     CONVERSATION_KEYS,
     FILE_KEYS,
     MESSAGE_KEYS,
+    ExportAttachment,
     ExportConversation,
     ExportFile,
 )
-from server.storage.tables import Conversation, Message
+from server.storage.tables import Attachment, Conversation, Message, MessageAttachment
 
 T = TypeVar("T")
 
@@ -59,15 +66,44 @@ class InvalidImport(Exception):
 
 
 class ImportTooLarge(Exception):
-    def __init__(self, path: str, problem: str) -> None:
+    """Past a limit (``413``): ``code`` ``payload_too_large`` or ``quota_exceeded``,
+    ``limit`` the number (for the answer's ``"limit"``), when it is one."""
+
+    def __init__(
+        self, path: str, problem: str, code: str = "payload_too_large", limit: int | None = None
+    ) -> None:
         super().__init__(f"{path}: {problem}")
         self.path = path
+        self.code = code
+        self.limit = limit
 
 
 @dataclass(frozen=True, slots=True)
 class ImportLimits:
     conversations: int
     messages: int
+    #: One attachment's bytes (``CERO_ATTACHMENT_MAX_BYTES``).
+    attachment_bytes: int = 20 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class NewFile:
+    """An attachment whose bytes the file carries (the first time its conversation
+    names it): where it is in the file, and the stored file's key in :func:`plan`."""
+
+    path: str
+    conversation: int
+    attachment: ExportAttachment
+
+
+@dataclass(frozen=True, slots=True)
+class StoredFile:
+    """An attachment's bytes, stored: what its row records."""
+
+    sha256: str
+    size: int
+    mime_type: str
+    name: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +118,8 @@ class Plan:
     conversations: list[Conversation]
     messages: list[Message]
     imported: list[Imported]
+    attachments: list[Attachment] = dataclasses.field(default_factory=list)
+    links: list[MessageAttachment] = dataclasses.field(default_factory=list)
 
 
 # -- checking ------------------------------------------------------------------------------
@@ -103,7 +141,69 @@ def check(data: object, limits: ImportLimits) -> ExportFile:
         raise InvalidImport(_path(first.get("loc", ())), message) from None
     for index, conversation in enumerate(export.conversations):
         _check_tree(f"conversations[{index}]", conversation)
+        _check_attachments(f"conversations[{index}]", conversation, limits)
     return export
+
+
+def base64_size(data: str) -> int | None:
+    """How many bytes standard base64 ``data`` decodes to (``None``: not base64 by its
+    length or padding; the characters are checked as it is decoded)."""
+    if len(data) % 4:
+        return None
+    padding = len(data) - len(data.rstrip("="))
+    if padding > 2 or "=" in data[: len(data) - padding]:
+        return None
+    return len(data) // 4 * 3 - padding
+
+
+def _check_attachments(path: str, conversation: ExportConversation, limits: ImportLimits) -> None:
+    seen: set[str] = set()
+    for j, message in enumerate(conversation.messages):
+        if not message.attachments:
+            continue
+        where = f"{path}.messages[{j}].attachments"
+        if message.role != "user":
+            raise InvalidImport(where, "only a user message has attachments")
+        in_message: set[str] = set()
+        for k, attachment in enumerate(message.attachments):
+            here = f"{where}[{k}]"
+            if attachment.id in in_message:
+                raise InvalidImport(f"{here}.id", "the message names this attachment twice")
+            in_message.add(attachment.id)
+            if attachment.id in seen:
+                continue  # its bytes came with the first message that named it
+            seen.add(attachment.id)
+            if attachment.data is None:
+                raise InvalidImport(
+                    f"{here}.data",
+                    "missing (the first time a conversation names an attachment, "
+                    "it carries its bytes)",
+                )
+            decoded = base64_size(attachment.data)
+            if decoded is None:
+                raise InvalidImport(f"{here}.data", "not valid base64")
+            if decoded != attachment.size:
+                raise InvalidImport(f"{here}.size", f"does not match the data ({decoded} bytes)")
+            if attachment.size > limits.attachment_bytes:
+                raise ImportTooLarge(
+                    f"{here}.size",
+                    f"larger than {limits.attachment_bytes} bytes (CERO_ATTACHMENT_MAX_BYTES)",
+                    limit=limits.attachment_bytes,
+                )
+
+
+def new_files(export: ExportFile) -> list[NewFile]:
+    """The attachments whose bytes the (checked) file carries, in the file's order."""
+    out: list[NewFile] = []
+    for i, conversation in enumerate(export.conversations):
+        seen: set[str] = set()
+        for j, message in enumerate(conversation.messages):
+            for k, attachment in enumerate(message.attachments or ()):
+                if attachment.id not in seen:
+                    seen.add(attachment.id)
+                    path = f"conversations[{i}].messages[{j}].attachments[{k}]"
+                    out.append(NewFile(path, i, attachment))
+    return out
 
 
 def _path(loc: Sequence[int | str]) -> str:
@@ -234,10 +334,17 @@ def _check_tree(path: str, conversation: ExportConversation) -> None:
 # -- planning and writing --------------------------------------------------------------------
 
 
-def plan(export: ExportFile, user_id: str, now: datetime) -> Plan:
-    """The rows to insert for ``export`` under ``user_id``, every id new."""
+def plan(
+    export: ExportFile,
+    user_id: str,
+    now: datetime,
+    stored: Mapping[tuple[int, str], StoredFile] | None = None,
+) -> Plan:
+    """The rows to insert for ``export`` under ``user_id``, every id new; ``stored``:
+    the attachments' files, by (conversation's index, attachment's id in the file)."""
+    stored = stored or {}
     out = Plan([], [], [])
-    for conversation in export.conversations:
+    for index, conversation in enumerate(export.conversations):
         conversation_id = new_id()
         ids = {m.id: new_id() for m in conversation.messages}
         title = " ".join(conversation.shortTitle.split())
@@ -272,8 +379,53 @@ def plan(export: ExportFile, user_id: str, now: datetime) -> Plan:
                     updated_at=now,
                 )
             )
+        _plan_attachments(out, index, conversation, ids, conversation_id, user_id, now, stored)
         out.imported.append(Imported(conversation_id, title, conversation.id))
     return out
+
+
+def _plan_attachments(
+    out: Plan,
+    index: int,
+    conversation: ExportConversation,
+    ids: Mapping[str, str],
+    conversation_id: str,
+    user_id: str,
+    now: datetime,
+    stored: Mapping[tuple[int, str], StoredFile],
+) -> None:
+    """A new attachment row per attachment of the conversation (its first message
+    names it), and a link per message that names it, in order."""
+    new_ids: dict[str, str] = {}
+    for message in conversation.messages:
+        if message.role != "user":
+            continue
+        for position, attachment in enumerate(message.attachments or ()):
+            attachment_id = new_ids.get(attachment.id)
+            if attachment_id is None:
+                file = stored[(index, attachment.id)]
+                attachment_id = new_ids[attachment.id] = new_id()
+                out.attachments.append(
+                    Attachment(
+                        id=attachment_id,
+                        created_at=now,
+                        user_id=user_id,
+                        conversation_id=conversation_id,
+                        name=file.name,
+                        mime_type=file.mime_type,
+                        size=file.size,
+                        sha256=file.sha256,
+                    )
+                )
+            out.links.append(
+                MessageAttachment(
+                    id=new_id(),
+                    created_at=now,
+                    message_id=ids[message.id],
+                    attachment_id=attachment_id,
+                    position=position,
+                )
+            )
 
 
 def _ordered_times(conversation: ExportConversation) -> list[tuple[Any, datetime]]:
@@ -309,3 +461,7 @@ async def write_import(planned: Plan) -> None:
             await Conversation.insert(*conversations).run()
         for messages in _chunks(planned.messages, MESSAGES_PER_INSERT):
             await Message.insert(*messages).run()
+        for attachments in _chunks(planned.attachments, MESSAGES_PER_INSERT):
+            await Attachment.insert(*attachments).run()
+        for links in _chunks(planned.links, MESSAGES_PER_INSERT):
+            await MessageAttachment.insert(*links).run()

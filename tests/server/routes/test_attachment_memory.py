@@ -95,3 +95,76 @@ async def test_twenty_users_upload_twenty_megabytes_at_once(tmp_path: Path) -> N
             Path(report).write_text(measured + "\n")
         assert peak - rss0 <= PEAK_BOUND, measured
         assert rss1 - rss0 <= AFTER_BOUND, measured
+
+
+#: Attachments of the exported account (20 MB each: 160 MB, 213 MB of base64).
+EXPORTED_FILES = 8
+#: Holding the account's files would take 160 MB (their base64 213 MB more).
+EXPORT_PEAK_BOUND = 64 << 20
+
+
+async def test_an_account_export_streams_its_attachments(tmp_path: Path) -> None:
+    """``GET /api/export`` of an account whose attachments take 160 MB: each file is read a
+    store chunk at a time and written as base64 in pieces, so the server's RSS grows by
+    far less than the files (the client reads the answer as it comes and checks its
+    size)."""
+    from server.storage import attachments
+    from server.storage.tables import Message
+    from tests.server.routes.test_export_import import store_tree
+
+    database_url = f"sqlite:///{tmp_path / 'cero.db'}"
+    await db.migrate(db.bind(database_url))
+    token, user_id = await make_user_session("Exporter")
+    env = {"CERO_LOG_LEVEL": "warning", "CERO_MALLOC_TRIM_INTERVAL": "0.5"}
+    async with (
+        serve(database_url, cwd=tmp_path, env=env) as server,
+        aiohttp.ClientSession() as http,
+    ):
+        refs = []
+        for n in range(EXPORTED_FILES):
+            form = aiohttp.FormData()
+            form.add_field("file", _payload(100 + n), filename=f"f{n}.txt")
+            async with http.post(
+                server.url + "/api/attachments", data=form, headers=bearer(token)
+            ) as resp:
+                body = await resp.json()
+                assert resp.status == 201, body
+                row = body["attachment"]
+                refs.append(attachments.ref({**row, "mime_type": row["mimeType"]}))
+        tree = {
+            "title": "files",
+            "messages": [{"role": "user", "parent": None, "content": "x", "status": "complete"}],
+            "leaf": 0,
+        }
+        conversation_id = await store_tree(user_id, tree)
+        (message,) = await Message.select(Message.id).where(
+            Message.conversation_id == conversation_id
+        )
+        await attachments.link(str(message["id"]), conversation_id, refs)
+        await asyncio.sleep(2.0)  # the uploads' memory trimmed
+        rss0 = rss(server.pid)
+        peak = rss0
+        done = asyncio.Event()
+
+        async def sample() -> None:
+            nonlocal peak
+            while not done.is_set():
+                peak = max(peak, rss(server.pid))
+                await asyncio.sleep(0.05)
+
+        sampler = asyncio.get_running_loop().create_task(sample())
+        received = 0
+        async with http.get(server.url + "/api/export", headers=bearer(token)) as resp:
+            assert resp.status == 200
+            async for chunk in resp.content.iter_chunked(1 << 20):
+                received += len(chunk)
+        done.set()
+        await sampler
+        base64_bytes = EXPORTED_FILES * (FILE_BYTES + 2) // 3 * 4
+        assert base64_bytes < received < base64_bytes + 64 * 1024
+        measured = (
+            f"export of {EXPORTED_FILES} attachments of {FILE_BYTES / 1e6:.0f} MB: "
+            f"{received / 2**20:.0f} MiB, rss {rss0 / 2**20:.1f} -> peak {peak / 2**20:.1f} MiB"
+        )
+        log.info("attachment_export_memory", measured=measured)
+        assert peak - rss0 <= EXPORT_PEAK_BOUND, measured

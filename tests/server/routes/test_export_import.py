@@ -189,7 +189,7 @@ async def test_round_trip(live: Live, tree: dict[str, Any]) -> None:
     token, user_id = await make_user_session("Round trip")
     original_id = await store_tree(user_id, tree)
     first = await export_one(live, token, original_id)
-    assert first["format"] == "cero-export" and first["version"] == 1
+    assert first["format"] == "cero-export" and first["version"] == 2
     (exported,) = first["conversations"]
     # The export is the stored tree: every message, its text, role and status.
     assert [m["content"] for m in exported["messages"]] == [m["content"] for m in tree["messages"]]
@@ -302,7 +302,7 @@ async def count_conversations(user_id: str) -> int:
             "conversations[1].activeLeafId",
             "unknown message",
         ),
-        (lambda f: f.update(version=2), "version", ""),
+        (lambda f: f.update(version=3), "version", ""),
     ],
 )
 async def test_a_bad_file_imports_nothing(live: Live, spoil: Any, field: str, words: str) -> None:
