@@ -123,6 +123,9 @@ class ClusterAccountFeeds(AccountFeeds):
 
     # -- writing -------------------------------------------------------------------------
 
+    def wanted(self, user_id: str) -> bool:
+        return True  # a device of the user may follow on another process
+
     async def publish(self, user_id: str, type: str, fields: dict[str, object]) -> None:
         payload = orjson.dumps({"type": type, **fields})
         try:

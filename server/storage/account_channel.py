@@ -130,6 +130,8 @@ class AccountChannel:
     def _report(
         self, user_id: str, type: str, conversation_id: str, fields: dict[str, object]
     ) -> None:
+        if not self.feeds.wanted(user_id) and (type != "answer.ended" or not self.answer_listeners):
+            return  # no log to publish to, no listener to tell
         try:
             self._pending.put_nowait((user_id, type, conversation_id, fields))
         except asyncio.QueueFull:
@@ -138,35 +140,42 @@ class AccountChannel:
     async def _run(self) -> None:
         while True:
             user_id, type, conversation_id, fields = await self._pending.get()
-            try:
-                row = await (
-                    Conversation.select(
-                        Conversation.id,
-                        Conversation.short_title,
-                        Conversation.created_at,
-                        Conversation.updated_at,
-                    )
-                    .where(Conversation.id == conversation_id)
-                    .first()
-                    .run()
-                )
-            except Exception as exc:
-                self.dropped += 1
-                log.warning("account_event_dropped", type=type, error=repr(exc)[:200])
-                continue
-            if row is None:  # deleted meanwhile: `conversation.deleted` says so
-                continue
-            await self.publish(
-                user_id,
-                type,
-                {
-                    "conversationId": conversation_id,
-                    "conversation": conversation_summary(row),
-                    **fields,
-                },
-            )
+            if self.feeds.wanted(user_id):
+                await self._publish_answer(user_id, type, conversation_id, fields)
             if type == "answer.ended":
                 self._answer_ended(user_id, conversation_id, fields)
+
+    async def _publish_answer(
+        self, user_id: str, type: str, conversation_id: str, fields: dict[str, object]
+    ) -> None:
+        """``answer.*`` with the conversation's row as stored now."""
+        try:
+            row = await (
+                Conversation.select(
+                    Conversation.id,
+                    Conversation.short_title,
+                    Conversation.created_at,
+                    Conversation.updated_at,
+                )
+                .where(Conversation.id == conversation_id)
+                .first()
+                .run()
+            )
+        except Exception as exc:
+            self.dropped += 1
+            log.warning("account_event_dropped", type=type, error=repr(exc)[:200])
+            return
+        if row is None:  # deleted meanwhile: `conversation.deleted` says so
+            return
+        await self.publish(
+            user_id,
+            type,
+            {
+                "conversationId": conversation_id,
+                "conversation": conversation_summary(row),
+                **fields,
+            },
+        )
 
     def _answer_ended(self, user_id: str, conversation_id: str, fields: dict[str, object]) -> None:
         for listener in self.answer_listeners:
