@@ -323,21 +323,23 @@ async def test_account_channel_spans_processes(cluster: Cluster) -> None:
             f"{a.url}/api/conversations/{cid}", json={"shortTitle": "Lisbon"}, headers=bearer(token)
         ) as resp:
             assert resp.status == 200
+
+        def lisbon(f: dict[str, Any]) -> bool:
+            renamed = f["type"] == "conversation.renamed"
+            return renamed and bool(f["conversation"]["shortTitle"] == "Lisbon")
+
         for ws in (on_a, on_b):
-            await ws.wait_for(
-                lambda f: (
-                    f["type"] == "conversation.renamed"
-                    and f["conversation"]["shortTitle"] == "Lisbon"
-                )
-            )
+            await ws.wait_for(lisbon)
+        # Up to our rename (the generated title's own rename may come before or after it).
         seen_b = _account(on_b)
+        seen_b = seen_b[: next(i for i, e in enumerate(seen_b) if lisbon(e)) + 1]
         kinds = [e["type"] for e in seen_b]
         assert kinds[:3] == ["conversation.created", "answer.started", "answer.ended"], kinds
-        assert kinds[-1] == "conversation.renamed"
         assert seen_b[0]["seq"] == subscribed["seq"] + 1
         for before, after in itertools.pairwise(seen_b):
             assert after["seq"] == before["seq"] + 1 and after["epoch"] == before["epoch"]
-        assert _account(on_a) == seen_b  # one log, numbered alike on every process
+        # One log, numbered alike on every process.
+        assert _account(on_a)[: len(seen_b)] == seen_b
         assert all(e["conversationId"] == cid for e in seen_b)
 
         # A device that followed on B resumes on A from the cursor of its second event.
@@ -345,13 +347,14 @@ async def test_account_channel_spans_processes(cluster: Cluster) -> None:
         await on_b.close()
         again, resumed = await _watch_account(http, a, token, after=cursor)
         assert resumed["recovered"] is True
-        await again.wait_for(lambda f: f["type"] == "conversation.renamed")
-        assert _account(again) == seen_b[2:]
+        await again.wait_for(lisbon)
+        assert _account(again)[: len(seen_b) - 2] == seen_b[2:]
         # A deletion through B reaches it.
         async with http.delete(f"{b.url}/api/conversations/{cid}", headers=bearer(token)) as r:
             assert r.status == 200
         gone = await again.wait_for(lambda f: f["type"] == "conversation.deleted")
-        assert gone["conversationId"] == cid and gone["seq"] == seen_b[-1]["seq"] + 1
+        previous = _account(again)[-2]  # whichever event came just before it
+        assert gone["conversationId"] == cid and gone["seq"] == previous["seq"] + 1
         for ws in (on_a, again):
             await ws.close()
 
