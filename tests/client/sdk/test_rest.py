@@ -119,7 +119,7 @@ async def test_typed_errors(live: Live, cero: CeroClient, tmp_path: Path) -> Non
     assert unknown.value.code == "unknown_model"
 
     with pytest.raises(ApiError) as broken:
-        await cero.import_file(b'{"format": "cero-export", "version": 2, "conversations": []}')
+        await cero.import_file(b'{"format": "cero-export", "version": 99, "conversations": []}')
     assert broken.value.code == "invalid_import"
 
     with pytest.raises(NotFound):
