@@ -88,6 +88,13 @@ async def _serve(settings: Settings) -> None:
         await runner.setup()
     except Exception as exc:
         raise StartupError(_describe_db_error(settings, exc)) from None
+    # Signals are taken from before the port opens: a SIGTERM that comes once /readyz
+    # answers, while start-up still finishes (the sign-in link is written to the
+    # database), is a clean shutdown after it, never the default kill.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
     site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
     try:
         await site.start()
@@ -112,10 +119,6 @@ async def _serve(settings: Settings) -> None:
     metrics = app[METRICS]
     meter_pauses(lambda generation, seconds: metrics.gc_pauses.labels(generation).observe(seconds))
     returner = start_memory_returner(settings.malloc_trim_interval)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     # From the first signal on, a thread guarantees the exit: it fires whatever the event
     # loop is doing (stopped, stuck in a task, or blocked in a write).
