@@ -359,6 +359,63 @@ async def test_account_channel_spans_processes(cluster: Cluster) -> None:
             await ws.close()
 
 
+async def test_account_channel_under_concurrent_answers(cluster: Cluster) -> None:
+    """Many answers at once, started through both processes by three users: each user's
+    followers on A and on B see the same gapless log (one seq order, identical on both
+    processes), every conversation's created → started → ended once, and nothing of the
+    other users (docs/api.md, Account channel; issue 24's channel under load)."""
+    a, b = await cluster.start_many(2, CERO_MAX_GENERATIONS_PER_USER="32")
+    per_user = 16
+    users = [await make_user_session(f"Busy account {n}") for n in range(3)]
+    core = {"conversation.created", "answer.started", "answer.ended"}
+    async with aiohttp.ClientSession() as http:
+        followers: list[tuple[WsPeer, WsPeer, dict[str, Any], dict[str, Any]]] = []
+        for token, _ in users:
+            on_a, sub_a = await _watch_account(http, a, token)
+            on_b, sub_b = await _watch_account(http, b, token)
+            followers.append((on_a, on_b, sub_a, sub_b))
+        results = await asyncio.gather(
+            *(
+                chat(http, (a, b)[n % 2], token, f"question {n} of {name}")
+                for token, name in users
+                for n in range(per_user)
+            )
+        )
+        assert all(status == 200 for status, _ in results), [r for r in results if r[0] != 200]
+        mine: list[set[str]] = [set() for _ in users]
+        for i, (_, lines) in enumerate(results):
+            mine[i // per_user].add(str(of_topic(lines, "init")["conversationId"]))
+
+        for (on_a, on_b, sub_a, sub_b), cids in zip(followers, mine, strict=True):
+
+            def ended(pair: tuple[WsPeer, WsPeer] = (on_a, on_b)) -> bool:
+                return all(
+                    sum(e["type"] == "answer.ended" for e in _account(ws)) >= per_user
+                    for ws in pair
+                )
+
+            await until(ended, within=60, what="every answer.ended on A and on B")
+            seen_a, seen_b = _account(on_a), _account(on_b)
+            for seen, subscribed in ((seen_a, sub_a), (seen_b, sub_b)):
+                assert seen[0]["seq"] == subscribed["seq"] + 1
+                for before, after in itertools.pairwise(seen):
+                    assert after["seq"] == before["seq"] + 1, (before, after)
+                    assert after["epoch"] == before["epoch"]
+                assert {e["conversationId"] for e in seen} == cids  # nobody else's
+                for cid in cids:
+                    kinds = [e["type"] for e in seen if e["conversationId"] == cid]
+                    assert [k for k in kinds if k in core] == [
+                        "conversation.created",
+                        "answer.started",
+                        "answer.ended",
+                    ], (cid, kinds)
+            # One log: the same events in the same order on both processes.
+            common = min(len(seen_a), len(seen_b))
+            assert seen_a[:common] == seen_b[:common]
+            await on_a.close()
+            await on_b.close()
+
+
 async def test_branch_operations_through_b_run_on_owner_a(cluster: Cluster) -> None:
     """Regenerate, edit, switch and continue sent to a process that does not own the
     conversation are forwarded to the owner, like a send; a socket on the owner sees each."""
