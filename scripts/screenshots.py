@@ -120,7 +120,9 @@ async def shoot(link: str, port: int, database_url: str, out: Path, chromium: st
         await expect(answer).to_have_attribute("data-status", "complete", timeout=30_000)
         conversation = page.url.partition("#")[2]
 
-        phone_ctx = await browser.new_context(viewport=PHONE, color_scheme="light")
+        phone_ctx = await browser.new_context(
+            viewport=PHONE, color_scheme="light", has_touch=True, is_mobile=True
+        )
         phone = await phone_ctx.new_page()
         await phone.goto(_new_link(port, database_url))
         await expect(phone.locator("#who")).to_have_text("Local user", timeout=20_000)
