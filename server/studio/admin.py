@@ -16,6 +16,7 @@ from piccolo.table import Table
 from piccolo_admin.endpoints import TableConfig, create_admin
 from piccolo_api.crud.endpoints import OrderBy
 from piccolo_api.session_auth.tables import SessionsBase
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from server.storage.tables import Account, Attachment, Conversation, Message, Session, User
 
@@ -66,10 +67,15 @@ def studio_tables() -> list[Any]:
     ]
 
 
+#: The names the studio answers to (``Host``, any port): its own address, and ``localhost``
+#: for an SSH tunnel's. Any other is a DNS-rebinding page or a misdirected proxy: ``400``.
+HOSTS = ["127.0.0.1", "localhost"]
+
+
 def create_studio(*, read_only: bool) -> Any:
     """The ASGI app. Its sign-in takes operators only (``BaseUser`` rows with ``admin``);
     ``read_only`` answers every write to a table with ``405``."""
-    return create_admin(
+    admin = create_admin(
         tables=studio_tables(),
         auth_table=BaseUser,
         session_table=SessionsBase,
@@ -79,3 +85,4 @@ def create_studio(*, read_only: bool) -> Any:
         # Plain HTTP on a loopback port: cookies without ``Secure``.
         production=False,
     )
+    return TrustedHostMiddleware(admin, allowed_hosts=HOSTS)

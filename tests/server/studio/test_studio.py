@@ -18,9 +18,13 @@ import aiohttp
 import pytest
 import pytest_asyncio
 from aiohttp.test_utils import unused_port
+from piccolo.apps.user.tables import BaseUser
+from piccolo_api.session_auth.tables import SessionsBase
 from yarl import URL
 
 from server.core.ids import token_hash
+from server.storage.db import ENGINE
+from server.studio.operators import bind_studio_tables
 from tests.auth_helpers import bearer, make_user_session
 from tests.conftest import Live
 from tests.live_clients import post_chat, read_ndjson
@@ -116,9 +120,15 @@ async def data(live: Live, database_url: str) -> AsyncIterator[Data]:
             headers=bearer(token),
         ) as r:
             assert r.status == 200, await r.text()
+    # `serve` (here the in-process app) migrated the server's tables only.
+    bind_studio_tables(live.app[ENGINE])
+    assert not await BaseUser.table_exists().run()
+    assert not await SessionsBase.table_exists().run()
     code, out = await cero_api(
         database_url, "studio", "add-operator", OPERATOR, "--password-stdin", stdin=PASSWORD
     )
+    assert await BaseUser.table_exists().run()
+    assert await SessionsBase.table_exists().run()
     assert (code, f"operator {OPERATOR} added") == (0, out.strip().splitlines()[-1]), out
     async with studio(database_url) as server:
         yield Data(live, token, user_id, name, conversation_id, title, server)
@@ -162,6 +172,16 @@ async def test_a_port_in_use_is_one_line(data: Data, database_url: str) -> None:
     code, out = await cero_api(database_url, "studio", "--port", str(data.studio.port))
     assert code == 2, out
     assert f"cannot listen on 127.0.0.1:{data.studio.port} (--port)" in out, out
+
+
+async def test_another_host_name_is_refused(data: Data) -> None:
+    """A page that rebinds its own name to 127.0.0.1 reaches the port, never the studio."""
+    async with aiohttp.ClientSession() as http:
+        async with http.get(data.studio.url + "/", headers={"Host": "evil.example"}) as r:
+            assert r.status == 400
+        for host in (f"127.0.0.1:{data.studio.port}", f"localhost:{data.studio.port}"):
+            async with http.get(data.studio.url + "/", headers={"Host": host}) as r:
+                assert r.status == 200, host
 
 
 async def test_only_operators_sign_in(data: Data) -> None:
