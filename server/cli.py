@@ -259,10 +259,6 @@ async def _studio(settings: Settings, args: argparse.Namespace) -> int:
         await run_studio(engine, port=args.port, write=args.write)
     except operators.OperatorError as exc:
         return _fail(str(exc))
-    except OSError as exc:
-        if isinstance(exc, ConnectionError) or exc.errno is None:
-            raise StartupError(_describe_db_error(settings, exc)) from None
-        return _fail(f"cannot listen on 127.0.0.1:{args.port} (--port): {exc.strerror or exc}")
     except Exception as exc:
         raise StartupError(_describe_db_error(settings, exc)) from None
     return 0

@@ -357,6 +357,7 @@ async def _keep_session_settings(conn: Any) -> None:
 
 async def close_pool(engine: Engine) -> None:
     if isinstance(engine, PostgresEngine):
-        await engine.close_connection_pool()
+        if engine.pool is not None:  # else Piccolo warns "No pool is running."
+            await engine.close_connection_pool()
     elif isinstance(engine, PooledSQLiteEngine):
         engine.close()

@@ -14,7 +14,7 @@ import uvicorn
 
 from server.storage import db
 from server.studio.admin import create_studio
-from server.studio.operators import operator_names, prepare
+from server.studio.operators import OperatorError, operator_names, prepare
 
 log = structlog.get_logger(__name__)
 
@@ -22,46 +22,45 @@ HOST = "127.0.0.1"
 
 
 async def run_studio(engine: db.Engine, *, port: int, write: bool) -> None:
-    """Serve until SIGINT/SIGTERM (uvicorn's own handlers end it cleanly)."""
-    await prepare(engine)
-    operators = await operator_names()
-    if not operators:
-        log.warning(
-            "studio_no_operators",
-            hint="add one with `cero-api studio add-operator NAME`; nobody can sign in yet",
-        )
-    if write:
-        log.warning(
-            "studio_WRITABLE",
-            message=(
-                "--write: the studio can CHANGE AND DELETE users, sessions, conversations "
-                "and messages; run it without --write to browse read-only"
-            ),
-        )
-    # piccolo_api warns at every sign-in that cookies without ``Secure`` are for local use:
-    # the studio is on a loopback port by design.
-    warnings.filterwarnings("ignore", message=r"If running sessions in production")
-    app = create_studio(read_only=not write)
-    config = uvicorn.Config(
-        app,
-        host=HOST,
-        port=port,
-        log_config=None,
-        access_log=False,
-        lifespan="off",
-        server_header=False,
-    )
-    server = _Server(config)
-    sock = listen(port)
-    await db.start_pool(engine, max_size=4)
+    """Serve until SIGINT/SIGTERM. A port in use, or a database without the server's
+    tables, raise :class:`OperatorError`."""
+    sock = listen(port)  # first: a port in use stops it before anything is written
     try:
+        await prepare(engine)
+        operators = await operator_names()
+        if not operators:
+            log.warning(
+                "studio_no_operators",
+                hint="add one with `cero-api studio add-operator NAME`; nobody can sign in yet",
+            )
+        if write:
+            log.warning(
+                "studio_WRITABLE",
+                message=(
+                    "--write: the studio can CHANGE AND DELETE users, sessions, "
+                    "conversations and messages; run it without --write to browse read-only"
+                ),
+            )
+        # piccolo_api warns at every sign-in that cookies without ``Secure`` are for local
+        # use: the studio is on a loopback port by design.
+        warnings.filterwarnings("ignore", message=r"If running sessions in production")
+        config = uvicorn.Config(
+            create_studio(read_only=not write),
+            host=HOST,
+            port=port,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            server_header=False,
+        )
+        await db.start_pool(engine, max_size=4)
         log.info(
             "studio_listening",
             url=f"http://{HOST}:{port}/",
             read_only=not write,
             operators=len(operators),
         )
-        await server.serve(sockets=[sock])
+        await _Server(config).serve(sockets=[sock])
     finally:
         sock.close()
         await db.close_pool(engine)
@@ -94,8 +93,10 @@ def listen(port: int) -> socket.socket:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((HOST, port))
         sock.listen(128)
-    except OSError:
+    except OSError as exc:
         sock.close()
-        raise
+        raise OperatorError(
+            f"cannot listen on {HOST}:{port} (--port): {exc.strerror or exc}"
+        ) from None
     sock.set_inheritable(True)
     return sock

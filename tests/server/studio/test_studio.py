@@ -42,8 +42,9 @@ SHOWN = ["account", "attachment", "cero_user", "conversation", "message", "sessi
 
 async def cero_api(
     database_url: str, *args: str, stdin: str | None = None, cwd: Path = ROOT
-) -> tuple[int, str]:
-    """``cero-api ARGS`` in a child process on ``database_url``: its exit code and output."""
+) -> tuple[int, str, str]:
+    """``cero-api ARGS`` in a child process on ``database_url``: its exit code, stdout and
+    stderr (the logs, and a refusal's one line)."""
     proc = await asyncio.create_subprocess_exec(
         *CERO_API,
         *args,
@@ -51,11 +52,11 @@ async def cero_api(
         env=server_env(unused_port(), database_url, {"CERO_LOG_FORMAT": "json"}),
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
+        stderr=asyncio.subprocess.PIPE,
     )
-    out, _ = await asyncio.wait_for(proc.communicate(stdin.encode() if stdin else b""), 60)
+    out, err = await asyncio.wait_for(proc.communicate(stdin.encode() if stdin else b""), 60)
     assert proc.returncode is not None
-    return proc.returncode, out.decode()
+    return proc.returncode, out.decode(), err.decode()
 
 
 @contextlib.asynccontextmanager
@@ -124,12 +125,12 @@ async def data(live: Live, database_url: str) -> AsyncIterator[Data]:
     bind_studio_tables(live.app[ENGINE])
     assert not await BaseUser.table_exists().run()
     assert not await SessionsBase.table_exists().run()
-    code, out = await cero_api(
+    code, out, err = await cero_api(
         database_url, "studio", "add-operator", OPERATOR, "--password-stdin", stdin=PASSWORD
     )
     assert await BaseUser.table_exists().run()
     assert await SessionsBase.table_exists().run()
-    assert (code, f"operator {OPERATOR} added") == (0, out.strip().splitlines()[-1]), out
+    assert (code, out) == (0, f"operator {OPERATOR} added\n"), err
     async with studio(database_url) as server:
         yield Data(live, token, user_id, name, conversation_id, title, server)
 
@@ -137,19 +138,21 @@ async def data(live: Live, database_url: str) -> AsyncIterator[Data]:
 async def test_add_operator_checks_its_input_and_resets_a_password(
     data: Data, database_url: str
 ) -> None:
-    async def add(*args: str, stdin: str | None = None) -> tuple[int, str]:
+    async def add(*args: str, stdin: str | None = None) -> tuple[int, str, str]:
         return await cero_api(database_url, "studio", "add-operator", *args, stdin=stdin)
 
-    code, out = await add("second", "--password-stdin", stdin="short\n")
-    assert code == 2 and "the password is too short (at least 12)" in out, out
-    code, out = await add("two words", "--password-stdin", stdin=PASSWORD)
-    assert code == 2 and "without spaces" in out, out
-    code, out = await add("second")  # stdin is a pipe, not a terminal
-    assert code == 2 and "pass --password-stdin" in out, out
-    code, out = await add("second", "--password-stdin", stdin="first password 1\n")
-    assert code == 0 and "operator second added" in out, out
-    code, out = await add("second", "--password-stdin", stdin="second password 2\n")
-    assert code == 0 and "operator second has a new password" in out, out
+    code, _, err = await add("second", "--password-stdin", stdin="short\n")
+    assert code == 2 and "the password is too short (at least 12)" in err, err
+    code, _, err = await add("two words", "--password-stdin", stdin=PASSWORD)
+    assert code == 2 and "without spaces" in err, err
+    code, _, err = await add("second")  # stdin is a pipe, not a terminal
+    assert code == 2 and "pass --password-stdin" in err, err
+    code, out, err = await add("second", "--password-stdin", stdin="first password 1\n")
+    assert (code, out) == (0, "operator second added\n"), err
+    code, out, err = await add("second", "--password-stdin", stdin="second password 2\n")
+    assert (code, out) == (0, "operator second has a new password (its studio sign-ins ended)\n"), (
+        err
+    )
     async with client(data.studio) as http:
         assert await sign_in(http, "second", "first password 1") == 401
         assert await sign_in(http, "second", "second password 2") == 200
@@ -157,21 +160,23 @@ async def test_add_operator_checks_its_input_and_resets_a_password(
 
 async def test_studio_needs_the_servers_tables(tmp_path: Path) -> None:
     missing = tmp_path / "missing.db"
-    code, out = await cero_api(f"sqlite:///{missing}", "studio", cwd=tmp_path)
-    assert code == 2 and f"no database at {missing}" in out, out
+    code, _, err = await cero_api(f"sqlite:///{missing}", "studio", cwd=tmp_path)
+    assert code == 2 and f"no database at {missing}" in err, err
     assert not missing.exists()
     empty = tmp_path / "empty.db"
     empty.touch()
-    code, out = await cero_api(
+    code, _, err = await cero_api(
         f"sqlite:///{empty}", "studio", "add-operator", "x", "--password-stdin", stdin=PASSWORD
     )
-    assert code == 2 and "no Cero API tables (run `cero-api migrate`" in out, out
+    assert code == 2 and "no Cero API tables (run `cero-api migrate`" in err, err
+    code, _, err = await cero_api(f"sqlite:///{empty}", "studio", "--port", str(unused_port()))
+    assert code == 2 and "no Cero API tables (run `cero-api migrate`" in err, err
 
 
 async def test_a_port_in_use_is_one_line(data: Data, database_url: str) -> None:
-    code, out = await cero_api(database_url, "studio", "--port", str(data.studio.port))
-    assert code == 2, out
-    assert f"cannot listen on 127.0.0.1:{data.studio.port} (--port)" in out, out
+    code, _, err = await cero_api(database_url, "studio", "--port", str(data.studio.port))
+    assert code == 2, err
+    assert f"cannot listen on 127.0.0.1:{data.studio.port} (--port)" in err, err
 
 
 async def test_another_host_name_is_refused(data: Data) -> None:
