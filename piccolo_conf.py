@@ -24,4 +24,14 @@ if Path(sys.argv[0]).name == "piccolo":  # pragma: no cover - developer tooling
 
     DB = engine_for_url(load_settings().database_url)
 
-APP_REGISTRY = AppRegistry(apps=["server.storage.piccolo_app"])
+#: ``cero``: the server's tables (``cero-api migrate`` applies its migrations only).
+#: ``user`` and ``session_auth``: Piccolo's ``piccolo_user`` and piccolo_api's ``sessions``,
+#: the database studio's operators and their sign-ins (``cero-api studio``, which
+#: migrates them; server/studio/operators.py).
+APP_REGISTRY = AppRegistry(
+    apps=[
+        "server.storage.piccolo_app",
+        "piccolo.apps.user.piccolo_app",
+        "piccolo_api.session_auth.piccolo_app",
+    ]
+)

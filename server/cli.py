@@ -1,4 +1,4 @@
-"""``cero-api serve [--port P] [--host H] | migrate | check-config | sign-in-link``.
+"""``cero-api serve [--port P] [--host H] | migrate | check-config | sign-in-link | studio``.
 
 Start-up errors (a bad setting, an unreachable database, a port in use) end in one line on
 stderr and a non-zero exit, never a traceback.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import getpass
 import os
 import signal
 import sys
@@ -30,6 +31,7 @@ from server.ops.log_output import drain_all
 from server.ops.logging import configure_logging
 from server.ops.memory import start_memory_returner
 from server.storage import db
+from server.studio import DEFAULT_PORT, MIN_PASSWORD_LENGTH
 
 log = structlog.get_logger("cero.cli")
 
@@ -231,6 +233,83 @@ async def _sign_in_link(settings: Settings, next_path: str | None) -> str:
     return local.link_url(settings, token, next_path)
 
 
+async def _studio(settings: Settings, args: argparse.Namespace) -> int:
+    """``cero-api studio [--port P] [--write]`` and ``cero-api studio add-operator NAME``."""
+    from server.studio import operators
+    from server.studio.serve import run_studio
+
+    engine = db.bound_engine()
+    if args.studio_command == "add-operator":
+        try:
+            operators.check_name(args.name)
+            password = _read_password(args.password_stdin)
+            operators.check_password(password)
+            await operators.prepare(engine)
+            created = await operators.add_operator(args.name, password)
+        except operators.OperatorError as exc:
+            return _fail(str(exc))
+        except Exception as exc:
+            raise StartupError(_describe_db_error(settings, exc)) from None
+        finally:
+            await db.close_pool(engine)
+        verb = "added" if created else "has a new password (its studio sign-ins ended)"
+        sys.stdout.write(f"operator {args.name.strip()} {verb}\n")
+        return 0
+    try:
+        await run_studio(engine, port=args.port, write=args.write)
+    except operators.OperatorError as exc:
+        return _fail(str(exc))
+    except Exception as exc:
+        raise StartupError(_describe_db_error(settings, exc)) from None
+    return 0
+
+
+def _read_password(from_stdin: bool) -> str:
+    """One line of stdin (``--password-stdin``), or typed twice at a terminal."""
+    from server.studio.operators import OperatorError
+
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    if not sys.stdin.isatty():
+        raise OperatorError("no terminal to ask for the password: pass --password-stdin")
+    first = getpass.getpass("Operator password: ")
+    if getpass.getpass("Again: ") != first:
+        raise OperatorError("the passwords differ")
+    return first
+
+
+def _studio_parser(sub: Any) -> None:
+    studio = sub.add_parser(
+        "studio",
+        help="browse the database in piccolo-admin on 127.0.0.1 (operators only)",
+        description=(
+            "Serve the database studio (piccolo-admin) on 127.0.0.1 against the server's "
+            "database (DATABASE_URL): users, sessions, conversations and messages, "
+            "read-only unless --write. Sign in with an operator made by "
+            "`cero-api studio add-operator NAME`."
+        ),
+    )
+    studio.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help=f"port on 127.0.0.1 ({DEFAULT_PORT})"
+    )
+    studio.add_argument(
+        "--write", action="store_true", help="allow edits and deletes (read-only without it)"
+    )
+    commands = studio.add_subparsers(dest="studio_command")
+    add = commands.add_parser(
+        "add-operator",
+        help="create a studio operator, or set a new password for one",
+        description=(
+            "Create an operator who can sign in to the studio (not an app user), or set a "
+            "new password for an existing one (which ends its studio sign-ins). The "
+            f"password ({MIN_PASSWORD_LENGTH}+ characters) is asked twice, or read "
+            "from one line of stdin with --password-stdin."
+        ),
+    )
+    add.add_argument("name", help="the operator's sign-in name")
+    add.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cero-api", description="Cero API server")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -251,6 +330,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     link.add_argument("--port", type=int, help="the server's port (overrides CERO_PORT)")
     link.add_argument("--host", help="the server's address (overrides CERO_HOST)")
     link.add_argument("--next", dest="next_path", help="a path to open after signing in")
+    _studio_parser(sub)
     args = parser.parse_args(argv)
     # Piccolo reports connection trouble as coloured warnings; we report it in one line.
     warnings.filterwarnings("ignore", message=r".*Unable to (connect|fetch)")
@@ -295,6 +375,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stdout.write(asyncio.run(_sign_in_link(settings, next_path)) + "\n")
             sys.stdout.flush()
             return 0
+        if args.command == "studio":
+            if settings.is_sqlite and not settings.sqlite_path.exists():
+                return _fail(
+                    f"no database at {settings.sqlite_path} (DATABASE_URL): run this where "
+                    "the server runs, with its settings"
+                )
+            return asyncio.run(_studio(settings, args))
         if args.command == "migrate":
             applied = asyncio.run(_migrate(settings))
             log.info("migrate_done", applied=len(applied))

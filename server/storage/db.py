@@ -11,7 +11,7 @@ import contextlib
 import io
 import os
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any, TypeAlias
 
@@ -240,8 +240,16 @@ def prepare_sqlite(engine: Engine) -> None:
             conn.execute("PRAGMA synchronous=NORMAL")
 
 
-async def migrate(engine: Engine) -> list[str]:
-    """Apply every pending migration to ``engine``; return the ids applied."""
+#: The Piccolo app of the server's own tables (server/storage/piccolo_app.py). The
+#: registry (piccolo_conf.py) also holds Piccolo's ``user`` and piccolo_api's
+#: ``session_auth`` apps: the database studio's operators and their sessions, migrated
+#: only by the studio's commands (server/studio/operators.py), never by ``serve``.
+APP = "cero"
+
+
+async def migrate(engine: Engine, apps: Sequence[str] = (APP,)) -> list[str]:
+    """Apply every pending migration of ``apps`` (Piccolo app names, in order) to
+    ``engine``; return the ids applied."""
     from piccolo.apps.migrations.commands.forwards import run_forwards
 
     if engine is not bound_engine():
@@ -249,11 +257,15 @@ async def migrate(engine: Engine) -> list[str]:
     prepare_sqlite(engine)
     async with _migration_lock(engine):
         before = await _applied()
-        # Piccolo's migration runner prints its progress; keep it out of our stdout and logs.
-        with contextlib.redirect_stdout(io.StringIO()) as out:
-            result = await run_forwards(app_name="all", migration_id="all", fake=False)
-        if not result.success:
-            raise RuntimeError(f"migrations failed: {result.message}: {out.getvalue()[-500:]}")
+        for app in apps:
+            # Piccolo's migration runner prints its progress; keep it out of our stdout
+            # and logs.
+            with contextlib.redirect_stdout(io.StringIO()) as out:
+                result = await run_forwards(app_name=app, migration_id="all", fake=False)
+            if not result.success:
+                raise RuntimeError(
+                    f"migrations of {app} failed: {result.message}: {out.getvalue()[-500:]}"
+                )
         applied = [m for m in await _applied() if m not in before]
     if applied:
         log.info("migrations_applied", migrations=applied)
@@ -345,6 +357,7 @@ async def _keep_session_settings(conn: Any) -> None:
 
 async def close_pool(engine: Engine) -> None:
     if isinstance(engine, PostgresEngine):
-        await engine.close_connection_pool()
+        if engine.pool is not None:  # else Piccolo warns "No pool is running."
+            await engine.close_connection_pool()
     elif isinstance(engine, PooledSQLiteEngine):
         engine.close()
