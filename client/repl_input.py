@@ -187,7 +187,11 @@ class PromptLines:
         try:
             # SIGINT stays with the session's own handler (client.interrupt): while the
             # prompt shows the terminal is raw, and Ctrl-C is a key.
-            return await self._session.prompt_async(PROMPT, default=draft, handle_sigint=False)
+            # The loop's exception handler stays too (prompt_toolkit's would stop at "Press
+            # ENTER to continue" for any task's unretrieved exception).
+            return await self._session.prompt_async(
+                PROMPT, default=draft, handle_sigint=False, set_exception_handler=False
+            )
         finally:
             self._up = False
             self._session.app.erase_when_done = False

@@ -185,3 +185,30 @@ async def test_detach_in_the_interactive_mode_by_environment(cli: Cli, live: Liv
     assert f"follow it: cero watch {conversation}; stop it: cero cancel {conversation}" in err
     answer = await answer_completes(live, token, conversation)
     assert answer["status"] == "complete" and answer["content"].endswith("Gemini.")
+
+
+async def test_detach_before_the_server_named_the_conversation(cli: Cli, live: Live) -> None:
+    """Ctrl-C while the request is still on its way (a relay holds it): the CLI says it
+    detaches once the server has the message, and does when the conversation is named."""
+    token = await signed_in(cli)
+    proxy = Proxy(int(live.url.rsplit(":", 1)[1]))
+    via = await proxy.start()
+    CredentialStore(cli.config, "file").save(via, token, {})
+    try:
+        proxy.hold()  # the POST waits in the relay
+        proc = await cli.start("chat", "-d", "held on the way", CERO_API_URL=via)
+        assert proc.stderr is not None
+        await asyncio.wait_for(proxy.accepted.wait(), WAIT)  # its request waiting
+        proc.send_signal(signal.SIGINT)
+        await read_until(proc.stderr, b"(detaching once the server has the message", bytearray())
+        proxy.release()
+        _, err_bytes = await asyncio.wait_for(proc.communicate(), WAIT)
+    finally:
+        proxy.release()
+        await proxy.close()
+    err = err_bytes.decode()
+    assert proc.returncode == 130, err
+    conversation = await only_conversation(live, token)
+    assert f"(follow it: cero watch {conversation}; stop it: cero cancel {conversation})" in err
+    answer = await answer_completes(live, token, conversation)
+    assert answer["status"] == "complete" and answer["content"].endswith("Gemini.")
