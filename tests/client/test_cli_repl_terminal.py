@@ -1,9 +1,10 @@
 """``cero chat -i`` on a real terminal (a pseudo-terminal), against a live server (issue 25):
 the prompt is prompt_toolkit's, so Up recalls the previous line and Enter sends it again,
-the lines typed are kept in the history file (0600) for the next session, Ctrl-C at the
-prompt drops the line and says how to leave, ``CERO_HISTORY=0`` keeps no file, and a
-turn sent from another device while a line is being typed prints whole (the prompt is
-taken down, not drawn in the middle of the answer) and leaves the typed line intact."""
+the lines typed are kept in the history file (0600) for the next session (Up, Ctrl-R
+search), Ctrl-C at the prompt drops the line and says how to leave, ``CERO_HISTORY=0``
+and ``--no-history`` keep no file, and a turn sent from another device while a line is
+being typed prints whole (the prompt is taken down, not drawn in the middle of the
+answer) and leaves the typed line intact."""
 
 from __future__ import annotations
 
@@ -182,15 +183,22 @@ async def test_up_recalls_the_last_line_and_history_is_kept(cli: Cli, live: Live
     assert stat.S_IMODE(history.stat().st_mode) == 0o600
     assert "Traceback" not in term.text()
 
-    # The next session recalls them: Up twice is "first line".
+    # The next session recalls them: Up twice is "first line"; Ctrl-R finds "second line"
+    # (Enter takes the match into the line, a second Enter sends it).
     async with Terminal(cli, "chat", "-C") as term:
         at = await term.prompt()
         term.type(UP + UP + b"\r")
         await answered(live, token, 4)
+        at = await term.prompt(await term.expect(END.encode(), at))
+        term.type(b"\x12sec")  # Ctrl-R
+        at = await term.expect(b"(reverse-i-search)", at)
+        at = await term.expect(b"ond line", at)  # "sec" highlighted
+        term.type(b"\r\r")
+        await answered(live, token, 5)
         await term.prompt(await term.expect(END.encode(), at))
         term.type(b"\x04")
         assert await term.exit_code() == 0, term.text()
-    assert (await user_lines(live, token))[-1] == "first line"
+    assert (await user_lines(live, token))[-2:] == ["first line", "second line"]
 
 
 async def test_ctrl_c_at_the_prompt_drops_the_line(cli: Cli, live: Live, tmp_path: Path) -> None:
