@@ -6,11 +6,12 @@ lines (:mod:`client.history`, kept across sessions unless turned off), Ctrl-R to
 it, Tab to complete a ``/command``. The prompt is drawn on stderr, so stdout holds only
 the answers. Ctrl-C there is a key, not a signal: the line typed so far is dropped and the
 session says how to leave; Ctrl-D on an empty line leaves. Live events that arrive while
-the prompt shows (another device's turn, presence, a rename) are printed above it through
-:meth:`PromptLines.above`: the prompt and the half-typed line are taken away, the event
-printed, and both drawn again after it, so the line being typed is never garbled (while
-another device's answer streams, the prompt follows its unfinished line, and goes back
-to a line of its own when the answer ends).
+the prompt shows (another device's turn, presence, a rename) go through
+:meth:`PromptLines.above`: the prompt is taken down first (what was typed kept), the event
+printed, and the prompt drawn again with the typed line once stdout is at the start of a
+line, so neither garbles the other. While another device's answer streams the prompt
+stays down; keys typed meanwhile are not echoed into the answer (the terminal holds them)
+and land in the line when the prompt is back.
 
 Anywhere else (a pipe, a file, or output redirected) lines come from a daemon thread
 reading stdin (:class:`StdinLines`): it works for a terminal, a pipe and a file alike, and
