@@ -14,12 +14,15 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
     "chat": [
         ('cero chat "explain SSE in one line"', "a new conversation; the answer streams"),
         ("cero chat", "on a terminal: the interactive mode (or cero chat -i)"),
+        ("cero chat -i --no-history", "Up/Down, Ctrl-R: this session's lines only, no file"),
         ('cero chat -c "and then?"', "continue your most recent conversation"),
+        ('cero chat --continue "and then?"', "the same (-C)"),
         ('cero chat -c ID "and then?"', "continue conversation ID"),
         ("git diff | cero chat - -m demo", "the message from stdin, a chosen model"),
         ('cero chat "find sources" -t google_search --json', "events as NDJSON"),
         ('cero chat "what does it show?" -a chart.png', "a file with the message"),
         ('cero chat "compare them" -a a.pdf -a notes.md', "up to 10 files"),
+        ('cero chat -d "write a long essay"', "Ctrl-C leaves it running: cero watch ID"),
     ],
     "watch": [
         ("cero watch ID", "its last messages, then live (Ctrl-C stops)"),

@@ -7,7 +7,10 @@ on ``GET …/events``, or — before the first event — by the same request aga
 ``clientMessageId`` gets the same generation back, never a second one). One retry per
 drop: a server that stays away is one line naming ``cero watch ID``. Ctrl-C posts
 ``…/cancel`` with the answer's ``generationId`` and waits for its ``cancelled`` event (the
-partial answer is kept); a second Ctrl-C quits at once.
+partial answer is kept); a second Ctrl-C quits at once. With ``--detach-on-interrupt``
+(or ``CERO_DETACH_ON_INTERRUPT=1``) Ctrl-C only stops reading: the answer goes on on the
+server, and the exit (130) names ``cero watch ID`` to follow it and ``cero cancel ID``
+to stop it.
 """
 
 from __future__ import annotations
@@ -25,10 +28,11 @@ from client.api import Api
 from client.context import Context
 from client.errors import CliError, Exit
 from client.follow import Follower, follow
-from client.interrupt import Interrupted, Presses
+from client.interrupt import Interrupted, Presses, detached
 
 TOOLS = ("google_search", "url_context", "code_execution")
 RAW_HELP = "print the text with its control characters and escape sequences (not for a terminal)"
+DETACH_ENV = "CERO_DETACH_ON_INTERRUPT"
 
 
 def message_text(text: str) -> str:
@@ -48,6 +52,20 @@ def add_generation_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--json", action="store_true", help="print the events as NDJSON")
     p.add_argument("--raw", action="store_true", help=RAW_HELP)
+    p.add_argument(
+        "--detach-on-interrupt",
+        "-d",
+        action="store_true",
+        help="Ctrl-C leaves the answer running on the server (follow it with `cero watch ID`) "
+        f"instead of cancelling it; also ${DETACH_ENV}=1",
+    )
+
+
+def detach_on_interrupt(ctx: Context) -> bool:
+    """``--detach-on-interrupt``, or ``CERO_DETACH_ON_INTERRUPT`` set to 1/true/yes/on."""
+    if getattr(ctx.args, "detach_on_interrupt", False):
+        return True
+    return ctx.environ.get(DETACH_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def generation_body(args: argparse.Namespace, **fields: Any) -> dict[str, Any]:
@@ -65,7 +83,8 @@ async def stream_generation(
 ) -> int:
     """POST ``body`` to ``path`` and print the answer as it streams (``--json``: the
     events); the exit code, or the :class:`CliError` of an answer that failed. Ctrl-C
-    cancels the answer (exit 130, the partial answer kept); a second one quits at once."""
+    cancels the answer (exit 130, the partial answer kept); a second one quits at once.
+    With ``--detach-on-interrupt`` Ctrl-C leaves it running (exit 130)."""
     async with ctx.signed_in() as api:
         follower = await generate(
             ctx,
@@ -98,6 +117,8 @@ async def generate(
         api, out, "chat", json=json, asked_model=asked_model, conversation_id=conversation_id
     )
     cancels: list[asyncio.Task[None]] = []
+    detach = detach_on_interrupt(ctx)
+    detaching = False
 
     def first(_: str | None) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
         return api.stream("POST", path, json=body)
@@ -121,12 +142,24 @@ async def generate(
         follower.generation_id = resp.headers.get("X-Generation-Id") or (follower.generation_id)
         if follower.cancel_requested:
             send_cancel()  # Ctrl-C came before the answer had an id
+        if detaching and follower.conversation_id and presses.task is not None:
+            presses.task.cancel()  # Ctrl-C came before the server named the conversation
+            return
         if not again and not json:
             if conversation_id is None:  # a new conversation: say which
                 out.tty_note(f"(conversation {follower.conversation_id})")
             out.start_spinner("waiting for the answer")
 
     def first_press() -> None:
+        nonlocal detaching
+        if detach:
+            detaching = True
+            out.stop_spinner()
+            if follower.conversation_id and presses.task is not None:
+                presses.task.cancel()  # turned into `detached` below
+            else:  # the server has not answered yet: as soon as it names the conversation
+                out.note("(detaching once the server has the message; Ctrl-C again quits)")
+            return
         follower.cancel_requested = True
         out.stop_spinner()
         if out.err_tty and not out.at_line_start:
@@ -141,12 +174,15 @@ async def generate(
         with ctx.ctrl_c.handling(presses):
             await follow(follower, first, again, on_connect=connected, max_failures=1)
     except asyncio.CancelledError:
-        if presses.count < 2:
+        detach_now = detaching and follower.conversation_id is not None
+        if presses.count < 2 and not detach_now:
             raise
         task = asyncio.current_task()
         if task is not None:
             task.uncancel()
         out.end_line()
+        if detach_now and follower.conversation_id is not None:
+            raise detached(follower.conversation_id) from None
         where = follower.conversation_id or "ID"
         if cancels:
             text = f"interrupted; the answer was asked to stop (cero messages {where})"

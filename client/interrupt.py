@@ -1,10 +1,12 @@
 """Ctrl-C as an event inside the event loop, so a command can react to it.
 
 ``cero chat`` turns the first Ctrl-C into a cancel of the answer it streams (the partial
-answer is kept) and the second into "quit now"; the interactive mode turns one at the
-prompt into a hint. Handlers nest: :meth:`CtrlC.handling` pushes one for the duration of
-a ``with`` block, and a press calls the innermost. With no handler pushed (or off the main
-thread, where signals cannot be caught) Ctrl-C is Python's ``KeyboardInterrupt``.
+answer is kept) and the second into "quit now" — or, with ``--detach-on-interrupt``, the
+first into leaving the answer running on the server (:func:`detached`); the interactive
+mode turns one at the prompt into a hint. Handlers nest: :meth:`CtrlC.handling` pushes
+one for the duration of a ``with`` block, and a press calls the innermost. With no handler
+pushed (or off the main thread, where signals cannot be caught) Ctrl-C is Python's
+``KeyboardInterrupt``.
 """
 
 from __future__ import annotations
@@ -69,3 +71,12 @@ class Presses:
             self._first()
         elif self.task is not None:
             self.task.cancel()  # the command turns this cancellation into Interrupted
+
+
+def detached(conversation: str) -> Interrupted:
+    """Ctrl-C with ``--detach-on-interrupt``: the answer goes on on the server; how to
+    follow it and how to stop it (exit 130)."""
+    return Interrupted(
+        f"detached; the answer goes on on the server (follow it: cero watch {conversation}; "
+        f"stop it: cero cancel {conversation})"
+    )

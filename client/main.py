@@ -308,6 +308,7 @@ def positive(text: str) -> int:
 TOP_EPILOG = """examples:
   cero login                      # sign in (device flow: approve in a browser)
   cero chat "explain SSE"         # ask; the answer streams (Ctrl-C stops it)
+  cero chat -d "a long essay"     # Ctrl-C leaves the answer running (cero watch ID)
   cero chat                       # the interactive mode on a terminal (or cero chat -i)
   cero watch --account            # what happens in your account, live
   cero <command> --help           # each command's options and examples
@@ -374,8 +375,10 @@ def parser() -> argparse.ArgumentParser:
         help="continue this conversation; `-c MESSAGE` alone: your most recent one",
     )
     which.add_argument(
+        "--continue",
         "--continue-last",
         "-C",
+        dest="continue_last",
         action="store_true",
         help="continue your most recent conversation",
     )
@@ -384,6 +387,11 @@ def parser() -> argparse.ArgumentParser:
         "-i",
         action="store_true",
         help="a chat session: each line a message (the default on a terminal without one)",
+    )
+    p.add_argument(
+        "--no-history",
+        action="store_true",
+        help="interactive mode: keep no history file of the lines typed (also $CERO_HISTORY=0)",
     )
     p.add_argument(
         "--attach",

@@ -13,12 +13,16 @@ WebSockets it says so once and goes on over HTTP: ``POST /api/chat``, ``POST …
 and Server-Sent Events.
 
 Ctrl-C during an answer cancels it (the partial answer is kept) and the prompt comes back;
-a second Ctrl-C quits. Ctrl-C at the prompt says how to leave; Ctrl-D (end of input) or
-``/exit`` leaves. Commands: ``/new``, ``/model [ID]``, ``/help``, ``/exit``.
+a second Ctrl-C quits. With ``--detach-on-interrupt`` (or ``CERO_DETACH_ON_INTERRUPT=1``)
+Ctrl-C during an answer leaves it running on the server instead and ends the session
+(exit 130), naming ``cero watch ID`` and ``cero cancel ID``. Ctrl-C at the prompt says
+how to leave; Ctrl-D (end of input) or ``/exit`` leaves. Commands: ``/new``,
+``/model [ID]``, ``/help``, ``/exit``.
 
-Lines come from a daemon thread reading stdin (works for a terminal, a pipe and a file
-alike, and a blocked read never holds up the exit); on a terminal the prompt is written
-to stderr, so stdout holds only the answers.
+Lines come from :mod:`client.repl_input`: on a terminal, prompt_toolkit's prompt (line
+editing, Up/Down and Ctrl-R through a history file, :mod:`client.history`; live events
+printed above the line being typed); from a pipe or a file, a daemon thread reading stdin.
+Either way the prompt is on stderr, so stdout holds only the answers.
 """
 
 from __future__ import annotations
@@ -26,17 +30,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
-import threading
 from collections.abc import Awaitable
-from typing import Any, TextIO, TypeVar
+from typing import Any, TypeVar
 
 import structlog
 
 from client.context import Context
 from client.errors import CliError, Exit
 from client.friendly import cli_hints, network_reason
-from client.generate import generation_body
-from client.interrupt import Interrupted, Presses
+from client.generate import detach_on_interrupt, generation_body
+from client.history import history_path, open_history
+from client.interrupt import Interrupted, Presses, detached
+from client.repl_input import Lines, PromptLines, StdinLines, on_a_terminal
 from client.repl_link import HttpLink, Link, open_link
 from client.repl_screen import Screen, Turn
 from client.sdk import (
@@ -91,27 +96,6 @@ def cli_error(server: str, exc: CeroError) -> CliError:
     return CliError(str(exc))
 
 
-class StdinLines:
-    """Lines of ``stream`` as an asyncio queue, read by a daemon thread; ``None`` at EOF."""
-
-    def __init__(self, stream: TextIO) -> None:
-        self._queue: asyncio.Queue[str | None] = asyncio.Queue()
-        self._loop = asyncio.get_running_loop()
-        self._stream = stream
-        threading.Thread(target=self._read, name="cero-stdin", daemon=True).start()
-
-    def _read(self) -> None:
-        # RuntimeError: the loop is closed (the command is over; this thread just ends).
-        with contextlib.suppress(OSError, ValueError, RuntimeError):
-            while line := self._stream.readline():
-                self._loop.call_soon_threadsafe(self._queue.put_nowait, line)
-        with contextlib.suppress(RuntimeError):
-            self._loop.call_soon_threadsafe(self._queue.put_nowait, None)
-
-    async def next(self) -> str | None:
-        return await self._queue.get()
-
-
 class Session:
     """One interactive session: the conversation and model the next line goes to, and the
     link its lines and events travel on."""
@@ -123,6 +107,9 @@ class Session:
         self.model: str | None = ctx.args.model or None
         self.interactive = sys.stdin.isatty()
         self.json = bool(ctx.args.json)
+        #: Ctrl-C during an answer leaves it running and ends the session (exit 130).
+        self.detach = detach_on_interrupt(ctx)
+        self.lines = self._lines()
         self.reading = False  # waiting for a line (the prompt may be redrawn)
         self.screen = Screen(
             ctx.out,
@@ -138,6 +125,16 @@ class Session:
         self.dead: asyncio.Future[CliError] = asyncio.get_running_loop().create_future()
         self._tasks: set[asyncio.Task[None]] = set()
         self._pump = asyncio.get_running_loop().create_task(self._events())
+
+    def _lines(self) -> Lines:
+        """On a terminal, the prompt with line editing and history; else stdin's lines."""
+        if not on_a_terminal():
+            return StdinLines(sys.stdin)
+        disabled = bool(getattr(self.ctx.args, "no_history", False))
+        history, problem = open_history(history_path(self.ctx.environ, disabled=disabled))
+        if problem is not None:
+            self.ctx.out.note(f"(history not kept: {problem})")
+        return PromptLines(history, self.ctx.out, self.ctrl_c_at_prompt)
 
     @property
     def conversation(self) -> str | None:
@@ -156,10 +153,11 @@ class Session:
         error: CliError
         try:
             async for event in self.link.events():
-                try:
-                    await self.screen.show(event)
-                except CeroError as exc:  # a REST re-read after `reset`
-                    self.ctx.out.note(f"(could not re-read the conversation: {exc})")
+                async with self.lines.above():  # the line being typed is drawn again after
+                    try:
+                        await self.screen.show(event)
+                    except CeroError as exc:  # a REST re-read after `reset`
+                        self.ctx.out.note(f"(could not re-read the conversation: {exc})")
             error = CliError(f"the connection to {self.ctx.server} ended", Exit.UNREACHABLE)
         except asyncio.CancelledError:
             raise
@@ -189,10 +187,12 @@ class Session:
             await asyncio.sleep(0.25)
             await self.link.follow(conversation, after=cursor)
         except NotFound:
-            self.screen.gone(conversation)
+            async with self.lines.above():
+                self.screen.gone(conversation)
         except CeroError as exc:
             log.info("repl_follow_again_failed", reason=str(exc))
-            self.screen.gone(conversation, "could not be followed again")
+            async with self.lines.above():
+                self.screen.gone(conversation, "could not be followed again")
         finally:
             self._following_again.discard(conversation)
 
@@ -220,18 +220,28 @@ class Session:
     # -- lines -----------------------------------------------------------------------------
 
     def prompt(self) -> None:
-        if self.interactive:
+        """The prompt on stderr, when the line source does not draw its own."""
+        if self.interactive and not self.lines.draws_prompt:
             self.ctx.out.err.write("› ")
             self.ctx.out.err.flush()
             self.screen.at_prompt = True
 
-    async def read(self, lines: StdinLines) -> str | None:
+    async def read(self) -> str | None:
         self.reading = True
         try:
-            return await self.race(lines.next())
+            return await self.race(self.lines.next())
         finally:
             self.reading = False
             self.screen.at_prompt = False
+
+    def ctrl_c_at_prompt(self) -> None:
+        """Ctrl-C while no answer is being written: how to leave (the prompt comes back)."""
+        if self.lines.interrupt():
+            return  # the prompt takes it as the key, and calls this again
+        if self.interactive and not self.lines.draws_prompt:
+            self.ctx.out.err.write("\n")  # after the prompt
+        self.ctx.out.note("(Ctrl-D or /exit leaves)")
+        self.prompt()
 
     async def command(self, line: str) -> bool:
         """A ``/command``; ``False`` to leave."""
@@ -263,7 +273,9 @@ class Session:
 
     async def send(self, text: str) -> None:
         """One turn; a refused or failed answer is one error line, and the session goes on.
-        Ctrl-C cancels the answer (over the link); a second one quits."""
+        Ctrl-C cancels the answer (over the link); a second one quits. With
+        ``--detach-on-interrupt`` Ctrl-C leaves the answer running and ends the session
+        (:func:`client.interrupt.detached`)."""
         out = self.ctx.out
         body = generation_body(self.ctx.args, message=text)
         if self.model:
@@ -273,12 +285,22 @@ class Session:
         new = self.conversation is None
         turn = Turn(body["clientMessageId"], asked_model=self.model)
         cancels: list[asyncio.Task[None]] = []
+        detaching = False
 
         def send_cancel() -> None:
             if turn.generation_id and turn.conversation_id and not cancels:
                 cancels.append(asyncio.get_running_loop().create_task(self._cancel(turn)))
 
         def first_press() -> None:
+            nonlocal detaching
+            if self.detach:
+                detaching = True
+                out.stop_spinner()
+                if turn.conversation_id is not None and presses.task is not None:
+                    presses.task.cancel()  # turned into `detached` below
+                else:  # the server has not taken the message yet: as soon as it has
+                    out.note("(detaching once the server has the message; Ctrl-C again quits)")
+                return
             turn.cancel_requested = True
             out.stop_spinner()
             if out.err_tty and not out.at_line_start:
@@ -303,6 +325,9 @@ class Session:
                     out.error(error.message)
                     return
                 self.screen.acknowledged(turn, conversation, generation)
+                if detaching:
+                    out.end_line()
+                    raise detached(conversation)
                 if new and not self.json:
                     out.tty_note(f"(conversation {conversation})")
                     if not turn.ended.is_set() and out.at_line_start:
@@ -314,12 +339,15 @@ class Session:
                     send_cancel()
                 await self.race(turn.ended.wait())
         except asyncio.CancelledError:
-            if presses.count < 2:
+            detach_now = detaching and turn.conversation_id is not None
+            if presses.count < 2 and not detach_now:
                 raise
             task = asyncio.current_task()
             if task is not None:
                 task.uncancel()
             out.end_line()
+            if detach_now and turn.conversation_id is not None:
+                raise detached(turn.conversation_id) from None
             where = turn.conversation_id or "ID"
             if cancels:
                 line = f"interrupted; the answer was asked to stop (cero messages {where})"
@@ -365,7 +393,6 @@ async def _first(*waits: Awaitable[Any]) -> None:
 async def run(ctx: Context, conversation: str | None, first: str | None) -> int:
     """The read-send loop until EOF or ``/exit``."""
     out = ctx.out
-    lines = StdinLines(sys.stdin)
     token = ctx.credential().token
     async with CeroClient(ctx.server, token) as cero:
         try:
@@ -386,7 +413,7 @@ async def run(ctx: Context, conversation: str | None, first: str | None) -> int:
             )
         session = Session(ctx, link, cero, conversation)
         try:
-            return await _loop(ctx, session, lines, conversation, first)
+            return await _loop(ctx, session, conversation, first)
         finally:
             await session.close()
             await link.close()
@@ -395,7 +422,6 @@ async def run(ctx: Context, conversation: str | None, first: str | None) -> int:
 async def _loop(
     ctx: Context,
     session: Session,
-    lines: StdinLines,
     conversation: str | None,
     first: str | None,
 ) -> int:
@@ -408,22 +434,16 @@ async def _loop(
     where = f"conversation {conversation}" if conversation else "a new conversation"
     out.tty_note(f"(chatting in {where}; /help for commands, Ctrl-D to leave)")
 
-    def at_prompt() -> None:
-        if session.interactive:
-            out.err.write("\n")  # after the prompt
-        out.note("(Ctrl-D or /exit leaves)")
-        session.prompt()
-
     # The whole session: a Ctrl-C between two answers is never a KeyboardInterrupt;
     # during an answer, the turn's own handler (stop it; twice: quit) comes first.
-    with ctx.ctrl_c.handling(at_prompt):
+    with ctx.ctrl_c.handling(session.ctrl_c_at_prompt):
         if first is not None:
             await session.send(first)
         while True:
             session.prompt()
-            line = await session.read(lines)
+            line = await session.read()
             if line is None:
-                if session.interactive:
+                if session.interactive and not session.lines.draws_prompt:
                     out.err.write("\n")
                 break
             text = line.rstrip("\n")

@@ -139,6 +139,7 @@ class Proxy:
         self._open.set()
         self.heads: list[bytes] = []
         self.answered: asyncio.Queue[bytes] = asyncio.Queue()  # request lines, once answered
+        self.accepted = asyncio.Event()  # a connection came (held or not)
         self._writers: list[asyncio.StreamWriter] = []
         self._server: asyncio.Server | None = None
 
@@ -170,6 +171,7 @@ class Proxy:
         self.drop()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted.set()
         await self._open.wait()
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
         self._writers += [writer, up_writer]

@@ -85,6 +85,10 @@ def test_bash_completion_completes_commands_flags_and_choices() -> None:
     assert complete_bash("cero delete --y") == ["--yes"]
     assert complete_bash("cero export --format m") == ["markdown"]
     assert complete_bash("cero chat --model ") == []  # a free value
+    assert complete_bash("cero chat --det") == ["--detach-on-interrupt"]
+    assert complete_bash("cero chat --no-h") == ["--no-history"]
+    assert set(complete_bash("cero chat --contin")) == {"--continue", "--continue-last"}
+    assert complete_bash("cero regenerate --det") == ["--detach-on-interrupt"]
 
 
 def test_zsh_and_fish_scripts_name_every_command_and_flag() -> None:
@@ -96,6 +100,9 @@ def test_zsh_and_fish_scripts_name_every_command_and_flag() -> None:
         assert f"    '{name}:" in zsh and f"        {name})" in zsh
         assert f"-a {name} -d " in fish
     assert "complete -c cero -n '__fish_seen_subcommand_from watch' -l account" in fish
+    for flag in ("detach-on-interrupt", "no-history", "continue"):
+        assert f"complete -c cero -n '__fish_seen_subcommand_from chat' -l {flag}" in fish
+        assert f"'--{flag}[" in zsh
     for line in zsh.splitlines():
         assert line.count("'") % 2 == 0, line  # every quoted spec closed on its line
 
@@ -209,6 +216,15 @@ def test_what_counts_as_a_command() -> None:
 def test_chat_interactive_flag() -> None:
     args = parser().parse_args(["chat", "-i"])
     assert isinstance(args, argparse.Namespace) and args.interactive and args.message is None
+    assert not args.no_history and not args.detach_on_interrupt
+    args = parser().parse_args(["chat", "-i", "--no-history", "-d"])
+    assert args.no_history and args.detach_on_interrupt
+
+
+def test_chat_continue_is_continue_last() -> None:
+    for flag in ("--continue", "--continue-last", "-C"):
+        args = parser().parse_args(["chat", flag, "and then?"])
+        assert args.continue_last and args.message == "and then?" and args.conversation is None
 
 
 async def test_presence_waits_for_the_end_of_an_answer_line() -> None:

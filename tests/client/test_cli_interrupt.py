@@ -130,3 +130,85 @@ async def test_server_without_a_scheme(cli: Cli, live: Live) -> None:
     assert code == 0 and "demo" in out, err
     code, out, err = await cli.run("whoami", "--server", bare)  # the same saved token
     assert code == 0 and "Ada" in out, err
+
+
+async def answer_completes(live: Live, token: str, conversation: str) -> dict[str, Any]:
+    """The conversation's last answer once it is no longer streaming."""
+    async with asyncio.timeout(WAIT):
+        while True:
+            answer = (await messages(live, token, conversation))[-1]
+            if answer["role"] == "assistant" and answer["status"] != "streaming":
+                return answer
+            await asyncio.sleep(0.1)
+
+
+async def test_detach_on_interrupt_leaves_the_answer_running(cli: Cli, live: Live) -> None:
+    """``--detach-on-interrupt``: Ctrl-C stops reading, not the answer; exit 130 names
+    ``cero watch ID`` and ``cero cancel ID``."""
+    token = await signed_in(cli)
+    proc = await cli.start("chat", "--detach-on-interrupt", "keep going without me")
+    assert proc.stdout is not None
+    seen = bytearray()
+    await read_until(proc.stdout, b"This is", seen)
+    proc.send_signal(signal.SIGINT)
+    out, err_bytes = await asyncio.wait_for(proc.communicate(), WAIT)
+    err = err_bytes.decode()
+    assert proc.returncode == 130, err
+    conversation = await only_conversation(live, token)
+    assert err.splitlines()[-1] == (
+        f"cero: detached; the answer goes on on the server (follow it: cero watch "
+        f"{conversation}; stop it: cero cancel {conversation})"
+    )
+    assert "stopping the answer" not in err and "Traceback" not in err
+    printed = (seen + out).decode()
+    answer = await answer_completes(live, token, conversation)
+    assert answer["status"] == "complete"
+    assert answer["content"].endswith("Gemini.")  # it went on to the end
+    assert printed.endswith("\n") and not printed.rstrip("\n").endswith("Gemini.")  # cut short
+    assert answer["content"].startswith(printed.rstrip("\n"))
+
+
+async def test_detach_in_the_interactive_mode_by_environment(cli: Cli, live: Live) -> None:
+    """``CERO_DETACH_ON_INTERRUPT=1`` in ``chat -i``: Ctrl-C during an answer ends the
+    session (130), the answer runs on."""
+    token = await signed_in(cli)
+    proc = await cli.start("chat", "-i", CERO_DETACH_ON_INTERRUPT="1")
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(b"a long answer please\n")
+    await proc.stdin.drain()
+    await read_until(proc.stdout, b"This is", bytearray())
+    proc.send_signal(signal.SIGINT)
+    _, err_bytes = await asyncio.wait_for(proc.communicate(), WAIT)
+    err = err_bytes.decode()
+    assert proc.returncode == 130, err
+    conversation = await only_conversation(live, token)
+    assert f"follow it: cero watch {conversation}; stop it: cero cancel {conversation}" in err
+    answer = await answer_completes(live, token, conversation)
+    assert answer["status"] == "complete" and answer["content"].endswith("Gemini.")
+
+
+async def test_detach_before_the_server_named_the_conversation(cli: Cli, live: Live) -> None:
+    """Ctrl-C while the request is still on its way (a relay holds it): the CLI says it
+    detaches once the server has the message, and does when the conversation is named."""
+    token = await signed_in(cli)
+    proxy = Proxy(int(live.url.rsplit(":", 1)[1]))
+    via = await proxy.start()
+    CredentialStore(cli.config, "file").save(via, token, {})
+    try:
+        proxy.hold()  # the POST waits in the relay
+        proc = await cli.start("chat", "-d", "held on the way", CERO_API_URL=via)
+        assert proc.stderr is not None
+        await asyncio.wait_for(proxy.accepted.wait(), WAIT)  # its request waiting
+        proc.send_signal(signal.SIGINT)
+        await read_until(proc.stderr, b"(detaching once the server has the message", bytearray())
+        proxy.release()
+        _, err_bytes = await asyncio.wait_for(proc.communicate(), WAIT)
+    finally:
+        proxy.release()
+        await proxy.close()
+    err = err_bytes.decode()
+    assert proc.returncode == 130, err
+    conversation = await only_conversation(live, token)
+    assert f"(follow it: cero watch {conversation}; stop it: cero cancel {conversation})" in err
+    answer = await answer_completes(live, token, conversation)
+    assert answer["status"] == "complete" and answer["content"].endswith("Gemini.")
