@@ -890,6 +890,13 @@ async def fanout(
                     log,
                 )
             cancel_s: float | None = None
+            if ends and ends["answers_not_complete"]:
+                # Answers that never ended (seen twice under machine load ≥ 3.8, never
+                # reproduced on demand): what the server and the stand-in say now, before
+                # the cancel, so the next occurrence can be told apart (a writer queue that
+                # does not drain, model streams still open, or a stand-in that never sent
+                # the last chunk).
+                ends["stall_snapshot"] = await _stall_snapshot(target, env.standin_url)
             if not ends or ends["answers_not_complete"]:
                 t_cancel = time.monotonic()
                 try:
@@ -961,6 +968,45 @@ async def fanout(
             sock.close()
         await group.stop()
     return results
+
+
+#: The /metrics families a stall snapshot keeps (writer, generations, model streams, loop).
+STALL_METRICS = (
+    "cero_db_write_queue",
+    "cero_db_write_failures",
+    "cero_db_write_batches",
+    "cero_db_finish_retries",
+    "cero_generations",
+    "cero_model_streams",
+    "cero_live_actors",
+    "cero_asyncio_tasks",
+    "cero_event_loop_lag_seconds",
+    "cero_admission_running",
+    "cero_admission_waiting",
+    "cero_tokens_streamed_total",
+)
+
+
+async def _stall_snapshot(target: Target, standin_url: str) -> dict[str, Any]:
+    """The stand-in's stats (``finish_at`` included) and each server's writer, generation
+    and model-stream lines of ``/metrics``, for a row whose answers did not end."""
+    out: dict[str, Any] = {"at": time.time()}
+    try:
+        async with target.http.get(standin_url + "/bench/stats") as resp:
+            out["standin"] = await resp.json()
+    except (aiohttp.ClientError, ValueError) as exc:
+        out["standin"] = repr(exc)
+    servers: list[list[str]] = []
+    for server in target.servers:
+        try:
+            async with asyncio.timeout(5.0):
+                async with target.http.get(server.url + "/metrics", headers=METRICS_AUTH) as r:
+                    text = await r.text()
+            servers.append([ln for ln in text.splitlines() if ln.startswith(STALL_METRICS)])
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            servers.append([repr(exc)])
+    out["servers"] = servers
+    return out
 
 
 async def _admission(target: Target) -> dict[str, int | None]:

@@ -53,6 +53,8 @@ class BenchGemini(FakeGemini):
         self.arrivals: dict[str, float] = {}
         #: Streams opened before this wall time end at their next token (``/bench/finish``).
         self.finish_at = 0.0
+        #: Rate-mode streams being written now.
+        self.open = 0
         #: Running counters (``GET /bench/stats``).
         self.stats: dict[str, int] = dict.fromkeys(
             (
@@ -100,14 +102,38 @@ class BenchGemini(FakeGemini):
         )
         await response.prepare(request)
         opened = time.time()
-        stats = self.stats
-        stats["streams"] += 1
-        transport = request.transport
-        total = script.timed_tokens
+        self.stats["streams"] += 1
         delay = 1.0 / script.tokens_per_second
-        prompt_tokens = estimate_count(body)
-        chars = 0
         started = time.monotonic()
+        self.open += 1
+        try:
+            await self._play(
+                response,
+                request.transport,
+                model,
+                script.timed_tokens,
+                delay,
+                estimate_count(body),
+                opened,
+                started,
+            )
+        finally:
+            self.open -= 1
+        return response
+
+    async def _play(
+        self,
+        response: web.StreamResponse,
+        transport: asyncio.Transport | None,
+        model: str,
+        total: int,
+        delay: float,
+        prompt_tokens: int,
+        opened: float,
+        started: float,
+    ) -> None:
+        stats = self.stats
+        chars = 0
         for i in range(total):
             if i:
                 await asyncio.sleep(max(0.0, started + i * delay - time.monotonic()))
@@ -134,14 +160,16 @@ class BenchGemini(FakeGemini):
             if last:
                 break
         await response.write_eof()
-        return response
 
     async def _finish(self, request: web.Request) -> web.Response:
         self.finish_at = time.time()
         return web.json_response({"finish_at": self.finish_at})
 
     async def _stats(self, request: web.Request) -> web.Response:
-        return web.json_response(self.stats)
+        # finish_at and the rate-mode streams still open: a stall snapshot's evidence.
+        return web.json_response(
+            {**self.stats, "finish_at": self.finish_at, "now": time.time(), "open": self.open}
+        )
 
     async def _arrival(self, request: web.Request) -> web.Response:
         return web.json_response({"arrival": self.arrivals.get(request.match_info["tag"])})
