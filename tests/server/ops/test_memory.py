@@ -241,20 +241,28 @@ async def test_rss_returns_after_large_answers(tmp_path: Path) -> None:
     1 MiB answer), so what stays after them is what the allocator kept.
 
     Two checks. No growth from round to round (what the leak of issue 15 looked like: ~18 MB
-    per answer and round, 216 MB a round here): at most 8 MB. And back near the start at the
-    end: within 25 %. A fresh-clone CI run of 2026-12-07 measured 107.0 MB before, 182.9 /
-    183.6 / 183.7 MB after the rounds (+0.4 MB a round) and 128.6 MB at the end: +20.2 %,
-    over the 20 % this test allowed before; another run of the same code passed it."""
+    per answer and round, 216 MB a round here): the last round's RSS at most 8 MB above the
+    highest of the earlier rounds. And back near the start at the end: within 25 %.
+
+    Why the highest earlier round, not the first: the RSS after a round is the allocator's
+    working set (~200 MB) unless it happened to give pages back just before the reading.
+    Four runs of 2026-12-07 (two by hand, 12 × 1 MiB and 5 rounds; two of this test, 3
+    rounds) read 188–203 MB after 12 of 16 rounds and 131–154 MB after the other 4, in no
+    order (e.g. 197.0 / 201.9 / 190.1 / 202.2 / 153.6); a fresh-clone CI run read 131.3 /
+    200.7 / 188.9 MB and failed the earlier first-to-last check (+28.8 MB a round) with no
+    leak. A leak raises every reading, the highest too.
+    Earlier runs: 107.0 MB before, 182.9 / 183.6 / 183.7 MB after the rounds and 128.6 MB
+    at the end (+20.2 %); 115 MB before and 133–136 MB at the end here (+15–18 %)."""
     run = await measure(
         tmp_path,
         concurrent=12,
-        rounds=3,
+        rounds=4,
         final_wait=10.0,
         env={"CERO_ACTOR_IDLE_TIMEOUT": "1"},
     )
     grown = run.end_mb - run.start_mb
-    per_round = (run.rounds_mb[-1] - run.rounds_mb[0]) / (len(run.rounds_mb) - 1)
-    assert per_round <= 8.0, f"RSS grew {per_round:.1f} MB a round: {run.rounds_mb}"
+    growth = run.rounds_mb[-1] - max(run.rounds_mb[:-1])
+    assert growth <= 8.0, f"RSS grew {growth:.1f} MB in the last round: {run.rounds_mb}"
     assert run.end_mb <= run.start_mb * 1.25, (
         f"RSS {run.start_mb:.1f} MB before, {run.rounds_mb} after each round, "
         f"{run.end_mb:.1f} MB at the end (+{grown:.1f} MB), peak {run.peak_mb:.1f} MB"
