@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import pytest
 
+from tests.conditions import until
 from tests.conftest import create_pg_database, drop_pg_database
 from tests.server_process import ROOT, serve
 
@@ -48,8 +49,10 @@ async def _sign_in(http: aiohttp.ClientSession, base: str, link: str) -> int:
 async def _round_trip(tmp_path: Path, database_url: str | None) -> None:
     env: dict[str, str | None] = {"BETTER_AUTH_SECRET": None}
     async with serve(database_url, cwd=tmp_path, env=env) as server:
+        # Printed once the link is stored, just after "listening" (a fresh-clone CI run
+        # read the log 11 ms too early).
+        await until(lambda: "Sign in: " in server.log(), within=10, what="the sign-in link")
         started = server.log()
-        assert "Sign in: " in started
         first = started.split("Sign in: ", 1)[1].split()[0]
         db_env = {} if database_url is None else {"DATABASE_URL": database_url}
         async with aiohttp.ClientSession() as http:
