@@ -1,10 +1,11 @@
 """Conversation titles (docs/api.md, Conversations): the text rules every title follows,
 the request a model gets to write one, and the offline ``demo`` model's own title.
 
-A title is one line of at most :data:`TITLE_CHARS` characters, never cut mid-word (only a
-single word longer than that is cut, ending with ``…``). A new conversation's provisional
-title is the start of its first message (:func:`provisional_title`); after the first
-answer the conversation's model writes a better one (:class:`TitleWriter`), which
+A generated title is one line of at most :data:`TITLE_CHARS` characters, never cut mid-word
+(only a single word longer than that is cut, ending with ``…``). A new conversation's
+provisional title is its first message's first 50 characters, whitespace collapsed, as
+CONTRACT.md fixes it (:func:`provisional_title`); after the first answer the
+conversation's model writes a better one (:class:`TitleWriter`), which
 :func:`clean_title` makes safe to show: a model may wrap it in quotes or markdown, add a
 ``Title:`` label, a second line or a final full stop.
 
@@ -86,8 +87,11 @@ def clip_words(text: str, limit: int = TITLE_CHARS) -> str:
 
 
 def provisional_title(message: str) -> str:
-    """A new conversation's title: the first words of its first message."""
-    return clip_words(message)
+    """A new conversation's title until the model's: the first :data:`TITLE_CHARS`
+    characters of its first message, whitespace collapsed (CONTRACT.md: "short title =
+    first 50 characters"; the cut may fall inside a word, which the generated title
+    replaces)."""
+    return " ".join(message.split())[:TITLE_CHARS]
 
 
 def _printable(text: str) -> str:
