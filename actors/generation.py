@@ -359,7 +359,14 @@ class Runner:
         stream = opened.stream
         unyielded = 0
         try:
-            async for item in _chain(opened.first, stream):
+            first = opened.first
+            if isinstance(first, Final):
+                final = first
+            elif first is not None:
+                self._publish(generation, first)
+            # The stream itself, not a generator chaining the first event before it: one
+            # generator less for every token.
+            async for item in stream:
                 if isinstance(item, Final):
                     final = item
                 elif self._publish(generation, item):
@@ -427,15 +434,6 @@ def _first_token(timing: GenerationTiming) -> None:
         timing.span("first_token", ready, appended)
     if timing.on_first_token is not None:
         timing.on_first_token(appended - timing.started)
-
-
-async def _chain(
-    first: ModelEvent | None, rest: AsyncIterator[ModelEvent]
-) -> AsyncIterator[ModelEvent]:
-    if first is not None:
-        yield first
-    async for item in rest:
-        yield item
 
 
 async def aclose(stream: AsyncIterator[ModelEvent]) -> None:

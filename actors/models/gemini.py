@@ -46,6 +46,7 @@ from actors.models.base import ErrorCode, ModelError, ModelEvent, ModelRequest
 from actors.models.gemini_files import GeminiFiles, with_parts
 from actors.models.gemini_translate import Translator
 from actors.models.gemini_wire import WireStreams
+from actors.models.idle_deadline import IdleDeadline
 from actors.models.titles import TITLE_INSTRUCTION, title_request_text
 
 log = structlog.get_logger(__name__)
@@ -316,7 +317,10 @@ class _WireReader:
 
     async def next(self) -> Any | None:
         """The next decoded chunk, ``None`` at the end; raises the stream's error."""
-        return await anext(self._chunks, None)
+        try:
+            return await self._chunks.__anext__()
+        except StopAsyncIteration:
+            return None
 
     async def close(self) -> None:
         await self._chunks.aclose()  # type: ignore[attr-defined]
@@ -463,19 +467,23 @@ class GeminiProvider:
             yielded = False
             pump, feed = self._open(request.model, contents, config, translator)
             self.open_streams += 1
+            deadline = IdleDeadline()
             try:
                 try:
                     timeout = self.first_chunk_timeout
                     while True:
+                        deadline.arm(timeout)
                         try:
-                            async with asyncio.timeout(timeout):
-                                chunk = await pump.next()
-                        except TimeoutError:
+                            chunk = await pump.next()
+                        except asyncio.CancelledError:
+                            if not deadline.expired():
+                                raise
                             which = "first chunk" if translator.chunks == 0 else "next chunk"
                             raise ModelError(
                                 "upstream_timeout",
                                 f"Gemini sent no {which} within {timeout:g} s",
                             ) from None
+                        deadline.disarm()
                         if chunk is None:
                             break
                         timeout = self.chunk_timeout
@@ -488,6 +496,7 @@ class GeminiProvider:
                                 f"the answer was stopped ({translator.finish_reason})",
                             )
                 finally:
+                    deadline.close()
                     self.open_streams -= 1
                     await pump.close()
                 if translator.chunks == 0:

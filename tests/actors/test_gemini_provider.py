@@ -527,3 +527,18 @@ async def test_default_script_echoes(fake: FakeGemini, provider: GeminiProvider)
     events, error = await collect(provider, request())
     assert error is None
     assert texts(events) == "You said: What is 2+2?"
+
+
+@pytest.mark.asyncio
+async def test_a_slow_steady_stream_is_not_timed_out(fake: FakeGemini) -> None:
+    """Every chunk inside the chunk timeout, the whole stream far longer than it."""
+    prov = make_provider(fake.base_url, first_chunk_timeout=0.3, chunk_timeout=0.3)
+    try:
+        fake.enqueue(Script(chunks=[f"c{i} " for i in range(8)], chunk_delay=0.15))
+        started = time.monotonic()
+        events, error = await collect(prov, request())
+        assert time.monotonic() - started > 0.9
+        assert error is None
+        assert texts(events) == "".join(f"c{i} " for i in range(8))
+    finally:
+        await prov.aclose()
