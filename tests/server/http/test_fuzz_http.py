@@ -2,15 +2,19 @@
 signed in as a real user (bearer) and anonymously. Every check schemathesis has (no 5xx,
 statuses, content types, headers and bodies as documented, negative data rejected,
 authentication not ignored, ...) plus ``tests/schemathesis_hooks.py`` (no HTML error page,
-no traceback), within a bounded number of examples per operation.
+no traceback), within a bounded number of examples per operation: fewer where more only
+re-generate input (the import body, the export's one parameter, and every operation that
+answers 401 to the anonymous run).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -22,29 +26,81 @@ from tests.server_process import serve
 pytestmark = [pytest.mark.asyncio(loop_scope="function"), pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[3]
-#: Examples per operation and phase: bounds the run (all three runs: 33 s on 2 cores).
+CONFIG = ROOT / "tests" / "schemathesis.toml"
+#: Examples per operation in the fuzzing phase (the coverage phase sends every case the schema
+#: defines, whatever the number): bounds the run. Written into each run's copy of CONFIG as
+#: `generation.max-examples`, not passed as `--max-examples`, which would override the
+#: per-operation counts below.
 MAX_EXAMPLES = int(os.environ.get("CERO_FUZZ_EXAMPLES", "100"))
+#: Signed in, the import body (a whole export file: conversations, nested message trees) is
+#: where the time goes: generating it, not checking the answer (measured alone: 100 examples
+#: 20 s signed in, 14 s anonymously where each answer is an instant 401). Half the examples
+#: still reach every validator of the body. The export's only input is `format` (absent,
+#: json or markdown): beyond a few examples it re-sends the same request and re-validates
+#: the same file.
+BEARER_EXAMPLES = {
+    "post_api_import": max(1, MAX_EXAMPLES // 2),
+    "get_api_export": min(MAX_EXAMPLES, 10),
+}
+#: Anonymously, an operation that requires a credential answers 401 to anything: the coverage
+#: phase's cases (all of them still run) plus this many fuzzed ones show the credential is not
+#: ignored; more only re-generate bodies nobody reads (the import's cost 25 s in this run).
+#: Operations with an anonymous alternative (`{}` in `security`) and public ones keep
+#: MAX_EXAMPLES.
+ANONYMOUS_SECURED_EXAMPLES = min(MAX_EXAMPLES, 5)
 ST = str(Path(sys.executable).with_name("st"))
 #: Checks that need what a generated request cannot have: a resource created in the same
 #: run (stateful) — no operation here has links between responses.
 EXCLUDED = "use_after_free,ensure_resource_availability"
 
 
+def _config(path: Path, examples: dict[str, int]) -> Path:
+    """CONFIG with MAX_EXAMPLES as the default and ``examples`` (operation id: count)."""
+    text = f"generation.max-examples = {MAX_EXAMPLES}\n\n{CONFIG.read_text()}"
+    by_count: dict[int, list[str]] = {}
+    for operation_id, count in sorted(examples.items()):
+        by_count.setdefault(count, []).append(operation_id)
+    for count, ids in sorted(by_count.items()):
+        text += (
+            f"\n[[operations]]\ninclude-operation-id = {json.dumps(ids)}\n"
+            f"generation.max-examples = {count}\n"
+        )
+    path.write_text(text)
+    return path
+
+
+def _secured(schema: dict[str, Any]) -> dict[str, int]:
+    """The operations an anonymous request cannot pass (every security alternative names a
+    scheme), with ANONYMOUS_SECURED_EXAMPLES each."""
+    out = {}
+    for item in schema["paths"].values():
+        for operation in item.values():
+            if not isinstance(operation, dict) or "operationId" not in operation:
+                continue
+            security = operation.get("security", schema.get("security", []))
+            if security and all(security):
+                out[operation["operationId"]] = ANONYMOUS_SECURED_EXAMPLES
+    return out
+
+
 async def _st(
-    url: str, *headers: str, report: Path, skip: tuple[str, ...] = (), only: str | None = None
+    url: str,
+    *headers: str,
+    config: Path,
+    report: Path,
+    skip: tuple[str, ...] = (),
+    only: str | None = None,
 ) -> tuple[int, str]:
     args = [
         ST,
         "--config-file",
-        str(ROOT / "tests" / "schemathesis.toml"),
+        str(config),
         "run",
         f"{url}/openapi.json",
         "--checks",
         "all",
         "--exclude-checks",
         EXCLUDED,
-        "--max-examples",
-        str(MAX_EXAMPLES),
         "--seed",
         "1313",
         "--workers",
@@ -110,6 +166,12 @@ async def test_schemathesis_finds_nothing(tmp_path: Path) -> None:
         ):
             # The bearer run must be signed in, or it fuzzes only the 401 path.
             assert resp.status == 200, await resp.text()
+        async with aiohttp.ClientSession() as http, http.get(server.url + "/openapi.json") as resp:
+            secured = _secured(await resp.json())
+        # Guards the schema walk: finding nothing would leave every operation at MAX_EXAMPLES
+        # anonymously (slow); taking a public operation for a secured one would under-fuzz it.
+        assert "post_api_import" in secured and "get_api_models" not in secured, secured
+        signed_in = _config(tmp_path / "bearer.toml", BEARER_EXAMPLES)
         results = [
             # Signing out, or revoking the session id schemathesis learns from
             # list-sessions (it did: the full suite's run ended signed out), would end the
@@ -118,16 +180,22 @@ async def test_schemathesis_finds_nothing(tmp_path: Path) -> None:
             await _st(
                 server.url,
                 f"Authorization: Bearer {token}",
+                config=signed_in,
                 report=tmp_path / "bearer.xml",
                 skip=("/api/auth/sign-out", "/api/auth/revoke-session"),
             ),
             await _st(
                 server.url,
                 f"Authorization: Bearer {spare}",
+                config=signed_in,
                 report=tmp_path / "revoke.xml",
                 only="/api/auth/revoke-session",
             ),
-            await _st(server.url, report=tmp_path / "anonymous.xml"),
+            await _st(
+                server.url,
+                config=_config(tmp_path / "anonymous.toml", secured),
+                report=tmp_path / "anonymous.xml",
+            ),
         ]
         assert server.running
         async with (
