@@ -1,11 +1,13 @@
 """Checks schemathesis adds to its own when it fuzzes a live server (test_fuzz_http.py):
 no answer is an HTML error page or carries a Python traceback.
 
-Also one parse at a time through ``ast.parse`` in the ``st`` process: on CPython 3.11.7
-(this venv's) two threads parsing at once can fail with ``SystemError: AST constructor
-recursion depth mismatch`` (CPython gh-106905, fixed in later releases). Hypothesis parses
-lambda sources to describe strategies, on both schemathesis workers' threads: one run in
-six failed that way on 2026-12-07, inside hypothesis, before any request was made.
+Also one parse at a time through ``ast.parse`` in the ``st`` process: CPython 3.11 keeps
+the AST constructor's recursion depth in per-interpreter state that threads share, so two
+threads parsing at once can fail with ``SystemError: AST constructor recursion depth
+mismatch`` (reported from threaded programs, e.g. CPython gh-106905 and pytest #10763).
+Hypothesis parses lambda sources to describe strategies, on both schemathesis workers'
+threads: one run in six failed that way on 2026-12-07, inside hypothesis, before any
+request was made.
 """
 
 from __future__ import annotations
