@@ -142,6 +142,11 @@ async def test_cancelled_generation_counts_cancelled(env: Env) -> None:
         async with post_chat(http, live.url, token, message="cancel me", aiModel=MODEL) as r:
             first = orjson.loads(await r.content.readline())
             conversation_id = first["data"]["conversationId"]
+            # Cancelled once the first token is here, so the stand-in has taken this
+            # script: a cancel before the model request left it queued, and the next
+            # test's chat streamed it instead of its own (seen under load).
+            while orjson.loads(await r.content.readline())["topic"] != "token":
+                pass
             async with http.post(
                 f"{live.url}/api/conversations/{conversation_id}/cancel",
                 json={},
