@@ -25,13 +25,6 @@ class Keys:
         every relay (:mod:`cluster.relay`)."""
         return f"{self.prefix}epochs"
 
-    @property
-    def presence(self) -> str:
-        """The presence notices: a stream of ``c`` (conversation id), one entry each time a
-        process that does not own the conversation changed its viewer count there
-        (:mod:`cluster.viewers`), read by every relay so the owner re-reads that count."""
-        return f"{self.prefix}presence"
-
     def lease(self, conversation_id: str) -> str:
         return f"{self.prefix}c:{conversation_id}:lease"
 

@@ -21,7 +21,6 @@ never a private field of a hub or a subscription.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -36,7 +35,6 @@ class ClusterEventLog(EventLog):
         "_on_closed",
         "_on_presence",
         "_on_subscribe",
-        "fed_at",
         "lease",
         "local_viewers",
         "running",
@@ -64,9 +62,6 @@ class ClusterEventLog(EventLog):
         self.local_viewers = 0
         #: The cluster-wide count this owner last published.
         self.viewers_published = 0
-        #: Mirror mode: ``time.monotonic()`` when the owner last appended what the relay
-        #: read (its lease was live then); ``-inf`` before the first read.
-        self.fed_at = -math.inf
         self._feeding = False
         self._on_subscribe = on_subscribe
         self._on_presence = on_presence

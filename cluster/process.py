@@ -94,7 +94,6 @@ class ClusterProcess:
         self.viewers = ViewerCounts(
             ctx, lease_ttl, owned=lambda: [(cid, held.hub) for cid, held in self.held.items()]
         )
-        self.relay.on_presence = self.viewers.noticed
         self.commands = Commands(
             ctx,
             forward_timeout=self.forward_timeout,

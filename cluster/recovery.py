@@ -4,17 +4,14 @@ Taking a lease marks the conversation's ``streaming`` rows ``interrupted`` (thro
 store and its batch writer, under the new fence, with the text flushed so far) and appends
 ``error``/``owner_lost`` for each (:func:`interrupt_orphans`). A watcher takes the lease
 of any watched log whose generation runs without an owner, so watchers on every process
-stop waiting within the ttl plus a second. It asks Redis about a lease (``PTTL``) only
-when it could have expired: not while the owner appended within the last third of a ttl,
-nor before the time left that the last answer gave. The start-up sweep does the same for
-rows whose lease is gone, never a live neighbour's (a lease still there is looked at
-again once it would have expired).
+stop waiting within the ttl plus a second. The start-up sweep does the same for rows whose
+lease is gone, never a live neighbour's (a lease still there is looked at again once it
+would have expired).
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections.abc import Coroutine, Mapping
 from typing import Any, Protocol, cast
@@ -93,11 +90,6 @@ async def interrupt_orphans(
 class Recovery:
     def __init__(self, node: Node) -> None:
         self.node = node
-        #: Watched mirrors whose owner's lease was there when last asked about: not asked
-        #: again before it could have expired (``time.monotonic()``; ``PTTL`` read then).
-        self._alive_until: dict[str, float] = {}
-        #: Leases asked about (``PTTL``) since start.
-        self.checks = 0
 
     async def watch_forever(self) -> None:
         """A watched log whose generation runs without a lease: its owner died -- unless
@@ -108,54 +100,30 @@ class Recovery:
         interval = min(1.0, node.lease_ttl / 4)
         was_down = False
         quiet_until = 0.0
-        failures = node.relay.failures
         while True:
             await asyncio.sleep(interval)  # the watcher's period, by design
-            if node.relay.failures != failures:
-                # The relay's read failed (it tries again every half second at most while
-                # Redis is away): Redis may come back empty, also while no mirror was asked
-                # about below (each fed recently). Quiet until half a ttl after that.
-                failures = node.relay.failures
-                quiet_until = time.monotonic() + node.lease_ttl / 2
-            # Not asked about: a mirror its owner appended to within a third of a ttl (its
-            # lease, renewed every third of a ttl, outlives that append by two thirds at
-            # least), and one whose lease was there with time left (it cannot have expired
-            # before then). Either way a dead owner's lease is looked at again by the time it
-            # expires, so it is found as soon as by asking every round.
-            now = time.monotonic()
-            fresh = now - node.lease_ttl / 3
-            alive = self._alive_until
-            for cid in [cid for cid in alive if cid not in node.relay.watched]:
-                del alive[cid]
             orphans = [
                 (cid, hub)
                 for cid, hub in list(node.relay.watched.items())
-                if hub.running is not None
-                and hub.sink is None
-                and not hub.closed
-                and hub.fed_at < fresh
-                and alive.get(cid, -math.inf) <= now
+                if hub.running is not None and hub.sink is None and not hub.closed
             ]
             if not orphans:
                 continue
             try:
                 async with node.redis.pipeline(transaction=False) as pipe:
                     for cid, _ in orphans:
-                        pipe.pttl(node.keys.lease(cid))
-                    left_ms = await pipe.execute()
+                        pipe.exists(node.keys.lease(cid))
+                    exists = await pipe.execute()
             except REDIS_FAULTS:
                 was_down = True
                 continue
-            self.checks += len(orphans)
-            now = time.monotonic()
             if was_down:
                 was_down = False
-                quiet_until = now + node.lease_ttl / 2
-            for (cid, hub), left in zip(orphans, left_ms, strict=True):
-                if left >= 0:  # there: not before it could have expired
-                    alive[cid] = now + left / 1000
-                elif left == -2 and now >= quiet_until:  # gone (-1: no expiry, never ours)
-                    alive.pop(cid, None)
+                quiet_until = time.monotonic() + node.lease_ttl / 2
+            if time.monotonic() < quiet_until:
+                continue
+            for (cid, hub), there in zip(orphans, exists, strict=True):
+                if not there:
                     node.spawn(self.recover(cid, hub))
 
     async def recover(self, cid: str, hub: ClusterEventLog) -> bool:

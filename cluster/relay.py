@@ -1,13 +1,10 @@
 """The relay: this process's mirrors of conversations owned elsewhere, fed from Redis.
 
 One task, one connection: ``XREAD BLOCK`` over the streams of every mirror hub with
-subscribers (plus this node's wake stream, written when that set grows, the epoch
-notices and the presence notices of :mod:`cluster.viewers`, handed to ``on_presence``),
-feeding the hubs in order; each mirror fed notes when its owner last appended
-(``fed_at``: the owner's lease was live then, :mod:`cluster.recovery` reads it).
-:meth:`Relay.sync` reads a stream from where a hub is (``XRANGE``): before a subscribe,
-before a hub becomes the owner's, when the relay finds a gap, and when a notice says a
-watched log started again in another epoch.
+subscribers (plus this node's wake stream, written when that set grows, and the epoch
+notices), feeding the hubs in order. :meth:`Relay.sync` reads a stream from where a hub is
+(``XRANGE``): before a subscribe, before a hub becomes the owner's, when the relay finds a
+gap, and when a notice says a watched log started again in another epoch.
 
 Epoch notices (``Keys.epochs``, written by whoever starts a log in an epoch of its own,
 :data:`cluster.scripts.ACQUIRE`): a log that expired or was lost with a Redis that
@@ -72,15 +69,9 @@ class Relay:
         self._wake_id = b"0-0"
         #: The last epoch notice read (from the start again after a failed read).
         self._notice_id: Any = b"0-0"
-        #: The last presence notice read (:mod:`cluster.viewers`).
-        self._presence_id: Any = b"0-0"
-        #: Called with the conversation ids of the presence notices of each read.
-        self.on_presence: Callable[[list[str]], None] | None = None
         self._wake_pending = False
         self.relayed = 0
         self.reads = 0
-        #: Reads that failed (Redis not answering) since start.
-        self.failures = 0
         #: Seconds from the owner's append to this relay's read, of the last event read.
         self.lag = 0.0
         #: Metrics hook: ``lag`` of each stream's batch read (one call per stream per read).
@@ -203,7 +194,6 @@ class Relay:
     async def run(self) -> None:
         wake_key = self.keys.wake(self.node_id)
         notices_key = self.keys.epochs
-        presence_key = self.keys.presence
         pause = RETRY_FIRST_S
         while True:
             for cid, hub in list(self.watched.items()):
@@ -217,13 +207,11 @@ class Relay:
             }
             streams[wake_key] = self._wake_id
             streams[notices_key] = self._notice_id
-            streams[presence_key] = self._presence_id
             try:
                 answer: Any = await self.redis.xread(streams, count=READ_COUNT, block=BLOCK_MS)
                 self.reads += 1
             except REDIS_FAULTS as exc:
                 log.warning("relay_read_failed", error=repr(exc)[:200], retry_in=pause)
-                self.failures += 1
                 self._notice_id = b"0-0"  # Redis may come back empty: every notice again
                 await asyncio.sleep(pause)  # Redis is not answering: the retry's pace
                 pause = min(pause * 2, RETRY_MAX_S)
@@ -238,11 +226,6 @@ class Relay:
                     self._notice_id = entries[-1][0]
                     self.noticed(entries)
                     continue
-                if key == presence_key:
-                    self._presence_id = entries[-1][0]
-                    if self.on_presence is not None:
-                        self.on_presence([text(fields.get(b"c", b"")) for _, fields in entries])
-                    continue
                 watched = self.watched.get(self.keys.conversation_of_log(key))
                 if watched is None or watched.conversation_id in self._syncing:
                     continue
@@ -254,7 +237,5 @@ class Relay:
                 sent = entries[-1][1].get(b"t")
                 if sent is not None:
                     self.lag = max(0.0, time.time() - int(sent) / 1000)
-                    # When the owner last appended (by this clock): its lease was live then.
-                    watched.fed_at = time.monotonic() - self.lag
                     if self.on_lag is not None:
                         self.on_lag(self.lag)

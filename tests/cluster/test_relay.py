@@ -3,8 +3,6 @@ what an owner's log writer appends on another, in order, through the blocking re
 
 from __future__ import annotations
 
-import time
-
 import structlog
 
 from actors.event_log import Event
@@ -71,11 +69,8 @@ async def test_a_mirror_follows_the_owners_log(node: Node) -> None:
     viewer = Viewer(hub)
     assert relay.watched == {"c1": hub}
 
-    assert hub.fed_at == float("-inf")  # nothing read by the relay yet
     owner.say(30, prefix="more")
     await until(lambda: hub.last_seq == 42, what="the mirror at 42")
-    # When the owner last appended, by this clock (the watcher skips such live owners).
-    assert time.monotonic() - 2.0 < hub.fed_at <= time.monotonic()
     events = viewer.seen()
     assert [e.seq for e in events] == list(range(13, 43))
     owned = {e.seq: e.data for e in owner.hub.held()}
