@@ -128,7 +128,19 @@ async def announce(app: web.Application) -> None:
     settings = app[SETTINGS]
     if not settings.local_mode:
         return
-    url = link_url(settings, await issue_link(settings.local_link_ttl))
+    try:
+        token = await issue_link(settings.local_link_ttl)
+    except Exception as exc:
+        # The database went away between start-up and here (a fresh-clone CI run cut it
+        # right after `listening`): the server keeps serving (``/readyz`` says why) and
+        # the link can be asked for later; start-up must not die over it.
+        log.warning(
+            "local_sign_in_unavailable",
+            error=repr(exc)[:200],
+            hint="`cero-api sign-in-link` prints one once the database answers",
+        )
+        return
+    url = link_url(settings, token)
     log.info(
         "local_sign_in",
         url=f"{settings.public_url}/auth/local",
